@@ -1,0 +1,230 @@
+//! H.264/AVC: the decoder configuration record and the conversion of FLV's length-prefixed
+//! access units to the Annex B byte stream MPEG-TS carries.
+//!
+//! Implements ISO/IEC 14496-15 §5.3.3.1 (AVCDecoderConfigurationRecord) and the Annex B
+//! byte-stream format of ITU-T H.264, with the access unit delimiter (§7.3.2.4) that
+//! ISO/IEC 13818-1 §2.14 asks for. Never parses slice data.
+
+use crate::error::Malformed;
+
+/// NAL unit types this module looks at (ITU-T H.264 table 7-1).
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// An access unit delimiter with primary_pic_type 7 ("any slice type").
+const AUD: [u8; 6] = [0, 0, 0, 1, NAL_AUD, 0xf0];
+
+/// The parameters an AVC stream is decoded with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    /// `AVCProfileIndication`.
+    pub profile: u8,
+    /// `profile_compatibility`.
+    pub compatibility: u8,
+    /// `AVCLevelIndication`.
+    pub level: u8,
+    /// Bytes in each NAL unit length prefix (1, 2 or 4).
+    nalu_length_size: usize,
+    /// SPS and PPS, in that order, each prefixed with a start code.
+    parameter_sets: Vec<u8>,
+}
+
+impl AvcConfig {
+    /// Parses an AVCDecoderConfigurationRecord.
+    pub fn parse(data: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader(data);
+        let version = r.u8()?;
+        if version != 1 {
+            return Err(Malformed::AvcConfig("configurationVersion is not 1"));
+        }
+        let profile = r.u8()?;
+        let compatibility = r.u8()?;
+        let level = r.u8()?;
+        let nalu_length_size = usize::from(r.u8()? & 0x03) + 1;
+        if nalu_length_size == 3 {
+            return Err(Malformed::AvcConfig("lengthSizeMinusOne is 2"));
+        }
+        let mut parameter_sets = Vec::new();
+        let sps_count = r.u8()? & 0x1f;
+        if sps_count == 0 {
+            return Err(Malformed::AvcConfig("no sequence parameter set"));
+        }
+        for _ in 0..sps_count {
+            let len = usize::from(r.u16()?);
+            parameter_sets.extend_from_slice(&START_CODE);
+            parameter_sets.extend_from_slice(r.take(len)?);
+        }
+        let pps_count = r.u8()?;
+        if pps_count == 0 {
+            return Err(Malformed::AvcConfig("no picture parameter set"));
+        }
+        for _ in 0..pps_count {
+            let len = usize::from(r.u16()?);
+            parameter_sets.extend_from_slice(&START_CODE);
+            parameter_sets.extend_from_slice(r.take(len)?);
+        }
+        // Profile-specific trailing fields (High profile chroma format etc.) are not needed.
+        Ok(Self { profile, compatibility, level, nalu_length_size, parameter_sets })
+    }
+
+    /// The RFC 6381 codec string, e.g. `avc1.64001f`.
+    pub fn codec_string(&self) -> String {
+        format!("avc1.{:02x}{:02x}{:02x}", self.profile, self.compatibility, self.level)
+    }
+
+    /// Appends one access unit in Annex B form to `out`: an access unit delimiter, then SPS
+    /// and PPS when the unit holds an IDR slice but no SPS of its own, then every NAL unit of
+    /// `nalus` except delimiters. On error `out` may hold a partial unit; the caller discards it.
+    pub fn write_annex_b(&self, nalus: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
+        out.extend_from_slice(&AUD);
+        let (has_idr, has_sps) = self.scan(nalus)?;
+        if has_idr && !has_sps {
+            out.extend_from_slice(&self.parameter_sets);
+        }
+        self.for_each_nalu(nalus, |nalu| {
+            if nalu[0] & 0x1f != NAL_AUD {
+                out.extend_from_slice(&START_CODE);
+                out.extend_from_slice(nalu);
+            }
+        })
+    }
+
+    /// Whether the unit holds an IDR slice, and whether it carries its own SPS.
+    fn scan(&self, nalus: &[u8]) -> Result<(bool, bool), Malformed> {
+        let (mut idr, mut sps) = (false, false);
+        self.for_each_nalu(nalus, |nalu| match nalu[0] & 0x1f {
+            NAL_IDR => idr = true,
+            NAL_SPS | NAL_PPS => sps = true,
+            _ => {}
+        })?;
+        Ok((idr, sps))
+    }
+
+    /// Calls `f` with each non-empty NAL unit.
+    fn for_each_nalu(&self, nalus: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), Malformed> {
+        let mut offset = 0;
+        while offset < nalus.len() {
+            let prefix_end = offset + self.nalu_length_size;
+            let Some(prefix) = nalus.get(offset..prefix_end) else {
+                return Err(Malformed::NaluOverrun {
+                    offset,
+                    declared: self.nalu_length_size,
+                    available: nalus.len() - offset,
+                });
+            };
+            let declared = prefix.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
+            let Some(nalu) = nalus.get(prefix_end..prefix_end + declared) else {
+                return Err(Malformed::NaluOverrun {
+                    offset,
+                    declared,
+                    available: nalus.len() - prefix_end,
+                });
+            };
+            if !nalu.is_empty() {
+                f(nalu);
+            }
+            offset = prefix_end + declared;
+        }
+        Ok(())
+    }
+}
+
+/// A bounds-checked big-endian cursor over the configuration record.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.0.len() < n {
+            return Err(Malformed::AvcConfig("record ends early"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record shaped as x264 writes it for 1280x720 High profile, level 3.1: one 26-byte
+    /// SPS, one 6-byte PPS. Real encoder output is checked by `tests/ffprobe.rs`.
+    const X264_HIGH_720P: &[u8] = &[
+        0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40,
+        0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0,
+        0xf1, 0x83, 0x19, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
+    ];
+
+    #[test]
+    fn parses_x264_record() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        assert_eq!((cfg.profile, cfg.compatibility, cfg.level), (0x64, 0, 0x1f));
+        assert_eq!(cfg.nalu_length_size, 4);
+        assert_eq!(cfg.codec_string(), "avc1.64001f");
+        assert_eq!(&cfg.parameter_sets[..5], &[0, 0, 0, 1, 0x67]);
+        assert_eq!(cfg.parameter_sets.len(), 4 + 26 + 4 + 6);
+    }
+
+    #[test]
+    fn every_truncation_of_the_record_is_malformed() {
+        for len in 0..X264_HIGH_720P.len() {
+            assert!(AvcConfig::parse(&X264_HIGH_720P[..len]).is_err(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn idr_gets_aud_and_parameter_sets() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        // An AUD from the encoder (dropped), then an IDR slice.
+        let nalus = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        let mut out = Vec::new();
+        cfg.write_annex_b(&nalus, &mut out).unwrap();
+        let mut expected = AUD.to_vec();
+        expected.extend_from_slice(&cfg.parameter_sets);
+        expected.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn inter_frame_gets_only_aud() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        let mut out = Vec::new();
+        cfg.write_annex_b(&[0, 0, 0, 2, 0x41, 0x9a], &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x41, 0x9a]);
+    }
+
+    #[test]
+    fn idr_with_inband_sps_is_not_given_a_second_copy() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        let nalus = [0, 0, 0, 2, 0x67, 0x64, 0, 0, 0, 2, 0x68, 0xeb, 0, 0, 0, 2, 0x65, 0x88];
+        let mut out = Vec::new();
+        cfg.write_annex_b(&nalus, &mut out).unwrap();
+        assert_eq!(out.len(), AUD.len() + 3 * 6);
+    }
+
+    #[test]
+    fn overrunning_length_prefix_is_malformed() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            cfg.write_annex_b(&[0, 0, 0, 9, 0x65, 1], &mut out),
+            Err(Malformed::NaluOverrun { offset: 0, declared: 9, available: 2 })
+        );
+        assert_eq!(
+            cfg.write_annex_b(&[0, 0, 0, 1, 0x41, 0, 0], &mut out),
+            Err(Malformed::NaluOverrun { offset: 5, declared: 4, available: 2 })
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! Errors of the packager, typed by who is at fault: the publisher's bytes (`Malformed`),
+//! or a legal stream we do not handle (`Unsupported`). Every variant is `Copy + PartialEq`
+//! so tests can assert the exact error.
+
+/// Why a tag could not be packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The publisher sent bytes that do not parse.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] Malformed),
+    /// The publisher sent a legal stream this server does not package.
+    #[error("unsupported input: {0}")]
+    Unsupported(#[from] Unsupported),
+    /// A bug in the packager, never caused by input; the tag is dropped.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Bytes that break the format they claim to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// A tag body shorter than its fixed header.
+    #[error("{kind} tag of {len} bytes is shorter than its header")]
+    TruncatedTag {
+        /// "audio" or "video".
+        kind: &'static str,
+        /// Length of the tag body.
+        len: usize,
+    },
+    /// An AVCDecoderConfigurationRecord that ends early or has a bad version.
+    #[error("AVC decoder configuration record: {0}")]
+    AvcConfig(&'static str),
+    /// A NAL unit length prefix that runs past the end of the tag.
+    #[error("NAL unit of {declared} bytes at offset {offset} overruns the {available}-byte tag")]
+    NaluOverrun {
+        /// Offset of the length prefix inside the NAL data.
+        offset: usize,
+        /// Length the prefix declares.
+        declared: usize,
+        /// Bytes that were left.
+        available: usize,
+    },
+    /// An AudioSpecificConfig that ends early or names a reserved value.
+    #[error("AAC AudioSpecificConfig: {0}")]
+    AacConfig(&'static str),
+    /// An AAC frame too large for the 13-bit ADTS frame length.
+    #[error("AAC frame of {0} bytes does not fit an ADTS header")]
+    AacFrameTooLarge(usize),
+}
+
+/// Legal input outside what the packager handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// A legacy FLV video codec id other than AVC (7).
+    #[error("video codec id {0} (only H.264/AVC, id 7, is packaged)")]
+    VideoCodec(u8),
+    /// An Enhanced RTMP video tag (FourCC codec).
+    #[error("Enhanced RTMP video FourCC {0:?}")]
+    VideoFourCc([u8; 4]),
+    /// An FLV audio format other than AAC (10).
+    #[error("audio format {0} (only AAC, format 10, is packaged)")]
+    AudioFormat(u8),
+    /// An AAC object type ADTS cannot signal.
+    #[error("AAC audio object type {0}")]
+    AacObjectType(u8),
+    /// A sampling frequency with no ADTS index.
+    #[error("AAC sampling frequency {0} Hz has no ADTS index")]
+    AacSampleRate(u32),
+}

@@ -1,0 +1,298 @@
+//! Cutting access units into MPEG-TS segments.
+//!
+//! A segment starts with PAT/PMT and, when the stream has video, with a keyframe, so every
+//! segment decodes on its own (RFC 8216 §4.3.3.1 EXT-X-INDEPENDENT-SEGMENTS). It is cut at
+//! the first keyframe after the target duration, or, for audio-only streams, at the first
+//! frame after it. Never looks at a clock: durations come from media timestamps.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::ts_mux::{MuxError, PesTiming, Track, TsMuxer};
+
+/// 90 kHz ticks per second (ISO/IEC 13818-1 §2.4.3.7 system clock / 300).
+pub const TICKS_PER_SECOND: i64 = 90_000;
+/// PTS/DTS run this far ahead of the PCR, as ffmpeg's default `muxdelay` (0.7 s), so the
+/// decoder model never sees a frame due before it arrived.
+const MUX_DELAY_TICKS: i64 = 63_000;
+/// A stream whose keyframes never come still gets cut after this long, so one segment's
+/// buffer cannot grow without bound (Nginx-RTMP's `hls_max_fragment` plays the same role).
+pub const MAX_SEGMENT_DURATION: Duration = Duration::from_secs(20);
+/// And after this many bytes, whatever the duration (about 20 s at 50 Mbit/s).
+pub const MAX_SEGMENT_BYTES: usize = 128 << 20;
+
+/// One access unit, ready to be packetised.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessUnit<'a> {
+    /// The elementary stream it belongs to.
+    pub track: Track,
+    /// Presentation time, 90 kHz.
+    pub pts: i64,
+    /// Decode time, 90 kHz.
+    pub dts: i64,
+    /// How long the unit lasts (an estimate for video), 90 kHz.
+    pub duration: i64,
+    /// Whether decoding can start here.
+    pub keyframe: bool,
+    /// The elementary stream bytes (Annex B or ADTS).
+    pub data: &'a [u8],
+}
+
+/// A finished segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The MPEG-TS bytes.
+    pub data: Bytes,
+    /// Media duration.
+    pub duration: Duration,
+    /// The timeline or the codec parameters changed before this segment
+    /// (RFC 8216 §4.3.2.3 EXT-X-DISCONTINUITY).
+    pub discontinuity: bool,
+    /// Decoding can start at the first byte (false only after a forced cut).
+    pub independent: bool,
+}
+
+/// What [`Segmenter::push`] did with a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Written; the unit started a new segment and this is the one it ended, if any.
+    Written(Option<Segment>),
+    /// Dropped: it cannot start a segment (audio or a non-keyframe before the first keyframe).
+    Dropped,
+}
+
+/// A segment being written.
+#[derive(Debug)]
+struct Open {
+    data: Vec<u8>,
+    start: i64,
+    end: i64,
+    discontinuity: bool,
+    independent: bool,
+}
+
+/// Cuts access units into segments.
+///
+/// Call [`Segmenter::push`] with each unit in decode order; it returns a segment when the unit
+/// started a new one. Call [`Segmenter::finish`] at the end of the stream. Buffers at most one
+/// segment, bounded by [`MAX_SEGMENT_DURATION`] and [`MAX_SEGMENT_BYTES`].
+#[derive(Debug)]
+pub struct Segmenter {
+    target: i64,
+    mux: TsMuxer,
+    has_video: bool,
+    open: Option<Open>,
+    /// Set when the timeline or parameters break; applies to the next segment opened.
+    discontinuity: bool,
+    /// Whether any segment has been opened yet (the first one is never a discontinuity).
+    started: bool,
+}
+
+impl Segmenter {
+    /// A segmenter cutting at the first keyframe after `target`.
+    pub fn new(target: Duration) -> Self {
+        Self {
+            target: duration_to_ticks(target).max(1),
+            mux: TsMuxer::new(),
+            has_video: false,
+            open: None,
+            discontinuity: false,
+            started: false,
+        }
+    }
+
+    /// Sets the tracks the next segments carry. A change ends the open segment (returned) and
+    /// marks the next one as a discontinuity, since its PMT differs.
+    pub fn set_tracks(&mut self, video: bool, audio: bool) -> Option<Segment> {
+        self.has_video = video;
+        self.mux.set_tracks(video, audio);
+        self.break_timeline()
+    }
+
+    /// Ends the open segment (returned) and marks the next one as a discontinuity.
+    pub fn break_timeline(&mut self) -> Option<Segment> {
+        if self.started {
+            self.discontinuity = true;
+        }
+        self.open.take().map(close)
+    }
+
+    /// Adds one access unit; see [`Pushed`].
+    pub fn push(&mut self, unit: AccessUnit<'_>) -> Result<Pushed, MuxError> {
+        let mut finished = None;
+        if let Some(open) = &self.open {
+            let elapsed = unit.dts - open.start;
+            let sets_pace = unit.track == Track::Video || !self.has_video;
+            let due = sets_pace && elapsed >= self.target && (unit.keyframe || !self.has_video);
+            let forced = sets_pace
+                && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
+                    || open.data.len() >= MAX_SEGMENT_BYTES);
+            if due || forced {
+                finished = self.open.take().map(|o| close_at(o, unit.dts));
+                self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
+            }
+        } else {
+            let can_start = if self.has_video {
+                unit.track == Track::Video && unit.keyframe
+            } else {
+                unit.track == Track::Audio
+            };
+            if !can_start {
+                return Ok(Pushed::Dropped);
+            }
+            self.open_segment(unit.dts, true)?;
+        }
+        let pcr_track = self.mux.pcr_track();
+        let Some(open) = self.open.as_mut() else {
+            return Ok(Pushed::Dropped);
+        };
+        let timing = PesTiming {
+            pts: unit.pts.max(unit.dts) + MUX_DELAY_TICKS,
+            dts: unit.dts + MUX_DELAY_TICKS,
+            pcr: (unit.track == pcr_track).then_some(unit.dts),
+        };
+        let random_access = unit.keyframe && unit.track == Track::Video;
+        self.mux.write_pes(unit.track, timing, random_access, unit.data, &mut open.data)?;
+        open.end = open.end.max(unit.dts + unit.duration.max(0));
+        Ok(Pushed::Written(finished))
+    }
+
+    /// Ends the stream: returns the open segment, if any.
+    pub fn finish(&mut self) -> Option<Segment> {
+        self.open.take().map(close)
+    }
+
+    fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
+        let mut data = Vec::with_capacity(256 * 1024);
+        self.mux.write_tables(&mut data)?;
+        self.open = Some(Open {
+            data,
+            start,
+            end: start,
+            discontinuity: std::mem::take(&mut self.discontinuity),
+            independent,
+        });
+        self.started = true;
+        Ok(())
+    }
+}
+
+/// Closes a segment whose successor starts at `next_start`.
+fn close_at(mut open: Open, next_start: i64) -> Segment {
+    open.end = next_start;
+    close(open)
+}
+
+fn close(open: Open) -> Segment {
+    Segment {
+        duration: ticks_to_duration(open.end - open.start),
+        data: Bytes::from(open.data),
+        discontinuity: open.discontinuity,
+        independent: open.independent,
+    }
+}
+
+/// Converts a duration to 90 kHz ticks (saturating).
+pub fn duration_to_ticks(d: Duration) -> i64 {
+    i64::try_from(d.as_micros() * 9 / 100).unwrap_or(i64::MAX)
+}
+
+/// Converts 90 kHz ticks to a duration (negative spans count as zero).
+pub fn ticks_to_duration(ticks: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(ticks).unwrap_or(0) * 100_000 / 9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(dts: i64, keyframe: bool) -> AccessUnit<'static> {
+        AccessUnit { track: Track::Video, pts: dts, dts, duration: 3000, keyframe, data: &[0; 10] }
+    }
+
+    fn audio(dts: i64) -> AccessUnit<'static> {
+        AccessUnit {
+            track: Track::Audio,
+            pts: dts,
+            dts,
+            duration: 1920,
+            keyframe: true,
+            data: &[1; 10],
+        }
+    }
+
+    #[test]
+    fn cuts_at_first_keyframe_after_target() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        assert!(s.set_tracks(true, true).is_none());
+        // Audio and an inter frame before the first keyframe are dropped.
+        assert_eq!(s.push(audio(0)).unwrap(), Pushed::Dropped);
+        assert_eq!(s.push(video(0, false)).unwrap(), Pushed::Dropped);
+        let mut segments = Vec::new();
+        // 30 fps, keyframe every 45 frames (1.5 s): cuts land at 3 s, 6 s, ...
+        for frame in 1..=300 {
+            let dts = frame * 3000;
+            if let Pushed::Written(Some(seg)) = s.push(video(dts, (frame - 1) % 45 == 0)).unwrap() {
+                segments.push(seg);
+            }
+            s.push(audio(dts)).unwrap();
+        }
+        segments.extend(s.finish());
+        let durations: Vec<_> = segments.iter().map(|s| s.duration.as_millis()).collect();
+        assert_eq!(durations, [3000, 3000, 3000, 1000]);
+        assert!(segments.iter().all(|s| s.independent && !s.discontinuity));
+        assert!(segments.iter().all(|s| s.data.len() % 188 == 0));
+    }
+
+    #[test]
+    fn audio_only_cuts_on_duration() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(false, true);
+        let mut cuts = Vec::new();
+        for i in 0..200 {
+            if let Pushed::Written(Some(seg)) = s.push(audio(i * 1920)).unwrap() {
+                cuts.push(seg.duration.as_millis());
+            }
+        }
+        // 1920 ticks per frame: the first frame at or after 2 s is frame 94 (2.005 s).
+        assert_eq!(cuts, [2005, 2005]);
+    }
+
+    #[test]
+    fn missing_keyframes_force_a_cut_at_the_limit() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, false);
+        s.push(video(0, true)).unwrap();
+        let limit = duration_to_ticks(MAX_SEGMENT_DURATION);
+        let mut cut = None;
+        for frame in 1..=(limit / 3000 + 1) {
+            if let Pushed::Written(Some(seg)) = s.push(video(frame * 3000, false)).unwrap() {
+                cut = Some(seg);
+                break;
+            }
+        }
+        assert_eq!(cut.unwrap().duration, MAX_SEGMENT_DURATION);
+        assert!(!s.finish().unwrap().independent);
+    }
+
+    #[test]
+    fn track_change_ends_segment_and_marks_discontinuity() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, false);
+        s.push(video(0, true)).unwrap();
+        s.push(video(3000, false)).unwrap();
+        let ended = s.set_tracks(true, true).unwrap();
+        assert!(!ended.discontinuity);
+        assert_eq!(ended.duration.as_millis(), 66);
+        s.push(video(6000, true)).unwrap();
+        assert!(s.finish().unwrap().discontinuity);
+    }
+
+    #[test]
+    fn tick_conversions() {
+        assert_eq!(duration_to_ticks(Duration::from_millis(1500)), 135_000);
+        assert_eq!(ticks_to_duration(135_000), Duration::from_millis(1500));
+        assert_eq!(ticks_to_duration(-5), Duration::ZERO);
+    }
+}

@@ -1,0 +1,333 @@
+//! The in-memory stream store: the one piece of state the ingest side writes and the HTTP
+//! side reads.
+//!
+//! Each stream name has a slot holding its playlist (rendered once per change) and its recent
+//! segments as shared [`Bytes`], so a response clones a reference count, never the media.
+//! A segment that leaves the retention window is freed when the last response holding it
+//! finishes. Time only comes in as an argument ([`StreamStore::reap`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::playlist::MediaPlaylist;
+use crate::segmenter::Segment;
+
+/// Settings of a [`StreamStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Segments listed in the live playlist.
+    pub window: usize,
+    /// Segments kept after they leave the playlist, for players still fetching them
+    /// (RFC 8216 §6.2.2 wants a segment available for a playlist's duration after removal).
+    pub retain_after_window: usize,
+    /// The playlist's target duration before any segment is longer.
+    pub target_duration: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { window: 6, retain_after_window: 6, target_duration: Duration::from_secs(2) }
+    }
+}
+
+/// A publish for a name that is live already.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream {0:?} is already being published")]
+pub struct AlreadyLive(pub String);
+
+/// All streams, live and recently ended.
+#[derive(Debug)]
+pub struct StreamStore {
+    streams: DashMap<String, Arc<Slot>>,
+    config: StoreConfig,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Distinguishes this slot's segment names from an earlier stream of the same name, so a
+    /// cached segment is never served for a different broadcast.
+    generation: u64,
+    state: RwLock<SlotState>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    playlist: MediaPlaylist,
+    /// The rendered playlist; `None` until the first segment exists.
+    rendered: Option<Bytes>,
+    /// Segments by media sequence number, oldest first, contiguous.
+    segments: VecDeque<(u64, Bytes)>,
+    live: bool,
+    /// The next segment follows a republish.
+    resumed: bool,
+    /// When [`StreamStore::reap`] first saw the stream ended.
+    ended_seen: Option<Instant>,
+}
+
+impl Slot {
+    fn read(&self) -> RwLockReadGuard<'_, SlotState> {
+        // A panic while holding the lock leaves consistent data (every update is one
+        // assignment at a time), so a poisoned lock is still usable.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SlotState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SlotState {
+    fn render(&mut self) {
+        if !self.playlist.is_empty() {
+            self.rendered = Some(Bytes::from(self.playlist.render()));
+        }
+    }
+}
+
+impl StreamStore {
+    /// An empty store.
+    pub fn new(config: StoreConfig) -> Self {
+        Self { streams: DashMap::new(), config }
+    }
+
+    /// Claims `name` for a publisher. A name that ended recently continues its playlist
+    /// after a discontinuity; a new name starts with segment names tagged `generation`.
+    pub fn begin(&self, name: &str, generation: u64) -> Result<Publication, AlreadyLive> {
+        let slot = match self.streams.entry(name.to_owned()) {
+            Entry::Occupied(entry) => {
+                let slot = Arc::clone(entry.get());
+                let mut state = slot.write();
+                if state.live {
+                    return Err(AlreadyLive(name.to_owned()));
+                }
+                state.live = true;
+                state.resumed = !state.playlist.is_empty();
+                state.ended_seen = None;
+                state.playlist.resume();
+                state.render();
+                drop(state);
+                slot
+            }
+            Entry::Vacant(entry) => {
+                let slot = Arc::new(Slot {
+                    generation,
+                    state: RwLock::new(SlotState {
+                        playlist: MediaPlaylist::new(
+                            self.config.window,
+                            self.config.target_duration,
+                        ),
+                        rendered: None,
+                        segments: VecDeque::new(),
+                        live: true,
+                        resumed: false,
+                        ended_seen: None,
+                    }),
+                });
+                Arc::clone(entry.insert(slot).value())
+            }
+        };
+        Ok(Publication {
+            name: name.to_owned(),
+            slot,
+            retained: self.config.window + self.config.retain_after_window,
+        })
+    }
+
+    /// The current playlist of `name`, once it has a segment.
+    pub fn playlist(&self, name: &str) -> Option<Bytes> {
+        let slot = self.slot(name)?;
+        let state = slot.read();
+        state.rendered.clone()
+    }
+
+    /// A segment of `name` by its file name (`<generation>-<sequence>.ts`).
+    pub fn segment(&self, name: &str, file: &str) -> Option<Bytes> {
+        let (generation, sequence) = file.strip_suffix(".ts")?.split_once('-')?;
+        let (generation, sequence): (u64, u64) = (generation.parse().ok()?, sequence.parse().ok()?);
+        let slot = self.slot(name)?;
+        if slot.generation != generation {
+            return None;
+        }
+        let state = slot.read();
+        let first = state.segments.front()?.0;
+        let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
+        state.segments.get(index).map(|(_, data)| data.clone())
+    }
+
+    /// Whether `name` is being published now.
+    pub fn is_live(&self, name: &str) -> bool {
+        self.slot(name).is_some_and(|slot| slot.read().live)
+    }
+
+    /// Forgets streams that ended at least `keep_ended` before `now`; returns their names.
+    /// Call it periodically: a stream's end time is the first call that sees it ended.
+    pub fn reap(&self, now: Instant, keep_ended: Duration) -> Vec<String> {
+        let mut removed = Vec::new();
+        self.streams.retain(|name, slot| {
+            let mut state = slot.write();
+            if state.live {
+                return true;
+            }
+            let ended = *state.ended_seen.get_or_insert(now);
+            let keep = now.saturating_duration_since(ended) < keep_ended;
+            if !keep {
+                removed.push(name.clone());
+            }
+            keep
+        });
+        removed
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.streams.get(name).map(|slot| Arc::clone(slot.value()))
+    }
+}
+
+/// The publisher's handle on its stream. Dropping it ends the stream (the playlist gets
+/// EXT-X-ENDLIST), whatever way the publish ends.
+#[derive(Debug)]
+pub struct Publication {
+    name: String,
+    slot: Arc<Slot>,
+    retained: usize,
+}
+
+impl Publication {
+    /// The public stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Publishes a finished segment; returns its media sequence number.
+    pub fn push(&self, segment: Segment) -> u64 {
+        let mut state = self.slot.write();
+        let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
+        let sequence = state.playlist.next_sequence();
+        let uri = format!("{}-{sequence}.ts", self.slot.generation);
+        state.playlist.push(uri, segment.duration, discontinuity, segment.independent);
+        state.segments.push_back((sequence, segment.data));
+        while state.segments.len() > self.retained {
+            state.segments.pop_front();
+        }
+        state.render();
+        sequence
+    }
+}
+
+impl Drop for Publication {
+    fn drop(&mut self) {
+        let mut state = self.slot.write();
+        state.live = false;
+        state.resumed = false;
+        state.playlist.end();
+        state.render();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(ms: u64, byte: u8) -> Segment {
+        Segment {
+            data: Bytes::from(vec![byte; 188]),
+            duration: Duration::from_millis(ms),
+            discontinuity: false,
+            independent: true,
+        }
+    }
+
+    fn store() -> StreamStore {
+        StreamStore::new(StoreConfig {
+            window: 2,
+            retain_after_window: 1,
+            ..StoreConfig::default()
+        })
+    }
+
+    #[test]
+    fn playlist_appears_with_the_first_segment_and_ends_on_drop() {
+        let store = store();
+        let publication = store.begin("cam", 7).unwrap();
+        assert_eq!(store.playlist("cam"), None);
+        assert_eq!(publication.push(segment(2000, 1)), 0);
+        let text = store.playlist("cam").unwrap();
+        assert!(text.ends_with(b"#EXTINF:2.000,\n7-0.ts\n"));
+        assert_eq!(store.segment("cam", "7-0.ts").unwrap()[0], 1);
+        drop(publication);
+        assert!(store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
+        assert!(!store.is_live("cam"));
+    }
+
+    #[test]
+    fn second_publisher_of_a_live_name_is_refused() {
+        let store = store();
+        let _first = store.begin("cam", 1).unwrap();
+        assert_eq!(store.begin("cam", 2).unwrap_err(), AlreadyLive("cam".into()));
+        assert!(store.begin("other", 3).is_ok());
+    }
+
+    #[test]
+    fn segments_outlive_the_window_by_the_retention_then_go() {
+        let store = store();
+        let publication = store.begin("cam", 1).unwrap();
+        for i in 0..5 {
+            publication.push(segment(2000, i));
+        }
+        // Window 2 lists 3 and 4; retention keeps 2 fetchable; 0 and 1 are gone.
+        let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"));
+        assert!(store.segment("cam", "1-2.ts").is_some());
+        assert!(store.segment("cam", "1-1.ts").is_none());
+        assert!(store.segment("cam", "1-5.ts").is_none());
+        // Wrong generation, bad names.
+        assert!(store.segment("cam", "2-3.ts").is_none());
+        for bad in ["3.ts", "1-3", "1-x.ts", "-3.ts", "1--3.ts", "../1-3.ts"] {
+            assert!(store.segment("cam", bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn republish_continues_the_sequence_after_a_discontinuity() {
+        let store = store();
+        let first = store.begin("cam", 1).unwrap();
+        first.push(segment(2000, 0));
+        drop(first);
+        let second = store.begin("cam", 99).unwrap();
+        assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
+        assert_eq!(second.push(segment(2000, 1)), 1);
+        let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(
+            text.ends_with(
+                "#EXTINF:2.000,\n1-0.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1-1.ts\n"
+            )
+        );
+    }
+
+    #[test]
+    fn ended_streams_are_reaped_after_the_grace_period_only() {
+        let store = store();
+        let live = store.begin("live", 1).unwrap();
+        live.push(segment(2000, 0));
+        let ended = store.begin("ended", 2).unwrap();
+        ended.push(segment(2000, 0));
+        drop(ended);
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(60);
+        assert!(store.reap(t0, keep).is_empty());
+        assert!(store.reap(t0 + Duration::from_secs(59), keep).is_empty());
+        assert_eq!(store.reap(t0 + Duration::from_secs(60), keep), ["ended"]);
+        assert!(store.playlist("ended").is_none());
+        assert!(store.playlist("live").is_some());
+        // A new stream of that name starts over with its own generation.
+        let again = store.begin("ended", 3).unwrap();
+        assert_eq!(again.push(segment(2000, 0)), 0);
+        assert!(store.segment("ended", "3-0.ts").is_some());
+    }
+}

@@ -1,0 +1,372 @@
+//! MPEG-TS multiplexing: PAT/PMT, PES packetisation, continuity counters and PCR.
+//!
+//! Implements ISO/IEC 13818-1 §2.4.3 (transport packets), §2.4.3.7 (PCR in the adaptation
+//! field), §2.4.4 (PAT, PMT) and §2.4.3.6 (PES headers). The `mpeg2ts` crate encodes single
+//! 188-byte packets and their stuffing; this module decides what goes in each one. The PIDs
+//! match ffmpeg's defaults so captures are easy to compare.
+
+use mpeg2ts::es::{StreamId, StreamType};
+use mpeg2ts::pes::PesHeader;
+use mpeg2ts::time::{ClockReference, Timestamp};
+use mpeg2ts::ts::payload::{self, Pat, Pmt};
+use mpeg2ts::ts::{
+    AdaptationField, ContinuityCounter, EsInfo, Pid, ProgramAssociation,
+    TransportScramblingControl, TsHeader, TsPacket, TsPacketWriter, TsPayload, VersionNumber,
+    WriteTsPacket,
+};
+
+const PID_PMT: u16 = 0x1000;
+const PID_VIDEO: u16 = 0x100;
+const PID_AUDIO: u16 = 0x101;
+const PROGRAM_NUMBER: u16 = 1;
+/// TS packet payload capacity (188 minus the 4-byte header).
+const PACKET_PAYLOAD: usize = 184;
+/// Adaptation field with flags only (length byte + flags byte).
+const AF_BASE_LEN: usize = 2;
+/// A PCR adds 6 bytes to the adaptation field.
+const AF_PCR_LEN: usize = 6;
+/// PES header up to PES_header_data_length, before PTS/DTS.
+const PES_HEADER_BASE_LEN: usize = 9;
+/// PTS or DTS field length.
+const PES_TIMESTAMP_LEN: usize = 5;
+/// 33-bit PTS/DTS wrap.
+const TIMESTAMP_MASK: i64 = (1 << 33) - 1;
+
+/// An elementary stream of the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// H.264 on PID 0x100.
+    Video,
+    /// ADTS AAC on PID 0x101.
+    Audio,
+}
+
+/// Timestamps of one PES packet, in 90 kHz ticks (wrapped to 33 bits here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PesTiming {
+    /// Presentation time.
+    pub pts: i64,
+    /// Decode time, written only when it differs from `pts`.
+    pub dts: i64,
+    /// The program clock to announce in this packet, if it carries the PCR.
+    pub pcr: Option<i64>,
+}
+
+/// Errors the TS encoder reports; all are bugs in this module, never input faults.
+#[derive(Debug, thiserror::Error)]
+#[error("MPEG-TS encoding failed: {0}")]
+pub struct MuxError(#[from] mpeg2ts::Error);
+
+/// Packetises elementary streams into one program. Keeps a continuity counter per PID.
+#[derive(Debug)]
+pub struct TsMuxer {
+    has_video: bool,
+    has_audio: bool,
+    pmt_version: VersionNumber,
+    cc_pat: ContinuityCounter,
+    cc_pmt: ContinuityCounter,
+    cc_video: ContinuityCounter,
+    cc_audio: ContinuityCounter,
+}
+
+impl TsMuxer {
+    /// A muxer with no tracks; call [`TsMuxer::set_tracks`] before writing.
+    pub fn new() -> Self {
+        Self {
+            has_video: false,
+            has_audio: false,
+            pmt_version: VersionNumber::new(),
+            cc_pat: ContinuityCounter::new(),
+            cc_pmt: ContinuityCounter::new(),
+            cc_video: ContinuityCounter::new(),
+            cc_audio: ContinuityCounter::new(),
+        }
+    }
+
+    /// Sets which tracks the PMT announces; a change bumps the PMT version.
+    pub fn set_tracks(&mut self, video: bool, audio: bool) {
+        if (video, audio) != (self.has_video, self.has_audio) {
+            self.has_video = video;
+            self.has_audio = audio;
+            self.pmt_version.increment();
+        }
+    }
+
+    /// The track that carries the PCR: video when present, as players expect.
+    pub fn pcr_track(&self) -> Track {
+        if self.has_video { Track::Video } else { Track::Audio }
+    }
+
+    /// Appends a PAT and a PMT to `out`.
+    pub fn write_tables(&mut self, out: &mut Vec<u8>) -> Result<(), MuxError> {
+        let mut writer = TsPacketWriter::new(out);
+        let pat = Pat {
+            transport_stream_id: 1,
+            version_number: VersionNumber::new(),
+            table: vec![ProgramAssociation {
+                program_num: PROGRAM_NUMBER,
+                program_map_pid: pid(PID_PMT)?,
+            }],
+        };
+        writer.write_ts_packet(&packet(PID_PAT, &mut self.cc_pat, None, TsPayload::Pat(pat))?)?;
+
+        let mut es_info = Vec::with_capacity(2);
+        if self.has_video {
+            es_info.push(EsInfo {
+                stream_type: StreamType::H264,
+                elementary_pid: pid(PID_VIDEO)?,
+                descriptors: Vec::new(),
+            });
+        }
+        if self.has_audio {
+            es_info.push(EsInfo {
+                stream_type: StreamType::AdtsAac,
+                elementary_pid: pid(PID_AUDIO)?,
+                descriptors: Vec::new(),
+            });
+        }
+        let pmt = Pmt {
+            program_num: PROGRAM_NUMBER,
+            pcr_pid: Some(pid(self.track_pid(self.pcr_track()))?),
+            version_number: self.pmt_version,
+            program_info: Vec::new(),
+            es_info,
+        };
+        writer.write_ts_packet(&packet(PID_PMT, &mut self.cc_pmt, None, TsPayload::Pmt(pmt))?)?;
+        Ok(())
+    }
+
+    /// Appends one PES packet holding `data` (one access unit) to `out`, split across as many
+    /// TS packets as it needs. `random_access` marks a keyframe in the adaptation field.
+    pub fn write_pes(
+        &mut self,
+        track: Track,
+        timing: PesTiming,
+        random_access: bool,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), MuxError> {
+        let pts = timing.pts & TIMESTAMP_MASK;
+        let dts = timing.dts & TIMESTAMP_MASK;
+        let with_dts = pts != dts;
+        let header = PesHeader {
+            stream_id: StreamId::new(match track {
+                Track::Video => StreamId::VIDEO_MIN,
+                Track::Audio => StreamId::AUDIO_MIN,
+            }),
+            priority: false,
+            data_alignment_indicator: true,
+            copyright: false,
+            original_or_copy: false,
+            pts: Some(Timestamp::new(pts as u64)?),
+            dts: if with_dts { Some(Timestamp::new(dts as u64)?) } else { None },
+            escr: None,
+        };
+        let header_len = PES_HEADER_BASE_LEN + PES_TIMESTAMP_LEN * if with_dts { 2 } else { 1 };
+        // PES_packet_length counts from after the field; 0 ("unbounded") is allowed for video.
+        let pes_packet_len = u16::try_from(header_len - 6 + data.len()).unwrap_or(0);
+
+        let adaptation = (timing.pcr.is_some() || random_access).then(|| AdaptationField {
+            discontinuity_indicator: false,
+            random_access_indicator: random_access,
+            es_priority_indicator: false,
+            pcr: timing
+                .pcr
+                .and_then(|pcr| ClockReference::new((pcr & TIMESTAMP_MASK) as u64 * 300).ok()),
+            opcr: None,
+            splice_countdown: None,
+            transport_private_data: Vec::new(),
+            extension: None,
+        });
+        let af_len = adaptation
+            .as_ref()
+            .map_or(0, |af| AF_BASE_LEN + if af.pcr.is_some() { AF_PCR_LEN } else { 0 });
+
+        let pid_value = self.track_pid(track);
+        let cc = match track {
+            Track::Video => &mut self.cc_video,
+            Track::Audio => &mut self.cc_audio,
+        };
+        let mut writer = TsPacketWriter::new(out);
+        let first_len = data.len().min(PACKET_PAYLOAD - af_len - header_len);
+        let (first, mut rest) = data.split_at(first_len);
+        let pes = payload::Pes { header, pes_packet_len, data: payload::Bytes::new(first)? };
+        writer.write_ts_packet(&packet(pid_value, cc, adaptation, TsPayload::PesStart(pes))?)?;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rest.len().min(PACKET_PAYLOAD));
+            let body = TsPayload::PesContinuation(payload::Bytes::new(chunk)?);
+            writer.write_ts_packet(&packet(pid_value, cc, None, body)?)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    fn track_pid(&self, track: Track) -> u16 {
+        match track {
+            Track::Video => PID_VIDEO,
+            Track::Audio => PID_AUDIO,
+        }
+    }
+}
+
+impl Default for TsMuxer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const PID_PAT: u16 = Pid::PAT;
+
+fn pid(value: u16) -> Result<Pid, MuxError> {
+    Ok(Pid::new(value)?)
+}
+
+/// Builds one packet and advances the PID's continuity counter (every packet here carries a
+/// payload, so each one increments it, ISO/IEC 13818-1 §2.4.3.3).
+fn packet(
+    pid_value: u16,
+    cc: &mut ContinuityCounter,
+    adaptation_field: Option<AdaptationField>,
+    payload: TsPayload,
+) -> Result<TsPacket, MuxError> {
+    let packet = TsPacket {
+        header: TsHeader {
+            transport_error_indicator: false,
+            transport_priority: false,
+            pid: pid(pid_value)?,
+            transport_scrambling_control: TransportScramblingControl::NotScrambled,
+            continuity_counter: *cc,
+        },
+        adaptation_field,
+        payload: Some(payload),
+    };
+    cc.increment();
+    Ok(packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+    use mpeg2ts::ts::{ReadTsPacket, TsPacketReader};
+
+    fn timing(pts: i64, dts: i64, pcr: Option<i64>) -> PesTiming {
+        PesTiming { pts, dts, pcr }
+    }
+
+    #[test]
+    fn tables_list_only_the_tracks_present() {
+        for (video, audio) in [(true, true), (true, false), (false, true)] {
+            let mut mux = TsMuxer::new();
+            mux.set_tracks(video, audio);
+            let mut out = Vec::new();
+            mux.write_tables(&mut out).unwrap();
+            assert_eq!(out.len(), 2 * 188);
+            let mut reader = TsPacketReader::new(&out[..]);
+            let _pat = reader.read_ts_packet().unwrap().unwrap();
+            let pmt = reader.read_ts_packet().unwrap().unwrap();
+            let Some(TsPayload::Pmt(pmt)) = pmt.payload else { panic!("no PMT") };
+            let types: Vec<_> = pmt.es_info.iter().map(|e| e.stream_type).collect();
+            let mut expected = Vec::new();
+            if video {
+                expected.push(StreamType::H264);
+            }
+            if audio {
+                expected.push(StreamType::AdtsAac);
+            }
+            assert_eq!(types, expected);
+            let pcr_pid = if video { PID_VIDEO } else { PID_AUDIO };
+            assert_eq!(pmt.pcr_pid.map(|p| p.as_u16()), Some(pcr_pid));
+        }
+    }
+
+    #[test]
+    fn pes_round_trips_through_an_independent_reader() {
+        let mut mux = TsMuxer::new();
+        mux.set_tracks(true, true);
+        let mut out = Vec::new();
+        mux.write_tables(&mut out).unwrap();
+        // Sizes around every packet boundary, for both header shapes.
+        let sizes = [0, 1, 150, 151, 152, 160, 176, 183, 184, 185, 335, 336, 337, 5000, 70000];
+        let mut expected = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            let t = 90_000 + i as i64 * 3000;
+            mux.write_pes(Track::Video, timing(t + 6000, t, Some(t)), i == 0, &data, &mut out)
+                .unwrap();
+            mux.write_pes(
+                Track::Audio,
+                timing(t, t, None),
+                false,
+                &data[..size.min(4000)],
+                &mut out,
+            )
+            .unwrap();
+            expected.push((StreamId::VIDEO_MIN, t + 6000, Some(t), data.clone()));
+            expected.push((StreamId::AUDIO_MIN, t, None, data[..size.min(4000)].to_vec()));
+        }
+        assert_eq!(out.len() % 188, 0);
+        let mut reader = PesPacketReader::new(TsPacketReader::new(&out[..]));
+        let mut got = Vec::new();
+        while let Some(pes) = reader.read_pes_packet().unwrap() {
+            got.push((
+                pes.header.stream_id.as_u8(),
+                pes.header.pts.unwrap().as_u64() as i64,
+                pes.header.dts.map(|d| d.as_u64() as i64),
+                pes.data,
+            ));
+        }
+        // The reader yields PES packets in completion order; compare as sets per stream.
+        for stream in [StreamId::VIDEO_MIN, StreamId::AUDIO_MIN] {
+            let a: Vec<_> = got.iter().filter(|g| g.0 == stream).collect();
+            let b: Vec<_> = expected.iter().filter(|e| e.0 == stream).collect();
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!((x.1, x.2, &x.3), (y.1, y.2, &y.3));
+            }
+        }
+    }
+
+    /// The packets `f` writes after PAT/PMT for a video-only program, read back.
+    fn written_after_tables(f: impl FnOnce(&mut TsMuxer, &mut Vec<u8>)) -> Vec<TsPacket> {
+        let mut mux = TsMuxer::new();
+        mux.set_tracks(true, false);
+        let mut out = Vec::new();
+        mux.write_tables(&mut out).unwrap();
+        f(&mut mux, &mut out);
+        let mut reader = TsPacketReader::new(&out[..]);
+        let mut packets = Vec::new();
+        while let Some(p) = reader.read_ts_packet().unwrap() {
+            packets.push(p);
+        }
+        packets.split_off(2)
+    }
+
+    #[test]
+    fn continuity_counters_advance_per_pid() {
+        let packets = written_after_tables(|mux, out| {
+            for i in 0..40 {
+                mux.write_pes(Track::Video, timing(i, i, Some(i)), false, &[0; 400], out).unwrap();
+            }
+        });
+        assert_eq!(packets.len(), 40 * 3);
+        for (i, p) in packets.iter().enumerate() {
+            assert_eq!(usize::from(p.header.continuity_counter.as_u8()), i % 16);
+        }
+    }
+
+    #[test]
+    fn pcr_and_timestamps_wrap_at_33_bits() {
+        let t = (1i64 << 33) + 5;
+        let packets = written_after_tables(|mux, out| {
+            mux.write_pes(Track::Video, timing(t, t, Some(t)), true, &[1, 2, 3], out).unwrap();
+        });
+        let p = &packets[0];
+        let af = p.adaptation_field.clone().unwrap();
+        assert!(af.random_access_indicator);
+        assert_eq!(af.pcr.unwrap().as_u64(), 5 * 300);
+        let Some(TsPayload::PesStart(pes)) = &p.payload else { panic!("not a PES start") };
+        assert_eq!(pes.header.pts.unwrap().as_u64(), 5);
+        assert_eq!(pes.header.dts, None);
+    }
+}
