@@ -1,0 +1,351 @@
+//! In-memory protocol tests: a scripted publisher's bytes in, the session's actions and
+//! replies out, no sockets. The publisher speaks as ffmpeg does (same command sequence,
+//! chunk size 4096 after connect).
+
+use super::*;
+use crate::rtmp::chunk::{ChunkReader, ChunkWriter};
+use crate::rtmp::handshake::HANDSHAKE_PACKET_LEN;
+
+/// A scripted client: builds the bytes a publisher sends.
+struct Client {
+    writer: ChunkWriter,
+    wire: Vec<u8>,
+}
+
+impl Client {
+    fn new() -> Self {
+        let mut wire = vec![3];
+        wire.extend((0..HANDSHAKE_PACKET_LEN).map(|i| i as u8)); // C1
+        wire.extend(vec![0; HANDSHAKE_PACKET_LEN]); // C2
+        Self { writer: ChunkWriter::new(), wire }
+    }
+
+    fn command(&mut self, stream_id: u32, values: &[Value]) -> &mut Self {
+        let mut body = Vec::new();
+        for v in values {
+            amf0::encode(v, &mut body);
+        }
+        let csid = if stream_id == 0 { 3 } else { 8 };
+        self.writer.write(csid, 0, message_type::COMMAND_AMF0, stream_id, &body, &mut self.wire);
+        self
+    }
+
+    fn set_chunk_size(&mut self, size: u32) -> &mut Self {
+        self.writer.write(
+            2,
+            0,
+            message_type::SET_CHUNK_SIZE,
+            0,
+            &size.to_be_bytes(),
+            &mut self.wire,
+        );
+        self.writer.set_chunk_size(size);
+        self
+    }
+
+    fn connect(&mut self, app: &str) -> &mut Self {
+        let object = Value::Object(vec![
+            ("app".into(), Value::String(app.into())),
+            ("type".into(), Value::String("nonprivate".into())),
+            ("tcUrl".into(), Value::String(format!("rtmp://127.0.0.1/{app}"))),
+        ]);
+        self.command(0, &[s("connect"), Value::Number(1.0), object])
+    }
+
+    /// What ffmpeg sends after connect, up to and including publish.
+    fn publish(&mut self, key: &str) -> &mut Self {
+        self.command(0, &[s("releaseStream"), Value::Number(2.0), Value::Null, s(key)]);
+        self.command(0, &[s("FCPublish"), Value::Number(3.0), Value::Null, s(key)]);
+        self.command(0, &[s("createStream"), Value::Number(4.0), Value::Null]);
+        self.command(1, &[s("publish"), Value::Number(5.0), Value::Null, s(key), s("live")])
+    }
+
+    fn media(&mut self, type_id: u8, timestamp: u32, payload: &[u8]) -> &mut Self {
+        let csid = if type_id == message_type::AUDIO { 4 } else { 6 };
+        self.writer.write(csid, timestamp, type_id, 1, payload, &mut self.wire);
+        self
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.wire)
+    }
+}
+
+fn s(text: &str) -> Value {
+    Value::String(text.into())
+}
+
+/// Decodes the server's replies (after S0, S1, S2) into (type id, stream id, AMF values).
+fn replies(bytes: &[u8]) -> Vec<(u8, u32, Vec<Value>)> {
+    let mut reader = ChunkReader::new();
+    let mut rest = &bytes[1 + 2 * HANDSHAKE_PACKET_LEN..];
+    let mut out = Vec::new();
+    loop {
+        let (used, message) = reader.read(rest).unwrap();
+        rest = &rest[used..];
+        let Some(message) = message else { break };
+        if message.type_id == message_type::SET_CHUNK_SIZE {
+            reader.set_chunk_size(be_u32(&message.payload).unwrap()).unwrap();
+        }
+        let values = if message.type_id == message_type::COMMAND_AMF0 {
+            amf0::decode_all(&message.payload).unwrap()
+        } else {
+            vec![Value::Number(f64::from(be_u32(&message.payload).unwrap_or(0)))]
+        };
+        out.push((message.type_id, message.stream_id, values));
+    }
+    assert!(rest.is_empty(), "trailing reply bytes");
+    out
+}
+
+fn sent(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn non_send(actions: Vec<Action>) -> Vec<Action> {
+    actions.into_iter().filter(|a| !matches!(a, Action::Send(_))).collect()
+}
+
+fn status_code(values: &[Value]) -> Option<(&str, &str)> {
+    let info = values.get(3)?;
+    Some((info.get("level")?.as_str()?, info.get("code")?.as_str()?))
+}
+
+#[test]
+fn ffmpeg_style_publish_is_requested_then_accepted() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").set_chunk_size(4096).publish("secret-key");
+    let actions = session.handle_bytes(&client.take()).unwrap();
+    let mut wire = sent(&actions);
+    assert_eq!(
+        non_send(actions),
+        [Action::PublishRequested { request_id: 1, app: "live".into(), key: "secret-key".into() }]
+    );
+
+    // Media the client sends before the answer waits for it.
+    client.media(message_type::VIDEO, 0, &[0x17, 0, 0, 0, 0]);
+    assert_eq!(non_send(session.handle_bytes(&client.take()).unwrap()), []);
+
+    let actions = session.accept_publish(1).unwrap();
+    wire.extend(sent(&actions));
+    assert_eq!(
+        non_send(actions),
+        [Action::Media {
+            kind: packager::TagKind::Video,
+            timestamp: 0,
+            payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        }]
+    );
+    assert!(session.is_publishing());
+
+    let replies = replies(&wire);
+    let types: Vec<u8> = replies.iter().map(|r| r.0).collect();
+    // Window ack size, peer bandwidth, chunk size, connect result, releaseStream and
+    // FCPublish results, createStream result, Stream Begin, onStatus.
+    assert_eq!(types, [5, 6, 1, 20, 20, 20, 20, 4, 20]);
+    let connect = &replies[3].2;
+    assert_eq!(connect[0].as_str(), Some("_result"));
+    assert_eq!(connect[1].as_number(), Some(1.0));
+    assert_eq!(
+        connect[3].get("code").and_then(Value::as_str),
+        Some("NetConnection.Connect.Success")
+    );
+    let create = &replies[6].2;
+    assert_eq!((create[1].as_number(), create[3].as_number()), (Some(4.0), Some(1.0)));
+    assert_eq!(replies[8].1, 1);
+    assert_eq!(status_code(&replies[8].2), Some(("status", "NetStream.Publish.Start")));
+}
+
+#[test]
+fn rejected_publish_gets_an_onstatus_error_and_no_media() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("wrong").media(message_type::AUDIO, 0, &[0xaf, 0, 0x12, 0x10]);
+    let mut wire = sent(&session.handle_bytes(&client.take()).unwrap());
+    let actions =
+        session.reject_publish(1, "NetStream.Publish.BadName", "unknown stream key").unwrap();
+    wire.extend(sent(&actions));
+    assert_eq!(non_send(actions), []);
+    let last = replies(&wire).pop().unwrap();
+    assert_eq!(last.1, 1);
+    assert_eq!(last.2[0].as_str(), Some("onStatus"));
+    assert_eq!(status_code(&last.2), Some(("error", "NetStream.Publish.BadName")));
+    assert_eq!(last.2[3].get("description").and_then(Value::as_str), Some("unknown stream key"));
+    // Whatever follows is ignored.
+    client.media(message_type::AUDIO, 20, &[0xaf, 1, 0x21]);
+    assert_eq!(non_send(session.handle_bytes(&client.take()).unwrap()), []);
+    assert!(!session.is_publishing());
+}
+
+#[test]
+fn any_split_of_the_input_gives_the_same_actions() {
+    let mut client = Client::new();
+    client.connect("live/").set_chunk_size(4096).publish("k");
+    let head = client.take();
+    let frame: Vec<u8> = (0..9000).map(|i| i as u8).collect();
+    client.media(message_type::VIDEO, 0, &frame).media(message_type::AUDIO, 5, &[0xaf, 1, 2]);
+    client.command(1, &[s("FCUnpublish"), Value::Number(6.0), Value::Null, s("k")]);
+    let tail = client.take();
+
+    let run = |step: usize| {
+        let mut session = Session::new(1);
+        let mut actions = Vec::new();
+        for piece in head.chunks(step) {
+            actions.extend(non_send(session.handle_bytes(piece).unwrap()));
+        }
+        actions.extend(non_send(session.accept_publish(1).unwrap()));
+        for piece in tail.chunks(step) {
+            actions.extend(non_send(session.handle_bytes(piece).unwrap()));
+        }
+        actions
+    };
+    let expected = run(head.len().max(tail.len()));
+    assert_eq!(expected.len(), 4);
+    assert_eq!(
+        expected[0],
+        Action::PublishRequested { request_id: 1, app: "live".into(), key: "k".into() }
+    );
+    assert_eq!(expected[3], Action::PublishEnded);
+    for step in [1, 2, 3, 13, 128, 1537, 4097] {
+        assert_eq!(run(step), expected, "step {step}");
+    }
+}
+
+#[test]
+fn metadata_is_passed_on_while_publishing() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    session.accept_publish(1).unwrap();
+    let mut body = Vec::new();
+    for v in [
+        s("@setDataFrame"),
+        s("onMetaData"),
+        Value::EcmaArray(vec![("width".into(), Value::Number(1280.0))]),
+    ] {
+        amf0::encode(&v, &mut body);
+    }
+    client.writer.write(4, 0, message_type::DATA_AMF0, 1, &body, &mut client.wire);
+    assert_eq!(
+        non_send(session.handle_bytes(&client.take()).unwrap()),
+        [Action::Metadata(vec![("width".into(), Value::Number(1280.0))])]
+    );
+}
+
+#[test]
+fn acknowledgements_carry_the_running_total() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    session.accept_publish(1).unwrap();
+    client.writer.write(
+        2,
+        0,
+        message_type::WINDOW_ACK_SIZE,
+        0,
+        &1000u32.to_be_bytes(),
+        &mut client.wire,
+    );
+    let frame = vec![0x27; 600];
+    let mut total = 0u64;
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        client.media(message_type::VIDEO, i * 33, &frame);
+        let bytes = client.take();
+        total += bytes.len() as u64;
+        for action in session.handle_bytes(&bytes).unwrap() {
+            if let Action::Send(b) = action {
+                // Acknowledgement: type 3 on chunk stream 2, 4-byte body.
+                assert_eq!((b[0], b[7]), (2, message_type::ACKNOWLEDGEMENT));
+                acks.push(be_u32(&b[12..]).unwrap());
+            }
+        }
+    }
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    // Each acknowledgement is a running total, and the totals grow.
+    assert!(acks[0] >= 1000 && acks[1] >= acks[0] + 1000 && u64::from(acks[1]) <= total);
+}
+
+#[test]
+fn out_of_order_commands_are_protocol_violations() {
+    let mut client = Client::new();
+    client.command(1, &[s("publish"), Value::Number(5.0), Value::Null, s("k"), s("live")]);
+    assert_eq!(
+        Session::new(1).handle_bytes(&client.take()),
+        Err(SessionError::Misbehaved("publish before connect, or twice"))
+    );
+
+    let mut client = Client::new();
+    client.connect("live");
+    client.command(1, &[s("publish"), Value::Number(5.0), Value::Null, s("k"), s("live")]);
+    assert_eq!(
+        Session::new(1).handle_bytes(&client.take()),
+        Err(SessionError::Misbehaved("publish on a stream never created"))
+    );
+
+    let mut client = Client::new();
+    client.connect("live").media(message_type::VIDEO, 0, &[0x17]);
+    assert_eq!(
+        Session::new(1).handle_bytes(&client.take()),
+        Err(SessionError::Misbehaved("media before an accepted publish"))
+    );
+
+    let mut client = Client::new();
+    client.command(0, &[Value::Number(1.0)]);
+    assert_eq!(
+        Session::new(1).handle_bytes(&client.take()),
+        Err(SessionError::Misbehaved("command without a name"))
+    );
+}
+
+#[test]
+fn a_command_with_missing_values_is_not_a_panic() {
+    // rml_rtmp 0.8 panics on an AMF0 command with fewer than three values.
+    for values in
+        [vec![s("connect")], vec![s("createStream")], vec![s("publish"), Value::Number(1.0)]]
+    {
+        let mut client = Client::new();
+        client.command(0, &values);
+        let _ = Session::new(1).handle_bytes(&client.take());
+    }
+}
+
+#[test]
+fn bad_chunk_size_ends_the_session() {
+    for size in [0, 1, 0x7fff_ffff] {
+        let mut client = Client::new();
+        client.writer.write(
+            2,
+            0,
+            message_type::SET_CHUNK_SIZE,
+            0,
+            &u32::to_be_bytes(size),
+            &mut client.wire,
+        );
+        assert_eq!(
+            Session::new(1).handle_bytes(&client.take()),
+            Err(SessionError::Chunk(ChunkError::BadChunkSize(size)))
+        );
+    }
+}
+
+#[test]
+fn unknown_answer_is_a_caller_error() {
+    let mut session = Session::new(1);
+    assert_eq!(session.accept_publish(3), Err(SessionError::UnknownRequest(3)));
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    assert_eq!(session.reject_publish(2, "x", "y"), Err(SessionError::UnknownRequest(2)));
+    assert!(session.accept_publish(1).is_ok());
+}
