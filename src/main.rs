@@ -1,1 +1,191 @@
-fn main() {}
+//! `rtmp-hls`: the binary. Parses the configuration, opens the key store, wires the RTMP
+//! listener, the stream store and the HTTP server together, and runs the `keys` CLI.
+
+mod config;
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use config::{Cli, Command, KeysAction, LogFormat, ServeArgs};
+use ingest::{FileKeyStore, Ingest, IngestConfig, LogSink};
+use packager::{RemuxerConfig, StoreConfig, StreamStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+/// The stream created on first start.
+const DEMO_STREAM: &str = "demo";
+/// How often ended streams are checked for expiry.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Keys { action }) => keys(&cli.data_dir, action),
+        None => serve(cli.data_dir, cli.serve),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)] // the binary's edge: the one place errors are shown
+            {
+                eprintln!("rtmp-hls: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // this is the CLI's output
+fn keys(data_dir: &std::path::Path, action: KeysAction) -> Result<()> {
+    let store = FileKeyStore::open(data_dir)?;
+    match action {
+        KeysAction::Add { name } => {
+            let key = store.add(&name)?;
+            println!("Created stream {name:?}. Its stream key, shown only this once:");
+            println!("{key}");
+        }
+        KeysAction::List => {
+            let streams = store.list()?;
+            if streams.is_empty() {
+                println!("No streams. Create one with: rtmp-hls keys add <name>");
+            }
+            for s in streams {
+                println!("{:<32} created {}", s.stream, s.created_at);
+            }
+        }
+        KeysAction::Revoke { name } => {
+            if store.revoke(&name)? {
+                println!("Revoked the key of {name:?}.");
+            } else {
+                anyhow::bail!("no stream named {name:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(data_dir, args))
+}
+
+async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
+    let keys = FileKeyStore::open(&data_dir)
+        .with_context(|| format!("opening the key store in {}", data_dir.display()))?;
+    let demo_key = keys.seed_if_empty(DEMO_STREAM)?;
+
+    let rtmp = TcpListener::bind(args.rtmp_addr)
+        .await
+        .with_context(|| format!("binding RTMP to {} (--rtmp-addr)", args.rtmp_addr))?;
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {} (--http-addr)", args.http_addr))?;
+    let rtmp_addr = rtmp.local_addr()?;
+    let http_addr = http.local_addr()?;
+
+    let store = Arc::new(StreamStore::new(StoreConfig {
+        window: usize::from(args.playlist_length),
+        retain_after_window: usize::from(args.playlist_length),
+        target_duration: args.segment_duration,
+    }));
+    let ingest = Arc::new(Ingest {
+        config: IngestConfig {
+            app: args.app.clone(),
+            remuxer: RemuxerConfig { target_duration: args.segment_duration },
+            ..IngestConfig::default()
+        },
+        store: Arc::clone(&store),
+        keys: Arc::new(keys),
+        events: Arc::new(LogSink),
+    });
+
+    info!(addr = %rtmp_addr, "RTMP listening");
+    info!(addr = %http_addr, "HTTP listening");
+    if let Some(key) = demo_key {
+        print_welcome(&args, rtmp_addr, http_addr, &key);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let reaper = tokio::spawn({
+        let store = Arc::clone(&store);
+        let ttl = args.ended_ttl;
+        async move {
+            let mut tick = tokio::time::interval(REAP_INTERVAL);
+            loop {
+                tick.tick().await;
+                for name in store.reap(std::time::Instant::now(), ttl) {
+                    info!(stream = %name, "ended stream expired");
+                }
+            }
+        }
+    });
+    let rtmp_task = tokio::spawn(ingest::serve(rtmp, ingest, stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(http, store, stopped(stop_rx)));
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    reaper.abort();
+    rtmp_task.await?.context("RTMP listener")?;
+    // Players holding keep-alive connections must not delay the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The first-start message: how to publish to the demo stream and where to watch it.
+#[allow(clippy::print_stdout)] // shown once to the operator, on purpose not a log line
+fn print_welcome(args: &ServeArgs, rtmp: SocketAddr, http: SocketAddr, key: &str) {
+    let host = |addr: SocketAddr| match &args.public_host {
+        Some(host) => host.clone(),
+        None if addr.ip().is_unspecified() => "localhost".to_owned(),
+        None => addr.ip().to_string(),
+    };
+    let server = format!("rtmp://{}:{}/{}", host(rtmp), rtmp.port(), args.app);
+    let play = format!("http://{}:{}/hls/{DEMO_STREAM}/index.m3u8", host(http), http.port());
+    println!(
+        "\nCreated stream \"{DEMO_STREAM}\" with a new stream key. It is shown only this once; \
+         only its hash is stored.\n\
+         \n  ffmpeg:  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \
+         -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv {server}/{key}\
+         \n  OBS:     Server: {server}\
+         \n           Stream Key: {key}\
+         \n  Watch:   {play}\
+         \n           (ffplay, VLC, Safari, or any hls.js page)\
+         \n\nAdd streams with: rtmp-hls keys add <name>\n"
+    );
+}

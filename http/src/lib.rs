@@ -1,1 +1,176 @@
+//! HLS delivery over HTTP, straight from the in-memory [`StreamStore`].
+//!
+//! `GET /hls/<name>/index.m3u8` and `GET /hls/<name>/<segment>.ts` (HEAD too). Playlists are
+//! `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` (they change every
+//! segment); segments are `video/mp2t` and cacheable for long, since a segment name is never
+//! reused (RFC 8216 §6.2.2). Every response allows any origin, so players on other sites
+//! (hls.js) can fetch. Bodies are the store's shared bytes: no copy per viewer.
 
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
+};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use packager::StreamStore;
+
+/// Playlist file name under each stream.
+pub const PLAYLIST_FILE: &str = "index.m3u8";
+/// MIME type of playlists (RFC 8216 §4).
+pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";
+/// MIME type of MPEG-TS segments.
+pub const SEGMENT_MIME: &str = "video/mp2t";
+/// Playlists change with every segment: revalidate always.
+const PLAYLIST_CACHE: &str = "no-cache";
+/// Segments never change under their name (names carry a per-stream generation).
+const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+
+/// The HTTP routes over `store`.
+pub fn router(store: Arc<StreamStore>) -> Router {
+    Router::new()
+        .route("/hls/{name}/{file}", get(hls).options(preflight))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::map_response(allow_any_origin))
+        .with_state(store)
+}
+
+/// Serves `router(store)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<StreamStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+}
+
+async fn hls(
+    State(store): State<Arc<StreamStore>>,
+    Path((name, file)): Path<(String, String)>,
+) -> Response {
+    if file == PLAYLIST_FILE {
+        return match store.playlist(&name) {
+            Some(body) => ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, PLAYLIST_CACHE)], body)
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    match store.segment(&name, &file) {
+        Some(body) => {
+            ([(CONTENT_TYPE, SEGMENT_MIME), (CACHE_CONTROL, SEGMENT_CACHE)], body).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn preflight() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
+            (ACCESS_CONTROL_ALLOW_HEADERS, "*"),
+            (ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use packager::{Segment, StoreConfig};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn request(
+        router: &Router,
+        method: Method,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
+        let store = Arc::new(StreamStore::new(StoreConfig::default()));
+        let publication = store.begin("cam", 5).unwrap();
+        publication.push(Segment {
+            data: Bytes::from_static(&[0x47; 188]),
+            duration: Duration::from_secs(2),
+            discontinuity: false,
+            independent: true,
+        });
+        (store, publication)
+    }
+
+    #[tokio::test]
+    async fn playlist_and_segment_headers() {
+        let (store, _publication) = store_with_segment();
+        let router = router(store);
+        let (status, headers, body) = request(&router, Method::GET, "/hls/cam/index.m3u8").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], PLAYLIST_MIME);
+        assert_eq!(headers[CACHE_CONTROL], "no-cache");
+        assert_eq!(headers[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(body.ends_with(b"5-0.ts\n"));
+
+        let (status, headers, body) = request(&router, Method::GET, "/hls/cam/5-0.ts").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], SEGMENT_MIME);
+        assert!(headers[CACHE_CONTROL].to_str().unwrap().contains("max-age="));
+        assert_eq!(headers[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(body.len(), 188);
+    }
+
+    #[tokio::test]
+    async fn head_has_headers_and_no_body() {
+        let (store, _publication) = store_with_segment();
+        let (status, headers, body) =
+            request(&router(store), Method::HEAD, "/hls/cam/5-0.ts").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], SEGMENT_MIME);
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_things_are_404() {
+        let (store, _publication) = store_with_segment();
+        let router = router(store);
+        for uri in [
+            "/hls/nope/index.m3u8",
+            "/hls/cam/5-1.ts",
+            "/hls/cam/other.txt",
+            "/hls/cam",
+            "/",
+            "/hls/cam/4-0.ts",
+        ] {
+            let (status, headers, _) = request(&router, Method::GET, uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(headers[ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn preflight_is_answered() {
+        let (store, _publication) = store_with_segment();
+        let (status, headers, _) =
+            request(&router(store), Method::OPTIONS, "/hls/cam/index.m3u8").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(headers[ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("GET"));
+    }
+}

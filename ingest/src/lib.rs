@@ -1,2 +1,16 @@
-//! RTMP ingest: accepts publishers, authorises them, and feeds their media to the packager.
+//! RTMP ingest: accepts publishers, authorises them against a key store, and feeds their
+//! media to the packager.
+//!
+//! [`rtmp`] is the protocol, sans-IO; [`listener`] is the tokio side; [`key_store`] and
+//! [`file_key_store`] decide who may publish; [`events`] reports what happened.
+
+pub mod events;
+pub mod file_key_store;
+pub mod key_store;
+pub mod listener;
 pub mod rtmp;
+
+pub use events::{Event, EventSink, LogSink};
+pub use file_key_store::FileKeyStore;
+pub use key_store::KeyStore;
+pub use listener::{Ingest, IngestConfig, serve};

@@ -1,0 +1,138 @@
+//! Command line and environment: every server option is a flag with an `RTMP_HLS_*`
+//! variable. The names of `--rtmp-addr`, `--http-addr`, `--data-dir` and their variables are
+//! a stable interface: scripts rely on them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// RTMP ingest to in-memory HLS.
+///
+/// With no arguments, serves RTMP on 0.0.0.0:1935 and HLS on 0.0.0.0:8080, with stream keys
+/// kept in ./data. On first start it creates a stream "demo" and prints how to publish to it.
+#[derive(Debug, Parser)]
+#[command(name = "rtmp-hls", version, about, long_about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    /// Directory of the embedded key store.
+    #[arg(long, env = "RTMP_HLS_DATA_DIR", default_value = "data", global = true)]
+    pub(crate) data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage stream keys in the embedded store (applies to a running server at once).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysAction {
+    /// Create a stream and print its key (once: only its hash is stored).
+    Add {
+        /// Public stream name (A-Z a-z 0-9 _ - .), used in the play URL.
+        name: String,
+    },
+    /// List streams and when their keys were created (never the keys).
+    List,
+    /// Revoke a stream's key.
+    Revoke {
+        /// Public stream name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// RTMP listen address.
+    #[arg(long, env = "RTMP_HLS_RTMP_ADDR", default_value = "0.0.0.0:1935")]
+    pub(crate) rtmp_addr: SocketAddr,
+
+    /// HTTP listen address (HLS delivery).
+    #[arg(long, env = "RTMP_HLS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub(crate) http_addr: SocketAddr,
+
+    /// RTMP application publishers connect to (rtmp://host/<app>).
+    #[arg(long, env = "RTMP_HLS_APP", default_value = "live")]
+    pub(crate) app: String,
+
+    /// Target segment duration in seconds; segments are cut at the first keyframe after it.
+    #[arg(long, env = "RTMP_HLS_SEGMENT_DURATION", default_value = "2", value_parser = parse_seconds)]
+    pub(crate) segment_duration: Duration,
+
+    /// Segments listed in the live playlist.
+    #[arg(long, env = "RTMP_HLS_PLAYLIST_LENGTH", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub(crate) playlist_length: u16,
+
+    /// Seconds an ended stream's playlist (with EXT-X-ENDLIST) stays available.
+    #[arg(long, env = "RTMP_HLS_ENDED_TTL", default_value = "60", value_parser = parse_seconds)]
+    pub(crate) ended_ttl: Duration,
+
+    /// Host name used in the URLs printed at startup.
+    #[arg(long, env = "RTMP_HLS_PUBLIC_HOST")]
+    pub(crate) public_host: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "RTMP_HLS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err(format!("{seconds} s is outside 0.1 to 3600"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_zero_config_start() {
+        let cli = Cli::try_parse_from(["rtmp-hls"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.rtmp_addr.to_string(), "0.0.0.0:1935");
+        assert_eq!(cli.serve.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.data_dir, PathBuf::from("data"));
+        assert_eq!(cli.serve.segment_duration, Duration::from_secs(2));
+        assert_eq!(cli.serve.playlist_length, 6);
+        assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn keys_subcommands_take_data_dir() {
+        let cli = Cli::try_parse_from(["rtmp-hls", "keys", "add", "cam", "--data-dir", "/tmp/x"])
+            .unwrap();
+        assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"));
+        assert!(
+            matches!(cli.command, Some(Command::Keys { action: KeysAction::Add { ref name } }) if name == "cam")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_option() {
+        let err = Cli::try_parse_from(["rtmp-hls", "--segment-duration", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--segment-duration"), "{err}");
+        let err = Cli::try_parse_from(["rtmp-hls", "--rtmp-addr", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--rtmp-addr"), "{err}");
+    }
+}
