@@ -1,0 +1,54 @@
+//! ffprobe and ffmpeg as independent judges of the output, and polling with a deadline.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit` naming `what`.
+pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ffprobe -show_streams -show_format` of `input` (a path or URL), as JSON.
+pub fn ffprobe(input: &str) -> serde_json::Value {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format", input])
+        .output()
+        .expect("running ffprobe (the test command installs ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Decodes `input` fully with `ffmpeg -v warning`; returns what it printed (empty when clean)
+/// and the number of video frames decoded.
+pub fn decode(input: &str) -> (String, u64) {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "warning", "-progress", "pipe:1"])
+        .args(["-i", input, "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ffmpeg (the test command installs it)");
+    let progress = String::from_utf8_lossy(&output.stdout);
+    let frames = progress
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|n| n.trim().parse().ok())
+        .last()
+        .unwrap_or(0);
+    (String::from_utf8_lossy(&output.stderr).into_owned(), frames)
+}
+
+/// The first stream of `codec_type` in ffprobe output.
+pub fn stream<'a>(probe: &'a serde_json::Value, codec_type: &str) -> Option<&'a serde_json::Value> {
+    probe["streams"].as_array()?.iter().find(|s| s["codec_type"] == codec_type)
+}

@@ -1,0 +1,228 @@
+//! A real `rtmp-hls` process for end-to-end tests, and real ffmpeg publishers.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use testkit::http;
+
+/// How long a test waits for the server to start or a stream to appear.
+pub const STARTUP: Duration = Duration::from_secs(20);
+
+/// A running server on ephemeral ports with its own data directory.
+pub struct Server {
+    child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `rtmp-hls` with `extra` arguments and waits until both listeners are up.
+    pub fn start(name: &str, extra: &[&str]) -> Self {
+        let data_dir =
+            std::env::temp_dir().join(format!("rtmp-hls-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        Self::start_in(data_dir, extra)
+    }
+
+    /// Starts `rtmp-hls` on an existing data directory.
+    pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
+            .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let find = |what: &str| {
+            let log = Arc::clone(&stderr);
+            let marker = format!("{what} listening addr=");
+            testkit::wait_until(STARTUP, "the server to listen", || {
+                let log = log.lock().unwrap();
+                let at = log.find(&marker)? + marker.len();
+                log[at..].split_whitespace().next()?.parse::<SocketAddr>().ok()
+            })
+        };
+        let rtmp = find("RTMP");
+        let http = find("HTTP");
+        Self { child, rtmp, http, data_dir, stdout, stderr }
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `rtmp://127.0.0.1:<port>/live`, what OBS calls the Server.
+    pub fn rtmp_url(&self) -> String {
+        format!("rtmp://{}/live", self.rtmp)
+    }
+
+    /// The playlist path of `stream`.
+    pub fn playlist_path(stream: &str) -> String {
+        format!("/hls/{stream}/index.m3u8")
+    }
+
+    /// The playlist URL of `stream`.
+    pub fn playlist_url(&self, stream: &str) -> String {
+        format!("http://{}{}", self.http, Self::playlist_path(stream))
+    }
+
+    /// GETs the playlist of `stream` if it exists.
+    pub fn playlist(&self, stream: &str) -> Option<String> {
+        let response = http::get(self.http, &Self::playlist_path(stream));
+        (response.status == 200).then(|| response.text())
+    }
+
+    /// Waits until the playlist of `stream` lists at least `n` segments; returns it.
+    pub fn wait_for_segments(&self, stream: &str, n: usize) -> String {
+        testkit::wait_until(STARTUP, &format!("{n} segments of {stream}"), || {
+            self.playlist(stream).filter(|p| segments(p).len() >= n)
+        })
+    }
+
+    /// Waits until the playlist of `stream` ends with EXT-X-ENDLIST; returns it.
+    pub fn wait_for_endlist(&self, stream: &str) -> String {
+        testkit::wait_until(STARTUP, &format!("ENDLIST in {stream}"), || {
+            self.playlist(stream).filter(|p| p.trim_end().ends_with("#EXT-X-ENDLIST"))
+        })
+    }
+
+    /// Runs `rtmp-hls keys ...` on this server's data directory.
+    pub fn keys(&self, args: &[&str]) -> Output {
+        keys_cli(&self.data_dir, args)
+    }
+
+    /// Adds a stream with the CLI and returns its key (the last line of stdout).
+    pub fn add_key(&self, stream: &str) -> String {
+        let output = self.keys(&["add", stream]);
+        assert!(output.status.success(), "keys add: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned()
+    }
+
+    /// Stops the server (SIGTERM) and waits for it.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the keys CLI on `data_dir`.
+pub fn keys_cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap()
+}
+
+fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}
+
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// The segment URIs of a playlist.
+pub fn segments(playlist: &str) -> Vec<&str> {
+    playlist.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+}
+
+/// The EXTINF durations of a playlist, in seconds.
+pub fn durations(playlist: &str) -> Vec<f64> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse().unwrap())
+        .collect()
+}
+
+/// The value of `#EXT-X-<tag>:` in a playlist.
+pub fn tag<'a>(playlist: &'a str, tag: &str) -> Option<&'a str> {
+    let prefix = format!("#EXT-X-{tag}:");
+    playlist.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
+}
+
+/// An ffmpeg publishing `clip` to `url`, in real time (`-re`), without re-encoding.
+pub struct Publisher {
+    child: Child,
+}
+
+impl Publisher {
+    pub fn start(clip: &Path, url: &str) -> Self {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-i"])
+            .arg(clip)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running ffmpeg (the test command installs it)");
+        Self { child }
+    }
+
+    /// Waits for ffmpeg to exit; returns whether it succeeded and what it printed.
+    pub fn wait(mut self) -> (bool, String) {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = self.child.wait().unwrap();
+        (status.success(), stderr)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `clip` to `url` as fast as possible; returns success and ffmpeg's messages.
+pub fn publish_fast(clip: &Path, url: &str) -> (bool, String) {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
+        .arg(clip)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ffmpeg (the test command installs it)");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}

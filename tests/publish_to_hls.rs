@@ -1,0 +1,174 @@
+//! End to end with real peers: ffmpeg publishes over RTMP to a real `rtmp-hls` process,
+//! ffprobe and ffmpeg read the HLS back over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Publisher, Server, durations, publish_fast, segments, tag};
+use testkit::{Clip, clip, http, tools};
+
+/// The newcomer's path: start with no keys, paste the printed OBS settings into a
+/// publisher, and watch the printed play URL.
+#[test]
+fn first_start_prints_working_credentials_and_the_stream_plays() {
+    let server = Server::start("first-start", &["--playlist-length", "10"]);
+    let stdout = server.stdout();
+    let field = |label: &str| {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} in {stdout}"));
+        line.split_once(label).unwrap().1.trim().to_owned()
+    };
+    let obs_server = field("Server:");
+    let key = field("Stream Key:");
+    let play_url = field("Watch:");
+    assert_eq!(obs_server, server.rtmp_url());
+    assert!(key.len() >= 22, "a 128-bit key takes at least 22 URL-safe characters: {key}");
+    assert_eq!(play_url, server.playlist_url("demo"));
+    assert!(stdout.contains(&format!("-f flv {obs_server}/{key}")), "ffmpeg line: {stdout}");
+
+    let publisher = Publisher::start(&clip(Clip::Av720p30), &format!("{obs_server}/{key}"));
+    let live = server.wait_for_segments("demo", 2);
+    assert!(!live.contains("#EXT-X-ENDLIST"));
+
+    // Headers on real responses.
+    let response = http::get(server.http, "/hls/demo/index.m3u8");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(response.header("cache-control"), Some("no-cache"));
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    let first = segments(&live)[0];
+    let segment = http::get(server.http, &format!("/hls/demo/{first}"));
+    assert_eq!(segment.status, 200);
+    assert_eq!(segment.header("content-type"), Some("video/mp2t"));
+    assert!(segment.header("cache-control").unwrap().contains("max-age="));
+    assert_eq!(segment.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(segment.body.len() % 188, 0);
+    assert_eq!(segment.body[0], 0x47);
+    let head = http::request(server.http, "HEAD", &format!("/hls/demo/{first}"));
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some(segment.body.len().to_string().as_str()));
+    assert!(head.body.is_empty());
+    assert_eq!(http::get(server.http, "/hls/demo/nope.ts").status, 404);
+    assert_eq!(http::get(server.http, "/hls/nobody/index.m3u8").status, 404);
+
+    // ffprobe on the live playlist URL.
+    let probe = tools::ffprobe(&server.playlist_url("demo"));
+    let video = tools::stream(&probe, "video").expect("a video stream");
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1280), Some(720)));
+    let audio = tools::stream(&probe, "audio").expect("an audio stream");
+    assert_eq!(audio["codec_name"], "aac");
+    assert_eq!(audio["sample_rate"], "44100");
+
+    let (ok, messages) = publisher.wait();
+    assert!(ok, "ffmpeg publish failed: {messages}");
+    let ended = server.wait_for_endlist("demo");
+    let total: f64 = durations(&ended).iter().sum();
+    assert!((11.5..=12.5).contains(&total), "12 s published, {total} s listed:\n{ended}");
+    let target: f64 = tag(&ended, "TARGETDURATION").unwrap().parse().unwrap();
+    assert!(durations(&ended).iter().all(|d| d.round() <= target), "{ended}");
+
+    // Every frame decodes, with nothing to complain about.
+    let (errors, frames) = tools::decode(&server.playlist_url("demo"));
+    assert_eq!(errors, "", "ffmpeg decoding the playlist complained");
+    assert_eq!(frames, Clip::Av720p30.video_frames());
+
+    // The key never reaches the log; a hash prefix does.
+    let log = server.log();
+    assert!(!log.contains(&key), "the stream key appears in the log");
+    assert!(log.contains("publish accepted"));
+}
+
+#[test]
+fn wrong_key_is_refused_and_the_client_is_told_why() {
+    let server = Server::start("wrong-key", &[]);
+    let (ok, messages) =
+        publish_fast(&clip(Clip::AvSmall), &format!("{}/not-a-key", server.rtmp_url()));
+    assert!(!ok, "ffmpeg should fail to publish with a wrong key");
+    assert!(messages.contains("invalid stream key"), "ffmpeg did not show the refusal: {messages}");
+    let log = testkit::wait_until(common::STARTUP, "the refusal log line", || {
+        let log = server.log();
+        log.contains("publish refused").then_some(log)
+    });
+    assert!(log.contains("reason=\"invalid_key\""), "{log}");
+    assert!(!log.contains("not-a-key"), "the key appears in the log");
+    assert!(log.contains("key=sha256:"), "no redacted key id in the log");
+    assert_eq!(server.playlist("demo"), None);
+}
+
+#[test]
+fn unknown_application_is_refused() {
+    let server = Server::start("unknown-app", &[]);
+    let key = server.add_key("cam");
+    let url = format!("rtmp://{}/other/{key}", server.rtmp);
+    let (ok, messages) = publish_fast(&clip(Clip::AvSmall), &url);
+    assert!(!ok);
+    assert!(messages.contains("unknown application"), "{messages}");
+    assert_eq!(server.playlist("cam"), None);
+}
+
+#[test]
+fn two_streams_at_once_both_play_and_a_second_publisher_of_a_live_stream_is_refused() {
+    let server = Server::start("two-streams", &[]);
+    let (key_a, key_b) = (server.add_key("alpha"), server.add_key("beta"));
+    let media = clip(Clip::Av720p30);
+    let a = Publisher::start(&media, &format!("{}/{key_a}", server.rtmp_url()));
+    let b = Publisher::start(&media, &format!("{}/{key_b}", server.rtmp_url()));
+    server.wait_for_segments("alpha", 2);
+    server.wait_for_segments("beta", 2);
+
+    let (ok, messages) =
+        publish_fast(&clip(Clip::AvSmall), &format!("{}/{key_a}", server.rtmp_url()));
+    assert!(!ok);
+    assert!(messages.contains("already being published"), "{messages}");
+
+    for stream in ["alpha", "beta"] {
+        let probe = tools::ffprobe(&server.playlist_url(stream));
+        assert_eq!(tools::stream(&probe, "video").unwrap()["codec_name"], "h264");
+        assert_eq!(tools::stream(&probe, "audio").unwrap()["codec_name"], "aac");
+    }
+    let (a_ok, a_messages) = a.wait();
+    let (b_ok, b_messages) = b.wait();
+    assert!(a_ok && b_ok, "{a_messages} {b_messages}");
+    server.wait_for_endlist("alpha");
+    server.wait_for_endlist("beta");
+}
+
+#[test]
+fn keys_changed_by_the_cli_apply_to_the_running_server() {
+    let server = Server::start("live-keys", &[]);
+    let media = clip(Clip::AvSmall);
+    let key = server.add_key("late");
+    let list = String::from_utf8(server.keys(&["list"]).stdout).unwrap();
+    assert!(list.contains("late") && list.contains("demo"), "{list}");
+    assert!(!list.contains(&key), "keys list shows a key");
+
+    let (ok, messages) = publish_fast(&media, &format!("{}/{key}", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    let ended = server.wait_for_endlist("late");
+    assert!(!segments(&ended).is_empty());
+
+    assert!(server.keys(&["revoke", "late"]).status.success());
+    let (ok, messages) = publish_fast(&media, &format!("{}/{key}", server.rtmp_url()));
+    assert!(!ok);
+    assert!(messages.contains("invalid stream key"), "{messages}");
+    assert!(!server.keys(&["revoke", "late"]).status.success());
+}
+
+#[test]
+fn keys_survive_a_restart_and_the_demo_key_is_printed_only_once() {
+    let server = Server::start("restart", &[]);
+    let key = server.add_key("kept");
+    let data_dir = server.data_dir.clone();
+    assert!(server.stdout().contains("Stream Key:"));
+    assert!(server.stop().success(), "SIGTERM should end the server cleanly");
+
+    let server = Server::start_in(data_dir, &[]);
+    assert!(!server.stdout().contains("Stream Key:"), "a second start printed a new key");
+    let (ok, messages) =
+        publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("kept");
+}
