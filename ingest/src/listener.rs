@@ -296,18 +296,15 @@ impl Connection {
         };
         let generation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let publication = match ingest.store.begin(&grant.stream, generation) {
-            Ok(publication) => publication,
-            Err(_) => {
-                return self.refuse(
-                    request_id,
-                    app,
-                    &key_id,
-                    RejectReason::AlreadyLive,
-                    CODE_BAD_NAME,
-                    "this stream is already being published",
-                );
-            }
+        let Ok(publication) = ingest.store.begin(&grant.stream, generation) else {
+            return self.refuse(
+                request_id,
+                app,
+                &key_id,
+                RejectReason::AlreadyLive,
+                CODE_BAD_NAME,
+                "this stream is already being published",
+            );
         };
         let actions = match self.session.accept_publish(request_id) {
             Ok(actions) => actions,
@@ -357,11 +354,11 @@ impl Connection {
 
 /// Remuxes one media message and publishes any finished segments.
 fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload: &[u8]) {
-    if let Err(e) = active.remuxer.push(kind, timestamp, payload) {
-        if !active.logged.contains(&e) {
-            warn!(stream = %active.publication.name(), error = %e, "media dropped (logged once per kind)");
-            active.logged.push(e);
-        }
+    if let Err(e) = active.remuxer.push(kind, timestamp, payload)
+        && !active.logged.contains(&e)
+    {
+        warn!(stream = %active.publication.name(), error = %e, "media dropped (logged once per kind)");
+        active.logged.push(e);
     }
     while let Some(segment) = active.remuxer.pull() {
         let sequence = active.publication.push(segment);

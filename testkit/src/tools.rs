@@ -43,7 +43,7 @@ pub fn decode(input: &str) -> (String, u64) {
         .lines()
         .filter_map(|l| l.strip_prefix("frame="))
         .filter_map(|n| n.trim().parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0);
     (String::from_utf8_lossy(&output.stderr).into_owned(), frames)
 }

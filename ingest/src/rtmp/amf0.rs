@@ -33,15 +33,15 @@ pub enum Value {
     /// UTF-8 string (short or long on the wire).
     String(String),
     /// Anonymous object: ordered properties.
-    Object(Vec<(String, Value)>),
+    Object(Vec<(String, Self)>),
     /// Null.
     Null,
     /// Undefined.
     Undefined,
     /// Associative array: ordered properties.
-    EcmaArray(Vec<(String, Value)>),
+    EcmaArray(Vec<(String, Self)>),
     /// Dense array.
-    StrictArray(Vec<Value>),
+    StrictArray(Vec<Self>),
     /// Milliseconds since the epoch (the time zone field is ignored, as the spec says).
     Date(f64),
 }

@@ -1,0 +1,26 @@
+#!/bin/sh
+# The one test command (README.md; .ci/run runs exactly this).
+# Installs what the tests need when it is missing (ffmpeg from Debian's packages), then checks
+# formatting and lints and runs every test of the workspace, building once.
+set -eu
+cd "$(dirname "$0")/.."
+
+missing=""
+command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
+if [ -n "$missing" ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "test.sh: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null 2>&1 || {
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq --no-install-recommends ffmpeg
+    }
+fi
+
+export CARGO_INCREMENTAL=0
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
