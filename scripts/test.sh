@@ -5,17 +5,20 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# Debian packages: ffmpeg (publisher, ffprobe, decoder) and python3-librtmp (librtmp, the RTMP
+# client library OBS's output is built on, as a second publisher implementation).
 missing=""
-command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
-command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
+/usr/bin/python3 -c 'import librtmp' >/dev/null 2>&1 || missing="$missing python3-librtmp"
 if [ -n "$missing" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "test.sh: installing$missing" >&2
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null 2>&1 || {
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 || {
         $sudo apt-get update -qq
-        $sudo apt-get install -y -qq --no-install-recommends ffmpeg
+        $sudo apt-get install -y -qq --no-install-recommends $missing
     }
 fi
 

@@ -81,6 +81,33 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert!(log.contains("publish accepted"));
 }
 
+/// OBS publishes through its fork of librtmp; this drives librtmp itself (python3-librtmp),
+/// with its 128-byte chunks and its own command sequence.
+#[test]
+fn librtmp_publisher_obs_style_plays_and_a_wrong_key_fails() {
+    let server = Server::start("librtmp", &["--playlist-length", "10"]);
+    let key = server.add_key("obs");
+    let media = clip(Clip::Av720p30);
+    let script = testkit::media::workspace_root().join("tests").join("librtmp_publish.py");
+    let run = |url: String| {
+        std::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(url)
+            .arg(&media)
+            .output()
+            .expect("running python3 with librtmp (the test command installs python3-librtmp)")
+    };
+    let wrong = run(format!("{}/wrong", server.rtmp_url()));
+    assert!(!wrong.status.success(), "librtmp published with a wrong key");
+
+    let output = run(format!("{}/{key}", server.rtmp_url()));
+    assert!(output.status.success(), "librtmp: {}", String::from_utf8_lossy(&output.stderr));
+    server.wait_for_endlist("obs");
+    let (errors, frames) = tools::decode(&server.playlist_url("obs"));
+    assert_eq!(errors, "");
+    assert_eq!(frames, Clip::Av720p30.video_frames());
+}
+
 #[test]
 fn wrong_key_is_refused_and_the_client_is_told_why() {
     let server = Server::start("wrong-key", &[]);
@@ -171,4 +198,33 @@ fn keys_survive_a_restart_and_the_demo_key_is_printed_only_once() {
         publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
     assert!(ok, "{messages}");
     server.wait_for_endlist("kept");
+}
+
+/// Kills `keys add` at many points of its run: the store must always stay readable, since
+/// every write replaces the file atomically.
+#[test]
+fn killing_the_keys_cli_at_any_moment_leaves_the_store_readable() {
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-e2e-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(common::keys_cli(&dir, &["add", "base"]).status.success());
+    for i in 0..40u64 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
+            .args(["keys", "add", &format!("s{i}"), "--data-dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Fault injection at varying points of the process's life, not a wait.
+        std::thread::sleep(std::time::Duration::from_micros(i * 250));
+        let _ = child.kill();
+        let _ = child.wait();
+        let list = common::keys_cli(&dir, &["list"]);
+        assert!(
+            list.status.success(),
+            "store unreadable after a kill: {}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        assert!(String::from_utf8_lossy(&list.stdout).contains("base"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
