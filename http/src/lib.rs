@@ -109,12 +109,16 @@ mod tests {
     fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
         let publication = store.begin("cam", 5).unwrap();
-        publication.push(Segment {
-            data: Bytes::from_static(&[0x47; 188]),
-            duration: Duration::from_secs(2),
-            discontinuity: false,
-            independent: true,
-        });
+        publication.push(
+            Segment {
+                data: Bytes::from_static(&[0x47; 188]),
+                duration: Duration::from_secs(2),
+                discontinuity: false,
+                independent: true,
+                start: 0,
+            },
+            std::time::SystemTime::UNIX_EPOCH,
+        );
         (store, publication)
     }
 

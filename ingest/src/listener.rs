@@ -342,9 +342,8 @@ impl Connection {
     }
 
     fn end_publish(&mut self, mut active: Active, reason: StopReason) {
-        if let Some(last) = active.remuxer.finish() {
-            active.publication.push(last);
-        }
+        active.remuxer.finish();
+        publish_segments(&mut active);
         active.guard.frames = active.remuxer.stats().frames;
         active.guard.reason = reason;
         info!(stream = %active.publication.name(), reason = reason.as_str(), "publish ended");
@@ -360,8 +359,13 @@ fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload
         warn!(stream = %active.publication.name(), error = %e, "media dropped (logged once per kind)");
         active.logged.push(e);
     }
+    publish_segments(active);
+}
+
+/// Moves finished segments from the remuxer to the store.
+fn publish_segments(active: &mut Active) {
     while let Some(segment) = active.remuxer.pull() {
-        let sequence = active.publication.push(segment);
+        let sequence = active.publication.push(segment, SystemTime::now());
         debug!(stream = %active.publication.name(), sequence, "segment ready");
     }
 }

@@ -45,6 +45,9 @@ pub enum Malformed {
     /// An AudioSpecificConfig that ends early or names a reserved value.
     #[error("AAC AudioSpecificConfig: {0}")]
     AacConfig(&'static str),
+    /// An MP3 frame header that is not one.
+    #[error("MPEG audio frame: {0}")]
+    MpegAudio(&'static str),
     /// An AAC frame too large for the 13-bit ADTS frame length.
     #[error("AAC frame of {0} bytes does not fit an ADTS header")]
     AacFrameTooLarge(usize),
@@ -60,8 +63,8 @@ pub enum Unsupported {
     /// An Enhanced RTMP video tag (FourCC codec).
     #[error("Enhanced RTMP video FourCC {0:?}")]
     VideoFourCc([u8; 4]),
-    /// An FLV audio format other than AAC (10).
-    #[error("audio format {0} (only AAC, format 10, is packaged)")]
+    /// An FLV audio format other than AAC (10) and MP3 (2, 14).
+    #[error("audio format {0} (only AAC, format 10, and MP3, formats 2 and 14, are packaged)")]
     AudioFormat(u8),
     /// An AAC object type ADTS cannot signal.
     #[error("AAC audio object type {0}")]

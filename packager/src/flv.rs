@@ -12,6 +12,9 @@ use crate::error::{Malformed, Unsupported};
 const CODEC_AVC: u8 = 7;
 /// FLV `SoundFormat` of AAC.
 const SOUND_FORMAT_AAC: u8 = 10;
+/// FLV `SoundFormat` of MP3, and of MP3 at 8 kHz.
+const SOUND_FORMAT_MP3: u8 = 2;
+const SOUND_FORMAT_MP3_8K: u8 = 14;
 /// Enhanced RTMP sets this bit of the first video byte (`IsExHeader`).
 const EX_HEADER_BIT: u8 = 0x80;
 
@@ -46,9 +49,11 @@ pub enum VideoTag<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AudioTag<'a> {
     /// AACPacketType 0: an AudioSpecificConfig.
-    SequenceHeader(&'a [u8]),
+    AacSequenceHeader(&'a [u8]),
     /// AACPacketType 1: one raw AAC frame.
-    Frame(&'a [u8]),
+    AacFrame(&'a [u8]),
+    /// MP3 frames, headers included.
+    Mp3(&'a [u8]),
 }
 
 /// Parses a video tag body (the payload of an RTMP video message).
@@ -94,14 +99,14 @@ pub fn parse_audio(data: &[u8]) -> Result<AudioTag<'_>, Error> {
     let Some(&first) = data.first() else {
         return Err(Malformed::TruncatedTag { kind: "audio", len: 0 }.into());
     };
-    let format = first >> 4;
-    if format != SOUND_FORMAT_AAC {
-        return Err(Unsupported::AudioFormat(format).into());
-    }
-    match data {
-        [_, 0, rest @ ..] => Ok(AudioTag::SequenceHeader(rest)),
-        [_, _, rest @ ..] => Ok(AudioTag::Frame(rest)),
-        _ => Err(Malformed::TruncatedTag { kind: "audio", len: data.len() }.into()),
+    match first >> 4 {
+        SOUND_FORMAT_AAC => match data {
+            [_, 0, rest @ ..] => Ok(AudioTag::AacSequenceHeader(rest)),
+            [_, _, rest @ ..] => Ok(AudioTag::AacFrame(rest)),
+            _ => Err(Malformed::TruncatedTag { kind: "audio", len: data.len() }.into()),
+        },
+        SOUND_FORMAT_MP3 | SOUND_FORMAT_MP3_8K => Ok(AudioTag::Mp3(&data[1..])),
+        format => Err(Unsupported::AudioFormat(format).into()),
     }
 }
 
@@ -155,12 +160,20 @@ mod tests {
     }
 
     #[test]
-    fn aac_tags() {
+    fn audio_tags() {
         assert_eq!(
             parse_audio(&[0xaf, 0, 0x12, 0x10]),
-            Ok(AudioTag::SequenceHeader(&[0x12, 0x10]))
+            Ok(AudioTag::AacSequenceHeader(&[0x12, 0x10]))
         );
-        assert_eq!(parse_audio(&[0xaf, 1, 0x21]), Ok(AudioTag::Frame(&[0x21])));
-        assert_eq!(parse_audio(&[0x2f, 1, 0x21]), Err(Unsupported::AudioFormat(2).into()));
+        assert_eq!(parse_audio(&[0xaf, 1, 0x21]), Ok(AudioTag::AacFrame(&[0x21])));
+        assert_eq!(parse_audio(&[0x2f, 0xff, 0xfb]), Ok(AudioTag::Mp3(&[0xff, 0xfb])));
+        assert_eq!(parse_audio(&[0xe2, 0xff, 0xf3]), Ok(AudioTag::Mp3(&[0xff, 0xf3])));
+        // Speex (11), Nellymoser (6), linear PCM (3), G.711 (7).
+        for format in [11u8, 6, 3, 7] {
+            assert_eq!(
+                parse_audio(&[format << 4, 1]),
+                Err(Unsupported::AudioFormat(format).into())
+            );
+        }
     }
 }

@@ -7,15 +7,24 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// 9999-12-31T23:59:59Z, the last time RFC 3339 formatting covers.
+const LAST_FORMATTABLE_SECOND: u64 = 253_402_300_799;
 
 /// One segment as the playlist lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    uri: String,
-    duration: Duration,
-    discontinuity: bool,
-    independent: bool,
+pub struct Entry {
+    /// The segment's URI, relative to the playlist.
+    pub uri: String,
+    /// EXTINF.
+    pub duration: Duration,
+    /// Preceded by EXT-X-DISCONTINUITY.
+    pub discontinuity: bool,
+    /// Starts with a keyframe (all entries so: EXT-X-INDEPENDENT-SEGMENTS).
+    pub independent: bool,
+    /// EXT-X-PROGRAM-DATE-TIME: the wall-clock time of the segment's first frame.
+    pub program_date_time: Option<SystemTime>,
 }
 
 /// A live media playlist.
@@ -49,16 +58,10 @@ impl MediaPlaylist {
 
     /// Appends a segment and returns its media sequence number. The oldest entry leaves the
     /// window once it holds more than `window` segments.
-    pub fn push(
-        &mut self,
-        uri: String,
-        duration: Duration,
-        discontinuity: bool,
-        independent: bool,
-    ) -> u64 {
+    pub fn push(&mut self, entry: Entry) -> u64 {
         let sequence = self.media_sequence + self.entries.len() as u64;
-        self.target_duration = self.target_duration.max(round_secs(duration));
-        self.entries.push_back(Entry { uri, duration, discontinuity, independent });
+        self.target_duration = self.target_duration.max(round_secs(entry.duration));
+        self.entries.push_back(entry);
         while self.entries.len() > self.window {
             if let Some(gone) = self.entries.pop_front() {
                 self.media_sequence += 1;
@@ -109,6 +112,17 @@ impl MediaPlaylist {
             if entry.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            // humantime formats years 1970 to 9999 only (and panics before 1970).
+            if let Some(time) = entry.program_date_time.filter(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .is_ok_and(|d| d.as_secs() < LAST_FORMATTABLE_SECOND)
+            }) {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    humantime::format_rfc3339_millis(time)
+                );
+            }
             let millis = entry.duration.as_millis();
             let _ = write!(out, "#EXTINF:{}.{:03},\n{}\n", millis / 1000, millis % 1000, entry.uri);
         }
@@ -133,11 +147,21 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn entry(uri: &str, millis: u64, discontinuity: bool) -> Entry {
+        Entry {
+            uri: uri.to_owned(),
+            duration: ms(millis),
+            discontinuity,
+            independent: true,
+            program_date_time: None,
+        }
+    }
+
     #[test]
     fn renders_a_live_window() {
         let mut p = MediaPlaylist::new(3, Duration::from_secs(2));
         for (i, d) in [2000, 2002, 1999, 2500].into_iter().enumerate() {
-            assert_eq!(p.push(format!("{i}.ts"), ms(d), false, true), i as u64);
+            assert_eq!(p.push(entry(&format!("{i}.ts"), d, false)), i as u64);
         }
         assert_eq!(
             p.render(),
@@ -150,7 +174,7 @@ mod tests {
     #[test]
     fn ended_playlist_has_endlist() {
         let mut p = MediaPlaylist::new(6, Duration::from_secs(2));
-        p.push("a.ts".into(), ms(1234), false, true);
+        p.push(entry("a.ts", 1234, false));
         p.end();
         assert_eq!(
             p.render(),
@@ -164,16 +188,16 @@ mod tests {
     #[test]
     fn discontinuity_sequence_counts_discontinuities_that_slid_out() {
         let mut p = MediaPlaylist::new(2, Duration::from_secs(2));
-        p.push("0.ts".into(), ms(2000), false, true);
-        p.push("1.ts".into(), ms(2000), true, true);
-        p.push("2.ts".into(), ms(2000), false, true);
+        p.push(entry("0.ts", 2000, false));
+        p.push(entry("1.ts", 2000, true));
+        p.push(entry("2.ts", 2000, false));
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
              #EXT-X-INDEPENDENT-SEGMENTS\n\
              #EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1.ts\n#EXTINF:2.000,\n2.ts\n"
         );
-        p.push("3.ts".into(), ms(2000), false, false);
+        p.push(Entry { independent: false, ..entry("3.ts", 2000, false) });
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:2\n\
@@ -183,14 +207,37 @@ mod tests {
     }
 
     #[test]
+    fn program_date_time_is_written_in_utc_with_milliseconds() {
+        let mut p = MediaPlaylist::new(6, Duration::from_secs(2));
+        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_108_000_123);
+        p.push(Entry { program_date_time: Some(time), ..entry("a.ts", 2000, true) });
+        assert_eq!(
+            p.render(),
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-DISCONTINUITY\n\
+             #EXT-X-PROGRAM-DATE-TIME:2025-11-25T22:00:00.123Z\n#EXTINF:2.000,\na.ts\n"
+        );
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_are_left_out_not_a_panic() {
+        let mut p = MediaPlaylist::new(6, Duration::from_secs(2));
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(2);
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(LAST_FORMATTABLE_SECOND + 1);
+        p.push(Entry { program_date_time: Some(before), ..entry("a.ts", 2000, false) });
+        p.push(Entry { program_date_time: Some(after), ..entry("b.ts", 2000, false) });
+        assert!(!p.render().contains("PROGRAM-DATE-TIME"));
+    }
+
+    #[test]
     fn target_duration_covers_every_rounded_extinf() {
         let mut p = MediaPlaylist::new(6, Duration::from_millis(1500));
         assert!(p.render().contains("#EXT-X-TARGETDURATION:2\n"));
-        p.push("a.ts".into(), ms(2499), false, true);
+        p.push(entry("a.ts", 2499, false));
         assert!(p.render().contains("#EXT-X-TARGETDURATION:2\n"));
-        p.push("b.ts".into(), ms(2500), false, true);
+        p.push(entry("b.ts", 2500, false));
         assert!(p.render().contains("#EXT-X-TARGETDURATION:3\n"));
-        p.push("c.ts".into(), ms(100), false, true);
+        p.push(entry("c.ts", 100, false));
         assert!(p.render().contains("#EXT-X-TARGETDURATION:3\n"));
     }
 }

@@ -1,8 +1,24 @@
 //! One publish's packaging: FLV tags in, MPEG-TS segments out.
 //!
 //! Owns the codec configurations, the timeline and the segmenter. Converts each FLV frame to
-//! an access unit (Annex B for H.264, ADTS for AAC) timed in 90 kHz from the RTMP timestamp
-//! plus the composition offset (FLV v10.1 E.4.3.1).
+//! an access unit (Annex B for H.264, ADTS for AAC, MP3 as is) timed in 90 kHz from the RTMP
+//! timestamp plus the composition offset (FLV v10.1 E.4.3.1).
+//!
+//! Policies, each chosen so a player never sees a broken segment:
+//! - **Tracks come from sequence headers actually received** (no phantom PIDs). A track that
+//!   appears or changes parameters mid-stream takes effect at the next keyframe, which starts a
+//!   segment marked as a discontinuity with the new PMT; until then frames of the changed
+//!   audio track are dropped (at most one GOP).
+//! - **The timeline breaks** when a timestamp jumps more than [`MAX_FORWARD_JUMP`] ahead or
+//!   [`MAX_BACKWARD_JUMP`] back: the segment ends, frames are dropped until the next keyframe,
+//!   which starts a discontinuity. The output timeline stays continuous across the break
+//!   (the new input timeline is rebased to start where the old one ended), so no player or
+//!   tool ever sees timestamps go backwards or leap. Smaller steps back are absorbed so DTS
+//!   stays strictly increasing per track.
+//! - **An audio track whose first frame comes just after the first keyframe** (MP3 has no
+//!   sequence header) joins the first segment without a discontinuity.
+//! - **Unsupported codecs drop their track**: the tag is refused with
+//!   [`Unsupported`](crate::Unsupported) and the other track goes on alone.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -11,14 +27,24 @@ use crate::Error;
 use crate::adts::{AacConfig, SAMPLES_PER_FRAME};
 use crate::avc::AvcConfig;
 use crate::flv::{self, AudioTag, TagKind, VideoTag};
-use crate::segmenter::{AccessUnit, Pushed, Segment, Segmenter, TICKS_PER_SECOND};
+use crate::mpa::MpegAudioConfig;
+use crate::segmenter::{
+    AccessUnit, Pushed, Segment, Segmenter, TICKS_PER_SECOND, duration_to_ticks,
+};
 use crate::timeline::Timeline;
-use crate::ts_mux::{MuxError, Track};
+use crate::ts_mux::{AudioStream, MuxError, Track};
 
 /// Frame duration assumed for video until two frames have been seen (30 fps).
 const DEFAULT_VIDEO_FRAME_TICKS: i64 = TICKS_PER_SECOND / 30;
 /// Ticks per millisecond of RTMP time.
 const TICKS_PER_MS: i64 = TICKS_PER_SECOND / 1000;
+/// A timestamp further ahead of the stream's position than this breaks the timeline.
+pub const MAX_FORWARD_JUMP: Duration = Duration::from_secs(5);
+/// A timestamp further behind the stream's position than this breaks the timeline; audio
+/// and video interleave a little out of order, so small steps back are normal.
+pub const MAX_BACKWARD_JUMP: Duration = Duration::from_secs(1);
+/// Composition offsets beyond this are encoder bugs; they are treated as zero.
+pub const MAX_COMPOSITION_OFFSET: Duration = Duration::from_secs(10);
 
 /// Settings of a [`Remuxer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,25 +64,70 @@ impl Default for RemuxerConfig {
 pub struct RemuxerStats {
     /// Frames packaged.
     pub frames: u64,
-    /// Frames dropped: before their track's sequence header, or before the first keyframe.
+    /// Frames dropped: before their track's configuration, before the first keyframe, or
+    /// while waiting for a keyframe after a change or a timeline break.
     pub frames_dropped: u64,
+    /// Timeline breaks (jumps) seen.
+    pub timeline_breaks: u64,
+}
+
+/// The audio codec in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioConfig {
+    /// AAC, from its AudioSpecificConfig.
+    Aac(AacConfig),
+    /// MP3, from its first frame header.
+    Mp3(MpegAudioConfig),
+}
+
+impl AudioConfig {
+    fn stream(&self) -> AudioStream {
+        match self {
+            Self::Aac(_) => AudioStream::Adts,
+            Self::Mp3(c) if c.mpeg1 => AudioStream::Mpeg1,
+            Self::Mp3(_) => AudioStream::Mpeg2,
+        }
+    }
+
+    fn frame_ticks(&self) -> i64 {
+        let (samples, rate) = match self {
+            Self::Aac(c) => (SAMPLES_PER_FRAME, c.core_sample_rate()),
+            Self::Mp3(c) => (c.samples_per_frame, c.sample_rate),
+        };
+        i64::from(samples) * TICKS_PER_SECOND / i64::from(rate.max(1))
+    }
 }
 
 /// FLV tags to segments for one publish.
 ///
 /// Call [`Remuxer::push`] with every audio and video message in arrival order, then
 /// [`Remuxer::pull`] until it returns `None`; at most two segments wait between pushes.
-/// Call [`Remuxer::finish`] when the publisher stops to get the last segment.
+/// Call [`Remuxer::finish`] when the publisher stops, then `pull` the rest.
 #[derive(Debug)]
 pub struct Remuxer {
     timeline: Timeline,
     avc: Option<AvcConfig>,
-    aac: Option<AacConfig>,
+    audio: Option<AudioConfig>,
+    /// Configurations as the current segment's PMT announces them.
+    applied: (bool, Option<AudioStream>),
+    /// The video or audio configuration changed; applied at the next point a segment may
+    /// start.
+    pending_video: bool,
+    pending_audio: bool,
+    /// The timeline broke; frames wait for the next segment start.
+    broken: bool,
     segmenter: Segmenter,
     ready: VecDeque<Segment>,
     /// Reused buffer for the unit being converted.
     scratch: Vec<u8>,
+    /// The furthest input decode time reached on any track (for jump detection).
+    position: Option<i64>,
+    /// Output time = input time + `offset`; changes at each timeline break.
+    offset: i64,
+    /// The end of the last frame written, in output time.
+    written_end: i64,
     last_video_dts: Option<i64>,
+    last_audio_dts: Option<i64>,
     video_frame_ticks: i64,
     stats: RemuxerStats,
 }
@@ -67,11 +138,19 @@ impl Remuxer {
         Self {
             timeline: Timeline::new(),
             avc: None,
-            aac: None,
+            audio: None,
+            applied: (false, None),
+            pending_video: false,
+            pending_audio: false,
+            broken: false,
             segmenter: Segmenter::new(config.target_duration),
             ready: VecDeque::with_capacity(2),
             scratch: Vec::new(),
+            position: None,
+            offset: 0,
+            written_end: 0,
             last_video_dts: None,
+            last_audio_dts: None,
             video_frame_ticks: DEFAULT_VIDEO_FRAME_TICKS,
             stats: RemuxerStats::default(),
         }
@@ -92,10 +171,9 @@ impl Remuxer {
         self.ready.pop_front()
     }
 
-    /// Ends the stream: returns the last, partial segment if there is one.
-    pub fn finish(&mut self) -> Option<Segment> {
+    /// Ends the stream: the last, partial segment becomes available to [`Remuxer::pull`].
+    pub fn finish(&mut self) {
         self.ready.extend(self.segmenter.finish());
-        self.ready.pop_front()
     }
 
     /// The video configuration in use.
@@ -104,8 +182,8 @@ impl Remuxer {
     }
 
     /// The audio configuration in use.
-    pub fn audio_config(&self) -> Option<&AacConfig> {
-        self.aac.as_ref()
+    pub fn audio_config(&self) -> Option<&AudioConfig> {
+        self.audio.as_ref()
     }
 
     /// Frame counters.
@@ -119,29 +197,38 @@ impl Remuxer {
                 let config = AvcConfig::parse(record)?;
                 if self.avc.as_ref() != Some(&config) {
                     self.avc = Some(config);
-                    self.tracks_changed();
+                    self.pending_video = true;
                 }
                 Ok(())
             }
             VideoTag::Frame { keyframe, composition_time_ms, nalus } => {
-                let Some(avc) = &self.avc else {
+                if self.avc.is_none() {
+                    self.stats.frames_dropped += 1;
+                    return Ok(());
+                }
+                let Some(dts) = self.place(Track::Video, dts, keyframe) else {
                     self.stats.frames_dropped += 1;
                     return Ok(());
                 };
+                let cts = i64::from(composition_time_ms) * TICKS_PER_MS;
+                let cts = if (0..=duration_to_ticks(MAX_COMPOSITION_OFFSET)).contains(&cts) {
+                    cts
+                } else {
+                    0
+                };
                 self.scratch.clear();
-                avc.write_annex_b(nalus, &mut self.scratch)?;
-                if let Some(last) = self.last_video_dts.filter(|&last| dts > last) {
-                    self.video_frame_ticks = dts - last;
+                if let Some(avc) = &self.avc {
+                    avc.write_annex_b(nalus, &mut self.scratch)?;
                 }
-                self.last_video_dts = Some(dts);
                 let unit = AccessUnit {
                     track: Track::Video,
-                    pts: dts + i64::from(composition_time_ms) * TICKS_PER_MS,
+                    pts: dts + cts,
                     dts,
                     duration: self.video_frame_ticks,
                     keyframe,
                     data: &self.scratch,
                 };
+                self.written_end = self.written_end.max(dts + unit.duration);
                 let pushed = self.segmenter.push(unit);
                 self.record(pushed)
             }
@@ -150,42 +237,127 @@ impl Remuxer {
     }
 
     fn push_audio(&mut self, dts: i64, data: &[u8]) -> Result<(), Error> {
-        match flv::parse_audio(data)? {
-            AudioTag::SequenceHeader(asc) => {
-                let config = AacConfig::parse(asc)?;
-                if self.aac.as_ref() != Some(&config) {
-                    self.aac = Some(config);
-                    self.tracks_changed();
-                }
-                Ok(())
+        let raw = match flv::parse_audio(data)? {
+            AudioTag::AacSequenceHeader(asc) => {
+                self.set_audio(AudioConfig::Aac(AacConfig::parse(asc)?));
+                return Ok(());
             }
-            AudioTag::Frame(raw) => {
-                let Some(aac) = &self.aac else {
-                    self.stats.frames_dropped += 1;
-                    return Ok(());
-                };
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&aac.adts_header(raw.len())?);
-                self.scratch.extend_from_slice(raw);
-                let duration = i64::from(SAMPLES_PER_FRAME) * TICKS_PER_SECOND
-                    / i64::from(aac.core_sample_rate());
-                let unit = AccessUnit {
-                    track: Track::Audio,
-                    pts: dts,
-                    dts,
-                    duration,
-                    keyframe: true,
-                    data: &self.scratch,
-                };
-                let pushed = self.segmenter.push(unit);
-                self.record(pushed)
+            AudioTag::Mp3(frame) => {
+                self.set_audio(AudioConfig::Mp3(MpegAudioConfig::parse(frame)?));
+                frame
             }
+            AudioTag::AacFrame(raw) => raw,
+        };
+        let Some(audio) = &self.audio else {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        };
+        let duration = audio.frame_ticks();
+        let Some(dts) = self.place(Track::Audio, dts, false) else {
+            self.stats.frames_dropped += 1;
+            return Ok(());
+        };
+        self.scratch.clear();
+        if let Some(AudioConfig::Aac(aac)) = &self.audio {
+            self.scratch.extend_from_slice(&aac.adts_header(raw.len())?);
+        }
+        self.scratch.extend_from_slice(raw);
+        let unit = AccessUnit {
+            track: Track::Audio,
+            pts: dts,
+            dts,
+            duration,
+            keyframe: true,
+            data: &self.scratch,
+        };
+        self.written_end = self.written_end.max(dts + duration);
+        let pushed = self.segmenter.push(unit);
+        self.record(pushed)
+    }
+
+    fn set_audio(&mut self, config: AudioConfig) {
+        if self.audio.as_ref() != Some(&config) {
+            self.audio = Some(config);
+            self.pending_audio = true;
         }
     }
 
-    fn tracks_changed(&mut self) {
-        let ended = self.segmenter.set_tracks(self.avc.is_some(), self.aac.is_some());
-        self.ready.extend(ended);
+    /// Decides whether a frame of `track` at `dts` can be written now, applying pending
+    /// changes and timeline breaks; returns its (possibly nudged) decode time.
+    fn place(&mut self, track: Track, dts: i64, keyframe: bool) -> Option<i64> {
+        let has_video = self.avc.is_some();
+        // Where a segment may start: a video keyframe, or any audio frame without video.
+        let starts_here =
+            if has_video { track == Track::Video && keyframe } else { track == Track::Audio };
+
+        let jumped = self.position.is_some_and(|position| {
+            dts > position + duration_to_ticks(MAX_FORWARD_JUMP)
+                || dts < position - duration_to_ticks(MAX_BACKWARD_JUMP)
+        });
+        if jumped && !self.broken {
+            self.broken = true;
+            self.stats.timeline_breaks += 1;
+        }
+        if self.broken {
+            if !starts_here {
+                // Off the timeline until a frame that can start a segment restarts it.
+                return None;
+            }
+            self.ready.extend(self.segmenter.break_timeline());
+            self.broken = false;
+            self.position = None;
+            self.offset = self.written_end - dts;
+        }
+        self.position = Some(self.position.map_or(dts, |p| p.max(dts)));
+        let dts = dts + self.offset;
+        if (self.pending_video || self.pending_audio) && (starts_here || !self.segmenter.is_open())
+        {
+            self.pending_video = false;
+            self.pending_audio = false;
+            let wanted = (has_video, self.audio.as_ref().map(AudioConfig::stream));
+            if wanted != self.applied {
+                self.applied = wanted;
+                self.ready.extend(self.segmenter.set_tracks(wanted.0, wanted.1));
+            } else if self.segmenter.is_open() {
+                // Same tracks, new parameters (a new SPS, a new AAC config): new segment.
+                self.ready.extend(self.segmenter.break_timeline());
+            }
+        } else if self.pending_audio
+            && self.applied.1.is_none()
+            && let Some(audio) = self.audio.as_ref().map(AudioConfig::stream)
+            && self.segmenter.add_audio_to_first_segment(audio).unwrap_or(false)
+        {
+            self.pending_audio = false;
+            self.applied.1 = Some(audio);
+        }
+        // Only tracks the current PMT announces, in the format it announces, are written.
+        let announced = match track {
+            Track::Video => self.applied.0,
+            Track::Audio => self.applied.1.is_some() && !self.pending_audio,
+        };
+        if !announced {
+            return None;
+        }
+
+        // Keep DTS strictly increasing per track (encoders round timestamps to milliseconds
+        // and occasionally repeat one or step back a little).
+        let last = match track {
+            Track::Video => &mut self.last_video_dts,
+            Track::Audio => &mut self.last_audio_dts,
+        };
+        let previous = *last;
+        let dts = match previous {
+            Some(previous) if dts <= previous => previous + 1,
+            _ => dts,
+        };
+        *last = Some(dts);
+        if track == Track::Video
+            && let Some(previous) = previous
+            && dts - previous < TICKS_PER_SECOND
+        {
+            self.video_frame_ticks = dts - previous;
+        }
+        Some(dts)
     }
 
     fn record(&mut self, pushed: Result<Pushed, MuxError>) -> Result<(), Error> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::ts_mux::{MuxError, PesTiming, Track, TsMuxer};
+use crate::ts_mux::{AudioStream, MuxError, PesTiming, Track, TsMuxer};
 
 /// 90 kHz ticks per second (ISO/IEC 13818-1 §2.4.3.7 system clock / 300).
 pub const TICKS_PER_SECOND: i64 = 90_000;
@@ -21,6 +21,15 @@ const MUX_DELAY_TICKS: i64 = 63_000;
 pub const MAX_SEGMENT_DURATION: Duration = Duration::from_secs(20);
 /// And after this many bytes, whatever the duration (about 20 s at 50 Mbit/s).
 pub const MAX_SEGMENT_BYTES: usize = 128 << 20;
+/// Consecutive PCRs are at most this far apart (ISO/IEC 13818-1 §2.7.2 allows 100 ms): when
+/// frames are further apart (low frame rates, gaps in the other track), PCR-only packets
+/// fill in.
+const PCR_INTERVAL_TICKS: i64 = TICKS_PER_SECOND / 20;
+/// PCR-only packets written for one gap at most; gaps this long are timeline breaks anyway.
+const MAX_PCR_FILL: i64 = 200;
+
+/// Bytes in a TS packet.
+const TS_PACKET: usize = 188;
 
 /// One access unit, ready to be packetised.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +60,8 @@ pub struct Segment {
     pub discontinuity: bool,
     /// Decoding can start at the first byte (false only after a forced cut).
     pub independent: bool,
+    /// Media time of the first access unit (90 kHz, the publisher's timeline).
+    pub start: i64,
 }
 
 /// What [`Segmenter::push`] did with a unit.
@@ -66,6 +77,8 @@ pub enum Pushed {
 #[derive(Debug)]
 struct Open {
     data: Vec<u8>,
+    /// The stream's first segment (tracks may still be added to it).
+    first: bool,
     start: i64,
     end: i64,
     discontinuity: bool,
@@ -83,6 +96,8 @@ pub struct Segmenter {
     mux: TsMuxer,
     has_video: bool,
     open: Option<Open>,
+    /// The last PCR written, to keep PCRs monotonic and close enough.
+    last_pcr: Option<i64>,
     /// Set when the timeline or parameters break; applies to the next segment opened.
     discontinuity: bool,
     /// Whether any segment has been opened yet (the first one is never a discontinuity).
@@ -97,6 +112,7 @@ impl Segmenter {
             mux: TsMuxer::new(),
             has_video: false,
             open: None,
+            last_pcr: None,
             discontinuity: false,
             started: false,
         }
@@ -104,7 +120,7 @@ impl Segmenter {
 
     /// Sets the tracks the next segments carry. A change ends the open segment (returned) and
     /// marks the next one as a discontinuity, since its PMT differs.
-    pub fn set_tracks(&mut self, video: bool, audio: bool) -> Option<Segment> {
+    pub fn set_tracks(&mut self, video: bool, audio: Option<AudioStream>) -> Option<Segment> {
         self.has_video = video;
         self.mux.set_tracks(video, audio);
         self.break_timeline()
@@ -115,7 +131,29 @@ impl Segmenter {
         if self.started {
             self.discontinuity = true;
         }
+        self.last_pcr = None;
         self.open.take().map(close)
+    }
+
+    /// Whether a segment is being written.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Adds an audio track to the stream's very first segment while it is being written, by
+    /// rewriting its PAT/PMT, so a track whose first frame comes just after the first video
+    /// keyframe (MP3 has no sequence header) does not cost a discontinuity. Returns false
+    /// (and changes nothing) in any other situation.
+    pub fn add_audio_to_first_segment(&mut self, audio: AudioStream) -> Result<bool, MuxError> {
+        let Some(open) = self.open.as_mut() else { return Ok(false) };
+        if !open.first || !self.has_video || self.mux.audio().is_some() {
+            return Ok(false);
+        }
+        self.mux.set_tracks(true, Some(audio));
+        let mut tables = Vec::with_capacity(2 * TS_PACKET);
+        self.mux.write_tables(&mut tables)?;
+        open.data[..tables.len()].copy_from_slice(&tables);
+        Ok(true)
     }
 
     /// Adds one access unit; see [`Pushed`].
@@ -147,10 +185,25 @@ impl Segmenter {
         let Some(open) = self.open.as_mut() else {
             return Ok(Pushed::Dropped);
         };
+        // PCRs never go backwards (the other track's timestamps may run slightly ahead) and
+        // never leave a gap longer than the interval.
+        let pcr = self.last_pcr.map_or(unit.dts, |last| last.max(unit.dts));
+        if let Some(mut last) = self.last_pcr {
+            let fill = ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL);
+            for _ in 0..fill {
+                last += PCR_INTERVAL_TICKS;
+                self.mux.write_pcr(pcr_track, last, &mut open.data)?;
+            }
+            self.last_pcr = Some(last);
+        }
+        let carries_pcr = unit.track == pcr_track;
+        if carries_pcr {
+            self.last_pcr = Some(pcr);
+        }
         let timing = PesTiming {
             pts: unit.pts.max(unit.dts) + MUX_DELAY_TICKS,
             dts: unit.dts + MUX_DELAY_TICKS,
-            pcr: (unit.track == pcr_track).then_some(unit.dts),
+            pcr: carries_pcr.then_some(pcr),
         };
         let random_access = unit.keyframe && unit.track == Track::Video;
         self.mux.write_pes(unit.track, timing, random_access, unit.data, &mut open.data)?;
@@ -168,6 +221,7 @@ impl Segmenter {
         self.mux.write_tables(&mut data)?;
         self.open = Some(Open {
             data,
+            first: !self.started,
             start,
             end: start,
             discontinuity: std::mem::take(&mut self.discontinuity),
@@ -186,6 +240,7 @@ fn close_at(mut open: Open, next_start: i64) -> Segment {
 
 fn close(open: Open) -> Segment {
     Segment {
+        start: open.start,
         duration: ticks_to_duration(open.end - open.start),
         data: Bytes::from(open.data),
         discontinuity: open.discontinuity,
@@ -225,7 +280,7 @@ mod tests {
     #[test]
     fn cuts_at_first_keyframe_after_target() {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        assert!(s.set_tracks(true, true).is_none());
+        assert!(s.set_tracks(true, Some(AudioStream::Adts)).is_none());
         // Audio and an inter frame before the first keyframe are dropped.
         assert_eq!(s.push(audio(0)).unwrap(), Pushed::Dropped);
         assert_eq!(s.push(video(0, false)).unwrap(), Pushed::Dropped);
@@ -248,7 +303,7 @@ mod tests {
     #[test]
     fn audio_only_cuts_on_duration() {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        s.set_tracks(false, true);
+        s.set_tracks(false, Some(AudioStream::Adts));
         let mut cuts = Vec::new();
         for i in 0..200 {
             if let Pushed::Written(Some(seg)) = s.push(audio(i * 1920)).unwrap() {
@@ -262,7 +317,7 @@ mod tests {
     #[test]
     fn missing_keyframes_force_a_cut_at_the_limit() {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        s.set_tracks(true, false);
+        s.set_tracks(true, None);
         s.push(video(0, true)).unwrap();
         let limit = duration_to_ticks(MAX_SEGMENT_DURATION);
         let mut cut = None;
@@ -279,10 +334,10 @@ mod tests {
     #[test]
     fn track_change_ends_segment_and_marks_discontinuity() {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        s.set_tracks(true, false);
+        s.set_tracks(true, None);
         s.push(video(0, true)).unwrap();
         s.push(video(3000, false)).unwrap();
-        let ended = s.set_tracks(true, true).unwrap();
+        let ended = s.set_tracks(true, Some(AudioStream::Adts)).unwrap();
         assert!(!ended.discontinuity);
         assert_eq!(ended.duration.as_millis(), 66);
         s.push(video(6000, true)).unwrap();

@@ -8,14 +8,15 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::playlist::MediaPlaylist;
+use crate::playlist::{Entry as PlaylistEntry, MediaPlaylist};
 use crate::segmenter::Segment;
+use crate::segmenter::ticks_to_duration;
 
 /// Settings of a [`StreamStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,9 @@ struct SlotState {
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
+    /// Wall-clock time of a media time, set at the first segment and at each discontinuity,
+    /// from which every segment's EXT-X-PROGRAM-DATE-TIME follows.
+    anchor: Option<(SystemTime, i64)>,
     /// When [`StreamStore::reap`] first saw the stream ended.
     ended_seen: Option<Instant>,
 }
@@ -125,6 +129,7 @@ impl StreamStore {
                         segments: VecDeque::new(),
                         live: true,
                         resumed: false,
+                        anchor: None,
                         ended_seen: None,
                     }),
                 });
@@ -203,13 +208,32 @@ impl Publication {
         &self.name
     }
 
-    /// Publishes a finished segment; returns its media sequence number.
-    pub fn push(&self, segment: Segment) -> u64 {
+    /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
+    /// sequence number.
+    pub fn push(&self, segment: Segment, now: SystemTime) -> u64 {
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
+        if discontinuity || state.anchor.is_none() {
+            // The segment just ended: it started `duration` ago.
+            let started = now.checked_sub(segment.duration).unwrap_or(now);
+            state.anchor = Some((started, segment.start));
+        }
+        let program_date_time = state.anchor.map(|(wall, media)| {
+            let offset = segment.start - media;
+            if offset >= 0 {
+                wall + ticks_to_duration(offset)
+            } else {
+                wall - ticks_to_duration(-offset)
+            }
+        });
         let sequence = state.playlist.next_sequence();
-        let uri = format!("{}-{sequence}.ts", self.slot.generation);
-        state.playlist.push(uri, segment.duration, discontinuity, segment.independent);
+        state.playlist.push(PlaylistEntry {
+            uri: format!("{}-{sequence}.ts", self.slot.generation),
+            duration: segment.duration,
+            discontinuity,
+            independent: segment.independent,
+            program_date_time,
+        });
         state.segments.push_back((sequence, segment.data));
         while state.segments.len() > self.retained {
             state.segments.pop_front();
@@ -239,7 +263,13 @@ mod tests {
             duration: Duration::from_millis(ms),
             discontinuity: false,
             independent: true,
+            start: 0,
         }
+    }
+
+    /// A fixed wall clock for the tests: 2025-11-25T22:00:00Z.
+    fn wall(offset_ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_108_000_000 + offset_ms)
     }
 
     fn store() -> StreamStore {
@@ -255,9 +285,11 @@ mod tests {
         let store = store();
         let publication = store.begin("cam", 7).unwrap();
         assert_eq!(store.playlist("cam"), None);
-        assert_eq!(publication.push(segment(2000, 1)), 0);
+        assert_eq!(publication.push(segment(2000, 1), wall(0)), 0);
         let text = store.playlist("cam").unwrap();
-        assert!(text.ends_with(b"#EXTINF:2.000,\n7-0.ts\n"));
+        assert!(text.ends_with(
+            b"#EXT-X-PROGRAM-DATE-TIME:2025-11-25T21:59:58.000Z\n#EXTINF:2.000,\n7-0.ts\n"
+        ));
         assert_eq!(store.segment("cam", "7-0.ts").unwrap()[0], 1);
         drop(publication);
         assert!(store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
@@ -277,7 +309,7 @@ mod tests {
         let store = store();
         let publication = store.begin("cam", 1).unwrap();
         for i in 0..5 {
-            publication.push(segment(2000, i));
+            publication.push(segment(2000, i), wall(0));
         }
         // Window 2 lists 3 and 4; retention keeps 2 fetchable; 0 and 1 are gone.
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
@@ -296,16 +328,36 @@ mod tests {
     fn republish_continues_the_sequence_after_a_discontinuity() {
         let store = store();
         let first = store.begin("cam", 1).unwrap();
-        first.push(segment(2000, 0));
+        first.push(segment(2000, 0), wall(0));
         drop(first);
         let second = store.begin("cam", 99).unwrap();
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
-        assert_eq!(second.push(segment(2000, 1)), 1);
+        assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
-        assert!(
-            text.ends_with(
-                "#EXTINF:2.000,\n1-0.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1-1.ts\n"
-            )
+        let without_times: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME")).collect();
+        assert_eq!(
+            without_times[without_times.len() - 5..],
+            ["#EXTINF:2.000,", "1-0.ts", "#EXT-X-DISCONTINUITY", "#EXTINF:2.000,", "1-1.ts"]
+        );
+    }
+
+    #[test]
+    fn program_date_time_follows_media_time_and_reanchors_at_discontinuities() {
+        let store = StreamStore::new(StoreConfig::default());
+        let publication = store.begin("cam", 1).unwrap();
+        // Two 2 s segments at media time 0 and 2 s, completed (a little late) at 2.1 s and 4.3 s.
+        publication.push(Segment { start: 0, ..segment(2000, 0) }, wall(2100));
+        publication.push(Segment { start: 180_000, ..segment(2000, 1) }, wall(4300));
+        // A discontinuity: media time restarts at 0, completed at 10 s.
+        publication
+            .push(Segment { start: 0, discontinuity: true, ..segment(2000, 2) }, wall(10_000));
+        let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
+        let times: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:")).collect();
+        assert_eq!(
+            times,
+            ["2025-11-25T22:00:00.100Z", "2025-11-25T22:00:02.100Z", "2025-11-25T22:00:08.000Z"]
         );
     }
 
@@ -313,9 +365,9 @@ mod tests {
     fn ended_streams_are_reaped_after_the_grace_period_only() {
         let store = store();
         let live = store.begin("live", 1).unwrap();
-        live.push(segment(2000, 0));
+        live.push(segment(2000, 0), wall(0));
         let ended = store.begin("ended", 2).unwrap();
-        ended.push(segment(2000, 0));
+        ended.push(segment(2000, 0), wall(0));
         drop(ended);
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
         let t0 = Instant::now();
@@ -327,7 +379,7 @@ mod tests {
         assert!(store.playlist("live").is_some());
         // A new stream of that name starts over with its own generation.
         let again = store.begin("ended", 3).unwrap();
-        assert_eq!(again.push(segment(2000, 0)), 0);
+        assert_eq!(again.push(segment(2000, 0), wall(0)), 0);
         assert!(store.segment("ended", "3-0.ts").is_some());
     }
 }

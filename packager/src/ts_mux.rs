@@ -41,6 +41,27 @@ pub enum Track {
     Audio,
 }
 
+/// How the audio elementary stream is coded (its PMT stream type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioStream {
+    /// AAC in ADTS (stream type 0x0F).
+    Adts,
+    /// MPEG-1 audio, e.g. MP3 at 32 to 48 kHz (stream type 0x03).
+    Mpeg1,
+    /// MPEG-2 lower-sampling-frequency audio, e.g. MP3 at 24 kHz and below (stream type 0x04).
+    Mpeg2,
+}
+
+impl AudioStream {
+    fn stream_type(self) -> StreamType {
+        match self {
+            Self::Adts => StreamType::AdtsAac,
+            Self::Mpeg1 => StreamType::Mpeg1Audio,
+            Self::Mpeg2 => StreamType::Mpeg2HalvedSampleRateAudio,
+        }
+    }
+}
+
 /// Timestamps of one PES packet, in 90 kHz ticks (wrapped to 33 bits here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PesTiming {
@@ -61,7 +82,7 @@ pub struct MuxError(#[from] mpeg2ts::Error);
 #[derive(Debug)]
 pub struct TsMuxer {
     has_video: bool,
-    has_audio: bool,
+    audio: Option<AudioStream>,
     pmt_version: VersionNumber,
     cc_pat: ContinuityCounter,
     cc_pmt: ContinuityCounter,
@@ -74,7 +95,7 @@ impl TsMuxer {
     pub fn new() -> Self {
         Self {
             has_video: false,
-            has_audio: false,
+            audio: None,
             pmt_version: VersionNumber::new(),
             cc_pat: ContinuityCounter::new(),
             cc_pmt: ContinuityCounter::new(),
@@ -84,12 +105,17 @@ impl TsMuxer {
     }
 
     /// Sets which tracks the PMT announces; a change bumps the PMT version.
-    pub fn set_tracks(&mut self, video: bool, audio: bool) {
-        if (video, audio) != (self.has_video, self.has_audio) {
+    pub fn set_tracks(&mut self, video: bool, audio: Option<AudioStream>) {
+        if (video, audio) != (self.has_video, self.audio) {
             self.has_video = video;
-            self.has_audio = audio;
+            self.audio = audio;
             self.pmt_version.increment();
         }
+    }
+
+    /// The audio track the PMT announces.
+    pub fn audio(&self) -> Option<AudioStream> {
+        self.audio
     }
 
     /// The track that carries the PCR: video when present, as players expect.
@@ -118,9 +144,9 @@ impl TsMuxer {
                 descriptors: Vec::new(),
             });
         }
-        if self.has_audio {
+        if let Some(audio) = self.audio {
             es_info.push(EsInfo {
-                stream_type: StreamType::AdtsAac,
+                stream_type: audio.stream_type(),
                 elementary_pid: pid(PID_AUDIO)?,
                 descriptors: Vec::new(),
             });
@@ -201,6 +227,40 @@ impl TsMuxer {
         Ok(())
     }
 
+    /// Appends a packet that carries only a PCR (an adaptation field, no payload) on the PID
+    /// of `track`, for when its own packets are too far apart (§2.7.2: at most 100 ms).
+    pub fn write_pcr(&mut self, track: Track, pcr: i64, out: &mut Vec<u8>) -> Result<(), MuxError> {
+        let cc = match track {
+            Track::Video => self.cc_video,
+            Track::Audio => self.cc_audio,
+        };
+        // A packet without payload repeats the counter of the previous one (§2.4.3.3).
+        let previous =
+            ContinuityCounter::from_u8(cc.as_u8().wrapping_sub(1) & ContinuityCounter::MAX)?;
+        let packet = TsPacket {
+            header: TsHeader {
+                transport_error_indicator: false,
+                transport_priority: false,
+                pid: pid(self.track_pid(track))?,
+                transport_scrambling_control: TransportScramblingControl::NotScrambled,
+                continuity_counter: previous,
+            },
+            adaptation_field: Some(AdaptationField {
+                discontinuity_indicator: false,
+                random_access_indicator: false,
+                es_priority_indicator: false,
+                pcr: Some(ClockReference::new((pcr & TIMESTAMP_MASK) as u64 * 300)?),
+                opcr: None,
+                splice_countdown: None,
+                transport_private_data: Vec::new(),
+                extension: None,
+            }),
+            payload: None,
+        };
+        TsPacketWriter::new(out).write_ts_packet(&packet)?;
+        Ok(())
+    }
+
     fn track_pid(&self, track: Track) -> u16 {
         match track {
             Track::Video => PID_VIDEO,
@@ -258,7 +318,7 @@ mod tests {
     fn tables_list_only_the_tracks_present() {
         for (video, audio) in [(true, true), (true, false), (false, true)] {
             let mut mux = TsMuxer::new();
-            mux.set_tracks(video, audio);
+            mux.set_tracks(video, audio.then_some(AudioStream::Adts));
             let mut out = Vec::new();
             mux.write_tables(&mut out).unwrap();
             assert_eq!(out.len(), 2 * 188);
@@ -283,7 +343,7 @@ mod tests {
     #[test]
     fn pes_round_trips_through_an_independent_reader() {
         let mut mux = TsMuxer::new();
-        mux.set_tracks(true, true);
+        mux.set_tracks(true, Some(AudioStream::Adts));
         let mut out = Vec::new();
         mux.write_tables(&mut out).unwrap();
         // Sizes around every packet boundary, for both header shapes.
@@ -330,7 +390,7 @@ mod tests {
     /// The packets `f` writes after PAT/PMT for a video-only program, read back.
     fn written_after_tables(f: impl FnOnce(&mut TsMuxer, &mut Vec<u8>)) -> Vec<TsPacket> {
         let mut mux = TsMuxer::new();
-        mux.set_tracks(true, false);
+        mux.set_tracks(true, None);
         let mut out = Vec::new();
         mux.write_tables(&mut out).unwrap();
         f(&mut mux, &mut out);
@@ -352,6 +412,38 @@ mod tests {
         assert_eq!(packets.len(), 40 * 3);
         for (i, p) in packets.iter().enumerate() {
             assert_eq!(usize::from(p.header.continuity_counter.as_u8()), i % 16);
+        }
+    }
+
+    #[test]
+    fn pcr_only_packet_keeps_the_continuity_counter() {
+        let packets = written_after_tables(|mux, out| {
+            mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[1; 10], out).unwrap();
+            mux.write_pcr(Track::Video, 9000, out).unwrap();
+            mux.write_pes(Track::Video, timing(9000, 9000, Some(9000)), false, &[1; 10], out)
+                .unwrap();
+        });
+        let counters: Vec<u8> =
+            packets.iter().map(|p| p.header.continuity_counter.as_u8()).collect();
+        assert_eq!(counters, [0, 0, 1]);
+        assert!(packets[1].payload.is_none());
+        assert_eq!(packets[1].adaptation_field.as_ref().unwrap().pcr.unwrap().as_u64(), 9000 * 300);
+    }
+
+    #[test]
+    fn mp3_stream_types() {
+        for (audio, expected) in [(AudioStream::Mpeg1, 0x03), (AudioStream::Mpeg2, 0x04)] {
+            let mut mux = TsMuxer::new();
+            mux.set_tracks(false, Some(audio));
+            let mut out = Vec::new();
+            mux.write_tables(&mut out).unwrap();
+            let mut reader = TsPacketReader::new(&out[..]);
+            reader.read_ts_packet().unwrap();
+            let Some(TsPayload::Pmt(pmt)) = reader.read_ts_packet().unwrap().unwrap().payload
+            else {
+                panic!()
+            };
+            assert_eq!(pmt.es_info[0].stream_type as u8, expected);
         }
     }
 

@@ -8,6 +8,7 @@ pub mod flv;
 pub mod http;
 pub mod media;
 pub mod tools;
+pub mod ts_check;
 
 pub use media::{Clip, clip};
 pub use tools::wait_until;

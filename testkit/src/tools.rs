@@ -31,10 +31,20 @@ pub fn ffprobe(input: &str) -> serde_json::Value {
 
 /// Decodes `input` fully with `ffmpeg -v warning`; returns what it printed (empty when clean)
 /// and the number of video frames decoded.
+///
+/// `-enc_time_base -1` keeps the input's 90 kHz time base for the null output: otherwise
+/// ffmpeg rounds each frame time to 1/fps, and millisecond-rounded source timestamps (33, 34,
+/// 33 ms steps at 30 fps) can collide after rounding, which ffmpeg reports as
+/// "non monotonically increasing dts" although every DTS in the input increases.
 pub fn decode(input: &str) -> (String, u64) {
+    decode_at(input, "warning")
+}
+
+/// [`decode`], reporting only messages at `level` or above.
+pub fn decode_at(input: &str, level: &str) -> (String, u64) {
     let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "warning", "-progress", "pipe:1"])
-        .args(["-i", input, "-f", "null", "-"])
+        .args(["-hide_banner", "-nostdin", "-v", level, "-progress", "pipe:1"])
+        .args(["-i", input, "-enc_time_base", "-1", "-f", "null", "-"])
         .stdin(Stdio::null())
         .output()
         .expect("running ffmpeg (the test command installs it)");

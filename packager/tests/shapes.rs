@@ -1,0 +1,452 @@
+//! Every stream shape a publisher sends, remuxed from real encoder output (clips generated
+//! by `scripts/gen-test-media.sh`) and judged by readers that are not our writer: ffprobe,
+//! ffmpeg decoding, and the `mpeg2ts` crate's reader.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use packager::playlist::Entry;
+use packager::{Error, MediaPlaylist, Remuxer, RemuxerConfig, Segment, TagKind, Unsupported};
+use testkit::flv::{Tag, read_tags};
+use testkit::ts_check::{self, Report};
+use testkit::{Clip, clip, tools};
+
+/// What remuxing a tag sequence produced.
+struct Output {
+    segments: Vec<Segment>,
+    errors: Vec<Error>,
+    stats: packager::RemuxerStats,
+}
+
+fn remux(tags: &[Tag]) -> Output {
+    remux_with(tags, Duration::from_secs(2))
+}
+
+fn remux_with(tags: &[Tag], target: Duration) -> Output {
+    let mut remuxer = Remuxer::new(RemuxerConfig { target_duration: target });
+    let mut segments = Vec::new();
+    let mut errors = Vec::new();
+    for tag in tags {
+        let kind = match tag.tag_type {
+            8 => TagKind::Audio,
+            9 => TagKind::Video,
+            _ => continue,
+        };
+        if let Err(e) = remuxer.push(kind, tag.timestamp, &tag.data) {
+            errors.push(e);
+        }
+        segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    }
+    remuxer.finish();
+    segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    Output { segments, errors, stats: remuxer.stats() }
+}
+
+/// Writes the segments and an ended playlist into a fresh directory; returns the playlist.
+fn write_hls(name: &str, segments: &[Segment]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-shapes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut playlist = MediaPlaylist::new(10_000, Duration::from_secs(2));
+    for (i, segment) in segments.iter().enumerate() {
+        let uri = format!("{i}.ts");
+        std::fs::write(dir.join(&uri), &segment.data).unwrap();
+        playlist.push(Entry {
+            uri,
+            duration: segment.duration,
+            discontinuity: segment.discontinuity,
+            independent: segment.independent,
+            program_date_time: Some(SystemTime::UNIX_EPOCH),
+        });
+    }
+    playlist.end();
+    let path = dir.join("index.m3u8");
+    std::fs::write(&path, playlist.render()).unwrap();
+    path
+}
+
+fn tags(clip_name: Clip) -> Vec<Tag> {
+    read_tags(&clip(clip_name))
+}
+
+fn reports(output: &Output) -> Vec<Report> {
+    output.segments.iter().map(|s| ts_check::analyze(&s.data)).collect()
+}
+
+/// The checks every shape must pass, whatever its tracks.
+fn assert_well_formed(name: &str, output: &Output) -> PathBuf {
+    assert_well_formed_at(name, output, "warning")
+}
+
+/// [`assert_well_formed`] with ffmpeg's decoding judged at `level`.
+fn assert_well_formed_at(name: &str, output: &Output, level: &str) -> PathBuf {
+    assert!(!output.segments.is_empty(), "{name}: no segments");
+    for (i, report) in reports(output).iter().enumerate() {
+        assert!(report.starts_with_tables, "{name} segment {i}: does not start with PAT, PMT");
+        assert_eq!(report.continuity_errors, 0, "{name} segment {i}: continuity errors");
+        assert!(report.pcr_count > 0, "{name} segment {i}: no PCR");
+        assert!(
+            report.max_pcr_gap <= 9000,
+            "{name} segment {i}: PCR gap {} ticks",
+            report.max_pcr_gap
+        );
+    }
+    let playlist = write_hls(name, &output.segments);
+    let (errors, _) = tools::decode_at(playlist.to_str().unwrap(), level);
+    assert_eq!(errors, "", "{name}: ffmpeg complained while decoding");
+    playlist
+}
+
+/// PES streams of one PID type across all segments, in order.
+fn pes_of(output: &Output, stream_id: u8) -> Vec<ts_check::Pes> {
+    reports(output).into_iter().flat_map(|r| r.pes).filter(|p| p.stream_id == stream_id).collect()
+}
+
+/// NAL units of an Annex B access unit, without delimiters and parameter sets.
+fn annex_b_slices(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut units = Vec::new();
+    let mut rest = data;
+    while let Some(start) = find(rest, &[0, 0, 0, 1]) {
+        rest = &rest[start + 4..];
+        let end = find(rest, &[0, 0, 0, 1]).unwrap_or(rest.len());
+        units.push(rest[..end].to_vec());
+        rest = &rest[end..];
+    }
+    units.retain(|n| !matches!(n[0] & 0x1f, 7..=9));
+    units
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// NAL units of an FLV AVC frame (4-byte lengths, as x264 writes), same filter.
+fn flv_slices(body: &[u8]) -> Vec<Vec<u8>> {
+    let mut units = Vec::new();
+    let mut rest = &body[5..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        units.push(rest[4..4 + len].to_vec());
+        rest = &rest[4 + len..];
+    }
+    units.retain(|n| !matches!(n[0] & 0x1f, 7..=9));
+    units
+}
+
+fn stream_types(report: &Report) -> Vec<u8> {
+    report.streams.iter().map(|s| s.stream_type).collect()
+}
+
+/// ffprobe -show_packets: per stream, DTS strictly increasing and PTS ≥ DTS.
+fn assert_packet_timing(name: &str, playlist: &std::path::Path) {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_packets",
+            "-show_entries",
+            "packet=stream_index,pts,dts",
+            "-of",
+            "json",
+        ])
+        .arg(playlist)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut last = std::collections::HashMap::new();
+    let packets = json["packets"].as_array().unwrap();
+    assert!(!packets.is_empty());
+    for packet in packets {
+        let stream = packet["stream_index"].as_u64().unwrap();
+        let (pts, dts) = (packet["pts"].as_i64().unwrap(), packet["dts"].as_i64().unwrap());
+        assert!(pts >= dts, "{name}: PTS {pts} < DTS {dts}");
+        if let Some(previous) = last.insert(stream, dts) {
+            assert!(dts > previous, "{name}: stream {stream} DTS {dts} after {previous}");
+        }
+    }
+}
+
+#[test]
+fn b_frames_keep_every_access_unit_with_its_timestamps() {
+    let input = tags(Clip::Av720p30);
+    let output = remux(&input);
+    assert!(output.errors.is_empty(), "{:?}", output.errors);
+    let playlist = assert_well_formed("b-frames", &output);
+    assert_packet_timing("b-frames", &playlist);
+    let (_, frames) = tools::decode(playlist.to_str().unwrap());
+    assert_eq!(frames, Clip::Av720p30.video_frames());
+
+    // The concatenated segments hold exactly the input's access units, in order.
+    let frames_in: Vec<&Tag> = input.iter().filter(|t| t.tag_type == 9 && t.data[1] == 1).collect();
+    let video_out = pes_of(&output, 0xe0);
+    assert_eq!(video_out.len(), frames_in.len());
+    let mut composition_offsets = 0;
+    for (tag, pes) in frames_in.iter().zip(&video_out) {
+        let cts = i64::from(i32::from_be_bytes([tag.data[2], tag.data[3], tag.data[4], 0]) >> 8);
+        let dts = i64::from(tag.timestamp) * 90 + 63_000;
+        let pts = dts + cts * 90;
+        assert_eq!(pes.pts, Some(pts as u64));
+        assert_eq!(pes.dts, (pts != dts).then_some(dts as u64));
+        assert_eq!(annex_b_slices(&pes.data), flv_slices(&tag.data));
+        composition_offsets += usize::from(cts != 0);
+    }
+    assert!(composition_offsets > 100, "the clip should have B-frames");
+
+    let audio_in: Vec<&Tag> = input.iter().filter(|t| t.tag_type == 8 && t.data[1] == 1).collect();
+    let audio_out = pes_of(&output, 0xc0);
+    assert_eq!(audio_out.len(), audio_in.len());
+    for (tag, pes) in audio_in.iter().zip(&audio_out) {
+        assert_eq!(&pes.data[7..], &tag.data[2..], "ADTS payload differs from the FLV frame");
+        assert_eq!(pes.pts, Some(u64::from(tag.timestamp) * 90 + 63_000));
+    }
+
+    let probe = tools::ffprobe(playlist.to_str().unwrap());
+    let video = tools::stream(&probe, "video").unwrap();
+    assert_eq!(
+        (video["codec_name"].as_str(), video["profile"].as_str()),
+        (Some("h264"), Some("High"))
+    );
+    assert_eq!(video["has_b_frames"].as_u64(), Some(2));
+}
+
+#[test]
+fn audio_only_has_only_an_audio_pid_carrying_the_pcr_and_cuts_on_duration() {
+    let output = remux(&tags(Clip::AudioOnlyAac));
+    assert!(output.errors.is_empty());
+    assert_well_formed("audio-only", &output);
+    for report in reports(&output) {
+        assert_eq!(stream_types(&report), [0x0f]);
+        assert_eq!(report.pcr_pid, Some(report.streams[0].pid));
+    }
+    let durations: Vec<u128> = output.segments.iter().map(|s| s.duration.as_millis()).collect();
+    assert_eq!(durations.len(), 4, "{durations:?}");
+    assert!(durations[..3].iter().all(|&d| (2000..2100).contains(&d)), "{durations:?}");
+    let probe = tools::ffprobe(write_hls("audio-only-probe", &output.segments).to_str().unwrap());
+    assert!(tools::stream(&probe, "video").is_none());
+    assert_eq!(tools::stream(&probe, "audio").unwrap()["sample_rate"], "48000");
+    assert_eq!(tools::stream(&probe, "audio").unwrap()["channels"], 1);
+}
+
+#[test]
+fn video_only_has_no_audio_pid() {
+    let output = remux(&tags(Clip::VideoOnly));
+    assert!(output.errors.is_empty());
+    let playlist = assert_well_formed("video-only", &output);
+    for report in reports(&output) {
+        assert_eq!(stream_types(&report), [0x1b]);
+    }
+    let (_, frames) = tools::decode(playlist.to_str().unwrap());
+    assert_eq!(frames, Clip::VideoOnly.video_frames());
+}
+
+#[test]
+fn audio_starting_late_gets_its_pid_from_the_first_segment_that_has_it() {
+    // Video from 0 s; audio (and its sequence header) only from 3 s on.
+    let mut input: Vec<Tag> = tags(Clip::Av720p30);
+    let header = input.iter().position(|t| t.tag_type == 8 && t.data[1] == 0).unwrap();
+    let mut audio_header = input.remove(header);
+    input.retain(|t| t.tag_type != 8 || t.timestamp >= 3000);
+    let first_audio = input.iter().position(|t| t.tag_type == 8).unwrap();
+    audio_header.timestamp = input[first_audio].timestamp;
+    input.insert(first_audio, audio_header);
+
+    let output = remux(&input);
+    assert!(output.errors.is_empty());
+    // ffmpeg's HLS reader announces the new stream at warning level ("New audio stream"),
+    // which is the point of the test; errors are still not allowed.
+    assert_well_formed_at("late-audio", &output, "error");
+    let reports = reports(&output);
+    let with_audio =
+        reports.iter().position(|r| r.streams.len() == 2).expect("no segment with audio");
+    assert!(with_audio >= 1, "the first segment cannot have audio yet");
+    assert!(reports[..with_audio].iter().all(|r| stream_types(r) == [0x1b]));
+    assert!(reports[with_audio..].iter().all(|r| stream_types(r) == [0x1b, 0x0f]));
+    assert!(output.segments[with_audio].discontinuity, "the PMT changed without a discontinuity");
+    assert!(reports[with_audio].pes.iter().any(|p| p.stream_id == 0xc0));
+    // No video frame was lost at the switch.
+    assert_eq!(pes_of(&output, 0xe0).len() as u64, Clip::Av720p30.video_frames());
+}
+
+/// Rewrites the AudioSpecificConfig of the 24 kHz AAC-LC clip to signal HE-AAC (object type
+/// 5) or HE-AACv2 (29) explicitly, with a 48 kHz extension rate.
+fn explicit_he_aac(object_type: u8) -> Vec<Tag> {
+    let mut input = tags(Clip::AvAac24k);
+    let header = input.iter_mut().find(|t| t.tag_type == 8 && t.data[1] == 0).unwrap();
+    // AOT (5 bits), 24 kHz index 6, channels 2, extension index 3 (48 kHz), core AOT 2.
+    let bits: u32 = (u32::from(object_type) << 27) | (6 << 23) | (2 << 19) | (3 << 15) | (2 << 10);
+    header.data.truncate(2);
+    header.data.extend_from_slice(&bits.to_be_bytes()[..3]);
+    input
+}
+
+#[test]
+fn he_aac_signalled_explicitly_is_carried_as_its_lc_core() {
+    for object_type in [5, 29] {
+        let output = remux(&explicit_he_aac(object_type));
+        assert!(output.errors.is_empty(), "{:?}", output.errors);
+        let name = format!("he-aac-{object_type}");
+        let playlist = assert_well_formed(&name, &output);
+        let audio = pes_of(&output, 0xc0);
+        // ADTS: profile LC (1), sampling index 6 (24 kHz core), 2 channels.
+        assert_eq!(&audio[0].data[..4], &[0xff, 0xf1, 0x58, 0x80]);
+        let probe = tools::ffprobe(playlist.to_str().unwrap());
+        assert_eq!(tools::stream(&probe, "audio").unwrap()["codec_name"], "aac");
+    }
+    let output = remux(&tags(Clip::AvAac24k));
+    assert_well_formed("aac-24k", &output);
+}
+
+#[test]
+fn mp3_gets_mpeg_audio_stream_types() {
+    for (clip_name, stream_type, rate) in
+        [(Clip::AvMp3, 0x03, "44100"), (Clip::AvMp3Low, 0x04, "22050")]
+    {
+        let output = remux(&tags(clip_name));
+        assert!(output.errors.is_empty(), "{:?}", output.errors);
+        let playlist = assert_well_formed(&format!("mp3-{stream_type}"), &output);
+        assert_eq!(stream_types(&reports(&output)[0]), [0x1b, stream_type]);
+        let probe = tools::ffprobe(playlist.to_str().unwrap());
+        let audio = tools::stream(&probe, "audio").unwrap();
+        assert_eq!(
+            (audio["codec_name"].as_str(), audio["sample_rate"].as_str()),
+            (Some("mp3"), Some(rate))
+        );
+    }
+}
+
+#[test]
+fn unsupported_codecs_drop_their_track_and_keep_the_other() {
+    let cases = [
+        (Clip::SorensonAac, Unsupported::VideoCodec(2), vec![0x0f]),
+        (Clip::H264Nellymoser, Unsupported::AudioFormat(6), vec![0x1b]),
+        (Clip::H264Speex, Unsupported::AudioFormat(11), vec![0x1b]),
+    ];
+    for (clip_name, error, types) in cases {
+        let output = remux(&tags(clip_name));
+        assert!(!output.errors.is_empty());
+        assert!(
+            output.errors.iter().all(|e| *e == Error::Unsupported(error)),
+            "{:?}",
+            output.errors
+        );
+        assert_well_formed(&format!("{clip_name:?}"), &output);
+        assert!(reports(&output).iter().all(|r| stream_types(r) == types));
+    }
+}
+
+/// Appends `second` after `first`, its timestamps shifted so it starts `gap_ms` after the end
+/// of `first` (negative: a jump back).
+fn splice(first: Vec<Tag>, second: Vec<Tag>, start_ms: i64) -> Vec<Tag> {
+    let mut out = first;
+    let base = second.iter().map(|t| t.timestamp).min().unwrap_or(0);
+    out.extend(second.into_iter().map(|mut t| {
+        t.timestamp = (i64::from(t.timestamp - base) + start_ms) as u32;
+        t
+    }));
+    out
+}
+
+#[test]
+fn a_new_sequence_header_starts_a_discontinuity_with_the_new_parameters() {
+    let small = tags(Clip::AvSmall);
+    let end = small.iter().map(|t| t.timestamp).max().unwrap();
+    let input = splice(small, tags(Clip::Av720p30), i64::from(end) + 40);
+    let output = remux(&input);
+    assert!(output.errors.is_empty());
+    assert!(output.stats.frames_dropped == 0, "{:?}", output.stats);
+    let first_720 = output.segments.iter().position(|s| s.discontinuity).expect("no discontinuity");
+    for (i, segment) in output.segments.iter().enumerate() {
+        let dir = write_hls(&format!("resolution-{i}"), std::slice::from_ref(segment));
+        let probe = tools::ffprobe(dir.to_str().unwrap());
+        let width = tools::stream(&probe, "video").unwrap()["width"].as_u64();
+        assert_eq!(width, Some(if i < first_720 { 320 } else { 1280 }), "segment {i}");
+        assert_eq!(tools::decode(dir.to_str().unwrap()).0, "", "segment {i}");
+    }
+    assert_eq!(output.segments.iter().filter(|s| s.discontinuity).count(), 1);
+}
+
+#[test]
+fn timestamp_jumps_break_the_timeline_without_absurd_durations() {
+    let small = || tags(Clip::AvSmall);
+    let end = i64::from(small().iter().map(|t| t.timestamp).max().unwrap());
+    let cases = [
+        ("backwards", splice(small(), small(), 0)),
+        ("forward-60s", splice(small(), small(), end + 60_000)),
+        ("back-then-forward", splice(splice(small(), small(), 500), small(), end + 3_600_000)),
+    ];
+    for (name, input) in cases {
+        let output = remux(&input);
+        assert!(output.errors.is_empty(), "{name}");
+        assert!(output.stats.timeline_breaks >= 1, "{name}: {:?}", output.stats);
+        assert_well_formed(name, &output);
+        for segment in &output.segments {
+            assert!(segment.duration <= Duration::from_secs(3), "{name}: {:?}", segment.duration);
+            assert!(
+                segment.duration >= Duration::from_millis(900),
+                "{name}: {:?}",
+                segment.duration
+            );
+        }
+        assert!(output.segments.iter().any(|s| s.discontinuity), "{name}");
+    }
+}
+
+#[test]
+fn the_32_bit_millisecond_wrap_is_seamless_and_the_33_bit_pts_wrap_decodes() {
+    // FLV timestamps that wrap from 2^32 - 1 to 0 in the middle of the clip.
+    let near_wrap = (1i64 << 32) - 1500;
+    let wrapped: Vec<Tag> = tags(Clip::AvSmall)
+        .into_iter()
+        .map(|mut t| {
+            t.timestamp = ((i64::from(t.timestamp) + near_wrap) % (1 << 32)) as u32;
+            t
+        })
+        .collect();
+    let output = remux(&wrapped);
+    assert_eq!(output.stats.timeline_breaks, 0);
+    assert!(output.segments.iter().all(|s| !s.discontinuity));
+    let total: Duration = output.segments.iter().map(|s| s.duration).sum();
+    assert!((3900..=4100).contains(&total.as_millis()), "{total:?}");
+    assert_well_formed("ms-wrap", &output);
+
+    // Media time crossing 2^33 ticks of 90 kHz (26.5 h) a second into the clip.
+    let pts_wrap_ms = ((1i64 << 33) / 90) - 63_000 / 90 - 1000;
+    let shifted: Vec<Tag> = tags(Clip::AvSmall)
+        .into_iter()
+        .map(|mut t| {
+            t.timestamp = (i64::from(t.timestamp) + pts_wrap_ms) as u32;
+            t
+        })
+        .collect();
+    let output = remux(&shifted);
+    assert_eq!(output.stats.timeline_breaks, 0);
+    let total: Duration = output.segments.iter().map(|s| s.duration).sum();
+    assert!((3900..=4100).contains(&total.as_millis()), "{total:?}");
+    let playlist = assert_well_formed("pts-wrap", &output);
+    let (_, frames) = tools::decode(playlist.to_str().unwrap());
+    assert_eq!(frames, Clip::AvSmall.video_frames());
+}
+
+#[test]
+fn low_frame_rates_still_get_a_pcr_every_100_ms() {
+    let output = remux(&tags(Clip::Av5Fps));
+    assert!(output.errors.is_empty());
+    assert_well_formed("5fps", &output);
+}
+
+#[test]
+fn segments_follow_long_gops_and_never_cut_short_ones_small() {
+    let long = remux(&tags(Clip::AvLongGop));
+    let durations: Vec<u128> = long.segments.iter().map(|s| s.duration.as_millis()).collect();
+    assert_eq!(durations[..2], [5000, 5000], "{durations:?}");
+    assert_well_formed("long-gop", &long);
+
+    let short = remux(&tags(Clip::AvShortGop));
+    let durations: Vec<u128> = short.segments.iter().map(|s| s.duration.as_millis()).collect();
+    let (last, full) = durations.split_last().unwrap();
+    assert!(full.iter().all(|&d| (2000..2200).contains(&d)), "{durations:?}");
+    assert!(*last > 0);
+    assert_well_formed("short-gop", &short);
+}
