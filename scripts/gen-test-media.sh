@@ -1,5 +1,6 @@
 #!/bin/sh
 # Generates the test media into $1 (default target/test-media) from ffmpeg's lavfi sources.
+# With a second argument "bench", generates the (larger) benchmark clip only.
 # Nothing generated here is committed; tests call this script when a file is missing.
 # Each file is written under a temporary name and renamed, so a reader never sees half a file.
 set -eu
@@ -12,6 +13,19 @@ gen() {
     ffmpeg -hide_banner -loglevel error -y "$@" "$out/$name.tmp.$$.flv"
     mv "$out/$name.tmp.$$.flv" "$out/$name"
 }
+
+if [ "${2:-}" = bench ]; then
+    # 60 s of 1280x720 30 fps H.264 High at 2.5 Mbit/s (2 s GOP) + AAC-LC 128 kbit/s: what
+    # a typical OBS stream sends. Noise keeps the encoder at its bitrate.
+    gen bench-720p-60s.flv \
+        -f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t" \
+        -f lavfi -i sine=frequency=440:sample_rate=48000 \
+        -t 60 -map 0:v -map 1:a \
+        -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p \
+        -b:v 2500k -maxrate 2500k -bufsize 5000k -g 60 -keyint_min 60 -sc_threshold 0 \
+        -c:a aac -b:a 128k -ac 2 -f flv
+    exit 0
+fi
 
 # 12 s of 1280x720 30 fps H.264 High (3 B-frames, 2 s GOP) + AAC-LC 44.1 kHz stereo.
 gen av-720p30.flv \

@@ -30,6 +30,8 @@ const MAX_PCR_FILL: i64 = 200;
 
 /// Bytes in a TS packet.
 const TS_PACKET: usize = 188;
+/// Initial buffer of a stream's first segment.
+const MIN_SEGMENT_CAPACITY: usize = 256 << 10;
 
 /// One access unit, ready to be packetised.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +100,8 @@ pub struct Segmenter {
     open: Option<Open>,
     /// The last PCR written, to keep PCRs monotonic and close enough.
     last_pcr: Option<i64>,
+    /// Size of the last segment closed, to size the next one's buffer.
+    last_len: usize,
     /// Set when the timeline or parameters break; applies to the next segment opened.
     discontinuity: bool,
     /// Whether any segment has been opened yet (the first one is never a discontinuity).
@@ -113,6 +117,7 @@ impl Segmenter {
             has_video: false,
             open: None,
             last_pcr: None,
+            last_len: 0,
             discontinuity: false,
             started: false,
         }
@@ -168,6 +173,7 @@ impl Segmenter {
                     || open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
                 finished = self.open.take().map(|o| close_at(o, unit.dts));
+                self.last_len = finished.as_ref().map_or(self.last_len, |s| s.data.len());
                 self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
             }
         } else {
@@ -217,7 +223,11 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
-        let mut data = Vec::with_capacity(256 * 1024);
+        // Sized like the previous segment (plus an eighth), so the buffer rarely has to grow
+        // and copy itself while the segment is written.
+        let capacity =
+            (self.last_len + self.last_len / 8).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
+        let mut data = Vec::with_capacity(capacity);
         self.mux.write_tables(&mut data)?;
         self.open = Some(Open {
             data,

@@ -34,6 +34,8 @@ pub enum Clip {
     AvLongGop,
     /// 8 s, 25 fps H.264 with a 0.2 s GOP, AAC-LC.
     AvShortGop,
+    /// 60 s, 1280x720 30 fps H.264 High at 2.5 Mbit/s with AAC-LC: the benchmark input.
+    Bench720p60s,
 }
 
 impl Clip {
@@ -52,6 +54,7 @@ impl Clip {
             Self::Av5Fps => "av-5fps.flv",
             Self::AvLongGop => "av-long-gop.flv",
             Self::AvShortGop => "av-short-gop.flv",
+            Self::Bench720p60s => "bench-720p-60s.flv",
         }
     }
 
@@ -65,6 +68,7 @@ impl Clip {
             Self::Av5Fps => 6 * 5,
             Self::AvLongGop => 12 * 25,
             Self::AvShortGop => 8 * 25,
+            Self::Bench720p60s => 60 * 30,
             _ => 6 * 25,
         }
     }
@@ -87,10 +91,14 @@ pub fn clip(clip: Clip) -> PathBuf {
     let lock = File::create(dir.join(".lock")).unwrap();
     lock.lock().unwrap();
     if !path.exists() {
-        let status =
-            Command::new(root.join("scripts").join("gen-test-media.sh")).arg(&dir).status().expect(
-                "running scripts/gen-test-media.sh (needs ffmpeg; the test command installs it)",
-            );
+        let mut command = Command::new(root.join("scripts").join("gen-test-media.sh"));
+        command.arg(&dir);
+        if clip == Clip::Bench720p60s {
+            command.arg("bench");
+        }
+        let status = command.status().expect(
+            "running scripts/gen-test-media.sh (needs ffmpeg; the test command installs it)",
+        );
         assert!(status.success(), "scripts/gen-test-media.sh failed");
     }
     assert!(path.exists(), "{} was not generated", path.display());

@@ -1,0 +1,1 @@
+//! Benchmarks for rtmp-hls live in `benches/` of this crate; see BENCHMARKS.md.
