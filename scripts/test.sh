@@ -5,11 +5,13 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian packages: ffmpeg (publisher, ffprobe, decoder) and python3-librtmp (librtmp, the RTMP
-# client library OBS's output is built on, as a second publisher implementation).
+# Debian packages: ffmpeg (publisher, ffprobe, decoder), python3-librtmp (librtmp, the RTMP
+# client library OBS's output is built on, as a second publisher implementation) and
+# chromium (a real browser running hls.js).
 missing=""
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
 /usr/bin/python3 -c 'import librtmp' >/dev/null 2>&1 || missing="$missing python3-librtmp"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 if [ -n "$missing" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -20,6 +22,11 @@ if [ -n "$missing" ]; then
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq --no-install-recommends $missing
     }
+fi
+
+# npm packages of the browser test (hls.js, playwright-core), pinned by package-lock.json.
+if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 export CARGO_INCREMENTAL=0

@@ -349,3 +349,73 @@ fn unknown_answer_is_a_caller_error() {
     assert_eq!(session.reject_publish(2, "x", "y"), Err(SessionError::UnknownRequest(2)));
     assert!(session.accept_publish(1).is_ok());
 }
+
+/// The bytes a publisher sends for a whole clip: handshake, connect, publish, every tag of
+/// the clip as RTMP audio/video messages, FCUnpublish.
+fn publish_wire(clip: testkit::Clip) -> Vec<u8> {
+    let mut client = Client::new();
+    client.connect("live").set_chunk_size(4096).publish("k");
+    for tag in testkit::flv::read_tags(&testkit::clip(clip)) {
+        if tag.tag_type == 8 || tag.tag_type == 9 {
+            client.media(tag.tag_type, tag.timestamp, &tag.data);
+        }
+    }
+    client.command(1, &[s("FCUnpublish"), Value::Number(9.0), Value::Null, s("k")]);
+    client.take()
+}
+
+/// Feeds `wire` in pieces cut at `cuts` (byte counts), accepting the publish when asked, and
+/// remuxes the media: returns the segments.
+fn segments_of(wire: &[u8], cuts: &[usize]) -> Vec<packager::Segment> {
+    let mut session = Session::new(1);
+    let mut remuxer = packager::Remuxer::new(packager::RemuxerConfig::default());
+    let mut segments = Vec::new();
+    let mut handle =
+        |actions: Vec<Action>, session: &mut Session, segments: &mut Vec<packager::Segment>| {
+            let mut queue: std::collections::VecDeque<Action> = actions.into();
+            while let Some(action) = queue.pop_front() {
+                match action {
+                    Action::PublishRequested { request_id, .. } => {
+                        queue.extend(session.accept_publish(request_id).unwrap());
+                    }
+                    Action::Media { kind, timestamp, payload } => {
+                        let _ = remuxer.push(kind, timestamp, &payload);
+                        segments.extend(std::iter::from_fn(|| remuxer.pull()));
+                    }
+                    Action::PublishEnded => {
+                        remuxer.finish();
+                        segments.extend(std::iter::from_fn(|| remuxer.pull()));
+                    }
+                    _ => {}
+                }
+            }
+        };
+    let mut rest = wire;
+    for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+        let (piece, tail) = rest.split_at(cut.min(rest.len()));
+        let actions = session.handle_bytes(piece).unwrap();
+        handle(actions, &mut session, &mut segments);
+        rest = tail;
+    }
+    segments
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Bytes in, segments out: how TCP happens to cut the stream never changes the result.
+    #[test]
+    fn any_split_of_a_real_publish_gives_the_same_segments(
+        cuts in proptest::collection::vec(1usize..20_000, 0..40)
+    ) {
+        use std::sync::OnceLock;
+        static REFERENCE: OnceLock<(Vec<u8>, Vec<packager::Segment>)> = OnceLock::new();
+        let (wire, expected) = REFERENCE.get_or_init(|| {
+            let wire = publish_wire(testkit::Clip::AvSmall);
+            let segments = segments_of(&wire, &[]);
+            (wire, segments)
+        });
+        proptest::prop_assert!(expected.len() >= 2);
+        proptest::prop_assert_eq!(&segments_of(wire, &cuts), expected);
+    }
+}

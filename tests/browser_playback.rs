@@ -1,0 +1,97 @@
+//! A real browser: headless Chromium playing rtmp-hls streams with hls.js
+//! (`tests/browser/play.mjs`), for each stream shape a web viewer meets. The page is
+//! about:blank, so every fetch is cross-origin and the CORS headers are exercised for real.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Publisher, Server, segments, tag};
+use testkit::{Clip, clip};
+
+/// Plays `url` for `seconds` of media; returns hls.js's report (JSON).
+fn play(url: &str, seconds: u32) -> serde_json::Value {
+    let script = testkit::media::workspace_root().join("tests").join("browser").join("play.mjs");
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .arg(url)
+        .arg(seconds.to_string())
+        .output()
+        .expect("running node (the test command installs tests/browser's packages and chromium)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!("play.mjs printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+    });
+    assert!(output.status.success(), "hls.js did not play {url}: {report}");
+    report
+}
+
+#[test]
+fn hls_js_plays_every_stream_shape_in_chromium() {
+    let server = Server::start("browser", &[]);
+    let shapes = [
+        ("av", Clip::Av720p30, Some("avc1"), Some("mp4a.40.2")),
+        ("audio", Clip::AudioOnlyAac, None, Some("mp4a.40.2")),
+        ("video", Clip::VideoOnly, Some("avc1"), None),
+        ("mp3", Clip::AvMp3, Some("avc1"), Some("audio/mpeg")),
+    ];
+    let publishers: Vec<Publisher> = shapes
+        .iter()
+        .map(|(name, media, ..)| {
+            let key = server.add_key(name);
+            Publisher::start(&clip(*media), &format!("{}/{key}", server.rtmp_url()))
+        })
+        .collect();
+    for (name, _, video, audio) in shapes {
+        server.wait_for_segments(name, 2);
+        let report = play(&server.playlist_url(name), 2);
+        let tracks = &report["tracks"];
+        match video {
+            Some(codec) => assert!(
+                tracks["video"].as_str().unwrap_or("").starts_with(codec),
+                "{name}: {report}"
+            ),
+            None => assert!(tracks["video"].is_null(), "{name}: phantom video track: {report}"),
+        }
+        match audio {
+            Some(codec) => assert!(
+                tracks["audio"].as_str().unwrap_or("").starts_with(codec),
+                "{name}: {report}"
+            ),
+            None => assert!(tracks["audio"].is_null(), "{name}: phantom audio track: {report}"),
+        }
+        if video.is_some() {
+            assert!(report["videoWidth"].as_u64().unwrap_or(0) > 0, "{name}: no picture: {report}");
+        }
+    }
+    drop(publishers);
+}
+
+/// A publisher that reconnects (OBS after a network blip) continues the same playlist: the
+/// media sequence goes on after an EXT-X-DISCONTINUITY, and players keep playing.
+#[test]
+fn a_republish_continues_the_playlist_after_a_discontinuity() {
+    let server = Server::start("republish", &[]);
+    let key = server.add_key("again");
+    let url = format!("{}/{key}", server.rtmp_url());
+    let (ok, messages) = common::publish_fast(&clip(Clip::AvSmall), &url);
+    assert!(ok, "{messages}");
+    let first = server.wait_for_endlist("again");
+    let first_segments: Vec<String> = segments(&first).iter().map(|s| (*s).to_owned()).collect();
+
+    let publisher = Publisher::start(&clip(Clip::Av720p30), &url);
+    let live = testkit::wait_until(common::STARTUP, "the republished stream", || {
+        server.playlist("again").filter(|p| {
+            !p.contains("#EXT-X-ENDLIST") && segments(p).len() > first_segments.len() + 1
+        })
+    });
+    assert_eq!(tag(&live, "MEDIA-SEQUENCE"), Some("0"), "{live}");
+    assert!(live.contains("#EXT-X-DISCONTINUITY"), "{live}");
+    let listed = segments(&live);
+    assert_eq!(
+        listed[..first_segments.len()],
+        first_segments[..],
+        "the first publish's segments changed"
+    );
+    play(&server.playlist_url("again"), 2);
+    drop(publisher);
+}
