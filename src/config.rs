@@ -92,6 +92,76 @@ pub(crate) struct ServeArgs {
     /// Log format.
     #[arg(long, env = "RTMP_HLS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+
+    /// Open RTMP connections, all clients together.
+    #[arg(long, env = "RTMP_HLS_MAX_CONNECTIONS", default_value_t = ingest::limits::MAX_CONNECTIONS, help_heading = "Limits")]
+    pub(crate) max_connections: usize,
+
+    /// Open RTMP connections from one IP address.
+    #[arg(long, env = "RTMP_HLS_MAX_CONNECTIONS_PER_IP", default_value_t = ingest::limits::MAX_CONNECTIONS_PER_IP, help_heading = "Limits")]
+    pub(crate) max_connections_per_ip: usize,
+
+    /// Streams live at once.
+    #[arg(long, env = "RTMP_HLS_MAX_STREAMS", default_value_t = ingest::limits::MAX_STREAMS, help_heading = "Limits")]
+    pub(crate) max_streams: usize,
+
+    /// Seconds from TCP accept to the end of the RTMP handshake.
+    #[arg(long, env = "RTMP_HLS_HANDSHAKE_TIMEOUT", default_value = "5", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) handshake_timeout: Duration,
+
+    /// Seconds from TCP accept to the publish request.
+    #[arg(long, env = "RTMP_HLS_PUBLISH_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) publish_timeout: Duration,
+
+    /// Seconds without audio or video after which a publisher is dropped and its stream ended.
+    #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) no_media_timeout: Duration,
+
+    /// Seconds the key store may take to answer before a publish is refused.
+    #[arg(long, env = "RTMP_HLS_AUTH_TIMEOUT", default_value = "3", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) auth_timeout: Duration,
+
+    /// Open HTTP connections.
+    #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS", default_value_t = http::server::MAX_CONNECTIONS, help_heading = "Limits")]
+    pub(crate) http_max_connections: usize,
+
+    /// Seconds allowed for an HTTP request's headers to arrive.
+    #[arg(long, env = "RTMP_HLS_HTTP_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) http_header_timeout: Duration,
+
+    /// Seconds an HTTP connection may make no progress (idle keep-alive, a viewer not reading).
+    #[arg(long, env = "RTMP_HLS_HTTP_IDLE_TIMEOUT", default_value = "30", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) http_idle_timeout: Duration,
+
+    /// Seconds allowed, on SIGTERM, for connections to end before the server exits.
+    #[arg(long, env = "RTMP_HLS_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// The RTMP side's limits.
+    pub(crate) fn ingest_limits(&self) -> ingest::Limits {
+        ingest::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_streams: self.max_streams,
+            handshake_timeout: self.handshake_timeout,
+            publish_timeout: self.publish_timeout,
+            no_media_timeout: self.no_media_timeout,
+            auth_timeout: self.auth_timeout,
+            ..ingest::Limits::default()
+        }
+    }
+
+    /// The HTTP side's limits.
+    pub(crate) fn http_limits(&self) -> http::HttpLimits {
+        http::HttpLimits {
+            max_connections: self.http_max_connections,
+            header_read_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            ..http::HttpLimits::default()
+        }
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -116,6 +186,8 @@ mod tests {
         assert_eq!(cli.serve.segment_duration, Duration::from_secs(2));
         assert_eq!(cli.serve.playlist_length, 6);
         assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
+        assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
+        assert_eq!(cli.serve.http_limits(), http::HttpLimits::default());
     }
 
     #[test]

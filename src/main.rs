@@ -2,6 +2,7 @@
 //! listener, the stream store and the HTTP server together, and runs the `keys` CLI.
 
 mod config;
+mod sequences;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -15,12 +16,12 @@ use ingest::{FileKeyStore, Ingest, IngestConfig, LogSink};
 use packager::{RemuxerConfig, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The stream created on first start.
 const DEMO_STREAM: &str = "demo";
-/// How often ended streams are checked for expiry.
-const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often ended streams are checked for expiry and sequence numbers persisted.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -94,16 +95,18 @@ async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
         retain_after_window: usize::from(args.playlist_length),
         target_duration: args.segment_duration,
     }));
-    let ingest = Arc::new(Ingest {
-        config: IngestConfig {
+    let sequences = sequences::SequenceFile::new(&data_dir);
+    store.restore_sequences(sequences.load_for_restart());
+    let ingest = Arc::new(Ingest::new(
+        IngestConfig {
             app: args.app.clone(),
             remuxer: RemuxerConfig { target_duration: args.segment_duration },
-            ..IngestConfig::default()
+            limits: args.ingest_limits(),
         },
-        store: Arc::clone(&store),
-        keys: Arc::new(keys),
-        events: Arc::new(LogSink),
-    });
+        Arc::clone(&store),
+        Arc::new(keys),
+        Arc::new(LogSink),
+    ));
 
     info!(addr = %rtmp_addr, "RTMP listening");
     info!(addr = %http_addr, "HTTP listening");
@@ -111,34 +114,64 @@ async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
         print_welcome(&args, rtmp_addr, http_addr, &key);
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let reaper = tokio::spawn({
-        let store = Arc::clone(&store);
-        let ttl = args.ended_ttl;
-        async move {
-            let mut tick = tokio::time::interval(REAP_INTERVAL);
-            loop {
-                tick.tick().await;
-                for name in store.reap(std::time::Instant::now(), ttl) {
-                    info!(stream = %name, "ended stream expired");
-                }
-            }
-        }
-    });
-    let rtmp_task = tokio::spawn(ingest::serve(rtmp, ingest, stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(http::serve(http, store, stopped(stop_rx)));
+    let (stop_rtmp, rtmp_stopped) = watch::channel(false);
+    let (stop_http, http_stopped) = watch::channel(false);
+    let housekeeping =
+        tokio::spawn(housekeeping(Arc::clone(&store), sequences.clone(), args.ended_ttl));
+    let rtmp_task =
+        tokio::spawn(ingest::serve(rtmp, ingest, stopped(rtmp_stopped), args.shutdown_grace));
+    let http_task = tokio::spawn(http::serve(
+        http,
+        Arc::clone(&store),
+        args.http_limits(),
+        stopped(http_stopped),
+        args.shutdown_grace,
+    ));
 
     shutdown_signal().await;
-    info!("shutting down");
-    let _ = stop_tx.send(true);
-    reaper.abort();
+    info!("shutting down: ending live streams");
+    // RTMP first: every live stream gets its last segment and EXT-X-ENDLIST.
+    let _ = stop_rtmp.send(true);
     rtmp_task.await?.context("RTMP listener")?;
-    // Players holding keep-alive connections must not delay the exit.
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    housekeeping.abort();
+    if let Err(e) = sequences.save(&store) {
+        warn!(error = %e, "could not save media sequence numbers");
+    }
+    let _ = stop_http.send(true);
+    http_task.await?.context("HTTP server")?;
+    info!("stopped");
     Ok(())
+}
+
+/// Completes when `rx` turns true.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Every second: forget streams that ended long enough ago, and persist media sequence
+/// numbers when they changed (so a restart after a crash never goes back to an older one).
+async fn housekeeping(
+    store: Arc<StreamStore>,
+    sequences: sequences::SequenceFile,
+    ended_ttl: Duration,
+) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut saved = Vec::new();
+    loop {
+        tick.tick().await;
+        for name in store.reap(std::time::Instant::now(), ended_ttl) {
+            info!(stream = %name, "ended stream expired");
+        }
+        let current = store.sequences();
+        if current != saved {
+            let (file, snapshot) = (sequences.clone(), current.clone());
+            match tokio::task::spawn_blocking(move || file.write(&snapshot)).await {
+                Ok(Ok(())) => saved = current,
+                Ok(Err(e)) => warn!(error = %e, "could not save media sequence numbers"),
+                Err(e) => warn!(error = %e, "sequence saver failed"),
+            }
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -19,6 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use packager::StreamStore;
 
+pub mod server;
+pub use server::{HttpLimits, serve_router};
+
 /// Playlist file name under each stream.
 pub const PLAYLIST_FILE: &str = "index.m3u8";
 /// MIME type of playlists (RFC 8216 §4).
@@ -40,13 +43,15 @@ pub fn router(store: Arc<StreamStore>) -> Router {
         .with_state(store)
 }
 
-/// Serves `router(store)` on `listener` until `shutdown` completes.
+/// Serves `router(store)` on `listener` under `limits` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<StreamStore>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+    serve_router(listener, router(store), limits, shutdown, grace).await
 }
 
 async fn hls(
@@ -108,7 +113,7 @@ mod tests {
 
     fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
-        let publication = store.begin("cam", 5).unwrap();
+        let publication = store.begin("cam", 5, 10).unwrap();
         publication.push(
             Segment {
                 data: Bytes::from_static(&[0x47; 188]),

@@ -16,6 +16,8 @@ pub enum StopReason {
     Timeout,
     /// The connection failed or the client broke the protocol.
     Error,
+    /// The server is shutting down.
+    ServerShutdown,
 }
 
 impl StopReason {
@@ -25,6 +27,7 @@ impl StopReason {
             Self::ClientClosed => "client_closed",
             Self::Timeout => "timeout",
             Self::Error => "error",
+            Self::ServerShutdown => "server_shutdown",
         }
     }
 }
@@ -40,6 +43,8 @@ pub enum RejectReason {
     AlreadyLive,
     /// The key store did not answer in time or failed.
     KeyStoreUnavailable,
+    /// The server is at its limit of live streams.
+    TooManyStreams,
 }
 
 impl RejectReason {
@@ -50,6 +55,7 @@ impl RejectReason {
             Self::InvalidKey => "invalid_key",
             Self::AlreadyLive => "already_live",
             Self::KeyStoreUnavailable => "key_store_unavailable",
+            Self::TooManyStreams => "too_many_streams",
         }
     }
 }

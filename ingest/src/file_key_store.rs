@@ -6,8 +6,8 @@
 //! (write, fsync, rename, fsync the directory): a kill at any moment leaves either the old
 //! or the new file, never a torn one. Only key hashes are stored.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file;
 use crate::key_store::{
     Grant, InvalidStreamName, KeyStore, KeyStoreError, generate_key, hash_key, validate_stream_name,
 };
@@ -39,6 +40,19 @@ pub struct StoredKey {
 struct KeyFile {
     version: u32,
     streams: Vec<StoredKey>,
+}
+
+impl KeyFile {
+    /// Adds `stream` with a fresh key; returns the key.
+    fn issue(&mut self, stream: &str) -> Result<String, FileKeyStoreError> {
+        let key = generate_key()?;
+        self.streams.push(StoredKey {
+            stream: stream.to_owned(),
+            key_hash: hash_key(&key),
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        });
+        Ok(key)
+    }
 }
 
 /// Why a key-file operation failed.
@@ -97,13 +111,7 @@ impl FileKeyStore {
             if file.streams.iter().any(|s| s.stream == stream) {
                 return Err(FileKeyStoreError::Exists(stream.to_owned()));
             }
-            let key = generate_key()?;
-            file.streams.push(StoredKey {
-                stream: stream.to_owned(),
-                key_hash: hash_key(&key),
-                created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            });
-            Ok(key)
+            file.issue(stream)
         })
     }
 
@@ -128,13 +136,7 @@ impl FileKeyStore {
             if !file.streams.is_empty() {
                 return Ok(None);
             }
-            let key = generate_key()?;
-            file.streams.push(StoredKey {
-                stream: stream.to_owned(),
-                key_hash: hash_key(&key),
-                created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            });
-            Ok(Some(key))
+            file.issue(stream).map(Some)
         })
     }
 
@@ -180,23 +182,13 @@ impl FileKeyStore {
 
     fn save(&self, file: &KeyFile) -> Result<(), FileKeyStoreError> {
         let path = self.path();
-        let tmp = self.dir.join(format!("{FILE_NAME}.tmp.{}", std::process::id()));
         let mut json = serde_json::to_vec_pretty(file).map_err(|e| FileKeyStoreError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
         json.push(b'\n');
-        let write = || -> io::Result<()> {
-            let mut out = File::create(&tmp)?;
-            out.write_all(&json)?;
-            out.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&*self.dir)?.sync_all()
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            io_error(&path, source)
-        })
+        atomic_file::remove_leftovers(&self.dir, FILE_NAME);
+        atomic_file::write(&path, &json).map_err(|source| io_error(&path, source))
     }
 }
 

@@ -4,13 +4,16 @@
 //! [`rtmp`] is the protocol, sans-IO; [`listener`] is the tokio side; [`key_store`] and
 //! [`file_key_store`] decide who may publish; [`events`] reports what happened.
 
+pub mod atomic_file;
 pub mod events;
 pub mod file_key_store;
 pub mod key_store;
+pub mod limits;
 pub mod listener;
 pub mod rtmp;
 
 pub use events::{Event, EventSink, LogSink};
 pub use file_key_store::FileKeyStore;
 pub use key_store::KeyStore;
+pub use limits::Limits;
 pub use listener::{Ingest, IngestConfig, serve};

@@ -13,27 +13,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use packager::{Publication, Remuxer, RemuxerConfig, StreamStore};
+use packager::{BeginError, Publication, Remuxer, RemuxerConfig, StreamStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::events::{Event, EventSink, PublishGuard, RejectReason, StopReason};
 use crate::key_store::{KeyStore, redact};
+use crate::limits::{ConnectionCounter, Limits, LogBudget};
 use crate::rtmp::session::{Action, Session, SessionError};
 
-/// Time from TCP accept to the publish request (handshake, connect, createStream, publish).
-/// Real encoders need well under a second; idle sockets are closed after this.
-pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
-/// A publisher that sends nothing for this long is dropped and its stream ended.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the key store may take to answer; the publish is refused after that.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one write to a client may block (clients that stop reading are dropped).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 << 10;
+/// Refusal and overload log lines allowed per [`LOG_WINDOW`]; the rest are counted.
+const LOG_LINES_PER_WINDOW: u64 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// onStatus codes sent on refusal.
 const CODE_BAD_NAME: &str = "NetStream.Publish.BadName";
@@ -46,12 +43,8 @@ pub struct IngestConfig {
     pub app: String,
     /// Packaging settings for each publish.
     pub remuxer: RemuxerConfig,
-    /// See [`PUBLISH_DEADLINE`].
-    pub publish_deadline: Duration,
-    /// See [`IDLE_TIMEOUT`].
-    pub idle_timeout: Duration,
-    /// See [`AUTH_TIMEOUT`].
-    pub auth_timeout: Duration,
+    /// Connection, stream and time limits.
+    pub limits: Limits,
 }
 
 impl Default for IngestConfig {
@@ -59,9 +52,7 @@ impl Default for IngestConfig {
         Self {
             app: "live".to_owned(),
             remuxer: RemuxerConfig::default(),
-            publish_deadline: PUBLISH_DEADLINE,
-            idle_timeout: IDLE_TIMEOUT,
-            auth_timeout: AUTH_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
@@ -76,15 +67,57 @@ pub struct Ingest {
     pub keys: Arc<dyn KeyStore>,
     /// Where lifecycle events go.
     pub events: Arc<dyn EventSink>,
+    connections: Arc<ConnectionCounter>,
+    log_budget: LogBudget,
 }
 
-/// Accepts RTMP connections until `shutdown` completes.
+impl Ingest {
+    /// The RTMP side over `store`, authorising with `keys`, reporting to `events`.
+    pub fn new(
+        config: IngestConfig,
+        store: Arc<StreamStore>,
+        keys: Arc<dyn KeyStore>,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            keys,
+            events,
+            connections: Arc::new(ConnectionCounter::default()),
+            log_budget: LogBudget::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
+        }
+    }
+
+    /// Open RTMP connections.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
+    }
+
+    /// Logs a refusal-type warning within the log budget.
+    fn warn_limited(&self, message: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.log_budget.allow() {
+            if suppressed > 0 {
+                warn!(suppressed, "{message} (and {suppressed} similar lines not logged)");
+            } else {
+                warn!("{message}");
+            }
+        }
+    }
+}
+
+/// Accepts RTMP connections until `shutdown` completes; then ends every connection (live
+/// streams get their last segment and EXT-X-ENDLIST) and returns once all have finished, or
+/// after `grace`.
 pub async fn serve(
     listener: TcpListener,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) -> std::io::Result<()> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -92,20 +125,31 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the others.
-                    warn!(error = %e, "accept failed");
+                    ingest.warn_limited(format_args!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let slot = match ingest.connections.admit(peer.ip(), &ingest.config.limits) {
+            Ok(slot) => slot,
+            Err(overloaded) => {
+                ingest.warn_limited(format_args!("connection from {peer} refused: {overloaded}"));
+                drop(socket);
+                continue;
+            }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let ingest = Arc::clone(&ingest);
+        let stop = stop_rx.clone();
         let span = info_span!("rtmp", conn = id, peer = %peer, stream = tracing::field::Empty);
-        tokio::spawn(
+        tasks.spawn(
             async move {
+                let _slot = slot;
                 let _ = socket.set_nodelay(true);
-                match Connection::new(ingest, socket, peer, id).run().await {
+                match Connection::new(ingest, socket, peer, id, stop).run().await {
                     Ok(()) => debug!("connection closed"),
                     Err(e) => info!(error = %e, "connection closed"),
                 }
@@ -113,6 +157,18 @@ pub async fn serve(
             .instrument(span),
         );
     }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = tasks.len();
+    if open > 0 {
+        info!(connections = open, "ending RTMP connections");
+    }
+    let drained = timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(connections = tasks.len(), "connections still open after {grace:?}; aborting them");
+        tasks.shutdown().await;
+    }
+    Ok(())
 }
 
 /// Why a connection ended.
@@ -122,12 +178,16 @@ enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(#[from] SessionError),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
     #[error("no publish request within {0:?}")]
-    PublishDeadline(Duration),
-    #[error("no data for {0:?}")]
-    Idle(Duration),
+    PublishTimeout(Duration),
+    #[error("no audio or video for {0:?}")]
+    NoMedia(Duration),
     #[error("client did not read for {0:?}")]
     WriteTimeout(Duration),
+    #[error("server shutting down")]
+    Shutdown,
 }
 
 /// An accepted publish.
@@ -135,8 +195,11 @@ struct Active {
     publication: Publication,
     remuxer: Remuxer,
     guard: PublishGuard,
+    last_media: Instant,
     /// Packager errors already logged, so a broken track logs once, not per frame.
     logged: Vec<packager::Error>,
+    /// Whether the "frames dropped" notice was logged.
+    logged_drops: bool,
 }
 
 struct Connection {
@@ -147,10 +210,18 @@ struct Connection {
     active: Option<Active>,
     /// Set once a publish was refused: the connection closes after the reply is sent.
     refused: bool,
+    accepted: Instant,
+    stop: watch::Receiver<bool>,
 }
 
 impl Connection {
-    fn new(ingest: Arc<Ingest>, socket: TcpStream, peer: SocketAddr, id: u64) -> Self {
+    fn new(
+        ingest: Arc<Ingest>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             ingest,
             socket,
@@ -158,6 +229,8 @@ impl Connection {
             session: Session::new(id as u32 ^ u32::from(peer.port())),
             active: None,
             refused: false,
+            accepted: Instant::now(),
+            stop,
         }
     }
 
@@ -166,7 +239,8 @@ impl Connection {
         if let Some(active) = self.active.take() {
             let reason = match &result {
                 Ok(()) => StopReason::ClientClosed,
-                Err(ConnectionError::Idle(_)) => StopReason::Timeout,
+                Err(ConnectionError::NoMedia(_)) => StopReason::Timeout,
+                Err(ConnectionError::Shutdown) => StopReason::ServerShutdown,
                 Err(_) => StopReason::Error,
             };
             self.end_publish(active, reason);
@@ -175,22 +249,38 @@ impl Connection {
         result
     }
 
+    /// The instant the current phase must have progressed by, and the error if it has not.
+    fn deadline(&self) -> (Instant, ConnectionError) {
+        let limits = &self.ingest.config.limits;
+        if let Some(active) = &self.active {
+            (
+                active.last_media + limits.no_media_timeout,
+                ConnectionError::NoMedia(limits.no_media_timeout),
+            )
+        } else if !self.session.handshake_done() {
+            (
+                self.accepted + limits.handshake_timeout,
+                ConnectionError::HandshakeTimeout(limits.handshake_timeout),
+            )
+        } else {
+            (
+                self.accepted + limits.publish_timeout,
+                ConnectionError::PublishTimeout(limits.publish_timeout),
+            )
+        }
+    }
+
     async fn read_loop(&mut self) -> Result<(), ConnectionError> {
-        let deadline = Instant::now() + self.ingest.config.publish_deadline;
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
-            let read = if self.active.is_some() {
-                let idle = self.ingest.config.idle_timeout;
-                timeout(idle, self.socket.read(&mut buf))
-                    .await
-                    .map_err(|_| ConnectionError::Idle(idle))?
-            } else {
-                let limit = self.ingest.config.publish_deadline;
-                timeout_at(deadline, self.socket.read(&mut buf))
-                    .await
-                    .map_err(|_| ConnectionError::PublishDeadline(limit))?
+            let (deadline, late) = self.deadline();
+            let n = tokio::select! {
+                read = timeout_at(deadline, self.socket.read(&mut buf)) => match read {
+                    Ok(read) => read?,
+                    Err(_) => return Err(late),
+                },
+                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
             };
-            let n = read?;
             if n == 0 {
                 return Ok(());
             }
@@ -211,9 +301,10 @@ impl Connection {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Send(bytes) => {
-                    timeout(WRITE_TIMEOUT, self.socket.write_all(&bytes))
+                    let limit = self.ingest.config.limits.write_timeout;
+                    timeout(limit, self.socket.write_all(&bytes))
                         .await
-                        .map_err(|_| ConnectionError::WriteTimeout(WRITE_TIMEOUT))??;
+                        .map_err(|_| ConnectionError::WriteTimeout(limit))??;
                 }
                 Action::PublishRequested { request_id, app, key } => {
                     let answer = self.decide(request_id, &app, &key).await?;
@@ -221,6 +312,7 @@ impl Connection {
                 }
                 Action::Media { kind, timestamp, payload } => {
                     if let Some(active) = &mut self.active {
+                        active.last_media = Instant::now();
                         package(active, kind, timestamp, &payload);
                     }
                 }
@@ -258,8 +350,8 @@ impl Connection {
                 "unknown application",
             );
         }
-        let lookup = timeout(ingest.config.auth_timeout, ingest.keys.lookup(key)).await;
-        let grant = match lookup {
+        let limit = ingest.config.limits.auth_timeout;
+        let grant = match timeout(limit, ingest.keys.lookup(key)).await {
             Ok(Ok(Some(grant))) => grant,
             Ok(Ok(None)) => {
                 return self.refuse(
@@ -272,44 +364,41 @@ impl Connection {
                 );
             }
             Ok(Err(e)) => {
-                warn!(error = %e, "key store failed");
-                return self.refuse(
-                    request_id,
-                    app,
-                    &key_id,
-                    RejectReason::KeyStoreUnavailable,
-                    CODE_FAILED,
-                    "stream keys cannot be checked right now; try again shortly",
-                );
+                ingest.warn_limited(format_args!("key store failed: {e}"));
+                return self.refuse_unavailable(request_id, app, &key_id);
             }
             Err(_) => {
-                warn!(timeout = ?ingest.config.auth_timeout, "key store did not answer in time");
-                return self.refuse(
-                    request_id,
-                    app,
-                    &key_id,
-                    RejectReason::KeyStoreUnavailable,
-                    CODE_FAILED,
-                    "stream keys cannot be checked right now; try again shortly",
-                );
+                ingest.warn_limited(format_args!("key store did not answer within {limit:?}"));
+                return self.refuse_unavailable(request_id, app, &key_id);
             }
         };
         let generation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let Ok(publication) = ingest.store.begin(&grant.stream, generation) else {
-            return self.refuse(
-                request_id,
-                app,
-                &key_id,
-                RejectReason::AlreadyLive,
-                CODE_BAD_NAME,
-                "this stream is already being published",
-            );
-        };
-        let actions = match self.session.accept_publish(request_id) {
-            Ok(actions) => actions,
-            Err(e) => return Err(e.into()),
-        };
+        let publication =
+            match ingest.store.begin(&grant.stream, generation, ingest.config.limits.max_streams) {
+                Ok(publication) => publication,
+                Err(BeginError::AlreadyLive(_)) => {
+                    return self.refuse(
+                        request_id,
+                        app,
+                        &key_id,
+                        RejectReason::AlreadyLive,
+                        CODE_BAD_NAME,
+                        "this stream is already being published",
+                    );
+                }
+                Err(BeginError::TooManyStreams(_)) => {
+                    return self.refuse(
+                        request_id,
+                        app,
+                        &key_id,
+                        RejectReason::TooManyStreams,
+                        CODE_FAILED,
+                        "the server is at its limit of live streams",
+                    );
+                }
+            };
+        let actions = self.session.accept_publish(request_id)?;
         info!(stream = %grant.stream, %app, key = %key_id, "publish accepted");
         tracing::Span::current().record("stream", grant.stream.as_str());
         let guard = PublishGuard::start(Arc::clone(&ingest.events), &grant.stream, app, self.peer);
@@ -317,9 +406,27 @@ impl Connection {
             publication,
             remuxer: Remuxer::new(ingest.config.remuxer),
             guard,
+            last_media: Instant::now(),
             logged: Vec::new(),
+            logged_drops: false,
         });
         Ok(actions)
+    }
+
+    fn refuse_unavailable(
+        &mut self,
+        request_id: u32,
+        app: &str,
+        key_id: &str,
+    ) -> Result<Vec<Action>, ConnectionError> {
+        self.refuse(
+            request_id,
+            app,
+            key_id,
+            RejectReason::KeyStoreUnavailable,
+            CODE_FAILED,
+            "stream keys cannot be checked right now; try again shortly",
+        )
     }
 
     fn refuse(
@@ -331,7 +438,10 @@ impl Connection {
         code: &str,
         description: &str,
     ) -> Result<Vec<Action>, ConnectionError> {
-        warn!(%app, key = %key_id, reason = reason.as_str(), "publish refused: {description}");
+        let reason_name = reason.as_str();
+        self.ingest.warn_limited(format_args!(
+            "publish refused: {description} (app={app} key={key_id} reason={reason_name})"
+        ));
         self.ingest.events.emit(Event::PublishRejected {
             reason,
             app: app.to_owned(),
@@ -358,6 +468,13 @@ fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload
     {
         warn!(stream = %active.publication.name(), error = %e, "media dropped (logged once per kind)");
         active.logged.push(e);
+    }
+    if !active.logged_drops && active.remuxer.stats().frames_dropped > 0 {
+        active.logged_drops = true;
+        info!(
+            stream = %active.publication.name(),
+            "dropping frames until a sequence header and a keyframe (logged once; see stats)"
+        );
     }
     publish_segments(active);
 }

@@ -56,6 +56,12 @@ impl MediaPlaylist {
         }
     }
 
+    /// An empty playlist whose first segment gets media sequence number `first` (to continue
+    /// a stream's numbering after a restart).
+    pub fn starting_at(window: usize, min_target: Duration, first: u64) -> Self {
+        Self { media_sequence: first, ..Self::new(window, min_target) }
+    }
+
     /// Appends a segment and returns its media sequence number. The oldest entry leaves the
     /// window once it holds more than `window` segments.
     pub fn push(&mut self, entry: Entry) -> u64 {

@@ -7,6 +7,7 @@
 //! finishes. Time only comes in as an argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,15 +37,26 @@ impl Default for StoreConfig {
     }
 }
 
-/// A publish for a name that is live already.
+/// Why a publish could not claim its stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stream {0:?} is already being published")]
-pub struct AlreadyLive(pub String);
+pub enum BeginError {
+    /// The name is live already.
+    #[error("stream {0:?} is already being published")]
+    AlreadyLive(String),
+    /// The limit of live streams is reached.
+    #[error("{0} streams are live, the limit")]
+    TooManyStreams(usize),
+}
 
 /// All streams, live and recently ended.
 #[derive(Debug)]
 pub struct StreamStore {
     streams: DashMap<String, Arc<Slot>>,
+    /// Streams being published now.
+    live: Arc<AtomicUsize>,
+    /// Per name, the media sequence number a new slot starts at: streams that were reaped, or
+    /// known from before a restart, never go back to an older sequence.
+    next_sequences: DashMap<String, u64>,
     config: StoreConfig,
 }
 
@@ -96,18 +108,43 @@ impl SlotState {
 impl StreamStore {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
-        Self { streams: DashMap::new(), config }
+        Self {
+            streams: DashMap::new(),
+            live: Arc::new(AtomicUsize::new(0)),
+            next_sequences: DashMap::new(),
+            config,
+        }
     }
 
-    /// Claims `name` for a publisher. A name that ended recently continues its playlist
-    /// after a discontinuity; a new name starts with segment names tagged `generation`.
-    pub fn begin(&self, name: &str, generation: u64) -> Result<Publication, AlreadyLive> {
+    /// Claims `name` for a publisher, if fewer than `max_live` streams are live. A name that
+    /// ended recently continues its playlist after a discontinuity; a new name starts with
+    /// segment names tagged `generation`.
+    pub fn begin(
+        &self,
+        name: &str,
+        generation: u64,
+        max_live: usize,
+    ) -> Result<Publication, BeginError> {
+        let claimed = self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+            (live < max_live).then_some(live + 1)
+        });
+        if let Err(live) = claimed {
+            return Err(BeginError::TooManyStreams(live));
+        }
+        let result = self.claim(name, generation);
+        if result.is_err() {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    fn claim(&self, name: &str, generation: u64) -> Result<Publication, BeginError> {
         let slot = match self.streams.entry(name.to_owned()) {
             Entry::Occupied(entry) => {
                 let slot = Arc::clone(entry.get());
                 let mut state = slot.write();
                 if state.live {
-                    return Err(AlreadyLive(name.to_owned()));
+                    return Err(BeginError::AlreadyLive(name.to_owned()));
                 }
                 state.live = true;
                 state.resumed = !state.playlist.is_empty();
@@ -121,9 +158,10 @@ impl StreamStore {
                 let slot = Arc::new(Slot {
                     generation,
                     state: RwLock::new(SlotState {
-                        playlist: MediaPlaylist::new(
+                        playlist: MediaPlaylist::starting_at(
                             self.config.window,
                             self.config.target_duration,
+                            self.next_sequences.get(name).map_or(0, |n| *n),
                         ),
                         rendered: None,
                         segments: VecDeque::new(),
@@ -140,7 +178,34 @@ impl StreamStore {
             name: name.to_owned(),
             slot,
             retained: self.config.window + self.config.retain_after_window,
+            live: Arc::clone(&self.live),
         })
+    }
+
+    /// Streams being published now.
+    pub fn live_count(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Sets the media sequence number new slots of these names start at (at least), e.g.
+    /// from before a restart.
+    pub fn restore_sequences(&self, sequences: impl IntoIterator<Item = (String, u64)>) {
+        for (name, next) in sequences {
+            let mut entry = self.next_sequences.entry(name).or_insert(0);
+            *entry = (*entry).max(next);
+        }
+    }
+
+    /// The next media sequence number of every stream known, to persist.
+    pub fn sequences(&self) -> Vec<(String, u64)> {
+        let mut all: std::collections::BTreeMap<String, u64> =
+            self.next_sequences.iter().map(|e| (e.key().clone(), *e.value())).collect();
+        for slot in &self.streams {
+            let next = slot.value().read().playlist.next_sequence();
+            let entry = all.entry(slot.key().clone()).or_insert(0);
+            *entry = (*entry).max(next);
+        }
+        all.into_iter().collect()
     }
 
     /// The current playlist of `name`, once it has a segment.
@@ -182,6 +247,9 @@ impl StreamStore {
             let keep = now.saturating_duration_since(ended) < keep_ended;
             if !keep {
                 removed.push(name.clone());
+                let next = state.playlist.next_sequence();
+                let mut floor = self.next_sequences.entry(name.clone()).or_insert(0);
+                *floor = (*floor).max(next);
             }
             keep
         });
@@ -200,6 +268,7 @@ pub struct Publication {
     name: String,
     slot: Arc<Slot>,
     retained: usize,
+    live: Arc<AtomicUsize>,
 }
 
 impl Publication {
@@ -250,6 +319,7 @@ impl Drop for Publication {
         state.resumed = false;
         state.playlist.end();
         state.render();
+        self.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -283,7 +353,7 @@ mod tests {
     #[test]
     fn playlist_appears_with_the_first_segment_and_ends_on_drop() {
         let store = store();
-        let publication = store.begin("cam", 7).unwrap();
+        let publication = store.begin("cam", 7, 10).unwrap();
         assert_eq!(store.playlist("cam"), None);
         assert_eq!(publication.push(segment(2000, 1), wall(0)), 0);
         let text = store.playlist("cam").unwrap();
@@ -299,15 +369,56 @@ mod tests {
     #[test]
     fn second_publisher_of_a_live_name_is_refused() {
         let store = store();
-        let _first = store.begin("cam", 1).unwrap();
-        assert_eq!(store.begin("cam", 2).unwrap_err(), AlreadyLive("cam".into()));
-        assert!(store.begin("other", 3).is_ok());
+        let _first = store.begin("cam", 1, 10).unwrap();
+        assert_eq!(store.begin("cam", 2, 10).unwrap_err(), BeginError::AlreadyLive("cam".into()));
+        assert_eq!(store.live_count(), 1);
+        assert!(store.begin("other", 3, 10).is_ok());
+    }
+
+    #[test]
+    fn the_live_stream_limit_holds_and_frees() {
+        let store = store();
+        let a = store.begin("a", 1, 2).unwrap();
+        let _b = store.begin("b", 1, 2).unwrap();
+        assert_eq!(store.begin("c", 1, 2).unwrap_err(), BeginError::TooManyStreams(2));
+        drop(a);
+        assert_eq!(store.live_count(), 1);
+        let _c = store.begin("c", 1, 2).unwrap();
+        // A refused claim does not leak a place.
+        assert!(store.begin("c", 1, 3).is_err());
+        assert_eq!(store.live_count(), 2);
+    }
+
+    #[test]
+    fn sequences_never_go_back_after_a_reap_or_a_restart() {
+        let store = store();
+        let first = store.begin("cam", 1, 10).unwrap();
+        for i in 0..3 {
+            first.push(segment(2000, i), wall(0));
+        }
+        drop(first);
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        store.reap(t0, Duration::ZERO);
+        assert_eq!(store.sequences(), [("cam".to_owned(), 3)]);
+        let again = store.begin("cam", 2, 10).unwrap();
+        assert_eq!(again.push(segment(2000, 0), wall(0)), 3);
+        drop(again);
+
+        // A new process told what the old one persisted.
+        let restarted = StreamStore::new(StoreConfig::default());
+        restarted.restore_sequences([("cam".to_owned(), 50)]);
+        let publication = restarted.begin("cam", 3, 10).unwrap();
+        assert_eq!(publication.push(segment(2000, 0), wall(0)), 50);
+        let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
+        assert_eq!(restarted.sequences(), [("cam".to_owned(), 51)]);
     }
 
     #[test]
     fn segments_outlive_the_window_by_the_retention_then_go() {
         let store = store();
-        let publication = store.begin("cam", 1).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         for i in 0..5 {
             publication.push(segment(2000, i), wall(0));
         }
@@ -327,10 +438,10 @@ mod tests {
     #[test]
     fn republish_continues_the_sequence_after_a_discontinuity() {
         let store = store();
-        let first = store.begin("cam", 1).unwrap();
+        let first = store.begin("cam", 1, 10).unwrap();
         first.push(segment(2000, 0), wall(0));
         drop(first);
-        let second = store.begin("cam", 99).unwrap();
+        let second = store.begin("cam", 99, 10).unwrap();
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
@@ -345,7 +456,7 @@ mod tests {
     #[test]
     fn program_date_time_follows_media_time_and_reanchors_at_discontinuities() {
         let store = StreamStore::new(StoreConfig::default());
-        let publication = store.begin("cam", 1).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         // Two 2 s segments at media time 0 and 2 s, completed (a little late) at 2.1 s and 4.3 s.
         publication.push(Segment { start: 0, ..segment(2000, 0) }, wall(2100));
         publication.push(Segment { start: 180_000, ..segment(2000, 1) }, wall(4300));
@@ -364,9 +475,9 @@ mod tests {
     #[test]
     fn ended_streams_are_reaped_after_the_grace_period_only() {
         let store = store();
-        let live = store.begin("live", 1).unwrap();
+        let live = store.begin("live", 1, 10).unwrap();
         live.push(segment(2000, 0), wall(0));
-        let ended = store.begin("ended", 2).unwrap();
+        let ended = store.begin("ended", 2, 10).unwrap();
         ended.push(segment(2000, 0), wall(0));
         drop(ended);
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
@@ -377,9 +488,9 @@ mod tests {
         assert_eq!(store.reap(t0 + Duration::from_secs(60), keep), ["ended"]);
         assert!(store.playlist("ended").is_none());
         assert!(store.playlist("live").is_some());
-        // A new stream of that name starts over with its own generation.
-        let again = store.begin("ended", 3).unwrap();
-        assert_eq!(again.push(segment(2000, 0), wall(0)), 0);
-        assert!(store.segment("ended", "3-0.ts").is_some());
+        // A new stream of that name gets its own generation; its sequence goes on.
+        let again = store.begin("ended", 3, 10).unwrap();
+        assert_eq!(again.push(segment(2000, 0), wall(0)), 1);
+        assert!(store.segment("ended", "3-1.ts").is_some());
     }
 }

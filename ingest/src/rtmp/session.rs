@@ -42,6 +42,9 @@ const CSID_COMMAND: u8 = 3;
 const CSID_STREAM: u8 = 5;
 /// Message streams one connection may create. Publishers create one.
 const MAX_MESSAGE_STREAMS: u32 = 8;
+/// Input held unparsed while a publish decision is pending. Encoders wait for
+/// NetStream.Publish.Start before sending media, so anything near this is a flood.
+pub const MAX_PENDING_INPUT: usize = 1 << 20;
 
 /// A publisher's media or data, or a request the caller must act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +172,11 @@ impl Session {
         }
     }
 
+    /// Whether the handshake has completed.
+    pub fn handshake_done(&self) -> bool {
+        self.state != State::Handshaking
+    }
+
     /// Whether the client is publishing (a publish was accepted and has not ended).
     pub fn is_publishing(&self) -> bool {
         matches!(self.state, State::Publishing { .. })
@@ -193,9 +201,19 @@ impl Session {
                     self.received += (bytes.len() - consumed) as u64;
                 }
             }
+        } else if self.state == State::Refused {
+            // The refusal is sent; whatever follows is not even buffered.
+            return Ok(self.take_actions());
         } else {
             self.input.extend_from_slice(bytes);
             self.received += bytes.len() as u64;
+            if matches!(self.state, State::AwaitingDecision { .. })
+                && self.input.len() > MAX_PENDING_INPUT
+            {
+                return Err(SessionError::Misbehaved(
+                    "too much data while the publish decision was pending",
+                ));
+            }
         }
         self.acknowledge();
         self.drive()?;
@@ -263,9 +281,7 @@ impl Session {
                 Err(e) => break Err(e.into()),
             }
         };
-        if self.state != State::Refused {
-            self.input.drain(..pos);
-        }
+        self.input.drain(..pos.min(self.input.len()));
         result
     }
 

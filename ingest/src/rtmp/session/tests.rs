@@ -419,3 +419,37 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&segments_of(wire, &cuts), expected);
     }
 }
+
+#[test]
+fn input_while_a_decision_is_pending_is_bounded() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    let flood = vec![0xc4; 64 << 10];
+    let mut result = Ok(Vec::new());
+    for _ in 0..=(MAX_PENDING_INPUT / flood.len()) {
+        result = session.handle_bytes(&flood);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        result,
+        Err(SessionError::Misbehaved("too much data while the publish decision was pending"))
+    );
+    assert!(session.buffered() <= MAX_PENDING_INPUT + flood.len());
+}
+
+#[test]
+fn nothing_is_buffered_after_a_refusal() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    session.reject_publish(1, "NetStream.Publish.BadName", "no").unwrap();
+    for _ in 0..100 {
+        session.handle_bytes(&[0; 4096]).unwrap();
+    }
+    assert_eq!(session.buffered(), 0);
+}

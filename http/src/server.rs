@@ -1,0 +1,115 @@
+//! The HTTP server loop: hyper's HTTP/1.1 connection driver under explicit limits, so slow,
+//! silent or greedy clients cannot hold the server.
+//!
+//! Each connection gets a header read timeout and a header size limit (hyper), and an idle
+//! timeout on every read and write (a viewer that reads one byte a second is dropped);
+//! connections beyond [`HttpLimits::max_connections`] are closed at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
+use tracing::{debug, warn};
+
+/// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
+/// connection each.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Time allowed for a request's headers to arrive (slowloris defence).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection on which nothing can be read or written for this long is closed: idle
+/// keep-alive connections, and viewers that stopped reading.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted (hyper's buffer; it cannot go below 8 KiB).
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+/// hyper refuses buffers smaller than this.
+const HYPER_MIN_BUF: usize = 8192;
+
+/// Limits of the HTTP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`MAX_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish
+/// for up to `grace`.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            debug!(%peer, "HTTP connection refused: at the connection limit");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let mut io = TimeoutStream::new(socket);
+        io.set_read_timeout(Some(limits.idle_timeout));
+        io.set_write_timeout(Some(limits.idle_timeout));
+        let service = TowerToHyperService::new(router.clone());
+        let builder = {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
+            builder
+        };
+        connections.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = builder.serve_connection(TokioIo::new(Box::pin(io)), service).await {
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        connections.shutdown().await;
+    }
+    Ok(())
+}
