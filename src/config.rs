@@ -121,6 +121,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_AUTH_TIMEOUT", default_value = "3", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) auth_timeout: Duration,
 
+    /// Seconds one write to an RTMP client may block (a client that stops reading is dropped).
+    #[arg(long, env = "RTMP_HLS_WRITE_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
+    pub(crate) write_timeout: Duration,
+
     /// Open HTTP connections.
     #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS", default_value_t = http::server::MAX_CONNECTIONS, help_heading = "Limits")]
     pub(crate) http_max_connections: usize,
@@ -149,7 +153,7 @@ impl ServeArgs {
             publish_timeout: self.publish_timeout,
             no_media_timeout: self.no_media_timeout,
             auth_timeout: self.auth_timeout,
-            ..ingest::Limits::default()
+            write_timeout: self.write_timeout,
         }
     }
 

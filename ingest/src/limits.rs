@@ -152,8 +152,8 @@ impl LogBudget {
         }
     }
 
-    /// Whether to log this event; with it, how many were suppressed since the last one logged.
-    pub fn allow(&self) -> Option<u64> {
+    /// Whether to log this event.
+    pub fn allow(&self) -> Verdict {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if now.duration_since(state.0) >= self.window {
@@ -161,11 +161,28 @@ impl LogBudget {
         }
         if state.1 >= self.per_window {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            // The count goes one past the budget to remember the notice was given.
+            let first = state.1 == self.per_window;
+            state.1 = self.per_window + 1;
+            return if first { Verdict::FirstSuppressed } else { Verdict::Suppressed };
         }
         state.1 += 1;
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
+        Verdict::Log { suppressed: self.suppressed.swap(0, Ordering::Relaxed) }
     }
+}
+
+/// What [`LogBudget::allow`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Log it; `suppressed` lines were counted, not logged, since the last one.
+    Log {
+        /// Lines not logged before this one.
+        suppressed: u64,
+    },
+    /// The budget just ran out: say so once.
+    FirstSuppressed,
+    /// Count it, do not log it.
+    Suppressed,
 }
 
 #[cfg(test)]
@@ -202,11 +219,11 @@ mod tests {
     #[test]
     fn log_budget_suppresses_and_reports_the_count() {
         let budget = LogBudget::new(2, Duration::from_secs(3600));
-        assert_eq!(budget.allow(), Some(0));
-        assert_eq!(budget.allow(), Some(0));
-        assert_eq!(budget.allow(), None);
-        assert_eq!(budget.allow(), None);
+        assert_eq!(budget.allow(), Verdict::Log { suppressed: 0 });
+        assert_eq!(budget.allow(), Verdict::Log { suppressed: 0 });
+        assert_eq!(budget.allow(), Verdict::FirstSuppressed);
+        assert_eq!(budget.allow(), Verdict::Suppressed);
         let budget = LogBudget { window: Duration::ZERO, ..budget };
-        assert_eq!(budget.allow(), Some(2));
+        assert_eq!(budget.allow(), Verdict::Log { suppressed: 2 });
     }
 }

@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::events::{Event, EventSink, PublishGuard, RejectReason, StopReason};
 use crate::key_store::{KeyStore, redact};
-use crate::limits::{ConnectionCounter, Limits, LogBudget};
+use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::rtmp::session::{Action, Session, SessionError};
 
 /// Socket read buffer per connection.
@@ -96,12 +96,19 @@ impl Ingest {
 
     /// Logs a refusal-type warning within the log budget.
     fn warn_limited(&self, message: std::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.log_budget.allow() {
-            if suppressed > 0 {
-                warn!(suppressed, "{message} (and {suppressed} similar lines not logged)");
-            } else {
-                warn!("{message}");
+        match self.log_budget.allow() {
+            Verdict::Log { suppressed: 0 } => warn!("{message}"),
+            Verdict::Log { suppressed } => {
+                warn!(
+                    suppressed,
+                    "{message} ({suppressed} similar lines before this one were not logged)"
+                );
             }
+            Verdict::FirstSuppressed => warn!(
+                "{message} (log budget of {LOG_LINES_PER_WINDOW} lines per {LOG_WINDOW:?} reached: \
+                 similar lines are counted, not logged, until the window ends)"
+            ),
+            Verdict::Suppressed => {}
         }
     }
 }

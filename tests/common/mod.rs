@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use testkit::http;
 
+pub mod rtmp_client;
+
 /// How long a test waits for the server to start or a stream to appear.
 pub const STARTUP: Duration = Duration::from_secs(20);
 
@@ -21,6 +23,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -43,8 +46,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stdout, _) = collect(child.stdout.take().unwrap());
+        let (stderr, stderr_reader) = collect(child.stderr.take().unwrap());
         let find = |what: &str| {
             let log = Arc::clone(&stderr);
             let marker = format!("{what} listening addr=");
@@ -56,7 +59,62 @@ impl Server {
         };
         let rtmp = find("RTMP");
         let http = find("HTTP");
-        Self { child, rtmp, http, data_dir, stdout, stderr }
+        Self { child, rtmp, http, data_dir, stdout, stderr, stderr_reader: Some(stderr_reader) }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Waits until the log contains `text`; returns the log.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        testkit::wait_until(STARTUP, &format!("{text:?} in the log"), || {
+            let log = self.log();
+            log.contains(text).then_some(log)
+        })
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit; returns the status if it exited,
+    /// and the whole log.
+    pub fn terminate_within(
+        mut self,
+        limit: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        terminate(&self.child);
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if status.is_some()
+            && let Some(reader) = self.stderr_reader.take()
+        {
+            let _ = reader.join();
+        }
+        (status, self.log())
     }
 
     /// Everything the server wrote to stdout so far.
@@ -145,17 +203,17 @@ fn terminate(child: &Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }
 
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let mut text = sink.lock().unwrap();
             text.push_str(&line);
             text.push('\n');
         }
     });
-    text
+    (text, reader)
 }
 
 /// The segment URIs of a playlist.
@@ -185,8 +243,19 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn start(clip: &Path, url: &str) -> Self {
+        Self::spawn(clip, url, &[])
+    }
+
+    /// Publishes `clip` over and over until dropped.
+    pub fn start_looping(clip: &Path, url: &str) -> Self {
+        Self::spawn(clip, url, &["-stream_loop", "-1"])
+    }
+
+    fn spawn(clip: &Path, url: &str, input_options: &[&str]) -> Self {
         let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-i"])
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+            .args(input_options)
+            .arg("-i")
             .arg(clip)
             .args(["-c", "copy", "-f", "flv", url])
             .stdin(Stdio::null())

@@ -1,0 +1,371 @@
+//! The bad-input catalogue of docs/robustness.md, against a real server, while a healthy
+//! ffmpeg publisher streams next to it. Each case asserts a clean close or refusal, a log line
+//! naming the fault, and that the healthy stream keeps producing segments; the server's memory
+//! is checked after the floods.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::rtmp_client::RawClient;
+use common::{Publisher, Server, segments};
+use testkit::flv::{Tag, read_tags};
+use testkit::{Clip, clip, http, tools};
+
+/// Server settings that make the timeouts quick enough to test.
+const FAST_LIMITS: &[&str] = &[
+    "--handshake-timeout",
+    "1",
+    "--publish-timeout",
+    "2",
+    "--no-media-timeout",
+    "3",
+    "--write-timeout",
+    "2",
+    "--http-header-timeout",
+    "2",
+    "--http-idle-timeout",
+    "2",
+];
+
+/// Long enough for any of the quick timeouts above to fire.
+const CLOSE_WITHIN: Duration = Duration::from_secs(15);
+
+struct Bench {
+    server: Server,
+    _healthy: Publisher,
+}
+
+impl Bench {
+    fn start(name: &str) -> Self {
+        let server = Server::start(name, FAST_LIMITS);
+        let key = server.add_key("healthy");
+        let healthy =
+            Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+        server.wait_for_segments("healthy", 1);
+        Self { server, _healthy: healthy }
+    }
+
+    /// Waits until the healthy stream lists a segment it did not list before.
+    fn assert_healthy(&self, case: &str) {
+        let before = self.server.playlist("healthy").unwrap_or_default();
+        let last = segments(&before).last().map(|s| (*s).to_owned());
+        testkit::wait_until(
+            Duration::from_secs(20),
+            &format!("a new healthy segment after {case}"),
+            || {
+                let now = self.server.playlist("healthy")?;
+                (segments(&now).last().map(|s| (*s).to_owned()) != last).then_some(())
+            },
+        );
+    }
+
+    fn raw(&self) -> RawClient {
+        RawClient::connect(self.server.rtmp)
+    }
+}
+
+fn media_tags(clip_name: Clip) -> Vec<Tag> {
+    read_tags(&clip(clip_name)).into_iter().filter(|t| t.tag_type == 8 || t.tag_type == 9).collect()
+}
+
+/// Publishes `tags` (after `change` edits them) with the raw client in real time order but
+/// without pacing, then unpublishes.
+fn publish_tags(bench: &Bench, key: &str, tags: &[Tag]) {
+    let mut client = bench.raw();
+    assert_eq!(client.start_publish("live", key), "NetStream.Publish.Start");
+    for tag in tags {
+        client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+    }
+    drop(client);
+}
+
+#[test]
+fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() {
+    let bench = Bench::start("hostile");
+    let server = &bench.server;
+    let rss_before = server.rss_kib();
+
+    // Garbage instead of a handshake.
+    let mut client = bench.raw();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(client.closed_within(CLOSE_WITHIN), "garbage handshake left open");
+    server.wait_for_log("only 3 (plain RTMP) is served");
+    bench.assert_healthy("garbage handshake");
+
+    // A truncated handshake left open.
+    let mut client = bench.raw();
+    client.send(&[3; 100]).unwrap();
+    assert!(client.closed_within(CLOSE_WITHIN), "truncated handshake left open");
+    server.wait_for_log("handshake not completed within");
+
+    // Chunk sizes 0, 1 and 2^31-1.
+    for size in [0u32, 1, 0x7fff_ffff] {
+        let mut client = bench.raw();
+        client.handshake();
+        client.message(2, 0, 1, 0, &size.to_be_bytes());
+        assert!(client.closed_within(CLOSE_WITHIN), "chunk size {size} left open");
+        server.wait_for_log(&format!("chunk size {size} is outside"));
+    }
+    bench.assert_healthy("bad chunk sizes");
+
+    // A message length of 16 MiB.
+    let mut client = bench.raw();
+    client.handshake();
+    client.send(&[0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0, 1, 2, 3]).unwrap();
+    assert!(client.closed_within(CLOSE_WITHIN));
+    server.wait_for_log("exceeds the limit of");
+
+    // A publish with no connect.
+    let mut client = bench.raw();
+    client.handshake();
+    let values = [
+        ingest::rtmp::amf0::Value::String("publish".into()),
+        ingest::rtmp::amf0::Value::Number(3.0),
+        ingest::rtmp::amf0::Value::Null,
+        ingest::rtmp::amf0::Value::String("whatever".into()),
+    ];
+    client.command(1, &values);
+    assert!(client.closed_within(CLOSE_WITHIN));
+    server.wait_for_log("publish before connect");
+
+    // connect to an unknown application: an onStatus refusal, then the close.
+    let mut client = bench.raw();
+    assert_eq!(client.start_publish("other", "whatever"), "NetStream.Publish.BadName");
+    assert!(client.closed_within(CLOSE_WITHIN));
+    server.wait_for_log("unknown application");
+
+    // A client that connects and never publishes.
+    let mut client = bench.raw();
+    client.handshake();
+    client.connect_app("live");
+    assert!(client.closed_within(CLOSE_WITHIN));
+    server.wait_for_log("no publish request within");
+    bench.assert_healthy("protocol violations");
+
+    let tags = media_tags(Clip::AvSmall);
+    let is_header = |t: &Tag| t.data.get(1) == Some(&0) && matches!(t.data[0] & 0x0f, 7 | 10 | 15);
+
+    // Audio and video before any sequence header: dropped until the headers come.
+    let key = server.add_key("early-media");
+    let mut reordered: Vec<Tag> = tags.iter().filter(|t| !is_header(t)).take(30).cloned().collect();
+    reordered.extend(tags.iter().cloned());
+    publish_tags(&bench, &key, &reordered);
+    server.wait_for_log("dropping frames until a sequence header and a keyframe");
+    server.wait_for_endlist("early-media");
+
+    // A malformed AVC decoder configuration: the video track is dropped, audio plays.
+    let key = server.add_key("bad-avc");
+    let mut broken = tags.clone();
+    let header = broken.iter_mut().find(|t| t.tag_type == 9 && is_header(t)).unwrap();
+    header.data.truncate(12);
+    publish_tags(&bench, &key, &broken);
+    server.wait_for_log("AVC decoder configuration record");
+    server.wait_for_endlist("bad-avc");
+    let probe = tools::ffprobe(&server.playlist_url("bad-avc"));
+    assert!(tools::stream(&probe, "video").is_none() && tools::stream(&probe, "audio").is_some());
+
+    // A malformed AAC AudioSpecificConfig: the audio track is dropped, video plays.
+    let key = server.add_key("bad-aac");
+    let mut broken = tags.clone();
+    let header = broken.iter_mut().find(|t| t.tag_type == 8 && is_header(t)).unwrap();
+    header.data.truncate(3);
+    publish_tags(&bench, &key, &broken);
+    server.wait_for_log("AAC AudioSpecificConfig");
+    server.wait_for_endlist("bad-aac");
+    let probe = tools::ffprobe(&server.playlist_url("bad-aac"));
+    assert!(tools::stream(&probe, "audio").is_none() && tools::stream(&probe, "video").is_some());
+
+    // NAL length fields pointing past the tag, and an enormous composition offset.
+    let key = server.add_key("bad-nal");
+    let mut broken = tags.clone();
+    for tag in broken.iter_mut().filter(|t| t.tag_type == 9 && !is_header(t)).step_by(7) {
+        tag.data[5..9].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+    }
+    for tag in broken.iter_mut().filter(|t| t.tag_type == 9 && !is_header(t)).skip(3).step_by(11) {
+        tag.data[2..5].copy_from_slice(&[0x7f, 0xff, 0xff]);
+    }
+    publish_tags(&bench, &key, &broken);
+    server.wait_for_log("overruns the");
+    server.wait_for_endlist("bad-nal");
+    assert!(tools::stream(&tools::ffprobe(&server.playlist_url("bad-nal")), "video").is_some());
+
+    // Timestamps going backwards in the middle.
+    let key = server.add_key("backwards");
+    let mut twice = tags.clone();
+    twice.extend(tags.iter().filter(|t| !is_header(t)).cloned());
+    publish_tags(&bench, &key, &twice);
+    let ended = server.wait_for_endlist("backwards");
+    assert!(ended.contains("#EXT-X-DISCONTINUITY"), "{ended}");
+    assert_eq!(tools::decode(&server.playlist_url("backwards")).0, "");
+    bench.assert_healthy("malformed media");
+
+    // A publisher that goes silent: dropped after the no-media timeout, stream ended.
+    let key = server.add_key("silent");
+    let mut client = bench.raw();
+    assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
+    for tag in tags.iter().take(80) {
+        client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+    }
+    assert!(client.closed_within(CLOSE_WITHIN));
+    server.wait_for_log("no audio or video for");
+    server.wait_for_endlist("silent");
+
+    // A wrong key, 1000 times, from 16 clients at once.
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = server.rtmp;
+            std::thread::spawn(move || {
+                for _ in 0..63 {
+                    let mut client = RawClient::connect(addr);
+                    assert_eq!(client.start_publish("live", "guess"), "NetStream.Publish.BadName");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let log = server.wait_for_log("publish refused: invalid stream key");
+    let refusal_lines =
+        log.lines().filter(|l| l.contains("publish refused: invalid stream key")).count();
+    assert!(
+        refusal_lines < 200,
+        "{refusal_lines} refusal lines for 1008 attempts: the log is not rate-limited"
+    );
+    assert!(!log.contains("guess"), "a key reached the log");
+    bench.assert_healthy("wrong keys");
+
+    // A publisher that stops reading while the server has replies to send.
+    let key = server.add_key("deaf");
+    let mut client = bench.raw();
+    assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
+    let mut deaf = client.stream.try_clone().unwrap();
+    let spam = std::thread::spawn(move || {
+        let writer = ingest::rtmp::chunk::ChunkWriter::new();
+        let mut body = Vec::new();
+        for v in [
+            ingest::rtmp::amf0::Value::String("FCPublish".into()),
+            ingest::rtmp::amf0::Value::Number(7.0),
+            ingest::rtmp::amf0::Value::Null,
+        ] {
+            ingest::rtmp::amf0::encode(&v, &mut body);
+        }
+        let mut batch = Vec::new();
+        for _ in 0..2000 {
+            writer.write(3, 0, 20, 0, &body, &mut batch);
+        }
+        while deaf.write_all(&batch).is_ok() {}
+    });
+    server.wait_for_log("client did not read for");
+    spam.join().unwrap();
+    bench.assert_healthy("a publisher that stops reading");
+
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB over the hostile cases"
+    );
+}
+
+#[test]
+fn idle_connections_and_slow_http_clients_are_bounded() {
+    let bench = Bench::start("floods");
+    let server = &bench.server;
+    let rss_before = server.rss_kib();
+
+    // 5,000 idle TCP connections (Python raises its own file-descriptor limit for them).
+    let script = testkit::media::workspace_root().join("tests").join("idle_connections.py");
+    let flood = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.rtmp.to_string())
+        .args(["5000", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    bench.assert_healthy("5,000 idle connections");
+    let output = flood.wait_with_output().unwrap();
+    assert!(output.status.success(), "idle_connections.py failed");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let opened = report["opened"].as_u64().unwrap();
+    let closed = report["closed_by_server"].as_u64().unwrap();
+    assert!(opened + report["refused"].as_u64().unwrap() == 5000, "{report}");
+    assert_eq!(closed, opened, "the server left idle connections open: {report}");
+    server.wait_for_log("connection from 127.0.0.1");
+    assert!(
+        server.log().contains("similar lines are counted, not logged"),
+        "refusals are not rate-limited"
+    );
+
+    // A viewer that sends its request headers one byte a second.
+    let mut slow = TcpStream::connect(server.http).unwrap();
+    slow.set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
+    let request = b"GET /hls/healthy/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut closed_early = false;
+    for byte in request.iter().take(8) {
+        if slow.write_all(&[*byte]).is_err() {
+            closed_early = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut rest = Vec::new();
+    let ended = slow.read_to_end(&mut rest);
+    // Closed by the server: a failed write above, or end of stream here (not a read timeout).
+    assert!(closed_early || ended.is_ok(), "slow headers kept the connection open: {ended:?}");
+    assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "slow headers were served");
+
+    // A viewer that pipelines segment requests and reads one byte a second.
+    let playlist = server.playlist("healthy").unwrap();
+    let segment = segments(&playlist).last().unwrap().to_owned();
+    let mut reader = TcpStream::connect(server.http).unwrap();
+    let request = format!("GET /hls/healthy/{segment} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(400);
+    reader.write_all(request.as_bytes()).unwrap();
+    reader.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Megabytes sit in the socket buffers, so an orderly close would only show after reading
+    // them all; instead each round also sends a byte, which a closed server socket answers
+    // with a reset, which fails the write or the read at once.
+    let gone =
+        testkit::wait_until(CLOSE_WITHIN + CLOSE_WITHIN, "the slow reader to be dropped", || {
+            let mut byte = [0u8; 1];
+            let wrote = reader.write_all(b"G");
+            match (wrote, reader.read(&mut byte)) {
+                (Err(_), _) | (_, Ok(0) | Err(_)) => Some(true),
+                (Ok(()), Ok(_)) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    None
+                }
+            }
+        });
+    assert!(gone);
+    bench.assert_healthy("slow HTTP clients");
+
+    // Path traversal and absurd names.
+    let long_unicode = "é".repeat(512);
+    for path in [
+        "/hls/../../etc/passwd",
+        "/hls/%2e%2e/%2e%2e/etc/passwd",
+        "/hls/healthy/..%2f..%2fkeys.json",
+        "/hls/healthy/../../data/keys.json",
+        "/hls/..%2f/index.m3u8",
+        &format!("/hls/{long_unicode}/index.m3u8"),
+        &format!("/hls/{}/index.m3u8", "a".repeat(1024)),
+        "/hls/healthy/0-0.ts%00.m3u8",
+    ] {
+        let response = http::get(server.http, path);
+        assert!(matches!(response.status, 400 | 404), "{path}: {}", response.status);
+    }
+    let refused = server.keys(&["add", &long_unicode]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid stream name"));
+
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    bench.assert_healthy("absurd URLs");
+}
