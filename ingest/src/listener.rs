@@ -296,6 +296,10 @@ impl Connection {
             }
             let actions = self.session.handle_bytes(&buf[..n])?;
             self.perform(actions).await?;
+            if let Some(error) = self.session.error() {
+                // The good messages before the fault were handled above.
+                return Err(error.clone().into());
+            }
             if self.refused {
                 return Ok(());
             }

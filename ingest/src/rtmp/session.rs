@@ -146,6 +146,8 @@ pub struct Session {
     actions: Vec<Action>,
     next_request_id: u32,
     next_stream_id: u32,
+    /// The fault that ended the session; reported by every later call.
+    failed: Option<SessionError>,
     /// Acknowledgement window the peer asked for (§5.4.4), once it did.
     peer_window: Option<u32>,
     /// Bytes received (after the handshake) and the count at the last acknowledgement.
@@ -166,6 +168,7 @@ impl Session {
             actions: Vec::new(),
             next_request_id: 1,
             next_stream_id: 1,
+            failed: None,
             peer_window: None,
             received: 0,
             last_ack: 0,
@@ -188,7 +191,36 @@ impl Session {
     }
 
     /// Feeds bytes read from the client.
+    ///
+    /// When the bytes hold good messages and then a fault, the good messages' actions are
+    /// returned (nothing already accepted is lost) and the fault is kept: [`Session::error`]
+    /// reports it, and every later call returns it.
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Action>, SessionError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = self.receive(bytes);
+        self.finish(result)
+    }
+
+    /// The fault that ended the session, if one did.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.failed.as_ref()
+    }
+
+    /// Returns the actions so far; a fault is kept, and returned at once if there are none.
+    fn finish(&mut self, result: Result<(), SessionError>) -> Result<Vec<Action>, SessionError> {
+        let actions = self.take_actions();
+        match result {
+            Ok(()) => Ok(actions),
+            Err(error) => {
+                self.failed = Some(error.clone());
+                if actions.is_empty() { Err(error) } else { Ok(actions) }
+            }
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if self.state == State::Handshaking {
             match self.handshake.handle_bytes(bytes)? {
                 Progress::InProgress { reply } => {
@@ -203,7 +235,7 @@ impl Session {
             }
         } else if self.state == State::Refused {
             // The refusal is sent; whatever follows is not even buffered.
-            return Ok(self.take_actions());
+            return Ok(());
         } else {
             self.input.extend_from_slice(bytes);
             self.received += bytes.len() as u64;
@@ -216,8 +248,7 @@ impl Session {
             }
         }
         self.acknowledge();
-        self.drive()?;
-        Ok(self.take_actions())
+        self.drive()
     }
 
     /// Accepts the pending publish `request_id`: the client is told NetStream.Publish.Start
@@ -233,8 +264,8 @@ impl Session {
         self.user_control_stream_begin(stream_id);
         self.on_status(stream_id, "status", "NetStream.Publish.Start", "Publishing started.");
         self.state = State::Publishing { app, stream_id };
-        self.drive()?;
-        Ok(self.take_actions())
+        let result = self.drive();
+        self.finish(result)
     }
 
     /// Refuses the pending publish `request_id` with an `onStatus` error carrying `code`

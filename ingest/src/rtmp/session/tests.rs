@@ -71,6 +71,16 @@ impl Client {
     }
 }
 
+/// The fault a fresh session ends with after `bytes` (returned at once, or kept after the
+/// actions of the good messages before it).
+fn fault(bytes: &[u8]) -> Option<SessionError> {
+    let mut session = Session::new(1);
+    match session.handle_bytes(bytes) {
+        Err(e) => Some(e),
+        Ok(_) => session.error().cloned(),
+    }
+}
+
 fn s(text: &str) -> Value {
     Value::String(text.into())
 }
@@ -281,31 +291,28 @@ fn out_of_order_commands_are_protocol_violations() {
     let mut client = Client::new();
     client.command(1, &[s("publish"), Value::Number(5.0), Value::Null, s("k"), s("live")]);
     assert_eq!(
-        Session::new(1).handle_bytes(&client.take()),
-        Err(SessionError::Misbehaved("publish before connect, or twice"))
+        fault(&client.take()),
+        Some(SessionError::Misbehaved("publish before connect, or twice"))
     );
 
     let mut client = Client::new();
     client.connect("live");
     client.command(1, &[s("publish"), Value::Number(5.0), Value::Null, s("k"), s("live")]);
     assert_eq!(
-        Session::new(1).handle_bytes(&client.take()),
-        Err(SessionError::Misbehaved("publish on a stream never created"))
+        fault(&client.take()),
+        Some(SessionError::Misbehaved("publish on a stream never created"))
     );
 
     let mut client = Client::new();
     client.connect("live").media(message_type::VIDEO, 0, &[0x17]);
     assert_eq!(
-        Session::new(1).handle_bytes(&client.take()),
-        Err(SessionError::Misbehaved("media before an accepted publish"))
+        fault(&client.take()),
+        Some(SessionError::Misbehaved("media before an accepted publish"))
     );
 
     let mut client = Client::new();
     client.command(0, &[Value::Number(1.0)]);
-    assert_eq!(
-        Session::new(1).handle_bytes(&client.take()),
-        Err(SessionError::Misbehaved("command without a name"))
-    );
+    assert_eq!(fault(&client.take()), Some(SessionError::Misbehaved("command without a name")));
 }
 
 #[test]
@@ -333,8 +340,8 @@ fn bad_chunk_size_ends_the_session() {
             &mut client.wire,
         );
         assert_eq!(
-            Session::new(1).handle_bytes(&client.take()),
-            Err(SessionError::Chunk(ChunkError::BadChunkSize(size)))
+            fault(&client.take()),
+            Some(SessionError::Chunk(ChunkError::BadChunkSize(size)))
         );
     }
 }
@@ -452,4 +459,22 @@ fn nothing_is_buffered_after_a_refusal() {
         session.handle_bytes(&[0; 4096]).unwrap();
     }
     assert_eq!(session.buffered(), 0);
+}
+
+#[test]
+fn good_messages_before_a_fault_in_the_same_read_are_not_lost() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").publish("k");
+    session.handle_bytes(&client.take()).unwrap();
+    session.accept_publish(1).unwrap();
+    client.media(message_type::VIDEO, 0, &[0x17, 0, 0, 0, 0]);
+    let mut bytes = client.take();
+    // Then a compressed header on a chunk stream never seen.
+    bytes.extend_from_slice(&[0xe1, 0, 0]);
+    let actions = non_send(session.handle_bytes(&bytes).unwrap());
+    assert_eq!(actions.len(), 1, "the media message before the fault was dropped");
+    let fault = SessionError::Chunk(ChunkError::NoPreviousHeader { csid: 33, fmt: 3 });
+    assert_eq!(session.error(), Some(&fault));
+    assert_eq!(session.handle_bytes(&[0]), Err(fault));
 }

@@ -1,0 +1,171 @@
+//! The properties the fuzz targets check, one function per target. Each panics when its
+//! property is violated (not only on crashes). `tests/regressions.rs` replays every input kept
+//! in `regressions/<target>/` through the same functions on every test run.
+
+use ingest::rtmp::amf0;
+use ingest::rtmp::chunk::MAX_BUFFERED_BYTES;
+use ingest::rtmp::session::{Action, MAX_PENDING_INPUT, Session};
+use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
+use packager::adts::AacConfig;
+use packager::avc::AvcConfig;
+use packager::flv::{self, AudioTag, VideoTag};
+use packager::mpa::MpegAudioConfig;
+use packager::{Remuxer, RemuxerConfig, TagKind};
+
+/// FLV tag headers: a parsed tag borrows exactly the bytes after its header.
+pub fn flv_tag(data: &[u8]) {
+    match flv::parse_video(data) {
+        Ok(VideoTag::SequenceHeader(body) | VideoTag::Frame { nalus: body, .. }) => {
+            assert_eq!(body, &data[5..], "video body is not the bytes after the 5-byte header");
+        }
+        Ok(VideoTag::Ignored) | Err(_) => {}
+    }
+    match flv::parse_audio(data) {
+        Ok(AudioTag::AacSequenceHeader(body) | AudioTag::AacFrame(body)) => assert_eq!(body, &data[2..]),
+        Ok(AudioTag::Mp3(body)) => assert_eq!(body, &data[1..]),
+        Err(_) => {}
+    }
+}
+
+/// AVC configuration and the NAL walk: the first byte says how long the configuration record
+/// is, the rest are length-prefixed NAL units. A unit that converts starts with an access
+/// unit delimiter and is never more than its input plus one start code per input byte.
+pub fn avc(data: &[u8]) {
+    let Some((&len, rest)) = data.split_first() else { return };
+    let (record, nalus) = rest.split_at(usize::from(len).min(rest.len()));
+    let Ok(config) = AvcConfig::parse(record) else { return };
+    let mut out = Vec::new();
+    if config.write_annex_b(nalus, &mut out).is_ok() {
+        assert_eq!(&out[..6], &[0, 0, 0, 1, 9, 0xf0], "no access unit delimiter first");
+        let bound = 6 + 2 * record.len() + 4 * record.len() + nalus.len() + 4 * nalus.len();
+        assert!(out.len() <= bound, "{} bytes out of {} in", out.len(), data.len());
+    }
+}
+
+/// AudioSpecificConfig and MP3 headers: an accepted AAC config yields ADTS headers with the
+/// sync word and the exact frame length, and refuses frames ADTS cannot describe.
+pub fn audio_config(data: &[u8]) {
+    if let Ok(config) = AacConfig::parse(data) {
+        for payload in [0usize, 1, 371, 8184] {
+            let header = config.adts_header(payload).expect("a frame that fits ADTS");
+            assert_eq!((header[0], header[1] & 0xf6), (0xff, 0xf0), "no ADTS sync word");
+            let length = (usize::from(header[3] & 3) << 11) | (usize::from(header[4]) << 3) | usize::from(header[5] >> 5);
+            assert_eq!(length, payload + 7);
+        }
+        assert!(config.adts_header(8185).is_err());
+        assert!(config.core_sample_rate() > 0);
+    }
+    if let Ok(config) = MpegAudioConfig::parse(data) {
+        assert!(config.sample_rate >= 8000 && config.samples_per_frame >= 384);
+    }
+}
+
+/// AMF0: whatever decodes re-encodes to bytes that decode to the same values (compared
+/// through their encoding, since NaN is not equal to itself).
+pub fn amf0(data: &[u8]) {
+    let Ok(values) = amf0::decode_all(data) else { return };
+    let encode = |values: &[amf0::Value]| {
+        let mut out = Vec::new();
+        for v in values {
+            amf0::encode(v, &mut out);
+        }
+        out
+    };
+    let once = encode(&values);
+    let again = amf0::decode_all(&once).expect("our own encoding does not decode");
+    assert_eq!(encode(&again), once, "encode(decode(encode(x))) differs");
+}
+
+/// The RTMP session after a valid handshake, fed arbitrary chunks: it never holds more than
+/// its limits, and cutting the input differently never changes what it does.
+pub fn rtmp_session(data: &[u8]) {
+    let whole = run_session(data, usize::MAX);
+    let step = data.first().map_or(1, |&b| usize::from(b % 61) + 1);
+    assert_eq!(run_session(data, step), whole, "cutting the input changed the session's actions");
+}
+
+/// Non-send actions (publishes accepted as they come) and the error, if any.
+fn run_session(data: &[u8], step: usize) -> (Vec<String>, Option<String>) {
+    let mut session = Session::new(7);
+    let mut input = vec![3u8];
+    input.extend(std::iter::repeat_n(0u8, 2 * 1536));
+    input.extend_from_slice(data);
+    let mut seen = Vec::new();
+    for piece in input.chunks(step.min(input.len()).max(1)) {
+        let mut actions = match session.handle_bytes(piece) {
+            Ok(actions) => actions,
+            Err(e) => return (seen, Some(e.to_string())),
+        };
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Send(_) => {}
+                    Action::PublishRequested { request_id, .. } => match session.accept_publish(request_id) {
+                        Ok(more) => next.extend(more),
+                        Err(e) => return (seen, Some(e.to_string())),
+                    },
+                    Action::Media { kind, timestamp, payload } => {
+                        seen.push(format!("{kind:?} {timestamp} {}", payload.len()));
+                    }
+                    other => seen.push(format!("{other:?}")),
+                }
+            }
+            actions = next;
+        }
+        if let Some(e) = session.error() {
+            return (seen, Some(e.to_string()));
+        }
+        assert!(
+            session.buffered() <= MAX_BUFFERED_BYTES + MAX_PENDING_INPUT + piece.len(),
+            "session holds {} bytes",
+            session.buffered()
+        );
+    }
+    (seen, None)
+}
+
+/// The packager fed arbitrary tags, framed as `[kind, timestamp (4, big endian), length (2,
+/// big endian), body]` repeated (kind: odd for video): it never panics, and every segment is
+/// whole MPEG-TS packets that an independent reader accepts, starting with PAT and PMT, with
+/// unbroken continuity counters.
+pub fn remuxer(data: &[u8]) {
+    let mut remuxer = Remuxer::new(RemuxerConfig::default());
+    let mut segments = Vec::new();
+    let mut rest = data;
+    while let [kind, t0, t1, t2, t3, l0, l1, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
+        let (body, next) = tail.split_at(len);
+        let kind = if kind & 1 == 1 { TagKind::Video } else { TagKind::Audio };
+        let _ = remuxer.push(kind, u32::from_be_bytes([*t0, *t1, *t2, *t3]), body);
+        segments.extend(std::iter::from_fn(|| remuxer.pull()));
+        rest = next;
+    }
+    remuxer.finish();
+    segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    for segment in segments {
+        check_ts(&segment.data);
+        assert!(segment.duration <= packager::segmenter::MAX_SEGMENT_DURATION);
+    }
+}
+
+fn check_ts(ts: &[u8]) {
+    assert!(!ts.is_empty() && ts.len() % 188 == 0, "not whole TS packets");
+    let mut reader = TsPacketReader::new(ts);
+    let mut counters = std::collections::HashMap::new();
+    let mut index = 0;
+    while let Some(packet) = reader.read_ts_packet().expect("an invalid TS packet") {
+        match (index, &packet.payload) {
+            (0, Some(TsPayload::Pat(_))) | (1, Some(TsPayload::Pmt(_))) => {}
+            (0 | 1, _) => panic!("segment does not start with PAT, PMT"),
+            _ => {}
+        }
+        let pid = packet.header.pid.as_u16();
+        let cc = packet.header.continuity_counter.as_u8();
+        if let Some(previous) = counters.insert(pid, cc) {
+            let expected = if packet.payload.is_some() { (previous + 1) & 0x0f } else { previous };
+            assert_eq!(cc, expected, "continuity counter jump on PID {pid}");
+        }
+        index += 1;
+    }
+}
