@@ -12,6 +12,7 @@ missing=""
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
 /usr/bin/python3 -c 'import librtmp' >/dev/null 2>&1 || missing="$missing python3-librtmp"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v c++ >/dev/null 2>&1 || missing="$missing g++"   # libFuzzer, for the fuzz targets
 if [ -n "$missing" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -34,3 +35,6 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The fuzz targets (a workspace of their own) must build, and their kept crash inputs replay.
+cargo build --manifest-path fuzz/Cargo.toml --locked --bins
+cargo test --manifest-path fuzz/Cargo.toml --locked
