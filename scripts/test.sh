@@ -25,6 +25,20 @@ if [ -n "$missing" ]; then
     }
 fi
 
+# Python packages of the tests (pinned), in an ignored venv: SecantusDB (a MongoDB-wire
+# server), pymongo and AuthX (the backend's JWT library) to play the platform's backend.
+venv=.venv-test
+if ! "$venv/bin/python" -c 'import authx, pymongo' >/dev/null 2>&1 || [ ! -x "$venv/bin/secantusd-py" ]; then
+    python3 -m venv "$venv" 2>/dev/null || {
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install -q --no-cache-dir secantusdb==0.7.0b3 authx==1.7.1
+fi
+export RTMP_HLS_TEST_VENV="$PWD/$venv"
+
 # npm packages of the browser test (hls.js, playwright-core), pinned by package-lock.json.
 if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

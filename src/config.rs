@@ -18,9 +18,22 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 
-    /// Directory of the embedded key store.
+    /// Directory of the embedded key store (and of persisted sequence numbers).
     #[arg(long, env = "RTMP_HLS_DATA_DIR", default_value = "data", global = true)]
     pub(crate) data_dir: PathBuf,
+
+    /// MongoDB connection string (mongodb://...). When set, stream keys live in MongoDB
+    /// instead of the embedded store, for the server and the keys commands alike.
+    #[arg(long, env = "RTMP_HLS_MONGO_URI", global = true, hide_env_values = true)]
+    pub(crate) mongo_uri: Option<String>,
+
+    /// MongoDB database of the key collection.
+    #[arg(long, env = "RTMP_HLS_MONGO_DATABASE", default_value = "streaming", global = true)]
+    pub(crate) mongo_database: String,
+
+    /// MongoDB collection of stream keys (schema: docs/keys.md).
+    #[arg(long, env = "RTMP_HLS_MONGO_COLLECTION", default_value = "stream_keys", global = true)]
+    pub(crate) mongo_collection: String,
 
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
@@ -41,6 +54,9 @@ pub(crate) enum KeysAction {
     Add {
         /// Public stream name (A-Z a-z 0-9 _ - .), used in the play URL.
         name: String,
+        /// Owner recorded with the key (the platform's user id; MongoDB store only).
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List streams and when their keys were created (never the keys).
     List,
@@ -49,6 +65,14 @@ pub(crate) enum KeysAction {
         /// Public stream name.
         name: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Takeover {
+    /// The new publisher takes the stream over.
+    Replace,
+    /// The new publisher is refused.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +141,33 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) no_media_timeout: Duration,
 
+    /// Shared secret of HS256 publish tokens (JWTs used as stream keys).
+    #[arg(
+        long,
+        env = "RTMP_HLS_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key",
+        help_heading = "Publish tokens"
+    )]
+    pub(crate) jwt_secret: Option<String>,
+
+    /// Public key of RS256/ES256 publish tokens: a PEM file, or a JWKS (JSON) file.
+    #[arg(long, env = "RTMP_HLS_JWT_PUBLIC_KEY", help_heading = "Publish tokens")]
+    pub(crate) jwt_public_key: Option<PathBuf>,
+
+    /// What a valid publish for a stream that is already live does: take it over (the old
+    /// publisher is disconnected) or be refused.
+    #[arg(long, env = "RTMP_HLS_TAKEOVER", value_enum, default_value_t = Takeover::Replace)]
+    pub(crate) takeover: Takeover,
+
+    /// Failed publish attempts one IP address may make in a burst.
+    #[arg(long, env = "RTMP_HLS_AUTH_FAILURE_BURST", default_value_t = ingest::failure_limiter::FAILURE_BURST, help_heading = "Limits")]
+    pub(crate) auth_failure_burst: u32,
+
+    /// Failed publish attempts an IP address regains per minute.
+    #[arg(long, env = "RTMP_HLS_AUTH_FAILURES_PER_MINUTE", default_value_t = ingest::failure_limiter::FAILURES_PER_MINUTE, help_heading = "Limits")]
+    pub(crate) auth_failures_per_minute: u32,
+
     /// Seconds the key store may take to answer before a publish is refused.
     #[arg(long, env = "RTMP_HLS_AUTH_TIMEOUT", default_value = "3", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) auth_timeout: Duration,
@@ -157,6 +208,22 @@ impl ServeArgs {
         }
     }
 
+    /// The takeover policy.
+    pub(crate) fn takeover_policy(&self) -> ingest::TakeoverPolicy {
+        match self.takeover {
+            Takeover::Replace => ingest::TakeoverPolicy::Replace,
+            Takeover::Refuse => ingest::TakeoverPolicy::Refuse,
+        }
+    }
+
+    /// Limits on failed publish attempts per address.
+    pub(crate) fn failure_limits(&self) -> ingest::failure_limiter::FailureLimits {
+        ingest::failure_limiter::FailureLimits {
+            burst: self.auth_failure_burst,
+            per_minute: self.auth_failures_per_minute,
+        }
+    }
+
     /// The HTTP side's limits.
     pub(crate) fn http_limits(&self) -> http::HttpLimits {
         http::HttpLimits {
@@ -192,6 +259,20 @@ mod tests {
         assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
         assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
         assert_eq!(cli.serve.http_limits(), http::HttpLimits::default());
+        assert_eq!(cli.serve.takeover_policy(), ingest::TakeoverPolicy::Replace);
+        assert_eq!(cli.serve.failure_limits(), ingest::failure_limiter::FailureLimits::default());
+        assert_eq!(
+            (cli.mongo_database.as_str(), cli.mongo_collection.as_str()),
+            ("streaming", "stream_keys")
+        );
+    }
+
+    #[test]
+    fn one_jwt_key_kind_at_a_time() {
+        let err =
+            Cli::try_parse_from(["rtmp-hls", "--jwt-secret", "x", "--jwt-public-key", "k.pem"])
+                .unwrap_err();
+        assert!(err.to_string().contains("--jwt-public-key"), "{err}");
     }
 
     #[test]
@@ -200,7 +281,7 @@ mod tests {
             .unwrap();
         assert_eq!(cli.data_dir, PathBuf::from("/tmp/x"));
         assert!(
-            matches!(cli.command, Some(Command::Keys { action: KeysAction::Add { ref name } }) if name == "cam")
+            matches!(cli.command, Some(Command::Keys { action: KeysAction::Add { ref name, .. } }) if name == "cam")
         );
     }
 

@@ -2,6 +2,8 @@
 //! listener, the stream store and the HTTP server together, and runs the `keys` CLI.
 
 mod config;
+mod key_admin;
+mod mongo_keys;
 mod sequences;
 
 use std::io::IsTerminal as _;
@@ -12,7 +14,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use config::{Cli, Command, KeysAction, LogFormat, ServeArgs};
-use ingest::{FileKeyStore, Ingest, IngestConfig, LogSink};
+use ingest::jwt::JwtVerifier;
+use ingest::{Authorizer, Ingest, IngestConfig, LogSink};
+use key_admin::{KeyAdmin, StoreSettings};
+use mongo_keys::MongoKeyStore;
 use packager::{RemuxerConfig, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,9 +30,15 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let settings = StoreSettings {
+        data_dir: cli.data_dir.clone(),
+        mongo_uri: cli.mongo_uri.clone(),
+        mongo_database: cli.mongo_database.clone(),
+        mongo_collection: cli.mongo_collection.clone(),
+    };
     let outcome = match cli.command {
-        Some(Command::Keys { action }) => keys(&cli.data_dir, action),
-        None => serve(cli.data_dir, cli.serve),
+        Some(Command::Keys { action }) => keys(&settings, action),
+        None => serve(settings, cli.serve),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -41,45 +52,77 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// How long the keys commands wait for MongoDB.
+const CLI_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[allow(clippy::print_stdout)] // this is the CLI's output
-fn keys(data_dir: &std::path::Path, action: KeysAction) -> Result<()> {
-    let store = FileKeyStore::open(data_dir)?;
-    match action {
-        KeysAction::Add { name } => {
-            let key = store.add(&name)?;
-            println!("Created stream {name:?}. Its stream key, shown only this once:");
-            println!("{key}");
-        }
-        KeysAction::List => {
-            let streams = store.list()?;
-            if streams.is_empty() {
-                println!("No streams. Create one with: rtmp-hls keys add <name>");
+fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let store = KeyAdmin::open(settings, CLI_DATABASE_TIMEOUT).await?;
+        match action {
+            KeysAction::Add { name, owner } => {
+                let key = store.add(&name, owner.as_deref()).await?;
+                println!("Created stream {name:?}. Its stream key, shown only this once:");
+                println!("{key}");
             }
-            for s in streams {
-                println!("{:<32} created {}", s.stream, s.created_at);
+            KeysAction::List => {
+                let streams = store.list().await?;
+                if streams.is_empty() {
+                    println!("No streams. Create one with: rtmp-hls keys add <name>");
+                }
+                for s in streams {
+                    let owner = s.owner.map(|o| format!(" owner {o}")).unwrap_or_default();
+                    let revoked = if s.revoked { " (revoked)" } else { "" };
+                    println!("{:<32} created {}{owner}{revoked}", s.stream, s.created_at);
+                }
+            }
+            KeysAction::Revoke { name } => {
+                if store.revoke(&name).await? {
+                    println!("Revoked the key of {name:?}.");
+                } else {
+                    anyhow::bail!("no stream named {name:?} with a live key");
+                }
             }
         }
-        KeysAction::Revoke { name } => {
-            if store.revoke(&name)? {
-                println!("Revoked the key of {name:?}.");
-            } else {
-                anyhow::bail!("no stream named {name:?}");
-            }
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
+fn serve(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(data_dir, args))
+    runtime.block_on(run(settings, args))
 }
 
-async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
-    let keys = FileKeyStore::open(&data_dir)
-        .with_context(|| format!("opening the key store in {}", data_dir.display()))?;
-    let demo_key = keys.seed_if_empty(DEMO_STREAM)?;
+async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!("creating the data directory {} (--data-dir)", data_dir.display())
+    })?;
+    let keys = KeyAdmin::open(&settings, args.auth_timeout)
+        .await
+        .with_context(|| "opening the key store".to_owned())?;
+    let demo_key = match &keys {
+        KeyAdmin::File(store) => store.seed_if_empty(DEMO_STREAM)?,
+        KeyAdmin::Mongo(store) => {
+            info!(database = %settings.mongo_database, collection = %settings.mongo_collection, "stream keys in MongoDB");
+            tokio::spawn(ensure_indexes(store.clone()));
+            None
+        }
+    };
+    let jwt = match (&args.jwt_secret, &args.jwt_public_key) {
+        (Some(secret), _) => Some(JwtVerifier::from_secret(secret.as_bytes())),
+        (None, Some(path)) => {
+            Some(JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?)
+        }
+        (None, None) => None,
+    };
+    if jwt.is_some() {
+        info!("publish tokens (JWT) accepted as stream keys");
+    }
+    let authorizer =
+        Arc::new(Authorizer::new(keys.key_store(), jwt, args.failure_limits(), args.auth_timeout));
 
     let rtmp = TcpListener::bind(args.rtmp_addr)
         .await
@@ -102,9 +145,10 @@ async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
             app: args.app.clone(),
             remuxer: RemuxerConfig { target_duration: args.segment_duration },
             limits: args.ingest_limits(),
+            takeover: args.takeover_policy(),
         },
         Arc::clone(&store),
-        Arc::new(keys),
+        authorizer,
         Arc::new(LogSink),
     ));
 
@@ -141,6 +185,22 @@ async fn run(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<()> {
     http_task.await?.context("HTTP server")?;
     info!("stopped");
     Ok(())
+}
+
+/// Creates the key collection's indexes, retrying while the database is unreachable (the
+/// server runs meanwhile, refusing publishes it cannot check).
+async fn ensure_indexes(store: MongoKeyStore) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match store.ensure_indexes().await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e.kind, "MongoDB indexes not created yet; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// Completes when `rx` turns true.

@@ -18,6 +18,12 @@ pub enum StopReason {
     Error,
     /// The server is shutting down.
     ServerShutdown,
+    /// Another publisher with a valid key took the stream over.
+    TakenOver,
+    /// The key was revoked while publishing.
+    Revoked,
+    /// An operator ended the publish.
+    Kicked,
 }
 
 impl StopReason {
@@ -28,6 +34,9 @@ impl StopReason {
             Self::Timeout => "timeout",
             Self::Error => "error",
             Self::ServerShutdown => "server_shutdown",
+            Self::TakenOver => "taken_over",
+            Self::Revoked => "revoked",
+            Self::Kicked => "kicked",
         }
     }
 }
@@ -45,6 +54,10 @@ pub enum RejectReason {
     KeyStoreUnavailable,
     /// The server is at its limit of live streams.
     TooManyStreams,
+    /// The publish token did not verify, or is for another stream.
+    InvalidToken,
+    /// Too many failed attempts from this address.
+    RateLimited,
 }
 
 impl RejectReason {
@@ -56,6 +69,8 @@ impl RejectReason {
             Self::AlreadyLive => "already_live",
             Self::KeyStoreUnavailable => "key_store_unavailable",
             Self::TooManyStreams => "too_many_streams",
+            Self::InvalidToken => "invalid_token",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

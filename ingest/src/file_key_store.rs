@@ -205,11 +205,11 @@ impl KeyStore for FileKeyStore {
             .await
             .map_err(|e| KeyStoreError(e.to_string()))?
             .map_err(|e| KeyStoreError(e.to_string()))?;
-        Ok(file
-            .streams
-            .into_iter()
-            .find(|s| s.key_hash == hash)
-            .map(|s| Grant { stream: s.stream }))
+        Ok(file.streams.into_iter().find(|s| s.key_hash == hash).map(|s| Grant {
+            stream: s.stream,
+            owner: None,
+            revocable: true,
+        }))
     }
 }
 
@@ -228,7 +228,10 @@ mod tests {
         let dir = temp_dir("cycle");
         let store = FileKeyStore::open(&dir).unwrap();
         let key = store.add("cam").unwrap();
-        assert_eq!(store.lookup(&key).await.unwrap(), Some(Grant { stream: "cam".into() }));
+        assert_eq!(
+            store.lookup(&key).await.unwrap(),
+            Some(Grant { stream: "cam".into(), owner: None, revocable: true })
+        );
         assert_eq!(store.lookup("nope").await.unwrap(), None);
         assert!(matches!(store.add("cam"), Err(FileKeyStoreError::Exists(_))));
         assert!(matches!(store.add("a/b"), Err(FileKeyStoreError::InvalidName(_))));

@@ -19,6 +19,11 @@ pub const MAX_STREAM_NAME_LEN: usize = 64;
 pub struct Grant {
     /// The public stream name the key publishes.
     pub stream: String,
+    /// The owner (the platform's user id), when the store knows it.
+    pub owner: Option<String>,
+    /// Whether revoking the key should end a live publish (stored keys: yes; publish tokens
+    /// cannot be revoked, they expire).
+    pub revocable: bool,
 }
 
 /// A key store that could not answer.
@@ -31,6 +36,12 @@ pub struct KeyStoreError(pub String);
 pub trait KeyStore: Send + Sync + 'static {
     /// The grant of `key`, or `None` when the key is unknown or revoked.
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError>;
+}
+
+impl std::fmt::Debug for dyn KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyStore")
+    }
 }
 
 /// The hex SHA-256 of a key: what stores keep and index.

@@ -5,15 +5,19 @@
 //! [`file_key_store`] decide who may publish; [`events`] reports what happened.
 
 pub mod atomic_file;
+pub mod authorizer;
 pub mod events;
+pub mod failure_limiter;
 pub mod file_key_store;
+pub mod jwt;
 pub mod key_store;
 pub mod limits;
 pub mod listener;
 pub mod rtmp;
 
+pub use authorizer::Authorizer;
 pub use events::{Event, EventSink, LogSink};
 pub use file_key_store::FileKeyStore;
 pub use key_store::KeyStore;
 pub use limits::Limits;
-pub use listener::{Ingest, IngestConfig, serve};
+pub use listener::{Ingest, IngestConfig, TakeoverPolicy, serve};

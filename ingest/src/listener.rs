@@ -8,9 +8,10 @@
 //! connection only; its [`Publication`] and [`PublishGuard`] are dropped while unwinding, so
 //! the stream still ends cleanly.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use packager::{BeginError, Publication, Remuxer, RemuxerConfig, StreamStore};
@@ -21,8 +22,9 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::authorizer::{Authorizer, Denial};
 use crate::events::{Event, EventSink, PublishGuard, RejectReason, StopReason};
-use crate::key_store::{KeyStore, redact};
+use crate::key_store::redact;
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::rtmp::session::{Action, Session, SessionError};
 
@@ -36,6 +38,24 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 const CODE_BAD_NAME: &str = "NetStream.Publish.BadName";
 const CODE_FAILED: &str = "NetStream.Publish.Failed";
 
+/// What happens when a valid key publishes a stream that is already live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TakeoverPolicy {
+    /// The new publisher takes over: the old session is closed and the playlist continues
+    /// after a discontinuity. This is what an encoder reconnecting after a network blip needs
+    /// (its old TCP connection may not look dead yet); MediaMTX does the same by default.
+    #[default]
+    Replace,
+    /// The new publisher is refused with `NetStream.Publish.BadName` (Nginx-RTMP's behaviour).
+    Refuse,
+}
+
+/// How often a live publish re-checks its stored key, so a revocation ends it within this
+/// plus the key store's answer time.
+pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a takeover waits for the old publisher to let go of the stream.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
 /// Settings of the RTMP side.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -45,6 +65,8 @@ pub struct IngestConfig {
     pub remuxer: RemuxerConfig,
     /// Connection, stream and time limits.
     pub limits: Limits,
+    /// A second publisher for a live stream.
+    pub takeover: TakeoverPolicy,
 }
 
 impl Default for IngestConfig {
@@ -53,9 +75,13 @@ impl Default for IngestConfig {
             app: "live".to_owned(),
             remuxer: RemuxerConfig::default(),
             limits: Limits::default(),
+            takeover: TakeoverPolicy::default(),
         }
     }
 }
+
+/// A live publisher as the registry knows it: its connection id, and how to end it.
+type Publisher = (u64, watch::Sender<Option<StopReason>>);
 
 /// Everything a connection task needs.
 pub struct Ingest {
@@ -64,28 +90,51 @@ pub struct Ingest {
     /// Where publishes write their segments.
     pub store: Arc<StreamStore>,
     /// Who may publish.
-    pub keys: Arc<dyn KeyStore>,
+    pub authorizer: Arc<Authorizer>,
     /// Where lifecycle events go.
     pub events: Arc<dyn EventSink>,
     connections: Arc<ConnectionCounter>,
     log_budget: LogBudget,
+    /// The live publishers, by stream name: how to end each (takeover, kick).
+    publishers: Mutex<HashMap<String, Publisher>>,
 }
 
 impl Ingest {
-    /// The RTMP side over `store`, authorising with `keys`, reporting to `events`.
+    /// The RTMP side over `store`, authorising with `authorizer`, reporting to `events`.
     pub fn new(
         config: IngestConfig,
         store: Arc<StreamStore>,
-        keys: Arc<dyn KeyStore>,
+        authorizer: Arc<Authorizer>,
         events: Arc<dyn EventSink>,
     ) -> Self {
         Self {
             config,
             store,
-            keys,
+            authorizer,
             events,
             connections: Arc::new(ConnectionCounter::default()),
             log_budget: LogBudget::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
+            publishers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ends the live publish of `stream` for `reason`; returns whether one was live.
+    pub fn end_publish(&self, stream: &str, reason: StopReason) -> bool {
+        let publishers = self.publishers.lock().unwrap_or_else(PoisonError::into_inner);
+        publishers.get(stream).is_some_and(|(_, kick)| kick.send(Some(reason)).is_ok())
+    }
+
+    fn register(&self, stream: &str, id: u64) -> watch::Receiver<Option<StopReason>> {
+        let (kick, receiver) = watch::channel(None);
+        let mut publishers = self.publishers.lock().unwrap_or_else(PoisonError::into_inner);
+        publishers.insert(stream.to_owned(), (id, kick));
+        receiver
+    }
+
+    fn unregister(&self, stream: &str, id: u64) {
+        let mut publishers = self.publishers.lock().unwrap_or_else(PoisonError::into_inner);
+        if publishers.get(stream).is_some_and(|(owner, _)| *owner == id) {
+            publishers.remove(stream);
         }
     }
 
@@ -195,10 +244,16 @@ enum ConnectionError {
     WriteTimeout(Duration),
     #[error("server shutting down")]
     Shutdown,
+    #[error("publish ended: {}", .0.as_str())]
+    Ended(StopReason),
 }
 
 /// An accepted publish.
 struct Active {
+    /// Told to end the publish (takeover, revocation, kick).
+    kick: watch::Receiver<Option<StopReason>>,
+    /// Re-checks a stored key until the publish ends.
+    revocation_watch: Option<tokio::task::JoinHandle<()>>,
     publication: Publication,
     remuxer: Remuxer,
     guard: PublishGuard,
@@ -210,6 +265,7 @@ struct Active {
 }
 
 struct Connection {
+    id: u64,
     ingest: Arc<Ingest>,
     socket: TcpStream,
     peer: SocketAddr,
@@ -230,6 +286,7 @@ impl Connection {
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            id,
             ingest,
             socket,
             peer,
@@ -248,6 +305,7 @@ impl Connection {
                 Ok(()) => StopReason::ClientClosed,
                 Err(ConnectionError::NoMedia(_)) => StopReason::Timeout,
                 Err(ConnectionError::Shutdown) => StopReason::ServerShutdown,
+                Err(ConnectionError::Ended(reason)) => *reason,
                 Err(_) => StopReason::Error,
             };
             self.end_publish(active, reason);
@@ -286,7 +344,8 @@ impl Connection {
                     Ok(read) => read?,
                     Err(_) => return Err(late),
                 },
-                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
+                                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
+                reason = kicked(&mut self.active) => return Err(ConnectionError::Ended(reason)),
             };
             if n == 0 {
                 return Ok(());
@@ -361,59 +420,75 @@ impl Connection {
                 "unknown application",
             );
         }
-        let limit = ingest.config.limits.auth_timeout;
-        let grant = match timeout(limit, ingest.keys.lookup(key)).await {
-            Ok(Ok(Some(grant))) => grant,
-            Ok(Ok(None)) => {
-                return self.refuse(
-                    request_id,
-                    app,
-                    &key_id,
-                    RejectReason::InvalidKey,
-                    CODE_BAD_NAME,
-                    "invalid stream key",
-                );
-            }
-            Ok(Err(e)) => {
-                ingest.warn_limited(format_args!("key store failed: {e}"));
-                return self.refuse_unavailable(request_id, app, &key_id);
-            }
-            Err(_) => {
-                ingest.warn_limited(format_args!("key store did not answer within {limit:?}"));
-                return self.refuse_unavailable(request_id, app, &key_id);
+        let grant = match ingest.authorizer.authorize(self.peer.ip(), key).await {
+            Ok(grant) => grant,
+            Err(denial) => {
+                let (reason, code) = match &denial {
+                    Denial::UnknownKey => (RejectReason::InvalidKey, CODE_BAD_NAME),
+                    Denial::Token(_) | Denial::WrongStream => {
+                        (RejectReason::InvalidToken, CODE_BAD_NAME)
+                    }
+                    Denial::RateLimited => (RejectReason::RateLimited, CODE_FAILED),
+                    Denial::Unavailable(cause) => {
+                        ingest.warn_limited(format_args!("key store unavailable: {cause}"));
+                        (RejectReason::KeyStoreUnavailable, CODE_FAILED)
+                    }
+                };
+                return self.refuse(request_id, app, &key_id, reason, code, &denial.to_string());
             }
         };
         let generation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let publication =
-            match ingest.store.begin(&grant.stream, generation, ingest.config.limits.max_streams) {
-                Ok(publication) => publication,
-                Err(BeginError::AlreadyLive(_)) => {
-                    return self.refuse(
-                        request_id,
-                        app,
-                        &key_id,
-                        RejectReason::AlreadyLive,
-                        CODE_BAD_NAME,
-                        "this stream is already being published",
-                    );
-                }
-                Err(BeginError::TooManyStreams(_)) => {
-                    return self.refuse(
-                        request_id,
-                        app,
-                        &key_id,
-                        RejectReason::TooManyStreams,
-                        CODE_FAILED,
-                        "the server is at its limit of live streams",
-                    );
-                }
-            };
+        let max_streams = ingest.config.limits.max_streams;
+        let mut claimed = ingest.store.begin(&grant.stream, generation, max_streams);
+        if matches!(claimed, Err(BeginError::AlreadyLive(_)))
+            && ingest.config.takeover == TakeoverPolicy::Replace
+        {
+            info!(stream = %grant.stream, "taking the stream over from its current publisher");
+            ingest.end_publish(&grant.stream, StopReason::TakenOver);
+            let deadline = Instant::now() + TAKEOVER_WAIT;
+            while matches!(claimed, Err(BeginError::AlreadyLive(_))) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                claimed = ingest.store.begin(&grant.stream, generation, max_streams);
+            }
+        }
+        let publication = match claimed {
+            Ok(publication) => publication,
+            Err(BeginError::AlreadyLive(_)) => {
+                return self.refuse(
+                    request_id,
+                    app,
+                    &key_id,
+                    RejectReason::AlreadyLive,
+                    CODE_BAD_NAME,
+                    "this stream is already being published",
+                );
+            }
+            Err(BeginError::TooManyStreams(_)) => {
+                return self.refuse(
+                    request_id,
+                    app,
+                    &key_id,
+                    RejectReason::TooManyStreams,
+                    CODE_FAILED,
+                    "the server is at its limit of live streams",
+                );
+            }
+        };
         let actions = self.session.accept_publish(request_id)?;
-        info!(stream = %grant.stream, %app, key = %key_id, "publish accepted");
+        let owner = grant.owner.as_deref().unwrap_or("-");
+        info!(stream = %grant.stream, %app, key = %key_id, %owner, "publish accepted");
         tracing::Span::current().record("stream", grant.stream.as_str());
+        let kick = ingest.register(&grant.stream, self.id);
+        let revocation_watch = grant.revocable.then(|| {
+            let (ingest, stream, key, id) =
+                (Arc::clone(&ingest), grant.stream.clone(), key.to_owned(), self.id);
+            tokio::spawn(watch_revocation(ingest, stream, key, id))
+        });
         let guard = PublishGuard::start(Arc::clone(&ingest.events), &grant.stream, app, self.peer);
         self.active = Some(Active {
+            kick,
+            revocation_watch,
             publication,
             remuxer: Remuxer::new(ingest.config.remuxer),
             guard,
@@ -422,22 +497,6 @@ impl Connection {
             logged_drops: false,
         });
         Ok(actions)
-    }
-
-    fn refuse_unavailable(
-        &mut self,
-        request_id: u32,
-        app: &str,
-        key_id: &str,
-    ) -> Result<Vec<Action>, ConnectionError> {
-        self.refuse(
-            request_id,
-            app,
-            key_id,
-            RejectReason::KeyStoreUnavailable,
-            CODE_FAILED,
-            "stream keys cannot be checked right now; try again shortly",
-        )
     }
 
     fn refuse(
@@ -463,12 +522,47 @@ impl Connection {
     }
 
     fn end_publish(&mut self, mut active: Active, reason: StopReason) {
+        if let Some(watch) = active.revocation_watch.take() {
+            watch.abort();
+        }
+        self.ingest.unregister(active.publication.name(), self.id);
         active.remuxer.finish();
         publish_segments(&mut active);
         active.guard.frames = active.remuxer.stats().frames;
         active.guard.reason = reason;
         info!(stream = %active.publication.name(), reason = reason.as_str(), "publish ended");
         // Dropping the publication ends the playlist; dropping the guard emits the stop.
+    }
+}
+
+/// Completes with the reason when the active publish is told to end; never without one.
+async fn kicked(active: &mut Option<Active>) -> StopReason {
+    let Some(active) = active else { return std::future::pending().await };
+    let reason = active.kick.wait_for(Option::is_some).await.ok().and_then(|reason| *reason);
+    match reason {
+        Some(reason) => reason,
+        // The sender is gone (cannot happen while registered): never end on it.
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-checks the key of a live publish every [`REVOCATION_CHECK_INTERVAL`] and ends the
+/// publish once the key is revoked. A key store that cannot answer does not end it.
+async fn watch_revocation(ingest: Arc<Ingest>, stream: String, key: String, id: u64) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if ingest.authorizer.still_valid(&key).await == Some(false) {
+            let publishers = ingest.publishers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((owner, kick)) = publishers.get(&stream)
+                && *owner == id
+            {
+                info!(%stream, "key revoked: ending the publish");
+                let _ = kick.send(Some(StopReason::Revoked));
+            }
+            return;
+        }
     }
 }
 

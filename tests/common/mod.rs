@@ -11,6 +11,7 @@ use std::time::Duration;
 use testkit::http;
 
 pub mod rtmp_client;
+pub mod services;
 
 /// How long a test waits for the server to start or a stream to appear.
 pub const STARTUP: Duration = Duration::from_secs(20);
@@ -264,6 +265,21 @@ impl Publisher {
             .spawn()
             .expect("running ffmpeg (the test command installs it)");
         Self { child }
+    }
+
+    /// Waits up to `limit` for ffmpeg to exit on its own; returns whether it succeeded, or
+    /// `None` if it is still running (it is killed when dropped).
+    pub fn exited_within(&mut self, limit: Duration) -> Option<bool> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits for ffmpeg to exit; returns whether it succeeded and what it printed.

@@ -1,0 +1,202 @@
+//! The publish decision: a JWT publish token or a stored key, under a timeout, with failed
+//! attempts rate-limited per remote address before any lookup.
+//!
+//! Accepted key forms (the RTMP publishing name):
+//! - `<key>`: a stored key (anything after a `?` is ignored, as encoders add query strings);
+//! - `<jwt>`: a publish token; the stream is its `stream` claim;
+//! - `<stream>?token=<jwt>` (or `jwt=`): a publish token that must be for `<stream>`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::failure_limiter::{FailureLimiter, FailureLimits};
+use crate::jwt::{JwtVerifier, TokenRejected, looks_like_jwt};
+use crate::key_store::{Grant, KeyStore};
+
+/// Why a publish is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// No stream has this key (or it was revoked).
+    #[error("invalid stream key")]
+    UnknownKey,
+    /// The publish token does not verify.
+    #[error("{0}")]
+    Token(TokenRejected),
+    /// The publish token is for another stream than the one named.
+    #[error("publish token is for another stream")]
+    WrongStream,
+    /// Too many failed attempts from this address.
+    #[error("too many failed publish attempts from this address; retry later")]
+    RateLimited,
+    /// The key store failed or did not answer in time (the publish fails closed).
+    #[error("stream keys cannot be checked right now; try again shortly")]
+    Unavailable(String),
+}
+
+/// Decides publishes.
+#[derive(Debug)]
+pub struct Authorizer {
+    store: Arc<dyn KeyStore>,
+    jwt: Option<JwtVerifier>,
+    failures: FailureLimiter,
+    timeout: Duration,
+}
+
+impl Authorizer {
+    /// Stored keys from `store`, publish tokens verified by `jwt` if configured; a lookup may
+    /// take `timeout`.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        jwt: Option<JwtVerifier>,
+        failures: FailureLimits,
+        timeout: Duration,
+    ) -> Self {
+        Self { store, jwt, failures: FailureLimiter::new(failures), timeout }
+    }
+
+    /// Decides whether `key`, from `ip`, may publish.
+    pub async fn authorize(&self, ip: IpAddr, key: &str) -> Result<Grant, Denial> {
+        if !self.failures.allows(ip, Instant::now()) {
+            return Err(Denial::RateLimited);
+        }
+        let result = self.decide(key).await;
+        if matches!(result, Err(Denial::UnknownKey | Denial::Token(_) | Denial::WrongStream)) {
+            self.failures.record_failure(ip, Instant::now());
+        }
+        result
+    }
+
+    /// Whether a key that was granted still is: `Some(false)` once it is revoked, `None` when
+    /// the store cannot tell right now. Publish tokens cannot be revoked: always `Some(true)`.
+    pub async fn still_valid(&self, key: &str) -> Option<bool> {
+        match self.decide(key).await {
+            Ok(_) => Some(true),
+            Err(Denial::Unavailable(_)) => None,
+            Err(_) => Some(false),
+        }
+    }
+
+    async fn decide(&self, key: &str) -> Result<Grant, Denial> {
+        let (named, rest) = match key.split_once('?') {
+            Some((name, query)) => (Some(name), query),
+            None => (None, key),
+        };
+        let token = rest
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token=").or_else(|| pair.strip_prefix("jwt=")))
+            .or_else(|| looks_like_jwt(key).then_some(key));
+        if let (Some(token), Some(verifier)) = (token, &self.jwt) {
+            let claims = verifier.verify(token).map_err(Denial::Token)?;
+            if named.is_some_and(|name| name != claims.stream) {
+                return Err(Denial::WrongStream);
+            }
+            return Ok(Grant { stream: claims.stream, owner: claims.sub, revocable: false });
+        }
+        let stored_key = named.unwrap_or(key);
+        match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
+            Ok(Ok(Some(grant))) => Ok(grant),
+            Ok(Ok(None)) => Err(Denial::UnknownKey),
+            Ok(Err(e)) => Err(Denial::Unavailable(e.to_string())),
+            Err(_) => Err(Denial::Unavailable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_store::KeyStoreError;
+    use async_trait::async_trait;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    /// A store with one key, and a switch to make it fail or hang (faults a real store
+    /// produces are tested against a real database in the binary's tests).
+    struct OneKey {
+        mode: std::sync::Mutex<&'static str>,
+    }
+
+    #[async_trait]
+    impl KeyStore for OneKey {
+        async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
+            let mode = *self.mode.lock().unwrap();
+            match mode {
+                "fail" => Err(KeyStoreError("connection refused".into())),
+                "hang" => std::future::pending().await,
+                _ => Ok((key == "good").then(|| Grant {
+                    stream: "cam".into(),
+                    owner: None,
+                    revocable: true,
+                })),
+            }
+        }
+    }
+
+    fn authorizer(jwt: Option<JwtVerifier>) -> (Arc<OneKey>, Authorizer) {
+        let store = Arc::new(OneKey { mode: std::sync::Mutex::new("ok") });
+        let limits = FailureLimits { burst: 3, per_minute: 1 };
+        (store.clone(), Authorizer::new(store, jwt, limits, Duration::from_millis(200)))
+    }
+
+    fn token(stream: &str) -> String {
+        let exp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+                + 60;
+        let claims = serde_json::json!({"stream": stream, "sub": "u1", "exp": exp});
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"k")).unwrap()
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn stored_keys_and_query_strings() {
+        let (_, auth) = authorizer(None);
+        assert_eq!(auth.authorize(IP, "good").await.unwrap().stream, "cam");
+        assert_eq!(auth.authorize(IP, "good?obs=1").await.unwrap().stream, "cam");
+        assert_eq!(auth.authorize(IP, "bad").await, Err(Denial::UnknownKey));
+    }
+
+    #[tokio::test]
+    async fn tokens_name_their_stream_and_cannot_publish_another() {
+        let (_, auth) = authorizer(Some(JwtVerifier::from_secret(b"k")));
+        let grant = auth.authorize(IP, &token("cam")).await.unwrap();
+        assert_eq!(
+            (grant.stream.as_str(), grant.owner.as_deref(), grant.revocable),
+            ("cam", Some("u1"), false)
+        );
+        assert_eq!(
+            auth.authorize(IP, &format!("cam?token={}", token("cam"))).await.unwrap().stream,
+            "cam"
+        );
+        assert_eq!(
+            auth.authorize(IP, &format!("other?token={}", token("cam"))).await,
+            Err(Denial::WrongStream)
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_rate_limited_before_any_lookup() {
+        let (store, auth) = authorizer(None);
+        for _ in 0..3 {
+            assert_eq!(auth.authorize(IP, "bad").await, Err(Denial::UnknownKey));
+        }
+        // Even the right key is refused now, without asking the store (which would fail).
+        *store.mode.lock().unwrap() = "fail";
+        assert_eq!(auth.authorize(IP, "good").await, Err(Denial::RateLimited));
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_fails_closed_and_is_not_counted_as_a_failure() {
+        let (store, auth) = authorizer(None);
+        *store.mode.lock().unwrap() = "fail";
+        for _ in 0..5 {
+            assert!(matches!(auth.authorize(IP, "good").await, Err(Denial::Unavailable(_))));
+        }
+        *store.mode.lock().unwrap() = "hang";
+        assert!(matches!(auth.authorize(IP, "good").await, Err(Denial::Unavailable(_))));
+        assert_eq!(auth.still_valid("good").await, None);
+        *store.mode.lock().unwrap() = "ok";
+        assert!(auth.authorize(IP, "good").await.is_ok());
+        assert_eq!(auth.still_valid("bad").await, Some(false));
+    }
+}

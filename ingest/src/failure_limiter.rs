@@ -1,0 +1,141 @@
+//! Rate limiting of failed publish attempts per remote IP: a token bucket each, so a client
+//! guessing keys is refused before any key-store lookup once its bucket is empty. The table
+//! holds at most [`MAX_TRACKED_IPS`] addresses, so its memory is bounded however many
+//! addresses try.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Failed attempts an address may make in a burst.
+pub const FAILURE_BURST: u32 = 10;
+/// Failed attempts an address regains per minute after the burst.
+pub const FAILURES_PER_MINUTE: u32 = 10;
+/// Addresses tracked at once. Beyond it, addresses whose bucket has refilled are forgotten
+/// first; if all are still limited, the oldest half is.
+pub const MAX_TRACKED_IPS: usize = 65_536;
+
+/// Settings of a [`FailureLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureLimits {
+    /// See [`FAILURE_BURST`].
+    pub burst: u32,
+    /// See [`FAILURES_PER_MINUTE`].
+    pub per_minute: u32,
+}
+
+impl Default for FailureLimits {
+    fn default() -> Self {
+        Self { burst: FAILURE_BURST, per_minute: FAILURES_PER_MINUTE }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Per-address token buckets of failed attempts.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limits: FailureLimits,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    max_tracked: usize,
+}
+
+impl FailureLimiter {
+    /// A limiter with `limits`.
+    pub fn new(limits: FailureLimits) -> Self {
+        Self { limits, buckets: Mutex::new(HashMap::new()), max_tracked: MAX_TRACKED_IPS }
+    }
+
+    /// Whether `ip` may attempt a publish now (its bucket is not empty).
+    pub fn allows(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        buckets.get_mut(&ip).is_none_or(|bucket| self.refill(bucket, now) >= 1.0)
+    }
+
+    /// Records a failed attempt from `ip`.
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !buckets.contains_key(&ip) && buckets.len() >= self.max_tracked {
+            self.make_room(&mut buckets, now);
+        }
+        let burst = f64::from(self.limits.burst);
+        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, updated: now });
+        let tokens = self.refill(bucket, now);
+        bucket.tokens = (tokens - 1.0).max(0.0);
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        let rate = f64::from(self.limits.per_minute) / 60.0;
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(f64::from(self.limits.burst));
+        bucket.updated = now;
+        bucket.tokens
+    }
+
+    fn make_room(&self, buckets: &mut HashMap<IpAddr, Bucket>, now: Instant) {
+        let burst = f64::from(self.limits.burst);
+        buckets.retain(|_, bucket| self.refill(bucket, now) < burst);
+        if buckets.len() >= self.max_tracked {
+            let mut ages: Vec<(Instant, IpAddr)> =
+                buckets.iter().map(|(ip, b)| (b.updated, *ip)).collect();
+            ages.sort_unstable();
+            for (_, ip) in ages.iter().take(ages.len() / 2 + 1) {
+                buckets.remove(ip);
+            }
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// How long an address that used its burst waits for one more attempt.
+pub fn refill_interval(limits: FailureLimits) -> Duration {
+    Duration::from_secs_f64(60.0 / f64::from(limits.per_minute.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    #[test]
+    fn a_burst_then_refusals_then_refills() {
+        let limiter = FailureLimiter::new(FailureLimits { burst: 3, per_minute: 6 });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.allows(ip(1), t0));
+            limiter.record_failure(ip(1), t0);
+        }
+        assert!(!limiter.allows(ip(1), t0));
+        assert!(limiter.allows(ip(2), t0), "another address is not affected");
+        let later = t0 + refill_interval(FailureLimits { burst: 3, per_minute: 6 });
+        assert!(limiter.allows(ip(1), later));
+    }
+
+    #[test]
+    fn memory_is_bounded_however_many_addresses_fail() {
+        let limiter =
+            FailureLimiter { max_tracked: 1000, ..FailureLimiter::new(FailureLimits::default()) };
+        let t0 = Instant::now();
+        for n in 0..50_000 {
+            limiter.record_failure(ip(n), t0);
+            assert!(limiter.tracked() <= 1000);
+        }
+        // The most recent offenders are still remembered.
+        for _ in 0..FAILURE_BURST {
+            limiter.record_failure(ip(49_999), t0);
+        }
+        assert!(!limiter.allows(ip(49_999), t0));
+    }
+}

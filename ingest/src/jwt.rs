@@ -1,0 +1,265 @@
+//! Publish tokens: a JWT signed by the platform's backend, used as the stream key.
+//!
+//! Implements RFC 7519 validation with the algorithm pinned by configuration (RFC 8725 §3.1:
+//! never taken from the token's header, so `alg: none` and HS/RS confusion cannot work):
+//! HS256 with a shared secret, or RS256/ES256 with a public key (PEM, or a JWKS file whose
+//! keys carry their own `alg`). Claims: `stream` (the public stream name, required), `exp`
+//! (required), `sub` (the owner, optional), `nbf` (checked when present).
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 5;
+
+/// The claims a publish token must carry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PublishClaims {
+    /// The public stream name the token publishes.
+    pub stream: String,
+    /// The owner (the backend's user id).
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Expiry, seconds since the epoch (a float in tokens AuthX issues). Required: absent,
+    /// the token is refused by validation before these claims are used.
+    #[serde(default)]
+    pub exp: Option<f64>,
+}
+
+/// A token that must not publish; the text is safe to show the publisher.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenRejected(pub String);
+
+/// The verification key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is neither a usable PEM public key nor a JWKS.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One verification key and the only algorithm it accepts.
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+/// Verifies publish tokens.
+pub struct JwtVerifier {
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let algorithms: Vec<_> = self.keys.iter().map(|k| k.algorithm).collect();
+        f.debug_struct("JwtVerifier").field("algorithms", &algorithms).finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// HS256 with a shared secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self {
+            keys: vec![Key {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+                algorithm: Algorithm::HS256,
+            }],
+        }
+    }
+
+    /// RS256 or ES256 from a PEM public key, or every RS256/ES256 key of a JWKS file.
+    pub fn from_public_key_file(path: &Path) -> Result<Self, JwtConfigError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path)
+            .map_err(|source| JwtConfigError::Read { path: name.clone(), source })?;
+        let invalid = |reason: String| JwtConfigError::Invalid { path: name.clone(), reason };
+        if bytes.trim_ascii_start().starts_with(b"{") {
+            let set: JwkSet =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a JWKS: {e}")))?;
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let algorithm = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    // Symmetric keys do not belong in a public key set.
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(e.to_string()))?;
+                keys.push(Key { kid: jwk.common.key_id.clone(), key, algorithm });
+            }
+            if keys.is_empty() {
+                return Err(invalid("the JWKS has no RSA or EC key".into()));
+            }
+            return Ok(Self { keys });
+        }
+        let (key, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
+            (key, Algorithm::RS256)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(&bytes) {
+            (key, Algorithm::ES256)
+        } else {
+            return Err(invalid("not an RSA or EC public key in PEM".into()));
+        };
+        Ok(Self { keys: vec![Key { kid: None, key, algorithm }] })
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<PublishClaims, TokenRejected> {
+        let header =
+            decode_header(token).map_err(|_| TokenRejected("malformed publish token".into()))?;
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid);
+        let mut last = TokenRejected("no key verifies this publish token".into());
+        for key in candidates {
+            let mut validation = Validation::new(key.algorithm);
+            validation.leeway = LEEWAY_SECONDS;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp"]);
+            match decode::<PublishClaims>(token, &key.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => last = TokenRejected(describe(&e)),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A publisher-facing reason for a rejected token (no secrets, no internals).
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "publish token expired".into(),
+        ErrorKind::ImmatureSignature => "publish token not valid yet".into(),
+        ErrorKind::InvalidSignature => "publish token signature is invalid".into(),
+        ErrorKind::InvalidAlgorithm => "publish token algorithm is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("publish token has no {claim} claim"),
+        ErrorKind::Json(_) => "publish token claims are missing or malformed (stream, exp)".into(),
+        _ => "publish token is invalid".into(),
+    }
+}
+
+/// Whether `key` has the shape of a JWT (three base64url parts, a JSON header).
+pub fn looks_like_jwt(key: &str) -> bool {
+    key.starts_with("eyJ")
+        && key.split('.').count() == 3
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        stream: &'a str,
+        sub: &'a str,
+        exp: u64,
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn hs256(secret: &[u8], stream: &str, exp: u64) -> String {
+        let claims = Claims { stream, sub: "user-1", exp };
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn hs256_tokens_verify_and_carry_stream_and_owner() {
+        let verifier = JwtVerifier::from_secret(b"s3cret");
+        let claims = verifier.verify(&hs256(b"s3cret", "cam", now() + 60)).unwrap();
+        assert_eq!((claims.stream.as_str(), claims.sub.as_deref()), ("cam", Some("user-1")));
+    }
+
+    #[test]
+    fn bad_tokens_are_rejected_with_a_reason() {
+        let verifier = JwtVerifier::from_secret(b"s3cret");
+        assert_eq!(
+            verifier.verify(&hs256(b"s3cret", "cam", now() - 60)),
+            Err(TokenRejected("publish token expired".into()))
+        );
+        assert_eq!(
+            verifier.verify(&hs256(b"other", "cam", now() + 60)),
+            Err(TokenRejected("publish token signature is invalid".into()))
+        );
+        assert_eq!(
+            verifier.verify("eyJ.nope.x"),
+            Err(TokenRejected("malformed publish token".into()))
+        );
+        // alg: none, with the claims unsigned.
+        let none = format!(
+            "{}.{}.",
+            base64url(br#"{"alg":"none","typ":"JWT"}"#),
+            base64url(format!(r#"{{"stream":"cam","exp":{}}}"#, now() + 60).as_bytes())
+        );
+        assert!(verifier.verify(&none).is_err());
+        // No exp.
+        let no_exp = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"stream": "cam"}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&no_exp),
+            Err(TokenRejected("publish token has no exp claim".into()))
+        );
+    }
+
+    /// The claims AuthX (the backend's JWT library) puts in an access token created with
+    /// `create_access_token(uid, data={"stream": ...})`: note the fractional `exp`.
+    #[test]
+    fn authx_shaped_tokens_verify() {
+        let claims = serde_json::json!({
+            "sub": "user-42", "jti": "3fc7a3cc-53b2-4888-8552-86bcf14fbf6a", "type": "access",
+            "fresh": false, "csrf": "", "iat": now(), "exp": now() as f64 + 900.586207, "stream": "cam",
+        });
+        let token =
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret"))
+                .unwrap();
+        let verified = JwtVerifier::from_secret(b"s3cret").verify(&token).unwrap();
+        assert_eq!((verified.stream.as_str(), verified.sub.as_deref()), ("cam", Some("user-42")));
+    }
+
+    #[test]
+    fn the_leeway_is_small() {
+        let verifier = JwtVerifier::from_secret(b"s3cret");
+        assert!(verifier.verify(&hs256(b"s3cret", "cam", now() - LEEWAY_SECONDS + 2)).is_ok());
+        assert!(verifier.verify(&hs256(b"s3cret", "cam", now() - LEEWAY_SECONDS - 2)).is_err());
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt(&hs256(b"k", "cam", 1)));
+        assert!(!looks_like_jwt("Eqlk_w99JRZshjE9zOssLr3tWRZZiQHh"));
+        assert!(!looks_like_jwt("eyJ.a"));
+    }
+
+    fn base64url(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}

@@ -1,0 +1,114 @@
+//! The key store the configuration picks (embedded file, or MongoDB), for the server and for
+//! the `keys` commands alike.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use ingest::FileKeyStore;
+use ingest::key_store::KeyStore;
+
+use crate::mongo_keys::MongoKeyStore;
+
+/// Where keys live, from the command line.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreSettings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) mongo_uri: Option<String>,
+    pub(crate) mongo_database: String,
+    pub(crate) mongo_collection: String,
+}
+
+/// One stream as `keys list` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) stream: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) created_at: String,
+    pub(crate) revoked: bool,
+}
+
+/// The configured key store.
+#[derive(Debug, Clone)]
+pub(crate) enum KeyAdmin {
+    File(FileKeyStore),
+    Mongo(MongoKeyStore),
+}
+
+impl KeyAdmin {
+    /// Opens the store `settings` name; database operations give up after `timeout`.
+    pub(crate) async fn open(settings: &StoreSettings, timeout: Duration) -> Result<Self> {
+        Ok(match &settings.mongo_uri {
+            Some(uri) => Self::Mongo(
+                MongoKeyStore::connect(
+                    uri,
+                    &settings.mongo_database,
+                    &settings.mongo_collection,
+                    timeout,
+                )
+                .await?,
+            ),
+            None => Self::File(FileKeyStore::open(&settings.data_dir)?),
+        })
+    }
+
+    /// The store as the server's authorisation uses it.
+    pub(crate) fn key_store(&self) -> Arc<dyn KeyStore> {
+        match self {
+            Self::File(store) => Arc::new(store.clone()),
+            Self::Mongo(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Issues a key for `stream`; returns it.
+    pub(crate) async fn add(&self, stream: &str, owner: Option<&str>) -> Result<String> {
+        match self {
+            Self::File(store) => {
+                if owner.is_some() {
+                    anyhow::bail!("--owner is recorded in the MongoDB store only");
+                }
+                Ok(store.add(stream)?)
+            }
+            Self::Mongo(store) => {
+                store.ensure_indexes().await?;
+                store.add(stream, owner).await
+            }
+        }
+    }
+
+    /// Every stream with a key.
+    pub(crate) async fn list(&self) -> Result<Vec<Listing>> {
+        Ok(match self {
+            Self::File(store) => store
+                .list()?
+                .into_iter()
+                .map(|k| Listing {
+                    stream: k.stream,
+                    owner: None,
+                    created_at: k.created_at,
+                    revoked: false,
+                })
+                .collect(),
+            Self::Mongo(store) => store
+                .list()
+                .await?
+                .into_iter()
+                .map(|k| Listing {
+                    stream: k.stream,
+                    owner: k.owner,
+                    created_at: k.created_at.try_to_rfc3339_string().unwrap_or_default(),
+                    revoked: k.revoked_at.is_some(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Revokes the key of `stream`; returns whether there was a live one.
+    pub(crate) async fn revoke(&self, stream: &str) -> Result<bool> {
+        match self {
+            Self::File(store) => Ok(store.revoke(stream)?),
+            Self::Mongo(store) => store.revoke(stream).await,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The MongoDB key store: the documents the platform's backend writes (schema in
+//! docs/keys.md), looked up by key hash. Fails closed: when the database cannot answer,
+//! lookups return an error and the publish is refused; the driver reconnects by itself.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use ingest::key_store::{
+    Grant, KeyStore, KeyStoreError, generate_key, hash_key, validate_stream_name,
+};
+use mongodb::bson::{self, DateTime, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+
+/// One stream's key document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyDocument {
+    pub(crate) stream: String,
+    #[serde(default)]
+    pub(crate) owner: Option<String>,
+    pub(crate) key_hash: String,
+    pub(crate) created_at: DateTime,
+    #[serde(default)]
+    pub(crate) revoked_at: Option<DateTime>,
+    #[serde(default)]
+    pub(crate) last_used_at: Option<DateTime>,
+}
+
+/// Keys in a MongoDB collection.
+#[derive(Debug, Clone)]
+pub(crate) struct MongoKeyStore {
+    keys: Collection<KeyDocument>,
+}
+
+impl MongoKeyStore {
+    /// A store on `uri`, database `database`, collection `collection`. Nothing is sent yet:
+    /// an unreachable database does not stop the server from starting. Every operation gives
+    /// up after `timeout`.
+    pub(crate) async fn connect(
+        uri: &str,
+        database: &str,
+        collection: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(uri).await.context("parsing --mongo-uri")?;
+        options.app_name = Some("rtmp-hls".into());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        let client = Client::with_options(options).context("configuring the MongoDB client")?;
+        Ok(Self { keys: client.database(database).collection(collection) })
+    }
+
+    /// Creates the unique indexes on `key_hash` and `stream` when missing.
+    pub(crate) async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        let unique = |field: &str| {
+            IndexModel::builder()
+                .keys(doc! { field: 1 })
+                .options(
+                    IndexOptions::builder().unique(true).name(format!("{field}_unique")).build(),
+                )
+                .build()
+        };
+        self.keys.create_indexes([unique("key_hash"), unique("stream")]).await?;
+        Ok(())
+    }
+
+    /// Issues a key for `stream` (replacing a revoked one); returns the key.
+    pub(crate) async fn add(&self, stream: &str, owner: Option<&str>) -> anyhow::Result<String> {
+        validate_stream_name(stream)?;
+        let key = generate_key()?;
+        let now = DateTime::now();
+        let existing = self.keys.find_one(doc! { "stream": stream }).await?;
+        match existing {
+            Some(doc) if doc.revoked_at.is_none() => {
+                anyhow::bail!(
+                    "stream {stream:?} already has a key; revoke it first to issue a new one"
+                )
+            }
+            Some(_) => {
+                self.keys
+                    .update_one(
+                        doc! { "stream": stream },
+                        doc! { "$set": {
+                            "key_hash": hash_key(&key),
+                            "owner": owner,
+                            "created_at": now,
+                            "revoked_at": bson::Bson::Null,
+                            "last_used_at": bson::Bson::Null,
+                        } },
+                    )
+                    .await?;
+            }
+            None => {
+                let document = KeyDocument {
+                    stream: stream.to_owned(),
+                    owner: owner.map(str::to_owned),
+                    key_hash: hash_key(&key),
+                    created_at: now,
+                    revoked_at: None,
+                    last_used_at: None,
+                };
+                self.keys.insert_one(document).await?;
+            }
+        }
+        Ok(key)
+    }
+
+    /// Every key document, oldest first.
+    pub(crate) async fn list(&self) -> anyhow::Result<Vec<KeyDocument>> {
+        let mut cursor = self.keys.find(doc! {}).sort(doc! { "created_at": 1 }).await?;
+        let mut all = Vec::new();
+        while cursor.advance().await? {
+            all.push(cursor.deserialize_current()?);
+        }
+        Ok(all)
+    }
+
+    /// Revokes the key of `stream`; returns whether a live key was revoked.
+    pub(crate) async fn revoke(&self, stream: &str) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(
+                doc! { "stream": stream, "revoked_at": bson::Bson::Null },
+                doc! { "$set": { "revoked_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(result.modified_count > 0)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MongoKeyStore {
+    async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
+        let hash = hash_key(key);
+        let found = self
+            .keys
+            .find_one(doc! { "key_hash": &hash, "revoked_at": bson::Bson::Null })
+            .await
+            .map_err(|e| KeyStoreError(format!("MongoDB: {}", e.kind)))?;
+        let Some(document) = found else { return Ok(None) };
+        // Bookkeeping only: the publish never waits for it, and a failure is not an error.
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            let _ = keys
+                .update_one(
+                    doc! { "key_hash": hash },
+                    doc! { "$set": { "last_used_at": DateTime::now() } },
+                )
+                .await;
+        });
+        Ok(Some(Grant { stream: document.stream, owner: document.owner, revocable: true }))
+    }
+}
