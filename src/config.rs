@@ -141,6 +141,32 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) no_media_timeout: Duration,
 
+    /// Kafka bootstrap servers (host:port,...). When set, lifecycle events go to Kafka; when
+    /// not, to the log.
+    #[arg(long, env = "RTMP_HLS_KAFKA_BROKERS", help_heading = "Events")]
+    pub(crate) kafka_brokers: Option<String>,
+
+    /// Kafka topic of lifecycle events.
+    #[arg(
+        long,
+        env = "RTMP_HLS_KAFKA_TOPIC",
+        default_value = "stream-events",
+        help_heading = "Events"
+    )]
+    pub(crate) kafka_topic: String,
+
+    /// A librdkafka property, as name=value (repeatable; e.g. security.protocol=SASL_PLAINTEXT).
+    #[arg(long = "kafka-property", value_name = "NAME=VALUE", value_parser = parse_property, help_heading = "Events")]
+    pub(crate) kafka_properties: Vec<(String, String)>,
+
+    /// This server's id in events (default: the host name).
+    #[arg(long, env = "RTMP_HLS_SERVER_ID", help_heading = "Events")]
+    pub(crate) server_id: Option<String>,
+
+    /// Seconds between stream_stats events of each live stream.
+    #[arg(long, env = "RTMP_HLS_STATS_INTERVAL", default_value = "10", value_parser = parse_seconds, help_heading = "Events")]
+    pub(crate) stats_interval: Duration,
+
     /// Shared secret of HS256 publish tokens (JWTs used as stream keys).
     #[arg(
         long,
@@ -235,6 +261,13 @@ impl ServeArgs {
     }
 }
 
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not name=value")),
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !(0.1..=3600.0).contains(&seconds) {
@@ -265,6 +298,23 @@ mod tests {
             (cli.mongo_database.as_str(), cli.mongo_collection.as_str()),
             ("streaming", "stream_keys")
         );
+    }
+
+    #[test]
+    fn kafka_properties_are_name_value_pairs() {
+        let cli = Cli::try_parse_from([
+            "rtmp-hls",
+            "--kafka-property",
+            "sasl.mechanism=PLAIN",
+            "--kafka-property",
+            "a=b=c",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.kafka_properties,
+            [("sasl.mechanism".to_owned(), "PLAIN".to_owned()), ("a".to_owned(), "b=c".to_owned())]
+        );
+        assert!(Cli::try_parse_from(["rtmp-hls", "--kafka-property", "novalue"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! listener, the stream store and the HTTP server together, and runs the `keys` CLI.
 
 mod config;
+mod kafka_events;
 mod key_admin;
 mod mongo_keys;
 mod sequences;
@@ -14,8 +15,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use config::{Cli, Command, KeysAction, LogFormat, ServeArgs};
+use ingest::events::{Envelope, Event, EventSink};
 use ingest::jwt::JwtVerifier;
 use ingest::{Authorizer, Ingest, IngestConfig, LogSink};
+use kafka_events::{KafkaEvents, KafkaSettings};
 use key_admin::{KeyAdmin, StoreSettings};
 use mongo_keys::MongoKeyStore;
 use packager::{RemuxerConfig, StoreConfig, StreamStore};
@@ -25,6 +28,9 @@ use tracing::{info, warn};
 
 /// The stream created on first start.
 const DEMO_STREAM: &str = "demo";
+/// How long the server waits on exit for Kafka to acknowledge queued events.
+const KAFKA_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
 /// How often ended streams are checked for expiry and sequence numbers persisted.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -140,16 +146,32 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     }));
     let sequences = sequences::SequenceFile::new(&data_dir);
     store.restore_sequences(sequences.load_for_restart());
+    let server_id = args.server_id.clone().unwrap_or_else(host_name);
+    let kafka = match &args.kafka_brokers {
+        Some(brokers) => Some(KafkaEvents::start(&KafkaSettings {
+            brokers: brokers.clone(),
+            topic: args.kafka_topic.clone(),
+            properties: args.kafka_properties.clone(),
+            server_id: server_id.clone(),
+        })?),
+        None => None,
+    };
+    let events: Arc<dyn EventSink> = match &kafka {
+        Some(kafka) => Arc::clone(kafka) as Arc<dyn EventSink>,
+        None => Arc::new(LogSink::new(Envelope::new(server_id.clone()))),
+    };
+    events.emit(Event::ServerStarted);
     let ingest = Arc::new(Ingest::new(
         IngestConfig {
             app: args.app.clone(),
             remuxer: RemuxerConfig { target_duration: args.segment_duration },
             limits: args.ingest_limits(),
             takeover: args.takeover_policy(),
+            stats_interval: args.stats_interval,
         },
         Arc::clone(&store),
         authorizer,
-        Arc::new(LogSink),
+        Arc::clone(&events),
     ));
 
     info!(addr = %rtmp_addr, "RTMP listening");
@@ -174,12 +196,17 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
 
     shutdown_signal().await;
     info!("shutting down: ending live streams");
+    events.emit(Event::ServerStopping);
     // RTMP first: every live stream gets its last segment and EXT-X-ENDLIST.
     let _ = stop_rtmp.send(true);
     rtmp_task.await?.context("RTMP listener")?;
     housekeeping.abort();
     if let Err(e) = sequences.save(&store) {
         warn!(error = %e, "could not save media sequence numbers");
+    }
+    if let Some(kafka) = kafka {
+        // Every stop event is queued by now: hand them to the broker, boundedly.
+        tokio::task::spawn_blocking(move || kafka.flush(KAFKA_FLUSH_LIMIT)).await?;
     }
     let _ = stop_http.send(true);
     http_task.await?.context("HTTP server")?;
@@ -201,6 +228,16 @@ async fn ensure_indexes(store: MongoKeyStore) {
             }
         }
     }
+}
+
+/// The machine's host name, for `server_id`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "rtmp-hls".to_owned())
 }
 
 /// Completes when `rx` turns true.

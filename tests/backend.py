@@ -12,6 +12,8 @@ Usage (with the test venv's python, which has pymongo, authx, PyJWT and cryptogr
   backend.py forge-hs256 KEY_FILE STREAM              HS256 with the file's bytes as secret
   backend.py gen-rsa DIR                              writes DIR/private.pem, DIR/public.pem
   backend.py rs256 PRIVATE_PEM STREAM
+  backend.py validate-events SCHEMA_FILE < events.jsonl  exits 1 listing invalid events
+  backend.py print-events BROKERS                     runs the consumer of docs/events.md
 """
 import base64
 import datetime
@@ -88,6 +90,23 @@ def main(command, *args):
         private, stream = args
         import jwt
         print(jwt.encode(claims(stream), open(private, "rb").read(), algorithm="RS256"))
+    elif command == "validate-events":
+        (schema_file,) = args
+        import jsonschema
+        schema = json.load(open(schema_file))
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        bad = 0
+        for line in sys.stdin:
+            if line.strip():
+                for error in validator.iter_errors(json.loads(line)):
+                    print(f"{line.strip()[:200]}: {error.message}")
+                    bad += 1
+        sys.exit(1 if bad else 0)
+    elif command == "print-events":
+        (brokers,) = args
+        text = open(os.path.join(ROOT, "docs", "events.md")).read()
+        snippet = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+        exec(snippet, {"BROKERS": brokers})
     else:
         sys.exit(__doc__)
 

@@ -28,8 +28,8 @@ fn a_publisher_reset_ends_its_stream_with_endlist_and_a_stop_event() {
     drop(socket);
     let ended = server.wait_for_endlist("reset");
     assert!(!segments(&ended).is_empty());
-    let log = server.wait_for_log("event=\"publish_stopped\" stream=reset");
-    assert!(log.contains("publish_stopped\" stream=reset reason=\"error\""), "{log}");
+    let stopped = server.wait_for_event("publish_stopped", "reset");
+    assert_eq!(stopped["reason"], "error", "{stopped}");
 }
 
 #[test]
@@ -39,12 +39,16 @@ fn sigterm_ends_live_streams_and_exits_within_the_grace_period() {
     let _publisher =
         Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
     server.wait_for_segments("live", 1);
-    let log_before = server.log();
-    assert!(log_before.contains("publish_started"));
+    server.wait_for_event("publish_started", "live");
     let (status, log) = server.terminate_within(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "no clean exit after SIGTERM: {status:?}\n{log}");
     assert!(log.contains("publish ended stream=live reason=\"server_shutdown\""), "{log}");
-    assert!(log.contains("publish_stopped\" stream=live reason=\"server_shutdown\""), "{log}");
+    assert!(
+        log.contains(r#""reason":"server_shutdown""#)
+            && log.contains(r#""type":"publish_stopped""#),
+        "{log}"
+    );
+    assert!(log.contains(r#""type":"server_stopping""#), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
 

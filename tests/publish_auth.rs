@@ -85,7 +85,7 @@ fn revoking_a_key_ends_its_live_publish_and_refuses_the_next() {
             server.playlist(stream).filter(|p| p.contains("#EXT-X-ENDLIST"))
         });
         assert!(!segments(&ended).is_empty());
-        server.wait_for_log(&format!("publish_stopped\" stream={stream} reason=\"revoked\""));
+        assert_eq!(server.wait_for_event("publish_stopped", stream)["reason"], "revoked");
         let (ok, messages) = publisher.wait();
         assert!(!ok, "ffmpeg kept publishing with a revoked key: {messages}");
         let (ok, messages) = publish_fast(&clip(Clip::AvSmall), &url);
@@ -178,7 +178,7 @@ fn a_second_publisher_takes_the_stream_over_and_the_playlist_continues() {
     let second = Publisher::start_looping(&clip(Clip::Av720p30), &url);
     let exited = first.exited_within(Duration::from_secs(20));
     assert_eq!(exited, Some(false), "the first publisher was not disconnected");
-    server.wait_for_log("publish_stopped\" stream=relay reason=\"taken_over\"");
+    assert_eq!(server.wait_for_event("publish_stopped", "relay")["reason"], "taken_over");
     let after =
         testkit::wait_until(Duration::from_secs(20), "segments of the new publisher", || {
             server.playlist("relay").filter(|p| {

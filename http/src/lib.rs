@@ -33,6 +33,10 @@ const PLAYLIST_CACHE: &str = "no-cache";
 /// Segments never change under their name (names carry a per-stream generation).
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
 
+/// The address of the client a request came from (set by the server loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// The HTTP routes over `store`.
 pub fn router(store: Arc<StreamStore>) -> Router {
     Router::new()
@@ -57,8 +61,17 @@ pub async fn serve(
 async fn hls(
     State(store): State<Arc<StreamStore>>,
     Path((name, file)): Path<(String, String)>,
+    client: Option<axum::Extension<ClientAddr>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if file == PLAYLIST_FILE {
+        if let Some(axum::Extension(ClientAddr(addr))) = client {
+            store.record_viewer(
+                &name,
+                viewer_fingerprint(addr, &headers),
+                std::time::Instant::now(),
+            );
+        }
         return match store.playlist(&name) {
             Some(body) => ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, PLAYLIST_CACHE)], body)
                 .into_response(),
@@ -71,6 +84,16 @@ async fn hls(
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// A viewer is its address and user agent (players behind one NAT usually differ in the
+/// latter); only a hash is kept.
+fn viewer_fingerprint(addr: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    addr.ip().hash(&mut hasher);
+    headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn preflight() -> impl IntoResponse {

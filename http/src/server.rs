@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
@@ -88,7 +89,12 @@ pub async fn serve_router(
         let mut io = TimeoutStream::new(socket);
         io.set_read_timeout(Some(limits.idle_timeout));
         io.set_write_timeout(Some(limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(crate::ClientAddr(peer));
+                request
+            },
+        ));
         let builder = {
             let mut builder = http1::Builder::new();
             builder

@@ -23,7 +23,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authorizer::{Authorizer, Denial};
-use crate::events::{Event, EventSink, PublishGuard, RejectReason, StopReason};
+use crate::events::{Event, EventSink, MediaInfo, PublishGuard, RejectReason, StopReason};
 use crate::key_store::redact;
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::rtmp::session::{Action, Session, SessionError};
@@ -53,6 +53,8 @@ pub enum TakeoverPolicy {
 /// How often a live publish re-checks its stored key, so a revocation ends it within this
 /// plus the key store's answer time.
 pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often each live stream emits `stream_stats` by default.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a takeover waits for the old publisher to let go of the stream.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
@@ -67,6 +69,8 @@ pub struct IngestConfig {
     pub limits: Limits,
     /// A second publisher for a live stream.
     pub takeover: TakeoverPolicy,
+    /// How often each live stream emits `stream_stats`.
+    pub stats_interval: Duration,
 }
 
 impl Default for IngestConfig {
@@ -76,6 +80,7 @@ impl Default for IngestConfig {
             remuxer: RemuxerConfig::default(),
             limits: Limits::default(),
             takeover: TakeoverPolicy::default(),
+            stats_interval: STATS_INTERVAL,
         }
     }
 }
@@ -256,7 +261,21 @@ struct Active {
     revocation_watch: Option<tokio::task::JoinHandle<()>>,
     publication: Publication,
     remuxer: Remuxer,
-    guard: PublishGuard,
+    /// Pairs `publish_started` with `publish_stopped`; made when the first frame is packaged.
+    guard: Option<PublishGuard>,
+    /// What the started event needs that the remuxer does not know.
+    stream: String,
+    owner: Option<String>,
+    app: String,
+    /// Picture size and frame rate from the encoder's metadata.
+    metadata: (Option<u32>, Option<u32>, Option<f64>),
+    /// Bytes received since the publish began.
+    bytes: u64,
+    /// Segments published.
+    segments: u64,
+    /// When the next `stream_stats` is due, and the counters at the previous one.
+    next_stats: Instant,
+    stats_base: (Instant, u64, u64),
     last_media: Instant,
     /// Packager errors already logged, so a broken track logs once, not per frame.
     logged: Vec<packager::Error>,
@@ -339,19 +358,25 @@ impl Connection {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             let (deadline, late) = self.deadline();
+            let stats_at = self.active.as_ref().map(|active| active.next_stats);
             let n = tokio::select! {
                 read = timeout_at(deadline, self.socket.read(&mut buf)) => match read {
-                    Ok(read) => read?,
+                    Ok(read) => Some(read?),
                     Err(_) => return Err(late),
                 },
-                                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
+                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
                 reason = kicked(&mut self.active) => return Err(ConnectionError::Ended(reason)),
+                () = sleep_until_some(stats_at) => None,
+            };
+            let Some(n) = n else {
+                self.emit_stats();
+                continue;
             };
             if n == 0 {
                 return Ok(());
             }
             if let Some(active) = &mut self.active {
-                active.guard.bytes += n as u64;
+                active.bytes += n as u64;
             }
             let actions = self.session.handle_bytes(&buf[..n])?;
             self.perform(actions).await?;
@@ -384,12 +409,32 @@ impl Connection {
                     if let Some(active) = &mut self.active {
                         active.last_media = Instant::now();
                         package(active, kind, timestamp, &payload);
+                        if active.guard.is_none() && active.remuxer.stats().frames > 0 {
+                            active.guard = Some(went_live(active, &self.ingest.events, self.peer));
+                        }
                     }
                 }
                 Action::Metadata(props) => {
                     let summary: Vec<String> =
                         props.iter().take(16).map(|(k, v)| format!("{k}={v}")).collect();
                     debug!(metadata = %summary.join(" "), "stream metadata");
+                    if let Some(active) = &mut self.active {
+                        let number = |names: &[&str]| {
+                            props
+                                .iter()
+                                .find(|(k, _)| names.contains(&k.as_str()))
+                                .and_then(|(_, v)| v.as_number())
+                        };
+                        let pixels = |names: &[&str]| {
+                            number(names).filter(|n| (1.0..65536.0).contains(n)).map(|n| n as u32)
+                        };
+                        active.metadata = (
+                            pixels(&["width"]),
+                            pixels(&["height"]),
+                            number(&["framerate", "videoframerate"])
+                                .filter(|f| (0.0..1000.0).contains(f)),
+                        );
+                    }
                 }
                 Action::PublishEnded => {
                     if let Some(active) = self.active.take() {
@@ -485,14 +530,22 @@ impl Connection {
                 (Arc::clone(&ingest), grant.stream.clone(), key.to_owned(), self.id);
             tokio::spawn(watch_revocation(ingest, stream, key, id))
         });
-        let guard = PublishGuard::start(Arc::clone(&ingest.events), &grant.stream, app, self.peer);
+        let now = Instant::now();
         self.active = Some(Active {
             kick,
             revocation_watch,
             publication,
             remuxer: Remuxer::new(ingest.config.remuxer),
-            guard,
-            last_media: Instant::now(),
+            guard: None,
+            stream: grant.stream.clone(),
+            owner: grant.owner.clone(),
+            app: app.to_owned(),
+            metadata: (None, None, None),
+            bytes: 0,
+            segments: 0,
+            next_stats: now + ingest.config.stats_interval,
+            stats_base: (now, 0, 0),
+            last_media: now,
             logged: Vec::new(),
             logged_drops: false,
         });
@@ -521,6 +574,29 @@ impl Connection {
         Ok(self.session.reject_publish(request_id, code, description)?)
     }
 
+    /// Emits `stream_stats` for the live publish and schedules the next.
+    fn emit_stats(&mut self) {
+        let interval = self.ingest.config.stats_interval;
+        let Some(active) = &mut self.active else { return };
+        let now = Instant::now();
+        active.next_stats = now + interval;
+        let stats = active.remuxer.stats();
+        let (since, bytes_before, frames_before) = active.stats_base;
+        active.stats_base = (now, active.bytes, stats.video_frames);
+        if active.guard.is_none() {
+            return;
+        }
+        let seconds = now.duration_since(since).as_secs_f64().max(0.001);
+        self.ingest.events.emit(Event::StreamStats {
+            stream: active.stream.clone(),
+            bitrate_bps: ((active.bytes - bytes_before) as f64 * 8.0 / seconds) as u64,
+            fps: ((stats.video_frames - frames_before) as f64 / seconds * 100.0).round() / 100.0,
+            keyframe_interval_ms: stats.keyframe_interval_ms,
+            segments: active.segments,
+            viewers: self.ingest.store.viewers(&active.stream, now.into_std()),
+        });
+    }
+
     fn end_publish(&mut self, mut active: Active, reason: StopReason) {
         if let Some(watch) = active.revocation_watch.take() {
             watch.abort();
@@ -528,8 +604,11 @@ impl Connection {
         self.ingest.unregister(active.publication.name(), self.id);
         active.remuxer.finish();
         publish_segments(&mut active);
-        active.guard.frames = active.remuxer.stats().frames;
-        active.guard.reason = reason;
+        if let Some(guard) = &mut active.guard {
+            guard.frames = active.remuxer.stats().frames;
+            guard.bytes = active.bytes;
+            guard.reason = reason;
+        }
         info!(stream = %active.publication.name(), reason = reason.as_str(), "publish ended");
         // Dropping the publication ends the playlist; dropping the guard emits the stop.
     }
@@ -584,9 +663,41 @@ fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload
     publish_segments(active);
 }
 
+/// The stream's first frame is packaged: emits `publish_started` with what is known of the
+/// media, and returns the guard that will emit the stop.
+fn went_live(active: &Active, events: &Arc<dyn EventSink>, peer: SocketAddr) -> PublishGuard {
+    let audio = active.remuxer.audio_config();
+    let media = MediaInfo {
+        video_codec: active.remuxer.video_config().map(|c| c.codec_string()),
+        width: active.metadata.0,
+        height: active.metadata.1,
+        fps: active.metadata.2,
+        audio_codec: audio.map(|a| a.codec_string()),
+        audio_sample_rate: audio.map(|a| a.sample_rate()),
+        audio_channels: audio.and_then(|a| a.channels()),
+    };
+    PublishGuard::start(
+        Arc::clone(events),
+        &active.stream,
+        active.owner.clone(),
+        &active.app,
+        peer,
+        media,
+    )
+}
+
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Moves finished segments from the remuxer to the store.
 fn publish_segments(active: &mut Active) {
     while let Some(segment) = active.remuxer.pull() {
+        active.segments += 1;
         let sequence = active.publication.push(segment, SystemTime::now());
         debug!(stream = %active.publication.name(), sequence, "segment ready");
     }

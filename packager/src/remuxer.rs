@@ -69,6 +69,10 @@ pub struct RemuxerStats {
     pub frames_dropped: u64,
     /// Timeline breaks (jumps) seen.
     pub timeline_breaks: u64,
+    /// Video frames packaged.
+    pub video_frames: u64,
+    /// Media time between the last two keyframes packaged, in milliseconds.
+    pub keyframe_interval_ms: Option<u64>,
 }
 
 /// The audio codec in use.
@@ -81,6 +85,35 @@ pub enum AudioConfig {
 }
 
 impl AudioConfig {
+    /// The RFC 6381 codec string (`mp4a.40.2`; `mp4a.40.34` for MP3).
+    pub fn codec_string(&self) -> String {
+        match self {
+            Self::Aac(c) => c.codec_string(),
+            Self::Mp3(_) => "mp4a.40.34".to_owned(),
+        }
+    }
+
+    /// Sampling rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        match self {
+            Self::Aac(c) => c.sample_rate,
+            Self::Mp3(c) => c.sample_rate,
+        }
+    }
+
+    /// Channel count, when the configuration says (AAC channel configurations 1 to 6, MP3
+    /// modes).
+    pub fn channels(&self) -> Option<u8> {
+        match self {
+            Self::Aac(c) => match c.channel_config {
+                0 => None,
+                7 => Some(8),
+                n => Some(n),
+            },
+            Self::Mp3(c) => Some(if c.channel_mode == 3 { 1 } else { 2 }),
+        }
+    }
+
     fn stream(&self) -> AudioStream {
         match self {
             Self::Aac(_) => AudioStream::Adts,
@@ -128,6 +161,7 @@ pub struct Remuxer {
     written_end: i64,
     last_video_dts: Option<i64>,
     last_audio_dts: Option<i64>,
+    last_keyframe_dts: Option<i64>,
     video_frame_ticks: i64,
     stats: RemuxerStats,
 }
@@ -151,6 +185,7 @@ impl Remuxer {
             written_end: 0,
             last_video_dts: None,
             last_audio_dts: None,
+            last_keyframe_dts: None,
             video_frame_ticks: DEFAULT_VIDEO_FRAME_TICKS,
             stats: RemuxerStats::default(),
         }
@@ -230,7 +265,19 @@ impl Remuxer {
                 };
                 self.written_end = self.written_end.max(dts + unit.duration);
                 let pushed = self.segmenter.push(unit);
-                self.record(pushed)
+                let written = matches!(pushed, Ok(Pushed::Written(_)));
+                self.record(pushed)?;
+                if written {
+                    self.stats.video_frames += 1;
+                    if keyframe {
+                        if let Some(last) = self.last_keyframe_dts {
+                            self.stats.keyframe_interval_ms =
+                                u64::try_from((dts - last) / TICKS_PER_MS).ok();
+                        }
+                        self.last_keyframe_dts = Some(dts);
+                    }
+                }
+                Ok(())
             }
             VideoTag::Ignored => Ok(()),
         }

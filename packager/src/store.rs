@@ -19,6 +19,11 @@ use crate::playlist::{Entry as PlaylistEntry, MediaPlaylist};
 use crate::segmenter::Segment;
 use crate::segmenter::ticks_to_duration;
 
+/// Viewers remembered per stream; beyond it the estimate saturates (memory stays bounded).
+pub const MAX_VIEWERS_TRACKED: usize = 100_000;
+/// A viewer counts while it fetched the playlist within this many target durations.
+const VIEWER_WINDOW_TARGETS: u32 = 3;
+
 /// Settings of a [`StreamStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -78,6 +83,8 @@ struct SlotState {
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
+    /// Recent playlist fetches: client fingerprint → when, for the viewer estimate.
+    viewers: std::collections::HashMap<u64, Instant>,
     /// Wall-clock time of a media time, set at the first segment and at each discontinuity,
     /// from which every segment's EXT-X-PROGRAM-DATE-TIME follows.
     anchor: Option<(SystemTime, i64)>,
@@ -167,6 +174,7 @@ impl StreamStore {
                         segments: VecDeque::new(),
                         live: true,
                         resumed: false,
+                        viewers: std::collections::HashMap::new(),
                         anchor: None,
                         ended_seen: None,
                     }),
@@ -227,6 +235,34 @@ impl StreamStore {
         let first = state.segments.front()?.0;
         let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
         state.segments.get(index).map(|(_, data)| data.clone())
+    }
+
+    /// Notes that `client` (a fingerprint of the viewer, e.g. a hash of its address) fetched
+    /// the playlist of `name` at `now`.
+    pub fn record_viewer(&self, name: &str, client: u64, now: Instant) {
+        let Some(slot) = self.slot(name) else { return };
+        let mut state = slot.write();
+        let window = self.viewer_window();
+        if state.viewers.len() >= MAX_VIEWERS_TRACKED {
+            state.viewers.retain(|_, seen| now.saturating_duration_since(*seen) < window);
+        }
+        if state.viewers.len() < MAX_VIEWERS_TRACKED || state.viewers.contains_key(&client) {
+            state.viewers.insert(client, now);
+        }
+    }
+
+    /// Distinct clients that fetched the playlist of `name` within the last three target
+    /// durations (players reload it every target duration or more often).
+    pub fn viewers(&self, name: &str, now: Instant) -> u64 {
+        let Some(slot) = self.slot(name) else { return 0 };
+        let window = self.viewer_window();
+        let mut state = slot.write();
+        state.viewers.retain(|_, seen| now.saturating_duration_since(*seen) < window);
+        state.viewers.len() as u64
+    }
+
+    fn viewer_window(&self) -> Duration {
+        self.config.target_duration * VIEWER_WINDOW_TARGETS
     }
 
     /// Whether `name` is being published now.
@@ -413,6 +449,22 @@ mod tests {
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
         assert_eq!(restarted.sequences(), [("cam".to_owned(), 51)]);
+    }
+
+    #[test]
+    fn viewers_are_distinct_recent_clients() {
+        let store = store();
+        let _publication = store.begin("cam", 1, 10).unwrap();
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        for client in [1, 2, 2, 3] {
+            store.record_viewer("cam", client, t0);
+        }
+        assert_eq!(store.viewers("cam", t0), 3);
+        store.record_viewer("cam", 1, t0 + Duration::from_secs(5));
+        // The window is three 2 s targets: only client 1 fetched within it.
+        assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
+        assert_eq!(store.viewers("nobody", t0), 0);
     }
 
     #[test]

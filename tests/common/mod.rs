@@ -42,7 +42,7 @@ impl Server {
             .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("RTMP_HLS_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -77,6 +77,27 @@ impl Server {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap()
+    }
+
+    /// The lifecycle events logged so far (without a broker, each is a log line holding its
+    /// JSON document).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("rtmp_hls::events:"))
+            .filter_map(|line| {
+                let start = line.find('{')?;
+                let end = line.rfind('}')?;
+                serde_json::from_str(&line[start..=end]).ok()
+            })
+            .collect()
+    }
+
+    /// Waits until an event of `kind` about `stream` is logged; returns it.
+    pub fn wait_for_event(&self, kind: &str, stream: &str) -> serde_json::Value {
+        testkit::wait_until(STARTUP, &format!("a {kind} event for {stream}"), || {
+            self.events().into_iter().find(|e| e["type"] == kind && e["stream"] == stream)
+        })
     }
 
     /// Waits until the log contains `text`; returns the log.
