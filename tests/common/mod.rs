@@ -84,11 +84,11 @@ impl Server {
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.log()
             .lines()
-            .filter(|line| line.contains("rtmp_hls::events:"))
             .filter_map(|line| {
-                let start = line.find('{')?;
-                let end = line.rfind('}')?;
-                serde_json::from_str(&line[start..=end]).ok()
+                // After the target (the span before it has braces of its own).
+                let (_, message) = line.split_once("rtmp_hls::events: ")?;
+                let end = message.rfind('}')?;
+                serde_json::from_str(&message[..=end]).ok()
             })
             .collect()
     }
