@@ -52,7 +52,7 @@ export CARGO_INCREMENTAL=0
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 # The fuzz targets (a workspace of their own) must build, and their kept crash inputs replay.
 cargo build --manifest-path fuzz/Cargo.toml --locked --bins
 cargo test --manifest-path fuzz/Cargo.toml --locked

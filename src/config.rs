@@ -214,6 +214,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTP_IDLE_TIMEOUT", default_value = "30", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) http_idle_timeout: Duration,
 
+    /// Viewers admitted per stream (0: no limit); new viewers beyond it get 503.
+    #[arg(
+        long,
+        env = "RTMP_HLS_MAX_VIEWERS_PER_STREAM",
+        default_value_t = 0,
+        help_heading = "Limits"
+    )]
+    pub(crate) max_viewers_per_stream: usize,
+
     /// Seconds allowed, on SIGTERM, for connections to end before the server exits.
     #[arg(long, env = "RTMP_HLS_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) shutdown_grace: Duration,
@@ -256,6 +265,7 @@ impl ServeArgs {
             max_connections: self.http_max_connections,
             header_read_timeout: self.http_header_timeout,
             idle_timeout: self.http_idle_timeout,
+            max_viewers_per_stream: self.max_viewers_per_stream,
             ..http::HttpLimits::default()
         }
     }

@@ -228,3 +228,26 @@ fn killing_the_keys_cli_at_any_moment_leaves_the_store_readable() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With --max-viewers-per-stream, a new viewer beyond the limit gets 503; viewers already
+/// watching keep their place.
+#[test]
+fn a_viewer_limit_refuses_new_viewers_and_keeps_the_others() {
+    // Three places: the harness's own playlist polls (no user agent) take the first.
+    let server = Server::start("viewers", &["--max-viewers-per-stream", "3"]);
+    let key = server.add_key("popular");
+    let (ok, messages) =
+        publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("popular");
+    let fetch = |agent: &str| {
+        http::request_with(server.http, "GET", "/hls/popular/index.m3u8", &[("User-Agent", agent)])
+    };
+    assert_eq!(fetch("player-1").status, 200);
+    assert_eq!(fetch("player-2").status, 200);
+    let refused = fetch("player-3");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(fetch("player-1").status, 200, "a viewer already watching was refused");
+}

@@ -29,6 +29,10 @@ const FAST_LIMITS: &[&str] = &[
     "2",
     "--http-idle-timeout",
     "2",
+    // The per-address failure limiter has its own test (publish_auth.rs); here every wrong
+    // key must reach the authoriser so the refusal log's rate limit is exercised.
+    "--auth-failure-burst",
+    "100000",
 ];
 
 /// Long enough for any of the quick timeouts above to fire.

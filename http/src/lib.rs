@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER,
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,19 +32,31 @@ pub const SEGMENT_MIME: &str = "video/mp2t";
 const PLAYLIST_CACHE: &str = "no-cache";
 /// Segments never change under their name (names carry a per-stream generation).
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+/// Seconds a refused viewer is asked to wait: a few target durations, long enough for an
+/// idle viewer's place to free up (see `StreamStore::viewers`).
+const VIEWER_RETRY_AFTER: &str = "10";
 
 /// The address of the client a request came from (set by the server loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-/// The HTTP routes over `store`.
-pub fn router(store: Arc<StreamStore>) -> Router {
+/// What the HLS routes need.
+#[derive(Debug, Clone)]
+struct Hls {
+    store: Arc<StreamStore>,
+    /// Viewers per stream (0: no limit).
+    max_viewers: usize,
+}
+
+/// The HTTP routes over `store`, admitting at most `max_viewers` viewers per stream (0: no
+/// limit).
+pub fn router(store: Arc<StreamStore>, max_viewers: usize) -> Router {
     Router::new()
         .route("/hls/{name}/{file}", get(hls).options(preflight))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::map_response(allow_any_origin))
-        .with_state(store)
+        .with_state(Hls { store, max_viewers })
 }
 
 /// Serves `router(store)` on `listener` under `limits` until `shutdown` completes.
@@ -55,22 +67,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(store), limits, shutdown, grace).await
+    let max_viewers = limits.max_viewers_per_stream;
+    serve_router(listener, router(store, max_viewers), limits, shutdown, grace).await
 }
 
 async fn hls(
-    State(store): State<Arc<StreamStore>>,
+    State(Hls { store, max_viewers }): State<Hls>,
     Path((name, file)): Path<(String, String)>,
     client: Option<axum::Extension<ClientAddr>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     if file == PLAYLIST_FILE {
         if let Some(axum::Extension(ClientAddr(addr))) = client {
-            store.record_viewer(
-                &name,
-                viewer_fingerprint(addr, &headers),
-                std::time::Instant::now(),
-            );
+            let viewer = viewer_fingerprint(addr, &headers);
+            if !store.admit_viewer(&name, viewer, std::time::Instant::now(), max_viewers) {
+                tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
+                return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])
+                    .into_response();
+            }
         }
         return match store.playlist(&name) {
             Some(body) => ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, PLAYLIST_CACHE)], body)
@@ -153,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn playlist_and_segment_headers() {
         let (store, _publication) = store_with_segment();
-        let router = router(store);
+        let router = router(store, 0);
         let (status, headers, body) = request(&router, Method::GET, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], PLAYLIST_MIME);
@@ -173,7 +187,7 @@ mod tests {
     async fn head_has_headers_and_no_body() {
         let (store, _publication) = store_with_segment();
         let (status, headers, body) =
-            request(&router(store), Method::HEAD, "/hls/cam/5-0.ts").await;
+            request(&router(store, 0), Method::HEAD, "/hls/cam/5-0.ts").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], SEGMENT_MIME);
         assert!(body.is_empty());
@@ -182,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_things_are_404() {
         let (store, _publication) = store_with_segment();
-        let router = router(store);
+        let router = router(store, 0);
         for uri in [
             "/hls/nope/index.m3u8",
             "/hls/cam/5-1.ts",
@@ -201,7 +215,7 @@ mod tests {
     async fn preflight_is_answered() {
         let (store, _publication) = store_with_segment();
         let (status, headers, _) =
-            request(&router(store), Method::OPTIONS, "/hls/cam/index.m3u8").await;
+            request(&router(store, 0), Method::OPTIONS, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(headers[ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("GET"));
     }

@@ -43,6 +43,8 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// See [`MAX_HEADER_BYTES`].
     pub max_header_bytes: usize,
+    /// Viewers admitted per stream (0: no limit); beyond it new viewers get 503.
+    pub max_viewers_per_stream: usize,
 }
 
 impl Default for HttpLimits {
@@ -52,6 +54,7 @@ impl Default for HttpLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
+            max_viewers_per_stream: 0,
         }
     }
 }

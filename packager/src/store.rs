@@ -238,17 +238,24 @@ impl StreamStore {
     }
 
     /// Notes that `client` (a fingerprint of the viewer, e.g. a hash of its address) fetched
-    /// the playlist of `name` at `now`.
-    pub fn record_viewer(&self, name: &str, client: u64, now: Instant) {
-        let Some(slot) = self.slot(name) else { return };
+    /// the playlist of `name` at `now`. With `limit` > 0, a client not seen recently is
+    /// refused (false) once `limit` viewers are counted; known viewers always pass.
+    pub fn admit_viewer(&self, name: &str, client: u64, now: Instant, limit: usize) -> bool {
+        let Some(slot) = self.slot(name) else { return true };
         let mut state = slot.write();
-        let window = self.viewer_window();
-        if state.viewers.len() >= MAX_VIEWERS_TRACKED {
+        let known = state.viewers.contains_key(&client);
+        let full = |count: usize| count >= MAX_VIEWERS_TRACKED || (limit > 0 && count >= limit);
+        if !known && full(state.viewers.len()) {
+            let window = self.viewer_window();
             state.viewers.retain(|_, seen| now.saturating_duration_since(*seen) < window);
         }
-        if state.viewers.len() < MAX_VIEWERS_TRACKED || state.viewers.contains_key(&client) {
+        if !known && limit > 0 && state.viewers.len() >= limit {
+            return false;
+        }
+        if known || state.viewers.len() < MAX_VIEWERS_TRACKED {
             state.viewers.insert(client, now);
         }
+        true
     }
 
     /// Distinct clients that fetched the playlist of `name` within the last three target
@@ -458,13 +465,28 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
         let t0 = Instant::now();
         for client in [1, 2, 2, 3] {
-            store.record_viewer("cam", client, t0);
+            assert!(store.admit_viewer("cam", client, t0, 0));
         }
         assert_eq!(store.viewers("cam", t0), 3);
-        store.record_viewer("cam", 1, t0 + Duration::from_secs(5));
+        store.admit_viewer("cam", 1, t0 + Duration::from_secs(5), 0);
         // The window is three 2 s targets: only client 1 fetched within it.
         assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
         assert_eq!(store.viewers("nobody", t0), 0);
+    }
+
+    #[test]
+    fn a_viewer_limit_refuses_new_viewers_only() {
+        let store = store();
+        let _publication = store.begin("cam", 1, 10).unwrap();
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        assert!(store.admit_viewer("cam", 1, t0, 2));
+        assert!(store.admit_viewer("cam", 2, t0, 2));
+        assert!(!store.admit_viewer("cam", 3, t0, 2), "a third viewer got in");
+        assert!(store.admit_viewer("cam", 1, t0, 2), "a known viewer was refused");
+        // Once viewer 2 stops polling, its place frees.
+        store.admit_viewer("cam", 1, t0 + Duration::from_secs(5), 2);
+        assert!(store.admit_viewer("cam", 3, t0 + Duration::from_secs(7), 2));
     }
 
     #[test]
