@@ -18,6 +18,11 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 
+    /// Configuration file (TOML; keys are these options in snake case, see
+    /// rtmp-hls.example.toml). Environment variables and flags override it.
+    #[arg(long, env = "RTMP_HLS_CONFIG", value_name = "FILE", global = true)]
+    pub(crate) config: Option<PathBuf>,
+
     /// Directory of the embedded key store (and of persisted sequence numbers).
     #[arg(long, env = "RTMP_HLS_DATA_DIR", default_value = "data", global = true)]
     pub(crate) data_dir: PathBuf,
@@ -46,6 +51,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Check the configuration, or print an example file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigAction {
+    /// Validate the configuration (file, environment, flags) and print the effective values,
+    /// secrets masked.
+    Check,
+    /// Print an example configuration file with every option and its default.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]

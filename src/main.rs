@@ -2,6 +2,7 @@
 //! listener, the stream store and the HTTP server together, and runs the `keys` CLI.
 
 mod config;
+mod config_file;
 mod kafka_events;
 mod key_admin;
 mod mongo_keys;
@@ -13,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::Parser as _;
-use config::{Cli, Command, KeysAction, LogFormat, ServeArgs};
+use config::{Command, ConfigAction, KeysAction, LogFormat, ServeArgs};
 use ingest::events::{Envelope, Event, EventSink};
 use ingest::jwt::JwtVerifier;
 use ingest::{Authorizer, Ingest, IngestConfig, LogSink};
@@ -35,7 +35,8 @@ const KAFKA_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (cli, matches) =
+        config_file::load(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     let settings = StoreSettings {
         data_dir: cli.data_dir.clone(),
         mongo_uri: cli.mongo_uri.clone(),
@@ -44,6 +45,11 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = match cli.command {
         Some(Command::Keys { action }) => keys(&settings, action),
+        Some(Command::Config { action: ConfigAction::Check }) => check_config(&cli.serve, &matches),
+        Some(Command::Config { action: ConfigAction::Example }) => {
+            print_out(&config_file::example());
+            Ok(())
+        }
         None => serve(settings, cli.serve),
     };
     match outcome {
@@ -56,6 +62,31 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Validates what parsing cannot (files the options name) and prints the effective
+/// configuration.
+fn check_config(args: &ServeArgs, matches: &clap::ArgMatches) -> Result<()> {
+    jwt_verifier(args)?;
+    print_out(&config_file::effective(matches));
+    print_out("# configuration OK\n");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // the CLI's output
+fn print_out(text: &str) {
+    print!("{text}");
+}
+
+/// The publish-token verifier the options configure, if any.
+fn jwt_verifier(args: &ServeArgs) -> Result<Option<JwtVerifier>> {
+    Ok(match (&args.jwt_secret, &args.jwt_public_key) {
+        (Some(secret), _) => Some(JwtVerifier::from_secret(secret.as_bytes())),
+        (None, Some(path)) => {
+            Some(JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?)
+        }
+        (None, None) => None,
+    })
 }
 
 /// How long the keys commands wait for MongoDB.
@@ -102,6 +133,8 @@ fn serve(settings: StoreSettings, args: ServeArgs) -> Result<()> {
 }
 
 async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
+    // Everything the options name is checked before anything starts.
+    let jwt = jwt_verifier(&args)?;
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| {
         format!("creating the data directory {} (--data-dir)", data_dir.display())
@@ -116,13 +149,6 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
             tokio::spawn(ensure_indexes(store.clone()));
             None
         }
-    };
-    let jwt = match (&args.jwt_secret, &args.jwt_public_key) {
-        (Some(secret), _) => Some(JwtVerifier::from_secret(secret.as_bytes())),
-        (None, Some(path)) => {
-            Some(JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?)
-        }
-        (None, None) => None,
     };
     if jwt.is_some() {
         info!("publish tokens (JWT) accepted as stream keys");
