@@ -1,0 +1,107 @@
+//! CPU time and memory of a process tree, from Linux's /proc (proc(5)): the server under
+//! test (its pid and every live descendant, e.g. Nginx's master and workers) and this
+//! generator. Read only between steps, so its cost never lands in a measurement.
+
+use std::collections::HashMap;
+use std::fs;
+
+/// Clock ticks per second of /proc's CPU fields. The kernel reports them in USER_HZ, which
+/// is 100 on every architecture Linux supports for user space (proc(5), times(2)).
+const USER_HZ: f64 = 100.0;
+
+/// One sample of a process tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct TreeSample {
+    /// utime + stime + cutime + cstime of every process in the tree, in seconds: reaped
+    /// children count through their parent's cutime/cstime, live ones by their own entries.
+    pub(crate) cpu_s: f64,
+    /// Sum of VmRSS, KiB (pages shared between processes count once per process).
+    pub(crate) rss_kib: u64,
+    /// Sum of Pss (shared pages split between their users), KiB; 0 where unreadable.
+    pub(crate) pss_kib: u64,
+    /// Processes in the tree.
+    pub(crate) processes: usize,
+}
+
+/// The fields after the command name of /proc/<pid>/stat (the name may hold spaces and
+/// parentheses, so split after the last ')'). Index 0 is field 3, `state`.
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// Index in [`stat_fields`] of field `n` (1-based, as proc(5) numbers them), for n ≥ 4.
+const fn field(n: usize) -> usize {
+    n - 4
+}
+const PPID: usize = field(4);
+const UTIME: usize = field(14);
+const CSTIME: usize = field(17);
+
+fn cpu_ticks(fields: &[u64]) -> u64 {
+    fields.get(UTIME..=CSTIME).map_or(0, |f| f.iter().sum())
+}
+
+fn status_kib(pid: &str, file: &str, name: &str) -> u64 {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/{file}")) else { return 0 };
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples `root` and its live descendants; `None` if `root` is gone.
+pub(crate) fn sample_tree(root: u32) -> Option<TreeSample> {
+    let root_fields = stat_fields(&root.to_string())?;
+    let mut children: HashMap<u64, Vec<(String, Vec<u64>)>> = HashMap::new();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == root.to_string() {
+            continue;
+        }
+        if let Some(fields) = stat_fields(&name)
+            && let Some(&ppid) = fields.get(PPID)
+        {
+            children.entry(ppid).or_default().push((name, fields));
+        }
+    }
+    let mut sample = TreeSample::default();
+    let mut ticks = 0;
+    let mut stack = vec![(root.to_string(), root_fields)];
+    while let Some((pid, fields)) = stack.pop() {
+        ticks += cpu_ticks(&fields);
+        sample.rss_kib += status_kib(&pid, "status", "VmRSS:");
+        sample.pss_kib += status_kib(&pid, "smaps_rollup", "Pss:");
+        sample.processes += 1;
+        if let Ok(id) = pid.parse::<u64>()
+            && let Some(kids) = children.remove(&id)
+        {
+            stack.extend(kids);
+        }
+    }
+    sample.cpu_s = ticks as f64 / USER_HZ;
+    Some(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_a_tree_with_cpu_and_memory() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let sample = sample_tree(std::process::id()).unwrap();
+        assert!(sample.processes >= 1);
+        assert!(sample.rss_kib > 0);
+        assert!(sample.cpu_s >= 0.0);
+    }
+
+    #[test]
+    fn a_missing_process_has_no_sample() {
+        assert_eq!(sample_tree(u32::MAX), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! One publisher: replays the clip in real time, forever, over one RTMP connection.
+//! Timestamps move on by the clip's length on every loop, so the server sees one endless
+//! stream; sequence headers go once, as an encoder sends them. Tags due within
+//! [`BATCH_WINDOW`] leave in one write, and each keyframe's send instant goes to the stream's
+//! monitor, which times the segment it closes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::flv::Clip;
+use crate::rtmp::{self, PublishTarget};
+use crate::shared::Shared;
+
+/// Tags due this soon after the one being sent go in the same write: fewer wake-ups and
+/// syscalls for the generator, and a few ms of jitter no server notices (encoders' output
+/// jitters by more).
+const BATCH_WINDOW: Duration = Duration::from_millis(8);
+/// Time allowed for connect, handshake and the publish commands.
+const SETUP_LIMIT: Duration = Duration::from_secs(10);
+/// Time one write may block on a server that stopped reading before the publisher gives up.
+const WRITE_LIMIT: Duration = Duration::from_secs(20);
+/// Initial capacity of the write buffer: a 720p keyframe and its neighbours.
+const BATCH_CAPACITY: usize = 256 << 10;
+/// A batch this large leaves at once, so catching up after a stall never builds one big
+/// buffer.
+const MAX_BATCH: usize = 1 << 20;
+/// Read size of the drain of the server's messages (acknowledgements, pings).
+const DRAIN_BUF: usize = 4096;
+
+/// A keyframe left: the monitor matches it to the end of a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyframeSent {
+    /// Its timestamp, ms, loops included.
+    pub(crate) ts_ms: u64,
+    pub(crate) at: Instant,
+}
+
+/// What one publisher needs.
+pub(crate) struct Publisher {
+    pub(crate) index: usize,
+    pub(crate) target: Arc<PublishTarget>,
+    pub(crate) clip: Arc<Clip>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) keyframes: mpsc::Sender<KeyframeSent>,
+    pub(crate) start_at: Instant,
+}
+
+impl Publisher {
+    pub(crate) async fn run(self) {
+        sleep_until(self.start_at).await;
+        let stream = &self.shared.streams[self.index];
+        let seed = (self.index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let publishing = rtmp::publish(
+            &self.target,
+            &stream.key,
+            self.clip.metadata.as_deref(),
+            SETUP_LIMIT,
+            seed,
+        )
+        .await;
+        let mut publishing = match publishing {
+            Ok(p) => p,
+            Err((failure, detail)) => {
+                self.shared.error(failure.kind());
+                stream.mark_behind(format!("publish failed: {detail}"));
+                return;
+            }
+        };
+        let mut reader = publishing.reader;
+        // The server's acknowledgements and pings are read and dropped so its writes never
+        // block; Nginx-RTMP counts any incoming data as a ping answer.
+        let drain = tokio::spawn(async move {
+            let mut buf = [0u8; DRAIN_BUF];
+            while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let failure =
+            self.replay(&mut publishing.writer, &mut publishing.chunks, publishing.stream_id).await;
+        drain.abort();
+        self.shared.error(failure);
+        stream.mark_behind(format!("publisher stopped: {failure}"));
+    }
+
+    /// Sends the clip in a loop until a write fails; returns the error kind.
+    async fn replay(
+        &self,
+        writer: &mut tokio::net::tcp::OwnedWriteHalf,
+        chunks: &mut rtmp::ChunkWriter,
+        stream_id: u32,
+    ) -> &'static str {
+        let stream = &self.shared.streams[self.index];
+        let clip = &*self.clip;
+        let t0 = Instant::now();
+        let mut out = Vec::with_capacity(BATCH_CAPACITY);
+        let mut keyframes: Vec<u64> = Vec::new();
+        let mut loop_offset = 0u64;
+        let mut index = 0;
+        // Due time of the first tag in `out`.
+        let mut batch_due: Option<Instant> = None;
+        loop {
+            let tag = &clip.tags[index];
+            let ts = loop_offset + u64::from(tag.timestamp);
+            let due = t0 + Duration::from_millis(ts);
+            let ready = due <= Instant::now() + BATCH_WINDOW;
+            if let Some(first_due) = batch_due
+                && (!ready || out.len() >= MAX_BATCH)
+            {
+                match timeout(WRITE_LIMIT, writer.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return "publish_write",
+                    Err(_) => return "publish_write_timeout",
+                }
+                let sent = Instant::now();
+                out.clear();
+                batch_due = None;
+                for ts_ms in keyframes.drain(..) {
+                    if self.keyframes.try_send(KeyframeSent { ts_ms, at: sent }).is_err() {
+                        self.shared.error("keyframe_event_dropped");
+                    }
+                }
+                self.shared.stats().send_lag.record(sent.saturating_duration_since(first_due));
+                continue;
+            }
+            if !ready {
+                sleep_until(due).await;
+                self.shared.stats().wake_late.record(Instant::now().saturating_duration_since(due));
+                continue;
+            }
+            if !(tag.config && loop_offset > 0) {
+                batch_due.get_or_insert(due);
+                // RTMP timestamps are 32-bit milliseconds and wrap (§5.3.1.3).
+                chunks.media(stream_id, tag.kind, ts as u32, &tag.body, &mut out);
+                if tag.keyframe {
+                    keyframes.push(ts);
+                }
+                stream.media_ms.store(ts, Ordering::Relaxed);
+            }
+            index += 1;
+            if index == clip.tags.len() {
+                index = 0;
+                loop_offset += u64::from(clip.loop_ms);
+            }
+        }
+    }
+}

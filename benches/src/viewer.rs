@@ -1,0 +1,114 @@
+//! One HLS viewer behaving like a player (RFC 8216 §6.3.4 reload rules, hls.js's start
+//! position): it joins [`JOIN_SEGMENTS`] segments from the live edge, reloads the playlist
+//! every half target duration, and fetches each new segment once, on one keep-alive
+//! connection. It times every fetch and never decodes anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+
+use crate::http::Client;
+use crate::monitor::REQUEST_LIMIT;
+use crate::playlist;
+use crate::shared::Shared;
+
+/// Segments from the live edge a viewer starts with (hls.js's liveSyncDurationCount).
+const JOIN_SEGMENTS: usize = 3;
+/// Reload interval before the playlist's target duration is known.
+const DEFAULT_RELOAD: Duration = Duration::from_secs(1);
+/// Time one segment request may take: a segment must arrive well within its own duration
+/// for playback not to stall, so anything slower is an error.
+const SEGMENT_LIMIT: Duration = Duration::from_secs(10);
+/// MPEG-TS sync byte (ISO/IEC 13818-1 §2.4.3.2): a segment that does not start with it is
+/// not a segment.
+const TS_SYNC: u8 = 0x47;
+
+pub(crate) struct Viewer {
+    pub(crate) stream: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) start_at: Instant,
+}
+
+impl Viewer {
+    pub(crate) async fn run(self) {
+        sleep_until(self.start_at).await;
+        let stream = &self.shared.streams[self.stream];
+        let mut client = Client::new(&stream.host);
+        let mut body = Vec::new();
+        let mut last_seq: Option<u64> = None;
+        let mut loaded = false;
+        let mut reload = DEFAULT_RELOAD;
+        loop {
+            let started = Instant::now();
+            let response = client.get(&stream.playlist_path, Some(&mut body), REQUEST_LIMIT).await;
+            let took = started.elapsed();
+            match response {
+                Ok(r) if r.status == 200 => {
+                    let mut stats = self.shared.stats();
+                    stats.playlist_fetch.record(took);
+                    stats.playlists_fetched += 1;
+                }
+                // Before the stream's first segment both servers answer 404.
+                Ok(r) if r.status == 404 && !loaded => {}
+                Ok(r) => self.shared.error(status_kind("playlist", r.status)),
+                Err(e) => self.shared.error(e.kind()),
+            }
+            let list = match response {
+                Ok(r) if r.status == 200 => {
+                    std::str::from_utf8(&body).ok().and_then(playlist::parse)
+                }
+                _ => None,
+            };
+            if let Some(list) = list {
+                loaded = true;
+                reload = Duration::from_secs_f64(list.target_duration / 2.0);
+                let skip = match last_seq {
+                    None => list.segments.len().saturating_sub(JOIN_SEGMENTS),
+                    Some(last) => list.segments.iter().take_while(|s| s.seq <= last).count(),
+                };
+                for segment in &list.segments[skip..] {
+                    last_seq = Some(segment.seq);
+                    let Some(path) =
+                        playlist::resolve(&stream.host, &stream.playlist_path, &segment.uri)
+                    else {
+                        self.shared.error("segment_elsewhere");
+                        continue;
+                    };
+                    self.fetch_segment(&mut client, &path).await;
+                }
+            } else if matches!(response, Ok(r) if r.status == 200) {
+                self.shared.error("playlist_malformed");
+            }
+            sleep_until(started + reload).await;
+        }
+    }
+
+    async fn fetch_segment(&self, client: &mut Client, path: &str) {
+        let started = Instant::now();
+        match client.get(path, None, SEGMENT_LIMIT).await {
+            Ok(r) if r.status == 200 && r.first_byte == Some(TS_SYNC) => {
+                let took = started.elapsed();
+                let mut stats = self.shared.stats();
+                stats.segment_fetch.record(took);
+                stats.segments_fetched += 1;
+                stats.bytes_fetched += r.length;
+            }
+            Ok(r) if r.status == 200 => self.shared.error("segment_not_ts"),
+            Ok(r) => self.shared.error(status_kind("segment", r.status)),
+            Err(e) => self.shared.error(e.kind()),
+        }
+    }
+}
+
+/// The error kind of an unexpected status.
+fn status_kind(what: &str, status: u16) -> &'static str {
+    match (what, status) {
+        ("playlist", 404) => "playlist_404",
+        ("playlist", 503) => "playlist_503",
+        ("playlist", _) => "playlist_status",
+        (_, 404) => "segment_404",
+        (_, 503) => "segment_503",
+        _ => "segment_status",
+    }
+}
