@@ -242,6 +242,17 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) max_viewers_per_stream: usize,
 
+    /// Listen address of the stats and admin API and of /metrics (e.g. 127.0.0.1:8081, to keep
+    /// them off the public network). Without it they are served on --http-addr.
+    #[arg(long, env = "RTMP_HLS_ADMIN_ADDR", help_heading = "API")]
+    pub(crate) admin_addr: Option<SocketAddr>,
+
+    /// Static bearer token of the admin API (at least 16 characters). JWTs with
+    /// `role: "admin"`, signed with the publish-token key (--jwt-secret or --jwt-public-key),
+    /// are accepted too.
+    #[arg(long, env = "RTMP_HLS_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token, help_heading = "API")]
+    pub(crate) admin_token: Option<String>,
+
     /// Seconds allowed, on SIGTERM, for connections to end before the server exits.
     #[arg(long, env = "RTMP_HLS_SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) shutdown_grace: Duration,
@@ -295,6 +306,18 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
         Some((name, value)) if !name.is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
         _ => Err(format!("{text:?} is not name=value")),
     }
+}
+
+/// Shortest static admin token accepted: a guessable token would open the admin API.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+fn parse_admin_token(text: &str) -> Result<String, String> {
+    if text.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(format!(
+            "an admin token needs at least {MIN_ADMIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 24`)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -287,6 +287,18 @@ impl KafkaEvents {
         }
     }
 
+    /// Events waiting (in our queue and in librdkafka's, unacknowledged), and those dropped
+    /// since start: (`stream_stats`, lifecycle).
+    pub(crate) fn queue_figures(&self) -> (u64, u64, u64) {
+        let waiting =
+            self.queue.len() as u64 + u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        (
+            waiting,
+            self.queue.dropped_stats.load(Ordering::Relaxed),
+            self.queue.dropped_lifecycle.load(Ordering::Relaxed),
+        )
+    }
+
     /// Sends what is queued and waits for the broker to acknowledge it, up to `limit`.
     pub(crate) fn flush(&self, limit: Duration) {
         let deadline = Instant::now() + limit;

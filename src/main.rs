@@ -3,6 +3,7 @@
 
 mod config;
 mod config_file;
+mod control;
 mod kafka_events;
 mod key_admin;
 mod mongo_keys;
@@ -153,6 +154,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     if jwt.is_some() {
         info!("publish tokens (JWT) accepted as stream keys");
     }
+    let admin_jwt = jwt_verifier(&args)?.map(Arc::new);
     let authorizer =
         Arc::new(Authorizer::new(keys.key_store(), jwt, args.failure_limits(), args.auth_timeout));
 
@@ -162,6 +164,14 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (--http-addr)", args.http_addr))?;
+    let admin = match args.admin_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin API to {addr} (--admin-addr)"))?,
+        ),
+        None => None,
+    };
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
 
@@ -200,6 +210,29 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         Arc::clone(&events),
     ));
 
+    let http_metrics = http::metrics::HttpMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("rtmp_hls");
+    ingest.metrics().register(&mut registry);
+    http_metrics.register(&mut registry);
+    registry.register_collector(Box::new(control::CurrentState {
+        ingest: Arc::clone(&ingest),
+        store: Arc::clone(&store),
+        kafka: kafka.clone(),
+    }));
+    let api = http::api::router(Arc::new(control::ServerControl {
+        ingest: Arc::clone(&ingest),
+        store: Arc::clone(&store),
+        keys: keys.clone(),
+        auth: control::AdminAuth { token: args.admin_token.clone(), jwt: admin_jwt },
+        registry,
+    }));
+    let hls = http::router(Arc::clone(&store), args.max_viewers_per_stream);
+    let (public_routes, admin_routes) = match admin {
+        Some(listener) => (hls, Some((listener, http_metrics.count(api)))),
+        None => (hls.merge(api), None),
+    };
+    let public_routes = http_metrics.count(public_routes);
+
     info!(addr = %rtmp_addr, "RTMP listening");
     info!(addr = %http_addr, "HTTP listening");
     if let Some(key) = demo_key {
@@ -212,9 +245,21 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         tokio::spawn(housekeeping(Arc::clone(&store), sequences.clone(), args.ended_ttl));
     let rtmp_task =
         tokio::spawn(ingest::serve(rtmp, ingest, stopped(rtmp_stopped), args.shutdown_grace));
-    let http_task = tokio::spawn(http::serve(
+    let admin_task = admin_routes.map(|(listener, routes)| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "admin API listening");
+        }
+        tokio::spawn(http::serve_router(
+            listener,
+            routes,
+            args.http_limits(),
+            stopped(http_stopped.clone()),
+            args.shutdown_grace,
+        ))
+    });
+    let http_task = tokio::spawn(http::serve_router(
         http,
-        Arc::clone(&store),
+        public_routes,
         args.http_limits(),
         stopped(http_stopped),
         args.shutdown_grace,
@@ -236,6 +281,9 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     }
     let _ = stop_http.send(true);
     http_task.await?.context("HTTP server")?;
+    if let Some(task) = admin_task {
+        task.await?.context("admin API server")?;
+    }
     info!("stopped");
     Ok(())
 }

@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use packager::StreamStore;
 
+pub mod api;
+pub mod metrics;
 pub mod server;
 pub use server::{HttpLimits, serve_router};
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 5;
@@ -27,6 +28,32 @@ pub struct PublishClaims {
     /// the token is refused by validation before these claims are used.
     #[serde(default)]
     pub exp: Option<f64>,
+}
+
+/// The claims an admin API token must carry: `exp`, and `admin` in `role` (a string) or
+/// `roles` (a list), as a backend adds them (AuthX: `data={"role": "admin"}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AdminClaims {
+    /// Who.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// One role.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Several roles.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+}
+
+/// The role an admin API token must have.
+pub const ADMIN_ROLE: &str = "admin";
+
+impl AdminClaims {
+    /// Whether the token grants the admin role.
+    pub fn is_admin(&self) -> bool {
+        self.role.as_deref() == Some(ADMIN_ROLE)
+            || self.roles.as_ref().is_some_and(|roles| roles.iter().any(|r| r == ADMIN_ROLE))
+    }
 }
 
 /// A token that must not publish; the text is safe to show the publisher.
@@ -121,23 +148,39 @@ impl JwtVerifier {
         Ok(Self { keys: vec![Key { kid: None, key, algorithm }] })
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies publish token `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<PublishClaims, TokenRejected> {
+        self.verify_as(token, "publish token", "stream, exp")
+    }
+
+    /// Verifies admin API token `token` and returns its claims (the role is the caller's to
+    /// check: a valid token without it is "forbidden", not "unauthenticated").
+    pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, TokenRejected> {
+        self.verify_as(token, "admin token", "exp")
+    }
+
+    /// Verifies `token` (a `what` needing `claims`, in error texts) and decodes its claims.
+    fn verify_as<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        what: &str,
+        claims: &str,
+    ) -> Result<C, TokenRejected> {
         let header =
-            decode_header(token).map_err(|_| TokenRejected("malformed publish token".into()))?;
+            decode_header(token).map_err(|_| TokenRejected(format!("malformed {what}")))?;
         let candidates = self
             .keys
             .iter()
             .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid);
-        let mut last = TokenRejected("no key verifies this publish token".into());
+        let mut last = TokenRejected(format!("no key verifies this {what}"));
         for key in candidates {
             let mut validation = Validation::new(key.algorithm);
             validation.leeway = LEEWAY_SECONDS;
             validation.validate_nbf = true;
             validation.set_required_spec_claims(&["exp"]);
-            match decode::<PublishClaims>(token, &key.key, &validation) {
+            match decode::<C>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims),
-                Err(e) => last = TokenRejected(describe(&e)),
+                Err(e) => last = TokenRejected(describe(&e, what, claims)),
             }
         }
         Err(last)
@@ -145,16 +188,16 @@ impl JwtVerifier {
 }
 
 /// A publisher-facing reason for a rejected token (no secrets, no internals).
-fn describe(error: &jsonwebtoken::errors::Error) -> String {
+fn describe(error: &jsonwebtoken::errors::Error, what: &str, claims: &str) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
-        ErrorKind::ExpiredSignature => "publish token expired".into(),
-        ErrorKind::ImmatureSignature => "publish token not valid yet".into(),
-        ErrorKind::InvalidSignature => "publish token signature is invalid".into(),
-        ErrorKind::InvalidAlgorithm => "publish token algorithm is not accepted".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("publish token has no {claim} claim"),
-        ErrorKind::Json(_) => "publish token claims are missing or malformed (stream, exp)".into(),
-        _ => "publish token is invalid".into(),
+        ErrorKind::ExpiredSignature => format!("{what} expired"),
+        ErrorKind::ImmatureSignature => format!("{what} not valid yet"),
+        ErrorKind::InvalidSignature => format!("{what} signature is invalid"),
+        ErrorKind::InvalidAlgorithm => format!("{what} algorithm is not accepted"),
+        ErrorKind::MissingRequiredClaim(claim) => format!("{what} has no {claim} claim"),
+        ErrorKind::Json(_) => format!("{what} claims are missing or malformed ({claims})"),
+        _ => format!("{what} is invalid"),
     }
 }
 
@@ -261,5 +304,24 @@ mod tests {
     fn base64url(bytes: &[u8]) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn admin_tokens_need_the_role_and_cannot_publish() {
+        let verifier = JwtVerifier::from_secret(b"s3cret");
+        let sign = |claims: serde_json::Value| {
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret"))
+                .unwrap()
+        };
+        let exp = now() + 60;
+        let admin = sign(serde_json::json!({"sub": "ops", "role": "admin", "exp": exp}));
+        assert!(verifier.verify_admin(&admin).unwrap().is_admin());
+        assert!(verifier.verify(&admin).is_err(), "an admin token published");
+        let listed = sign(serde_json::json!({"roles": ["viewer", "admin"], "exp": exp}));
+        assert!(verifier.verify_admin(&listed).unwrap().is_admin());
+        let publisher = hs256(b"s3cret", "cam", exp);
+        assert!(!verifier.verify_admin(&publisher).unwrap().is_admin());
+        let no_exp = sign(serde_json::json!({"role": "admin"}));
+        assert!(verifier.verify_admin(&no_exp).is_err());
     }
 }

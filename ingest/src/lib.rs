@@ -13,7 +13,9 @@ pub mod jwt;
 pub mod key_store;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod rtmp;
+pub mod status;
 
 pub use authorizer::Authorizer;
 pub use events::{Event, EventSink, LogSink};
@@ -21,3 +23,4 @@ pub use file_key_store::FileKeyStore;
 pub use key_store::KeyStore;
 pub use limits::Limits;
 pub use listener::{Ingest, IngestConfig, TakeoverPolicy, serve};
+pub use status::{PublishStatus, StatusBoard};

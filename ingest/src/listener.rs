@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use packager::{BeginError, Publication, Remuxer, RemuxerConfig, StreamStore};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -26,7 +27,9 @@ use crate::authorizer::{Authorizer, Denial};
 use crate::events::{Event, EventSink, MediaInfo, PublishGuard, RejectReason, StopReason};
 use crate::key_store::redact;
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
+use crate::metrics::IngestMetrics;
 use crate::rtmp::session::{Action, Session, SessionError};
+use crate::status::{PublishStatus, StatusBoard};
 
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 << 10;
@@ -55,6 +58,8 @@ pub enum TakeoverPolicy {
 pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How often each live stream emits `stream_stats` by default.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest span a status refresh computes rates over (segments can be closer together).
+const MIN_RATE_WINDOW: Duration = Duration::from_millis(500);
 /// How long a takeover waits for the old publisher to let go of the stream.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
@@ -102,6 +107,10 @@ pub struct Ingest {
     log_budget: LogBudget,
     /// The live publishers, by stream name: how to end each (takeover, kick).
     publishers: Mutex<HashMap<String, Publisher>>,
+    /// What each stream's latest publish looks like, for the stats API.
+    statuses: StatusBoard,
+    /// Prometheus metrics of the RTMP side.
+    metrics: IngestMetrics,
 }
 
 impl Ingest {
@@ -120,7 +129,19 @@ impl Ingest {
             connections: Arc::new(ConnectionCounter::default()),
             log_budget: LogBudget::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
             publishers: Mutex::new(HashMap::new()),
+            statuses: StatusBoard::default(),
+            metrics: IngestMetrics::default(),
         }
+    }
+
+    /// The RTMP side's metrics, to register for scraping.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// The status of each stream's latest publish (live or ended).
+    pub fn statuses(&self) -> &StatusBoard {
+        &self.statuses
     }
 
     /// Ends the live publish of `stream` for `reason`; returns whether one was live.
@@ -263,6 +284,9 @@ struct Active {
     remuxer: Remuxer,
     /// Pairs `publish_started` with `publish_stopped`; made when the first frame is packaged.
     guard: Option<PublishGuard>,
+    /// This publish as the stats API shows it, and the counters at its last rate refresh.
+    status: PublishStatus,
+    status_base: (Instant, u64, u64),
     /// What the started event needs that the remuxer does not know.
     stream: String,
     owner: Option<String>,
@@ -271,6 +295,9 @@ struct Active {
     metadata: (Option<u32>, Option<u32>, Option<f64>),
     /// Bytes received since the publish began.
     bytes: u64,
+    /// This stream's byte and frame counters, and the segment counter (metrics).
+    counters: (Counter, Counter),
+    segment_counter: Counter,
     /// Segments published.
     segments: u64,
     /// When the next `stream_stats` is due, and the counters at the previous one.
@@ -377,6 +404,7 @@ impl Connection {
             }
             if let Some(active) = &mut self.active {
                 active.bytes += n as u64;
+                active.counters.0.inc_by(n as u64);
             }
             let actions = self.session.handle_bytes(&buf[..n])?;
             self.perform(actions).await?;
@@ -408,9 +436,17 @@ impl Connection {
                 Action::Media { kind, timestamp, payload } => {
                     if let Some(active) = &mut self.active {
                         active.last_media = Instant::now();
+                        active.counters.1.inc();
+                        let segments = active.segments;
                         package(active, kind, timestamp, &payload);
+                        let mut changed = active.segments != segments;
                         if active.guard.is_none() && active.remuxer.stats().frames > 0 {
+                            active.status.media = media_info(active);
                             active.guard = Some(went_live(active, &self.ingest.events, self.peer));
+                            changed = true;
+                        }
+                        if changed {
+                            refresh_status(active, &self.ingest.statuses, self.id);
                         }
                     }
                 }
@@ -465,7 +501,10 @@ impl Connection {
                 "unknown application",
             );
         }
-        let grant = match ingest.authorizer.authorize(self.peer.ip(), key).await {
+        let asked = Instant::now();
+        let decision = ingest.authorizer.authorize(self.peer.ip(), key).await;
+        ingest.metrics.key_lookup.observe(asked.elapsed().as_secs_f64());
+        let grant = match decision {
             Ok(grant) => grant,
             Err(denial) => {
                 let (reason, code) = match &denial {
@@ -521,6 +560,7 @@ impl Connection {
             }
         };
         let actions = self.session.accept_publish(request_id)?;
+        ingest.metrics.publishes_accepted.inc();
         let owner = grant.owner.as_deref().unwrap_or("-");
         info!(stream = %grant.stream, %app, key = %key_id, %owner, "publish accepted");
         tracing::Span::current().record("stream", grant.stream.as_str());
@@ -531,7 +571,12 @@ impl Connection {
             tokio::spawn(watch_revocation(ingest, stream, key, id))
         });
         let now = Instant::now();
+        let status =
+            PublishStatus::accepted(self.peer, app, grant.owner.clone(), SystemTime::now());
+        ingest.statuses.set(&grant.stream, self.id, status.clone(), true);
         self.active = Some(Active {
+            status,
+            status_base: (now, 0, 0),
             kick,
             revocation_watch,
             publication,
@@ -542,6 +587,8 @@ impl Connection {
             app: app.to_owned(),
             metadata: (None, None, None),
             bytes: 0,
+            counters: ingest.metrics.stream_counters(&grant.stream),
+            segment_counter: ingest.metrics.segments.clone(),
             segments: 0,
             next_stats: now + ingest.config.stats_interval,
             stats_base: (now, 0, 0),
@@ -565,6 +612,7 @@ impl Connection {
         self.ingest.warn_limited(format_args!(
             "publish refused: {description} (app={app} key={key_id} reason={reason_name})"
         ));
+        self.ingest.metrics.rejected(reason);
         self.ingest.events.emit(Event::PublishRejected {
             reason,
             app: app.to_owned(),
@@ -602,8 +650,12 @@ impl Connection {
             watch.abort();
         }
         self.ingest.unregister(active.publication.name(), self.id);
+        self.ingest.metrics.stream_ended(active.publication.name());
         active.remuxer.finish();
         publish_segments(&mut active);
+        refresh_status(&mut active, &self.ingest.statuses, self.id);
+        active.status.ended = Some((SystemTime::now(), reason));
+        self.ingest.statuses.set(&active.stream, self.id, active.status.clone(), false);
         if let Some(guard) = &mut active.guard {
             guard.frames = active.remuxer.stats().frames;
             guard.bytes = active.bytes;
@@ -663,11 +715,33 @@ fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload
     publish_segments(active);
 }
 
-/// The stream's first frame is packaged: emits `publish_started` with what is known of the
-/// media, and returns the guard that will emit the stop.
-fn went_live(active: &Active, events: &Arc<dyn EventSink>, peer: SocketAddr) -> PublishGuard {
+/// Refreshes the status snapshot of `active` (counters, and rates since the last refresh at
+/// least [`MIN_RATE_WINDOW`] ago) and posts it on `board`.
+fn refresh_status(active: &mut Active, board: &StatusBoard, id: u64) {
+    let now = Instant::now();
+    let stats = active.remuxer.stats();
+    let (since, bytes_before, frames_before) = active.status_base;
+    let span = now.duration_since(since);
+    if span >= MIN_RATE_WINDOW {
+        let seconds = span.as_secs_f64();
+        let status = &mut active.status;
+        status.bitrate_bps = ((active.bytes - bytes_before) as f64 * 8.0 / seconds) as u64;
+        status.fps =
+            ((stats.video_frames - frames_before) as f64 / seconds * 100.0).round() / 100.0;
+        active.status_base = (now, active.bytes, stats.video_frames);
+    }
+    let status = &mut active.status;
+    status.bytes = active.bytes;
+    status.frames = stats.frames;
+    status.segments = active.segments;
+    status.keyframe_interval_ms = stats.keyframe_interval_ms;
+    board.set(&active.stream, id, status.clone(), false);
+}
+
+/// What is known of the media of `active`.
+fn media_info(active: &Active) -> MediaInfo {
     let audio = active.remuxer.audio_config();
-    let media = MediaInfo {
+    MediaInfo {
         video_codec: active.remuxer.video_config().map(|c| c.codec_string()),
         width: active.metadata.0,
         height: active.metadata.1,
@@ -675,14 +749,19 @@ fn went_live(active: &Active, events: &Arc<dyn EventSink>, peer: SocketAddr) -> 
         audio_codec: audio.map(|a| a.codec_string()),
         audio_sample_rate: audio.map(|a| a.sample_rate()),
         audio_channels: audio.and_then(|a| a.channels()),
-    };
+    }
+}
+
+/// The stream's first frame is packaged: emits `publish_started` with what is known of the
+/// media, and returns the guard that will emit the stop.
+fn went_live(active: &Active, events: &Arc<dyn EventSink>, peer: SocketAddr) -> PublishGuard {
     PublishGuard::start(
         Arc::clone(events),
         &active.stream,
         active.owner.clone(),
         &active.app,
         peer,
-        media,
+        active.status.media.clone(),
     )
 }
 
@@ -698,6 +777,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 fn publish_segments(active: &mut Active) {
     while let Some(segment) = active.remuxer.pull() {
         active.segments += 1;
+        active.segment_counter.inc();
         let sequence = active.publication.push(segment, SystemTime::now());
         debug!(stream = %active.publication.name(), sequence, "segment ready");
     }

@@ -35,4 +35,4 @@ pub use flv::TagKind;
 pub use playlist::MediaPlaylist;
 pub use remuxer::{AudioConfig, Remuxer, RemuxerConfig, RemuxerStats};
 pub use segmenter::Segment;
-pub use store::{BeginError, Publication, StoreConfig, StreamStore};
+pub use store::{BeginError, Publication, StoreConfig, StreamStore, StreamSummary};

@@ -94,6 +94,16 @@ impl MediaPlaylist {
         self.ended = false;
     }
 
+    /// Segments listed, and the sequence number of the first.
+    pub fn window(&self) -> (usize, u64) {
+        (self.entries.len(), self.media_sequence)
+    }
+
+    /// EXT-X-TARGETDURATION in seconds.
+    pub fn target_duration(&self) -> u64 {
+        self.target_duration
+    }
+
     /// Whether no segment has been pushed yet.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

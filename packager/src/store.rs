@@ -42,6 +42,23 @@ impl Default for StoreConfig {
     }
 }
 
+/// What the store knows of one stream, for the stats API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The public name.
+    pub name: String,
+    /// Being published now.
+    pub live: bool,
+    /// Segments listed in the playlist.
+    pub segments_listed: usize,
+    /// EXT-X-MEDIA-SEQUENCE.
+    pub media_sequence: u64,
+    /// EXT-X-TARGETDURATION in seconds.
+    pub target_duration: u64,
+    /// Distinct recent viewers (see [`StreamStore::viewers`]).
+    pub viewers: u64,
+}
+
 /// Why a publish could not claim its stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeginError {
@@ -272,6 +289,34 @@ impl StreamStore {
         self.config.target_duration * VIEWER_WINDOW_TARGETS
     }
 
+    /// The summary of `name`, live or recently ended.
+    pub fn summary(&self, name: &str, now: Instant) -> Option<StreamSummary> {
+        let slot = self.slot(name)?;
+        let viewers = self.viewers(name, now);
+        let state = slot.read();
+        let (segments_listed, media_sequence) = state.playlist.window();
+        Some(StreamSummary {
+            name: name.to_owned(),
+            live: state.live,
+            segments_listed,
+            media_sequence,
+            target_duration: state.playlist.target_duration(),
+            viewers,
+        })
+    }
+
+    /// The summaries of every stream, live or recently ended, by name.
+    pub fn summaries(&self, now: Instant) -> Vec<StreamSummary> {
+        let mut names: Vec<String> = self.streams.iter().map(|e| e.key().clone()).collect();
+        names.sort_unstable();
+        names.iter().filter_map(|name| self.summary(name, now)).collect()
+    }
+
+    /// Whether the store knows `name` (live or recently ended).
+    pub fn contains(&self, name: &str) -> bool {
+        self.streams.contains_key(name)
+    }
+
     /// Whether `name` is being published now.
     pub fn is_live(&self, name: &str) -> bool {
         self.slot(name).is_some_and(|slot| slot.read().live)
@@ -472,6 +517,25 @@ mod tests {
         // The window is three 2 s targets: only client 1 fetched within it.
         assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
         assert_eq!(store.viewers("nobody", t0), 0);
+    }
+
+    #[test]
+    fn summaries_list_live_and_ended_streams() {
+        let store = store();
+        let live = store.begin("b-live", 1, 10).unwrap();
+        let ended = store.begin("a-ended", 2, 10).unwrap();
+        #[allow(clippy::disallowed_methods)] // any instant will do
+        let t0 = Instant::now();
+        ended.push(segment(2000, 1), SystemTime::UNIX_EPOCH);
+        drop(ended);
+        store.admit_viewer("b-live", 7, t0, 0);
+        let all = store.summaries(t0);
+        assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a-ended", "b-live"]);
+        assert!(!all[0].live && all[1].live);
+        assert_eq!((all[0].segments_listed, all[0].media_sequence), (1, 0));
+        assert_eq!(all[1].viewers, 1);
+        assert!(store.contains("a-ended") && !store.contains("nope"));
+        drop(live);
     }
 
     #[test]

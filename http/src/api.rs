@@ -1,0 +1,383 @@
+//! The operator's API under `/api/v1` (documented in `docs/openapi.yaml`): stream stats,
+//! like Nginx-RTMP's `/stat` but JSON, open to read; and the admin routes (kick a publisher,
+//! create, list and revoke keys), which need a bearer token. Plus `/metrics` (Prometheus).
+//!
+//! What the routes show and do is the binary's [`Control`]: this module owns the HTTP
+//! surface (paths, status codes, authentication, error bodies), not the data.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde_json::{Value, json};
+
+/// Largest request body (a key creation is a few dozen bytes of JSON).
+pub const MAX_BODY_BYTES: usize = 16 << 10;
+/// Content type of `/metrics` (OpenMetrics text, which Prometheus scrapes natively).
+pub const METRICS_MIME: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether a request may use the admin routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// It may.
+    Granted,
+    /// No usable credentials: 401. The text says what is wrong (never echoing the token).
+    Unauthenticated(String),
+    /// Valid credentials without the admin role: 403.
+    Forbidden(String),
+}
+
+/// Why an admin operation failed, by who is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The request is wrong (a bad stream name): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// It conflicts with what exists (the stream has a key already): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The key store cannot answer now: 503.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the API shows and does; implemented by the binary over ingest, the stream store and
+/// the key store.
+#[async_trait::async_trait]
+pub trait Control: Send + Sync + 'static {
+    /// Every stream, live or recently ended: `Stream` objects of the OpenAPI file.
+    fn streams(&self) -> Vec<Value>;
+    /// One stream, if the server knows it.
+    fn stream(&self, name: &str) -> Option<Value>;
+    /// Whether the bearer token (if any) grants the admin routes.
+    fn check_admin(&self, bearer: Option<&str>) -> Access;
+    /// Disconnects the publisher of `name`; whether one was live.
+    fn kick(&self, name: &str) -> bool;
+    /// Every key's stream, owner and creation time (`KeyInfo` objects), never keys.
+    async fn keys(&self) -> Result<Vec<Value>, ControlError>;
+    /// Creates a key for a new stream `name`; returns the key (shown this once).
+    async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError>;
+    /// Revokes the key of `name`; whether there was a live key.
+    async fn revoke_key(&self, name: &str) -> Result<bool, ControlError>;
+    /// The metrics, in OpenMetrics text.
+    fn metrics(&self) -> String;
+}
+
+type Shared = Arc<dyn Control>;
+
+/// The API routes over `control`.
+pub fn router(control: Arc<dyn Control>) -> Router {
+    Router::new()
+        .route("/api/v1/streams", get(streams))
+        .route("/api/v1/streams/{name}", get(stream))
+        .route("/api/v1/streams/{name}/publisher", delete(kick))
+        .route("/api/v1/keys", get(keys).post(create_key))
+        .route("/api/v1/keys/{name}", delete(revoke_key))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(control)
+}
+
+async fn streams(State(control): State<Shared>) -> Response {
+    json_response(StatusCode::OK, &json!({ "streams": control.streams() }))
+}
+
+async fn stream(State(control): State<Shared>, Path(name): Path<String>) -> Response {
+    match control.stream(&name) {
+        Some(stream) => json_response(StatusCode::OK, &stream),
+        None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
+    }
+}
+
+async fn kick(
+    State(control): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    if control.kick(&name) {
+        tracing::info!(stream = %name, "publisher kicked through the admin API");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, &format!("{name:?} has no live publisher"))
+    }
+}
+
+async fn keys(State(control): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    match control.keys().await {
+        Ok(keys) => json_response(StatusCode::OK, &json!({ "keys": keys })),
+        Err(e) => control_error(&e),
+    }
+}
+
+async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewKey {
+        stream: String,
+        #[serde(default)]
+        owner: Option<String>,
+    }
+    let request: NewKey = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"stream\": <name>, \"owner\": <id, optional>}}: {e}"),
+            );
+        }
+    };
+    match control.create_key(&request.stream, request.owner.as_deref()).await {
+        Ok(key) => {
+            tracing::info!(stream = %request.stream, "key created through the admin API");
+            let mut response = json_response(
+                StatusCode::CREATED,
+                &json!({ "stream": request.stream, "key": key }),
+            );
+            // The key is shown once: no cache may keep it.
+            response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => control_error(&e),
+    }
+}
+
+async fn revoke_key(
+    State(control): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    match control.revoke_key(&name).await {
+        Ok(true) => {
+            tracing::info!(stream = %name, "key revoked through the admin API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("{name:?} has no live key")),
+        Err(e) => control_error(&e),
+    }
+}
+
+async fn metrics(State(control): State<Shared>) -> Response {
+    ([(CONTENT_TYPE, METRICS_MIME)], control.metrics()).into_response()
+}
+
+/// The 401 or 403 response for a request without admin access; `None` when it has access.
+fn refuse(control: &dyn Control, headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty());
+    match control.check_admin(bearer) {
+        Access::Granted => None,
+        Access::Unauthenticated(why) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, &why);
+            let challenge = HeaderValue::from_static("Bearer realm=\"rtmp-hls admin\"");
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+            Some(response)
+        }
+        Access::Forbidden(why) => Some(error(StatusCode::FORBIDDEN, &why)),
+    }
+}
+
+fn control_error(e: &ControlError) -> Response {
+    let status = match e {
+        ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::Conflict(_) => StatusCode::CONFLICT,
+        ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string())
+}
+
+/// An error body: `{"error": "..."}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-cache")], body.to_string())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// A control with one live stream `cam`, keys in memory, and the token `good` as admin,
+    /// `viewer` as a valid token without the role.
+    #[derive(Default)]
+    struct Fake {
+        keys: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Control for Fake {
+        fn streams(&self) -> Vec<Value> {
+            vec![json!({"name": "cam"})]
+        }
+        fn stream(&self, name: &str) -> Option<Value> {
+            (name == "cam").then(|| json!({"name": "cam"}))
+        }
+        fn check_admin(&self, bearer: Option<&str>) -> Access {
+            match bearer {
+                Some("good") => Access::Granted,
+                Some("viewer") => Access::Forbidden("no admin role".into()),
+                Some(_) => Access::Unauthenticated("invalid token".into()),
+                None => Access::Unauthenticated("no token".into()),
+            }
+        }
+        fn kick(&self, name: &str) -> bool {
+            name == "cam"
+        }
+        async fn keys(&self) -> Result<Vec<Value>, ControlError> {
+            let keys = self.keys.lock().unwrap();
+            Ok(keys.iter().map(|k| json!({"stream": k})).collect())
+        }
+        async fn create_key(&self, name: &str, _: Option<&str>) -> Result<String, ControlError> {
+            let mut keys = self.keys.lock().unwrap();
+            if keys.iter().any(|k| k == name) {
+                return Err(ControlError::Conflict("exists".into()));
+            }
+            keys.push(name.to_owned());
+            Ok("the-key".into())
+        }
+        async fn revoke_key(&self, name: &str) -> Result<bool, ControlError> {
+            let mut keys = self.keys.lock().unwrap();
+            let before = keys.len();
+            keys.retain(|k| k != name);
+            Ok(keys.len() < before)
+        }
+        fn metrics(&self) -> String {
+            "# EOF\n".into()
+        }
+    }
+
+    async fn call(
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let router = router(Arc::new(Fake::default()));
+        call_on(&router, method, uri, token, body).await
+    }
+
+    async fn call_on(
+        router: &Router,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body.to_owned())).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn stats_are_open_and_json() {
+        let (status, headers, body) = call(Method::GET, "/api/v1/streams", None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], "application/json");
+        assert_eq!(body, r#"{"streams":[{"name":"cam"}]}"#);
+        let (status, _, _) = call(Method::GET, "/api/v1/streams/cam", None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = call(Method::GET, "/api/v1/streams/nope", None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn admin_routes_need_a_token_with_the_role() {
+        for (method, uri, body) in [
+            (Method::DELETE, "/api/v1/streams/cam/publisher", ""),
+            (Method::GET, "/api/v1/keys", ""),
+            (Method::POST, "/api/v1/keys", r#"{"stream":"new"}"#),
+            (Method::DELETE, "/api/v1/keys/cam", ""),
+        ] {
+            let (status, headers, _) = call(method.clone(), uri, None, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert!(headers[WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
+            let (status, _, _) = call(method.clone(), uri, Some("forged"), body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            let (status, _, _) = call(method.clone(), uri, Some("viewer"), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn kick_and_keys_with_the_role() {
+        let router = router(Arc::new(Fake::default()));
+        let good = Some("good");
+        let (status, _, _) =
+            call_on(&router, Method::DELETE, "/api/v1/streams/cam/publisher", good, "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, _) =
+            call_on(&router, Method::DELETE, "/api/v1/streams/nope/publisher", good, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, headers, body) =
+            call_on(&router, Method::POST, "/api/v1/keys", good, r#"{"stream":"new"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(headers[CACHE_CONTROL], "no-store");
+        assert_eq!(body, r#"{"key":"the-key","stream":"new"}"#);
+        let (status, _, _) =
+            call_on(&router, Method::POST, "/api/v1/keys", good, r#"{"stream":"new"}"#).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        for bad in ["", "{", r#"{"name":"x"}"#, r#"{"stream":"x","extra":1}"#] {
+            let (status, _, _) = call_on(&router, Method::POST, "/api/v1/keys", good, bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let (status, _, body) = call_on(&router, Method::GET, "/api/v1/keys", good, "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"keys":[{"stream":"new"}]}"#));
+        let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let big = format!(r#"{{"stream":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let (status, _, _) = call(Method::POST, "/api/v1/keys", Some("good"), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() {
+        let (status, headers, body) = call(Method::GET, "/metrics", None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_TYPE], METRICS_MIME);
+        assert_eq!(body, "# EOF\n");
+    }
+}

@@ -1,0 +1,159 @@
+//! The RTMP side's Prometheus metrics: publishes accepted and refused (by reason), bytes and
+//! frames received per live stream, segments produced, and how long the key store takes to
+//! answer. Gauges that are a view of current state (connections, live streams) are read at
+//! scrape time by the binary instead.
+//!
+//! The metrics are atomics shared by reference count: cloning is cheap, and the connection
+//! tasks hold their stream's counters so a frame costs one atomic add.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::events::RejectReason;
+
+/// Key store answers are timed in buckets from 0.5 ms doubling to about 4 s (past the
+/// default 3 s authorisation timeout).
+const LOOKUP_BUCKET_START: f64 = 0.0005;
+const LOOKUP_BUCKETS: u16 = 14;
+
+/// A stream's label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    /// The public stream name.
+    pub stream: String,
+}
+
+/// A refusal's label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// [`RejectReason::as_str`].
+    pub reason: &'static str,
+}
+
+/// The RTMP side's metrics.
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// Publishes accepted.
+    pub publishes_accepted: Counter,
+    /// Publishes refused, by reason.
+    pub publishes_rejected: Family<ReasonLabel, Counter>,
+    /// Bytes received from each live publisher.
+    pub ingest_bytes: Family<StreamLabel, Counter>,
+    /// Audio and video frames received from each live publisher.
+    pub ingest_frames: Family<StreamLabel, Counter>,
+    /// Segments produced, all streams.
+    pub segments: Counter,
+    /// Seconds the key store (or token check) took to decide a publish.
+    pub key_lookup: Histogram,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            publishes_accepted: Counter::default(),
+            publishes_rejected: Family::default(),
+            ingest_bytes: Family::default(),
+            ingest_frames: Family::default(),
+            segments: Counter::default(),
+            key_lookup: Histogram::new(exponential_buckets(
+                LOOKUP_BUCKET_START,
+                2.0,
+                LOOKUP_BUCKETS,
+            )),
+        }
+    }
+}
+
+impl IngestMetrics {
+    /// Adds these metrics to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "publish_accepted",
+            "Publishes accepted",
+            self.publishes_accepted.clone(),
+        );
+        registry.register(
+            "publish_rejected",
+            "Publishes refused, by reason",
+            self.publishes_rejected.clone(),
+        );
+        registry.register_with_unit(
+            "ingest",
+            "Bytes received from each live publisher",
+            Unit::Bytes,
+            self.ingest_bytes.clone(),
+        );
+        registry.register(
+            "ingest_frames",
+            "Audio and video frames received from each live publisher",
+            self.ingest_frames.clone(),
+        );
+        registry.register("segments", "Segments produced", self.segments.clone());
+        registry.register_with_unit(
+            "key_lookup",
+            "Time the key store or token check took to decide a publish",
+            Unit::Seconds,
+            self.key_lookup.clone(),
+        );
+    }
+
+    /// Counts a refusal.
+    pub fn rejected(&self, reason: RejectReason) {
+        self.publishes_rejected.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+    }
+
+    /// The byte and frame counters of `stream`, for its publisher to hold.
+    pub fn stream_counters(&self, stream: &str) -> (Counter, Counter) {
+        let label = StreamLabel { stream: stream.to_owned() };
+        (
+            self.ingest_bytes.get_or_create(&label).clone(),
+            self.ingest_frames.get_or_create(&label).clone(),
+        )
+    }
+
+    /// Drops the series of `stream` once its publish ended (a republish starts them again).
+    pub fn stream_ended(&self, stream: &str) {
+        let label = StreamLabel { stream: stream.to_owned() };
+        self.ingest_bytes.remove(&label);
+        self.ingest_frames.remove(&label);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &IngestMetrics) -> String {
+        let mut registry = Registry::with_prefix("rtmp_hls");
+        metrics.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn series_names_and_stream_lifetimes() {
+        let metrics = IngestMetrics::default();
+        metrics.publishes_accepted.inc();
+        metrics.rejected(RejectReason::InvalidKey);
+        let (bytes, frames) = metrics.stream_counters("cam");
+        bytes.inc_by(1000);
+        frames.inc();
+        metrics.key_lookup.observe(0.002);
+        let out = text(&metrics);
+        for line in [
+            "rtmp_hls_publish_accepted_total 1",
+            "rtmp_hls_publish_rejected_total{reason=\"invalid_key\"} 1",
+            "rtmp_hls_ingest_bytes_total{stream=\"cam\"} 1000",
+            "rtmp_hls_ingest_frames_total{stream=\"cam\"} 1",
+            "rtmp_hls_key_lookup_seconds_count 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+        metrics.stream_ended("cam");
+        assert!(!text(&metrics).contains("stream=\"cam\""));
+    }
+}

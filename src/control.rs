@@ -1,0 +1,275 @@
+//! What the operator's API shows and does ([`http::api::Control`]): stream stats from the
+//! stream store and ingest's publish statuses, admin access by static token or JWT with the
+//! admin role, kicks through ingest, keys through the configured key store, and the
+//! Prometheus registry with the gauges read at scrape time.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::api::{Access, Control, ControlError};
+use ingest::events::StopReason;
+use ingest::jwt::{JwtVerifier, looks_like_jwt};
+use ingest::key_store::validate_stream_name;
+use ingest::{Ingest, PublishStatus};
+use packager::{StreamStore, StreamSummary};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use crate::kafka_events::KafkaEvents;
+use crate::key_admin::KeyAdmin;
+
+/// How admin requests prove themselves.
+pub(crate) struct AdminAuth {
+    /// A static token from the configuration.
+    pub(crate) token: Option<String>,
+    /// JWTs with the admin role, verified with the publish-token key.
+    pub(crate) jwt: Option<Arc<JwtVerifier>>,
+}
+
+impl AdminAuth {
+    fn check(&self, bearer: Option<&str>) -> Access {
+        if self.token.is_none() && self.jwt.is_none() {
+            return Access::Unauthenticated(
+                "the admin API is disabled: configure --admin-token or a JWT key".into(),
+            );
+        }
+        let Some(bearer) = bearer else {
+            return Access::Unauthenticated("send Authorization: Bearer <admin token>".into());
+        };
+        if let Some(token) = &self.token
+            && constant_time_eq(token.as_bytes(), bearer.as_bytes())
+        {
+            return Access::Granted;
+        }
+        match &self.jwt {
+            Some(jwt) if looks_like_jwt(bearer) => match jwt.verify_admin(bearer) {
+                Ok(claims) if claims.is_admin() => Access::Granted,
+                Ok(_) => Access::Forbidden("the token does not have the admin role".into()),
+                Err(rejected) => Access::Unauthenticated(rejected.0),
+            },
+            _ => Access::Unauthenticated("invalid admin token".into()),
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The binary's [`Control`].
+pub(crate) struct ServerControl {
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) store: Arc<StreamStore>,
+    pub(crate) keys: KeyAdmin,
+    pub(crate) auth: AdminAuth,
+    pub(crate) registry: Registry,
+}
+
+#[async_trait::async_trait]
+impl Control for ServerControl {
+    fn streams(&self) -> Vec<Value> {
+        let now = Instant::now();
+        self.store
+            .summaries(now)
+            .iter()
+            .map(|summary| stream_json(summary, self.ingest.statuses().get(&summary.name)))
+            .collect()
+    }
+
+    fn stream(&self, name: &str) -> Option<Value> {
+        let summary = self.store.summary(name, Instant::now())?;
+        Some(stream_json(&summary, self.ingest.statuses().get(name)))
+    }
+
+    fn check_admin(&self, bearer: Option<&str>) -> Access {
+        self.auth.check(bearer)
+    }
+
+    fn kick(&self, name: &str) -> bool {
+        self.ingest.end_publish(name, StopReason::Kicked)
+    }
+
+    async fn keys(&self) -> Result<Vec<Value>, ControlError> {
+        let keys = self.keys.list().await.map_err(unavailable)?;
+        Ok(keys
+            .into_iter()
+            .map(|k| {
+                json!({
+                    "stream": k.stream, "owner": k.owner, "created_at": k.created_at,
+                    "revoked": k.revoked,
+                })
+            })
+            .collect())
+    }
+
+    async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError> {
+        validate_stream_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if matches!(self.keys, KeyAdmin::File(_)) && owner.is_some() {
+            return Err(ControlError::Invalid(
+                "owner is recorded in the MongoDB key store only".into(),
+            ));
+        }
+        let existing = self.keys.list().await.map_err(unavailable)?;
+        if existing.iter().any(|k| k.stream == name && !k.revoked) {
+            return Err(ControlError::Conflict(format!(
+                "stream {name:?} already has a key; revoke it first"
+            )));
+        }
+        self.keys.add(name, owner).await.map_err(unavailable)
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<bool, ControlError> {
+        self.keys.revoke(name).await.map_err(unavailable)
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn unavailable(e: anyhow::Error) -> ControlError {
+    ControlError::Unavailable(format!("key store: {e:#}"))
+}
+
+/// A stream as the API shows it (`Stream` in docs/openapi.yaml).
+fn stream_json(summary: &StreamSummary, status: Option<PublishStatus>) -> Value {
+    let publisher = status.as_ref().map(|s| {
+        let end = s.ended.map_or_else(SystemTime::now, |(at, _)| at);
+        json!({
+            "remote_addr": s.remote.to_string(),
+            "app": s.app,
+            "owner": s.owner,
+            "since": rfc3339(s.since),
+            "duration_seconds": end.duration_since(s.since).map_or(0.0, |d| round3(d.as_secs_f64())),
+            "ended_at": s.ended.map(|(at, _)| rfc3339(at)),
+            "stop_reason": s.ended.map(|(_, reason)| reason.as_str()),
+            "bitrate_bps": s.bitrate_bps,
+            "fps": s.fps,
+            "keyframe_interval_ms": s.keyframe_interval_ms,
+            "bytes": s.bytes,
+            "frames": s.frames,
+            "segments": s.segments,
+        })
+    });
+    let media = status.map(|s| s.media).unwrap_or_default();
+    let video = media.video_codec.as_ref().map(|codec| {
+        json!({ "codec": codec, "width": media.width, "height": media.height, "fps": media.fps })
+    });
+    let audio = media.audio_codec.as_ref().map(|codec| {
+        json!({
+            "codec": codec, "sample_rate": media.audio_sample_rate,
+            "channels": media.audio_channels,
+        })
+    });
+    json!({
+        "name": summary.name,
+        "live": summary.live,
+        "playlist": format!("/hls/{}/{}", summary.name, http::PLAYLIST_FILE),
+        "viewers": summary.viewers,
+        "segments_listed": summary.segments_listed,
+        "media_sequence": summary.media_sequence,
+        "target_duration": summary.target_duration,
+        "publisher": publisher,
+        "video": video,
+        "audio": audio,
+    })
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The gauges that are views of current state, read at each scrape.
+pub(crate) struct CurrentState {
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) store: Arc<StreamStore>,
+    pub(crate) kafka: Option<Arc<KafkaEvents>>,
+}
+
+impl std::fmt::Debug for CurrentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentState").finish_non_exhaustive()
+    }
+}
+
+impl Collector for CurrentState {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let gauge = |value: usize| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        let connections = gauge(self.ingest.open_connections());
+        connections.encode(encoder.encode_descriptor(
+            "rtmp_connections",
+            "Open RTMP connections",
+            None,
+            connections.metric_type(),
+        )?)?;
+        let live = gauge(self.store.live_count());
+        live.encode(encoder.encode_descriptor(
+            "live_streams",
+            "Streams being published",
+            None,
+            live.metric_type(),
+        )?)?;
+        let summaries = self.store.summaries(Instant::now());
+        let mut viewers = encoder.encode_descriptor(
+            "viewers",
+            "Distinct recent viewers per stream (playlist fetches within three target durations)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for summary in &summaries {
+            let labels = [("stream", summary.name.as_str())];
+            ConstGauge::new(i64::try_from(summary.viewers).unwrap_or(i64::MAX))
+                .encode(viewers.encode_family(&labels)?)?;
+        }
+        if let Some(kafka) = &self.kafka {
+            let (waiting, dropped_stats, dropped_lifecycle) = kafka.queue_figures();
+            let depth = ConstGauge::new(i64::try_from(waiting).unwrap_or(i64::MAX));
+            depth.encode(encoder.encode_descriptor(
+                "event_queue_depth",
+                "Events waiting for Kafka (queued and unacknowledged)",
+                None,
+                depth.metric_type(),
+            )?)?;
+            let mut dropped = encoder.encode_descriptor(
+                "events_dropped",
+                "Events dropped because the queue was full, by kind",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (kind, count) in [("stream_stats", dropped_stats), ("lifecycle", dropped_lifecycle)]
+            {
+                ConstCounter::new(count).encode(dropped.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_tokens_compare_whole() {
+        let auth = AdminAuth { token: Some("s3cret-token".into()), jwt: None };
+        assert_eq!(auth.check(Some("s3cret-token")), Access::Granted);
+        for wrong in ["s3cret-toke", "s3cret-tokenX", "", "S3cret-token"] {
+            assert!(matches!(auth.check(Some(wrong)), Access::Unauthenticated(_)), "{wrong}");
+        }
+        assert!(matches!(auth.check(None), Access::Unauthenticated(_)));
+        let disabled = AdminAuth { token: None, jwt: None };
+        assert!(matches!(disabled.check(Some("s3cret-token")), Access::Unauthenticated(_)));
+    }
+}
