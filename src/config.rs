@@ -95,6 +95,14 @@ pub(crate) enum Takeover {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HookMode {
+    /// The key store authorises, then on_publish must allow too.
+    Also,
+    /// on_publish alone decides (Nginx-RTMP's model); the key store is not asked.
+    Only,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -242,6 +250,23 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) max_viewers_per_stream: usize,
 
+    /// Nginx-RTMP-style on_publish callback (http://...): POSTed before each publish; 2xx
+    /// allows, 3xx with Location renames the stream, anything else refuses.
+    #[arg(long, env = "RTMP_HLS_ON_PUBLISH", value_parser = parse_hook_url, help_heading = "Callbacks")]
+    pub(crate) on_publish: Option<ingest::hooks::HookUrl>,
+
+    /// Nginx-RTMP-style on_publish_done callback (http://...): POSTed after each publish.
+    #[arg(long, env = "RTMP_HLS_ON_PUBLISH_DONE", value_parser = parse_hook_url, help_heading = "Callbacks")]
+    pub(crate) on_publish_done: Option<ingest::hooks::HookUrl>,
+
+    /// Whether on_publish decides with the key store or instead of it.
+    #[arg(long, env = "RTMP_HLS_HOOK_MODE", value_enum, default_value_t = HookMode::Also, requires = "on_publish", help_heading = "Callbacks")]
+    pub(crate) hook_mode: HookMode,
+
+    /// Seconds a callback may take; an on_publish without an answer refuses the publish.
+    #[arg(long, env = "RTMP_HLS_HOOK_TIMEOUT", default_value = "3", value_parser = parse_seconds, help_heading = "Callbacks")]
+    pub(crate) hook_timeout: Duration,
+
     /// Listen address of the stats and admin API and of /metrics (e.g. 127.0.0.1:8081, to keep
     /// them off the public network). Without it they are served on --http-addr.
     #[arg(long, env = "RTMP_HLS_ADMIN_ADDR", help_heading = "API")]
@@ -278,6 +303,19 @@ impl ServeArgs {
         match self.takeover {
             Takeover::Replace => ingest::TakeoverPolicy::Replace,
             Takeover::Refuse => ingest::TakeoverPolicy::Refuse,
+        }
+    }
+
+    /// The callbacks.
+    pub(crate) fn hooks(&self) -> ingest::hooks::HookConfig {
+        ingest::hooks::HookConfig {
+            on_publish: self.on_publish.clone(),
+            on_publish_done: self.on_publish_done.clone(),
+            timeout: self.hook_timeout,
+            mode: match self.hook_mode {
+                HookMode::Also => ingest::hooks::HookMode::Also,
+                HookMode::Only => ingest::hooks::HookMode::Only,
+            },
         }
     }
 
@@ -318,6 +356,10 @@ fn parse_admin_token(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+fn parse_hook_url(text: &str) -> Result<ingest::hooks::HookUrl, String> {
+    text.parse()
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

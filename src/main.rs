@@ -204,6 +204,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
             limits: args.ingest_limits(),
             takeover: args.takeover_policy(),
             stats_interval: args.stats_interval,
+            hooks: args.hooks(),
         },
         Arc::clone(&store),
         authorizer,

@@ -14,6 +14,10 @@ Usage (with the test venv's python, which has pymongo, authx, PyJWT and cryptogr
   backend.py rs256 PRIVATE_PEM STREAM
   backend.py validate-events SCHEMA_FILE < events.jsonl  exits 1 listing invalid events
   backend.py print-events BROKERS                     runs the consumer of docs/events.md
+  backend.py authx-role SECRET USER_ID ROLE           an AuthX access token with a role claim
+  backend.py validate-api OPENAPI_FILE SCHEMA < doc.json  exits 1 if doc is not a SCHEMA
+  backend.py openapi-paths OPENAPI_FILE               prints "METHOD /path" per operation
+  backend.py hook-server PORT_FILE LOG_FILE           an Nginx-RTMP callback backend (see below)
 """
 import base64
 import datetime
@@ -107,8 +111,86 @@ def main(command, *args):
         text = open(os.path.join(ROOT, "docs", "events.md")).read()
         snippet = re.findall(r"```python\n(.*?)```", text, re.S)[0]
         exec(snippet, {"BROKERS": brokers})
+    elif command == "authx-role":
+        secret, user, role = args
+        from authx import AuthX, AuthXConfig
+        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"]))
+        print(auth.create_access_token(uid=user, data={"role": role}))
+    elif command == "validate-api":
+        openapi_file, schema_name = args
+        import jsonschema
+        import yaml
+        document = yaml.safe_load(open(openapi_file))
+        # OpenAPI 3.1 schemas are JSON Schema 2020-12; the whole document is the root so
+        # "#/components/..." references resolve.
+        schema = dict(document, **{"$ref": "#/components/schemas/" + schema_name})
+        for component in document["components"]["schemas"].values():
+            jsonschema.Draft202012Validator.check_schema(component)
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        errors = list(validator.iter_errors(json.load(sys.stdin)))
+        for error in errors:
+            print(f"{list(error.absolute_path)}: {error.message}")
+        sys.exit(1 if errors else 0)
+    elif command == "openapi-paths":
+        (openapi_file,) = args
+        import yaml
+        document = yaml.safe_load(open(openapi_file))
+        for path, operations in document["paths"].items():
+            for method in operations:
+                print(method.upper(), path)
+    elif command == "hook-server":
+        port_file, log_file = args
+        hook_server(port_file, log_file)
     else:
         sys.exit(__doc__)
+
+
+def hook_server(port_file, log_file):
+    """An Nginx-RTMP on_publish/on_publish_done backend: logs every call's form fields as one
+    JSON line; on_publish allows name "allowed", renames "renamed" to "renamed-target" with a
+    302 Location (as Nginx-RTMP users do), redirects "relayed" to an rtmp:// URL (a relay push
+    in Nginx-RTMP), answers "slow" after 5 s, refuses the rest (403).
+    The port it listens on is written to PORT_FILE."""
+    import http.server
+    import urllib.parse
+
+    class Hooks(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            form["_content_type"] = self.headers.get("Content-Type")
+            form["_path"] = self.path
+            with open(log_file, "a") as log:
+                log.write(json.dumps(form) + "\n")
+            name = form.get("name")
+            if form.get("call") == "publish_done" or name == "allowed":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+            elif name == "renamed":
+                self.send_response(302)
+                self.send_header("Location", "renamed-target")
+                self.end_headers()
+            elif name == "relayed":
+                self.send_response(302)
+                self.send_header("Location", "rtmp://relay.example/live/elsewhere")
+                self.end_headers()
+            elif name == "slow":
+                time.sleep(5)
+                self.send_response(200)
+                self.end_headers()
+            else:
+                self.send_response(403)
+                self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
+    os.rename(port_file + ".tmp", port_file)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

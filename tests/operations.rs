@@ -4,7 +4,20 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::services::{backend, venv};
+use common::{Publisher, STARTUP, Server, publish_fast};
+use serde_json::Value;
+use testkit::http;
+use testkit::media::{Clip, clip, workspace_root};
+
+/// A static admin token for the tests.
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The HS256 secret of the tests' JWTs.
+const JWT_SECRET: &str = "ops-test-jwt-secret";
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("rtmp-hls-ops-{name}-{}", std::process::id()));
@@ -88,4 +101,426 @@ fn invalid_configuration_is_refused_at_startup_naming_the_option() {
         assert!(!stderr.contains("listening"), "{args:?}: {stderr}");
     }
     std::fs::remove_file(file).unwrap();
+}
+
+/// Validates `document` against `schema` of docs/openapi.yaml with Python's `jsonschema`.
+fn assert_shape(schema: &str, document: &Value) {
+    let openapi = workspace_root().join("docs").join("openapi.yaml");
+    let script = workspace_root().join("tests").join("backend.py");
+    let mut child = Command::new(venv().join("bin").join("python"))
+        .arg(script)
+        .args(["validate-api", openapi.to_str().unwrap(), schema])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(document.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{schema} off the OpenAPI file:\n{}\n{document:#}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// A request with an optional bearer token and JSON body; (status, headers, JSON or Null).
+fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, http::Response, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer.as_str()));
+    }
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let response = http::request_full(addr, method, path, &headers, body.as_bytes());
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, response, json)
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let (status, _, json) = api(addr, "GET", path, None, None);
+    assert_eq!(status, 200, "GET {path}: {json}");
+    json
+}
+
+/// The value of the first sample of `series` (`name{labels}` exactly) in `/metrics`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    let response = http::get(addr, "/metrics");
+    assert_eq!(response.status, 200);
+    assert!(response.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    response.text()
+}
+
+/// The stats API and /metrics follow a real publish from start to kick, in the documented
+/// shapes; every documented route is one the server has.
+#[test]
+fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
+    let server = Server::start("ops-stats", &["--admin-token", ADMIN_TOKEN]);
+    let key = server.add_key("cam");
+    let url = format!("{}/{key}", server.rtmp_url());
+    let _publisher = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    server.wait_for_segments("cam", 2);
+    let viewer = http::request_with(
+        server.http,
+        "GET",
+        &Server::playlist_path("cam"),
+        &[("User-Agent", "stats-test-player")],
+    );
+    assert_eq!(viewer.status, 200);
+    let (ok, _) = publish_fast(&clip(Clip::AvSmall), &format!("{}/wrong-key", server.rtmp_url()));
+    assert!(!ok, "a wrong key published");
+
+    let list = get_json(server.http, "/api/v1/streams");
+    assert_shape("StreamList", &list);
+    let cam = get_json(server.http, "/api/v1/streams/cam");
+    assert_shape("Stream", &cam);
+    assert_eq!(list["streams"][0]["name"], cam["name"], "list and item disagree");
+    assert_eq!(list["streams"][0]["publisher"]["since"], cam["publisher"]["since"]);
+    assert_eq!(cam["live"], true);
+    assert_eq!(cam["playlist"], "/hls/cam/index.m3u8");
+    assert!(cam["viewers"].as_u64().unwrap() >= 1, "{cam}");
+    let publisher = &cam["publisher"];
+    assert!(publisher["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{cam}");
+    assert_eq!(publisher["app"], "live");
+    assert!(publisher["ended_at"].is_null());
+    assert!(publisher["bitrate_bps"].as_u64().unwrap() > 10_000, "{cam}");
+    assert!(publisher["fps"].as_f64().unwrap() > 5.0, "{cam}");
+    // A 1 s GOP (FLV timestamps are whole milliseconds, at 25 fps the GOP is 960-1040 ms).
+    let gop = publisher["keyframe_interval_ms"].as_u64().unwrap();
+    assert!((900..=1100).contains(&gop), "{cam}");
+    assert!(publisher["segments"].as_u64().unwrap() >= 2, "{cam}");
+    assert!(cam["video"]["codec"].as_str().unwrap().starts_with("avc1.64"), "{cam}");
+    assert_eq!(
+        (&cam["video"]["width"], &cam["video"]["height"]),
+        (&Value::from(320), &Value::from(240))
+    );
+    assert_eq!(cam["audio"]["codec"], "mp4a.40.2");
+    assert_eq!(cam["audio"]["sample_rate"], 48000);
+    assert!(!cam.to_string().contains(&key), "the key is in the stats");
+
+    let (status, _, error) = api(server.http, "GET", "/api/v1/streams/nope", None, None);
+    assert_eq!(status, 404);
+    assert_shape("Error", &error);
+
+    let text = metrics(server.http);
+    for (series, at_least) in [
+        ("rtmp_hls_publish_accepted_total", 1.0),
+        ("rtmp_hls_publish_rejected_total{reason=\"invalid_key\"}", 1.0),
+        ("rtmp_hls_ingest_bytes_total{stream=\"cam\"}", 10_000.0),
+        ("rtmp_hls_ingest_frames_total{stream=\"cam\"}", 50.0),
+        ("rtmp_hls_segments_total", 2.0),
+        ("rtmp_hls_key_lookup_seconds_count", 2.0),
+        ("rtmp_hls_http_requests_total{kind=\"playlist\",status=\"200\"}", 1.0),
+        ("rtmp_hls_http_response_bytes_total{kind=\"playlist\"}", 100.0),
+        ("rtmp_hls_live_streams", 1.0),
+        ("rtmp_hls_rtmp_connections", 1.0),
+        ("rtmp_hls_viewers{stream=\"cam\"}", 1.0),
+    ] {
+        let value = metric(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+        assert!(value >= at_least, "{series} = {value}, expected at least {at_least}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "not OpenMetrics text");
+
+    // Kick: the publish ends as kicked; its per-stream series go.
+    let (status, _, _) =
+        api(server.http, "DELETE", "/api/v1/streams/cam/publisher", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 204);
+    server.wait_for_endlist("cam");
+    let ended = testkit::wait_until(STARTUP, "the kick in the stats", || {
+        let cam = get_json(server.http, "/api/v1/streams/cam");
+        (cam["publisher"]["stop_reason"] == "kicked").then_some(cam)
+    });
+    assert_shape("Stream", &ended);
+    assert_eq!(ended["live"], false);
+    assert!(ended["publisher"]["ended_at"].is_string());
+    let text = metrics(server.http);
+    assert_eq!(metric(&text, "rtmp_hls_live_streams"), Some(0.0), "{text}");
+    assert!(!text.contains("rtmp_hls_ingest_bytes_total{stream=\"cam\"}"), "{text}");
+    let (status, _, _) =
+        api(server.http, "DELETE", "/api/v1/streams/cam/publisher", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 404, "kicked a publisher that is gone");
+
+    // Every documented operation exists, and every route exists in the documentation.
+    let documented: std::collections::BTreeSet<String> = backend(&[
+        "openapi-paths",
+        workspace_root().join("docs").join("openapi.yaml").to_str().unwrap(),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    let served: std::collections::BTreeSet<String> = [
+        "GET /api/v1/streams",
+        "GET /api/v1/streams/{name}",
+        "DELETE /api/v1/streams/{name}/publisher",
+        "GET /api/v1/keys",
+        "POST /api/v1/keys",
+        "DELETE /api/v1/keys/{name}",
+        "GET /metrics",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(documented, served);
+    assert!(!server.log().contains(&key), "a key reached the log");
+}
+
+/// Admin routes: 401 without usable credentials, 403 without the admin role; the static
+/// token and AuthX-issued admin JWTs work; keys created through the API publish, and revoking
+/// one ends its live publish.
+#[test]
+fn the_admin_api_authenticates_and_manages_keys() {
+    let server =
+        Server::start("ops-admin", &["--admin-token", ADMIN_TOKEN, "--jwt-secret", JWT_SECRET]);
+    let admin_jwt = backend(&["authx-role", JWT_SECRET, "ops-1", "admin"]);
+    let viewer_jwt = backend(&["authx-role", JWT_SECRET, "bob", "viewer"]);
+    let publish_jwt = backend(&["authx", JWT_SECRET, "bob", "cam"]);
+    let other_secret_jwt = backend(&["authx-role", "another-secret", "eve", "admin"]);
+    let routes: [(&str, &str, Option<Value>); 4] = [
+        ("GET", "/api/v1/keys", None),
+        ("POST", "/api/v1/keys", Some(serde_json::json!({"stream": "x-denied"}))),
+        ("DELETE", "/api/v1/keys/demo", None),
+        ("DELETE", "/api/v1/streams/demo/publisher", None),
+    ];
+    for (method, path, body) in &routes {
+        let (status, response, error) = api(server.http, method, path, None, body.as_ref());
+        assert_eq!(status, 401, "{method} {path} without a token");
+        assert!(response.header("www-authenticate").unwrap().starts_with("Bearer"));
+        assert_shape("Error", &error);
+        for token in ["not-the-token-at-all", other_secret_jwt.as_str()] {
+            let (status, _, _) = api(server.http, method, path, Some(token), body.as_ref());
+            assert_eq!(status, 401, "{method} {path} with a bad token");
+        }
+        for token in [viewer_jwt.as_str(), publish_jwt.as_str()] {
+            let (status, _, error) = api(server.http, method, path, Some(token), body.as_ref());
+            assert_eq!(status, 403, "{method} {path} without the admin role");
+            assert_shape("Error", &error);
+        }
+    }
+
+    // Create with the admin JWT; the key publishes.
+    let new = serde_json::json!({"stream": "api-cam"});
+    let (status, response, created) =
+        api(server.http, "POST", "/api/v1/keys", Some(&admin_jwt), Some(&new));
+    assert_eq!(status, 201, "{created}");
+    assert_shape("CreatedKey", &created);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let key = created["key"].as_str().unwrap().to_owned();
+    let (status, _, _) = api(server.http, "POST", "/api/v1/keys", Some(ADMIN_TOKEN), Some(&new));
+    assert_eq!(status, 409, "a second key for one stream");
+    let bad = serde_json::json!({"stream": "no spaces/allowed"});
+    let (status, _, error) =
+        api(server.http, "POST", "/api/v1/keys", Some(ADMIN_TOKEN), Some(&bad));
+    assert_eq!(status, 400);
+    assert_shape("Error", &error);
+    let (status, _, listed) = api(server.http, "GET", "/api/v1/keys", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 200);
+    assert_shape("KeyList", &listed);
+    let streams: Vec<&str> =
+        listed["keys"].as_array().unwrap().iter().map(|k| k["stream"].as_str().unwrap()).collect();
+    assert!(streams.contains(&"api-cam") && streams.contains(&"demo"), "{listed}");
+    assert!(!listed.to_string().contains(&key));
+    // The CLI sees the same store.
+    let cli = server.keys(&["list"]);
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("api-cam"));
+
+    let url = format!("{}/{key}", server.rtmp_url());
+    let mut publisher = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    server.wait_for_segments("api-cam", 1);
+
+    // Revoke with the static token: the live publish ends as revoked.
+    let (status, _, _) =
+        api(server.http, "DELETE", "/api/v1/keys/api-cam", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 204);
+    assert_eq!(publisher.exited_within(STARTUP).map(|_| ()), Some(()), "still publishing");
+    let ended = testkit::wait_until(STARTUP, "the revocation in the stats", || {
+        let cam = get_json(server.http, "/api/v1/streams/api-cam");
+        (cam["publisher"]["stop_reason"] == "revoked").then_some(cam)
+    });
+    assert_shape("Stream", &ended);
+    let (status, _, _) =
+        api(server.http, "DELETE", "/api/v1/keys/api-cam", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 404, "revoked twice");
+    let (ok, _) = publish_fast(&clip(Clip::AvSmall), &url);
+    assert!(!ok, "a revoked key published");
+    let log = server.log();
+    assert!(!log.contains(&key) && !log.contains(ADMIN_TOKEN) && !log.contains(&admin_jwt));
+}
+
+/// With --admin-addr, the API and /metrics are only on that address, HLS only on the other.
+#[test]
+fn admin_addr_keeps_the_api_off_the_public_listener() {
+    let server = Server::start("ops-addr", &["--admin-addr", "127.0.0.1:0"]);
+    let marker = "admin API listening addr=";
+    let admin: SocketAddr = testkit::wait_until(STARTUP, "the admin listener", || {
+        let log = server.log();
+        let at = log.find(marker)? + marker.len();
+        log[at..].split_whitespace().next()?.parse().ok()
+    });
+    assert_eq!(http::get(server.http, "/api/v1/streams").status, 404);
+    assert_eq!(http::get(server.http, "/metrics").status, 404);
+    assert_eq!(http::get(admin, "/api/v1/streams").status, 200);
+    assert_eq!(http::get(admin, "/metrics").status, 200);
+    assert_eq!(http::get(admin, "/hls/demo/index.m3u8").status, 404);
+    // HLS requests on the public side are counted on the admin side.
+    let _ = http::get(server.http, "/hls/nothing/index.m3u8");
+    let text = metrics(admin);
+    assert!(
+        metric(&text, "rtmp_hls_http_requests_total{kind=\"playlist\",status=\"404\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
+
+/// A real HTTP server answering Nginx-RTMP's callbacks (tests/backend.py hook-server).
+struct HookBackend {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl HookBackend {
+    fn start(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("rtmp-hls-hooks-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (port_file, log) = (dir.join("port"), dir.join("calls.jsonl"));
+        let child = Command::new(venv().join("bin").join("python"))
+            .arg(workspace_root().join("tests").join("backend.py"))
+            .arg("hook-server")
+            .arg(&port_file)
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let port = testkit::wait_until(STARTUP, "the hook backend", || {
+            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+        });
+        Self { child, port, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn wait_for_call(&self, call: &str, name: &str) -> Value {
+        testkit::wait_until(STARTUP, &format!("{call} for {name}"), || {
+            self.calls().into_iter().find(|c| c["call"] == call && c["name"] == name)
+        })
+    }
+}
+
+impl Drop for HookBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// on_publish alone (Nginx-RTMP's model): 2xx allows under the publishing name, 3xx renames,
+/// 4xx refuses, no answer in time refuses; on_publish_done follows each publish; the form
+/// carries Nginx-RTMP's fields.
+#[test]
+fn nginx_rtmp_hooks_decide_alone_rename_refuse_and_report_done() {
+    let hooks = HookBackend::start("only");
+    let server = Server::start(
+        "ops-hooks-only",
+        &[
+            "--on-publish",
+            &hooks.url("/on_publish"),
+            "--on-publish-done",
+            &hooks.url("/on_publish_done"),
+            "--hook-mode",
+            "only",
+            "--hook-timeout",
+            "1",
+        ],
+    );
+    let small = clip(Clip::AvSmall);
+    let (ok, messages) = publish_fast(&small, &format!("{}/allowed?user=al", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("allowed");
+    let (ok, messages) = publish_fast(&small, &format!("{}/renamed", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("renamed-target");
+    assert!(server.playlist("renamed").is_none(), "published under the old name too");
+    // A redirect to an rtmp:// URL (Nginx-RTMP relays there) keeps the name.
+    let (ok, messages) = publish_fast(&small, &format!("{}/relayed", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("relayed");
+    server.wait_for_log("not supported: publishing under the original name");
+    let (ok, _) = publish_fast(&small, &format!("{}/denied", server.rtmp_url()));
+    assert!(!ok, "a publish the hook refused went through");
+    server.wait_for_log("refused by on_publish (HTTP 403)");
+    let (ok, _) = publish_fast(&small, &format!("{}/slow", server.rtmp_url()));
+    assert!(!ok, "a publish the hook did not answer went through");
+    server.wait_for_log("the on_publish callback could not be asked");
+    assert!(server.playlist("denied").is_none() && server.playlist("slow").is_none());
+
+    let call = hooks.wait_for_call("publish", "allowed");
+    assert_eq!(call["_path"], "/on_publish");
+    assert_eq!(call["_content_type"], "application/x-www-form-urlencoded");
+    assert_eq!(
+        (&call["app"], &call["type"], &call["addr"]),
+        (&"live".into(), &"live".into(), &"127.0.0.1".into())
+    );
+    assert_eq!(call["user"], "al", "the publishing name's arguments are fields");
+    assert_eq!(call["tcurl"], format!("{}", server.rtmp_url()));
+    assert!(call["flashver"].as_str().unwrap().contains("FMLE"), "{call}");
+    assert!(call["clientid"].as_str().unwrap().parse::<u64>().is_ok(), "{call}");
+    let done = hooks.wait_for_call("publish_done", "allowed");
+    assert_eq!(done["_path"], "/on_publish_done");
+    assert_eq!(done["clientid"], call["clientid"]);
+    hooks.wait_for_call("publish_done", "renamed");
+    assert!(
+        !hooks.calls().iter().any(|c| c["call"] == "publish_done" && c["name"] == "denied"),
+        "publish_done for a refused publish"
+    );
+}
+
+/// on_publish in addition to the key store: a valid key still needs the hook's yes, and a
+/// hook that cannot be reached refuses (fail closed).
+#[test]
+fn hooks_in_addition_to_keys_fail_closed() {
+    let mut hooks = HookBackend::start("also");
+    let server = Server::start("ops-hooks-also", &["--on-publish", &hooks.url("/on_publish")]);
+    let key = server.add_key("cam");
+    let small = clip(Clip::AvSmall);
+    let (ok, _) = publish_fast(&small, &format!("{}/wrong-key", server.rtmp_url()));
+    assert!(!ok);
+    server.wait_for_log("publish refused: invalid stream key");
+    assert!(
+        !hooks.calls().iter().any(|c| c["name"] == "wrong-key"),
+        "the hook was asked about a key the store refused"
+    );
+    // The backend refuses any name but "allowed", so the valid key is refused by the hook.
+    let (ok, _) = publish_fast(&small, &format!("{}/{key}", server.rtmp_url()));
+    assert!(!ok, "the hook's refusal was ignored");
+    server.wait_for_log("refused by on_publish (HTTP 403)");
+    hooks.wait_for_call("publish", &key);
+    let _ = hooks.child.kill();
+    let _ = hooks.child.wait();
+    let (ok, _) = publish_fast(&small, &format!("{}/{key}", server.rtmp_url()));
+    assert!(!ok, "published with the hook down");
+    server.wait_for_log("the on_publish callback could not be asked");
+    assert!(server.playlist("cam").is_none());
+    assert!(!server.log().contains(&key), "a key reached the log");
 }

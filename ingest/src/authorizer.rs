@@ -67,6 +67,16 @@ impl Authorizer {
         result
     }
 
+    /// Whether `ip` may try to publish now (it has failed too often otherwise).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.failures.allows(ip, Instant::now())
+    }
+
+    /// Counts a failed attempt from `ip` decided elsewhere (an `on_publish` refusal).
+    pub fn note_failure(&self, ip: IpAddr) {
+        self.failures.record_failure(ip, Instant::now());
+    }
+
     /// Whether a key that was granted still is: `Some(false)` once it is revoked, `None` when
     /// the store cannot tell right now. Publish tokens cannot be revoked: always `Some(true)`.
     pub async fn still_valid(&self, key: &str) -> Option<bool> {

@@ -66,6 +66,10 @@ pub enum RejectReason {
     InvalidToken,
     /// Too many failed attempts from this address.
     RateLimited,
+    /// The `on_publish` callback answered with a refusal.
+    HookRefused,
+    /// The `on_publish` callback could not be asked (fail closed).
+    HookUnavailable,
 }
 
 impl RejectReason {
@@ -78,6 +82,8 @@ impl RejectReason {
             Self::KeyStoreUnavailable => "key_store_unavailable",
             Self::TooManyStreams => "too_many_streams",
             Self::InvalidToken => "invalid_token",
+            Self::HookRefused => "hook_refused",
+            Self::HookUnavailable => "hook_unavailable",
             Self::RateLimited => "rate_limited",
         }
     }

@@ -9,6 +9,7 @@ pub mod authorizer;
 pub mod events;
 pub mod failure_limiter;
 pub mod file_key_store;
+pub mod hooks;
 pub mod jwt;
 pub mod key_store;
 pub mod limits;

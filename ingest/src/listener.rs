@@ -25,7 +25,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authorizer::{Authorizer, Denial};
 use crate::events::{Event, EventSink, MediaInfo, PublishGuard, RejectReason, StopReason};
+use crate::hooks::{self, HookConfig, HookMode};
 use crate::key_store::redact;
+use crate::key_store::{Grant, validate_stream_name};
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::metrics::IngestMetrics;
 use crate::rtmp::session::{Action, Session, SessionError};
@@ -76,6 +78,8 @@ pub struct IngestConfig {
     pub takeover: TakeoverPolicy,
     /// How often each live stream emits `stream_stats`.
     pub stats_interval: Duration,
+    /// Nginx-RTMP-style HTTP callbacks.
+    pub hooks: HookConfig,
 }
 
 impl Default for IngestConfig {
@@ -86,6 +90,7 @@ impl Default for IngestConfig {
             limits: Limits::default(),
             takeover: TakeoverPolicy::default(),
             stats_interval: STATS_INTERVAL,
+            hooks: HookConfig::default(),
         }
     }
 }
@@ -289,6 +294,8 @@ struct Active {
     status_base: (Instant, u64, u64),
     /// What the started event needs that the remuxer does not know.
     stream: String,
+    /// The publishing name as the client sent it (the key: secret), for `on_publish_done`.
+    published_name: String,
     owner: Option<String>,
     app: String,
     /// Picture size and frame rate from the encoder's metadata.
@@ -501,10 +508,22 @@ impl Connection {
                 "unknown application",
             );
         }
+        let hooks = &ingest.config.hooks;
+        let hook_only = hooks.mode == HookMode::Only && hooks.on_publish.is_some();
         let asked = Instant::now();
-        let decision = ingest.authorizer.authorize(self.peer.ip(), key).await;
+        let decision = if hook_only {
+            // Nginx-RTMP's model: the publishing name is the stream, unless the hook renames.
+            let name = key.split('?').next().unwrap_or_default().to_owned();
+            if ingest.authorizer.admits(self.peer.ip()) {
+                Ok(Grant { stream: name, owner: None, revocable: false })
+            } else {
+                Err(Denial::RateLimited)
+            }
+        } else {
+            ingest.authorizer.authorize(self.peer.ip(), key).await
+        };
         ingest.metrics.key_lookup.observe(asked.elapsed().as_secs_f64());
-        let grant = match decision {
+        let mut grant = match decision {
             Ok(grant) => grant,
             Err(denial) => {
                 let (reason, code) = match &denial {
@@ -521,6 +540,51 @@ impl Connection {
                 return self.refuse(request_id, app, &key_id, reason, code, &denial.to_string());
             }
         };
+        if let Some(url) = &hooks.on_publish {
+            let call = hooks::Call {
+                call: "publish",
+                app,
+                name: key,
+                addr: self.peer.ip(),
+                client_id: self.id,
+                client: self.session.client_info(),
+            };
+            let refusal = match hooks::post(url, call.form(), hooks.timeout).await {
+                Ok((status, location)) => match hooks::verdict(status, location.as_deref()) {
+                    hooks::Verdict::Allow(None) => None,
+                    hooks::Verdict::Allow(Some(name)) => {
+                        info!(stream = %grant.stream, renamed = %name, "on_publish renamed the stream");
+                        grant.stream = name;
+                        None
+                    }
+                    hooks::Verdict::Refuse(status) => Some((
+                        RejectReason::HookRefused,
+                        CODE_BAD_NAME,
+                        format!("refused by on_publish (HTTP {status})"),
+                    )),
+                },
+                Err(e) => {
+                    ingest.warn_limited(format_args!("on_publish callback to {url} failed: {e}"));
+                    Some((
+                        RejectReason::HookUnavailable,
+                        CODE_FAILED,
+                        "the on_publish callback could not be asked".to_owned(),
+                    ))
+                }
+            };
+            if let Some((reason, code, description)) = refusal {
+                if reason == RejectReason::HookRefused {
+                    ingest.authorizer.note_failure(self.peer.ip());
+                }
+                return self.refuse(request_id, app, &key_id, reason, code, &description);
+            }
+        }
+        if validate_stream_name(&grant.stream).is_err() {
+            // The name may be the key itself (hook-only mode): not in the description.
+            let description = "the stream name is not usable (1 to 64 of A-Z a-z 0-9 _ - .)";
+            let reason = RejectReason::InvalidKey;
+            return self.refuse(request_id, app, &key_id, reason, CODE_BAD_NAME, description);
+        }
         let generation =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let max_streams = ingest.config.limits.max_streams;
@@ -584,6 +648,7 @@ impl Connection {
             guard: None,
             stream: grant.stream.clone(),
             owner: grant.owner.clone(),
+            published_name: key.to_owned(),
             app: app.to_owned(),
             metadata: (None, None, None),
             bytes: 0,
@@ -662,6 +727,23 @@ impl Connection {
             guard.reason = reason;
         }
         info!(stream = %active.publication.name(), reason = reason.as_str(), "publish ended");
+        if let Some(url) = self.ingest.config.hooks.on_publish_done.clone() {
+            let form = hooks::Call {
+                call: "publish_done",
+                app: &active.app,
+                name: &active.published_name,
+                addr: self.peer.ip(),
+                client_id: self.id,
+                client: self.session.client_info(),
+            }
+            .form();
+            let timeout = self.ingest.config.hooks.timeout;
+            tokio::spawn(async move {
+                if let Err(e) = hooks::post(&url, form, timeout).await {
+                    warn!(error = %e, %url, "on_publish_done callback failed");
+                }
+            });
+        }
         // Dropping the publication ends the playlist; dropping the guard emits the stop.
     }
 }

@@ -153,7 +153,26 @@ pub struct Session {
     /// Bytes received (after the handshake) and the count at the last acknowledgement.
     received: u64,
     last_ack: u64,
+    /// What the client said about itself in `connect`.
+    client: ClientInfo,
 }
+
+/// The client's `connect` properties that Nginx-RTMP passes to its callbacks; each cut to
+/// [`MAX_CLIENT_FIELD`] bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// `tcUrl`: the URL the client connected to.
+    pub tc_url: String,
+    /// `flashVer`: the client's name and version (`FMLE/3.0 (compatible; obs-studio/30.0)`).
+    pub flash_ver: String,
+    /// `swfUrl`.
+    pub swf_url: String,
+    /// `pageUrl`.
+    pub page_url: String,
+}
+
+/// Longest `connect` property kept in [`ClientInfo`] (real ones are under 200 bytes).
+pub const MAX_CLIENT_FIELD: usize = 1024;
 
 impl Session {
     /// A session waiting for the client's handshake. `seed` varies handshake filler bytes.
@@ -172,7 +191,13 @@ impl Session {
             peer_window: None,
             received: 0,
             last_ack: 0,
+            client: ClientInfo::default(),
         }
+    }
+
+    /// What the client said about itself in `connect` (empty before it).
+    pub fn client_info(&self) -> &ClientInfo {
+        &self.client
     }
 
     /// Whether the handshake has completed.
@@ -395,6 +420,20 @@ impl Session {
                 // OBS and some tools append a slash or a query string to the app.
                 let app =
                     app.split('?').next().unwrap_or_default().trim_end_matches('/').to_owned();
+                let property = |name: &str| {
+                    let text = command_object.get(name).and_then(Value::as_str).unwrap_or_default();
+                    let mut end = text.len().min(MAX_CLIENT_FIELD);
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text[..end].to_owned()
+                };
+                self.client = ClientInfo {
+                    tc_url: property("tcUrl"),
+                    flash_ver: property("flashVer"),
+                    swf_url: property("swfUrl"),
+                    page_url: property("pageUrl"),
+                };
                 let encoding = command_object.get("objectEncoding").and_then(Value::as_number);
                 self.accept_connect(transaction, encoding.unwrap_or(0.0));
                 self.state = State::Connected { app };

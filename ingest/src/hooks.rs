@@ -1,0 +1,282 @@
+//! Nginx-RTMP-compatible HTTP callbacks, for backends that already answer Nginx-RTMP's
+//! `on_publish` and `on_publish_done` (nginx-rtmp-module's `ngx_rtmp_notify_module`).
+//!
+//! Each is an HTTP/1.1 POST of an `application/x-www-form-urlencoded` body with the fields
+//! Nginx-RTMP sends: `call` (`publish`, `publish_done`), `app`, `name` (the publishing name
+//! without its query), `type` (`live`), `addr` (the client's IP), `clientid`, `flashver`,
+//! `swfurl`, `tcurl`, `pageurl`, and the publishing name's query arguments as more fields.
+//! For `on_publish`, a 2xx allows the publish, a 3xx with `Location` renames the stream to
+//! the location (as Nginx-RTMP does; an `rtmp://` location, which Nginx-RTMP turns into a
+//! relay push, is not supported and keeps the name), anything else refuses. `on_publish_done`'s
+//! answer is ignored. Plain `http://` only, as in Nginx-RTMP.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::rtmp::session::ClientInfo;
+
+/// How long a callback may take, connection included, by default (Nginx-RTMP's
+/// `notify_timeout` defaults to 30 s; a publisher waiting that long for an answer gives up).
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response head read from a callback backend.
+pub const MAX_RESPONSE_HEAD: usize = 16 << 10;
+/// Largest response body read (and discarded).
+const MAX_RESPONSE_BODY: usize = 64 << 10;
+
+/// Whether the hook decides alone or with the key store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HookMode {
+    /// The key store authorises first, then the hook must allow too (it may rename).
+    #[default]
+    Also,
+    /// The hook alone decides (Nginx-RTMP's model): the publishing name is the stream name
+    /// unless the hook renames it.
+    Only,
+}
+
+/// An `http://host[:port]/path` callback URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookUrl {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl FromStr for HookUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text.strip_prefix("http://").ok_or_else(|| {
+            format!("{text:?}: only http:// callback URLs are supported (as in Nginx-RTMP)")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(format!("{text:?}: credentials in the URL are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                let port = port.parse().map_err(|_| format!("{text:?}: bad port {port:?}"))?;
+                (host, port)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{text:?}: no host"));
+        }
+        Ok(Self { host: host.to_owned(), port, path: path.to_owned() })
+    }
+}
+
+impl fmt::Display for HookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// Callback settings.
+#[derive(Debug, Clone, Default)]
+pub struct HookConfig {
+    /// Asked before a publish starts.
+    pub on_publish: Option<HookUrl>,
+    /// Told after a publish ended.
+    pub on_publish_done: Option<HookUrl>,
+    /// See [`HOOK_TIMEOUT`].
+    pub timeout: Duration,
+    /// With or instead of the key store.
+    pub mode: HookMode,
+}
+
+/// What a publish callback decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Publish, under the name given, or the new one.
+    Allow(Option<String>),
+    /// Refused, with the backend's status code.
+    Refuse(u16),
+}
+
+/// A callback that could not be made or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Connecting failed.
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// The exchange failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+}
+
+/// The Nginx-RTMP fields of a call.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// `publish` or `publish_done`.
+    pub call: &'static str,
+    /// RTMP application.
+    pub app: &'a str,
+    /// The publishing name, query included (its arguments become fields).
+    pub name: &'a str,
+    /// The client's address.
+    pub addr: IpAddr,
+    /// The connection id.
+    pub client_id: u64,
+    /// The client's `connect` properties.
+    pub client: &'a ClientInfo,
+}
+
+impl Call<'_> {
+    /// The form-encoded body.
+    pub fn form(&self) -> String {
+        let (name, query) = self.name.split_once('?').unwrap_or((self.name, ""));
+        let addr = self.addr.to_string();
+        let client_id = self.client_id.to_string();
+        let mut fields = vec![
+            ("call", self.call),
+            ("app", self.app),
+            ("name", name),
+            ("type", "live"),
+            ("addr", addr.as_str()),
+            ("clientid", client_id.as_str()),
+            ("flashver", self.client.flash_ver.as_str()),
+            ("swfurl", self.client.swf_url.as_str()),
+            ("tcurl", self.client.tc_url.as_str()),
+            ("pageurl", self.client.page_url.as_str()),
+        ];
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            fields.push(pair.split_once('=').unwrap_or((pair, "")));
+        }
+        let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+        fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// What an `on_publish` answer means.
+pub fn verdict(status: u16, location: Option<&str>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Allow(None),
+        300..=399 => match location.map(str::trim).filter(|l| !l.is_empty()) {
+            Some(location) if location.starts_with("rtmp://") => {
+                tracing::warn!(
+                    "on_publish redirected to an rtmp:// URL (an Nginx-RTMP relay push), which is \
+                     not supported: publishing under the original name"
+                );
+                Verdict::Allow(None)
+            }
+            Some(location) => Verdict::Allow(Some(location.to_owned())),
+            None => Verdict::Refuse(status),
+        },
+        _ => Verdict::Refuse(status),
+    }
+}
+
+/// POSTs the form `body` (see [`Call::form`]) to `url` within `timeout`; the status and
+/// `Location` of the answer.
+pub async fn post(
+    url: &HookUrl,
+    body: String,
+    timeout: Duration,
+) -> Result<(u16, Option<String>), HookError> {
+    tokio::time::timeout(timeout, exchange(url, body))
+        .await
+        .map_err(|_| HookError::Timeout(timeout))?
+}
+
+async fn exchange(url: &HookUrl, body: String) -> Result<(u16, Option<String>), HookError> {
+    let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(HookError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_HEAD.max(8192))
+        .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| HookError::Http(e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let host = if url.port == 80 { url.host.clone() } else { format!("{}:{}", url.host, url.port) };
+    let request = hyper::Request::post(url.path.as_str())
+        .header(HOST, host)
+        .header(USER_AGENT, concat!("rtmp-hls/", env!("CARGO_PKG_VERSION")))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| HookError::Http(e.to_string()))?;
+    let response =
+        sender.send_request(request).await.map_err(|e| HookError::Http(e.to_string()))?;
+    let status = response.status().as_u16();
+    let location =
+        response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // Read (a bounded amount of) the body so the backend sees a clean exchange.
+    let limited = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY);
+    let _ = limited.collect().await;
+    driver.abort();
+    Ok((status, location))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let url: HookUrl = "http://backend:8000/rtmp/on_publish?x=1".parse().unwrap();
+        assert_eq!(url.to_string(), "http://backend:8000/rtmp/on_publish?x=1");
+        let url: HookUrl = "http://127.0.0.1".parse().unwrap();
+        assert_eq!((url.port, url.path.as_str()), (80, "/"));
+        let url: HookUrl = "http://[::1]:9000/a".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("::1", 9000));
+        for bad in ["https://x/", "ftp://x", "http://:80/", "http://u:p@x/", "http://x:port/"] {
+            assert!(bad.parse::<HookUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_nginx_rtmp() {
+        assert_eq!(verdict(200, None), Verdict::Allow(None));
+        assert_eq!(verdict(204, None), Verdict::Allow(None));
+        assert_eq!(verdict(302, Some("cam-7")), Verdict::Allow(Some("cam-7".into())));
+        assert_eq!(verdict(302, Some("rtmp://relay/live/x")), Verdict::Allow(None));
+        assert_eq!(verdict(302, None), Verdict::Refuse(302));
+        assert_eq!(verdict(403, None), Verdict::Refuse(403));
+        assert_eq!(verdict(500, Some("x")), Verdict::Refuse(500));
+    }
+
+    #[test]
+    fn form_has_nginx_fields_and_query_arguments() {
+        let client = ClientInfo {
+            tc_url: "rtmp://host/live".into(),
+            flash_ver: "FMLE/3.0 (compatible; obs)".into(),
+            ..ClientInfo::default()
+        };
+        let call = Call {
+            call: "publish",
+            app: "live",
+            name: "k3y?user=al ice&x",
+            addr: "10.1.2.3".parse().unwrap(),
+            client_id: 42,
+            client: &client,
+        };
+        assert_eq!(
+            call.form(),
+            "call=publish&app=live&name=k3y&type=live&addr=10%2E1%2E2%2E3&clientid=42&\
+             flashver=FMLE%2F3%2E0%20%28compatible%3B%20obs%29&swfurl=&tcurl=rtmp%3A%2F%2Fhost%2Flive&\
+             pageurl=&user=al%20ice&x="
+        );
+    }
+}
