@@ -51,6 +51,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Exit 0 if the server on --http-addr answers /healthz (for container health checks:
+    /// the runtime image has no curl).
+    Healthcheck,
     /// Check the configuration, or print an example file.
     Config {
         #[command(subcommand)]

@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Some(Command::Keys { action }) => keys(&settings, action),
         Some(Command::Config { action: ConfigAction::Check }) => check_config(&cli.serve, &matches),
+        Some(Command::Healthcheck) => healthcheck(cli.serve.http_addr),
         Some(Command::Config { action: ConfigAction::Example }) => {
             print_out(&config_file::example());
             Ok(())
@@ -88,6 +89,34 @@ fn jwt_verifier(args: &ServeArgs) -> Result<Option<JwtVerifier>> {
         }
         (None, None) => None,
     })
+}
+
+/// How long the health check waits for the server.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// GETs /healthz from the server listening on `addr` (a wildcard address means this host).
+fn healthcheck(mut addr: SocketAddr) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(HEALTHCHECK_TIMEOUT))?;
+    stream.set_write_timeout(Some(HEALTHCHECK_TIMEOUT))?;
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    if status_line.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        anyhow::bail!("{addr} answered {:?}", status_line.lines().next().unwrap_or_default())
+    }
 }
 
 /// How long the keys commands wait for MongoDB.

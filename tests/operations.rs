@@ -524,3 +524,24 @@ fn hooks_in_addition_to_keys_fail_closed() {
     assert!(server.playlist("cam").is_none());
     assert!(!server.log().contains(&key), "a key reached the log");
 }
+
+/// `rtmp-hls healthcheck` (the container health check) succeeds against a running server
+/// and fails when nothing answers.
+#[test]
+fn healthcheck_reports_whether_the_server_answers() {
+    let server = Server::start("ops-health", &[]);
+    let check = |addr: String| {
+        Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
+            .env("RTMP_HLS_HTTP_ADDR", addr)
+            .arg("healthcheck")
+            .output()
+            .unwrap()
+    };
+    let output = check(server.http.to_string());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let port = server.http.port();
+    drop(server);
+    let output = check(format!("0.0.0.0:{port}"));
+    assert!(!output.status.success(), "healthy with no server");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1"));
+}
