@@ -279,4 +279,56 @@ mod tests {
              pageurl=&user=al%20ice&x="
         );
     }
+
+    /// A backend that answers with `head` (raw bytes) to any request.
+    async fn backend(head: Vec<u8>) -> HookUrl {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(&head).await;
+        });
+        format!("http://127.0.0.1:{port}/hook").parse().unwrap()
+    }
+
+    fn form() -> String {
+        "call=publish&name=x".to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_read_with_its_location() {
+        let url =
+            backend(b"HTTP/1.1 302 Found\r\nLocation: cam-2\r\nContent-Length: 0\r\n\r\n".to_vec())
+                .await;
+        let (status, location) = post(&url, form(), HOOK_TIMEOUT).await.unwrap();
+        assert_eq!((status, location.as_deref()), (302, Some("cam-2")));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_head_is_an_error_not_a_buffer() {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..2000 {
+            head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert!(head.len() > MAX_RESPONSE_HEAD * 4);
+        let url = backend(head).await;
+        let error = post(&url, form(), HOOK_TIMEOUT).await.unwrap_err();
+        assert!(matches!(error, HookError::Http(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout_and_a_closed_port_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: HookUrl =
+            format!("http://{}/hook", listener.local_addr().unwrap()).parse().unwrap();
+        let error = post(&url, form(), Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(error, HookError::Timeout(_)), "{error}");
+        drop(listener);
+        let error = post(&url, form(), HOOK_TIMEOUT).await.unwrap_err();
+        assert!(matches!(error, HookError::Connect(_)), "{error}");
+    }
 }

@@ -478,3 +478,25 @@ fn good_messages_before_a_fault_in_the_same_read_are_not_lost() {
     assert_eq!(session.error(), Some(&fault));
     assert_eq!(session.handle_bytes(&[0]), Err(fault));
 }
+
+#[test]
+fn connect_properties_are_kept_for_callbacks_and_cut_to_the_limit() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    let long_page = format!("https://example.com/{}", "é".repeat(MAX_CLIENT_FIELD));
+    let object = Value::Object(vec![
+        ("app".into(), s("live")),
+        ("flashVer".into(), s("FMLE/3.0 (compatible; obs-studio/30.0)")),
+        ("tcUrl".into(), s("rtmp://127.0.0.1/live")),
+        ("pageUrl".into(), Value::String(long_page)),
+    ]);
+    client.command(0, &[s("connect"), Value::Number(1.0), object]);
+    assert_eq!(session.client_info(), &ClientInfo::default());
+    session.handle_bytes(&client.take()).unwrap();
+    let info = session.client_info();
+    assert_eq!(info.flash_ver, "FMLE/3.0 (compatible; obs-studio/30.0)");
+    assert_eq!(info.tc_url, "rtmp://127.0.0.1/live");
+    assert_eq!(info.swf_url, "");
+    assert!(info.page_url.len() <= MAX_CLIENT_FIELD && info.page_url.len() > MAX_CLIENT_FIELD - 2);
+    assert!(info.page_url.starts_with("https://example.com/é"));
+}
