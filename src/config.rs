@@ -202,6 +202,7 @@ pub(crate) struct ServeArgs {
         long,
         env = "RTMP_HLS_JWT_SECRET",
         hide_env_values = true,
+        value_parser = parse_jwt_secret,
         conflicts_with = "jwt_public_key",
         help_heading = "Publish tokens"
     )]
@@ -349,6 +350,19 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 requires a key at least as long as the
+/// hash (256 bits); a shorter one can be brute-forced from a single token.
+const MIN_JWT_SECRET_LEN: usize = 32;
+
+fn parse_jwt_secret(text: &str) -> Result<String, String> {
+    if text.len() < MIN_JWT_SECRET_LEN {
+        return Err(format!(
+            "an HS256 secret needs at least {MIN_JWT_SECRET_LEN} bytes (RFC 7518 §3.2; e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Shortest static admin token accepted: a guessable token would open the admin API.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
@@ -416,9 +430,14 @@ mod tests {
 
     #[test]
     fn one_jwt_key_kind_at_a_time() {
-        let err =
-            Cli::try_parse_from(["rtmp-hls", "--jwt-secret", "x", "--jwt-public-key", "k.pem"])
-                .unwrap_err();
+        let err = Cli::try_parse_from([
+            "rtmp-hls",
+            "--jwt-secret",
+            &"x".repeat(32),
+            "--jwt-public-key",
+            "k.pem",
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("--jwt-public-key"), "{err}");
     }
 
@@ -430,6 +449,19 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Keys { action: KeysAction::Add { ref name, .. } }) if name == "cam")
         );
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        for args in [
+            ["rtmp-hls", "--jwt-secret", ""],
+            ["rtmp-hls", "--jwt-secret", "only-thirty-one-bytes-long-here"],
+            ["rtmp-hls", "--admin-token", "fifteen-chars!!"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains(args[1]) && err.contains("at least"), "{err}");
+        }
+        assert!(Cli::try_parse_from(["rtmp-hls", "--jwt-secret", &"x".repeat(32)]).is_ok());
     }
 
     #[test]

@@ -401,7 +401,8 @@ mod tests {
 
     #[test]
     fn the_effective_config_masks_secrets_and_names_sources() {
-        let f = file("jwt_secret = \"hunter2\"\nplaylist_length = 8\n");
+        let f =
+            file("jwt_secret = \"hunter2-hunter2-hunter2-hunter2-hunter2\"\nplaylist_length = 8\n");
         let (_, matches) = load(args(&[
             "rtmp-hls",
             "--config",
@@ -413,14 +414,19 @@ mod tests {
         ]))
         .unwrap();
         let text = effective(&matches);
-        assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+        assert!(
+            !text.contains("hunter2-hunter2-hunter2-hunter2-hunter2") && !text.contains("s3cret"),
+            "{text}"
+        );
         assert!(text.contains("jwt_secret = \"********\"  # file"), "{text}");
         assert!(text.contains("mongodb://app:********@db:27017/?authSource=admin"), "{text}");
         assert!(text.contains("playlist_length = 8  # file"), "{text}");
         assert!(text.contains("segment_duration = 3  # flag"), "{text}");
         assert!(text.contains("rtmp_addr = \"0.0.0.0:1935\"  # default"), "{text}");
         // What it prints is itself a valid configuration file.
-        let unmasked = text.replace("\"********\"", "\"x\"").replace(":********@", ":x@");
+        let unmasked = text
+            .replace("\"********\"", &format!("\"{}\"", "x".repeat(32)))
+            .replace(":********@", ":x@");
         let f =
             file(&unmasked.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"));
         load(args(&["rtmp-hls", "--config", &f.arg()])).unwrap();

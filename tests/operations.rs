@@ -17,7 +17,7 @@ use testkit::media::{Clip, clip, workspace_root};
 /// A static admin token for the tests.
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The HS256 secret of the tests' JWTs.
-const JWT_SECRET: &str = "ops-test-jwt-secret";
+const JWT_SECRET: &str = "ops-test-jwt-secret-of-32-bytes!";
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("rtmp-hls-ops-{name}-{}", std::process::id()));
@@ -47,7 +47,7 @@ fn configuration_precedence_is_file_then_environment_then_flag() {
     let file = temp_file(
         "precedence.toml",
         "playlist_length = 8\nsegment_duration = 3\napp = \"file-app\"\n\
-         jwt_secret = \"file-secret-value\"\n[kafka_property]\n\"linger.ms\" = 7\n",
+         jwt_secret = \"file-secret-value-of-at-least-32-bytes\"\n[kafka_property]\n\"linger.ms\" = 7\n",
     );
     let file_arg = file.display().to_string();
     let (ok, out, err) = config_check(
@@ -60,7 +60,10 @@ fn configuration_precedence_is_file_then_environment_then_flag() {
     assert!(out.contains("app = \"flag-app\"  # flag"), "{out}");
     assert!(out.contains("kafka_property = [\"linger.ms=7\"]  # file"), "{out}");
     assert!(out.contains("jwt_secret = \"********\"  # file"), "{out}");
-    assert!(!out.contains("file-secret-value") && !err.contains("file-secret-value"));
+    assert!(
+        !out.contains("file-secret-value-of-at-least-32-bytes")
+            && !err.contains("file-secret-value-of-at-least-32-bytes")
+    );
 
     // The file can also be named by the environment.
     let (ok, out, err) = config_check(&[], &[("RTMP_HLS_CONFIG", &file_arg)]);

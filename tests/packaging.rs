@@ -512,7 +512,7 @@ fn compose_file_validates_and_wires_the_server_through_its_own_variables() {
     std::fs::write(
         &env_file,
         format!(
-            "MONGO_ROOT_PASSWORD=packaging-mongo-pw\nRTMP_HLS_JWT_SECRET=packaging-jwt-secret\n\
+            "MONGO_ROOT_PASSWORD=packaging-mongo-pw\nRTMP_HLS_JWT_SECRET=packaging-jwt-secret-32-bytes-long\n\
              RTMP_HLS_ADMIN_TOKEN={admin_token}\n"
         ),
     )
