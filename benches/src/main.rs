@@ -97,6 +97,10 @@ struct Common {
     /// PID of the server: its CPU and memory (with every descendant's) are measured.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Directory where the server writes its HLS files (Nginx-RTMP's hls_path): their size,
+    /// on tmpfs memory too, is reported beside the server's.
+    #[arg(long)]
+    server_files: Option<PathBuf>,
     /// Name of the server in the report and the plot.
     #[arg(long, default_value = "server")]
     label: String,
@@ -278,6 +282,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared::new(streams));
     let mut tasks = JoinSet::new();
     let (mut publishers, mut viewers) = (0, 0);
+    let epoch = Instant::now();
     let mut step_reports = Vec::new();
     let mut max_held = None;
     let mut stopped_because = "all steps done".to_owned();
@@ -296,6 +301,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
                 shared: shared.clone(),
                 keyframes: tx,
                 start_at,
+                epoch,
             };
             tasks.spawn(publisher.run());
             tasks.spawn(Monitor { index, shared: shared.clone(), keyframes: rx }.run());
@@ -337,16 +343,18 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             .map(|(s, &start)| s.media_ms().saturating_sub(start))
             .sum();
         let media_s = media_ms as f64 / 1000.0;
-        let figures = |start: TreeSample, end: TreeSample| ProcessFigures {
+        let files_kib = common.server_files.as_deref().map(procstat::dir_kib);
+        let figures = |start: TreeSample, end: TreeSample, files_kib| ProcessFigures {
             cpu_s: end.cpu_s - start.cpu_s,
             cpu_per_stream: (media_s > 0.0).then(|| (end.cpu_s - start.cpu_s) / media_s),
             cores_busy: (end.cpu_s - start.cpu_s) / window_s,
             rss_kib: end.rss_kib,
             pss_kib: end.pss_kib,
+            files_kib,
             processes: end.processes,
         };
         let server = match (server_start, server_end) {
-            (Some(a), Some(b)) => Some(figures(a, b)),
+            (Some(a), Some(b)) => Some(figures(a, b, files_kib)),
             _ => None,
         };
         let stream_reports: Vec<StreamReport> = shared.streams[..n]
@@ -372,7 +380,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             window_s,
             media_s,
             server,
-            generator: figures(generator_start, generator_end),
+            generator: figures(generator_start, generator_end, None),
             packaging_delay: stats.packaging_delay.summary(),
             delay_unmatched: stats.delay_unmatched,
             playlist_fetch: stats.playlist_fetch.summary(),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::path::Path;
 
 /// Clock ticks per second of /proc's CPU fields. The kernel reports them in USER_HZ, which
 /// is 100 on every architecture Linux supports for user space (proc(5), times(2)).
@@ -83,6 +84,28 @@ pub(crate) fn sample_tree(root: u32) -> Option<TreeSample> {
     Some(sample)
 }
 
+/// Directory levels [`dir_kib`] descends: Nginx-RTMP's `hls_nested` adds one.
+const MAX_DIR_DEPTH: usize = 4;
+
+/// Total size of the files under `dir`, KiB: what a server keeps on tmpfs is memory too.
+pub(crate) fn dir_kib(dir: &Path) -> u64 {
+    fn walk(dir: &Path, depth: usize) -> u64 {
+        let Ok(entries) = fs::read_dir(dir) else { return 0 };
+        let mut bytes = 0;
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_file() => bytes += m.len(),
+                Ok(m) if m.is_dir() && depth < MAX_DIR_DEPTH => {
+                    bytes += walk(&entry.path(), depth + 1)
+                }
+                _ => {}
+            }
+        }
+        bytes
+    }
+    walk(dir, 0) / 1024
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +121,17 @@ mod tests {
         assert!(sample.processes >= 1);
         assert!(sample.rss_kib > 0);
         assert!(sample.cpu_s >= 0.0);
+    }
+
+    #[test]
+    fn files_under_a_directory_are_summed() {
+        let dir = std::env::temp_dir().join(format!("procstat-dir-{}", std::process::id()));
+        fs::create_dir_all(dir.join("nested")).unwrap();
+        fs::write(dir.join("a.ts"), vec![0u8; 4096]).unwrap();
+        fs::write(dir.join("nested").join("b.ts"), vec![0u8; 8192]).unwrap();
+        assert_eq!(dir_kib(&dir), 12);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(dir_kib(&dir), 0);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub(crate) struct ProcessFigures {
     pub(crate) rss_kib: u64,
     /// Sum of Pss at the end of the window, KiB (shared pages split).
     pub(crate) pss_kib: u64,
+    /// Files the server keeps under `--server-files` (tmpfs: memory too), KiB.
+    pub(crate) files_kib: Option<u64>,
     pub(crate) processes: usize,
 }
 
@@ -93,7 +95,7 @@ pub(crate) struct StepReport {
     pub(crate) playlists_fetched: u64,
     pub(crate) segments_fetched: u64,
     pub(crate) bytes_fetched: u64,
-    /// Publisher wake-ups after their due time (generator scheduling).
+    /// Publisher wake-ups after their scheduled time (generator scheduling).
     pub(crate) wake_late: Summary,
     /// Publisher writes completed after their due time (scheduling plus backpressure).
     pub(crate) send_lag: Summary,

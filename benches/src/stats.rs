@@ -111,7 +111,7 @@ pub(crate) struct StepStats {
     pub(crate) playlist_fetch: Histogram,
     /// Viewers' segment GETs, request written to body read.
     pub(crate) segment_fetch: Histogram,
-    /// Publishers' wake-ups after their due time: the generator's own scheduling lag.
+    /// Publishers' wake-ups after their scheduled time: the generator's own scheduling lag.
     pub(crate) wake_late: Histogram,
     /// Publishers' writes done after their due time: scheduling plus the server's backpressure.
     pub(crate) send_lag: Histogram,
