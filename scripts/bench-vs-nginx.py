@@ -55,6 +55,11 @@ WRK_CONNECTIONS = 32
 WRK_SECONDS = 4
 # Streams ready before wrk starts: the playlist must list this many segments.
 WRK_MIN_SEGMENTS = 2
+# Before each ramp: wait until the idle machine uses less than QUIET_CORES (sampled over
+# QUIET_SAMPLE s), for at most QUIET_WAIT s.
+QUIET_CORES = 0.25
+QUIET_SAMPLE = 3
+QUIET_WAIT = 600
 BEGIN = "<!-- bench-vs-nginx:begin (written by scripts/bench-vs-nginx.py) -->"
 END = "<!-- bench-vs-nginx:end -->"
 
@@ -98,6 +103,30 @@ def wait_port(port, limit=20.0):
         except OSError:
             time.sleep(0.1)
     sys.exit(f"nothing listens on 127.0.0.1:{port} after {limit} s")
+
+
+def busy_cores(seconds):
+    """Cores the machine keeps busy over `seconds` (user+nice+system+irq+softirq)."""
+    def busy():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return f[0] + f[1] + f[2] + f[5] + f[6]
+    start = busy()
+    time.sleep(seconds)
+    return (busy() - start) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def wait_quiet():
+    """Waits (up to QUIET_WAIT) until other work on the machine (a build, say) is over, so it
+    does not land in a ramp's figures; goes on regardless after that, and says so."""
+    deadline = time.monotonic() + QUIET_WAIT
+    while True:
+        cores = busy_cores(QUIET_SAMPLE)
+        if cores < QUIET_CORES:
+            return
+        if time.monotonic() > deadline:
+            log(f"the machine is still busy ({cores:.2f} cores); measuring anyway")
+            return
+        log(f"waiting for the machine to quiet down ({cores:.2f} cores busy)")
 
 
 def nginx_conf(prefix, rtmp_port, http_port):
@@ -224,6 +253,7 @@ def ramp(label, pid, rtmp_port, playlist_url, streams_file, args, files=None):
     if files:
         cmd += ["--server-files", files]
     COMMANDS.append(" ".join(c if c.find(" ") < 0 else f"'{c}'" for c in cmd).replace(ROOT + "/", ""))
+    wait_quiet()
     log(f"ramp against {label}")
     subprocess.run(cmd, cwd=ROOT, check=True)
     with open(report) as f:
@@ -385,8 +415,9 @@ def markdown(reports, wrk_results, info, args, started):
         "",
         "| publishers | server | server CPU ms/s per stream | generator CPU ms/s per stream | "
         "server VmRSS MiB | server memory MiB | delay p50 ms | delay p99 ms | "
-        "segment fetch p50 / p99 ms | playlist fetch p50 / p99 ms | errors | held |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "segment fetch p50 / p99 ms | playlist fetch p50 / p99 ms | errors | held | "
+        "other processes, cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     all_n = sorted(set(by_n["nginx-rtmp"]) | set(by_n["rtmp-hls"]))
     for n in all_n:
@@ -405,7 +436,8 @@ def markdown(reports, wrk_results, info, args, started):
                 f"{fmt(s['packaging_delay']['p50_ms'])} | "
                 f"{fmt(s['packaging_delay']['p99_ms'])} | {fmt(s['segment_fetch']['p50_ms'])} / "
                 f"{fmt(s['segment_fetch']['p99_ms'])} | {fmt(s['playlist_fetch']['p50_ms'])} / "
-                f"{fmt(s['playlist_fetch']['p99_ms'])} | {errors} | {held} |")
+                f"{fmt(s['playlist_fetch']['p99_ms'])} | {errors} | {held} | "
+                f"{fmt(s.get('other_cores'), 2)} |")
     lines.append("")
 
     def median_over_common(label, figure):
@@ -472,6 +504,8 @@ def markdown(reports, wrk_results, info, args, started):
         lines.append(f"- {label}: playlist {', '.join(f'{x:,.0f}' for x in r['playlist'])}; "
                      f"segment {', '.join(f'{x:,.0f}' for x in r['segment'])}")
 
+    others = [s.get("other_cores") for r in reports.values() for s in r["steps"]]
+    others = [o for o in others if o is not None]
     gen_ok = all(
         (cpu_ms(s, "generator") or 0) < (cpu_ms(s, "server") or float("inf"))
         for r in reports.values() for s in r["steps"])
@@ -479,7 +513,10 @@ def markdown(reports, wrk_results, info, args, started):
         "",
         "Reading it honestly: this is a shared 2-core VM, and the generator, the server and "
         "wrk share its two cores, so a step's CPU figures move by ±10-20 % between runs; "
-        "compare the ratios from one run, not absolute numbers across runs. The generator "
+        "compare the ratios from one run, not absolute numbers across runs. Other processes "
+        "(the last column: machine CPU minus server and generator, from /proc/stat) used "
+        f"{fmt(min(others) if others else None, 2)} to {fmt(max(others) if others else None, 2)} "
+        "cores during the measured windows; a step where that is large is noisier. The generator "
         + ("spent less CPU per stream than either server at every step. "
            if gen_ok else "did **not** stay below the server's CPU per stream at every step (see the table). ")
         + "When the machine is saturated the ramp's limit is the machine's, shared between the "
@@ -553,6 +590,7 @@ def main():
             "rtmp-hls": ramp("rtmp-hls", ours.pid, RTMP_HLS_PORTS[0],
                              f"http://127.0.0.1:{RTMP_HLS_PORTS[1]}/hls/{{name}}/index.m3u8", ours_file, args),
         }
+        wait_quiet()
         wrk_results = delivery(args, ("wrk-0", "wrk-0"), streams[-1])
     finally:
         for p in procs:

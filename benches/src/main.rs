@@ -329,11 +329,13 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
         let media_start: Vec<u64> = shared.streams[..n].iter().map(StreamState::media_ms).collect();
         let server_start = common.server_pid.and_then(sample_tree);
         let generator_start = sample_tree(std::process::id()).unwrap_or_default();
+        let machine_start = procstat::machine_cpu();
         let window_start = Instant::now();
         wait(&progress, &shared, n, Duration::from_secs_f64(common.duration)).await;
         let window_s = window_start.elapsed().as_secs_f64();
         let server_end = common.server_pid.and_then(sample_tree);
         let generator_end = sample_tree(std::process::id()).unwrap_or_default();
+        let machine_end = procstat::machine_cpu();
         let stats = std::mem::take(&mut *shared.stats());
         progress.finish_and_clear();
 
@@ -357,6 +359,15 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             (Some(a), Some(b)) => Some(figures(a, b, files_kib)),
             _ => None,
         };
+        let machine_cpu = machine_start.zip(machine_end);
+        let machine_busy_cores = machine_cpu.map(|(a, b)| (b.busy_s - a.busy_s) / window_s);
+        let steal_cores = machine_cpu.map(|(a, b)| (b.steal_s - a.steal_s) / window_s);
+        let ours_cores = server.as_ref().map_or(0.0, |s| s.cores_busy)
+            + (generator_end.cpu_s - generator_start.cpu_s) / window_s;
+        // Only meaningful when the server's CPU is measured too.
+        let other_cores = machine_busy_cores
+            .filter(|_| server.is_some())
+            .map(|busy| (busy - ours_cores).max(0.0));
         let stream_reports: Vec<StreamReport> = shared.streams[..n]
             .iter()
             .map(|s| {
@@ -381,6 +392,9 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             media_s,
             server,
             generator: figures(generator_start, generator_end, None),
+            machine_busy_cores,
+            other_cores,
+            steal_cores,
             packaging_delay: stats.packaging_delay.summary(),
             delay_unmatched: stats.delay_unmatched,
             playlist_fetch: stats.playlist_fetch.summary(),
@@ -516,7 +530,8 @@ fn cpu_ms(figures: Option<&ProcessFigures>) -> String {
 fn log_step(label: &str, s: &StepReport) {
     eprintln!(
         "{label}: {} publishers, {} viewers: server {} / generator {} CPU ms per stream-second, \
-         delay p50 {} p99 {} ms, {} segments fetched, {} behind, errors {:?}",
+         delay p50 {} p99 {} ms, {} segments fetched, {} behind, errors {:?}, \
+         other processes {} cores",
         s.publishers,
         s.viewers,
         cpu_ms(s.server.as_ref()),
@@ -526,6 +541,7 @@ fn log_step(label: &str, s: &StepReport) {
         s.segments_fetched,
         s.streams_behind,
         s.errors,
+        s.other_cores.map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
     );
 }
 

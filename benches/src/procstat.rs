@@ -84,6 +84,25 @@ pub(crate) fn sample_tree(root: u32) -> Option<TreeSample> {
     Some(sample)
 }
 
+/// The whole machine's CPU time since boot, from the `cpu` line of /proc/stat.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct MachineCpu {
+    /// user + nice + system + irq + softirq, seconds (guest time is inside user).
+    pub(crate) busy_s: f64,
+    /// Time the hypervisor gave this VM's CPUs to others, seconds.
+    pub(crate) steal_s: f64,
+}
+
+/// Samples the machine's CPU time; `None` where /proc/stat is unreadable.
+pub(crate) fn machine_cpu() -> Option<MachineCpu> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    // Fields: user nice system idle iowait irq softirq steal (proc(5)).
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?;
+    Some(MachineCpu { busy_s: busy as f64 / USER_HZ, steal_s: *f.get(7)? as f64 / USER_HZ })
+}
+
 /// Directory levels [`dir_kib`] descends: Nginx-RTMP's `hls_nested` adds one.
 const MAX_DIR_DEPTH: usize = 4;
 
@@ -132,6 +151,12 @@ mod tests {
         assert_eq!(dir_kib(&dir), 12);
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(dir_kib(&dir), 0);
+    }
+
+    #[test]
+    fn the_machine_has_cpu_time() {
+        let cpu = machine_cpu().unwrap();
+        assert!(cpu.busy_s > 0.0 && cpu.steal_s >= 0.0);
     }
 
     #[test]

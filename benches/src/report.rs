@@ -87,6 +87,13 @@ pub(crate) struct StepReport {
     pub(crate) media_s: f64,
     pub(crate) server: Option<ProcessFigures>,
     pub(crate) generator: ProcessFigures,
+    /// Cores the whole machine kept busy on average in the window.
+    pub(crate) machine_busy_cores: Option<f64>,
+    /// Of those, cores used by neither the server nor the generator: other processes on a
+    /// shared machine, i.e. the noise in this step's figures.
+    pub(crate) other_cores: Option<f64>,
+    /// Cores the hypervisor gave to other VMs (steal time).
+    pub(crate) steal_cores: Option<f64>,
     /// Playlist lists a segment, minus the send of the keyframe that closed it.
     pub(crate) packaging_delay: Summary,
     pub(crate) delay_unmatched: u64,
