@@ -106,6 +106,14 @@ pub(crate) enum HookMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HookMethod {
+    /// The fields as a form-encoded body (Nginx-RTMP's default).
+    Post,
+    /// The fields as the URL's query (Nginx-RTMP's `notify_method get`).
+    Get,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -202,7 +210,6 @@ pub(crate) struct ServeArgs {
         long,
         env = "RTMP_HLS_JWT_SECRET",
         hide_env_values = true,
-        value_parser = parse_jwt_secret,
         conflicts_with = "jwt_public_key",
         help_heading = "Publish tokens"
     )]
@@ -267,6 +274,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HOOK_MODE", value_enum, default_value_t = HookMode::Also, requires = "on_publish", help_heading = "Callbacks")]
     pub(crate) hook_mode: HookMode,
 
+    /// How callbacks send their fields (Nginx-RTMP's notify_method).
+    #[arg(long, env = "RTMP_HLS_HOOK_METHOD", value_enum, default_value_t = HookMethod::Post, help_heading = "Callbacks")]
+    pub(crate) hook_method: HookMethod,
+
     /// Seconds a callback may take; an on_publish without an answer refuses the publish.
     #[arg(long, env = "RTMP_HLS_HOOK_TIMEOUT", default_value = "3", value_parser = parse_seconds, help_heading = "Callbacks")]
     pub(crate) hook_timeout: Duration,
@@ -279,7 +290,7 @@ pub(crate) struct ServeArgs {
     /// Static bearer token of the admin API (at least 16 characters). JWTs with
     /// `role: "admin"`, signed with the publish-token key (--jwt-secret or --jwt-public-key),
     /// are accepted too.
-    #[arg(long, env = "RTMP_HLS_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token, help_heading = "API")]
+    #[arg(long, env = "RTMP_HLS_ADMIN_TOKEN", hide_env_values = true, help_heading = "API")]
     pub(crate) admin_token: Option<String>,
 
     /// Seconds allowed, on SIGTERM, for connections to end before the server exits.
@@ -288,6 +299,39 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Rules across options, and checks of secret values (their errors never show the
+    /// value). Clap checks conflicts only between values given explicitly; values from the
+    /// configuration file arrive as defaults, so the rules that matter are checked here too.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_JWT_SECRET_LEN
+        {
+            return Err(format!(
+                "--jwt-secret: an HS256 secret needs at least {MIN_JWT_SECRET_LEN} bytes, this one \
+                 has {} (RFC 7518 §3.2; e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ));
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(format!(
+                "--admin-token: an admin token needs at least {MIN_ADMIN_TOKEN_LEN} characters, \
+                 this one has {} (e.g. `openssl rand -hex 24`)",
+                token.len()
+            ));
+        }
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return Err("--jwt-secret and --jwt-public-key are both set (by flag, environment \
+                        or configuration file): configure one token key"
+                .into());
+        }
+        if self.hook_mode == HookMode::Only && self.on_publish.is_none() {
+            return Err("--hook-mode only needs --on-publish".into());
+        }
+        Ok(())
+    }
+
     /// The RTMP side's limits.
     pub(crate) fn ingest_limits(&self) -> ingest::Limits {
         ingest::Limits {
@@ -319,6 +363,10 @@ impl ServeArgs {
             mode: match self.hook_mode {
                 HookMode::Also => ingest::hooks::HookMode::Also,
                 HookMode::Only => ingest::hooks::HookMode::Only,
+            },
+            method: match self.hook_method {
+                HookMethod::Post => ingest::hooks::HookMethod::Post,
+                HookMethod::Get => ingest::hooks::HookMethod::Get,
             },
         }
     }
@@ -354,26 +402,8 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 /// hash (256 bits); a shorter one can be brute-forced from a single token.
 const MIN_JWT_SECRET_LEN: usize = 32;
 
-fn parse_jwt_secret(text: &str) -> Result<String, String> {
-    if text.len() < MIN_JWT_SECRET_LEN {
-        return Err(format!(
-            "an HS256 secret needs at least {MIN_JWT_SECRET_LEN} bytes (RFC 7518 §3.2; e.g. `openssl rand -hex 32`)"
-        ));
-    }
-    Ok(text.to_owned())
-}
-
 /// Shortest static admin token accepted: a guessable token would open the admin API.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;
-
-fn parse_admin_token(text: &str) -> Result<String, String> {
-    if text.len() < MIN_ADMIN_TOKEN_LEN {
-        return Err(format!(
-            "an admin token needs at least {MIN_ADMIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 24`)"
-        ));
-    }
-    Ok(text.to_owned())
-}
 
 fn parse_hook_url(text: &str) -> Result<ingest::hooks::HookUrl, String> {
     text.parse()
@@ -458,10 +488,12 @@ mod tests {
             ["rtmp-hls", "--jwt-secret", "only-thirty-one-bytes-long-here"],
             ["rtmp-hls", "--admin-token", "fifteen-chars!!"],
         ] {
-            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            let err = Cli::try_parse_from(args).unwrap().serve.validate().unwrap_err();
             assert!(err.contains(args[1]) && err.contains("at least"), "{err}");
+            assert!(args[2].is_empty() || !err.contains(args[2]), "the secret is in: {err}");
         }
-        assert!(Cli::try_parse_from(["rtmp-hls", "--jwt-secret", &"x".repeat(32)]).is_ok());
+        let cli = Cli::try_parse_from(["rtmp-hls", "--jwt-secret", &"x".repeat(32)]).unwrap();
+        assert!(cli.serve.validate().is_ok());
     }
 
     #[test]

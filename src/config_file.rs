@@ -24,6 +24,9 @@ const CONFIG_ENV: &str = "RTMP_HLS_CONFIG";
 const SECRETS: &[&str] = &["jwt_secret", "admin_token"];
 /// Options holding URLs whose password part is a secret.
 const URLS_WITH_CREDENTIALS: &[&str] = &["mongo_uri", "on_publish", "on_publish_done"];
+/// librdkafka properties whose values are secrets (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...).
+const SECRET_PROPERTY_WORDS: &[&str] = &["password", "secret", "key"];
 /// Options that are not settings (so not in the file).
 const NOT_SETTINGS: &[&str] = &["config", "help", "version"];
 
@@ -35,6 +38,7 @@ pub(crate) fn load(args: Vec<OsString>) -> Result<(Cli, ArgMatches), clap::Error
     }
     let matches = command.clone().try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+    cli.serve.validate().map_err(|message| command.error(ErrorKind::ArgumentConflict, message))?;
     Ok((cli, matches))
 }
 
@@ -294,6 +298,12 @@ pub(crate) fn mask(id: &str, value: &str) -> String {
     if URLS_WITH_CREDENTIALS.contains(&id) {
         return mask_url_password(value);
     }
+    if id == "kafka_property"
+        && let Some((name, _)) = value.split_once('=')
+        && SECRET_PROPERTY_WORDS.iter().any(|word| name.to_ascii_lowercase().contains(word))
+    {
+        return format!("{name}=********");
+    }
     value.to_owned()
 }
 
@@ -363,6 +373,21 @@ mod tests {
                 .unwrap();
         assert_eq!(cli.serve.playlist_length, 3);
         assert_eq!(cli.serve.segment_duration, std::time::Duration::from_secs(4));
+    }
+
+    #[test]
+    fn rules_across_options_hold_for_file_values_too() {
+        let f = file(&format!("jwt_secret = \"{}\"\n", "s".repeat(40)));
+        let err = load(args(&["rtmp-hls", "--config", &f.arg(), "--jwt-public-key", "k.pem"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--jwt-public-key") && !err.contains("ssss"), "{err}");
+        let f = file("hook_mode = \"only\"\n");
+        let err = load(args(&["rtmp-hls", "--config", &f.arg()])).unwrap_err().to_string();
+        assert!(err.contains("--on-publish"), "{err}");
+        let f = file("admin_token = \"short-secret\"\n");
+        let err = load(args(&["rtmp-hls", "--config", &f.arg()])).unwrap_err().to_string();
+        assert!(err.contains("--admin-token") && !err.contains("short-secret"), "{err}");
     }
 
     #[test]
@@ -459,5 +484,7 @@ mod tests {
         assert_eq!(mask_url_password("mongodb://h/db"), "mongodb://h/db");
         assert_eq!(mask_url_password("http://u@h/x?a=b@c"), "http://u@h/x?a=b@c");
         assert_eq!(mask("jwt_secret", "abc"), "********");
+        assert_eq!(mask("kafka_property", "sasl.password=pw"), "sasl.password=********");
+        assert_eq!(mask("kafka_property", "linger.ms=5"), "linger.ms=5");
     }
 }

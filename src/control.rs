@@ -33,7 +33,8 @@ pub(crate) struct AdminAuth {
 impl AdminAuth {
     fn check(&self, bearer: Option<&str>) -> Access {
         if self.token.is_none() && self.jwt.is_none() {
-            return Access::Unauthenticated(
+            // No credentials could help: forbidden, not unauthenticated.
+            return Access::Forbidden(
                 "the admin API is disabled: configure --admin-token or a JWT key".into(),
             );
         }
@@ -72,18 +73,20 @@ pub(crate) struct ServerControl {
 
 #[async_trait::async_trait]
 impl Control for ServerControl {
-    fn streams(&self) -> Vec<Value> {
+    fn streams(&self, detailed: bool) -> Vec<Value> {
         let now = Instant::now();
         self.store
             .summaries(now)
             .iter()
-            .map(|summary| stream_json(summary, self.ingest.statuses().get(&summary.name)))
+            .map(|summary| {
+                stream_json(summary, self.ingest.statuses().get(&summary.name), detailed)
+            })
             .collect()
     }
 
-    fn stream(&self, name: &str) -> Option<Value> {
+    fn stream(&self, name: &str, detailed: bool) -> Option<Value> {
         let summary = self.store.summary(name, Instant::now())?;
-        Some(stream_json(&summary, self.ingest.statuses().get(name)))
+        Some(stream_json(&summary, self.ingest.statuses().get(name), detailed))
     }
 
     fn check_admin(&self, bearer: Option<&str>) -> Access {
@@ -114,13 +117,22 @@ impl Control for ServerControl {
                 "owner is recorded in the MongoDB key store only".into(),
             ));
         }
+        let conflict = || {
+            ControlError::Conflict(format!("stream {name:?} already has a key; revoke it first"))
+        };
         let existing = self.keys.list().await.map_err(unavailable)?;
         if existing.iter().any(|k| k.stream == name && !k.revoked) {
-            return Err(ControlError::Conflict(format!(
-                "stream {name:?} already has a key; revoke it first"
-            )));
+            return Err(conflict());
         }
-        self.keys.add(name, owner).await.map_err(unavailable)
+        // Another request may have created it since the check: the store says so.
+        self.keys.add(name, owner).await.map_err(|e| {
+            let exists = matches!(
+                e.downcast_ref::<ingest::file_key_store::FileKeyStoreError>(),
+                Some(ingest::file_key_store::FileKeyStoreError::Exists(_))
+            ) || e.to_string().contains("already has a key")
+                || e.to_string().contains("E11000");
+            if exists { conflict() } else { unavailable(e) }
+        })
     }
 
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError> {
@@ -139,14 +151,15 @@ fn unavailable(e: anyhow::Error) -> ControlError {
     ControlError::Unavailable(format!("key store: {e:#}"))
 }
 
-/// A stream as the API shows it (`Stream` in docs/openapi.yaml).
-fn stream_json(summary: &StreamSummary, status: Option<PublishStatus>) -> Value {
+/// A stream as the API shows it (`Stream` in docs/openapi.yaml); who publishes (address,
+/// owner) only when `detailed`.
+fn stream_json(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool) -> Value {
     let publisher = status.as_ref().map(|s| {
         let end = s.ended.map_or_else(SystemTime::now, |(at, _)| at);
         json!({
-            "remote_addr": s.remote.to_string(),
+            "remote_addr": detailed.then(|| s.remote.to_string()),
             "app": s.app,
-            "owner": s.owner,
+            "owner": if detailed { s.owner.as_deref() } else { None },
             "since": rfc3339(s.since),
             "duration_seconds": end.duration_since(s.since).map_or(0.0, |d| round3(d.as_secs_f64())),
             "ended_at": s.ended.map(|(at, _)| rfc3339(at)),
@@ -270,6 +283,6 @@ mod tests {
         }
         assert!(matches!(auth.check(None), Access::Unauthenticated(_)));
         let disabled = AdminAuth { token: None, jwt: None };
-        assert!(matches!(disabled.check(Some("s3cret-token")), Access::Unauthenticated(_)));
+        assert!(matches!(disabled.check(Some("s3cret-token")), Access::Forbidden(_)));
     }
 }

@@ -272,7 +272,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     let (stop_rtmp, rtmp_stopped) = watch::channel(false);
     let (stop_http, http_stopped) = watch::channel(false);
     let housekeeping =
-        tokio::spawn(housekeeping(Arc::clone(&store), sequences.clone(), args.ended_ttl));
+        tokio::spawn(housekeeping(Arc::clone(&ingest), sequences.clone(), args.ended_ttl));
     let rtmp_task =
         tokio::spawn(ingest::serve(rtmp, ingest, stopped(rtmp_stopped), args.shutdown_grace));
     let admin_task = admin_routes.map(|(listener, routes)| {
@@ -352,16 +352,23 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Every second: forget streams that ended long enough ago, and persist media sequence
 /// numbers when they changed (so a restart after a crash never goes back to an older one).
 async fn housekeeping(
-    store: Arc<StreamStore>,
+    ingest: Arc<Ingest>,
     sequences: sequences::SequenceFile,
     ended_ttl: Duration,
 ) {
+    let store = Arc::clone(&ingest.store);
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     let mut saved = Vec::new();
     loop {
         tick.tick().await;
-        for name in store.reap(std::time::Instant::now(), ended_ttl) {
+        let expired = store.reap(std::time::Instant::now(), ended_ttl);
+        for name in &expired {
             info!(stream = %name, "ended stream expired");
+        }
+        if !expired.is_empty() {
+            // The stats of a forgotten stream go with it (a publish accepted but never
+            // packaged has no store entry either, and goes too).
+            ingest.statuses().retain(|name| store.contains(name));
         }
         let current = store.sequences();
         if current != saved {

@@ -155,11 +155,19 @@ def hook_server(port_file, log_file):
     import urllib.parse
 
     class Hooks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path, _, query = self.path.partition("?")
+            self.answer(query, path, "GET")
+
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
-            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            self.answer(self.rfile.read(length).decode(), self.path, "POST")
+
+        def answer(self, encoded, path, method):
+            form = dict(urllib.parse.parse_qsl(encoded))
             form["_content_type"] = self.headers.get("Content-Type")
-            form["_path"] = self.path
+            form["_path"] = path
+            form["_method"] = method
             with open(log_file, "a") as log:
                 log.write(json.dumps(form) + "\n")
             name = form.get("name")

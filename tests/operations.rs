@@ -169,7 +169,7 @@ fn metrics(addr: SocketAddr) -> String {
 /// shapes; every documented route is one the server has.
 #[test]
 fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
-    let server = Server::start("ops-stats", &["--admin-token", ADMIN_TOKEN]);
+    let server = Server::start("ops-stats", &["--admin-token", ADMIN_TOKEN, "--ended-ttl", "5"]);
     let key = server.add_key("cam");
     let url = format!("{}/{key}", server.rtmp_url());
     let _publisher = Publisher::start_looping(&clip(Clip::AvSmall), &url);
@@ -194,7 +194,14 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
     assert_eq!(cam["playlist"], "/hls/cam/index.m3u8");
     assert!(cam["viewers"].as_u64().unwrap() >= 1, "{cam}");
     let publisher = &cam["publisher"];
-    assert!(publisher["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{cam}");
+    // Who publishes is for admins only.
+    assert!(publisher["remote_addr"].is_null(), "{cam}");
+    let (status, _, detailed) =
+        api(server.http, "GET", "/api/v1/streams/cam", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 200);
+    assert_shape("Stream", &detailed);
+    let address = detailed["publisher"]["remote_addr"].as_str().unwrap();
+    assert!(address.starts_with("127.0.0.1:"), "{detailed}");
     assert_eq!(publisher["app"], "live");
     assert!(publisher["ended_at"].is_null());
     assert!(publisher["bitrate_bps"].as_u64().unwrap() > 10_000, "{cam}");
@@ -253,6 +260,12 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
     let (status, _, _) =
         api(server.http, "DELETE", "/api/v1/streams/cam/publisher", Some(ADMIN_TOKEN), None);
     assert_eq!(status, 404, "kicked a publisher that is gone");
+    // Once the ended stream expires, its stats go too.
+    testkit::wait_until(STARTUP, "the ended stream to expire", || {
+        let list = get_json(server.http, "/api/v1/streams");
+        list["streams"].as_array().unwrap().is_empty().then_some(())
+    });
+    assert_eq!(api(server.http, "GET", "/api/v1/streams/cam", None, None).0, 404);
 
     // Every documented operation exists, and every route exists in the documentation.
     let documented: std::collections::BTreeSet<String> = backend(&[
@@ -479,7 +492,7 @@ fn nginx_rtmp_hooks_decide_alone_rename_refuse_and_report_done() {
     assert!(server.playlist("denied").is_none() && server.playlist("slow").is_none());
 
     let call = hooks.wait_for_call("publish", "allowed");
-    assert_eq!(call["_path"], "/on_publish");
+    assert_eq!((&call["_method"], &call["_path"]), (&"POST".into(), &"/on_publish".into()));
     assert_eq!(call["_content_type"], "application/x-www-form-urlencoded");
     assert_eq!(
         (&call["app"], &call["type"], &call["addr"]),
@@ -504,7 +517,10 @@ fn nginx_rtmp_hooks_decide_alone_rename_refuse_and_report_done() {
 #[test]
 fn hooks_in_addition_to_keys_fail_closed() {
     let mut hooks = HookBackend::start("also");
-    let server = Server::start("ops-hooks-also", &["--on-publish", &hooks.url("/on_publish")]);
+    let server = Server::start(
+        "ops-hooks-also",
+        &["--on-publish", &hooks.url("/on_publish"), "--hook-method", "get"],
+    );
     let key = server.add_key("cam");
     let small = clip(Clip::AvSmall);
     let (ok, _) = publish_fast(&small, &format!("{}/wrong-key", server.rtmp_url()));
@@ -518,7 +534,8 @@ fn hooks_in_addition_to_keys_fail_closed() {
     let (ok, _) = publish_fast(&small, &format!("{}/{key}", server.rtmp_url()));
     assert!(!ok, "the hook's refusal was ignored");
     server.wait_for_log("refused by on_publish (HTTP 403)");
-    hooks.wait_for_call("publish", &key);
+    let call = hooks.wait_for_call("publish", &key);
+    assert_eq!((&call["_method"], &call["_path"]), (&"GET".into(), &"/on_publish".into()));
     let _ = hooks.child.kill();
     let _ = hooks.child.wait();
     let (ok, _) = publish_fast(&small, &format!("{}/{key}", server.rtmp_url()));

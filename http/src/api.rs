@@ -1,5 +1,6 @@
 //! The operator's API under `/api/v1` (documented in `docs/openapi.yaml`): stream stats,
-//! like Nginx-RTMP's `/stat` but JSON, open to read; and the admin routes (kick a publisher,
+//! like Nginx-RTMP's `/stat` but JSON, open to read (publisher addresses and owners only
+//! with admin credentials); and the admin routes (kick a publisher,
 //! create, list and revoke keys), which need a bearer token. Plus `/metrics` (Prometheus).
 //!
 //! What the routes show and do is the binary's [`Control`]: this module owns the HTTP
@@ -50,10 +51,11 @@ pub enum ControlError {
 /// the key store.
 #[async_trait::async_trait]
 pub trait Control: Send + Sync + 'static {
-    /// Every stream, live or recently ended: `Stream` objects of the OpenAPI file.
-    fn streams(&self) -> Vec<Value>;
+    /// Every stream, live or recently ended: `Stream` objects of the OpenAPI file; with
+    /// `detailed`, who publishes (address, owner) too.
+    fn streams(&self, detailed: bool) -> Vec<Value>;
     /// One stream, if the server knows it.
-    fn stream(&self, name: &str) -> Option<Value>;
+    fn stream(&self, name: &str, detailed: bool) -> Option<Value>;
     /// Whether the bearer token (if any) grants the admin routes.
     fn check_admin(&self, bearer: Option<&str>) -> Access;
     /// Disconnects the publisher of `name`; whether one was live.
@@ -83,12 +85,18 @@ pub fn router(control: Arc<dyn Control>) -> Router {
         .with_state(control)
 }
 
-async fn streams(State(control): State<Shared>) -> Response {
-    json_response(StatusCode::OK, &json!({ "streams": control.streams() }))
+async fn streams(State(control): State<Shared>, headers: HeaderMap) -> Response {
+    let detailed = control.check_admin(bearer(&headers)) == Access::Granted;
+    json_response(StatusCode::OK, &json!({ "streams": control.streams(detailed) }))
 }
 
-async fn stream(State(control): State<Shared>, Path(name): Path<String>) -> Response {
-    match control.stream(&name) {
+async fn stream(
+    State(control): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let detailed = control.check_admin(bearer(&headers)) == Access::Granted;
+    match control.stream(&name, detailed) {
         Some(stream) => json_response(StatusCode::OK, &stream),
         None => error(StatusCode::NOT_FOUND, &format!("no stream named {name:?}")),
     }
@@ -177,17 +185,21 @@ async fn metrics(State(control): State<Shared>) -> Response {
     ([(CONTENT_TYPE, METRICS_MIME)], control.metrics()).into_response()
 }
 
-/// The 401 or 403 response for a request without admin access; `None` when it has access.
-fn refuse(control: &dyn Control, headers: &HeaderMap) -> Option<Response> {
-    let bearer = headers
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .filter(|token| !token.is_empty());
-    match control.check_admin(bearer) {
+        .filter(|token| !token.is_empty())
+}
+
+/// The 401 or 403 response for a request without admin access; `None` when it has access.
+fn refuse(control: &dyn Control, headers: &HeaderMap) -> Option<Response> {
+    match control.check_admin(bearer(headers)) {
         Access::Granted => None,
         Access::Unauthenticated(why) => {
             let mut response = error(StatusCode::UNAUTHORIZED, &why);
@@ -236,11 +248,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Control for Fake {
-        fn streams(&self) -> Vec<Value> {
-            vec![json!({"name": "cam"})]
+        fn streams(&self, detailed: bool) -> Vec<Value> {
+            vec![json!({"name": "cam", "detailed": detailed})]
         }
-        fn stream(&self, name: &str) -> Option<Value> {
-            (name == "cam").then(|| json!({"name": "cam"}))
+        fn stream(&self, name: &str, detailed: bool) -> Option<Value> {
+            (name == "cam").then(|| json!({"name": "cam", "detailed": detailed}))
         }
         fn check_admin(&self, bearer: Option<&str>) -> Access {
             match bearer {
@@ -309,9 +321,14 @@ mod tests {
         let (status, headers, body) = call(Method::GET, "/api/v1/streams", None, "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], "application/json");
-        assert_eq!(body, r#"{"streams":[{"name":"cam"}]}"#);
-        let (status, _, _) = call(Method::GET, "/api/v1/streams/cam", None, "").await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"streams":[{"detailed":false,"name":"cam"}]}"#);
+        let (status, _, body) = call(Method::GET, "/api/v1/streams/cam", None, "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"detailed":false,"name":"cam"}"#));
+        // Details (who publishes) only with admin credentials.
+        let (_, _, body) = call(Method::GET, "/api/v1/streams/cam", Some("good"), "").await;
+        assert_eq!(body, r#"{"detailed":true,"name":"cam"}"#);
+        let (_, _, body) = call(Method::GET, "/api/v1/streams", Some("viewer"), "").await;
+        assert!(body.contains("\"detailed\":false"), "{body}");
         let (status, _, body) = call(Method::GET, "/api/v1/streams/nope", None, "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("\"error\""), "{body}");

@@ -1,14 +1,16 @@
 //! Nginx-RTMP-compatible HTTP callbacks, for backends that already answer Nginx-RTMP's
 //! `on_publish` and `on_publish_done` (nginx-rtmp-module's `ngx_rtmp_notify_module`).
 //!
-//! Each is an HTTP/1.1 POST of an `application/x-www-form-urlencoded` body with the fields
+//! Each is an HTTP/1.1 POST of an `application/x-www-form-urlencoded` body (or, with
+//! `notify_method get`'s equivalent, a GET with the same fields as the query) with the fields
 //! Nginx-RTMP sends: `call` (`publish`, `publish_done`), `app`, `name` (the publishing name
 //! without its query), `type` (`live`), `addr` (the client's IP), `clientid`, `flashver`,
-//! `swfurl`, `tcurl`, `pageurl`, and the publishing name's query arguments as more fields.
+//! `swfurl`, `tcurl`, `pageurl`, then the publishing name's query appended as it came.
 //! For `on_publish`, a 2xx allows the publish, a 3xx with `Location` renames the stream to
 //! the location (as Nginx-RTMP does; an `rtmp://` location, which Nginx-RTMP turns into a
-//! relay push, is not supported and keeps the name), anything else refuses. `on_publish_done`'s
-//! answer is ignored. Plain `http://` only, as in Nginx-RTMP.
+//! relay push, is not supported and keeps the name; a 3xx without one allows, as in
+//! Nginx-RTMP), anything else refuses. `on_publish_done`'s answer is ignored. Plain
+//! `http://` only, as in Nginx-RTMP.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -74,14 +76,43 @@ impl FromStr for HookUrl {
         if host.is_empty() {
             return Err(format!("{text:?}: no host"));
         }
+        // What hyper will send must parse as a request target now, not at the first publish.
+        path.parse::<hyper::Uri>().map_err(|e| format!("{text:?}: bad path: {e}"))?;
         Ok(Self { host: host.to_owned(), port, path: path.to_owned() })
+    }
+}
+
+impl HookUrl {
+    /// `host:port` as a `Host` header and URL authority (IPv6 in brackets).
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The URL without its query (which may carry a secret), for logs.
+    pub fn redacted(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or_default();
+        format!("http://{}{path}", self.authority())
     }
 }
 
 impl fmt::Display for HookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        write!(f, "http://{}{}", self.authority(), self.path)
     }
+}
+
+/// How callbacks are sent (Nginx-RTMP's `notify_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HookMethod {
+    /// The fields as a form-encoded body (Nginx-RTMP's default).
+    #[default]
+    Post,
+    /// The fields as the URL's query.
+    Get,
 }
 
 /// Callback settings.
@@ -95,6 +126,8 @@ pub struct HookConfig {
     pub timeout: Duration,
     /// With or instead of the key store.
     pub mode: HookMode,
+    /// POST or GET.
+    pub method: HookMethod,
 }
 
 /// What a publish callback decided.
@@ -143,7 +176,7 @@ impl Call<'_> {
         let (name, query) = self.name.split_once('?').unwrap_or((self.name, ""));
         let addr = self.addr.to_string();
         let client_id = self.client_id.to_string();
-        let mut fields = vec![
+        let fields = [
             ("call", self.call),
             ("app", self.app),
             ("name", name),
@@ -155,15 +188,18 @@ impl Call<'_> {
             ("tcurl", self.client.tc_url.as_str()),
             ("pageurl", self.client.page_url.as_str()),
         ];
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            fields.push(pair.split_once('=').unwrap_or((pair, "")));
-        }
         let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
-        fields
+        let mut form = fields
             .iter()
             .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
             .collect::<Vec<_>>()
-            .join("&")
+            .join("&");
+        // Nginx-RTMP appends the arguments as they came (tokens keep their %XX and +).
+        if !query.is_empty() {
+            form.push('&');
+            form.push_str(query);
+        }
+        form
     }
 }
 
@@ -172,7 +208,9 @@ pub fn verdict(status: u16, location: Option<&str>) -> Verdict {
     match status {
         200..=299 => Verdict::Allow(None),
         300..=399 => match location.map(str::trim).filter(|l| !l.is_empty()) {
-            Some(location) if location.starts_with("rtmp://") => {
+            Some(location)
+                if location.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("rtmp://")) =>
+            {
                 tracing::warn!(
                     "on_publish redirected to an rtmp:// URL (an Nginx-RTMP relay push), which is \
                      not supported: publishing under the original name"
@@ -180,25 +218,31 @@ pub fn verdict(status: u16, location: Option<&str>) -> Verdict {
                 Verdict::Allow(None)
             }
             Some(location) => Verdict::Allow(Some(location.to_owned())),
-            None => Verdict::Refuse(status),
+            // Nginx-RTMP goes on with the publish when a redirect names nothing.
+            None => Verdict::Allow(None),
         },
         _ => Verdict::Refuse(status),
     }
 }
 
-/// POSTs the form `body` (see [`Call::form`]) to `url` within `timeout`; the status and
-/// `Location` of the answer.
-pub async fn post(
+/// Sends the `form` (see [`Call::form`]) to `url` by `method` within `timeout`; the status
+/// and `Location` of the answer.
+pub async fn send(
     url: &HookUrl,
-    body: String,
+    method: HookMethod,
+    form: String,
     timeout: Duration,
 ) -> Result<(u16, Option<String>), HookError> {
-    tokio::time::timeout(timeout, exchange(url, body))
+    tokio::time::timeout(timeout, exchange(url, method, form))
         .await
         .map_err(|_| HookError::Timeout(timeout))?
 }
 
-async fn exchange(url: &HookUrl, body: String) -> Result<(u16, Option<String>), HookError> {
+async fn exchange(
+    url: &HookUrl,
+    method: HookMethod,
+    form: String,
+) -> Result<(u16, Option<String>), HookError> {
     let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(HookError::Connect)?;
@@ -209,14 +253,25 @@ async fn exchange(url: &HookUrl, body: String) -> Result<(u16, Option<String>), 
         .await
         .map_err(|e| HookError::Http(e.to_string()))?;
     let driver = tokio::spawn(connection);
-    let host = if url.port == 80 { url.host.clone() } else { format!("{}:{}", url.host, url.port) };
-    let request = hyper::Request::post(url.path.as_str())
-        .header(HOST, host)
-        .header(USER_AGENT, concat!("rtmp-hls/", env!("CARGO_PKG_VERSION")))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(CONTENT_LENGTH, body.len())
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| HookError::Http(e.to_string()))?;
+    let request = match method {
+        HookMethod::Post => hyper::Request::post(url.path.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(CONTENT_LENGTH, form.len())
+            .body(Full::new(Bytes::from(form))),
+        HookMethod::Get => {
+            let separator = if url.path.contains('?') { '&' } else { '?' };
+            hyper::Request::get(format!("{}{separator}{form}", url.path))
+                .body(Full::new(Bytes::new()))
+        }
+    };
+    let mut request = request.map_err(|e| HookError::Http(e.to_string()))?;
+    let headers = request.headers_mut();
+    let host = url.authority().parse().map_err(|_| HookError::Http("bad host".into()))?;
+    headers.insert(HOST, host);
+    headers.insert(
+        USER_AGENT,
+        hyper::header::HeaderValue::from_static(concat!("rtmp-hls/", env!("CARGO_PKG_VERSION"))),
+    );
     let response =
         sender.send_request(request).await.map_err(|e| HookError::Http(e.to_string()))?;
     let status = response.status().as_u16();
@@ -239,9 +294,18 @@ mod tests {
         assert_eq!(url.to_string(), "http://backend:8000/rtmp/on_publish?x=1");
         let url: HookUrl = "http://127.0.0.1".parse().unwrap();
         assert_eq!((url.port, url.path.as_str()), (80, "/"));
-        let url: HookUrl = "http://[::1]:9000/a".parse().unwrap();
+        let url: HookUrl = "http://[::1]:9000/a?secret=1".parse().unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 9000));
-        for bad in ["https://x/", "ftp://x", "http://:80/", "http://u:p@x/", "http://x:port/"] {
+        assert_eq!(url.authority(), "[::1]:9000");
+        assert_eq!(url.redacted(), "http://[::1]:9000/a");
+        for bad in [
+            "https://x/",
+            "ftp://x",
+            "http://:80/",
+            "http://u:p@x/",
+            "http://x:port/",
+            "http://h/a b",
+        ] {
             assert!(bad.parse::<HookUrl>().is_err(), "{bad}");
         }
     }
@@ -252,7 +316,8 @@ mod tests {
         assert_eq!(verdict(204, None), Verdict::Allow(None));
         assert_eq!(verdict(302, Some("cam-7")), Verdict::Allow(Some("cam-7".into())));
         assert_eq!(verdict(302, Some("rtmp://relay/live/x")), Verdict::Allow(None));
-        assert_eq!(verdict(302, None), Verdict::Refuse(302));
+        assert_eq!(verdict(302, Some("RTMP://relay/live/x")), Verdict::Allow(None));
+        assert_eq!(verdict(302, None), Verdict::Allow(None));
         assert_eq!(verdict(403, None), Verdict::Refuse(403));
         assert_eq!(verdict(500, Some("x")), Verdict::Refuse(500));
     }
@@ -267,7 +332,7 @@ mod tests {
         let call = Call {
             call: "publish",
             app: "live",
-            name: "k3y?user=al ice&x",
+            name: "k3y?user=al+ice&tok=a%2Bb",
             addr: "10.1.2.3".parse().unwrap(),
             client_id: 42,
             client: &client,
@@ -276,7 +341,7 @@ mod tests {
             call.form(),
             "call=publish&app=live&name=k3y&type=live&addr=10%2E1%2E2%2E3&clientid=42&\
              flashver=FMLE%2F3%2E0%20%28compatible%3B%20obs%29&swfurl=&tcurl=rtmp%3A%2F%2Fhost%2Flive&\
-             pageurl=&user=al%20ice&x="
+             pageurl=&user=al+ice&tok=a%2Bb"
         );
     }
 
@@ -303,7 +368,7 @@ mod tests {
         let url =
             backend(b"HTTP/1.1 302 Found\r\nLocation: cam-2\r\nContent-Length: 0\r\n\r\n".to_vec())
                 .await;
-        let (status, location) = post(&url, form(), HOOK_TIMEOUT).await.unwrap();
+        let (status, location) = send(&url, HookMethod::Post, form(), HOOK_TIMEOUT).await.unwrap();
         assert_eq!((status, location.as_deref()), (302, Some("cam-2")));
     }
 
@@ -316,7 +381,7 @@ mod tests {
         head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         assert!(head.len() > MAX_RESPONSE_HEAD * 4);
         let url = backend(head).await;
-        let error = post(&url, form(), HOOK_TIMEOUT).await.unwrap_err();
+        let error = send(&url, HookMethod::Post, form(), HOOK_TIMEOUT).await.unwrap_err();
         assert!(matches!(error, HookError::Http(_)), "{error}");
     }
 
@@ -325,10 +390,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url: HookUrl =
             format!("http://{}/hook", listener.local_addr().unwrap()).parse().unwrap();
-        let error = post(&url, form(), Duration::from_millis(300)).await.unwrap_err();
+        let quick = Duration::from_millis(300);
+        let error = send(&url, HookMethod::Get, form(), quick).await.unwrap_err();
         assert!(matches!(error, HookError::Timeout(_)), "{error}");
         drop(listener);
-        let error = post(&url, form(), HOOK_TIMEOUT).await.unwrap_err();
+        let error = send(&url, HookMethod::Post, form(), HOOK_TIMEOUT).await.unwrap_err();
         assert!(matches!(error, HookError::Connect(_)), "{error}");
     }
 }

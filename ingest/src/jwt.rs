@@ -28,6 +28,9 @@ pub struct PublishClaims {
     /// the token is refused by validation before these claims are used.
     #[serde(default)]
     pub exp: Option<f64>,
+    /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
+    #[serde(default, rename = "type")]
+    pub token_type: Option<String>,
 }
 
 /// The claims an admin API token must carry: `exp`, and `admin` in `role` (a string) or
@@ -43,6 +46,20 @@ pub struct AdminClaims {
     /// Several roles.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
+    #[serde(default, rename = "type")]
+    pub token_type: Option<String>,
+}
+
+/// The `type` of tokens that only get other tokens (AuthX's refresh tokens): never accepted
+/// to publish or to administer, whatever else they claim.
+const REFRESH_TYPE: &str = "refresh";
+
+fn not_refresh(token_type: Option<&str>, what: &str) -> Result<(), TokenRejected> {
+    if token_type == Some(REFRESH_TYPE) {
+        return Err(TokenRejected(format!("a refresh token is not a {what}")));
+    }
+    Ok(())
 }
 
 /// The role an admin API token must have.
@@ -150,13 +167,17 @@ impl JwtVerifier {
 
     /// Verifies publish token `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<PublishClaims, TokenRejected> {
-        self.verify_as(token, "publish token", "stream, exp")
+        let claims: PublishClaims = self.verify_as(token, "publish token", "stream, exp")?;
+        not_refresh(claims.token_type.as_deref(), "publish token")?;
+        Ok(claims)
     }
 
     /// Verifies admin API token `token` and returns its claims (the role is the caller's to
     /// check: a valid token without it is "forbidden", not "unauthenticated").
     pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, TokenRejected> {
-        self.verify_as(token, "admin token", "exp")
+        let claims: AdminClaims = self.verify_as(token, "admin token", "exp")?;
+        not_refresh(claims.token_type.as_deref(), "admin token")?;
+        Ok(claims)
     }
 
     /// Verifies `token` (a `what` needing `claims`, in error texts) and decodes its claims.
@@ -323,5 +344,11 @@ mod tests {
         assert!(!verifier.verify_admin(&publisher).unwrap().is_admin());
         let no_exp = sign(serde_json::json!({"role": "admin"}));
         assert!(verifier.verify_admin(&no_exp).is_err());
+        let refresh = sign(serde_json::json!({"role": "admin", "type": "refresh", "exp": exp}));
+        assert!(verifier.verify_admin(&refresh).is_err(), "a refresh token administers");
+        let refresh = sign(serde_json::json!({"stream": "cam", "type": "refresh", "exp": exp}));
+        assert!(verifier.verify(&refresh).is_err(), "a refresh token publishes");
+        let access = sign(serde_json::json!({"role": "admin", "type": "access", "exp": exp}));
+        assert!(verifier.verify_admin(&access).unwrap().is_admin());
     }
 }

@@ -116,6 +116,9 @@ pub struct Ingest {
     statuses: StatusBoard,
     /// Prometheus metrics of the RTMP side.
     metrics: IngestMetrics,
+    /// `on_publish_done` callbacks in flight (each bounded by the hook timeout); waited for
+    /// at shutdown so a deploy does not lose them.
+    callbacks: Mutex<JoinSet<()>>,
 }
 
 impl Ingest {
@@ -136,6 +139,7 @@ impl Ingest {
             publishers: Mutex::new(HashMap::new()),
             statuses: StatusBoard::default(),
             metrics: IngestMetrics::default(),
+            callbacks: Mutex::new(JoinSet::new()),
         }
     }
 
@@ -254,6 +258,16 @@ pub async fn serve(
     if drained.is_err() {
         warn!(connections = tasks.len(), "connections still open after {grace:?}; aborting them");
         tasks.shutdown().await;
+    }
+    // The publishes that just ended have their on_publish_done in flight.
+    let mut callbacks =
+        std::mem::take(&mut *ingest.callbacks.lock().unwrap_or_else(PoisonError::into_inner));
+    if !callbacks.is_empty() {
+        let limit = ingest.config.hooks.timeout + Duration::from_millis(100);
+        let sent = timeout(limit, async { while callbacks.join_next().await.is_some() {} }).await;
+        if sent.is_err() {
+            warn!(callbacks = callbacks.len(), "on_publish_done callbacks unfinished at exit");
+        }
     }
     Ok(())
 }
@@ -522,7 +536,9 @@ impl Connection {
         } else {
             ingest.authorizer.authorize(self.peer.ip(), key).await
         };
-        ingest.metrics.key_lookup.observe(asked.elapsed().as_secs_f64());
+        if !hook_only {
+            ingest.metrics.key_lookup.observe(asked.elapsed().as_secs_f64());
+        }
         let mut grant = match decision {
             Ok(grant) => grant,
             Err(denial) => {
@@ -549,11 +565,12 @@ impl Connection {
                 client_id: self.id,
                 client: self.session.client_info(),
             };
-            let refusal = match hooks::post(url, call.form(), hooks.timeout).await {
+            let refusal = match hooks::send(url, hooks.method, call.form(), hooks.timeout).await {
                 Ok((status, location)) => match hooks::verdict(status, location.as_deref()) {
                     hooks::Verdict::Allow(None) => None,
                     hooks::Verdict::Allow(Some(name)) => {
-                        info!(stream = %grant.stream, renamed = %name, "on_publish renamed the stream");
+                        // The name before may be the key (hook-only mode): only the new one.
+                        info!(key = %key_id, stream = %name, "on_publish renamed the stream");
                         grant.stream = name;
                         None
                     }
@@ -564,6 +581,7 @@ impl Connection {
                     )),
                 },
                 Err(e) => {
+                    let url = url.redacted();
                     ingest.warn_limited(format_args!("on_publish callback to {url} failed: {e}"));
                     Some((
                         RejectReason::HookUnavailable,
@@ -579,10 +597,16 @@ impl Connection {
                 return self.refuse(request_id, app, &key_id, reason, code, &description);
             }
         }
+        // From here on a refusal follows an on_publish that allowed: Nginx-RTMP then sends
+        // on_publish_done too, and backends that marked the stream live rely on it.
+        let allowed_by_hook = hooks.on_publish.is_some();
         if validate_stream_name(&grant.stream).is_err() {
             // The name may be the key itself (hook-only mode): not in the description.
             let description = "the stream name is not usable (1 to 64 of A-Z a-z 0-9 _ - .)";
             let reason = RejectReason::InvalidKey;
+            if allowed_by_hook {
+                self.notify_done(app, key);
+            }
             return self.refuse(request_id, app, &key_id, reason, CODE_BAD_NAME, description);
         }
         let generation =
@@ -599,6 +623,9 @@ impl Connection {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 claimed = ingest.store.begin(&grant.stream, generation, max_streams);
             }
+        }
+        if claimed.is_err() && allowed_by_hook {
+            self.notify_done(app, key);
         }
         let publication = match claimed {
             Ok(publication) => publication,
@@ -687,6 +714,34 @@ impl Connection {
         Ok(self.session.reject_publish(request_id, code, description)?)
     }
 
+    /// Sends `on_publish_done` (if configured) for the publishing name `name`, in a task the
+    /// listener waits for at shutdown.
+    fn notify_done(&self, app: &str, name: &str) {
+        let hooks = &self.ingest.config.hooks;
+        let Some(url) = hooks.on_publish_done.clone() else { return };
+        let form = hooks::Call {
+            call: "publish_done",
+            app,
+            name,
+            addr: self.peer.ip(),
+            client_id: self.id,
+            client: self.session.client_info(),
+        }
+        .form();
+        let (method, timeout) = (hooks.method, hooks.timeout);
+        let mut callbacks = self.ingest.callbacks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Finished callbacks are collected here, so the set holds only running ones.
+        while callbacks.try_join_next().is_some() {}
+        callbacks.spawn(
+            async move {
+                if let Err(e) = hooks::send(&url, method, form, timeout).await {
+                    warn!(error = %e, url = %url.redacted(), "on_publish_done callback failed");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Emits `stream_stats` for the live publish and schedules the next.
     fn emit_stats(&mut self) {
         let interval = self.ingest.config.stats_interval;
@@ -727,23 +782,7 @@ impl Connection {
             guard.reason = reason;
         }
         info!(stream = %active.publication.name(), reason = reason.as_str(), "publish ended");
-        if let Some(url) = self.ingest.config.hooks.on_publish_done.clone() {
-            let form = hooks::Call {
-                call: "publish_done",
-                app: &active.app,
-                name: &active.published_name,
-                addr: self.peer.ip(),
-                client_id: self.id,
-                client: self.session.client_info(),
-            }
-            .form();
-            let timeout = self.ingest.config.hooks.timeout;
-            tokio::spawn(async move {
-                if let Err(e) = hooks::post(&url, form, timeout).await {
-                    warn!(error = %e, %url, "on_publish_done callback failed");
-                }
-            });
-        }
+        self.notify_done(&active.app, &active.published_name);
         // Dropping the publication ends the playlist; dropping the guard emits the stop.
     }
 }
