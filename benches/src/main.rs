@@ -7,7 +7,6 @@
 //! kind, beside the generator's own CPU, as JSON and as an SVG plot. `ramp` adds publishers
 //! step by step until a stream falls behind and reports the largest number held.
 
-mod amf0;
 mod flv;
 mod http;
 mod monitor;

@@ -3,7 +3,6 @@
 //! publish, then audio and video messages. Enough to drive Nginx-RTMP, rtmp-hls or any RTMP
 //! server; it never plays, and reads the server only to see the answers to its commands.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -12,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 
-use crate::amf0::{self, Value};
+use ingest::rtmp::amf0::{self, Value};
+use ingest::rtmp::chunk::ChunkReader;
 
 /// Chunk size the publisher announces: what ffmpeg and OBS use, so a keyframe is a few dozen
 /// chunks and the server's chunk reassembly works as it does in production.
@@ -33,11 +33,6 @@ const CSID_COMMAND: u8 = 3;
 const CSID_AUDIO: u8 = 4;
 const CSID_DATA: u8 = 5;
 const CSID_VIDEO: u8 = 6;
-/// Largest server message read while setting up; servers answer commands with a few
-/// hundred bytes.
-const MAX_SERVER_MESSAGE: usize = 1 << 20;
-/// Chunk streams the server may use towards us before we call it broken.
-const MAX_SERVER_CHUNK_STREAMS: usize = 64;
 /// Flash version string Nginx-RTMP and FMS expect from an encoder (what FMLE and ffmpeg send).
 const FLASH_VER: &str = "FMLE/3.0 (compatible; FMSc/1.0)";
 
@@ -151,89 +146,6 @@ impl ChunkWriter {
     }
 }
 
-/// One server message.
-#[derive(Debug)]
-struct ServerMessage {
-    type_id: u8,
-    payload: Vec<u8>,
-}
-
-/// Header state of one incoming chunk stream.
-#[derive(Debug, Default)]
-struct InState {
-    length: usize,
-    type_id: u8,
-    extended: bool,
-    partial: Vec<u8>,
-}
-
-/// Reassembles the server's messages during setup (§5.3.1): the few it sends are small, so
-/// a complete chunk is waited for before any of it is consumed.
-#[derive(Debug)]
-struct ChunkReader {
-    chunk_size: usize,
-    streams: HashMap<u32, InState>,
-}
-
-impl ChunkReader {
-    fn new() -> Self {
-        Self { chunk_size: 128, streams: HashMap::new() }
-    }
-
-    /// Reads one chunk from `input`: `Ok(None)` when it is not all there yet, otherwise the
-    /// bytes used and the message it completed, if any.
-    fn read(&mut self, input: &[u8]) -> anyhow::Result<Option<(usize, Option<ServerMessage>)>> {
-        let Some(&first) = input.first() else { return Ok(None) };
-        let fmt = first >> 6;
-        let (csid, mut pos) = match first & 0x3f {
-            0 if input.len() >= 2 => (64 + u32::from(input[1]), 2),
-            1 if input.len() >= 3 => (64 + u32::from(input[1]) + 256 * u32::from(input[2]), 3),
-            0 | 1 => return Ok(None),
-            id => (u32::from(id), 1),
-        };
-        let header_len = [11, 7, 3, 0][usize::from(fmt)];
-        let Some(header) = input.get(pos..pos + header_len) else { return Ok(None) };
-        pos += header_len;
-        if !self.streams.contains_key(&csid) {
-            ensure!(fmt == 0, "chunk stream {csid} starts with a type {fmt} header");
-            ensure!(self.streams.len() < MAX_SERVER_CHUNK_STREAMS, "too many chunk streams");
-        }
-        let state = self.streams.entry(csid).or_default();
-        let extended = if fmt == 3 {
-            state.extended
-        } else {
-            u32::from_be_bytes([0, header[0], header[1], header[2]]) == EXTENDED_TIMESTAMP
-        };
-        if extended {
-            pos += 4;
-        }
-        if fmt <= 1 {
-            ensure!(state.partial.is_empty(), "new header mid-message on chunk stream {csid}");
-            state.length = u32::from_be_bytes([0, header[3], header[4], header[5]]) as usize;
-            state.type_id = header[6];
-            ensure!(state.length <= MAX_SERVER_MESSAGE, "server message of {}", state.length);
-        }
-        state.extended = extended;
-        let take = (state.length - state.partial.len()).min(self.chunk_size);
-        let Some(body) = input.get(pos..pos + take) else { return Ok(None) };
-        state.partial.extend_from_slice(body);
-        pos += take;
-        if state.partial.len() < state.length {
-            return Ok(Some((pos, None)));
-        }
-        let message =
-            ServerMessage { type_id: state.type_id, payload: std::mem::take(&mut state.partial) };
-        if message.type_id == SET_CHUNK_SIZE
-            && let Some(size) = message.payload.get(..4)
-        {
-            let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) & 0x7fff_ffff;
-            ensure!(size >= 1, "server chunk size 0");
-            self.chunk_size = size as usize;
-        }
-        Ok(Some((pos, Some(message))))
-    }
-}
-
 /// A publishing connection: media goes to `writer` on `stream_id`; `reader` must be drained.
 #[derive(Debug)]
 pub(crate) struct Publishing {
@@ -281,22 +193,32 @@ impl Setup {
         self.send(&out).await
     }
 
-    /// The next command message from the server.
+    /// The next command message from the server, applying its Set Chunk Size on the way.
+    /// The server's chunks are read with rtmp-hls's own reader (its limits bound what a
+    /// broken server can make us hold); our chunk writer above is written independently.
     async fn next_command(&mut self) -> anyhow::Result<Vec<Value>> {
         let mut buf = [0u8; 4096];
         loop {
-            while let Some((used, message)) = self.reader.read(&self.pending)? {
-                self.pending.drain(..used);
-                if let Some(message) = message
-                    && message.type_id == COMMAND_AMF0
-                {
+            let (used, message) =
+                self.reader.read(&self.pending).context("the server's chunk stream")?;
+            self.pending.drain(..used);
+            match message {
+                Some(message) if message.type_id == COMMAND_AMF0 => {
                     return amf0::decode_all(&message.payload)
-                        .ok_or_else(|| anyhow!("undecodable command from the server"));
+                        .context("undecodable command from the server");
+                }
+                Some(message) if message.type_id == SET_CHUNK_SIZE => {
+                    let size = message.payload.get(..4).context("short Set Chunk Size")?;
+                    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                    self.reader.set_chunk_size(size & 0x7fff_ffff)?;
+                }
+                Some(_) => {}
+                None => {
+                    let n = self.stream.read(&mut buf).await.context("reading from the server")?;
+                    ensure!(n > 0, "the server closed the connection");
+                    self.pending.extend_from_slice(&buf[..n]);
                 }
             }
-            let n = self.stream.read(&mut buf).await.context("reading from the server")?;
-            ensure!(n > 0, "the server closed the connection");
-            self.pending.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -318,6 +240,10 @@ impl Setup {
             }
         }
     }
+}
+
+fn string(text: &str) -> Value {
+    Value::String(text.to_owned())
 }
 
 fn setup_error(error: anyhow::Error) -> (PublishFailure, String) {
@@ -373,23 +299,23 @@ async fn negotiate(
     setup.chunks.chunk_size = CHUNK_SIZE as usize;
     setup.send(&out).await.map_err(setup_error)?;
     let connect = Value::Object(vec![
-        ("app".into(), Value::str(&target.app)),
-        ("type".into(), Value::str("nonprivate")),
-        ("flashVer".into(), Value::str(FLASH_VER)),
-        ("swfUrl".into(), Value::str(&target.tc_url)),
-        ("tcUrl".into(), Value::str(&target.tc_url)),
+        ("app".into(), string(&target.app)),
+        ("type".into(), string("nonprivate")),
+        ("flashVer".into(), string(FLASH_VER)),
+        ("swfUrl".into(), string(&target.tc_url)),
+        ("tcUrl".into(), string(&target.tc_url)),
     ]);
     setup
-        .command(0, &[Value::str("connect"), Value::Number(1.0), connect])
+        .command(0, &[string("connect"), Value::Number(1.0), connect])
         .await
         .map_err(setup_error)?;
     setup.result(1.0).await?;
     for (name, transaction) in [("releaseStream", 2.0), ("FCPublish", 3.0)] {
-        let values = [Value::str(name), Value::Number(transaction), Value::Null, Value::str(key)];
+        let values = [string(name), Value::Number(transaction), Value::Null, string(key)];
         setup.command(0, &values).await.map_err(setup_error)?;
     }
     setup
-        .command(0, &[Value::str("createStream"), Value::Number(4.0), Value::Null])
+        .command(0, &[string("createStream"), Value::Number(4.0), Value::Null])
         .await
         .map_err(setup_error)?;
     let created = setup.result(4.0).await?;
@@ -400,11 +326,11 @@ async fn negotiate(
         .ok_or_else(|| (PublishFailure::Setup, "createStream gave no stream id".to_owned()))?
         as u32;
     let publish = [
-        Value::str("publish"),
+        string("publish"),
         Value::Number(5.0),
         Value::Null,
-        Value::str(key),
-        Value::str("live"),
+        string(key),
+        string("live"),
     ];
     setup.command(stream_id, &publish).await.map_err(setup_error)?;
     loop {
@@ -423,7 +349,7 @@ async fn negotiate(
     if let Some(metadata) = metadata {
         // As ffmpeg sends it: "@setDataFrame" then the FLV script tag's values.
         let mut body = Vec::new();
-        amf0::encode(&Value::str("@setDataFrame"), &mut body);
+        amf0::encode(&string("@setDataFrame"), &mut body);
         body.extend_from_slice(metadata);
         let mut out = Vec::new();
         setup.chunks.write(CSID_DATA, 0, DATA_AMF0, stream_id, &body, &mut out);
@@ -460,7 +386,6 @@ async fn handshake(setup: &mut Setup, seed: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ingest::rtmp::chunk::ChunkReader as IngestReader;
 
     #[test]
     fn urls_parse_with_and_without_a_port() {
@@ -492,7 +417,7 @@ mod tests {
         for (csid, ts, kind, body) in messages {
             writer.write(csid, ts, kind, 1, body, &mut out);
         }
-        let mut reader = IngestReader::new();
+        let mut reader = ChunkReader::new();
         reader.set_chunk_size(CHUNK_SIZE).unwrap();
         let mut input = &out[..];
         let mut got = Vec::new();
@@ -507,35 +432,5 @@ mod tests {
         let want: Vec<_> =
             messages.iter().map(|&(c, t, k, b)| (c, t, k, b.to_vec())).collect::<Vec<_>>();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn server_messages_reassemble_across_chunks_and_chunk_size_changes() {
-        let mut server = ChunkWriter::new(128);
-        let mut bytes = Vec::new();
-        server.write(2, 0, SET_CHUNK_SIZE, 0, &4096u32.to_be_bytes(), &mut bytes);
-        let mut body = Vec::new();
-        for v in
-            [Value::str("_result"), Value::Number(1.0), Value::Null, Value::str(&"x".repeat(300))]
-        {
-            amf0::encode(&v, &mut body);
-        }
-        server.chunk_size = 4096;
-        server.write(3, 0, COMMAND_AMF0, 0, &body, &mut bytes);
-        let mut reader = ChunkReader::new();
-        let mut messages = Vec::new();
-        let mut pending = Vec::new();
-        // Byte by byte: a partial chunk is never consumed.
-        for &b in &bytes {
-            pending.push(b);
-            while let Some((used, message)) = reader.read(&pending).unwrap() {
-                pending.drain(..used);
-                messages.extend(message);
-            }
-        }
-        assert!(pending.is_empty());
-        assert_eq!(messages.len(), 2);
-        assert_eq!(reader.chunk_size, 4096);
-        assert_eq!(messages[1].payload, body);
     }
 }
