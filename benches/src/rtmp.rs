@@ -325,13 +325,7 @@ async fn negotiate(
         .filter(|id| (1.0..=f64::from(u32::MAX)).contains(id))
         .ok_or_else(|| (PublishFailure::Setup, "createStream gave no stream id".to_owned()))?
         as u32;
-    let publish = [
-        string("publish"),
-        Value::Number(5.0),
-        Value::Null,
-        string(key),
-        string("live"),
-    ];
+    let publish = [string("publish"), Value::Number(5.0), Value::Null, string(key), string("live")];
     setup.command(stream_id, &publish).await.map_err(setup_error)?;
     loop {
         let values = setup.next_command().await.map_err(setup_error)?;

@@ -1,15 +1,19 @@
 //! The embedded key store: one JSON file in the data directory, shared by the running server
 //! and the `keys` CLI.
 //!
-//! The server reads the file on every publish, so keys added or revoked by the CLI apply at
-//! once. Writers take an exclusive lock on a side file and replace the JSON atomically
+//! The server checks the file on every publish and every revocation check, so keys added or
+//! revoked by the CLI apply at once; it parses it again only when the file was replaced (its
+//! inode, modification time or length changed), so a check costs one `stat`, not a parse of
+//! every key, however many streams are live. Writers take an exclusive lock on a side file and replace the JSON atomically
 //! (write, fsync, rename, fsync the directory): a kill at any moment leaves either the old
 //! or the new file, never a torn one. Only key hashes are stored.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -89,13 +93,33 @@ pub enum FileKeyStoreError {
 #[derive(Debug, Clone)]
 pub struct FileKeyStore {
     dir: Arc<Path>,
+    /// The file as last parsed for lookups, shared by every clone of this handle.
+    parsed: Arc<Mutex<Option<Parsed>>>,
+}
+
+/// Identifies one version of the key file. Writers replace the file by renaming a new one
+/// over it, so every write gives a new inode as well as a new modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// The key file's hashes, for lookups.
+#[derive(Debug)]
+struct Parsed {
+    /// `None` when there was no file.
+    stamp: Option<FileStamp>,
+    /// Key hash to stream name.
+    streams: Arc<HashMap<String, String>>,
 }
 
 impl FileKeyStore {
     /// Opens (creating the directory if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, FileKeyStoreError> {
         fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
-        Ok(Self { dir: dir.into() })
+        Ok(Self { dir: dir.into(), parsed: Arc::default() })
     }
 
     /// The key file's path.
@@ -138,6 +162,33 @@ impl FileKeyStore {
             }
             file.issue(stream).map(Some)
         })
+    }
+
+    /// Key hash to stream name, parsed again only if the file changed since the last call.
+    fn current_hashes(&self) -> Result<Arc<HashMap<String, String>>, FileKeyStoreError> {
+        let path = self.path();
+        let stamp = match fs::metadata(&path) {
+            Ok(meta) => Some(FileStamp {
+                inode: meta.ino(),
+                modified: meta.modified().ok(),
+                len: meta.len(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(io_error(&path, source)),
+        };
+        let mut parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(parsed) = parsed.as_ref()
+            && parsed.stamp == stamp
+        {
+            return Ok(Arc::clone(&parsed.streams));
+        }
+        // Parsed under the lock: concurrent lookups after a change wait for one parse.
+        let file = self.load()?;
+        let streams: HashMap<String, String> =
+            file.streams.into_iter().map(|s| (s.key_hash, s.stream)).collect();
+        let streams = Arc::new(streams);
+        *parsed = Some(Parsed { stamp, streams: Arc::clone(&streams) });
+        Ok(streams)
     }
 
     fn load(&self) -> Result<KeyFile, FileKeyStoreError> {
@@ -201,12 +252,12 @@ impl KeyStore for FileKeyStore {
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
         let hash = hash_key(key);
         let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || store.load())
+        let streams = tokio::task::spawn_blocking(move || store.current_hashes())
             .await
             .map_err(|e| KeyStoreError(e.to_string()))?
             .map_err(|e| KeyStoreError(e.to_string()))?;
-        Ok(file.streams.into_iter().find(|s| s.key_hash == hash).map(|s| Grant {
-            stream: s.stream,
+        Ok(streams.get(&hash).map(|stream| Grant {
+            stream: stream.clone(),
             owner: None,
             revocable: true,
         }))
@@ -246,6 +297,30 @@ mod tests {
         assert!(cli.revoke("cam").unwrap());
         assert!(!cli.revoke("cam").unwrap());
         assert_eq!(store.lookup(&key).await.unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn lookups_follow_every_change_of_the_file() {
+        let dir = temp_dir("follow");
+        let store = FileKeyStore::open(&dir).unwrap();
+        assert_eq!(store.lookup("anything").await.unwrap(), None);
+        let cam = store.add("cam").unwrap();
+        assert!(store.lookup(&cam).await.unwrap().is_some());
+        // Parsed once, answered again from what was parsed.
+        assert!(store.lookup(&cam).await.unwrap().is_some());
+        let other = FileKeyStore::open(&dir).unwrap();
+        let door = other.add("door").unwrap();
+        assert_eq!(store.lookup(&door).await.unwrap().map(|g| g.stream), Some("door".into()));
+        // An operator editing the file in place (same inode) is seen too.
+        let edited = fs::read_to_string(store.path()).unwrap().replace("\"cam\"", "\"yard\"");
+        fs::write(store.path(), edited).unwrap();
+        assert_eq!(store.lookup(&cam).await.unwrap().map(|g| g.stream), Some("yard".into()));
+        // A file gone is an empty store; a corrupt one is an error, never a stale answer.
+        fs::remove_file(store.path()).unwrap();
+        assert_eq!(store.lookup(&cam).await.unwrap(), None);
+        fs::write(store.path(), "{").unwrap();
+        assert!(store.lookup(&cam).await.is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 
