@@ -47,7 +47,7 @@ NGINX_USER = "www-data"
 NGINX_PORTS = (19351, 18081)
 RTMP_HLS_PORTS = (19352, 18082)
 # Ramp: steps of publishers; each step warms up, then measures.
-DEFAULT_STEPS = "5,10,20,40,60,80,100,130,160,200,250,300,350,400,500"
+DEFAULT_STEPS = "5,10,20,40,60,80,100,130,160,200,250,300,350,400,500,600,700"
 # wrk: one thread (the other core serves), 32 keep-alive connections, short runs: a segment
 # must stay listed for the whole run, and the newest one stays 6 s.
 WRK_THREADS = 1
