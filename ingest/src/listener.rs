@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authorizer::{Authorizer, Denial};
@@ -404,17 +404,34 @@ impl Connection {
 
     async fn read_loop(&mut self) -> Result<(), ConnectionError> {
         let mut buf = vec![0u8; READ_BUFFER];
+        // One timer each for the phase deadline and the stats tick, moved as they change: a
+        // timer pushed later only updates its instant, where a fresh timeout per read took
+        // the timer wheel's lock twice for each of the ~80 messages a second of a stream.
+        let (deadline, _) = self.deadline();
+        let late_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(late_timer);
+        let stats_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(stats_timer);
         loop {
             let (deadline, late) = self.deadline();
+            if late_timer.deadline() != deadline {
+                late_timer.as_mut().reset(deadline);
+            }
             let stats_at = self.active.as_ref().map(|active| active.next_stats);
+            if let Some(at) = stats_at
+                && stats_timer.deadline() != at
+            {
+                stats_timer.as_mut().reset(at);
+            }
             let n = tokio::select! {
-                read = timeout_at(deadline, self.socket.read(&mut buf)) => match read {
-                    Ok(read) => Some(read?),
-                    Err(_) => return Err(late),
-                },
+                // Stop and kick first, so a peer that never pauses cannot starve them; then
+                // data before the deadline, as a timeout around the read would.
+                biased;
                 _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
                 reason = kicked(&mut self.active) => return Err(ConnectionError::Ended(reason)),
-                () = sleep_until_some(stats_at) => None,
+                read = self.socket.read(&mut buf) => Some(read?),
+                () = &mut late_timer => return Err(late),
+                () = &mut stats_timer, if stats_at.is_some() => None,
             };
             let Some(n) = n else {
                 self.emit_stats();
@@ -884,14 +901,6 @@ fn went_live(active: &Active, events: &Arc<dyn EventSink>, peer: SocketAddr) -> 
         peer,
         active.status.media.clone(),
     )
-}
-
-/// Sleeps until `at`; forever when there is none.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Moves finished segments from the remuxer to the store.
