@@ -318,7 +318,7 @@ mod tests {
 
     /// Bodies compare as JSON values: key order depends on whether another crate in the
     /// build turns on serde_json's `preserve_order`.
-    fn json(text: &str) -> serde_json::Value {
+    fn json(text: &str) -> Value {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
