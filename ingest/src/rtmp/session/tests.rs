@@ -1,6 +1,12 @@
 //! In-memory protocol tests: a scripted publisher's bytes in, the session's actions and
 //! replies out, no sockets. The publisher speaks as ffmpeg does (same command sequence,
 //! chunk size 4096 after connect).
+//!
+//! Test code only: every `unwrap` here is on bytes the test itself wrote, and a failure is a
+//! failed test, never a crash of the server.
+
+// ok: already under #[cfg(test)] in session.rs; repeated so the file says what it is.
+#![cfg(test)]
 
 use super::*;
 use crate::rtmp::chunk::{ChunkReader, ChunkWriter};
