@@ -162,7 +162,10 @@ impl Monitor {
                 self.shared.error("monitor_missed_segments");
             }
             advanced = true;
-            let estimate = position.end_ms + segment.duration_ms;
+            // Segments missed between two polls were cut on the same GOP: count them at this
+            // one's duration, so the estimate still lands near the right keyframe.
+            let missed = position.last_seq.map_or(0, |last| segment.seq.saturating_sub(last + 1));
+            let estimate = position.end_ms + segment.duration_ms * (missed + 1) as f64;
             let nearest = ring.iter().min_by(|a, b| {
                 (a.ts_ms as f64 - estimate).abs().total_cmp(&(b.ts_ms as f64 - estimate).abs())
             });

@@ -124,6 +124,9 @@ impl Publisher {
             if let Some(first_due) = batch_due
                 && (!ready || out.len() >= MAX_BATCH)
             {
+                // Keyframes count as sent when the write starts: a server slow to read them
+                // pays for it in packaging delay.
+                let writing = Instant::now();
                 match timeout(WRITE_LIMIT, writer.write_all(&out)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return "publish_write",
@@ -133,7 +136,7 @@ impl Publisher {
                 out.clear();
                 batch_due = None;
                 for ts_ms in keyframes.drain(..) {
-                    if self.keyframes.try_send(KeyframeSent { ts_ms, at: sent }).is_err() {
+                    if self.keyframes.try_send(KeyframeSent { ts_ms, at: writing }).is_err() {
                         self.shared.error("keyframe_event_dropped");
                     }
                 }

@@ -149,7 +149,10 @@ fn harness_drives_a_real_server_and_reports_every_figure() {
         assert!(number(&figures["cpu_s"], "cpu_s") >= 0.0, "{who}: {figures}");
         assert!(number(&figures["cpu_per_stream"], "cpu_per_stream") >= 0.0, "{who}: {figures}");
         assert!(figures["rss_kib"].as_u64() > Some(0), "{who}: {figures}");
+        assert!(figures["pss_kib"].as_u64() > Some(0), "{who}: {figures}");
     }
+    // Two live streams and two viewers for 5 s cost the server more than a clock tick.
+    assert!(number(&step["server"]["cpu_s"], "server cpu_s") > 0.0, "{}", step["server"]);
     assert!(number(&step["media_s"], "media_s") > 0.0);
     assert_eq!(step["held"], true);
     assert_eq!(report["max_publishers_held"].as_u64(), Some(2));
