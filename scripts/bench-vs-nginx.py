@@ -377,6 +377,12 @@ def memory_mib(step):
     return (server.get("pss_kib", 0) + (server.get("files_kib") or 0)) / 1024
 
 
+def nginx_workers(report):
+    """Nginx's children as counted in the report: its process tree minus the master."""
+    counts = {s["server"].get("processes") for s in report["steps"]} - {None}
+    return "/".join(str(c - 1) for c in sorted(counts)) or "?"
+
+
 def markdown(reports, wrk_results, info, args, started):
     nginx, ours = reports["nginx-rtmp"], reports["rtmp-hls"]
     by_n = {label: {s["publishers"]: s for s in r["steps"]} for label, r in reports.items()}
@@ -395,7 +401,8 @@ def markdown(reports, wrk_results, info, args, started):
         f"{ours['clip']['kbit_per_s']:,.0f} kbit/s of media, 2 s GOP), the same steps "
         f"({args.steps}; {args.warmup:g} s warm-up then {args.duration:g} s measured per step), "
         f"{args.viewers_per_stream} viewer(s) per stream, and the same HLS settings: 2 s segments, a "
-        "6 s (3-segment) live playlist. Nginx-RTMP: `worker_processes auto` (2 workers), "
+        "6 s (3-segment) live playlist. Nginx-RTMP: `worker_processes auto` "
+        f"({nginx_workers(nginx)} processes besides the master), "
         "`hls_path` on tmpfs, playlists `Cache-Control: no-cache`, CORS header, `sendfile on`, "
         "access log off. rtmp-hls: release build, defaults but `--playlist-length 3` and the "
         "connection limits lifted (every publisher comes from 127.0.0.1).",
@@ -512,7 +519,7 @@ def markdown(reports, wrk_results, info, args, started):
     lines += [
         "",
         "Reading it honestly: this is a shared 2-core VM, and the generator, the server and "
-        "wrk share its two cores, so a step's CPU figures move by ±10-20 % between runs; "
+        "wrk share its two cores, so a step's CPU figures move between runs; "
         "compare the ratios from one run, not absolute numbers across runs. Other processes "
         "(the last column: machine CPU minus server and generator, from /proc/stat) used "
         f"{fmt(min(others) if others else None, 2)} to {fmt(max(others) if others else None, 2)} "
