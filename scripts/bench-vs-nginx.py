@@ -274,7 +274,7 @@ def live_segment(playlist_url):
             uris = [l for l in text.splitlines() if l and not l.startswith("#")]
             if len(uris) >= WRK_MIN_SEGMENTS:
                 return urllib.parse.urljoin(playlist_url, uris[-1])
-        except OSError:
+        except (OSError, ValueError):  # ValueError: UnicodeDecodeError of a broken answer
             pass
         time.sleep(0.5)
     sys.exit(f"{playlist_url} never listed {WRK_MIN_SEGMENTS} segments")
@@ -283,7 +283,10 @@ def live_segment(playlist_url):
 def wrk(url):
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", url]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        sys.exit(f"wrk printed no Requests/sec for {url}:\n{out}")
+    rate = float(found.group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return rate, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
