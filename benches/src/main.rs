@@ -491,7 +491,6 @@ async fn wait(progress: &ProgressBar, shared: &Shared, n: usize, span: Duration)
                 stats.segments_fetched
             ));
         }
-        progress.inc(0);
         sleep((end - now).min(PROGRESS_TICK)).await;
         progress.set_position(
             progress

@@ -44,7 +44,7 @@ const STALL_TARGET_DURATIONS: f64 = 2.0;
 /// behind: one segment (2 s) plus generous slack for a server that opens its playlist late.
 const FIRST_SEGMENT_LIMIT: Duration = Duration::from_secs(10);
 /// Reload interval before the playlist's target duration is known.
-const DEFAULT_RELOAD: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RELOAD: Duration = Duration::from_secs(1);
 /// Time one playlist request may take.
 pub(crate) const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 /// Initial playlist buffer.
@@ -187,7 +187,6 @@ impl Monitor {
             position.last_seq = Some(segment.seq);
             let mut status = stream.status();
             status.window_segments += 1;
-            status.total_segments += 1;
         }
         if position.late_in_a_row >= LATE_SEGMENTS_BEHIND {
             stream.mark_behind(format!(

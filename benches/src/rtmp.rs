@@ -12,13 +12,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 
 use ingest::rtmp::amf0::{self, Value};
-use ingest::rtmp::chunk::ChunkReader;
+use ingest::rtmp::chunk::{ChunkReader, DEFAULT_CHUNK_SIZE};
+use ingest::rtmp::handshake::HANDSHAKE_PACKET_LEN;
 
 /// Chunk size the publisher announces: what ffmpeg and OBS use, so a keyframe is a few dozen
 /// chunks and the server's chunk reassembly works as it does in production.
 pub(crate) const CHUNK_SIZE: u32 = 4096;
-/// Handshake packet length (§5.2.3).
-const HANDSHAKE_LEN: usize = 1536;
 /// RTMP version byte of C0 (§5.2.2).
 const RTMP_VERSION: u8 = 3;
 /// Timestamp field value announcing an extended timestamp (§5.3.1.3).
@@ -277,7 +276,7 @@ pub(crate) async fn publish(
     stream.set_nodelay(true).map_err(|e| (PublishFailure::Connect, e.to_string()))?;
     let setup = Setup {
         stream,
-        chunks: ChunkWriter::new(128),
+        chunks: ChunkWriter::new(DEFAULT_CHUNK_SIZE),
         reader: ChunkReader::new(),
         pending: Vec::new(),
     };
@@ -356,25 +355,25 @@ async fn negotiate(
 
 /// The plain handshake (§5.2): C0+C1, S0+S1+S2, C2 echoing S1.
 async fn handshake(setup: &mut Setup, seed: u64) -> anyhow::Result<()> {
-    let mut c0c1 = Vec::with_capacity(1 + HANDSHAKE_LEN);
+    let mut c0c1 = Vec::with_capacity(1 + HANDSHAKE_PACKET_LEN);
     c0c1.push(RTMP_VERSION);
     c0c1.extend_from_slice(&[0; 8]); // time, zero
     let mut x = seed | 1;
-    while c0c1.len() < 1 + HANDSHAKE_LEN {
+    while c0c1.len() < 1 + HANDSHAKE_PACKET_LEN {
         // xorshift64: C1's random bytes only need to differ between connections.
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         c0c1.extend_from_slice(&x.to_le_bytes());
     }
-    c0c1.truncate(1 + HANDSHAKE_LEN);
+    c0c1.truncate(1 + HANDSHAKE_PACKET_LEN);
     setup.send(&c0c1).await?;
-    let mut reply = vec![0; 1 + 2 * HANDSHAKE_LEN];
+    let mut reply = vec![0; 1 + 2 * HANDSHAKE_PACKET_LEN];
     setup.stream.read_exact(&mut reply).await.context("reading S0+S1+S2")?;
     if reply[0] != RTMP_VERSION {
         bail!("server answered RTMP version {}", reply[0]);
     }
-    setup.send(&reply[1..=HANDSHAKE_LEN]).await
+    setup.send(&reply[1..=HANDSHAKE_PACKET_LEN]).await
 }
 
 #[cfg(test)]

@@ -27,8 +27,6 @@ pub(crate) struct StreamState {
 pub(crate) struct StreamStatus {
     /// New segments the monitor saw in the measurement window.
     pub(crate) window_segments: u64,
-    /// Segments seen since the stream started.
-    pub(crate) total_segments: u64,
     /// Why the stream fell behind, once it has (kept for the rest of the run).
     pub(crate) behind: Option<String>,
 }

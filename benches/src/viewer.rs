@@ -15,8 +15,6 @@ use crate::shared::Shared;
 
 /// Segments from the live edge a viewer starts with (hls.js's liveSyncDurationCount).
 const JOIN_SEGMENTS: usize = 3;
-/// Reload interval before the playlist's target duration is known.
-const DEFAULT_RELOAD: Duration = Duration::from_secs(1);
 /// Time one segment request may take: a segment must arrive well within its own duration
 /// for playback not to stall, so anything slower is an error.
 const SEGMENT_LIMIT: Duration = Duration::from_secs(10);
@@ -38,7 +36,7 @@ impl Viewer {
         let mut body = Vec::new();
         let mut last_seq: Option<u64> = None;
         let mut loaded = false;
-        let mut reload = DEFAULT_RELOAD;
+        let mut reload = crate::monitor::DEFAULT_RELOAD;
         loop {
             let started = Instant::now();
             let response = client.get(&stream.playlist_path, Some(&mut body), REQUEST_LIMIT).await;
