@@ -179,6 +179,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) no_media_timeout: Duration,
 
+    /// Longest rest, in milliseconds, between socket reads of a live publisher while no
+    /// segment can close, so several messages are read at once (SRS's merged read, but never
+    /// delaying a segment). 0 reads each message as it arrives.
+    #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
+    pub(crate) max_read_pause_ms: u64,
+
     /// Kafka bootstrap servers (host:port,...). When set, lifecycle events go to Kafka; when
     /// not, to the log.
     #[arg(long, env = "RTMP_HLS_KAFKA_BROKERS", help_heading = "Events")]
@@ -401,6 +407,13 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 /// Shortest HS256 secret accepted: RFC 7518 §3.2 requires a key at least as long as the
 /// hash (256 bits); a shorter one can be brute-forced from a single token.
 const MIN_JWT_SECRET_LEN: usize = 32;
+
+/// Default of `--max-read-pause-ms`.
+const DEFAULT_MAX_READ_PAUSE_MS: u64 =
+    ingest::merged_read::DEFAULT_MAX_READ_PAUSE.as_millis() as u64;
+/// Highest `--max-read-pause-ms`: longer rests fill a fast stream's socket buffer and push
+/// back on the encoder, which may then drop frames.
+const MAX_READ_PAUSE_MS: u64 = 1000;
 
 /// Shortest static admin token accepted: a guessable token would open the admin API.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;

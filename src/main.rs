@@ -234,6 +234,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
             takeover: args.takeover_policy(),
             stats_interval: args.stats_interval,
             hooks: args.hooks(),
+            max_read_pause: Duration::from_millis(args.max_read_pause_ms),
         },
         Arc::clone(&store),
         authorizer,

@@ -29,6 +29,7 @@ use crate::hooks::{self, HookConfig, HookMode};
 use crate::key_store::redact;
 use crate::key_store::{Grant, validate_stream_name};
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
+use crate::merged_read;
 use crate::metrics::IngestMetrics;
 use crate::rtmp::session::{Action, Session, SessionError};
 use crate::status::{PublishStatus, StatusBoard};
@@ -80,6 +81,9 @@ pub struct IngestConfig {
     pub stats_interval: Duration,
     /// Nginx-RTMP-style HTTP callbacks.
     pub hooks: HookConfig,
+    /// Longest rest between socket reads of a live publisher while no segment can close
+    /// (see [`merged_read`]); zero reads every message as it arrives.
+    pub max_read_pause: Duration,
 }
 
 impl Default for IngestConfig {
@@ -91,6 +95,7 @@ impl Default for IngestConfig {
             takeover: TakeoverPolicy::default(),
             stats_interval: STATS_INTERVAL,
             hooks: HookConfig::default(),
+            max_read_pause: merged_read::DEFAULT_MAX_READ_PAUSE,
         }
     }
 }
@@ -412,7 +417,28 @@ impl Connection {
         tokio::pin!(late_timer);
         let stats_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(stats_timer);
+        // Set while the socket rests between reads (merged reads).
+        let pause_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(pause_timer);
+        let mut paused = false;
+        // Shutdown and kick are waited for by futures that live as long as they can: one made
+        // per read registered with (and left) the channel's waiter list each time, under a
+        // lock shared by every connection.
+        let mut stop = self.stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(shutdown);
+        let mut kick: Option<Kick> = None;
         loop {
+            match (&self.active, &kick) {
+                (Some(active), Some((channel, _))) if active.kick.same_channel(channel) => {}
+                (Some(active), _) => {
+                    kick = Some((active.kick.clone(), Box::pin(kicked(active.kick.clone()))));
+                }
+                (None, Some(_)) => kick = None,
+                (None, None) => {}
+            }
             let (deadline, late) = self.deadline();
             if late_timer.deadline() != deadline {
                 late_timer.as_mut().reset(deadline);
@@ -427,9 +453,18 @@ impl Connection {
                 // Stop and kick first, so a peer that never pauses cannot starve them; then
                 // data before the deadline, as a timeout around the read would.
                 biased;
-                _ = self.stop.wait_for(|stop| *stop) => return Err(ConnectionError::Shutdown),
-                reason = kicked(&mut self.active) => return Err(ConnectionError::Ended(reason)),
-                read = self.socket.read(&mut buf) => Some(read?),
+                () = &mut shutdown => return Err(ConnectionError::Shutdown),
+                reason = async {
+                    match kick.as_mut() {
+                        Some((_, kicked)) => kicked.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => return Err(ConnectionError::Ended(reason)),
+                read = self.socket.read(&mut buf), if !paused => Some(read?),
+                () = &mut pause_timer, if paused => {
+                    paused = false;
+                    continue;
+                }
                 () = &mut late_timer => return Err(late),
                 () = &mut stats_timer, if stats_at.is_some() => None,
             };
@@ -452,6 +487,15 @@ impl Connection {
             }
             if self.refused {
                 return Ok(());
+            }
+            // A full buffer means a backlog: keep reading at once.
+            if n < buf.len() {
+                let time_to_cut = self.active.as_ref().and_then(|a| a.remuxer.time_to_cut());
+                let max = self.ingest.config.max_read_pause;
+                if let Some(pause) = merged_read::pause(time_to_cut, max) {
+                    pause_timer.as_mut().reset(Instant::now() + pause);
+                    paused = true;
+                }
             }
         }
     }
@@ -805,9 +849,15 @@ impl Connection {
 }
 
 /// Completes with the reason when the active publish is told to end; never without one.
-async fn kicked(active: &mut Option<Active>) -> StopReason {
-    let Some(active) = active else { return std::future::pending().await };
-    let reason = active.kick.wait_for(Option::is_some).await.ok().and_then(|reason| *reason);
+/// A publish's kick channel, and the wait on it.
+type Kick = (
+    watch::Receiver<Option<StopReason>>,
+    std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>,
+);
+
+/// Waits until the publish is told to end.
+async fn kicked(mut kick: watch::Receiver<Option<StopReason>>) -> StopReason {
+    let reason = kick.wait_for(Option::is_some).await.ok().and_then(|reason| *reason);
     match reason {
         Some(reason) => reason,
         // The sender is gone (cannot happen while registered): never end on it.

@@ -20,6 +20,7 @@
 
 pub mod adts;
 pub mod avc;
+pub mod buffer_pool;
 mod error;
 pub mod flv;
 pub mod mpa;

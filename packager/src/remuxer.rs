@@ -221,6 +221,19 @@ impl Remuxer {
         self.audio.as_ref()
     }
 
+    /// Media time the publisher can still send before one of its frames could close the open
+    /// segment (see [`Segmenter::time_to_target`]); `None` while that cannot be foreseen (no
+    /// segment open, a configuration change or a timeline break waiting for the next cut).
+    /// Ingest reads a socket less often while this is long: no segment is held up by it.
+    ///
+    /// [`Segmenter::time_to_target`]: crate::segmenter::Segmenter::time_to_target
+    pub fn time_to_cut(&self) -> Option<Duration> {
+        if self.broken || self.pending_video || self.pending_audio {
+            return None;
+        }
+        self.segmenter.time_to_target()
+    }
+
     /// Frame counters.
     pub fn stats(&self) -> RemuxerStats {
         self.stats

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::ts_mux::{AudioStream, MuxError, PesTiming, Track, TsMuxer};
+use crate::buffer_pool;
+use crate::ts_mux::{self, AudioStream, MuxError, PesTiming, Track, TsMuxer};
 
 /// 90 kHz ticks per second (ISO/IEC 13818-1 §2.4.3.7 system clock / 300).
 pub const TICKS_PER_SECOND: i64 = 90_000;
@@ -145,6 +146,14 @@ impl Segmenter {
         self.open.is_some()
     }
 
+    /// Media time still to be written before a unit can close the open segment by reaching
+    /// the target duration (zero once one can); `None` when no segment is open. Forced cuts
+    /// ([`MAX_SEGMENT_BYTES`]) and timeline breaks are not foreseen.
+    pub fn time_to_target(&self) -> Option<Duration> {
+        let open = self.open.as_ref()?;
+        Some(ticks_to_duration((open.start + self.target - open.end).max(0)))
+    }
+
     /// Adds an audio track to the stream's very first segment while it is being written, by
     /// rewriting its PAT/PMT, so a track whose first frame comes just after the first video
     /// keyframe (MP3 has no sequence header) does not cost a discontinuity. Returns false
@@ -194,8 +203,11 @@ impl Segmenter {
         // PCRs never go backwards (the other track's timestamps may run slightly ahead) and
         // never leave a gap longer than the interval.
         let pcr = self.last_pcr.map_or(unit.dts, |last| last.max(unit.dts));
+        let fill = self.last_pcr.map_or(0, |last| {
+            ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
+        });
+        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(unit.data.len()));
         if let Some(mut last) = self.last_pcr {
-            let fill = ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL);
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
                 self.mux.write_pcr(pcr_track, last, &mut open.data)?;
@@ -223,11 +235,12 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
-        // Sized like the previous segment (plus an eighth), so the buffer rarely has to grow
-        // and copy itself while the segment is written.
-        let capacity =
-            (self.last_len + self.last_len / 8).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
-        let mut data = Vec::with_capacity(capacity);
+        // Sized like the previous segment plus a sixteenth, so the buffer rarely has to grow
+        // while the segment is written; a pooled buffer down to an eighth smaller will do
+        // (growing one now and then costs less than faulting fresh pages in for every one).
+        let size =
+            (self.last_len + self.last_len / 16).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
+        let mut data = buffer_pool::SEGMENTS.take(size - size / 8, size);
         self.mux.write_tables(&mut data)?;
         self.open = Some(Open {
             data,
@@ -242,6 +255,18 @@ impl Segmenter {
     }
 }
 
+/// Makes room for `more` bytes in a segment buffer: a full buffer moves to a larger one
+/// from the pool (an eighth more than needed) instead of doubling, and goes back to the pool.
+fn make_room(data: &mut Vec<u8>, more: usize) {
+    if data.capacity() - data.len() >= more {
+        return;
+    }
+    let needed = data.len() + more;
+    let mut larger = buffer_pool::SEGMENTS.take(needed, needed + needed / 8);
+    larger.extend_from_slice(data);
+    buffer_pool::SEGMENTS.give(std::mem::replace(data, larger));
+}
+
 /// Closes a segment whose successor starts at `next_start`.
 fn close_at(mut open: Open, next_start: i64) -> Segment {
     open.end = next_start;
@@ -252,7 +277,7 @@ fn close(open: Open) -> Segment {
     Segment {
         start: open.start,
         duration: ticks_to_duration(open.end - open.start),
-        data: Bytes::from(open.data),
+        data: buffer_pool::SEGMENTS.share(open.data),
         discontinuity: open.discontinuity,
         independent: open.independent,
     }
@@ -308,6 +333,49 @@ mod tests {
         assert_eq!(durations, [3000, 3000, 3000, 1000]);
         assert!(segments.iter().all(|s| s.independent && !s.discontinuity));
         assert!(segments.iter().all(|s| s.data.len() % 188 == 0));
+    }
+
+    #[test]
+    fn time_to_target_counts_down_the_open_segment() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, None);
+        assert_eq!(s.time_to_target(), None, "nothing open");
+        s.push(video(0, true)).unwrap();
+        // The first frame's end (one frame of 3000 ticks) is written.
+        assert_eq!(s.time_to_target(), Some(ticks_to_duration(180_000 - 3000)));
+        for frame in 1..59 {
+            s.push(video(frame * 3000, false)).unwrap();
+        }
+        assert_eq!(s.time_to_target(), Some(ticks_to_duration(3000)));
+        s.push(video(59 * 3000, false)).unwrap();
+        assert_eq!(s.time_to_target(), Some(Duration::ZERO), "a keyframe now would cut");
+        s.push(video(61 * 3000, false)).unwrap();
+        assert_eq!(s.time_to_target(), Some(Duration::ZERO), "never negative");
+    }
+
+    #[test]
+    fn a_segment_outgrowing_its_buffer_keeps_every_byte() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, None);
+        // The first segment is small, so the second one's buffer is too small for its frames.
+        let small = [0u8; 100];
+        let big = vec![9u8; 300_000];
+        let mut segments = Vec::new();
+        for frame in 0..=120 {
+            let unit = AccessUnit {
+                data: if frame < 60 { &small } else { &big },
+                ..video(frame * 3000, frame % 60 == 0)
+            };
+            if let Pushed::Written(Some(seg)) = s.push(unit).unwrap() {
+                segments.push(seg);
+            }
+        }
+        let second = &segments[1];
+        assert!(second.data.len() > 60 * 300_000, "{}", second.data.len());
+        assert_eq!(second.data.len() % TS_PACKET, 0);
+        assert!(second.data.chunks(TS_PACKET).all(|p| p[0] == 0x47), "every packet in sync");
+        let payload_nines = second.data.iter().filter(|&&b| b == 9).count();
+        assert!(payload_nines >= 60 * 300_000, "every payload byte written: {payload_nines}");
     }
 
     #[test]

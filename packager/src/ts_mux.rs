@@ -215,7 +215,7 @@ impl TsMuxer {
         };
         let first_len = data.len().min(PACKET_PAYLOAD - af_len - header_len);
         let (first, rest) = data.split_at(first_len);
-        out.reserve((rest.len() / PACKET_PAYLOAD + 2) * TS_PACKET_LEN);
+        out.reserve(pes_bytes_bound(rest.len()));
         let mut writer = TsPacketWriter::new(&mut *out);
         let pes = payload::Pes { header, pes_packet_len, data: payload::Bytes::new(first)? };
         writer.write_ts_packet(&packet(pid_value, cc, adaptation, TsPayload::PesStart(pes))?)?;
@@ -278,6 +278,11 @@ impl Default for TsMuxer {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// At most how many bytes [`TsMuxer::write_pes`] appends for `data_len` bytes of payload.
+pub(crate) fn pes_bytes_bound(data_len: usize) -> usize {
+    (data_len / PACKET_PAYLOAD + 2) * TS_PACKET_LEN
 }
 
 const PID_PAT: u16 = Pid::PAT;

@@ -450,3 +450,43 @@ fn segments_follow_long_gops_and_never_cut_short_ones_small() {
     assert!(*last > 0);
     assert_well_formed("short-gop", &short);
 }
+
+/// Ingest rests a publisher's socket while `time_to_cut` says no segment can close; the
+/// promise must hold on real streams: after every tag, the next cut comes no sooner in media
+/// time than promised (B-frames, long and short GOPs, audio only).
+#[test]
+fn no_segment_closes_sooner_than_time_to_cut_promised() {
+    for clip_name in
+        [Clip::Av720p30, Clip::AudioOnlyAac, Clip::AvLongGop, Clip::AvSmall, Clip::Av5Fps]
+    {
+        let mut remuxer = Remuxer::new(RemuxerConfig { target_duration: Duration::from_secs(2) });
+        // The latest media time by which, as promised, no cut could have come yet.
+        let mut promised: Option<i64> = None;
+        let (mut cuts, mut promises) = (0, 0);
+        for tag in tags(clip_name) {
+            let kind = match tag.tag_type {
+                8 => TagKind::Audio,
+                9 => TagKind::Video,
+                _ => continue,
+            };
+            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
+            let now = i64::from(tag.timestamp);
+            if remuxer.pull().is_some() {
+                cuts += 1;
+                if let Some(limit) = promised {
+                    assert!(
+                        now >= limit,
+                        "{clip_name:?}: cut at {now} ms, promised none before {limit} ms"
+                    );
+                }
+                promised = None;
+            }
+            if let Some(wait) = remuxer.time_to_cut() {
+                let limit = now + i64::try_from(wait.as_millis()).unwrap();
+                promised = Some(promised.map_or(limit, |p| p.max(limit)));
+                promises += u32::from(!wait.is_zero());
+            }
+        }
+        assert!(cuts >= 1 && promises > 10, "{clip_name:?}: {cuts} cuts, {promises} promises");
+    }
+}

@@ -261,6 +261,14 @@ impl Session {
         } else if self.state == State::Refused {
             // The refusal is sent; whatever follows is not even buffered.
             return Ok(());
+        } else if self.input.is_empty() && !matches!(self.state, State::AwaitingDecision { .. }) {
+            // The usual case: parsed straight from the caller's buffer, only the tail (a
+            // partial chunk header, or what follows a publish request) is kept.
+            self.received += bytes.len() as u64;
+            self.acknowledge();
+            let (used, result) = self.parse(bytes);
+            self.input.extend_from_slice(&bytes[used..]);
+            return result;
         } else {
             self.input.extend_from_slice(bytes);
             self.received += bytes.len() as u64;
@@ -317,12 +325,21 @@ impl Session {
 
     /// Parses buffered input until it runs out or a decision is needed.
     fn drive(&mut self) -> Result<(), SessionError> {
+        let input = std::mem::take(&mut self.input);
+        let (used, result) = self.parse(&input);
+        self.input = input;
+        self.input.drain(..used.min(self.input.len()));
+        result
+    }
+
+    /// Parses `input` until it runs out or a decision is needed; returns the bytes used.
+    fn parse(&mut self, input: &[u8]) -> (usize, Result<(), SessionError>) {
         let mut pos = 0;
         let result = loop {
             if matches!(self.state, State::AwaitingDecision { .. } | State::Refused) {
                 break Ok(());
             }
-            match self.reader.read(&self.input[pos..]) {
+            match self.reader.read(&input[pos..]) {
                 Ok((used, message)) => {
                     pos += used;
                     match message {
@@ -337,8 +354,7 @@ impl Session {
                 Err(e) => break Err(e.into()),
             }
         };
-        self.input.drain(..pos.min(self.input.len()));
-        result
+        (pos, result)
     }
 
     fn handle_message(&mut self, message: Message) -> Result<(), SessionError> {

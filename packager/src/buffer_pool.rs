@@ -1,0 +1,208 @@
+//! Recycled segment buffers.
+//!
+//! Every stream opens a segment buffer (~0.7 MB at 2.6 Mbit/s) every target duration and
+//! frees one when a segment leaves the store. Left to the allocator, the freed memory goes
+//! back to the kernel and the next buffer faults fresh zeroed pages in: page faults were
+//! ~15 % of the server's CPU under load (BENCHMARKS.md). A segment's bytes here are owned by
+//! a [`Recycled`] buffer that returns to one process-wide pool when the last reference (the
+//! store's, or an HTTP response still being sent) is dropped, and the next segment opened
+//! by any stream takes it. Streams cut at different moments, so a few buffers in the pool
+//! serve them all; the pool is bounded in buffers and bytes, oldest dropped first.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+/// Buffers kept at most. Streams cut at random phases, so in steady state a freed buffer is
+/// taken by the next stream to cut, and the pool holds only a few.
+pub const MAX_POOLED_BUFFERS: usize = 64;
+/// Bytes of capacity kept at most (a burst of streams ending frees many at once; those
+/// beyond this go back to the allocator).
+pub const MAX_POOLED_BYTES: usize = 64 << 20;
+/// A pooled buffer serves a request of up to its capacity and down to this fraction of it,
+/// so a high-bitrate stream's buffers do not sit idle under low-bitrate segments.
+const MAX_WASTE_FACTOR: usize = 2;
+
+/// A pool of byte buffers.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Mutex<Free>,
+}
+
+#[derive(Debug, Default)]
+struct Free {
+    buffers: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+/// The pool segments use.
+pub(crate) static SEGMENTS: BufferPool = BufferPool::new();
+
+impl BufferPool {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        Self { free: Mutex::new(Free { buffers: VecDeque::new(), bytes: 0 }) }
+    }
+
+    /// An empty buffer: a pooled one with room for at least `min` bytes and at most twice
+    /// `size`, or a new one of `size` rounded up to a [`size_class`] (streams of similar
+    /// bitrates then make buffers of the same few sizes, which serve each other).
+    pub fn take(&self, min: usize, size: usize) -> Vec<u8> {
+        let fits = |b: &Vec<u8>| {
+            b.capacity() >= min && b.capacity() <= size.saturating_mul(MAX_WASTE_FACTOR)
+        };
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        // Newest first: its pages are the most likely to be in cache.
+        if let Some(i) = free.buffers.iter().rposition(fits)
+            && let Some(buffer) = free.buffers.remove(i)
+        {
+            free.bytes -= buffer.capacity();
+            return buffer;
+        }
+        drop(free);
+        Vec::with_capacity(size_class(size.max(min)))
+    }
+
+    /// Keeps `buffer` for a later [`BufferPool::take`], dropping the oldest beyond the bounds.
+    pub fn give(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > MAX_POOLED_BYTES {
+            return;
+        }
+        buffer.clear();
+        let mut dropped = Vec::new();
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.bytes += buffer.capacity();
+        free.buffers.push_back(buffer);
+        while free.buffers.len() > MAX_POOLED_BUFFERS || free.bytes > MAX_POOLED_BYTES {
+            let Some(old) = free.buffers.pop_front() else { break };
+            free.bytes -= old.capacity();
+            dropped.push(old);
+        }
+        drop(free);
+        // Freed outside the lock.
+        drop(dropped);
+    }
+
+    /// Buffers and bytes of capacity held.
+    pub fn held(&self) -> (usize, usize) {
+        let free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        (free.buffers.len(), free.bytes)
+    }
+
+    /// Shared bytes over `buffer`, which returns to this pool when the last reference drops.
+    pub fn share(&'static self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Recycled { buffer, pool: self })
+    }
+}
+
+/// `n` rounded up to a multiple of an eighth of the largest power of two not above it
+/// (at most 12.5 % more than asked).
+pub fn size_class(n: usize) -> usize {
+    if n <= 8 {
+        return n;
+    }
+    let step = (1usize << n.ilog2()) / 8;
+    n.div_ceil(step).saturating_mul(step)
+}
+
+/// A buffer that goes back to its pool when dropped.
+struct Recycled {
+    buffer: Vec<u8>,
+    pool: &'static BufferPool,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buffer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaked() -> &'static BufferPool {
+        Box::leak(Box::new(BufferPool::new()))
+    }
+
+    #[test]
+    fn a_dropped_segment_buffer_serves_the_next_request() {
+        let pool = leaked();
+        let mut buffer = pool.take(1000, 1000);
+        buffer.extend_from_slice(&[7; 600]);
+        let address = buffer.as_ptr();
+        let shared = pool.share(buffer);
+        let reader = shared.clone();
+        drop(shared);
+        assert_eq!(pool.held().0, 0, "a reader still holds it");
+        assert_eq!(&reader[..], &[7; 600][..]);
+        drop(reader);
+        assert_eq!(pool.held().0, 1);
+        let again = pool.take(900, 1000);
+        assert_eq!(again.as_ptr(), address);
+        assert!(again.is_empty());
+        assert_eq!(pool.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_buffer_too_small_or_far_too_large_is_not_used() {
+        let pool = leaked();
+        pool.give(Vec::with_capacity(1000));
+        assert!(pool.take(1001, 1100).capacity() >= 1001);
+        assert!(pool.take(300, 400).capacity() < 1000);
+        assert_eq!(pool.held().0, 1);
+        assert_eq!(pool.take(900, 1100).capacity(), 1000, "smaller than wanted but enough");
+    }
+
+    #[test]
+    fn new_buffers_are_rounded_up_to_size_classes() {
+        let pool = leaked();
+        assert_eq!(pool.take(900, 1000).capacity(), 1024);
+        assert_eq!(pool.take(600_000, 700_000).capacity(), 720_896);
+        assert_eq!(pool.take(2000, 1000).capacity(), 2048);
+    }
+
+    #[test]
+    fn size_classes_are_eighths_of_powers_of_two() {
+        assert_eq!(size_class(0), 0);
+        assert_eq!(size_class(8), 8);
+        assert_eq!(size_class(1024), 1024);
+        assert_eq!(size_class(1025), 1152);
+        assert_eq!(size_class(700_000), 720_896);
+        for n in [9, 100, 4097, 65_535, 700_001, 1 << 27] {
+            let class = size_class(n);
+            assert!(class >= n && class - n <= n / 8, "{n} -> {class}");
+        }
+    }
+
+    #[test]
+    fn holds_at_most_the_buffer_limit_dropping_the_oldest() {
+        let pool = leaked();
+        for i in 0..=MAX_POOLED_BUFFERS {
+            pool.give(Vec::with_capacity(100 + i));
+        }
+        assert_eq!(pool.held().0, MAX_POOLED_BUFFERS);
+        assert!(pool.take(100, 100).capacity() > 100, "the oldest (capacity 100) was dropped");
+    }
+
+    #[test]
+    fn holds_at_most_the_byte_limit() {
+        let pool = leaked();
+        let big = MAX_POOLED_BYTES / 3 + 1;
+        for _ in 0..3 {
+            pool.give(Vec::with_capacity(big));
+        }
+        let (buffers, bytes) = pool.held();
+        assert_eq!(buffers, 2);
+        assert!(bytes <= MAX_POOLED_BYTES);
+        pool.give(Vec::with_capacity(MAX_POOLED_BYTES + 1));
+        assert_eq!(pool.held().0, 2, "a buffer over the whole limit is not kept");
+    }
+}
