@@ -76,12 +76,12 @@ pub async fn serve(
 async fn hls(
     State(Hls { store, max_viewers }): State<Hls>,
     Path((name, file)): Path<(String, String)>,
-    client: Option<axum::Extension<ClientAddr>>,
-    headers: axum::http::HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
     if file == PLAYLIST_FILE {
-        if let Some(axum::Extension(ClientAddr(addr))) = client {
-            let viewer = viewer_fingerprint(addr, &headers);
+        // The request by reference: a `HeaderMap` extractor would copy every header.
+        if let Some(ClientAddr(addr)) = request.extensions().get::<ClientAddr>() {
+            let viewer = viewer_fingerprint(*addr, request.headers());
             if !store.admit_viewer(&name, viewer, std::time::Instant::now(), max_viewers) {
                 tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
                 return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])

@@ -29,12 +29,38 @@ pub struct KindLabel {
 }
 
 /// The HTTP side's metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpMetrics {
     /// Requests by kind and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Response body bytes by kind.
     pub bytes: Family<KindLabel, Counter>,
+    /// The family members of successful playlist and segment requests, held.
+    hot: Hot,
+}
+
+/// (requests, bytes) counters of one kind's 200 responses.
+type HotPair = (Counter, Counter);
+
+#[derive(Debug, Clone)]
+struct Hot {
+    playlist_ok: HotPair,
+    segment_ok: HotPair,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let bytes = Family::<KindLabel, Counter>::default();
+        let pair = |kind| {
+            (
+                requests.get_or_create(&RequestLabels { kind, status: 200 }).clone(),
+                bytes.get_or_create(&KindLabel { kind }).clone(),
+            )
+        };
+        let hot = Hot { playlist_ok: pair("playlist"), segment_ok: pair("segment") };
+        Self { requests, bytes, hot }
+    }
 }
 
 impl HttpMetrics {
@@ -82,9 +108,25 @@ async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next)
     let kind = kind(request.uri().path());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    metrics.requests.get_or_create(&RequestLabels { kind, status }).inc();
-    if let Some(bytes) = response.body().size_hint().exact() {
-        metrics.bytes.get_or_create(&KindLabel { kind }).inc_by(bytes);
+    let bytes = response.body().size_hint().exact();
+    // The two answers a live stream's viewers get all the time are counted without a
+    // family lookup (a lock and a hash each).
+    let hot = match (kind, status) {
+        ("playlist", 200) => Some(&metrics.hot.playlist_ok),
+        ("segment", 200) => Some(&metrics.hot.segment_ok),
+        _ => None,
+    };
+    match hot {
+        Some((requests, sent)) => {
+            requests.inc();
+            sent.inc_by(bytes.unwrap_or(0));
+        }
+        None => {
+            metrics.requests.get_or_create(&RequestLabels { kind, status }).inc();
+            if let Some(bytes) = bytes {
+                metrics.bytes.get_or_create(&KindLabel { kind }).inc_by(bytes);
+            }
+        }
     }
     response
 }
@@ -92,6 +134,31 @@ async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hot_counters_are_the_families_members() {
+        use axum::body::Body;
+        use tower::ServiceExt as _;
+        let metrics = HttpMetrics::default();
+        let router = metrics.count(
+            Router::new()
+                .route("/hls/cam/index.m3u8", axum::routing::get(|| async { "#EXTM3U\n" }))
+                .route("/hls/cam/1.ts", axum::routing::get(|| async { "x" })),
+        );
+        for uri in
+            ["/hls/cam/index.m3u8", "/hls/cam/index.m3u8", "/hls/cam/1.ts", "/hls/x/index.m3u8"]
+        {
+            let request = axum::http::Request::get(uri).body(Body::empty()).unwrap();
+            router.clone().oneshot(request).await.unwrap();
+        }
+        let count =
+            |kind, status| metrics.requests.get_or_create(&RequestLabels { kind, status }).get();
+        assert_eq!(count("playlist", 200), 2);
+        assert_eq!(count("segment", 200), 1);
+        assert_eq!(count("playlist", 404), 1);
+        assert_eq!(metrics.bytes.get_or_create(&KindLabel { kind: "playlist" }).get(), 16);
+        assert_eq!(metrics.bytes.get_or_create(&KindLabel { kind: "segment" }).get(), 1);
+    }
 
     #[test]
     fn kinds() {
