@@ -180,8 +180,8 @@ pub(crate) struct ServeArgs {
     pub(crate) no_media_timeout: Duration,
 
     /// Longest rest, in milliseconds, between socket reads of a live publisher while no
-    /// segment can close, so several messages are read at once (SRS's merged read, but never
-    /// delaying a segment). 0 reads each message as it arrives.
+    /// segment can close soon, so several messages are read at once (SRS's merged read, but
+    /// not where a segment could close). 0 reads each message as it arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

@@ -206,7 +206,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
 
     let store = Arc::new(StreamStore::new(StoreConfig {
         window: usize::from(args.playlist_length),
-        retain_after_window: usize::from(args.playlist_length),
+        retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
     }));
     let sequences = sequences::SequenceFile::new(&data_dir);

@@ -421,9 +421,9 @@ impl Connection {
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
         let mut paused = false;
-        // Shutdown and kick are waited for by futures that live as long as they can: one made
-        // per read registered with (and left) the channel's waiter list each time, under a
-        // lock shared by every connection.
+        // Shutdown and kick are waited for by futures made once per connection (or publish),
+        // not once per read: each new wait joins, and on leaving quits, the channel's waiter
+        // list, under a lock the shutdown channel shares with every connection.
         let mut stop = self.stop.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -488,8 +488,9 @@ impl Connection {
             if self.refused {
                 return Ok(());
             }
-            // A full buffer means a backlog: keep reading at once.
-            if n < buf.len() {
+            // A read of half the buffer or more means a backlog (or a fast stream whose socket
+            // buffer could fill while resting): keep reading at once.
+            if n < buf.len() / 2 {
                 let time_to_cut = self.active.as_ref().and_then(|a| a.remuxer.time_to_cut());
                 let max = self.ingest.config.max_read_pause;
                 if let Some(pause) = merged_read::pause(time_to_cut, max) {
@@ -848,14 +849,13 @@ impl Connection {
     }
 }
 
-/// Completes with the reason when the active publish is told to end; never without one.
 /// A publish's kick channel, and the wait on it.
 type Kick = (
     watch::Receiver<Option<StopReason>>,
     std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>,
 );
 
-/// Waits until the publish is told to end.
+/// Completes with the reason when the publish is told to end; never without one.
 async fn kicked(mut kick: watch::Receiver<Option<StopReason>>) -> StopReason {
     let reason = kick.wait_for(Option::is_some).await.ok().and_then(|reason| *reason);
     match reason {

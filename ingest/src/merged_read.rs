@@ -5,11 +5,16 @@
 //! server's CPU under load (BENCHMARKS.md). SRS's "merged read" (`mr`) sleeps between reads
 //! to take several messages at once, at the price of that much latency on every message.
 //!
-//! Here the pause is taken only when it cannot delay a segment: HLS viewers see media only
+//! Here the pause is taken only where it does not delay a segment: HLS viewers see media only
 //! when a segment closes, and the segmenter cuts at the first keyframe after the target
 //! duration, so while the open segment still needs more media than the pause plus a guard,
-//! no message that could arrive during the pause can close it. Near a cut, and whenever the
-//! last read filled the buffer (a backlog), reads are immediate again.
+//! no message a real-time publisher sends during the pause can close it. Near a cut, and
+//! whenever the last read took half the read buffer or more (a backlog, or a fast stream),
+//! reads are immediate again. What is not foreseen, and may then wait up to one pause: a
+//! publisher sending well ahead of real time, a timestamp jump short of a timeline break, a
+//! forced cut (`MAX_SEGMENT_BYTES`). Once a segment has reached the target duration and
+//! waits for a keyframe (long GOPs), every read is immediate, so streams with GOPs longer
+//! than the target rest less.
 
 use std::time::Duration;
 

@@ -20,9 +20,6 @@ pub const MAX_POOLED_BUFFERS: usize = 64;
 /// Bytes of capacity kept at most (a burst of streams ending frees many at once; those
 /// beyond this go back to the allocator).
 pub const MAX_POOLED_BYTES: usize = 64 << 20;
-/// A pooled buffer serves a request of up to its capacity and down to this fraction of it,
-/// so a high-bitrate stream's buffers do not sit idle under low-bitrate segments.
-const MAX_WASTE_FACTOR: usize = 2;
 
 /// A pool of byte buffers.
 #[derive(Debug, Default)]
@@ -45,13 +42,14 @@ impl BufferPool {
         Self { free: Mutex::new(Free { buffers: VecDeque::new(), bytes: 0 }) }
     }
 
-    /// An empty buffer: a pooled one with room for at least `min` bytes and at most twice
-    /// `size`, or a new one of `size` rounded up to a [`size_class`] (streams of similar
-    /// bitrates then make buffers of the same few sizes, which serve each other).
+    /// An empty buffer: a pooled one with room for at least `min` bytes and at most `size`
+    /// plus a quarter (a retained segment keeps its buffer's whole capacity, so a much larger
+    /// one would waste memory for as long as the segment lives), or a new one of `size`
+    /// rounded up to a [`size_class`] (streams of similar bitrates then make buffers of the
+    /// same few sizes, which serve each other).
     pub fn take(&self, min: usize, size: usize) -> Vec<u8> {
-        let fits = |b: &Vec<u8>| {
-            b.capacity() >= min && b.capacity() <= size.saturating_mul(MAX_WASTE_FACTOR)
-        };
+        let max = size.saturating_add(size / 4).max(min);
+        let fits = |b: &Vec<u8>| b.capacity() >= min && b.capacity() <= max;
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         // Newest first: its pages are the most likely to be in cache.
         if let Some(i) = free.buffers.iter().rposition(fits)
@@ -156,7 +154,7 @@ mod tests {
         let pool = leaked();
         pool.give(Vec::with_capacity(1000));
         assert!(pool.take(1001, 1100).capacity() >= 1001);
-        assert!(pool.take(300, 400).capacity() < 1000);
+        assert!(pool.take(300, 700).capacity() < 1000, "1000 > 700 + a quarter");
         assert_eq!(pool.held().0, 1);
         assert_eq!(pool.take(900, 1100).capacity(), 1000, "smaller than wanted but enough");
     }
@@ -188,8 +186,8 @@ mod tests {
         for i in 0..=MAX_POOLED_BUFFERS {
             pool.give(Vec::with_capacity(100 + i));
         }
-        assert_eq!(pool.held().0, MAX_POOLED_BUFFERS);
-        assert!(pool.take(100, 100).capacity() > 100, "the oldest (capacity 100) was dropped");
+        let kept: usize = (1..=MAX_POOLED_BUFFERS).map(|i| 100 + i).sum();
+        assert_eq!(pool.held(), (MAX_POOLED_BUFFERS, kept), "the oldest (capacity 100) went");
     }
 
     #[test]

@@ -256,13 +256,14 @@ impl Segmenter {
 }
 
 /// Makes room for `more` bytes in a segment buffer: a full buffer moves to a larger one
-/// from the pool (an eighth more than needed) instead of doubling, and goes back to the pool.
+/// from the pool (half as large again as needed: a stream's first segments, sized from
+/// nothing, grow a few times) instead of doubling, and goes back to the pool.
 fn make_room(data: &mut Vec<u8>, more: usize) {
     if data.capacity() - data.len() >= more {
         return;
     }
     let needed = data.len() + more;
-    let mut larger = buffer_pool::SEGMENTS.take(needed, needed + needed / 8);
+    let mut larger = buffer_pool::SEGMENTS.take(needed, needed + needed / 2);
     larger.extend_from_slice(data);
     buffer_pool::SEGMENTS.give(std::mem::replace(data, larger));
 }

@@ -29,8 +29,10 @@ const VIEWER_WINDOW_TARGETS: u32 = 3;
 pub struct StoreConfig {
     /// Segments listed in the live playlist.
     pub window: usize,
-    /// Segments kept after they leave the playlist, for players still fetching them
-    /// (RFC 8216 §6.2.2 wants a segment available for a playlist's duration after removal).
+    /// Segments kept after they leave the playlist, for players still fetching them. RFC 8216
+    /// §6.2.2: a removed segment stays available for its own duration plus that of the
+    /// longest playlist that held it, so `window + 1` segments when segments last the target
+    /// duration (counted in segments, not time: after a long-GOP segment the count is short).
     pub retain_after_window: usize,
     /// The playlist's target duration before any segment is longer.
     pub target_duration: Duration,
@@ -38,7 +40,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { window: 6, retain_after_window: 6, target_duration: Duration::from_secs(2) }
+        Self { window: 6, retain_after_window: 7, target_duration: Duration::from_secs(2) }
     }
 }
 
