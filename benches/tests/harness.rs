@@ -1,7 +1,8 @@
 //! The load harness against a real rtmp-hls process: two publishers replay a generated clip
 //! (looping, so timestamps are rewritten), two viewers play, and the JSON report must show
 //! segments on both streams, segment fetches, packaging delays, CPU and memory figures, and
-//! no errors. Timings are read, never compared with thresholds.
+//! no errors; and a ramp against a server that can hold one stream stops at the step where
+//! the second one is refused. Timings are read, never compared with thresholds.
 // Test code: a failure panics with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,13 +52,19 @@ fn add_key(server: &Path, data_dir: &Path, name: &str) -> String {
     stdout.lines().last().expect("a key on the last line").trim().to_owned()
 }
 
-/// Starts the server on ephemeral ports; returns it and its RTMP and HTTP addresses.
-fn start_server(server: &Path, data_dir: &Path) -> (ServerProcess, SocketAddr, SocketAddr) {
+/// Starts the server on ephemeral ports with `extra` flags; returns it and its RTMP and HTTP
+/// addresses.
+fn start_server(
+    server: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+) -> (ServerProcess, SocketAddr, SocketAddr) {
     let mut child = Command::new(server)
         .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         // The live window Nginx-RTMP's hls_playlist_length 6s gives, as in BENCHMARKS.md.
         .args(["--playlist-length", "3"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -90,44 +97,74 @@ fn number(value: &Value, what: &str) -> f64 {
     value.as_f64().unwrap_or_else(|| panic!("{what} is not a number: {value}"))
 }
 
+/// A running server with keys for `names`, and a directory for the bench's files.
+struct Setup {
+    dir: PathBuf,
+    streams_file: PathBuf,
+    process: ServerProcess,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Setup {
+    fn new(test: &str, names: &[&str], server_flags: &[&str]) -> Self {
+        let server = server_binary();
+        let dir =
+            std::env::temp_dir().join(format!("rtmp-hls-bench-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: String =
+            names.iter().map(|n| format!("{n} {}\n", add_key(&server, &dir, n))).collect();
+        let streams_file = dir.join("streams");
+        std::fs::write(&streams_file, lines).unwrap();
+        let (process, rtmp, http) = start_server(&server, &dir, server_flags);
+        Self { dir, streams_file, process, rtmp, http }
+    }
+
+    /// Runs `rtmp-hls-bench <mode> <args>` against the server; returns the JSON report and
+    /// the SVG plot.
+    fn bench(&self, mode: &str, args: &[&str]) -> (Value, String) {
+        let (json, svg) =
+            (self.dir.join(format!("{mode}.json")), self.dir.join(format!("{mode}.svg")));
+        let output = Command::new(env!("CARGO_BIN_EXE_rtmp-hls-bench"))
+            .arg(mode)
+            .arg("--flv")
+            .arg(clip(Clip::AvSmall))
+            .args(["--publish-url", &format!("rtmp://{}/live", self.rtmp)])
+            .args(["--playlist-url", &format!("http://{}/hls/{{name}}/index.m3u8", self.http)])
+            .arg("--streams-file")
+            .arg(&self.streams_file)
+            .args(["--server-pid", &self.process.0.id().to_string(), "--label", "rtmp-hls"])
+            .args(args)
+            .arg("--json")
+            .arg(&json)
+            .arg("--svg")
+            .arg(&svg)
+            .arg("--no-progress")
+            .output()
+            .expect("running rtmp-hls-bench");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "rtmp-hls-bench failed:\n{stderr}");
+        // The table and the per-step lines, for whoever reads the test log.
+        println!("{}{stderr}", String::from_utf8_lossy(&output.stdout));
+        let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (report, std::fs::read_to_string(&svg).unwrap())
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn harness_drives_a_real_server_and_reports_every_figure() {
-    let media = clip(Clip::AvSmall);
-    let server = server_binary();
-    let dir = std::env::temp_dir().join(format!("rtmp-hls-bench-harness-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let streams: Vec<(&str, String)> =
-        ["bench-a", "bench-b"].into_iter().map(|n| (n, add_key(&server, &dir, n))).collect();
-    let streams_file = dir.join("streams");
-    let lines: String = streams.iter().map(|(name, key)| format!("{name} {key}\n")).collect();
-    std::fs::write(&streams_file, lines).unwrap();
-    let (process, rtmp, http) = start_server(&server, &dir);
-    let (json, svg) = (dir.join("report.json"), dir.join("report.svg"));
-
-    let output = Command::new(env!("CARGO_BIN_EXE_rtmp-hls-bench"))
-        .arg("fixed")
-        .arg("--flv")
-        .arg(&media)
-        .args(["--publish-url", &format!("rtmp://{rtmp}/live")])
-        .args(["--playlist-url", &format!("http://{http}/hls/{{name}}/index.m3u8")])
-        .arg("--streams-file")
-        .arg(&streams_file)
-        .args(["--server-pid", &process.0.id().to_string(), "--label", "rtmp-hls"])
-        .args(["--publishers", "2", "--viewers", "2", "--warmup", "4", "--duration", "5"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--svg")
-        .arg(&svg)
-        .arg("--no-progress")
-        .output()
-        .expect("running rtmp-hls-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "rtmp-hls-bench failed:\n{stderr}");
-    // The table and the per-step line, for whoever reads the test log.
-    println!("{}{stderr}", String::from_utf8_lossy(&output.stdout));
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let setup = Setup::new("fixed", &["bench-a", "bench-b"], &[]);
+    let (report, plot) = setup.bench(
+        "fixed",
+        &["--publishers", "2", "--viewers", "2", "--warmup", "4", "--duration", "5"],
+    );
     let steps = report["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 1);
     let step = &steps[0];
@@ -156,9 +193,34 @@ fn harness_drives_a_real_server_and_reports_every_figure() {
     assert!(number(&step["media_s"], "media_s") > 0.0);
     assert_eq!(step["held"], true);
     assert_eq!(report["max_publishers_held"].as_u64(), Some(2));
-    let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.contains("rtmp-hls server"), "not the plot: {plot:.200}");
+}
 
-    drop(process);
-    let _ = std::fs::remove_dir_all(&dir);
+#[test]
+fn ramp_reports_the_largest_step_held_and_why_it_stopped() {
+    // A server that takes one live stream: the second step's new publisher is refused.
+    let setup = Setup::new("ramp", &["ramp-a", "ramp-b", "ramp-c"], &["--max-streams", "1"]);
+    let (report, plot) = setup.bench(
+        "ramp",
+        &["--steps", "1,2,3", "--viewers-per-stream", "1", "--warmup", "3", "--duration", "3"],
+    );
+    assert_eq!(report["mode"], "ramp");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "the ramp goes on after a held step and stops after a failed one");
+    assert_eq!(steps[0]["publishers"].as_u64(), Some(1));
+    assert_eq!(steps[0]["held"], true, "{}", steps[0]);
+    assert!(steps[0]["packaging_delay"]["count"].as_u64() > Some(0), "{}", steps[0]);
+    assert_eq!(steps[1]["publishers"].as_u64(), Some(2));
+    assert_eq!(steps[1]["held"], false, "{}", steps[1]);
+    let behind: Vec<&str> = steps[1]["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["behind"].as_str())
+        .collect();
+    assert_eq!(behind.len(), 1, "{}", steps[1]);
+    assert!(behind[0].contains("publish"), "why the refused stream is behind: {behind:?}");
+    assert_eq!(report["max_publishers_held"].as_u64(), Some(1));
+    assert_eq!(report["stopped_because"], "1 of 2 streams fell behind");
+    assert!(plot.contains("<svg"), "not the plot: {plot:.200}");
 }
