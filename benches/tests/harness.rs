@@ -123,6 +123,7 @@ impl Setup {
 
     /// Runs `rtmp-hls-bench <mode> <args>` against the server; returns the JSON report and
     /// the SVG plot.
+    #[allow(clippy::print_stdout)] // The bench's table, in the test's captured output.
     fn bench(&self, mode: &str, args: &[&str]) -> (Value, String) {
         let (json, svg) =
             (self.dir.join(format!("{mode}.json")), self.dir.join(format!("{mode}.svg")));
