@@ -565,3 +565,54 @@ fn healthcheck_reports_whether_the_server_answers() {
     assert!(!output.status.success(), "healthy with no server");
     assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1"));
 }
+
+/// A client that ends its publish and publishes another stream on the same connection is
+/// kicked in the second publish: the listener follows the new publish's kick channel (it
+/// waits on one per publish, across reads that rest between messages).
+#[test]
+fn a_second_publish_on_one_connection_is_the_one_kicked() {
+    use common::rtmp_client::RawClient;
+    use ingest::rtmp::amf0::Value as Amf;
+    let server = Server::start("ops-republish", &["--admin-token", ADMIN_TOKEN]);
+    let (first, second) = (server.add_key("first"), server.add_key("second"));
+    let tags: Vec<_> = testkit::flv::read_tags(&clip(Clip::AvSmall))
+        .into_iter()
+        .filter(|t| t.tag_type == 8 || t.tag_type == 9)
+        .collect();
+    let mut client = RawClient::connect(server.rtmp);
+    assert_eq!(client.start_publish("live", &first), "NetStream.Publish.Start");
+    for tag in &tags {
+        client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+    }
+    server.wait_for_segments("first", 1);
+    // Unpublish and publish again in one write, so the server handles both in one read: the
+    // publish changes without the connection task ever seeing none.
+    let unpublish = [Amf::String("FCUnpublish".into()), Amf::Number(4.0), Amf::Null];
+    let publish = [
+        Amf::String("publish".into()),
+        Amf::Number(5.0),
+        Amf::Null,
+        Amf::String(second.clone()),
+        Amf::String("live".into()),
+    ];
+    let mut wire = Vec::new();
+    for values in [&unpublish[..], &publish[..]] {
+        let mut body = Vec::new();
+        for value in values {
+            ingest::rtmp::amf0::encode(value, &mut body);
+        }
+        client.writer.write(8, 0, 20, 1, &body, &mut wire);
+    }
+    client.send(&wire).unwrap();
+    server.wait_for_endlist("first");
+    for tag in &tags {
+        client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+    }
+    server.wait_for_segments("second", 1);
+    let (status, _, _) =
+        api(server.http, "DELETE", "/api/v1/streams/second/publisher", Some(ADMIN_TOKEN), None);
+    assert_eq!(status, 204);
+    // Well under the 15 s no-media timeout, which would also close it.
+    assert!(client.closed_within(std::time::Duration::from_secs(5)), "the kick did not end it");
+    server.wait_for_endlist("second");
+}
