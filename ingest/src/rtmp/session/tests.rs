@@ -2,8 +2,8 @@
 //! replies out, no sockets. The publisher speaks as ffmpeg does (same command sequence,
 //! chunk size 4096 after connect).
 //!
-//! Test code only: every `unwrap` here is on bytes the test itself wrote, and a failure is a
-//! failed test, never a crash of the server.
+//! Test code only: every panicking accessor here works on bytes the test itself wrote, and a
+//! failure is a failed test, never a crash of the server.
 
 // ok: already under #[cfg(test)] in session.rs; repeated so the file says what it is.
 #![cfg(test)]
