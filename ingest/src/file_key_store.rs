@@ -4,9 +4,10 @@
 //! The server checks the file on every publish and every revocation check, so keys added or
 //! revoked by the CLI apply at once; it parses it again only when the file was replaced (its
 //! inode, modification time or length changed), so a check costs one `stat`, not a parse of
-//! every key, however many streams are live. Writers take an exclusive lock on a side file and replace the JSON atomically
-//! (write, fsync, rename, fsync the directory): a kill at any moment leaves either the old
-//! or the new file, never a torn one. Only key hashes are stored.
+//! every key, however many streams are live. Writers take an exclusive lock on a side file
+//! and replace the JSON atomically (write, fsync, rename, fsync the directory): a kill at any
+//! moment leaves either the old or the new file, never a torn one. Only key hashes are
+//! stored.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};

@@ -224,7 +224,8 @@ impl Remuxer {
     /// Media time the publisher can still send before one of its frames could close the open
     /// segment (see [`Segmenter::time_to_target`]); `None` while that cannot be foreseen (no
     /// segment open, a configuration change or a timeline break waiting for the next cut).
-    /// Ingest reads a socket less often while this is long: no segment is held up by it.
+    /// Ingest reads a socket less often while this is long: a real-time publisher's segments
+    /// are not held up by it.
     ///
     /// [`Segmenter::time_to_target`]: crate::segmenter::Segmenter::time_to_target
     pub fn time_to_cut(&self) -> Option<Duration> {
