@@ -16,7 +16,7 @@ then, in one run on one machine:
    benches/results/.
 
 Usage: python3 scripts/bench-vs-nginx.py [--steps 5,10,20] [--duration 20] [--warmup 8]
-       [--viewers-per-stream 1] [--wrk-rounds 3] [--no-write]
+       [--viewers-per-stream 1] [--wrk-rounds 5] [--no-write]
 """
 import argparse
 import datetime
@@ -47,7 +47,7 @@ NGINX_USER = "www-data"
 NGINX_PORTS = (19351, 18081)
 RTMP_HLS_PORTS = (19352, 18082)
 # Ramp: steps of publishers; each step warms up, then measures.
-DEFAULT_STEPS = "5,10,20,40,60,80,100,130,160,200,250,300,350,400,500,600,700"
+DEFAULT_STEPS = "5,10,20,40,60,80,100,130,160,200,250,300,350,400,500,600,700,800,900,1000"
 # wrk: one thread (the other core serves), 32 keep-alive connections, short runs: a segment
 # must stay listed for the whole run, and the newest one stays 6 s.
 WRK_THREADS = 1
@@ -568,7 +568,7 @@ def main():
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=8)
     parser.add_argument("--viewers-per-stream", type=int, default=1)
-    parser.add_argument("--wrk-rounds", type=int, default=3)
+    parser.add_argument("--wrk-rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
