@@ -16,7 +16,7 @@ then, in one run on one machine:
    benches/results/.
 
 Usage: python3 scripts/bench-vs-nginx.py [--steps 5,10,20] [--duration 20] [--warmup 8]
-       [--viewers-per-stream 1] [--wrk-rounds 5] [--no-write]
+       [--viewers-per-stream 1] [--rounds 2] [--wrk-rounds 5] [--no-write]
 """
 import argparse
 import datetime
@@ -196,7 +196,7 @@ def start_nginx():
         f.write(nginx_conf(prefix, *NGINX_PORTS))
     cmd = ["nginx", "-p", prefix + "/", "-c", conf, "-g", "daemon off;"]
     subprocess.run(["nginx", "-t", "-q", "-p", prefix + "/", "-c", conf], check=True)
-    COMMANDS.append(" ".join(cmd[:-1]) + " 'daemon off;'")
+    command(cmd)
     proc = subprocess.Popen(cmd)
     for port in NGINX_PORTS:
         wait_port(port)
@@ -211,27 +211,59 @@ def bench_bin():
     return os.path.join(ROOT, "target", "release", "rtmp-hls-bench")
 
 
-def start_rtmp_hls(names):
-    data = os.path.join(OUT, "rtmp-hls-data")
-    shutil.rmtree(data, ignore_errors=True)
-    os.makedirs(data)
+RTMP_HLS_DATA = os.path.join(OUT, "rtmp-hls-data")
+
+
+def make_keys(names):
+    """A fresh key store holding one key per name: [(name, key)]."""
+    shutil.rmtree(RTMP_HLS_DATA, ignore_errors=True)
+    os.makedirs(RTMP_HLS_DATA)
     streams = []
     for name in names:
-        out = subprocess.run([rtmp_hls_bin(), "keys", "add", name, "--data-dir", data],
+        out = subprocess.run([rtmp_hls_bin(), "keys", "add", name, "--data-dir", RTMP_HLS_DATA],
                              check=True, capture_output=True, text=True).stdout
         streams.append((name, out.strip().splitlines()[-1].strip()))
+    return streams
+
+
+def command(cmd):
+    """Records a command line for BENCHMARKS.md, once."""
+    line = " ".join(c if c.find(" ") < 0 else f"'{c}'" for c in cmd).replace(ROOT + "/", "")
+    if line not in COMMANDS:
+        COMMANDS.append(line)
+
+
+def start_rtmp_hls():
+    data = RTMP_HLS_DATA
+    # Sequence numbers of an earlier round would only make the restart resume them.
+    for leftover in ("sequences.json",):
+        try:
+            os.remove(os.path.join(data, leftover))
+        except FileNotFoundError:
+            pass
     rtmp, http = RTMP_HLS_PORTS
     cmd = [rtmp_hls_bin(), "--rtmp-addr", f"127.0.0.1:{rtmp}", "--http-addr", f"127.0.0.1:{http}",
            "--data-dir", data, "--segment-duration", "2", "--playlist-length", "3",
            # Every publisher comes from 127.0.0.1: lift the per-address and total limits.
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-streams", "65536"]
-    COMMANDS.append(" ".join(cmd))
-    log_file = open(os.path.join(OUT, "rtmp-hls.log"), "w")
+    command(cmd)
+    log_file = open(os.path.join(OUT, "rtmp-hls.log"), "a")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
     for port in RTMP_HLS_PORTS:
         wait_port(port)
-    return proc, streams
+    return proc
+
+
+def stop(procs):
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def write_streams(path, streams):
@@ -240,8 +272,8 @@ def write_streams(path, streams):
             f.write(f"{name} {key}\n")
 
 
-def ramp(label, pid, rtmp_port, playlist_url, streams_file, args, files=None):
-    report = os.path.join(OUT, f"{label}.json")
+def ramp(label, pid, rtmp_port, playlist_url, streams_file, args, round_, files=None):
+    report = os.path.join(OUT, f"{label}-round{round_}.json")
     cmd = [bench_bin(), "ramp", "--flv", os.path.relpath(FLV, ROOT),
            "--publish-url", f"rtmp://127.0.0.1:{rtmp_port}/live",
            "--playlist-url", playlist_url, "--streams-file", os.path.relpath(streams_file, ROOT),
@@ -249,12 +281,12 @@ def ramp(label, pid, rtmp_port, playlist_url, streams_file, args, files=None):
            "--steps", args.steps, "--viewers-per-stream", str(args.viewers_per_stream),
            "--warmup", str(args.warmup), "--duration", str(args.duration),
            "--json", os.path.relpath(report, ROOT),
-           "--svg", os.path.relpath(os.path.join(OUT, f"{label}.svg"), ROOT)]
+           "--svg", os.path.relpath(os.path.join(OUT, f"{label}-round{round_}.svg"), ROOT)]
     if files:
         cmd += ["--server-files", files]
-    COMMANDS.append(" ".join(c if c.find(" ") < 0 else f"'{c}'" for c in cmd).replace(ROOT + "/", ""))
+    command(cmd)
     wait_quiet()
-    log(f"ramp against {label}")
+    log(f"round {round_}: ramp against {label}")
     subprocess.run(cmd, cwd=ROOT, check=True)
     with open(report) as f:
         return json.load(f)
@@ -356,6 +388,57 @@ def machine():
     }
 
 
+def merge(values, key=None):
+    """One figure from the same figure of several rounds: the median of numbers (counts of
+    streams behind: the most; errors: summed; held: every round; generator late: any)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    first = values[0]
+    if isinstance(first, bool):
+        return any(values) if key == "generator_late" else all(values)
+    if isinstance(first, (int, float)):
+        if key == "streams_behind":
+            return max(values)
+        middle = statistics.median(values)
+        return round(middle) if all(isinstance(v, int) for v in values) else middle
+    if isinstance(first, dict):
+        if key == "errors":
+            total = {}
+            for v in values:
+                for kind, count in v.items():
+                    total[kind] = total.get(kind, 0) + count
+            return total
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: merge([v.get(k) for v in values], k) for k in keys}
+    if isinstance(first, list):
+        return [x for v in values for x in v]
+    return first
+
+
+def combine(reports):
+    """One report from a server's ramps in several rounds: per step, the median of each
+    figure; a step is held only when every round held it."""
+    if len(reports) == 1:
+        return reports[0]
+    out = dict(reports[0])
+    counts = sorted({s["publishers"] for r in reports for s in r["steps"]})
+    steps = []
+    for n in counts:
+        found = [s for r in reports for s in r["steps"] if s["publishers"] == n]
+        step = merge(found)
+        step["held"] = len(found) == len(reports) and all(s["held"] for s in found)
+        step["rounds"] = len(found)
+        steps.append(step)
+    out["steps"] = steps
+    held = [r.get("max_publishers_held") or 0 for r in reports]
+    out["max_publishers_held"] = min(held)
+    out["max_publishers_held_by_round"] = held
+    out["stopped_because"] = "; ".join(
+        f"round {i}: {r['stopped_because']}" for i, r in enumerate(reports, 1))
+    return out
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -386,7 +469,7 @@ def nginx_workers(report):
     return "/".join(str(c - 1) for c in sorted(counts)) or "?"
 
 
-def markdown(reports, wrk_results, info, args, started):
+def markdown(reports, rounds, wrk_results, info, args, started):
     nginx, ours = reports["nginx-rtmp"], reports["rtmp-hls"]
     by_n = {label: {s["publishers"]: s for s in r["steps"]} for label, r in reports.items()}
     common = sorted(n for n in by_n["nginx-rtmp"] if n in by_n["rtmp-hls"]
@@ -409,6 +492,12 @@ def markdown(reports, wrk_results, info, args, started):
         "`hls_path` on tmpfs, playlists `Cache-Control: no-cache`, CORS header, `sendfile on`, "
         "access log off. rtmp-hls: release build, defaults but `--playlist-length 3` and the "
         "connection limits lifted (every publisher comes from 127.0.0.1).",
+        "",
+        f"{len(rounds)} round(s): each server ramped {len(rounds)} time(s), the order alternating "
+        "(round 1 Nginx-RTMP first, round 2 rtmp-hls first, ...), each server started fresh for "
+        "its ramp and alone on the machine, so a drift of the shared machine during the run "
+        "weighs on both. Every figure in the step table is the median over the rounds (errors "
+        "summed), and a step counts as held only when every round held it.",
         "",
         "How the figures are taken (see `benches/src/`): server CPU is utime+stime+cutime+cstime "
         "of the server's whole process tree from `/proc` (Nginx's master and workers), over the "
@@ -491,6 +580,25 @@ def markdown(reports, wrk_results, info, args, started):
                  f"{fmt(ratio(held_b, held_a), 2)}x (rtmp-hls / Nginx-RTMP) |")
     lines += ["", f"Why each ramp stopped: Nginx-RTMP: {nginx['stopped_because']}; rtmp-hls: "
               f"{ours['stopped_because']}.", ""]
+    if len(rounds) > 1:
+        lines += [
+            "Round by round (medians over the steps both servers held in that round):",
+            "",
+            "| round | first | server CPU ms per stream-second, Nginx-RTMP / rtmp-hls | ratio | "
+            "most publishers held, Nginx-RTMP / rtmp-hls |",
+            "|---|---|---|---|---|",
+        ]
+        for i, r in enumerate(rounds, 1):
+            steps = {label: {s["publishers"]: s for s in r[label]["steps"]} for label in r}
+            held = sorted(n for n in steps["nginx-rtmp"] if n in steps["rtmp-hls"]
+                          and steps["nginx-rtmp"][n]["held"] and steps["rtmp-hls"][n]["held"])
+            a = med([cpu_ms(steps["nginx-rtmp"][n], "server") for n in held])
+            b = med([cpu_ms(steps["rtmp-hls"][n], "server") for n in held])
+            first = "Nginx-RTMP" if i % 2 == 1 else "rtmp-hls"
+            lines.append(f"| {i} | {first} | {fmt(a, 2)} / {fmt(b, 2)} | {fmt(ratio(a, b), 2)}x | "
+                         f"{r['nginx-rtmp']['max_publishers_held'] or 0} / "
+                         f"{r['rtmp-hls']['max_publishers_held'] or 0} |")
+        lines.append("")
 
     rate = {label: {k: med(v[k]) for k in ("playlist", "segment")} for label, v in wrk_results.items()}
     lines += [
@@ -539,7 +647,8 @@ def markdown(reports, wrk_results, info, args, started):
         "```sh",
         "python3 scripts/bench-vs-nginx.py "
         + f"--steps {args.steps} --duration {args.duration:g} --warmup {args.warmup:g} "
-        + f"--viewers-per-stream {args.viewers_per_stream} --wrk-rounds {args.wrk_rounds}",
+        + f"--viewers-per-stream {args.viewers_per_stream} --rounds {args.rounds} "
+        + f"--wrk-rounds {args.wrk_rounds}",
         "# which ran:",
         "scripts/gen-test-media.sh target/test-media bench",
         "cargo build --release --locked -p rtmp-hls -p rtmp-hls-bench",
@@ -569,6 +678,8 @@ def main():
     parser.add_argument("--warmup", type=float, default=8)
     parser.add_argument("--viewers-per-stream", type=int, default=1)
     parser.add_argument("--wrk-rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="ramps per server, alternating order; figures are medians over them")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -585,31 +696,43 @@ def main():
 
     most = max(int(n) for n in args.steps.split(","))
     names = [f"bench-{i:03}" for i in range(most)] + ["wrk-0"]
-    nginx = start_nginx()
-    ours, streams = start_rtmp_hls(names)
-    procs = [nginx, ours]
+    streams = make_keys(names)
+    nginx_file = os.path.join(OUT, "nginx-rtmp.streams")
+    write_streams(nginx_file, [(n, n) for n in names[:-1]])
+    ours_file = os.path.join(OUT, "rtmp-hls.streams")
+    write_streams(ours_file, streams[:-1])
+    servers = {
+        "nginx-rtmp": lambda: start_nginx(),
+        "rtmp-hls": lambda: start_rtmp_hls(),
+    }
+    targets = {
+        "nginx-rtmp": (NGINX_PORTS[0], f"http://127.0.0.1:{NGINX_PORTS[1]}/hls/{{name}}.m3u8",
+                       nginx_file, os.path.join(HLS_ROOT, "hls")),
+        "rtmp-hls": (RTMP_HLS_PORTS[0], f"http://127.0.0.1:{RTMP_HLS_PORTS[1]}/hls/{{name}}/index.m3u8",
+                     ours_file, None),
+    }
+    # Rounds in alternating order (A B, B A, ...), each server freshly started for its ramp and
+    # alone on the machine: a drift of the shared machine during the run then weighs on both.
+    rounds = []
+    for round_ in range(1, args.rounds + 1):
+        order = list(servers) if round_ % 2 == 1 else list(reversed(servers))
+        reports = {}
+        for label in order:
+            proc = servers[label]()
+            try:
+                rtmp_port, playlist_url, streams_file, files = targets[label]
+                reports[label] = ramp(label, proc.pid, rtmp_port, playlist_url, streams_file, args,
+                                      round_, files=files)
+            finally:
+                stop([proc])
+        rounds.append(reports)
+    reports = {label: combine([r[label] for r in rounds]) for label in servers}
+    procs = [start_nginx(), start_rtmp_hls()]
     try:
-        nginx_file = os.path.join(OUT, "nginx-rtmp.streams")
-        write_streams(nginx_file, [(n, n) for n in names[:-1]])
-        ours_file = os.path.join(OUT, "rtmp-hls.streams")
-        write_streams(ours_file, streams[:-1])
-        reports = {
-            "nginx-rtmp": ramp("nginx-rtmp", nginx.pid, NGINX_PORTS[0],
-                               f"http://127.0.0.1:{NGINX_PORTS[1]}/hls/{{name}}.m3u8", nginx_file, args,
-                               files=os.path.join(HLS_ROOT, "hls")),
-            "rtmp-hls": ramp("rtmp-hls", ours.pid, RTMP_HLS_PORTS[0],
-                             f"http://127.0.0.1:{RTMP_HLS_PORTS[1]}/hls/{{name}}/index.m3u8", ours_file, args),
-        }
         wait_quiet()
         wrk_results = delivery(args, ("wrk-0", "wrk-0"), streams[-1])
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     os.makedirs(RESULTS, exist_ok=True)
     for label, report in reports.items():
@@ -625,7 +748,7 @@ def main():
                    check=True)
     with open(os.path.join(RESULTS, "wrk.json"), "w") as f:
         json.dump(wrk_results, f, indent=2)
-    section, summary = markdown(reports, wrk_results, machine(), args, started)
+    section, summary = markdown(reports, rounds, wrk_results, machine(), args, started)
     print(section)
     if not args.no_write:
         write_benchmarks(section)
