@@ -8,7 +8,8 @@ then, in one run on one machine:
 
 1. ramps publishers against each server with rtmp-hls-bench (the same clip, steps, viewers
    and durations), recording server CPU per stream, memory, packaging delay, fetch times and
-   errors, and the generator's own CPU;
+   errors, and the generator's own CPU; in --rounds rounds (default 2) of alternating order,
+   each server started fresh for its ramp, the figures being the medians over the rounds;
 2. measures HLS delivery with wrk (requests/s for a live playlist and for a segment), the
    servers alternating round by round;
 3. writes the figures, ratios, machine, date and exact commands into BENCHMARKS.md (the
