@@ -683,6 +683,8 @@ def main():
                         help="ramps per server, alternating order; figures are medians over them")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    if args.rounds < 1 or args.wrk_rounds < 1:
+        parser.error("--rounds and --wrk-rounds need at least 1")
     started = datetime.datetime.now(datetime.timezone.utc)
     # Three sockets per stream in the generator, two per stream in each server.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
