@@ -194,7 +194,7 @@ impl Remuxer {
     /// Takes one audio or video message (`data` is the FLV tag body, `timestamp_ms` the RTMP
     /// timestamp). An error rejects this tag only; the remuxer stays usable.
     pub fn push(&mut self, kind: TagKind, timestamp_ms: u32, data: &[u8]) -> Result<(), Error> {
-        let dts = self.timeline.unwrap(timestamp_ms) * TICKS_PER_MS;
+        let dts = self.timeline.widen(timestamp_ms) * TICKS_PER_MS;
         match kind {
             TagKind::Video => self.push_video(dts, data),
             TagKind::Audio => self.push_audio(dts, data),

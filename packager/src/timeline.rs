@@ -17,7 +17,7 @@ impl Timeline {
     }
 
     /// The unwrapped value of `raw`, in milliseconds.
-    pub fn unwrap(&mut self, raw: u32) -> i64 {
+    pub fn widen(&mut self, raw: u32) -> i64 {
         let value = match self.last {
             None => i64::from(raw),
             Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
@@ -34,17 +34,17 @@ mod tests {
     #[test]
     fn wraps_forward_past_u32_max() {
         let mut t = Timeline::new();
-        assert_eq!(t.unwrap(u32::MAX - 10), i64::from(u32::MAX) - 10);
-        assert_eq!(t.unwrap(5), i64::from(u32::MAX) + 6);
-        assert_eq!(t.unwrap(40), i64::from(u32::MAX) + 41);
+        assert_eq!(t.widen(u32::MAX - 10), i64::from(u32::MAX) - 10);
+        assert_eq!(t.widen(5), i64::from(u32::MAX) + 6);
+        assert_eq!(t.widen(40), i64::from(u32::MAX) + 41);
     }
 
     #[test]
     fn small_backward_steps_stay_backward() {
         let mut t = Timeline::new();
-        assert_eq!(t.unwrap(1000), 1000);
-        assert_eq!(t.unwrap(980), 980);
-        assert_eq!(t.unwrap(3), 3);
-        assert_eq!(t.unwrap(u32::MAX), -1);
+        assert_eq!(t.widen(1000), 1000);
+        assert_eq!(t.widen(980), 980);
+        assert_eq!(t.widen(3), 3);
+        assert_eq!(t.widen(u32::MAX), -1);
     }
 }
