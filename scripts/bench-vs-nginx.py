@@ -237,11 +237,10 @@ def command(cmd):
 def start_rtmp_hls():
     data = RTMP_HLS_DATA
     # Sequence numbers of an earlier round would only make the restart resume them.
-    for leftover in ("sequences.json",):
-        try:
-            os.remove(os.path.join(data, leftover))
-        except FileNotFoundError:
-            pass
+    try:
+        os.remove(os.path.join(data, "sequences.json"))
+    except FileNotFoundError:
+        pass
     rtmp, http = RTMP_HLS_PORTS
     cmd = [rtmp_hls_bin(), "--rtmp-addr", f"127.0.0.1:{rtmp}", "--http-addr", f"127.0.0.1:{http}",
            "--data-dir", data, "--segment-duration", "2", "--playlist-length", "3",
