@@ -458,9 +458,11 @@ def cpu_ms(step, who):
 
 
 def memory_mib(step):
-    """Pss of the server's process tree plus the HLS files it keeps on tmpfs (Nginx)."""
+    """Pss of the server's process tree plus the HLS segments it keeps outside it: files on
+    tmpfs (Nginx) or memory files (rtmp-hls's memfds)."""
     server = step.get("server") or {}
-    return (server.get("pss_kib", 0) + (server.get("files_kib") or 0)) / 1024
+    files = (server.get("files_kib") or 0) + server.get("memfd_kib", 0)
+    return (server.get("pss_kib", 0) + files) / 1024
 
 
 def nginx_workers(report):
@@ -504,7 +506,8 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         "measured window, divided by the media seconds sent in it (so 1 ms/s = 0.1 % of a core "
         "per stream); memory is taken at the end of the window: the tree's summed VmRSS, and "
         "\"server memory\" = its Pss (shared pages split between Nginx's processes) plus the "
-        "HLS files Nginx keeps on tmpfs (RAM too; rtmp-hls keeps its segments in its heap). "
+        "HLS files Nginx keeps on tmpfs and the memory files (memfd) rtmp-hls keeps its closed "
+        "segments in (RAM too, outside RSS). "
         "Packaging delay = the moment a poll first sees a segment in the playlist minus "
         "the moment the generator sent the keyframe that closed it (segment end located by "
         "EXTINF sums snapped to the keyframes sent); after each keyframe the playlist is polled "
@@ -569,7 +572,8 @@ def markdown(reports, rounds, wrk_results, info, args, started):
             ("VmRSS, process tree", lambda s: (s.get("server") or {}).get("rss_kib", 0) / 1024),
             ("Pss, process tree", lambda s: (s.get("server") or {}).get("pss_kib", 0) / 1024),
             ("HLS files on tmpfs", lambda s: ((s.get("server") or {}).get("files_kib") or 0) / 1024),
-            ("Pss + HLS files", memory_mib),
+            ("segments in memory files", lambda s: (s.get("server") or {}).get("memfd_kib", 0) / 1024),
+            ("Pss + HLS files + memory files", memory_mib),
         )
         for what, figure in rows:
             a, b = figure(by_n["nginx-rtmp"][top]), figure(by_n["rtmp-hls"][top])
@@ -604,8 +608,8 @@ def markdown(reports, rounds, wrk_results, info, args, started):
     lines += [
         f"HLS delivery with wrk ({WRK_THREADS} thread, {WRK_CONNECTIONS} keep-alive connections, "
         f"{WRK_SECONDS} s per run, median of {args.wrk_rounds} runs per server, the servers alternating; "
-        "one publisher live on each): rtmp-hls serves from memory, Nginx serves the files on "
-        "tmpfs with sendfile.",
+        "one publisher live on each): rtmp-hls serves playlists from its heap and segments from "
+        "its memory files with sendfile, Nginx serves the files on tmpfs with sendfile.",
         "",
         "| requests/s | Nginx-RTMP | rtmp-hls | ratio rtmp-hls / Nginx |",
         "|---|---|---|---|",

@@ -114,6 +114,15 @@ pub(crate) enum HookMethod {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SegmentStorage {
+    /// One memory file per stream (Linux memfd): viewers are sent segments with sendfile,
+    /// without a copy, as Nginx sends files from tmpfs.
+    Memfd,
+    /// The process heap: every response copies the segment into the socket.
+    Heap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -142,6 +151,10 @@ pub(crate) struct ServeArgs {
     /// Segments listed in the live playlist.
     #[arg(long, env = "RTMP_HLS_PLAYLIST_LENGTH", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub(crate) playlist_length: u16,
+
+    /// Where closed segments are kept in RAM.
+    #[arg(long, env = "RTMP_HLS_SEGMENT_STORAGE", value_enum, default_value_t = SegmentStorage::Memfd)]
+    pub(crate) segment_storage: SegmentStorage,
 
     /// Seconds an ended stream's playlist (with EXT-X-ENDLIST) stays available.
     #[arg(long, env = "RTMP_HLS_ENDED_TTL", default_value = "60", value_parser = parse_seconds)]

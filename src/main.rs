@@ -204,11 +204,17 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
 
-    let store = Arc::new(StreamStore::new(StoreConfig {
+    let store = StreamStore::new(StoreConfig {
         window: usize::from(args.playlist_length),
         retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
-    }));
+    });
+    let store = Arc::new(match args.segment_storage {
+        config::SegmentStorage::Memfd => {
+            store.with_segment_files(Arc::new(http::segment_files::MemfdSegments::new()))
+        }
+        config::SegmentStorage::Heap => store,
+    });
     let sequences = sequences::SequenceFile::new(&data_dir);
     store.restore_sequences(sequences.load_for_restart());
     let server_id = args.server_id.clone().unwrap_or_else(host_name);

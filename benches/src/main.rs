@@ -352,6 +352,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             rss_kib: end.rss_kib,
             pss_kib: end.pss_kib,
             files_kib,
+            memfd_kib: end.memfd_kib,
             processes: end.processes,
         };
         let server = match (server_start, server_end) {
@@ -544,6 +545,11 @@ fn log_step(label: &str, s: &StepReport) {
 }
 
 /// The run's table on stdout, the tool's result (the JSON has everything).
+/// Memory a server holds: its RSS, plus its files on tmpfs and its memory files.
+fn memory_kib(figures: &ProcessFigures) -> u64 {
+    figures.rss_kib + figures.files_kib.unwrap_or(0) + figures.memfd_kib
+}
+
 #[allow(clippy::print_stdout)] // the report is this binary's output
 fn print_summary(report: &Report) {
     println!(
@@ -571,9 +577,10 @@ fn print_summary(report: &Report) {
             s.viewers,
             cpu_ms(s.server.as_ref()),
             cpu_ms(Some(&s.generator)),
-            s.server
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |f| format!("{:.1}", f.rss_kib as f64 / 1024.0)),
+            s.server.as_ref().map_or_else(
+                || "-".to_owned(),
+                |f| format!("{:.1}", memory_kib(f) as f64 / 1024.0)
+            ),
             ms(s.packaging_delay.p50_ms),
             ms(s.packaging_delay.p99_ms),
             ms(s.segment_fetch.p50_ms),

@@ -20,6 +20,9 @@ pub(crate) struct TreeSample {
     pub(crate) rss_kib: u64,
     /// Sum of Pss (shared pages split between their users), KiB; 0 where unreadable.
     pub(crate) pss_kib: u64,
+    /// Pages held by memory files (memfd) the tree has open, each file once, KiB: memory
+    /// outside RSS until mapped (rtmp-hls keeps segments in them).
+    pub(crate) memfd_kib: u64,
     /// Processes in the tree.
     pub(crate) processes: usize,
 }
@@ -67,12 +70,14 @@ pub(crate) fn sample_tree(root: u32) -> Option<TreeSample> {
         }
     }
     let mut sample = TreeSample::default();
+    let mut memfds = std::collections::HashSet::new();
     let mut ticks = 0;
     let mut stack = vec![(root.to_string(), root_fields)];
     while let Some((pid, fields)) = stack.pop() {
         ticks += cpu_ticks(&fields);
         sample.rss_kib += status_kib(&pid, "status", "VmRSS:");
         sample.pss_kib += status_kib(&pid, "smaps_rollup", "Pss:");
+        sample.memfd_kib += memfd_kib(&pid, &mut memfds);
         sample.processes += 1;
         if let Ok(id) = pid.parse::<u64>()
             && let Some(kids) = children.remove(&id)
@@ -82,6 +87,25 @@ pub(crate) fn sample_tree(root: u32) -> Option<TreeSample> {
     }
     sample.cpu_s = ticks as f64 / USER_HZ;
     Some(sample)
+}
+
+/// Allocated size of the memory files `pid` has open that are not in `seen` yet, KiB.
+fn memfd_kib(pid: &str, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let mut bytes = 0;
+    for fd in fds.flatten() {
+        let is_memfd = fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("/memfd:"));
+        // The link resolves to the file itself; blocks count its pages, holes excluded.
+        if is_memfd
+            && let Ok(meta) = fs::metadata(fd.path())
+            && seen.insert((meta.dev(), meta.ino()))
+        {
+            bytes += meta.blocks() * 512;
+        }
+    }
+    bytes / 1024
 }
 
 /// The whole machine's CPU time since boot, from the `cpu` line of /proc/stat.
@@ -142,6 +166,19 @@ mod tests {
         assert!(sample.rss_kib > 0);
         // 20 M multiply-adds take tens of milliseconds: more than one clock tick of CPU.
         assert!(sample.cpu_s > before.cpu_s, "{} then {}", before.cpu_s, sample.cpu_s);
+    }
+
+    #[test]
+    fn memory_files_are_counted_once() {
+        use std::io::Write as _;
+        let fd =
+            rustix::fs::memfd_create("procstat-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let mut file = fs::File::from(fd);
+        file.write_all(&vec![7; 1 << 20]).unwrap();
+        let again = file.try_clone().unwrap();
+        let sample = sample_tree(std::process::id()).unwrap();
+        assert!(sample.memfd_kib >= 1024 && sample.memfd_kib < 2048, "{}", sample.memfd_kib);
+        drop((file, again));
     }
 
     #[test]

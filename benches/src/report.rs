@@ -66,6 +66,9 @@ pub(crate) struct ProcessFigures {
     pub(crate) pss_kib: u64,
     /// Files the server keeps under `--server-files` (tmpfs: memory too), KiB.
     pub(crate) files_kib: Option<u64>,
+    /// Pages of the memory files (memfd) the server has open, KiB (rtmp-hls's segments).
+    #[serde(default)]
+    pub(crate) memfd_kib: u64,
     pub(crate) processes: usize,
 }
 

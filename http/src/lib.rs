@@ -4,11 +4,13 @@
 //! `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` (they change every
 //! segment); segments are `video/mp2t` and cacheable for long, since a segment name is never
 //! reused (RFC 8216 §6.2.2). Every response allows any origin, so players on other sites
-//! (hls.js) can fetch. Bodies are the store's shared bytes: no copy per viewer.
+//! (hls.js) can fetch. Bodies are the store's shared bytes, or for segments in memory files
+//! `sendfile` from them ([`sendfile`]): no copy per viewer.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::{
@@ -17,10 +19,15 @@ use axum::http::header::{
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use packager::StreamStore;
+use packager::{SegmentBody, StreamStore};
+
+use crate::segment_files::MemfdSegment;
+use crate::sendfile::{SendfileBody, SendfileQueue};
 
 pub mod api;
 pub mod metrics;
+pub mod segment_files;
+pub mod sendfile;
 pub mod server;
 pub use server::{HttpLimits, serve_router};
 
@@ -94,11 +101,22 @@ async fn hls(
             None => StatusCode::NOT_FOUND.into_response(),
         };
     }
-    match store.segment(&name, &file) {
-        Some(body) => {
-            ([(CONTENT_TYPE, SEGMENT_MIME), (CACHE_CONTROL, SEGMENT_CACHE)], body).into_response()
+    let headers = [(CONTENT_TYPE, SEGMENT_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
+    let file = match store.segment(&name, &file) {
+        Some(SegmentBody::Memory(bytes)) => return (headers, bytes).into_response(),
+        Some(SegmentBody::File(file)) => file,
+        None => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let queue = request.extensions().get::<SendfileQueue>();
+    match (queue, Arc::clone(&file).into_any().downcast::<MemfdSegment>()) {
+        (Some(queue), Ok(segment)) => {
+            (headers, Body::new(SendfileBody::new(queue.clone(), segment))).into_response()
         }
-        None => StatusCode::NOT_FOUND.into_response(),
+        // Not on a connection of `serve_router` (or not a memory file): a copy.
+        _ => match file.read() {
+            Some(bytes) => (headers, bytes).into_response(),
+            None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
     }
 }
 
@@ -152,7 +170,7 @@ mod tests {
 
     fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
-        let publication = store.begin("cam", 5, 10).unwrap();
+        let mut publication = store.begin("cam", 5, 10).unwrap();
         publication.push(
             Segment {
                 data: Bytes::from_static(&[0x47; 188]),

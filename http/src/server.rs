@@ -19,6 +19,8 @@ use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
+use crate::sendfile::SendfileStream;
+
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
 /// connection each.
 pub const MAX_CONNECTIONS: usize = 8192;
@@ -89,12 +91,14 @@ pub async fn serve_router(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let mut io = TimeoutStream::new(socket);
+        let (stream, sendfile) = SendfileStream::new(socket);
+        let mut io = TimeoutStream::new(stream);
         io.set_read_timeout(Some(limits.idle_timeout));
         io.set_write_timeout(Some(limits.idle_timeout));
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(crate::ClientAddr(peer));
+                request.extensions_mut().insert(sendfile.clone());
                 request
             },
         ));

@@ -2,9 +2,10 @@
 //! side reads.
 //!
 //! Each stream name has a slot holding its playlist (rendered once per change) and its recent
-//! segments as shared [`Bytes`], so a response clones a reference count, never the media.
-//! A segment that leaves the retention window is freed when the last response holding it
-//! finishes. Time only comes in as an argument ([`StreamStore::reap`]).
+//! segments as shared [`Bytes`], or in files when the store was given [`SegmentFiles`], so a
+//! response clones a reference count, never the media. A segment that leaves the retention
+//! window is freed when the last response holding it finishes. Time only comes in as an
+//! argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::playlist::{Entry as PlaylistEntry, MediaPlaylist};
+use crate::segment_files::{SegmentBody, SegmentFileWriter, SegmentFiles};
 use crate::segmenter::Segment;
 use crate::segmenter::ticks_to_duration;
 
@@ -82,6 +84,8 @@ pub struct StreamStore {
     /// known from before a restart, never go back to an older sequence.
     next_sequences: DashMap<String, u64>,
     config: StoreConfig,
+    /// Where closed segments go; `None`: the heap.
+    files: Option<Arc<dyn SegmentFiles>>,
 }
 
 #[derive(Debug)]
@@ -98,7 +102,7 @@ struct SlotState {
     /// The rendered playlist; `None` until the first segment exists.
     rendered: Option<Bytes>,
     /// Segments by media sequence number, oldest first, contiguous.
-    segments: VecDeque<(u64, Bytes)>,
+    segments: VecDeque<(u64, SegmentBody)>,
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
@@ -139,7 +143,16 @@ impl StreamStore {
             live: Arc::new(AtomicUsize::new(0)),
             next_sequences: DashMap::new(),
             config,
+            files: None,
         }
+    }
+
+    /// Keeps closed segments in files from `files` instead of the heap (a stream whose
+    /// writer cannot be opened, or a segment that cannot be written, stays in the heap).
+    #[must_use]
+    pub fn with_segment_files(mut self, files: Arc<dyn SegmentFiles>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// Claims `name` for a publisher, if fewer than `max_live` streams are live. A name that
@@ -203,6 +216,7 @@ impl StreamStore {
         };
         Ok(Publication {
             name: name.to_owned(),
+            files: self.files.as_ref().and_then(|files| files.open()),
             slot,
             retained: self.config.window + self.config.retain_after_window,
             live: Arc::clone(&self.live),
@@ -243,7 +257,7 @@ impl StreamStore {
     }
 
     /// A segment of `name` by its file name (`<generation>-<sequence>.ts`).
-    pub fn segment(&self, name: &str, file: &str) -> Option<Bytes> {
+    pub fn segment(&self, name: &str, file: &str) -> Option<SegmentBody> {
         let (generation, sequence) = file.strip_suffix(".ts")?.split_once('-')?;
         let (generation, sequence): (u64, u64) = (generation.parse().ok()?, sequence.parse().ok()?);
         let slot = self.slot(name)?;
@@ -356,6 +370,8 @@ impl StreamStore {
 #[derive(Debug)]
 pub struct Publication {
     name: String,
+    /// Where this stream's closed segments go; `None`: the heap.
+    files: Option<Box<dyn SegmentFileWriter>>,
     slot: Arc<Slot>,
     retained: usize,
     live: Arc<AtomicUsize>,
@@ -369,7 +385,12 @@ impl Publication {
 
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
     /// sequence number.
-    pub fn push(&self, segment: Segment, now: SystemTime) -> u64 {
+    pub fn push(&mut self, segment: Segment, now: SystemTime) -> u64 {
+        // Out of the heap before the lock: viewers of this stream wait on it.
+        let body = match self.files.as_mut().and_then(|files| files.write(&segment.data)) {
+            Some(file) => SegmentBody::File(file),
+            None => SegmentBody::Memory(segment.data),
+        };
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
         if discontinuity || state.anchor.is_none() {
@@ -393,7 +414,7 @@ impl Publication {
             independent: segment.independent,
             program_date_time,
         });
-        state.segments.push_back((sequence, segment.data));
+        state.segments.push_back((sequence, body));
         while state.segments.len() > self.retained {
             state.segments.pop_front();
         }
@@ -443,14 +464,14 @@ mod tests {
     #[test]
     fn playlist_appears_with_the_first_segment_and_ends_on_drop() {
         let store = store();
-        let publication = store.begin("cam", 7, 10).unwrap();
+        let mut publication = store.begin("cam", 7, 10).unwrap();
         assert_eq!(store.playlist("cam"), None);
         assert_eq!(publication.push(segment(2000, 1), wall(0)), 0);
         let text = store.playlist("cam").unwrap();
         assert!(text.ends_with(
             b"#EXT-X-PROGRAM-DATE-TIME:2025-11-25T21:59:58.000Z\n#EXTINF:2.000,\n7-0.ts\n"
         ));
-        assert_eq!(store.segment("cam", "7-0.ts").unwrap()[0], 1);
+        assert_eq!(store.segment("cam", "7-0.ts").unwrap().to_bytes().unwrap()[0], 1);
         drop(publication);
         assert!(store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert!(!store.is_live("cam"));
@@ -482,7 +503,7 @@ mod tests {
     #[test]
     fn sequences_never_go_back_after_a_reap_or_a_restart() {
         let store = store();
-        let first = store.begin("cam", 1, 10).unwrap();
+        let mut first = store.begin("cam", 1, 10).unwrap();
         for i in 0..3 {
             first.push(segment(2000, i), wall(0));
         }
@@ -491,14 +512,14 @@ mod tests {
         let t0 = Instant::now();
         store.reap(t0, Duration::ZERO);
         assert_eq!(store.sequences(), [("cam".to_owned(), 3)]);
-        let again = store.begin("cam", 2, 10).unwrap();
+        let mut again = store.begin("cam", 2, 10).unwrap();
         assert_eq!(again.push(segment(2000, 0), wall(0)), 3);
         drop(again);
 
         // A new process told what the old one persisted.
         let restarted = StreamStore::new(StoreConfig::default());
         restarted.restore_sequences([("cam".to_owned(), 50)]);
-        let publication = restarted.begin("cam", 3, 10).unwrap();
+        let mut publication = restarted.begin("cam", 3, 10).unwrap();
         assert_eq!(publication.push(segment(2000, 0), wall(0)), 50);
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
@@ -525,7 +546,7 @@ mod tests {
     fn summaries_list_live_and_ended_streams() {
         let store = store();
         let live = store.begin("b-live", 1, 10).unwrap();
-        let ended = store.begin("a-ended", 2, 10).unwrap();
+        let mut ended = store.begin("a-ended", 2, 10).unwrap();
         #[allow(clippy::disallowed_methods)] // any instant will do
         let t0 = Instant::now();
         ended.push(segment(2000, 1), SystemTime::UNIX_EPOCH);
@@ -558,7 +579,7 @@ mod tests {
     #[test]
     fn segments_outlive_the_window_by_the_retention_then_go() {
         let store = store();
-        let publication = store.begin("cam", 1, 10).unwrap();
+        let mut publication = store.begin("cam", 1, 10).unwrap();
         for i in 0..5 {
             publication.push(segment(2000, i), wall(0));
         }
@@ -578,10 +599,10 @@ mod tests {
     #[test]
     fn republish_continues_the_sequence_after_a_discontinuity() {
         let store = store();
-        let first = store.begin("cam", 1, 10).unwrap();
+        let mut first = store.begin("cam", 1, 10).unwrap();
         first.push(segment(2000, 0), wall(0));
         drop(first);
-        let second = store.begin("cam", 99, 10).unwrap();
+        let mut second = store.begin("cam", 99, 10).unwrap();
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
@@ -596,7 +617,7 @@ mod tests {
     #[test]
     fn program_date_time_follows_media_time_and_reanchors_at_discontinuities() {
         let store = StreamStore::new(StoreConfig::default());
-        let publication = store.begin("cam", 1, 10).unwrap();
+        let mut publication = store.begin("cam", 1, 10).unwrap();
         // Two 2 s segments at media time 0 and 2 s, completed (a little late) at 2.1 s and 4.3 s.
         publication.push(Segment { start: 0, ..segment(2000, 0) }, wall(2100));
         publication.push(Segment { start: 180_000, ..segment(2000, 1) }, wall(4300));
@@ -615,9 +636,9 @@ mod tests {
     #[test]
     fn ended_streams_are_reaped_after_the_grace_period_only() {
         let store = store();
-        let live = store.begin("live", 1, 10).unwrap();
+        let mut live = store.begin("live", 1, 10).unwrap();
         live.push(segment(2000, 0), wall(0));
-        let ended = store.begin("ended", 2, 10).unwrap();
+        let mut ended = store.begin("ended", 2, 10).unwrap();
         ended.push(segment(2000, 0), wall(0));
         drop(ended);
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
@@ -629,8 +650,58 @@ mod tests {
         assert!(store.playlist("ended").is_none());
         assert!(store.playlist("live").is_some());
         // A new stream of that name gets its own generation; its sequence goes on.
-        let again = store.begin("ended", 3, 10).unwrap();
+        let mut again = store.begin("ended", 3, 10).unwrap();
         assert_eq!(again.push(segment(2000, 0), wall(0)), 1);
         assert!(store.segment("ended", "3-1.ts").is_some());
+    }
+
+    /// Segment files in a vector; every other write fails, as a full memory would.
+    #[derive(Debug, Default)]
+    struct FlakyFiles;
+
+    #[derive(Debug, Default)]
+    struct FlakyWriter(usize);
+
+    #[derive(Debug)]
+    struct VecFile(Bytes);
+
+    impl SegmentFiles for FlakyFiles {
+        fn open(&self) -> Option<Box<dyn SegmentFileWriter>> {
+            Some(Box::new(FlakyWriter::default()))
+        }
+    }
+
+    impl SegmentFileWriter for FlakyWriter {
+        fn write(&mut self, data: &[u8]) -> Option<Arc<dyn crate::SegmentFile>> {
+            self.0 += 1;
+            (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::copy_from_slice(data))) as _)
+        }
+    }
+
+    impl crate::SegmentFile for VecFile {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn read(&self) -> Option<Bytes> {
+            Some(self.0.clone())
+        }
+        fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+            self
+        }
+    }
+
+    #[test]
+    fn segments_go_to_files_and_stay_in_memory_when_a_write_fails() {
+        let store = store().with_segment_files(Arc::new(FlakyFiles));
+        let mut publication = store.begin("cam", 1, 10).unwrap();
+        for byte in 0..3 {
+            publication.push(segment(2000, byte), wall(0));
+        }
+        for (sequence, byte) in [(0, 0u8), (1, 1), (2, 2)] {
+            let body = store.segment("cam", &format!("1-{sequence}.ts")).unwrap();
+            assert_eq!(matches!(body, SegmentBody::File(_)), sequence % 2 == 0, "{sequence}");
+            assert_eq!(body.len(), 188);
+            assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![byte; 188]));
+        }
     }
 }
