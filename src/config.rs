@@ -115,8 +115,8 @@ pub(crate) enum HookMethod {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum SegmentStorage {
-    /// One memory file per stream (Linux memfd): viewers are sent segments with sendfile,
-    /// without a copy, as Nginx sends files from tmpfs.
+    /// A segment fetched twice moves to its stream's memory file (Linux memfd), from which
+    /// viewers are sent it with sendfile, without a copy, as Nginx sends files from tmpfs.
     Memfd,
     /// The process heap: every response copies the segment into the socket.
     Heap,

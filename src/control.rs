@@ -234,6 +234,16 @@ impl Collector for CurrentState {
             None,
             live.metric_type(),
         )?)?;
+        let held = self.store.segment_bytes();
+        let mut segment_bytes = encoder.encode_descriptor(
+            "segment_bytes",
+            "Bytes of HLS segments held, by where: memory files (RAM outside the process's RSS) or the heap",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (storage, value) in [("memory_file", held.files), ("heap", held.heap)] {
+            gauge(value).encode(segment_bytes.encode_family(&[("storage", storage)])?)?;
+        }
         let summaries = self.store.summaries(Instant::now());
         let mut viewers = encoder.encode_descriptor(
             "viewers",

@@ -209,6 +209,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
     });
+    // Popular segments move to memory files, sent without a copy.
     let store = Arc::new(match args.segment_storage {
         config::SegmentStorage::Memfd => {
             store.with_segment_files(Arc::new(http::segment_files::MemfdSegments::new()))

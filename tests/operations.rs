@@ -236,6 +236,8 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
         ("rtmp_hls_live_streams", 1.0),
         ("rtmp_hls_rtmp_connections", 1.0),
         ("rtmp_hls_viewers{stream=\"cam\"}", 1.0),
+        ("rtmp_hls_segment_bytes{storage=\"heap\"}", 0.0),
+        ("rtmp_hls_segment_bytes{storage=\"memory_file\"}", 0.0),
     ] {
         let value = metric(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
         assert!(value >= at_least, "{series} = {value}, expected at least {at_least}");

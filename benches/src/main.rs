@@ -544,12 +544,12 @@ fn log_step(label: &str, s: &StepReport) {
     );
 }
 
-/// The run's table on stdout, the tool's result (the JSON has everything).
 /// Memory a server holds: its RSS, plus its files on tmpfs and its memory files.
 fn memory_kib(figures: &ProcessFigures) -> u64 {
     figures.rss_kib + figures.files_kib.unwrap_or(0) + figures.memfd_kib
 }
 
+/// The run's table on stdout, the tool's result (the JSON has everything).
 #[allow(clippy::print_stdout)] // the report is this binary's output
 fn print_summary(report: &Report) {
     println!(
@@ -562,7 +562,7 @@ fn print_summary(report: &Report) {
         "viewers",
         "srv ms/s",
         "gen ms/s",
-        "srv MiB",
+        "srv mem",
         "delay p50",
         "delay p99",
         "seg p50",

@@ -189,8 +189,8 @@ fn harness_drives_a_real_server_and_reports_every_figure() {
         assert!(figures["rss_kib"].as_u64() > Some(0), "{who}: {figures}");
         assert!(figures["pss_kib"].as_u64() > Some(0), "{who}: {figures}");
     }
-    // rtmp-hls keeps closed segments in memory files: counted beside its RSS.
-    assert!(step["server"]["memfd_kib"].as_u64() > Some(0), "{}", step["server"]);
+    // Memory files (rtmp-hls moves popular segments there) are counted beside RSS.
+    assert!(step["server"]["memfd_kib"].is_u64(), "{}", step["server"]);
     assert_eq!(step["generator"]["memfd_kib"].as_u64(), Some(0), "{}", step["generator"]);
     // Two live streams and two viewers for 5 s cost the server more than a clock tick.
     assert!(number(&step["server"]["cpu_s"], "server cpu_s") > 0.0, "{}", step["server"]);

@@ -1,13 +1,16 @@
-//! Closed segments in memory files (Linux `memfd`), so that [`crate::sendfile`] can send them
-//! to viewers with `sendfile(2)`: the kernel hands the file's pages to the socket, and a
+//! Popular segments in memory files (Linux `memfd`), so that [`crate::sendfile`] can send
+//! them to viewers with `sendfile(2)`: the kernel hands the file's pages to the socket, and a
 //! response costs no copy from user space (the copy was a third of the server's CPU when
-//! serving segments; BENCHMARKS.md). This is what Nginx gets from segments on tmpfs.
+//! serving segments; BENCHMARKS.md). This is what Nginx gets from segments on tmpfs. The
+//! store moves a segment here at its second fetch (`packager::store::PROMOTE_AT_FETCH`).
 //!
 //! One memory file per stream: each segment is appended at a page-aligned offset and, when
 //! the last holder drops it, its pages are punched out of the file. Offsets only grow, so a
 //! page is never written twice: a page the kernel is still sending (on loopback, until the
 //! receiver reads it) keeps its bytes after its segment is gone, and punching a whole page
-//! drops the file's reference without touching the page.
+//! drops the file's reference without touching the page. That holds for pages of the base
+//! size only: punching part of a huge page zeroes the range in place, so where the kernel
+//! may give memory files huge pages (`shmem_enabled`), segments stay in the heap.
 
 use std::any::Any;
 use std::fs::File;
@@ -22,37 +25,98 @@ use tracing::{debug, warn};
 
 /// Name of the memory files (it shows in `/proc/<pid>/fd` as `/memfd:<name>`).
 pub const MEMFD_NAME: &str = "rtmp-hls-segments";
+/// A stream moves to a fresh memory file when its offsets pass this: a file's size only
+/// grows (freed segments are holes), and a file-size limit (`RLIMIT_FSIZE`, systemd's
+/// `LimitFSIZE=`) would end the process with SIGXFSZ. A stream at 2.6 Mbit/s passes it in
+/// under an hour; the old file goes when its last segment does.
+pub const MAX_FILE_OFFSET: u64 = 1 << 30;
+/// Where Linux says whether memory files may get transparent huge pages: the default, then
+/// one file per huge page size.
+const SHMEM_HUGE_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+const SHMEM_HUGE_SIZES: &str = "/sys/kernel/mm/transparent_hugepage";
 
 /// Makes one memory file per stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemfdSegments {
+    /// Memory files may get huge pages: every stream stays in the heap.
+    huge_pages: bool,
     /// A failure to create a memory file is logged once, then each stream stays in the heap.
-    warned: AtomicBool,
+    warned: Arc<AtomicBool>,
 }
 
 impl MemfdSegments {
-    /// Memory files for segments.
+    /// Memory files for segments, unless this kernel may give them huge pages (then every
+    /// segment stays in the heap, and a warning says why).
     pub fn new() -> Self {
-        Self::default()
+        let huge_pages = shmem_may_use_huge_pages();
+        if huge_pages {
+            warn!(
+                "transparent huge pages are enabled for shared memory ({SHMEM_HUGE_SETTING}): \
+                 segments stay in the heap and are sent with a copy"
+            );
+        }
+        Self { huge_pages, warned: Arc::default() }
+    }
+}
+
+impl Default for MemfdSegments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fresh memory file, or `None` (logged once per `warned`).
+fn memfd(warned: &AtomicBool) -> Option<Arc<File>> {
+    match rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC) {
+        Ok(fd) => Some(Arc::new(File::from(fd))),
+        Err(e) => {
+            if !warned.swap(true, Ordering::Relaxed) {
+                warn!(error = %e, "cannot create a memory file: segments stay in the heap and are sent with a copy (logged once)");
+            }
+            None
+        }
     }
 }
 
 impl SegmentFiles for MemfdSegments {
     fn open(&self) -> Option<Box<dyn SegmentFileWriter>> {
-        match rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC) {
-            Ok(fd) => Some(Box::new(MemfdWriter {
-                file: Arc::new(File::from(fd)),
-                end: 0,
-                page: rustix::param::page_size() as u64,
-            })),
-            Err(e) => {
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    warn!(error = %e, "cannot create a memory file: segments stay in the heap and are sent with a copy (logged once)");
-                }
-                None
-            }
+        if self.huge_pages {
+            return None;
         }
+        Some(Box::new(MemfdWriter {
+            file: memfd(&self.warned)?,
+            end: 0,
+            page: rustix::param::page_size() as u64,
+            warned: Arc::clone(&self.warned),
+        }))
     }
+}
+
+/// Whether this kernel may back memory files with transparent huge pages.
+fn shmem_may_use_huge_pages() -> bool {
+    let Ok(default) = std::fs::read_to_string(SHMEM_HUGE_SETTING) else {
+        // No such setting: a kernel without transparent huge pages.
+        return false;
+    };
+    let per_size: Vec<String> = std::fs::read_dir(SHMEM_HUGE_SIZES)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("shmem_enabled")).ok())
+        .collect();
+    huge_pages_selected(&default, &per_size)
+}
+
+/// Whether the selected (bracketed) values of the default `shmem_enabled` and the per-size
+/// ones allow huge pages on a memory file that is never mapped: `always`, `within_size`
+/// and `force` do (a per-size `inherit` follows the default); `advise` needs an madvise'd
+/// mapping, and `never` and `deny` do not.
+fn huge_pages_selected(default: &str, per_size: &[String]) -> bool {
+    fn selected(setting: &str) -> &str {
+        setting.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap_or("never")
+    }
+    let allows = |value: &str| matches!(value, "always" | "within_size" | "force");
+    allows(selected(default)) || per_size.iter().any(|s| allows(selected(s)))
 }
 
 /// Appends one stream's segments to its memory file.
@@ -62,12 +126,20 @@ struct MemfdWriter {
     /// Where the next segment starts (page-aligned).
     end: u64,
     page: u64,
+    warned: Arc<AtomicBool>,
 }
 
 impl SegmentFileWriter for MemfdWriter {
     fn write(&mut self, data: &[u8]) -> Option<Arc<dyn SegmentFile>> {
-        let offset = self.end;
+        if data.is_empty() {
+            return None;
+        }
         let span = (data.len() as u64).div_ceil(self.page) * self.page;
+        if self.end.saturating_add(span) > MAX_FILE_OFFSET {
+            self.file = memfd(&self.warned)?;
+            self.end = 0;
+        }
+        let offset = self.end;
         let segment = MemfdSegment { file: Arc::clone(&self.file), offset, len: data.len(), span };
         // Past this segment's pages even if the write fails part-way: dropping `segment`
         // then punches whatever was written.
@@ -144,8 +216,41 @@ mod tests {
     }
 
     #[test]
+    fn huge_pages_are_detected_from_the_selected_values() {
+        let never = "always within_size advise [never] deny force\n";
+        let sizes = |v: &str| vec![format!("always inherit within_size advise {v}\n")];
+        assert!(!huge_pages_selected(never, &[]));
+        assert!(!huge_pages_selected(never, &sizes("[never]")));
+        assert!(!huge_pages_selected("always within_size [advise] never deny force", &[]));
+        assert!(!huge_pages_selected("always within_size advise never [deny] force", &[]));
+        assert!(huge_pages_selected("[always] within_size advise never deny force", &[]));
+        assert!(huge_pages_selected("always [within_size] advise never deny force", &[]));
+        assert!(huge_pages_selected("always within_size advise never deny [force]", &[]));
+        assert!(huge_pages_selected(never, &["[always] inherit within_size advise never".into()]));
+        assert!(!huge_pages_selected("", &[]), "unreadable: nothing selected");
+    }
+
+    #[test]
+    fn a_stream_moves_to_a_fresh_file_past_the_offset_limit() {
+        let mut writer = MemfdWriter {
+            file: memfd(&AtomicBool::new(false)).unwrap(),
+            end: MAX_FILE_OFFSET - 4096,
+            page: rustix::param::page_size() as u64,
+            warned: Arc::default(),
+        };
+        let first = writer.file.clone();
+        let segment = writer.write(&[5; 8192]).unwrap();
+        assert!(!Arc::ptr_eq(&first, &writer.file), "a new file");
+        let segment = segment.into_any().downcast::<MemfdSegment>().unwrap();
+        assert_eq!(segment.offset(), 0);
+        assert_eq!(segment.read().unwrap(), Bytes::from(vec![5; 8192]));
+        assert!(writer.write(&[]).is_none(), "empty segments stay in the heap");
+    }
+
+    #[test]
     fn segments_round_trip_and_free_their_pages() {
-        let mut writer = MemfdSegments::new().open().unwrap();
+        let files = MemfdSegments { huge_pages: false, warned: Arc::default() };
+        let mut writer = files.open().unwrap();
         let first = writer.write(&[1; 10_000]).unwrap();
         let second = writer.write(&[2; 5]).unwrap();
         assert_eq!(first.read().unwrap(), Bytes::from(vec![1; 10_000]));

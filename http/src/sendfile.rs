@@ -8,13 +8,15 @@
 //! with the head, in vectored writes to the connection's [`SendfileStream`]: which writes
 //! ordinary chunks as they are and replaces each placeholder run by `sendfile` from the
 //! front of the queue. Hyper writes a connection's responses in order and a placeholder
-//! never reaches the socket, so the queue and the writes stay in step; a placeholder with
-//! nothing queued is an error that closes the connection, never zeros on the wire.
+//! never reaches the socket, so the queue and the writes stay in step. Hyper buffers a
+//! response's head only once the previous response is all written, so at most one file is
+//! queued at a time, and anything else is an error that closes the connection, never wrong
+//! bytes on the wire: a placeholder with no file queued, a file queued while another still
+//! is (a body polled and dropped unsent), or a write without placeholders while a file is
+//! queued (the placeholders were copied, as hyper's flattening write strategy would).
 //! This relies on hyper queueing body chunks for vectored writes, which it does for any
-//! IO that is write-vectored (ours is, always); `tests/` checks every byte served.
+//! IO that is write-vectored (ours is, always); the tests check every byte served.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -41,9 +43,9 @@ fn is_placeholder(slice: &[u8]) -> bool {
     !slice.is_empty() && range.contains(&slice.as_ptr())
 }
 
-/// File ranges a connection's responses are to send, in response order.
+/// The file range a connection's current response is to send, if any.
 #[derive(Debug, Clone, Default)]
-pub struct SendfileQueue(Arc<Mutex<VecDeque<Pending>>>);
+pub struct SendfileQueue(Arc<Mutex<Option<Pending>>>);
 
 #[derive(Debug)]
 struct Pending {
@@ -54,7 +56,7 @@ struct Pending {
 }
 
 impl SendfileQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -80,16 +82,24 @@ impl SendfileBody {
 
 impl Body for SendfileBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(segment) = self.segment.take() {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(segment) = self.segment.take()
+            && self.remaining > 0
+        {
             let offset = segment.offset();
             let remaining = self.remaining;
-            self.queue.lock().push_back(Pending { segment, offset, remaining });
+            let mut queued = self.queue.lock();
+            if queued.is_some() {
+                return Poll::Ready(Some(Err(io::Error::other(
+                    "a segment file response began before the previous one was sent",
+                ))));
+            }
+            *queued = Some(Pending { segment, offset, remaining });
         }
         if self.remaining == 0 {
             return Poll::Ready(None);
@@ -143,7 +153,7 @@ impl SendfileStream {
     /// the front file.
     fn poll_sendfile(&self, cx: &mut Context<'_>, count: usize) -> Poll<io::Result<(usize, bool)>> {
         let mut queue = self.queue.lock();
-        let Some(front) = queue.front_mut() else {
+        let Some(front) = queue.as_mut() else {
             return Poll::Ready(Err(io::Error::other(
                 "a placeholder body chunk with no segment file queued",
             )));
@@ -164,7 +174,11 @@ impl SendfileStream {
                     )));
                 }
                 Ok(sent) => break sent,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         };
@@ -172,7 +186,7 @@ impl SendfileStream {
         front.remaining -= sent;
         let finished = front.remaining == 0;
         if finished {
-            queue.pop_front();
+            *queue = None;
         }
         Poll::Ready(Ok((sent, finished)))
     }
@@ -218,6 +232,11 @@ impl AsyncWrite for SendfileStream {
             Poll::Ready(Ok(sent))
         } else {
             let end = bufs.iter().position(|b| is_placeholder(b));
+            if end.is_none() && self.queue.lock().is_some() {
+                return Poll::Ready(Err(io::Error::other(
+                    "a segment file is queued but its placeholder bytes are not being written",
+                )));
+            }
             if end.is_some() {
                 // A file response's head: held back until its file follows.
                 self.cork(true);
@@ -303,12 +322,24 @@ mod tests {
             };
             publication.push(segment, SystemTime::UNIX_EPOCH);
         }
-        assert!(matches!(store.segment("cam", "1-0.ts"), Some(SegmentBody::File(_))));
+        // Fetched twice, segments move to the stream's memory file; 1-1 moves during the
+        // pipeline below, so one connection sends it from the heap and then from the file.
+        for file in ["1-0.ts", "1-2.ts"] {
+            assert!(matches!(store.segment("cam", file), Some(SegmentBody::Memory(_))));
+            assert!(matches!(store.segment("cam", file), Some(SegmentBody::File(_))));
+        }
+        let in_file = |file| matches!(store.segment("cam", file), Some(SegmentBody::File(_)));
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
-        let server = crate::serve(listener, store, limits, std::future::pending(), Duration::ZERO);
+        let server = crate::serve(
+            listener,
+            Arc::clone(&store),
+            limits,
+            std::future::pending(),
+            Duration::ZERO,
+        );
         tokio::spawn(server);
 
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -348,5 +379,6 @@ mod tests {
                 (_, None) => assert!(status.contains(" 404 "), "{file}: {status}"),
             }
         }
+        assert!(in_file("1-1.ts"), "moved at its second fetch");
     }
 }

@@ -38,4 +38,4 @@ pub use playlist::MediaPlaylist;
 pub use remuxer::{AudioConfig, Remuxer, RemuxerConfig, RemuxerStats};
 pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use segmenter::Segment;
-pub use store::{BeginError, Publication, StoreConfig, StreamStore, StreamSummary};
+pub use store::{BeginError, Publication, SegmentBytes, StoreConfig, StreamStore, StreamSummary};

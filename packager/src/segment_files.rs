@@ -17,7 +17,7 @@ pub trait SegmentFiles: Send + Sync + fmt::Debug {
     fn open(&self) -> Option<Box<dyn SegmentFileWriter>>;
 }
 
-/// Moves one stream's finished segments out of the heap, in order.
+/// Moves one stream's finished segments out of the heap, one at a time.
 pub trait SegmentFileWriter: Send + Sync + fmt::Debug {
     /// Stores `data`; `None` when it could not (the segment then stays in the heap).
     fn write(&mut self, data: &[u8]) -> Option<Arc<dyn SegmentFile>>;

@@ -2,14 +2,14 @@
 //! side reads.
 //!
 //! Each stream name has a slot holding its playlist (rendered once per change) and its recent
-//! segments as shared [`Bytes`], or in files when the store was given [`SegmentFiles`], so a
-//! response clones a reference count, never the media. A segment that leaves the retention
-//! window is freed when the last response holding it finishes. Time only comes in as an
-//! argument ([`StreamStore::reap`]).
+//! segments as shared [`Bytes`], so a response clones a reference count, never the media.
+//! With [`SegmentFiles`], a segment fetched a second time moves to its stream's file (see
+//! [`PROMOTE_AT_FETCH`]). A segment that leaves the retention window is freed when the last
+//! response holding it finishes. Time only comes in as an argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -21,6 +21,12 @@ use crate::segment_files::{SegmentBody, SegmentFileWriter, SegmentFiles};
 use crate::segmenter::Segment;
 use crate::segmenter::ticks_to_duration;
 
+/// The fetch of a segment at which it moves from the heap to its stream's segment file (when
+/// the store has [`SegmentFiles`]). Writing it there copies it once, as sending it from the
+/// heap to one viewer does; from then on viewers are sent the file without a copy. So a
+/// segment nobody or one viewer fetches stays in the heap (no extra copy, no extra pages),
+/// and a popular one moves at its second fetch.
+pub const PROMOTE_AT_FETCH: u32 = 2;
 /// Viewers remembered per stream; beyond it the estimate saturates (memory stays bounded).
 pub const MAX_VIEWERS_TRACKED: usize = 100_000;
 /// A viewer counts while it fetched the playlist within this many target durations.
@@ -63,6 +69,15 @@ pub struct StreamSummary {
     pub viewers: u64,
 }
 
+/// Bytes of segments held, by where (see [`StreamStore::segment_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentBytes {
+    /// In the heap.
+    pub heap: usize,
+    /// In segment files (outside the process's RSS, in RAM all the same).
+    pub files: usize,
+}
+
 /// Why a publish could not claim its stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeginError {
@@ -84,7 +99,7 @@ pub struct StreamStore {
     /// known from before a restart, never go back to an older sequence.
     next_sequences: DashMap<String, u64>,
     config: StoreConfig,
-    /// Where closed segments go; `None`: the heap.
+    /// Where popular segments go; `None`: they stay in the heap.
     files: Option<Arc<dyn SegmentFiles>>,
 }
 
@@ -94,6 +109,19 @@ struct Slot {
     /// cached segment is never served for a different broadcast.
     generation: u64,
     state: RwLock<SlotState>,
+    /// Makes [`Slot::writer`].
+    files: Option<Arc<dyn SegmentFiles>>,
+    /// This stream's segment file writer, opened at the first segment moved.
+    writer: Mutex<Option<Box<dyn SegmentFileWriter>>>,
+}
+
+/// A segment in the store.
+#[derive(Debug)]
+struct Held {
+    sequence: u64,
+    body: SegmentBody,
+    /// Times it was handed out.
+    fetches: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -102,7 +130,7 @@ struct SlotState {
     /// The rendered playlist; `None` until the first segment exists.
     rendered: Option<Bytes>,
     /// Segments by media sequence number, oldest first, contiguous.
-    segments: VecDeque<(u64, SegmentBody)>,
+    segments: VecDeque<Held>,
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
@@ -124,6 +152,27 @@ impl Slot {
 
     fn write(&self) -> RwLockWriteGuard<'_, SlotState> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves segment `sequence` (whose bytes are `bytes`) to this stream's file, and returns
+    /// its body: the file's, or still `bytes` if it could not be written. The write happens
+    /// outside the state lock, so viewers of the stream do not wait on it.
+    fn promote(&self, sequence: u64, bytes: Bytes) -> SegmentBody {
+        let Some(files) = &self.files else { return SegmentBody::Memory(bytes) };
+        let file = {
+            let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if writer.is_none() {
+                *writer = files.open();
+            }
+            writer.as_mut().and_then(|writer| writer.write(&bytes))
+        };
+        let Some(file) = file else { return SegmentBody::Memory(bytes) };
+        let body = SegmentBody::File(file);
+        let mut state = self.write();
+        if let Some(held) = state.segments.iter_mut().find(|held| held.sequence == sequence) {
+            held.body = body.clone();
+        }
+        body
     }
 }
 
@@ -147,8 +196,9 @@ impl StreamStore {
         }
     }
 
-    /// Keeps closed segments in files from `files` instead of the heap (a stream whose
-    /// writer cannot be opened, or a segment that cannot be written, stays in the heap).
+    /// Moves segments fetched [`PROMOTE_AT_FETCH`] times to files from `files` (a stream
+    /// whose writer cannot be opened, or a segment that cannot be written, stays in the
+    /// heap).
     #[must_use]
     pub fn with_segment_files(mut self, files: Arc<dyn SegmentFiles>) -> Self {
         self.files = Some(files);
@@ -210,13 +260,14 @@ impl StreamStore {
                         anchor: None,
                         ended_seen: None,
                     }),
+                    files: self.files.clone(),
+                    writer: Mutex::new(None),
                 });
                 Arc::clone(entry.insert(slot).value())
             }
         };
         Ok(Publication {
             name: name.to_owned(),
-            files: self.files.as_ref().and_then(|files| files.open()),
             slot,
             retained: self.config.window + self.config.retain_after_window,
             live: Arc::clone(&self.live),
@@ -264,10 +315,20 @@ impl StreamStore {
         if slot.generation != generation {
             return None;
         }
-        let state = slot.read();
-        let first = state.segments.front()?.0;
-        let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
-        state.segments.get(index).map(|(_, data)| data.clone())
+        let (body, fetches) = {
+            let state = slot.read();
+            let first = state.segments.front()?.sequence;
+            let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
+            let held = state.segments.get(index)?;
+            (held.body.clone(), held.fetches.fetch_add(1, Ordering::Relaxed) + 1)
+        };
+        match body {
+            // Exactly one fetch promotes, so a segment is written once.
+            SegmentBody::Memory(bytes) if fetches == PROMOTE_AT_FETCH => {
+                Some(slot.promote(sequence, bytes))
+            }
+            body => Some(body),
+        }
     }
 
     /// Notes that `client` (a fingerprint of the viewer, e.g. a hash of its address) fetched
@@ -328,6 +389,20 @@ impl StreamStore {
         names.iter().filter_map(|name| self.summary(name, now)).collect()
     }
 
+    /// Bytes of the segments the store holds, in the heap and in files.
+    pub fn segment_bytes(&self) -> SegmentBytes {
+        let mut bytes = SegmentBytes::default();
+        for slot in &self.streams {
+            for held in &slot.value().read().segments {
+                match &held.body {
+                    SegmentBody::Memory(data) => bytes.heap += data.len(),
+                    SegmentBody::File(file) => bytes.files += file.len(),
+                }
+            }
+        }
+        bytes
+    }
+
     /// Whether the store knows `name` (live or recently ended).
     pub fn contains(&self, name: &str) -> bool {
         self.streams.contains_key(name)
@@ -370,8 +445,6 @@ impl StreamStore {
 #[derive(Debug)]
 pub struct Publication {
     name: String,
-    /// Where this stream's closed segments go; `None`: the heap.
-    files: Option<Box<dyn SegmentFileWriter>>,
     slot: Arc<Slot>,
     retained: usize,
     live: Arc<AtomicUsize>,
@@ -386,11 +459,6 @@ impl Publication {
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
     /// sequence number.
     pub fn push(&mut self, segment: Segment, now: SystemTime) -> u64 {
-        // Out of the heap before the lock: viewers of this stream wait on it.
-        let body = match self.files.as_mut().and_then(|files| files.write(&segment.data)) {
-            Some(file) => SegmentBody::File(file),
-            None => SegmentBody::Memory(segment.data),
-        };
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
         if discontinuity || state.anchor.is_none() {
@@ -414,7 +482,11 @@ impl Publication {
             independent: segment.independent,
             program_date_time,
         });
-        state.segments.push_back((sequence, body));
+        state.segments.push_back(Held {
+            sequence,
+            body: SegmentBody::Memory(segment.data),
+            fetches: AtomicU32::new(0),
+        });
         while state.segments.len() > self.retained {
             state.segments.pop_front();
         }
@@ -697,11 +769,21 @@ mod tests {
         for byte in 0..3 {
             publication.push(segment(2000, byte), wall(0));
         }
-        for (sequence, byte) in [(0, 0u8), (1, 1), (2, 2)] {
-            let body = store.segment("cam", &format!("1-{sequence}.ts")).unwrap();
-            assert_eq!(matches!(body, SegmentBody::File(_)), sequence % 2 == 0, "{sequence}");
-            assert_eq!(body.len(), 188);
-            assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![byte; 188]));
+        let fetch = |sequence: u64| store.segment("cam", &format!("1-{sequence}.ts")).unwrap();
+        // Once: still in the heap.
+        for sequence in 0..3 {
+            assert!(matches!(fetch(sequence), SegmentBody::Memory(_)), "{sequence}");
         }
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 3 * 188, files: 0 });
+        // Twice: moved, but for the write that failed; and the file body stays.
+        for _ in 0..2 {
+            for (sequence, byte) in [(0, 0u8), (1, 1), (2, 2)] {
+                let body = fetch(sequence);
+                assert_eq!(matches!(body, SegmentBody::File(_)), sequence != 1, "{sequence}");
+                assert_eq!(body.len(), 188);
+                assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![byte; 188]));
+            }
+        }
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 188, files: 2 * 188 });
     }
 }
