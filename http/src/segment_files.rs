@@ -59,6 +59,15 @@ impl MemfdSegments {
     }
 }
 
+#[cfg(test)]
+impl MemfdSegments {
+    /// Memory files whatever the huge-page setting (tests make small segments and check
+    /// bytes, not page accounting).
+    pub(crate) fn for_tests() -> Self {
+        Self { huge_pages: false, warned: Arc::default() }
+    }
+}
+
 impl Default for MemfdSegments {
     fn default() -> Self {
         Self::new()
@@ -249,8 +258,7 @@ mod tests {
 
     #[test]
     fn segments_round_trip_and_free_their_pages() {
-        let files = MemfdSegments { huge_pages: false, warned: Arc::default() };
-        let mut writer = files.open().unwrap();
+        let mut writer = MemfdSegments::for_tests().open().unwrap();
         let first = writer.write(&[1; 10_000]).unwrap();
         let second = writer.write(&[2; 5]).unwrap();
         assert_eq!(first.read().unwrap(), Bytes::from(vec![1; 10_000]));

@@ -263,7 +263,7 @@ impl AsyncWrite for SendfileStream {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use packager::{Segment, SegmentBody, StoreConfig, StreamStore};
+    use packager::{Segment, SegmentBody, SegmentFiles as _, StoreConfig, StreamStore};
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
     use super::*;
@@ -306,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn pipelined_responses_from_memory_files_are_byte_exact() {
         let store = StreamStore::new(StoreConfig::default())
-            .with_segment_files(Arc::new(MemfdSegments::new()));
+            .with_segment_files(Arc::new(MemfdSegments::for_tests()));
         let store = Arc::new(store);
         let mut publication = store.begin("cam", 1, 10).unwrap();
         // A small one, a typical one, and one of several placeholder chunks.
@@ -380,5 +380,56 @@ mod tests {
             }
         }
         assert!(in_file("1-1.ts"), "moved at its second fetch");
+    }
+
+    /// Both ends of a real loopback connection, the server's wrapped.
+    async fn connection() -> (SendfileStream, SendfileQueue, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (stream, queue) = SendfileStream::new(server);
+        (stream, queue, client)
+    }
+
+    fn memfd_segment(data: &[u8]) -> Arc<MemfdSegment> {
+        let mut writer = MemfdSegments::for_tests().open().unwrap();
+        writer.write(data).unwrap().into_any().downcast::<MemfdSegment>().unwrap()
+    }
+
+    async fn first_frame(body: &mut SendfileBody) -> Result<Frame<Bytes>, io::Error> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn placeholders_never_reach_the_wire_as_zeros() {
+        // Nothing queued: an error, not 100 zero bytes.
+        let (mut stream, queue, mut client) = connection().await;
+        let error = stream.write(&placeholder()[..100]).await.unwrap_err();
+        assert!(error.to_string().contains("no segment file queued"), "{error}");
+
+        // A file queued, then a write without its placeholders (as if hyper had copied
+        // them): an error.
+        let mut body = SendfileBody::new(queue.clone(), memfd_segment(&[9; 300]));
+        let frame = first_frame(&mut body).await.unwrap().into_data().unwrap();
+        assert_eq!(frame.len(), 300);
+        let error = stream.write(b"0000").await.unwrap_err();
+        assert!(error.to_string().contains("not being written"), "{error}");
+
+        // A second file response while the first is queued (a body polled, then dropped
+        // unsent): an error on the second body, not the first file's bytes for it.
+        let mut second = SendfileBody::new(queue.clone(), memfd_segment(&[8; 10]));
+        let error = first_frame(&mut second).await.unwrap_err();
+        assert!(error.to_string().contains("before the previous one was sent"), "{error}");
+
+        // The queued file itself goes out intact, then ordinary writes work again.
+        stream.write_all(&frame).await.unwrap();
+        assert!(queue.lock().is_none(), "sent and dequeued");
+        stream.write_all(b"tail").await.unwrap();
+        drop(stream);
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        let mut expected = vec![9; 300];
+        expected.extend_from_slice(b"tail");
+        assert!(received == expected, "{} bytes received", received.len());
     }
 }
