@@ -50,6 +50,17 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some(segment.body.len().to_string().as_str()));
     assert!(head.body.is_empty());
+    // That was the segment's second fetch: it moved to the stream's memory file, and from
+    // now on it is sent with sendfile. The same bytes, and the gauge shows where they are.
+    let again = http::get(server.http, &format!("/hls/demo/{first}"));
+    assert_eq!(again.status, 200);
+    assert!(again.body == segment.body, "the segment sent from its memory file differs");
+    let metrics = http::get(server.http, "/metrics").text();
+    let in_files = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rtmp_hls_segment_bytes{storage=\"memory_file\"} "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    assert!(in_files >= Some(segment.body.len()), "{metrics}");
     assert_eq!(http::get(server.http, "/hls/demo/nope.ts").status, 404);
     assert_eq!(http::get(server.http, "/hls/nobody/index.m3u8").status, 404);
 

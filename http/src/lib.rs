@@ -170,7 +170,7 @@ mod tests {
 
     fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
-        let mut publication = store.begin("cam", 5, 10).unwrap();
+        let publication = store.begin("cam", 5, 10).unwrap();
         publication.push(
             Segment {
                 data: Bytes::from_static(&[0x47; 188]),

@@ -308,7 +308,7 @@ mod tests {
         let store = StreamStore::new(StoreConfig::default())
             .with_segment_files(Arc::new(MemfdSegments::for_tests()));
         let store = Arc::new(store);
-        let mut publication = store.begin("cam", 1, 10).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         // A small one, a typical one, and one of several placeholder chunks.
         let segments =
             [pattern(188 * 3, 1), pattern(1_500_000, 2), pattern(PLACEHOLDER_LEN + 18_800, 3)];

@@ -109,8 +109,6 @@ struct Slot {
     /// cached segment is never served for a different broadcast.
     generation: u64,
     state: RwLock<SlotState>,
-    /// Makes [`Slot::writer`].
-    files: Option<Arc<dyn SegmentFiles>>,
     /// This stream's segment file writer, opened at the first segment moved.
     writer: Mutex<Option<Box<dyn SegmentFileWriter>>>,
 }
@@ -154,11 +152,11 @@ impl Slot {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves segment `sequence` (whose bytes are `bytes`) to this stream's file, and returns
-    /// its body: the file's, or still `bytes` if it could not be written. The write happens
-    /// outside the state lock, so viewers of the stream do not wait on it.
-    fn promote(&self, sequence: u64, bytes: Bytes) -> SegmentBody {
-        let Some(files) = &self.files else { return SegmentBody::Memory(bytes) };
+    /// Moves segment `sequence` (whose bytes are `bytes`) to this stream's file from
+    /// `files`, and returns its body: the file's, or still `bytes` if it could not be
+    /// written. The write happens outside the state lock, so viewers of the stream do not
+    /// wait on it.
+    fn promote(&self, files: &dyn SegmentFiles, sequence: u64, bytes: Bytes) -> SegmentBody {
         let file = {
             let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             if writer.is_none() {
@@ -260,7 +258,6 @@ impl StreamStore {
                         anchor: None,
                         ended_seen: None,
                     }),
-                    files: self.files.clone(),
                     writer: Mutex::new(None),
                 });
                 Arc::clone(entry.insert(slot).value())
@@ -322,12 +319,12 @@ impl StreamStore {
             let held = state.segments.get(index)?;
             (held.body.clone(), held.fetches.fetch_add(1, Ordering::Relaxed) + 1)
         };
-        match body {
+        match (body, &self.files) {
             // Exactly one fetch promotes, so a segment is written once.
-            SegmentBody::Memory(bytes) if fetches == PROMOTE_AT_FETCH => {
-                Some(slot.promote(sequence, bytes))
+            (SegmentBody::Memory(bytes), Some(files)) if fetches == PROMOTE_AT_FETCH => {
+                Some(slot.promote(files.as_ref(), sequence, bytes))
             }
-            body => Some(body),
+            (body, _) => Some(body),
         }
     }
 
@@ -458,7 +455,7 @@ impl Publication {
 
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
     /// sequence number.
-    pub fn push(&mut self, segment: Segment, now: SystemTime) -> u64 {
+    pub fn push(&self, segment: Segment, now: SystemTime) -> u64 {
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
         if discontinuity || state.anchor.is_none() {
@@ -536,7 +533,7 @@ mod tests {
     #[test]
     fn playlist_appears_with_the_first_segment_and_ends_on_drop() {
         let store = store();
-        let mut publication = store.begin("cam", 7, 10).unwrap();
+        let publication = store.begin("cam", 7, 10).unwrap();
         assert_eq!(store.playlist("cam"), None);
         assert_eq!(publication.push(segment(2000, 1), wall(0)), 0);
         let text = store.playlist("cam").unwrap();
@@ -575,7 +572,7 @@ mod tests {
     #[test]
     fn sequences_never_go_back_after_a_reap_or_a_restart() {
         let store = store();
-        let mut first = store.begin("cam", 1, 10).unwrap();
+        let first = store.begin("cam", 1, 10).unwrap();
         for i in 0..3 {
             first.push(segment(2000, i), wall(0));
         }
@@ -584,14 +581,14 @@ mod tests {
         let t0 = Instant::now();
         store.reap(t0, Duration::ZERO);
         assert_eq!(store.sequences(), [("cam".to_owned(), 3)]);
-        let mut again = store.begin("cam", 2, 10).unwrap();
+        let again = store.begin("cam", 2, 10).unwrap();
         assert_eq!(again.push(segment(2000, 0), wall(0)), 3);
         drop(again);
 
         // A new process told what the old one persisted.
         let restarted = StreamStore::new(StoreConfig::default());
         restarted.restore_sequences([("cam".to_owned(), 50)]);
-        let mut publication = restarted.begin("cam", 3, 10).unwrap();
+        let publication = restarted.begin("cam", 3, 10).unwrap();
         assert_eq!(publication.push(segment(2000, 0), wall(0)), 50);
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
@@ -618,7 +615,7 @@ mod tests {
     fn summaries_list_live_and_ended_streams() {
         let store = store();
         let live = store.begin("b-live", 1, 10).unwrap();
-        let mut ended = store.begin("a-ended", 2, 10).unwrap();
+        let ended = store.begin("a-ended", 2, 10).unwrap();
         #[allow(clippy::disallowed_methods)] // any instant will do
         let t0 = Instant::now();
         ended.push(segment(2000, 1), SystemTime::UNIX_EPOCH);
@@ -651,7 +648,7 @@ mod tests {
     #[test]
     fn segments_outlive_the_window_by_the_retention_then_go() {
         let store = store();
-        let mut publication = store.begin("cam", 1, 10).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         for i in 0..5 {
             publication.push(segment(2000, i), wall(0));
         }
@@ -671,10 +668,10 @@ mod tests {
     #[test]
     fn republish_continues_the_sequence_after_a_discontinuity() {
         let store = store();
-        let mut first = store.begin("cam", 1, 10).unwrap();
+        let first = store.begin("cam", 1, 10).unwrap();
         first.push(segment(2000, 0), wall(0));
         drop(first);
-        let mut second = store.begin("cam", 99, 10).unwrap();
+        let second = store.begin("cam", 99, 10).unwrap();
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
@@ -689,7 +686,7 @@ mod tests {
     #[test]
     fn program_date_time_follows_media_time_and_reanchors_at_discontinuities() {
         let store = StreamStore::new(StoreConfig::default());
-        let mut publication = store.begin("cam", 1, 10).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         // Two 2 s segments at media time 0 and 2 s, completed (a little late) at 2.1 s and 4.3 s.
         publication.push(Segment { start: 0, ..segment(2000, 0) }, wall(2100));
         publication.push(Segment { start: 180_000, ..segment(2000, 1) }, wall(4300));
@@ -708,9 +705,9 @@ mod tests {
     #[test]
     fn ended_streams_are_reaped_after_the_grace_period_only() {
         let store = store();
-        let mut live = store.begin("live", 1, 10).unwrap();
+        let live = store.begin("live", 1, 10).unwrap();
         live.push(segment(2000, 0), wall(0));
-        let mut ended = store.begin("ended", 2, 10).unwrap();
+        let ended = store.begin("ended", 2, 10).unwrap();
         ended.push(segment(2000, 0), wall(0));
         drop(ended);
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
@@ -722,7 +719,7 @@ mod tests {
         assert!(store.playlist("ended").is_none());
         assert!(store.playlist("live").is_some());
         // A new stream of that name gets its own generation; its sequence goes on.
-        let mut again = store.begin("ended", 3, 10).unwrap();
+        let again = store.begin("ended", 3, 10).unwrap();
         assert_eq!(again.push(segment(2000, 0), wall(0)), 1);
         assert!(store.segment("ended", "3-1.ts").is_some());
     }
@@ -765,7 +762,7 @@ mod tests {
     #[test]
     fn segments_go_to_files_and_stay_in_memory_when_a_write_fails() {
         let store = store().with_segment_files(Arc::new(FlakyFiles));
-        let mut publication = store.begin("cam", 1, 10).unwrap();
+        let publication = store.begin("cam", 1, 10).unwrap();
         for byte in 0..3 {
             publication.push(segment(2000, byte), wall(0));
         }
