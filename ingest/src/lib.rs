@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod key_store;
 pub mod limits;
 pub mod listener;
+pub mod low_water;
 pub mod merged_read;
 pub mod metrics;
 pub mod rtmp;

@@ -81,8 +81,8 @@ pub struct IngestConfig {
     pub stats_interval: Duration,
     /// Nginx-RTMP-style HTTP callbacks.
     pub hooks: HookConfig,
-    /// Longest rest between socket reads of a live publisher while no segment can close
-    /// (see [`merged_read`]); zero reads every message as it arrives.
+    /// Media time a live publisher's bytes gather in the socket between reads while no
+    /// segment can close (see [`merged_read`]); zero reads every message as it arrives.
     pub max_read_pause: Duration,
 }
 
@@ -417,10 +417,13 @@ impl Connection {
         tokio::pin!(late_timer);
         let stats_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(stats_timer);
-        // Set while the socket rests between reads (merged reads).
+        // Armed while bytes gather in the socket below its low-water mark (merged reads):
+        // when it fires, whatever is queued is read.
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
-        let mut paused = false;
+        let receive_buffer = crate::low_water::receive_buffer(&self.socket).unwrap_or(0);
+        let mut pacer =
+            merged_read::ReadPacer::new(self.ingest.config.max_read_pause, receive_buffer);
         // Shutdown and kick are waited for by futures made once per connection (or publish),
         // not once per read: each new wait joins, and on leaving quits, the channel's waiter
         // list, under a lock the shutdown channel shares with every connection.
@@ -460,9 +463,11 @@ impl Connection {
                         None => std::future::pending().await,
                     }
                 } => return Err(ConnectionError::Ended(reason)),
-                read = self.socket.read(&mut buf), if !paused => Some(read?),
-                () = &mut pause_timer, if paused => {
-                    paused = false;
+                read = self.socket.read(&mut buf) => Some(read?),
+                () = &mut pause_timer, if pacer.low_water() > 1 => {
+                    if let Some(mark) = pacer.fallback() {
+                        self.set_low_water(mark, &mut pacer);
+                    }
                     continue;
                 }
                 () = &mut late_timer => return Err(late),
@@ -488,16 +493,23 @@ impl Connection {
             if self.refused {
                 return Ok(());
             }
-            // A read of half the buffer or more means a backlog (or a fast stream whose socket
-            // buffer could fill while resting): keep reading at once.
-            if n < buf.len() / 2 {
-                let time_to_cut = self.active.as_ref().and_then(|a| a.remuxer.time_to_cut());
-                let max = self.ingest.config.max_read_pause;
-                if let Some(pause) = merged_read::pause(time_to_cut, max) {
-                    pause_timer.as_mut().reset(Instant::now() + pause);
-                    paused = true;
-                }
+            let time_to_cut = self.active.as_ref().and_then(|a| a.remuxer.time_to_cut());
+            let now = Instant::now();
+            let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), time_to_cut);
+            if let Some(mark) = mark {
+                self.set_low_water(mark, &mut pacer);
             }
+            if let merged_read::NextRead::Gather { fallback, .. } = next {
+                pause_timer.as_mut().reset(now + fallback);
+            }
+        }
+    }
+
+    /// Sets the socket's receive low-water mark; if the system refuses, reads stay immediate.
+    fn set_low_water(&self, bytes: usize, pacer: &mut merged_read::ReadPacer) {
+        if let Err(error) = crate::low_water::set(&self.socket, bytes) {
+            debug!(%error, "receive low-water mark not set; reading every message");
+            pacer.disable();
         }
     }
 

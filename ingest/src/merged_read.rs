@@ -1,39 +1,182 @@
-//! Merged reads: how long a publisher's socket may rest between reads.
+//! Merged reads: how long a publisher's bytes may gather in the socket between reads.
 //!
-//! An encoder sends ~80 RTMP messages a second per 720p30 stream; reading each as it arrives
-//! costs a task wake-up and a `recv` per message, which was the largest share of the
-//! server's CPU under load (BENCHMARKS.md). SRS's "merged read" (`mr`) sleeps between reads
-//! to take several messages at once, at the price of that much latency on every message.
+//! An encoder sends ~80 RTMP messages a second per 720p30 stream, in ~150 TCP packets;
+//! reading each as it arrives costs a wake-up of the runtime's event loop, a task poll and a
+//! `recv`, which was the largest share of the server's CPU under load (BENCHMARKS.md).
+//! SRS's "merged read" (`mr`) sleeps between reads to take several messages at once, at the
+//! price of that much latency on every message.
 //!
-//! Here the pause is taken only where it does not delay a segment: HLS viewers see media only
+//! Here bytes gather only where that does not delay a segment: HLS viewers see media only
 //! when a segment closes, and the segmenter cuts at the first keyframe after the target
 //! duration, so while the open segment still needs more media than the pause plus a guard,
-//! no message a real-time publisher sends during the pause can close it. Near a cut, and
-//! whenever the last read took half the read buffer or more (a backlog, or a fast stream),
-//! reads are immediate again. What is not foreseen, and may then wait up to one pause: a
-//! publisher sending well ahead of real time, a timestamp jump short of a timeline break, a
-//! forced cut (`MAX_SEGMENT_BYTES`). Once a segment has reached the target duration and
-//! waits for a keyframe (long GOPs), every read is immediate, so streams with GOPs longer
-//! than the target rest less.
+//! no message a real-time publisher sends meanwhile can close it. They gather in the kernel:
+//! [`ReadPacer`] sets the socket's receive low-water mark (`SO_RCVLOWAT`, see
+//! [`low_water`](crate::low_water)) to a pause's worth of the publisher's measured byte
+//! rate, so neither the event loop nor the task wakes for the packets in between (a timer
+//! that merely delayed the read left the event loop waking for every packet); a fallback
+//! timer reads whatever is queued after a few pauses, and before the guard ahead of a
+//! possible cut. Near a cut, and whenever the last read took half the read buffer or more
+//! (a backlog, or a fast stream), reads are immediate again. What is not foreseen, and may
+//! then wait up to the fallback: a publisher sending well ahead of real time, a timestamp
+//! jump short of a timeline break, a forced cut (`MAX_SEGMENT_BYTES`). Once a segment has
+//! reached the target duration and waits for a keyframe (long GOPs), every read is
+//! immediate, so streams with GOPs longer than the target gather less.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Default longest pause. 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket,
-/// well inside the kernel's receive buffer, and cuts wake-ups from ~80 to ~20 a second;
-/// SRS's `mr_latency` default is 350 ms.
+/// Default pause: 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket, well inside
+/// the kernel's receive buffer, and cuts reads from ~80 to ~20 a second; SRS's `mr_latency`
+/// default is 350 ms.
 pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(50);
 /// Media time kept in hand before a possible cut: reads turn immediate this long before the
 /// earliest keyframe that could close the segment, which absorbs an encoder sending ahead of
 /// its timestamps (interleaving, send bursts) by up to this much.
 pub const CUT_GUARD: Duration = Duration::from_millis(150);
-/// Pauses shorter than this are not worth a timer.
+/// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 
-/// The pause before the next read, given the media time left before the open segment can be
-/// cut (`None`: unknown, read at once) and the configured longest pause (zero disables).
+/// The longest wait before the next read, given the media time left before the open segment
+/// can be cut (`None`: unknown, read at once) and the longest wait wanted (zero disables).
 pub fn pause(time_to_cut: Option<Duration>, max_pause: Duration) -> Option<Duration> {
     let pause = time_to_cut?.checked_sub(CUT_GUARD)?.min(max_pause);
     (pause >= MIN_READ_PAUSE).then_some(pause)
+}
+
+/// Largest receive low-water mark asked of the kernel: a quarter of a connection's 64 KiB
+/// read buffer, so a read woken by it never looks like a backlog (half the buffer or more).
+pub const MAX_LOW_WATER: usize = 16 << 10;
+/// Share of the socket's receive buffer the mark may take at most: the kernel raises a
+/// receive buffer smaller than twice the mark and clamps the TCP window to the mark, which
+/// must never happen to a publisher on a long link.
+pub const LOW_WATER_BUFFER_SHARE: usize = 8;
+/// A publisher's byte rate is measured over windows this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// While bytes are left to gather in the socket, a read comes at the latest after this many
+/// pauses (a publisher whose bitrate falls below the measured rate), and never later than
+/// the guard before a possible cut.
+pub const FALLBACK_PAUSES: u32 = 4;
+
+/// What the connection does before its next read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextRead {
+    /// Read as soon as any byte is there (low-water mark 1).
+    Immediate,
+    /// Let the kernel wake the connection only once `low_water` bytes are queued, or when
+    /// `fallback` has passed, whichever comes first.
+    Gather {
+        /// Bytes queued before the socket reports readable (`SO_RCVLOWAT`).
+        low_water: usize,
+        /// When to read whatever is there anyway.
+        fallback: Duration,
+    },
+}
+
+/// Paces one publisher's reads with the socket's receive low-water mark: the kernel then
+/// wakes neither the connection nor its event loop for each arriving packet, only once a
+/// pause's worth of bytes (at the publisher's measured rate) is queued. Sans-IO: the caller
+/// sets the socket option and the fallback timer as told.
+#[derive(Debug, Clone)]
+pub struct ReadPacer {
+    max_pause: Duration,
+    /// Highest mark for this socket (0: never gather).
+    max_low_water: usize,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Bytes per second, once a window has been measured.
+    rate: Option<u64>,
+    /// The mark the socket has now.
+    low_water: usize,
+}
+
+impl ReadPacer {
+    /// A pacer gathering about `max_pause` of media (zero: every read immediate) on a socket
+    /// whose receive buffer is `receive_buffer` bytes (`SO_RCVBUF`).
+    pub fn new(max_pause: Duration, receive_buffer: usize) -> Self {
+        Self {
+            max_pause,
+            max_low_water: MAX_LOW_WATER.min(receive_buffer / LOW_WATER_BUFFER_SHARE),
+            window_start: None,
+            window_bytes: 0,
+            rate: None,
+            low_water: 1,
+        }
+    }
+
+    /// The low-water mark the socket has now; above 1 the fallback timer must be armed.
+    pub fn low_water(&self) -> usize {
+        self.low_water
+    }
+
+    /// After a read of `n` bytes into a buffer of `buffer` bytes at `now`, with
+    /// `time_to_cut` of media left before the open segment can close: how to wait for the
+    /// next one, and the new mark if the socket's must change.
+    pub fn after_read(
+        &mut self,
+        n: usize,
+        buffer: usize,
+        now: Instant,
+        time_to_cut: Option<Duration>,
+    ) -> (NextRead, Option<usize>) {
+        self.measure(n, now);
+        let plan = self.plan(n, buffer, time_to_cut);
+        match plan {
+            NextRead::Immediate => (plan, self.set(1)),
+            // Within an eighth of the mark already set is close enough: no system call.
+            NextRead::Gather { low_water, fallback }
+                if self.low_water > 1
+                    && low_water.abs_diff(self.low_water) <= self.low_water / 8 =>
+            {
+                (NextRead::Gather { low_water: self.low_water, fallback }, None)
+            }
+            NextRead::Gather { low_water, .. } => (plan, self.set(low_water)),
+        }
+    }
+
+    /// The fallback timer fired: reads turn immediate. Returns the new mark if the socket's
+    /// must change (lowering it wakes the reader at once if anything is queued).
+    pub fn fallback(&mut self) -> Option<usize> {
+        self.set(1)
+    }
+
+    /// The socket refused the option: every read is immediate from now on.
+    pub fn disable(&mut self) {
+        self.max_low_water = 0;
+        self.low_water = 1;
+    }
+
+    fn set(&mut self, low_water: usize) -> Option<usize> {
+        (std::mem::replace(&mut self.low_water, low_water) != low_water).then_some(low_water)
+    }
+
+    fn measure(&mut self, n: usize, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        self.window_bytes += n as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let rate = u128::from(self.window_bytes) * 1_000_000 / elapsed.as_micros();
+            self.rate = Some(u64::try_from(rate).unwrap_or(u64::MAX));
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+    }
+
+    fn plan(&self, n: usize, buffer: usize, time_to_cut: Option<Duration>) -> NextRead {
+        // A read of half the buffer or more means a backlog (or a fast stream whose socket
+        // buffer could fill while gathering): keep reading at once.
+        if n >= buffer / 2 {
+            return NextRead::Immediate;
+        }
+        let Some(rate) = self.rate else { return NextRead::Immediate };
+        let Some(fallback) = pause(time_to_cut, self.max_pause * FALLBACK_PAUSES) else {
+            return NextRead::Immediate;
+        };
+        let bytes = u128::from(rate) * self.max_pause.as_micros() / 1_000_000;
+        let low_water = usize::try_from(bytes).unwrap_or(usize::MAX).min(self.max_low_water);
+        if low_water <= 1 {
+            return NextRead::Immediate;
+        }
+        NextRead::Gather { low_water, fallback }
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +206,126 @@ mod tests {
     #[test]
     fn zero_maximum_disables_pauses() {
         assert_eq!(pause(Some(1900 * MS), Duration::ZERO), None);
+    }
+
+    /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
+    fn measured(t0: Instant) -> ReadPacer {
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
+        let (next, mark) = pacer.after_read(299_000, 500_000, t0 + Duration::from_secs(1), FAR);
+        // That read was a backlog (over half the buffer): immediate, whatever the rate.
+        assert_eq!((next, mark), (NextRead::Immediate, None));
+        pacer
+    }
+
+    const BUF: usize = 1 << 20;
+    const FAR: Option<Duration> = Some(Duration::from_millis(1900));
+
+    #[test]
+    fn reads_at_once_until_a_rate_is_measured() {
+        let t0 = Instant::now();
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        for i in 0..10 {
+            let at = t0 + i * 90 * MS;
+            assert_eq!(pacer.after_read(1000, BUF, at, FAR), (NextRead::Immediate, None));
+        }
+        assert_eq!(pacer.low_water(), 1);
+    }
+
+    #[test]
+    fn gathers_a_pause_worth_of_the_measured_rate() {
+        let t0 = Instant::now();
+        let mut pacer = measured(t0);
+        let at = t0 + 1010 * MS;
+        let (next, mark) = pacer.after_read(1000, BUF, at, FAR);
+        // 300 KB/s for 50 ms; the fallback is four pauses while the cut is far.
+        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 200 * MS });
+        assert_eq!(mark, Some(15_000));
+        assert_eq!(pacer.low_water(), 15_000);
+        // The same plan again sets nothing; nor does a rate within an eighth of it.
+        assert_eq!(pacer.after_read(15_000, BUF, at + 50 * MS, FAR).1, None);
+        let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, Some(250 * MS));
+        assert_eq!(
+            (next, mark),
+            (NextRead::Gather { low_water: 15_000, fallback: 100 * MS }, None)
+        );
+    }
+
+    #[test]
+    fn mark_follows_the_rate_but_not_its_small_changes() {
+        let t0 = Instant::now();
+        let mut pacer = measured(t0);
+        // Reads every 50 ms for a window each: 320 KB/s (within an eighth of the 300 KB/s
+        // measured: the mark stays), then 200 KB/s (the mark moves).
+        let mut marks = Vec::new();
+        for (window, bytes) in [(1, 16_000), (2, 10_000)] {
+            for i in 1..=20 {
+                let at = t0 + window * Duration::from_secs(1) + i * 50 * MS;
+                let (next, mark) = pacer.after_read(bytes, BUF, at, FAR);
+                assert!(matches!(next, NextRead::Gather { .. }));
+                marks.extend(mark);
+            }
+        }
+        assert_eq!(marks, [15_000, 10_000]);
+    }
+
+    #[test]
+    fn mark_is_capped_by_the_read_buffer_and_the_socket_buffer() {
+        let t0 = Instant::now();
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20);
+        pacer.after_read(10, BUF, t0, FAR);
+        // 4 MB/s: 200 KB in a pause, capped at MAX_LOW_WATER.
+        pacer.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        let (next, _) = pacer.after_read(10, BUF, t0 + 1010 * MS, FAR);
+        assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 200 * MS });
+
+        let mut small = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 64 << 10);
+        small.after_read(10, BUF, t0, FAR);
+        small.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        let (next, _) = small.after_read(10, BUF, t0 + 1010 * MS, FAR);
+        let share = (64 << 10) / LOW_WATER_BUFFER_SHARE;
+        assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
+    }
+
+    #[test]
+    fn near_the_cut_a_backlog_or_no_segment_reads_at_once_and_lowers_the_mark() {
+        let t0 = Instant::now();
+        for (n, time_to_cut) in [(1000, Some(CUT_GUARD)), (BUF / 2, FAR), (1000, None)] {
+            let mut pacer = measured(t0);
+            assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
+            let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, time_to_cut);
+            assert_eq!((next, mark), (NextRead::Immediate, Some(1)), "{n} {time_to_cut:?}");
+        }
+    }
+
+    #[test]
+    fn fallback_lowers_the_mark_once() {
+        let t0 = Instant::now();
+        let mut pacer = measured(t0);
+        pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
+        assert_eq!(pacer.fallback(), Some(1));
+        assert_eq!(pacer.fallback(), None);
+        assert_eq!(pacer.low_water(), 1);
+    }
+
+    #[test]
+    fn a_slow_stream_gathers_less_and_zero_pause_or_refused_option_never_gathers() {
+        let t0 = Instant::now();
+        // 8 KB/s (64 kbit/s audio): 400 bytes a pause.
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        pacer.after_read(0, BUF, t0, FAR);
+        pacer.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
+        let (next, _) = pacer.after_read(100, BUF, t0 + 1010 * MS, FAR);
+        assert_eq!(next, NextRead::Gather { low_water: 400, fallback: 200 * MS });
+
+        let mut off = ReadPacer::new(Duration::ZERO, 256 << 10);
+        off.after_read(0, BUF, t0, FAR);
+        off.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
+        assert_eq!(off.after_read(100, BUF, t0 + 1010 * MS, FAR), (NextRead::Immediate, None));
+
+        pacer.disable();
+        assert_eq!(pacer.low_water(), 1);
+        let (next, mark) = pacer.after_read(100, BUF, t0 + 1020 * MS, FAR);
+        assert_eq!((next, mark), (NextRead::Immediate, None));
     }
 }
