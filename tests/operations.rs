@@ -618,3 +618,40 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
     assert!(client.closed_within(std::time::Duration::from_secs(5)), "the kick did not end it");
     server.wait_for_endlist("second");
 }
+
+/// Merged reads on a real connection: after a segment closes, a live publisher's socket only
+/// wakes the server once ~50 ms of its media is queued (receive low-water mark). A small
+/// control message sent then, with nothing after it, must still be read (the fallback timer
+/// lowers the mark): here an FCUnpublish on a connection that stays open ends the stream
+/// long before the no-media timeout (60 s) would.
+#[test]
+fn a_message_below_the_low_water_mark_is_still_read() {
+    use common::rtmp_client::RawClient;
+    use ingest::rtmp::amf0::Value as Amf;
+    let server = Server::start("ops-low-water", &["--no-media-timeout", "60"]);
+    let key = server.add_key("quiet");
+    let tags: Vec<_> = testkit::flv::read_tags(&clip(Clip::Av720p30))
+        .into_iter()
+        .filter(|t| t.tag_type == 8 || t.tag_type == 9)
+        .collect();
+    let mut client = RawClient::connect(server.rtmp);
+    assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
+    // In real time (the server measures the publisher's byte rate over a second before it
+    // gathers), up to and including the keyframe at 4 s, which closes the second segment.
+    let start = std::time::Instant::now();
+    for tag in &tags {
+        let due = start + std::time::Duration::from_millis(u64::from(tag.timestamp));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+        let keyframe = tag.tag_type == 9 && tag.data.first().is_some_and(|b| b >> 4 == 1);
+        if keyframe && tag.timestamp >= 4000 {
+            break;
+        }
+    }
+    server.wait_for_segments("quiet", 2);
+    // The next segment needs ~2 s more media: the mark is up. Well inside the fallback.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    client.command(1, &[Amf::String("FCUnpublish".into()), Amf::Number(4.0), Amf::Null]);
+    server.wait_for_endlist("quiet");
+    assert!(!client.closed_within(std::time::Duration::from_millis(10)), "the server closed it");
+}

@@ -422,8 +422,11 @@ impl Connection {
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
         let receive_buffer = crate::low_water::receive_buffer(&self.socket).unwrap_or(0);
-        let mut pacer =
-            merged_read::ReadPacer::new(self.ingest.config.max_read_pause, receive_buffer);
+        let mut pacer = merged_read::ReadPacer::new(
+            self.ingest.config.max_read_pause,
+            receive_buffer,
+            self.ingest.config.limits.no_media_timeout,
+        );
         // Shutdown and kick are waited for by futures made once per connection (or publish),
         // not once per read: each new wait joins, and on leaving quits, the channel's waiter
         // list, under a lock the shutdown channel shares with every connection.
@@ -466,7 +469,7 @@ impl Connection {
                 read = self.socket.read(&mut buf) => Some(read?),
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     if let Some(mark) = pacer.fallback() {
-                        self.set_low_water(mark, &mut pacer);
+                        self.set_low_water(mark, &mut pacer)?;
                     }
                     continue;
                 }
@@ -497,7 +500,7 @@ impl Connection {
             let now = Instant::now();
             let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), time_to_cut);
             if let Some(mark) = mark {
-                self.set_low_water(mark, &mut pacer);
+                self.set_low_water(mark, &mut pacer)?;
             }
             if let merged_read::NextRead::Gather { fallback, .. } = next {
                 pause_timer.as_mut().reset(now + fallback);
@@ -505,11 +508,23 @@ impl Connection {
         }
     }
 
-    /// Sets the socket's receive low-water mark; if the system refuses, reads stay immediate.
-    fn set_low_water(&self, bytes: usize, pacer: &mut merged_read::ReadPacer) {
-        if let Err(error) = crate::low_water::set(&self.socket, bytes) {
-            debug!(%error, "receive low-water mark not set; reading every message");
-            pacer.disable();
+    /// Sets the socket's receive low-water mark. If the system refuses to raise it, reads
+    /// stay immediate; if it refuses to lower it, bytes below the old mark could wait
+    /// unseen, so the connection ends.
+    fn set_low_water(
+        &self,
+        bytes: usize,
+        pacer: &mut merged_read::ReadPacer,
+    ) -> Result<(), ConnectionError> {
+        match crate::low_water::set(&self.socket, bytes) {
+            Ok(()) => Ok(()),
+            Err(error) if bytes == 1 => Err(error.into()),
+            Err(error) => {
+                debug!(%error, "receive low-water mark not raised; reading every message");
+                // The socket kept its mark, lowered before it was raised: 1.
+                pacer.disable();
+                Ok(())
+            }
         }
     }
 

@@ -45,16 +45,22 @@ pub fn pause(time_to_cut: Option<Duration>, max_pause: Duration) -> Option<Durat
 /// Largest receive low-water mark asked of the kernel: a quarter of a connection's 64 KiB
 /// read buffer, so a read woken by it never looks like a backlog (half the buffer or more).
 pub const MAX_LOW_WATER: usize = 16 << 10;
-/// Share of the socket's receive buffer the mark may take at most: the kernel raises a
-/// receive buffer smaller than twice the mark and clamps the TCP window to the mark, which
-/// must never happen to a publisher on a long link.
+/// Share of the socket's receive buffer the mark may take at most: setting a mark whose
+/// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
+/// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
+/// long link. The window a mark needs is the mark scaled by the kernel's payload-to-buffer
+/// ratio (about 2x; an eighth keeps a margin of 4x over that). The buffer is read once per
+/// connection: TCP autotuning only grows it.
 pub const LOW_WATER_BUFFER_SHARE: usize = 8;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
 /// pauses (a publisher whose bitrate falls below the measured rate), and never later than
-/// the guard before a possible cut.
+/// the guard before a possible cut, nor than a [`NO_MEDIA_SHARE`] of the no-media timeout.
 pub const FALLBACK_PAUSES: u32 = 4;
+/// The fallback never waits longer than the no-media timeout divided by this, so media
+/// gathered below the mark is always read before a publisher could be taken for silent.
+pub const NO_MEDIA_SHARE: u32 = 4;
 
 /// What the connection does before its next read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,8 @@ pub enum NextRead {
 #[derive(Debug, Clone)]
 pub struct ReadPacer {
     max_pause: Duration,
+    /// Longest fallback.
+    max_wait: Duration,
     /// Highest mark for this socket (0: never gather).
     max_low_water: usize,
     window_start: Option<Instant>,
@@ -90,10 +98,12 @@ pub struct ReadPacer {
 
 impl ReadPacer {
     /// A pacer gathering about `max_pause` of media (zero: every read immediate) on a socket
-    /// whose receive buffer is `receive_buffer` bytes (`SO_RCVBUF`).
-    pub fn new(max_pause: Duration, receive_buffer: usize) -> Self {
+    /// whose receive buffer is `receive_buffer` bytes (`SO_RCVBUF`), for a publisher taken
+    /// for silent after `no_media_timeout`.
+    pub fn new(max_pause: Duration, receive_buffer: usize, no_media_timeout: Duration) -> Self {
         Self {
             max_pause,
+            max_wait: (max_pause * FALLBACK_PAUSES).min(no_media_timeout / NO_MEDIA_SHARE),
             max_low_water: MAX_LOW_WATER.min(receive_buffer / LOW_WATER_BUFFER_SHARE),
             window_start: None,
             window_bytes: 0,
@@ -167,7 +177,7 @@ impl ReadPacer {
             return NextRead::Immediate;
         }
         let Some(rate) = self.rate else { return NextRead::Immediate };
-        let Some(fallback) = pause(time_to_cut, self.max_pause * FALLBACK_PAUSES) else {
+        let Some(fallback) = pause(time_to_cut, self.max_wait) else {
             return NextRead::Immediate;
         };
         let bytes = u128::from(rate) * self.max_pause.as_micros() / 1_000_000;
@@ -210,7 +220,7 @@ mod tests {
 
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
     fn measured(t0: Instant) -> ReadPacer {
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
         let (next, mark) = pacer.after_read(299_000, 500_000, t0 + Duration::from_secs(1), FAR);
         // That read was a backlog (over half the buffer): immediate, whatever the rate.
@@ -219,12 +229,13 @@ mod tests {
     }
 
     const BUF: usize = 1 << 20;
+    const NO_MEDIA: Duration = Duration::from_secs(15);
     const FAR: Option<Duration> = Some(Duration::from_millis(1900));
 
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         for i in 0..10 {
             let at = t0 + i * 90 * MS;
             assert_eq!(pacer.after_read(1000, BUF, at, FAR), (NextRead::Immediate, None));
@@ -272,14 +283,14 @@ mod tests {
     #[test]
     fn mark_is_capped_by_the_read_buffer_and_the_socket_buffer() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20);
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
         pacer.after_read(10, BUF, t0, FAR);
         // 4 MB/s: 200 KB in a pause, capped at MAX_LOW_WATER.
         pacer.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(10, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 200 * MS });
 
-        let mut small = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 64 << 10);
+        let mut small = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 64 << 10, NO_MEDIA);
         small.after_read(10, BUF, t0, FAR);
         small.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = small.after_read(10, BUF, t0 + 1010 * MS, FAR);
@@ -299,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn fallback_comes_well_before_the_no_media_timeout() {
+        let t0 = Instant::now();
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, 400 * MS);
+        pacer.after_read(1000, BUF, t0, FAR);
+        pacer.after_read(299_000, 500_000, t0 + Duration::from_secs(1), FAR);
+        let (next, _) = pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
+        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 100 * MS });
+    }
+
+    #[test]
     fn fallback_lowers_the_mark_once() {
         let t0 = Instant::now();
         let mut pacer = measured(t0);
@@ -312,13 +333,13 @@ mod tests {
     fn a_slow_stream_gathers_less_and_zero_pause_or_refused_option_never_gathers() {
         let t0 = Instant::now();
         // 8 KB/s (64 kbit/s audio): 400 bytes a pause.
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10);
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         pacer.after_read(0, BUF, t0, FAR);
         pacer.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(100, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: 400, fallback: 200 * MS });
 
-        let mut off = ReadPacer::new(Duration::ZERO, 256 << 10);
+        let mut off = ReadPacer::new(Duration::ZERO, 256 << 10, NO_MEDIA);
         off.after_read(0, BUF, t0, FAR);
         off.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         assert_eq!(off.after_read(100, BUF, t0 + 1010 * MS, FAR), (NextRead::Immediate, None));
