@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::rtmp_client::RawClient;
 use common::{Publisher, Server, segments, tag};
-use testkit::flv::read_tags;
+use testkit::flv::media_tags;
 use testkit::{Clip, clip};
 
 #[test]
@@ -17,8 +17,7 @@ fn a_publisher_reset_ends_its_stream_with_endlist_and_a_stop_event() {
     let key = server.add_key("reset");
     let mut client = RawClient::connect(server.rtmp);
     assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
-    for tag in read_tags(&clip(Clip::AvSmall)).iter().filter(|t| t.tag_type == 8 || t.tag_type == 9)
-    {
+    for tag in &media_tags(&clip(Clip::AvSmall)) {
         client.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
     }
     server.wait_for_segments("reset", 1);

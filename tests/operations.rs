@@ -577,10 +577,7 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
     use ingest::rtmp::amf0::Value as Amf;
     let server = Server::start("ops-republish", &["--admin-token", ADMIN_TOKEN]);
     let (first, second) = (server.add_key("first"), server.add_key("second"));
-    let tags: Vec<_> = testkit::flv::read_tags(&clip(Clip::AvSmall))
-        .into_iter()
-        .filter(|t| t.tag_type == 8 || t.tag_type == 9)
-        .collect();
+    let tags = testkit::flv::media_tags(&clip(Clip::AvSmall));
     let mut client = RawClient::connect(server.rtmp);
     assert_eq!(client.start_publish("live", &first), "NetStream.Publish.Start");
     for tag in &tags {
@@ -630,10 +627,7 @@ fn a_message_below_the_low_water_mark_is_still_read() {
     use ingest::rtmp::amf0::Value as Amf;
     let server = Server::start("ops-low-water", &["--no-media-timeout", "60"]);
     let key = server.add_key("quiet");
-    let tags: Vec<_> = testkit::flv::read_tags(&clip(Clip::Av720p30))
-        .into_iter()
-        .filter(|t| t.tag_type == 8 || t.tag_type == 9)
-        .collect();
+    let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
     let mut client = RawClient::connect(server.rtmp);
     assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
     // In real time (the server measures the publisher's byte rate over a second before it

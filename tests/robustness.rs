@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::rtmp_client::RawClient;
 use common::{Publisher, Server, segments};
-use testkit::flv::{Tag, read_tags};
+use testkit::flv::Tag;
 use testkit::{Clip, clip, http, tools};
 
 /// Server settings that make the timeouts quick enough to test.
@@ -73,7 +73,7 @@ impl Bench {
 }
 
 fn media_tags(clip_name: Clip) -> Vec<Tag> {
-    read_tags(&clip(clip_name)).into_iter().filter(|t| t.tag_type == 8 || t.tag_type == 9).collect()
+    testkit::flv::media_tags(&clip(clip_name))
 }
 
 /// Publishes `tags` (after `change` edits them) with the raw client in real time order but

@@ -30,3 +30,8 @@ pub fn read_tags(path: &Path) -> Vec<Tag> {
     }
     tags
 }
+
+/// The audio and video tags of the FLV file at `path` (what a publisher sends as media).
+pub fn media_tags(path: &Path) -> Vec<Tag> {
+    read_tags(path).into_iter().filter(|t| t.tag_type == 8 || t.tag_type == 9).collect()
+}
