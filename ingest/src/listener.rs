@@ -508,9 +508,9 @@ impl Connection {
         }
     }
 
-    /// Sets the socket's receive low-water mark. If the system refuses to raise it, reads
-    /// stay immediate; if it refuses to lower it, bytes below the old mark could wait
-    /// unseen, so the connection ends.
+    /// Sets the socket's receive low-water mark. If the system refuses a mark above 1, reads
+    /// turn immediate (the mark back to 1); if it refuses 1, bytes below the mark it kept
+    /// could wait unseen, so the connection ends.
     fn set_low_water(
         &self,
         bytes: usize,
@@ -520,10 +520,10 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(error) if bytes == 1 => Err(error.into()),
             Err(error) => {
-                debug!(%error, "receive low-water mark not raised; reading every message");
-                // The socket kept its mark, lowered before it was raised: 1.
+                debug!(%error, "receive low-water mark not set; reading every message");
                 pacer.disable();
-                Ok(())
+                // The socket may keep an earlier mark above 1 (marks follow the rate).
+                Ok(crate::low_water::set(&self.socket, 1)?)
             }
         }
     }
