@@ -37,5 +37,5 @@ pub use flv::TagKind;
 pub use playlist::MediaPlaylist;
 pub use remuxer::{AudioConfig, Remuxer, RemuxerConfig, RemuxerStats};
 pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
-pub use segmenter::Segment;
+pub use segmenter::{MAX_AUDIO_PES_DURATION, MAX_AUDIO_PES_PAYLOAD, Segment};
 pub use store::{BeginError, Publication, SegmentBytes, StoreConfig, StreamStore, StreamSummary};

@@ -4,6 +4,12 @@
 //! segment decodes on its own (RFC 8216 §4.3.3.1 EXT-X-INDEPENDENT-SEGMENTS). It is cut at
 //! the first keyframe after the target duration, or, for audio-only streams, at the first
 //! frame after it. Never looks at a clock: durations come from media timestamps.
+//!
+//! Audio frames are held back to share PES packets (up to [`MAX_AUDIO_PES_PAYLOAD`] bytes
+//! or [`MAX_AUDIO_PES_DURATION`]), as ffmpeg's and Nginx-RTMP's muxers do: a PES per frame
+//! costs a PES header and a part-stuffed TS packet every ~21 ms, ~18 % more audio packets
+//! (222 instead of 188 per 2 s segment at 128 kbit/s). Held frames always go out before the
+//! segment they belong to closes.
 
 use std::time::Duration;
 
@@ -28,6 +34,14 @@ pub const MAX_SEGMENT_BYTES: usize = 128 << 20;
 const PCR_INTERVAL_TICKS: i64 = TICKS_PER_SECOND / 20;
 /// PCR-only packets written for one gap at most; gaps this long are timeline breaks anyway.
 const MAX_PCR_FILL: i64 = 200;
+
+/// Audio frames share one PES packet up to this many payload bytes (ffmpeg's default
+/// `pes_payload_size`); a larger frame gets a PES of its own.
+pub const MAX_AUDIO_PES_PAYLOAD: usize = 2_930;
+/// And up to this much media time: a held frame is written this much after frames of the
+/// other track with later timestamps, well within [`MUX_DELAY_TICKS`] (its PTS still leads
+/// the PCR), and low-bitrate audio does not wait long for the byte limit.
+pub const MAX_AUDIO_PES_DURATION: Duration = Duration::from_millis(200);
 
 /// Bytes in a TS packet.
 const TS_PACKET: usize = 188;
@@ -88,6 +102,16 @@ struct Open {
     independent: bool,
 }
 
+/// Audio frames waiting to be written as one PES packet.
+#[derive(Debug, Default)]
+struct HeldAudio {
+    /// The frames' bytes, back to back (ADTS and MPEG audio frames delimit themselves).
+    data: Vec<u8>,
+    /// Timestamps of the first frame (the PES's).
+    pts: i64,
+    dts: i64,
+}
+
 /// Cuts access units into segments.
 ///
 /// Call [`Segmenter::push`] with each unit in decode order; it returns a segment when the unit
@@ -107,6 +131,8 @@ pub struct Segmenter {
     discontinuity: bool,
     /// Whether any segment has been opened yet (the first one is never a discontinuity).
     started: bool,
+    /// Audio frames not yet written; empty when nothing is held.
+    held_audio: HeldAudio,
 }
 
 impl Segmenter {
@@ -121,12 +147,15 @@ impl Segmenter {
             last_len: 0,
             discontinuity: false,
             started: false,
+            held_audio: HeldAudio::default(),
         }
     }
 
     /// Sets the tracks the next segments carry. A change ends the open segment (returned) and
     /// marks the next one as a discontinuity, since its PMT differs.
     pub fn set_tracks(&mut self, video: bool, audio: Option<AudioStream>) -> Option<Segment> {
+        // Held frames belong to the open segment, whose PMT lists the tracks as they were.
+        self.flush_audio_before_close();
         self.has_video = video;
         self.mux.set_tracks(video, audio);
         self.break_timeline()
@@ -137,6 +166,7 @@ impl Segmenter {
         if self.started {
             self.discontinuity = true;
         }
+        self.flush_audio_before_close();
         self.last_pcr = None;
         self.open.take().map(close)
     }
@@ -181,6 +211,7 @@ impl Segmenter {
                 && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
                     || open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
+                self.flush_audio()?;
                 finished = self.open.take().map(|o| close_at(o, unit.dts));
                 self.last_len = finished.as_ref().map_or(self.last_len, |s| s.data.len());
                 self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
@@ -196,17 +227,82 @@ impl Segmenter {
             }
             self.open_segment(unit.dts, true)?;
         }
+        if unit.track == Track::Audio {
+            self.hold_audio(&unit)?;
+        } else {
+            self.write(unit.track, unit.pts, unit.dts, unit.keyframe, unit.data)?;
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.end = open.end.max(unit.dts + unit.duration.max(0));
+        }
+        Ok(Pushed::Written(finished))
+    }
+
+    /// Adds an audio frame to the held ones, writing those first when it would not fit
+    /// within [`MAX_AUDIO_PES_PAYLOAD`] and [`MAX_AUDIO_PES_DURATION`] with them.
+    fn hold_audio(&mut self, unit: &AccessUnit<'_>) -> Result<(), MuxError> {
+        let held = &self.held_audio;
+        if !held.data.is_empty()
+            && (held.data.len() + unit.data.len() > MAX_AUDIO_PES_PAYLOAD
+                || unit.dts - held.dts >= duration_to_ticks(MAX_AUDIO_PES_DURATION))
+        {
+            self.flush_audio()?;
+        }
+        if unit.data.len() >= MAX_AUDIO_PES_PAYLOAD {
+            return self.write(Track::Audio, unit.pts, unit.dts, true, unit.data);
+        }
+        let held = &mut self.held_audio;
+        if held.data.is_empty() {
+            held.pts = unit.pts;
+            held.dts = unit.dts;
+        }
+        held.data.extend_from_slice(unit.data);
+        Ok(())
+    }
+
+    /// Writes the held audio frames, if any, as one PES packet.
+    fn flush_audio(&mut self) -> Result<(), MuxError> {
+        if self.held_audio.data.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.held_audio.data);
+        let written =
+            self.write(Track::Audio, self.held_audio.pts, self.held_audio.dts, true, &data);
+        self.held_audio.data = data;
+        self.held_audio.data.clear();
+        written
+    }
+
+    /// [`Segmenter::flush_audio`] where the segment closes whatever happens: the muxer fails
+    /// only on a timestamp or a payload it masks or bounds itself (`ts_mux`), and were it to,
+    /// the held frames would be lost, not the segment.
+    fn flush_audio_before_close(&mut self) {
+        if self.flush_audio().is_err() {
+            self.held_audio.data.clear();
+        }
+    }
+
+    /// Writes one PES packet into the open segment, with the PCR-only packets that keep the
+    /// PCR interval before it.
+    fn write(
+        &mut self,
+        track: Track,
+        pts: i64,
+        dts: i64,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), MuxError> {
         let pcr_track = self.mux.pcr_track();
         let Some(open) = self.open.as_mut() else {
-            return Ok(Pushed::Dropped);
+            return Ok(());
         };
         // PCRs never go backwards (the other track's timestamps may run slightly ahead) and
         // never leave a gap longer than the interval.
-        let pcr = self.last_pcr.map_or(unit.dts, |last| last.max(unit.dts));
+        let pcr = self.last_pcr.map_or(dts, |last| last.max(dts));
         let fill = self.last_pcr.map_or(0, |last| {
             ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
         });
-        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(unit.data.len()));
+        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(data.len()));
         if let Some(mut last) = self.last_pcr {
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
@@ -214,23 +310,22 @@ impl Segmenter {
             }
             self.last_pcr = Some(last);
         }
-        let carries_pcr = unit.track == pcr_track;
+        let carries_pcr = track == pcr_track;
         if carries_pcr {
             self.last_pcr = Some(pcr);
         }
         let timing = PesTiming {
-            pts: unit.pts.max(unit.dts) + MUX_DELAY_TICKS,
-            dts: unit.dts + MUX_DELAY_TICKS,
+            pts: pts.max(dts) + MUX_DELAY_TICKS,
+            dts: dts + MUX_DELAY_TICKS,
             pcr: carries_pcr.then_some(pcr),
         };
-        let random_access = unit.keyframe && unit.track == Track::Video;
-        self.mux.write_pes(unit.track, timing, random_access, unit.data, &mut open.data)?;
-        open.end = open.end.max(unit.dts + unit.duration.max(0));
-        Ok(Pushed::Written(finished))
+        let random_access = keyframe && track == Track::Video;
+        self.mux.write_pes(track, timing, random_access, data, &mut open.data)
     }
 
     /// Ends the stream: returns the open segment, if any.
     pub fn finish(&mut self) -> Option<Segment> {
+        self.flush_audio_before_close();
         self.open.take().map(close)
     }
 
@@ -421,6 +516,94 @@ mod tests {
         assert_eq!(ended.duration.as_millis(), 66);
         s.push(video(6000, true)).unwrap();
         assert!(s.finish().unwrap().discontinuity);
+    }
+
+    /// The audio PES packets of `segment`: (PTS without the mux delay, payload).
+    fn audio_pes(segment: &Segment) -> Vec<(i64, Vec<u8>)> {
+        use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+        use mpeg2ts::ts::TsPacketReader;
+        let mut reader = PesPacketReader::new(TsPacketReader::new(&segment.data[..]));
+        let mut found = Vec::new();
+        while let Some(pes) = reader.read_pes_packet().unwrap() {
+            if pes.header.stream_id.as_u8() == mpeg2ts::es::StreamId::AUDIO_MIN {
+                let pts = pes.header.pts.unwrap().as_u64() as i64 - MUX_DELAY_TICKS;
+                found.push((pts, pes.data));
+            }
+        }
+        found
+    }
+
+    fn audio_frame(dts: i64, data: &[u8]) -> AccessUnit<'_> {
+        AccessUnit { data, ..audio(dts) }
+    }
+
+    #[test]
+    fn audio_frames_share_pes_packets_up_to_the_byte_limit() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, Some(AudioStream::Adts));
+        s.push(video(0, true)).unwrap();
+        // 348-byte frames (AAC at 128 kbit/s, 48 kHz): eight fit in 2,930 bytes.
+        let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 348]).collect();
+        for (i, frame) in frames.iter().enumerate() {
+            s.push(audio_frame(i as i64 * 1920, frame)).unwrap();
+        }
+        let pes = audio_pes(&s.finish().unwrap());
+        let sizes: Vec<usize> = pes.iter().map(|(_, data)| data.len()).collect();
+        assert_eq!(sizes, [8 * 348, 8 * 348, 4 * 348], "the last ones written at the end");
+        let starts: Vec<i64> = pes.iter().map(|(pts, _)| *pts).collect();
+        assert_eq!(starts, [0, 8 * 1920, 16 * 1920], "each PES has its first frame's PTS");
+        let bytes: Vec<u8> = pes.into_iter().flat_map(|(_, data)| data).collect();
+        assert_eq!(bytes, frames.concat(), "every byte, in order");
+    }
+
+    #[test]
+    fn audio_is_held_at_most_the_duration_limit_and_large_frames_go_alone() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(false, Some(AudioStream::Adts));
+        // Small frames (a low bitrate) every 1920 ticks: the 200 ms limit (18,000 ticks)
+        // cuts before the byte limit, after ten frames.
+        for i in 0..12 {
+            s.push(audio_frame(i * 1920, &[1; 40])).unwrap();
+        }
+        let big = vec![2; MAX_AUDIO_PES_PAYLOAD];
+        s.push(audio_frame(12 * 1920, &big)).unwrap();
+        s.push(audio_frame(13 * 1920, &[3; 40])).unwrap();
+        let pes = audio_pes(&s.finish().unwrap());
+        let shape: Vec<(i64, usize)> =
+            pes.iter().map(|(pts, data)| (*pts / 1920, data.len())).collect();
+        assert_eq!(shape, [(0, 400), (10, 80), (12, MAX_AUDIO_PES_PAYLOAD), (13, 40)]);
+    }
+
+    #[test]
+    fn held_audio_goes_into_the_segment_it_belongs_to() {
+        for with_video in [true, false] {
+            let mut s = Segmenter::new(Duration::from_secs(2));
+            s.set_tracks(with_video, Some(AudioStream::Adts));
+            let mut segments = Vec::new();
+            let mut pushed_before_cut = Vec::new();
+            for frame in 0..150 {
+                let dts = frame * 1920;
+                if with_video && frame % 25 == 0 {
+                    // Keyframes every 48,000 ticks: cuts at 192,000 (frame 100).
+                    if let Pushed::Written(Some(seg)) = s.push(video(dts, true)).unwrap() {
+                        segments.push(seg);
+                    }
+                }
+                if let Pushed::Written(Some(seg)) = s.push(audio_frame(dts, &[7; 100])).unwrap() {
+                    segments.push(seg);
+                }
+                if segments.is_empty() {
+                    pushed_before_cut.push(frame);
+                }
+            }
+            segments.extend(s.finish());
+            let first: usize = audio_pes(&segments[0]).iter().map(|(_, d)| d.len()).sum();
+            let all: usize = segments.iter().flat_map(audio_pes).map(|(_, d)| d.len()).sum();
+            // Frames pushed before the cut (by a keyframe, or for audio-only by the frame
+            // that starts the next segment) are all in the first segment.
+            assert_eq!(first, pushed_before_cut.len() * 100, "video: {with_video}");
+            assert_eq!(all, 150 * 100, "video: {with_video}");
+        }
     }
 
     #[test]
