@@ -25,6 +25,7 @@ use crate::segment_files::MemfdSegment;
 use crate::sendfile::{SendfileBody, SendfileQueue};
 
 pub mod api;
+mod idle;
 pub mod metrics;
 pub mod segment_files;
 pub mod sendfile;
@@ -64,7 +65,9 @@ pub fn router(store: Arc<StreamStore>, max_viewers: usize) -> Router {
         .route("/hls/{name}/{file}", get(hls).options(preflight))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { StatusCode::NOT_FOUND })
-        .layer(axum::middleware::map_response(allow_any_origin))
+        // tower's layer, not axum's `middleware::map_response`, which boxes a future per
+        // request.
+        .layer(tower::util::MapResponseLayer::new(allow_any_origin))
         .with_state(Hls { store, max_viewers })
 }
 
@@ -141,7 +144,7 @@ async fn preflight() -> impl IntoResponse {
     )
 }
 
-async fn allow_any_origin(mut response: Response) -> Response {
+fn allow_any_origin(mut response: Response) -> Response {
     response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }

@@ -1,10 +1,14 @@
 //! The HTTP side's Prometheus metrics: requests by kind (playlist, segment, api, metrics,
-//! other) and status, and response bytes by kind. Counted by a middleware around every
-//! route, from the response's exact body size (bodies are whole `Bytes`, never streamed).
+//! other) and status, and response bytes by kind. Counted by a layer around every route,
+//! from the response's exact body size (every body's size is known before it is sent).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http_body::Body as _;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -81,7 +85,32 @@ impl HttpMetrics {
 
     /// `router` with every request counted here.
     pub fn count(&self, router: Router) -> Router {
-        router.layer(axum::middleware::from_fn_with_state(self.clone(), track))
+        router.layer(CountLayer(Arc::new(self.clone())))
+    }
+
+    /// Counts one answered request.
+    fn record(&self, kind: &'static str, response: &Response) {
+        let status = response.status().as_u16();
+        let bytes = response.body().size_hint().exact();
+        // The two answers a live stream's viewers get all the time are counted without a
+        // family lookup (a lock and a hash each).
+        let hot = match (kind, status) {
+            ("playlist", 200) => Some(&self.hot.playlist_ok),
+            ("segment", 200) => Some(&self.hot.segment_ok),
+            _ => None,
+        };
+        match hot {
+            Some((requests, sent)) => {
+                requests.inc();
+                sent.inc_by(bytes.unwrap_or(0));
+            }
+            None => {
+                self.requests.get_or_create(&RequestLabels { kind, status }).inc();
+                if let Some(bytes) = bytes {
+                    self.bytes.get_or_create(&KindLabel { kind }).inc_by(bytes);
+                }
+            }
+        }
     }
 }
 
@@ -104,31 +133,68 @@ fn kind(path: &str) -> &'static str {
     }
 }
 
-async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let kind = kind(request.uri().path());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let bytes = response.body().size_hint().exact();
-    // The two answers a live stream's viewers get all the time are counted without a
-    // family lookup (a lock and a hash each).
-    let hot = match (kind, status) {
-        ("playlist", 200) => Some(&metrics.hot.playlist_ok),
-        ("segment", 200) => Some(&metrics.hot.segment_ok),
-        _ => None,
-    };
-    match hot {
-        Some((requests, sent)) => {
-            requests.inc();
-            sent.inc_by(bytes.unwrap_or(0));
-        }
-        None => {
-            metrics.requests.get_or_create(&RequestLabels { kind, status }).inc();
-            if let Some(bytes) = bytes {
-                metrics.bytes.get_or_create(&KindLabel { kind }).inc_by(bytes);
-            }
-        }
+/// Counts the requests of the service it wraps. A tower layer of its own rather than
+/// `axum::middleware::from_fn`, which boxes a future and clones the inner service per
+/// request.
+#[derive(Debug, Clone)]
+struct CountLayer(Arc<HttpMetrics>);
+
+impl<S> tower::Layer<S> for CountLayer {
+    type Service = Count<S>;
+
+    fn layer(&self, inner: S) -> Count<S> {
+        Count { inner, metrics: Arc::clone(&self.0) }
     }
-    response
+}
+
+#[derive(Debug, Clone)]
+struct Count<S> {
+    inner: S,
+    metrics: Arc<HttpMetrics>,
+}
+
+impl<S> tower::Service<Request> for Count<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Counting<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let kind = kind(request.uri().path());
+        Counting { inner: self.inner.call(request), kind, metrics: Arc::clone(&self.metrics) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way, counted when it is ready.
+    struct Counting<F> {
+        #[pin]
+        inner: F,
+        kind: &'static str,
+        metrics: Arc<HttpMetrics>,
+    }
+}
+
+impl<F, E> Future for Counting<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            this.metrics.record(this.kind, response);
+        }
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
+use crate::idle::IdleTimeout;
 use crate::sendfile::SendfileStream;
 
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
@@ -92,9 +92,7 @@ pub async fn serve_router(
         };
         let _ = socket.set_nodelay(true);
         let (stream, sendfile) = SendfileStream::new(socket);
-        let mut io = TimeoutStream::new(stream);
-        io.set_read_timeout(Some(limits.idle_timeout));
-        io.set_write_timeout(Some(limits.idle_timeout));
+        let io = IdleTimeout::new(stream, limits.idle_timeout);
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(crate::ClientAddr(peer));
