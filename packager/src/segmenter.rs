@@ -260,7 +260,7 @@ impl Segmenter {
         Ok(())
     }
 
-    /// Writes the held audio frames, if any, as one PES packet.
+    /// Writes the held audio frames, if any, as one PES packet; they are let go either way.
     fn flush_audio(&mut self) -> Result<(), MuxError> {
         if self.held_audio.data.is_empty() {
             return Ok(());
@@ -277,9 +277,7 @@ impl Segmenter {
     /// only on a timestamp or a payload it masks or bounds itself (`ts_mux`), and were it to,
     /// the held frames would be lost, not the segment.
     fn flush_audio_before_close(&mut self) {
-        if self.flush_audio().is_err() {
-            self.held_audio.data.clear();
-        }
+        let _ = self.flush_audio();
     }
 
     /// Writes one PES packet into the open segment, with the PCR-only packets that keep the
