@@ -116,6 +116,24 @@ def busy_cores(seconds):
     return (busy() - start) / os.sysconf("SC_CLK_TCK") / seconds
 
 
+def tree_cpu_seconds(pid):
+    """utime+stime of `pid` and its direct children (Nginx's workers), in seconds."""
+    def ticks(stat_path):
+        try:
+            text = open(stat_path).read()
+        except OSError:  # the process ended between the listing and the read
+            return None, 0
+        fields = text[text.rindex(")") + 2:].split()
+        return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime + stime
+    total = ticks(f"/proc/{pid}/stat")[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            ppid, cpu = ticks(f"/proc/{entry}/stat")
+            if ppid == pid:
+                total += cpu
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_quiet():
     """Waits (up to QUIET_WAIT) until other work on the machine (a build, say) is over, so it
     does not land in a ramp's figures; goes on regardless after that, and says so."""
@@ -312,21 +330,27 @@ def live_segment(playlist_url):
     sys.exit(f"{playlist_url} never listed {WRK_MIN_SEGMENTS} segments")
 
 
-def wrk(url):
+def wrk(url, server_pid):
+    """wrk's requests/s on `url`, non-2xx count, socket errors, and the server's CPU
+    microseconds per request over the run (its process tree's CPU over wrk's request count)."""
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", url]
+    cpu_before = tree_cpu_seconds(server_pid)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if found is None:
+    requests = re.search(r"(\d+) requests in", out)
+    if found is None or requests is None:
         sys.exit(f"wrk printed no Requests/sec for {url}:\n{out}")
     rate = float(found.group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return rate, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
+    cpu_us = cpu * 1e6 / max(int(requests.group(1)), 1)
+    return rate, int(bad.group(1)) if bad else 0, errors.group(1) if errors else "", cpu_us
 
 
-def delivery(args, nginx_streams, rtmp_hls_streams):
-    """wrk on a live playlist and on a segment of each server, alternating, while one
-    publisher streams to each."""
+def delivery(args, nginx_streams, rtmp_hls_streams, pids):
+    """wrk on a live playlist and on a segment of each server (`pids`: label -> server pid),
+    alternating, while one publisher streams to each."""
     targets = {
         "nginx-rtmp": (NGINX_PORTS, nginx_streams, "http://127.0.0.1:{port}/hls/{name}.m3u8"),
         "rtmp-hls": (RTMP_HLS_PORTS, rtmp_hls_streams, "http://127.0.0.1:{port}/hls/{name}/index.m3u8"),
@@ -341,7 +365,8 @@ def delivery(args, nginx_streams, rtmp_hls_streams):
                "--publishers", "1", "--warmup", "0", "--duration", "3600", "--no-progress", "--label", label]
         publishers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls[label] = template.replace("{port}", str(http)).replace("{name}", stream[0])
-    results = {label: {"playlist": [], "segment": [], "non_2xx": 0, "socket_errors": []} for label in targets}
+    results = {label: {"playlist": [], "segment": [], "playlist_cpu_us": [], "segment_cpu_us": [],
+                       "non_2xx": 0, "socket_errors": []} for label in targets}
     try:
         for label, url in urls.items():
             live_segment(url)
@@ -350,12 +375,14 @@ def delivery(args, nginx_streams, rtmp_hls_streams):
             for kind in ("playlist", "segment"):
                 for label in order:
                     url = urls[label] if kind == "playlist" else live_segment(urls[label])
-                    rate, bad, errors = wrk(url)
+                    rate, bad, errors, cpu_us = wrk(url, pids[label])
                     results[label][kind].append(rate)
+                    results[label][f"{kind}_cpu_us"].append(cpu_us)
                     results[label]["non_2xx"] += bad
                     if errors:
                         results[label]["socket_errors"].append(errors)
-                    log(f"wrk {label} {kind}: {rate:,.0f} req/s" + (f", {bad} non-2xx" if bad else ""))
+                    log(f"wrk {label} {kind}: {rate:,.0f} req/s, server {cpu_us:,.1f} us of CPU per request"
+                        + (f", {bad} non-2xx" if bad else ""))
     finally:
         for p in publishers:
             p.terminate()
@@ -604,27 +631,39 @@ def markdown(reports, rounds, wrk_results, info, args, started):
                          f"{r['rtmp-hls']['max_publishers_held'] or 0} |")
         lines.append("")
 
-    rate = {label: {k: med(v[k]) for k in ("playlist", "segment")} for label, v in wrk_results.items()}
+    kinds = ("playlist", "segment", "playlist_cpu_us", "segment_cpu_us")
+    rate = {label: {k: med(v[k]) for k in kinds} for label, v in wrk_results.items()}
     lines += [
         f"HLS delivery with wrk ({WRK_THREADS} thread, {WRK_CONNECTIONS} keep-alive connections, "
         f"{WRK_SECONDS} s per run, median of {args.wrk_rounds} runs per server, the servers alternating; "
         "one publisher live on each): rtmp-hls serves playlists from its heap and segments from "
         "its memory files with sendfile, Nginx serves the files on tmpfs with sendfile.",
         "",
-        "| requests/s | Nginx-RTMP | rtmp-hls | ratio rtmp-hls / Nginx |",
+        "| | Nginx-RTMP | rtmp-hls | ratio |",
         "|---|---|---|---|",
     ]
     for kind, what in (("playlist", "live playlist (.m3u8)"), ("segment", "newest segment (.ts)")):
         a, b = rate["nginx-rtmp"][kind], rate["rtmp-hls"][kind]
-        lines.append(f"| {what} | {fmt(a, 0)} | {fmt(b, 0)} | {fmt(ratio(b, a), 2)}x |")
+        lines.append(f"| {what}: requests/s | {fmt(a, 0)} | {fmt(b, 0)} | {fmt(ratio(b, a), 2)}x (rtmp-hls / Nginx) |")
+        a, b = rate["nginx-rtmp"][f"{kind}_cpu_us"], rate["rtmp-hls"][f"{kind}_cpu_us"]
+        lines.append(f"| {what}: server CPU µs per request | {fmt(a, 1)} | {fmt(b, 1)} | {fmt(ratio(a, b), 2)}x (Nginx / rtmp-hls) |")
+    lines += [
+        "",
+        "wrk runs on the same two cores as the server and keeps one of them busy, so requests/s "
+        "is shared between the server and wrk; the server's CPU per request (its process tree's "
+        "CPU over the run divided by wrk's request count) is what a server with remote viewers "
+        "would pay per request.",
+    ]
     for label, r in wrk_results.items():
         if r["non_2xx"] or r["socket_errors"]:
             lines.append(f"\n{label}: {r['non_2xx']} non-2xx responses, socket errors: "
                          f"{'; '.join(r['socket_errors']) or 'none'}.")
     lines += ["", "Every run of each:", ""]
     for label, r in wrk_results.items():
-        lines.append(f"- {label}: playlist {', '.join(f'{x:,.0f}' for x in r['playlist'])}; "
-                     f"segment {', '.join(f'{x:,.0f}' for x in r['segment'])}")
+        lines.append(f"- {label}: playlist {', '.join(f'{x:,.0f}' for x in r['playlist'])} req/s "
+                     f"({', '.join(f'{x:,.1f}' for x in r.get('playlist_cpu_us', []))} µs per request); "
+                     f"segment {', '.join(f'{x:,.0f}' for x in r['segment'])} req/s "
+                     f"({', '.join(f'{x:,.1f}' for x in r.get('segment_cpu_us', []))} µs per request)")
 
     others = [s.get("other_cores") for r in reports.values() for s in r["steps"]]
     others = [o for o in others if o is not None]
@@ -736,7 +775,8 @@ def main():
     procs = [start_nginx(), start_rtmp_hls()]
     try:
         wait_quiet()
-        wrk_results = delivery(args, ("wrk-0", "wrk-0"), streams[-1])
+        pids = {"nginx-rtmp": procs[0].pid, "rtmp-hls": procs[1].pid}
+        wrk_results = delivery(args, ("wrk-0", "wrk-0"), streams[-1], pids)
     finally:
         stop(procs)
 
