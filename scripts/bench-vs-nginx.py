@@ -125,6 +125,8 @@ def tree_cpu_seconds(pid):
             return None, 0
         fields = text[text.rindex(")") + 2:].split()
         return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime + stime
+    if not os.path.exists(f"/proc/{pid}"):
+        sys.exit(f"the server (pid {pid}) is gone")
     total = ticks(f"/proc/{pid}/stat")[1]
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != pid:
@@ -632,7 +634,7 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         lines.append("")
 
     kinds = ("playlist", "segment", "playlist_cpu_us", "segment_cpu_us")
-    rate = {label: {k: med(v[k]) for k in kinds} for label, v in wrk_results.items()}
+    rate = {label: {k: med(v.get(k, [])) for k in kinds} for label, v in wrk_results.items()}
     lines += [
         f"HLS delivery with wrk ({WRK_THREADS} thread, {WRK_CONNECTIONS} keep-alive connections, "
         f"{WRK_SECONDS} s per run, median of {args.wrk_rounds} runs per server, the servers alternating; "

@@ -110,7 +110,7 @@ pub async fn serve_router(
         };
         connections.spawn(async move {
             let _permit = permit;
-            if let Err(e) = builder.serve_connection(TokioIo::new(Box::pin(io)), service).await {
+            if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
                 debug!(%peer, error = %e, "HTTP connection ended");
             }
         });

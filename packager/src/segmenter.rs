@@ -38,9 +38,10 @@ const MAX_PCR_FILL: i64 = 200;
 /// Audio frames share one PES packet up to this many payload bytes (ffmpeg's default
 /// `pes_payload_size`); a larger frame gets a PES of its own.
 pub const MAX_AUDIO_PES_PAYLOAD: usize = 2_930;
-/// And up to this much media time: a held frame is written this much after frames of the
-/// other track with later timestamps, well within [`MUX_DELAY_TICKS`] (its PTS still leads
-/// the PCR), and low-bitrate audio does not wait long for the byte limit.
+/// And up to this much media time, of either track: a held frame is written at most this
+/// much after frames of the other track with later timestamps (so after PCRs up to this much
+/// later), well within [`MUX_DELAY_TICKS`] (its PTS still leads the PCR), and low-bitrate
+/// audio does not wait long for the byte limit.
 pub const MAX_AUDIO_PES_DURATION: Duration = Duration::from_millis(200);
 
 /// Bytes in a TS packet.
@@ -211,7 +212,7 @@ impl Segmenter {
                 && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
                     || open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
-                self.flush_audio()?;
+                self.flush_audio_before_close();
                 finished = self.open.take().map(|o| close_at(o, unit.dts));
                 self.last_len = finished.as_ref().map_or(self.last_len, |s| s.data.len());
                 self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
@@ -230,6 +231,13 @@ impl Segmenter {
         if unit.track == Track::Audio {
             self.hold_audio(&unit)?;
         } else {
+            // The PCR follows the video: audio held longer than the limit in video time (a
+            // gap in the audio) would eat into its PTS's lead over the PCR.
+            if !self.held_audio.data.is_empty()
+                && unit.dts - self.held_audio.dts >= duration_to_ticks(MAX_AUDIO_PES_DURATION)
+            {
+                self.flush_audio()?;
+            }
             self.write(unit.track, unit.pts, unit.dts, unit.keyframe, unit.data)?;
         }
         if let Some(open) = self.open.as_mut() {
@@ -570,6 +578,34 @@ mod tests {
         let shape: Vec<(i64, usize)> =
             pes.iter().map(|(pts, data)| (*pts / 1920, data.len())).collect();
         assert_eq!(shape, [(0, 400), (10, 80), (12, MAX_AUDIO_PES_PAYLOAD), (13, 40)]);
+    }
+
+    #[test]
+    fn audio_is_not_held_longer_than_the_limit_in_video_time() {
+        use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, Some(AudioStream::Adts));
+        s.push(video(0, true)).unwrap();
+        s.push(audio_frame(0, &[5; 300])).unwrap();
+        // Then video only (the audio pauses) for a second.
+        for frame in 1..30 {
+            s.push(video(frame * 3000, false)).unwrap();
+        }
+        let segment = s.finish().unwrap();
+        // The PES starts in byte order: the audio must come before the first video frame
+        // 200 ms (18,000 ticks) after it.
+        let mut reader = TsPacketReader::new(&segment.data[..]);
+        let mut starts = Vec::new();
+        while let Some(packet) = reader.read_ts_packet().unwrap() {
+            if let Some(TsPayload::PesStart(pes)) = packet.payload {
+                let pts = pes.header.pts.unwrap().as_u64() as i64 - MUX_DELAY_TICKS;
+                starts
+                    .push((pes.header.stream_id.as_u8() == mpeg2ts::es::StreamId::AUDIO_MIN, pts));
+            }
+        }
+        let audio_at = starts.iter().position(|&(audio, _)| audio).unwrap();
+        assert_eq!(starts[audio_at].1, 0);
+        assert_eq!(starts[audio_at + 1], (false, 18_000), "{starts:?}");
     }
 
     #[test]
