@@ -228,16 +228,16 @@ impl Segmenter {
             }
             self.open_segment(unit.dts, true)?;
         }
+        // Held audio goes out once either track has moved the limit past it: the PCR follows
+        // the video, so a gap in the audio must not eat into the held frames' PTS lead.
+        if !self.held_audio.data.is_empty()
+            && unit.dts - self.held_audio.dts >= duration_to_ticks(MAX_AUDIO_PES_DURATION)
+        {
+            self.flush_audio()?;
+        }
         if unit.track == Track::Audio {
             self.hold_audio(&unit)?;
         } else {
-            // The PCR follows the video: audio held longer than the limit in video time (a
-            // gap in the audio) would eat into its PTS's lead over the PCR.
-            if !self.held_audio.data.is_empty()
-                && unit.dts - self.held_audio.dts >= duration_to_ticks(MAX_AUDIO_PES_DURATION)
-            {
-                self.flush_audio()?;
-            }
             self.write(unit.track, unit.pts, unit.dts, unit.keyframe, unit.data)?;
         }
         if let Some(open) = self.open.as_mut() {
@@ -247,13 +247,9 @@ impl Segmenter {
     }
 
     /// Adds an audio frame to the held ones, writing those first when it would not fit
-    /// within [`MAX_AUDIO_PES_PAYLOAD`] and [`MAX_AUDIO_PES_DURATION`] with them.
+    /// within [`MAX_AUDIO_PES_PAYLOAD`] with them ([`Segmenter::push`] keeps the duration).
     fn hold_audio(&mut self, unit: &AccessUnit<'_>) -> Result<(), MuxError> {
-        let held = &self.held_audio;
-        if !held.data.is_empty()
-            && (held.data.len() + unit.data.len() > MAX_AUDIO_PES_PAYLOAD
-                || unit.dts - held.dts >= duration_to_ticks(MAX_AUDIO_PES_DURATION))
-        {
+        if self.held_audio.data.len() + unit.data.len() > MAX_AUDIO_PES_PAYLOAD {
             self.flush_audio()?;
         }
         if unit.data.len() >= MAX_AUDIO_PES_PAYLOAD {
