@@ -34,8 +34,9 @@ pub fn avc(data: &[u8]) {
     let Some((&len, rest)) = data.split_first() else { return };
     let (record, nalus) = rest.split_at(usize::from(len).min(rest.len()));
     let Ok(config) = AvcConfig::parse(record) else { return };
-    let mut out = Vec::new();
-    if config.write_annex_b(nalus, &mut out).is_ok() {
+    let mut pieces = Vec::new();
+    if config.annex_b(nalus, &mut pieces).is_ok() {
+        let out = pieces.concat();
         assert_eq!(&out[..6], &[0, 0, 0, 1, 9, 0xf0], "no access unit delimiter first");
         let bound = 6 + 2 * record.len() + 4 * record.len() + nalus.len() + 4 * nalus.len();
         assert!(out.len() <= bound, "{} bytes out of {} in", out.len(), data.len());

@@ -75,19 +75,24 @@ impl AvcConfig {
         format!("avc1.{:02x}{:02x}{:02x}", self.profile, self.compatibility, self.level)
     }
 
-    /// Appends one access unit in Annex B form to `out`: an access unit delimiter, then SPS
-    /// and PPS when the unit holds an IDR slice but no SPS of its own, then every NAL unit of
-    /// `nalus` except delimiters. On error `out` may hold a partial unit; the caller discards it.
-    pub fn write_annex_b(&self, nalus: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
-        out.extend_from_slice(&AUD);
+    /// Appends one access unit in Annex B form to `pieces`, as pieces to be written back to
+    /// back (the NAL units are borrowed from `nalus`, not copied): an access unit delimiter,
+    /// then SPS and PPS when the unit holds an IDR slice but no SPS of its own, then every NAL
+    /// unit of `nalus` except delimiters, each after a start code. On error `pieces` may hold
+    /// a partial unit; the caller discards it.
+    pub fn annex_b<'a>(
+        &'a self,
+        nalus: &'a [u8],
+        pieces: &mut Vec<&'a [u8]>,
+    ) -> Result<(), Malformed> {
+        pieces.push(&AUD);
         let (has_idr, has_sps) = self.scan(nalus)?;
         if has_idr && !has_sps {
-            out.extend_from_slice(&self.parameter_sets);
+            pieces.push(&self.parameter_sets);
         }
         self.for_each_nalu(nalus, |nalu| {
             if nalu[0] & 0x1f != NAL_AUD {
-                out.extend_from_slice(&START_CODE);
-                out.extend_from_slice(nalu);
+                pieces.extend([&START_CODE[..], nalu]);
             }
         })
     }
@@ -104,7 +109,11 @@ impl AvcConfig {
     }
 
     /// Calls `f` with each non-empty NAL unit.
-    fn for_each_nalu(&self, nalus: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), Malformed> {
+    fn for_each_nalu<'a>(
+        &self,
+        nalus: &'a [u8],
+        mut f: impl FnMut(&'a [u8]),
+    ) -> Result<(), Malformed> {
         let mut offset = 0;
         while offset < nalus.len() {
             let prefix_end = offset + self.nalu_length_size;
@@ -184,13 +193,19 @@ mod tests {
         }
     }
 
+    /// The unit `annex_b` writes, joined.
+    fn annex_b(cfg: &AvcConfig, nalus: &[u8]) -> Result<Vec<u8>, Malformed> {
+        let mut pieces = Vec::new();
+        cfg.annex_b(nalus, &mut pieces)?;
+        Ok(pieces.concat())
+    }
+
     #[test]
     fn idr_gets_aud_and_parameter_sets() {
         let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
         // An AUD from the encoder (dropped), then an IDR slice.
         let nalus = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
-        let mut out = Vec::new();
-        cfg.write_annex_b(&nalus, &mut out).unwrap();
+        let out = annex_b(&cfg, &nalus).unwrap();
         let mut expected = AUD.to_vec();
         expected.extend_from_slice(&cfg.parameter_sets);
         expected.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
@@ -200,8 +215,7 @@ mod tests {
     #[test]
     fn inter_frame_gets_only_aud() {
         let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
-        let mut out = Vec::new();
-        cfg.write_annex_b(&[0, 0, 0, 2, 0x41, 0x9a], &mut out).unwrap();
+        let out = annex_b(&cfg, &[0, 0, 0, 2, 0x41, 0x9a]).unwrap();
         assert_eq!(out, [0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x41, 0x9a]);
     }
 
@@ -209,21 +223,19 @@ mod tests {
     fn idr_with_inband_sps_is_not_given_a_second_copy() {
         let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
         let nalus = [0, 0, 0, 2, 0x67, 0x64, 0, 0, 0, 2, 0x68, 0xeb, 0, 0, 0, 2, 0x65, 0x88];
-        let mut out = Vec::new();
-        cfg.write_annex_b(&nalus, &mut out).unwrap();
+        let out = annex_b(&cfg, &nalus).unwrap();
         assert_eq!(out.len(), AUD.len() + 3 * 6);
     }
 
     #[test]
     fn overrunning_length_prefix_is_malformed() {
         let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
-        let mut out = Vec::new();
         assert_eq!(
-            cfg.write_annex_b(&[0, 0, 0, 9, 0x65, 1], &mut out),
+            annex_b(&cfg, &[0, 0, 0, 9, 0x65, 1]),
             Err(Malformed::NaluOverrun { offset: 0, declared: 9, available: 2 })
         );
         assert_eq!(
-            cfg.write_annex_b(&[0, 0, 0, 1, 0x41, 0, 0], &mut out),
+            annex_b(&cfg, &[0, 0, 0, 1, 0x41, 0, 0]),
             Err(Malformed::NaluOverrun { offset: 5, declared: 4, available: 2 })
         );
     }

@@ -151,8 +151,6 @@ pub struct Remuxer {
     broken: bool,
     segmenter: Segmenter,
     ready: VecDeque<Segment>,
-    /// Reused buffer for the unit being converted.
-    scratch: Vec<u8>,
     /// The furthest input decode time reached on any track (for jump detection).
     position: Option<i64>,
     /// Output time = input time + `offset`; changes at each timeline break.
@@ -179,7 +177,6 @@ impl Remuxer {
             broken: false,
             segmenter: Segmenter::new(config.target_duration),
             ready: VecDeque::with_capacity(2),
-            scratch: Vec::new(),
             position: None,
             offset: 0,
             written_end: 0,
@@ -265,9 +262,10 @@ impl Remuxer {
                 } else {
                     0
                 };
-                self.scratch.clear();
+                // Start codes and NAL units go to the muxer as pieces, not joined first.
+                let mut pieces = Vec::new();
                 if let Some(avc) = &self.avc {
-                    avc.write_annex_b(nalus, &mut self.scratch)?;
+                    avc.annex_b(nalus, &mut pieces)?;
                 }
                 let unit = AccessUnit {
                     track: Track::Video,
@@ -275,7 +273,7 @@ impl Remuxer {
                     dts,
                     duration: self.video_frame_ticks,
                     keyframe,
-                    data: &self.scratch,
+                    data: &pieces,
                 };
                 self.written_end = self.written_end.max(dts + unit.duration);
                 let pushed = self.segmenter.push(unit);
@@ -318,18 +316,18 @@ impl Remuxer {
             self.stats.frames_dropped += 1;
             return Ok(());
         };
-        self.scratch.clear();
-        if let Some(AudioConfig::Aac(aac)) = &self.audio {
-            self.scratch.extend_from_slice(&aac.adts_header(raw.len())?);
-        }
-        self.scratch.extend_from_slice(raw);
+        let adts_header = match &self.audio {
+            Some(AudioConfig::Aac(aac)) => Some(aac.adts_header(raw.len())?),
+            _ => None,
+        };
+        let header: &[u8] = adts_header.as_ref().map_or(&[], |header| &header[..]);
         let unit = AccessUnit {
             track: Track::Audio,
             pts: dts,
             dts,
             duration,
             keyframe: true,
-            data: &self.scratch,
+            data: &[header, raw],
         };
         self.written_end = self.written_end.max(dts + duration);
         let pushed = self.segmenter.push(unit);

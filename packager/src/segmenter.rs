@@ -62,8 +62,20 @@ pub struct AccessUnit<'a> {
     pub duration: i64,
     /// Whether decoding can start here.
     pub keyframe: bool,
-    /// The elementary stream bytes (Annex B or ADTS).
-    pub data: &'a [u8],
+    /// The elementary stream bytes (Annex B or ADTS), in pieces to be written back to back.
+    pub data: &'a [&'a [u8]],
+}
+
+impl AccessUnit<'_> {
+    /// Its length in bytes, all pieces together.
+    pub fn len(&self) -> usize {
+        self.data.iter().map(|piece| piece.len()).sum()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.data.iter().all(|piece| piece.is_empty())
+    }
 }
 
 /// A finished segment.
@@ -249,10 +261,11 @@ impl Segmenter {
     /// Adds an audio frame to the held ones, writing those first when it would not fit
     /// within [`MAX_AUDIO_PES_PAYLOAD`] with them ([`Segmenter::push`] keeps the duration).
     fn hold_audio(&mut self, unit: &AccessUnit<'_>) -> Result<(), MuxError> {
-        if self.held_audio.data.len() + unit.data.len() > MAX_AUDIO_PES_PAYLOAD {
+        let len = unit.len();
+        if self.held_audio.data.len() + len > MAX_AUDIO_PES_PAYLOAD {
             self.flush_audio()?;
         }
-        if unit.data.len() >= MAX_AUDIO_PES_PAYLOAD {
+        if len >= MAX_AUDIO_PES_PAYLOAD {
             return self.write(Track::Audio, unit.pts, unit.dts, true, unit.data);
         }
         let held = &mut self.held_audio;
@@ -260,7 +273,9 @@ impl Segmenter {
             held.pts = unit.pts;
             held.dts = unit.dts;
         }
-        held.data.extend_from_slice(unit.data);
+        for piece in unit.data {
+            held.data.extend_from_slice(piece);
+        }
         Ok(())
     }
 
@@ -271,7 +286,7 @@ impl Segmenter {
         }
         let data = std::mem::take(&mut self.held_audio.data);
         let written =
-            self.write(Track::Audio, self.held_audio.pts, self.held_audio.dts, true, &data);
+            self.write(Track::Audio, self.held_audio.pts, self.held_audio.dts, true, &[&data]);
         self.held_audio.data = data;
         self.held_audio.data.clear();
         written
@@ -292,9 +307,10 @@ impl Segmenter {
         pts: i64,
         dts: i64,
         keyframe: bool,
-        data: &[u8],
+        data: &[&[u8]],
     ) -> Result<(), MuxError> {
         let pcr_track = self.mux.pcr_track();
+        let data_len = data.iter().map(|piece| piece.len()).sum();
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
@@ -304,7 +320,7 @@ impl Segmenter {
         let fill = self.last_pcr.map_or(0, |last| {
             ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
         });
-        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(data.len()));
+        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len));
         if let Some(mut last) = self.last_pcr {
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
@@ -396,7 +412,14 @@ mod tests {
     use super::*;
 
     fn video(dts: i64, keyframe: bool) -> AccessUnit<'static> {
-        AccessUnit { track: Track::Video, pts: dts, dts, duration: 3000, keyframe, data: &[0; 10] }
+        AccessUnit {
+            track: Track::Video,
+            pts: dts,
+            dts,
+            duration: 3000,
+            keyframe,
+            data: &[&[0; 10]],
+        }
     }
 
     fn audio(dts: i64) -> AccessUnit<'static> {
@@ -406,7 +429,7 @@ mod tests {
             dts,
             duration: 1920,
             keyframe: true,
-            data: &[1; 10],
+            data: &[&[1; 10]],
         }
     }
 
@@ -461,7 +484,7 @@ mod tests {
         let mut segments = Vec::new();
         for frame in 0..=120 {
             let unit = AccessUnit {
-                data: if frame < 60 { &small } else { &big },
+                data: if frame < 60 { &[&small] } else { &[&big] },
                 ..video(frame * 3000, frame % 60 == 0)
             };
             if let Pushed::Written(Some(seg)) = s.push(unit).unwrap() {
@@ -535,7 +558,7 @@ mod tests {
         found
     }
 
-    fn audio_frame(dts: i64, data: &[u8]) -> AccessUnit<'_> {
+    fn audio_frame<'a>(dts: i64, data: &'a [&'a [u8]]) -> AccessUnit<'a> {
         AccessUnit { data, ..audio(dts) }
     }
 
@@ -547,7 +570,8 @@ mod tests {
         // 348-byte frames (AAC at 128 kbit/s, 48 kHz): eight fit in 2,930 bytes.
         let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 348]).collect();
         for (i, frame) in frames.iter().enumerate() {
-            s.push(audio_frame(i as i64 * 1920, frame)).unwrap();
+            // Each frame in two pieces, as the remuxer hands over an ADTS header and its payload.
+            s.push(audio_frame(i as i64 * 1920, &[&frame[..7], &frame[7..]])).unwrap();
         }
         let pes = audio_pes(&s.finish().unwrap());
         let sizes: Vec<usize> = pes.iter().map(|(_, data)| data.len()).collect();
@@ -565,11 +589,11 @@ mod tests {
         // Small frames (a low bitrate) every 1920 ticks: the 200 ms limit (18,000 ticks)
         // cuts before the byte limit, after ten frames.
         for i in 0..12 {
-            s.push(audio_frame(i * 1920, &[1; 40])).unwrap();
+            s.push(audio_frame(i * 1920, &[&[1; 40]])).unwrap();
         }
         let big = vec![2; MAX_AUDIO_PES_PAYLOAD];
-        s.push(audio_frame(12 * 1920, &big)).unwrap();
-        s.push(audio_frame(13 * 1920, &[3; 40])).unwrap();
+        s.push(audio_frame(12 * 1920, &[&big])).unwrap();
+        s.push(audio_frame(13 * 1920, &[&[3; 40]])).unwrap();
         let pes = audio_pes(&s.finish().unwrap());
         let shape: Vec<(i64, usize)> =
             pes.iter().map(|(pts, data)| (*pts / 1920, data.len())).collect();
@@ -582,7 +606,7 @@ mod tests {
         let mut s = Segmenter::new(Duration::from_secs(2));
         s.set_tracks(true, Some(AudioStream::Adts));
         s.push(video(0, true)).unwrap();
-        s.push(audio_frame(0, &[5; 300])).unwrap();
+        s.push(audio_frame(0, &[&[5; 300]])).unwrap();
         // Then video only (the audio pauses) for a second.
         for frame in 1..30 {
             s.push(video(frame * 3000, false)).unwrap();
@@ -619,7 +643,8 @@ mod tests {
                         segments.push(seg);
                     }
                 }
-                if let Pushed::Written(Some(seg)) = s.push(audio_frame(dts, &[7; 100])).unwrap() {
+                if let Pushed::Written(Some(seg)) = s.push(audio_frame(dts, &[&[7; 100]])).unwrap()
+                {
                     segments.push(seg);
                 }
                 if segments.is_empty() {

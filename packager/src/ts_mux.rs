@@ -162,16 +162,18 @@ impl TsMuxer {
         Ok(())
     }
 
-    /// Appends one PES packet holding `data` (one access unit) to `out`, split across as many
-    /// TS packets as it needs. `random_access` marks a keyframe in the adaptation field.
+    /// Appends one PES packet holding `data` (one access unit, its pieces back to back) to
+    /// `out`, split across as many TS packets as it needs. `random_access` marks a keyframe in
+    /// the adaptation field.
     pub fn write_pes(
         &mut self,
         track: Track,
         timing: PesTiming,
         random_access: bool,
-        data: &[u8],
+        data: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), MuxError> {
+        let data_len: usize = data.iter().map(|piece| piece.len()).sum();
         let pts = timing.pts & TIMESTAMP_MASK;
         let dts = timing.dts & TIMESTAMP_MASK;
         let with_dts = pts != dts;
@@ -190,7 +192,7 @@ impl TsMuxer {
         };
         let header_len = PES_HEADER_BASE_LEN + PES_TIMESTAMP_LEN * if with_dts { 2 } else { 1 };
         // PES_packet_length counts from after the field; 0 ("unbounded") is allowed for video.
-        let pes_packet_len = u16::try_from(header_len - 6 + data.len()).unwrap_or(0);
+        let pes_packet_len = u16::try_from(header_len - 6 + data_len).unwrap_or(0);
 
         let adaptation = (timing.pcr.is_some() || random_access).then(|| AdaptationField {
             discontinuity_indicator: false,
@@ -213,20 +215,23 @@ impl TsMuxer {
             Track::Video => &mut self.cc_video,
             Track::Audio => &mut self.cc_audio,
         };
-        let first_len = data.len().min(PACKET_PAYLOAD - af_len - header_len);
-        let (first, rest) = data.split_at(first_len);
-        out.reserve(pes_bytes_bound(rest.len()));
-        let mut writer = TsPacketWriter::new(&mut *out);
-        let pes = payload::Pes { header, pes_packet_len, data: payload::Bytes::new(first)? };
-        writer.write_ts_packet(&packet(pid_value, cc, adaptation, TsPayload::PesStart(pes))?)?;
-        let mut chunks = rest.chunks_exact(PACKET_PAYLOAD);
-        for chunk in &mut chunks {
-            write_full_continuation(pid_value, cc, chunk, out);
+        let first_len = data_len.min(PACKET_PAYLOAD - af_len - header_len);
+        let rest_len = data_len - first_len;
+        out.reserve(pes_bytes_bound(rest_len));
+        let mut pieces = Pieces::new(data);
+        let mut joined = [0; PACKET_PAYLOAD];
+        let first = payload::Bytes::new(pieces.take(first_len, &mut joined))?;
+        let pes = payload::Pes { header, pes_packet_len, data: first };
+        let start = packet(pid_value, cc, adaptation, TsPayload::PesStart(pes))?;
+        TsPacketWriter::new(&mut *out).write_ts_packet(&start)?;
+        for _ in 0..rest_len / PACKET_PAYLOAD {
+            write_full_continuation(pid_value, cc, pieces.take(PACKET_PAYLOAD, &mut joined), out);
         }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
+        let tail_len = rest_len % PACKET_PAYLOAD;
+        if tail_len > 0 {
             // A partial packet needs adaptation-field stuffing: left to the crate.
-            let body = TsPayload::PesContinuation(payload::Bytes::new(tail)?);
+            let tail = payload::Bytes::new(pieces.take(tail_len, &mut joined))?;
+            let body = TsPayload::PesContinuation(tail);
             TsPacketWriter::new(out).write_ts_packet(&packet(pid_value, cc, None, body)?)?;
         }
         Ok(())
@@ -290,6 +295,55 @@ const TS_PACKET_LEN: usize = 188;
 const SYNC_BYTE: u8 = 0x47;
 /// adaptation_field_control 01: payload only (ISO/IEC 13818-1 table 2-5).
 const PAYLOAD_ONLY: u8 = 0x10;
+
+/// A cursor over an access unit given in pieces (e.g. start codes and the NAL units of the
+/// FLV tag they precede), so the bytes go from where they are straight into TS packets.
+struct Pieces<'a> {
+    rest: &'a [&'a [u8]],
+    /// Bytes of `rest[0]` already taken.
+    at: usize,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(pieces: &'a [&'a [u8]]) -> Self {
+        Self { rest: pieces, at: 0 }
+    }
+
+    /// The next `n` bytes (`n` ≤ [`PACKET_PAYLOAD`], and no more than remain): borrowed from
+    /// the piece when it holds them all, else joined in `joined`.
+    fn take<'s>(&mut self, n: usize, joined: &'s mut [u8; PACKET_PAYLOAD]) -> &'s [u8]
+    where
+        'a: 's,
+    {
+        if let Some(piece) = self.rest.first()
+            && piece.len() - self.at >= n
+        {
+            let bytes = &piece[self.at..self.at + n];
+            self.advance(n);
+            return bytes;
+        }
+        let mut filled = 0;
+        while filled < n {
+            let Some(piece) = self.rest.first() else { break };
+            let count = (piece.len() - self.at).min(n - filled);
+            joined[filled..filled + count].copy_from_slice(&piece[self.at..self.at + count]);
+            filled += count;
+            self.advance(count);
+        }
+        &joined[..filled]
+    }
+
+    /// Moves past `n` bytes of the current piece, and past every piece used up.
+    fn advance(&mut self, n: usize) {
+        self.at += n;
+        while let Some(piece) = self.rest.first()
+            && self.at >= piece.len()
+        {
+            self.at -= piece.len();
+            self.rest = &self.rest[1..];
+        }
+    }
+}
 
 /// Appends a PES continuation packet whose payload fills the packet: a 4-byte header (no
 /// payload_unit_start, no adaptation field) and 184 bytes. This is most packets of a stream,
@@ -382,13 +436,15 @@ mod tests {
         for (i, &size) in sizes.iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
             let t = 90_000 + i as i64 * 3000;
-            mux.write_pes(Track::Video, timing(t + 6000, t, Some(t)), i == 0, &data, &mut out)
+            // Video in pieces cut across packet boundaries (with empty ones), audio whole.
+            let pieces = cut_into_pieces(&data, i);
+            mux.write_pes(Track::Video, timing(t + 6000, t, Some(t)), i == 0, &pieces, &mut out)
                 .unwrap();
             mux.write_pes(
                 Track::Audio,
                 timing(t, t, None),
                 false,
-                &data[..size.min(4000)],
+                &[&data[..size.min(4000)]],
                 &mut out,
             )
             .unwrap();
@@ -413,6 +469,41 @@ mod tests {
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(b) {
                 assert_eq!((x.1, x.2, &x.3), (y.1, y.2, &y.3));
+            }
+        }
+    }
+
+    /// `data` cut into pieces of varied lengths (1 byte to a few packets, and empty ones).
+    fn cut_into_pieces(data: &[u8], seed: usize) -> Vec<&[u8]> {
+        let lengths = [0, 4, 1, 183, 0, 185, 6, 367, 2, 90];
+        let mut pieces = Vec::new();
+        let mut rest = data;
+        for turn in seed.. {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, after) = rest.split_at(lengths[turn % lengths.len()].min(rest.len()));
+            pieces.push(piece);
+            rest = after;
+        }
+        pieces.push(&[]);
+        pieces
+    }
+
+    #[test]
+    fn pieces_write_the_same_packets_as_the_whole() {
+        for size in [0, 1, 170, 184, 185, 400, 5000] {
+            let data: Vec<u8> = (0..size).map(|b| (b * 11) as u8).collect();
+            for seed in 0..10 {
+                let whole = written_after_tables(|mux, out| {
+                    mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[&data], out)
+                        .unwrap();
+                });
+                let cut = written_after_tables(|mux, out| {
+                    let pieces = cut_into_pieces(&data, seed);
+                    mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &pieces, out).unwrap();
+                });
+                assert_eq!(whole, cut, "size {size}, seed {seed}");
             }
         }
     }
@@ -456,7 +547,8 @@ mod tests {
     fn continuity_counters_advance_per_pid() {
         let packets = written_after_tables(|mux, out| {
             for i in 0..40 {
-                mux.write_pes(Track::Video, timing(i, i, Some(i)), false, &[0; 400], out).unwrap();
+                mux.write_pes(Track::Video, timing(i, i, Some(i)), false, &[&[0; 400]], out)
+                    .unwrap();
             }
         });
         assert_eq!(packets.len(), 40 * 3);
@@ -468,9 +560,9 @@ mod tests {
     #[test]
     fn pcr_only_packet_keeps_the_continuity_counter() {
         let packets = written_after_tables(|mux, out| {
-            mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[1; 10], out).unwrap();
+            mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[&[1; 10]], out).unwrap();
             mux.write_pcr(Track::Video, 9000, out).unwrap();
-            mux.write_pes(Track::Video, timing(9000, 9000, Some(9000)), false, &[1; 10], out)
+            mux.write_pes(Track::Video, timing(9000, 9000, Some(9000)), false, &[&[1; 10]], out)
                 .unwrap();
         });
         let counters: Vec<u8> =
@@ -501,7 +593,7 @@ mod tests {
     fn pcr_and_timestamps_wrap_at_33_bits() {
         let t = (1i64 << 33) + 5;
         let packets = written_after_tables(|mux, out| {
-            mux.write_pes(Track::Video, timing(t, t, Some(t)), true, &[1, 2, 3], out).unwrap();
+            mux.write_pes(Track::Video, timing(t, t, Some(t)), true, &[&[1, 2, 3]], out).unwrap();
         });
         let p = &packets[0];
         let af = p.adaptation_field.clone().unwrap();
