@@ -263,7 +263,8 @@ impl Remuxer {
                     0
                 };
                 // Start codes and NAL units go to the muxer as pieces, not joined first.
-                let mut pieces = Vec::new();
+                // (An AUD, maybe SPS and PPS, then a start code and a slice or a few.)
+                let mut pieces = Vec::with_capacity(8);
                 if let Some(avc) = &self.avc {
                     avc.annex_b(nalus, &mut pieces)?;
                 }
@@ -320,15 +321,16 @@ impl Remuxer {
             Some(AudioConfig::Aac(aac)) => Some(aac.adts_header(raw.len())?),
             _ => None,
         };
-        let header: &[u8] = adts_header.as_ref().map_or(&[], |header| &header[..]);
-        let unit = AccessUnit {
-            track: Track::Audio,
-            pts: dts,
-            dts,
-            duration,
-            keyframe: true,
-            data: &[header, raw],
+        let with_header;
+        let data: &[&[u8]] = match &adts_header {
+            Some(header) => {
+                with_header = [&header[..], raw];
+                &with_header
+            }
+            None => std::slice::from_ref(&raw),
         };
+        let unit =
+            AccessUnit { track: Track::Audio, pts: dts, dts, duration, keyframe: true, data };
         self.written_end = self.written_end.max(dts + duration);
         let pushed = self.segmenter.push(unit);
         self.record(pushed)

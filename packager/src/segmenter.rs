@@ -69,7 +69,7 @@ pub struct AccessUnit<'a> {
 impl AccessUnit<'_> {
     /// Its length in bytes, all pieces together.
     pub fn len(&self) -> usize {
-        self.data.iter().map(|piece| piece.len()).sum()
+        ts_mux::total_len(self.data)
     }
 
     /// Whether it has no bytes.
@@ -310,7 +310,7 @@ impl Segmenter {
         data: &[&[u8]],
     ) -> Result<(), MuxError> {
         let pcr_track = self.mux.pcr_track();
-        let data_len = data.iter().map(|piece| piece.len()).sum();
+        let data_len = ts_mux::total_len(data);
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
@@ -592,7 +592,7 @@ mod tests {
             s.push(audio_frame(i * 1920, &[&[1; 40]])).unwrap();
         }
         let big = vec![2; MAX_AUDIO_PES_PAYLOAD];
-        s.push(audio_frame(12 * 1920, &[&big])).unwrap();
+        s.push(audio_frame(12 * 1920, &[&big[..7], &big[7..]])).unwrap();
         s.push(audio_frame(13 * 1920, &[&[3; 40]])).unwrap();
         let pes = audio_pes(&s.finish().unwrap());
         let shape: Vec<(i64, usize)> =

@@ -173,7 +173,7 @@ impl TsMuxer {
         data: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), MuxError> {
-        let data_len: usize = data.iter().map(|piece| piece.len()).sum();
+        let data_len = total_len(data);
         let pts = timing.pts & TIMESTAMP_MASK;
         let dts = timing.dts & TIMESTAMP_MASK;
         let with_dts = pts != dts;
@@ -296,6 +296,11 @@ const SYNC_BYTE: u8 = 0x47;
 /// adaptation_field_control 01: payload only (ISO/IEC 13818-1 table 2-5).
 const PAYLOAD_ONLY: u8 = 0x10;
 
+/// Bytes in `pieces`, all together.
+pub(crate) fn total_len(pieces: &[&[u8]]) -> usize {
+    pieces.iter().map(|piece| piece.len()).sum()
+}
+
 /// A cursor over an access unit given in pieces (e.g. start codes and the NAL units of the
 /// FLV tag they precede), so the bytes go from where they are straight into TS packets.
 struct Pieces<'a> {
@@ -306,7 +311,10 @@ struct Pieces<'a> {
 
 impl<'a> Pieces<'a> {
     fn new(pieces: &'a [&'a [u8]]) -> Self {
-        Self { rest: pieces, at: 0 }
+        let mut new = Self { rest: pieces, at: 0 };
+        // Past leading empty pieces, so a first packet inside one piece is borrowed too.
+        new.advance(0);
+        new
     }
 
     /// The next `n` bytes (`n` ≤ [`PACKET_PAYLOAD`], and no more than remain): borrowed from
@@ -330,6 +338,7 @@ impl<'a> Pieces<'a> {
             filled += count;
             self.advance(count);
         }
+        debug_assert_eq!(filled, n, "asked for more than the pieces hold");
         &joined[..filled]
     }
 
@@ -492,18 +501,29 @@ mod tests {
 
     #[test]
     fn pieces_write_the_same_packets_as_the_whole() {
-        for size in [0, 1, 170, 184, 185, 400, 5000] {
+        // With a PCR and random access, the first packet carries 184 - 8 (adaptation field)
+        // - 14 (PES header with PTS) = 162 bytes; later ones 184.
+        const FIRST: usize = 162;
+        let boundaries = [FIRST, FIRST + PACKET_PAYLOAD, FIRST + 2 * PACKET_PAYLOAD];
+        let sizes = [0, 1, 161, 162, 163, 345, 346, 347, 400, 5000];
+        for size in sizes {
             let data: Vec<u8> = (0..size).map(|b| (b * 11) as u8).collect();
-            for seed in 0..10 {
-                let whole = written_after_tables(|mux, out| {
-                    mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[&data], out)
-                        .unwrap();
-                });
+            let whole = written_after_tables(|mux, out| {
+                mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &[&data], out).unwrap();
+            });
+            // Cuts exactly at packet boundaries, one byte either side, and varied lengths.
+            let mut cuttings: Vec<Vec<&[u8]>> =
+                (0..10).map(|seed| cut_into_pieces(&data, seed)).collect();
+            for at in boundaries.iter().flat_map(|&b| [b - 1, b, b + 1]).filter(|&at| at <= size) {
+                let (head, tail) = data.split_at(at);
+                cuttings.push(vec![head, tail]);
+                cuttings.push(vec![&[], head, &[], tail, &[]]);
+            }
+            for (i, pieces) in cuttings.iter().enumerate() {
                 let cut = written_after_tables(|mux, out| {
-                    let pieces = cut_into_pieces(&data, seed);
-                    mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, &pieces, out).unwrap();
+                    mux.write_pes(Track::Video, timing(0, 0, Some(0)), true, pieces, out).unwrap();
                 });
-                assert_eq!(whole, cut, "size {size}, seed {seed}");
+                assert_eq!(whole, cut, "size {size}, cutting {i}");
             }
         }
     }

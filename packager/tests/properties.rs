@@ -139,3 +139,36 @@ fn the_clean_clip_is_a_fixed_point_of_the_strategy() {
         .sum();
     assert_eq!(video as u64, Clip::AvSmall.video_frames());
 }
+
+/// A frame whose NAL unit length overruns its tag is refused with an error and leaves no
+/// trace (nothing of it is written, not even a part): every other frame still comes out.
+#[test]
+fn a_frame_with_an_overrunning_nal_length_is_refused_whole() {
+    let tags = real_tags();
+    // An inter frame (frame type 2) carrying NAL units (AVC packet type 1).
+    let victim = tags
+        .iter()
+        .position(|(video, _, body)| *video && body[0] >> 4 == 2 && body[1] == 1)
+        .unwrap();
+    let mut remuxer = Remuxer::new(RemuxerConfig::default());
+    let mut segments = Vec::new();
+    for (i, (video, timestamp, body)) in tags.iter().enumerate() {
+        let mut body = body.clone();
+        if i == victim {
+            // The first NAL unit's 4-byte length now claims ~2 GB.
+            body[5] = 0x7f;
+        }
+        let kind = if *video { TagKind::Video } else { TagKind::Audio };
+        let pushed = remuxer.push(kind, *timestamp, &body);
+        assert_eq!(pushed.is_err(), i == victim, "tag {i}");
+        segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    }
+    remuxer.finish();
+    segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    let video = segments
+        .iter()
+        .flat_map(|s| ts_check::analyze(&s.data).pes)
+        .filter(|p| p.stream_id == 0xe0)
+        .count();
+    assert_eq!(video as u64, Clip::AvSmall.video_frames() - 1);
+}
