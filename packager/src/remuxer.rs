@@ -321,16 +321,16 @@ impl Remuxer {
             Some(AudioConfig::Aac(aac)) => Some(aac.adts_header(raw.len())?),
             _ => None,
         };
-        let with_header;
-        let data: &[&[u8]] = match &adts_header {
-            Some(header) => {
-                with_header = [&header[..], raw];
-                &with_header
-            }
-            None => std::slice::from_ref(&raw),
+        // MP3 frames carry their own headers: an empty first piece, which the muxer skips.
+        let header = adts_header.as_ref().map_or(&[][..], |header| &header[..]);
+        let unit = AccessUnit {
+            track: Track::Audio,
+            pts: dts,
+            dts,
+            duration,
+            keyframe: true,
+            data: &[header, raw],
         };
-        let unit =
-            AccessUnit { track: Track::Audio, pts: dts, dts, duration, keyframe: true, data };
         self.written_end = self.written_end.max(dts + duration);
         let pushed = self.segmenter.push(unit);
         self.record(pushed)

@@ -66,18 +66,6 @@ pub struct AccessUnit<'a> {
     pub data: &'a [&'a [u8]],
 }
 
-impl AccessUnit<'_> {
-    /// Its length in bytes, all pieces together.
-    pub fn len(&self) -> usize {
-        ts_mux::total_len(self.data)
-    }
-
-    /// Whether it has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.data.iter().all(|piece| piece.is_empty())
-    }
-}
-
 /// A finished segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
@@ -261,7 +249,7 @@ impl Segmenter {
     /// Adds an audio frame to the held ones, writing those first when it would not fit
     /// within [`MAX_AUDIO_PES_PAYLOAD`] with them ([`Segmenter::push`] keeps the duration).
     fn hold_audio(&mut self, unit: &AccessUnit<'_>) -> Result<(), MuxError> {
-        let len = unit.len();
+        let len = ts_mux::total_len(unit.data);
         if self.held_audio.data.len() + len > MAX_AUDIO_PES_PAYLOAD {
             self.flush_audio()?;
         }
