@@ -574,7 +574,7 @@ fn healthcheck_reports_whether_the_server_answers() {
 #[test]
 fn a_second_publish_on_one_connection_is_the_one_kicked() {
     use common::rtmp_client::RawClient;
-    use ingest::rtmp::amf0::Value as Amf;
+    use rtmp::amf0::Value as Amf;
     let server = Server::start("ops-republish", &["--admin-token", ADMIN_TOKEN]);
     let (first, second) = (server.add_key("first"), server.add_key("second"));
     let tags = testkit::flv::media_tags(&clip(Clip::AvSmall));
@@ -598,7 +598,7 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
     for values in [&unpublish[..], &publish[..]] {
         let mut body = Vec::new();
         for value in values {
-            ingest::rtmp::amf0::encode(value, &mut body);
+            rtmp::amf0::encode(value, &mut body);
         }
         client.writer.write(8, 0, 20, 1, &body, &mut wire);
     }
@@ -624,7 +624,7 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
 #[test]
 fn a_message_below_the_low_water_mark_is_still_read() {
     use common::rtmp_client::RawClient;
-    use ingest::rtmp::amf0::Value as Amf;
+    use rtmp::amf0::Value as Amf;
     let server = Server::start("ops-low-water", &["--no-media-timeout", "60"]);
     let key = server.add_key("quiet");
     let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));

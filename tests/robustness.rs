@@ -127,10 +127,10 @@ fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() 
     let mut client = bench.raw();
     client.handshake();
     let values = [
-        ingest::rtmp::amf0::Value::String("publish".into()),
-        ingest::rtmp::amf0::Value::Number(3.0),
-        ingest::rtmp::amf0::Value::Null,
-        ingest::rtmp::amf0::Value::String("whatever".into()),
+        rtmp::amf0::Value::String("publish".into()),
+        rtmp::amf0::Value::Number(3.0),
+        rtmp::amf0::Value::Null,
+        rtmp::amf0::Value::String("whatever".into()),
     ];
     client.command(1, &values);
     assert!(client.closed_within(CLOSE_WITHIN));
@@ -249,14 +249,14 @@ fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() 
     assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
     let mut deaf = client.stream.try_clone().unwrap();
     let spam = std::thread::spawn(move || {
-        let writer = ingest::rtmp::chunk::ChunkWriter::new();
+        let writer = rtmp::chunk::ChunkWriter::new();
         let mut body = Vec::new();
         for v in [
-            ingest::rtmp::amf0::Value::String("FCPublish".into()),
-            ingest::rtmp::amf0::Value::Number(7.0),
-            ingest::rtmp::amf0::Value::Null,
+            rtmp::amf0::Value::String("FCPublish".into()),
+            rtmp::amf0::Value::Number(7.0),
+            rtmp::amf0::Value::Null,
         ] {
-            ingest::rtmp::amf0::encode(&v, &mut body);
+            rtmp::amf0::encode(&v, &mut body);
         }
         let mut batch = Vec::new();
         for _ in 0..2000 {

@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 
-use ingest::rtmp::amf0::{self, Value};
-use ingest::rtmp::chunk::{ChunkReader, DEFAULT_CHUNK_SIZE};
-use ingest::rtmp::handshake::HANDSHAKE_PACKET_LEN;
+use rtmp::amf0::{self, Value};
+use rtmp::chunk::{ChunkReader, DEFAULT_CHUNK_SIZE};
+use rtmp::handshake::HANDSHAKE_PACKET_LEN;
 
 /// Chunk size the publisher announces: what ffmpeg and OBS use, so a keyframe is a few dozen
 /// chunks and the server's chunk reassembly works as it does in production.

@@ -2,9 +2,9 @@
 //! property is violated (not only on crashes). `tests/regressions.rs` replays every input kept
 //! in `regressions/<target>/` through the same functions on every test run.
 
-use ingest::rtmp::amf0;
-use ingest::rtmp::chunk::MAX_BUFFERED_BYTES;
-use ingest::rtmp::session::{Action, MAX_PENDING_INPUT, Session};
+use rtmp::amf0;
+use rtmp::chunk::MAX_BUFFERED_BYTES;
+use rtmp::session::{Action, MAX_PENDING_INPUT, Session};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use packager::adts::AacConfig;
 use packager::avc::AvcConfig;

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::rtmp::session::ClientInfo;
+use rtmp::session::ClientInfo;
 
 /// How long a callback may take, connection included, by default (Nginx-RTMP's
 /// `notify_timeout` defaults to 30 s; a publisher waiting that long for an answer gives up).

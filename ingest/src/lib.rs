@@ -17,7 +17,6 @@ pub mod listener;
 pub mod low_water;
 pub mod merged_read;
 pub mod metrics;
-pub mod rtmp;
 pub mod status;
 
 pub use authorizer::Authorizer;

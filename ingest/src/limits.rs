@@ -2,7 +2,7 @@
 //! enforces the connection limits.
 //!
 //! Every limit here is configurable (`rtmp-hls --help`); the per-message limits of the
-//! protocol itself are constants in [`crate::rtmp::chunk`] and [`crate::rtmp::session`].
+//! protocol itself are constants in [`rtmp::chunk`] and [`rtmp::session`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -31,8 +31,8 @@ use crate::key_store::{Grant, validate_stream_name};
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::merged_read;
 use crate::metrics::IngestMetrics;
-use crate::rtmp::session::{Action, Session, SessionError};
 use crate::status::{PublishStatus, StatusBoard};
+use rtmp::session::{Action, Session, SessionError};
 
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 << 10;
@@ -913,7 +913,11 @@ async fn watch_revocation(ingest: Arc<Ingest>, stream: String, key: String, id: 
 }
 
 /// Remuxes one media message and publishes any finished segments.
-fn package(active: &mut Active, kind: packager::TagKind, timestamp: u32, payload: &[u8]) {
+fn package(active: &mut Active, kind: rtmp::MediaKind, timestamp: u32, payload: &[u8]) {
+    let kind = match kind {
+        rtmp::MediaKind::Audio => packager::TagKind::Audio,
+        rtmp::MediaKind::Video => packager::TagKind::Video,
+    };
     if let Err(e) = active.remuxer.push(kind, timestamp, payload)
         && !active.logged.contains(&e)
     {

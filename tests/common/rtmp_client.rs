@@ -6,8 +6,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ingest::rtmp::amf0::{self, Value};
-use ingest::rtmp::chunk::{ChunkReader, ChunkWriter};
+use rtmp::amf0::{self, Value};
+use rtmp::chunk::{ChunkReader, ChunkWriter};
 
 pub const HANDSHAKE_LEN: usize = 1536;
 

@@ -12,9 +12,9 @@
 
 use bytes::Bytes;
 
-use super::amf0::{self, AmfError, Value};
-use super::chunk::{ChunkError, ChunkReader, ChunkWriter, Message};
-use super::handshake::{Handshake, HandshakeError, Progress};
+use crate::amf0::{self, AmfError, Value};
+use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Message};
+use crate::handshake::{Handshake, HandshakeError, Progress};
 
 /// Message type ids (§5.4, §7.1).
 mod message_type {
@@ -46,6 +46,16 @@ const MAX_MESSAGE_STREAMS: u32 = 8;
 /// NetStream.Publish.Start before sending media, so anything near this is a flood.
 pub const MAX_PENDING_INPUT: usize = 1 << 20;
 
+/// Which kind of media a message carries (message types 8 and 9, §7.1.4 and §7.1.5); its
+/// payload is an FLV tag body of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// An FLV audio tag body.
+    Audio,
+    /// An FLV video tag body.
+    Video,
+}
+
 /// A publisher's media or data, or a request the caller must act on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -64,7 +74,7 @@ pub enum Action {
     /// An audio (type 8) or video (type 9) message of the accepted publish.
     Media {
         /// Audio or video.
-        kind: packager::TagKind,
+        kind: MediaKind,
         /// RTMP timestamp in milliseconds.
         timestamp: u32,
         /// The FLV tag body.
@@ -382,11 +392,8 @@ impl Session {
                 };
                 if message.stream_id == stream_id {
                     self.flush_output();
-                    let kind = if message.type_id == AUDIO {
-                        packager::TagKind::Audio
-                    } else {
-                        packager::TagKind::Video
-                    };
+                    let kind =
+                        if message.type_id == AUDIO { MediaKind::Audio } else { MediaKind::Video };
                     self.actions.push(Action::Media {
                         kind,
                         timestamp: message.timestamp,

@@ -9,8 +9,8 @@
 #![cfg(test)]
 
 use super::*;
-use crate::rtmp::chunk::{ChunkReader, ChunkWriter};
-use crate::rtmp::handshake::HANDSHAKE_PACKET_LEN;
+use crate::chunk::{ChunkReader, ChunkWriter};
+use crate::handshake::HANDSHAKE_PACKET_LEN;
 
 /// A scripted client: builds the bytes a publisher sends.
 struct Client {
@@ -155,7 +155,7 @@ fn ffmpeg_style_publish_is_requested_then_accepted() {
     assert_eq!(
         non_send(actions),
         [Action::Media {
-            kind: packager::TagKind::Video,
+            kind: MediaKind::Video,
             timestamp: 0,
             payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]),
         }]
@@ -392,6 +392,10 @@ fn segments_of(wire: &[u8], cuts: &[usize]) -> Vec<packager::Segment> {
                         queue.extend(session.accept_publish(request_id).unwrap());
                     }
                     Action::Media { kind, timestamp, payload } => {
+                        let kind = match kind {
+                            MediaKind::Audio => packager::TagKind::Audio,
+                            MediaKind::Video => packager::TagKind::Video,
+                        };
                         let _ = remuxer.push(kind, timestamp, &payload);
                         segments.extend(std::iter::from_fn(|| remuxer.pull()));
                     }

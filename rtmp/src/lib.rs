@@ -1,0 +1,18 @@
+//! The RTMP protocol, sans-IO: bytes in, actions out.
+//!
+//! Layers, bottom up: [`handshake`] (§5.2), [`chunk`] (§5.3: per-chunk-stream reassembly
+//! with limits, and the chunk writer), [`amf0`] (command encoding), [`session`] (§7: the
+//! server side of connect, createStream and publish, with the authorisation decision left to
+//! the caller).
+//!
+//! This crate owns the wire format and the publish state machine. It never touches a socket,
+//! a clock or a thread, and knows nothing of keys, media codecs or HLS: `ingest` drives it
+//! over tokio, and tests, benchmarks and fuzz targets drive it in memory without pulling in
+//! the server's dependencies. Section numbers refer to the RTMP specification (Adobe, 2012).
+
+pub mod amf0;
+pub mod chunk;
+pub mod handshake;
+pub mod session;
+
+pub use session::{Action, MediaKind, Session, SessionError};
