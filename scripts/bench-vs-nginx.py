@@ -12,9 +12,11 @@ then, in one run on one machine:
    each server started fresh for its ramp, the figures being the medians over the rounds;
 2. measures HLS delivery with wrk (requests/s for a live playlist and for a segment), the
    servers alternating round by round;
-3. writes the figures, ratios, machine, date and exact commands into BENCHMARKS.md (the
-   section between the bench-vs-nginx markers) and the reports and plot into
-   benches/results/.
+3. writes the figures, ratios, machine, date and exact commands to a new dated file,
+   benches/results/<YYYY-MM-DD>-vs-nginx.md (a suffix when that date has one already), and
+   the JSON reports and plot beside it (benches/results/{nginx-rtmp,rtmp-hls,wrk}.json,
+   vs-nginx.svg: the latest run's), then prints the figures of BENCHMARKS.md's current
+   table, which is updated by hand.
 
 Usage: python3 scripts/bench-vs-nginx.py [--steps 5,10,20] [--duration 20] [--warmup 8]
        [--viewers-per-stream 1] [--rounds 2] [--wrk-rounds 5] [--no-write]
@@ -61,10 +63,8 @@ WRK_MIN_SEGMENTS = 2
 QUIET_CORES = 0.25
 QUIET_SAMPLE = 3
 QUIET_WAIT = 600
-BEGIN = "<!-- bench-vs-nginx:begin (written by scripts/bench-vs-nginx.py) -->"
-END = "<!-- bench-vs-nginx:end -->"
 
-COMMANDS = []  # every command the measurement ran, for BENCHMARKS.md
+COMMANDS = []  # every command the measurement ran, for the report
 
 
 def log(message):
@@ -248,7 +248,7 @@ def make_keys(names):
 
 
 def command(cmd):
-    """Records a command line for BENCHMARKS.md, once."""
+    """Records a command line for the report, once."""
     line = " ".join(c if c.find(" ") < 0 else f"'{c}'" for c in cmd).replace(ROOT + "/", "")
     if line not in COMMANDS:
         COMMANDS.append(line)
@@ -505,7 +505,7 @@ def markdown(reports, rounds, wrk_results, info, args, started):
     by_n = {label: {s["publishers"]: s for s in r["steps"]} for label, r in reports.items()}
     common = sorted(n for n in by_n["nginx-rtmp"] if n in by_n["rtmp-hls"]
                     and by_n["nginx-rtmp"][n]["held"] and by_n["rtmp-hls"][n]["held"])
-    lines = [BEGIN, "", "## Load: rtmp-hls against Nginx-RTMP, side by side", ""]
+    lines = [f"# Side-by-side run: rtmp-hls against Nginx-RTMP, {started:%Y-%m-%d}", ""]
     lines += [
         f"`python3 scripts/bench-vs-nginx.py` on {started:%Y-%m-%d} ({started:%H:%M} UTC), commit "
         f"`{info['commit']}`: {info['cores']} cores, {info['model']} (shared VM), Linux "
@@ -699,21 +699,52 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         "cargo build --release --locked -p rtmp-hls -p rtmp-hls-bench",
     ]
     lines += COMMANDS
-    lines += ["```", "", END]
+    lines += ["```"]
     return "\n".join(lines) + "\n", summary
 
 
-def write_benchmarks(section):
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path).read()
-    if BEGIN in text and END in text:
-        before = text[: text.index(BEGIN)]
-        after = text[text.index(END) + len(END):].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
+def write_report(report, started):
+    """Writes the report to a new file, benches/results/<date>-vs-nginx.md, or -2, -3, ...
+    after it when that date has one already; returns its path."""
+    base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-vs-nginx")
+    path, n = base + ".md", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}.md"
+    with open(path, "x") as f:
+        f.write(report)
+    return path
+
+
+def current_figures(reports, summary, wrk_results):
+    """The load rows of BENCHMARKS.md's current table, as this run measured them."""
+    def pair(name, digits):
+        a, b = summary[name]
+        return f"{fmt(a, digits)} vs {fmt(b, digits)}"
+    cpu = summary["server CPU ms per stream-second"]
+    held = [reports[label]["max_publishers_held"] or 0 for label in ("nginx-rtmp", "rtmp-hls")]
+    lines = [
+        f"server CPU per stream, Nginx-RTMP / rtmp-hls: {fmt(ratio(*cpu), 2)}x "
+        f"({pair('server CPU ms per stream-second', 2)} ms per stream-second)",
+        f"most publishers held, Nginx-RTMP vs rtmp-hls: {held[0]} vs {held[1]}",
+        f"packaging delay p50, Nginx-RTMP vs rtmp-hls: {pair('packaging delay p50, ms', 1)} ms "
+        f"(p99 {pair('packaging delay p99, ms', 1)} ms)",
+    ]
+    by_n = {label: {s["publishers"]: s for s in r["steps"]} for label, r in reports.items()}
+    common = [n for n in by_n["nginx-rtmp"] if n in by_n["rtmp-hls"]
+              and by_n["nginx-rtmp"][n]["held"] and by_n["rtmp-hls"][n]["held"]]
+    if common:
+        top = max(common)
+        a, b = (memory_mib(by_n[label][top]) / top for label in ("nginx-rtmp", "rtmp-hls"))
+        lines.append(f"server memory per stream at {top} publishers (Pss + HLS files + memory "
+                     f"files), Nginx-RTMP vs rtmp-hls: {fmt(a, 2)} vs {fmt(b, 2)} MiB")
+    for kind in ("playlist", "segment"):
+        rate = [med(wrk_results[label].get(kind, [])) for label in ("nginx-rtmp", "rtmp-hls")]
+        cpu = [med(wrk_results[label].get(f"{kind}_cpu_us", [])) for label in ("nginx-rtmp", "rtmp-hls")]
+        lines.append(f"wrk {kind}, Nginx-RTMP vs rtmp-hls: {fmt(rate[0], 0)} vs {fmt(rate[1], 0)} "
+                     f"req/s ({fmt(ratio(rate[1], rate[0]), 2)}x), {fmt(cpu[0], 1)} vs "
+                     f"{fmt(cpu[1], 1)} µs of server CPU per request")
+    return lines
 
 
 def main():
@@ -725,7 +756,8 @@ def main():
     parser.add_argument("--wrk-rounds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2,
                         help="ramps per server, alternating order; figures are medians over them")
-    parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the report only; write no benches/results/<date>-vs-nginx.md")
     args = parser.parse_args()
     if args.rounds < 1 or args.wrk_rounds < 1:
         parser.error("--rounds and --wrk-rounds need at least 1")
@@ -796,11 +828,15 @@ def main():
                    check=True)
     with open(os.path.join(RESULTS, "wrk.json"), "w") as f:
         json.dump(wrk_results, f, indent=2)
-    section, summary = markdown(reports, rounds, wrk_results, machine(), args, started)
-    print(section)
+    report, summary = markdown(reports, rounds, wrk_results, machine(), args, started)
+    print(report)
     if not args.no_write:
-        write_benchmarks(section)
-        log("BENCHMARKS.md updated")
+        path = write_report(report, started)
+        log(f"report written to {os.path.relpath(path, ROOT)}")
+    log("update BENCHMARKS.md by hand: the load rows of its current table (figures, commit, "
+        "date) and its list of results; this run's figures:")
+    for line in current_figures(reports, summary, wrk_results):
+        log("  " + line)
 
 
 if __name__ == "__main__":
