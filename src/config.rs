@@ -247,11 +247,11 @@ pub(crate) struct ServeArgs {
     pub(crate) takeover: Takeover,
 
     /// Failed publish attempts one IP address may make in a burst.
-    #[arg(long, env = "RTMP_HLS_AUTH_FAILURE_BURST", default_value_t = ingest::failure_limiter::FAILURE_BURST, help_heading = "Limits")]
+    #[arg(long, env = "RTMP_HLS_AUTH_FAILURE_BURST", default_value_t = auth::failure_limiter::FAILURE_BURST, help_heading = "Limits")]
     pub(crate) auth_failure_burst: u32,
 
     /// Failed publish attempts an IP address regains per minute.
-    #[arg(long, env = "RTMP_HLS_AUTH_FAILURES_PER_MINUTE", default_value_t = ingest::failure_limiter::FAILURES_PER_MINUTE, help_heading = "Limits")]
+    #[arg(long, env = "RTMP_HLS_AUTH_FAILURES_PER_MINUTE", default_value_t = auth::failure_limiter::FAILURES_PER_MINUTE, help_heading = "Limits")]
     pub(crate) auth_failures_per_minute: u32,
 
     /// Seconds the key store may take to answer before a publish is refused.
@@ -394,8 +394,8 @@ impl ServeArgs {
     }
 
     /// Limits on failed publish attempts per address.
-    pub(crate) fn failure_limits(&self) -> ingest::failure_limiter::FailureLimits {
-        ingest::failure_limiter::FailureLimits {
+    pub(crate) fn failure_limits(&self) -> auth::failure_limiter::FailureLimits {
+        auth::failure_limiter::FailureLimits {
             burst: self.auth_failure_burst,
             per_minute: self.auth_failures_per_minute,
         }
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
         assert_eq!(cli.serve.http_limits(), http::HttpLimits::default());
         assert_eq!(cli.serve.takeover_policy(), ingest::TakeoverPolicy::Replace);
-        assert_eq!(cli.serve.failure_limits(), ingest::failure_limiter::FailureLimits::default());
+        assert_eq!(cli.serve.failure_limits(), auth::failure_limiter::FailureLimits::default());
         assert_eq!(
             (cli.mongo_database.as_str(), cli.mongo_collection.as_str()),
             ("streaming", "stream_keys")

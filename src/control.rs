@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use auth::jwt::{JwtVerifier, looks_like_jwt};
+use auth::key_store::validate_stream_name;
 use http::api::{Access, Control, ControlError};
 use ingest::events::StopReason;
-use ingest::jwt::{JwtVerifier, looks_like_jwt};
-use ingest::key_store::validate_stream_name;
 use ingest::{Ingest, PublishStatus};
 use packager::{StreamStore, StreamSummary};
 use prometheus_client::collector::Collector;
@@ -127,8 +127,8 @@ impl Control for ServerControl {
         // Another request may have created it since the check: the store says so.
         self.keys.add(name, owner).await.map_err(|e| {
             let exists = matches!(
-                e.downcast_ref::<ingest::file_key_store::FileKeyStoreError>(),
-                Some(ingest::file_key_store::FileKeyStoreError::Exists(_))
+                e.downcast_ref::<auth::file_key_store::FileKeyStoreError>(),
+                Some(auth::file_key_store::FileKeyStoreError::Exists(_))
             ) || e.to_string().contains("already has a key")
                 || e.to_string().contains("E11000");
             if exists { conflict() } else { unavailable(e) }

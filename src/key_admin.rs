@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ingest::FileKeyStore;
-use ingest::key_store::KeyStore;
+use auth::FileKeyStore;
+use auth::key_store::KeyStore;
 
 use crate::mongo_keys::MongoKeyStore;
 

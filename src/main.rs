@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use auth::Authorizer;
+use auth::jwt::JwtVerifier;
 use config::{Command, ConfigAction, KeysAction, LogFormat, ServeArgs};
 use ingest::events::{Envelope, Event, EventSink};
-use ingest::jwt::JwtVerifier;
-use ingest::{Authorizer, Ingest, IngestConfig, LogSink};
+use ingest::{Ingest, IngestConfig, LogSink};
 use kafka_events::{KafkaEvents, KafkaSettings};
 use key_admin::{KeyAdmin, StoreSettings};
 use mongo_keys::MongoKeyStore;

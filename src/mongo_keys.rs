@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use ingest::key_store::{
+use auth::key_store::{
     Grant, KeyStore, KeyStoreError, generate_key, hash_key, validate_stream_name,
 };
 use mongodb::bson::{self, DateTime, doc};

@@ -41,7 +41,7 @@ impl SequenceFile {
         let map: Map<String, Value> =
             sequences.iter().map(|(name, next)| (name.clone(), Value::from(*next))).collect();
         let json = serde_json::to_vec_pretty(&Value::Object(map)).map_err(std::io::Error::other)?;
-        ingest::atomic_file::write(&self.path, &json)
+        auth::atomic_file::write(&self.path, &json)
     }
 
     /// Saves the store's current numbers.

@@ -1,17 +1,15 @@
-//! RTMP ingest: accepts publishers, authorises them against a key store, and feeds their
-//! media to the packager.
+//! RTMP ingest: the tokio side of publishing. Accepts connections, drives each one's sans-IO
+//! [`rtmp::Session`], asks [`auth`] whether a publish may go ahead, feeds the media to the
+//! [`packager`] inline and hands finished segments to the [`stream_store`], and reports the
+//! publish lifecycle as [`events`], metrics and callbacks.
 //!
-//! [`rtmp`] is the protocol, sans-IO; [`listener`] is the tokio side; [`key_store`] and
-//! [`file_key_store`] decide who may publish; [`events`] reports what happened.
+//! It owns connections, their limits and timeouts, the registry of live publishers
+//! (takeover, kick, revocation) and per-stream accounting. It never parses RTMP itself (the
+//! `rtmp` crate does), never decides who may publish (the `auth` crate does), and never
+//! serves HTTP.
 
-pub mod atomic_file;
-pub mod authorizer;
 pub mod events;
-pub mod failure_limiter;
-pub mod file_key_store;
 pub mod hooks;
-pub mod jwt;
-pub mod key_store;
 pub mod limits;
 pub mod listener;
 pub mod low_water;
@@ -19,10 +17,7 @@ pub mod merged_read;
 pub mod metrics;
 pub mod status;
 
-pub use authorizer::Authorizer;
 pub use events::{Event, EventSink, LogSink};
-pub use file_key_store::FileKeyStore;
-pub use key_store::KeyStore;
 pub use limits::Limits;
 pub use listener::{Ingest, IngestConfig, TakeoverPolicy, serve};
 pub use status::{PublishStatus, StatusBoard};

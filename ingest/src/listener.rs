@@ -23,15 +23,15 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::authorizer::{Authorizer, Denial};
 use crate::events::{Event, EventSink, MediaInfo, PublishGuard, RejectReason, StopReason};
 use crate::hooks::{self, HookConfig, HookMode};
-use crate::key_store::redact;
-use crate::key_store::{Grant, validate_stream_name};
 use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
 use crate::merged_read;
 use crate::metrics::IngestMetrics;
 use crate::status::{PublishStatus, StatusBoard};
+use auth::authorizer::{Authorizer, Denial};
+use auth::key_store::redact;
+use auth::key_store::{Grant, validate_stream_name};
 use rtmp::session::{Action, Session, SessionError};
 
 /// Socket read buffer per connection.
