@@ -11,13 +11,13 @@ use auth::key_store::validate_stream_name;
 use http::api::{Access, Control, ControlError};
 use ingest::events::StopReason;
 use ingest::{Ingest, PublishStatus};
-use packager::{StreamStore, StreamSummary};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use stream_store::{StreamStore, StreamSummary};
 
 use crate::kafka_events::KafkaEvents;
 use crate::key_admin::KeyAdmin;

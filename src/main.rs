@@ -23,7 +23,8 @@ use ingest::{Ingest, IngestConfig, LogSink};
 use kafka_events::{KafkaEvents, KafkaSettings};
 use key_admin::{KeyAdmin, StoreSettings};
 use mongo_keys::MongoKeyStore;
-use packager::{RemuxerConfig, StoreConfig, StreamStore};
+use packager::RemuxerConfig;
+use stream_store::{MemfdSegments, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -205,17 +206,17 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
 
-    let store = StreamStore::new(StoreConfig {
+    let store_config = StoreConfig {
         window: usize::from(args.playlist_length),
         retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
-    });
+    };
     // Popular segments move to memory files, sent without a copy.
     let store = Arc::new(match args.segment_storage {
         config::SegmentStorage::Memfd => {
-            store.with_segment_files(Arc::new(http::segment_files::MemfdSegments::new()))
+            StreamStore::with_segment_files(store_config, MemfdSegments::new())
         }
-        config::SegmentStorage::Heap => store,
+        config::SegmentStorage::Heap => StreamStore::new(store_config),
     });
     let sequences = sequences::SequenceFile::new(&data_dir);
     store.restore_sequences(sequences.load_for_restart());

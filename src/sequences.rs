@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use packager::StreamStore;
 use serde_json::{Map, Value};
+use stream_store::StreamStore;
 
 const FILE_NAME: &str = "sequences.json";
 /// Segments that may have been published after the last save before a crash (saves happen

@@ -19,15 +19,13 @@ use axum::http::header::{
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use packager::{SegmentBody, StreamStore};
+use stream_store::{SegmentBody, StreamStore};
 
-use crate::segment_files::MemfdSegment;
 use crate::sendfile::{SendfileBody, SendfileQueue};
 
 pub mod api;
 mod idle;
 pub mod metrics;
-pub mod segment_files;
 pub mod sendfile;
 pub mod server;
 pub use server::{HttpLimits, serve_router};
@@ -110,13 +108,10 @@ async fn hls(
         Some(SegmentBody::File(file)) => file,
         None => return StatusCode::NOT_FOUND.into_response(),
     };
-    let queue = request.extensions().get::<SendfileQueue>();
-    match (queue, Arc::clone(&file).into_any().downcast::<MemfdSegment>()) {
-        (Some(queue), Ok(segment)) => {
-            (headers, Body::new(SendfileBody::new(queue.clone(), segment))).into_response()
-        }
-        // Not on a connection of `serve_router` (or not a memory file): a copy.
-        _ => match file.read() {
+    match request.extensions().get::<SendfileQueue>() {
+        Some(queue) => (headers, Body::new(SendfileBody::new(queue.clone(), file))).into_response(),
+        // Not on a connection of `serve_router`: a copy.
+        None => match stream_store::SegmentFile::read(&*file) {
             Some(bytes) => (headers, bytes).into_response(),
             None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         },
@@ -156,8 +151,9 @@ mod tests {
     use axum::http::{Method, Request};
     use bytes::Bytes;
     use http_body_util::BodyExt;
-    use packager::{Segment, StoreConfig};
+    use packager::Segment;
     use std::time::Duration;
+    use stream_store::StoreConfig;
     use tower::ServiceExt;
 
     async fn request(
@@ -171,7 +167,7 @@ mod tests {
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
     }
 
-    fn store_with_segment() -> (Arc<StreamStore>, packager::Publication) {
+    fn store_with_segment() -> (Arc<StreamStore>, stream_store::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
         let publication = store.begin("cam", 5, 10).unwrap();
         publication.push(

@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::segment_files::MemfdSegment;
+use stream_store::MemfdSegment;
 
 /// Largest placeholder chunk: one allocation of zeros, never touched (its pages are never
 /// faulted in), shared by every response. A segment larger than this is several chunks.
@@ -75,7 +75,7 @@ pub struct SendfileBody {
 impl SendfileBody {
     /// The body for `segment`, on the connection of `queue`.
     pub fn new(queue: SendfileQueue, segment: Arc<MemfdSegment>) -> Self {
-        let remaining = packager::SegmentFile::len(&*segment);
+        let remaining = stream_store::SegmentFile::len(&*segment);
         Self { queue, segment: Some(segment), remaining }
     }
 }
@@ -263,11 +263,12 @@ impl AsyncWrite for SendfileStream {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use packager::{Segment, SegmentBody, SegmentFiles as _, StoreConfig, StreamStore};
+    use packager::Segment;
+    use stream_store::{SegmentBody, SegmentFiles as _, StoreConfig, StreamStore};
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
     use super::*;
-    use crate::segment_files::MemfdSegments;
+    use stream_store::{MemfdSegment, MemfdSegments, SegmentFileWriter as _};
 
     /// Bytes that differ at every offset modulo a large prime, so a shifted or zeroed range
     /// cannot compare equal.
@@ -305,8 +306,10 @@ mod tests {
 
     #[tokio::test]
     async fn pipelined_responses_from_memory_files_are_byte_exact() {
-        let store = StreamStore::new(StoreConfig::default())
-            .with_segment_files(Arc::new(MemfdSegments::for_tests()));
+        let store = StreamStore::with_segment_files(
+            StoreConfig::default(),
+            MemfdSegments::ignoring_huge_pages(),
+        );
         let store = Arc::new(store);
         let publication = store.begin("cam", 1, 10).unwrap();
         // A small one, a typical one, and one of several placeholder chunks.
@@ -392,8 +395,8 @@ mod tests {
     }
 
     fn memfd_segment(data: &[u8]) -> Arc<MemfdSegment> {
-        let mut writer = MemfdSegments::for_tests().open().unwrap();
-        writer.write(data).unwrap().into_any().downcast::<MemfdSegment>().unwrap()
+        let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
+        writer.write(data).unwrap()
     }
 
     async fn first_frame(body: &mut SendfileBody) -> Result<Frame<Bytes>, io::Error> {

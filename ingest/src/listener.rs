@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use packager::{BeginError, Publication, Remuxer, RemuxerConfig, StreamStore};
+use packager::{BufferPool, Remuxer, RemuxerConfig};
 use prometheus_client::metrics::counter::Counter;
+use stream_store::{BeginError, Publication, StreamStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -124,6 +125,8 @@ pub struct Ingest {
     /// `on_publish_done` callbacks in flight (each bounded by the hook timeout); waited for
     /// at shutdown so a deploy does not lose them.
     callbacks: Mutex<JoinSet<()>>,
+    /// Segment buffers every publish's remuxer writes into and returns to.
+    segment_buffers: Arc<BufferPool>,
 }
 
 impl Ingest {
@@ -145,6 +148,7 @@ impl Ingest {
             statuses: StatusBoard::default(),
             metrics: IngestMetrics::default(),
             callbacks: Mutex::new(JoinSet::new()),
+            segment_buffers: Arc::default(),
         }
     }
 
@@ -760,7 +764,7 @@ impl Connection {
             kick,
             revocation_watch,
             publication,
-            remuxer: Remuxer::new(ingest.config.remuxer),
+            remuxer: Remuxer::with_pool(ingest.config.remuxer, Arc::clone(&ingest.segment_buffers)),
             guard: None,
             stream: grant.stream.clone(),
             owner: grant.owner.clone(),

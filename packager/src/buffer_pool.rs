@@ -3,14 +3,15 @@
 //! Every stream opens a segment buffer (~0.7 MB at 2.6 Mbit/s) every target duration and
 //! frees one when a segment leaves the store. Left to the allocator, the freed memory goes
 //! back to the kernel and the next buffer faults fresh zeroed pages in: page faults were
-//! ~15 % of the server's CPU under load (BENCHMARKS.md). A segment's bytes here are owned by
-//! a [`Recycled`] buffer that returns to one process-wide pool when the last reference (the
-//! store's, or an HTTP response still being sent) is dropped, and the next segment opened
-//! by any stream takes it. Streams cut at different moments, so a few buffers in the pool
-//! serve them all; the pool is bounded in buffers and bytes, oldest dropped first.
+//! ~15 % of the server's CPU under load. A segment's bytes here are owned by a [`Recycled`]
+//! buffer that returns to its pool when the last reference (the store's, or an HTTP
+//! response still being sent) is dropped, and the next segment opened by any stream sharing
+//! the pool takes it. The server gives every stream one pool: streams cut at different
+//! moments, so a few buffers serve them all. The pool is bounded in buffers and bytes,
+//! oldest dropped first.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -32,9 +33,6 @@ struct Free {
     buffers: VecDeque<Vec<u8>>,
     bytes: usize,
 }
-
-/// The pool segments use.
-pub(crate) static SEGMENTS: BufferPool = BufferPool::new();
 
 impl BufferPool {
     /// An empty pool.
@@ -89,8 +87,8 @@ impl BufferPool {
     }
 
     /// Shared bytes over `buffer`, which returns to this pool when the last reference drops.
-    pub fn share(&'static self, buffer: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Recycled { buffer, pool: self })
+    pub fn share(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Recycled { buffer, pool: Arc::clone(self) })
     }
 }
 
@@ -107,7 +105,7 @@ pub fn size_class(n: usize) -> usize {
 /// A buffer that goes back to its pool when dropped.
 struct Recycled {
     buffer: Vec<u8>,
-    pool: &'static BufferPool,
+    pool: Arc<BufferPool>,
 }
 
 impl AsRef<[u8]> for Recycled {
@@ -126,13 +124,13 @@ impl Drop for Recycled {
 mod tests {
     use super::*;
 
-    fn leaked() -> &'static BufferPool {
-        Box::leak(Box::new(BufferPool::new()))
+    fn pool() -> Arc<BufferPool> {
+        Arc::default()
     }
 
     #[test]
     fn a_dropped_segment_buffer_serves_the_next_request() {
-        let pool = leaked();
+        let pool = pool();
         let mut buffer = pool.take(1000, 1000);
         buffer.extend_from_slice(&[7; 600]);
         let address = buffer.as_ptr();
@@ -151,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_buffer_too_small_or_far_too_large_is_not_used() {
-        let pool = leaked();
+        let pool = pool();
         pool.give(Vec::with_capacity(1000));
         assert!(pool.take(1001, 1100).capacity() >= 1001);
         assert!(pool.take(300, 700).capacity() < 1000, "1000 > 700 + a quarter");
@@ -161,7 +159,7 @@ mod tests {
 
     #[test]
     fn new_buffers_are_rounded_up_to_size_classes() {
-        let pool = leaked();
+        let pool = pool();
         assert_eq!(pool.take(900, 1000).capacity(), 1024);
         assert_eq!(pool.take(600_000, 700_000).capacity(), 720_896);
         assert_eq!(pool.take(2000, 1000).capacity(), 2048);
@@ -182,7 +180,7 @@ mod tests {
 
     #[test]
     fn holds_at_most_the_buffer_limit_dropping_the_oldest() {
-        let pool = leaked();
+        let pool = pool();
         for i in 0..=MAX_POOLED_BUFFERS {
             pool.give(Vec::with_capacity(100 + i));
         }
@@ -192,7 +190,7 @@ mod tests {
 
     #[test]
     fn holds_at_most_the_byte_limit() {
-        let pool = leaked();
+        let pool = pool();
         let big = MAX_POOLED_BYTES / 3 + 1;
         for _ in 0..3 {
             pool.give(Vec::with_capacity(big));

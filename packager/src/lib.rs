@@ -3,20 +3,20 @@
 //! ```text
 //! FLV tag body ──flv──▶ frame ──avc/adts──▶ access unit ──segmenter+ts_mux──▶ Segment
 //!   (RTMP msg 8/9)        (Annex B / ADTS, 90 kHz PTS/DTS)       (MPEG-TS bytes)
-//!                                                                     │
-//!                        HTTP ◀── StreamStore (playlist + segments) ◀─┘
 //! ```
 //!
-//! [`Remuxer`] runs one publish: push FLV tags, pull finished [`Segment`]s. [`StreamStore`]
-//! keeps every stream's sliding-window [`MediaPlaylist`] and segments in memory as shared
-//! bytes for the HTTP side.
+//! [`Remuxer`] runs one publish: push FLV tags, pull finished [`Segment`]s. [`MediaPlaylist`]
+//! renders a stream's sliding-window playlist. Segment buffers come from a [`BufferPool`]
+//! the caller passes in (a server shares one between all streams).
 //!
 //! Specifications: FLV v10.1 annex E (tag bodies), ISO/IEC 14496-15 §5.3.3 (AVC decoder
 //! configuration), ITU-T H.264 Annex B (byte stream), ISO/IEC 14496-3 §1.6.2.1 and §1.A.2
 //! (AudioSpecificConfig, ADTS), ISO/IEC 13818-1 §2.4 (transport stream), RFC 8216 (HLS).
 //!
-//! This crate does no IO and reads no clock: bytes come in as slices, wall time (where
-//! needed) as an argument. The same input always gives the same output.
+//! This crate owns the media formats. It does no IO, reads no clock, spawns nothing and has
+//! no global state: bytes come in as slices, wall time (where needed) as an argument, and
+//! the same input always gives the same output. Keeping segments for viewers is the
+//! `stream-store` crate's job.
 
 pub mod adts;
 pub mod avc;
@@ -26,16 +26,13 @@ pub mod flv;
 pub mod mpa;
 pub mod playlist;
 pub mod remuxer;
-pub mod segment_files;
 pub mod segmenter;
-pub mod store;
 pub mod timeline;
 pub mod ts_mux;
 
+pub use buffer_pool::BufferPool;
 pub use error::{Error, Malformed, Unsupported};
 pub use flv::TagKind;
 pub use playlist::MediaPlaylist;
 pub use remuxer::{AudioConfig, Remuxer, RemuxerConfig, RemuxerStats};
-pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use segmenter::{MAX_AUDIO_PES_DURATION, MAX_AUDIO_PES_PAYLOAD, Segment};
-pub use store::{BeginError, Publication, SegmentBytes, StoreConfig, StreamStore, StreamSummary};

@@ -21,11 +21,13 @@
 //!   [`Unsupported`](crate::Unsupported) and the other track goes on alone.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Error;
 use crate::adts::{AacConfig, SAMPLES_PER_FRAME};
 use crate::avc::AvcConfig;
+use crate::buffer_pool::BufferPool;
 use crate::flv::{self, AudioTag, TagKind, VideoTag};
 use crate::mpa::MpegAudioConfig;
 use crate::segmenter::{
@@ -165,8 +167,15 @@ pub struct Remuxer {
 }
 
 impl Remuxer {
-    /// A remuxer for a new publish.
+    /// A remuxer for a new publish, with segment buffers of its own (see
+    /// [`Remuxer::with_pool`]).
     pub fn new(config: RemuxerConfig) -> Self {
+        Self::with_pool(config, Arc::default())
+    }
+
+    /// A remuxer for a new publish whose segments are written into buffers from `pool`,
+    /// which a server shares between all its streams.
+    pub fn with_pool(config: RemuxerConfig, pool: Arc<BufferPool>) -> Self {
         Self {
             timeline: Timeline::new(),
             avc: None,
@@ -175,7 +184,7 @@ impl Remuxer {
             pending_video: false,
             pending_audio: false,
             broken: false,
-            segmenter: Segmenter::new(config.target_duration),
+            segmenter: Segmenter::with_pool(config.target_duration, pool),
             ready: VecDeque::with_capacity(2),
             position: None,
             offset: 0,

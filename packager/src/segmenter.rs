@@ -11,11 +11,12 @@
 //! (222 instead of 188 per 2 s segment at 128 kbit/s). Held frames always go out before the
 //! segment they belong to closes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::buffer_pool;
+use crate::buffer_pool::BufferPool;
 use crate::ts_mux::{self, AudioStream, MuxError, PesTiming, Track, TsMuxer};
 
 /// 90 kHz ticks per second (ISO/IEC 13818-1 §2.4.3.7 system clock / 300).
@@ -134,11 +135,21 @@ pub struct Segmenter {
     started: bool,
     /// Audio frames not yet written; empty when nothing is held.
     held_audio: HeldAudio,
+    /// Where segment buffers come from and return to.
+    pool: Arc<BufferPool>,
 }
 
 impl Segmenter {
-    /// A segmenter cutting at the first keyframe after `target`.
+    /// A segmenter cutting at the first keyframe after `target`, with buffers of its own
+    /// (see [`Segmenter::with_pool`]).
     pub fn new(target: Duration) -> Self {
+        Self::with_pool(target, Arc::default())
+    }
+
+    /// A segmenter cutting at the first keyframe after `target`, writing segments into
+    /// buffers from `pool` (shared with other streams, so one stream's freed segment is the
+    /// next one's buffer).
+    pub fn with_pool(target: Duration, pool: Arc<BufferPool>) -> Self {
         Self {
             target: duration_to_ticks(target).max(1),
             mux: TsMuxer::new(),
@@ -149,6 +160,7 @@ impl Segmenter {
             discontinuity: false,
             started: false,
             held_audio: HeldAudio::default(),
+            pool,
         }
     }
 
@@ -169,7 +181,7 @@ impl Segmenter {
         }
         self.flush_audio_before_close();
         self.last_pcr = None;
-        self.open.take().map(close)
+        self.open.take().map(|open| close(open, &self.pool))
     }
 
     /// Whether a segment is being written.
@@ -213,7 +225,7 @@ impl Segmenter {
                     || open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
                 self.flush_audio_before_close();
-                finished = self.open.take().map(|o| close_at(o, unit.dts));
+                finished = self.open.take().map(|o| close_at(o, unit.dts, &self.pool));
                 self.last_len = finished.as_ref().map_or(self.last_len, |s| s.data.len());
                 self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
             }
@@ -308,7 +320,8 @@ impl Segmenter {
         let fill = self.last_pcr.map_or(0, |last| {
             ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
         });
-        make_room(&mut open.data, fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len));
+        let more = fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len);
+        make_room(&self.pool, &mut open.data, more);
         if let Some(mut last) = self.last_pcr {
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
@@ -332,7 +345,7 @@ impl Segmenter {
     /// Ends the stream: returns the open segment, if any.
     pub fn finish(&mut self) -> Option<Segment> {
         self.flush_audio_before_close();
-        self.open.take().map(close)
+        self.open.take().map(|open| close(open, &self.pool))
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
@@ -341,7 +354,7 @@ impl Segmenter {
         // (growing one now and then costs less than faulting fresh pages in for every one).
         let size =
             (self.last_len + self.last_len / 16).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
-        let mut data = buffer_pool::SEGMENTS.take(size - size / 8, size);
+        let mut data = self.pool.take(size - size / 8, size);
         self.mux.write_tables(&mut data)?;
         self.open = Some(Open {
             data,
@@ -359,27 +372,27 @@ impl Segmenter {
 /// Makes room for `more` bytes in a segment buffer: a full buffer moves to a larger one
 /// from the pool (half as large again as needed: a stream's first segments, sized from
 /// nothing, grow a few times) instead of doubling, and goes back to the pool.
-fn make_room(data: &mut Vec<u8>, more: usize) {
+fn make_room(pool: &Arc<BufferPool>, data: &mut Vec<u8>, more: usize) {
     if data.capacity() - data.len() >= more {
         return;
     }
     let needed = data.len() + more;
-    let mut larger = buffer_pool::SEGMENTS.take(needed, needed + needed / 2);
+    let mut larger = pool.take(needed, needed + needed / 2);
     larger.extend_from_slice(data);
-    buffer_pool::SEGMENTS.give(std::mem::replace(data, larger));
+    pool.give(std::mem::replace(data, larger));
 }
 
 /// Closes a segment whose successor starts at `next_start`.
-fn close_at(mut open: Open, next_start: i64) -> Segment {
+fn close_at(mut open: Open, next_start: i64, pool: &Arc<BufferPool>) -> Segment {
     open.end = next_start;
-    close(open)
+    close(open, pool)
 }
 
-fn close(open: Open) -> Segment {
+fn close(open: Open, pool: &Arc<BufferPool>) -> Segment {
     Segment {
         start: open.start,
         duration: ticks_to_duration(open.end - open.start),
-        data: buffer_pool::SEGMENTS.share(open.data),
+        data: pool.share(open.data),
         discontinuity: open.discontinuity,
         independent: open.independent,
     }

@@ -16,10 +16,12 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::playlist::{Entry as PlaylistEntry, MediaPlaylist};
-use crate::segment_files::{SegmentBody, SegmentFileWriter, SegmentFiles};
-use crate::segmenter::Segment;
-use crate::segmenter::ticks_to_duration;
+use packager::Segment;
+use packager::playlist::{Entry as PlaylistEntry, MediaPlaylist};
+use packager::segmenter::ticks_to_duration;
+
+use crate::memfd::MemfdSegments;
+use crate::segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 
 /// The fetch of a segment at which it moves from the heap to its stream's segment file (when
 /// the store has [`SegmentFiles`]). Writing it there copies it once, as sending it from the
@@ -89,10 +91,11 @@ pub enum BeginError {
     TooManyStreams(usize),
 }
 
-/// All streams, live and recently ended.
+/// All streams, live and recently ended, with popular segments in files of `F` (memory files
+/// in the server).
 #[derive(Debug)]
-pub struct StreamStore {
-    streams: DashMap<String, Arc<Slot>>,
+pub struct StreamStore<F: SegmentFiles = MemfdSegments> {
+    streams: DashMap<String, Arc<Slot<F>>>,
     /// Streams being published now.
     live: Arc<AtomicUsize>,
     /// Per name, the media sequence number a new slot starts at: streams that were reaped, or
@@ -100,35 +103,35 @@ pub struct StreamStore {
     next_sequences: DashMap<String, u64>,
     config: StoreConfig,
     /// Where popular segments go; `None`: they stay in the heap.
-    files: Option<Arc<dyn SegmentFiles>>,
+    files: Option<F>,
 }
 
 #[derive(Debug)]
-struct Slot {
+struct Slot<F: SegmentFiles> {
     /// Distinguishes this slot's segment names from an earlier stream of the same name, so a
     /// cached segment is never served for a different broadcast.
     generation: u64,
-    state: RwLock<SlotState>,
+    state: RwLock<SlotState<F::File>>,
     /// This stream's segment file writer, opened at the first segment moved.
-    writer: Mutex<Option<Box<dyn SegmentFileWriter>>>,
+    writer: Mutex<Option<F::Writer>>,
 }
 
 /// A segment in the store.
 #[derive(Debug)]
-struct Held {
+struct Held<File> {
     sequence: u64,
-    body: SegmentBody,
+    body: SegmentBody<File>,
     /// Times it was handed out.
     fetches: AtomicU32,
 }
 
 #[derive(Debug)]
-struct SlotState {
+struct SlotState<File> {
     playlist: MediaPlaylist,
     /// The rendered playlist; `None` until the first segment exists.
     rendered: Option<Bytes>,
     /// Segments by media sequence number, oldest first, contiguous.
-    segments: VecDeque<Held>,
+    segments: VecDeque<Held<File>>,
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
@@ -141,14 +144,14 @@ struct SlotState {
     ended_seen: Option<Instant>,
 }
 
-impl Slot {
-    fn read(&self) -> RwLockReadGuard<'_, SlotState> {
+impl<F: SegmentFiles> Slot<F> {
+    fn read(&self) -> RwLockReadGuard<'_, SlotState<F::File>> {
         // A panic while holding the lock leaves consistent data (every update is one
         // assignment at a time), so a poisoned lock is still usable.
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, SlotState> {
+    fn write(&self) -> RwLockWriteGuard<'_, SlotState<F::File>> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -156,7 +159,7 @@ impl Slot {
     /// `files`, and returns its body: the file's, or still `bytes` if it could not be
     /// written. The write happens outside the state lock, so viewers of the stream do not
     /// wait on it.
-    fn promote(&self, files: &dyn SegmentFiles, sequence: u64, bytes: Bytes) -> SegmentBody {
+    fn promote(&self, files: &F, sequence: u64, bytes: Bytes) -> SegmentBody<F::File> {
         let file = {
             let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             if writer.is_none() {
@@ -174,7 +177,7 @@ impl Slot {
     }
 }
 
-impl SlotState {
+impl<File> SlotState<File> {
     fn render(&mut self) {
         if !self.playlist.is_empty() {
             self.rendered = Some(Bytes::from(self.playlist.render()));
@@ -183,24 +186,29 @@ impl SlotState {
 }
 
 impl StreamStore {
-    /// An empty store.
+    /// An empty store whose segments stay in the heap; see
+    /// [`StreamStore::with_segment_files`].
     pub fn new(config: StoreConfig) -> Self {
+        Self::with_files(config, None)
+    }
+}
+
+impl<F: SegmentFiles> StreamStore<F> {
+    /// An empty store that moves segments fetched [`PROMOTE_AT_FETCH`] times to files from
+    /// `files` (a stream whose writer cannot be opened, or a segment that cannot be written,
+    /// stays in the heap).
+    pub fn with_segment_files(config: StoreConfig, files: F) -> Self {
+        Self::with_files(config, Some(files))
+    }
+
+    fn with_files(config: StoreConfig, files: Option<F>) -> Self {
         Self {
             streams: DashMap::new(),
             live: Arc::new(AtomicUsize::new(0)),
             next_sequences: DashMap::new(),
             config,
-            files: None,
+            files,
         }
-    }
-
-    /// Moves segments fetched [`PROMOTE_AT_FETCH`] times to files from `files` (a stream
-    /// whose writer cannot be opened, or a segment that cannot be written, stays in the
-    /// heap).
-    #[must_use]
-    pub fn with_segment_files(mut self, files: Arc<dyn SegmentFiles>) -> Self {
-        self.files = Some(files);
-        self
     }
 
     /// Claims `name` for a publisher, if fewer than `max_live` streams are live. A name that
@@ -211,7 +219,7 @@ impl StreamStore {
         name: &str,
         generation: u64,
         max_live: usize,
-    ) -> Result<Publication, BeginError> {
+    ) -> Result<Publication<F>, BeginError> {
         let claimed = self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
             (live < max_live).then_some(live + 1)
         });
@@ -225,7 +233,7 @@ impl StreamStore {
         result
     }
 
-    fn claim(&self, name: &str, generation: u64) -> Result<Publication, BeginError> {
+    fn claim(&self, name: &str, generation: u64) -> Result<Publication<F>, BeginError> {
         let slot = match self.streams.entry(name.to_owned()) {
             Entry::Occupied(entry) => {
                 let slot = Arc::clone(entry.get());
@@ -305,7 +313,7 @@ impl StreamStore {
     }
 
     /// A segment of `name` by its file name (`<generation>-<sequence>.ts`).
-    pub fn segment(&self, name: &str, file: &str) -> Option<SegmentBody> {
+    pub fn segment(&self, name: &str, file: &str) -> Option<SegmentBody<F::File>> {
         let (generation, sequence) = file.strip_suffix(".ts")?.split_once('-')?;
         let (generation, sequence): (u64, u64) = (generation.parse().ok()?, sequence.parse().ok()?);
         let slot = self.slot(name)?;
@@ -322,7 +330,7 @@ impl StreamStore {
         match (body, &self.files) {
             // Exactly one fetch promotes, so a segment is written once.
             (SegmentBody::Memory(bytes), Some(files)) if fetches == PROMOTE_AT_FETCH => {
-                Some(slot.promote(files.as_ref(), sequence, bytes))
+                Some(slot.promote(files, sequence, bytes))
             }
             (body, _) => Some(body),
         }
@@ -432,7 +440,7 @@ impl StreamStore {
         removed
     }
 
-    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+    fn slot(&self, name: &str) -> Option<Arc<Slot<F>>> {
         self.streams.get(name).map(|slot| Arc::clone(slot.value()))
     }
 }
@@ -440,14 +448,14 @@ impl StreamStore {
 /// The publisher's handle on its stream. Dropping it ends the stream (the playlist gets
 /// EXT-X-ENDLIST), whatever way the publish ends.
 #[derive(Debug)]
-pub struct Publication {
+pub struct Publication<F: SegmentFiles = MemfdSegments> {
     name: String,
-    slot: Arc<Slot>,
+    slot: Arc<Slot<F>>,
     retained: usize,
     live: Arc<AtomicUsize>,
 }
 
-impl Publication {
+impl<F: SegmentFiles> Publication<F> {
     /// The public stream name.
     pub fn name(&self) -> &str {
         &self.name
@@ -492,7 +500,7 @@ impl Publication {
     }
 }
 
-impl Drop for Publication {
+impl<F: SegmentFiles> Drop for Publication<F> {
     fn drop(&mut self) {
         let mut state = self.slot.write();
         state.live = false;
@@ -735,33 +743,36 @@ mod tests {
     struct VecFile(Bytes);
 
     impl SegmentFiles for FlakyFiles {
-        fn open(&self) -> Option<Box<dyn SegmentFileWriter>> {
-            Some(Box::new(FlakyWriter::default()))
+        type File = VecFile;
+        type Writer = FlakyWriter;
+
+        fn open(&self) -> Option<FlakyWriter> {
+            Some(FlakyWriter::default())
         }
     }
 
     impl SegmentFileWriter for FlakyWriter {
-        fn write(&mut self, data: &[u8]) -> Option<Arc<dyn crate::SegmentFile>> {
+        type File = VecFile;
+
+        fn write(&mut self, data: &[u8]) -> Option<Arc<VecFile>> {
             self.0 += 1;
-            (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::copy_from_slice(data))) as _)
+            (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::copy_from_slice(data))))
         }
     }
 
-    impl crate::SegmentFile for VecFile {
+    impl SegmentFile for VecFile {
         fn len(&self) -> usize {
             self.0.len()
         }
         fn read(&self) -> Option<Bytes> {
             Some(self.0.clone())
         }
-        fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
-            self
-        }
     }
 
     #[test]
     fn segments_go_to_files_and_stay_in_memory_when_a_write_fails() {
-        let store = store().with_segment_files(Arc::new(FlakyFiles));
+        let config = StoreConfig { window: 2, retain_after_window: 1, ..StoreConfig::default() };
+        let store = StreamStore::with_segment_files(config, FlakyFiles);
         let publication = store.begin("cam", 1, 10).unwrap();
         for byte in 0..3 {
             publication.push(segment(2000, byte), wall(0));

@@ -1,8 +1,8 @@
-//! Popular segments in memory files (Linux `memfd`), so that [`crate::sendfile`] can send
-//! them to viewers with `sendfile(2)`: the kernel hands the file's pages to the socket, and a
+//! Popular segments in memory files (Linux `memfd`), so that the HTTP side can send them to
+//! viewers with `sendfile(2)`: the kernel hands the file's pages to the socket, and a
 //! response costs no copy from user space (the copy was a third of the server's CPU when
-//! serving segments; BENCHMARKS.md). This is what Nginx gets from segments on tmpfs. The
-//! store moves a segment here at its second fetch (`packager::store::PROMOTE_AT_FETCH`).
+//! serving segments). This is what Nginx gets from segments on tmpfs. The store moves a
+//! segment here at its second fetch ([`crate::PROMOTE_AT_FETCH`]).
 //!
 //! One memory file per stream: each segment is appended at a page-aligned offset and, when
 //! the last holder drops it, its pages are punched out of the file. Offsets only grow, so a
@@ -12,14 +12,13 @@
 //! size only: punching part of a huge page zeroes the range in place, so where the kernel
 //! may give memory files huge pages (`shmem_enabled`), segments stay in the heap.
 
-use std::any::Any;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::segment_files::{SegmentFile, SegmentFileWriter, SegmentFiles};
 use bytes::Bytes;
-use packager::{SegmentFile, SegmentFileWriter, SegmentFiles};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use tracing::{debug, warn};
 
@@ -59,11 +58,10 @@ impl MemfdSegments {
     }
 }
 
-#[cfg(test)]
 impl MemfdSegments {
-    /// Memory files whatever the huge-page setting (tests make small segments and check
-    /// bytes, not page accounting).
-    pub(crate) fn for_tests() -> Self {
+    /// Memory files whatever the huge-page setting. For tests, which make small segments and
+    /// check bytes, not page accounting: a server uses [`MemfdSegments::new`].
+    pub fn ignoring_huge_pages() -> Self {
         Self { huge_pages: false, warned: Arc::default() }
     }
 }
@@ -88,16 +86,19 @@ fn memfd(warned: &AtomicBool) -> Option<Arc<File>> {
 }
 
 impl SegmentFiles for MemfdSegments {
-    fn open(&self) -> Option<Box<dyn SegmentFileWriter>> {
+    type File = MemfdSegment;
+    type Writer = MemfdWriter;
+
+    fn open(&self) -> Option<MemfdWriter> {
         if self.huge_pages {
             return None;
         }
-        Some(Box::new(MemfdWriter {
+        Some(MemfdWriter {
             file: memfd(&self.warned)?,
             end: 0,
             page: rustix::param::page_size() as u64,
             warned: Arc::clone(&self.warned),
-        }))
+        })
     }
 }
 
@@ -130,7 +131,7 @@ fn huge_pages_selected(default: &str, per_size: &[String]) -> bool {
 
 /// Appends one stream's segments to its memory file.
 #[derive(Debug)]
-struct MemfdWriter {
+pub struct MemfdWriter {
     file: Arc<File>,
     /// Where the next segment starts (page-aligned).
     end: u64,
@@ -139,7 +140,9 @@ struct MemfdWriter {
 }
 
 impl SegmentFileWriter for MemfdWriter {
-    fn write(&mut self, data: &[u8]) -> Option<Arc<dyn SegmentFile>> {
+    type File = MemfdSegment;
+
+    fn write(&mut self, data: &[u8]) -> Option<Arc<MemfdSegment>> {
         if data.is_empty() {
             return None;
         }
@@ -198,10 +201,6 @@ impl SegmentFile for MemfdSegment {
             }
         }
     }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 impl Drop for MemfdSegment {
@@ -250,7 +249,6 @@ mod tests {
         let first = writer.file.clone();
         let segment = writer.write(&[5; 8192]).unwrap();
         assert!(!Arc::ptr_eq(&first, &writer.file), "a new file");
-        let segment = segment.into_any().downcast::<MemfdSegment>().unwrap();
         assert_eq!(segment.offset(), 0);
         assert_eq!(segment.read().unwrap(), Bytes::from(vec![5; 8192]));
         assert!(writer.write(&[]).is_none(), "empty segments stay in the heap");
@@ -258,12 +256,12 @@ mod tests {
 
     #[test]
     fn segments_round_trip_and_free_their_pages() {
-        let mut writer = MemfdSegments::for_tests().open().unwrap();
+        let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
         let first = writer.write(&[1; 10_000]).unwrap();
         let second = writer.write(&[2; 5]).unwrap();
         assert_eq!(first.read().unwrap(), Bytes::from(vec![1; 10_000]));
         assert_eq!(second.read().unwrap(), Bytes::from_static(&[2; 5]));
-        let concrete = Arc::clone(&second).into_any().downcast::<MemfdSegment>().unwrap();
+        let concrete = Arc::clone(&second);
         let page = rustix::param::page_size() as u64;
         assert_eq!(concrete.offset() % page, 0, "segments start on a page");
         let file = Arc::clone(&concrete.file);

@@ -1,0 +1,25 @@
+//! The live stream store: the one piece of state the RTMP side writes and the HTTP side
+//! reads.
+//!
+//! [`StreamStore`] holds, per stream name, the sliding-window playlist (rendered once per
+//! change) and the recent segments as shared bytes, the viewer estimate, and what a stream
+//! that ended recently needs to continue its numbering when its publisher comes back. A
+//! publisher writes through its [`Publication`], whose drop ends the stream. Segments
+//! fetched more than once move to memory files ([`memfd`]) that the HTTP side sends with
+//! `sendfile`.
+//!
+//! This crate owns concurrency (a `DashMap` of slots, each behind a lock held for one
+//! update) and memory: how long segments stay, and where. It never parses media (the
+//! `packager` makes the segments and renders playlists), never touches a socket, and never
+//! reads a clock: time comes in as arguments.
+
+pub mod memfd;
+pub mod segment_files;
+mod store;
+
+pub use memfd::{MemfdSegment, MemfdSegments};
+pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
+pub use store::{
+    BeginError, MAX_VIEWERS_TRACKED, PROMOTE_AT_FETCH, Publication, SegmentBytes, StoreConfig,
+    StreamStore, StreamSummary,
+};
