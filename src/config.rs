@@ -263,7 +263,7 @@ pub(crate) struct ServeArgs {
     pub(crate) write_timeout: Duration,
 
     /// Open HTTP connections.
-    #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS", default_value_t = http::server::MAX_CONNECTIONS, help_heading = "Limits")]
+    #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS", default_value_t = rtmp_hls_http::server::MAX_CONNECTIONS, help_heading = "Limits")]
     pub(crate) http_max_connections: usize,
 
     /// Seconds allowed for an HTTP request's headers to arrive.
@@ -402,13 +402,13 @@ impl ServeArgs {
     }
 
     /// The HTTP side's limits.
-    pub(crate) fn http_limits(&self) -> http::HttpLimits {
-        http::HttpLimits {
+    pub(crate) fn http_limits(&self) -> rtmp_hls_http::HttpLimits {
+        rtmp_hls_http::HttpLimits {
             max_connections: self.http_max_connections,
             header_read_timeout: self.http_header_timeout,
             idle_timeout: self.http_idle_timeout,
             max_viewers_per_stream: self.max_viewers_per_stream,
-            ..http::HttpLimits::default()
+            ..rtmp_hls_http::HttpLimits::default()
         }
     }
 }
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(cli.serve.playlist_length, 6);
         assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
         assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
-        assert_eq!(cli.serve.http_limits(), http::HttpLimits::default());
+        assert_eq!(cli.serve.http_limits(), rtmp_hls_http::HttpLimits::default());
         assert_eq!(cli.serve.takeover_policy(), ingest::TakeoverPolicy::Replace);
         assert_eq!(cli.serve.failure_limits(), auth::failure_limiter::FailureLimits::default());
         assert_eq!(

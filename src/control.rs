@@ -1,4 +1,4 @@
-//! What the operator's API shows and does ([`http::api::Control`]): stream stats from the
+//! What the operator's API shows and does ([`rtmp_hls_http::api::Control`]): stream stats from the
 //! stream store and ingest's publish statuses, admin access by static token or JWT with the
 //! admin role, kicks through ingest, keys through the configured key store, and the
 //! Prometheus registry with the gauges read at scrape time.
@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 
 use auth::jwt::{JwtVerifier, looks_like_jwt};
 use auth::key_store::validate_stream_name;
-use http::api::{Access, Control, ControlError};
 use ingest::events::StopReason;
 use ingest::{Ingest, PublishStatus};
 use prometheus_client::collector::Collector;
@@ -16,7 +15,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use rtmp_hls_http::api::model::{Audio, KeyInfo, Publisher, Stream, Video};
+use rtmp_hls_http::api::{Access, Control, ControlError};
 use stream_store::{StreamStore, StreamSummary};
 
 use crate::kafka_events::KafkaEvents;
@@ -73,20 +73,18 @@ pub(crate) struct ServerControl {
 
 #[async_trait::async_trait]
 impl Control for ServerControl {
-    fn streams(&self, detailed: bool) -> Vec<Value> {
+    fn streams(&self, detailed: bool) -> Vec<Stream> {
         let now = Instant::now();
         self.store
             .summaries(now)
             .iter()
-            .map(|summary| {
-                stream_json(summary, self.ingest.statuses().get(&summary.name), detailed)
-            })
+            .map(|summary| stream(summary, self.ingest.statuses().get(&summary.name), detailed))
             .collect()
     }
 
-    fn stream(&self, name: &str, detailed: bool) -> Option<Value> {
+    fn stream(&self, name: &str, detailed: bool) -> Option<Stream> {
         let summary = self.store.summary(name, Instant::now())?;
-        Some(stream_json(&summary, self.ingest.statuses().get(name), detailed))
+        Some(stream(&summary, self.ingest.statuses().get(name), detailed))
     }
 
     fn check_admin(&self, bearer: Option<&str>) -> Access {
@@ -97,15 +95,15 @@ impl Control for ServerControl {
         self.ingest.end_publish(name, StopReason::Kicked)
     }
 
-    async fn keys(&self) -> Result<Vec<Value>, ControlError> {
+    async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError> {
         let keys = self.keys.list().await.map_err(unavailable)?;
         Ok(keys
             .into_iter()
-            .map(|k| {
-                json!({
-                    "stream": k.stream, "owner": k.owner, "created_at": k.created_at,
-                    "revoked": k.revoked,
-                })
+            .map(|k| KeyInfo {
+                stream: k.stream,
+                owner: k.owner,
+                created_at: k.created_at,
+                revoked: k.revoked,
             })
             .collect())
     }
@@ -151,49 +149,50 @@ fn unavailable(e: anyhow::Error) -> ControlError {
     ControlError::Unavailable(format!("key store: {e:#}"))
 }
 
-/// A stream as the API shows it (`Stream` in docs/openapi.yaml); who publishes (address,
-/// owner) only when `detailed`.
-fn stream_json(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool) -> Value {
+/// A stream as the API shows it; who publishes (address, owner) only when `detailed`.
+fn stream(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool) -> Stream {
     let publisher = status.as_ref().map(|s| {
         let end = s.ended.map_or_else(SystemTime::now, |(at, _)| at);
-        json!({
-            "remote_addr": detailed.then(|| s.remote.to_string()),
-            "app": s.app,
-            "owner": if detailed { s.owner.as_deref() } else { None },
-            "since": rfc3339(s.since),
-            "duration_seconds": end.duration_since(s.since).map_or(0.0, |d| round3(d.as_secs_f64())),
-            "ended_at": s.ended.map(|(at, _)| rfc3339(at)),
-            "stop_reason": s.ended.map(|(_, reason)| reason.as_str()),
-            "bitrate_bps": s.bitrate_bps,
-            "fps": s.fps,
-            "keyframe_interval_ms": s.keyframe_interval_ms,
-            "bytes": s.bytes,
-            "frames": s.frames,
-            "segments": s.segments,
-        })
+        Publisher {
+            remote_addr: detailed.then(|| s.remote.to_string()),
+            app: s.app.clone(),
+            owner: if detailed { s.owner.clone() } else { None },
+            since: rfc3339(s.since),
+            duration_seconds: end.duration_since(s.since).map_or(0.0, |d| round3(d.as_secs_f64())),
+            ended_at: s.ended.map(|(at, _)| rfc3339(at)),
+            stop_reason: s.ended.map(|(_, reason)| reason.as_str().to_owned()),
+            bitrate_bps: s.bitrate_bps,
+            fps: s.fps,
+            keyframe_interval_ms: s.keyframe_interval_ms,
+            bytes: s.bytes,
+            frames: s.frames,
+            segments: s.segments,
+        }
     });
     let media = status.map(|s| s.media).unwrap_or_default();
-    let video = media.video_codec.as_ref().map(|codec| {
-        json!({ "codec": codec, "width": media.width, "height": media.height, "fps": media.fps })
+    let video = media.video_codec.map(|codec| Video {
+        codec,
+        width: media.width,
+        height: media.height,
+        fps: media.fps,
     });
-    let audio = media.audio_codec.as_ref().map(|codec| {
-        json!({
-            "codec": codec, "sample_rate": media.audio_sample_rate,
-            "channels": media.audio_channels,
-        })
+    let audio = media.audio_codec.map(|codec| Audio {
+        codec,
+        sample_rate: media.audio_sample_rate,
+        channels: media.audio_channels,
     });
-    json!({
-        "name": summary.name,
-        "live": summary.live,
-        "playlist": format!("/hls/{}/{}", summary.name, http::PLAYLIST_FILE),
-        "viewers": summary.viewers,
-        "segments_listed": summary.segments_listed,
-        "media_sequence": summary.media_sequence,
-        "target_duration": summary.target_duration,
-        "publisher": publisher,
-        "video": video,
-        "audio": audio,
-    })
+    Stream {
+        name: summary.name.clone(),
+        live: summary.live,
+        playlist: format!("/hls/{}/{}", summary.name, rtmp_hls_http::PLAYLIST_FILE),
+        viewers: summary.viewers,
+        segments_listed: summary.segments_listed as u64,
+        media_sequence: summary.media_sequence,
+        target_duration: summary.target_duration,
+        publisher,
+        video,
+        audio,
+    }
 }
 
 fn rfc3339(at: SystemTime) -> String {

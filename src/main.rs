@@ -250,7 +250,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         Arc::clone(&events),
     ));
 
-    let http_metrics = http::metrics::HttpMetrics::default();
+    let http_metrics = rtmp_hls_http::metrics::HttpMetrics::default();
     let mut registry = prometheus_client::registry::Registry::with_prefix("rtmp_hls");
     ingest.metrics().register(&mut registry);
     http_metrics.register(&mut registry);
@@ -259,14 +259,14 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         store: Arc::clone(&store),
         kafka: kafka.clone(),
     }));
-    let api = http::api::router(Arc::new(control::ServerControl {
+    let api = rtmp_hls_http::api::router(Arc::new(control::ServerControl {
         ingest: Arc::clone(&ingest),
         store: Arc::clone(&store),
         keys: keys.clone(),
         auth: control::AdminAuth { token: args.admin_token.clone(), jwt: admin_jwt },
         registry,
     }));
-    let hls = http::router(Arc::clone(&store), args.max_viewers_per_stream);
+    let hls = rtmp_hls_http::router(Arc::clone(&store), args.max_viewers_per_stream);
     let (public_routes, admin_routes) = match admin {
         Some(listener) => (hls, Some((listener, http_metrics.count(api)))),
         None => (hls.merge(api), None),
@@ -289,7 +289,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "admin API listening");
         }
-        tokio::spawn(http::serve_router(
+        tokio::spawn(rtmp_hls_http::serve_router(
             listener,
             routes,
             args.http_limits(),
@@ -297,7 +297,7 @@ async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
             args.shutdown_grace,
         ))
     });
-    let http_task = tokio::spawn(http::serve_router(
+    let http_task = tokio::spawn(rtmp_hls_http::serve_router(
         http,
         public_routes,
         args.http_limits(),

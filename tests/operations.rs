@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use common::services::{backend, venv};
 use common::{Publisher, STARTUP, Server, publish_fast};
+use rtmp_hls_http::api::model::{CreatedKey, KeyList, NewKey, Stream, StreamList};
 use serde_json::Value;
 use testkit::http;
 use testkit::media::{Clip, clip, workspace_root};
@@ -151,6 +152,11 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
     json
 }
 
+/// A body as the API type the handlers send (`rtmp_hls_http::api::model`).
+fn typed<T: serde::de::DeserializeOwned>(body: &Value) -> T {
+    serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}: {body:#}"))
+}
+
 /// The value of the first sample of `series` (`name{labels}` exactly) in `/metrics`.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -184,40 +190,41 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
     let (ok, _) = publish_fast(&clip(Clip::AvSmall), &format!("{}/wrong-key", server.rtmp_url()));
     assert!(!ok, "a wrong key published");
 
-    let list = get_json(server.http, "/api/v1/streams");
-    assert_shape("StreamList", &list);
-    let cam = get_json(server.http, "/api/v1/streams/cam");
-    assert_shape("Stream", &cam);
-    assert_eq!(list["streams"][0]["name"], cam["name"], "list and item disagree");
-    assert_eq!(list["streams"][0]["publisher"]["since"], cam["publisher"]["since"]);
-    assert_eq!(cam["live"], true);
-    assert_eq!(cam["playlist"], "/hls/cam/index.m3u8");
-    assert!(cam["viewers"].as_u64().unwrap() >= 1, "{cam}");
-    let publisher = &cam["publisher"];
+    let list_body = get_json(server.http, "/api/v1/streams");
+    assert_shape("StreamList", &list_body);
+    let cam_body = get_json(server.http, "/api/v1/streams/cam");
+    assert_shape("Stream", &cam_body);
+    assert!(!cam_body.to_string().contains(&key), "the key is in the stats");
+    let list: StreamList = typed(&list_body);
+    let cam: Stream = typed(&cam_body);
+    assert_eq!(list.streams[0].name, cam.name, "list and item disagree");
+    let publisher = cam.publisher.as_ref().unwrap();
+    assert_eq!(list.streams[0].publisher.as_ref().unwrap().since, publisher.since);
+    assert!(cam.live);
+    assert_eq!(cam.playlist, "/hls/cam/index.m3u8");
+    assert!(cam.viewers >= 1, "{cam:?}");
     // Who publishes is for admins only.
-    assert!(publisher["remote_addr"].is_null(), "{cam}");
+    assert_eq!(publisher.remote_addr, None, "{cam:?}");
     let (status, _, detailed) =
         api(server.http, "GET", "/api/v1/streams/cam", Some(ADMIN_TOKEN), None);
     assert_eq!(status, 200);
     assert_shape("Stream", &detailed);
-    let address = detailed["publisher"]["remote_addr"].as_str().unwrap();
-    assert!(address.starts_with("127.0.0.1:"), "{detailed}");
-    assert_eq!(publisher["app"], "live");
-    assert!(publisher["ended_at"].is_null());
-    assert!(publisher["bitrate_bps"].as_u64().unwrap() > 10_000, "{cam}");
-    assert!(publisher["fps"].as_f64().unwrap() > 5.0, "{cam}");
+    let detailed: Stream = typed(&detailed);
+    let address = detailed.publisher.unwrap().remote_addr.unwrap();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    assert_eq!(publisher.app, "live");
+    assert_eq!(publisher.ended_at, None);
+    assert!(publisher.bitrate_bps > 10_000, "{cam:?}");
+    assert!(publisher.fps > 5.0, "{cam:?}");
     // A 1 s GOP (FLV timestamps are whole milliseconds, at 25 fps the GOP is 960-1040 ms).
-    let gop = publisher["keyframe_interval_ms"].as_u64().unwrap();
-    assert!((900..=1100).contains(&gop), "{cam}");
-    assert!(publisher["segments"].as_u64().unwrap() >= 2, "{cam}");
-    assert!(cam["video"]["codec"].as_str().unwrap().starts_with("avc1.64"), "{cam}");
-    assert_eq!(
-        (&cam["video"]["width"], &cam["video"]["height"]),
-        (&Value::from(320), &Value::from(240))
-    );
-    assert_eq!(cam["audio"]["codec"], "mp4a.40.2");
-    assert_eq!(cam["audio"]["sample_rate"], 48000);
-    assert!(!cam.to_string().contains(&key), "the key is in the stats");
+    let gop = publisher.keyframe_interval_ms.unwrap();
+    assert!((900..=1100).contains(&gop), "{cam:?}");
+    assert!(publisher.segments >= 2, "{cam:?}");
+    let video = cam.video.as_ref().unwrap();
+    assert!(video.codec.starts_with("avc1.64"), "{cam:?}");
+    assert_eq!((video.width, video.height), (Some(320), Some(240)));
+    let audio = cam.audio.as_ref().unwrap();
+    assert_eq!((audio.codec.as_str(), audio.sample_rate), ("mp4a.40.2", Some(48000)));
 
     let (status, _, error) = api(server.http, "GET", "/api/v1/streams/nope", None, None);
     assert_eq!(status, 404);
@@ -254,8 +261,9 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
         (cam["publisher"]["stop_reason"] == "kicked").then_some(cam)
     });
     assert_shape("Stream", &ended);
-    assert_eq!(ended["live"], false);
-    assert!(ended["publisher"]["ended_at"].is_string());
+    let ended: Stream = typed(&ended);
+    assert!(!ended.live);
+    assert!(ended.publisher.unwrap().ended_at.is_some());
     let text = metrics(server.http);
     assert_eq!(metric(&text, "rtmp_hls_live_streams"), Some(0.0), "{text}");
     assert!(!text.contains("rtmp_hls_ingest_bytes_total{stream=\"cam\"}"), "{text}");
@@ -264,8 +272,8 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
     assert_eq!(status, 404, "kicked a publisher that is gone");
     // Once the ended stream expires, its stats go too.
     testkit::wait_until(STARTUP, "the ended stream to expire", || {
-        let list = get_json(server.http, "/api/v1/streams");
-        list["streams"].as_array().unwrap().is_empty().then_some(())
+        let list: StreamList = typed(&get_json(server.http, "/api/v1/streams"));
+        list.streams.is_empty().then_some(())
     });
     assert_eq!(api(server.http, "GET", "/api/v1/streams/cam", None, None).0, 404);
 
@@ -327,13 +335,15 @@ fn the_admin_api_authenticates_and_manages_keys() {
     }
 
     // Create with the admin JWT; the key publishes.
-    let new = serde_json::json!({"stream": "api-cam"});
+    let new = serde_json::to_value(NewKey { stream: "api-cam".into(), owner: None }).unwrap();
     let (status, response, created) =
         api(server.http, "POST", "/api/v1/keys", Some(&admin_jwt), Some(&new));
     assert_eq!(status, 201, "{created}");
     assert_shape("CreatedKey", &created);
     assert_eq!(response.header("cache-control"), Some("no-store"));
-    let key = created["key"].as_str().unwrap().to_owned();
+    let created: CreatedKey = typed(&created);
+    assert_eq!(created.stream, "api-cam");
+    let key = created.key;
     let (status, _, _) = api(server.http, "POST", "/api/v1/keys", Some(ADMIN_TOKEN), Some(&new));
     assert_eq!(status, 409, "a second key for one stream");
     let bad = serde_json::json!({"stream": "no spaces/allowed"});
@@ -344,10 +354,10 @@ fn the_admin_api_authenticates_and_manages_keys() {
     let (status, _, listed) = api(server.http, "GET", "/api/v1/keys", Some(ADMIN_TOKEN), None);
     assert_eq!(status, 200);
     assert_shape("KeyList", &listed);
-    let streams: Vec<&str> =
-        listed["keys"].as_array().unwrap().iter().map(|k| k["stream"].as_str().unwrap()).collect();
-    assert!(streams.contains(&"api-cam") && streams.contains(&"demo"), "{listed}");
     assert!(!listed.to_string().contains(&key));
+    let listed: KeyList = typed(&listed);
+    let streams: Vec<&str> = listed.keys.iter().map(|k| k.stream.as_str()).collect();
+    assert!(streams.contains(&"api-cam") && streams.contains(&"demo"), "{listed:?}");
     // The CLI sees the same store.
     let cli = server.keys(&["list"]);
     assert!(String::from_utf8_lossy(&cli.stdout).contains("api-cam"));

@@ -1,4 +1,11 @@
-//! HLS delivery over HTTP, straight from the in-memory [`StreamStore`].
+//! HTTP delivery: HLS straight from the in-memory [`StreamStore`], the operator's API
+//! ([`api`], `/api/v1`) and `/metrics`, on hyper connections with their own limits
+//! ([`server`]).
+//!
+//! This crate owns the HTTP surface: routes, status codes, headers, caching, CORS, viewer
+//! admission, connection limits, and sending memory files with `sendfile` ([`sendfile`]).
+//! It never writes the store and never decides what the API shows: stream data comes from
+//! the store, and the API's answers from the binary through [`api::Control`].
 //!
 //! `GET /hls/<name>/index.m3u8` and `GET /hls/<name>/<segment>.ts` (HEAD too). Playlists are
 //! `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` (they change every

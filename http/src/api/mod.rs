@@ -4,7 +4,8 @@
 //! create, list and revoke keys), which need a bearer token. Plus `/metrics` (Prometheus).
 //!
 //! What the routes show and do is the binary's [`Control`]: this module owns the HTTP
-//! surface (paths, status codes, authentication, error bodies), not the data.
+//! surface (paths, status codes, authentication, error bodies), not the data. The bodies are
+//! the types of [`model`].
 
 use std::sync::Arc;
 
@@ -15,7 +16,11 @@ use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENT
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use serde_json::{Value, json};
+use serde::Serialize;
+
+pub mod model;
+
+use model::{CreatedKey, KeyInfo, KeyList, NewKey, Stream, StreamList};
 
 /// Largest request body (a key creation is a few dozen bytes of JSON).
 pub const MAX_BODY_BYTES: usize = 16 << 10;
@@ -51,17 +56,17 @@ pub enum ControlError {
 /// the key store.
 #[async_trait::async_trait]
 pub trait Control: Send + Sync + 'static {
-    /// Every stream, live or recently ended: `Stream` objects of the OpenAPI file; with
-    /// `detailed`, who publishes (address, owner) too.
-    fn streams(&self, detailed: bool) -> Vec<Value>;
+    /// Every stream, live or recently ended, by name; with `detailed`, who publishes
+    /// (address, owner) too.
+    fn streams(&self, detailed: bool) -> Vec<Stream>;
     /// One stream, if the server knows it.
-    fn stream(&self, name: &str, detailed: bool) -> Option<Value>;
+    fn stream(&self, name: &str, detailed: bool) -> Option<Stream>;
     /// Whether the bearer token (if any) grants the admin routes.
     fn check_admin(&self, bearer: Option<&str>) -> Access;
     /// Disconnects the publisher of `name`; whether one was live.
     fn kick(&self, name: &str) -> bool;
-    /// Every key's stream, owner and creation time (`KeyInfo` objects), never keys.
-    async fn keys(&self) -> Result<Vec<Value>, ControlError>;
+    /// Every key's stream, owner and creation time, never keys.
+    async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError>;
     /// Creates a key for a new stream `name`; returns the key (shown this once).
     async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError>;
     /// Revokes the key of `name`; whether there was a live key.
@@ -87,7 +92,7 @@ pub fn router(control: Arc<dyn Control>) -> Router {
 
 async fn streams(State(control): State<Shared>, headers: HeaderMap) -> Response {
     let detailed = control.check_admin(bearer(&headers)) == Access::Granted;
-    json_response(StatusCode::OK, &json!({ "streams": control.streams(detailed) }))
+    json_response(StatusCode::OK, &StreamList { streams: control.streams(detailed) })
 }
 
 async fn stream(
@@ -123,7 +128,7 @@ async fn keys(State(control): State<Shared>, headers: HeaderMap) -> Response {
         return refusal;
     }
     match control.keys().await {
-        Ok(keys) => json_response(StatusCode::OK, &json!({ "keys": keys })),
+        Ok(keys) => json_response(StatusCode::OK, &KeyList { keys }),
         Err(e) => control_error(&e),
     }
 }
@@ -131,13 +136,6 @@ async fn keys(State(control): State<Shared>, headers: HeaderMap) -> Response {
 async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(refusal) = refuse(control.as_ref(), &headers) {
         return refusal;
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct NewKey {
-        stream: String,
-        #[serde(default)]
-        owner: Option<String>,
     }
     let request: NewKey = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -151,10 +149,8 @@ async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Byt
     match control.create_key(&request.stream, request.owner.as_deref()).await {
         Ok(key) => {
             tracing::info!(stream = %request.stream, "key created through the admin API");
-            let mut response = json_response(
-                StatusCode::CREATED,
-                &json!({ "stream": request.stream, "key": key }),
-            );
+            let created = CreatedKey { stream: request.stream, key };
+            let mut response = json_response(StatusCode::CREATED, &created);
             // The key is shown once: no cache may keep it.
             response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
@@ -222,12 +218,18 @@ fn control_error(e: &ControlError) -> Response {
 
 /// An error body: `{"error": "..."}`.
 fn error(status: StatusCode, message: &str) -> Response {
-    json_response(status, &json!({ "error": message }))
+    json_response(status, &model::Error { error: message.to_owned() })
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-cache")], body.to_string())
-        .into_response()
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => {
+            let headers = [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-cache")];
+            (status, headers, text).into_response()
+        }
+        // Our own types of strings and numbers: cannot fail.
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -246,13 +248,43 @@ mod tests {
         keys: Mutex<Vec<String>>,
     }
 
+    /// Stream `cam`; its publisher's address shows only when `detailed`.
+    fn cam(detailed: bool) -> Stream {
+        Stream {
+            name: "cam".into(),
+            live: true,
+            playlist: "/hls/cam/index.m3u8".into(),
+            viewers: 0,
+            segments_listed: 0,
+            media_sequence: 0,
+            target_duration: 2,
+            publisher: Some(model::Publisher {
+                remote_addr: detailed.then(|| "192.0.2.1:5000".into()),
+                app: "live".into(),
+                owner: None,
+                since: "2026-12-06T00:00:00.000Z".into(),
+                duration_seconds: 1.0,
+                ended_at: None,
+                stop_reason: None,
+                bitrate_bps: 0,
+                fps: 0.0,
+                keyframe_interval_ms: None,
+                bytes: 0,
+                frames: 0,
+                segments: 0,
+            }),
+            video: None,
+            audio: None,
+        }
+    }
+
     #[async_trait::async_trait]
     impl Control for Fake {
-        fn streams(&self, detailed: bool) -> Vec<Value> {
-            vec![json!({"name": "cam", "detailed": detailed})]
+        fn streams(&self, detailed: bool) -> Vec<Stream> {
+            vec![cam(detailed)]
         }
-        fn stream(&self, name: &str, detailed: bool) -> Option<Value> {
-            (name == "cam").then(|| json!({"name": "cam", "detailed": detailed}))
+        fn stream(&self, name: &str, detailed: bool) -> Option<Stream> {
+            (name == "cam").then(|| cam(detailed))
         }
         fn check_admin(&self, bearer: Option<&str>) -> Access {
             match bearer {
@@ -265,9 +297,15 @@ mod tests {
         fn kick(&self, name: &str) -> bool {
             name == "cam"
         }
-        async fn keys(&self) -> Result<Vec<Value>, ControlError> {
+        async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError> {
             let keys = self.keys.lock().unwrap();
-            Ok(keys.iter().map(|k| json!({"stream": k})).collect())
+            let info = |k: &String| KeyInfo {
+                stream: k.clone(),
+                owner: None,
+                created_at: "2026-12-06T00:00:00Z".into(),
+                revoked: false,
+            };
+            Ok(keys.iter().map(info).collect())
         }
         async fn create_key(&self, name: &str, _: Option<&str>) -> Result<String, ControlError> {
             let mut keys = self.keys.lock().unwrap();
@@ -316,10 +354,9 @@ mod tests {
         (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
     }
 
-    /// Bodies compare as JSON values: key order depends on whether another crate in the
-    /// build turns on serde_json's `preserve_order`.
-    fn json(text: &str) -> Value {
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    /// A body read back as the API type it should be.
+    fn read<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not the expected body ({e}): {text}"))
     }
 
     #[tokio::test]
@@ -327,18 +364,18 @@ mod tests {
         let (status, headers, body) = call(Method::GET, "/api/v1/streams", None, "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], "application/json");
-        assert_eq!(json(&body), json(r#"{"streams":[{"detailed":false,"name":"cam"}]}"#));
+        assert_eq!(read::<StreamList>(&body), StreamList { streams: vec![cam(false)] });
         let (status, _, body) = call(Method::GET, "/api/v1/streams/cam", None, "").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(json(&body), json(r#"{"detailed":false,"name":"cam"}"#));
+        assert_eq!(read::<Stream>(&body), cam(false));
         // Details (who publishes) only with admin credentials.
         let (_, _, body) = call(Method::GET, "/api/v1/streams/cam", Some("good"), "").await;
-        assert_eq!(json(&body), json(r#"{"detailed":true,"name":"cam"}"#));
+        assert_eq!(read::<Stream>(&body), cam(true));
         let (_, _, body) = call(Method::GET, "/api/v1/streams", Some("viewer"), "").await;
-        assert!(body.contains("\"detailed\":false"), "{body}");
+        assert_eq!(read::<StreamList>(&body).streams, [cam(false)]);
         let (status, _, body) = call(Method::GET, "/api/v1/streams/nope", None, "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(body.contains("\"error\""), "{body}");
+        assert!(read::<model::Error>(&body).error.contains("nope"), "{body}");
     }
 
     #[tokio::test]
@@ -374,7 +411,8 @@ mod tests {
             call_on(&router, Method::POST, "/api/v1/keys", good, r#"{"stream":"new"}"#).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(headers[CACHE_CONTROL], "no-store");
-        assert_eq!(json(&body), json(r#"{"key":"the-key","stream":"new"}"#));
+        let created = CreatedKey { stream: "new".into(), key: "the-key".into() };
+        assert_eq!(read::<CreatedKey>(&body), created);
         let (status, _, _) =
             call_on(&router, Method::POST, "/api/v1/keys", good, r#"{"stream":"new"}"#).await;
         assert_eq!(status, StatusCode::CONFLICT);
@@ -384,7 +422,8 @@ mod tests {
         }
         let (status, _, body) = call_on(&router, Method::GET, "/api/v1/keys", good, "").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(json(&body), json(r#"{"keys":[{"stream":"new"}]}"#));
+        let keys = read::<KeyList>(&body).keys;
+        assert_eq!(keys.iter().map(|k| k.stream.as_str()).collect::<Vec<_>>(), ["new"]);
         let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;
