@@ -21,7 +21,10 @@ WORKDIR /src
 # Only what the build reads: the workspace manifests and every member's sources.
 COPY Cargo.toml Cargo.lock rtmp-hls.example.toml ./
 COPY src/ src/
+COPY rtmp/ rtmp/
+COPY auth/ auth/
 COPY packager/ packager/
+COPY store/ store/
 COPY ingest/ ingest/
 COPY http/ http/
 COPY testkit/ testkit/

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::accounting::Rates;
+
 /// The `version` of every event this build emits.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -208,9 +210,7 @@ impl Event {
                 "audio_sample_rate": media.audio_sample_rate, "audio_channels": media.audio_channels,
             }),
             Self::PublishStopped { stream, owner, reason, duration, bytes, frames } => {
-                let seconds = duration.as_secs_f64();
-                let bitrate =
-                    if seconds > 0.0 { (*bytes as f64 * 8.0 / seconds) as u64 } else { 0 };
+                let bitrate = Rates::over(*bytes, 0, *duration).bitrate_bps;
                 json!({
                     "stream": stream, "owner": owner, "reason": reason.as_str(),
                     "duration_ms": duration.as_millis() as u64, "bytes": bytes, "frames": frames,

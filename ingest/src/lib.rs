@@ -8,13 +8,19 @@
 //! `rtmp` crate does), never decides who may publish (the `auth` crate does), and never
 //! serves HTTP.
 
+pub mod accounting;
+mod connection;
+mod decision;
 pub mod events;
 pub mod hooks;
 pub mod limits;
 pub mod listener;
 pub mod low_water;
 pub mod merged_read;
+pub mod metadata;
 pub mod metrics;
+pub mod publish;
+mod registry;
 pub mod status;
 
 pub use events::{Event, EventSink, LogSink};

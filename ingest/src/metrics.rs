@@ -33,6 +33,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// One live stream's series, held by its publisher.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounters {
+    /// Bytes received.
+    pub bytes: Counter,
+    /// Media messages received.
+    pub frames: Counter,
+}
+
 /// The RTMP side's metrics.
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
@@ -106,12 +115,12 @@ impl IngestMetrics {
     }
 
     /// The byte and frame counters of `stream`, for its publisher to hold.
-    pub fn stream_counters(&self, stream: &str) -> (Counter, Counter) {
+    pub fn stream_counters(&self, stream: &str) -> StreamCounters {
         let label = StreamLabel { stream: stream.to_owned() };
-        (
-            self.ingest_bytes.get_or_create(&label).clone(),
-            self.ingest_frames.get_or_create(&label).clone(),
-        )
+        StreamCounters {
+            bytes: self.ingest_bytes.get_or_create(&label).clone(),
+            frames: self.ingest_frames.get_or_create(&label).clone(),
+        }
     }
 
     /// Drops the series of `stream` once its publish ended (a republish starts them again).
@@ -139,7 +148,7 @@ mod tests {
         let metrics = IngestMetrics::default();
         metrics.publishes_accepted.inc();
         metrics.rejected(RejectReason::InvalidKey);
-        let (bytes, frames) = metrics.stream_counters("cam");
+        let StreamCounters { bytes, frames } = metrics.stream_counters("cam");
         bytes.inc_by(1000);
         frames.inc();
         metrics.key_lookup.observe(0.002);

@@ -1,0 +1,366 @@
+//! One RTMP connection's task: moves bytes between the socket and its sans-IO
+//! [`Session`], answers publish requests through [`decision`](crate::decision), hands media
+//! to its [`Publish`], and enforces the connection's deadlines.
+//!
+//! A connection is in one phase at a time, each with its deadline: handshake, then waiting
+//! for a publish request, then publishing (media must keep coming). Reads are merged while no
+//! segment can close ([`merged_read`]). Shutdown and a stop request (takeover, kick,
+//! revocation) end it between reads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::key_store::redact;
+use rtmp::session::{Action, Session, SessionError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+use tracing::{debug, info};
+
+use crate::decision::{self, Accepted, Refusal, Request};
+use crate::events::{Event, StopReason};
+use crate::listener::Ingest;
+use crate::merged_read;
+use crate::publish::Publish;
+
+/// Socket read buffer per connection.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] SessionError),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("no publish request within {0:?}")]
+    PublishTimeout(Duration),
+    #[error("no audio or video for {0:?}")]
+    NoMedia(Duration),
+    #[error("client did not read for {0:?}")]
+    WriteTimeout(Duration),
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("publish ended: {}", .0.as_str())]
+    Ended(StopReason),
+}
+
+impl ConnectionError {
+    /// Why a publish that was live on the connection ended.
+    fn stop_reason(result: &Result<(), Self>) -> StopReason {
+        match result {
+            Ok(()) => StopReason::ClientClosed,
+            Err(Self::NoMedia(_)) => StopReason::Timeout,
+            Err(Self::Shutdown) => StopReason::ServerShutdown,
+            Err(Self::Ended(reason)) => *reason,
+            Err(_) => StopReason::Error,
+        }
+    }
+}
+
+/// A publish's stop channel, and the wait on it.
+type StopWait = (
+    watch::Receiver<Option<StopReason>>,
+    std::pin::Pin<Box<dyn Future<Output = StopReason> + Send>>,
+);
+
+pub(crate) struct Connection {
+    id: u64,
+    ingest: Arc<Ingest>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    session: Session,
+    publish: Option<Publish>,
+    /// Set once a publish was refused: the connection closes after the reply is sent.
+    refused: bool,
+    accepted: Instant,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        ingest: Arc<Ingest>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            id,
+            ingest,
+            socket,
+            peer,
+            session: Session::new(id as u32 ^ u32::from(peer.port())),
+            publish: None,
+            refused: false,
+            accepted: Instant::now(),
+            stop,
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> Result<(), ConnectionError> {
+        let result = self.read_loop().await;
+        if let Some(publish) = self.publish.take() {
+            publish.end(ConnectionError::stop_reason(&result), self.session.client_info());
+        }
+        let _ = self.socket.shutdown().await;
+        result
+    }
+
+    /// The instant the current phase must have progressed by, and the error if it has not.
+    fn deadline(&self) -> (Instant, ConnectionError) {
+        let limits = &self.ingest.config.limits;
+        if let Some(publish) = &self.publish {
+            (
+                publish.last_media() + limits.no_media_timeout,
+                ConnectionError::NoMedia(limits.no_media_timeout),
+            )
+        } else if !self.session.handshake_done() {
+            (
+                self.accepted + limits.handshake_timeout,
+                ConnectionError::HandshakeTimeout(limits.handshake_timeout),
+            )
+        } else {
+            (
+                self.accepted + limits.publish_timeout,
+                ConnectionError::PublishTimeout(limits.publish_timeout),
+            )
+        }
+    }
+
+    async fn read_loop(&mut self) -> Result<(), ConnectionError> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        // One timer each for the phase deadline and the stats tick, moved as they change: a
+        // timer pushed later only updates its instant, where a fresh timeout per read took
+        // the timer wheel's lock twice for each of the ~80 messages a second of a stream.
+        let (deadline, _) = self.deadline();
+        let late_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(late_timer);
+        let stats_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(stats_timer);
+        // Armed while bytes gather in the socket below its low-water mark (merged reads):
+        // when it fires, whatever is queued is read.
+        let pause_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(pause_timer);
+        let receive_buffer = crate::low_water::receive_buffer(&self.socket).unwrap_or(0);
+        let mut pacer = merged_read::ReadPacer::new(
+            self.ingest.config.max_read_pause,
+            receive_buffer,
+            self.ingest.config.limits.no_media_timeout,
+        );
+        // Shutdown and stop requests are waited for by futures made once per connection (or
+        // publish), not once per read: each new wait joins, and on leaving quits, the
+        // channel's waiter list, under a lock the shutdown channel shares with every
+        // connection.
+        let mut stop = self.stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(shutdown);
+        let mut stop_wait: Option<StopWait> = None;
+        loop {
+            match (&self.publish, &stop_wait) {
+                (Some(publish), Some((channel, _)))
+                    if publish.stop_requested().same_channel(channel) => {}
+                (Some(publish), _) => {
+                    let channel = publish.stop_requested().clone();
+                    stop_wait = Some((channel.clone(), Box::pin(stop_requested(channel))));
+                }
+                (None, Some(_)) => stop_wait = None,
+                (None, None) => {}
+            }
+            let (deadline, late) = self.deadline();
+            if late_timer.deadline() != deadline {
+                late_timer.as_mut().reset(deadline);
+            }
+            let stats_at = self.publish.as_ref().map(Publish::next_stats);
+            if let Some(at) = stats_at
+                && stats_timer.deadline() != at
+            {
+                stats_timer.as_mut().reset(at);
+            }
+            let n = tokio::select! {
+                // Shutdown and stop first, so a peer that never pauses cannot starve them;
+                // then data before the deadline, as a timeout around the read would.
+                biased;
+                () = &mut shutdown => return Err(ConnectionError::Shutdown),
+                reason = async {
+                    match stop_wait.as_mut() {
+                        Some((_, requested)) => requested.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => return Err(ConnectionError::Ended(reason)),
+                read = self.socket.read(&mut buf) => Some(read?),
+                () = &mut pause_timer, if pacer.low_water() > 1 => {
+                    if let Some(mark) = pacer.fallback() {
+                        self.set_low_water(mark, &mut pacer)?;
+                    }
+                    continue;
+                }
+                () = &mut late_timer => return Err(late),
+                () = &mut stats_timer, if stats_at.is_some() => None,
+            };
+            let Some(n) = n else {
+                if let Some(publish) = &mut self.publish {
+                    publish.emit_stats();
+                }
+                continue;
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            if let Some(publish) = &mut self.publish {
+                publish.received(n);
+            }
+            let actions = self.session.handle_bytes(&buf[..n])?;
+            self.perform(actions).await?;
+            if let Some(error) = self.session.error() {
+                // The good messages before the fault were handled above.
+                return Err(error.clone().into());
+            }
+            if self.refused {
+                return Ok(());
+            }
+            let time_to_cut = self.publish.as_ref().and_then(Publish::time_to_cut);
+            let now = Instant::now();
+            let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), time_to_cut);
+            if let Some(mark) = mark {
+                self.set_low_water(mark, &mut pacer)?;
+            }
+            if let merged_read::NextRead::Gather { fallback, .. } = next {
+                pause_timer.as_mut().reset(now + fallback);
+            }
+        }
+    }
+
+    /// Sets the socket's receive low-water mark. If the system refuses a mark above 1, reads
+    /// turn immediate (the mark back to 1); if it refuses 1, bytes below the mark it kept
+    /// could wait unseen, so the connection ends.
+    fn set_low_water(
+        &self,
+        bytes: usize,
+        pacer: &mut merged_read::ReadPacer,
+    ) -> Result<(), ConnectionError> {
+        match crate::low_water::set(&self.socket, bytes) {
+            Ok(()) => Ok(()),
+            Err(error) if bytes == 1 => Err(error.into()),
+            Err(error) => {
+                debug!(%error, "receive low-water mark not set; reading every message");
+                pacer.disable();
+                // The socket may keep an earlier mark above 1 (marks follow the rate).
+                Ok(crate::low_water::set(&self.socket, 1)?)
+            }
+        }
+    }
+
+    /// Performs actions in order; decisions add the actions of their answers.
+    async fn perform(&mut self, actions: Vec<Action>) -> Result<(), ConnectionError> {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(bytes) => {
+                    let limit = self.ingest.config.limits.write_timeout;
+                    timeout(limit, self.socket.write_all(&bytes))
+                        .await
+                        .map_err(|_| ConnectionError::WriteTimeout(limit))??;
+                }
+                Action::PublishRequested { request_id, app, key } => {
+                    let answer = self.answer_publish(request_id, &app, &key).await?;
+                    queue.extend(answer);
+                }
+                Action::Media { kind, timestamp, payload } => {
+                    if let Some(publish) = &mut self.publish {
+                        publish.media(kind, timestamp, &payload);
+                    }
+                }
+                Action::Metadata(properties) => {
+                    let summary: Vec<String> =
+                        properties.iter().take(16).map(|(k, v)| format!("{k}={v}")).collect();
+                    debug!(metadata = %summary.join(" "), "stream metadata");
+                    if let Some(publish) = &mut self.publish {
+                        publish.metadata(&properties);
+                    }
+                }
+                Action::PublishEnded => {
+                    if let Some(publish) = self.publish.take() {
+                        publish.end(StopReason::ClientClosed, self.session.client_info());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides a publish request and answers it: the session's actions for the answer.
+    async fn answer_publish(
+        &mut self,
+        request_id: u32,
+        app: &str,
+        key: &str,
+    ) -> Result<Vec<Action>, ConnectionError> {
+        let ingest = Arc::clone(&self.ingest);
+        let client = self.session.client_info().clone();
+        let request = Request { app, key, peer: self.peer, id: self.id, client: &client };
+        match decision::decide(&ingest, &request).await {
+            Ok(Accepted { grant, live }) => {
+                let actions = self.session.accept_publish(request_id)?;
+                ingest.metrics.publishes_accepted.inc();
+                let owner = grant.owner.as_deref().unwrap_or("-");
+                info!(stream = %grant.stream, %app, key = %redact(key), %owner, "publish accepted");
+                tracing::Span::current().record("stream", grant.stream.as_str());
+                self.publish = Some(Publish::start(
+                    &ingest,
+                    &request,
+                    grant,
+                    live,
+                    Arc::clone(&ingest.segment_buffers),
+                    ingest.config.remuxer,
+                ));
+                Ok(actions)
+            }
+            Err(refusal) => {
+                if refusal.owes_done {
+                    ingest.publish_done(&request);
+                }
+                self.refuse(request_id, app, key, &refusal)
+            }
+        }
+    }
+
+    /// Tells the client why its publish is refused, and reports it.
+    fn refuse(
+        &mut self,
+        request_id: u32,
+        app: &str,
+        key: &str,
+        refusal: &Refusal,
+    ) -> Result<Vec<Action>, ConnectionError> {
+        let (reason, description) = (refusal.reason.as_str(), &refusal.description);
+        self.ingest.warn_limited(format_args!(
+            "publish refused: {description} (app={app} key={} reason={reason})",
+            redact(key)
+        ));
+        self.ingest.metrics.rejected(refusal.reason);
+        self.ingest.events.emit(Event::PublishRejected {
+            reason: refusal.reason,
+            app: app.to_owned(),
+            remote: self.peer,
+        });
+        self.refused = true;
+        Ok(self.session.reject_publish(request_id, refusal.code, description)?)
+    }
+}
+
+/// Completes with the reason when the publish is told to stop; never without one.
+async fn stop_requested(mut channel: watch::Receiver<Option<StopReason>>) -> StopReason {
+    let reason = channel.wait_for(Option::is_some).await.ok().and_then(|reason| *reason);
+    match reason {
+        Some(reason) => reason,
+        // The sender is gone (cannot happen while the publish holds its registration).
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,295 @@
+//! One accepted publish: its claim on the stream, its remuxer, its accounting, the status the
+//! stats API shows, and the events and callback that bracket it.
+//!
+//! Media is packaged inline: each frame is remuxed as the connection reads it and finished
+//! segments go straight to the store, so a slow packager slows only its own publisher's
+//! socket and no queue sits between ingest and packager. `publish_started` is emitted when
+//! the first frame is packaged and paired with `publish_stopped` by [`PublishGuard`]'s
+//! `Drop`; [`LivePublish`]'s `Drop` ends the stream in the store. Both run on every exit
+//! path, a panic included.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use auth::key_store::Grant;
+use packager::{BufferPool, Remuxer, RemuxerConfig};
+use rtmp::amf0::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::accounting::Accounting;
+use crate::decision::Request;
+use crate::events::{MediaInfo, PublishGuard, StopReason};
+use crate::listener::Ingest;
+use crate::metadata::EncoderMetadata;
+use crate::registry::LivePublish;
+use crate::status::PublishStatus;
+
+/// How often a live publish re-checks its stored key, so a revocation ends it within this
+/// plus the key store's answer time.
+pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// An accepted publish.
+pub(crate) struct Publish {
+    ingest: Arc<Ingest>,
+    /// The connection's id and the publisher's address.
+    id: u64,
+    peer: SocketAddr,
+    /// Who publishes what: the public stream name, the key's owner, the application.
+    stream: String,
+    owner: Option<String>,
+    app: String,
+    /// The publishing name as the client sent it (the key: secret), for `on_publish_done`.
+    published_name: String,
+    /// The claim on the stream; dropping it ends the stream.
+    live: LivePublish,
+    /// Re-checks a stored key until the publish ends.
+    revocation_watch: Option<JoinHandle<()>>,
+    remuxer: Remuxer,
+    /// Pairs `publish_started` with `publish_stopped`; made when the first frame is packaged.
+    guard: Option<PublishGuard>,
+    /// This publish as the stats API shows it.
+    status: PublishStatus,
+    metadata: EncoderMetadata,
+    accounting: Accounting,
+    last_media: Instant,
+    /// Packager errors already logged, so a broken track logs once, not per frame.
+    logged: Vec<packager::Error>,
+    /// Whether the "frames dropped" notice was logged.
+    logged_drops: bool,
+}
+
+impl Publish {
+    /// The publish of `request`, which was granted `grant` and claimed its stream as `live`.
+    pub(crate) fn start(
+        ingest: &Arc<Ingest>,
+        request: &Request<'_>,
+        grant: Grant,
+        live: LivePublish,
+        segment_buffers: Arc<BufferPool>,
+        remuxer: RemuxerConfig,
+    ) -> Self {
+        let now = Instant::now();
+        let status = PublishStatus::accepted(
+            request.peer,
+            request.app,
+            grant.owner.clone(),
+            SystemTime::now(),
+        );
+        ingest.statuses.set(&grant.stream, request.id, status.clone(), true);
+        let revocation_watch = grant.revocable.then(|| {
+            let watch = watch_revocation(
+                Arc::clone(ingest),
+                grant.stream.clone(),
+                request.key.to_owned(),
+                request.id,
+            );
+            tokio::spawn(watch)
+        });
+        let accounting = Accounting::new(
+            ingest.metrics.stream_counters(&grant.stream),
+            ingest.metrics.segments.clone(),
+            now,
+            ingest.config.stats_interval,
+        );
+        Self {
+            ingest: Arc::clone(ingest),
+            id: request.id,
+            peer: request.peer,
+            stream: grant.stream,
+            owner: grant.owner,
+            app: request.app.to_owned(),
+            published_name: request.key.to_owned(),
+            live,
+            revocation_watch,
+            remuxer: Remuxer::with_pool(remuxer, segment_buffers),
+            guard: None,
+            status,
+            metadata: EncoderMetadata::default(),
+            accounting,
+            last_media: now,
+            logged: Vec::new(),
+            logged_drops: false,
+        }
+    }
+
+    /// Changes to `Some(reason)` when the publish is told to stop (takeover, kick, revocation).
+    pub(crate) fn stop_requested(&self) -> &watch::Receiver<Option<StopReason>> {
+        self.live.stop_requested()
+    }
+
+    /// When the last media message arrived.
+    pub(crate) fn last_media(&self) -> Instant {
+        self.last_media
+    }
+
+    /// When the next `stream_stats` is due.
+    pub(crate) fn next_stats(&self) -> Instant {
+        self.accounting.next_stats()
+    }
+
+    /// Media time that may still arrive before a frame could close the open segment (see
+    /// [`Remuxer::time_to_cut`]).
+    pub(crate) fn time_to_cut(&self) -> Option<Duration> {
+        self.remuxer.time_to_cut()
+    }
+
+    /// `n` bytes arrived on the connection.
+    pub(crate) fn received(&mut self, n: usize) {
+        self.accounting.received(n);
+    }
+
+    /// Remuxes one media message and publishes any finished segments; the first frame
+    /// packaged makes the stream live (`publish_started`).
+    pub(crate) fn media(&mut self, kind: rtmp::MediaKind, timestamp: u32, payload: &[u8]) {
+        self.last_media = Instant::now();
+        self.accounting.frame();
+        let kind = match kind {
+            rtmp::MediaKind::Audio => packager::TagKind::Audio,
+            rtmp::MediaKind::Video => packager::TagKind::Video,
+        };
+        if let Err(e) = self.remuxer.push(kind, timestamp, payload)
+            && !self.logged.contains(&e)
+        {
+            warn!(stream = %self.stream, error = %e, "media dropped (logged once per kind)");
+            self.logged.push(e);
+        }
+        if !self.logged_drops && self.remuxer.stats().frames_dropped > 0 {
+            self.logged_drops = true;
+            info!(
+                stream = %self.stream,
+                "dropping frames until a sequence header and a keyframe (logged once; see stats)"
+            );
+        }
+        let mut changed = self.publish_segments();
+        if self.guard.is_none() && self.remuxer.stats().frames > 0 {
+            self.status.media = self.media_info();
+            self.guard = Some(PublishGuard::start(
+                Arc::clone(&self.ingest.events),
+                &self.stream,
+                self.owner.clone(),
+                &self.app,
+                self.peer,
+                self.status.media.clone(),
+            ));
+            changed = true;
+        }
+        if changed {
+            self.refresh_status();
+        }
+    }
+
+    /// The encoder's `onMetaData`.
+    pub(crate) fn metadata(&mut self, properties: &[(String, Value)]) {
+        self.metadata = EncoderMetadata::from_properties(properties);
+    }
+
+    /// Emits `stream_stats` (once live) and schedules the next.
+    pub(crate) fn emit_stats(&mut self) {
+        let now = Instant::now();
+        let interval = self.ingest.config.stats_interval;
+        let stats = self.remuxer.stats();
+        let rates = self.accounting.stats_window(now, stats.video_frames, interval);
+        if self.guard.is_none() {
+            return;
+        }
+        self.ingest.events.emit(crate::Event::StreamStats {
+            stream: self.stream.clone(),
+            bitrate_bps: rates.bitrate_bps,
+            fps: rates.fps,
+            keyframe_interval_ms: stats.keyframe_interval_ms,
+            segments: self.accounting.segments(),
+            viewers: self.ingest.store.viewers(&self.stream, now.into_std()),
+        });
+    }
+
+    /// Ends the publish for `reason`: the last segment, the final status, the stop event, the
+    /// stream's end in the store and `on_publish_done` (with the client's `client` fields).
+    pub(crate) fn end(mut self, reason: StopReason, client: &rtmp::session::ClientInfo) {
+        if let Some(watch) = self.revocation_watch.take() {
+            watch.abort();
+        }
+        self.ingest.metrics.stream_ended(&self.stream);
+        self.remuxer.finish();
+        self.publish_segments();
+        self.refresh_status();
+        self.status.ended = Some((SystemTime::now(), reason));
+        self.ingest.statuses.set(&self.stream, self.id, self.status.clone(), false);
+        if let Some(guard) = &mut self.guard {
+            guard.frames = self.remuxer.stats().frames;
+            guard.bytes = self.accounting.bytes();
+            guard.reason = reason;
+        }
+        info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
+        let request = Request {
+            app: &self.app,
+            key: &self.published_name,
+            peer: self.peer,
+            id: self.id,
+            client,
+        };
+        self.ingest.publish_done(&request);
+        // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
+    }
+
+    /// Moves finished segments from the remuxer to the store; whether there were any.
+    fn publish_segments(&mut self) -> bool {
+        let mut any = false;
+        while let Some(segment) = self.remuxer.pull() {
+            self.accounting.segment();
+            let sequence = self.live.publication().push(segment, SystemTime::now());
+            debug!(stream = %self.stream, sequence, "segment ready");
+            any = true;
+        }
+        any
+    }
+
+    /// Refreshes the status (counters, and rates once their window is long enough) and posts
+    /// it on the board.
+    fn refresh_status(&mut self) {
+        let stats = self.remuxer.stats();
+        if let Some(rates) = self.accounting.status_window(Instant::now(), stats.video_frames) {
+            self.status.bitrate_bps = rates.bitrate_bps;
+            self.status.fps = rates.fps;
+        }
+        let status = &mut self.status;
+        status.bytes = self.accounting.bytes();
+        status.frames = stats.frames;
+        status.segments = self.accounting.segments();
+        status.keyframe_interval_ms = stats.keyframe_interval_ms;
+        self.ingest.statuses.set(&self.stream, self.id, status.clone(), false);
+    }
+
+    /// What is known of the media.
+    fn media_info(&self) -> MediaInfo {
+        let audio = self.remuxer.audio_config();
+        MediaInfo {
+            video_codec: self.remuxer.video_config().map(|c| c.codec_string()),
+            width: self.metadata.width,
+            height: self.metadata.height,
+            fps: self.metadata.fps,
+            audio_codec: audio.map(|a| a.codec_string()),
+            audio_sample_rate: audio.map(|a| a.sample_rate()),
+            audio_channels: audio.and_then(|a| a.channels()),
+        }
+    }
+}
+
+/// Re-checks the key of a live publish every [`REVOCATION_CHECK_INTERVAL`] and ends the
+/// publish once the key is revoked. A key store that cannot answer does not end it.
+async fn watch_revocation(ingest: Arc<Ingest>, stream: String, key: String, id: u64) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if ingest.authorizer.still_valid(&key).await == Some(false) {
+            if ingest.registry.stop_if_held_by(&stream, id, StopReason::Revoked) {
+                info!(%stream, "key revoked: ending the publish");
+            }
+            return;
+        }
+    }
+}
