@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ingest::TakeoverPolicy;
+use ingest::hooks::{HookMethod, HookMode};
 
 /// RTMP ingest to in-memory HLS.
 ///
@@ -87,30 +89,6 @@ pub(crate) enum KeysAction {
         /// Public stream name.
         name: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Takeover {
-    /// The new publisher takes the stream over.
-    Replace,
-    /// The new publisher is refused.
-    Refuse,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum HookMode {
-    /// The key store authorises, then on_publish must allow too.
-    Also,
-    /// on_publish alone decides (Nginx-RTMP's model); the key store is not asked.
-    Only,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum HookMethod {
-    /// The fields as a form-encoded body (Nginx-RTMP's default).
-    Post,
-    /// The fields as the URL's query (Nginx-RTMP's `notify_method get`).
-    Get,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,8 +221,8 @@ pub(crate) struct ServeArgs {
 
     /// What a valid publish for a stream that is already live does: take it over (the old
     /// publisher is disconnected) or be refused.
-    #[arg(long, env = "RTMP_HLS_TAKEOVER", value_enum, default_value_t = Takeover::Replace)]
-    pub(crate) takeover: Takeover,
+    #[arg(long, env = "RTMP_HLS_TAKEOVER", value_enum, default_value_t = TakeoverPolicy::Replace)]
+    pub(crate) takeover: TakeoverPolicy,
 
     /// Failed publish attempts one IP address may make in a burst.
     #[arg(long, env = "RTMP_HLS_AUTH_FAILURE_BURST", default_value_t = auth::failure_limiter::FAILURE_BURST, help_heading = "Limits")]
@@ -368,28 +346,14 @@ impl ServeArgs {
         }
     }
 
-    /// The takeover policy.
-    pub(crate) fn takeover_policy(&self) -> ingest::TakeoverPolicy {
-        match self.takeover {
-            Takeover::Replace => ingest::TakeoverPolicy::Replace,
-            Takeover::Refuse => ingest::TakeoverPolicy::Refuse,
-        }
-    }
-
     /// The callbacks.
     pub(crate) fn hooks(&self) -> ingest::hooks::HookConfig {
         ingest::hooks::HookConfig {
             on_publish: self.on_publish.clone(),
             on_publish_done: self.on_publish_done.clone(),
             timeout: self.hook_timeout,
-            mode: match self.hook_mode {
-                HookMode::Also => ingest::hooks::HookMode::Also,
-                HookMode::Only => ingest::hooks::HookMode::Only,
-            },
-            method: match self.hook_method {
-                HookMethod::Post => ingest::hooks::HookMethod::Post,
-                HookMethod::Get => ingest::hooks::HookMethod::Get,
-            },
+            mode: self.hook_mode,
+            method: self.hook_method,
         }
     }
 
@@ -462,7 +426,7 @@ mod tests {
         assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
         assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
         assert_eq!(cli.serve.http_limits(), rtmp_hls_http::HttpLimits::default());
-        assert_eq!(cli.serve.takeover_policy(), ingest::TakeoverPolicy::Replace);
+        assert_eq!(cli.serve.takeover, TakeoverPolicy::Replace);
         assert_eq!(cli.serve.failure_limits(), auth::failure_limiter::FailureLimits::default());
         assert_eq!(
             (cli.mongo_database.as_str(), cli.mongo_collection.as_str()),

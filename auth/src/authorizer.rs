@@ -38,7 +38,7 @@ pub enum Denial {
 #[derive(Debug)]
 pub struct Authorizer {
     store: Arc<dyn KeyStore>,
-    jwt: Option<JwtVerifier>,
+    jwt: Option<Arc<JwtVerifier>>,
     failures: FailureLimiter,
     timeout: Duration,
 }
@@ -48,7 +48,7 @@ impl Authorizer {
     /// take `timeout`.
     pub fn new(
         store: Arc<dyn KeyStore>,
-        jwt: Option<JwtVerifier>,
+        jwt: Option<Arc<JwtVerifier>>,
         failures: FailureLimits,
         timeout: Duration,
     ) -> Self {
@@ -145,7 +145,10 @@ mod tests {
     fn authorizer(jwt: Option<JwtVerifier>) -> (Arc<OneKey>, Authorizer) {
         let store = Arc::new(OneKey { mode: std::sync::Mutex::new("ok") });
         let limits = FailureLimits { burst: 3, per_minute: 1 };
-        (store.clone(), Authorizer::new(store, jwt, limits, Duration::from_millis(200)))
+        (
+            store.clone(),
+            Authorizer::new(store, jwt.map(Arc::new), limits, Duration::from_millis(200)),
+        )
     }
 
     fn token(stream: &str) -> String {

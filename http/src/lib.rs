@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+pub use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

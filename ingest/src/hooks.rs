@@ -34,12 +34,16 @@ const MAX_RESPONSE_BODY: usize = 64 << 10;
 
 /// Whether the hook decides alone or with the key store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HookMode {
-    /// The key store authorises first, then the hook must allow too (it may rename).
+    /// The key store authorises, then on_publish must allow too.
+    ///
+    /// The hook may rename the stream.
     #[default]
     Also,
-    /// The hook alone decides (Nginx-RTMP's model): the publishing name is the stream name
-    /// unless the hook renames it.
+    /// on_publish alone decides (Nginx-RTMP's model); the key store is not asked.
+    ///
+    /// The publishing name is the stream name unless the hook renames it.
     Only,
 }
 
@@ -107,11 +111,12 @@ impl fmt::Display for HookUrl {
 
 /// How callbacks are sent (Nginx-RTMP's `notify_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HookMethod {
     /// The fields as a form-encoded body (Nginx-RTMP's default).
     #[default]
     Post,
-    /// The fields as the URL's query.
+    /// The fields as the URL's query (Nginx-RTMP's `notify_method get`).
     Get,
 }
 

@@ -37,13 +37,18 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What happens when a valid key publishes a stream that is already live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TakeoverPolicy {
-    /// The new publisher takes over: the old session is closed and the playlist continues
-    /// after a discontinuity. This is what an encoder reconnecting after a network blip needs
-    /// (its old TCP connection may not look dead yet); MediaMTX does the same by default.
+    /// The new publisher takes the stream over.
+    ///
+    /// The old session is closed and the playlist continues after a discontinuity. This is
+    /// what an encoder reconnecting after a network blip needs (its old TCP connection may
+    /// not look dead yet); MediaMTX does the same by default.
     #[default]
     Replace,
-    /// The new publisher is refused with `NetStream.Publish.BadName` (Nginx-RTMP's behaviour).
+    /// The new publisher is refused.
+    ///
+    /// With `NetStream.Publish.BadName`, as Nginx-RTMP does.
     Refuse,
 }
 

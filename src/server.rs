@@ -1,0 +1,386 @@
+//! The server: checks and opens what the options name, wires the RTMP side, the stream store
+//! and the HTTP servers together, runs them until SIGTERM or Ctrl-C, and stops them in order
+//! (RTMP first, so every live stream gets its last segment, ENDLIST and stop event; then the
+//! events are flushed; then HTTP).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use auth::Authorizer;
+use auth::jwt::JwtVerifier;
+use ingest::events::{Envelope, Event, EventSink};
+use ingest::{Ingest, IngestConfig, LogSink};
+use packager::RemuxerConfig;
+use rtmp_hls_http::Router;
+use rtmp_hls_http::metrics::HttpMetrics;
+use stream_store::{MemfdSegments, StoreConfig, StreamStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{SegmentStorage, ServeArgs};
+use crate::control;
+use crate::kafka_events::{KafkaEvents, KafkaSettings};
+use crate::key_admin::{KeyAdmin, StoreSettings};
+use crate::mongo_keys::MongoKeyStore;
+use crate::sequences::SequenceFile;
+
+/// The stream created on first start.
+pub(crate) const DEMO_STREAM: &str = "demo";
+/// How long the server waits on exit for Kafka to acknowledge queued events.
+const KAFKA_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// How often ended streams are checked for expiry and sequence numbers persisted.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the server until a signal; returns once everything stopped.
+pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
+    // Everything the options name is checked and opened before anything starts.
+    let jwt = jwt_verifier(&args)?.map(Arc::new);
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!("creating the data directory {} (--data-dir)", settings.data_dir.display())
+    })?;
+    let (keys, demo_key) = open_keys(&settings, args.auth_timeout).await?;
+    if jwt.is_some() {
+        info!("publish tokens (JWT) accepted as stream keys");
+    }
+    let listeners = Listeners::bind(&args).await?;
+    let sequences = SequenceFile::new(&settings.data_dir);
+    let store = Arc::new(stream_store(&args));
+    store.restore_sequences(sequences.load_for_restart());
+    let events = Events::start(&args)?;
+    events.sink.emit(Event::ServerStarted);
+    let authorizer =
+        Authorizer::new(keys.key_store(), jwt.clone(), args.failure_limits(), args.auth_timeout);
+    let ingest = Arc::new(Ingest::new(
+        ingest_config(&args),
+        Arc::clone(&store),
+        Arc::new(authorizer),
+        Arc::clone(&events.sink),
+    ));
+    let routes = Routes::build(&args, &ingest, keys, jwt, events.kafka.clone());
+
+    let (rtmp_addr, http_addr) = (listeners.rtmp.local_addr()?, listeners.http.local_addr()?);
+    info!(addr = %rtmp_addr, "RTMP listening");
+    info!(addr = %http_addr, "HTTP listening");
+    if let Some(key) = demo_key {
+        crate::print_welcome(&args, rtmp_addr, http_addr, &key);
+    }
+    let running = Running::start(listeners, routes, Arc::clone(&ingest), sequences.clone(), &args);
+    shutdown_signal().await;
+    info!("shutting down: ending live streams");
+    events.sink.emit(Event::ServerStopping);
+    running.stop(&store, &sequences, events.kafka).await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// The publish-token verifier the options configure, if any.
+pub(crate) fn jwt_verifier(args: &ServeArgs) -> Result<Option<JwtVerifier>> {
+    Ok(match (&args.jwt_secret, &args.jwt_public_key) {
+        (Some(secret), _) => Some(JwtVerifier::from_secret(secret.as_bytes())),
+        (None, Some(path)) => {
+            Some(JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?)
+        }
+        (None, None) => None,
+    })
+}
+
+/// Opens the key store; on first start of the embedded store, seeds the demo stream and
+/// returns its key (to show once).
+async fn open_keys(
+    settings: &StoreSettings,
+    timeout: Duration,
+) -> Result<(KeyAdmin, Option<String>)> {
+    let keys = KeyAdmin::open(settings, timeout)
+        .await
+        .with_context(|| "opening the key store".to_owned())?;
+    let demo_key = match &keys {
+        KeyAdmin::File(store) => store.seed_if_empty(DEMO_STREAM)?,
+        KeyAdmin::Mongo(store) => {
+            info!(database = %settings.mongo_database, collection = %settings.mongo_collection, "stream keys in MongoDB");
+            tokio::spawn(ensure_indexes(store.clone()));
+            None
+        }
+    };
+    Ok((keys, demo_key))
+}
+
+/// The sockets the server listens on.
+struct Listeners {
+    rtmp: TcpListener,
+    http: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(args: &ServeArgs) -> Result<Self> {
+        let rtmp = TcpListener::bind(args.rtmp_addr)
+            .await
+            .with_context(|| format!("binding RTMP to {} (--rtmp-addr)", args.rtmp_addr))?;
+        let http = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP to {} (--http-addr)", args.http_addr))?;
+        let admin = match args.admin_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin API to {addr} (--admin-addr)"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { rtmp, http, admin })
+    }
+}
+
+/// The stream store, with popular segments in memory files unless `--segment-storage heap`.
+fn stream_store(args: &ServeArgs) -> StreamStore {
+    let config = StoreConfig {
+        window: usize::from(args.playlist_length),
+        retain_after_window: usize::from(args.playlist_length) + 1,
+        target_duration: args.segment_duration,
+    };
+    match args.segment_storage {
+        SegmentStorage::Memfd => StreamStore::with_segment_files(config, MemfdSegments::new()),
+        SegmentStorage::Heap => StreamStore::new(config),
+    }
+}
+
+fn ingest_config(args: &ServeArgs) -> IngestConfig {
+    IngestConfig {
+        app: args.app.clone(),
+        remuxer: RemuxerConfig { target_duration: args.segment_duration },
+        limits: args.ingest_limits(),
+        takeover: args.takeover,
+        stats_interval: args.stats_interval,
+        hooks: args.hooks(),
+        max_read_pause: Duration::from_millis(args.max_read_pause_ms),
+    }
+}
+
+/// Where lifecycle events go: Kafka when brokers are configured, else the log.
+struct Events {
+    sink: Arc<dyn EventSink>,
+    kafka: Option<Arc<KafkaEvents>>,
+}
+
+impl Events {
+    fn start(args: &ServeArgs) -> Result<Self> {
+        let server_id = args.server_id.clone().unwrap_or_else(host_name);
+        let Some(brokers) = &args.kafka_brokers else {
+            let sink = Arc::new(LogSink::new(Envelope::new(server_id)));
+            return Ok(Self { sink, kafka: None });
+        };
+        let kafka = KafkaEvents::start(&KafkaSettings {
+            brokers: brokers.clone(),
+            topic: args.kafka_topic.clone(),
+            properties: args.kafka_properties.clone(),
+            server_id,
+        })?;
+        Ok(Self { sink: Arc::clone(&kafka) as Arc<dyn EventSink>, kafka: Some(kafka) })
+    }
+}
+
+/// The HTTP routes: HLS on the public address, and the API with `/metrics` there too or on
+/// the admin address.
+struct Routes {
+    public: Router,
+    /// With `--admin-addr`.
+    admin: Option<Router>,
+}
+
+impl Routes {
+    fn build(
+        args: &ServeArgs,
+        ingest: &Arc<Ingest>,
+        keys: KeyAdmin,
+        jwt: Option<Arc<JwtVerifier>>,
+        kafka: Option<Arc<KafkaEvents>>,
+    ) -> Self {
+        let store = &ingest.store;
+        let http_metrics = HttpMetrics::default();
+        let mut registry = prometheus_client::registry::Registry::with_prefix("rtmp_hls");
+        ingest.metrics().register(&mut registry);
+        http_metrics.register(&mut registry);
+        registry.register_collector(Box::new(control::CurrentState {
+            ingest: Arc::clone(ingest),
+            store: Arc::clone(store),
+            kafka,
+        }));
+        let api = rtmp_hls_http::api::router(Arc::new(control::ServerControl {
+            ingest: Arc::clone(ingest),
+            store: Arc::clone(store),
+            keys,
+            auth: control::AdminAuth { token: args.admin_token.clone(), jwt },
+            registry,
+        }));
+        let hls = rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream);
+        match args.admin_addr {
+            Some(_) => {
+                Self { public: http_metrics.count(hls), admin: Some(http_metrics.count(api)) }
+            }
+            None => Self { public: http_metrics.count(hls.merge(api)), admin: None },
+        }
+    }
+}
+
+/// The running servers, and how to stop each.
+struct Running {
+    stop_rtmp: watch::Sender<bool>,
+    stop_http: watch::Sender<bool>,
+    rtmp: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    housekeeping: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(
+        listeners: Listeners,
+        routes: Routes,
+        ingest: Arc<Ingest>,
+        sequences: SequenceFile,
+        args: &ServeArgs,
+    ) -> Self {
+        let (stop_rtmp, rtmp_stopped) = watch::channel(false);
+        let (stop_http, http_stopped) = watch::channel(false);
+        let grace = args.shutdown_grace;
+        let housekeeping =
+            tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
+        let rtmp =
+            tokio::spawn(ingest::serve(listeners.rtmp, ingest, stopped(rtmp_stopped), grace));
+        let serve_http = |listener: TcpListener, routes: Router| {
+            let stop = stopped(http_stopped.clone());
+            tokio::spawn(rtmp_hls_http::serve_router(
+                listener,
+                routes,
+                args.http_limits(),
+                stop,
+                grace,
+            ))
+        };
+        let admin = listeners.admin.zip(routes.admin).map(|(listener, routes)| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "admin API listening");
+            }
+            serve_http(listener, routes)
+        });
+        let http = serve_http(listeners.http, routes.public);
+        Self { stop_rtmp, stop_http, rtmp, http, admin, housekeeping }
+    }
+
+    /// Stops RTMP (every live stream ends), saves the sequence numbers, flushes Kafka, then
+    /// stops HTTP.
+    async fn stop(
+        self,
+        store: &StreamStore,
+        sequences: &SequenceFile,
+        kafka: Option<Arc<KafkaEvents>>,
+    ) -> Result<()> {
+        let _ = self.stop_rtmp.send(true);
+        self.rtmp.await?.context("RTMP listener")?;
+        self.housekeeping.abort();
+        if let Err(e) = sequences.save(store) {
+            warn!(error = %e, "could not save media sequence numbers");
+        }
+        if let Some(kafka) = kafka {
+            // Every stop event is queued by now: hand them to the broker, boundedly.
+            tokio::task::spawn_blocking(move || kafka.flush(KAFKA_FLUSH_LIMIT)).await?;
+        }
+        let _ = self.stop_http.send(true);
+        self.http.await?.context("HTTP server")?;
+        if let Some(admin) = self.admin {
+            admin.await?.context("admin API server")?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the key collection's indexes, retrying while the database is unreachable (the
+/// server runs meanwhile, refusing publishes it cannot check).
+async fn ensure_indexes(store: MongoKeyStore) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match store.ensure_indexes().await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e.kind, "MongoDB indexes not created yet; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The machine's host name, for `server_id`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "rtmp-hls".to_owned())
+}
+
+/// Completes when `rx` turns true.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Every second: forget streams that ended long enough ago, and persist media sequence
+/// numbers when they changed (so a restart after a crash never goes back to an older one).
+async fn housekeeping(ingest: Arc<Ingest>, sequences: SequenceFile, ended_ttl: Duration) {
+    let store = Arc::clone(&ingest.store);
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut saved = Vec::new();
+    loop {
+        tick.tick().await;
+        let expired = store.reap(std::time::Instant::now(), ended_ttl);
+        for name in &expired {
+            info!(stream = %name, "ended stream expired");
+        }
+        if !expired.is_empty() {
+            // The stats of a forgotten stream go with it (a publish accepted but never
+            // packaged has no store entry either, and goes too).
+            ingest.statuses().retain(|name| store.contains(name));
+        }
+        let current = store.sequences();
+        if current != saved {
+            let (file, snapshot) = (sequences.clone(), current.clone());
+            match tokio::task::spawn_blocking(move || file.write(&snapshot)).await {
+                Ok(Ok(())) => saved = current,
+                Ok(Err(e)) => warn!(error = %e, "could not save media sequence numbers"),
+                Err(e) => warn!(error = %e, "sequence saver failed"),
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// A wildcard address's loopback twin, for printing and for the health check.
+pub(crate) fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
