@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::rtmp_client::RawClient;
 use common::{Publisher, Server, segments, tag};
 use testkit::flv::media_tags;
+use testkit::rtmp::RawClient;
 use testkit::{Clip, clip};
 
 #[test]

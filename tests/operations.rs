@@ -583,8 +583,8 @@ fn healthcheck_reports_whether_the_server_answers() {
 /// waits on one per publish, across reads that rest between messages).
 #[test]
 fn a_second_publish_on_one_connection_is_the_one_kicked() {
-    use common::rtmp_client::RawClient;
     use rtmp::amf0::Value as Amf;
+    use testkit::rtmp::RawClient;
     let server = Server::start("ops-republish", &["--admin-token", ADMIN_TOKEN]);
     let (first, second) = (server.add_key("first"), server.add_key("second"));
     let tags = testkit::flv::media_tags(&clip(Clip::AvSmall));
@@ -633,8 +633,8 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
 /// long before the no-media timeout (60 s) would.
 #[test]
 fn a_message_below_the_low_water_mark_is_still_read() {
-    use common::rtmp_client::RawClient;
     use rtmp::amf0::Value as Amf;
+    use testkit::rtmp::RawClient;
     let server = Server::start("ops-low-water", &["--no-media-timeout", "60"]);
     let key = server.add_key("quiet");
     let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::rtmp_client::RawClient;
 use common::services::{MongoServer, backend};
 use common::{Publisher, Server, keys_cli, publish_fast, segments};
+use testkit::rtmp::RawClient;
 use testkit::{Clip, clip};
 
 /// Within this, a revoked key's live publish must have ended (docs/keys.md promises 5 s).

@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::rtmp_client::RawClient;
 use common::{Publisher, Server, segments};
 use testkit::flv::Tag;
+use testkit::rtmp::RawClient;
 use testkit::{Clip, clip, http, tools};
 
 /// Server settings that make the timeouts quick enough to test.
@@ -187,10 +187,10 @@ fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() 
     let key = server.add_key("bad-nal");
     let mut broken = tags.clone();
     for tag in broken.iter_mut().filter(|t| t.tag_type == 9 && !is_header(t)).step_by(7) {
-        tag.data[5..9].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+        patch(tag, 5, &0x00ff_ffffu32.to_be_bytes());
     }
     for tag in broken.iter_mut().filter(|t| t.tag_type == 9 && !is_header(t)).skip(3).step_by(11) {
-        tag.data[2..5].copy_from_slice(&[0x7f, 0xff, 0xff]);
+        patch(tag, 2, &[0x7f, 0xff, 0xff]);
     }
     publish_tags(&bench, &key, &broken);
     server.wait_for_log("overruns the");
@@ -249,7 +249,7 @@ fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() 
     assert_eq!(client.start_publish("live", &key), "NetStream.Publish.Start");
     let mut deaf = client.stream.try_clone().unwrap();
     let spam = std::thread::spawn(move || {
-        let writer = rtmp::chunk::ChunkWriter::new();
+        let mut writer = rtmp::chunk::ChunkWriter::new();
         let mut body = Vec::new();
         for v in [
             rtmp::amf0::Value::String("FCPublish".into()),
@@ -372,4 +372,11 @@ fn idle_connections_and_slow_http_clients_are_bounded() {
         "memory grew from {rss_before} KiB to {rss_after} KiB"
     );
     bench.assert_healthy("absurd URLs");
+}
+
+/// Overwrites the bytes of `tag`'s body at `at` with `bytes`.
+fn patch(tag: &mut Tag, at: usize, bytes: &[u8]) {
+    let mut data = tag.data.to_vec();
+    data[at..at + bytes.len()].copy_from_slice(bytes);
+    tag.data = data.into();
 }

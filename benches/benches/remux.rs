@@ -43,7 +43,7 @@ fn media_tags(all: &[Tag]) -> Vec<(TagKind, u32, &[u8])> {
                 9 => TagKind::Video,
                 _ => return None,
             };
-            Some((kind, t.timestamp, t.data.as_slice()))
+            Some((kind, t.timestamp, &t.data[..]))
         })
         .collect()
 }

@@ -1,26 +1,24 @@
-//! The clip a publisher replays: an FLV file (FLV v10.1 annex E) parsed once into tags whose
-//! bodies share the file's one buffer, so N publishers replay it with no copy and no parsing.
+//! The clip a publisher replays: an FLV file (FLV v10.1 annex E) read once by the workspace's
+//! FLV reader ([`testkit::flv`]) into tags whose bodies share the file's one buffer, so N
+//! publishers replay it with no copy and no parsing.
 //! It never rewrites tag bodies: only timestamps change, per loop, at send time.
 
 use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use bytes::Bytes;
+use rtmp::MediaKind;
 
 /// FLV tag types (annex E.4.1).
-pub(crate) const TAG_AUDIO: u8 = 8;
-pub(crate) const TAG_VIDEO: u8 = 9;
+const TAG_AUDIO: u8 = 8;
+const TAG_VIDEO: u8 = 9;
 const TAG_SCRIPT: u8 = 18;
-/// FLV tag header length (annex E.4.1).
-const TAG_HEADER_LEN: usize = 11;
-/// FLV file header length (annex E.2) plus PreviousTagSize0.
-const MIN_FILE_LEN: usize = 9 + 4;
 
 /// One audio or video tag of the clip.
 #[derive(Debug, Clone)]
 pub(crate) struct ClipTag {
-    /// [`TAG_AUDIO`] or [`TAG_VIDEO`]: the RTMP message type too.
-    pub(crate) kind: u8,
+    /// Audio or video.
+    pub(crate) kind: MediaKind,
     /// Milliseconds from the clip's first media tag.
     pub(crate) timestamp: u32,
     /// The tag body, a slice of the file.
@@ -55,39 +53,31 @@ impl Clip {
 
     /// Parses a whole FLV file held in `data`.
     pub(crate) fn parse(data: Bytes) -> anyhow::Result<Self> {
-        ensure!(data.len() >= MIN_FILE_LEN && &data[..3] == b"FLV", "not an FLV file");
-        let header_len = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) as usize;
-        let mut pos = header_len + 4;
         let mut tags = Vec::new();
         let mut metadata = None;
         let mut first_ts: Option<u32> = None;
-        while pos + TAG_HEADER_LEN <= data.len() {
-            let h = &data[pos..pos + TAG_HEADER_LEN];
-            let kind = h[0] & 0x1f;
-            let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
-            let timestamp = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-            let start = pos + TAG_HEADER_LEN;
-            let Some(end) = start.checked_add(len).filter(|&end| end <= data.len()) else {
-                // A truncated last tag (a file cut while recording): keep what is whole.
-                break;
-            };
-            let body = data.slice(start..end);
-            pos = end + 4;
-            match kind {
-                TAG_AUDIO | TAG_VIDEO if !body.is_empty() => {
-                    let first = *first_ts.get_or_insert(timestamp);
-                    let (keyframe, config) = classify(kind, &body);
-                    tags.push(ClipTag {
-                        kind,
-                        timestamp: timestamp.wrapping_sub(first),
-                        body,
-                        keyframe,
-                        config,
-                    });
+        for tag in testkit::flv::parse(&data)? {
+            let kind = match tag.tag_type {
+                TAG_AUDIO => MediaKind::Audio,
+                TAG_VIDEO => MediaKind::Video,
+                TAG_SCRIPT if metadata.is_none() => {
+                    metadata = Some(tag.data);
+                    continue;
                 }
-                TAG_SCRIPT if metadata.is_none() => metadata = Some(body),
-                _ => {}
+                _ => continue,
+            };
+            if tag.data.is_empty() {
+                continue;
             }
+            let first = *first_ts.get_or_insert(tag.timestamp);
+            let (keyframe, config) = classify(kind, &tag.data);
+            tags.push(ClipTag {
+                kind,
+                timestamp: tag.timestamp.wrapping_sub(first),
+                body: tag.data,
+                keyframe,
+                config,
+            });
         }
         if !tags.iter().any(|t| t.keyframe) {
             bail!("the clip has no H.264 keyframe: HLS servers cut segments on keyframes");
@@ -100,11 +90,11 @@ impl Clip {
 
 /// Whether an FLV audio/video body is a keyframe and whether it is a sequence header
 /// (annex E.4.2.1 AudioTagHeader, E.4.3.1 VideoTagHeader).
-fn classify(kind: u8, body: &[u8]) -> (bool, bool) {
+fn classify(kind: MediaKind, body: &[u8]) -> (bool, bool) {
     const SOUND_FORMAT_AAC: u8 = 10;
     const CODEC_AVC: u8 = 7;
     const FRAME_KEY: u8 = 1;
-    if kind == TAG_AUDIO {
+    if kind == MediaKind::Audio {
         let config = body[0] >> 4 == SOUND_FORMAT_AAC && body.get(1) == Some(&0);
         return (false, config);
     }
@@ -117,7 +107,7 @@ fn classify(kind: u8, body: &[u8]) -> (bool, bool) {
 /// interval), so the next loop starts where this one ends.
 fn loop_length(tags: &[ClipTag]) -> u32 {
     let mut end = 0;
-    for kind in [TAG_AUDIO, TAG_VIDEO] {
+    for kind in [MediaKind::Audio, MediaKind::Video] {
         let mut track = tags.iter().filter(|t| t.kind == kind && !t.config).map(|t| t.timestamp);
         let Some(mut last) = track.next() else { continue };
         let mut interval = 0;
@@ -163,12 +153,12 @@ mod tests {
         assert_eq!(
             shape,
             [
-                (TAG_VIDEO, 0, false, true),
-                (TAG_AUDIO, 0, false, true),
-                (TAG_VIDEO, 0, true, false),
-                (TAG_AUDIO, 0, false, false),
-                (TAG_VIDEO, 40, false, false),
-                (TAG_AUDIO, 21, false, false),
+                (MediaKind::Video, 0, false, true),
+                (MediaKind::Audio, 0, false, true),
+                (MediaKind::Video, 0, true, false),
+                (MediaKind::Audio, 0, false, false),
+                (MediaKind::Video, 40, false, false),
+                (MediaKind::Audio, 21, false, false),
             ]
         );
         // Video ends at 40 + 40, audio at 21 + 21.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::flv::Clip;
-use crate::rtmp::{self, PublishTarget};
+use crate::rtmp::{PublishTarget, publish};
 use crate::shared::Shared;
 
 /// Tags due within this window go in one write, up to this much early: fewer wake-ups and
@@ -70,14 +70,9 @@ impl Publisher {
         sleep_until(self.start_at).await;
         let stream = &self.shared.streams[self.index];
         let seed = (self.index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let publishing = rtmp::publish(
-            &self.target,
-            &stream.key,
-            self.clip.metadata.as_deref(),
-            SETUP_LIMIT,
-            seed,
-        )
-        .await;
+        let publishing =
+            publish(&self.target, &stream.key, self.clip.metadata.as_deref(), SETUP_LIMIT, seed)
+                .await;
         let mut publishing = match publishing {
             Ok(p) => p,
             Err((failure, detail)) => {
@@ -93,8 +88,7 @@ impl Publisher {
             let mut buf = [0u8; DRAIN_BUF];
             while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
         });
-        let failure =
-            self.replay(&mut publishing.writer, &mut publishing.chunks, publishing.stream_id).await;
+        let failure = self.replay(&mut publishing.writer, &mut publishing.publisher).await;
         drain.abort();
         self.shared.error(failure);
         stream.mark_behind(format!("publisher stopped: {failure}"));
@@ -104,8 +98,7 @@ impl Publisher {
     async fn replay(
         &self,
         writer: &mut tokio::net::tcp::OwnedWriteHalf,
-        chunks: &mut rtmp::ChunkWriter,
-        stream_id: u32,
+        publisher: &mut rtmp::client::Publisher,
     ) -> &'static str {
         let stream = &self.shared.streams[self.index];
         let clip = &*self.clip;
@@ -155,7 +148,7 @@ impl Publisher {
             if !(tag.config && loop_offset > 0) {
                 batch_due.get_or_insert(due);
                 // RTMP timestamps are 32-bit milliseconds and wrap (§5.3.1.3).
-                chunks.media(stream_id, tag.kind, ts as u32, &tag.body, &mut out);
+                publisher.media(tag.kind, ts as u32, &tag.body, &mut out);
                 if tag.keyframe {
                     keyframes.push(ts);
                 }

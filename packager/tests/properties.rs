@@ -17,7 +17,7 @@ fn real_tags() -> &'static [(bool, u32, Vec<u8>)] {
         read_tags(&clip(Clip::AvSmall))
             .into_iter()
             .filter(|t| t.tag_type == 8 || t.tag_type == 9)
-            .map(|t| (t.tag_type == 9, t.timestamp, t.data))
+            .map(|t| (t.tag_type == 9, t.timestamp, t.data.to_vec()))
             .collect()
     })
 }

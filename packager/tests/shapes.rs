@@ -287,8 +287,9 @@ fn explicit_he_aac(object_type: u8) -> Vec<Tag> {
     let header = input.iter_mut().find(|t| t.tag_type == 8 && t.data[1] == 0).unwrap();
     // AOT (5 bits), 24 kHz index 6, channels 2, extension index 3 (48 kHz), core AOT 2.
     let bits: u32 = (u32::from(object_type) << 27) | (6 << 23) | (2 << 19) | (3 << 15) | (2 << 10);
-    header.data.truncate(2);
-    header.data.extend_from_slice(&bits.to_be_bytes()[..3]);
+    let mut data = header.data[..2].to_vec();
+    data.extend_from_slice(&bits.to_be_bytes()[..3]);
+    header.data = data.into();
     input
 }
 

@@ -304,10 +304,24 @@ fn u24(b: &[u8]) -> u32 {
     (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
 }
 
-/// Cuts outgoing messages into chunks: a type 0 header, then type 3 continuations.
+/// Cuts outgoing messages into chunks: a message header, then type 3 continuations.
+///
+/// A plain writer starts every message with a full (type 0) header. A compressing one, as
+/// encoders write (ffmpeg, librtmp), sends a type 1 header (timestamp delta, length, type)
+/// for a message on a chunk stream whose previous message had the same message stream and
+/// an earlier or equal timestamp (§5.3.1.2.2).
 #[derive(Debug)]
 pub struct ChunkWriter {
     chunk_size: usize,
+    /// Per chunk stream, the previous message's header; `None` for a plain writer.
+    previous: Option<Box<[Option<Sent>; 64]>>,
+}
+
+/// What a compressing writer remembers of a chunk stream's previous message.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    timestamp: u32,
+    stream_id: u32,
 }
 
 impl Default for ChunkWriter {
@@ -317,9 +331,14 @@ impl Default for ChunkWriter {
 }
 
 impl ChunkWriter {
-    /// A writer at the default chunk size.
+    /// A plain writer at the default chunk size.
     pub fn new() -> Self {
-        Self { chunk_size: DEFAULT_CHUNK_SIZE as usize }
+        Self { chunk_size: DEFAULT_CHUNK_SIZE as usize, previous: None }
+    }
+
+    /// A compressing writer at the default chunk size.
+    pub fn compressing() -> Self {
+        Self { chunk_size: DEFAULT_CHUNK_SIZE as usize, previous: Some(Box::new([None; 64])) }
     }
 
     /// Uses `size` from now on; the caller has sent Set Chunk Size first.
@@ -329,7 +348,7 @@ impl ChunkWriter {
 
     /// Appends `payload` as a message on chunk stream `csid` (2..=63).
     pub fn write(
-        &self,
+        &mut self,
         csid: u8,
         timestamp: u32,
         type_id: u8,
@@ -338,21 +357,40 @@ impl ChunkWriter {
         out: &mut Vec<u8>,
     ) {
         let csid = csid & 0x3f;
-        let extended = timestamp >= EXTENDED_TIMESTAMP;
-        let field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
-        out.push(csid);
+        let previous = self.previous.as_mut().map(|all| &mut all[usize::from(csid)]);
+        let delta = match previous {
+            Some(slot) => {
+                let delta = slot
+                    .filter(|sent| sent.stream_id == stream_id && timestamp >= sent.timestamp)
+                    .map(|sent| timestamp - sent.timestamp);
+                *slot = Some(Sent { timestamp, stream_id });
+                delta
+            }
+            None => None,
+        };
+        // The field holds the timestamp (type 0) or the delta (type 1).
+        let value = delta.unwrap_or(timestamp);
+        let extended = value >= EXTENDED_TIMESTAMP;
+        let field = if extended { EXTENDED_TIMESTAMP } else { value };
+        let fmt: u8 = if delta.is_some() { 1 } else { 0 };
+        out.reserve(payload.len() + 18 + payload.len() / self.chunk_size * 5);
+        out.push(fmt << 6 | csid);
         out.extend_from_slice(&field.to_be_bytes()[1..]);
         out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
         out.push(type_id);
-        out.extend_from_slice(&stream_id.to_le_bytes());
+        if delta.is_none() {
+            out.extend_from_slice(&stream_id.to_le_bytes());
+        }
         if extended {
-            out.extend_from_slice(&timestamp.to_be_bytes());
+            out.extend_from_slice(&value.to_be_bytes());
         }
         for (i, chunk) in payload.chunks(self.chunk_size).enumerate() {
             if i > 0 {
+                // Type 3 chunks repeat the extended timestamp (§5.3.1.3; ffmpeg, librtmp and
+                // Nginx-RTMP all expect it).
                 out.push(0xc0 | csid);
                 if extended {
-                    out.extend_from_slice(&timestamp.to_be_bytes());
+                    out.extend_from_slice(&value.to_be_bytes());
                 }
             }
             out.extend_from_slice(chunk);
@@ -581,5 +619,47 @@ mod tests {
         assert_eq!(reader.buffered(), 3);
         reader.abort(4);
         assert_eq!(reader.buffered(), 0);
+    }
+
+    /// A compressing writer's chunks (type 0 then type 1 headers, multi-chunk messages,
+    /// extended timestamps and deltas) read back by the reader.
+    #[test]
+    fn compressed_headers_read_back() {
+        let mut writer = ChunkWriter::compressing();
+        writer.set_chunk_size(4096);
+        let mut out = Vec::new();
+        let big: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let messages = [
+            (6u8, 0u32, 9u8, &big[..]),
+            (4, 0, 8, &[0xaf, 1, 2, 3][..]),
+            (6, 33, 9, &big[..5000]),
+            (6, 0xff_fffe, 9, &big[..]),
+            (6, 0x0100_0000, 9, &big[..]),
+            (4, 0x0200_0000, 8, &[0xaf, 1][..]),
+            (4, 0x0200_0015, 8, &big[..4096]),
+            // Back in time: a full header again.
+            (4, 0x10, 8, &[0xaf, 1][..]),
+        ];
+        for (csid, ts, kind, body) in messages {
+            writer.write(csid, ts, kind, 1, body, &mut out);
+        }
+        assert_eq!(out[0] >> 6, 0, "the first message has a full header");
+        let mut reader = ChunkReader::new();
+        reader.set_chunk_size(4096).unwrap();
+        let mut input = &out[..];
+        let mut got = Vec::new();
+        let mut formats = Vec::new();
+        while !input.is_empty() {
+            formats.push(input[0] >> 6);
+            let (used, message) = reader.read(input).unwrap();
+            assert!(used > 0);
+            input = &input[used..];
+            if let Some(m) = message {
+                got.push((m.csid as u8, m.timestamp, m.type_id, m.payload.to_vec()));
+            }
+        }
+        let want: Vec<_> = messages.iter().map(|&(c, t, k, b)| (c, t, k, b.to_vec())).collect();
+        assert_eq!(got, want);
+        assert!(formats.contains(&1), "no type 1 header: {formats:?}");
     }
 }

@@ -3,7 +3,7 @@
 //! Layers, bottom up: [`handshake`] (§5.2), [`chunk`] (§5.3: per-chunk-stream reassembly
 //! with limits, and the chunk writer), [`amf0`] (command encoding), [`session`] (§7: the
 //! server side of connect, createStream and publish, with the authorisation decision left to
-//! the caller).
+//! the caller), and [`client`], the publishing side as encoders speak it.
 //!
 //! This crate owns the wire format and the publish state machine. It never touches a socket,
 //! a clock or a thread, and knows nothing of keys, media codecs or HLS: `ingest` drives it
@@ -12,6 +12,7 @@
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 pub mod handshake;
 pub mod session;
 

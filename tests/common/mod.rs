@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use testkit::http;
 
-pub mod rtmp_client;
 pub mod services;
 
 /// How long a test waits for the server to start or a stream to appear.

@@ -12,7 +12,10 @@ use super::*;
 use crate::chunk::{ChunkReader, ChunkWriter};
 use crate::handshake::HANDSHAKE_PACKET_LEN;
 
-/// A scripted client: builds the bytes a publisher sends.
+/// A scripted client: builds the bytes a publisher sends, without reading the answers, in
+/// any order a test wants. Independent of [`crate::client::Publisher`] on purpose: these
+/// tests send what no well-behaved publisher would (commands out of order, bad chunk sizes),
+/// and a test of the session must not share its encoder with the code under test's peer.
 struct Client {
     writer: ChunkWriter,
     wire: Vec<u8>,
