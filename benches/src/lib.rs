@@ -1,1 +1,2 @@
-//! Benchmarks for rtmp-hls live in `benches/` of this crate; see BENCHMARKS.md.
+//! Benchmarks of rtmp-hls: the criterion remux benchmark (`benches/remux.rs`) and the load
+//! harness `rtmp-hls-bench` (`src/main.rs`); BENCHMARKS.md says what they measure.

@@ -2,7 +2,7 @@
 //!
 //! An encoder sends ~80 RTMP messages a second per 720p30 stream, in ~150 TCP packets;
 //! reading each as it arrives costs a wake-up of the runtime's event loop, a task poll and a
-//! `recv`, which was the largest share of the server's CPU under load (BENCHMARKS.md).
+//! `recv`, the largest share of the server's CPU under load when every message is read alone.
 //! SRS's "merged read" (`mr`) sleeps between reads to take several messages at once, at the
 //! price of that much latency on every message.
 //!

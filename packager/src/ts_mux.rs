@@ -356,8 +356,8 @@ impl<'a> Pieces<'a> {
 
 /// Appends a PES continuation packet whose payload fills the packet: a 4-byte header (no
 /// payload_unit_start, no adaptation field) and 184 bytes. This is most packets of a stream,
-/// so it is written directly rather than through `mpeg2ts`'s packet struct; the benchmark
-/// (BENCHMARKS.md) shows the difference, and `fast_path_matches_the_crate_byte_for_byte`
+/// so it is written directly rather than through `mpeg2ts`'s packet struct (2.5 against 1.0
+/// GiB/s of remux in the criterion benchmark); `fast_path_matches_the_crate_byte_for_byte`
 /// pins the bytes to what the crate writes.
 fn write_full_continuation(pid: u16, cc: &mut ContinuityCounter, chunk: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&[
