@@ -266,6 +266,7 @@ def start_rtmp_hls():
            "--data-dir", data, "--segment-duration", "2", "--playlist-length", "3",
            # Every publisher comes from 127.0.0.1: lift the per-address and total limits.
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
+           "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
            "--max-streams", "65536"]
     command(cmd)
     log_file = open(os.path.join(OUT, "rtmp-hls.log"), "a")

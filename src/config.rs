@@ -150,9 +150,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_MAX_CONNECTIONS", default_value_t = ingest::limits::MAX_CONNECTIONS, help_heading = "Limits")]
     pub(crate) max_connections: usize,
 
-    /// Open RTMP connections from one IP address.
+    /// Open RTMP connections from one IP address (IPv6: one prefix, --ipv6-prefix).
     #[arg(long, env = "RTMP_HLS_MAX_CONNECTIONS_PER_IP", default_value_t = ingest::limits::MAX_CONNECTIONS_PER_IP, help_heading = "Limits")]
     pub(crate) max_connections_per_ip: usize,
+
+    /// Open RTMP connections not granted a publish yet; past it, a new connection takes the
+    /// place of one of them (the oldest of the address with the most), so idle or half-open
+    /// connections cannot keep publishers out.
+    #[arg(long, env = "RTMP_HLS_MAX_UNAUTHENTICATED", default_value_t = ingest::limits::MAX_UNAUTHENTICATED, help_heading = "Limits")]
+    pub(crate) max_unauthenticated: usize,
+
+    /// New RTMP connections one IP address may open per minute, after a burst of 16 (0: no
+    /// limit). Keeps evicted connections from coming straight back.
+    #[arg(long, env = "RTMP_HLS_NEW_CONNECTIONS_PER_IP_PER_MINUTE", default_value_t = ingest::limits::NEW_CONNECTIONS_PER_IP_PER_MINUTE, help_heading = "Limits")]
+    pub(crate) new_connections_per_ip_per_minute: u32,
+
+    /// Prefix length IPv6 clients are counted by in per-address limits (connections, failed
+    /// publish attempts): one subscriber usually holds a whole /64.
+    #[arg(long, env = "RTMP_HLS_IPV6_PREFIX", default_value_t = auth::address::IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128), help_heading = "Limits")]
+    pub(crate) ipv6_prefix: u8,
 
     /// Streams live at once.
     #[arg(long, env = "RTMP_HLS_MAX_STREAMS", default_value_t = ingest::limits::MAX_STREAMS, help_heading = "Limits")]
@@ -163,7 +179,7 @@ pub(crate) struct ServeArgs {
     pub(crate) handshake_timeout: Duration,
 
     /// Seconds from TCP accept to the publish request.
-    #[arg(long, env = "RTMP_HLS_PUBLISH_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
+    #[arg(long, env = "RTMP_HLS_PUBLISH_TIMEOUT", default_value = "5", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) publish_timeout: Duration,
 
     /// Seconds without audio or video after which a publisher is dropped and its stream ended.
@@ -244,6 +260,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS", default_value_t = rtmp_hls_http::server::MAX_CONNECTIONS, help_heading = "Limits")]
     pub(crate) http_max_connections: usize,
 
+    /// Open HTTP connections from one IP address (IPv6: one prefix, --ipv6-prefix).
+    #[arg(long, env = "RTMP_HLS_HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = rtmp_hls_http::server::MAX_CONNECTIONS_PER_IP, help_heading = "Limits")]
+    pub(crate) http_max_connections_per_ip: usize,
+
     /// Seconds allowed for an HTTP request's headers to arrive.
     #[arg(long, env = "RTMP_HLS_HTTP_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) http_header_timeout: Duration,
@@ -264,11 +284,11 @@ pub(crate) struct ServeArgs {
     /// Nginx-RTMP-style on_publish callback (http://...): POSTed before each publish; 2xx
     /// allows, 3xx with Location renames the stream, anything else refuses.
     #[arg(long, env = "RTMP_HLS_ON_PUBLISH", value_parser = parse_hook_url, help_heading = "Callbacks")]
-    pub(crate) on_publish: Option<ingest::hooks::HookUrl>,
+    pub(crate) on_publish: Option<CallbackUrl>,
 
     /// Nginx-RTMP-style on_publish_done callback (http://...): POSTed after each publish.
     #[arg(long, env = "RTMP_HLS_ON_PUBLISH_DONE", value_parser = parse_hook_url, help_heading = "Callbacks")]
-    pub(crate) on_publish_done: Option<ingest::hooks::HookUrl>,
+    pub(crate) on_publish_done: Option<CallbackUrl>,
 
     /// Whether on_publish decides with the key store or instead of it.
     #[arg(long, env = "RTMP_HLS_HOOK_MODE", value_enum, default_value_t = HookMode::Also, requires = "on_publish", help_heading = "Callbacks")]
@@ -326,8 +346,18 @@ impl ServeArgs {
                         or configuration file): configure one token key"
                 .into());
         }
+        for (flag, url) in
+            [("--on-publish", &self.on_publish), ("--on-publish-done", &self.on_publish_done)]
+        {
+            if let Some(Err(why)) = url {
+                return Err(format!("{flag}: {why}"));
+            }
+        }
         if self.hook_mode == HookMode::Only && self.on_publish.is_none() {
             return Err("--hook-mode only needs --on-publish".into());
+        }
+        if self.max_unauthenticated == 0 {
+            return Err("--max-unauthenticated: at least 1, or no publisher could connect".into());
         }
         Ok(())
     }
@@ -337,6 +367,9 @@ impl ServeArgs {
         ingest::Limits {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            max_unauthenticated: self.max_unauthenticated,
+            new_connections_per_ip_per_minute: self.new_connections_per_ip_per_minute,
+            ipv6_prefix: self.ipv6_prefix,
             max_streams: self.max_streams,
             handshake_timeout: self.handshake_timeout,
             publish_timeout: self.publish_timeout,
@@ -349,8 +382,9 @@ impl ServeArgs {
     /// The callbacks.
     pub(crate) fn hooks(&self) -> ingest::hooks::HookConfig {
         ingest::hooks::HookConfig {
-            on_publish: self.on_publish.clone(),
-            on_publish_done: self.on_publish_done.clone(),
+            // Validated at startup: an unusable URL never gets here.
+            on_publish: self.on_publish.clone().and_then(Result::ok),
+            on_publish_done: self.on_publish_done.clone().and_then(Result::ok),
             timeout: self.hook_timeout,
             mode: self.hook_mode,
             method: self.hook_method,
@@ -369,6 +403,8 @@ impl ServeArgs {
     pub(crate) fn http_limits(&self) -> rtmp_hls_http::HttpLimits {
         rtmp_hls_http::HttpLimits {
             max_connections: self.http_max_connections,
+            max_connections_per_ip: self.http_max_connections_per_ip,
+            ipv6_prefix: self.ipv6_prefix,
             header_read_timeout: self.http_header_timeout,
             idle_timeout: self.http_idle_timeout,
             max_viewers_per_stream: self.max_viewers_per_stream,
@@ -398,8 +434,12 @@ const MAX_READ_PAUSE_MS: u64 = 1000;
 /// Shortest static admin token accepted: a guessable token would open the admin API.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-fn parse_hook_url(text: &str) -> Result<ingest::hooks::HookUrl, String> {
-    text.parse()
+/// A callback URL as given: parsed, or why not, in words that show the URL masked (it may
+/// hold a secret, and clap would quote a value it refuses whole).
+pub(crate) type CallbackUrl = Result<ingest::hooks::HookUrl, String>;
+
+fn parse_hook_url(text: &str) -> Result<CallbackUrl, String> {
+    Ok(text.parse().map_err(|e| format!("{}: {e}", crate::config_file::mask_url(text, true))))
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -487,6 +527,22 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["rtmp-hls", "--jwt-secret", &"x".repeat(32)]).unwrap();
         assert!(cli.serve.validate().is_ok());
+    }
+
+    /// A refused callback URL is named with its secrets masked, never quoted whole.
+    #[test]
+    fn bad_callback_urls_are_refused_without_their_secrets() {
+        for url in [
+            "https://backend/hook?token=SECRET",
+            "http://user:SECRET@backend/hook",
+            "http://:80/hook?token=SECRET",
+            "http://backend/h k?token=SECRET",
+        ] {
+            let cli = Cli::try_parse_from(["rtmp-hls", "--on-publish-done", url]).unwrap();
+            let err = cli.serve.validate().unwrap_err();
+            assert!(err.starts_with("--on-publish-done: "), "{err}");
+            assert!(!err.contains("SECRET"), "the secret is in: {err}");
+        }
     }
 
     #[test]

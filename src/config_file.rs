@@ -24,9 +24,14 @@ const CONFIG_ENV: &str = "RTMP_HLS_CONFIG";
 const SECRETS: &[&str] = &["jwt_secret", "admin_token"];
 /// Options holding URLs whose password part is a secret.
 const URLS_WITH_CREDENTIALS: &[&str] = &["mongo_uri", "on_publish", "on_publish_done"];
-/// librdkafka properties whose values are secrets (`sasl.password`, `ssl.key.password`,
-/// `sasl.oauthbearer.client.secret`, ...).
-const SECRET_PROPERTY_WORDS: &[&str] = &["password", "secret", "key"];
+/// Words in the name of a librdkafka property or URL query parameter whose value is a secret
+/// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, `?token=`, ...).
+const SECRET_PROPERTY_WORDS: &[&str] = &["password", "secret", "key", "token"];
+
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PROPERTY_WORDS.iter().any(|word| name.contains(word))
+}
 /// Options that are not settings (so not in the file).
 const NOT_SETTINGS: &[&str] = &["config", "help", "version"];
 
@@ -296,31 +301,47 @@ pub(crate) fn mask(id: &str, value: &str) -> String {
         return "********".to_owned();
     }
     if URLS_WITH_CREDENTIALS.contains(&id) {
-        return mask_url_password(value);
+        // A callback URL's query is often the backend's shared secret.
+        return mask_url(value, id != "mongo_uri");
     }
     if id == "kafka_property"
         && let Some((name, _)) = value.split_once('=')
-        && SECRET_PROPERTY_WORDS.iter().any(|word| name.to_ascii_lowercase().contains(word))
+        && looks_secret(name)
     {
         return format!("{name}=********");
     }
     value.to_owned()
 }
 
-/// `scheme://user:password@host...` with the password replaced.
-fn mask_url_password(url: &str) -> String {
+/// A URL with its password replaced (`scheme://user:password@host`; a password may hold
+/// `/`, `?` or `@` unescaped: everything from the user's `:` to the last `@` goes), and the
+/// values of its query replaced: all of them with `every_query_value`, else those whose
+/// name looks secret (`password`, `secret`, `key`, `token`).
+pub(crate) fn mask_url(url: &str, every_query_value: bool) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let masked =
-                if userinfo.contains(':') { format!("{user}:********") } else { user.to_owned() };
-            format!("{scheme}://{masked}@{host}{path}")
+    let rest = match (rest.find(':'), rest.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at && !rest[..colon].contains(['/', '?']) => {
+            format!("{}:********{}", &rest[..colon], &rest[at..])
         }
-        None => url.to_owned(),
-    }
+        _ => rest.to_owned(),
+    };
+    let masked = match rest.split_once('?') {
+        Some((before, query)) => {
+            let values = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if every_query_value || looks_secret(name) => {
+                        format!("{name}=********")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            format!("{before}?{values}")
+        }
+        None => rest,
+    };
+    format!("{scheme}://{masked}")
 }
 
 #[cfg(test)]
@@ -480,9 +501,24 @@ mod tests {
 
     #[test]
     fn url_passwords_are_masked() {
-        assert_eq!(mask_url_password("mongodb://u:p@h/db"), "mongodb://u:********@h/db");
-        assert_eq!(mask_url_password("mongodb://h/db"), "mongodb://h/db");
-        assert_eq!(mask_url_password("http://u@h/x?a=b@c"), "http://u@h/x?a=b@c");
+        assert_eq!(mask_url("mongodb://u:p@h/db", false), "mongodb://u:********@h/db");
+        assert_eq!(mask_url("mongodb://h/db", false), "mongodb://h/db");
+        assert_eq!(mask_url("http://u@h/x?a=b@c", true), "http://u@h/x?a=********");
+        assert_eq!(
+            mask_url("mongodb://h/db?authSource=admin&tlsCertificateKeyFilePassword=pw", false),
+            "mongodb://h/db?authSource=admin&tlsCertificateKeyFilePassword=********"
+        );
+        // Passwords with characters that end an authority, unescaped.
+        for url in ["mongodb://u:p/ss@h/db", "mongodb://u:p?w@h:27017/db", "mongodb://u:a@b@h/db"] {
+            let masked = mask_url(url, false);
+            assert!(masked.starts_with("mongodb://u:********@h"), "{url} -> {masked}");
+        }
+        // A callback URL's query.
+        assert_eq!(
+            mask_url("http://backend/hook?secret=s3&x", true),
+            "http://backend/hook?secret=********&x"
+        );
+        assert_eq!(mask("on_publish", "http://b/h?token=t0k"), "http://b/h?token=********");
         assert_eq!(mask("jwt_secret", "abc"), "********");
         assert_eq!(mask("kafka_property", "sasl.password=pw"), "sasl.password=********");
         assert_eq!(mask("kafka_property", "linger.ms=5"), "linger.ms=5");

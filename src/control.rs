@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use auth::jwt::{JwtVerifier, looks_like_jwt};
-use auth::key_store::validate_stream_name;
+use auth::key_store::{hash_key, validate_stream_name};
 use ingest::events::StopReason;
 use ingest::{Ingest, PublishStatus};
 use prometheus_client::collector::Collector;
@@ -41,8 +41,10 @@ impl AdminAuth {
         let Some(bearer) = bearer else {
             return Access::Unauthenticated("send Authorization: Bearer <admin token>".into());
         };
+        // Digests of equal length are compared, so the time taken tells neither where the
+        // token differs nor how long it is.
         if let Some(token) = &self.token
-            && constant_time_eq(token.as_bytes(), bearer.as_bytes())
+            && constant_time_eq(hash_key(token).as_bytes(), hash_key(bearer).as_bytes())
         {
             return Access::Granted;
         }
@@ -219,12 +221,20 @@ impl std::fmt::Debug for CurrentState {
 impl Collector for CurrentState {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let gauge = |value: usize| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-        let connections = gauge(self.ingest.open_connections());
+        let (open, unauthenticated) = self.ingest.open_connections();
+        let connections = gauge(open);
         connections.encode(encoder.encode_descriptor(
             "rtmp_connections",
             "Open RTMP connections",
             None,
             connections.metric_type(),
+        )?)?;
+        let waiting = gauge(unauthenticated);
+        waiting.encode(encoder.encode_descriptor(
+            "rtmp_connections_unauthenticated",
+            "Open RTMP connections not granted a publish yet",
+            None,
+            waiting.metric_type(),
         )?)?;
         let live = gauge(self.store.live_count());
         live.encode(encoder.encode_descriptor(

@@ -28,6 +28,13 @@ use tracing::{error, info, warn};
 pub(crate) const QUEUE_CAPACITY: usize = 10_000;
 /// Queued events beyond which even lifecycle events are dropped (bounds memory).
 pub(crate) const HARD_CAPACITY: usize = 200_000;
+/// Queued bytes beyond which `stream_stats` are dropped: events are a few hundred bytes, so
+/// this holds the count limit's worth of ordinary ones; larger events fill it sooner.
+pub(crate) const QUEUE_CAPACITY_BYTES: usize = 8 << 20;
+/// Queued bytes beyond which even lifecycle events are dropped.
+pub(crate) const HARD_CAPACITY_BYTES: usize = 64 << 20;
+/// What librdkafka itself may hold, in KiB (its default is 1 GiB).
+const PRODUCER_QUEUE_KBYTES: usize = 64 << 10;
 /// How often drops and losses are reported in the log, at most.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long librdkafka keeps retrying an event before it is lost: longer than any outage
@@ -48,7 +55,28 @@ struct QueueState {
     /// How many queued records are droppable, so a queue full of lifecycle events is not
     /// scanned on every push.
     droppable: usize,
+    /// Payload bytes queued.
+    bytes: usize,
     closed: bool,
+}
+
+impl QueueState {
+    fn over(&self, records: usize, bytes: usize) -> bool {
+        self.records.len() >= records || self.bytes >= bytes
+    }
+
+    fn push_back(&mut self, record: Record) {
+        self.droppable += usize::from(record.droppable);
+        self.bytes += record.payload.len();
+        self.records.push_back(record);
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Record> {
+        let record = self.records.remove(index)?;
+        self.droppable -= usize::from(record.droppable);
+        self.bytes -= record.payload.len();
+        Some(record)
+    }
 }
 
 /// The bounded hand-off between the media path and the forwarder.
@@ -63,26 +91,30 @@ struct EventQueue {
 impl EventQueue {
     fn push(&self, record: Record) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.records.len() >= QUEUE_CAPACITY {
+        // Over the soft bound, stats make room (the oldest first), or the new stats go.
+        while state.over(QUEUE_CAPACITY, QUEUE_CAPACITY_BYTES) {
             let oldest_stats = if state.droppable > 0 {
                 state.records.iter().position(|r| r.droppable)
             } else {
                 None
             };
             if let Some(oldest_stats) = oldest_stats {
-                state.records.remove(oldest_stats);
-                state.droppable -= 1;
+                state.remove(oldest_stats);
                 self.dropped_stats.fetch_add(1, Ordering::Relaxed);
             } else if record.droppable {
                 self.dropped_stats.fetch_add(1, Ordering::Relaxed);
                 return;
-            } else if state.records.len() >= HARD_CAPACITY {
-                self.dropped_lifecycle.fetch_add(1, Ordering::Relaxed);
-                return;
+            } else {
+                break;
             }
         }
-        state.droppable += usize::from(record.droppable);
-        state.records.push_back(record);
+        if state.over(HARD_CAPACITY, HARD_CAPACITY_BYTES) {
+            let counter =
+                if record.droppable { &self.dropped_stats } else { &self.dropped_lifecycle };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        state.push_back(record);
         self.ready.notify_one();
     }
 
@@ -92,14 +124,13 @@ impl EventQueue {
         if state.records.is_empty() && !state.closed {
             state = self.ready.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
-        let record = state.records.pop_front()?;
-        state.droppable -= usize::from(record.droppable);
-        Some(record)
+        state.remove(0)
     }
 
     fn push_front(&self, record: Record) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.droppable += usize::from(record.droppable);
+        state.bytes += record.payload.len();
         state.records.push_front(record);
     }
 
@@ -221,7 +252,8 @@ impl KafkaEvents {
             .set("compression.type", "lz4")
             .set("linger.ms", "20")
             .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
-            .set("queue.buffering.max.messages", "100000");
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string());
         for (name, value) in &settings.properties {
             config.set(name, value);
         }
@@ -371,6 +403,24 @@ mod tests {
         }
         assert_eq!(queue.len(), HARD_CAPACITY);
         assert_eq!(queue.dropped_lifecycle.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let queue = EventQueue::default();
+        let big = |droppable| Record { key: None, payload: vec![0; 1 << 20], droppable };
+        for _ in 0..10 {
+            queue.push(big(true));
+        }
+        assert!(queue.state.lock().unwrap().bytes <= QUEUE_CAPACITY_BYTES);
+        assert_eq!(queue.dropped_stats.load(Ordering::Relaxed), 2);
+        for _ in 0..100 {
+            queue.push(big(false));
+        }
+        let state = queue.state.lock().unwrap();
+        assert_eq!(state.bytes, HARD_CAPACITY_BYTES, "stats gave way, then lifecycle stopped");
+        assert_eq!(state.droppable, 0);
+        assert_eq!(queue.dropped_lifecycle.load(Ordering::Relaxed), 100 - 64);
     }
 
     #[test]

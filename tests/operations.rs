@@ -497,6 +497,11 @@ fn nginx_rtmp_hooks_decide_alone_rename_refuse_and_report_done() {
     server.wait_for_log("not supported: publishing under the original name");
     let (ok, _) = publish_fast(&small, &format!("{}/denied", server.rtmp_url()));
     assert!(!ok, "a publish the hook refused went through");
+    // The publishing name's arguments cannot steer the backend (which keeps the last value
+    // of a repeated field, as PHP, Django and Rails do) into allowing another name.
+    let (ok, _) = publish_fast(&small, &format!("{}/victim?name=allowed", server.rtmp_url()));
+    assert!(!ok, "the client's name= overrode the stream name in on_publish");
+    assert!(server.playlist("victim").is_none());
     server.wait_for_log("refused by on_publish (HTTP 403)");
     let (ok, _) = publish_fast(&small, &format!("{}/slow", server.rtmp_url()));
     assert!(!ok, "a publish the hook did not answer went through");

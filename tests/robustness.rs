@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::STARTUP;
 use common::{Publisher, Server, segments};
 use testkit::flv::Tag;
 use testkit::rtmp::RawClient;
@@ -33,6 +34,9 @@ const FAST_LIMITS: &[&str] = &[
     // key must reach the authoriser so the refusal log's rate limit is exercised.
     "--auth-failure-burst",
     "100000",
+    // So is the per-address connection rate: here one address opens a thousand.
+    "--new-connections-per-ip-per-minute",
+    "0",
 ];
 
 /// Long enough for any of the quick timeouts above to fire.
@@ -379,4 +383,204 @@ fn patch(tag: &mut Tag, at: usize, bytes: &[u8]) {
     let mut data = tag.data.to_vec();
     data[at..at + bytes.len()].copy_from_slice(bytes);
     tag.data = data.into();
+}
+
+/// Before a publish is granted, a message may be a few KiB (`MAX_MESSAGE_LEN_BEFORE_PUBLISH`)
+/// and data messages are not decoded: an 8 MiB AMF0 data message of `null` bytes, which
+/// would decode to 32 times its size, from 8 connections at once, closes each of them and
+/// costs the server no more than a few MiB; the healthy stream goes on.
+#[test]
+fn an_amf0_flood_before_publishing_costs_the_server_nothing() {
+    let bench = Bench::start("amf0-flood");
+    let server = &bench.server;
+    let rss_before = server.rss_kib();
+    let nulls = vec![0x05u8; 8 << 20];
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, nulls) = (server.rtmp, nulls.clone());
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(addr);
+                client.handshake();
+                client.connect_app("live");
+                client.set_chunk_size(1 << 20);
+                let mut wire = Vec::new();
+                client.writer.write(5, 0, 18, 0, &nulls, &mut wire);
+                // The server closes the connection as soon as it reads the message's header.
+                let _ = client.send(&wire);
+                assert!(client.closed_within(CLOSE_WITHIN), "an 8 MiB message left open");
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    server.wait_for_log("exceeds the limit of 16384");
+    bench.assert_healthy("AMF0 floods");
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB for 8 refused messages"
+    );
+}
+
+/// A flood of idle and half-open connections from 20 addresses (127.0.0.2 to .21), each at
+/// its per-address limit and reconnecting as soon as it is closed, asks for more places
+/// than the server has (320 for 300). A keyed publish still gets in and streams:
+/// unauthenticated connections have a cap of their own (64), the least advanced of them
+/// give their places up to new ones, and an address cannot reconnect faster than the
+/// per-address rate.
+#[test]
+fn a_connection_flood_from_many_addresses_does_not_keep_a_publisher_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let limits = [
+        "--max-connections",
+        "300",
+        "--max-connections-per-ip",
+        "16",
+        "--max-unauthenticated",
+        "64",
+        "--handshake-timeout",
+        "30",
+        "--publish-timeout",
+        "30",
+    ];
+    let server = Server::start("slot-flood", &limits);
+    let key = server.add_key("keyed");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (2..=21u8)
+        .map(|host| {
+            let (addr, stop) = (server.rtmp, Arc::clone(&stop));
+            std::thread::spawn(move || hold_connections(addr, [127, 0, 0, host], 16, &stop))
+        })
+        .collect();
+    // The unauthenticated places are all taken, and evictions have begun.
+    testkit::wait_until(Duration::from_secs(20), "the flood to fill the server", || {
+        let text = http::get(server.http, "/metrics").text();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let waiting = value("rtmp_hls_rtmp_connections_unauthenticated ")?;
+        let evicted = value("rtmp_hls_rtmp_connections_evicted_total ")?;
+        (waiting >= 64.0 && evicted > 0.0).then_some(())
+    });
+    let mut publisher = RawClient::connect(server.rtmp);
+    assert_eq!(publisher.start_publish("live", &key), "NetStream.Publish.Start");
+    for tag in media_tags(Clip::AvSmall) {
+        publisher.media(tag.tag_type, tag.timestamp, &tag.data).unwrap();
+    }
+    server.wait_for_segments("keyed", 1);
+    stop.store(true, Ordering::Relaxed);
+    let opened: usize = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(opened > 300, "the flood opened only {opened} connections: not a flood");
+}
+
+/// Keeps `count` connections from `local` to `server` open (half of them idle, half after
+/// C0+C1 only), reopening each one the server closes, until `stop`; returns how many it
+/// opened.
+fn hold_connections(
+    server: std::net::SocketAddr,
+    local: [u8; 4],
+    count: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use socket2::{Domain, Socket, Type};
+    let open = |half_open: bool| -> Option<TcpStream> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+        socket.bind(&std::net::SocketAddr::from((local, 0)).into()).ok()?;
+        socket.connect(&server.into()).ok()?;
+        let mut stream = TcpStream::from(socket);
+        if half_open {
+            let mut c0c1 = vec![3u8];
+            c0c1.resize(1 + 1536, 0);
+            stream.write_all(&c0c1).ok()?;
+        }
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut held: Vec<Option<TcpStream>> = (0..count).map(|_| None).collect();
+    let mut opened = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for (i, slot) in held.iter_mut().enumerate() {
+            let closed = match slot {
+                Some(stream) => {
+                    let mut buf = [0u8; 4096];
+                    match stream.read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    }
+                }
+                None => true,
+            };
+            if closed {
+                *slot = open(i % 2 == 1);
+                opened += usize::from(slot.is_some());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    opened
+}
+
+/// Every string a client sends is cut before it is logged, sent in an event or kept: an
+/// `app` of 16 KiB - 100 bytes (the most that fits before a publish) reaches the log and the
+/// event as 128 bytes; an `app` of 8 MiB closes the connection unread. Refusals from one
+/// address are reported (log line and event) ten times a minute, and all counted.
+#[test]
+fn client_strings_are_cut_and_refusals_reported_within_a_budget() {
+    let bench = Bench::start("strings");
+    let server = &bench.server;
+    let long_app = "A".repeat((16 << 10) - 100);
+    let mut client = bench.raw();
+    client.handshake();
+    client.set_chunk_size(1 << 16);
+    client.connect_app(&long_app);
+    client.publish("any-key");
+    assert_eq!(client.read_status(), "NetStream.Publish.BadName");
+    let log = server.wait_for_log("publish refused: unknown application");
+    let line = log.lines().find(|l| l.contains("unknown application")).unwrap();
+    assert!(line.contains(&"A".repeat(128)) && !line.contains(&"A".repeat(129)), "{line}");
+    let event = testkit::wait_until(STARTUP, "the publish_rejected event", || {
+        server.events().into_iter().find(|e| e["type"] == "publish_rejected")
+    });
+    assert_eq!(event["app"].as_str().unwrap().len(), 128, "{event}");
+
+    let mut client = bench.raw();
+    client.handshake();
+    client.set_chunk_size(1 << 20);
+    let mut connect = Vec::new();
+    for value in [
+        rtmp::amf0::Value::String("connect".into()),
+        rtmp::amf0::Value::Number(1.0),
+        rtmp::amf0::Value::Object(vec![(
+            "app".into(),
+            rtmp::amf0::Value::String("\u{1}".repeat(8 << 20)),
+        )]),
+    ] {
+        rtmp::amf0::encode(&value, &mut connect);
+    }
+    let mut wire = Vec::new();
+    client.writer.write(3, 0, 20, 0, &connect, &mut wire);
+    let _ = client.send(&wire);
+    assert!(client.closed_within(CLOSE_WITHIN), "an 8 MiB connect left open");
+
+    for _ in 0..30 {
+        let mut client = bench.raw();
+        assert_eq!(client.start_publish("live", "wrong-key"), "NetStream.Publish.BadName");
+    }
+    let reported = server.events().iter().filter(|e| e["type"] == "publish_rejected").count();
+    assert!(reported <= 10, "{reported} refusals reported for one address in a minute");
+    let metrics = http::get(server.http, "/metrics").text();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rtmp_hls_publish_rejected_total{reason=\"invalid_key\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap();
+    assert_eq!(counted, 30.0, "every refusal is counted");
+    let log_bytes = server.log().len();
+    assert!(log_bytes < 256 << 10, "{log_bytes} bytes of log");
+    bench.assert_healthy("long strings and refusals");
 }

@@ -11,6 +11,7 @@
 //! token verification, for the RTMP side and the admin API alike. It never speaks RTMP or
 //! HTTP and never sees media.
 
+pub mod address;
 pub mod atomic_file;
 pub mod authorizer;
 pub mod failure_limiter;

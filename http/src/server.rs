@@ -5,7 +5,9 @@
 //! timeout on every read and write (a viewer that reads one byte a second is dropped);
 //! connections beyond [`HttpLimits::max_connections`] are closed at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +26,10 @@ use crate::sendfile::SendfileStream;
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
 /// connection each.
 pub const MAX_CONNECTIONS: usize = 8192;
+/// Open HTTP connections from one address (an IPv6 /64, see [`auth::address`]): a player
+/// uses one to a few; an office or a carrier NAT holds many viewers, but one client must
+/// not hold every place.
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Time allowed for a request's headers to arrive (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection on which nothing can be read or written for this long is closed: idle
@@ -39,6 +45,10 @@ const HYPER_MIN_BUF: usize = 8192;
 pub struct HttpLimits {
     /// See [`MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`MAX_CONNECTIONS_PER_IP`].
+    pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per prefix of this many bits.
+    pub ipv6_prefix: u8,
     /// See [`HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
     /// See [`IDLE_TIMEOUT`].
@@ -53,6 +63,8 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+            ipv6_prefix: auth::address::IPV6_PREFIX,
             header_read_timeout: HEADER_READ_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
@@ -71,6 +83,7 @@ pub async fn serve_router(
     grace: Duration,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -88,6 +101,11 @@ pub async fn serve_router(
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             debug!(%peer, "HTTP connection refused: at the connection limit");
+            continue;
+        };
+        let address = auth::address::group(peer.ip(), limits.ipv6_prefix);
+        let Some(place) = per_address.admit(address, limits.max_connections_per_ip) else {
+            debug!(%peer, "HTTP connection refused: at the per-address limit");
             continue;
         };
         let _ = socket.set_nodelay(true);
@@ -109,7 +127,7 @@ pub async fn serve_router(
             builder
         };
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, place);
             if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
                 debug!(%peer, error = %e, "HTTP connection ended");
             }
@@ -123,4 +141,58 @@ pub async fn serve_router(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// Open connections per address group.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in its address's count.
+#[derive(Debug)]
+struct Place {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    /// A place for a connection from `address`, if fewer than `limit` are open.
+    fn admit(self: &Arc<Self>, address: IpAddr, limit: usize) -> Option<Place> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(address).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Place { counts: Arc::clone(self), address })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_per_address_are_limited_and_freed() {
+        let counts = Arc::new(PerAddress::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = counts.admit(a, 2).unwrap();
+        let _second = counts.admit(a, 2).unwrap();
+        assert!(counts.admit(a, 2).is_none());
+        assert!(counts.admit("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(first);
+        assert!(counts.admit(a, 2).is_some());
+        assert!(counts.0.lock().unwrap().values().all(|n| *n > 0));
+    }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info};
 
+use crate::admission::{ConnectionSlot, Progress};
 use crate::decision::{self, Accepted, Refusal, Request};
 use crate::events::{Event, StopReason};
 use crate::listener::Ingest;
@@ -45,6 +46,8 @@ pub(crate) enum ConnectionError {
     WriteTimeout(Duration),
     #[error("server shutting down")]
     Shutdown,
+    #[error("not authenticated, and its place was needed for a new connection")]
+    Evicted,
     #[error("publish ended: {}", .0.as_str())]
     Ended(StopReason),
 }
@@ -79,6 +82,9 @@ pub(crate) struct Connection {
     refused: bool,
     accepted: Instant,
     stop: watch::Receiver<bool>,
+    /// Its place among the open connections, and how far it got before authentication.
+    slot: ConnectionSlot,
+    progress: Progress,
 }
 
 impl Connection {
@@ -88,6 +94,7 @@ impl Connection {
         peer: SocketAddr,
         id: u64,
         stop: watch::Receiver<bool>,
+        slot: ConnectionSlot,
     ) -> Self {
         Self {
             id,
@@ -99,6 +106,8 @@ impl Connection {
             refused: false,
             accepted: Instant::now(),
             stop,
+            slot,
+            progress: Progress::Accepted,
         }
     }
 
@@ -161,6 +170,9 @@ impl Connection {
             let _ = stop.wait_for(|stop| *stop).await;
         };
         tokio::pin!(shutdown);
+        // Completes if the connection must give its place up while unauthenticated.
+        let evicted = self.slot.evicted();
+        tokio::pin!(evicted);
         let mut stop_wait: Option<StopWait> = None;
         loop {
             match (&self.publish, &stop_wait) {
@@ -188,6 +200,10 @@ impl Connection {
                 // then data before the deadline, as a timeout around the read would.
                 biased;
                 () = &mut shutdown => return Err(ConnectionError::Shutdown),
+                () = &mut evicted => {
+                    self.ingest.metrics.connections_evicted.inc();
+                    return Err(ConnectionError::Evicted);
+                }
                 reason = async {
                     match stop_wait.as_mut() {
                         Some((_, requested)) => requested.as_mut().await,
@@ -217,6 +233,7 @@ impl Connection {
                 publish.received(n);
             }
             let actions = self.session.handle_bytes(&buf[..n])?;
+            self.note_progress();
             self.perform(actions).await?;
             if let Some(error) = self.session.error() {
                 // The good messages before the fault were handled above.
@@ -234,6 +251,24 @@ impl Connection {
             if let merged_read::NextRead::Gather { fallback, .. } = next {
                 pause_timer.as_mut().reset(now + fallback);
             }
+        }
+    }
+
+    /// Tells the admission how far an unauthenticated connection got, when that changed.
+    fn note_progress(&mut self) {
+        if self.publish.is_some() {
+            return;
+        }
+        let progress = if self.session.is_connected() {
+            Progress::Connected
+        } else if self.session.handshake_done() {
+            Progress::HandshakeDone
+        } else {
+            Progress::Handshaking
+        };
+        if progress > self.progress {
+            self.progress = progress;
+            self.slot.progressed(progress);
         }
     }
 
@@ -303,11 +338,14 @@ impl Connection {
         key: &str,
     ) -> Result<Vec<Action>, ConnectionError> {
         let ingest = Arc::clone(&self.ingest);
+        self.progress = Progress::Deciding;
+        self.slot.progressed(Progress::Deciding);
         let client = self.session.client_info().clone();
         let request = Request { app, key, peer: self.peer, id: self.id, client: &client };
         match decision::decide(&ingest, &request).await {
             Ok(Accepted { grant, live }) => {
                 let actions = self.session.accept_publish(request_id)?;
+                self.slot.authenticated();
                 ingest.metrics.publishes_accepted.inc();
                 let owner = grant.owner.as_deref().unwrap_or("-");
                 info!(stream = %grant.stream, %app, key = %redact(key), %owner, "publish accepted");
@@ -340,16 +378,19 @@ impl Connection {
         refusal: &Refusal,
     ) -> Result<Vec<Action>, ConnectionError> {
         let (reason, description) = (refusal.reason.as_str(), &refusal.description);
-        self.ingest.warn_limited(format_args!(
-            "publish refused: {description} (app={app} key={} reason={reason})",
-            redact(key)
-        ));
         self.ingest.metrics.rejected(refusal.reason);
-        self.ingest.events.emit(Event::PublishRejected {
-            reason: refusal.reason,
-            app: app.to_owned(),
-            remote: self.peer,
-        });
+        let address = auth::address::group(self.peer.ip(), self.ingest.config.limits.ipv6_prefix);
+        if self.ingest.rejection_reports.allow(address, Instant::now().into_std()) {
+            self.ingest.warn_limited(format_args!(
+                "publish refused: {description} (app={app} key={} reason={reason})",
+                redact(key)
+            ));
+            self.ingest.events.emit(Event::PublishRejected {
+                reason: refusal.reason,
+                app: app.to_owned(),
+                remote: self.peer,
+            });
+        }
         self.refused = true;
         Ok(self.session.reject_publish(request_id, refusal.code, description)?)
     }

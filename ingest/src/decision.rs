@@ -127,16 +127,18 @@ pub(crate) async fn decide(ingest: &Ingest, request: &Request<'_>) -> Result<Acc
 /// The stream the key or token of `request` may publish.
 async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refusal> {
     let hooks = &ingest.config.hooks;
+    // Failed attempts are counted per address group (IPv6 per prefix).
+    let address = auth::address::group(request.peer.ip(), ingest.config.limits.ipv6_prefix);
     if hooks.mode == HookMode::Only && hooks.on_publish.is_some() {
         // Nginx-RTMP's model: the publishing name is the stream, unless the hook renames.
-        if !ingest.authorizer.admits(request.peer.ip()) {
+        if !ingest.authorizer.admits(address) {
             return Err(denied(ingest, &Denial::RateLimited));
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
         return Ok(Grant { stream: name, owner: None, revocable: false });
     }
     let asked = Instant::now();
-    let decision = ingest.authorizer.authorize(request.peer.ip(), request.key).await;
+    let decision = ingest.authorizer.authorize(address, request.key).await;
     ingest.metrics.key_lookup.observe(asked.elapsed().as_secs_f64());
     decision.map_err(|denial| denied(ingest, &denial))
 }
@@ -173,7 +175,8 @@ async fn ask_on_publish(
                 Ok(())
             }
             hooks::Verdict::Refuse(status) => {
-                ingest.authorizer.note_failure(request.peer.ip());
+                let group = ingest.config.limits.ipv6_prefix;
+                ingest.authorizer.note_failure(auth::address::group(request.peer.ip(), group));
                 Err(Refusal::new(
                     RejectReason::HookRefused,
                     CODE_BAD_NAME,

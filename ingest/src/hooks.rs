@@ -59,29 +59,30 @@ impl FromStr for HookUrl {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        // Errors never quote the URL: it may hold a secret (the caller shows it masked).
         let rest = text.strip_prefix("http://").ok_or_else(|| {
-            format!("{text:?}: only http:// callback URLs are supported (as in Nginx-RTMP)")
+            "only http:// callback URLs are supported (as in Nginx-RTMP)".to_owned()
         })?;
         let (authority, path) = match rest.find('/') {
             Some(at) => rest.split_at(at),
             None => (rest, "/"),
         };
         if authority.contains('@') {
-            return Err(format!("{text:?}: credentials in the URL are not supported"));
+            return Err("credentials in the URL are not supported".to_owned());
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                let port = port.parse().map_err(|_| format!("{text:?}: bad port {port:?}"))?;
+                let port = port.parse().map_err(|_| "the port is not a number".to_owned())?;
                 (host, port)
             }
             _ => (authority, 80),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("{text:?}: no host"));
+            return Err("no host".to_owned());
         }
         // What hyper will send must parse as a request target now, not at the first publish.
-        path.parse::<hyper::Uri>().map_err(|e| format!("{text:?}: bad path: {e}"))?;
+        path.parse::<hyper::Uri>().map_err(|e| format!("bad path: {e}"))?;
         Ok(Self { host: host.to_owned(), port, path: path.to_owned() })
     }
 }
@@ -176,7 +177,10 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The form-encoded body.
+    /// The form-encoded body: the publishing name's arguments first, then ours. The client
+    /// controls the arguments, so none may name one of our fields (such an argument is
+    /// dropped), and ours come last: a backend that keeps the first value of a repeated
+    /// field and one that keeps the last both see ours.
     pub fn form(&self) -> String {
         let (name, query) = self.name.split_once('?').unwrap_or((self.name, ""));
         let addr = self.addr.to_string();
@@ -194,17 +198,15 @@ impl Call<'_> {
             ("pageurl", self.client.page_url.as_str()),
         ];
         let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
-        let mut form = fields
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        // Nginx-RTMP appends the arguments as they came (tokens keep their %XX and +).
-        if !query.is_empty() {
-            form.push('&');
-            form.push_str(query);
-        }
-        form
+        // The arguments as they came (tokens keep their %XX and +), as Nginx-RTMP sends them.
+        let ours = |argument: &str| {
+            let name = argument.split('=').next().unwrap_or_default().replace('+', " ");
+            let name = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
+            fields.iter().any(|(field, _)| name.trim().eq_ignore_ascii_case(field))
+        };
+        let arguments = query.split('&').filter(|a| !a.is_empty() && !ours(a));
+        let fields = fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v)));
+        arguments.map(str::to_owned).chain(fields).collect::<Vec<_>>().join("&")
     }
 }
 
@@ -344,10 +346,36 @@ mod tests {
         };
         assert_eq!(
             call.form(),
-            "call=publish&app=live&name=k3y&type=live&addr=10%2E1%2E2%2E3&clientid=42&\
-             flashver=FMLE%2F3%2E0%20%28compatible%3B%20obs%29&swfurl=&tcurl=rtmp%3A%2F%2Fhost%2Flive&\
-             pageurl=&user=al+ice&tok=a%2Bb"
+            "user=al+ice&tok=a%2Bb&call=publish&app=live&name=k3y&type=live&addr=10%2E1%2E2%2E3&\
+             clientid=42&flashver=FMLE%2F3%2E0%20%28compatible%3B%20obs%29&swfurl=&\
+             tcurl=rtmp%3A%2F%2Fhost%2Flive&pageurl="
         );
+    }
+
+    /// `victim?key=K&name=mine`: a backend keeping the last `name` must not see `mine`, nor
+    /// one keeping the first; spelled in any case or percent-encoded, the argument goes.
+    #[test]
+    fn the_client_cannot_set_our_fields() {
+        let client = ClientInfo::default();
+        let call = |name| Call {
+            call: "publish",
+            app: "live",
+            name,
+            addr: "10.1.2.3".parse().unwrap(),
+            client_id: 7,
+            client: &client,
+        };
+        for name in [
+            "victim?key=K&name=mine",
+            "victim?key=K&NAME=mine&call=publish_done",
+            "victim?key=K&n%61me=mine&addr=1.2.3.4&&",
+            "victim?key=K&name+=mine&app",
+        ] {
+            let form = call(name).form();
+            assert!(form.starts_with("key=K&call=publish&app=live&name=victim&"), "{form}");
+            assert!(!form.contains("mine") && !form.contains("1.2.3.4"), "{form}");
+            assert_eq!(form.matches("name=").count(), 1, "{form}");
+        }
     }
 
     /// A backend that answers with `head` (raw bytes) to any request.

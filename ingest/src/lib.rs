@@ -9,6 +9,7 @@
 //! serves HTTP.
 
 pub mod accounting;
+pub mod admission;
 mod connection;
 mod decision;
 pub mod events;

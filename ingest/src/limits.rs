@@ -1,27 +1,43 @@
-//! The RTMP side's limits, each with the reason for its default, and the bookkeeping that
-//! enforces the connection limits.
+//! The RTMP side's limits, each with the reason for its default, and the log budget that
+//! keeps refusals from flooding the log. [`crate::admission`] enforces the connection
+//! limits.
 //!
 //! Every limit here is configurable (`rtmp-hls --help`); the per-message limits of the
 //! protocol itself are constants in [`rtmp::chunk`] and [`rtmp::session`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Open RTMP connections, all peers together. Each costs a task, a 64 KiB read buffer and
 /// up to the chunk layer's buffer limit; Nginx's default `worker_connections` is 1024.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Open RTMP connections from one IP address: an encoder uses one; a studio with many
-/// encoders behind one NAT stays well under this.
+/// Open RTMP connections from one address (an IPv6 /64, see [`auth::address`]): an encoder
+/// uses one; a studio with many encoders behind one NAT stays well under this.
 pub const MAX_CONNECTIONS_PER_IP: usize = 32;
+/// Open connections not granted a publish yet (handshaking, or between `connect` and the
+/// decision). Real encoders spend well under a second there; the rest of
+/// [`MAX_CONNECTIONS`] is kept for publishers, so idle or half-open connections from any
+/// number of addresses cannot hold every place. When this many wait, the next connection
+/// takes the place of one of them (see [`crate::admission`]).
+pub const MAX_UNAUTHENTICATED: usize = 256;
+/// New RTMP connections one address may open per minute, after a burst of
+/// [`NEW_CONNECTION_BURST_PER_IP`]: an encoder reconnects every few seconds at most. Without
+/// it, connections that are evicted (see [`MAX_UNAUTHENTICATED`]) come straight back, and a
+/// flood from many addresses churns fast enough to sweep a publisher's new connection out
+/// before it gets through its handshake. 0: no limit.
+pub const NEW_CONNECTIONS_PER_IP_PER_MINUTE: u32 = 120;
+/// See [`NEW_CONNECTIONS_PER_IP_PER_MINUTE`].
+pub const NEW_CONNECTION_BURST_PER_IP: u32 = 16;
 /// Streams live at once: the memory of each is its playlist window of segments.
 pub const MAX_STREAMS: usize = 256;
 /// From TCP accept to the end of the handshake. Real clients need one round trip.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// From TCP accept to the publish request (connect, createStream, publish).
-pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// From TCP accept to the publish request (connect, createStream, publish): encoders send
+/// them within a round trip or two of the handshake.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A publishing client that sends no audio or video for this long is dropped and its stream
 /// ended (pings and metadata do not count).
 pub const NO_MEDIA_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,6 +53,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// See [`MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: usize,
+    /// See [`MAX_UNAUTHENTICATED`].
+    pub max_unauthenticated: usize,
+    /// See [`NEW_CONNECTIONS_PER_IP_PER_MINUTE`].
+    pub new_connections_per_ip_per_minute: u32,
+    /// IPv6 addresses are counted per prefix of this many bits ([`auth::address::group`]).
+    pub ipv6_prefix: u8,
     /// See [`MAX_STREAMS`].
     pub max_streams: usize,
     /// See [`HANDSHAKE_TIMEOUT`].
@@ -56,6 +78,9 @@ impl Default for Limits {
         Self {
             max_connections: MAX_CONNECTIONS,
             max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+            max_unauthenticated: MAX_UNAUTHENTICATED,
+            new_connections_per_ip_per_minute: NEW_CONNECTIONS_PER_IP_PER_MINUTE,
+            ipv6_prefix: auth::address::IPV6_PREFIX,
             max_streams: MAX_STREAMS,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             publish_timeout: PUBLISH_TIMEOUT,
@@ -66,68 +91,47 @@ impl Default for Limits {
     }
 }
 
-/// Which connection limit refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Overloaded {
-    /// [`Limits::max_connections`].
-    #[error("{0} connections open, the limit")]
-    Total(usize),
-    /// [`Limits::max_connections_per_ip`].
-    #[error("{0} connections open from this address, the limit")]
-    PerIp(usize),
-}
+/// Publish refusals reported (a `publish_rejected` event and a log line) per address group
+/// per [`REJECTION_WINDOW`]; past it they are counted in the metrics only, so one client
+/// retrying a bad key cannot fill the log or the event stream.
+pub const REJECTIONS_REPORTED_PER_ADDRESS: u32 = 10;
+/// See [`REJECTIONS_REPORTED_PER_ADDRESS`].
+pub const REJECTION_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose refusals are tracked at once; past it, refusals from addresses not
+/// tracked are counted only, until windows expire.
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
 
-/// Counts open connections, in total and per address.
-#[derive(Debug, Default)]
-pub struct ConnectionCounter {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One admitted connection; dropping it frees its place.
+/// Lets through at most `per_window` reports per window for each address.
 #[derive(Debug)]
-pub struct ConnectionSlot {
-    counter: Arc<ConnectionCounter>,
-    ip: IpAddr,
+pub struct PerAddressBudget {
+    per_window: u32,
+    window: Duration,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-impl ConnectionCounter {
-    /// Admits a connection from `ip` if both limits allow it.
-    pub fn admit(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        limits: &Limits,
-    ) -> Result<ConnectionSlot, Overloaded> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let total = self.total.load(Ordering::Relaxed);
-        if total >= limits.max_connections {
-            return Err(Overloaded::Total(total));
-        }
-        let from_ip = per_ip.entry(ip).or_insert(0);
-        if *from_ip >= limits.max_connections_per_ip {
-            return Err(Overloaded::PerIp(*from_ip));
-        }
-        *from_ip += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(ConnectionSlot { counter: Arc::clone(self), ip })
+impl PerAddressBudget {
+    /// A budget of `per_window` per `window` for each address.
+    pub fn new(per_window: u32, window: Duration) -> Self {
+        Self { per_window, window, seen: Mutex::new(HashMap::new()) }
     }
 
-    /// Open connections.
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut per_ip = self.counter.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
+    /// Whether a report for `address` (a group: [`auth::address::group`]) may go out at
+    /// `now`.
+    pub fn allow(&self, address: IpAddr, now: Instant) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= MAX_TRACKED_ADDRESSES && !seen.contains_key(&address) {
+            let window = self.window;
+            seen.retain(|_, (since, _)| now.saturating_duration_since(*since) < window);
+            if seen.len() >= MAX_TRACKED_ADDRESSES {
+                return false;
             }
         }
-        self.counter.total.fetch_sub(1, Ordering::Relaxed);
+        let (since, count) = seen.entry(address).or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= self.window {
+            (*since, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= self.per_window
     }
 }
 
@@ -190,30 +194,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_limits_hold_and_free_on_drop() {
-        let counter = Arc::new(ConnectionCounter::default());
-        let limits = Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() };
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let first = counter.admit(a, &limits).unwrap();
-        let _second = counter.admit(a, &limits).unwrap();
-        assert_eq!(counter.admit(a, &limits).unwrap_err(), Overloaded::PerIp(2));
-        let _third = counter.admit(b, &limits).unwrap();
-        assert_eq!(counter.admit(b, &limits).unwrap_err(), Overloaded::Total(3));
-        drop(first);
-        assert_eq!(counter.open(), 2);
-        assert!(counter.admit(a, &limits).is_ok());
-    }
-
-    #[test]
-    fn per_ip_entries_do_not_accumulate() {
-        let counter = Arc::new(ConnectionCounter::default());
-        let limits = Limits::default();
-        for i in 0..1000u32 {
-            let ip = IpAddr::from(i.to_be_bytes());
-            drop(counter.admit(ip, &limits).unwrap());
+    fn reports_are_limited_per_address_and_window() {
+        let budget = PerAddressBudget::new(2, Duration::from_secs(60));
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        assert_eq!([0, 1, 2].map(|_| budget.allow(a, t0)), [true, true, false]);
+        assert!(budget.allow(b, t0), "another address has its own budget");
+        assert!(budget.allow(a, t0 + Duration::from_secs(60)), "a new window");
+        // The table is bounded: past it, new addresses are not reported until windows end.
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
+            budget.allow(IpAddr::from(((i + 1) << 8).to_be_bytes()), t0);
         }
-        assert!(counter.per_ip.lock().unwrap().is_empty());
+        assert!(!budget.allow("10.9.9.9".parse().unwrap(), t0));
+        assert!(budget.allow("10.9.9.9".parse().unwrap(), t0 + Duration::from_secs(61)));
+        assert!(budget.seen.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
     }
 
     #[test]

@@ -19,11 +19,12 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::admission::Admission;
 use crate::connection::Connection;
 use crate::decision::Request;
 use crate::events::{EventSink, StopReason};
 use crate::hooks::{self, HookConfig};
-use crate::limits::{ConnectionCounter, Limits, LogBudget, Verdict};
+use crate::limits::{Limits, LogBudget, PerAddressBudget, Verdict};
 use crate::merged_read;
 use crate::metrics::IngestMetrics;
 use crate::registry::Registry;
@@ -96,8 +97,10 @@ pub struct Ingest {
     pub authorizer: Arc<Authorizer>,
     /// Where lifecycle events go.
     pub events: Arc<dyn EventSink>,
-    connections: Arc<ConnectionCounter>,
+    pub(crate) connections: Arc<Admission>,
     log_budget: LogBudget,
+    /// Refusals reported per address.
+    pub(crate) rejection_reports: PerAddressBudget,
     /// The live publishers, by stream name: how to stop each (takeover, kick, revocation).
     pub(crate) registry: Arc<Registry>,
     /// What each stream's latest publish looks like, for the stats API.
@@ -124,8 +127,12 @@ impl Ingest {
             store,
             authorizer,
             events,
-            connections: Arc::new(ConnectionCounter::default()),
+            connections: Arc::default(),
             log_budget: LogBudget::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
+            rejection_reports: PerAddressBudget::new(
+                crate::limits::REJECTIONS_REPORTED_PER_ADDRESS,
+                crate::limits::REJECTION_WINDOW,
+            ),
             registry: Arc::default(),
             statuses: StatusBoard::default(),
             metrics: IngestMetrics::default(),
@@ -149,9 +156,9 @@ impl Ingest {
         self.registry.stop(stream, reason).is_some()
     }
 
-    /// Open RTMP connections.
-    pub fn open_connections(&self) -> usize {
-        self.connections.open()
+    /// Open RTMP connections, and those of them not authenticated yet.
+    pub fn open_connections(&self) -> (usize, usize) {
+        (self.connections.open(), self.connections.unauthenticated())
     }
 
     /// Logs a refusal-type warning within the log budget.
@@ -220,9 +227,11 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             () = &mut shutdown => break,
         };
-        let slot = match ingest.connections.admit(peer.ip(), &ingest.config.limits) {
+        let limits = &ingest.config.limits;
+        let slot = match ingest.connections.admit(peer.ip(), limits, std::time::Instant::now()) {
             Ok(slot) => slot,
             Err(overloaded) => {
+                ingest.metrics.connections_refused.inc();
                 ingest.warn_limited(format_args!("connection from {peer} refused: {overloaded}"));
                 drop(socket);
                 continue;
@@ -234,9 +243,8 @@ pub async fn serve(
         let span = info_span!("rtmp", conn = id, peer = %peer, stream = tracing::field::Empty);
         tasks.spawn(
             async move {
-                let _slot = slot;
                 let _ = socket.set_nodelay(true);
-                match Connection::new(ingest, socket, peer, id, stop).run().await {
+                match Connection::new(ingest, socket, peer, id, stop, slot).run().await {
                     Ok(()) => debug!("connection closed"),
                     Err(e) => info!(error = %e, "connection closed"),
                 }

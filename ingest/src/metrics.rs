@@ -57,6 +57,10 @@ pub struct IngestMetrics {
     pub segments: Counter,
     /// Seconds the key store (or token check) took to decide a publish.
     pub key_lookup: Histogram,
+    /// Connections refused at accept by a connection limit.
+    pub connections_refused: Counter,
+    /// Unauthenticated connections closed to make room for new ones.
+    pub connections_evicted: Counter,
 }
 
 impl Default for IngestMetrics {
@@ -72,6 +76,8 @@ impl Default for IngestMetrics {
                 2.0,
                 LOOKUP_BUCKETS,
             )),
+            connections_refused: Counter::default(),
+            connections_evicted: Counter::default(),
         }
     }
 }
@@ -101,6 +107,16 @@ impl IngestMetrics {
             self.ingest_frames.clone(),
         );
         registry.register("segments", "Segments produced", self.segments.clone());
+        registry.register(
+            "rtmp_connections_refused",
+            "RTMP connections refused at accept by a connection limit",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "rtmp_connections_evicted",
+            "Unauthenticated RTMP connections closed to make room for new ones",
+            self.connections_evicted.clone(),
+        );
         registry.register_with_unit(
             "key_lookup",
             "Time the key store or token check took to decide a publish",

@@ -10,6 +10,14 @@ use std::fmt;
 /// Objects nested deeper than this are refused: real commands nest two levels, and the limit
 /// keeps a hostile message from exhausting the stack.
 pub const MAX_DEPTH: usize = 16;
+/// Values and properties every message may decode to, whatever its length: a `connect` or an
+/// `onMetaData` has a few dozen.
+pub const MIN_VALUE_BUDGET: usize = 64;
+/// Then one more value or property per this many bytes. A decoded value takes 32 bytes and a
+/// property 56, so a message never decodes to more than about 7 times its length (plus its
+/// strings, at most its length): one byte (`null`) per value would otherwise make 32. Real
+/// values take at least 9 bytes (a number) or 4 (a property with a one-letter name).
+pub const BYTES_PER_VALUE: usize = 8;
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -94,11 +102,24 @@ pub enum AmfError {
     /// A string that is not UTF-8.
     #[error("AMF0 string at byte {0} is not UTF-8")]
     NotUtf8(usize),
+    /// More values than the message's length allows ([`value_budget`]).
+    #[error("AMF0 message of {len} bytes holds more than {budget} values")]
+    TooManyValues {
+        /// The message's length.
+        len: usize,
+        /// Its budget.
+        budget: usize,
+    },
 }
 
-/// Decodes every value in `data`.
+/// How many values and properties a message of `len` bytes may decode to.
+pub fn value_budget(len: usize) -> usize {
+    MIN_VALUE_BUDGET + len / BYTES_PER_VALUE
+}
+
+/// Decodes every value in `data`, within its [`value_budget`].
 pub fn decode_all(data: &[u8]) -> Result<Vec<Value>, AmfError> {
-    let mut decoder = Decoder { data, pos: 0 };
+    let mut decoder = Decoder { data, pos: 0, budget: value_budget(data.len()) };
     let mut values = Vec::new();
     while decoder.pos < data.len() {
         values.push(decoder.value(0)?);
@@ -109,6 +130,8 @@ pub fn decode_all(data: &[u8]) -> Result<Vec<Value>, AmfError> {
 struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Values and properties still allowed.
+    budget: usize,
 }
 
 impl Decoder<'_> {
@@ -149,10 +172,20 @@ impl Decoder<'_> {
         String::from_utf8(bytes.to_vec()).map_err(|_| AmfError::NotUtf8(at))
     }
 
+    /// Counts one value or property against the budget.
+    fn spend(&mut self) -> Result<(), AmfError> {
+        self.budget = self.budget.checked_sub(1).ok_or(AmfError::TooManyValues {
+            len: self.data.len(),
+            budget: value_budget(self.data.len()),
+        })?;
+        Ok(())
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value, AmfError> {
         if depth > MAX_DEPTH {
             return Err(AmfError::TooDeep);
         }
+        self.spend()?;
         let offset = self.pos;
         let marker = self.u8()?;
         Ok(match marker {
@@ -176,9 +209,10 @@ impl Decoder<'_> {
             }
             STRICT_ARRAY => {
                 let count = self.u32()?;
-                // Each element takes at least one byte: never reserve more than remains.
-                let mut items =
-                    Vec::with_capacity((count as usize).min(self.data.len() - self.pos));
+                // Each element takes at least one byte and one unit of the budget: never
+                // reserve more than either allows.
+                let room = (self.data.len() - self.pos).min(self.budget);
+                let mut items = Vec::with_capacity((count as usize).min(room));
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?);
                 }
@@ -210,6 +244,7 @@ impl Decoder<'_> {
                 }
                 return Err(AmfError::UnsupportedMarker { marker, offset });
             }
+            self.spend()?;
             let key = self.string(len)?;
             let value = self.value(depth + 1)?;
             props.push((key, value));
@@ -319,6 +354,69 @@ mod tests {
         assert_eq!(values[2].get("app").and_then(Value::as_str), Some("live"));
         // Known bytes of the head: marker 2, length 7, "connect", marker 0, 1.0.
         assert_eq!(&bytes[..19], b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00");
+    }
+
+    /// Counts values and properties, as the budget does.
+    fn nodes(value: &Value) -> usize {
+        1 + match value {
+            Value::Object(props) | Value::EcmaArray(props) => {
+                props.iter().map(|(_, v)| 1 + nodes(v)).sum()
+            }
+            Value::StrictArray(items) => items.iter().map(nodes).sum(),
+            _ => 0,
+        }
+    }
+
+    /// One byte per value (`null`) would decode to 32 bytes per byte sent.
+    #[test]
+    fn a_flood_of_tiny_values_stops_at_the_budget() {
+        for len in [0usize, 1, 64, 65, 1000, 1 << 20] {
+            let nulls = vec![NULL; len];
+            let result = decode_all(&nulls);
+            if len <= value_budget(len) {
+                assert_eq!(result.map(|v| v.len()), Ok(len), "{len}");
+            } else {
+                assert_eq!(result, Err(AmfError::TooManyValues { len, budget: value_budget(len) }));
+            }
+        }
+        // A strict array announcing four billion elements of one byte each.
+        let mut array = vec![STRICT_ARRAY, 0xff, 0xff, 0xff, 0xff];
+        array.extend(vec![NULL; 10_000]);
+        assert!(matches!(decode_all(&array), Err(AmfError::TooManyValues { .. })));
+        // An object of one-letter properties of `null`: 4 bytes each.
+        let mut object = vec![OBJECT];
+        for _ in 0..10_000 {
+            object.extend_from_slice(&[0, 1, b'k', NULL]);
+        }
+        object.extend_from_slice(&[0, 0, OBJECT_END]);
+        assert!(matches!(decode_all(&object), Err(AmfError::TooManyValues { .. })));
+    }
+
+    /// What real encoders send fits the budget with room to spare: ffmpeg's `onMetaData`.
+    #[test]
+    fn real_metadata_is_well_within_the_budget() {
+        let props = [
+            "duration",
+            "width",
+            "height",
+            "videodatarate",
+            "framerate",
+            "videocodecid",
+            "audiodatarate",
+            "audiosamplerate",
+            "audiosamplesize",
+            "stereo",
+            "audiocodecid",
+            "filesize",
+        ];
+        let mut bytes = Vec::new();
+        encode(&Value::String("@setDataFrame".into()), &mut bytes);
+        encode(&Value::String("onMetaData".into()), &mut bytes);
+        let array = props.iter().map(|k| ((*k).to_owned(), Value::Number(1.0))).collect();
+        encode(&Value::EcmaArray(array), &mut bytes);
+        let values = decode_all(&bytes).unwrap();
+        let used: usize = values.iter().map(nodes).sum();
+        assert!(used * 2 < value_budget(bytes.len()), "{used} of {}", value_budget(bytes.len()));
     }
 
     #[test]

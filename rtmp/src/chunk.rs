@@ -22,10 +22,36 @@ pub const MAX_CHUNK_SIZE: u32 = 0xff_ffff;
 /// Largest message accepted. A 4K H.264 keyframe at broadcast bitrates stays well under it;
 /// Nginx-RTMP's default is 1 MiB, which such keyframes exceed.
 pub const MAX_MESSAGE_LEN: usize = 8 << 20;
+/// Largest message accepted before a publish is granted: commands (`connect`, `publish`, ...)
+/// are a few hundred bytes from every encoder, and nothing a client sends before it is
+/// authorised may cost the server much more than it sent.
+pub const MAX_MESSAGE_LEN_BEFORE_PUBLISH: usize = 16 << 10;
 /// Chunk streams one connection may use. Encoders use fewer than ten.
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Bytes of unfinished messages one connection may hold across all its chunk streams.
 pub const MAX_BUFFERED_BYTES: usize = 16 << 20;
+/// The same before a publish is granted: a few commands' worth.
+pub const MAX_BUFFERED_BYTES_BEFORE_PUBLISH: usize = 64 << 10;
+
+/// What a [`ChunkReader`] holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// Largest message.
+    pub max_message_len: usize,
+    /// Bytes of unfinished messages across all chunk streams.
+    pub max_buffered: usize,
+}
+
+impl ChunkLimits {
+    /// For a connection whose publish is granted (and for reading a server's answers).
+    pub const PUBLISHING: Self =
+        Self { max_message_len: MAX_MESSAGE_LEN, max_buffered: MAX_BUFFERED_BYTES };
+    /// For a connection that is not authorised yet.
+    pub const BEFORE_PUBLISH: Self = Self {
+        max_message_len: MAX_MESSAGE_LEN_BEFORE_PUBLISH,
+        max_buffered: MAX_BUFFERED_BYTES_BEFORE_PUBLISH,
+    };
+}
 
 /// Timestamp field value announcing an extended timestamp (§5.3.1.3).
 const EXTENDED_TIMESTAMP: u32 = 0xff_ffff;
@@ -53,13 +79,15 @@ pub struct Message {
 /// Why the chunk stream cannot be read further. Every variant is the peer's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    /// A message longer than [`MAX_MESSAGE_LEN`].
-    #[error("chunk stream {csid}: message of {len} bytes exceeds the limit of {MAX_MESSAGE_LEN}")]
+    /// A message longer than the reader's limit ([`ChunkLimits`]).
+    #[error("chunk stream {csid}: message of {len} bytes exceeds the limit of {limit}")]
     MessageTooLong {
         /// Chunk stream id.
         csid: u32,
         /// Declared length.
         len: usize,
+        /// The limit.
+        limit: usize,
     },
     /// More than [`MAX_CHUNK_STREAMS`] chunk streams.
     #[error("chunk stream {0} would exceed the limit of {MAX_CHUNK_STREAMS} chunk streams")]
@@ -84,9 +112,9 @@ pub enum ChunkError {
         /// Bytes still expected.
         missing: usize,
     },
-    /// More than [`MAX_BUFFERED_BYTES`] of unfinished messages.
-    #[error("more than {MAX_BUFFERED_BYTES} bytes of unfinished messages")]
-    TooMuchBuffered,
+    /// More unfinished messages than the reader's limit ([`ChunkLimits`]).
+    #[error("more than {0} bytes of unfinished messages")]
+    TooMuchBuffered(usize),
     /// A Set Chunk Size outside [`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`].
     #[error("chunk size {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
     BadChunkSize(u32),
@@ -118,6 +146,7 @@ pub struct ChunkReader {
     /// The chunk whose payload is being read: its chunk stream and the bytes left.
     current: Option<(u32, usize)>,
     buffered: usize,
+    limits: ChunkLimits,
 }
 
 impl Default for ChunkReader {
@@ -134,7 +163,13 @@ impl ChunkReader {
             streams: HashMap::new(),
             current: None,
             buffered: 0,
+            limits: ChunkLimits::PUBLISHING,
         }
+    }
+
+    /// Holds at most `limits` from now on (a message already longer fails at its next chunk).
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
     }
 
     /// Applies the peer's Set Chunk Size.
@@ -284,16 +319,17 @@ impl ChunkReader {
         if fmt < 3 {
             stream.extended = extended;
         }
-        if stream.length > MAX_MESSAGE_LEN {
-            return Err(ChunkError::MessageTooLong { csid, len: stream.length });
+        if stream.length > self.limits.max_message_len {
+            let limit = self.limits.max_message_len;
+            return Err(ChunkError::MessageTooLong { csid, len: stream.length, limit });
         }
         let have = in_progress.unwrap_or(0);
         if in_progress.is_none() {
             stream.partial = Some(Vec::with_capacity(stream.length.min(INITIAL_MESSAGE_CAPACITY)));
         }
         let chunk_len = (stream.length - have).min(self.chunk_size);
-        if self.buffered + chunk_len > MAX_BUFFERED_BYTES {
-            return Err(ChunkError::TooMuchBuffered);
+        if self.buffered + chunk_len > self.limits.max_buffered {
+            return Err(ChunkError::TooMuchBuffered(self.limits.max_buffered));
         }
         self.current = Some((csid, chunk_len));
         Ok(Some(pos))
@@ -524,12 +560,42 @@ mod tests {
     }
 
     #[test]
+    fn before_a_publish_messages_and_buffers_are_small() {
+        let mut reader = ChunkReader::new();
+        reader.set_limits(ChunkLimits::BEFORE_PUBLISH);
+        let len = MAX_MESSAGE_LEN_BEFORE_PUBLISH as u32 + 1;
+        let wire = first_chunk(false, 3, len, 0);
+        assert_eq!(
+            read_all(&mut reader, &wire, 4),
+            Err(ChunkError::MessageTooLong {
+                csid: 3,
+                len: len as usize,
+                limit: MAX_MESSAGE_LEN_BEFORE_PUBLISH
+            })
+        );
+        // Messages at the limit, half sent on many chunk streams, fill the buffer budget.
+        let mut reader = ChunkReader::new();
+        reader.set_limits(ChunkLimits::BEFORE_PUBLISH);
+        reader.set_chunk_size(8192).unwrap();
+        let mut result = Ok(Vec::new());
+        for csid in 3..40 {
+            let wire = first_chunk(false, csid, MAX_MESSAGE_LEN_BEFORE_PUBLISH as u32, 8192);
+            result = read_all(&mut reader, &wire, 4);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ChunkError::TooMuchBuffered(MAX_BUFFERED_BYTES_BEFORE_PUBLISH)));
+        assert!(reader.buffered() <= MAX_BUFFERED_BYTES_BEFORE_PUBLISH);
+    }
+
+    #[test]
     fn oversized_message_is_refused_before_allocation() {
         // 16 MiB - 1 declared, 3 bytes sent.
         let wire = [0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0, 1, 2, 3];
         assert_eq!(
             read_all(&mut ChunkReader::new(), &wire, 64),
-            Err(ChunkError::MessageTooLong { csid: 4, len: 0xff_ffff })
+            Err(ChunkError::MessageTooLong { csid: 4, len: 0xff_ffff, limit: MAX_MESSAGE_LEN })
         );
         let at_limit = MAX_MESSAGE_LEN as u32;
         let mut wire = vec![0x04, 0, 0, 0];
@@ -590,7 +656,7 @@ mod tests {
             }
             streams += 1;
         }
-        assert_eq!(result, Err(ChunkError::TooMuchBuffered));
+        assert_eq!(result, Err(ChunkError::TooMuchBuffered(MAX_BUFFERED_BYTES)));
         assert_eq!(streams, MAX_BUFFERED_BYTES / chunk);
         assert_eq!(reader.buffered(), MAX_BUFFERED_BYTES);
     }

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 
 use crate::amf0::{self, AmfError, Value};
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Message};
+use crate::chunk::{ChunkError, ChunkLimits, ChunkReader, ChunkWriter, Message};
 use crate::handshake::{Handshake, HandshakeError, Progress};
 
 /// Message type ids (§5.4, §7.1).
@@ -183,6 +183,21 @@ pub struct ClientInfo {
 
 /// Longest `connect` property kept in [`ClientInfo`] (real ones are under 200 bytes).
 pub const MAX_CLIENT_FIELD: usize = 1024;
+/// Bytes of the `connect` application kept (`live`; OBS may append a slash or a query): it is
+/// logged, sent in events and callbacks, and compared with the configured one.
+pub const MAX_APP_LEN: usize = 128;
+/// Bytes of the publishing name kept: the stream key, or a stream name with `?token=<jwt>`
+/// (a JWT is a few hundred bytes). A longer name is cut, and no key or token then matches.
+pub const MAX_PUBLISHING_NAME_LEN: usize = 4096;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 impl Session {
     /// A session waiting for the client's handshake. `seed` varies handshake filler bytes.
@@ -190,7 +205,12 @@ impl Session {
         Self {
             state: State::Handshaking,
             handshake: Handshake::new(seed),
-            reader: ChunkReader::new(),
+            reader: {
+                // Nothing larger than a few commands until a publish is granted.
+                let mut reader = ChunkReader::new();
+                reader.set_limits(ChunkLimits::BEFORE_PUBLISH);
+                reader
+            },
             writer: ChunkWriter::new(),
             input: Vec::new(),
             output: Vec::new(),
@@ -213,6 +233,11 @@ impl Session {
     /// Whether the handshake has completed.
     pub fn handshake_done(&self) -> bool {
         self.state != State::Handshaking
+    }
+
+    /// Whether the client's `connect` was accepted (it may be publishing since).
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.state, State::Handshaking | State::Connecting | State::Refused)
     }
 
     /// Whether the client is publishing (a publish was accepted and has not ended).
@@ -307,6 +332,7 @@ impl Session {
         self.user_control_stream_begin(stream_id);
         self.on_status(stream_id, "status", "NetStream.Publish.Start", "Publishing started.");
         self.state = State::Publishing { app, stream_id };
+        self.reader.set_limits(ChunkLimits::PUBLISHING);
         let result = self.drive();
         self.finish(result)
     }
@@ -410,7 +436,8 @@ impl Session {
                 })?;
                 self.handle_command(message.stream_id, values)?;
             }
-            DATA_AMF0 | DATA_AMF3 => {
+            // Data messages matter only while publishing: before, they are not even decoded.
+            DATA_AMF0 | DATA_AMF3 if self.is_publishing() => {
                 let body = skip_amf3_marker(&message);
                 // Data messages are informational: one that does not decode is dropped.
                 if let Ok(values) = amf0::decode_all(body) {
@@ -441,15 +468,11 @@ impl Session {
                     .and_then(Value::as_str)
                     .ok_or(SessionError::Misbehaved("connect without an app"))?;
                 // OBS and some tools append a slash or a query string to the app.
-                let app =
-                    app.split('?').next().unwrap_or_default().trim_end_matches('/').to_owned();
+                let app = app.split('?').next().unwrap_or_default().trim_end_matches('/');
+                let app = cut(app, MAX_APP_LEN);
                 let property = |name: &str| {
                     let text = command_object.get(name).and_then(Value::as_str).unwrap_or_default();
-                    let mut end = text.len().min(MAX_CLIENT_FIELD);
-                    while !text.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    text[..end].to_owned()
+                    cut(text, MAX_CLIENT_FIELD)
                 };
                 self.client = ClientInfo {
                     tc_url: property("tcUrl"),
@@ -483,7 +506,8 @@ impl Session {
                 if stream_id == 0 || stream_id >= self.next_stream_id {
                     return Err(SessionError::Misbehaved("publish on a stream never created"));
                 }
-                let key = args.first().and_then(Value::as_str).unwrap_or_default().to_owned();
+                let key = args.first().and_then(Value::as_str).unwrap_or_default();
+                let key = cut(key, MAX_PUBLISHING_NAME_LEN);
                 let app = app.clone();
                 let request_id = self.next_request_id;
                 self.next_request_id += 1;
@@ -521,9 +545,6 @@ impl Session {
     }
 
     fn handle_data(&mut self, values: Vec<Value>) {
-        if !self.is_publishing() {
-            return;
-        }
         let mut values = values.into_iter();
         let mut first = values.next();
         if first.as_ref().and_then(Value::as_str) == Some("@setDataFrame") {

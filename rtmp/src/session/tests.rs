@@ -355,6 +355,39 @@ fn bad_chunk_size_ends_the_session() {
     }
 }
 
+/// Before a publish is granted a client may send only what encoders send then: commands of
+/// a few hundred bytes. A large message ends the session; a data message is not decoded.
+#[test]
+fn before_a_publish_only_small_messages_are_read_and_data_is_not_decoded() {
+    use crate::chunk::MAX_MESSAGE_LEN_BEFORE_PUBLISH;
+    let mut client = Client::new();
+    client.connect("live").set_chunk_size(65_536);
+    let big = vec![0x05; MAX_MESSAGE_LEN_BEFORE_PUBLISH + 1];
+    client.writer.write(5, 0, message_type::DATA_AMF0, 0, &big, &mut client.wire);
+    let limit = MAX_MESSAGE_LEN_BEFORE_PUBLISH;
+    assert!(matches!(
+        fault(&client.take()),
+        Some(SessionError::Chunk(ChunkError::MessageTooLong { limit: l, .. })) if l == limit
+    ));
+
+    // At the limit, a data message of nulls (a 32-fold decode) is skipped, not decoded.
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").set_chunk_size(65_536);
+    let nulls = vec![0x05; MAX_MESSAGE_LEN_BEFORE_PUBLISH];
+    client.writer.write(5, 0, message_type::DATA_AMF0, 0, &nulls, &mut client.wire);
+    client.publish("k");
+    let actions = non_send(session.handle_bytes(&client.take()).unwrap());
+    assert!(matches!(actions[..], [Action::PublishRequested { .. }]), "{actions:?}");
+
+    // Once granted, large messages pass (a keyframe, metadata).
+    session.accept_publish(1).unwrap();
+    let keyframe = vec![0x17; 1 << 20];
+    client.media(message_type::VIDEO, 0, &keyframe);
+    let actions = non_send(session.handle_bytes(&client.take()).unwrap());
+    assert!(matches!(&actions[..], [Action::Media { payload, .. }] if payload.len() == 1 << 20));
+}
+
 #[test]
 fn unknown_answer_is_a_caller_error() {
     let mut session = Session::new(1);
