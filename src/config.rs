@@ -84,6 +84,12 @@ pub(crate) enum KeysAction {
     },
     /// List streams and when their keys were created (never the keys).
     List,
+    /// Revoke a publish token by its id (its `jti` claim): it stops publishing, and a live
+    /// publish it started ends.
+    RevokeToken {
+        /// The token's `jti`.
+        jti: String,
+    },
     /// Revoke a stream's key.
     Revoke {
         /// Public stream name.
@@ -234,6 +240,20 @@ pub(crate) struct ServeArgs {
     /// Public key of RS256/ES256 publish tokens: a PEM file, or a JWKS (JSON) file.
     #[arg(long, env = "RTMP_HLS_JWT_PUBLIC_KEY", help_heading = "Publish tokens")]
     pub(crate) jwt_public_key: Option<PathBuf>,
+
+    /// The `aud` claim publish tokens must carry (then required). Give this service its own
+    /// audience, so a login token of the platform is not a stream key.
+    #[arg(long, env = "RTMP_HLS_JWT_AUDIENCE", help_heading = "Publish tokens")]
+    pub(crate) jwt_audience: Option<String>,
+
+    /// The `aud` claim admin API tokens must carry (then required); a different one from
+    /// --jwt-audience, so a publish token never administers.
+    #[arg(long, env = "RTMP_HLS_JWT_ADMIN_AUDIENCE", help_heading = "Publish tokens")]
+    pub(crate) jwt_admin_audience: Option<String>,
+
+    /// The `iss` claim every token must carry (then required).
+    #[arg(long, env = "RTMP_HLS_JWT_ISSUER", help_heading = "Publish tokens")]
+    pub(crate) jwt_issuer: Option<String>,
 
     /// What a valid publish for a stream that is already live does: take it over (the old
     /// publisher is disconnected) or be refused.

@@ -135,6 +135,14 @@ impl Control for ServerControl {
         })
     }
 
+    async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
+        if jti.is_empty() || jti.len() > auth::key_store::MAX_TOKEN_ID_LEN {
+            let max = auth::key_store::MAX_TOKEN_ID_LEN;
+            return Err(ControlError::Invalid(format!("a token id is 1 to {max} bytes")));
+        }
+        self.keys.revoke_token(jti).await.map_err(unavailable)
+    }
+
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError> {
         self.keys.revoke(name).await.map_err(unavailable)
     }

@@ -104,6 +104,18 @@ impl KeyAdmin {
         })
     }
 
+    /// Revokes the publish token with id `jti` (its `jti` claim); returns whether it was not
+    /// revoked before.
+    pub(crate) async fn revoke_token(&self, jti: &str) -> Result<bool> {
+        match self {
+            Self::File(store) => Ok(store.revoke_token(jti)?),
+            Self::Mongo(store) => {
+                store.ensure_indexes().await?;
+                store.revoke_token(jti).await
+            }
+        }
+    }
+
     /// Revokes the key of `stream`; returns whether there was a live one.
     pub(crate) async fn revoke(&self, stream: &str) -> Result<bool> {
         match self {

@@ -113,6 +113,13 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
                     println!("{:<32} created {}{owner}{revoked}", s.stream, s.created_at);
                 }
             }
+            KeysAction::RevokeToken { jti } => {
+                if store.revoke_token(&jti).await? {
+                    println!("Revoked publish token {jti:?}.");
+                } else {
+                    println!("Publish token {jti:?} was revoked already.");
+                }
+            }
             KeysAction::Revoke { name } => {
                 if store.revoke(&name).await? {
                     println!("Revoked the key of {name:?}.");

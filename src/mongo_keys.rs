@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use auth::key_store::{
-    Grant, KeyStore, KeyStoreError, generate_key, hash_key, validate_stream_name,
+    Grant, KeyStore, KeyStoreError, MAX_TOKEN_ID_LEN, REVOKED_TOKEN_RETENTION, Revocation,
+    generate_key, hash_key, validate_stream_name,
 };
 use mongodb::bson::{self, DateTime, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -28,10 +29,21 @@ pub(crate) struct KeyDocument {
     pub(crate) last_used_at: Option<DateTime>,
 }
 
+/// A revoked publish token's document (collection [`REVOKED_TOKENS`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevokedTokenDocument {
+    pub(crate) jti: String,
+    pub(crate) revoked_at: DateTime,
+}
+
+/// The collection of revoked publish tokens, in the keys' database.
+pub(crate) const REVOKED_TOKENS: &str = "revoked_tokens";
+
 /// Keys in a MongoDB collection.
 #[derive(Debug, Clone)]
 pub(crate) struct MongoKeyStore {
     keys: Collection<KeyDocument>,
+    revoked_tokens: Collection<RevokedTokenDocument>,
 }
 
 impl MongoKeyStore {
@@ -49,7 +61,11 @@ impl MongoKeyStore {
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options).context("configuring the MongoDB client")?;
-        Ok(Self { keys: client.database(database).collection(collection) })
+        let database = client.database(database);
+        Ok(Self {
+            keys: database.collection(collection),
+            revoked_tokens: database.collection(REVOKED_TOKENS),
+        })
     }
 
     /// Creates the unique indexes on `key_hash` and `stream` when missing.
@@ -63,6 +79,16 @@ impl MongoKeyStore {
                 .build()
         };
         self.keys.create_indexes([unique("key_hash"), unique("stream")]).await?;
+        let retention = IndexModel::builder()
+            .keys(doc! { "revoked_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .expire_after(REVOKED_TOKEN_RETENTION)
+                    .name("revoked_at_ttl".to_owned())
+                    .build(),
+            )
+            .build();
+        self.revoked_tokens.create_indexes([unique("jti"), retention]).await?;
         Ok(())
     }
 
@@ -117,6 +143,23 @@ impl MongoKeyStore {
         Ok(all)
     }
 
+    /// Revokes the publish token with id `jti`; returns whether it was not revoked before.
+    pub(crate) async fn revoke_token(&self, jti: &str) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            !jti.is_empty() && jti.len() <= MAX_TOKEN_ID_LEN,
+            "a token id is 1 to {MAX_TOKEN_ID_LEN} bytes"
+        );
+        let result = self
+            .revoked_tokens
+            .update_one(
+                doc! { "jti": jti },
+                doc! { "$setOnInsert": { "jti": jti, "revoked_at": DateTime::now() } },
+            )
+            .upsert(true)
+            .await?;
+        Ok(result.upserted_id.is_some())
+    }
+
     /// Revokes the key of `stream`; returns whether a live key was revoked.
     pub(crate) async fn revoke(&self, stream: &str) -> anyhow::Result<bool> {
         let result = self
@@ -150,6 +193,16 @@ impl KeyStore for MongoKeyStore {
                 )
                 .await;
         });
-        Ok(Some(Grant { stream: document.stream, owner: document.owner, revocable: true }))
+        let revocation = Some(Revocation::Key);
+        Ok(Some(Grant { stream: document.stream, owner: document.owner, revocation }))
+    }
+
+    async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError> {
+        let found = self
+            .revoked_tokens
+            .find_one(doc! { "jti": jti })
+            .await
+            .map_err(|e| KeyStoreError(format!("MongoDB: {}", e.kind)))?;
+        Ok(found.is_some())
     }
 }

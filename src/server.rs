@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use auth::Authorizer;
-use auth::jwt::JwtVerifier;
+use auth::jwt::{JwtVerifier, Scope};
 use ingest::events::{Envelope, Event, EventSink};
 use ingest::{Ingest, IngestConfig, LogSink};
 use packager::RemuxerConfig;
@@ -78,13 +78,19 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
 
 /// The publish-token verifier the options configure, if any.
 pub(crate) fn jwt_verifier(args: &ServeArgs) -> Result<Option<JwtVerifier>> {
-    Ok(match (&args.jwt_secret, &args.jwt_public_key) {
-        (Some(secret), _) => Some(JwtVerifier::from_secret(secret.as_bytes())),
+    let verifier = match (&args.jwt_secret, &args.jwt_public_key) {
+        (Some(secret), _) => JwtVerifier::from_secret(secret.as_bytes()),
         (None, Some(path)) => {
-            Some(JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?)
+            JwtVerifier::from_public_key_file(path).context("--jwt-public-key")?
         }
-        (None, None) => None,
-    })
+        (None, None) => return Ok(None),
+    };
+    let scope = |audience: &Option<String>| Scope {
+        audience: audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+    };
+    let (publish, admin) = (scope(&args.jwt_audience), scope(&args.jwt_admin_audience));
+    Ok(Some(verifier.scoped(publish, admin)))
 }
 
 /// Opens the key store; on first start of the embedded store, seeds the demo stream and

@@ -8,13 +8,15 @@ Usage (with the test venv's python, which has pymongo, authx, PyJWT and cryptogr
   backend.py revoke MONGO_URI STREAM
   backend.py authx SECRET USER_ID STREAM              prints a token issued by AuthX
   backend.py authx-expired SECRET USER_ID STREAM
+  backend.py authx-login SECRET USER_ID STREAM        a login token (AuthX defaults: no aud) naming a stream
   backend.py forge-none STREAM                        alg: none
   backend.py forge-hs256 KEY_FILE STREAM              HS256 with the file's bytes as secret
   backend.py gen-rsa DIR                              writes DIR/private.pem, DIR/public.pem
   backend.py rs256 PRIVATE_PEM STREAM
   backend.py validate-events SCHEMA_FILE < events.jsonl  exits 1 listing invalid events
   backend.py print-events BROKERS                     runs the consumer of docs/events.md
-  backend.py authx-role SECRET USER_ID ROLE           an AuthX access token with a role claim
+  backend.py authx-role SECRET USER_ID ROLE [AUD ISS] an AuthX access token with a role claim
+  backend.py claims TOKEN                             prints a token's claims (unverified) as JSON
   backend.py validate-api OPENAPI_FILE SCHEMA < doc.json  exits 1 if doc is not a SCHEMA
   backend.py openapi-paths OPENAPI_FILE               prints "METHOD /path" per operation
   backend.py hook-server PORT_FILE LOG_FILE           an Nginx-RTMP callback backend (see below)
@@ -61,6 +63,11 @@ def main(command, *args):
         from pymongo import MongoClient
         scope = {"keys": MongoClient(uri).streaming.stream_keys, "STREAM": stream, "datetime": datetime}
         exec(revoke_line(), scope)
+    elif command == "authx-login":
+        secret, user, stream = args
+        from authx import AuthX, AuthXConfig
+        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"]))
+        print(auth.create_access_token(uid=user, data={"stream": stream}))
     elif command in ("authx", "authx-expired"):
         secret, user, stream = args
         scope = {"SECRET": secret, "USER_ID": user, "STREAM": stream}
@@ -112,10 +119,16 @@ def main(command, *args):
         snippet = re.findall(r"```python\n(.*?)```", text, re.S)[0]
         exec(snippet, {"BROKERS": brokers})
     elif command == "authx-role":
-        secret, user, role = args
+        secret, user, role, *scope = args
         from authx import AuthX, AuthXConfig
-        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"]))
+        audience, issuer = scope if scope else (None, None)
+        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"],
+                                        JWT_ENCODE_AUDIENCE=audience, JWT_ENCODE_ISSUER=issuer))
         print(auth.create_access_token(uid=user, data={"role": role}))
+    elif command == "claims":
+        (token,) = args
+        import jwt
+        print(json.dumps(jwt.decode(token, options={"verify_signature": False})))
     elif command == "validate-api":
         openapi_file, schema_name = args
         import jsonschema

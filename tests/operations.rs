@@ -292,6 +292,7 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
         "GET /api/v1/keys",
         "POST /api/v1/keys",
         "DELETE /api/v1/keys/{name}",
+        "DELETE /api/v1/tokens/{jti}",
         "GET /metrics",
     ]
     .into_iter()

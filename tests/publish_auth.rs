@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::services::{MongoServer, backend};
 use common::{Publisher, Server, keys_cli, publish_fast, segments};
 use testkit::rtmp::RawClient;
-use testkit::{Clip, clip};
+use testkit::{Clip, clip, http};
 
 /// Within this, a revoked key's live publish must have ended (docs/keys.md promises 5 s).
 const REVOCATION_BOUND: Duration = Duration::from_secs(8);
@@ -93,6 +93,24 @@ fn revoking_a_key_ends_its_live_publish_and_refuses_the_next() {
     }
 }
 
+/// With keys in MongoDB, revoked token ids are there too (collection `revoked_tokens`).
+#[test]
+fn revoked_token_ids_live_in_mongodb() {
+    const SECRET: &str = "a-shared-secret-of-32-bytes-min!";
+    let mongo = MongoServer::start("tokens");
+    let server = mongo_server("mongo-tokens", &mongo, &["--jwt-secret", SECRET]);
+    let token = backend(&["authx", SECRET, "user-1", "mongo-token"]);
+    let url = format!("{}/{token}", server.rtmp_url());
+    let (ok, messages) = publish_fast(&clip(Clip::AvSmall), &url);
+    assert!(ok, "{messages}");
+    let claims: serde_json::Value = serde_json::from_str(&backend(&["claims", &token])).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let output = keys_cli(&server.data_dir, &["revoke-token", jti, "--mongo-uri", &mongo.uri()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (ok, messages) = publish_fast(&clip(Clip::AvSmall), &url);
+    assert!(!ok && messages.contains("publish token was revoked"), "{messages}");
+}
+
 #[test]
 fn mongodb_down_fails_closed_and_recovers_without_a_restart() {
     let mut mongo = MongoServer::start("down");
@@ -146,6 +164,78 @@ fn authx_tokens_publish_their_stream_and_bad_tokens_are_refused() {
     assert!(server.playlist("other").is_none());
     let log = server.log();
     assert!(!log.contains(&token), "a token reached the log");
+}
+
+/// Tokens scoped to this service (--jwt-audience, --jwt-admin-audience, --jwt-issuer): the
+/// publish token docs/keys.md mints publishes; the platform's login token naming the same
+/// stream does not, nor does a publish token administer or an admin token publish; revoking
+/// a publish token's id (admin API, CLI) ends the live publish it started and refuses it.
+#[test]
+fn scoped_tokens_publish_and_revoked_token_ids_end_their_publish() {
+    const SECRET: &str = "a-shared-secret-of-32-bytes-min!";
+    let scope = [
+        "--jwt-secret",
+        SECRET,
+        "--jwt-audience",
+        "rtmp-hls:publish",
+        "--jwt-admin-audience",
+        "rtmp-hls:admin",
+        "--jwt-issuer",
+        "platform",
+    ];
+    let server = Server::start("jwt-scoped", &scope);
+    let url = |key: &str| format!("{}/{key}", server.rtmp_url());
+    let media = clip(Clip::AvSmall);
+    let token = backend(&["authx", SECRET, "user-42", "scoped"]);
+    let login = backend(&["authx-login", SECRET, "user-42", "scoped"]);
+    let admin = backend(&["authx-role", SECRET, "ops", "admin", "rtmp-hls:admin", "platform"]);
+    let admin_for_publishing =
+        backend(&["authx-role", SECRET, "ops", "admin", "rtmp-hls:publish", "platform"]);
+
+    let (ok, messages) = publish_fast(&media, &url(&login));
+    assert!(
+        !ok && messages.contains("publish token has no"),
+        "a login token published: {messages}"
+    );
+    let (ok, _) = publish_fast(&media, &url(&admin));
+    assert!(!ok, "an admin token published");
+    let keys = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        http::request_full(server.http, "GET", "/api/v1/keys", &[("Authorization", &bearer)], b"")
+            .status
+    };
+    assert_eq!(keys(&admin), 200);
+    assert_eq!(keys(&token), 401, "a publish token administers");
+    assert_eq!(keys(&admin_for_publishing), 401, "an admin token for the wrong audience");
+
+    // A live publish with the token; its id revoked through the API ends it.
+    let publisher = Publisher::start_looping(&media, &url(&token));
+    server.wait_for_segments("scoped", 1);
+    let claims: serde_json::Value = serde_json::from_str(&backend(&["claims", &token])).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let bearer = format!("Bearer {admin}");
+    let path = format!("/api/v1/tokens/{jti}");
+    let revoked =
+        http::request_full(server.http, "DELETE", &path, &[("Authorization", &bearer)], b"");
+    assert_eq!(revoked.status, 204);
+    let ended = testkit::wait_until(REVOCATION_BOUND, "the revoked token's publish to end", || {
+        server.playlist("scoped").filter(|p| p.contains("#EXT-X-ENDLIST"))
+    });
+    assert!(!segments(&ended).is_empty());
+    assert_eq!(server.wait_for_event("publish_stopped", "scoped")["reason"], "revoked");
+    let (ok, _) = publisher.wait();
+    assert!(!ok, "ffmpeg kept publishing with a revoked token");
+    let (ok, messages) = publish_fast(&media, &url(&token));
+    assert!(!ok && messages.contains("revoked"), "{messages}");
+
+    // Another token of the stream, revoked with the CLI before it is used.
+    let second = backend(&["authx", SECRET, "user-42", "scoped"]);
+    let claims: serde_json::Value = serde_json::from_str(&backend(&["claims", &second])).unwrap();
+    let output = keys_cli(&server.data_dir, &["revoke-token", claims["jti"].as_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (ok, messages) = publish_fast(&media, &url(&second));
+    assert!(!ok && messages.contains("revoked"), "{messages}");
+    assert!(!server.log().contains(&token), "a token reached the log");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::failure_limiter::{FailureLimiter, FailureLimits};
 use crate::jwt::{JwtVerifier, TokenRejected, looks_like_jwt};
-use crate::key_store::{Grant, KeyStore};
+use crate::key_store::{Grant, KeyStore, MAX_TOKEN_ID_LEN, Revocation};
 
 /// Why a publish is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,13 +77,23 @@ impl Authorizer {
         self.failures.record_failure(ip, Instant::now());
     }
 
-    /// Whether a key that was granted still is: `Some(false)` once it is revoked, `None` when
-    /// the store cannot tell right now. Publish tokens cannot be revoked: always `Some(true)`.
-    pub async fn still_valid(&self, key: &str) -> Option<bool> {
-        match self.decide(key).await {
-            Ok(_) => Some(true),
-            Err(Denial::Unavailable(_)) => None,
-            Err(_) => Some(false),
+    /// Whether a grant for `key` still holds, as `revocation` says to check: `Some(false)`
+    /// once the key or the token id is revoked, `None` when the store cannot tell right now.
+    /// A token's expiry does not end a publish it started (tokens are short-lived; streams
+    /// are not).
+    pub async fn still_valid(&self, key: &str, revocation: &Revocation) -> Option<bool> {
+        match revocation {
+            Revocation::Key => match self.decide(key).await {
+                Ok(_) => Some(true),
+                Err(Denial::Unavailable(_)) => None,
+                Err(_) => Some(false),
+            },
+            Revocation::Token(jti) => {
+                match tokio::time::timeout(self.timeout, self.store.token_revoked(jti)).await {
+                    Ok(Ok(revoked)) => Some(!revoked),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            }
         }
     }
 
@@ -101,7 +111,23 @@ impl Authorizer {
             if named.is_some_and(|name| name != claims.stream) {
                 return Err(Denial::WrongStream);
             }
-            return Ok(Grant { stream: claims.stream, owner: claims.sub, revocable: false });
+            let Some(jti) = claims.jti.filter(|jti| jti.len() <= MAX_TOKEN_ID_LEN) else {
+                return Ok(Grant { stream: claims.stream, owner: claims.sub, revocation: None });
+            };
+            let revoked =
+                match tokio::time::timeout(self.timeout, self.store.token_revoked(&jti)).await {
+                    Ok(Ok(revoked)) => revoked,
+                    Ok(Err(e)) => return Err(Denial::Unavailable(e.to_string())),
+                    Err(_) => {
+                        let cause = format!("no answer within {:?}", self.timeout);
+                        return Err(Denial::Unavailable(cause));
+                    }
+                };
+            if revoked {
+                return Err(Denial::Token(TokenRejected("publish token was revoked".into())));
+            }
+            let revocation = Some(Revocation::Token(jti));
+            return Ok(Grant { stream: claims.stream, owner: claims.sub, revocation });
         }
         let stored_key = named.unwrap_or(key);
         match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
@@ -136,8 +162,15 @@ mod tests {
                 _ => Ok((key == "good").then(|| Grant {
                     stream: "cam".into(),
                     owner: None,
-                    revocable: true,
+                    revocation: Some(Revocation::Key),
                 })),
+            }
+        }
+
+        async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError> {
+            match *self.mode.lock().unwrap() {
+                "fail" => Err(KeyStoreError("connection refused".into())),
+                _ => Ok(jti == "revoked"),
             }
         }
     }
@@ -174,8 +207,8 @@ mod tests {
         let (_, auth) = authorizer(Some(JwtVerifier::from_secret(b"k")));
         let grant = auth.authorize(IP, &token("cam")).await.unwrap();
         assert_eq!(
-            (grant.stream.as_str(), grant.owner.as_deref(), grant.revocable),
-            ("cam", Some("u1"), false)
+            (grant.stream.as_str(), grant.owner.as_deref(), grant.revocation),
+            ("cam", Some("u1"), None)
         );
         assert_eq!(
             auth.authorize(IP, &format!("cam?token={}", token("cam"))).await.unwrap().stream,
@@ -185,6 +218,30 @@ mod tests {
             auth.authorize(IP, &format!("other?token={}", token("cam"))).await,
             Err(Denial::WrongStream)
         );
+    }
+
+    /// A token with an id is checked against the store's deny list when it publishes, and
+    /// its grant is re-checked by id (not by expiry) while the publish lasts.
+    #[tokio::test]
+    async fn token_ids_can_be_revoked() {
+        let (store, auth) = authorizer(Some(JwtVerifier::from_secret(b"k")));
+        let with_id = |jti: &str| {
+            let claims = serde_json::json!({"stream": "cam", "exp": u64::MAX / 2, "jti": jti});
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"k"))
+                .unwrap()
+        };
+        let grant = auth.authorize(IP, &with_id("t-1")).await.unwrap();
+        assert_eq!(grant.revocation, Some(Revocation::Token("t-1".into())));
+        assert_eq!(auth.still_valid("", &Revocation::Token("t-1".into())).await, Some(true));
+        assert_eq!(auth.still_valid("", &Revocation::Token("revoked".into())).await, Some(false));
+        assert!(matches!(
+            auth.authorize(IP, &with_id("revoked")).await,
+            Err(Denial::Token(TokenRejected(reason))) if reason.contains("revoked")
+        ));
+        // Fail closed when the deny list cannot be read; a live publish is not ended.
+        *store.mode.lock().unwrap() = "fail";
+        assert!(matches!(auth.authorize(IP, &with_id("t-2")).await, Err(Denial::Unavailable(_))));
+        assert_eq!(auth.still_valid("", &Revocation::Token("t-1".into())).await, None);
     }
 
     #[tokio::test]
@@ -207,9 +264,9 @@ mod tests {
         }
         *store.mode.lock().unwrap() = "hang";
         assert!(matches!(auth.authorize(IP, "good").await, Err(Denial::Unavailable(_))));
-        assert_eq!(auth.still_valid("good").await, None);
+        assert_eq!(auth.still_valid("good", &Revocation::Key).await, None);
         *store.mode.lock().unwrap() = "ok";
         assert!(auth.authorize(IP, "good").await.is_ok());
-        assert_eq!(auth.still_valid("bad").await, Some(false));
+        assert_eq!(auth.still_valid("bad", &Revocation::Key).await, Some(false));
     }
 }

@@ -9,7 +9,7 @@
 //! moment leaves either the old or the new file, never a torn one. Only key hashes are
 //! stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::key_store::{
-    Grant, InvalidStreamName, KeyStore, KeyStoreError, generate_key, hash_key, validate_stream_name,
+    Grant, InvalidStreamName, KeyStore, KeyStoreError, MAX_TOKEN_ID_LEN, REVOKED_TOKEN_RETENTION,
+    Revocation, generate_key, hash_key, validate_stream_name,
 };
 
 const FILE_NAME: &str = "keys.json";
@@ -41,10 +42,21 @@ pub struct StoredKey {
     pub created_at: String,
 }
 
+/// A revoked publish token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    /// The token's `jti`.
+    pub jti: String,
+    /// RFC 3339 UTC revocation time; the entry goes after [`REVOKED_TOKEN_RETENTION`].
+    pub revoked_at: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct KeyFile {
     version: u32,
     streams: Vec<StoredKey>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    revoked_tokens: Vec<RevokedToken>,
 }
 
 impl KeyFile {
@@ -85,6 +97,9 @@ pub enum FileKeyStoreError {
     /// The stream already has a key.
     #[error("stream {0:?} already has a key; revoke it first to issue a new one")]
     Exists(String),
+    /// A token id that is empty or longer than [`MAX_TOKEN_ID_LEN`].
+    #[error("a token id is 1 to {MAX_TOKEN_ID_LEN} bytes")]
+    InvalidTokenId,
     /// No randomness for a new key.
     #[error(transparent)]
     Random(#[from] KeyStoreError),
@@ -107,13 +122,20 @@ struct FileStamp {
     len: u64,
 }
 
-/// The key file's hashes, for lookups.
+/// The key file's hashes and revoked token ids, for lookups.
 #[derive(Debug)]
 struct Parsed {
     /// `None` when there was no file.
     stamp: Option<FileStamp>,
+    lookups: Arc<Lookups>,
+}
+
+#[derive(Debug, Default)]
+struct Lookups {
     /// Key hash to stream name.
-    streams: Arc<HashMap<String, String>>,
+    streams: HashMap<String, String>,
+    /// Revoked token ids.
+    revoked_tokens: HashSet<String>,
 }
 
 impl FileKeyStore {
@@ -149,6 +171,28 @@ impl FileKeyStore {
         })
     }
 
+    /// Revokes the publish token with id `jti`; returns whether it was not revoked before.
+    /// Entries older than [`REVOKED_TOKEN_RETENTION`] are dropped on the way.
+    pub fn revoke_token(&self, jti: &str) -> Result<bool, FileKeyStoreError> {
+        if jti.is_empty() || jti.len() > MAX_TOKEN_ID_LEN {
+            return Err(FileKeyStoreError::InvalidTokenId);
+        }
+        let now = SystemTime::now();
+        self.update(|file| {
+            file.revoked_tokens.retain(|token| {
+                humantime::parse_rfc3339(&token.revoked_at).is_ok_and(|at| {
+                    now.duration_since(at).unwrap_or_default() < REVOKED_TOKEN_RETENTION
+                })
+            });
+            if file.revoked_tokens.iter().any(|token| token.jti == jti) {
+                return Ok(false);
+            }
+            let revoked_at = humantime::format_rfc3339_seconds(now).to_string();
+            file.revoked_tokens.push(RevokedToken { jti: jti.to_owned(), revoked_at });
+            Ok(true)
+        })
+    }
+
     /// Every stream with a key.
     pub fn list(&self) -> Result<Vec<StoredKey>, FileKeyStoreError> {
         Ok(self.load()?.streams)
@@ -165,8 +209,9 @@ impl FileKeyStore {
         })
     }
 
-    /// Key hash to stream name, parsed again only if the file changed since the last call.
-    fn current_hashes(&self) -> Result<Arc<HashMap<String, String>>, FileKeyStoreError> {
+    /// Key hashes and revoked token ids, parsed again only if the file changed since the
+    /// last call.
+    fn current(&self) -> Result<Arc<Lookups>, FileKeyStoreError> {
         let path = self.path();
         let stamp = match fs::metadata(&path) {
             Ok(meta) => Some(FileStamp {
@@ -181,15 +226,16 @@ impl FileKeyStore {
         if let Some(parsed) = parsed.as_ref()
             && parsed.stamp == stamp
         {
-            return Ok(Arc::clone(&parsed.streams));
+            return Ok(Arc::clone(&parsed.lookups));
         }
         // Parsed under the lock: concurrent lookups after a change wait for one parse.
         let file = self.load()?;
-        let streams: HashMap<String, String> =
-            file.streams.into_iter().map(|s| (s.key_hash, s.stream)).collect();
-        let streams = Arc::new(streams);
-        *parsed = Some(Parsed { stamp, streams: Arc::clone(&streams) });
-        Ok(streams)
+        let lookups = Arc::new(Lookups {
+            streams: file.streams.into_iter().map(|s| (s.key_hash, s.stream)).collect(),
+            revoked_tokens: file.revoked_tokens.into_iter().map(|t| t.jti).collect(),
+        });
+        *parsed = Some(Parsed { stamp, lookups: Arc::clone(&lookups) });
+        Ok(lookups)
     }
 
     fn load(&self) -> Result<KeyFile, FileKeyStoreError> {
@@ -252,16 +298,27 @@ fn io_error(path: &Path, source: io::Error) -> FileKeyStoreError {
 impl KeyStore for FileKeyStore {
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
         let hash = hash_key(key);
-        let store = self.clone();
-        let streams = tokio::task::spawn_blocking(move || store.current_hashes())
-            .await
-            .map_err(|e| KeyStoreError(e.to_string()))?
-            .map_err(|e| KeyStoreError(e.to_string()))?;
-        Ok(streams.get(&hash).map(|stream| Grant {
+        let lookups = self.lookups().await?;
+        Ok(lookups.streams.get(&hash).map(|stream| Grant {
             stream: stream.clone(),
             owner: None,
-            revocable: true,
+            revocation: Some(Revocation::Key),
         }))
+    }
+
+    async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError> {
+        Ok(self.lookups().await?.revoked_tokens.contains(jti))
+    }
+}
+
+impl FileKeyStore {
+    /// The current lookups, off the async runtime (a changed file is read and parsed).
+    async fn lookups(&self) -> Result<Arc<Lookups>, KeyStoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.current())
+            .await
+            .map_err(|e| KeyStoreError(e.to_string()))?
+            .map_err(|e| KeyStoreError(e.to_string()))
     }
 }
 
@@ -276,13 +333,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn revoked_token_ids_are_kept_for_the_retention_then_dropped() {
+        let dir = temp_dir("tokens");
+        let store = FileKeyStore::open(&dir).unwrap();
+        assert!(!store.token_revoked("t-1").await.unwrap());
+        assert!(store.revoke_token("t-1").unwrap());
+        assert!(!store.revoke_token("t-1").unwrap(), "revoked twice");
+        // Another handle (the server) sees it at once.
+        let server = FileKeyStore::open(&dir).unwrap();
+        assert!(server.token_revoked("t-1").await.unwrap());
+        assert!(matches!(store.revoke_token(""), Err(FileKeyStoreError::InvalidTokenId)));
+        let long = "x".repeat(MAX_TOKEN_ID_LEN + 1);
+        assert!(matches!(store.revoke_token(&long), Err(FileKeyStoreError::InvalidTokenId)));
+        // An entry past the retention goes at the next write.
+        store
+            .update(|file| {
+                file.revoked_tokens[0].revoked_at = "2020-01-01T00:00:00Z".into();
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.revoke_token("t-2").unwrap());
+        assert!(!server.token_revoked("t-1").await.unwrap());
+        assert!(server.token_revoked("t-2").await.unwrap());
+    }
+
+    #[tokio::test]
     async fn add_lookup_list_revoke() {
         let dir = temp_dir("cycle");
         let store = FileKeyStore::open(&dir).unwrap();
         let key = store.add("cam").unwrap();
         assert_eq!(
             store.lookup(&key).await.unwrap(),
-            Some(Grant { stream: "cam".into(), owner: None, revocable: true })
+            Some(Grant { stream: "cam".into(), owner: None, revocation: Some(Revocation::Key) })
         );
         assert_eq!(store.lookup("nope").await.unwrap(), None);
         assert!(matches!(store.add("cam"), Err(FileKeyStoreError::Exists(_))));

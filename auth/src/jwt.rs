@@ -4,7 +4,10 @@
 //! never taken from the token's header, so `alg: none` and HS/RS confusion cannot work):
 //! HS256 with a shared secret, or RS256/ES256 with a public key (PEM, or a JWKS file whose
 //! keys carry their own `alg`). Claims: `stream` (the public stream name, required), `exp`
-//! (required), `sub` (the owner, optional), `nbf` (checked when present).
+//! (required), `sub` (the owner, optional), `nbf` (checked when present), `jti` (a token id
+//! the key store can revoke). With a [`Scope`] configured, `aud` and `iss` are required and
+//! must match, publish and admin tokens each with their own audience, so a token minted for
+//! one purpose (or for another service) is refused for the other.
 
 use std::path::Path;
 
@@ -31,6 +34,19 @@ pub struct PublishClaims {
     /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
     #[serde(default, rename = "type")]
     pub token_type: Option<String>,
+    /// The token's id: a revoked id never publishes again, and ends a publish it started.
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+/// What a token must be issued for: its `aud` (audience) and `iss` (issuer) claims, each
+/// required when set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The `aud` the token must carry.
+    pub audience: Option<String>,
+    /// The `iss` the token must carry.
+    pub issuer: Option<String>,
 }
 
 /// The claims an admin API token must carry: `exp`, and `admin` in `role` (a string) or
@@ -109,6 +125,10 @@ struct Key {
 /// Verifies publish tokens.
 pub struct JwtVerifier {
     keys: Vec<Key>,
+    /// What publish tokens must be issued for.
+    publish: Scope,
+    /// What admin tokens must be issued for.
+    admin: Scope,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -121,13 +141,23 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// HS256 with a shared secret.
     pub fn from_secret(secret: &[u8]) -> Self {
-        Self {
-            keys: vec![Key {
-                kid: None,
-                key: DecodingKey::from_secret(secret),
-                algorithm: Algorithm::HS256,
-            }],
-        }
+        Self::with_keys(vec![Key {
+            kid: None,
+            key: DecodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+        }])
+    }
+
+    fn with_keys(keys: Vec<Key>) -> Self {
+        Self { keys, publish: Scope::default(), admin: Scope::default() }
+    }
+
+    /// Requires publish tokens to be issued for `publish` and admin tokens for `admin`.
+    #[must_use]
+    pub fn scoped(mut self, publish: Scope, admin: Scope) -> Self {
+        self.publish = publish;
+        self.admin = admin;
+        self
     }
 
     /// RS256 or ES256 from a PEM public key, or every RS256/ES256 key of a JWKS file.
@@ -153,7 +183,7 @@ impl JwtVerifier {
             if keys.is_empty() {
                 return Err(invalid("the JWKS has no RSA or EC key".into()));
             }
-            return Ok(Self { keys });
+            return Ok(Self::with_keys(keys));
         }
         let (key, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
             (key, Algorithm::RS256)
@@ -162,12 +192,13 @@ impl JwtVerifier {
         } else {
             return Err(invalid("not an RSA or EC public key in PEM".into()));
         };
-        Ok(Self { keys: vec![Key { kid: None, key, algorithm }] })
+        Ok(Self::with_keys(vec![Key { kid: None, key, algorithm }]))
     }
 
     /// Verifies publish token `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<PublishClaims, TokenRejected> {
-        let claims: PublishClaims = self.verify_as(token, "publish token", "stream, exp")?;
+        let claims: PublishClaims =
+            self.verify_as(token, &self.publish, "publish token", "stream, exp")?;
         not_refresh(claims.token_type.as_deref(), "publish token")?;
         Ok(claims)
     }
@@ -175,7 +206,7 @@ impl JwtVerifier {
     /// Verifies admin API token `token` and returns its claims (the role is the caller's to
     /// check: a valid token without it is "forbidden", not "unauthenticated").
     pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, TokenRejected> {
-        let claims: AdminClaims = self.verify_as(token, "admin token", "exp")?;
+        let claims: AdminClaims = self.verify_as(token, &self.admin, "admin token", "exp")?;
         not_refresh(claims.token_type.as_deref(), "admin token")?;
         Ok(claims)
     }
@@ -184,6 +215,7 @@ impl JwtVerifier {
     fn verify_as<C: DeserializeOwned>(
         &self,
         token: &str,
+        scope: &Scope,
         what: &str,
         claims: &str,
     ) -> Result<C, TokenRejected> {
@@ -198,7 +230,20 @@ impl JwtVerifier {
             let mut validation = Validation::new(key.algorithm);
             validation.leeway = LEEWAY_SECONDS;
             validation.validate_nbf = true;
-            validation.set_required_spec_claims(&["exp"]);
+            let mut required = vec!["exp"];
+            match &scope.audience {
+                Some(audience) => {
+                    validation.set_audience(&[audience]);
+                    required.push("aud");
+                }
+                // Any audience, or none, as before audiences were configured.
+                None => validation.validate_aud = false,
+            }
+            if let Some(issuer) = &scope.issuer {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            validation.set_required_spec_claims(&required);
             match decode::<C>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => last = TokenRejected(describe(&e, what, claims)),
@@ -217,6 +262,8 @@ fn describe(error: &jsonwebtoken::errors::Error, what: &str, claims: &str) -> St
         ErrorKind::InvalidSignature => format!("{what} signature is invalid"),
         ErrorKind::InvalidAlgorithm => format!("{what} algorithm is not accepted"),
         ErrorKind::MissingRequiredClaim(claim) => format!("{what} has no {claim} claim"),
+        ErrorKind::InvalidAudience => format!("{what} is not issued for this service (aud)"),
+        ErrorKind::InvalidIssuer => format!("{what} is not from the expected issuer (iss)"),
         ErrorKind::Json(_) => format!("{what} claims are missing or malformed ({claims})"),
         _ => format!("{what} is invalid"),
     }
@@ -291,6 +338,57 @@ mod tests {
             verifier.verify(&no_exp),
             Err(TokenRejected("publish token has no exp claim".into()))
         );
+    }
+
+    /// With scopes configured, `aud` and `iss` must match: a publish token is not an admin
+    /// token, a token for another service is refused, and either claim missing is refused.
+    #[test]
+    fn scoped_tokens_need_their_own_audience_and_the_issuer() {
+        let publish =
+            Scope { audience: Some("rtmp-hls:publish".into()), issuer: Some("platform".into()) };
+        let admin =
+            Scope { audience: Some("rtmp-hls:admin".into()), issuer: Some("platform".into()) };
+        let verifier = JwtVerifier::from_secret(b"s3cret").scoped(publish, admin);
+        let token = |claims: serde_json::Value| {
+            let mut claims = claims;
+            claims["exp"] = (now() + 60).into();
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret"))
+                .unwrap()
+        };
+        let good = token(serde_json::json!({
+            "stream": "cam", "aud": "rtmp-hls:publish", "iss": "platform", "jti": "t-1",
+        }));
+        assert_eq!(verifier.verify(&good).unwrap().jti.as_deref(), Some("t-1"));
+        // A list of audiences holding ours passes too (RFC 7519 §4.1.3).
+        let listed = token(serde_json::json!({
+            "stream": "cam", "aud": ["backend", "rtmp-hls:publish"], "iss": "platform",
+        }));
+        assert!(verifier.verify(&listed).is_ok());
+        let wrong_aud = serde_json::json!({"stream": "cam", "aud": "backend", "iss": "platform"});
+        assert_eq!(
+            verifier.verify(&token(wrong_aud)),
+            Err(TokenRejected("publish token is not issued for this service (aud)".into()))
+        );
+        let no_aud = serde_json::json!({"stream": "cam", "iss": "platform"});
+        assert_eq!(
+            verifier.verify(&token(no_aud)),
+            Err(TokenRejected("publish token has no aud claim".into()))
+        );
+        let other_iss =
+            serde_json::json!({"stream": "cam", "aud": "rtmp-hls:publish", "iss": "elsewhere"});
+        assert!(verifier.verify(&token(other_iss)).is_err());
+        // A publish token is not an admin token, and the other way round.
+        let admin_claims =
+            serde_json::json!({"role": "admin", "aud": "rtmp-hls:admin", "iss": "platform"});
+        assert!(verifier.verify_admin(&good).is_err());
+        assert!(verifier.verify_admin(&token(admin_claims.clone())).unwrap().is_admin());
+        let mut as_publish = admin_claims;
+        as_publish["stream"] = "cam".into();
+        assert!(verifier.verify(&token(as_publish)).is_err());
+        // Unscoped, any audience (or none) is accepted, as before.
+        let unscoped = JwtVerifier::from_secret(b"s3cret");
+        let any = serde_json::json!({"stream": "cam", "aud": "backend"});
+        assert!(unscoped.verify(&token(any)).is_ok());
     }
 
     /// The claims AuthX (the backend's JWT library) puts in an access token created with

@@ -21,9 +21,18 @@ pub struct Grant {
     pub stream: String,
     /// The owner (the platform's user id), when the store knows it.
     pub owner: Option<String>,
-    /// Whether revoking the key should end a live publish (stored keys: yes; publish tokens
-    /// cannot be revoked, they expire).
-    pub revocable: bool,
+    /// How a live publish with this grant is re-checked, so a revocation ends it: `None`
+    /// when nothing can revoke it (hook-only mode; tokens without an id).
+    pub revocation: Option<Revocation>,
+}
+
+/// What a live publish's re-check asks the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Whether the stored key still grants the stream.
+    Key,
+    /// Whether the publish token with this id (`jti`) was revoked.
+    Token(String),
 }
 
 /// A key store that could not answer.
@@ -36,7 +45,17 @@ pub struct KeyStoreError(pub String);
 pub trait KeyStore: Send + Sync + 'static {
     /// The grant of `key`, or `None` when the key is unknown or revoked.
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError>;
+
+    /// Whether the publish token with id `jti` was revoked.
+    async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError>;
 }
+
+/// Longest token id (`jti`) kept in the deny list; ids are UUIDs (AuthX) or similar.
+pub const MAX_TOKEN_ID_LEN: usize = 128;
+/// How long a revoked token id is kept: longer than any publish token should live (the docs
+/// ask for minutes). Older entries are dropped.
+pub const REVOKED_TOKEN_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 impl std::fmt::Debug for dyn KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -135,7 +135,7 @@ async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refu
             return Err(denied(ingest, &Denial::RateLimited));
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
-        return Ok(Grant { stream: name, owner: None, revocable: false });
+        return Ok(Grant { stream: name, owner: None, revocation: None });
     }
     let asked = Instant::now();
     let decision = ingest.authorizer.authorize(address, request.key).await;

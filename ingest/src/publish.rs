@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use auth::key_store::Grant;
+use auth::key_store::{Grant, Revocation};
 use packager::{BufferPool, Remuxer, RemuxerConfig};
 use rtmp::amf0::Value;
 use tokio::sync::watch;
@@ -80,11 +80,12 @@ impl Publish {
             SystemTime::now(),
         );
         ingest.statuses.set(&grant.stream, request.id, status.clone(), true);
-        let revocation_watch = grant.revocable.then(|| {
+        let revocation_watch = grant.revocation.clone().map(|revocation| {
             let watch = watch_revocation(
                 Arc::clone(ingest),
                 grant.stream.clone(),
                 request.key.to_owned(),
+                revocation,
                 request.id,
             );
             tokio::spawn(watch)
@@ -278,16 +279,22 @@ impl Publish {
     }
 }
 
-/// Re-checks the key of a live publish every [`REVOCATION_CHECK_INTERVAL`] and ends the
-/// publish once the key is revoked. A key store that cannot answer does not end it.
-async fn watch_revocation(ingest: Arc<Ingest>, stream: String, key: String, id: u64) {
+/// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and
+/// ends the publish once it is revoked. A key store that cannot answer does not end it.
+async fn watch_revocation(
+    ingest: Arc<Ingest>,
+    stream: String,
+    key: String,
+    revocation: Revocation,
+    id: u64,
+) {
     let mut tick = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if ingest.authorizer.still_valid(&key).await == Some(false) {
+        if ingest.authorizer.still_valid(&key, &revocation).await == Some(false) {
             if ingest.registry.stop_if_held_by(&stream, id, StopReason::Revoked) {
-                info!(%stream, "key revoked: ending the publish");
+                info!(%stream, "key or token revoked: ending the publish");
             }
             return;
         }

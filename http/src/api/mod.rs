@@ -71,6 +71,8 @@ pub trait Control: Send + Sync + 'static {
     async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError>;
     /// Revokes the key of `name`; whether there was a live key.
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError>;
+    /// Revokes the publish token with id `jti`; whether it was not revoked before.
+    async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError>;
     /// The metrics, in OpenMetrics text.
     fn metrics(&self) -> String;
 }
@@ -85,6 +87,7 @@ pub fn router(control: Arc<dyn Control>) -> Router {
         .route("/api/v1/streams/{name}/publisher", delete(kick))
         .route("/api/v1/keys", get(keys).post(create_key))
         .route("/api/v1/keys/{name}", delete(revoke_key))
+        .route("/api/v1/tokens/{jti}", delete(revoke_token))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(control)
@@ -154,6 +157,23 @@ async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Byt
             // The key is shown once: no cache may keep it.
             response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
+        }
+        Err(e) => control_error(&e),
+    }
+}
+
+async fn revoke_token(
+    State(control): State<Shared>,
+    Path(jti): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    match control.revoke_token(&jti).await {
+        Ok(_) => {
+            tracing::info!("publish token revoked through the admin API");
+            StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => control_error(&e),
     }
@@ -314,6 +334,9 @@ mod tests {
             }
             keys.push(name.to_owned());
             Ok("the-key".into())
+        }
+        async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
+            Ok(!jti.is_empty())
         }
         async fn revoke_key(&self, name: &str) -> Result<bool, ControlError> {
             let mut keys = self.keys.lock().unwrap();
