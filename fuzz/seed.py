@@ -3,8 +3,10 @@
 
 - flv_tag, avc, audio_config, amf0 (onMetaData), remuxer: from the FLV clips that
   scripts/gen-test-media.sh makes with ffmpeg (x264, AAC, MP3, Speex, Nellymoser, Sorenson).
-- rtmp_session, amf0 (commands): the bytes real publishers send (ffmpeg's native RTMP client,
-  and librtmp as OBS uses it), recorded by a relay between them and a running rtmp-hls.
+- rtmp_session, rtmp_chunks, amf0 (commands): the bytes real publishers send (ffmpeg's
+  native RTMP client, and librtmp as OBS uses it), recorded by a relay between them and a
+  running rtmp-hls.
+- hook_response, api_body: written here (HTTP answers of a callback backend, API bodies).
 
 Usage: fuzz/seed.py RTMP_HLS_BINARY   (writes fuzz/corpus/<target>/)
 """
@@ -62,11 +64,13 @@ def from_clips():
                 write("audio_config", f"{stem}-mp3-{i}", body[1:5])
             if kind == 18:
                 write("amf0", f"{stem}-metadata", body)
-        # The first seconds of each clip, framed as the remuxer target reads them.
+        # The first frames of each clip, framed as the remuxer target reads them, each body cut
+        # to 2 KiB: small seeds keep executions fast; sequence headers and keyframe flags are
+        # in the first bytes.
         framed = bytearray()
         for kind, ts, body in all_tags:
-            if kind in (8, 9) and ts < 2500:
-                framed += bytes([1 if kind == 9 else 0]) + ts.to_bytes(4, "big") + len(body[:65535]).to_bytes(2, "big") + body[:65535]
+            if kind in (8, 9) and len(framed) < 16_000:
+                framed += bytes([1 if kind == 9 else 0]) + ts.to_bytes(4, "big") + len(body[:2048]).to_bytes(2, "big") + body[:2048]
         write("remuxer", stem, bytes(framed))
 
 
@@ -141,13 +145,38 @@ def from_publishers(binary):
             wire = record(rtmp, command)[HANDSHAKE:]
             if len(wire) < 100:
                 sys.exit(f"recorded only {len(wire)} bytes from {name}")
-            write("rtmp_session", f"{name}-publish", wire[:200_000])
+            # Small seeds keep executions fast (the session target runs each input twice):
+            # the commands and the first frames are where the protocol's branches are.
+            write("rtmp_session", f"{name}-publish", wire[:12_000])
             write("rtmp_session", f"{name}-head", wire[:2000])
             write("amf0", f"{name}-commands-head", wire[12:400])
+            # The chunk layer alone: a first byte choosing limits and chunk size, then chunks.
+            write("rtmp_chunks", f"{name}-before-publish", bytes([0]) + wire[:4000])
+            write("rtmp_chunks", f"{name}-publishing", bytes([1 + (5 << 1)]) + wire[:12_000])
     finally:
         server.terminate()
         server.wait(timeout=20)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def by_hand():
+    """Seeds of the targets whose input no encoder makes: callback answers, API bodies."""
+    answers = {
+        "allow": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "rename": b"HTTP/1.1 302 Found\r\nLocation: renamed-target\r\nContent-Length: 0\r\n\r\n",
+        "refuse": b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n",
+        "http10": b"HTTP/1.0 200 OK\r\n\r\nbody until close",
+    }
+    for name, answer in answers.items():
+        write("hook_response", name, answer)
+    bodies = {
+        "stream": b'{"stream":"cam"}',
+        "owner": b'{"stream":"cam-2","owner":"user-7"}',
+        "null-owner": b'{"stream":"x","owner":null}',
+        "extra": b'{"stream":"x","extra":1}',
+    }
+    for name, body in bodies.items():
+        write("api_body", name, body)
 
 
 def main():
@@ -156,6 +185,7 @@ def main():
     subprocess.run([os.path.join(ROOT, "scripts", "gen-test-media.sh"), MEDIA], check=True)
     from_clips()
     from_publishers(sys.argv[1])
+    by_hand()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")
 

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Runs every fuzz target for SECONDS each (default 600), JOBS at a time (default 2), on seed
-# corpora built from real encoder output (fuzz/seed.py), and prints executions and findings.
+# Runs every fuzz target (or those TARGETS names, space-separated) for SECONDS each (default
+# 600), JOBS at a time (default 2), on seed corpora built from real encoder output
+# (fuzz/seed.py), and prints executions and findings.
 # Crashes land in fuzz/artifacts/<target>/; once fixed, copy them to fuzz/regressions/<target>/.
 #
 # cargo-fuzz needs unstable compiler flags (sanitizer coverage); this project's only toolchain
@@ -15,7 +16,7 @@ cargo build --quiet --bin rtmp-hls
 python3 fuzz/seed.py target/debug/rtmp-hls
 cargo fuzz build -O
 mkdir -p fuzz/logs
-targets=$(cargo fuzz list)
+targets=${TARGETS:-$(cargo fuzz list)}
 running=0
 for target in $targets; do
     cargo fuzz run -O "$target" "fuzz/corpus/$target" -- \

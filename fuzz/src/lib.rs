@@ -2,15 +2,15 @@
 //! property is violated (not only on crashes). `tests/regressions.rs` replays every input kept
 //! in `regressions/<target>/` through the same functions on every test run.
 
-use rtmp::amf0;
-use rtmp::chunk::MAX_BUFFERED_BYTES;
-use rtmp::session::{Action, MAX_PENDING_INPUT, Session};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use packager::adts::AacConfig;
 use packager::avc::AvcConfig;
 use packager::flv::{self, AudioTag, VideoTag};
 use packager::mpa::MpegAudioConfig;
 use packager::{Remuxer, RemuxerConfig, TagKind};
+use rtmp::amf0;
+use rtmp::chunk::{ChunkLimits, ChunkReader, MAX_BUFFERED_BYTES};
+use rtmp::session::{Action, MAX_PENDING_INPUT, Session};
 
 /// FLV tag headers: a parsed tag borrows exactly the bytes after its header.
 pub fn flv_tag(data: &[u8]) {
@@ -21,7 +21,9 @@ pub fn flv_tag(data: &[u8]) {
         Ok(VideoTag::Ignored) | Err(_) => {}
     }
     match flv::parse_audio(data) {
-        Ok(AudioTag::AacSequenceHeader(body) | AudioTag::AacFrame(body)) => assert_eq!(body, &data[2..]),
+        Ok(AudioTag::AacSequenceHeader(body) | AudioTag::AacFrame(body)) => {
+            assert_eq!(body, &data[2..])
+        }
         Ok(AudioTag::Mp3(body)) => assert_eq!(body, &data[1..]),
         Err(_) => {}
     }
@@ -50,7 +52,9 @@ pub fn audio_config(data: &[u8]) {
         for payload in [0usize, 1, 371, 8184] {
             let header = config.adts_header(payload).expect("a frame that fits ADTS");
             assert_eq!((header[0], header[1] & 0xf6), (0xff, 0xf0), "no ADTS sync word");
-            let length = (usize::from(header[3] & 3) << 11) | (usize::from(header[4]) << 3) | usize::from(header[5] >> 5);
+            let length = (usize::from(header[3] & 3) << 11)
+                | (usize::from(header[4]) << 3)
+                | usize::from(header[5] >> 5);
             assert_eq!(length, payload + 7);
         }
         assert!(config.adts_header(8185).is_err());
@@ -62,9 +66,14 @@ pub fn audio_config(data: &[u8]) {
 }
 
 /// AMF0: whatever decodes re-encodes to bytes that decode to the same values (compared
-/// through their encoding, since NaN is not equal to itself).
+/// through their encoding, since NaN is not equal to itself), and decodes to a size bounded
+/// by the input's: at most its value budget of values, so no amplification.
 pub fn amf0(data: &[u8]) {
     let Ok(values) = amf0::decode_all(data) else { return };
+    let count: usize = values.iter().map(values_in).sum();
+    assert!(count <= amf0::value_budget(data.len()), "{count} values from {} bytes", data.len());
+    let decoded = count * 56 + strings_in(&values);
+    assert!(decoded <= 8 * data.len() + 56 * amf0::MIN_VALUE_BUDGET, "{decoded} bytes decoded");
     let encode = |values: &[amf0::Value]| {
         let mut out = Vec::new();
         for v in values {
@@ -75,6 +84,119 @@ pub fn amf0(data: &[u8]) {
     let once = encode(&values);
     let again = amf0::decode_all(&once).expect("our own encoding does not decode");
     assert_eq!(encode(&again), once, "encode(decode(encode(x))) differs");
+}
+
+/// Values and properties in `value`, as the decoder's budget counts them.
+fn values_in(value: &amf0::Value) -> usize {
+    1 + match value {
+        amf0::Value::Object(props) | amf0::Value::EcmaArray(props) => {
+            props.iter().map(|(_, v)| 1 + values_in(v)).sum()
+        }
+        amf0::Value::StrictArray(items) => items.iter().map(values_in).sum(),
+        _ => 0,
+    }
+}
+
+/// Bytes of the strings (values and keys) in `values`.
+fn strings_in(values: &[amf0::Value]) -> usize {
+    values
+        .iter()
+        .map(|value| match value {
+            amf0::Value::String(s) => s.len(),
+            amf0::Value::Object(props) | amf0::Value::EcmaArray(props) => {
+                props.iter().map(|(k, v)| k.len() + strings_in(std::slice::from_ref(v))).sum()
+            }
+            amf0::Value::StrictArray(items) => strings_in(items),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The chunk layer alone, before and after a publish is granted (the first byte picks the
+/// limits, and the chunk size): whatever it reads, it never holds more than its limits, a
+/// message never exceeds the largest allowed, and cutting the input differently gives the
+/// same messages and error.
+pub fn rtmp_chunks(data: &[u8]) {
+    let Some((&first, input)) = data.split_first() else { return };
+    let limits = if first & 1 == 0 { ChunkLimits::BEFORE_PUBLISH } else { ChunkLimits::PUBLISHING };
+    let chunk_size = 128u32 << (first >> 1 & 7);
+    let read = |step: usize| {
+        let mut reader = ChunkReader::new();
+        reader.set_limits(limits);
+        let _ = reader.set_chunk_size(chunk_size);
+        let mut messages = Vec::new();
+        let mut pending = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            pending.extend_from_slice(piece);
+            loop {
+                match reader.read(&pending) {
+                    Ok((used, message)) => {
+                        pending.drain(..used);
+                        assert!(reader.buffered() <= limits.max_buffered, "over the buffer limit");
+                        match message {
+                            Some(m) => {
+                                assert!(m.payload.len() <= limits.max_message_len);
+                                messages.push((m.csid, m.timestamp, m.type_id, m.payload));
+                            }
+                            None if used == 0 => break,
+                            None => {}
+                        }
+                    }
+                    Err(e) => return (messages, Some(e)),
+                }
+            }
+        }
+        (messages, None)
+    };
+    let whole = read(input.len());
+    assert_eq!(read(usize::from(first % 13) + 1), whole, "cutting the input changed the messages");
+}
+
+/// An `on_publish` backend's answer, arbitrary bytes after our request: the exchange ends
+/// (an error, or a status and a `Location` no longer than the head limit), never hangs on
+/// what was sent, never panics.
+pub fn hook_response(data: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    // Paused time: a wait on a backend that says nothing more ends at once, in virtual time.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (ours, mut backend) = tokio::io::duplex(1 << 20);
+        let answer = data.to_vec();
+        let backend_task = tokio::spawn(async move {
+            let _ = backend.write_all(&answer).await;
+            let _ = backend.shutdown().await;
+            // Then silence, as a slow backend would.
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        });
+        let url: ingest::hooks::HookUrl = "http://backend/on_publish".parse().unwrap();
+        let exchange = ingest::hooks::exchange_on(
+            ours,
+            &url,
+            ingest::hooks::HookMethod::Post,
+            "call=publish&name=k".into(),
+        );
+        let limit = std::time::Duration::from_secs(5);
+        let result = tokio::time::timeout(limit, exchange).await;
+        backend_task.abort();
+        if let Ok(Ok((status, location))) = result {
+            assert!((100..1000).contains(&status), "status {status}");
+            assert!(location.is_none_or(|l| l.len() <= ingest::hooks::MAX_RESPONSE_HEAD));
+        }
+    });
+}
+
+/// An admin API request body (`POST /api/v1/keys`): it parses into the typed request or is
+/// refused, and what parses writes back to JSON that parses to the same request.
+pub fn api_body(data: &[u8]) {
+    use rtmp_hls_http::api::model::NewKey;
+    let Ok(request) = serde_json::from_slice::<NewKey>(data) else { return };
+    assert!(request.stream.len() <= data.len());
+    let again: NewKey = serde_json::from_slice(&serde_json::to_vec(&request).unwrap()).unwrap();
+    assert_eq!(again, request);
 }
 
 /// The RTMP session after a valid handshake, fed arbitrary chunks: it never holds more than
@@ -102,10 +224,12 @@ fn run_session(data: &[u8], step: usize) -> (Vec<String>, Option<String>) {
             for action in actions {
                 match action {
                     Action::Send(_) => {}
-                    Action::PublishRequested { request_id, .. } => match session.accept_publish(request_id) {
-                        Ok(more) => next.extend(more),
-                        Err(e) => return (seen, Some(e.to_string())),
-                    },
+                    Action::PublishRequested { request_id, .. } => {
+                        match session.accept_publish(request_id) {
+                            Ok(more) => next.extend(more),
+                            Err(e) => return (seen, Some(e.to_string())),
+                        }
+                    }
                     Action::Media { kind, timestamp, payload } => {
                         seen.push(format!("{kind:?} {timestamp} {}", payload.len()));
                     }

@@ -20,6 +20,9 @@ fn regressions_still_hold() {
     replay("amf0", rtmp_hls_fuzz::amf0);
     replay("rtmp_session", rtmp_hls_fuzz::rtmp_session);
     replay("remuxer", rtmp_hls_fuzz::remuxer);
+    replay("rtmp_chunks", rtmp_hls_fuzz::rtmp_chunks);
+    replay("hook_response", rtmp_hls_fuzz::hook_response);
+    replay("api_body", rtmp_hls_fuzz::api_body);
 }
 
 /// The properties hold on trivial inputs too (and the test cannot pass vacuously: each
@@ -33,5 +36,8 @@ fn trivial_inputs() {
         rtmp_hls_fuzz::amf0(data);
         rtmp_hls_fuzz::rtmp_session(data);
         rtmp_hls_fuzz::remuxer(data);
+        rtmp_hls_fuzz::rtmp_chunks(data);
+        rtmp_hls_fuzz::hook_response(data);
+        rtmp_hls_fuzz::api_body(data);
     }
 }

@@ -30,7 +30,7 @@ pub const HOOK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest response head read from a callback backend.
 pub const MAX_RESPONSE_HEAD: usize = 16 << 10;
 /// Largest response body read (and discarded).
-const MAX_RESPONSE_BODY: usize = 64 << 10;
+pub const MAX_RESPONSE_BODY: usize = 64 << 10;
 
 /// Whether the hook decides alone or with the key store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -254,9 +254,24 @@ async fn exchange(
         .await
         .map_err(HookError::Connect)?;
     let _ = stream.set_nodelay(true);
+    exchange_on(stream, url, method, form).await
+}
+
+/// The callback's HTTP/1.1 exchange on `io`: the request out, the status and `Location` of
+/// the answer back, at most [`MAX_RESPONSE_HEAD`] of head and [`MAX_RESPONSE_BODY`] of body
+/// read. Public for the fuzz target that feeds it arbitrary answers.
+pub async fn exchange_on<IO>(
+    io: IO,
+    url: &HookUrl,
+    method: HookMethod,
+    form: String,
+) -> Result<(u16, Option<String>), HookError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_RESPONSE_HEAD.max(8192))
-        .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+        .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| HookError::Http(e.to_string()))?;
     let driver = tokio::spawn(connection);
