@@ -156,7 +156,10 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
 fn ingest_config(args: &ServeArgs) -> IngestConfig {
     IngestConfig {
         app: args.app.clone(),
-        remuxer: RemuxerConfig { target_duration: args.segment_duration },
+        remuxer: RemuxerConfig {
+            target_duration: args.segment_duration,
+            ..RemuxerConfig::default()
+        },
         limits: args.ingest_limits(),
         takeover: args.takeover,
         stats_interval: args.stats_interval,

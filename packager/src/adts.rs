@@ -38,6 +38,8 @@ pub struct AacConfig {
     core_object_type: u8,
     /// Sampling frequency index written into ADTS: the core coder's.
     core_frequency_index: u8,
+    /// The AudioSpecificConfig as received, for fragmented MP4's `esds`.
+    config: Vec<u8>,
 }
 
 impl AacConfig {
@@ -66,7 +68,13 @@ impl AacConfig {
             channel_config,
             core_object_type,
             core_frequency_index,
+            config: data.to_vec(),
         })
+    }
+
+    /// The AudioSpecificConfig as received.
+    pub fn audio_specific_config(&self) -> &[u8] {
+        &self.config
     }
 
     /// The sampling rate of the AAC core, which sets the frame duration.

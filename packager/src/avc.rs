@@ -30,6 +30,10 @@ pub struct AvcConfig {
     nalu_length_size: usize,
     /// SPS and PPS, in that order, each prefixed with a start code.
     parameter_sets: Vec<u8>,
+    /// The record as received, for fragmented MP4's `avcC`.
+    record: Vec<u8>,
+    /// Picture width and height from the first SPS, when it parses.
+    picture_size: Option<(u16, u16)>,
 }
 
 impl AvcConfig {
@@ -52,10 +56,15 @@ impl AvcConfig {
         if sps_count == 0 {
             return Err(Malformed::AvcConfig("no sequence parameter set"));
         }
+        let mut picture_size = None;
         for _ in 0..sps_count {
             let len = usize::from(r.u16()?);
+            let sps = r.take(len)?;
+            if picture_size.is_none() {
+                picture_size = sps_picture_size(sps);
+            }
             parameter_sets.extend_from_slice(&START_CODE);
-            parameter_sets.extend_from_slice(r.take(len)?);
+            parameter_sets.extend_from_slice(sps);
         }
         let pps_count = r.u8()?;
         if pps_count == 0 {
@@ -67,7 +76,25 @@ impl AvcConfig {
             parameter_sets.extend_from_slice(r.take(len)?);
         }
         // Profile-specific trailing fields (High profile chroma format etc.) are not needed.
-        Ok(Self { profile, compatibility, level, nalu_length_size, parameter_sets })
+        Ok(Self {
+            profile,
+            compatibility,
+            level,
+            nalu_length_size,
+            parameter_sets,
+            record: data.to_vec(),
+            picture_size,
+        })
+    }
+
+    /// The AVCDecoderConfigurationRecord as received.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// Picture width and height (after cropping) from the SPS, when it could be read.
+    pub fn picture_size(&self) -> Option<(u16, u16)> {
+        self.picture_size
     }
 
     /// The RFC 6381 codec string, e.g. `avc1.64001f`.
@@ -161,6 +188,123 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Result<u16, Malformed> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+/// Picture width and height of an SPS NAL unit (ITU-T H.264 §7.3.2.1.1, cropping per
+/// §7.4.2.1.1), or `None` if it does not parse. Reads only up to the frame cropping fields.
+pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
+    // The RBSP: without the NAL header byte and emulation prevention bytes (§7.4.1).
+    let mut rbsp = Vec::with_capacity(sps.len().min(64));
+    let mut zeros = 0;
+    for &byte in sps.get(1..)?.iter().take(64) {
+        if zeros >= 2 && byte == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if byte == 0 { zeros + 1 } else { 0 };
+        rbsp.push(byte);
+    }
+    let mut bits = ExpGolomb { data: &rbsp, at: 0 };
+    let profile = bits.bits(8)?;
+    bits.bits(16)?; // constraint flags, level
+    bits.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format = bits.ue()?;
+        if chroma_format == 3 {
+            bits.bits(1)?; // separate_colour_plane_flag
+        }
+        bits.ue()?; // bit_depth_luma_minus8
+        bits.ue()?; // bit_depth_chroma_minus8
+        bits.bits(1)?; // qpprime_y_zero_transform_bypass_flag
+        if bits.bits(1)? == 1 {
+            // seq_scaling_matrix_present_flag: skip the scaling lists (§7.3.2.1.1.1).
+            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
+                if bits.bits(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + bits.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    bits.ue()?; // log2_max_frame_num_minus4
+    match bits.ue()? {
+        0 => {
+            bits.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            bits.bits(1)?;
+            bits.se()?;
+            bits.se()?;
+            for _ in 0..bits.ue()?.min(255) {
+                bits.se()?;
+            }
+        }
+        _ => {}
+    }
+    bits.ue()?; // max_num_ref_frames
+    bits.bits(1)?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = bits.ue()? + 1;
+    let height_map_units = bits.ue()? + 1;
+    let frame_mbs_only = bits.bits(1)?;
+    if frame_mbs_only == 0 {
+        bits.bits(1)?; // mb_adaptive_frame_field_flag
+    }
+    bits.bits(1)?; // direct_8x8_inference_flag
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if bits.bits(1)? == 1 {
+        let (left, right, top, bottom) = (bits.ue()?, bits.ue()?, bits.ue()?, bits.ue()?);
+        let (unit_x, unit_y) = match chroma_format {
+            1 => (2, 2 * (2 - frame_mbs_only)),
+            2 => (2, 2 - frame_mbs_only),
+            _ => (1, 2 - frame_mbs_only),
+        };
+        crop_x = (left + right) * unit_x;
+        crop_y = (top + bottom) * unit_y;
+    }
+    let width = (width_mbs * 16).checked_sub(crop_x)?;
+    let height = (height_map_units * 16 * (2 - frame_mbs_only)).checked_sub(crop_y)?;
+    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+}
+
+/// Reads bits and Exp-Golomb codes (ITU-T H.264 §9.1) from an RBSP.
+struct ExpGolomb<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl ExpGolomb<'_> {
+    fn bits(&mut self, n: u32) -> Option<u64> {
+        let mut value = 0u64;
+        for _ in 0..n {
+            let byte = *self.data.get(self.at / 8)?;
+            value = value << 1 | u64::from(byte >> (7 - self.at % 8) & 1);
+            self.at += 1;
+        }
+        Some(value)
+    }
+
+    fn ue(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let code = i64::try_from(self.ue()?).ok()?;
+        Some(if code % 2 == 1 { (code + 1) / 2 } else { -(code / 2) })
     }
 }
 

@@ -29,12 +29,14 @@ use crate::adts::{AacConfig, SAMPLES_PER_FRAME};
 use crate::avc::AvcConfig;
 use crate::buffer_pool::BufferPool;
 use crate::flv::{self, AudioTag, TagKind, VideoTag};
+use crate::fmp4::SampleEntry;
+use crate::fragmenter::{AudioTrack, Fragmenter, Output as FragmentOutput};
 use crate::mpa::MpegAudioConfig;
 use crate::segmenter::{
     AccessUnit, Pushed, Segment, Segmenter, TICKS_PER_SECOND, duration_to_ticks,
 };
 use crate::timeline::Timeline;
-use crate::ts_mux::{AudioStream, MuxError, Track};
+use crate::ts_mux::{AudioStream, Track};
 
 /// Frame duration assumed for video until two frames have been seen (30 fps).
 const DEFAULT_VIDEO_FRAME_TICKS: i64 = TICKS_PER_SECOND / 30;
@@ -53,12 +55,35 @@ pub const MAX_COMPOSITION_OFFSET: Duration = Duration::from_secs(10);
 pub struct RemuxerConfig {
     /// Segments are cut at the first keyframe after this long.
     pub target_duration: Duration,
+    /// What segments are made of.
+    pub container: Container,
 }
 
 impl Default for RemuxerConfig {
     fn default() -> Self {
-        Self { target_duration: Duration::from_secs(2) }
+        Self { target_duration: Duration::from_secs(2), container: Container::Ts }
     }
+}
+
+/// What segments are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Container {
+    /// MPEG-TS segments ([`Remuxer::pull`]).
+    #[default]
+    Ts,
+    /// Fragmented MP4 (CMAF) segments ([`Remuxer::pull_fmp4`]), cut into parts of at most
+    /// `part_target` for low-latency HLS when it is set.
+    Fmp4 {
+        /// The longest part.
+        part_target: Option<Duration>,
+    },
+}
+
+/// Where access units go.
+#[derive(Debug)]
+enum Backend {
+    Ts(Segmenter),
+    Fmp4(Box<Fragmenter>),
 }
 
 /// Counters a caller may report.
@@ -151,7 +176,7 @@ pub struct Remuxer {
     pending_audio: bool,
     /// The timeline broke; frames wait for the next segment start.
     broken: bool,
-    segmenter: Segmenter,
+    backend: Backend,
     ready: VecDeque<Segment>,
     /// The furthest input decode time reached on any track (for jump detection).
     position: Option<i64>,
@@ -184,7 +209,14 @@ impl Remuxer {
             pending_video: false,
             pending_audio: false,
             broken: false,
-            segmenter: Segmenter::with_pool(config.target_duration, pool),
+            backend: match config.container {
+                Container::Ts => Backend::Ts(Segmenter::with_pool(config.target_duration, pool)),
+                Container::Fmp4 { part_target } => Backend::Fmp4(Box::new(Fragmenter::new(
+                    config.target_duration,
+                    part_target,
+                    pool,
+                ))),
+            },
             ready: VecDeque::with_capacity(2),
             position: None,
             offset: 0,
@@ -207,14 +239,25 @@ impl Remuxer {
         }
     }
 
-    /// The next finished segment, if any.
+    /// The next finished MPEG-TS segment, if any.
     pub fn pull(&mut self) -> Option<Segment> {
         self.ready.pop_front()
     }
 
-    /// Ends the stream: the last, partial segment becomes available to [`Remuxer::pull`].
+    /// The next fMP4 output (init segment, fragment, end of a part or a segment), if any.
+    pub fn pull_fmp4(&mut self) -> Option<FragmentOutput> {
+        match &mut self.backend {
+            Backend::Fmp4(fragmenter) => fragmenter.pull(),
+            Backend::Ts(_) => None,
+        }
+    }
+
+    /// Ends the stream: the last, partial segment becomes available.
     pub fn finish(&mut self) {
-        self.ready.extend(self.segmenter.finish());
+        match &mut self.backend {
+            Backend::Ts(segmenter) => self.ready.extend(segmenter.finish()),
+            Backend::Fmp4(fragmenter) => fragmenter.finish(),
+        }
     }
 
     /// The video configuration in use.
@@ -228,17 +271,20 @@ impl Remuxer {
     }
 
     /// Media time the publisher can still send before one of its frames could close the open
-    /// segment (see [`Segmenter::time_to_target`]); `None` while that cannot be foreseen (no
-    /// segment open, a configuration change or a timeline break waiting for the next cut).
-    /// Ingest reads a socket less often while this is long: a real-time publisher's segments
-    /// are not held up by it.
+    /// segment or part (see [`Segmenter::time_to_target`]); `None` while that cannot be
+    /// foreseen (no segment open, a configuration change or a timeline break waiting for the
+    /// next cut). Ingest reads a socket less often while this is long: a real-time
+    /// publisher's segments are not held up by it.
     ///
     /// [`Segmenter::time_to_target`]: crate::segmenter::Segmenter::time_to_target
     pub fn time_to_cut(&self) -> Option<Duration> {
         if self.broken || self.pending_video || self.pending_audio {
             return None;
         }
-        self.segmenter.time_to_target()
+        match &self.backend {
+            Backend::Ts(segmenter) => segmenter.time_to_target(),
+            Backend::Fmp4(fragmenter) => fragmenter.time_to_target(),
+        }
     }
 
     /// Frame counters.
@@ -271,11 +317,13 @@ impl Remuxer {
                 } else {
                     0
                 };
-                // Start codes and NAL units go to the muxer as pieces, not joined first.
-                // (An AUD, maybe SPS and PPS, then a start code and a slice or a few.)
+                // MPEG-TS: start codes and NAL units go to the muxer as pieces, not joined
+                // first (an AUD, maybe SPS and PPS, then a start code and a slice or a few).
+                // fMP4 carries the length-prefixed NAL units as they came.
                 let mut pieces = Vec::with_capacity(8);
-                if let Some(avc) = &self.avc {
-                    avc.annex_b(nalus, &mut pieces)?;
+                match (&self.backend, &self.avc) {
+                    (Backend::Ts(_), Some(avc)) => avc.annex_b(nalus, &mut pieces)?,
+                    _ => pieces.push(nalus),
                 }
                 let unit = AccessUnit {
                     track: Track::Video,
@@ -286,9 +334,7 @@ impl Remuxer {
                     data: &pieces,
                 };
                 self.written_end = self.written_end.max(dts + unit.duration);
-                let pushed = self.segmenter.push(unit);
-                let written = matches!(pushed, Ok(Pushed::Written(_)));
-                self.record(pushed)?;
+                let written = write(&mut self.backend, &mut self.ready, &mut self.stats, unit)?;
                 if written {
                     self.stats.video_frames += 1;
                     if keyframe {
@@ -326,8 +372,8 @@ impl Remuxer {
             self.stats.frames_dropped += 1;
             return Ok(());
         };
-        let adts_header = match &self.audio {
-            Some(AudioConfig::Aac(aac)) => Some(aac.adts_header(raw.len())?),
+        let adts_header = match (&self.backend, &self.audio) {
+            (Backend::Ts(_), Some(AudioConfig::Aac(aac))) => Some(aac.adts_header(raw.len())?),
             _ => None,
         };
         // MP3 frames carry their own headers: an empty first piece, which the muxer skips.
@@ -341,8 +387,7 @@ impl Remuxer {
             data: &[header, raw],
         };
         self.written_end = self.written_end.max(dts + duration);
-        let pushed = self.segmenter.push(unit);
-        self.record(pushed)
+        write(&mut self.backend, &mut self.ready, &mut self.stats, unit).map(|_| ())
     }
 
     fn set_audio(&mut self, config: AudioConfig) {
@@ -373,32 +418,53 @@ impl Remuxer {
                 // Off the timeline until a frame that can start a segment restarts it.
                 return None;
             }
-            self.ready.extend(self.segmenter.break_timeline());
+            self.break_timeline();
             self.broken = false;
             self.position = None;
             self.offset = self.written_end - dts;
         }
         self.position = Some(self.position.map_or(dts, |p| p.max(dts)));
         let dts = dts + self.offset;
-        if (self.pending_video || self.pending_audio) && (starts_here || !self.segmenter.is_open())
-        {
+        let open = match &self.backend {
+            Backend::Ts(segmenter) => segmenter.is_open(),
+            Backend::Fmp4(fragmenter) => fragmenter.is_open(),
+        };
+        if (self.pending_video || self.pending_audio) && (starts_here || !open) {
             self.pending_video = false;
             self.pending_audio = false;
             let wanted = (has_video, self.audio.as_ref().map(AudioConfig::stream));
-            if wanted != self.applied {
-                self.applied = wanted;
-                self.ready.extend(self.segmenter.set_tracks(wanted.0, wanted.1));
-            } else if self.segmenter.is_open() {
+            let (video, audio) = (self.video_entry(), self.audio_track());
+            match &mut self.backend {
+                Backend::Ts(segmenter) if wanted != self.applied => {
+                    self.ready.extend(segmenter.set_tracks(wanted.0, wanted.1));
+                }
                 // Same tracks, new parameters (a new SPS, a new AAC config): new segment.
-                self.ready.extend(self.segmenter.break_timeline());
+                Backend::Ts(segmenter) if segmenter.is_open() => {
+                    self.ready.extend(segmenter.break_timeline());
+                }
+                Backend::Ts(_) => {}
+                // A new init segment, whatever changed.
+                Backend::Fmp4(fragmenter) => fragmenter.set_tracks(video, audio),
             }
+            self.applied = wanted;
         } else if self.pending_audio
             && self.applied.1.is_none()
             && let Some(audio) = self.audio.as_ref().map(AudioConfig::stream)
-            && self.segmenter.add_audio_to_first_segment(audio).unwrap_or(false)
         {
-            self.pending_audio = false;
-            self.applied.1 = Some(audio);
+            let track = self.audio_track();
+            let added = match (&mut self.backend, track) {
+                (Backend::Ts(segmenter), _) => {
+                    segmenter.add_audio_to_first_segment(audio).unwrap_or(false)
+                }
+                (Backend::Fmp4(fragmenter), Some(track)) => {
+                    fragmenter.add_audio_before_first_fragment(track)
+                }
+                (Backend::Fmp4(_), None) => false,
+            };
+            if added {
+                self.pending_audio = false;
+                self.applied.1 = Some(audio);
+            }
         }
         // Only tracks the current PMT announces, in the format it announces, are written.
         let announced = match track {
@@ -430,15 +496,70 @@ impl Remuxer {
         Some(dts)
     }
 
-    fn record(&mut self, pushed: Result<Pushed, MuxError>) -> Result<(), Error> {
-        match pushed {
-            Ok(Pushed::Dropped) => self.stats.frames_dropped += 1,
+    /// Ends the open segment; the next one follows a discontinuity.
+    fn break_timeline(&mut self) {
+        match &mut self.backend {
+            Backend::Ts(segmenter) => self.ready.extend(segmenter.break_timeline()),
+            Backend::Fmp4(fragmenter) => fragmenter.break_timeline(),
+        }
+    }
+
+    /// The video track's fMP4 sample entry.
+    fn video_entry(&self) -> Option<SampleEntry> {
+        let avc = self.avc.as_ref()?;
+        let (width, height) = avc.picture_size().unwrap_or((0, 0));
+        Some(SampleEntry::Avc { record: avc.record().to_vec(), width, height })
+    }
+
+    /// The audio track as fMP4 describes it: AAC in its core coder's timescale (1024 samples
+    /// a frame, as its timestamps count), MP3 in its own.
+    fn audio_track(&self) -> Option<AudioTrack> {
+        let channels = u16::from(self.audio.as_ref()?.channels().unwrap_or(2));
+        Some(match self.audio.as_ref()? {
+            AudioConfig::Aac(aac) => AudioTrack {
+                entry: SampleEntry::Aac {
+                    config: aac.audio_specific_config().to_vec(),
+                    sample_rate: aac.core_sample_rate(),
+                    channels,
+                },
+                sample_rate: aac.core_sample_rate(),
+                samples_per_frame: SAMPLES_PER_FRAME,
+            },
+            AudioConfig::Mp3(mp3) => AudioTrack {
+                entry: SampleEntry::Mp3 {
+                    mpeg1: mp3.mpeg1,
+                    sample_rate: mp3.sample_rate,
+                    channels,
+                },
+                sample_rate: mp3.sample_rate,
+                samples_per_frame: mp3.samples_per_frame,
+            },
+        })
+    }
+}
+/// Hands `unit` to `backend` (finished TS segments go to `ready`); whether it was written,
+/// else it is counted dropped.
+fn write(
+    backend: &mut Backend,
+    ready: &mut VecDeque<Segment>,
+    stats: &mut RemuxerStats,
+    unit: AccessUnit<'_>,
+) -> Result<bool, Error> {
+    let written = match backend {
+        Backend::Ts(segmenter) => match segmenter.push(unit) {
+            Ok(Pushed::Dropped) => false,
             Ok(Pushed::Written(finished)) => {
-                self.stats.frames += 1;
-                self.ready.extend(finished);
+                ready.extend(finished);
+                true
             }
             Err(_) => return Err(Error::Internal("the MPEG-TS encoder refused a packet")),
-        }
-        Ok(())
+        },
+        Backend::Fmp4(fragmenter) => fragmenter.push(unit),
+    };
+    if written {
+        stats.frames += 1;
+    } else {
+        stats.frames_dropped += 1;
     }
+    Ok(written)
 }

@@ -24,7 +24,8 @@ fn remux(tags: &[Tag]) -> Output {
 }
 
 fn remux_with(tags: &[Tag], target: Duration) -> Output {
-    let mut remuxer = Remuxer::new(RemuxerConfig { target_duration: target });
+    let mut remuxer =
+        Remuxer::new(RemuxerConfig { target_duration: target, ..RemuxerConfig::default() });
     let mut segments = Vec::new();
     let mut errors = Vec::new();
     for tag in tags {
@@ -471,7 +472,10 @@ fn no_segment_closes_sooner_than_time_to_cut_promised() {
     for clip_name in
         [Clip::Av720p30, Clip::AudioOnlyAac, Clip::AvLongGop, Clip::AvSmall, Clip::Av5Fps]
     {
-        let mut remuxer = Remuxer::new(RemuxerConfig { target_duration: Duration::from_secs(2) });
+        let mut remuxer = Remuxer::new(RemuxerConfig {
+            target_duration: Duration::from_secs(2),
+            ..RemuxerConfig::default()
+        });
         // The latest media time by which, as promised, no cut could have come yet.
         let mut promised: Option<i64> = None;
         let (mut cuts, mut promises) = (0, 0);

@@ -1,0 +1,482 @@
+//! Fragmented MP4 boxes (ISO/IEC 14496-12, as CMAF, ISO/IEC 23000-19, constrains them): the
+//! init segment (`ftyp` + `moov`, one track per elementary stream, no samples) and fragments
+//! (`moof` + `mdat`, every track's samples of a span of time).
+//!
+//! Written by hand rather than with a box library: the layouts are fixed and few, a
+//! fragment is written for every video frame in low-latency mode, and the one crate that
+//! fits (`mp4-atom`) would bring a second version of `thiserror` and big-number arithmetic
+//! into the server. The tests read everything back with two independent readers
+//! (`mp4-atom` and Mozilla's `mp4parse`), and ffmpeg and hls.js play it.
+
+/// What a track carries, as its sample entry (`stsd`) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SampleEntry {
+    /// H.264: `avc1` with the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3).
+    Avc {
+        /// The record, as the FLV sequence header carries it.
+        record: Vec<u8>,
+        /// Picture size.
+        width: u16,
+        /// Picture size.
+        height: u16,
+    },
+    /// H.265: `hvc1` with the HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3).
+    Hevc {
+        /// The record.
+        record: Vec<u8>,
+        /// Picture size.
+        width: u16,
+        /// Picture size.
+        height: u16,
+    },
+    /// AV1: `av01` with the AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3).
+    Av1 {
+        /// The record.
+        record: Vec<u8>,
+        /// Picture size.
+        width: u16,
+        /// Picture size.
+        height: u16,
+    },
+    /// VP9: `vp09` with the VPCodecConfigurationRecord (VP-ISOBMFF §2.2), a full box.
+    Vp9 {
+        /// The record's payload (after the full box's version and flags).
+        record: Vec<u8>,
+        /// Picture size.
+        width: u16,
+        /// Picture size.
+        height: u16,
+    },
+    /// AAC: `mp4a` with an `esds` holding the AudioSpecificConfig (ISO/IEC 14496-14 §5.6).
+    Aac {
+        /// The AudioSpecificConfig.
+        config: Vec<u8>,
+        /// Sampling rate in Hz (the track's timescale too).
+        sample_rate: u32,
+        /// Channels.
+        channels: u16,
+    },
+    /// MP3: `mp4a` with an `esds` of object type 0x6B (MPEG-1 audio) or 0x69 (MPEG-2).
+    Mp3 {
+        /// MPEG-1 (32 to 48 kHz) rather than MPEG-2 (16 to 24 kHz).
+        mpeg1: bool,
+        /// Sampling rate in Hz.
+        sample_rate: u32,
+        /// Channels.
+        channels: u16,
+    },
+}
+
+impl SampleEntry {
+    fn is_video(&self) -> bool {
+        matches!(self, Self::Avc { .. } | Self::Hevc { .. } | Self::Av1 { .. } | Self::Vp9 { .. })
+    }
+}
+
+/// One track of an init segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInit {
+    /// Track id (1 or more), as fragments name it.
+    pub id: u32,
+    /// Ticks per second of the track's timestamps.
+    pub timescale: u32,
+    /// What it carries.
+    pub entry: SampleEntry,
+}
+
+/// Sample flags of a sync sample: `sample_depends_on` = 2 (does not depend on others).
+pub const SYNC_SAMPLE: u32 = 0x0200_0000;
+/// Sample flags of other samples: depends on others, `sample_is_non_sync_sample` set.
+pub const NON_SYNC_SAMPLE: u32 = 0x0101_0000;
+
+/// One sample of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Duration in the track's timescale.
+    pub duration: u32,
+    /// Bytes in `mdat`.
+    pub size: u32,
+    /// [`SYNC_SAMPLE`] or [`NON_SYNC_SAMPLE`].
+    pub flags: u32,
+    /// Presentation time minus decode time, in the track's timescale (negative with
+    /// B-frames' edits; version 1 `trun`).
+    pub composition_offset: i32,
+}
+
+/// One track's run in a fragment.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// Track id.
+    pub track: u32,
+    /// Decode time of the first sample (`tfdt`), in the track's timescale.
+    pub base_decode_time: u64,
+    /// The samples, in decode order; their bytes follow each other in `mdat`.
+    pub samples: &'a [Sample],
+}
+
+/// Bytes a fragment's header (`moof` and the `mdat` box header) takes for `runs` (track
+/// count and sample count per track).
+pub fn fragment_header_len(runs: &[Run<'_>]) -> usize {
+    const MOOF: usize = 8;
+    const MFHD: usize = 16;
+    const TRAF: usize = 8;
+    const TFHD: usize = 16;
+    const TFDT: usize = 20;
+    const TRUN: usize = 20;
+    const TRUN_SAMPLE: usize = 16;
+    const MDAT: usize = 8;
+    let trafs: usize =
+        runs.iter().map(|run| TRAF + TFHD + TFDT + TRUN + TRUN_SAMPLE * run.samples.len()).sum();
+    MOOF + MFHD + trafs + MDAT
+}
+
+/// Writes the `moof` and the `mdat` header of a fragment numbered `sequence` whose runs are
+/// `runs` into `header`, which must be exactly [`fragment_header_len`] long; the samples'
+/// bytes (every run's, in order) follow it in the output, `payload` bytes in all.
+pub fn write_fragment_header(sequence: u32, runs: &[Run<'_>], payload: usize, header: &mut [u8]) {
+    let mut out = Cursor { out: header, at: 0 };
+    let moof = out.begin(b"moof");
+    let mfhd = out.begin_full(b"mfhd", 0, 0);
+    out.u32(sequence);
+    out.end(mfhd);
+    // Each run's samples start this far into the mdat payload.
+    let mut offset = 0usize;
+    let header_len = fragment_header_len(runs);
+    for run in runs {
+        let traf = out.begin(b"traf");
+        // default-base-is-moof: data offsets count from the moof's first byte.
+        let tfhd = out.begin_full(b"tfhd", 0, 0x02_0000);
+        out.u32(run.track);
+        out.end(tfhd);
+        let tfdt = out.begin_full(b"tfdt", 1, 0);
+        out.u64(run.base_decode_time);
+        out.end(tfdt);
+        // data-offset, sample-duration, -size, -flags, -composition-time-offset present.
+        let trun = out.begin_full(b"trun", 1, 0x00_0f01);
+        out.u32(u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
+        let data_offset = header_len + offset;
+        out.u32(u32::try_from(data_offset).unwrap_or(u32::MAX));
+        for sample in run.samples {
+            out.u32(sample.duration);
+            out.u32(sample.size);
+            out.u32(sample.flags);
+            out.u32(sample.composition_offset as u32);
+            offset += sample.size as usize;
+        }
+        out.end(trun);
+        out.end(traf);
+    }
+    out.end(moof);
+    let mdat_len = 8 + payload;
+    out.u32(u32::try_from(mdat_len).unwrap_or(u32::MAX));
+    out.bytes(b"mdat");
+    debug_assert_eq!(out.at, header.len(), "fragment header length mismatch");
+}
+
+/// The init segment of `tracks`.
+pub fn init_segment(tracks: &[TrackInit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    let mut w = Writer { out: &mut out };
+    let ftyp = w.begin(b"ftyp");
+    w.bytes(b"iso6");
+    w.u32(0);
+    for brand in [b"iso6", b"cmfc", b"mp41", b"dash"] {
+        w.bytes(brand);
+    }
+    w.end(ftyp);
+
+    let moov = w.begin(b"moov");
+    let mvhd = w.begin_full(b"mvhd", 0, 0);
+    w.u32(0); // creation time
+    w.u32(0); // modification time
+    w.u32(1000); // timescale
+    w.u32(0); // duration: unknown (fragmented)
+    w.u32(0x0001_0000); // rate 1.0
+    w.u16(0x0100); // volume 1.0
+    w.zeros(10);
+    w.matrix();
+    w.zeros(24); // pre_defined
+    w.u32(tracks.iter().map(|t| t.id).max().unwrap_or(0) + 1); // next_track_ID
+    w.end(mvhd);
+    for track in tracks {
+        w.trak(track);
+    }
+    let mvex = w.begin(b"mvex");
+    for track in tracks {
+        let trex = w.begin_full(b"trex", 0, 0);
+        w.u32(track.id);
+        w.u32(1); // default_sample_description_index
+        w.u32(0); // default_sample_duration
+        w.u32(0); // default_sample_size
+        w.u32(0); // default_sample_flags
+        w.end(trex);
+    }
+    w.end(mvex);
+    w.end(moov);
+    out
+}
+
+/// Appends boxes to a growing buffer.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn begin(&mut self, kind: &[u8; 4]) -> usize {
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        self.out.extend_from_slice(kind);
+        at
+    }
+
+    fn begin_full(&mut self, kind: &[u8; 4], version: u8, flags: u32) -> usize {
+        let at = self.begin(kind);
+        self.u32(u32::from(version) << 24 | (flags & 0x00ff_ffff));
+        at
+    }
+
+    fn end(&mut self, at: usize) {
+        let len = u32::try_from(self.out.len() - at).unwrap_or(u32::MAX);
+        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn u16(&mut self, value: u16) {
+        self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn zeros(&mut self, n: usize) {
+        self.out.resize(self.out.len() + n, 0);
+    }
+
+    /// The unity transformation matrix (ISO/IEC 14496-12 §8.2.2).
+    fn matrix(&mut self) {
+        for value in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+            self.u32(value);
+        }
+    }
+
+    fn trak(&mut self, track: &TrackInit) {
+        let video = track.entry.is_video();
+        let (width, height) = match &track.entry {
+            SampleEntry::Avc { width, height, .. }
+            | SampleEntry::Hevc { width, height, .. }
+            | SampleEntry::Av1 { width, height, .. }
+            | SampleEntry::Vp9 { width, height, .. } => (*width, *height),
+            _ => (0, 0),
+        };
+        let trak = self.begin(b"trak");
+        // enabled, in movie, in preview.
+        let tkhd = self.begin_full(b"tkhd", 0, 0x07);
+        self.u32(0); // creation time
+        self.u32(0); // modification time
+        self.u32(track.id);
+        self.u32(0); // reserved
+        self.u32(0); // duration
+        self.zeros(8); // reserved
+        self.u16(0); // layer
+        self.u16(if video { 0 } else { 1 }); // alternate group
+        self.u16(if video { 0 } else { 0x0100 }); // volume
+        self.u16(0); // reserved
+        self.matrix();
+        self.u32(u32::from(width) << 16);
+        self.u32(u32::from(height) << 16);
+        self.end(tkhd);
+
+        let mdia = self.begin(b"mdia");
+        let mdhd = self.begin_full(b"mdhd", 0, 0);
+        self.u32(0); // creation time
+        self.u32(0); // modification time
+        self.u32(track.timescale);
+        self.u32(0); // duration
+        self.u16(0x55c4); // language: "und"
+        self.u16(0);
+        self.end(mdhd);
+        let hdlr = self.begin_full(b"hdlr", 0, 0);
+        self.u32(0);
+        self.bytes(if video { b"vide" } else { b"soun" });
+        self.zeros(12);
+        self.bytes(if video { b"VideoHandler\0" } else { b"SoundHandler\0" });
+        self.end(hdlr);
+
+        let minf = self.begin(b"minf");
+        if video {
+            let vmhd = self.begin_full(b"vmhd", 0, 1);
+            self.zeros(8); // graphicsmode, opcolor
+            self.end(vmhd);
+        } else {
+            let smhd = self.begin_full(b"smhd", 0, 0);
+            self.zeros(4); // balance, reserved
+            self.end(smhd);
+        }
+        let dinf = self.begin(b"dinf");
+        let dref = self.begin_full(b"dref", 0, 0);
+        self.u32(1);
+        let url = self.begin_full(b"url ", 0, 1); // media data in this file
+        self.end(url);
+        self.end(dref);
+        self.end(dinf);
+
+        let stbl = self.begin(b"stbl");
+        let stsd = self.begin_full(b"stsd", 0, 0);
+        self.u32(1);
+        self.sample_entry(&track.entry);
+        self.end(stsd);
+        for kind in [b"stts", b"stsc", b"stco"] {
+            let empty = self.begin_full(kind, 0, 0);
+            self.u32(0);
+            self.end(empty);
+        }
+        let stsz = self.begin_full(b"stsz", 0, 0);
+        self.u32(0); // sample_size
+        self.u32(0); // sample_count
+        self.end(stsz);
+        self.end(stbl);
+        self.end(minf);
+        self.end(mdia);
+        self.end(trak);
+    }
+
+    fn sample_entry(&mut self, entry: &SampleEntry) {
+        match entry {
+            SampleEntry::Avc { record, width, height } => {
+                self.visual(b"avc1", *width, *height, b"avcC", None, record);
+            }
+            SampleEntry::Hevc { record, width, height } => {
+                self.visual(b"hvc1", *width, *height, b"hvcC", None, record);
+            }
+            SampleEntry::Av1 { record, width, height } => {
+                self.visual(b"av01", *width, *height, b"av1C", None, record);
+            }
+            SampleEntry::Vp9 { record, width, height } => {
+                self.visual(b"vp09", *width, *height, b"vpcC", Some(1), record);
+            }
+            SampleEntry::Aac { config, sample_rate, channels } => {
+                // MPEG-4 audio (ISO/IEC 14496-3), stream type audio.
+                self.audio(*sample_rate, *channels, 0x40, config);
+            }
+            SampleEntry::Mp3 { mpeg1, sample_rate, channels } => {
+                let object_type = if *mpeg1 { 0x6b } else { 0x69 };
+                self.audio(*sample_rate, *channels, object_type, &[]);
+            }
+        }
+    }
+
+    /// A visual sample entry (ISO/IEC 14496-12 §12.1.3) with its configuration box
+    /// (`version`: a full box of version 1, flags 0, as `vpcC` is).
+    fn visual(
+        &mut self,
+        kind: &[u8; 4],
+        width: u16,
+        height: u16,
+        config_kind: &[u8; 4],
+        version: Option<u8>,
+        config: &[u8],
+    ) {
+        let entry = self.begin(kind);
+        self.zeros(6);
+        self.u16(1); // data_reference_index
+        self.zeros(16); // pre_defined, reserved
+        self.u16(width);
+        self.u16(height);
+        self.u32(0x0048_0000); // 72 dpi
+        self.u32(0x0048_0000);
+        self.u32(0);
+        self.u16(1); // frame_count
+        self.zeros(32); // compressorname
+        self.u16(0x0018); // depth
+        self.u16(0xffff); // pre_defined = -1
+        let config_box = match version {
+            Some(version) => self.begin_full(config_kind, version, 0),
+            None => self.begin(config_kind),
+        };
+        self.bytes(config);
+        self.end(config_box);
+        self.end(entry);
+    }
+
+    /// An `mp4a` audio sample entry (ISO/IEC 14496-14 §5.6) with its `esds`: an
+    /// ES_Descriptor holding a DecoderConfigDescriptor (`object_type`) and, when `config` is
+    /// not empty, its DecoderSpecificInfo (ISO/IEC 14496-1 §7.2.6).
+    fn audio(&mut self, sample_rate: u32, channels: u16, object_type: u8, config: &[u8]) {
+        let entry = self.begin(b"mp4a");
+        self.zeros(6);
+        self.u16(1); // data_reference_index
+        self.zeros(8); // reserved
+        self.u16(channels);
+        self.u16(16); // sample size
+        self.u32(0); // pre_defined, reserved
+        // The rate as 16.16 when it fits (it is the track's timescale anyway).
+        self.u32(if sample_rate < 0x1_0000 { sample_rate << 16 } else { 0 });
+        let esds = self.begin_full(b"esds", 0, 0);
+        let specific = if config.is_empty() { 0 } else { 2 + config.len() };
+        let decoder_config = 13 + specific;
+        let es = 3 + (2 + decoder_config) + (2 + 1);
+        self.bytes(&[0x03, descriptor_len(es)]);
+        self.u16(0); // ES_ID
+        self.bytes(&[0]); // flags, stream priority
+        self.bytes(&[0x04, descriptor_len(decoder_config), object_type, 0x15]); // audio stream
+        self.bytes(&[0, 0, 0]); // bufferSizeDB
+        self.u32(0); // maxBitrate
+        self.u32(0); // avgBitrate
+        if !config.is_empty() {
+            self.bytes(&[0x05, descriptor_len(config.len())]);
+            self.bytes(config);
+        }
+        self.bytes(&[0x06, 1, 0x02]); // SLConfigDescriptor, predefined MP4
+        self.end(esds);
+        self.end(entry);
+    }
+}
+
+/// A descriptor length byte: every descriptor written here is shorter than 128 bytes (an
+/// AudioSpecificConfig is a few bytes).
+fn descriptor_len(len: usize) -> u8 {
+    u8::try_from(len.min(127)).unwrap_or(127)
+}
+
+/// Writes boxes into a slice of a known length.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn begin(&mut self, kind: &[u8; 4]) -> usize {
+        let at = self.at;
+        self.u32(0);
+        self.bytes(kind);
+        at
+    }
+
+    fn begin_full(&mut self, kind: &[u8; 4], version: u8, flags: u32) -> usize {
+        let at = self.begin(kind);
+        self.u32(u32::from(version) << 24 | (flags & 0x00ff_ffff));
+        at
+    }
+
+    fn end(&mut self, at: usize) {
+        let len = u32::try_from(self.at - at).unwrap_or(u32::MAX);
+        self.out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.bytes(&value.to_be_bytes());
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.bytes(&value.to_be_bytes());
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}

@@ -1,0 +1,549 @@
+//! Cutting access units into fragmented MP4 (CMAF) segments, and, for low-latency HLS, the
+//! segments into parts (draft-pantos-hls-rfc8216bis §4.4.4.9 EXT-X-PART).
+//!
+//! A segment starts at a video keyframe (any audio frame without video) at least the target
+//! duration after the previous one, as MPEG-TS segments do. Within it, parts are cut on frame
+//! boundaries so that none is longer than the part target: a part ends when the next frame
+//! would take it past the target. A part is made of fragments (`moof` + `mdat`): one per
+//! video frame in low-latency mode, so a player holding a request for the part being written
+//! (the preload hint) gets each frame as it arrives; one per segment otherwise (up to
+//! [`MAX_SAMPLES_PER_FRAGMENT`]).
+//!
+//! A video frame's duration is the time to the next frame, so a frame is written when the
+//! next one arrives: fragments are continuous (each `tfdt` is the previous one plus its
+//! samples' durations). Audio time counts samples (1024 per AAC frame), so it never drifts
+//! from the audio clock; it is re-anchored to the publisher's timestamps only when they
+//! differ by more than [`MAX_AUDIO_DRIFT_FRAMES`] frames (a gap, an encoder restart).
+//!
+//! Never looks at a clock: durations come from media timestamps.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::buffer_pool::BufferPool;
+use crate::fmp4::{
+    self, NON_SYNC_SAMPLE, Run, SYNC_SAMPLE, Sample, SampleEntry, TrackInit, fragment_header_len,
+};
+use crate::segmenter::{
+    AccessUnit, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION, TICKS_PER_SECOND, duration_to_ticks,
+    ticks_to_duration,
+};
+use crate::ts_mux::Track;
+
+/// Samples one fragment holds at most (its `moof` then fits the room left for it).
+pub const MAX_SAMPLES_PER_FRAGMENT: usize = 256;
+/// Audio timestamps further from the counted audio time than this many frames re-anchor it.
+pub const MAX_AUDIO_DRIFT_FRAMES: i64 = 4;
+/// Without video, a low-latency fragment is flushed once it holds this many audio frames
+/// (about 100 ms of AAC at 48 kHz).
+const AUDIO_FRAMES_PER_FRAGMENT: usize = 5;
+/// At the start of a stream with one track configured, output waits this much media time
+/// for the other (MP3 audio has no sequence header: its first frame, just after the first
+/// keyframe, announces it), so the stream's first init segment holds both tracks instead of
+/// a discontinuity at the second keyframe.
+pub const STARTUP_TRACK_WAIT: Duration = Duration::from_millis(500);
+/// Track ids in the init segment.
+const VIDEO_TRACK: u32 = 1;
+const AUDIO_TRACK: u32 = 2;
+/// Bytes left in front of a fragment's samples for its `moof`: enough for the most samples
+/// a fragment may hold (16 bytes each) and two tracks' boxes.
+const FRAGMENT_HEADROOM: usize = 256 + 16 * MAX_SAMPLES_PER_FRAGMENT;
+
+/// The audio track as the init segment and the sample durations need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioTrack {
+    /// Its sample entry.
+    pub entry: SampleEntry,
+    /// Samples per second: the track's timescale.
+    pub sample_rate: u32,
+    /// Samples per frame (1024 for AAC, 1152 or 576 for MP3).
+    pub samples_per_frame: u32,
+}
+
+/// What the fragmenter produced, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The init segment of the segments that follow (tracks changed). One that no fragment
+    /// follows is replaced by the next.
+    Init(Bytes),
+    /// A fragment (`moof` + `mdat`) of the open segment's current part.
+    Fragment(Bytes),
+    /// The current part is complete.
+    PartEnd {
+        /// Its media duration.
+        duration: Duration,
+        /// It starts with a keyframe (or the stream has no video).
+        independent: bool,
+    },
+    /// The open segment is complete (its last part ended just before).
+    SegmentEnd {
+        /// Its media duration.
+        duration: Duration,
+        /// The timeline or the codec parameters changed before it.
+        discontinuity: bool,
+        /// It starts with a keyframe (false only after a forced cut).
+        independent: bool,
+        /// Media time of its first access unit (90 kHz, the publisher's timeline).
+        start: i64,
+    },
+}
+
+/// A segment being written.
+#[derive(Debug)]
+struct OpenSegment {
+    start: i64,
+    /// The end of the last sample written, 90 kHz.
+    end: i64,
+    discontinuity: bool,
+    independent: bool,
+    bytes: usize,
+    /// The current part's start and whether it began with a keyframe.
+    part_start: i64,
+    part_independent: bool,
+    /// Whether the current part holds any sample yet.
+    part_written: bool,
+}
+
+/// A video frame waiting for the next one (its duration).
+#[derive(Debug, Clone, Copy)]
+struct HeldFrame {
+    dts: i64,
+    pts: i64,
+    keyframe: bool,
+    size: usize,
+}
+
+/// The fragment being filled: samples' bytes after room for the header.
+#[derive(Debug)]
+struct Fragment {
+    /// `FRAGMENT_HEADROOM` bytes, then the video samples' bytes.
+    data: Vec<u8>,
+    video: Vec<Sample>,
+    video_base: i64,
+    /// Audio samples' bytes, appended after the video's when the fragment is written.
+    audio_data: Vec<u8>,
+    audio: Vec<Sample>,
+    audio_base: i64,
+}
+
+/// Cuts access units into fMP4 segments, parts and fragments.
+#[derive(Debug)]
+pub struct Fragmenter {
+    target: i64,
+    /// Part target in 90 kHz ticks; `None` without parts.
+    part_target: Option<i64>,
+    video: Option<SampleEntry>,
+    audio: Option<AudioTrack>,
+    open: Option<OpenSegment>,
+    held: Option<HeldFrame>,
+    fragment: Option<Fragment>,
+    /// The next audio sample's decode time in samples, while counting.
+    audio_next: Option<i64>,
+    /// The next fragment's sequence number (`mfhd`).
+    sequence: u32,
+    discontinuity: bool,
+    started: bool,
+    /// Size of the last fragment's sample bytes, to size the next one's buffer.
+    last_fragment: usize,
+    /// The last interval between two video frames, 90 kHz (a guess of the next one's).
+    video_interval: i64,
+    /// Fragments output since the last init segment.
+    fragments_since_init: usize,
+    /// The stream's first decode time, while its output waits (see [`STARTUP_TRACK_WAIT`]).
+    startup: Option<i64>,
+    /// The latest decode time pushed.
+    latest: i64,
+    out: VecDeque<Output>,
+    pool: Arc<BufferPool>,
+}
+
+impl Fragmenter {
+    /// A fragmenter cutting segments at the first keyframe after `target` and, with
+    /// `part_target`, parts of at most that long; buffers come from `pool`.
+    pub fn new(target: Duration, part_target: Option<Duration>, pool: Arc<BufferPool>) -> Self {
+        Self {
+            target: duration_to_ticks(target).max(1),
+            part_target: part_target.map(|p| duration_to_ticks(p).max(1)),
+            video: None,
+            audio: None,
+            open: None,
+            held: None,
+            fragment: None,
+            audio_next: None,
+            sequence: 1,
+            discontinuity: false,
+            started: false,
+            last_fragment: 0,
+            video_interval: TICKS_PER_SECOND / 30,
+            fragments_since_init: 0,
+            startup: None,
+            latest: 0,
+            out: VecDeque::new(),
+            pool,
+        }
+    }
+
+    /// What was produced since the last call, in order.
+    pub fn pull(&mut self) -> Option<Output> {
+        if let Some(first) = self.startup {
+            let both = self.video.is_some() && self.audio.is_some();
+            if !both && self.latest - first < duration_to_ticks(STARTUP_TRACK_WAIT) {
+                return None;
+            }
+            self.startup = None;
+        }
+        self.out.pop_front()
+    }
+
+    /// Sets the tracks of the next segments: the open segment ends, and the next one starts
+    /// with a new init segment after a discontinuity.
+    pub fn set_tracks(&mut self, video: Option<SampleEntry>, audio: Option<AudioTrack>) {
+        self.break_timeline();
+        self.video = video;
+        self.audio = audio;
+        let tracks = self.tracks();
+        if !tracks.is_empty() {
+            self.out.push_back(Output::Init(Bytes::from(fmp4::init_segment(&tracks))));
+            self.fragments_since_init = 0;
+        }
+    }
+
+    /// Adds `audio` to the tracks if nothing but the init segment was output since they were
+    /// set (a stream whose audio has no sequence header, MP3, announces it with its first
+    /// frame, just after the first keyframe): the init segment is made again with both
+    /// tracks, instead of a discontinuity at the next keyframe. Returns whether it did.
+    pub fn add_audio_before_first_fragment(&mut self, audio: AudioTrack) -> bool {
+        if self.audio.is_some() {
+            return false;
+        }
+        let init = |fragmenter: &Self| Bytes::from(fmp4::init_segment(&fragmenter.tracks()));
+        if self.startup.is_some() {
+            // Nothing is out yet: the waiting init segment is made again.
+            self.audio = Some(audio);
+            let remade = init(self);
+            if let Some(Output::Init(first)) = self.out.front_mut() {
+                *first = remade;
+            }
+            return true;
+        }
+        if self.fragments_since_init > 0 {
+            return false;
+        }
+        self.audio = Some(audio);
+        // An init segment with no fragment after it is replaced by the next one.
+        self.out.push_back(Output::Init(init(self)));
+        true
+    }
+
+    /// The init segment's tracks.
+    fn tracks(&self) -> Vec<TrackInit> {
+        let mut tracks = Vec::new();
+        if let Some(entry) = &self.video {
+            let entry = entry.clone();
+            tracks.push(TrackInit { id: VIDEO_TRACK, timescale: TICKS_PER_SECOND as u32, entry });
+        }
+        if let Some(audio) = &self.audio {
+            let (timescale, entry) = (audio.sample_rate, audio.entry.clone());
+            tracks.push(TrackInit { id: AUDIO_TRACK, timescale, entry });
+        }
+        tracks
+    }
+
+    /// Ends the open segment; the next one is a discontinuity.
+    pub fn break_timeline(&mut self) {
+        if self.started {
+            self.discontinuity = true;
+        }
+        self.close_segment(None);
+        self.audio_next = None;
+    }
+
+    /// Whether a segment is being written.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Ends the stream: the open segment is complete.
+    pub fn finish(&mut self) {
+        self.close_segment(None);
+        self.startup = None;
+    }
+
+    /// Media time still to come before a frame could close the open segment or part
+    /// (zero once one can); `None` when no segment is open.
+    pub fn time_to_target(&self) -> Option<Duration> {
+        let open = self.open.as_ref()?;
+        let end = self.held.map_or(open.end, |held| held.dts);
+        let mut left = open.start + self.target - end;
+        if let Some(part) = self.part_target {
+            left = left.min(open.part_start + part - end);
+        }
+        Some(ticks_to_duration(left.max(0)))
+    }
+
+    /// Takes one access unit in decode order: its `data` is the sample (length-prefixed NAL
+    /// units, a raw AAC frame, an MP3 frame). Returns false when it was dropped (it cannot
+    /// start a segment: audio or a non-keyframe before the first keyframe).
+    pub fn push(&mut self, unit: AccessUnit<'_>) -> bool {
+        self.latest = self.latest.max(unit.dts);
+        if !self.started {
+            self.startup = Some(unit.dts);
+        }
+        match unit.track {
+            Track::Video => self.push_video(unit),
+            Track::Audio => self.push_audio(unit),
+        }
+    }
+
+    fn push_video(&mut self, unit: AccessUnit<'_>) -> bool {
+        if self.video.is_none() {
+            return false;
+        }
+        // The held frame's duration is now known: it goes out first.
+        if let Some(held) = self.held
+            && unit.dts > held.dts
+        {
+            self.video_interval = unit.dts - held.dts;
+        }
+        self.release_held(unit.dts);
+        let forced = self.open.as_ref().is_some_and(|open| {
+            unit.dts - open.start >= duration_to_ticks(MAX_SEGMENT_DURATION)
+                || open.bytes >= MAX_SEGMENT_BYTES
+        });
+        let cut = self.open.as_ref().is_some_and(|open| unit.dts - open.start >= self.target);
+        if self.open.is_none() || (unit.keyframe && cut) || forced {
+            if self.open.is_none() && !unit.keyframe {
+                return false;
+            }
+            self.close_segment(Some(unit.dts));
+            self.open_segment(unit.dts, unit.keyframe);
+        } else if let Some(part) = self.part_target
+            && let Some(open) = &self.open
+            && open.part_written
+            && unit.dts + self.video_interval - open.part_start > part
+        {
+            // This frame would take the part past its target: the next part starts here.
+            self.close_part(unit.dts);
+            if let Some(open) = &mut self.open {
+                open.part_start = unit.dts;
+                open.part_independent = unit.keyframe;
+            }
+        }
+        let size = unit.data.iter().map(|piece| piece.len()).sum();
+        let fragment = self.fragment_for(unit.dts, size);
+        fragment.video_base =
+            if fragment.video.is_empty() { unit.dts } else { fragment.video_base };
+        for piece in unit.data {
+            fragment.data.extend_from_slice(piece);
+        }
+        self.held = Some(HeldFrame { dts: unit.dts, pts: unit.pts, keyframe: unit.keyframe, size });
+        if let Some(open) = &mut self.open {
+            open.part_written = true;
+            open.bytes += size;
+        }
+        true
+    }
+
+    fn push_audio(&mut self, unit: AccessUnit<'_>) -> bool {
+        let Some(audio) = &self.audio else { return false };
+        let (rate, per_frame) = (i64::from(audio.sample_rate), i64::from(audio.samples_per_frame));
+        if self.open.is_none() {
+            if self.video.is_some() {
+                return false;
+            }
+            self.open_segment(unit.dts, true);
+        } else if self.video.is_none() {
+            // Audio-only: segments and parts are cut on audio frames.
+            let open = self.open.as_ref().map_or(unit.dts, |open| open.start);
+            if unit.dts - open >= self.target {
+                self.close_segment(Some(unit.dts));
+                self.open_segment(unit.dts, true);
+            } else if let Some(part) = self.part_target
+                && let Some(open) = &self.open
+                && open.part_written
+                && unit.dts + per_frame * TICKS_PER_SECOND / rate.max(1) - open.part_start > part
+            {
+                self.close_part(unit.dts);
+                if let Some(open) = &mut self.open {
+                    open.part_start = unit.dts;
+                    open.part_independent = true;
+                }
+            }
+        }
+        // Counted audio time, re-anchored when the publisher's timestamps are far from it.
+        let stamped = unit.dts * rate / TICKS_PER_SECOND;
+        let at = match self.audio_next {
+            Some(next) if (stamped - next).abs() <= MAX_AUDIO_DRIFT_FRAMES * per_frame => next,
+            _ => stamped,
+        };
+        if self.fragment.as_ref().is_some_and(|f| !f.audio.is_empty())
+            && self.audio_next != Some(at)
+        {
+            // A re-anchored sample starts a fragment of its own (its tfdt jumps).
+            self.flush_fragment();
+        }
+        self.audio_next = Some(at + per_frame);
+        let size: usize = unit.data.iter().map(|piece| piece.len()).sum();
+        let audio_only_low_latency = self.video.is_none() && self.part_target.is_some();
+        let fragment = self.fragment_for(unit.dts, 0);
+        if fragment.audio.is_empty() {
+            fragment.audio_base = at;
+        }
+        for piece in unit.data {
+            fragment.audio_data.extend_from_slice(piece);
+        }
+        fragment.audio.push(Sample {
+            duration: u32::try_from(per_frame).unwrap_or(u32::MAX),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            flags: SYNC_SAMPLE,
+            composition_offset: 0,
+        });
+        let audio_only_full =
+            audio_only_low_latency && fragment.audio.len() >= AUDIO_FRAMES_PER_FRAGMENT;
+        let full = fragment.audio.len() + fragment.video.len() >= MAX_SAMPLES_PER_FRAGMENT;
+        if let Some(open) = &mut self.open {
+            open.part_written = true;
+            open.bytes += size;
+            open.end = open.end.max(unit.dts + per_frame * TICKS_PER_SECOND / rate.max(1));
+        }
+        if audio_only_full || full {
+            self.flush_fragment();
+        }
+        true
+    }
+
+    /// Writes the held video frame (now that the next decode time, `next`, is known) into
+    /// its fragment and, in low-latency mode, flushes the fragment.
+    fn release_held(&mut self, next: i64) {
+        let Some(held) = self.held.take() else { return };
+        let duration = (next - held.dts).clamp(1, duration_to_ticks(MAX_SEGMENT_DURATION));
+        if let Some(fragment) = &mut self.fragment {
+            fragment.video.push(Sample {
+                duration: u32::try_from(duration).unwrap_or(u32::MAX),
+                size: u32::try_from(held.size).unwrap_or(u32::MAX),
+                flags: if held.keyframe { SYNC_SAMPLE } else { NON_SYNC_SAMPLE },
+                composition_offset: i32::try_from(held.pts - held.dts).unwrap_or(0),
+            });
+        }
+        if let Some(open) = &mut self.open {
+            open.end = open.end.max(held.dts + duration);
+        }
+        let full = self
+            .fragment
+            .as_ref()
+            .is_some_and(|f| f.audio.len() + f.video.len() >= MAX_SAMPLES_PER_FRAGMENT);
+        if self.part_target.is_some() || full {
+            self.flush_fragment();
+        }
+    }
+
+    /// The fragment being filled, started for a unit at `dts` with `video_bytes` of video
+    /// sample to come.
+    fn fragment_for(&mut self, dts: i64, video_bytes: usize) -> &mut Fragment {
+        let needed = FRAGMENT_HEADROOM + video_bytes;
+        if let Some(fragment) = &mut self.fragment {
+            let spare = fragment.data.capacity() - fragment.data.len();
+            if spare < video_bytes {
+                let more = fragment.data.len() + video_bytes;
+                let mut larger = self.pool.take(more, more + more / 2);
+                larger.extend_from_slice(&fragment.data);
+                self.pool.give(std::mem::replace(&mut fragment.data, larger));
+            }
+        }
+        let (pool, size) = (&self.pool, self.last_fragment.max(needed));
+        self.fragment.get_or_insert_with(|| {
+            let mut data = pool.take(needed, size + size / 8);
+            data.resize(FRAGMENT_HEADROOM, 0);
+            Fragment {
+                data,
+                video: Vec::new(),
+                video_base: dts,
+                audio_data: Vec::new(),
+                audio: Vec::new(),
+                audio_base: 0,
+            }
+        })
+    }
+
+    /// Writes out the fragment being filled, if it holds samples.
+    fn flush_fragment(&mut self) {
+        let Some(mut fragment) = self.fragment.take() else { return };
+        if fragment.video.is_empty() && fragment.audio.is_empty() {
+            self.pool.give(fragment.data);
+            return;
+        }
+        let mut runs = Vec::with_capacity(2);
+        if !fragment.video.is_empty() {
+            let base = u64::try_from(fragment.video_base).unwrap_or(0);
+            runs.push(Run { track: VIDEO_TRACK, base_decode_time: base, samples: &fragment.video });
+        }
+        if !fragment.audio.is_empty() {
+            let base = u64::try_from(fragment.audio_base).unwrap_or(0);
+            runs.push(Run { track: AUDIO_TRACK, base_decode_time: base, samples: &fragment.audio });
+        }
+        let header_len = fragment_header_len(&runs);
+        let payload = fragment.data.len() - FRAGMENT_HEADROOM + fragment.audio_data.len();
+        let start = FRAGMENT_HEADROOM - header_len;
+        fmp4::write_fragment_header(
+            self.sequence,
+            &runs,
+            payload,
+            &mut fragment.data[start..FRAGMENT_HEADROOM],
+        );
+        drop(runs);
+        fragment.data.extend_from_slice(&fragment.audio_data);
+        self.sequence = self.sequence.wrapping_add(1);
+        self.last_fragment = fragment.data.len();
+        let bytes = self.pool.share(fragment.data).slice(start..);
+        self.out.push_back(Output::Fragment(bytes));
+        self.fragments_since_init += 1;
+    }
+
+    /// Ends the current part at `next` (the next part's start).
+    fn close_part(&mut self, next: i64) {
+        self.flush_fragment();
+        let Some(open) = &mut self.open else { return };
+        if self.part_target.is_some() && open.part_written {
+            let duration = ticks_to_duration((next - open.part_start).max(0));
+            self.out.push_back(Output::PartEnd { duration, independent: open.part_independent });
+        }
+        open.part_written = false;
+    }
+
+    /// Ends the open segment, at `next` if the next segment's start is known (else at the end
+    /// of what was written).
+    fn close_segment(&mut self, next: Option<i64>) {
+        if let Some(held) = self.held {
+            // Its duration is the gap to the next frame when known, else the last interval.
+            let end = next.unwrap_or(held.dts + self.video_interval);
+            self.release_held(end);
+        }
+        let Some(open) = &self.open else { return };
+        let end = next.unwrap_or(open.end);
+        self.close_part(end);
+        let Some(open) = self.open.take() else { return };
+        self.out.push_back(Output::SegmentEnd {
+            duration: ticks_to_duration((end - open.start).max(0)),
+            discontinuity: open.discontinuity,
+            independent: open.independent,
+            start: open.start,
+        });
+    }
+
+    fn open_segment(&mut self, start: i64, independent: bool) {
+        self.open = Some(OpenSegment {
+            start,
+            end: start,
+            discontinuity: std::mem::take(&mut self.discontinuity),
+            independent,
+            bytes: 0,
+            part_start: start,
+            part_independent: independent,
+            part_written: false,
+        });
+        self.started = true;
+    }
+}
