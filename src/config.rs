@@ -106,6 +106,18 @@ pub(crate) enum SegmentStorage {
     Heap,
 }
 
+/// What HLS is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HlsVariant {
+    /// MPEG-TS segments (RFC 8216 §3.2): every HLS player since 2009; H.264, AAC, MP3.
+    Mpegts,
+    /// Fragmented MP4 (CMAF) segments after an init segment (EXT-X-MAP); also HEVC, AV1, VP9.
+    Fmp4,
+    /// fMP4 with parts, blocking playlist reload, preload hints and delta updates
+    /// (low-latency HLS); players that do not know parts play its segments.
+    LowLatency,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
@@ -139,6 +151,15 @@ pub(crate) struct ServeArgs {
     /// Where closed segments are kept in RAM.
     #[arg(long, env = "RTMP_HLS_SEGMENT_STORAGE", value_enum, default_value_t = SegmentStorage::Memfd)]
     pub(crate) segment_storage: SegmentStorage,
+
+    /// What HLS is made of.
+    #[arg(long, env = "RTMP_HLS_HLS_VARIANT", value_enum, default_value_t = HlsVariant::Mpegts)]
+    pub(crate) hls_variant: HlsVariant,
+
+    /// Longest part in seconds with `--hls-variant low-latency` (0.1 to 2); parts are cut on
+    /// frame boundaries, so at 30 fps 0.25 gives parts of 7 frames.
+    #[arg(long, env = "RTMP_HLS_PART_DURATION", default_value = "0.25", value_parser = parse_part_seconds)]
+    pub(crate) part_duration: Duration,
 
     /// Seconds an ended stream's playlist (with EXT-X-ENDLIST) stays available.
     #[arg(long, env = "RTMP_HLS_ENDED_TTL", default_value = "60", value_parser = parse_seconds)]
@@ -460,6 +481,16 @@ pub(crate) type CallbackUrl = Result<ingest::hooks::HookUrl, String>;
 
 fn parse_hook_url(text: &str) -> Result<CallbackUrl, String> {
     Ok(text.parse().map_err(|e| format!("{}: {e}", crate::config_file::mask_url(text, true))))
+}
+
+/// A part duration: at least a frame or two, at most what still makes the latency low
+/// (Apple's players ask for parts under a second or so).
+fn parse_part_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.1..=2.0).contains(&seconds) {
+        return Err(format!("{seconds} s is outside 0.1 to 2"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

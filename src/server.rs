@@ -12,7 +12,7 @@ use auth::Authorizer;
 use auth::jwt::{JwtVerifier, Scope};
 use ingest::events::{Envelope, Event, EventSink};
 use ingest::{Ingest, IngestConfig, LogSink};
-use packager::RemuxerConfig;
+use packager::{Container, RemuxerConfig};
 use rtmp_hls_http::Router;
 use rtmp_hls_http::metrics::HttpMetrics;
 use stream_store::{MemfdSegments, StoreConfig, StreamStore};
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{SegmentStorage, ServeArgs};
+use crate::config::{HlsVariant, SegmentStorage, ServeArgs};
 use crate::control;
 use crate::kafka_events::{KafkaEvents, KafkaSettings};
 use crate::key_admin::{KeyAdmin, StoreSettings};
@@ -146,6 +146,7 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
         window: usize::from(args.playlist_length),
         retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
+        part_target: (args.hls_variant == HlsVariant::LowLatency).then_some(args.part_duration),
     };
     match args.segment_storage {
         SegmentStorage::Memfd => StreamStore::with_segment_files(config, MemfdSegments::new()),
@@ -158,7 +159,11 @@ fn ingest_config(args: &ServeArgs) -> IngestConfig {
         app: args.app.clone(),
         remuxer: RemuxerConfig {
             target_duration: args.segment_duration,
-            ..RemuxerConfig::default()
+            container: match args.hls_variant {
+                HlsVariant::Mpegts => Container::Ts,
+                HlsVariant::Fmp4 => Container::Fmp4 { part_target: None },
+                HlsVariant::LowLatency => Container::Fmp4 { part_target: Some(args.part_duration) },
+            },
         },
         limits: args.ingest_limits(),
         takeover: args.takeover,

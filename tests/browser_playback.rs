@@ -10,11 +10,18 @@ use testkit::{Clip, clip};
 
 /// Plays `url` for `seconds` of media; returns hls.js's report (JSON).
 fn play(url: &str, seconds: u32) -> serde_json::Value {
+    play_in(url, seconds, "")
+}
+
+/// [`play`] with hls.js in `mode` (`low-latency`: lowLatencyMode, and the report says how far
+/// behind the publisher the playhead was).
+fn play_in(url: &str, seconds: u32, mode: &str) -> serde_json::Value {
     let script = testkit::media::workspace_root().join("tests").join("browser").join("play.mjs");
     let output = std::process::Command::new("node")
         .arg(&script)
         .arg(url)
         .arg(seconds.to_string())
+        .arg(mode)
         .output()
         .expect("running node (the test command installs tests/browser's packages and chromium)");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -94,4 +101,40 @@ fn a_republish_continues_the_playlist_after_a_discontinuity() {
     );
     play(&server.playlist_url("again"), 2);
     drop(publisher);
+}
+
+/// hls.js in lowLatencyMode plays a low-latency stream for a minute, beside an MPEG-TS stream
+/// played the usual way; how far behind the publisher each playhead was is printed (a
+/// figure, not a pass mark: it depends on the machine), stalls are counted.
+#[test]
+fn hls_js_low_latency_mode_plays_and_reports_how_far_behind_it_is() {
+    let servers = [
+        ("low-latency", Server::start("browser-ll", &["--hls-variant", "low-latency"])),
+        ("", Server::start("browser-ts", &[])),
+    ];
+    let _publishers: Vec<Publisher> = servers
+        .iter()
+        .map(|(_, server)| {
+            let key = server.add_key("live");
+            Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()))
+        })
+        .collect();
+    for (_, server) in &servers {
+        server.wait_for_segments("live", 2);
+    }
+    let reports: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let players: Vec<_> = servers
+            .iter()
+            .map(|(mode, server)| {
+                let url = server.playlist_url("live");
+                scope.spawn(move || play_in(&url, 60, mode))
+            })
+            .collect();
+        players.into_iter().map(|player| player.join().unwrap()).collect()
+    });
+    for ((mode, _), report) in servers.iter().zip(&reports) {
+        let mode = if mode.is_empty() { "mpegts" } else { mode };
+        eprintln!("hls.js behind the publisher, {mode}: {}", report["latency"]);
+        assert!(report["latency"]["samples"].as_u64().unwrap_or(0) > 100, "{mode}: {report}");
+    }
 }

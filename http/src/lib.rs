@@ -32,6 +32,7 @@ use crate::sendfile::{SendfileBody, SendfileQueue};
 
 pub mod api;
 mod idle;
+mod low_latency;
 pub mod metrics;
 pub mod sendfile;
 pub mod server;
@@ -43,6 +44,8 @@ pub const PLAYLIST_FILE: &str = "index.m3u8";
 pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";
 /// MIME type of MPEG-TS segments.
 pub const SEGMENT_MIME: &str = "video/mp2t";
+/// MIME type of fMP4 init segments, segments and parts (RFC 8216 §3.3).
+pub const FMP4_MIME: &str = "video/mp4";
 /// Playlists change with every segment: revalidate always.
 const PLAYLIST_CACHE: &str = "no-cache";
 /// Segments never change under their name (names carry a per-stream generation).
@@ -103,13 +106,27 @@ async fn hls(
                     .into_response();
             }
         }
-        return match store.playlist(&name) {
-            Some(body) => ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, PLAYLIST_CACHE)], body)
-                .into_response(),
+        let query = request.uri().query().unwrap_or_default();
+        return low_latency::playlist(&store, &name, query).await;
+    }
+    if file.ends_with(".mp4") {
+        return match store.init(&name, &file) {
+            Some(init) => {
+                ([(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)], init).into_response()
+            }
             None => StatusCode::NOT_FOUND.into_response(),
         };
     }
-    let headers = [(CONTENT_TYPE, SEGMENT_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
+    let mime = match file.rsplit_once('.') {
+        // `<generation>-<sequence>.<part>.m4s`: a part.
+        Some((stem, "m4s")) if stem.contains('.') => {
+            return low_latency::part(&store, &name, &file)
+                .unwrap_or_else(|| StatusCode::NOT_FOUND.into_response());
+        }
+        Some((_, "m4s")) => FMP4_MIME,
+        _ => SEGMENT_MIME,
+    };
+    let headers = [(CONTENT_TYPE, mime), (CACHE_CONTROL, SEGMENT_CACHE)];
     let file = match store.segment(&name, &file) {
         Some(SegmentBody::Memory(bytes)) => return (headers, bytes).into_response(),
         Some(SegmentBody::File(file)) => file,

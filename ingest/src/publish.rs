@@ -236,7 +236,8 @@ impl Publish {
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
     }
 
-    /// Moves finished segments from the remuxer to the store; whether there were any.
+    /// Moves what the remuxer made to the store (MPEG-TS segments, or fMP4 init segments,
+    /// fragments and the ends of parts and segments); whether a segment was completed.
     fn publish_segments(&mut self) -> bool {
         let mut any = false;
         while let Some(segment) = self.remuxer.pull() {
@@ -244,6 +245,13 @@ impl Publish {
             let sequence = self.live.publication().push(segment, SystemTime::now());
             debug!(stream = %self.stream, sequence, "segment ready");
             any = true;
+        }
+        while let Some(output) = self.remuxer.pull_fmp4() {
+            if let Some(sequence) = self.live.publication().push_fmp4(output, SystemTime::now()) {
+                self.accounting.segment();
+                debug!(stream = %self.stream, sequence, "segment ready");
+                any = true;
+            }
         }
         any
     }

@@ -195,17 +195,8 @@ impl<'a> Reader<'a> {
 /// §7.4.2.1.1), or `None` if it does not parse. Reads only up to the frame cropping fields.
 pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     // The RBSP: without the NAL header byte and emulation prevention bytes (§7.4.1).
-    let mut rbsp = Vec::with_capacity(sps.len().min(64));
-    let mut zeros = 0;
-    for &byte in sps.get(1..)?.iter().take(64) {
-        if zeros >= 2 && byte == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if byte == 0 { zeros + 1 } else { 0 };
-        rbsp.push(byte);
-    }
-    let mut bits = ExpGolomb { data: &rbsp, at: 0 };
+    let rbsp = crate::bits::rbsp(sps.get(1..)?, 64);
+    let mut bits = crate::bits::BitReader::new(&rbsp);
     let profile = bits.bits(8)?;
     bits.bits(16)?; // constraint flags, level
     bits.ue()?; // seq_parameter_set_id
@@ -272,40 +263,6 @@ pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     let width = (width_mbs * 16).checked_sub(crop_x)?;
     let height = (height_map_units * 16 * (2 - frame_mbs_only)).checked_sub(crop_y)?;
     Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
-}
-
-/// Reads bits and Exp-Golomb codes (ITU-T H.264 §9.1) from an RBSP.
-struct ExpGolomb<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl ExpGolomb<'_> {
-    fn bits(&mut self, n: u32) -> Option<u64> {
-        let mut value = 0u64;
-        for _ in 0..n {
-            let byte = *self.data.get(self.at / 8)?;
-            value = value << 1 | u64::from(byte >> (7 - self.at % 8) & 1);
-            self.at += 1;
-        }
-        Some(value)
-    }
-
-    fn ue(&mut self) -> Option<u64> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
-    }
-
-    fn se(&mut self) -> Option<i64> {
-        let code = i64::try_from(self.ue()?).ok()?;
-        Some(if code % 2 == 1 { (code + 1) / 2 } else { -(code / 2) })
-    }
 }
 
 #[cfg(test)]

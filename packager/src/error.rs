@@ -42,6 +42,9 @@ pub enum Malformed {
         /// Bytes that were left.
         available: usize,
     },
+    /// An HEVC, AV1 or VP9 configuration record that ends early or has a bad version.
+    #[error("video configuration record: {0}")]
+    VideoConfig(&'static str),
     /// An AudioSpecificConfig that ends early or names a reserved value.
     #[error("AAC AudioSpecificConfig: {0}")]
     AacConfig(&'static str),
@@ -63,6 +66,13 @@ pub enum Unsupported {
     /// An Enhanced RTMP video tag (FourCC codec).
     #[error("Enhanced RTMP video FourCC {0:?}")]
     VideoFourCc([u8; 4]),
+    /// An Enhanced RTMP video packet type other than those of one coded track
+    /// (MPEG2TSSequenceStart, Multitrack, ModEx, reserved).
+    #[error("Enhanced RTMP video packet type {0}")]
+    VideoPacketType(u8),
+    /// A video codec the chosen HLS variant cannot carry (HEVC, AV1, VP9 in MPEG-TS).
+    #[error("{0} video is not carried in MPEG-TS segments (use --hls-variant fmp4 or low-latency)")]
+    VideoCodecInTs(&'static str),
     /// An FLV audio format other than AAC (10) and MP3 (2, 14).
     #[error("audio format {0} (only AAC, format 10, and MP3, formats 2 and 14, are packaged)")]
     AudioFormat(u8),

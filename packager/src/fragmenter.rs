@@ -11,9 +11,13 @@
 //!
 //! A video frame's duration is the time to the next frame, so a frame is written when the
 //! next one arrives: fragments are continuous (each `tfdt` is the previous one plus its
-//! samples' durations). Audio time counts samples (1024 per AAC frame), so it never drifts
-//! from the audio clock; it is re-anchored to the publisher's timestamps only when they
-//! differ by more than [`MAX_AUDIO_DRIFT_FRAMES`] frames (a gap, an encoder restart).
+//! samples' durations). Audio time counts samples (1024 per AAC frame), so it does not
+//! wander with the publisher's millisecond timestamps. When those drift from it by more than
+//! half a frame (an encoder whose audio clock runs apart, ffmpeg's `-stream_loop`), it is
+//! steered back by lengthening or shortening frames by at most 1/[`AUDIO_STEER_FRACTION`]
+//! each, never by a jump: a jump in a track's decode time makes a browser's Media Source drop
+//! video until the next keyframe (W3C MSE §3.5.8, coded frame processing). Only past
+//! [`MAX_AUDIO_GAP`] (audio that stopped, an encoder restart) does it jump.
 //!
 //! Never looks at a clock: durations come from media timestamps.
 
@@ -35,8 +39,12 @@ use crate::ts_mux::Track;
 
 /// Samples one fragment holds at most (its `moof` then fits the room left for it).
 pub const MAX_SAMPLES_PER_FRAGMENT: usize = 256;
-/// Audio timestamps further from the counted audio time than this many frames re-anchor it.
-pub const MAX_AUDIO_DRIFT_FRAMES: i64 = 4;
+/// Audio timestamps further than this from the counted audio time re-anchor it at once (a
+/// gap: steering would take too long, 16 s for this one).
+pub const MAX_AUDIO_GAP: Duration = Duration::from_secs(1);
+/// Steering moves the counted audio time by at most this fraction of a frame per frame
+/// (1.3 ms per 21 ms AAC frame at 48 kHz: players absorb it, nobody hears it).
+pub const AUDIO_STEER_FRACTION: i64 = 16;
 /// Without video, a low-latency fragment is flushed once it holds this many audio frames
 /// (about 100 ms of AAC at 48 kHz).
 const AUDIO_FRAMES_PER_FRAGMENT: usize = 5;
@@ -69,6 +77,15 @@ pub enum Output {
     /// The init segment of the segments that follow (tracks changed). One that no fragment
     /// follows is replaced by the next.
     Init(Bytes),
+    /// A segment starts; its fragments follow. Low-latency playlists list a segment while it
+    /// is written, so what precedes its parts (EXT-X-DISCONTINUITY, EXT-X-PROGRAM-DATE-TIME)
+    /// is needed now, not at its end.
+    SegmentStart {
+        /// The timeline or the codec parameters changed before it.
+        discontinuity: bool,
+        /// Media time of its first access unit (90 kHz, the publisher's timeline).
+        start: i64,
+    },
     /// A fragment (`moof` + `mdat`) of the open segment's current part.
     Fragment(Bytes),
     /// The current part is complete.
@@ -199,9 +216,25 @@ impl Fragmenter {
     }
 
     /// Sets the tracks of the next segments: the open segment ends, and the next one starts
-    /// with a new init segment after a discontinuity.
+    /// with a new init segment after a discontinuity. While the stream's start waits for its
+    /// second track (see [`STARTUP_TRACK_WAIT`]), nothing is out yet: the stream starts over
+    /// with both tracks instead (the first track's few frames so far are dropped; ffmpeg
+    /// sends AV1's configuration after the first audio frames).
     pub fn set_tracks(&mut self, video: Option<SampleEntry>, audio: Option<AudioTrack>) {
-        self.break_timeline();
+        let wait = duration_to_ticks(STARTUP_TRACK_WAIT);
+        if self.startup.is_some_and(|first| self.latest - first < wait) {
+            self.out.clear();
+            self.open = None;
+            self.held = None;
+            if let Some(fragment) = self.fragment.take() {
+                self.pool.give(fragment.data);
+            }
+            self.audio_next = None;
+            self.started = false;
+            self.startup = None;
+        } else {
+            self.break_timeline();
+        }
         self.video = video;
         self.audio = audio;
         let tracks = self.tracks();
@@ -373,11 +406,18 @@ impl Fragmenter {
                 }
             }
         }
-        // Counted audio time, re-anchored when the publisher's timestamps are far from it.
+        // Counted audio time, steered toward the publisher's timestamps (see the module
+        // documentation), or re-anchored to them past a gap.
         let stamped = unit.dts * rate / TICKS_PER_SECOND;
-        let at = match self.audio_next {
-            Some(next) if (stamped - next).abs() <= MAX_AUDIO_DRIFT_FRAMES * per_frame => next,
-            _ => stamped,
+        let gap = duration_to_ticks(MAX_AUDIO_GAP) * rate / TICKS_PER_SECOND;
+        let (at, duration) = match self.audio_next {
+            Some(next) if (stamped - next).abs() <= gap => {
+                let drift = stamped - next;
+                let step = per_frame / AUDIO_STEER_FRACTION;
+                let steer = if drift.abs() > per_frame / 2 { drift.clamp(-step, step) } else { 0 };
+                (next, per_frame + steer)
+            }
+            _ => (stamped, per_frame),
         };
         if self.fragment.as_ref().is_some_and(|f| !f.audio.is_empty())
             && self.audio_next != Some(at)
@@ -385,7 +425,7 @@ impl Fragmenter {
             // A re-anchored sample starts a fragment of its own (its tfdt jumps).
             self.flush_fragment();
         }
-        self.audio_next = Some(at + per_frame);
+        self.audio_next = Some(at + duration);
         let size: usize = unit.data.iter().map(|piece| piece.len()).sum();
         let audio_only_low_latency = self.video.is_none() && self.part_target.is_some();
         let fragment = self.fragment_for(unit.dts, 0);
@@ -396,7 +436,7 @@ impl Fragmenter {
             fragment.audio_data.extend_from_slice(piece);
         }
         fragment.audio.push(Sample {
-            duration: u32::try_from(per_frame).unwrap_or(u32::MAX),
+            duration: u32::try_from(duration).unwrap_or(u32::MAX),
             size: u32::try_from(size).unwrap_or(u32::MAX),
             flags: SYNC_SAMPLE,
             composition_offset: 0,
@@ -471,6 +511,22 @@ impl Fragmenter {
     /// Writes out the fragment being filled, if it holds samples.
     fn flush_fragment(&mut self) {
         let Some(mut fragment) = self.fragment.take() else { return };
+        // A held video frame's bytes end the fragment's video data, but it has no sample yet
+        // (its duration comes with the next frame): they move to the next fragment.
+        let carried = self.held.and_then(|held| {
+            let at = fragment.data.len().checked_sub(held.size)?;
+            (at >= FRAGMENT_HEADROOM).then(|| (held.dts, fragment.data.split_off(at)))
+        });
+        self.write_fragment(fragment);
+        if let Some((dts, bytes)) = carried {
+            let fragment = self.fragment_for(dts, bytes.len());
+            fragment.video_base = dts;
+            fragment.data.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Writes out `fragment`, if it holds samples.
+    fn write_fragment(&mut self, mut fragment: Fragment) {
         if fragment.video.is_empty() && fragment.audio.is_empty() {
             self.pool.give(fragment.data);
             return;
@@ -534,10 +590,12 @@ impl Fragmenter {
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) {
+        let discontinuity = std::mem::take(&mut self.discontinuity);
+        self.out.push_back(Output::SegmentStart { discontinuity, start });
         self.open = Some(OpenSegment {
             start,
             end: start,
-            discontinuity: std::mem::take(&mut self.discontinuity),
+            discontinuity,
             independent,
             bytes: 0,
             part_start: start,

@@ -2,7 +2,10 @@
 //!
 //! Implements RFC 8216 §4.3.3 (media playlist tags: TARGETDURATION, MEDIA-SEQUENCE,
 //! DISCONTINUITY-SEQUENCE, ENDLIST, INDEPENDENT-SEGMENTS) and the server rules of §6.2.1
-//! and §6.2.2 (media sequence and discontinuity sequence kept right as segments slide out).
+//! and §6.2.2 (media sequence and discontinuity sequence kept right as segments slide out);
+//! for fMP4, EXT-X-MAP (§4.3.2.5); for low-latency HLS, the tags of the second edition
+//! (draft-pantos-hls-rfc8216bis §4.4.3.7 to §4.4.5.3): EXT-X-SERVER-CONTROL, EXT-X-PART-INF,
+//! EXT-X-PART, EXT-X-PRELOAD-HINT, and EXT-X-SKIP in playlist delta updates (§6.2.5.1).
 //! Never touches segment bytes.
 
 use std::collections::VecDeque;
@@ -25,7 +28,53 @@ pub struct Entry {
     pub independent: bool,
     /// EXT-X-PROGRAM-DATE-TIME: the wall-clock time of the segment's first frame.
     pub program_date_time: Option<SystemTime>,
+    /// The URI of its init segment (fMP4): EXT-X-MAP where it changes.
+    pub map: Option<String>,
+    /// Its parts (low-latency HLS), in order.
+    pub parts: Vec<Part>,
 }
+
+/// One part of a segment (EXT-X-PART).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The part's URI.
+    pub uri: String,
+    /// Its duration.
+    pub duration: Duration,
+    /// Starts with a keyframe (INDEPENDENT=YES).
+    pub independent: bool,
+}
+
+/// The segment being written, as a low-latency playlist lists it: its parts so far, and the
+/// next part as a preload hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSegment {
+    /// Preceded by EXT-X-DISCONTINUITY.
+    pub discontinuity: bool,
+    /// EXT-X-PROGRAM-DATE-TIME of its first frame.
+    pub program_date_time: Option<SystemTime>,
+    /// Its init segment's URI.
+    pub map: Option<String>,
+    /// Its complete parts.
+    pub parts: Vec<Part>,
+    /// The URI of the part being written (EXT-X-PRELOAD-HINT).
+    pub next_part: String,
+}
+
+/// What a low-latency playlist announces (draft-pantos-hls-rfc8216bis §4.4.3.7, §4.4.3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowLatency {
+    /// EXT-X-PART-INF PART-TARGET: no part is longer.
+    pub part_target: Duration,
+}
+
+/// Parts are listed for the segments that end within this many target durations of the
+/// playlist's end (rfc8216bis §4.4.4.9: parts SHOULD be removed after three).
+const PART_WINDOW_TARGETS: u64 = 3;
+/// CAN-SKIP-UNTIL in target durations: the least rfc8216bis §4.4.3.8 allows.
+const SKIP_UNTIL_TARGETS: u64 = 6;
+/// PART-HOLD-BACK in part targets: the least rfc8216bis §4.4.3.8 allows.
+const PART_HOLD_BACK_PARTS: u32 = 3;
 
 /// A live media playlist.
 #[derive(Debug, Clone)]
@@ -40,6 +89,10 @@ pub struct MediaPlaylist {
     /// in a way that makes an earlier segment longer than the target).
     target_duration: u64,
     ended: bool,
+    /// Low-latency HLS tags, when set.
+    low_latency: Option<LowLatency>,
+    /// The segment being written (low-latency HLS).
+    open: Option<OpenSegment>,
 }
 
 impl MediaPlaylist {
@@ -53,7 +106,24 @@ impl MediaPlaylist {
             discontinuity_sequence: 0,
             target_duration: min_target.as_secs() + u64::from(min_target.subsec_nanos() > 0),
             ended: false,
+            low_latency: None,
+            open: None,
         }
+    }
+
+    /// Announces low-latency HLS: server control, part information, parts and hints.
+    pub fn set_low_latency(&mut self, low_latency: LowLatency) {
+        self.low_latency = Some(low_latency);
+    }
+
+    /// Whether the playlist announces low-latency HLS.
+    pub fn is_low_latency(&self) -> bool {
+        self.low_latency.is_some()
+    }
+
+    /// Sets (or clears) the segment being written, as a low-latency playlist lists it.
+    pub fn set_open(&mut self, open: Option<OpenSegment>) {
+        self.open = open;
     }
 
     /// An empty playlist whose first segment gets media sequence number `first` (to continue
@@ -94,6 +164,11 @@ impl MediaPlaylist {
         self.ended = false;
     }
 
+    /// Whether the playlist carries EXT-X-ENDLIST.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
     /// Segments listed, and the sequence number of the first.
     pub fn window(&self) -> (usize, u64) {
         (self.entries.len(), self.media_sequence)
@@ -111,42 +186,144 @@ impl MediaPlaylist {
 
     /// Renders the m3u8 text.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(128 + self.entries.len() * 48);
+        self.render_with(false)
+    }
+
+    /// Renders the m3u8 text; with `skip` (a client's `_HLS_skip=YES`), as a playlist delta
+    /// update: the segments older than CAN-SKIP-UNTIL replaced by one EXT-X-SKIP.
+    pub fn render_with(&self, skip: bool) -> String {
+        let mut out = String::with_capacity(256 + self.entries.len() * 64);
+        let fmp4 = self.entries.iter().any(|e| e.map.is_some())
+            || self.open.as_ref().is_some_and(|o| o.map.is_some());
+        let version = match (self.low_latency.is_some(), fmp4) {
+            (true, _) => 9,
+            (false, true) => 7,
+            (false, false) => 3,
+        };
         // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-            self.target_duration, self.media_sequence
+            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n",
+            self.target_duration
         );
+        let skip_until = self.target_duration * SKIP_UNTIL_TARGETS;
+        if let Some(low_latency) = self.low_latency {
+            let hold_back = low_latency.part_target * PART_HOLD_BACK_PARTS;
+            let _ = writeln!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={},CAN-SKIP-UNTIL={skip_until}.0",
+                seconds(hold_back)
+            );
+            let _ =
+                writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(low_latency.part_target));
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
         if self.discontinuity_sequence > 0 {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
         }
         if self.entries.iter().all(|e| e.independent) {
             out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
-        for entry in &self.entries {
+        // Segments older than CAN-SKIP-UNTIL from the end may be skipped (never all).
+        let skipped = if skip && self.low_latency.is_some() {
+            let mut age = Duration::ZERO;
+            let mut keep = 0;
+            for entry in self.entries.iter().rev() {
+                if age >= Duration::from_secs(skip_until) {
+                    break;
+                }
+                age += entry.duration;
+                keep += 1;
+            }
+            self.entries.len() - keep.min(self.entries.len())
+        } else {
+            0
+        };
+        if skipped > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+        // Parts are listed for the segments ending within the part window of the end.
+        let part_window = Duration::from_secs(self.target_duration * PART_WINDOW_TARGETS);
+        let mut to_end = Duration::ZERO;
+        let mut parts_from = self.entries.len();
+        for entry in self.entries.iter().rev() {
+            if to_end >= part_window {
+                break;
+            }
+            to_end += entry.duration;
+            parts_from -= 1;
+        }
+        let mut map: Option<&str> = None;
+        for (index, entry) in self.entries.iter().enumerate().skip(skipped) {
             if entry.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            // humantime formats years 1970 to 9999 only (and panics before 1970).
-            if let Some(time) = entry.program_date_time.filter(|t| {
-                t.duration_since(SystemTime::UNIX_EPOCH)
-                    .is_ok_and(|d| d.as_secs() < LAST_FORMATTABLE_SECOND)
-            }) {
-                let _ = writeln!(
-                    out,
-                    "#EXT-X-PROGRAM-DATE-TIME:{}",
-                    humantime::format_rfc3339_millis(time)
-                );
+            write_map(&mut out, &mut map, entry.map.as_deref());
+            write_program_date_time(&mut out, entry.program_date_time);
+            if index >= parts_from {
+                for part in &entry.parts {
+                    write_part(&mut out, part);
+                }
             }
             let millis = entry.duration.as_millis();
             let _ = write!(out, "#EXTINF:{}.{:03},\n{}\n", millis / 1000, millis % 1000, entry.uri);
+        }
+        // The open segment is listed by low-latency playlists only, and only while live.
+        if let Some(open) = self.open.as_ref().filter(|_| !self.ended && self.low_latency.is_some())
+        {
+            if open.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            write_map(&mut out, &mut map, open.map.as_deref());
+            write_program_date_time(&mut out, open.program_date_time);
+            for part in &open.parts {
+                write_part(&mut out, part);
+            }
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", open.next_part);
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
     }
+}
+
+/// EXT-X-MAP where the init segment differs from the last one written.
+fn write_map<'a>(out: &mut String, current: &mut Option<&'a str>, map: Option<&'a str>) {
+    if let Some(uri) = map
+        && *current != Some(uri)
+    {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{uri}\"");
+        *current = Some(uri);
+    }
+}
+
+fn write_program_date_time(out: &mut String, time: Option<SystemTime>) {
+    // humantime formats years 1970 to 9999 only (and panics before 1970).
+    if let Some(time) = time.filter(|t| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() < LAST_FORMATTABLE_SECOND)
+    }) {
+        let _ =
+            writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", humantime::format_rfc3339_millis(time));
+    }
+}
+
+fn write_part(out: &mut String, part: &Part) {
+    let independent = if part.independent { ",INDEPENDENT=YES" } else { "" };
+    let _ = writeln!(
+        out,
+        "#EXT-X-PART:DURATION={},URI=\"{}\"{independent}",
+        seconds(part.duration),
+        part.uri
+    );
+}
+
+/// Seconds with up to five decimals (`0.33333`), as the tags' decimal-floating-point.
+fn seconds(d: Duration) -> String {
+    let micros = d.as_micros() / 10;
+    let text = format!("{}.{:05}", micros / 100_000, micros % 100_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Rounds to the nearest whole second, halves up (RFC 8216 §4.3.3.1 compares EXTINF
@@ -170,6 +347,8 @@ mod tests {
             discontinuity,
             independent: true,
             program_date_time: None,
+            map: None,
+            parts: Vec::new(),
         }
     }
 

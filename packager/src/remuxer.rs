@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Error;
+use crate::Unsupported;
 use crate::adts::{AacConfig, SAMPLES_PER_FRAME};
-use crate::avc::AvcConfig;
 use crate::buffer_pool::BufferPool;
-use crate::flv::{self, AudioTag, TagKind, VideoTag};
+use crate::flv::{self, AudioTag, TagKind, VideoCodec, VideoTag};
 use crate::fmp4::SampleEntry;
 use crate::fragmenter::{AudioTrack, Fragmenter, Output as FragmentOutput};
 use crate::mpa::MpegAudioConfig;
@@ -37,6 +37,7 @@ use crate::segmenter::{
 };
 use crate::timeline::Timeline;
 use crate::ts_mux::{AudioStream, Track};
+use crate::video::VideoConfig;
 
 /// Frame duration assumed for video until two frames have been seen (30 fps).
 const DEFAULT_VIDEO_FRAME_TICKS: i64 = TICKS_PER_SECOND / 30;
@@ -166,7 +167,7 @@ impl AudioConfig {
 #[derive(Debug)]
 pub struct Remuxer {
     timeline: Timeline,
-    avc: Option<AvcConfig>,
+    video: Option<VideoConfig>,
     audio: Option<AudioConfig>,
     /// Configurations as the current segment's PMT announces them.
     applied: (bool, Option<AudioStream>),
@@ -203,7 +204,7 @@ impl Remuxer {
     pub fn with_pool(config: RemuxerConfig, pool: Arc<BufferPool>) -> Self {
         Self {
             timeline: Timeline::new(),
-            avc: None,
+            video: None,
             audio: None,
             applied: (false, None),
             pending_video: false,
@@ -261,8 +262,8 @@ impl Remuxer {
     }
 
     /// The video configuration in use.
-    pub fn video_config(&self) -> Option<&AvcConfig> {
-        self.avc.as_ref()
+    pub fn video_config(&self) -> Option<&VideoConfig> {
+        self.video.as_ref()
     }
 
     /// The audio configuration in use.
@@ -294,18 +295,31 @@ impl Remuxer {
 
     fn push_video(&mut self, dts: i64, data: &[u8]) -> Result<(), Error> {
         match flv::parse_video(data)? {
-            VideoTag::SequenceHeader(record) => {
-                let config = AvcConfig::parse(record)?;
-                if self.avc.as_ref() != Some(&config) {
-                    self.avc = Some(config);
+            // ffmpeg sends an empty AV1 sequence start before the real one.
+            VideoTag::SequenceHeader { record: [], .. } => Ok(()),
+            VideoTag::SequenceHeader { codec, record } => {
+                if matches!(self.backend, Backend::Ts(_)) && codec != VideoCodec::Avc {
+                    return Err(Unsupported::VideoCodecInTs(codec.name()).into());
+                }
+                let config = VideoConfig::parse(codec, record)?;
+                if self.video.as_ref() != Some(&config) {
+                    self.video = Some(config);
                     self.pending_video = true;
                 }
                 Ok(())
             }
-            VideoTag::Frame { keyframe, composition_time_ms, nalus } => {
-                if self.avc.is_none() {
+            VideoTag::Frame { codec, keyframe, composition_time_ms, data: frame } => {
+                if self.video.as_ref().is_none_or(|video| video.codec() != codec) {
                     self.stats.frames_dropped += 1;
                     return Ok(());
+                }
+                if keyframe
+                    && self.pending_video
+                    && let Some(VideoConfig::Vp9(vp9)) = &mut self.video
+                {
+                    // VP9's record has no picture size: its first keyframe gives it, before
+                    // the keyframe starts the segment whose init segment needs it.
+                    vp9.learn_size(frame);
                 }
                 let Some(dts) = self.place(Track::Video, dts, keyframe) else {
                     self.stats.frames_dropped += 1;
@@ -319,11 +333,15 @@ impl Remuxer {
                 };
                 // MPEG-TS: start codes and NAL units go to the muxer as pieces, not joined
                 // first (an AUD, maybe SPS and PPS, then a start code and a slice or a few).
-                // fMP4 carries the length-prefixed NAL units as they came.
+                // fMP4 carries the length-prefixed NAL units as they came, AV1 without its
+                // temporal delimiter.
                 let mut pieces = Vec::with_capacity(8);
-                match (&self.backend, &self.avc) {
-                    (Backend::Ts(_), Some(avc)) => avc.annex_b(nalus, &mut pieces)?,
-                    _ => pieces.push(nalus),
+                match (&self.backend, &self.video) {
+                    (Backend::Ts(_), Some(VideoConfig::Avc(avc))) => {
+                        avc.annex_b(frame, &mut pieces)?;
+                    }
+                    (_, Some(VideoConfig::Av1(_))) => crate::av1::sample_pieces(frame, &mut pieces),
+                    _ => pieces.push(frame),
                 }
                 let unit = AccessUnit {
                     track: Track::Video,
@@ -400,7 +418,7 @@ impl Remuxer {
     /// Decides whether a frame of `track` at `dts` can be written now, applying pending
     /// changes and timeline breaks; returns its (possibly nudged) decode time.
     fn place(&mut self, track: Track, dts: i64, keyframe: bool) -> Option<i64> {
-        let has_video = self.avc.is_some();
+        let has_video = self.video.is_some();
         // Where a segment may start: a video keyframe, or any audio frame without video.
         let starts_here =
             if has_video { track == Track::Video && keyframe } else { track == Track::Audio };
@@ -506,9 +524,7 @@ impl Remuxer {
 
     /// The video track's fMP4 sample entry.
     fn video_entry(&self) -> Option<SampleEntry> {
-        let avc = self.avc.as_ref()?;
-        let (width, height) = avc.picture_size().unwrap_or((0, 0));
-        Some(SampleEntry::Avc { record: avc.record().to_vec(), width, height })
+        self.video.as_ref().map(VideoConfig::sample_entry)
     }
 
     /// The audio track as fMP4 describes it: AAC in its core coder's timescale (1024 samples

@@ -47,6 +47,7 @@ fn check(outputs: &[FragmentOutput], part_target: Option<Duration>) -> (Vec<u8>,
     let mut file = Vec::new();
     let mut runs: std::collections::HashMap<u32, TrackRun> = std::collections::HashMap::new();
     let mut part_open = false;
+    let mut segment_open = false;
     let mut parts = 0;
     let mut segments = 0;
     for output in outputs {
@@ -105,6 +106,7 @@ fn check(outputs: &[FragmentOutput], part_target: Option<Duration>) -> (Vec<u8>,
                     run.next_decode_time = Some(time);
                 }
                 assert_eq!(mdat.data.len(), payload, "mdat holds exactly the samples");
+                assert!(segment_open, "a fragment outside a segment");
                 part_open = true;
                 file.extend_from_slice(fragment);
             }
@@ -115,7 +117,14 @@ fn check(outputs: &[FragmentOutput], part_target: Option<Duration>) -> (Vec<u8>,
                 part_open = false;
                 parts += 1;
             }
+            FragmentOutput::SegmentStart { discontinuity, .. } => {
+                assert!(!segment_open, "a segment started inside another");
+                assert!(!discontinuity, "segment {segments} starts a discontinuity");
+                segment_open = true;
+            }
             FragmentOutput::SegmentEnd { duration, discontinuity, independent, .. } => {
+                assert!(segment_open, "a segment ended that never started");
+                segment_open = false;
                 assert!(!part_open || part_target.is_none(), "segment ended inside a part");
                 assert!(!discontinuity && *independent, "segment {segments}");
                 assert!(*duration <= Duration::from_secs(5), "segment of {duration:?}");
@@ -198,7 +207,7 @@ fn parts_are_cut_on_frames_within_the_target() {
                 parts.clear();
                 segments += 1;
             }
-            FragmentOutput::Init(_) => {}
+            FragmentOutput::Init(_) | FragmentOutput::SegmentStart { .. } => {}
         }
     }
     assert!(segments >= 5);
@@ -238,4 +247,65 @@ fn a_new_configuration_gives_a_new_init_segment_after_a_discontinuity() {
             _ => None,
         });
     assert_eq!(after_second_init, Some(true));
+}
+
+/// A publish whose audio drifts against the counted audio time (ffmpeg's `-stream_loop`
+/// restarts each loop's audio on the video's clock): no track's decode time ever jumps (a
+/// jump makes a browser's Media Source drop video until the next keyframe); audio is steered
+/// back by frames a little longer or shorter, and ends within a frame of the publisher's.
+#[test]
+fn decode_times_never_jump_and_audio_follows_the_publisher() {
+    let tags = testkit::flv::media_tags(&clip(Clip::AvSmall));
+    let loop_ms = tags.last().unwrap().timestamp + 40;
+    for part_target in [None, Some(PART)] {
+        let config = RemuxerConfig {
+            target_duration: Duration::from_secs(2),
+            container: Container::Fmp4 { part_target },
+        };
+        let mut remuxer = Remuxer::new(config);
+        let mut outputs = Vec::new();
+        let mut last_audio_ms = 0;
+        for round in 0..12 {
+            for tag in &tags {
+                let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
+                let at = tag.timestamp + round * loop_ms;
+                if kind == TagKind::Audio {
+                    last_audio_ms = at;
+                }
+                let _ = remuxer.push(kind, at, &tag.data);
+                outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+            }
+        }
+        remuxer.finish();
+        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        let mut next: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        let mut steered = 0;
+        let mut last_audio_time = 0;
+        for output in &outputs {
+            let FragmentOutput::Fragment(fragment) = output else { continue };
+            let moof = Moof::decode(&mut Cursor::new(&fragment[..])).unwrap();
+            for traf in &moof.traf {
+                let track = traf.tfhd.track_id;
+                let time = traf.tfdt.as_ref().unwrap().base_media_decode_time;
+                if let Some(expected) = next.get(&track) {
+                    assert_eq!(time, *expected, "track {track} jumped ({part_target:?})");
+                }
+                let mut end = time;
+                for sample in traf.trun.iter().flat_map(|r| &r.samples) {
+                    let duration = sample.duration.unwrap();
+                    if track == 2 {
+                        last_audio_time = end;
+                        steered += usize::from(duration != 1024);
+                    }
+                    end += u64::from(duration);
+                }
+                next.insert(track, end);
+            }
+        }
+        assert!(steered > 0, "the drift was never steered ({part_target:?})");
+        // 48 kHz audio: the last frame's time within a frame of the publisher's.
+        let publisher = i64::from(last_audio_ms) * 48;
+        let drift = i64::try_from(last_audio_time).unwrap() - publisher;
+        assert!(drift.abs() < 1024, "audio {drift} samples off the publisher ({part_target:?})");
+    }
 }

@@ -59,6 +59,8 @@ fn write_hls(name: &str, segments: &[Segment]) -> PathBuf {
             discontinuity: segment.discontinuity,
             independent: segment.independent,
             program_date_time: Some(SystemTime::UNIX_EPOCH),
+            map: None,
+            parts: Vec::new(),
         });
     }
     playlist.end();

@@ -121,7 +121,7 @@ pub enum ChunkError {
 }
 
 /// Header state and reassembly buffer of one chunk stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ChunkStream {
     timestamp: u32,
     /// The delta a type 3 chunk starting a new message adds (§5.3.1.2.4).
@@ -139,7 +139,7 @@ struct ChunkStream {
 ///
 /// Call [`ChunkReader::read`] with the unread input; it consumes what it can and stops after
 /// each complete message so the caller can apply a Set Chunk Size before the next chunk.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChunkReader {
     chunk_size: usize,
     streams: HashMap<u32, ChunkStream>,
@@ -346,7 +346,7 @@ fn u24(b: &[u8]) -> u32 {
 /// encoders write (ffmpeg, librtmp), sends a type 1 header (timestamp delta, length, type)
 /// for a message on a chunk stream whose previous message had the same message stream and
 /// an earlier or equal timestamp (§5.3.1.2.2).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChunkWriter {
     chunk_size: usize,
     /// Per chunk stream, the previous message's header; `None` for a plain writer.

@@ -19,7 +19,7 @@ pub enum HandshakeError {
 }
 
 /// Where the handshake is.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     AwaitingC0C1,
     AwaitingC2,
@@ -45,7 +45,7 @@ pub enum Progress {
 }
 
 /// The server's handshake state machine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Handshake {
     state: State,
     /// Bytes received but not yet complete enough to act on (at most C0+C1).

@@ -143,7 +143,7 @@ enum State {
 /// Call [`Session::handle_bytes`] with everything read from the socket and perform the
 /// returned actions in order. While a publish decision is pending, input is buffered, not
 /// parsed; answering the request returns the actions of the buffered input.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Session {
     state: State,
     handshake: Handshake,
@@ -180,6 +180,11 @@ pub struct ClientInfo {
     /// `pageUrl`.
     pub page_url: String,
 }
+
+/// The Enhanced RTMP video codecs (FourCC) this server takes, announced in the `connect`
+/// answer to a client that sent its own `fourCcList` (E-RTMP v1, "Enhancing NetConnection
+/// connect Command"). Whether the HLS variant can carry them is the packager's business.
+pub const VIDEO_FOURCCS: [&str; 4] = ["hvc1", "av01", "vp09", "avc1"];
 
 /// Longest `connect` property kept in [`ClientInfo`] (real ones are under 200 bytes).
 pub const MAX_CLIENT_FIELD: usize = 1024;
@@ -481,7 +486,9 @@ impl Session {
                     page_url: property("pageUrl"),
                 };
                 let encoding = command_object.get("objectEncoding").and_then(Value::as_number);
-                self.accept_connect(transaction, encoding.unwrap_or(0.0));
+                // An Enhanced RTMP client lists the codecs it can send; it is told ours.
+                let enhanced = command_object.get("fourCcList").is_some();
+                self.accept_connect(transaction, encoding.unwrap_or(0.0), enhanced);
                 self.state = State::Connected { app };
             }
             "createStream" => {
@@ -568,7 +575,7 @@ impl Session {
         }
     }
 
-    fn accept_connect(&mut self, transaction: f64, object_encoding: f64) {
+    fn accept_connect(&mut self, transaction: f64, object_encoding: f64, enhanced: bool) {
         use message_type::*;
         let mut out = std::mem::take(&mut self.output);
         self.writer.write(
@@ -592,10 +599,15 @@ impl Session {
         );
         self.output = out;
         self.writer.set_chunk_size(OUTGOING_CHUNK_SIZE);
-        let properties = Value::Object(vec![
+        let mut properties = vec![
             ("fmsVer".into(), Value::String("FMS/3,5,7,7009".into())),
             ("capabilities".into(), Value::Number(31.0)),
-        ]);
+        ];
+        if enhanced {
+            let codecs = VIDEO_FOURCCS.iter().map(|c| Value::String((*c).into())).collect();
+            properties.push(("fourCcList".into(), Value::StrictArray(codecs)));
+        }
+        let properties = Value::Object(properties);
         let information = Value::Object(vec![
             ("level".into(), Value::String("status".into())),
             ("code".into(), Value::String("NetConnection.Connect.Success".into())),

@@ -13,11 +13,15 @@
 //! `packager` makes the segments and renders playlists), never touches a socket, and never
 //! reads a clock: time comes in as arguments.
 
+pub mod blocking;
 pub mod memfd;
+mod open_segment;
 pub mod segment_files;
 mod store;
 
+pub use blocking::{Changes, DirectiveError, Directives, Reload};
 pub use memfd::{MemfdSegment, MemfdSegments};
+pub use open_segment::PartRead;
 pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use store::{
     BeginError, MAX_VIEWERS_TRACKED, PROMOTE_AT_FETCH, Publication, SegmentBytes, StoreConfig,

@@ -3,6 +3,10 @@
 //!
 //! Each stream name has a slot holding its playlist (rendered once per change) and its recent
 //! segments as shared [`Bytes`], so a response clones a reference count, never the media.
+//! MPEG-TS segments arrive whole ([`Publication::push`]); fMP4 arrives as the packager makes
+//! it ([`Publication::push_fmp4`]): init segments, then each segment's fragments and parts,
+//! so a low-latency playlist lists a segment while it is written ([`crate::open_segment`])
+//! and waiting requests are woken as it grows ([`crate::blocking`]).
 //! With [`SegmentFiles`], a segment fetched a second time moves to its stream's file (see
 //! [`PROMOTE_AT_FETCH`]). A segment that leaves the retention window is freed when the last
 //! response holding it finishes. Time only comes in as an argument ([`StreamStore::reap`]).
@@ -16,11 +20,16 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use packager::Segment;
-use packager::playlist::{Entry as PlaylistEntry, MediaPlaylist};
+use packager::playlist::{
+    Entry as PlaylistEntry, LowLatency, MediaPlaylist, OpenSegment as OpenEntry, Part,
+};
 use packager::segmenter::ticks_to_duration;
+use packager::{FragmentOutput, Segment};
+use tokio::sync::watch;
 
+use crate::blocking::{self, BLOCK_TARGETS, Changes, Directives, LiveEdge, Reload};
 use crate::memfd::MemfdSegments;
+use crate::open_segment::{HeldPart, OpenSegment, PartRead};
 use crate::segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 
 /// The fetch of a segment at which it moves from the heap to its stream's segment file (when
@@ -46,11 +55,18 @@ pub struct StoreConfig {
     pub retain_after_window: usize,
     /// The playlist's target duration before any segment is longer.
     pub target_duration: Duration,
+    /// Low-latency HLS: playlists list parts of at most this long (fMP4 streams).
+    pub part_target: Option<Duration>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { window: 6, retain_after_window: 7, target_duration: Duration::from_secs(2) }
+        Self {
+            window: 6,
+            retain_after_window: 7,
+            target_duration: Duration::from_secs(2),
+            part_target: None,
+        }
     }
 }
 
@@ -114,6 +130,10 @@ struct Slot<F: SegmentFiles> {
     state: RwLock<SlotState<F::File>>,
     /// This stream's segment file writer, opened at the first segment moved.
     writer: Mutex<Option<F::Writer>>,
+    /// Counts playlist changes, for blocked playlist requests.
+    changes: watch::Sender<u64>,
+    /// Counts fragments and ends of the part being written, for requests streaming it.
+    part_changes: watch::Sender<u64>,
 }
 
 /// A segment in the store.
@@ -123,6 +143,10 @@ struct Held<File> {
     body: SegmentBody<File>,
     /// Times it was handed out.
     fetches: AtomicU32,
+    /// Its parts (low-latency fMP4): views into the segment's heap bytes.
+    parts: Vec<HeldPart>,
+    /// Its init segment's number (fMP4).
+    init: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -130,6 +154,14 @@ struct SlotState<File> {
     playlist: MediaPlaylist,
     /// The rendered playlist; `None` until the first segment exists.
     rendered: Option<Bytes>,
+    /// The rendered playlist delta update (`_HLS_skip=YES`), low-latency streams only.
+    rendered_skip: Option<Bytes>,
+    /// fMP4 init segments by number: the current one and those of segments still held.
+    inits: VecDeque<(u32, Bytes)>,
+    /// The number the next init segment gets.
+    next_init: u32,
+    /// The fMP4 segment being written.
+    open: Option<OpenSegment>,
     /// Segments by media sequence number, oldest first, contiguous.
     segments: VecDeque<Held<File>>,
     live: bool,
@@ -153,6 +185,17 @@ impl<F: SegmentFiles> Slot<F> {
 
     fn write(&self) -> RwLockWriteGuard<'_, SlotState<F::File>> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes blocked playlist requests (and part streams: a part may have ended).
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+        self.part_changed();
+    }
+
+    /// Wakes requests streaming the part being written.
+    fn part_changed(&self) {
+        self.part_changes.send_modify(|n| *n += 1);
     }
 
     /// Moves segment `sequence` (whose bytes are `bytes`) to this stream's file from
@@ -181,6 +224,41 @@ impl<File> SlotState<File> {
     fn render(&mut self) {
         if !self.playlist.is_empty() {
             self.rendered = Some(Bytes::from(self.playlist.render()));
+            if self.playlist.is_low_latency() {
+                self.rendered_skip = Some(Bytes::from(self.playlist.render_with(true)));
+            }
+        }
+    }
+
+    /// The wall-clock time of media time `start`, for EXT-X-PROGRAM-DATE-TIME. A segment
+    /// after a discontinuity (or the first) anchors media time to `wall`, the wall-clock
+    /// time of `start`.
+    fn program_date_time(
+        &mut self,
+        start: i64,
+        wall: SystemTime,
+        anchor: bool,
+    ) -> Option<SystemTime> {
+        if anchor || self.anchor.is_none() {
+            self.anchor = Some((wall, start));
+        }
+        self.anchor.map(|(wall, media)| {
+            let offset = start - media;
+            if offset >= 0 {
+                wall + ticks_to_duration(offset)
+            } else {
+                wall - ticks_to_duration(-offset)
+            }
+        })
+    }
+
+    /// Where a low-latency stream is, for blocked requests.
+    fn live_edge(&self, part_target: Duration) -> LiveEdge {
+        LiveEdge {
+            open_sequence: self.playlist.next_sequence(),
+            open_parts: self.open.as_ref().map_or(0, |open| open.parts.len() as u64),
+            ended: self.playlist.is_ended(),
+            part_target,
         }
     }
 }
@@ -244,21 +322,32 @@ impl<F: SegmentFiles> StreamStore<F> {
                 state.live = true;
                 state.resumed = !state.playlist.is_empty();
                 state.ended_seen = None;
+                state.open = None;
+                state.playlist.set_open(None);
                 state.playlist.resume();
                 state.render();
                 drop(state);
+                slot.changed();
                 slot
             }
             Entry::Vacant(entry) => {
+                let mut playlist = MediaPlaylist::starting_at(
+                    self.config.window,
+                    self.config.target_duration,
+                    self.next_sequences.get(name).map_or(0, |n| *n),
+                );
+                if let Some(part_target) = self.config.part_target {
+                    playlist.set_low_latency(LowLatency { part_target });
+                }
                 let slot = Arc::new(Slot {
                     generation,
                     state: RwLock::new(SlotState {
-                        playlist: MediaPlaylist::starting_at(
-                            self.config.window,
-                            self.config.target_duration,
-                            self.next_sequences.get(name).map_or(0, |n| *n),
-                        ),
+                        playlist,
                         rendered: None,
+                        rendered_skip: None,
+                        inits: VecDeque::new(),
+                        next_init: 0,
+                        open: None,
                         segments: VecDeque::new(),
                         live: true,
                         resumed: false,
@@ -267,6 +356,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                         ended_seen: None,
                     }),
                     writer: Mutex::new(None),
+                    changes: watch::Sender::new(0),
+                    part_changes: watch::Sender::new(0),
                 });
                 Arc::clone(entry.insert(slot).value())
             }
@@ -312,9 +403,89 @@ impl<F: SegmentFiles> StreamStore<F> {
         state.rendered.clone()
     }
 
-    /// A segment of `name` by its file name (`<generation>-<sequence>.ts`).
+    /// The playlist of `name` for a request with `directives` (see [`crate::blocking`]);
+    /// `None` for a stream unknown or without a segment yet. A stream that is not
+    /// low-latency ignores the directives.
+    pub fn reload(&self, name: &str, directives: Directives) -> Option<Reload> {
+        let slot = self.slot(name)?;
+        let state = slot.read();
+        let rendered = state.rendered.clone()?;
+        let Some(part_target) = self.config.part_target.filter(|_| state.playlist.is_low_latency())
+        else {
+            return Some(Reload::Ready(rendered));
+        };
+        Some(match blocking::satisfied(state.live_edge(part_target), directives) {
+            None => Reload::TooFarAhead,
+            Some(false) => Reload::Wait {
+                timeout: Duration::from_secs(state.playlist.target_duration()) * BLOCK_TARGETS,
+            },
+            Some(true) if directives.skip => {
+                Reload::Ready(state.rendered_skip.clone().unwrap_or(rendered))
+            }
+            Some(true) => Reload::Ready(rendered),
+        })
+    }
+
+    /// EXT-X-TARGETDURATION of `name`.
+    pub fn target_duration(&self, name: &str) -> Option<Duration> {
+        Some(Duration::from_secs(self.slot(name)?.read().playlist.target_duration()))
+    }
+
+    /// How long a request for `name` waits for a part or a playlist at most (three target
+    /// durations).
+    pub fn block_timeout(&self, name: &str) -> Option<Duration> {
+        Some(self.target_duration(name)? * BLOCK_TARGETS)
+    }
+
+    /// Wakes on every change of the playlist of `name` (take it before [`Self::reload`], so
+    /// no change between the two is missed); `None` for a stream unknown.
+    pub fn changes(&self, name: &str) -> Option<Changes> {
+        Some(Changes(self.slot(name)?.changes.subscribe()))
+    }
+
+    /// Wakes whenever the part being written of `name` grows or ends.
+    pub fn part_changes(&self, name: &str) -> Option<Changes> {
+        Some(Changes(self.slot(name)?.part_changes.subscribe()))
+    }
+
+    /// An fMP4 init segment of `name` by its file name (`<generation>-init<n>.mp4`).
+    pub fn init(&self, name: &str, file: &str) -> Option<Bytes> {
+        let (generation, number) = file.strip_suffix(".mp4")?.split_once("-init")?;
+        let (generation, number): (u64, u32) = (generation.parse().ok()?, number.parse().ok()?);
+        let slot = self.slot(name).filter(|slot| slot.generation == generation)?;
+        let state = slot.read();
+        state.inits.iter().find(|(n, _)| *n == number).map(|(_, init)| init.clone())
+    }
+
+    /// Part `<generation>-<sequence>.<part>.m4s` of `name`, from byte `offset` on: complete,
+    /// growing (the part being written), or about to start; `None` when it is gone, too far
+    /// ahead, or the name is not a part's.
+    pub fn part(&self, name: &str, file: &str, offset: usize) -> Option<PartRead> {
+        let (generation, rest) = file.strip_suffix(".m4s")?.split_once('-')?;
+        let (sequence, index) = rest.split_once('.')?;
+        let generation: u64 = generation.parse().ok()?;
+        let (sequence, index): (u64, usize) = (sequence.parse().ok()?, index.parse().ok()?);
+        let slot = self.slot(name).filter(|slot| slot.generation == generation)?;
+        let state = slot.read();
+        if let Some(open) = state.open.as_ref().filter(|open| open.sequence == sequence) {
+            return open.read_part(index, offset);
+        }
+        let next = state.playlist.next_sequence();
+        if sequence == next && index == 0 && offset == 0 && !state.playlist.is_ended() {
+            // The segment after the last one, which the next keyframe starts.
+            return Some(PartRead::NotYet);
+        }
+        let first = state.segments.front()?.sequence;
+        let held = state.segments.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
+        let part = held.parts.get(index)?;
+        (offset <= part.bytes.len()).then(|| PartRead::Complete(part.bytes.slice(offset..)))
+    }
+
+    /// A segment of `name` by its file name (`<generation>-<sequence>.ts`, or `.m4s` for
+    /// fMP4).
     pub fn segment(&self, name: &str, file: &str) -> Option<SegmentBody<F::File>> {
-        let (generation, sequence) = file.strip_suffix(".ts")?.split_once('-')?;
+        let stem = file.strip_suffix(".ts").or_else(|| file.strip_suffix(".m4s"))?;
+        let (generation, sequence) = stem.split_once('-')?;
         let (generation, sequence): (u64, u64) = (generation.parse().ok()?, sequence.parse().ok()?);
         let slot = self.slot(name)?;
         if slot.generation != generation {
@@ -398,12 +569,15 @@ impl<F: SegmentFiles> StreamStore<F> {
     pub fn segment_bytes(&self) -> SegmentBytes {
         let mut bytes = SegmentBytes::default();
         for slot in &self.streams {
-            for held in &slot.value().read().segments {
+            let state = slot.value().read();
+            for held in &state.segments {
                 match &held.body {
                     SegmentBody::Memory(data) => bytes.heap += data.len(),
                     SegmentBody::File(file) => bytes.files += file.len(),
                 }
             }
+            bytes.heap += state.open.as_ref().map_or(0, OpenSegment::len);
+            bytes.heap += state.inits.iter().map(|(_, init)| init.len()).sum::<usize>();
         }
         bytes
     }
@@ -466,19 +640,9 @@ impl<F: SegmentFiles> Publication<F> {
     pub fn push(&self, segment: Segment, now: SystemTime) -> u64 {
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
-        if discontinuity || state.anchor.is_none() {
-            // The segment just ended: it started `duration` ago.
-            let started = now.checked_sub(segment.duration).unwrap_or(now);
-            state.anchor = Some((started, segment.start));
-        }
-        let program_date_time = state.anchor.map(|(wall, media)| {
-            let offset = segment.start - media;
-            if offset >= 0 {
-                wall + ticks_to_duration(offset)
-            } else {
-                wall - ticks_to_duration(-offset)
-            }
-        });
+        // The segment just ended: it started `duration` ago.
+        let started = now.checked_sub(segment.duration).unwrap_or(now);
+        let program_date_time = state.program_date_time(segment.start, started, discontinuity);
         let sequence = state.playlist.next_sequence();
         state.playlist.push(PlaylistEntry {
             uri: format!("{}-{sequence}.ts", self.slot.generation),
@@ -486,18 +650,129 @@ impl<F: SegmentFiles> Publication<F> {
             discontinuity,
             independent: segment.independent,
             program_date_time,
+            map: None,
+            parts: Vec::new(),
         });
-        state.segments.push_back(Held {
+        let held = Held {
             sequence,
             body: SegmentBody::Memory(segment.data),
             fetches: AtomicU32::new(0),
+            parts: Vec::new(),
+            init: None,
+        };
+        self.hold(&mut state, held);
+        state.render();
+        drop(state);
+        self.slot.changed();
+        sequence
+    }
+
+    /// Takes the packager's next fMP4 output, made at wall-clock time `now`; returns the
+    /// media sequence number of the segment it completed, if it did.
+    pub fn push_fmp4(&self, output: FragmentOutput, now: SystemTime) -> Option<u64> {
+        let generation = self.slot.generation;
+        let mut state = self.slot.write();
+        let mut completed = None;
+        match output {
+            FragmentOutput::Init(init) => {
+                let number = state.next_init;
+                state.next_init += 1;
+                state.inits.push_back((number, init));
+                // Nothing lists it before a segment starts with it.
+                return None;
+            }
+            FragmentOutput::SegmentStart { discontinuity, start } => {
+                let discontinuity = discontinuity || std::mem::take(&mut state.resumed);
+                let program_date_time = state.program_date_time(start, now, discontinuity);
+                let init = state.inits.back().map(|(number, _)| *number);
+                let sequence = state.playlist.next_sequence();
+                state.open =
+                    Some(OpenSegment::new(sequence, init, discontinuity, program_date_time));
+            }
+            FragmentOutput::Fragment(fragment) => {
+                if let Some(open) = &mut state.open {
+                    open.add_fragment(fragment);
+                }
+                drop(state);
+                self.slot.part_changed();
+                return None;
+            }
+            FragmentOutput::PartEnd { duration, independent } => {
+                if let Some(open) = &mut state.open {
+                    open.end_part(duration, independent);
+                }
+            }
+            FragmentOutput::SegmentEnd { duration, independent, .. } => {
+                let open = state.open.take()?;
+                let sequence = open.sequence;
+                let entry = PlaylistEntry {
+                    uri: format!("{generation}-{sequence}.m4s"),
+                    duration,
+                    discontinuity: open.discontinuity,
+                    independent,
+                    program_date_time: open.program_date_time,
+                    map: open.init.map(|number| init_uri(generation, number)),
+                    parts: part_entries(generation, sequence, &open.parts),
+                };
+                let init = open.init;
+                let (body, parts) = open.close();
+                state.playlist.push(entry);
+                let held = Held {
+                    sequence,
+                    body: SegmentBody::Memory(body),
+                    fetches: AtomicU32::new(0),
+                    parts,
+                    init,
+                };
+                self.hold(&mut state, held);
+                completed = Some(sequence);
+            }
+        }
+        let open = state.open.as_ref().map(|open| OpenEntry {
+            discontinuity: open.discontinuity,
+            program_date_time: open.program_date_time,
+            map: open.init.map(|number| init_uri(generation, number)),
+            parts: part_entries(generation, open.sequence, &open.parts),
+            next_part: format!("{generation}-{}.{}.m4s", open.sequence, open.parts.len()),
         });
+        state.playlist.set_open(open);
+        state.render();
+        drop(state);
+        self.slot.changed();
+        completed
+    }
+
+    /// Keeps a segment just listed, and lets the oldest go past the retention (and the init
+    /// segments only they used).
+    fn hold(&self, state: &mut SlotState<F::File>, held: Held<F::File>) {
+        state.segments.push_back(held);
         while state.segments.len() > self.retained {
             state.segments.pop_front();
         }
-        state.render();
-        sequence
+        let oldest = state.segments.front().and_then(|held| held.init);
+        let current = state.inits.back().map(|(number, _)| *number);
+        if let Some(oldest) = oldest.or(current) {
+            state.inits.retain(|(number, _)| *number >= oldest);
+        }
     }
+}
+
+/// The URI of init segment `number`.
+fn init_uri(generation: u64, number: u32) -> String {
+    format!("{generation}-init{number}.mp4")
+}
+
+/// The playlist's EXT-X-PART lines of segment `sequence`'s parts.
+fn part_entries(generation: u64, sequence: u64, parts: &[HeldPart]) -> Vec<Part> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| Part {
+            uri: format!("{generation}-{sequence}.{index}.m4s"),
+            duration: part.duration,
+            independent: part.independent,
+        })
+        .collect()
 }
 
 impl<F: SegmentFiles> Drop for Publication<F> {
@@ -505,8 +780,13 @@ impl<F: SegmentFiles> Drop for Publication<F> {
         let mut state = self.slot.write();
         state.live = false;
         state.resumed = false;
+        // A segment never completed (the packager was not finished) is not listed.
+        state.open = None;
+        state.playlist.set_open(None);
         state.playlist.end();
         state.render();
+        drop(state);
+        self.slot.changed();
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -730,6 +1010,152 @@ mod tests {
         let again = store.begin("ended", 3, 10).unwrap();
         assert_eq!(again.push(segment(2000, 0), wall(0)), 1);
         assert!(store.segment("ended", "3-1.ts").is_some());
+    }
+
+    /// A low-latency store: 1 s parts, 2 s segments.
+    fn low_latency_store(window: usize) -> StreamStore {
+        StreamStore::new(StoreConfig {
+            window,
+            retain_after_window: 1,
+            part_target: Some(Duration::from_secs(1)),
+            ..StoreConfig::default()
+        })
+    }
+
+    /// Feeds `outputs` to `publication`; the sequences of the segments completed.
+    fn feed(publication: &Publication, outputs: Vec<FragmentOutput>) -> Vec<u64> {
+        outputs.into_iter().filter_map(|o| publication.push_fmp4(o, wall(0))).collect()
+    }
+
+    /// One segment of two 1 s parts of one fragment each (bytes `byte`, `byte + 1`).
+    fn two_part_segment(byte: u8, discontinuity: bool) -> Vec<FragmentOutput> {
+        let part = Duration::from_secs(1);
+        vec![
+            FragmentOutput::SegmentStart { discontinuity, start: 0 },
+            FragmentOutput::Fragment(Bytes::from(vec![byte; 10])),
+            FragmentOutput::PartEnd { duration: part, independent: true },
+            FragmentOutput::Fragment(Bytes::from(vec![byte + 1; 10])),
+            FragmentOutput::PartEnd { duration: part, independent: false },
+            FragmentOutput::SegmentEnd {
+                duration: 2 * part,
+                discontinuity,
+                independent: true,
+                start: 0,
+            },
+        ]
+    }
+
+    fn text(store: &StreamStore, directives: Directives) -> String {
+        match store.reload("cam", directives) {
+            Some(Reload::Ready(body)) => String::from_utf8(body.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fmp4_segments_list_their_init_and_parts_and_serve_them() {
+        let store = low_latency_store(3);
+        let publication = store.begin("cam", 7, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"init0")), wall(0));
+        assert_eq!(feed(&publication, two_part_segment(1, false)), [0]);
+        // The next segment is being written: its first part is done.
+        feed(&publication, two_part_segment(3, false)[..3].to_vec());
+        let playlist = text(&store, Directives::default());
+        assert!(playlist.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n"), "{playlist}");
+        assert!(playlist.contains("#EXT-X-MAP:URI=\"7-init0.mp4\"\n"), "{playlist}");
+        assert!(playlist.contains("#EXT-X-PART:DURATION=1,URI=\"7-0.0.m4s\",INDEPENDENT=YES\n"));
+        assert!(
+            playlist
+                .contains("#EXT-X-PART:DURATION=1,URI=\"7-0.1.m4s\"\n#EXTINF:2.000,\n7-0.m4s\n")
+        );
+        assert!(
+            playlist.ends_with(
+                "#EXT-X-PART:DURATION=1,URI=\"7-1.0.m4s\",INDEPENDENT=YES\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"7-1.1.m4s\"\n"
+            ),
+            "{playlist}"
+        );
+        assert_eq!(store.init("cam", "7-init0.mp4").unwrap(), Bytes::from_static(b"init0"));
+        assert!(store.init("cam", "7-init1.mp4").is_none());
+        assert!(store.init("cam", "6-init0.mp4").is_none());
+        let segment = store.segment("cam", "7-0.m4s").unwrap().to_bytes().unwrap();
+        assert_eq!(segment, [vec![1; 10], vec![2; 10]].concat());
+        let read = |file| store.part("cam", file, 0);
+        assert_eq!(read("7-0.1.m4s"), Some(PartRead::Complete(Bytes::from(vec![2; 10]))));
+        assert_eq!(read("7-1.0.m4s"), Some(PartRead::Complete(Bytes::from(vec![3; 10]))));
+        assert_eq!(read("7-1.1.m4s"), Some(PartRead::Growing(vec![])));
+        assert_eq!(read("7-1.2.m4s"), Some(PartRead::NotYet));
+        for bad in ["7-1.3.m4s", "7-0.2.m4s", "8-1.0.m4s", "7-1.m4s", "7-1.x.m4s", "7-1.0.ts"] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(
+            store.segment_bytes(),
+            SegmentBytes { heap: 20 + 10 + 5, files: 0 },
+            "a closed segment's parts are views, not copies"
+        );
+    }
+
+    #[test]
+    fn blocked_requests_are_released_by_the_part_they_wait_for() {
+        let store = low_latency_store(3);
+        let publication = store.begin("cam", 1, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"i")), wall(0));
+        feed(&publication, two_part_segment(1, false));
+        let wants = |msn, part| Directives { msn: Some(msn), part, skip: false };
+        let changes = store.changes("cam").unwrap();
+        assert!(matches!(store.reload("cam", wants(1, Some(0))), Some(Reload::Wait { .. })));
+        assert_eq!(store.reload("cam", wants(3, None)), Some(Reload::TooFarAhead));
+        let outputs = two_part_segment(3, false);
+        feed(&publication, outputs[..2].to_vec());
+        assert!(matches!(store.reload("cam", wants(1, Some(0))), Some(Reload::Wait { .. })));
+        feed(&publication, outputs[2..3].to_vec());
+        // The part's end woke the waiter, and the playlist now satisfies it.
+        assert!(changes.0.has_changed().unwrap());
+        assert!(text(&store, wants(1, Some(0))).contains("1-1.0.m4s"));
+        drop(publication);
+        // An ended stream satisfies any request.
+        assert!(text(&store, wants(2, Some(5))).ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn a_codec_change_gives_a_new_map_after_a_discontinuity_and_old_inits_go() {
+        let store = low_latency_store(3);
+        let publication = store.begin("cam", 1, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"a")), wall(0));
+        feed(&publication, two_part_segment(1, false));
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"b")), wall(0));
+        feed(&publication, two_part_segment(3, true));
+        let playlist = text(&store, Directives::default());
+        assert!(
+            playlist.contains(
+                "#EXTINF:2.000,\n1-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"1-init1.mp4\"\n"
+            ),
+            "{playlist}"
+        );
+        // Window 3 + 1 retained: after three more, segment 0 and its init are gone.
+        for byte in [5, 7, 9] {
+            feed(&publication, two_part_segment(byte, false));
+        }
+        assert!(store.init("cam", "1-init0.mp4").is_none());
+        assert!(store.init("cam", "1-init1.mp4").is_some());
+        assert!(!text(&store, Directives::default()).contains("init0"));
+    }
+
+    #[test]
+    fn delta_updates_skip_old_segments_on_request_only() {
+        let store = low_latency_store(10);
+        let publication = store.begin("cam", 1, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"i")), wall(0));
+        for byte in 0..8 {
+            feed(&publication, two_part_segment(byte * 2, false));
+        }
+        // 8 segments of 2 s; CAN-SKIP-UNTIL is 6 target durations (12 s): 6 are kept.
+        let skip = Directives { skip: true, ..Directives::default() };
+        let delta = text(&store, skip);
+        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n"), "{delta}");
+        assert!(!delta.contains("\n1-1.m4s") && delta.contains("\n1-2.m4s"));
+        assert!(delta.contains("#EXT-X-MAP:URI=\"1-init0.mp4\"\n"), "{delta}");
+        assert!(!text(&store, Directives::default()).contains("EXT-X-SKIP"));
     }
 
     /// Segment files in a vector; every other write fails, as a full memory would.

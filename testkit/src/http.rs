@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client: one request per connection, the raw status and headers back.
+//! A minimal HTTP/1.1 client: one request per connection, the raw status and headers back,
+//! the body de-chunked.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -72,7 +73,28 @@ pub fn request_full(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Response { status, headers, body: raw[split + 4..].to_vec() }
+    let mut response = Response { status, headers, body: raw[split + 4..].to_vec() };
+    if response.header("transfer-encoding") == Some("chunked") {
+        response.body = dechunk(&response.body).expect("a complete chunked body");
+    }
+    response
+}
+
+/// The payload of a chunked body (RFC 9112 §7.1), or `None` if it is cut short (no last
+/// chunk): a response that ended in an error.
+pub fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
 }
 
 /// `GET path`.

@@ -1,6 +1,11 @@
 // Plays an HLS URL in headless Chromium with hls.js and reports what happened, as JSON on
-// stdout: {"ok": bool, "currentTime": s, "errors": [...], "tracks": {...}}.
-// Usage: node play.mjs URL SECONDS
+// stdout: {"ok": bool, "currentTime": s, "errors": [...], "tracks": {...}, "latency": {...}}.
+// Usage: node play.mjs URL SECONDS [low-latency]
+// With `low-latency`, hls.js runs in lowLatencyMode (blocking reloads, parts, preload hints)
+// and the report gives the playhead's distance behind the publisher: now minus the
+// EXT-X-PROGRAM-DATE-TIME of the frame shown (the server dates each segment when its first
+// frame arrives, on this machine's clock), sampled every 100 ms once playing, and stalls
+// (the video waiting for data after it started).
 // The page is about:blank (an opaque origin), so every request is cross-origin: the server's
 // CORS headers are exercised for real.
 import { chromium } from "playwright-core";
@@ -8,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const [url, seconds] = [process.argv[2], Number(process.argv[3] ?? 4)];
+const lowLatency = process.argv[4] === "low-latency";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -19,15 +25,27 @@ const browser = await chromium.launch({
 });
 let result;
 try {
-  const page = await browser.newPage();
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
   await page.setContent('<video id="v" muted autoplay playsinline></video>');
   await page.addScriptTag({ path: path.join(here, "node_modules/hls.js/dist/hls.min.js") });
-  result = await page.evaluate(async ([url, seconds]) => {
+  result = await page.evaluate(async ([url, seconds, lowLatency]) => {
     const video = document.getElementById("v");
     const errors = [];
     const tracks = {};
     if (!Hls.isSupported()) return { ok: false, errors: ["hls.js: MSE not supported"] };
-    const hls = new Hls({ enableWorker: true });
+    const hls = new Hls({ enableWorker: true, lowLatencyMode: lowLatency });
+    const behind = [];
+    let stalls = 0;
+    let started = false;
+    // Media time played is counted from the first frame shown: a live stream's timeline
+    // starts where the player joined, not at zero.
+    let from = null;
+    video.addEventListener("playing", () => { started = true; if (from === null) from = video.currentTime; });
+    video.addEventListener("waiting", () => { if (started) stalls += 1; });
+    const sampler = setInterval(() => {
+      if (started && !video.paused && hls.playingDate) behind.push(Date.now() - hls.playingDate.getTime());
+    }, 100);
     hls.on(Hls.Events.ERROR, (_, d) => errors.push(`${d.fatal ? "fatal " : ""}${d.type}/${d.details}`));
     hls.on(Hls.Events.BUFFER_CODECS, (_, d) => {
       for (const [k, v] of Object.entries(d)) tracks[k] = v.codec || v.container || v.mimeType || true;
@@ -36,12 +54,17 @@ try {
     hls.attachMedia(video);
     video.play().catch((e) => errors.push(`play: ${e.message}`));
     const deadline = Date.now() + (seconds + 20) * 1000;
-    while (Date.now() < deadline && video.currentTime < seconds && !errors.some((e) => e.startsWith("fatal"))) {
+    const played = () => (from === null ? 0 : video.currentTime - from);
+    while (Date.now() < deadline && played() < seconds && !errors.some((e) => e.startsWith("fatal"))) {
       await new Promise((r) => setTimeout(r, 200));
     }
-    const ok = video.currentTime >= seconds && !errors.some((e) => e.startsWith("fatal"));
-    return { ok, currentTime: video.currentTime, errors, tracks, videoWidth: video.videoWidth };
-  }, [url, seconds]);
+    clearInterval(sampler);
+    const ok = played() >= seconds && !errors.some((e) => e.startsWith("fatal"));
+    const sorted = behind.slice().sort((a, b) => a - b);
+    const at = (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] / 1000 : null);
+    const latency = { samples: sorted.length, median_s: at(0.5), p95_s: at(0.95), stalls };
+    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency };
+  }, [url, seconds, lowLatency]);
 } finally {
   await browser.close();
 }

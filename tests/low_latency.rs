@@ -1,0 +1,142 @@
+//! fMP4 and low-latency HLS with real peers: ffmpeg publishes; ffmpeg and ffprobe read every
+//! variant back; a plain HTTP/1.1 client makes the requests a low-latency player makes
+//! (blocking reloads, the preload-hinted part while it is written, delta updates).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Publisher, Server, publish_fast, segments, tag};
+use testkit::{Clip, clip, http};
+
+/// The stream shapes a viewer meets, with the video frames each holds.
+const SHAPES: [(&str, Clip); 4] = [
+    ("av", Clip::Av720p30),
+    ("audio", Clip::AudioOnlyAac),
+    ("video", Clip::VideoOnly),
+    ("mp3", Clip::AvMp3),
+];
+
+#[test]
+fn every_shape_reads_back_cleanly_in_fmp4_and_low_latency() {
+    for variant in ["fmp4", "low-latency"] {
+        let server = Server::start(&format!("variant-{variant}"), &["--hls-variant", variant]);
+        for (name, shape) in SHAPES {
+            let key = server.add_key(name);
+            let (ok, messages) =
+                publish_fast(&clip(shape), &format!("{}/{key}", server.rtmp_url()));
+            assert!(ok, "{variant} {name}: {messages}");
+            let playlist = server.wait_for_endlist(name);
+            assert!(tag(&playlist, "MAP").is_some(), "{variant} {name}: {playlist}");
+            assert!(segments(&playlist).iter().all(|s| s.ends_with(".m4s")), "{playlist}");
+            let (warnings, frames) = testkit::tools::decode(&server.playlist_url(name));
+            assert!(warnings.is_empty(), "{variant} {name}: ffmpeg said {warnings}");
+            assert_eq!(frames, shape.video_frames(), "{variant} {name}: frames decoded");
+            let probe = testkit::tools::ffprobe(&server.playlist_url(name));
+            let video = testkit::tools::stream(&probe, "video");
+            assert_eq!(video.is_some(), shape.video_frames() > 0, "{variant} {name}: {probe}");
+            assert!(
+                shape == Clip::VideoOnly || testkit::tools::stream(&probe, "audio").is_some(),
+                "{variant} {name}: no audio in {probe}"
+            );
+        }
+    }
+}
+
+/// The URI of the preload-hinted part, and its media sequence number and part index.
+fn hint(playlist: &str) -> (String, u64, u64) {
+    let uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .unwrap_or_else(|| panic!("no preload hint in {playlist}"))
+        .trim_end_matches('"')
+        .to_owned();
+    let (_, rest) = uri.trim_end_matches(".m4s").split_once('-').unwrap();
+    let (msn, part) = rest.split_once('.').unwrap();
+    (uri.clone(), msn.parse().unwrap(), part.parse().unwrap())
+}
+
+#[test]
+fn low_latency_blocks_reloads_and_streams_the_hinted_part() {
+    let server = Server::start("low-latency", &["--hls-variant", "low-latency"]);
+    let key = server.add_key("ll");
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::Av720p30), &format!("{}/{key}", server.rtmp_url()));
+    let playlist = server.wait_for_segments("ll", 2);
+    assert_eq!(tag(&playlist, "VERSION"), Some("9"), "{playlist}");
+    assert_eq!(
+        tag(&playlist, "SERVER-CONTROL"),
+        Some("CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.75,CAN-SKIP-UNTIL=12.0"),
+        "{playlist}"
+    );
+    assert_eq!(tag(&playlist, "PART-INF"), Some("PART-TARGET=0.25"));
+    let init_uri =
+        tag(&playlist, "MAP").unwrap().trim_start_matches("URI=\"").trim_end_matches('"');
+    let init = http::get(server.http, &format!("/hls/ll/{init_uri}"));
+    assert_eq!((init.status, init.header("content-type")), (200, Some("video/mp4")));
+
+    // A blocking reload for the hinted part is answered once that part is complete.
+    let (uri, msn, part) = hint(&playlist);
+    let blocked =
+        http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(blocked.status, 200);
+    assert_eq!(blocked.header("cache-control"), Some("public, max-age=12"));
+    let reloaded = blocked.text();
+    assert!(
+        reloaded.contains(&format!("URI=\"{uri}\""))
+            && !reloaded.contains(&format!("HINT:TYPE=PART,URI=\"{uri}\"")),
+        "{reloaded}"
+    );
+
+    // The part now hinted, fetched while it is written: sent chunked as it grows, and with
+    // the init segment it is a file ffprobe reads.
+    let (next, _, _) = hint(&reloaded);
+    let streamed = http::get(server.http, &format!("/hls/ll/{next}"));
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"), "not sent as written");
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-ll-part-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("part.mp4");
+    std::fs::write(&file, [&init.body[..], &streamed.body[..]].concat()).unwrap();
+    let probe = testkit::tools::ffprobe(file.to_str().unwrap());
+    assert_eq!(testkit::tools::stream(&probe, "video").unwrap()["codec_name"], "h264", "{probe}");
+    // Fetched again, complete: the same bytes, with a length.
+    let again = http::get(server.http, &format!("/hls/ll/{next}"));
+    assert_eq!(again.body, streamed.body);
+    assert!(again.header("content-length").is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A complete segment is exactly its parts.
+    let playlist = server.playlist("ll").unwrap();
+    let (segment, parts) = segments_with_parts(&playlist).pop().expect("a segment with parts");
+    let joined: Vec<u8> = parts
+        .iter()
+        .flat_map(|part| http::get(server.http, &format!("/hls/ll/{part}")).body)
+        .collect();
+    assert_eq!(http::get(server.http, &format!("/hls/ll/{segment}")).body, joined);
+
+    // Out of reach, malformed, and delta updates.
+    let ahead = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", msn + 5));
+    assert_eq!(ahead.status, 400);
+    assert_eq!(http::get(server.http, "/hls/ll/index.m3u8?_HLS_part=1").status, 400);
+    let delta = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={msn}&_HLS_skip=YES"));
+    assert_eq!(delta.status, 200);
+    assert!(delta.text().starts_with("#EXTM3U\n"));
+}
+
+/// The playlist's complete segments that list parts, with their parts' URIs.
+fn segments_with_parts(playlist: &str) -> Vec<(String, Vec<String>)> {
+    let mut found = Vec::new();
+    let mut parts = Vec::new();
+    for line in playlist.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
+            let uri = rest.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+            parts.push(uri.to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let parts = std::mem::take(&mut parts);
+            if !parts.is_empty() {
+                found.push((line.to_owned(), parts));
+            }
+        }
+    }
+    found
+}
