@@ -65,11 +65,11 @@ def from_clips():
             if kind == 18:
                 write("amf0", f"{stem}-metadata", body)
         # The first frames of each clip, framed as the remuxer target reads them, each body cut
-        # to 2 KiB: small seeds keep executions fast; sequence headers and keyframe flags are
-        # in the first bytes.
+        # to 2 KiB, 6 KB in all: small seeds keep executions fast; sequence headers and
+        # keyframe flags are in the first bytes.
         framed = bytearray()
         for kind, ts, body in all_tags:
-            if kind in (8, 9) and len(framed) < 16_000:
+            if kind in (8, 9) and len(framed) < 6_000:
                 framed += bytes([1 if kind == 9 else 0]) + ts.to_bytes(4, "big") + len(body[:2048]).to_bytes(2, "big") + body[:2048]
         write("remuxer", stem, bytes(framed))
 
@@ -147,7 +147,7 @@ def from_publishers(binary):
                 sys.exit(f"recorded only {len(wire)} bytes from {name}")
             # Small seeds keep executions fast (the session target runs each input twice):
             # the commands and the first frames are where the protocol's branches are.
-            write("rtmp_session", f"{name}-publish", wire[:12_000])
+            write("rtmp_session", f"{name}-publish", wire[:4_000])
             write("rtmp_session", f"{name}-head", wire[:2000])
             write("amf0", f"{name}-commands-head", wire[12:400])
             # The chunk layer alone: a first byte choosing limits and chunk size, then chunks.
@@ -177,6 +177,20 @@ def by_hand():
     }
     for name, body in bodies.items():
         write("api_body", name, body)
+    # Enhanced RTMP records as ffmpeg 7.0 sent them (libx265 VPS/SPS/PPS, libaom with its
+    # sequence header, libvpx-vp9), after the byte choosing the codec (0 HEVC, 1 AV1, 2 VP9),
+    # and an AV1 temporal unit's start and a VP9 keyframe's header.
+    records = {
+        "hevc-x265": "00" "0101600000009000000000003cf000fcfdf8f800000f03200001001840010c01ffff01600000"
+        "030090000003000003003c959809210001002a4201010160000003009000000300000300"
+        "3ca00a080f165959a4932bc05a020000030002000003003210220001000744 01c172b46240",
+        "av1-libaom": "01" "81000c000a0b000000043cffbcdaf90040",
+        "av1-unit": "01" "12000a0b000000043cffbcdaf9004032ac1214",
+        "vp9-libvpx": "02" "010000000014820202020000",
+        "vp9-keyframe": "02" "824983420013f00ef60838241c184a",
+    }
+    for name, hex_bytes in records.items():
+        write("video_config", name, bytes.fromhex(hex_bytes.replace(" ", "")))
 
 
 def main():

@@ -6,6 +6,10 @@
 #
 # cargo-fuzz needs unstable compiler flags (sanitizer coverage); this project's only toolchain
 # is stable, so RUSTC_BOOTSTRAP=1 lets it pass them.
+#
+# No AddressSanitizer (`-s none`): the fuzzed crates have no `unsafe`, so it can find nothing
+# that Rust's own bounds and overflow checks (on in these builds) do not, and it made each
+# execution about six times slower (rtmp_session: 11.8 k against 69 k executions a second).
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
@@ -14,12 +18,12 @@ export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cargo build --quiet --bin rtmp-hls
 python3 fuzz/seed.py target/debug/rtmp-hls
-cargo fuzz build -O
+cargo fuzz build -O -s none
 mkdir -p fuzz/logs
 targets=${TARGETS:-$(cargo fuzz list)}
 running=0
 for target in $targets; do
-    cargo fuzz run -O "$target" "fuzz/corpus/$target" -- \
+    cargo fuzz run -O -s none "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
         >"fuzz/logs/$target.log" 2>&1 &
     running=$((running + 1))
