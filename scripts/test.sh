@@ -7,13 +7,16 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: ffmpeg (publisher, ffprobe, decoder), python3-librtmp (librtmp, the RTMP
 # client library OBS's output is built on, as a second publisher implementation),
-# chromium (a real browser running hls.js), docker-compose and systemd (to validate
+# chromium (a real browser running hls.js), curl and openssl (HTTPS with HTTP/2 and its
+# certificates), docker-compose and systemd (to validate
 # docker-compose.yml and deploy/rtmp-hls.service without a Docker engine or a running systemd).
 missing=""
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$missing ffmpeg"
 /usr/bin/python3 -c 'import librtmp' >/dev/null 2>&1 || missing="$missing python3-librtmp"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v c++ >/dev/null 2>&1 || missing="$missing g++"   # libFuzzer, for the fuzz targets
+command -v curl >/dev/null 2>&1 || missing="$missing curl"  # an HTTP/2 client (nghttp2)
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"  # test certificates
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 if [ -n "$missing" ]; then

@@ -136,6 +136,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub(crate) http_addr: SocketAddr,
 
+    /// HTTPS listen address (HLS over HTTP/2 or HTTP/1.1, as Apple's low-latency players
+    /// want); needs --tls-cert and --tls-key. The plain HTTP listener stays.
+    #[arg(long, env = "RTMP_HLS_HTTPS_ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) https_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain of the HTTPS listener (leaf first); reloaded when it changes.
+    #[arg(long, env = "RTMP_HLS_TLS_CERT", requires = "https_addr")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the HTTPS listener (PKCS#8, PKCS#1 or SEC1); reloaded with the
+    /// certificate.
+    #[arg(long, env = "RTMP_HLS_TLS_KEY", requires = "https_addr")]
+    pub(crate) tls_key: Option<PathBuf>,
+
     /// RTMP application publishers connect to (rtmp://host/<app>).
     #[arg(long, env = "RTMP_HLS_APP", default_value = "live")]
     pub(crate) app: String,

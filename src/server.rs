@@ -15,6 +15,7 @@ use ingest::{Ingest, IngestConfig, LogSink};
 use packager::{Container, RemuxerConfig};
 use rtmp_hls_http::Router;
 use rtmp_hls_http::metrics::HttpMetrics;
+use rtmp_hls_http::tls::{ReloadingCert, TlsFiles};
 use stream_store::{MemfdSegments, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -118,6 +119,8 @@ struct Listeners {
     rtmp: TcpListener,
     http: TcpListener,
     admin: Option<TcpListener>,
+    /// The HTTPS listener and its certificate.
+    https: Option<(TcpListener, Arc<ReloadingCert>)>,
 }
 
 impl Listeners {
@@ -136,7 +139,18 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { rtmp, http, admin })
+        let https = match (args.https_addr, &args.tls_cert, &args.tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone() };
+                let cert = ReloadingCert::new(files).context("loading --tls-cert and --tls-key")?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding HTTPS to {addr} (--https-addr)"))?;
+                Some((listener, Arc::new(cert)))
+            }
+            _ => None,
+        };
+        Ok(Self { rtmp, http, admin, https })
     }
 }
 
@@ -246,7 +260,10 @@ struct Running {
     rtmp: tokio::task::JoinHandle<std::io::Result<()>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    https: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     housekeeping: tokio::task::JoinHandle<()>,
+    /// Reloads the HTTPS certificate when its files change.
+    certificate_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -280,8 +297,26 @@ impl Running {
             }
             serve_http(listener, routes)
         });
+        let (https, certificate_watch) = match listeners.https {
+            Some((listener, cert)) => {
+                if let Ok(addr) = listener.local_addr() {
+                    info!(%addr, "HTTPS listening");
+                }
+                let watch = tokio::spawn(Arc::clone(&cert).watch());
+                let serve = tokio::spawn(rtmp_hls_http::serve_router_tls(
+                    listener,
+                    routes.public.clone(),
+                    args.http_limits(),
+                    rtmp_hls_http::tls::server_config(cert),
+                    stopped(http_stopped.clone()),
+                    grace,
+                ));
+                (Some(serve), Some(watch))
+            }
+            None => (None, None),
+        };
         let http = serve_http(listeners.http, routes.public);
-        Self { stop_rtmp, stop_http, rtmp, http, admin, housekeeping }
+        Self { stop_rtmp, stop_http, rtmp, http, admin, https, housekeeping, certificate_watch }
     }
 
     /// Stops RTMP (every live stream ends), saves the sequence numbers, flushes Kafka, then
@@ -306,6 +341,12 @@ impl Running {
         self.http.await?.context("HTTP server")?;
         if let Some(admin) = self.admin {
             admin.await?.context("admin API server")?;
+        }
+        if let Some(https) = self.https {
+            https.await?.context("HTTPS server")?;
+        }
+        if let Some(watch) = self.certificate_watch {
+            watch.abort();
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Publisher, Server, segments, tag};
+use common::{Publisher, Server, ffmpeg7, listening, segments, self_signed, tag};
 use testkit::{Clip, clip};
 
 /// Plays `url` for `seconds` of media; returns hls.js's report (JSON).
@@ -137,4 +137,56 @@ fn hls_js_low_latency_mode_plays_and_reports_how_far_behind_it_is() {
         eprintln!("hls.js behind the publisher, {mode}: {}", report["latency"]);
         assert!(report["latency"]["samples"].as_u64().unwrap_or(0) > 100, "{mode}: {report}");
     }
+}
+
+/// hls.js in lowLatencyMode plays low-latency H.264/AAC and AV1/AAC (published live over
+/// Enhanced RTMP by ffmpeg 7) over HTTPS, where Chromium negotiates HTTP/2, and over plain
+/// HTTP/1.1.
+#[test]
+fn hls_js_plays_low_latency_h264_and_av1_over_https_http2_and_http1() {
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-browser-tls-{}", std::process::id()));
+    let (cert, key) = self_signed(&dir, "localhost");
+    let server = Server::start(
+        "browser-https",
+        &[
+            "--hls-variant",
+            "low-latency",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let https = listening(&server, "HTTPS");
+    let h264_key = server.add_key("h264");
+    let _h264 = Publisher::start_looping(
+        &clip(Clip::AvSmall),
+        &format!("{}/{h264_key}", server.rtmp_url()),
+    );
+    let av1_key = server.add_key("av1");
+    let mut av1 = std::process::Command::new(ffmpeg7());
+    av1.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-pix_fmt", "yuv420p", "-g", "25", "-c:v", "libaom-av1", "-usage", "realtime"])
+        .args(["-cpu-used", "8", "-row-mt", "1", "-c:a", "aac", "-f", "flv"])
+        .arg(format!("{}/{av1_key}", server.rtmp_url()));
+    let _av1 = Publisher::from_command(av1);
+    for (name, codec) in [("h264", "avc1"), ("av1", "av01")] {
+        server.wait_for_segments(name, 2);
+        let secure = format!("https://localhost:{}/hls/{name}/index.m3u8", https.port());
+        for (url, protocol) in [(secure, "h2"), (server.playlist_url(name), "http/1.1")] {
+            let report = play_in(&url, 6, "low-latency");
+            assert!(
+                report["tracks"]["audiovideo"].as_str().unwrap_or("").contains(codec),
+                "{url}: {report}"
+            );
+            let protocols = report["protocols"].as_array().unwrap();
+            assert!(protocols.iter().any(|p| p == protocol), "{url}: {report}");
+            assert_eq!(report["errors"].as_array().map(Vec::len), Some(0), "{url}: {report}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

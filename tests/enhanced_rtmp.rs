@@ -6,22 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Server, segments, tag};
-
-/// The static ffmpeg 7 in the test venv.
-fn ffmpeg7() -> PathBuf {
-    let venv = std::env::var("RTMP_HLS_TEST_VENV")
-        .expect("RTMP_HLS_TEST_VENV (scripts/test.sh sets it and installs imageio-ffmpeg there)");
-    let output = Command::new(PathBuf::from(venv).join("bin").join("python"))
-        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
-        .output()
-        .expect("running the test venv's python");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-}
+use common::{Server, ffmpeg7, segments, tag};
 
 /// A video codec as ffmpeg 7 encodes it for the test: the encoder and its fast settings.
 struct Encoding {

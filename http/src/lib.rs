@@ -36,7 +36,8 @@ mod low_latency;
 pub mod metrics;
 pub mod sendfile;
 pub mod server;
-pub use server::{HttpLimits, serve_router};
+pub mod tls;
+pub use server::{HttpLimits, serve_router, serve_router_tls};
 
 /// Playlist file name under each stream.
 pub const PLAYLIST_FILE: &str = "index.m3u8";
@@ -163,8 +164,12 @@ async fn preflight() -> impl IntoResponse {
     )
 }
 
+/// Any origin may fetch, and see the timing of what it fetched (W3C Resource Timing
+/// §4.5: players on other sites measure download speed and the HTTP version with it).
 fn allow_any_origin(mut response: Response) -> Response {
-    response.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
     response
 }
 

@@ -1,9 +1,12 @@
-//! The HTTP server loop: hyper's HTTP/1.1 connection driver under explicit limits, so slow,
-//! silent or greedy clients cannot hold the server.
+//! The HTTP server loop: hyper's HTTP/1.1 and HTTP/2 connection drivers under explicit
+//! limits, so slow, silent or greedy clients cannot hold the server.
 //!
 //! Each connection gets a header read timeout and a header size limit (hyper), and an idle
 //! timeout on every read and write (a viewer that reads one byte a second is dropped);
-//! connections beyond [`HttpLimits::max_connections`] are closed at once.
+//! connections beyond [`HttpLimits::max_connections`] are closed at once. The plain listener
+//! speaks HTTP/1.1 and sends memory-file segments with `sendfile`; the HTTPS listener
+//! ([`serve_router_tls`]) speaks HTTP/2 or HTTP/1.1 as ALPN chose, and copies (TLS encrypts
+//! in this process).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,12 +14,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
@@ -39,6 +44,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// hyper refuses buffers smaller than this.
 const HYPER_MIN_BUF: usize = 8192;
+/// Requests one HTTP/2 connection may have open at once: a low-latency player holds a
+/// blocked playlist request and a part or two; a CDN edge multiplexes more.
+pub const MAX_HTTP2_STREAMS: u32 = 100;
 
 /// Limits of the HTTP side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +90,30 @@ pub async fn serve_router(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_on(listener, router, limits, None, shutdown, grace).await
+}
+
+/// [`serve_router`] over TLS with `tls` (see [`crate::tls`]): HTTP/2 when the client
+/// offers it in ALPN, else HTTP/1.1.
+pub async fn serve_router_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    serve_on(listener, router, limits, Some(TlsAcceptor::from(tls)), shutdown, grace).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
@@ -109,16 +141,7 @@ pub async fn serve_router(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let (stream, sendfile) = SendfileStream::new(socket);
-        let io = IdleTimeout::new(stream, limits.idle_timeout);
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(crate::ClientAddr(peer));
-                request.extensions_mut().insert(sendfile.clone());
-                request
-            },
-        ));
-        let builder = {
+        let http1 = {
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -126,10 +149,54 @@ pub async fn serve_router(
                 .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
             builder
         };
+        let Some(tls) = tls.clone() else {
+            let (stream, sendfile) = SendfileStream::new(socket);
+            let io = IdleTimeout::new(stream, limits.idle_timeout);
+            let service = TowerToHyperService::new(router.clone().map_request(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(crate::ClientAddr(peer));
+                    request.extensions_mut().insert(sendfile.clone());
+                    request
+                },
+            ));
+            connections.spawn(async move {
+                let _permit = (permit, place);
+                if let Err(e) = http1.serve_connection(TokioIo::new(io), service).await {
+                    debug!(%peer, error = %e, "HTTP connection ended");
+                }
+            });
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(crate::ClientAddr(peer));
+                request
+            },
+        ));
+        let (idle, handshake_limit) = (limits.idle_timeout, limits.header_read_timeout);
+        let max_header_bytes = limits.max_header_bytes;
         connections.spawn(async move {
             let _permit = (permit, place);
-            if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-                debug!(%peer, error = %e, "HTTP connection ended");
+            let io = IdleTimeout::new(socket, idle);
+            // The handshake, like a request's head, must arrive in time.
+            let stream = match tokio::time::timeout(handshake_limit, tls.accept(io)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let served = if h2 {
+                http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(MAX_HTTP2_STREAMS)
+                    .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            } else {
+                http1.serve_connection(TokioIo::new(stream), service).await
+            };
+            if let Err(e) = served {
+                debug!(%peer, error = %e, "HTTPS connection ended");
             }
         });
     }

@@ -63,7 +63,9 @@ try {
     const sorted = behind.slice().sort((a, b) => a - b);
     const at = (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] / 1000 : null);
     const latency = { samples: sorted.length, median_s: at(0.5), p95_s: at(0.95), stalls };
-    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency };
+    // The HTTP versions the media came over (the server allows Resource Timing).
+    const protocols = [...new Set(performance.getEntriesByType("resource").map((e) => e.nextHopProtocol))];
+    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency, protocols };
   }, [url, seconds, lowLatency]);
 } finally {
   await browser.close();

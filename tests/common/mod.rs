@@ -267,6 +267,17 @@ impl Publisher {
         Self::spawn(clip, url, &[])
     }
 
+    /// Runs `command` (a publisher of any kind) until dropped.
+    pub fn from_command(mut command: Command) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running a publisher");
+        Self { child }
+    }
+
     /// Publishes `clip` over and over until dropped.
     pub fn start_looping(clip: &Path, url: &str) -> Self {
         Self::spawn(clip, url, &["-stream_loop", "-1"])
@@ -330,4 +341,49 @@ pub fn publish_fast(clip: &Path, url: &str) -> (bool, String) {
         .output()
         .expect("running ffmpeg (the test command installs it)");
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The static ffmpeg 7 of the test venv (the PyPI wheel `imageio-ffmpeg`, which the test
+/// command installs): the Enhanced RTMP publisher, with libx265, libaom and libvpx.
+pub fn ffmpeg7() -> PathBuf {
+    let venv = std::env::var("RTMP_HLS_TEST_VENV")
+        .expect("RTMP_HLS_TEST_VENV (scripts/test.sh sets it and installs imageio-ffmpeg there)");
+    let output = Command::new(PathBuf::from(venv).join("bin").join("python"))
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .expect("running the test venv's python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// The address a server logged for `what` (`HTTPS`, say) as `<what> listening addr=...`.
+pub fn listening(server: &Server, what: &str) -> SocketAddr {
+    let marker = format!("{what} listening addr=");
+    testkit::wait_until(STARTUP, &format!("{what} to listen"), || {
+        let log = server.log();
+        let at = log.find(&marker)? + marker.len();
+        log[at..].split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (P-256, valid a day) with
+/// `common_name`, written to `cert.pem` and `key.pem` in `dir` by openssl.
+pub fn self_signed(dir: &Path, common_name: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // Written beside, then renamed: the server never reads half a file.
+    let (cert_new, key_new) = (dir.join("cert.pem.new"), dir.join("key.pem.new"));
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={common_name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key_new)
+        .arg("-out")
+        .arg(&cert_new)
+        .output()
+        .expect("running openssl (the test command installs it)");
+    assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+    std::fs::rename(&key_new, &key).unwrap();
+    std::fs::rename(&cert_new, &cert).unwrap();
+    (cert, key)
 }
