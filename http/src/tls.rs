@@ -83,17 +83,21 @@ impl TlsFiles {
     }
 
     /// When either file last changed (`None` if one cannot be looked at).
-    fn modified(&self) -> Option<(SystemTime, SystemTime)> {
+    fn modified(&self) -> Modified {
         let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Some((at(&self.cert)?, at(&self.key)?))
     }
 }
 
+/// When the certificate and key files last changed.
+type Modified = Option<(SystemTime, SystemTime)>;
+
 /// The current certificate, swapped when its files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
     files: TlsFiles,
-    current: RwLock<(Arc<CertifiedKey>, Option<(SystemTime, SystemTime)>)>,
+    /// The certificate in use, and the files' times when it was loaded.
+    current: RwLock<(Arc<CertifiedKey>, Modified)>,
 }
 
 impl ReloadingCert {
