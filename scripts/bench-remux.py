@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Remux speed, side by side in one run: rtmp-hls's packager (the criterion benchmark
-`remux`) against `ffmpeg -c copy -f mpegts` on the same generated FLV.
+`remux`: to MPEG-TS, to fMP4, and to low-latency fMP4 with 0.25 s parts) against
+`ffmpeg -c copy -f mpegts` on the same generated FLV.
 
 ffmpeg's CPU time is measured with getrusage over a long input (the file looped 20 times)
 minus a zero-length run of the same command, so process start and probing are taken out.
@@ -42,28 +43,34 @@ def ours_rate():
         ["cargo", "bench", "-p", "rtmp-hls-bench", "--bench", "remux", "--", "--noplot"],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     )
-    alloc = next((l for l in result.stdout.splitlines() if l.startswith("allocations:")), "")
-    match = re.search(r"thrpt:\s+\[\S+ \S+ (\S+) (\S+)", result.stdout)
-    if not match:
+    allocs = [l for l in result.stdout.splitlines() if ": allocations:" in l]
+    rates = {}
+    scale = {"B/s": 1, "KiB/s": 1024, "MiB/s": 1024**2, "GiB/s": 1024**3}
+    for name, value, unit in re.findall(
+        r"remux/flv_720p_60s_2500k(\S*)\s.*?thrpt:\s+\[\S+ \S+ (\S+) (\S+)", result.stdout, re.S
+    ):
+        rates[name.lstrip("_") or "ts"] = float(value) * scale[unit]
+    if "ts" not in rates:
         sys.exit("no throughput in the benchmark output:\n" + result.stdout)
-    value, unit = float(match.group(1)), match.group(2)
-    scale = {"B/s": 1, "KiB/s": 1024, "MiB/s": 1024**2, "GiB/s": 1024**3}[unit]
-    return value * scale, alloc
+    return rates, allocs
 
 
 def main():
     subprocess.run([os.path.join(ROOT, "scripts", "gen-test-media.sh"), MEDIA, "bench"], check=True)
     size = os.path.getsize(FLV)
-    ours, alloc = ours_rate()
+    rates, allocs = ours_rate()
+    ours = rates["ts"]
     theirs, full, zero = ffmpeg_rate(size)
     cpu = open("/proc/cpuinfo").read()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
     print(f"machine: {os.cpu_count()} cores, {model.group(1) if model else 'unknown CPU'}")
     print(f"input: {os.path.relpath(FLV, ROOT)}, {size / 1e6:.1f} MB")
-    print(f"rtmp-hls packager (criterion median, one core): {ours / 1e6:,.0f} MB/CPU-s")
+    for name, rate in rates.items():
+        print(f"rtmp-hls packager to {name} (criterion median, one core): {rate / 1e6:,.0f} MB/CPU-s ({rate / ours:.2f}x ts)")
     print(f"ffmpeg -c copy -f mpegts ({LOOPS} loops {full:.2f} s - zero-length {zero:.2f} s): {theirs / 1e6:,.0f} MB/CPU-s")
-    print(f"ratio: {ours / theirs:.2f}x")
-    print(alloc)
+    print(f"ratio (ts): {ours / theirs:.2f}x")
+    for line in allocs:
+        print(line)
 
 
 if __name__ == "__main__":

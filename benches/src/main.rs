@@ -2,13 +2,18 @@
 //!
 //! One tokio process drives N RTMP publishers replaying an FLV clip in real time (parsed once,
 //! shared as `Bytes`, timestamps moved on every loop so streams never end) and M HLS viewers
-//! that behave like players. Per step it reports the server's CPU per stream (from /proc, its
-//! whole process tree), its memory, packaging delay p50/p99, viewer fetch times and errors by
-//! kind, beside the generator's own CPU, as JSON and as an SVG plot. `ramp` adds publishers
-//! step by step until a stream falls behind and reports the largest number held.
+//! that behave like players: classic ones reloading the playlist and fetching whole segments,
+//! or low-latency ones (`--viewer-mode low-latency`) holding blocking reloads and fetching
+//! each part as it is written. Per step it reports the server's CPU per stream (from /proc,
+//! its whole process tree), its memory, packaging delay p50/p99, viewer fetch times, part
+//! latency (low-latency viewers) and errors by kind, beside the generator's own CPU, as JSON
+//! and as an SVG plot. `ramp` adds publishers step by step until a stream falls behind and
+//! reports the largest number held.
 
 mod flv;
+mod fmp4;
 mod http;
+mod ll_viewer;
 mod monitor;
 mod playlist;
 mod plot;
@@ -21,18 +26,19 @@ mod stats;
 mod viewer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
 use crate::flv::Clip;
+use crate::ll_viewer::LlViewer;
 use crate::monitor::Monitor;
 use crate::procstat::{TreeSample, sample_tree};
 use crate::publisher::Publisher;
@@ -103,6 +109,9 @@ struct Common {
     /// Name of the server in the report and the plot.
     #[arg(long, default_value = "server")]
     label: String,
+    /// How viewers play.
+    #[arg(long, value_enum, default_value_t = ViewerMode::Player)]
+    viewer_mode: ViewerMode,
     /// Seconds after a step's new publishers start before measuring.
     #[arg(long, default_value_t = 8.0)]
     warmup: f64,
@@ -155,6 +164,27 @@ struct PlotArgs {
     /// Output SVG.
     #[arg(long)]
     svg: PathBuf,
+}
+
+/// How viewers play (`--viewer-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ViewerMode {
+    /// Reload the playlist every half target duration and fetch each new segment whole, as
+    /// a player does (RFC 8216 §6.3.4); works with any HLS server.
+    Player,
+    /// Play low-latency HLS as hls.js's lowLatencyMode does: fetch the preload-hinted part
+    /// as it is written while a blocking reload waits for it; reports part latency (a part's
+    /// last byte received, minus the instant its last video frame was due to be sent).
+    LowLatency,
+}
+
+impl ViewerMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Player => "player",
+            Self::LowLatency => "low-latency",
+        }
+    }
 }
 
 /// What the steps are.
@@ -275,6 +305,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             name,
             key,
             media_ms: AtomicU64::new(0),
+            t0: OnceLock::new(),
             status: Default::default(),
         });
     }
@@ -314,7 +345,14 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
         for &stream in &watched {
             let start_at =
                 now + STAGGER.mul_f64((stream - publishers.min(stream)) as f64 / n as f64);
-            tasks.spawn(Viewer { stream, shared: shared.clone(), start_at }.run());
+            match common.viewer_mode {
+                ViewerMode::Player => {
+                    tasks.spawn(Viewer { stream, shared: shared.clone(), start_at }.run())
+                }
+                ViewerMode::LowLatency => {
+                    tasks.spawn(LlViewer { stream, shared: shared.clone(), start_at }.run())
+                }
+            };
         }
         publishers = n;
         viewers += watched.len();
@@ -333,6 +371,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
         wait(&progress, &shared, n, Duration::from_secs_f64(common.duration)).await;
         let window_s = window_start.elapsed().as_secs_f64();
         let server_end = common.server_pid.and_then(sample_tree);
+        let blocked_reloads_in_flight = shared.blocked_reloads.load(Ordering::Relaxed);
         let generator_end = sample_tree(std::process::id()).unwrap_or_default();
         let machine_end = procstat::machine_cpu();
         let stats = std::mem::take(&mut *shared.stats());
@@ -402,6 +441,14 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             playlists_fetched: stats.playlists_fetched,
             segments_fetched: stats.segments_fetched,
             bytes_fetched: stats.bytes_fetched,
+            part_latency: stats.part_latency.summary(),
+            part_fetch: stats.part_fetch.summary(),
+            blocked_reload: stats.blocked_reload.summary(),
+            parts_fetched: stats.parts_fetched,
+            part_bytes_fetched: stats.part_bytes_fetched,
+            parts_untimed: stats.parts_untimed,
+            parts_early: stats.parts_early,
+            blocked_reloads_in_flight,
             wake_late,
             send_lag: stats.send_lag.summary(),
             errors: stats.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -451,6 +498,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             warmup_s: common.warmup,
             duration_s: common.duration,
             threads: common.threads,
+            viewer_mode: common.viewer_mode.name().to_owned(),
         },
         steps: step_reports,
         max_publishers_held: max_held,
@@ -487,10 +535,12 @@ async fn wait(progress: &ProgressBar, shared: &Shared, n: usize, span: Duration)
             let stats = shared.stats();
             let errors: u64 = stats.errors.values().sum();
             let behind = shared.streams[..n].iter().filter(|s| s.status().behind.is_some()).count();
-            progress.set_message(format!(
-                "segments fetched {}, behind {behind}, errors {errors}",
-                stats.segments_fetched
-            ));
+            let fetched = if stats.parts_fetched > 0 {
+                format!("parts fetched {}", stats.parts_fetched)
+            } else {
+                format!("segments fetched {}", stats.segments_fetched)
+            };
+            progress.set_message(format!("{fetched}, behind {behind}, errors {errors}"));
         }
         sleep((end - now).min(PROGRESS_TICK)).await;
         progress.set_position(
@@ -527,9 +577,21 @@ fn cpu_ms(figures: Option<&ProcessFigures>) -> String {
 /// One line per step on stderr, beside the progress bar.
 #[allow(clippy::print_stderr)] // the tool's progress output, by design on stderr
 fn log_step(label: &str, s: &StepReport) {
+    // Low-latency viewers' figures, when there are any.
+    let parts = if s.parts_fetched > 0 {
+        format!(
+            ", part latency p50 {} p99 {} ms, blocked reload p50 {} ms, {} parts fetched",
+            ms(s.part_latency.p50_ms),
+            ms(s.part_latency.p99_ms),
+            ms(s.blocked_reload.p50_ms),
+            s.parts_fetched
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
         "{label}: {} publishers, {} viewers: server {} / generator {} CPU ms per stream-second, \
-         delay p50 {} p99 {} ms, {} segments fetched, {} behind, errors {:?}, \
+         delay p50 {} p99 {} ms{parts}, {} segments fetched, {} behind, errors {:?}, \
          other processes {} cores",
         s.publishers,
         s.viewers,
@@ -549,15 +611,20 @@ fn memory_kib(figures: &ProcessFigures) -> u64 {
     figures.rss_kib + figures.files_kib.unwrap_or(0) + figures.memfd_kib
 }
 
-/// The run's table on stdout, the tool's result (the JSON has everything).
+/// The run's table on stdout, the tool's result (the JSON has everything). Low-latency
+/// viewers fetch parts, not segments: their table has part latency where segment fetch
+/// times would be.
 #[allow(clippy::print_stdout)] // the report is this binary's output
 fn print_summary(report: &Report) {
     println!(
         "{} ({}; {} cores, {})",
         report.label, report.mode, report.machine.cores, report.machine.cpu_model
     );
+    let low_latency = report.config.viewer_mode == ViewerMode::LowLatency.name();
+    let (fetch_p50, fetch_p99) =
+        if low_latency { ("part lat50", "part lat99") } else { ("seg p50", "seg p99") };
     println!(
-        "{:>5} {:>7} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>9} {:>9} | {:>6} {:>6}",
+        "{:>5} {:>7} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>10} {:>10} | {:>6} {:>6}",
         "pubs",
         "viewers",
         "srv ms/s",
@@ -565,14 +632,15 @@ fn print_summary(report: &Report) {
         "srv mem",
         "delay p50",
         "delay p99",
-        "seg p50",
-        "seg p99",
+        fetch_p50,
+        fetch_p99,
         "behind",
         "errors"
     );
     for s in &report.steps {
+        let fetch = if low_latency { &s.part_latency } else { &s.segment_fetch };
         println!(
-            "{:>5} {:>7} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>9} {:>9} | {:>6} {:>6}",
+            "{:>5} {:>7} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>10} {:>10} | {:>6} {:>6}",
             s.publishers,
             s.viewers,
             cpu_ms(s.server.as_ref()),
@@ -583,8 +651,8 @@ fn print_summary(report: &Report) {
             ),
             ms(s.packaging_delay.p50_ms),
             ms(s.packaging_delay.p99_ms),
-            ms(s.segment_fetch.p50_ms),
-            ms(s.segment_fetch.p99_ms),
+            ms(fetch.p50_ms),
+            ms(fetch.p99_ms),
             s.streams_behind,
             s.errors.values().sum::<u64>(),
         );

@@ -103,6 +103,8 @@ impl Publisher {
         let stream = &self.shared.streams[self.index];
         let clip = &*self.clip;
         let t0 = Instant::now();
+        // Once per stream: a publisher replays once.
+        let _ = stream.t0.set(t0);
         let mut out = Vec::with_capacity(BATCH_CAPACITY);
         let mut keyframes: Vec<u64> = Vec::new();
         let mut loop_offset = 0u64;

@@ -49,6 +49,14 @@ pub(crate) struct RunConfig {
     pub(crate) warmup_s: f64,
     pub(crate) duration_s: f64,
     pub(crate) threads: usize,
+    /// `player` or `low-latency` (`--viewer-mode`).
+    #[serde(default = "player")]
+    pub(crate) viewer_mode: String,
+}
+
+/// The viewer mode of reports written before there was a choice.
+fn player() -> String {
+    "player".to_owned()
 }
 
 /// CPU and memory of one process tree over a step's measurement window.
@@ -105,6 +113,30 @@ pub(crate) struct StepReport {
     pub(crate) playlists_fetched: u64,
     pub(crate) segments_fetched: u64,
     pub(crate) bytes_fetched: u64,
+    /// Low-latency viewers: a part's last byte received minus the moment its last video
+    /// frame was due by the publisher's clock (the publisher sends up to 10 ms early).
+    #[serde(default)]
+    pub(crate) part_latency: Summary,
+    /// Low-latency viewers' part GETs, request to last byte (a hinted part arrives as it is
+    /// written).
+    #[serde(default)]
+    pub(crate) part_fetch: Summary,
+    /// Low-latency viewers' blocking playlist reloads: how long the server held them.
+    #[serde(default)]
+    pub(crate) blocked_reload: Summary,
+    #[serde(default)]
+    pub(crate) parts_fetched: u64,
+    #[serde(default)]
+    pub(crate) part_bytes_fetched: u64,
+    /// Parts received but not timed (no video sample, or no decode time).
+    #[serde(default)]
+    pub(crate) parts_untimed: u64,
+    /// Parts received before their last video frame was due, counted as latency 0.
+    #[serde(default)]
+    pub(crate) parts_early: u64,
+    /// Blocking reloads the viewers had waiting at the end of the window.
+    #[serde(default)]
+    pub(crate) blocked_reloads_in_flight: u64,
     /// Publisher wake-ups after their scheduled time (generator scheduling).
     pub(crate) wake_late: Summary,
     /// Publisher writes completed after their due time (scheduling plus backpressure).

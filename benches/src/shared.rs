@@ -3,7 +3,9 @@
 //! across an await.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::time::Instant;
 
 use crate::stats::StepStats;
 
@@ -19,6 +21,9 @@ pub(crate) struct StreamState {
     pub(crate) playlist_path: String,
     /// Timestamp (ms, loops included) of the last media sent: media time published.
     pub(crate) media_ms: AtomicU64,
+    /// The publisher's clock: the instant its replay started, when a tag of timestamp `ts`
+    /// (ms, loops included) is due at `t0 + ts`. Set once, when the replay starts.
+    pub(crate) t0: OnceLock<Instant>,
     pub(crate) status: Mutex<StreamStatus>,
 }
 
@@ -50,11 +55,17 @@ impl StreamState {
 pub(crate) struct Shared {
     stats: Mutex<StepStats>,
     pub(crate) streams: Vec<StreamState>,
+    /// Blocking playlist reloads the viewers are waiting on now.
+    pub(crate) blocked_reloads: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new(streams: Vec<StreamState>) -> Self {
-        Self { stats: Mutex::new(StepStats::default()), streams }
+        Self {
+            stats: Mutex::new(StepStats::default()),
+            streams,
+            blocked_reloads: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn stats(&self) -> MutexGuard<'_, StepStats> {
@@ -63,5 +74,22 @@ impl Shared {
 
     pub(crate) fn error(&self, kind: &'static str) {
         self.stats().error(kind);
+    }
+}
+
+/// Counts one in `counter` for as long as it lives: a request in flight, also when its task
+/// is aborted.
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

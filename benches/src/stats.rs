@@ -111,6 +111,15 @@ pub(crate) struct StepStats {
     pub(crate) playlist_fetch: Histogram,
     /// Viewers' segment GETs, request written to body read.
     pub(crate) segment_fetch: Histogram,
+    /// Low-latency viewers: a part's last byte received, minus the instant the publisher's
+    /// clock had its last video frame due.
+    pub(crate) part_latency: Histogram,
+    /// Low-latency viewers' part GETs, request written to last byte read (a hinted part is
+    /// sent as it is written, so about a part's duration).
+    pub(crate) part_fetch: Histogram,
+    /// Low-latency viewers' blocking playlist reloads, request written to body read: the
+    /// time the server held them.
+    pub(crate) blocked_reload: Histogram,
     /// Publishers' wake-ups after their scheduled time: the generator's own scheduling lag.
     pub(crate) wake_late: Histogram,
     /// Publishers' writes done after their due time: scheduling plus the server's backpressure.
@@ -118,6 +127,13 @@ pub(crate) struct StepStats {
     pub(crate) playlists_fetched: u64,
     pub(crate) segments_fetched: u64,
     pub(crate) bytes_fetched: u64,
+    pub(crate) parts_fetched: u64,
+    pub(crate) part_bytes_fetched: u64,
+    /// Parts received whose latency is unknown: no video sample, or its decode time unknown.
+    pub(crate) parts_untimed: u64,
+    /// Parts received before their last video frame was due (a publisher sends up to its
+    /// batch window early): counted in `part_latency` as 0.
+    pub(crate) parts_early: u64,
     /// Segments whose end matched no keyframe sent, so not timed.
     pub(crate) delay_unmatched: u64,
     /// Counted from the start of the step, warm-up included.

@@ -18,9 +18,12 @@ const JOIN_SEGMENTS: usize = 3;
 /// Time one segment request may take: a segment must arrive well within its own duration
 /// for playback not to stall, so anything slower is an error.
 const SEGMENT_LIMIT: Duration = Duration::from_secs(10);
-/// MPEG-TS sync byte (ISO/IEC 13818-1 §2.4.3.2): a segment that does not start with it is
-/// not a segment.
+/// MPEG-TS sync byte (ISO/IEC 13818-1 §2.4.3.2): a segment that starts with neither it nor
+/// [`FMP4_FIRST`] is not a segment.
 const TS_SYNC: u8 = 0x47;
+/// First byte of an fMP4 segment: the high byte of its first box's 32-bit size (ISO/IEC
+/// 14496-12 §4.2), zero for any box under 16 MiB.
+const FMP4_FIRST: u8 = 0x00;
 
 pub(crate) struct Viewer {
     pub(crate) stream: usize,
@@ -49,7 +52,7 @@ impl Viewer {
                 }
                 // Before the stream's first segment both servers answer 404.
                 Ok(r) if r.status == 404 && !loaded => {}
-                Ok(r) => self.shared.error(status_kind("playlist", r.status)),
+                Ok(r) => self.shared.error(status_kind(Fetched::Playlist, r.status)),
                 Err(e) => self.shared.error(e.kind()),
             }
             let list = match response {
@@ -85,28 +88,45 @@ impl Viewer {
     async fn fetch_segment(&self, client: &mut Client, path: &str) {
         let started = Instant::now();
         match client.get(path, None, SEGMENT_LIMIT).await {
-            Ok(r) if r.status == 200 && r.first_byte == Some(TS_SYNC) => {
+            Ok(r) if r.status == 200 && matches!(r.first_byte, Some(TS_SYNC | FMP4_FIRST)) => {
                 let took = started.elapsed();
                 let mut stats = self.shared.stats();
                 stats.segment_fetch.record(took);
                 stats.segments_fetched += 1;
                 stats.bytes_fetched += r.length;
             }
-            Ok(r) if r.status == 200 => self.shared.error("segment_not_ts"),
-            Ok(r) => self.shared.error(status_kind("segment", r.status)),
+            Ok(r) if r.status == 200 => self.shared.error("segment_not_hls"),
+            Ok(r) => self.shared.error(status_kind(Fetched::Segment, r.status)),
             Err(e) => self.shared.error(e.kind()),
         }
     }
 }
 
+/// What a request was for, in its error kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    Playlist,
+    Segment,
+    /// A low-latency part.
+    Part,
+    /// An fMP4 init segment (EXT-X-MAP).
+    Init,
+}
+
 /// The error kind of an unexpected status.
-fn status_kind(what: &str, status: u16) -> &'static str {
+pub(crate) fn status_kind(what: Fetched, status: u16) -> &'static str {
     match (what, status) {
-        ("playlist", 404) => "playlist_404",
-        ("playlist", 503) => "playlist_503",
-        ("playlist", _) => "playlist_status",
-        (_, 404) => "segment_404",
-        (_, 503) => "segment_503",
-        _ => "segment_status",
+        (Fetched::Playlist, 400) => "playlist_400",
+        (Fetched::Playlist, 404) => "playlist_404",
+        (Fetched::Playlist, 503) => "playlist_503",
+        (Fetched::Playlist, _) => "playlist_status",
+        (Fetched::Segment, 404) => "segment_404",
+        (Fetched::Segment, 503) => "segment_503",
+        (Fetched::Segment, _) => "segment_status",
+        (Fetched::Part, 404) => "part_404",
+        (Fetched::Part, 503) => "part_503",
+        (Fetched::Part, _) => "part_status",
+        (Fetched::Init, 404) => "init_404",
+        (Fetched::Init, _) => "init_status",
     }
 }

@@ -1,8 +1,9 @@
 //! The load harness against a real rtmp-hls process: two publishers replay a generated clip
 //! (looping, so timestamps are rewritten), two viewers play, and the JSON report must show
 //! segments on both streams, segment fetches, packaging delays, CPU and memory figures, and
-//! no errors; and a ramp against a server that can hold one stream stops at the step where
-//! the second one is refused. Timings are read, never compared with thresholds.
+//! no errors; low-latency viewers against the server's low-latency variant must time parts
+//! without errors; and a ramp against a server that can hold one stream stops at the step
+//! where the second one is refused. Timings are read, never compared with thresholds.
 // Test code: a failure panics with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -198,6 +199,42 @@ fn harness_drives_a_real_server_and_reports_every_figure() {
     assert_eq!(step["held"], true);
     assert_eq!(report["max_publishers_held"].as_u64(), Some(2));
     assert!(plot.contains("<svg") && plot.contains("rtmp-hls server"), "not the plot: {plot:.200}");
+}
+
+#[test]
+fn low_latency_viewers_time_parts_against_the_publishers_clock() {
+    let setup = Setup::new("low-latency", &["ll-a", "ll-b"], &["--hls-variant", "low-latency"]);
+    let (report, _) = setup.bench(
+        "fixed",
+        &[
+            "--publishers",
+            "2",
+            "--viewers",
+            "2",
+            "--viewer-mode",
+            "low-latency",
+            "--warmup",
+            "4",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(report["config"]["viewer_mode"], "low-latency");
+    let step = &report["steps"][0];
+    assert_eq!(step["errors"], serde_json::json!({}), "errors: {}", step["errors"]);
+    let parts = step["parts_fetched"].as_u64().expect("parts_fetched");
+    assert!(parts > 0, "viewers fetched no part: {step}");
+    assert!(step["part_bytes_fetched"].as_u64() > Some(0));
+    // Every part of an audio and video stream holds video, so every part is timed.
+    assert_eq!(step["parts_untimed"].as_u64(), Some(0), "{step}");
+    assert_eq!(step["part_latency"]["count"].as_u64(), Some(parts), "{step}");
+    number(&step["part_latency"]["p50_ms"], "part latency p50");
+    number(&step["part_latency"]["p99_ms"], "part latency p99");
+    number(&step["part_fetch"]["p99_ms"], "part fetch p99");
+    assert!(step["blocked_reload"]["count"].as_u64() > Some(0), "{step}");
+    assert!(step["blocked_reloads_in_flight"].is_u64(), "{step}");
+    assert_eq!(step["segments_fetched"].as_u64(), Some(0), "low-latency viewers fetch parts");
+    assert_eq!(step["held"], true, "{step}");
 }
 
 #[test]
