@@ -175,6 +175,9 @@ pub struct Fragmenter {
     latest: i64,
     out: VecDeque<Output>,
     pool: Arc<BufferPool>,
+    /// Audio sample bytes of the next fragment: kept between fragments, so it does not
+    /// regrow from empty each time.
+    audio_scratch: Vec<u8>,
 }
 
 impl Fragmenter {
@@ -200,6 +203,7 @@ impl Fragmenter {
             latest: 0,
             out: VecDeque::new(),
             pool,
+            audio_scratch: Vec::new(),
         }
     }
 
@@ -501,7 +505,7 @@ impl Fragmenter {
                 data,
                 video: Vec::new(),
                 video_base: dts,
-                audio_data: Vec::new(),
+                audio_data: std::mem::take(&mut self.audio_scratch),
                 audio: Vec::new(),
                 audio_base: 0,
             }
@@ -550,7 +554,17 @@ impl Fragmenter {
             &mut fragment.data[start..FRAGMENT_HEADROOM],
         );
         drop(runs);
+        let needed = fragment.data.len() + fragment.audio_data.len();
+        if fragment.data.capacity() < needed {
+            // Into a recycled buffer: growing this one would copy into fresh, faulting pages.
+            let mut larger = self.pool.take(needed, needed + needed / 8);
+            larger.extend_from_slice(&fragment.data);
+            self.pool.give(std::mem::replace(&mut fragment.data, larger));
+        }
         fragment.data.extend_from_slice(&fragment.audio_data);
+        fragment.audio_data.clear();
+        // The audio scratch keeps its capacity for the next fragment.
+        self.audio_scratch = std::mem::take(&mut fragment.audio_data);
         self.sequence = self.sequence.wrapping_add(1);
         self.last_fragment = fragment.data.len();
         let bytes = self.pool.share(fragment.data).slice(start..);
