@@ -34,6 +34,7 @@ pub mod api;
 mod idle;
 mod low_latency;
 pub mod metrics;
+mod pieces;
 pub mod sendfile;
 pub mod server;
 pub mod tls;
@@ -129,7 +130,9 @@ async fn hls(
     };
     let headers = [(CONTENT_TYPE, mime), (CACHE_CONTROL, SEGMENT_CACHE)];
     let file = match store.segment(&name, &file) {
-        Some(SegmentBody::Memory(bytes)) => return (headers, bytes).into_response(),
+        Some(SegmentBody::Memory(pieces)) => {
+            return (headers, pieces::body(pieces)).into_response();
+        }
         Some(SegmentBody::File(file)) => file,
         None => return StatusCode::NOT_FOUND.into_response(),
     };

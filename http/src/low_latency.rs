@@ -5,11 +5,12 @@
 //! ([`stream_store::Changes`]): no CPU until the stream's playlist changes, about three times
 //! a second. A request for the part being written (the playlist's EXT-X-PRELOAD-HINT) is
 //! answered at once with a chunked body that gets each fragment as the packager makes it, so
-//! a player has a frame about as soon as the encoder sent it.
+//! a player has a frame about as soon as the encoder sent it; the connection's task itself
+//! waits for the fragments (no task or queue per request), and reads no further ahead than
+//! the socket takes.
 
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,9 +18,7 @@ use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body::Frame;
 use stream_store::{Directives, PartRead, Reload, StreamStore};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
@@ -28,9 +27,6 @@ use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
 /// with the same directives is satisfied by it, and a delta update made from it stays
 /// within CAN-SKIP-UNTIL (six target durations).
 const BLOCKED_CACHE_TARGETS: u64 = 6;
-/// Fragments queued for one part request whose viewer reads slowly; the task filling it
-/// waits beyond that (it holds no more than these).
-const PART_QUEUE: usize = 8;
 
 /// The playlist of `name` for a request with `query`: at once, or once the stream reaches
 /// the part or segment it names (400 if it is too far ahead, 503 if that takes more than
@@ -81,83 +77,83 @@ pub(crate) async fn playlist(store: &StreamStore, name: &str, query: &str) -> Re
 pub(crate) fn part(store: &Arc<StreamStore>, name: &str, file: &str) -> Option<Response> {
     let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
     match store.part(name, file, 0)? {
-        PartRead::Complete(bytes) => Some((headers, bytes).into_response()),
+        PartRead::Complete(pieces) => Some((headers, crate::pieces::body(pieces)).into_response()),
         PartRead::Growing(_) | PartRead::NotYet => {
-            let changes = store.part_changes(name)?;
-            let timeout = store.block_timeout(name)?;
-            let (sender, receiver) = mpsc::channel(PART_QUEUE);
-            tokio::spawn(stream_part(
-                Arc::clone(store),
-                name.to_owned(),
-                file.to_owned(),
-                changes,
-                sender,
-                Instant::now() + timeout,
-            ));
-            Some((headers, Body::new(PartBody(receiver))).into_response())
+            let growing = Growing {
+                changes: store.part_changes(name)?,
+                deadline: Instant::now() + store.block_timeout(name)?,
+                store: Arc::clone(store),
+                name: name.to_owned(),
+                file: file.to_owned(),
+                offset: 0,
+                queue: VecDeque::new(),
+                done: false,
+            };
+            let body = Body::from_stream(futures_util::stream::unfold(growing, Growing::next));
+            Some((headers, body).into_response())
         }
     }
 }
 
-/// Sends part `file` of `name` into `sender` as it grows, until it is complete. A part that
-/// does not complete by `deadline`, or goes, ends the response with an error, so the player
-/// does not take a cut part for a whole one.
-async fn stream_part(
+/// A part being written, as its response body reads it: the connection's own task waits on
+/// the stream's part counter, takes what was added, and sends it.
+struct Growing {
     store: Arc<StreamStore>,
     name: String,
     file: String,
-    mut changes: stream_store::Changes,
-    sender: mpsc::Sender<Result<Bytes, PartAborted>>,
+    changes: stream_store::Changes,
     deadline: Instant,
-) {
-    let mut offset = 0;
-    loop {
-        match store.part(&name, &file, offset) {
-            Some(PartRead::Complete(rest)) => {
-                if !rest.is_empty() {
-                    let _ = sender.send(Ok(rest)).await;
-                }
-                return;
+    /// Bytes of the part taken so far.
+    offset: usize,
+    /// Taken, not sent yet.
+    queue: VecDeque<Bytes>,
+    /// The part is complete (or will never be): the queue is the rest.
+    done: bool,
+}
+
+impl Growing {
+    /// The next bytes of the part; an error ends the body when the part will not be
+    /// completed (the stream ended or stalled), so a player does not take a cut part for a
+    /// whole one.
+    async fn next(mut self) -> Option<(Result<Bytes, PartAborted>, Self)> {
+        loop {
+            if let Some(bytes) = self.queue.pop_front() {
+                return Some((Ok(bytes), self));
             }
-            Some(PartRead::Growing(fragments)) => {
-                for fragment in fragments {
-                    offset += fragment.len();
-                    if sender.send(Ok(fragment)).await.is_err() {
-                        return;
-                    }
-                }
+            if self.done {
+                return None;
             }
-            Some(PartRead::NotYet) => {}
-            None => break,
-        }
-        tokio::select! {
-            alive = changes.changed() => if !alive { break },
-            () = tokio::time::sleep_until(deadline) => break,
-            () = sender.closed() => return,
+            match self.store.part(&self.name, &self.file, self.offset) {
+                Some(PartRead::Complete(rest)) => {
+                    self.queue.extend(rest.as_slice().iter().filter(|p| !p.is_empty()).cloned());
+                    self.done = true;
+                    continue;
+                }
+                Some(PartRead::Growing(fragments)) if !fragments.is_empty() => {
+                    self.offset += fragments.iter().map(Bytes::len).sum::<usize>();
+                    self.queue.extend(fragments);
+                    continue;
+                }
+                Some(PartRead::Growing(_) | PartRead::NotYet) => {}
+                None => return self.abort(),
+            }
+            tokio::select! {
+                alive = self.changes.changed() => if !alive { return self.abort() },
+                () = tokio::time::sleep_until(self.deadline) => return self.abort(),
+            }
         }
     }
-    let _ = sender.send(Err(PartAborted)).await;
+
+    fn abort(mut self) -> Option<(Result<Bytes, PartAborted>, Self)> {
+        self.done = true;
+        Some((Err(PartAborted), self))
+    }
 }
 
 /// The part being sent will not be completed (the stream ended or stalled).
 #[derive(Debug, thiserror::Error)]
 #[error("the part being sent will not be completed")]
 struct PartAborted;
-
-/// A response body fed by [`stream_part`].
-struct PartBody(mpsc::Receiver<Result<Bytes, PartAborted>>);
-
-impl http_body::Body for PartBody {
-    type Data = Bytes;
-    type Error = PartAborted;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, PartAborted>>> {
-        self.0.poll_recv(cx).map(|next| next.map(|data| data.map(Frame::data)))
-    }
-}
 
 #[cfg(test)]
 mod tests {

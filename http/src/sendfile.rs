@@ -396,7 +396,7 @@ mod tests {
 
     fn memfd_segment(data: &[u8]) -> Arc<MemfdSegment> {
         let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
-        writer.write(data).unwrap()
+        writer.write(&[Bytes::copy_from_slice(data)]).unwrap()
     }
 
     async fn first_frame(body: &mut SendfileBody) -> Result<Frame<Bytes>, io::Error> {

@@ -59,6 +59,13 @@ const AUDIO_TRACK: u32 = 2;
 /// Bytes left in front of a fragment's samples for its `moof`: enough for the most samples
 /// a fragment may hold (16 bytes each) and two tracks' boxes.
 const FRAGMENT_HEADROOM: usize = 256 + 16 * MAX_SAMPLES_PER_FRAGMENT;
+/// The same for low-latency fragments: a video frame and the few audio frames beside it
+/// (a fragment holding more has its bytes moved to make room). The store keeps these
+/// fragments for a segment's life: a bigger room would outweigh a small frame.
+const LOW_LATENCY_HEADROOM: usize = 512;
+/// Room for the audio frames of a low-latency fragment, beyond its video frame (AAC frames
+/// are a few hundred bytes): enough to append them without moving the fragment.
+const LOW_LATENCY_AUDIO_ROOM: usize = 1024;
 
 /// The audio track as the init segment and the sample durations need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +143,10 @@ struct HeldFrame {
 /// The fragment being filled: samples' bytes after room for the header.
 #[derive(Debug)]
 struct Fragment {
-    /// `FRAGMENT_HEADROOM` bytes, then the video samples' bytes.
+    /// `headroom` bytes, then the video samples' bytes.
     data: Vec<u8>,
+    /// Bytes left in front of the samples for the `moof`.
+    headroom: usize,
     video: Vec<Sample>,
     video_base: i64,
     /// Audio samples' bytes, appended after the video's when the fragment is written.
@@ -487,7 +496,9 @@ impl Fragmenter {
     /// The fragment being filled, started for a unit at `dts` with `video_bytes` of video
     /// sample to come.
     fn fragment_for(&mut self, dts: i64, video_bytes: usize) -> &mut Fragment {
-        let needed = FRAGMENT_HEADROOM + video_bytes;
+        let headroom =
+            if self.part_target.is_some() { LOW_LATENCY_HEADROOM } else { FRAGMENT_HEADROOM };
+        let needed = headroom + video_bytes;
         if let Some(fragment) = &mut self.fragment {
             let spare = fragment.data.capacity() - fragment.data.len();
             if spare < video_bytes {
@@ -497,12 +508,19 @@ impl Fragmenter {
                 self.pool.give(std::mem::replace(&mut fragment.data, larger));
             }
         }
-        let (pool, size) = (&self.pool, self.last_fragment.max(needed));
+        // A low-latency fragment is one frame: sized for it (the last fragment may have been a
+        // keyframe ten times larger). A segment-long one is sized like the last.
+        let capacity = match self.part_target {
+            Some(_) => needed + LOW_LATENCY_AUDIO_ROOM,
+            None => self.last_fragment.max(needed) * 9 / 8,
+        };
+        let pool = &self.pool;
         self.fragment.get_or_insert_with(|| {
-            let mut data = pool.take(needed, size + size / 8);
-            data.resize(FRAGMENT_HEADROOM, 0);
+            let mut data = pool.take(needed, capacity);
+            data.resize(headroom, 0);
             Fragment {
                 data,
+                headroom,
                 video: Vec::new(),
                 video_base: dts,
                 audio_data: std::mem::take(&mut self.audio_scratch),
@@ -519,7 +537,7 @@ impl Fragmenter {
         // (its duration comes with the next frame): they move to the next fragment.
         let carried = self.held.and_then(|held| {
             let at = fragment.data.len().checked_sub(held.size)?;
-            (at >= FRAGMENT_HEADROOM).then(|| (held.dts, fragment.data.split_off(at)))
+            (at >= fragment.headroom).then(|| (held.dts, fragment.data.split_off(at)))
         });
         self.write_fragment(fragment);
         if let Some((dts, bytes)) = carried {
@@ -545,13 +563,25 @@ impl Fragmenter {
             runs.push(Run { track: AUDIO_TRACK, base_decode_time: base, samples: &fragment.audio });
         }
         let header_len = fragment_header_len(&runs);
-        let payload = fragment.data.len() - FRAGMENT_HEADROOM + fragment.audio_data.len();
-        let start = FRAGMENT_HEADROOM - header_len;
+        if header_len > fragment.headroom {
+            // More samples than the room was made for: the video bytes move behind a room
+            // that fits (low-latency fragments of audio gathered while video stalled).
+            let video = fragment.data.len() - fragment.headroom;
+            let size = header_len + video + fragment.audio_data.len();
+            let mut moved = self.pool.take(size, size);
+            moved.resize(header_len, 0);
+            moved.extend_from_slice(&fragment.data[fragment.headroom..]);
+            self.pool.give(std::mem::replace(&mut fragment.data, moved));
+            fragment.headroom = header_len;
+        }
+        let headroom = fragment.headroom;
+        let payload = fragment.data.len() - headroom + fragment.audio_data.len();
+        let start = headroom - header_len;
         fmp4::write_fragment_header(
             self.sequence,
             &runs,
             payload,
-            &mut fragment.data[start..FRAGMENT_HEADROOM],
+            &mut fragment.data[start..headroom],
         );
         drop(runs);
         let needed = fragment.data.len() + fragment.audio_data.len();

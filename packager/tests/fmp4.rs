@@ -309,3 +309,46 @@ fn decode_times_never_jump_and_audio_follows_the_publisher() {
         assert!(drift.abs() < 1024, "audio {drift} samples off the publisher ({part_target:?})");
     }
 }
+
+/// Low-latency fragments are sized for a frame; when video stalls and audio gathers in one
+/// fragment, its header outgrows that room and the fragment is laid out again: every
+/// fragment still reads back whole, its `mdat` exactly its samples.
+#[test]
+fn a_video_stall_in_low_latency_still_gives_whole_fragments() {
+    let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
+    let config = RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(PART) },
+    };
+    let mut remuxer = Remuxer::new(config);
+    let mut outputs = Vec::new();
+    for tag in &tags {
+        // No video from 3 s to 7 s: six seconds of audio frames gather behind a held frame.
+        if tag.tag_type == 9 && (3000..7000).contains(&tag.timestamp) {
+            continue;
+        }
+        let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
+        let _ = remuxer.push(kind, tag.timestamp, &tag.data);
+        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+    }
+    remuxer.finish();
+    outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+    let mut largest = 0;
+    for output in &outputs {
+        let FragmentOutput::Fragment(fragment) = output else { continue };
+        let mut reader = Cursor::new(&fragment[..]);
+        let moof = Moof::decode(&mut reader).expect("a moof");
+        let mdat = Mdat::decode(&mut reader).expect("an mdat after it");
+        let samples: usize = moof.traf.iter().flat_map(|t| &t.trun).map(|r| r.samples.len()).sum();
+        let bytes: u64 = moof
+            .traf
+            .iter()
+            .flat_map(|t| &t.trun)
+            .flat_map(|r| &r.samples)
+            .map(|s| u64::from(s.size.unwrap()))
+            .sum();
+        assert_eq!(mdat.data.len() as u64, bytes, "mdat is exactly the samples");
+        largest = largest.max(samples);
+    }
+    assert!(largest > 30, "no fragment gathered the stalled audio ({largest} samples at most)");
+}

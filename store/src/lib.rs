@@ -22,7 +22,7 @@ mod store;
 pub use blocking::{Changes, DirectiveError, Directives, Reload};
 pub use memfd::{MemfdSegment, MemfdSegments};
 pub use open_segment::PartRead;
-pub use segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
+pub use segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use store::{
     BeginError, MAX_VIEWERS_TRACKED, PROMOTE_AT_FETCH, Publication, SegmentBytes, StoreConfig,
     StreamStore, StreamSummary,

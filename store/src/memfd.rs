@@ -142,23 +142,28 @@ pub struct MemfdWriter {
 impl SegmentFileWriter for MemfdWriter {
     type File = MemfdSegment;
 
-    fn write(&mut self, data: &[u8]) -> Option<Arc<MemfdSegment>> {
-        if data.is_empty() {
+    fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<MemfdSegment>> {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        if len == 0 {
             return None;
         }
-        let span = (data.len() as u64).div_ceil(self.page) * self.page;
+        let span = (len as u64).div_ceil(self.page) * self.page;
         if self.end.saturating_add(span) > MAX_FILE_OFFSET {
             self.file = memfd(&self.warned)?;
             self.end = 0;
         }
         let offset = self.end;
-        let segment = MemfdSegment { file: Arc::clone(&self.file), offset, len: data.len(), span };
+        let segment = MemfdSegment { file: Arc::clone(&self.file), offset, len, span };
         // Past this segment's pages even if the write fails part-way: dropping `segment`
         // then punches whatever was written.
         self.end = offset.checked_add(span)?;
-        if let Err(e) = self.file.write_all_at(data, offset) {
-            warn!(error = %e, bytes = data.len(), "cannot write a segment to its memory file: kept in the heap");
-            return None;
+        let mut at = offset;
+        for piece in pieces {
+            if let Err(e) = self.file.write_all_at(piece, at) {
+                warn!(error = %e, bytes = len, "cannot write a segment to its memory file: kept in the heap");
+                return None;
+            }
+            at += piece.len() as u64;
         }
         Some(Arc::new(segment))
     }
@@ -247,7 +252,7 @@ mod tests {
             warned: Arc::default(),
         };
         let first = writer.file.clone();
-        let segment = writer.write(&[5; 8192]).unwrap();
+        let segment = writer.write(&[Bytes::from(vec![5; 8192])]).unwrap();
         assert!(!Arc::ptr_eq(&first, &writer.file), "a new file");
         assert_eq!(segment.offset(), 0);
         assert_eq!(segment.read().unwrap(), Bytes::from(vec![5; 8192]));
@@ -257,8 +262,8 @@ mod tests {
     #[test]
     fn segments_round_trip_and_free_their_pages() {
         let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
-        let first = writer.write(&[1; 10_000]).unwrap();
-        let second = writer.write(&[2; 5]).unwrap();
+        let first = writer.write(&[Bytes::from(vec![1; 10_000])]).unwrap();
+        let second = writer.write(&[Bytes::from_static(&[2; 5])]).unwrap();
         assert_eq!(first.read().unwrap(), Bytes::from(vec![1; 10_000]));
         assert_eq!(second.read().unwrap(), Bytes::from_static(&[2; 5]));
         let concrete = Arc::clone(&second);

@@ -24,8 +24,9 @@ pub trait SegmentFiles: Send + Sync + fmt::Debug + 'static {
 pub trait SegmentFileWriter: Send + fmt::Debug {
     /// What it writes.
     type File;
-    /// Stores `data`; `None` when it could not (the segment then stays in the heap).
-    fn write(&mut self, data: &[u8]) -> Option<Arc<Self::File>>;
+    /// Stores the segment made of `pieces`, back to back; `None` when it could not (the
+    /// segment then stays in the heap).
+    fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<Self::File>>;
 }
 
 /// One segment's bytes in a file. Its storage is released when the last holder drops it.
@@ -41,11 +42,79 @@ pub trait SegmentFile: Send + Sync + fmt::Debug + 'static {
     fn read(&self) -> Option<Bytes>;
 }
 
+/// Bytes in the heap as one buffer (an MPEG-TS segment) or several back to back (an fMP4
+/// segment or part: its fragments as the packager made them, never joined by a copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pieces(PiecesInner);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PiecesInner {
+    One(Bytes),
+    Many(Arc<[Bytes]>),
+}
+
+impl Pieces {
+    /// The pieces, in order.
+    pub fn as_slice(&self) -> &[Bytes] {
+        match &self.0 {
+            PiecesInner::One(bytes) => std::slice::from_ref(bytes),
+            PiecesInner::Many(pieces) => pieces,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().iter().map(Bytes::len).sum()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().iter().all(Bytes::is_empty)
+    }
+
+    /// The bytes as one buffer (a copy when there are several pieces).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            PiecesInner::One(bytes) => bytes.clone(),
+            PiecesInner::Many(pieces) => Bytes::from(pieces.concat()),
+        }
+    }
+
+    /// The bytes from `offset` on, or `None` past the end.
+    pub fn from_offset(&self, offset: usize) -> Option<Self> {
+        let mut start = 0;
+        let mut rest = Vec::new();
+        for piece in self.as_slice() {
+            let end = start + piece.len();
+            if end > offset {
+                rest.push(piece.slice(offset.saturating_sub(start)..));
+            }
+            start = end;
+        }
+        (offset <= start).then(|| rest.into())
+    }
+}
+
+impl From<Bytes> for Pieces {
+    fn from(bytes: Bytes) -> Self {
+        Self(PiecesInner::One(bytes))
+    }
+}
+
+impl From<Vec<Bytes>> for Pieces {
+    fn from(mut pieces: Vec<Bytes>) -> Self {
+        if pieces.len() == 1 {
+            return Self(PiecesInner::One(pieces.pop().unwrap_or_default()));
+        }
+        Self(PiecesInner::Many(pieces.into()))
+    }
+}
+
 /// A segment's bytes as the store hands them out.
 #[derive(Debug)]
 pub enum SegmentBody<F> {
     /// In the heap, shared.
-    Memory(Bytes),
+    Memory(Pieces),
     /// In a file.
     File(Arc<F>),
 }
@@ -53,7 +122,7 @@ pub enum SegmentBody<F> {
 impl<F> Clone for SegmentBody<F> {
     fn clone(&self) -> Self {
         match self {
-            Self::Memory(bytes) => Self::Memory(bytes.clone()),
+            Self::Memory(pieces) => Self::Memory(pieces.clone()),
             Self::File(file) => Self::File(Arc::clone(file)),
         }
     }
@@ -63,7 +132,7 @@ impl<F: SegmentFile> SegmentBody<F> {
     /// Length in bytes.
     pub fn len(&self) -> usize {
         match self {
-            Self::Memory(bytes) => bytes.len(),
+            Self::Memory(pieces) => pieces.len(),
             Self::File(file) => file.len(),
         }
     }
@@ -73,11 +142,31 @@ impl<F: SegmentFile> SegmentBody<F> {
         self.len() == 0
     }
 
-    /// The bytes in the heap (a copy for a file); `None` if a file cannot be read.
+    /// The bytes in the heap as one buffer (a copy for a file or several pieces); `None` if
+    /// a file cannot be read.
     pub fn to_bytes(&self) -> Option<Bytes> {
         match self {
-            Self::Memory(bytes) => Some(bytes.clone()),
+            Self::Memory(pieces) => Some(pieces.to_bytes()),
             Self::File(file) => file.read(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_read_from_any_offset() {
+        let pieces = Pieces::from(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
+        assert_eq!(pieces.len(), 5);
+        assert_eq!(pieces.to_bytes(), Bytes::from_static(b"abcde"));
+        let rest = |offset| pieces.from_offset(offset).map(|p| p.to_bytes());
+        assert_eq!(rest(0), Some(Bytes::from_static(b"abcde")));
+        assert_eq!(rest(2), Some(Bytes::from_static(b"cde")));
+        assert_eq!(rest(3), Some(Bytes::from_static(b"de")));
+        assert_eq!(rest(5), Some(Bytes::new()));
+        assert_eq!(rest(6), None);
+        assert_eq!(Pieces::from(Bytes::from_static(b"x")).as_slice().len(), 1);
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::blocking::{self, BLOCK_TARGETS, Changes, Directives, LiveEdge, Reload};
 use crate::memfd::MemfdSegments;
 use crate::open_segment::{HeldPart, OpenSegment, PartRead};
-use crate::segment_files::{SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
+use crate::segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 
 /// The fetch of a segment at which it moves from the heap to its stream's segment file (when
 /// the store has [`SegmentFiles`]). Writing it there copies it once, as sending it from the
@@ -154,8 +154,9 @@ struct SlotState<File> {
     playlist: MediaPlaylist,
     /// The rendered playlist; `None` until the first segment exists.
     rendered: Option<Bytes>,
-    /// The rendered playlist delta update (`_HLS_skip=YES`), low-latency streams only.
-    rendered_skip: Option<Bytes>,
+    /// The rendered playlist delta update (`_HLS_skip=YES`) of low-latency streams, made at
+    /// the first request that wants it after each change.
+    rendered_skip: std::sync::OnceLock<Bytes>,
     /// fMP4 init segments by number: the current one and those of segments still held.
     inits: VecDeque<(u32, Bytes)>,
     /// The number the next init segment gets.
@@ -198,19 +199,19 @@ impl<F: SegmentFiles> Slot<F> {
         self.part_changes.send_modify(|n| *n += 1);
     }
 
-    /// Moves segment `sequence` (whose bytes are `bytes`) to this stream's file from
-    /// `files`, and returns its body: the file's, or still `bytes` if it could not be
+    /// Moves segment `sequence` (whose bytes are `pieces`) to this stream's file from
+    /// `files`, and returns its body: the file's, or still `pieces` if it could not be
     /// written. The write happens outside the state lock, so viewers of the stream do not
     /// wait on it.
-    fn promote(&self, files: &F, sequence: u64, bytes: Bytes) -> SegmentBody<F::File> {
+    fn promote(&self, files: &F, sequence: u64, pieces: Pieces) -> SegmentBody<F::File> {
         let file = {
             let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             if writer.is_none() {
                 *writer = files.open();
             }
-            writer.as_mut().and_then(|writer| writer.write(&bytes))
+            writer.as_mut().and_then(|writer| writer.write(pieces.as_slice()))
         };
-        let Some(file) = file else { return SegmentBody::Memory(bytes) };
+        let Some(file) = file else { return SegmentBody::Memory(pieces) };
         let body = SegmentBody::File(file);
         let mut state = self.write();
         if let Some(held) = state.segments.iter_mut().find(|held| held.sequence == sequence) {
@@ -224,9 +225,7 @@ impl<File> SlotState<File> {
     fn render(&mut self) {
         if !self.playlist.is_empty() {
             self.rendered = Some(Bytes::from(self.playlist.render()));
-            if self.playlist.is_low_latency() {
-                self.rendered_skip = Some(Bytes::from(self.playlist.render_with(true)));
-            }
+            self.rendered_skip = std::sync::OnceLock::new();
         }
     }
 
@@ -344,7 +343,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                     state: RwLock::new(SlotState {
                         playlist,
                         rendered: None,
-                        rendered_skip: None,
+                        rendered_skip: std::sync::OnceLock::new(),
                         inits: VecDeque::new(),
                         next_init: 0,
                         open: None,
@@ -419,9 +418,12 @@ impl<F: SegmentFiles> StreamStore<F> {
             Some(false) => Reload::Wait {
                 timeout: Duration::from_secs(state.playlist.target_duration()) * BLOCK_TARGETS,
             },
-            Some(true) if directives.skip => {
-                Reload::Ready(state.rendered_skip.clone().unwrap_or(rendered))
-            }
+            Some(true) if directives.skip => Reload::Ready(
+                state
+                    .rendered_skip
+                    .get_or_init(|| Bytes::from(state.playlist.render_with(true)))
+                    .clone(),
+            ),
             Some(true) => Reload::Ready(rendered),
         })
     }
@@ -477,8 +479,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         }
         let first = state.segments.front()?.sequence;
         let held = state.segments.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
-        let part = held.parts.get(index)?;
-        (offset <= part.bytes.len()).then(|| PartRead::Complete(part.bytes.slice(offset..)))
+        held.parts.get(index)?.pieces.from_offset(offset).map(PartRead::Complete)
     }
 
     /// A segment of `name` by its file name (`<generation>-<sequence>.ts`, or `.m4s` for
@@ -500,8 +501,8 @@ impl<F: SegmentFiles> StreamStore<F> {
         };
         match (body, &self.files) {
             // Exactly one fetch promotes, so a segment is written once.
-            (SegmentBody::Memory(bytes), Some(files)) if fetches == PROMOTE_AT_FETCH => {
-                Some(slot.promote(files, sequence, bytes))
+            (SegmentBody::Memory(pieces), Some(files)) if fetches == PROMOTE_AT_FETCH => {
+                Some(slot.promote(files, sequence, pieces))
             }
             (body, _) => Some(body),
         }
@@ -655,7 +656,7 @@ impl<F: SegmentFiles> Publication<F> {
         });
         let held = Held {
             sequence,
-            body: SegmentBody::Memory(segment.data),
+            body: SegmentBody::Memory(segment.data.into()),
             fetches: AtomicU32::new(0),
             parts: Vec::new(),
             init: None,
@@ -1081,8 +1082,8 @@ mod tests {
         let segment = store.segment("cam", "7-0.m4s").unwrap().to_bytes().unwrap();
         assert_eq!(segment, [vec![1; 10], vec![2; 10]].concat());
         let read = |file| store.part("cam", file, 0);
-        assert_eq!(read("7-0.1.m4s"), Some(PartRead::Complete(Bytes::from(vec![2; 10]))));
-        assert_eq!(read("7-1.0.m4s"), Some(PartRead::Complete(Bytes::from(vec![3; 10]))));
+        assert_eq!(read("7-0.1.m4s"), Some(PartRead::Complete(Bytes::from(vec![2; 10]).into())));
+        assert_eq!(read("7-1.0.m4s"), Some(PartRead::Complete(Bytes::from(vec![3; 10]).into())));
         assert_eq!(read("7-1.1.m4s"), Some(PartRead::Growing(vec![])));
         assert_eq!(read("7-1.2.m4s"), Some(PartRead::NotYet));
         for bad in ["7-1.3.m4s", "7-0.2.m4s", "8-1.0.m4s", "7-1.m4s", "7-1.x.m4s", "7-1.0.ts"] {
@@ -1180,9 +1181,9 @@ mod tests {
     impl SegmentFileWriter for FlakyWriter {
         type File = VecFile;
 
-        fn write(&mut self, data: &[u8]) -> Option<Arc<VecFile>> {
+        fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<VecFile>> {
             self.0 += 1;
-            (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::copy_from_slice(data))))
+            (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::from(pieces.concat()))))
         }
     }
 
