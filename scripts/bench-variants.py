@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""rtmp-hls's HLS variants side by side in one run: server CPU per stream, memory and latency
+of `--hls-variant mpegts` (one player-style viewer per stream, as today) against
+`--hls-variant low-latency` (one low-latency viewer per stream: blocking reloads, the hinted
+part while it is written), and `fmp4` with a player-style viewer.
+
+Builds rtmp-hls and rtmp-hls-bench in release, then for --rounds rounds, in alternating
+order, starts a fresh server per variant and runs `rtmp-hls-bench fixed` with N publishers of
+the benchmark clip and one viewer each (8 s warm-up, 20 s measured). Figures are medians over
+the rounds; the ratio is low-latency over mpegts. Writes
+benches/results/<YYYY-MM-DD>-variants.md (a suffix when the date has one) unless --no-write.
+
+Usage: python3 scripts/bench-variants.py [--publishers 50] [--rounds 3] [--no-write]
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "target", "bench-variants")
+RESULTS = os.path.join(ROOT, "benches", "results")
+FLV = os.path.join(ROOT, "target", "test-media", "bench-720p-60s.flv")
+PORTS = (19371, 18091)
+# (variant, viewer mode of the generator)
+VARIANTS = [("mpegts", "player"), ("low-latency", "low-latency"), ("fmp4", "player")]
+
+
+def log(message):
+    print(f"[bench-variants] {message}", file=sys.stderr, flush=True)
+
+
+def binary(name):
+    return os.path.join(ROOT, "target", "release", name)
+
+
+def wait_http(url, limit=20.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer")
+
+
+def start(variant, data, commands):
+    shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data)
+    cmd = [binary("rtmp-hls"), "--rtmp-addr", f"127.0.0.1:{PORTS[0]}",
+           "--http-addr", f"127.0.0.1:{PORTS[1]}", "--data-dir", data,
+           "--hls-variant", variant, "--segment-duration", "2", "--playlist-length", "3",
+           "--max-connections", "65536", "--max-connections-per-ip", "65536",
+           "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
+           "--max-streams", "65536"]
+    commands.append(" ".join(cmd).replace(ROOT + "/", ""))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(OUT, f"{variant}.log"), "a"))
+    wait_http(f"http://127.0.0.1:{PORTS[1]}/healthz")
+    return proc
+
+
+def keys(data, n):
+    streams = []
+    for i in range(n):
+        out = subprocess.run([binary("rtmp-hls"), "keys", "add", f"v{i:03}", "--data-dir", data],
+                             check=True, capture_output=True, text=True).stdout
+        streams.append(f"v{i:03}={out.strip().splitlines()[-1]}")
+    return streams
+
+
+def run(variant, mode, args, round_, commands):
+    data = os.path.join(OUT, f"data-{variant}")
+    proc = start(variant, data, commands)
+    try:
+        streams = keys(data, args.publishers)
+        path = os.path.join(OUT, f"streams-{variant}")
+        with open(path, "w") as f:
+            f.write("\n".join(streams) + "\n")
+        report = os.path.join(OUT, f"{variant}-round{round_}.json")
+        cmd = [binary("rtmp-hls-bench"), "fixed", "--flv", os.path.relpath(FLV, ROOT),
+               "--publish-url", f"rtmp://127.0.0.1:{PORTS[0]}/live",
+               "--playlist-url", f"http://127.0.0.1:{PORTS[1]}/hls/{{name}}/index.m3u8",
+               "--streams-file", os.path.relpath(path, ROOT), "--server-pid", str(proc.pid),
+               "--publishers", str(args.publishers), "--viewers", str(args.publishers),
+               "--viewer-mode", mode, "--label", variant, "--warmup", "8", "--duration", "20",
+               "--json", os.path.relpath(report, ROOT), "--no-progress"]
+        line = " ".join(cmd)
+        if line not in commands:
+            commands.append(line)
+        log(f"round {round_}: {variant} ({mode} viewers)")
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        with open(report) as f:
+            return json.load(f)["steps"][0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def figures(step):
+    server = step.get("server") or {}
+    cpu = server.get("cpu_per_stream")
+    return {
+        "cpu_ms": None if cpu is None else cpu * 1000,
+        "mem_mib": (server.get("pss_kib", 0) + server.get("memfd_kib", 0)) / 1024,
+        "delay_p50": (step.get("packaging_delay") or {}).get("p50_ms"),
+        "part_p50": (step.get("part_latency") or {}).get("p50_ms"),
+        "part_p99": (step.get("part_latency") or {}).get("p99_ms"),
+        "errors": sum((step.get("errors") or {}).values()),
+    }
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=2):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--publishers", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    os.makedirs(OUT, exist_ok=True)
+    subprocess.run([os.path.join(ROOT, "scripts", "gen-test-media.sh"),
+                    os.path.dirname(FLV), "bench"], check=True)
+    env = dict(os.environ, CARGO_INCREMENTAL="0")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "rtmp-hls",
+                    "-p", "rtmp-hls-bench"], cwd=ROOT, env=env, check=True)
+    commands = []
+    results = {variant: [] for variant, _ in VARIANTS}
+    for round_ in range(1, args.rounds + 1):
+        order = VARIANTS if round_ % 2 == 1 else list(reversed(VARIANTS))
+        for variant, mode in order:
+            results[variant].append(figures(run(variant, mode, args, round_, commands)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                  if l.startswith("model name")), "unknown CPU")
+    lines = [f"# HLS variants side by side, {started:%Y-%m-%d}", "",
+             f"`python3 scripts/bench-variants.py --publishers {args.publishers} --rounds "
+             f"{args.rounds}` on {started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
+             f"{os.cpu_count()} cores, {model} (shared VM). Each variant's server started fresh; "
+             f"{args.publishers} publishers of `bench-720p-60s.flv` (720p30 H.264 2.5 Mbit/s + "
+             "AAC), one viewer each (player-style for mpegts and fmp4, low-latency for "
+             "low-latency), 8 s warm-up, 20 s measured; rounds in alternating order; medians over "
+             "the rounds.", "",
+             "| variant | CPU per stream, ms per stream-second (rounds) | memory, MiB | packaging "
+             "delay p50, ms | part latency p50 / p99, ms | errors |",
+             "|---|---|---|---|---|---|"]
+    cpu = {}
+    for variant, _ in VARIANTS:
+        rows = results[variant]
+        cpu[variant] = med([r["cpu_ms"] for r in rows])
+        rounds = ", ".join(fmt(r["cpu_ms"]) for r in rows)
+        lines.append(f"| {variant} | {fmt(cpu[variant])} ({rounds}) | "
+                     f"{fmt(med([r['mem_mib'] for r in rows]), 0)} | "
+                     f"{fmt(med([r['delay_p50'] for r in rows]), 1)} | "
+                     f"{fmt(med([r['part_p50'] for r in rows]), 1)} / "
+                     f"{fmt(med([r['part_p99'] for r in rows]), 1)} | "
+                     f"{sum(r['errors'] for r in rows)} |")
+    if cpu.get("mpegts") and cpu.get("low-latency"):
+        lines += ["", f"low-latency / mpegts CPU per stream: "
+                  f"{cpu['low-latency'] / cpu['mpegts']:.2f}x"]
+    lines += ["", "Commands:", ""] + [f"    {c}" for c in commands]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-variants")
+        path, n = base + ".md", 2
+        while os.path.exists(path):
+            path, n = f"{base}-{n}.md", n + 1
+        with open(path, "w") as f:
+            f.write(text)
+        log(f"written to {os.path.relpath(path, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
