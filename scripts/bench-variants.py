@@ -65,6 +65,8 @@ def start(variant, data, commands):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(OUT, f"{variant}.log"), "a"))
     wait_http(f"http://127.0.0.1:{PORTS[1]}/healthz")
+    if proc.poll() is not None:
+        sys.exit(f"rtmp-hls exited ({proc.returncode}); another server on the ports? see {OUT}")
     return proc
 
 
