@@ -34,7 +34,12 @@ try {
     const errors = [];
     const tracks = {};
     if (!Hls.isSupported()) return { ok: false, errors: ["hls.js: MSE not supported"] };
-    const hls = new Hls({ enableWorker: true, lowLatencyMode: lowLatency });
+    // In low latency, hls.js may play up to 1.5x to reach its target latency (PART-HOLD-BACK)
+    // after joining or a stall, as a low-latency page would set it; otherwise it keeps
+    // whatever distance it joined at.
+    const hls = new Hls(lowLatency
+      ? { enableWorker: true, lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }
+      : { enableWorker: true, lowLatencyMode: false });
     const behind = [];
     let stalls = 0;
     let started = false;
