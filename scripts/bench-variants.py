@@ -7,10 +7,12 @@ part while it is written), and `fmp4` with a player-style viewer.
 Builds rtmp-hls and rtmp-hls-bench in release, then for --rounds rounds, in alternating
 order, starts a fresh server per variant and runs `rtmp-hls-bench fixed` with N publishers of
 the benchmark clip and one viewer each (8 s warm-up, 20 s measured). Figures are medians over
-the rounds; the ratio is low-latency over mpegts. Writes
+the rounds; the ratio is low-latency over mpegts. With --nginx, Nginx-RTMP (set up as
+scripts/bench-vs-nginx.py sets it up: 2 s fragments, a 6 s playlist on tmpfs) runs beside
+them with player-style viewers, and its ratios to each variant are given. Writes
 benches/results/<YYYY-MM-DD>-variants.md (a suffix when the date has one) unless --no-write.
 
-Usage: python3 scripts/bench-variants.py [--publishers 50] [--rounds 3] [--no-write]
+Usage: python3 scripts/bench-variants.py [--publishers 50] [--rounds 3] [--nginx] [--no-write]
 """
 import argparse
 import datetime
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import importlib.util
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +34,16 @@ FLV = os.path.join(ROOT, "target", "test-media", "bench-720p-60s.flv")
 PORTS = (19371, 18091)
 # (variant, viewer mode of the generator)
 VARIANTS = [("mpegts", "player"), ("low-latency", "low-latency"), ("fmp4", "player")]
+NGINX = "nginx-rtmp"
+
+
+def vs_nginx():
+    """scripts/bench-vs-nginx.py as a module: its Nginx-RTMP setup (packages, config, start)."""
+    spec = importlib.util.spec_from_file_location(
+        "vs_nginx", os.path.join(ROOT, "scripts", "bench-vs-nginx.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def log(message):
@@ -80,17 +93,30 @@ def keys(data, n):
 
 
 def run(variant, mode, args, round_, commands):
-    data = os.path.join(OUT, f"data-{variant}")
-    proc = start(variant, data, commands)
+    if variant == NGINX:
+        nginx = vs_nginx()
+        proc = nginx.start_nginx()
+        commands.extend(c for c in nginx.COMMANDS if c not in commands)
+        ports = nginx.NGINX_PORTS
+        streams = [f"n{i:03}" for i in range(args.publishers)]
+        playlist = f"http://127.0.0.1:{ports[1]}/hls/{{name}}.m3u8"
+        extra = ["--server-files", os.path.join(nginx.HLS_ROOT, "hls")]
+    else:
+        data = os.path.join(OUT, f"data-{variant}")
+        proc = start(variant, data, commands)
+        ports = PORTS
+        playlist = f"http://127.0.0.1:{PORTS[1]}/hls/{{name}}/index.m3u8"
+        extra = []
     try:
-        streams = keys(data, args.publishers)
+        if variant != NGINX:
+            streams = keys(data, args.publishers)
         path = os.path.join(OUT, f"streams-{variant}")
         with open(path, "w") as f:
             f.write("\n".join(streams) + "\n")
         report = os.path.join(OUT, f"{variant}-round{round_}.json")
         cmd = [binary("rtmp-hls-bench"), "fixed", "--flv", os.path.relpath(FLV, ROOT),
-               "--publish-url", f"rtmp://127.0.0.1:{PORTS[0]}/live",
-               "--playlist-url", f"http://127.0.0.1:{PORTS[1]}/hls/{{name}}/index.m3u8",
+               "--publish-url", f"rtmp://127.0.0.1:{ports[0]}/live",
+               "--playlist-url", playlist, *extra,
                "--streams-file", os.path.relpath(path, ROOT), "--server-pid", str(proc.pid),
                "--publishers", str(args.publishers), "--viewers", str(args.publishers),
                "--viewer-mode", mode, "--label", variant, "--warmup", "8", "--duration", "20",
@@ -115,7 +141,9 @@ def figures(step):
     cpu = server.get("cpu_per_stream")
     return {
         "cpu_ms": None if cpu is None else cpu * 1000,
-        "mem_mib": (server.get("pss_kib", 0) + server.get("memfd_kib", 0)) / 1024,
+        # Nginx-RTMP's HLS files on tmpfs count as its memory, as rtmp-hls's memory files do.
+        "mem_mib": (server.get("pss_kib", 0) + (server.get("memfd_kib") or 0)
+                    + (server.get("files_kib") or 0)) / 1024,
         "delay_p50": (step.get("packaging_delay") or {}).get("p50_ms"),
         "part_p50": (step.get("part_latency") or {}).get("p50_ms"),
         "part_p99": (step.get("part_latency") or {}).get("p99_ms"),
@@ -136,6 +164,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--publishers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--nginx", action="store_true",
+                        help="also Nginx-RTMP (Debian's, set up as scripts/bench-vs-nginx.py "
+                        "does; installed when missing) with player-style viewers")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -145,10 +176,13 @@ def main():
     env = dict(os.environ, CARGO_INCREMENTAL="0")
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "rtmp-hls",
                     "-p", "rtmp-hls-bench"], cwd=ROOT, env=env, check=True)
+    variants = VARIANTS + ([(NGINX, "player")] if args.nginx else [])
+    if args.nginx:
+        vs_nginx().ensure_packages()
     commands = []
-    results = {variant: [] for variant, _ in VARIANTS}
+    results = {variant: [] for variant, _ in variants}
     for round_ in range(1, args.rounds + 1):
-        order = VARIANTS if round_ % 2 == 1 else list(reversed(VARIANTS))
+        order = variants if round_ % 2 == 1 else list(reversed(variants))
         for variant, mode in order:
             results[variant].append(figures(run(variant, mode, args, round_, commands)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -157,7 +191,7 @@ def main():
                   if l.startswith("model name")), "unknown CPU")
     lines = [f"# HLS variants side by side, {started:%Y-%m-%d}", "",
              f"`python3 scripts/bench-variants.py --publishers {args.publishers} --rounds "
-             f"{args.rounds}` on {started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
+             f"{args.rounds}{' --nginx' if args.nginx else ''}` on {started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
              f"{os.cpu_count()} cores, {model} (shared VM). Each variant's server started fresh; "
              f"{args.publishers} publishers of `bench-720p-60s.flv` (720p30 H.264 2.5 Mbit/s + "
              "AAC), one viewer each (player-style for mpegts and fmp4, low-latency for "
@@ -167,7 +201,7 @@ def main():
              "delay p50, ms | part latency p50 / p99, ms | errors |",
              "|---|---|---|---|---|---|"]
     cpu = {}
-    for variant, _ in VARIANTS:
+    for variant, _ in variants:
         rows = results[variant]
         cpu[variant] = med([r["cpu_ms"] for r in rows])
         rounds = ", ".join(fmt(r["cpu_ms"]) for r in rows)
@@ -180,6 +214,10 @@ def main():
     if cpu.get("mpegts") and cpu.get("low-latency"):
         lines += ["", f"low-latency / mpegts CPU per stream: "
                   f"{cpu['low-latency'] / cpu['mpegts']:.2f}x"]
+    if cpu.get(NGINX):
+        lines.append("")
+        lines += [f"{NGINX} / {v} CPU per stream: {cpu[NGINX] / cpu[v]:.2f}x"
+                  for v, _ in VARIANTS if cpu.get(v)]
     lines += ["", "Commands:", ""] + [f"    {c}" for c in commands]
     text = "\n".join(lines) + "\n"
     print(text)
