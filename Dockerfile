@@ -27,6 +27,7 @@ COPY packager/ packager/
 COPY store/ store/
 COPY ingest/ ingest/
 COPY http/ http/
+COPY tls/ tls/
 COPY testkit/ testkit/
 COPY benches/ benches/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

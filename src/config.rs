@@ -127,10 +127,16 @@ pub(crate) enum LogFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("tls_listener").args(["https_addr", "rtmps_addr"]).multiple(true)))]
 pub(crate) struct ServeArgs {
     /// RTMP listen address.
     #[arg(long, env = "RTMP_HLS_RTMP_ADDR", default_value = "0.0.0.0:1935")]
     pub(crate) rtmp_addr: SocketAddr,
+
+    /// RTMPS listen address (RTMP over TLS: rtmps://host:port/<app>, the usual port is 443);
+    /// needs --tls-cert and --tls-key. The RTMP listener stays.
+    #[arg(long, env = "RTMP_HLS_RTMPS_ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) rtmps_addr: Option<SocketAddr>,
 
     /// HTTP listen address (HLS delivery).
     #[arg(long, env = "RTMP_HLS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -141,13 +147,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTPS_ADDR", requires_all = ["tls_cert", "tls_key"])]
     pub(crate) https_addr: Option<SocketAddr>,
 
-    /// PEM certificate chain of the HTTPS listener (leaf first); reloaded when it changes.
-    #[arg(long, env = "RTMP_HLS_TLS_CERT", requires = "https_addr")]
+    /// PEM certificate chain of the HTTPS and RTMPS listeners (leaf first); reloaded when
+    /// it changes.
+    #[arg(long, env = "RTMP_HLS_TLS_CERT", requires = "tls_listener")]
     pub(crate) tls_cert: Option<PathBuf>,
 
-    /// PEM private key of the HTTPS listener (PKCS#8, PKCS#1 or SEC1); reloaded with the
-    /// certificate.
-    #[arg(long, env = "RTMP_HLS_TLS_KEY", requires = "https_addr")]
+    /// PEM private key of the HTTPS and RTMPS listeners (PKCS#8, PKCS#1 or SEC1); reloaded
+    /// with the certificate.
+    #[arg(long, env = "RTMP_HLS_TLS_KEY", requires = "tls_listener")]
     pub(crate) tls_key: Option<PathBuf>,
 
     /// RTMP application publishers connect to (rtmp://host/<app>).

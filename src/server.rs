@@ -15,7 +15,7 @@ use ingest::{Ingest, IngestConfig, LogSink};
 use packager::{Container, RemuxerConfig};
 use rtmp_hls_http::Router;
 use rtmp_hls_http::metrics::HttpMetrics;
-use rtmp_hls_http::tls::{ReloadingCert, TlsFiles};
+use rtmp_hls_tls::{ReloadingCert, TlsFiles};
 use stream_store::{MemfdSegments, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -119,8 +119,10 @@ struct Listeners {
     rtmp: TcpListener,
     http: TcpListener,
     admin: Option<TcpListener>,
-    /// The HTTPS listener and its certificate.
-    https: Option<(TcpListener, Arc<ReloadingCert>)>,
+    https: Option<TcpListener>,
+    rtmps: Option<TcpListener>,
+    /// The certificate of the TLS listeners.
+    cert: Option<Arc<ReloadingCert>>,
 }
 
 impl Listeners {
@@ -139,18 +141,31 @@ impl Listeners {
             ),
             None => None,
         };
-        let https = match (args.https_addr, &args.tls_cert, &args.tls_key) {
-            (Some(addr), Some(cert), Some(key)) => {
+        let cert = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
                 let files = TlsFiles { cert: cert.clone(), key: key.clone() };
                 let cert = ReloadingCert::new(files).context("loading --tls-cert and --tls-key")?;
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding HTTPS to {addr} (--https-addr)"))?;
-                Some((listener, Arc::new(cert)))
+                Some(Arc::new(cert))
             }
             _ => None,
         };
-        Ok(Self { rtmp, http, admin, https })
+        let https = match args.https_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding HTTPS to {addr} (--https-addr)"))?,
+            ),
+            None => None,
+        };
+        let rtmps = match args.rtmps_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding RTMPS to {addr} (--rtmps-addr)"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { rtmp, http, admin, https, rtmps, cert })
     }
 }
 
@@ -261,8 +276,9 @@ struct Running {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     https: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    rtmps: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     housekeeping: tokio::task::JoinHandle<()>,
-    /// Reloads the HTTPS certificate when its files change.
+    /// Reloads the TLS certificate when its files change.
     certificate_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -279,6 +295,18 @@ impl Running {
         let grace = args.shutdown_grace;
         let housekeeping =
             tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
+        let rtmps = listeners.rtmps.zip(listeners.cert.clone()).map(|(listener, cert)| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "RTMPS listening");
+            }
+            tokio::spawn(ingest::serve_tls(
+                listener,
+                rtmp_hls_tls::server_config(cert, &[]),
+                Arc::clone(&ingest),
+                stopped(rtmp_stopped.clone()),
+                grace,
+            ))
+        });
         let rtmp =
             tokio::spawn(ingest::serve(listeners.rtmp, ingest, stopped(rtmp_stopped), grace));
         let serve_http = |listener: TcpListener, routes: Router| {
@@ -297,26 +325,32 @@ impl Running {
             }
             serve_http(listener, routes)
         });
-        let (https, certificate_watch) = match listeners.https {
-            Some((listener, cert)) => {
-                if let Ok(addr) = listener.local_addr() {
-                    info!(%addr, "HTTPS listening");
-                }
-                let watch = tokio::spawn(Arc::clone(&cert).watch());
-                let serve = tokio::spawn(rtmp_hls_http::serve_router_tls(
-                    listener,
-                    routes.public.clone(),
-                    args.http_limits(),
-                    rtmp_hls_http::tls::server_config(cert),
-                    stopped(http_stopped.clone()),
-                    grace,
-                ));
-                (Some(serve), Some(watch))
+        let https = listeners.https.zip(listeners.cert.clone()).map(|(listener, cert)| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "HTTPS listening");
             }
-            None => (None, None),
-        };
+            tokio::spawn(rtmp_hls_http::serve_router_tls(
+                listener,
+                routes.public.clone(),
+                args.http_limits(),
+                cert,
+                stopped(http_stopped.clone()),
+                grace,
+            ))
+        });
+        let certificate_watch = listeners.cert.map(|cert| tokio::spawn(cert.watch()));
         let http = serve_http(listeners.http, routes.public);
-        Self { stop_rtmp, stop_http, rtmp, http, admin, https, housekeeping, certificate_watch }
+        Self {
+            stop_rtmp,
+            stop_http,
+            rtmp,
+            http,
+            admin,
+            https,
+            rtmps,
+            housekeeping,
+            certificate_watch,
+        }
     }
 
     /// Stops RTMP (every live stream ends), saves the sequence numbers, flushes Kafka, then
@@ -329,6 +363,9 @@ impl Running {
     ) -> Result<()> {
         let _ = self.stop_rtmp.send(true);
         self.rtmp.await?.context("RTMP listener")?;
+        if let Some(rtmps) = self.rtmps {
+            rtmps.await?.context("RTMPS listener")?;
+        }
         self.housekeeping.abort();
         if let Err(e) = sequences.save(store) {
             warn!(error = %e, "could not save media sequence numbers");

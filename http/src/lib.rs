@@ -37,7 +37,6 @@ pub mod metrics;
 mod pieces;
 pub mod sendfile;
 pub mod server;
-pub mod tls;
 pub use server::{HttpLimits, serve_router, serve_router_tls};
 
 /// Playlist file name under each stream.

@@ -17,11 +17,11 @@ use axum::Router;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rtmp_hls_tls::ReloadingCert;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
@@ -93,17 +93,22 @@ pub async fn serve_router(
     serve_on(listener, router, limits, None, shutdown, grace).await
 }
 
-/// [`serve_router`] over TLS with `tls` (see [`crate::tls`]): HTTP/2 when the client
+/// ALPN protocols HTTPS offers, most preferred first: Apple's players ask for HTTP/2 for
+/// low-latency HLS (RFC 9113 §3.2).
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// [`serve_router`] over TLS with `cert` (see [`rtmp_hls_tls`]): HTTP/2 when the client
 /// offers it in ALPN, else HTTP/1.1.
 pub async fn serve_router_tls(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
-    tls: Arc<ServerConfig>,
+    cert: Arc<ReloadingCert>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_on(listener, router, limits, Some(TlsAcceptor::from(tls)), shutdown, grace).await
+    let tls = TlsAcceptor::from(rtmp_hls_tls::server_config(cert, &ALPN));
+    serve_on(listener, router, limits, Some(tls), shutdown, grace).await
 }
 
 async fn serve_on(

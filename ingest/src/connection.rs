@@ -14,7 +14,6 @@ use std::time::Duration;
 use auth::key_store::redact;
 use rtmp::session::{Action, Session, SessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info};
@@ -25,6 +24,7 @@ use crate::events::{Event, StopReason};
 use crate::listener::Ingest;
 use crate::merged_read;
 use crate::publish::Publish;
+use crate::socket::Socket;
 
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 << 10;
@@ -74,7 +74,7 @@ type StopWait = (
 pub(crate) struct Connection {
     id: u64,
     ingest: Arc<Ingest>,
-    socket: TcpStream,
+    socket: Socket,
     peer: SocketAddr,
     session: Session,
     publish: Option<Publish>,
@@ -90,7 +90,7 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(
         ingest: Arc<Ingest>,
-        socket: TcpStream,
+        socket: Socket,
         peer: SocketAddr,
         id: u64,
         stop: watch::Receiver<bool>,
@@ -155,12 +155,17 @@ impl Connection {
         // when it fires, whatever is queued is read.
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
-        let receive_buffer = crate::low_water::receive_buffer(&self.socket).unwrap_or(0);
+        let receive_buffer = crate::low_water::receive_buffer(self.socket.tcp()).unwrap_or(0);
         let mut pacer = merged_read::ReadPacer::new(
             self.ingest.config.max_read_pause,
             receive_buffer,
             self.ingest.config.limits.no_media_timeout,
         );
+        if !self.socket.is_plain() {
+            // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
+            // decrypted: over RTMPS every message is read as it arrives.
+            pacer.disable();
+        }
         // Shutdown and stop requests are waited for by futures made once per connection (or
         // publish), not once per read: each new wait joins, and on leaving quits, the
         // channel's waiter list, under a lock the shutdown channel shares with every
@@ -280,14 +285,14 @@ impl Connection {
         bytes: usize,
         pacer: &mut merged_read::ReadPacer,
     ) -> Result<(), ConnectionError> {
-        match crate::low_water::set(&self.socket, bytes) {
+        match crate::low_water::set(self.socket.tcp(), bytes) {
             Ok(()) => Ok(()),
             Err(error) if bytes == 1 => Err(error.into()),
             Err(error) => {
                 debug!(%error, "receive low-water mark not set; reading every message");
                 pacer.disable();
                 // The socket may keep an earlier mark above 1 (marks follow the rate).
-                Ok(crate::low_water::set(&self.socket, 1)?)
+                Ok(crate::low_water::set(self.socket.tcp(), 1)?)
             }
         }
     }
@@ -299,7 +304,12 @@ impl Connection {
             match action {
                 Action::Send(bytes) => {
                     let limit = self.ingest.config.limits.write_timeout;
-                    timeout(limit, self.socket.write_all(&bytes))
+                    // Flushed: over TLS, rustls may hold what the socket did not take.
+                    let write = async {
+                        self.socket.write_all(&bytes).await?;
+                        self.socket.flush().await
+                    };
+                    timeout(limit, write)
                         .await
                         .map_err(|_| ConnectionError::WriteTimeout(limit))??;
                 }

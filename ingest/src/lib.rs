@@ -22,9 +22,10 @@ pub mod metadata;
 pub mod metrics;
 pub mod publish;
 mod registry;
+mod socket;
 pub mod status;
 
 pub use events::{Event, EventSink, LogSink};
 pub use limits::Limits;
-pub use listener::{Ingest, IngestConfig, TakeoverPolicy, serve};
+pub use listener::{Ingest, IngestConfig, TakeoverPolicy, serve, serve_tls};
 pub use status::{PublishStatus, StatusBoard};

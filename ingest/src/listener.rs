@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::Admission;
@@ -28,6 +30,7 @@ use crate::limits::{Limits, LogBudget, PerAddressBudget, Verdict};
 use crate::merged_read;
 use crate::metrics::IngestMetrics;
 use crate::registry::Registry;
+use crate::socket::Socket;
 use crate::status::StatusBoard;
 
 /// Refusal and overload log lines allowed per [`LOG_WINDOW`]; the rest are counted.
@@ -209,6 +212,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_on(listener, None, ingest, shutdown, grace).await
+}
+
+/// [`serve`] for RTMPS: each connection's TLS handshake (with `tls`, no ALPN needed: RTMP
+/// has no registered protocol id) must complete within the handshake timeout, and counts
+/// against the same connection limits as an RTMP handshake before it.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    serve_on(listener, Some(TlsAcceptor::from(tls)), ingest, shutdown, grace).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    // Shared by the RTMP and RTMPS listeners: ids stay unique in the logs.
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -241,9 +268,21 @@ pub async fn serve(
         let ingest = Arc::clone(&ingest);
         let stop = stop_rx.clone();
         let span = info_span!("rtmp", conn = id, peer = %peer, stream = tracing::field::Empty);
+        let tls = tls.clone();
         tasks.spawn(
             async move {
                 let _ = socket.set_nodelay(true);
+                let socket = match tls {
+                    None => Socket::Plain(socket),
+                    Some(tls) => {
+                        let limit = ingest.config.limits.handshake_timeout;
+                        match timeout(limit, tls.accept(socket)).await {
+                            Ok(Ok(stream)) => Socket::Tls(Box::new(stream)),
+                            Ok(Err(e)) => return info!(error = %e, "TLS handshake failed"),
+                            Err(_) => return info!("TLS handshake not done in {limit:?}"),
+                        }
+                    }
+                };
                 match Connection::new(ingest, socket, peer, id, stop, slot).run().await {
                     Ok(()) => debug!("connection closed"),
                     Err(e) => info!(error = %e, "connection closed"),

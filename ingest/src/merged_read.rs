@@ -148,7 +148,8 @@ impl ReadPacer {
         self.set(1)
     }
 
-    /// The socket refused the option: every read is immediate from now on.
+    /// Every read is immediate from now on (the socket refused the option, or the kernel
+    /// cannot count the connection's RTMP bytes).
     pub fn disable(&mut self) {
         self.max_low_water = 0;
         self.low_water = 1;

@@ -1,6 +1,7 @@
-//! HTTPS: the server's certificate from PEM files, reloaded when the files change, and the
-//! TLS settings (rustls, TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`: Apple's players ask
-//! for HTTP/2 for low-latency HLS, RFC 7540 §3.3 / RFC 9113 §3.2).
+//! The server's TLS certificate, shared by its TLS listeners (HTTPS and RTMPS): PEM files
+//! (`--tls-cert`, `--tls-key`), reloaded when they change, and the rustls settings (TLS 1.2
+//! and 1.3, ring) each listener builds on with its own ALPN list. It owns no socket and no
+//! protocol: the listeners do the handshakes.
 //!
 //! The files are looked at every [`RELOAD_CHECK_INTERVAL`]; when either changed, both are
 //! read again and, if they make a usable certificate and key, new connections get it (a
@@ -20,8 +21,6 @@ use tracing::{info, warn};
 
 /// How often the certificate files are checked for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// ALPN protocols offered, most preferred first.
-const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Why a certificate could not be loaded: the operator's files are at fault.
 #[derive(Debug, thiserror::Error)]
@@ -149,15 +148,15 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// The TLS settings of the HTTPS listener, serving `cert`.
-pub fn server_config(cert: Arc<ReloadingCert>) -> Arc<ServerConfig> {
+/// TLS settings serving `cert`, offering `alpn` (most preferred first; empty: no ALPN).
+pub fn server_config(cert: Arc<ReloadingCert>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     // The ring provider supports the default protocol versions: this cannot fail.
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| ServerConfig::builder());
     let mut config = builder.with_no_client_auth().with_cert_resolver(cert);
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
