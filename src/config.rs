@@ -186,6 +186,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_ENDED_TTL", default_value = "60", value_parser = parse_seconds)]
     pub(crate) ended_ttl: Duration,
 
+    /// Seconds a stream whose publisher dropped without stopping (network loss, encoder
+    /// killed, timeout) stays live, without EXT-X-ENDLIST, so players keep waiting; a publish
+    /// of it within that time continues the playlist after a discontinuity. A publisher that
+    /// stops (OBS's "Stop Streaming") ends the stream at once. 0: every end is final.
+    #[arg(long, env = "RTMP_HLS_RECONNECT_WINDOW", default_value = "20", value_parser = parse_seconds)]
+    pub(crate) reconnect_window: Duration,
+
     /// Host name used in the URLs printed at startup.
     #[arg(long, env = "RTMP_HLS_PUBLIC_HOST")]
     pub(crate) public_host: Option<String>,

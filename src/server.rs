@@ -176,6 +176,7 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
         retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
         part_target: (args.hls_variant == HlsVariant::LowLatency).then_some(args.part_duration),
+        reconnect_window: args.reconnect_window,
     };
     match args.segment_storage {
         SegmentStorage::Memfd => StreamStore::with_segment_files(config, MemfdSegments::new()),

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Publisher, Server, ffmpeg7, listening, segments, self_signed, tag};
+use std::time::Duration;
+
+use common::{Publisher, Server, ffmpeg7, listening, segments, self_signed};
 use testkit::{Clip, clip};
 
 /// Plays `url` for `seconds` of media; returns hls.js's report (JSON).
@@ -86,34 +88,58 @@ fn hls_js_plays_every_stream_shape_in_chromium() {
     drop(publishers);
 }
 
-/// A publisher that reconnects (OBS after a network blip) continues the same playlist: the
-/// media sequence goes on after an EXT-X-DISCONTINUITY, and players keep playing.
-#[test]
-fn a_republish_continues_the_playlist_after_a_discontinuity() {
-    let server = Server::start("republish", &[]);
-    let key = server.add_key("again");
-    let url = format!("{}/{key}", server.rtmp_url());
-    let (ok, messages) = common::publish_fast(&clip(Clip::AvSmall), &url);
-    assert!(ok, "{messages}");
-    let first = server.wait_for_endlist("again");
-    let first_segments: Vec<String> = segments(&first).iter().map(|s| (*s).to_owned()).collect();
+/// Milliseconds since the Unix epoch, as the page's `Date.now()` counts them.
+fn now_ms() -> f64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    since.as_millis() as f64
+}
 
-    let publisher = Publisher::start(&clip(Clip::Av720p30), &url);
-    let live = testkit::wait_until(common::STARTUP, "the republished stream", || {
-        server.playlist("again").filter(|p| {
-            !p.contains("#EXT-X-ENDLIST") && segments(p).len() > first_segments.len() + 1
-        })
+/// Where the playhead was at wall-clock time `at` (ms), from a `watch` report.
+fn playhead_at(report: &serde_json::Value, at: f64) -> f64 {
+    let samples = report["playhead"].as_array().unwrap();
+    let sample = |s: &serde_json::Value| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap());
+    samples.iter().map(sample).take_while(|(t, _)| *t <= at).last().map_or(0.0, |(_, p)| p)
+}
+
+/// An encoder killed (kill -9: no unpublish, as when OBS loses its network) and started
+/// again 3 s later: hls.js keeps playing through it, with no `ended` and no fatal error, and
+/// plays the new frames after a discontinuity; the publisher's clean stop then ends it.
+#[test]
+fn hls_js_plays_through_an_encoder_restart_and_ends_on_a_clean_stop() {
+    let server = Server::start("reconnect", &["--reconnect-window", "15"]);
+    let key = server.add_key("blip");
+    let url = format!("{}/{key}", server.rtmp_url());
+    let first = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    server.wait_for_segments("blip", 2);
+    let playlist = server.playlist_url("blip");
+    let player = std::thread::spawn(move || play_in(&playlist, 60, "watch"));
+    // The player joins and plays a while before the encoder dies.
+    std::thread::sleep(Duration::from_secs(6));
+    let killed = now_ms();
+    drop(first);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    let resumed = now_ms();
+    testkit::wait_until(common::STARTUP, "segments after the discontinuity", || {
+        let p = server.playlist("blip")?;
+        let after = p.split("#EXT-X-DISCONTINUITY").nth(1)?;
+        (segments(after).len() >= 3).then_some(())
     });
-    assert_eq!(tag(&live, "MEDIA-SEQUENCE"), Some("0"), "{live}");
-    assert!(live.contains("#EXT-X-DISCONTINUITY"), "{live}");
-    let listed = segments(&live);
-    assert_eq!(
-        listed[..first_segments.len()],
-        first_segments[..],
-        "the first publish's segments changed"
-    );
-    play(&server.playlist_url("again"), 2);
-    drop(publisher);
+    std::thread::sleep(Duration::from_secs(4));
+    let stopped = now_ms();
+    assert!(second.stop(), "ffmpeg did not stop cleanly");
+    server.wait_for_endlist("blip");
+    let report = player.join().unwrap();
+
+    let ended = report["endedAt"].as_f64().unwrap();
+    assert!(ended > stopped, "the video ended before the clean stop: {report}");
+    let errors = report["errors"].as_array().unwrap();
+    assert!(!errors.iter().any(|e| e.as_str().unwrap().starts_with("fatal")), "{report}");
+    // New frames played: the playhead went well past where it was when the encoder came back.
+    let at_resume = playhead_at(&report, resumed);
+    let at_end = report["currentTime"].as_f64().unwrap();
+    assert!(at_end > at_resume + 4.0, "{at_resume} then {at_end}: {report}");
+    assert!(playhead_at(&report, killed) > 0.0, "the player was not playing yet: {report}");
 }
 
 /// hls.js in lowLatencyMode plays a low-latency stream for a minute, beside an MPEG-TS stream

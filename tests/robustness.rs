@@ -18,6 +18,9 @@ use testkit::{Clip, clip, http, tools};
 
 /// Server settings that make the timeouts quick enough to test.
 const FAST_LIMITS: &[&str] = &[
+    // Hostile publishers drop without unpublishing: their streams end a second later.
+    "--reconnect-window",
+    "1",
     "--handshake-timeout",
     "1",
     "--publish-timeout",

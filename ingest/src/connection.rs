@@ -114,7 +114,7 @@ impl Connection {
     pub(crate) async fn run(mut self) -> Result<(), ConnectionError> {
         let result = self.read_loop().await;
         if let Some(publish) = self.publish.take() {
-            publish.end(ConnectionError::stop_reason(&result), self.session.client_info());
+            publish.end(ConnectionError::stop_reason(&result), false, self.session.client_info());
         }
         let _ = self.socket.shutdown().await;
         result
@@ -332,7 +332,7 @@ impl Connection {
                 }
                 Action::PublishEnded => {
                     if let Some(publish) = self.publish.take() {
-                        publish.end(StopReason::ClientClosed, self.session.client_info());
+                        publish.end(StopReason::ClientClosed, true, self.session.client_info());
                     }
                 }
             }

@@ -129,6 +129,9 @@ pub enum Event {
         remote: SocketAddr,
         /// Codecs and picture.
         media: MediaInfo,
+        /// It continues a stream whose publisher was interrupted within the reconnect window
+        /// (the playlist goes on after a discontinuity).
+        resumed: bool,
     },
     /// A stream that went live ended.
     PublishStopped {
@@ -144,6 +147,9 @@ pub enum Event {
         bytes: u64,
         /// Frames packaged.
         frames: u64,
+        /// `None`: the stream ended with the publish (EXT-X-ENDLIST). Otherwise the publish
+        /// was interrupted and the stream waits this long for its publisher to come back.
+        reconnect_window: Option<Duration>,
     },
     /// A publish was refused. Never carries the key.
     PublishRejected {
@@ -203,18 +209,28 @@ impl Event {
     fn fields(&self) -> Value {
         match self {
             Self::ServerStarted | Self::ServerStopping => json!({}),
-            Self::PublishStarted { stream, owner, app, remote, media } => json!({
+            Self::PublishStarted { stream, owner, app, remote, media, resumed } => json!({
                 "stream": stream, "owner": owner, "app": app, "remote_addr": remote.to_string(),
                 "video_codec": media.video_codec, "width": media.width, "height": media.height,
                 "fps": media.fps, "audio_codec": media.audio_codec,
                 "audio_sample_rate": media.audio_sample_rate, "audio_channels": media.audio_channels,
+                "resumed": resumed,
             }),
-            Self::PublishStopped { stream, owner, reason, duration, bytes, frames } => {
+            Self::PublishStopped {
+                stream,
+                owner,
+                reason,
+                duration,
+                bytes,
+                frames,
+                reconnect_window,
+            } => {
                 let bitrate = Rates::over(*bytes, 0, *duration).bitrate_bps;
                 json!({
                     "stream": stream, "owner": owner, "reason": reason.as_str(),
                     "duration_ms": duration.as_millis() as u64, "bytes": bytes, "frames": frames,
-                    "avg_bitrate_bps": bitrate,
+                    "avg_bitrate_bps": bitrate, "stream_ended": reconnect_window.is_none(),
+                    "reconnect_window_ms": reconnect_window.map(|w| w.as_millis() as u64),
                 })
             }
             Self::PublishRejected { reason, app, remote } => {
@@ -317,6 +333,8 @@ pub struct PublishGuard {
     pub bytes: u64,
     /// Frames packaged.
     pub frames: u64,
+    /// Set when the publish was interrupted: how long the stream waits for its publisher.
+    pub reconnect_window: Option<Duration>,
 }
 
 impl PublishGuard {
@@ -328,6 +346,7 @@ impl PublishGuard {
         app: &str,
         remote: SocketAddr,
         media: MediaInfo,
+        resumed: bool,
     ) -> Self {
         sink.emit(Event::PublishStarted {
             stream: stream.to_owned(),
@@ -335,6 +354,7 @@ impl PublishGuard {
             app: app.to_owned(),
             remote,
             media,
+            resumed,
         });
         Self {
             sink,
@@ -344,6 +364,7 @@ impl PublishGuard {
             reason: StopReason::Error,
             bytes: 0,
             frames: 0,
+            reconnect_window: None,
         }
     }
 }
@@ -357,6 +378,7 @@ impl Drop for PublishGuard {
             duration: self.started.elapsed(),
             bytes: self.bytes,
             frames: self.frames,
+            reconnect_window: self.reconnect_window,
         });
     }
 }
@@ -391,13 +413,21 @@ mod tests {
                 "live",
                 remote(),
                 MediaInfo::default(),
+                false,
             );
             panic!("connection task bug");
         }));
         assert!(result.is_err());
         {
-            let mut guard =
-                PublishGuard::start(sink, "cam", None, "live", remote(), MediaInfo::default());
+            let mut guard = PublishGuard::start(
+                sink,
+                "cam",
+                None,
+                "live",
+                remote(),
+                MediaInfo::default(),
+                false,
+            );
             guard.reason = StopReason::ClientClosed;
         }
         let events = recorder.0.lock().unwrap();
@@ -422,6 +452,7 @@ mod tests {
             duration: Duration::from_secs(10),
             bytes: 1_250_000,
             frames: 300,
+            reconnect_window: Some(Duration::from_secs(20)),
         };
         let document = envelope.wrap(&event, now);
         assert_eq!(document["type"], "publish_stopped");
@@ -430,6 +461,8 @@ mod tests {
         assert_eq!(document["occurred_at"], "2025-11-25T22:00:00.123Z");
         assert_eq!(document["reason"], "taken_over");
         assert_eq!(document["avg_bitrate_bps"], 1_000_000);
+        assert_eq!(document["stream_ended"], false);
+        assert_eq!(document["reconnect_window_ms"], 20_000);
         assert_eq!(event.stream(), Some("cam"));
         assert!(!event.is_droppable());
     }

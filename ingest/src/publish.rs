@@ -32,6 +32,19 @@ use crate::status::PublishStatus;
 /// plus the key store's answer time.
 pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Whether a publish that stopped for `reason` ends its stream at once (EXT-X-ENDLIST), or
+/// leaves it open for the publisher to come back within the reconnect window: a publisher
+/// that said it stopped, an operator, a revocation and a shutdown end it; a connection that
+/// failed, timed out or closed without unpublishing (OBS losing its network, an encoder
+/// killed), and a takeover (the new publisher continues it at once), do not.
+pub(crate) fn ends_stream(reason: StopReason, unpublished: bool) -> bool {
+    match reason {
+        StopReason::ClientClosed => unpublished,
+        StopReason::Timeout | StopReason::Error | StopReason::TakenOver => false,
+        StopReason::ServerShutdown | StopReason::Revoked | StopReason::Kicked => true,
+    }
+}
+
 /// An accepted publish.
 pub(crate) struct Publish {
     ingest: Arc<Ingest>,
@@ -175,6 +188,7 @@ impl Publish {
                 &self.app,
                 self.peer,
                 self.status.media.clone(),
+                self.live.publication().resumed(),
             ));
             changed = true;
         }
@@ -208,8 +222,15 @@ impl Publish {
     }
 
     /// Ends the publish for `reason`: the last segment, the final status, the stop event, the
-    /// stream's end in the store and `on_publish_done` (with the client's `client` fields).
-    pub(crate) fn end(mut self, reason: StopReason, client: &rtmp::session::ClientInfo) {
+    /// stream's end in the store (or, for an interrupted publish, its reconnect window, see
+    /// [`ends_stream`]) and `on_publish_done` (with the client's `client` fields).
+    /// `unpublished`: the client said it stopped (`FCUnpublish`, `deleteStream`).
+    pub(crate) fn end(
+        mut self,
+        reason: StopReason,
+        unpublished: bool,
+        client: &rtmp::session::ClientInfo,
+    ) {
         if let Some(watch) = self.revocation_watch.take() {
             watch.abort();
         }
@@ -219,12 +240,22 @@ impl Publish {
         self.refresh_status();
         self.status.ended = Some((SystemTime::now(), reason));
         self.ingest.statuses.set(&self.stream, self.id, self.status.clone(), false);
+        let window = self.ingest.store.reconnect_window();
+        let interrupted = !ends_stream(reason, unpublished) && !window.is_zero();
+        if interrupted {
+            self.live.publication().interrupted();
+        }
         if let Some(guard) = &mut self.guard {
             guard.frames = self.remuxer.stats().frames;
             guard.bytes = self.accounting.bytes();
             guard.reason = reason;
+            guard.reconnect_window = interrupted.then_some(window);
         }
-        info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
+        if interrupted {
+            info!(stream = %self.stream, reason = reason.as_str(), "publish interrupted; the stream waits {window:?} for its publisher");
+        } else {
+            info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
+        }
         let request = Request {
             app: &self.app,
             key: &self.published_name,

@@ -12,7 +12,7 @@
 //! response holding it finishes. Time only comes in as an argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,6 +57,10 @@ pub struct StoreConfig {
     pub target_duration: Duration,
     /// Low-latency HLS: playlists list parts of at most this long (fMP4 streams).
     pub part_target: Option<Duration>,
+    /// How long the playlist of a publish that was interrupted (not ended by its publisher
+    /// or an operator, see [`Publication::interrupted`]) stays open, without EXT-X-ENDLIST,
+    /// for the publisher to come back and continue it; zero ends it at once.
+    pub reconnect_window: Duration,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +70,7 @@ impl Default for StoreConfig {
             retain_after_window: 7,
             target_duration: Duration::from_secs(2),
             part_target: None,
+            reconnect_window: Duration::ZERO,
         }
     }
 }
@@ -175,6 +180,8 @@ struct SlotState<File> {
     anchor: Option<(SystemTime, i64)>,
     /// When [`StreamStore::reap`] first saw the stream ended.
     ended_seen: Option<Instant>,
+    /// When [`StreamStore::reap`] first saw the stream interrupted (not live, not ended).
+    interrupted_seen: Option<Instant>,
 }
 
 impl<F: SegmentFiles> Slot<F> {
@@ -311,54 +318,40 @@ impl<F: SegmentFiles> StreamStore<F> {
     }
 
     fn claim(&self, name: &str, generation: u64) -> Result<Publication<F>, BeginError> {
-        let slot = match self.streams.entry(name.to_owned()) {
-            Entry::Occupied(entry) => {
+        let (slot, resumed) = match self.streams.entry(name.to_owned()) {
+            Entry::Occupied(mut entry) => {
                 let slot = Arc::clone(entry.get());
                 let mut state = slot.write();
                 if state.live {
                     return Err(BeginError::AlreadyLive(name.to_owned()));
                 }
-                state.live = true;
-                state.resumed = !state.playlist.is_empty();
-                state.ended_seen = None;
-                state.open = None;
-                state.playlist.set_open(None);
-                state.playlist.resume();
-                state.render();
-                drop(state);
-                slot.changed();
-                slot
+                if state.playlist.is_ended() {
+                    // EXT-X-ENDLIST is never taken back (RFC 8216 §6.2.1): a new presentation
+                    // at the same URL, numbered on from the old one so no URI is reused.
+                    let next = state.playlist.next_sequence();
+                    drop(state);
+                    let mut floor = self.next_sequences.entry(name.to_owned()).or_insert(0);
+                    *floor = (*floor).max(next);
+                    drop(floor);
+                    let fresh = self.new_slot(name, generation);
+                    entry.insert(Arc::clone(&fresh));
+                    (fresh, false)
+                } else {
+                    // Interrupted: the publisher is back within the reconnect window and the
+                    // playlist goes on after a discontinuity.
+                    state.live = true;
+                    state.resumed = !state.playlist.is_empty();
+                    state.interrupted_seen = None;
+                    state.open = None;
+                    state.playlist.set_open(None);
+                    state.render();
+                    drop(state);
+                    slot.changed();
+                    (slot, true)
+                }
             }
             Entry::Vacant(entry) => {
-                let mut playlist = MediaPlaylist::starting_at(
-                    self.config.window,
-                    self.config.target_duration,
-                    self.next_sequences.get(name).map_or(0, |n| *n),
-                );
-                if let Some(part_target) = self.config.part_target {
-                    playlist.set_low_latency(LowLatency { part_target });
-                }
-                let slot = Arc::new(Slot {
-                    generation,
-                    state: RwLock::new(SlotState {
-                        playlist,
-                        rendered: None,
-                        rendered_skip: std::sync::OnceLock::new(),
-                        inits: VecDeque::new(),
-                        next_init: 0,
-                        open: None,
-                        segments: VecDeque::new(),
-                        live: true,
-                        resumed: false,
-                        viewers: std::collections::HashMap::new(),
-                        anchor: None,
-                        ended_seen: None,
-                    }),
-                    writer: Mutex::new(None),
-                    changes: watch::Sender::new(0),
-                    part_changes: watch::Sender::new(0),
-                });
-                Arc::clone(entry.insert(slot).value())
+                (Arc::clone(entry.insert(self.new_slot(name, generation)).value()), false)
             }
         };
         Ok(Publication {
@@ -366,7 +359,49 @@ impl<F: SegmentFiles> StreamStore<F> {
             slot,
             retained: self.config.window + self.config.retain_after_window,
             live: Arc::clone(&self.live),
+            resumed,
+            reconnect_window: self.config.reconnect_window,
+            interrupted: AtomicBool::new(false),
         })
+    }
+
+    /// A new live stream's slot: its playlist starts at the name's sequence floor.
+    fn new_slot(&self, name: &str, generation: u64) -> Arc<Slot<F>> {
+        let mut playlist = MediaPlaylist::starting_at(
+            self.config.window,
+            self.config.target_duration,
+            self.next_sequences.get(name).map_or(0, |n| *n),
+        );
+        if let Some(part_target) = self.config.part_target {
+            playlist.set_low_latency(LowLatency { part_target });
+        }
+        Arc::new(Slot {
+            generation,
+            state: RwLock::new(SlotState {
+                playlist,
+                rendered: None,
+                rendered_skip: std::sync::OnceLock::new(),
+                inits: VecDeque::new(),
+                next_init: 0,
+                open: None,
+                segments: VecDeque::new(),
+                live: true,
+                resumed: false,
+                viewers: std::collections::HashMap::new(),
+                anchor: None,
+                ended_seen: None,
+                interrupted_seen: None,
+            }),
+            writer: Mutex::new(None),
+            changes: watch::Sender::new(0),
+            part_changes: watch::Sender::new(0),
+        })
+    }
+
+    /// How long an interrupted publish's stream stays open (see
+    /// [`StoreConfig::reconnect_window`]).
+    pub fn reconnect_window(&self) -> Duration {
+        self.config.reconnect_window
     }
 
     /// Streams being published now.
@@ -593,14 +628,27 @@ impl<F: SegmentFiles> StreamStore<F> {
         self.slot(name).is_some_and(|slot| slot.read().live)
     }
 
-    /// Forgets streams that ended at least `keep_ended` before `now`; returns their names.
-    /// Call it periodically: a stream's end time is the first call that sees it ended.
+    /// Ends interrupted streams whose reconnect window has passed, and forgets streams that
+    /// ended at least `keep_ended` before `now`; returns the names forgotten. Call it
+    /// periodically: the windows count from the first call that sees a stream interrupted,
+    /// or ended.
     pub fn reap(&self, now: Instant, keep_ended: Duration) -> Vec<String> {
         let mut removed = Vec::new();
+        let mut closed = Vec::new();
         self.streams.retain(|name, slot| {
             let mut state = slot.write();
             if state.live {
                 return true;
+            }
+            if !state.playlist.is_ended() {
+                // Interrupted: open until the reconnect window ends, then ended.
+                let since = *state.interrupted_seen.get_or_insert(now);
+                if now.saturating_duration_since(since) < self.config.reconnect_window {
+                    return true;
+                }
+                state.playlist.end();
+                state.render();
+                closed.push(Arc::clone(slot));
             }
             let ended = *state.ended_seen.get_or_insert(now);
             let keep = now.saturating_duration_since(ended) < keep_ended;
@@ -612,6 +660,9 @@ impl<F: SegmentFiles> StreamStore<F> {
             }
             keep
         });
+        for slot in closed {
+            slot.changed();
+        }
         removed
     }
 
@@ -621,19 +672,38 @@ impl<F: SegmentFiles> StreamStore<F> {
 }
 
 /// The publisher's handle on its stream. Dropping it ends the stream (the playlist gets
-/// EXT-X-ENDLIST), whatever way the publish ends.
+/// EXT-X-ENDLIST), whatever way the publish ends, unless it was marked
+/// [`interrupted`](Self::interrupted) first: then the playlist stays open for the reconnect
+/// window.
 #[derive(Debug)]
 pub struct Publication<F: SegmentFiles = MemfdSegments> {
     name: String,
     slot: Arc<Slot<F>>,
     retained: usize,
     live: Arc<AtomicUsize>,
+    /// It continues a stream whose publisher was interrupted.
+    resumed: bool,
+    reconnect_window: Duration,
+    interrupted: AtomicBool,
 }
 
 impl<F: SegmentFiles> Publication<F> {
     /// The public stream name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this publish continues a stream whose publisher was interrupted within the
+    /// reconnect window (its next segment follows a discontinuity).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Marks the publish interrupted rather than ended (the connection failed, the client
+    /// closed it without unpublishing, it was taken over): when dropped, the playlist stays
+    /// open, without EXT-X-ENDLIST, for the reconnect window.
+    pub fn interrupted(&self) {
+        self.interrupted.store(true, Ordering::Release);
     }
 
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
@@ -784,7 +854,9 @@ impl<F: SegmentFiles> Drop for Publication<F> {
         // A segment never completed (the packager was not finished) is not listed.
         state.open = None;
         state.playlist.set_open(None);
-        state.playlist.end();
+        if !self.interrupted.load(Ordering::Acquire) || self.reconnect_window.is_zero() {
+            state.playlist.end();
+        }
         state.render();
         drop(state);
         self.slot.changed();
@@ -955,12 +1027,23 @@ mod tests {
     }
 
     #[test]
-    fn republish_continues_the_sequence_after_a_discontinuity() {
-        let store = store();
+    fn a_publisher_back_within_the_window_continues_after_a_discontinuity() {
+        let store = StreamStore::new(StoreConfig {
+            reconnect_window: Duration::from_secs(10),
+            ..StoreConfig::default()
+        });
         let first = store.begin("cam", 1, 10).unwrap();
         first.push(segment(2000, 0), wall(0));
+        first.interrupted();
         drop(first);
+        assert!(!store.is_live("cam"));
+        assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        assert!(store.reap(t0, Duration::ZERO).is_empty());
+        assert!(store.reap(t0 + Duration::from_secs(9), Duration::ZERO).is_empty());
         let second = store.begin("cam", 99, 10).unwrap();
+        assert!(second.resumed());
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
@@ -970,6 +1053,43 @@ mod tests {
             without_times[without_times.len() - 5..],
             ["#EXTINF:2.000,", "1-0.ts", "#EXT-X-DISCONTINUITY", "#EXTINF:2.000,", "1-1.ts"]
         );
+    }
+
+    #[test]
+    fn an_interrupted_stream_ends_when_its_window_passes_and_endlist_stays() {
+        let store = StreamStore::new(StoreConfig {
+            reconnect_window: Duration::from_secs(10),
+            ..StoreConfig::default()
+        });
+        let first = store.begin("cam", 1, 10).unwrap();
+        first.push(segment(2000, 0), wall(0));
+        first.interrupted();
+        drop(first);
+        let changes = store.changes("cam").unwrap();
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        assert!(store.reap(t0, Duration::from_secs(60)).is_empty());
+        assert!(store.reap(t0 + Duration::from_secs(10), Duration::from_secs(60)).is_empty());
+        let ended = store.playlist("cam").unwrap();
+        assert!(ended.ends_with(b"#EXT-X-ENDLIST\n"));
+        assert!(changes.0.has_changed().unwrap(), "blocked requests are woken");
+        // A publish after ENDLIST is a new presentation: no discontinuity, numbering on.
+        let second = store.begin("cam", 2, 10).unwrap();
+        assert!(!second.resumed());
+        assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
+        let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && text.contains("2-1.ts"), "{text}");
+        assert!(!text.contains("DISCONTINUITY\n") && !text.contains("1-0.ts"), "{text}");
+    }
+
+    #[test]
+    fn an_ended_or_zero_window_publish_ends_at_once() {
+        let store = store();
+        let publication = store.begin("cam", 1, 10).unwrap();
+        publication.push(segment(2000, 0), wall(0));
+        publication.interrupted();
+        drop(publication);
+        assert!(store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"), "no window");
     }
 
     #[test]

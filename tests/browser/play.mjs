@@ -1,11 +1,14 @@
 // Plays an HLS URL in headless Chromium with hls.js and reports what happened, as JSON on
 // stdout: {"ok": bool, "currentTime": s, "errors": [...], "tracks": {...}, "latency": {...}}.
-// Usage: node play.mjs URL SECONDS [low-latency]
+// Usage: node play.mjs URL SECONDS [low-latency | watch]
 // With `low-latency`, hls.js runs in lowLatencyMode (blocking reloads, parts, preload hints)
 // and the report gives the playhead's distance behind the publisher: now minus the
 // EXT-X-PROGRAM-DATE-TIME of the frame shown (the server dates each segment when its first
 // frame arrives, on this machine's clock), sampled every 100 ms once playing, and stalls
 // (the video waiting for data after it started).
+// With `watch`, it plays until the video ends (EXT-X-ENDLIST reached) or SECONDS of wall time
+// pass, and the report adds when the video ended and the playhead every 250 ms, each as
+// [wall-clock ms, currentTime].
 // The page is about:blank (an opaque origin), so every request is cross-origin: the server's
 // CORS headers are exercised for real.
 import { chromium } from "playwright-core";
@@ -14,6 +17,7 @@ import path from "node:path";
 
 const [url, seconds] = [process.argv[2], Number(process.argv[3] ?? 4)];
 const lowLatency = process.argv[4] === "low-latency";
+const watch = process.argv[4] === "watch";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -29,7 +33,7 @@ try {
   const page = await context.newPage();
   await page.setContent('<video id="v" muted autoplay playsinline></video>');
   await page.addScriptTag({ path: path.join(here, "node_modules/hls.js/dist/hls.min.js") });
-  result = await page.evaluate(async ([url, seconds, lowLatency]) => {
+  result = await page.evaluate(async ([url, seconds, lowLatency, watch]) => {
     const video = document.getElementById("v");
     const errors = [];
     const tracks = {};
@@ -48,6 +52,10 @@ try {
     let from = null;
     video.addEventListener("playing", () => { started = true; if (from === null) from = video.currentTime; });
     video.addEventListener("waiting", () => { if (started) stalls += 1; });
+    let endedAt = null;
+    video.addEventListener("ended", () => { endedAt = Date.now(); });
+    const playhead = [];
+    const tracker = setInterval(() => playhead.push([Date.now(), video.currentTime]), 250);
     const sampler = setInterval(() => {
       if (started && !video.paused && hls.playingDate) behind.push(Date.now() - hls.playingDate.getTime());
     }, 100);
@@ -58,20 +66,23 @@ try {
     hls.loadSource(url);
     hls.attachMedia(video);
     video.play().catch((e) => errors.push(`play: ${e.message}`));
-    const deadline = Date.now() + (seconds + 20) * 1000;
+    const deadline = Date.now() + (seconds + (watch ? 0 : 20)) * 1000;
     const played = () => (from === null ? 0 : video.currentTime - from);
-    while (Date.now() < deadline && played() < seconds && !errors.some((e) => e.startsWith("fatal"))) {
+    const done = () => (watch ? endedAt !== null : played() >= seconds);
+    while (Date.now() < deadline && !done() && !errors.some((e) => e.startsWith("fatal"))) {
       await new Promise((r) => setTimeout(r, 200));
     }
     clearInterval(sampler);
-    const ok = played() >= seconds && !errors.some((e) => e.startsWith("fatal"));
+    clearInterval(tracker);
+    const ok = done() && !errors.some((e) => e.startsWith("fatal"));
     const sorted = behind.slice().sort((a, b) => a - b);
     const at = (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] / 1000 : null);
     const latency = { samples: sorted.length, median_s: at(0.5), p95_s: at(0.95), stalls };
     // The HTTP versions the media came over (the server allows Resource Timing).
     const protocols = [...new Set(performance.getEntriesByType("resource").map((e) => e.nextHopProtocol))];
-    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency, protocols };
-  }, [url, seconds, lowLatency]);
+    const watched = watch ? { endedAt, playhead } : {};
+    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency, protocols, ...watched };
+  }, [url, seconds, lowLatency, watch]);
 } finally {
   await browser.close();
 }

@@ -313,6 +313,14 @@ impl Publisher {
         }
     }
 
+    /// Stops ffmpeg as a person pressing Ctrl-C does: it ends its publish cleanly
+    /// (`FCUnpublish`, `deleteStream`) and exits; returns whether it exited within 10 s.
+    pub fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status();
+        sent.is_ok_and(|s| s.success()) && self.exited_within(Duration::from_secs(10)).is_some()
+    }
+
     /// Waits for ffmpeg to exit; returns whether it succeeded and what it printed.
     pub fn wait(mut self) -> (bool, String) {
         let mut stderr = String::new();
