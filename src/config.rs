@@ -157,6 +157,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_TLS_KEY", requires = "tls_listener")]
     pub(crate) tls_key: Option<PathBuf>,
 
+    /// The built-in web page on the HTTP listeners: `/` lists the streams, `/watch/<name>`
+    /// plays one (hls.js from jsDelivr, pinned with Subresource Integrity).
+    #[arg(long, env = "RTMP_HLS_WEB_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) web_page: bool,
+
     /// RTMP application publishers connect to (rtmp://host/<app>).
     #[arg(long, env = "RTMP_HLS_APP", default_value = "live")]
     pub(crate) app: String,

@@ -252,14 +252,18 @@ impl Routes {
             store: Arc::clone(store),
             kafka,
         }));
-        let api = rtmp_hls_http::api::router(Arc::new(control::ServerControl {
+        let control: Arc<dyn rtmp_hls_http::api::Control> = Arc::new(control::ServerControl {
             ingest: Arc::clone(ingest),
             store: Arc::clone(store),
             keys,
             auth: control::AdminAuth { token: args.admin_token.clone(), jwt },
             registry,
-        }));
-        let hls = rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream);
+        });
+        let api = rtmp_hls_http::api::router(Arc::clone(&control));
+        let mut hls = rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream);
+        if args.web_page {
+            hls = hls.merge(rtmp_hls_http::web::router(control));
+        }
         match args.admin_addr {
             Some(_) => {
                 Self { public: http_metrics.count(hls), admin: Some(http_metrics.count(api)) }

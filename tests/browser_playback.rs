@@ -233,3 +233,44 @@ fn hls_js_plays_low_latency_h264_and_av1_over_https_http2_and_http1() {
     assert!(only_stalls(&report), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The built-in web page: the list shows a live stream (desktop and phone widths, nothing
+/// wider than a phone's screen), its link opens the player, which plays it with the pinned
+/// hls.js under the page's Subresource Integrity and Content-Security-Policy, with no error
+/// in the console. Screenshots are kept in `target/web-page/` for a person to look at.
+#[test]
+fn the_web_page_lists_a_live_stream_and_its_player_plays_it() {
+    let server = Server::start("web-page", &["--hls-variant", "low-latency"]);
+    let key = server.add_key("studio");
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    server.wait_for_segments("studio", 2);
+    let out = testkit::media::workspace_root().join("target").join("web-page");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = testkit::media::workspace_root().join("tests").join("browser").join("page.mjs");
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", server.http))
+        .arg("studio")
+        .arg(&out)
+        .output()
+        .expect("running node (the test command installs tests/browser's packages and chromium)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!("page.mjs printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+    });
+    assert!(output.status.success(), "the player did not play: {report}");
+    assert_eq!(report["listed"], serde_json::json!(["studio"]), "{report}");
+    assert_eq!(report["phoneOverflow"], false, "wider than a phone: {report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert!(report["latency"].as_str().is_some_and(|l| l.ends_with(" s")), "{report}");
+    for shot in ["list-desktop.png", "list-phone.png", "player.png"] {
+        assert!(out.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "{shot} not taken");
+    }
+    eprintln!("web page screenshots: {}", out.display());
+
+    // Turned off, the page is not there.
+    let off = Server::start("web-page-off", &["--web-page", "false"]);
+    let response = testkit::http::get(off.http, "/");
+    assert_eq!(response.status, 404);
+}

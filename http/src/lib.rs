@@ -37,6 +37,7 @@ pub mod metrics;
 mod pieces;
 pub mod sendfile;
 pub mod server;
+pub mod web;
 pub use server::{HttpLimits, serve_router, serve_router_tls};
 
 /// Playlist file name under each stream.
