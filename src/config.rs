@@ -195,7 +195,7 @@ pub(crate) struct ServeArgs {
     /// killed, timeout) stays live, without EXT-X-ENDLIST, so players keep waiting; a publish
     /// of it within that time continues the playlist after a discontinuity. A publisher that
     /// stops (OBS's "Stop Streaming") ends the stream at once. 0: every end is final.
-    #[arg(long, env = "RTMP_HLS_RECONNECT_WINDOW", default_value = "20", value_parser = parse_seconds)]
+    #[arg(long, env = "RTMP_HLS_RECONNECT_WINDOW", default_value = "20", value_parser = parse_seconds_or_zero)]
     pub(crate) reconnect_window: Duration,
 
     /// Host name used in the URLs printed at startup.
@@ -526,6 +526,14 @@ fn parse_part_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// [`parse_seconds`], or 0 (off).
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(text),
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !(0.1..=3600.0).contains(&seconds) {
@@ -548,6 +556,8 @@ mod tests {
         assert_eq!(cli.serve.segment_duration, Duration::from_secs(2));
         assert_eq!(cli.serve.playlist_length, 6);
         assert_eq!(cli.serve.ended_ttl, Duration::from_secs(60));
+        assert_eq!(cli.serve.reconnect_window, Duration::from_secs(20));
+        assert!(cli.serve.web_page);
         assert_eq!(cli.serve.ingest_limits(), ingest::Limits::default());
         assert_eq!(cli.serve.http_limits(), rtmp_hls_http::HttpLimits::default());
         assert_eq!(cli.serve.takeover, TakeoverPolicy::Replace);
@@ -556,6 +566,17 @@ mod tests {
             (cli.mongo_database.as_str(), cli.mongo_collection.as_str()),
             ("streaming", "stream_keys")
         );
+    }
+
+    #[test]
+    fn the_reconnect_window_may_be_off_but_not_negative() {
+        let window = |w: &str| {
+            Cli::try_parse_from(["rtmp-hls", "--reconnect-window", w])
+                .map(|c| c.serve.reconnect_window)
+        };
+        assert_eq!(window("0").unwrap(), Duration::ZERO);
+        assert_eq!(window("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(window("-1").is_err() && window("0.01").is_err());
     }
 
     #[test]
