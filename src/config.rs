@@ -61,6 +61,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Read an Nginx-RTMP configuration (its `rtmp {}` block and the `http {}` server of its
+    /// HLS) and print the equivalent rtmp-hls configuration file, every directive without
+    /// an option listed with why.
+    Migrate {
+        /// The nginx.conf to read.
+        nginx_conf: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod config_file;
 mod control;
 mod kafka_events;
 mod key_admin;
+mod migrate;
 mod mongo_keys;
 mod sequences;
 mod server;
@@ -34,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Keys { action }) => keys(&settings, action),
         Some(Command::Config { action: ConfigAction::Check }) => check_config(&cli.serve, &matches),
         Some(Command::Healthcheck) => healthcheck(cli.serve.http_addr),
+        Some(Command::Migrate { nginx_conf }) => migrate_nginx(&nginx_conf),
         Some(Command::Config { action: ConfigAction::Example }) => {
             print_out(&config_file::example());
             Ok(())
@@ -50,6 +52,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the rtmp-hls configuration equivalent to an Nginx-RTMP one.
+fn migrate_nginx(path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed = migrate::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    print_out(&migrate::migrate(&parsed).render(&name));
+    Ok(())
 }
 
 /// Validates what parsing cannot (files the options name) and prints the effective
