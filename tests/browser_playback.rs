@@ -31,20 +31,24 @@ fn only_stalls(report: &serde_json::Value) -> bool {
 /// [`play`] with hls.js in `mode` (`low-latency`: lowLatencyMode, and the report says how far
 /// behind the publisher the playhead was).
 fn play_in(url: &str, seconds: u32, mode: &str) -> serde_json::Value {
-    let script = testkit::media::workspace_root().join("tests").join("browser").join("play.mjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .arg(url)
-        .arg(seconds.to_string())
-        .arg(mode)
-        .output()
-        .expect("running node (the test command installs tests/browser's packages and chromium)");
+    let (ok, report) = browser("play.mjs", &[url, &seconds.to_string(), mode]);
+    assert!(ok, "hls.js did not play {url}: {report}");
+    report
+}
+
+/// Runs `tests/browser/<script>` with `args` in node; whether it succeeded, and the JSON
+/// report it printed.
+fn browser(script: &str, args: &[&str]) -> (bool, serde_json::Value) {
+    let path = testkit::media::workspace_root().join("tests").join("browser").join(script);
+    let output =
+        std::process::Command::new("node").arg(&path).args(args).output().expect(
+            "running node (the test command installs tests/browser's packages and chromium)",
+        );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!("play.mjs printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+        panic!("{script} printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
     });
-    assert!(output.status.success(), "hls.js did not play {url}: {report}");
-    report
+    (output.status.success(), report)
 }
 
 #[test]
@@ -247,19 +251,9 @@ fn the_web_page_lists_a_live_stream_and_its_player_plays_it() {
     server.wait_for_segments("studio", 2);
     let out = testkit::media::workspace_root().join("target").join("web-page");
     std::fs::create_dir_all(&out).unwrap();
-    let script = testkit::media::workspace_root().join("tests").join("browser").join("page.mjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", server.http))
-        .arg("studio")
-        .arg(&out)
-        .output()
-        .expect("running node (the test command installs tests/browser's packages and chromium)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!("page.mjs printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
-    });
-    assert!(output.status.success(), "the player did not play: {report}");
+    let base = format!("http://{}", server.http);
+    let (ok, report) = browser("page.mjs", &[&base, "studio", out.to_str().unwrap()]);
+    assert!(ok, "the player did not play: {report}");
     assert_eq!(report["listed"], serde_json::json!(["studio"]), "{report}");
     assert_eq!(report["phoneOverflow"], false, "wider than a phone: {report}");
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");

@@ -1026,8 +1026,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_publisher_back_within_the_window_continues_after_a_discontinuity() {
+    /// A store with a 10 s reconnect window, where the publish of "cam" (one segment)
+    /// was interrupted.
+    fn interrupted_cam() -> StreamStore {
         let store = StreamStore::new(StoreConfig {
             reconnect_window: Duration::from_secs(10),
             ..StoreConfig::default()
@@ -1036,6 +1037,12 @@ mod tests {
         first.push(segment(2000, 0), wall(0));
         first.interrupted();
         drop(first);
+        store
+    }
+
+    #[test]
+    fn a_publisher_back_within_the_window_continues_after_a_discontinuity() {
+        let store = interrupted_cam();
         assert!(!store.is_live("cam"));
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
@@ -1057,14 +1064,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_stream_ends_when_its_window_passes_and_endlist_stays() {
-        let store = StreamStore::new(StoreConfig {
-            reconnect_window: Duration::from_secs(10),
-            ..StoreConfig::default()
-        });
-        let first = store.begin("cam", 1, 10).unwrap();
-        first.push(segment(2000, 0), wall(0));
-        first.interrupted();
-        drop(first);
+        let store = interrupted_cam();
         let changes = store.changes("cam").unwrap();
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
         let t0 = Instant::now();

@@ -5,7 +5,7 @@
 // jsDelivr (the browser still checks the page's Subresource Integrity against it; another
 // version's URL is refused). Prints a JSON report; exits 1 if the stream did not play.
 // Usage: node page.mjs BASE_URL STREAM OUT_DIR
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -13,14 +13,7 @@ import path from "node:path";
 const [base, stream, out] = process.argv.slice(2);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const pinned = JSON.parse(readFileSync(path.join(here, "node_modules/hls.js/package.json"))).version;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 const report = { pinned, listed: [], phoneOverflow: null, played: 0, latency: null, problems: [] };
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });

@@ -11,7 +11,7 @@
 // [wall-clock ms, currentTime].
 // The page is about:blank (an opaque origin), so every request is cross-origin: the server's
 // CORS headers are exercised for real.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -19,14 +19,7 @@ const [url, seconds] = [process.argv[2], Number(process.argv[3] ?? 4)];
 const lowLatency = process.argv[4] === "low-latency";
 const watch = process.argv[4] === "watch";
 const here = path.dirname(fileURLToPath(import.meta.url));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 let result;
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
