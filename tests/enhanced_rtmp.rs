@@ -76,6 +76,35 @@ fn hevc_av1_and_vp9_play_back_from_fmp4_and_low_latency() {
     }
 }
 
+/// HDR: ffmpeg 7 sends 10-bit HEVC tagged BT.2020 / PQ with its E-RTMP `colorInfo` metadata;
+/// the fMP4 init segment's `hvc1` carries it as an `nclx` colour box, from the first init.
+#[test]
+fn hdr_colour_information_reaches_the_init_segment() {
+    let server = Server::start("ertmp-hdr", &["--hls-variant", "fmp4"]);
+    let key = server.add_key("hdr");
+    let output = Command::new(ffmpeg7())
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2"])
+        .args(["-pix_fmt", "yuv420p10le", "-g", "25"])
+        .args(HEVC.args)
+        .args(["-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc"])
+        .args(["-f", "flv", &format!("{}/{key}", server.rtmp_url())])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ffmpeg 7");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let playlist = server.wait_for_endlist("hdr");
+    let map = tag(&playlist, "MAP").expect("EXT-X-MAP");
+    let uri = map.trim_start_matches("URI=\"").trim_end_matches('"');
+    let init = testkit::http::get(server.http, &format!("/hls/hdr/{uri}")).body;
+    let at = init.windows(8).position(|w| w == b"colrnclx").expect("a colr box in hvc1");
+    let fields = &init[at + 8..at + 15];
+    // BT.2020 primaries (9), SMPTE ST 2084 transfer (16), BT.2020 non-constant matrix (9).
+    assert_eq!(fields, [0, 9, 0, 16, 0, 9, 0], "{map}");
+    let hvc1 = init.windows(4).position(|w| w == b"hvc1").unwrap();
+    assert!(hvc1 < at, "the colour box is outside the sample entry");
+}
+
 /// MPEG-TS cannot carry HEVC here: the video is dropped with one log line, the audio plays.
 #[test]
 fn hevc_into_mpegts_keeps_the_audio_and_says_why_once() {

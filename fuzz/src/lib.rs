@@ -59,7 +59,7 @@ pub fn video_config(data: &[u8]) {
     let codec = [VideoCodec::Hevc, VideoCodec::Av1, VideoCodec::Vp9][usize::from(choice % 3)];
     if let Ok(config) = VideoConfig::parse(codec, rest) {
         let _ = config.codec_string();
-        let _ = config.sample_entry();
+        let _ = config.sample_entry(None);
     }
     let _ = packager::vp9::keyframe_size(rest);
     let mut pieces = Vec::new();
@@ -95,8 +95,14 @@ pub fn audio_config(data: &[u8]) {
 
 /// AMF0: whatever decodes re-encodes to bytes that decode to the same values (compared
 /// through their encoding, since NaN is not equal to itself), and decodes to a size bounded
-/// by the input's: at most its value budget of values, so no amplification.
+/// by the input's: at most its value budget of values, so no amplification. The E-RTMP
+/// colour description read from the same bytes stays within H.273's code points.
 pub fn amf0(data: &[u8]) {
+    // The colour description read from an E-RTMP video Metadata body: whatever the body,
+    // code points stay within H.273's byte range.
+    if let Some(colour) = ingest::metadata::colour(data) {
+        assert!(colour.primaries < 256 && colour.transfer < 256 && colour.matrix < 256);
+    }
     let Ok(values) = amf0::decode_all(data) else { return };
     let count: usize = values.iter().map(values_in).sum();
     assert!(count <= amf0::value_budget(data.len()), "{count} values from {} bytes", data.len());

@@ -163,7 +163,14 @@ impl Publish {
         self.accounting.frame();
         let kind = match kind {
             rtmp::MediaKind::Audio => packager::TagKind::Audio,
-            rtmp::MediaKind::Video => packager::TagKind::Video,
+            rtmp::MediaKind::Video => {
+                if let Some(colour) =
+                    packager::flv::video_metadata(payload).and_then(crate::metadata::colour)
+                {
+                    self.remuxer.set_colour(colour);
+                }
+                packager::TagKind::Video
+            }
         };
         if let Err(e) = self.remuxer.push(kind, timestamp, payload)
             && !self.logged.contains(&e)

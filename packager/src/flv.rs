@@ -151,6 +151,14 @@ pub fn parse_video(data: &[u8]) -> Result<VideoTag<'_>, Error> {
     }
 }
 
+/// The AMF0 body of an Enhanced RTMP video Metadata packet (`colorInfo`, veovera's E-RTMP
+/// spec), or `None` for any other video tag. The remuxer ignores these tags; whoever reads
+/// AMF0 may read the body and tell the remuxer ([`crate::Remuxer::set_colour`]).
+pub fn video_metadata(data: &[u8]) -> Option<&[u8]> {
+    let [first, _, _, _, _, body @ ..] = data else { return None };
+    (first & 0x80 != 0 && first & 0x0f == PACKET_METADATA).then_some(body)
+}
+
 /// An Enhanced RTMP video tag: `IsExHeader`, FrameType, PacketType, FourCC, then the body.
 fn parse_extended_video(data: &[u8]) -> Result<VideoTag<'_>, Error> {
     let [first, f0, f1, f2, f3, body @ ..] = data else {

@@ -19,6 +19,8 @@ pub enum SampleEntry {
         width: u16,
         /// Picture size.
         height: u16,
+        /// Colour description (`colr`), when the publisher sent one.
+        colour: Option<Colour>,
     },
     /// H.265: `hvc1` with the HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3).
     Hevc {
@@ -28,6 +30,8 @@ pub enum SampleEntry {
         width: u16,
         /// Picture size.
         height: u16,
+        /// Colour description (`colr`), when the publisher sent one.
+        colour: Option<Colour>,
     },
     /// AV1: `av01` with the AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3).
     Av1 {
@@ -37,6 +41,8 @@ pub enum SampleEntry {
         width: u16,
         /// Picture size.
         height: u16,
+        /// Colour description (`colr`), when the publisher sent one.
+        colour: Option<Colour>,
     },
     /// VP9: `vp09` with the VPCodecConfigurationRecord (VP-ISOBMFF §2.2), a full box.
     Vp9 {
@@ -46,6 +52,8 @@ pub enum SampleEntry {
         width: u16,
         /// Picture size.
         height: u16,
+        /// Colour description (`colr`), when the publisher sent one.
+        colour: Option<Colour>,
     },
     /// AAC: `mp4a` with an `esds` holding the AudioSpecificConfig (ISO/IEC 14496-14 §5.6).
     Aac {
@@ -65,6 +73,21 @@ pub enum SampleEntry {
         /// Channels.
         channels: u16,
     },
+}
+
+/// A video track's colour description: the code points of ISO/IEC 23091-2 (H.273) that an
+/// `nclx` colour box carries (ISO/IEC 14496-12 §12.1.5), as Enhanced RTMP's `colorInfo`
+/// metadata gives them. HDR players read the transfer function (16: PQ, 18: HLG) here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colour {
+    /// `colour_primaries` (1: BT.709, 9: BT.2020).
+    pub primaries: u16,
+    /// `transfer_characteristics` (1: BT.709, 16: SMPTE ST 2084, 18: ARIB STD-B67).
+    pub transfer: u16,
+    /// `matrix_coefficients` (1: BT.709, 9: BT.2020 non-constant).
+    pub matrix: u16,
+    /// Full-range samples.
+    pub full_range: bool,
 }
 
 impl SampleEntry {
@@ -346,17 +369,17 @@ impl Writer<'_> {
 
     fn sample_entry(&mut self, entry: &SampleEntry) {
         match entry {
-            SampleEntry::Avc { record, width, height } => {
-                self.visual(b"avc1", *width, *height, b"avcC", None, record);
+            SampleEntry::Avc { record, width, height, colour } => {
+                self.visual(b"avc1", (*width, *height), b"avcC", None, record, *colour);
             }
-            SampleEntry::Hevc { record, width, height } => {
-                self.visual(b"hvc1", *width, *height, b"hvcC", None, record);
+            SampleEntry::Hevc { record, width, height, colour } => {
+                self.visual(b"hvc1", (*width, *height), b"hvcC", None, record, *colour);
             }
-            SampleEntry::Av1 { record, width, height } => {
-                self.visual(b"av01", *width, *height, b"av1C", None, record);
+            SampleEntry::Av1 { record, width, height, colour } => {
+                self.visual(b"av01", (*width, *height), b"av1C", None, record, *colour);
             }
-            SampleEntry::Vp9 { record, width, height } => {
-                self.visual(b"vp09", *width, *height, b"vpcC", Some(1), record);
+            SampleEntry::Vp9 { record, width, height, colour } => {
+                self.visual(b"vp09", (*width, *height), b"vpcC", Some(1), record, *colour);
             }
             SampleEntry::Aac { config, sample_rate, channels } => {
                 // MPEG-4 audio (ISO/IEC 14496-3), stream type audio.
@@ -370,15 +393,16 @@ impl Writer<'_> {
     }
 
     /// A visual sample entry (ISO/IEC 14496-12 §12.1.3) with its configuration box
-    /// (`version`: a full box of version 1, flags 0, as `vpcC` is).
+    /// (`version`: a full box of version 1, flags 0, as `vpcC` is) and, when known, its
+    /// colour box.
     fn visual(
         &mut self,
         kind: &[u8; 4],
-        width: u16,
-        height: u16,
+        (width, height): (u16, u16),
         config_kind: &[u8; 4],
         version: Option<u8>,
         config: &[u8],
+        colour: Option<Colour>,
     ) {
         let entry = self.begin(kind);
         self.zeros(6);
@@ -399,6 +423,15 @@ impl Writer<'_> {
         };
         self.bytes(config);
         self.end(config_box);
+        if let Some(colour) = colour {
+            let colr = self.begin(b"colr");
+            self.bytes(b"nclx");
+            self.u16(colour.primaries);
+            self.u16(colour.transfer);
+            self.u16(colour.matrix);
+            self.bytes(&[if colour.full_range { 0x80 } else { 0 }]);
+            self.end(colr);
+        }
         self.end(entry);
     }
 

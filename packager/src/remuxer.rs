@@ -29,7 +29,7 @@ use crate::Unsupported;
 use crate::adts::{AacConfig, SAMPLES_PER_FRAME};
 use crate::buffer_pool::BufferPool;
 use crate::flv::{self, AudioTag, TagKind, VideoCodec, VideoTag};
-use crate::fmp4::SampleEntry;
+use crate::fmp4::{Colour, SampleEntry};
 use crate::fragmenter::{AudioTrack, Fragmenter, Output as FragmentOutput};
 use crate::mpa::MpegAudioConfig;
 use crate::segmenter::{
@@ -168,6 +168,8 @@ impl AudioConfig {
 pub struct Remuxer {
     timeline: Timeline,
     video: Option<VideoConfig>,
+    /// The video's colour description, from the publisher's E-RTMP metadata (fMP4 only).
+    colour: Option<Colour>,
     audio: Option<AudioConfig>,
     /// Configurations as the current segment's PMT announces them.
     applied: (bool, Option<AudioStream>),
@@ -205,6 +207,7 @@ impl Remuxer {
         Self {
             timeline: Timeline::new(),
             video: None,
+            colour: None,
             audio: None,
             applied: (false, None),
             pending_video: false,
@@ -524,7 +527,20 @@ impl Remuxer {
 
     /// The video track's fMP4 sample entry.
     fn video_entry(&self) -> Option<SampleEntry> {
-        self.video.as_ref().map(VideoConfig::sample_entry)
+        self.video.as_ref().map(|video| video.sample_entry(self.colour))
+    }
+
+    /// The video's colour description, as the publisher's Enhanced RTMP `colorInfo` metadata
+    /// gives it: fMP4 init segments carry it (`colr`). A change once frames flow gives a new
+    /// init segment at the next keyframe, as a new sequence header does; MPEG-TS ignores it
+    /// (the codec's own headers carry colour there).
+    pub fn set_colour(&mut self, colour: Colour) {
+        if self.colour != Some(colour) {
+            self.colour = Some(colour);
+            if matches!(self.backend, Backend::Fmp4(_)) && self.video.is_some() {
+                self.pending_video = true;
+            }
+        }
     }
 
     /// The audio track as fMP4 describes it: AAC in its core coder's timescale (1024 samples

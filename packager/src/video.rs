@@ -6,7 +6,7 @@ use crate::av1::Av1Config;
 use crate::avc::AvcConfig;
 use crate::error::Malformed;
 use crate::flv::VideoCodec;
-use crate::fmp4::SampleEntry;
+use crate::fmp4::{Colour, SampleEntry};
 use crate::hevc::HevcConfig;
 use crate::vp9::Vp9Config;
 
@@ -65,21 +65,21 @@ impl VideoConfig {
         }
     }
 
-    /// The fMP4 sample entry of the track.
-    pub fn sample_entry(&self) -> SampleEntry {
+    /// The fMP4 sample entry of the track, with `colour` when the publisher described it.
+    pub fn sample_entry(&self, colour: Option<Colour>) -> SampleEntry {
         let (width, height) = self.picture_size().unwrap_or((0, 0));
         match self {
             Self::Avc(config) => {
-                SampleEntry::Avc { record: config.record().to_vec(), width, height }
+                SampleEntry::Avc { record: config.record().to_vec(), width, height, colour }
             }
             Self::Hevc(config) => {
-                SampleEntry::Hevc { record: config.record().to_vec(), width, height }
+                SampleEntry::Hevc { record: config.record().to_vec(), width, height, colour }
             }
             Self::Av1(config) => {
-                SampleEntry::Av1 { record: config.record().to_vec(), width, height }
+                SampleEntry::Av1 { record: config.record().to_vec(), width, height, colour }
             }
             Self::Vp9(config) => {
-                SampleEntry::Vp9 { record: config.record().to_vec(), width, height }
+                SampleEntry::Vp9 { record: config.record().to_vec(), width, height, colour }
             }
         }
     }
