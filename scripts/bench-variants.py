@@ -118,7 +118,7 @@ def run(variant, mode, args, round_, commands):
                "--publish-url", f"rtmp://127.0.0.1:{ports[0]}/live",
                "--playlist-url", playlist, *extra,
                "--streams-file", os.path.relpath(path, ROOT), "--server-pid", str(proc.pid),
-               "--publishers", str(args.publishers), "--viewers", str(args.publishers),
+               "--publishers", str(args.publishers), "--viewers", str(viewers(args)),
                "--viewer-mode", mode, "--label", variant, "--warmup", "8", "--duration", "20",
                "--json", os.path.relpath(report, ROOT), "--no-progress"]
         line = " ".join(cmd)
@@ -134,6 +134,19 @@ def run(variant, mode, args, round_, commands):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def viewers(args):
+    return args.publishers if args.viewers is None else args.viewers
+
+
+def watching(args):
+    if viewers(args) == 0:
+        return "no viewers (packaging alone)"
+    kinds = "player-style for mpegts, fmp4 and Nginx-RTMP, low-latency for low-latency"
+    if viewers(args) == args.publishers:
+        return f"one viewer each ({kinds})"
+    return f"{viewers(args)} viewers in all ({kinds})"
 
 
 def figures(step):
@@ -164,6 +177,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--publishers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--viewers", type=int, default=None,
+                        help="viewers in all (default: one per publisher; 0 measures packaging "
+                        "alone)")
     parser.add_argument("--nginx", action="store_true",
                         help="also Nginx-RTMP (Debian's, set up as scripts/bench-vs-nginx.py "
                         "does; installed when missing) with player-style viewers")
@@ -191,12 +207,13 @@ def main():
                   if l.startswith("model name")), "unknown CPU")
     lines = [f"# HLS variants side by side, {started:%Y-%m-%d}", "",
              f"`python3 scripts/bench-variants.py --publishers {args.publishers} --rounds "
-             f"{args.rounds}{' --nginx' if args.nginx else ''}` on {started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
+             f"{args.rounds}{' --nginx' if args.nginx else ''}"
+             f"{'' if args.viewers is None else f' --viewers {args.viewers}'}` on "
+             f"{started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
              f"{os.cpu_count()} cores, {model} (shared VM). Each variant's server started fresh; "
              f"{args.publishers} publishers of `bench-720p-60s.flv` (720p30 H.264 2.5 Mbit/s + "
-             "AAC), one viewer each (player-style for mpegts and fmp4, low-latency for "
-             "low-latency), 8 s warm-up, 20 s measured; rounds in alternating order; medians over "
-             "the rounds.", "",
+             f"AAC), {watching(args)}, 8 s warm-up, 20 s measured; rounds in alternating order; "
+             "medians over the rounds.", "",
              "| variant | CPU per stream, ms per stream-second (rounds) | memory, MiB | packaging "
              "delay p50, ms | part latency p50 / p99, ms | errors |",
              "|---|---|---|---|---|---|"]
