@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use crate::fmp4::{self, Track};
-use crate::http::Client;
+use crate::http::{Client, HttpError, Response};
 use crate::monitor::REQUEST_LIMIT;
 use crate::playlist::{self, MediaPlaylist, Part};
 use crate::shared::{InFlight, Shared};
@@ -132,10 +132,27 @@ impl LlViewer {
         let started = Instant::now();
         let response = client.get(&stream.playlist_path, Some(text), REQUEST_LIMIT).await;
         let took = started.elapsed();
+        // Before the stream's first segment the server answers 404.
+        if !*live && response.as_ref().is_ok_and(|r| r.status == 404) {
+            return None;
+        }
+        let list = self.playlist_answer(response, text)?;
+        *live = true;
+        let mut stats = self.shared.stats();
+        stats.playlist_fetch.record(took);
+        stats.playlists_fetched += 1;
+        Some(list)
+    }
+
+    /// The playlist a 200 answer in `text` holds; `None` for any other answer or one that
+    /// does not parse (counted as an error by kind).
+    fn playlist_answer(
+        &self,
+        response: Result<Response, HttpError>,
+        text: &[u8],
+    ) -> Option<MediaPlaylist> {
         match response {
             Ok(r) if r.status == 200 => {}
-            // Before the stream's first segment the server answers 404.
-            Ok(r) if r.status == 404 && !*live => return None,
             Ok(r) => {
                 self.shared.error(status_kind(Fetched::Playlist, r.status));
                 return None;
@@ -145,15 +162,11 @@ impl LlViewer {
                 return None;
             }
         }
-        let Some(list) = std::str::from_utf8(text).ok().and_then(playlist::parse) else {
+        let list = std::str::from_utf8(text).ok().and_then(playlist::parse);
+        if list.is_none() {
             self.shared.error("playlist_malformed");
-            return None;
-        };
-        *live = true;
-        let mut stats = self.shared.stats();
-        stats.playlist_fetch.record(took);
-        stats.playlists_fetched += 1;
-        Some(list)
+        }
+        list
     }
 
     /// The playlist once it holds part `hint`: `None` after a failure (counted).
@@ -176,21 +189,7 @@ impl LlViewer {
             client.get(&path, Some(text), limit).await
         };
         let held = started.elapsed();
-        match response {
-            Ok(r) if r.status == 200 => {}
-            Ok(r) => {
-                self.shared.error(status_kind(Fetched::Playlist, r.status));
-                return None;
-            }
-            Err(e) => {
-                self.shared.error(e.kind());
-                return None;
-            }
-        }
-        let Some(list) = std::str::from_utf8(text).ok().and_then(playlist::parse) else {
-            self.shared.error("playlist_malformed");
-            return None;
-        };
+        let list = self.playlist_answer(response, text)?;
         let mut stats = self.shared.stats();
         stats.blocked_reload.record(held);
         stats.playlists_fetched += 1;

@@ -156,7 +156,7 @@ pub fn parse_video(data: &[u8]) -> Result<VideoTag<'_>, Error> {
 /// AMF0 may read the body and tell the remuxer ([`crate::Remuxer::set_colour`]).
 pub fn video_metadata(data: &[u8]) -> Option<&[u8]> {
     let [first, _, _, _, _, body @ ..] = data else { return None };
-    (first & 0x80 != 0 && first & 0x0f == PACKET_METADATA).then_some(body)
+    (first & EX_HEADER_BIT != 0 && first & 0x0f == PACKET_METADATA).then_some(body)
 }
 
 /// An Enhanced RTMP video tag: `IsExHeader`, FrameType, PacketType, FourCC, then the body.
@@ -310,6 +310,11 @@ mod tests {
         );
         // Metadata (FrameType 5, as ffmpeg sends colorInfo) and SequenceEnd: nothing to do.
         assert_eq!(parse_video(b"\xd4hvc1\x02\x00"), Ok(VideoTag::Ignored));
+        // Its body is handed out for whoever reads AMF; other tags have none.
+        assert_eq!(video_metadata(b"\xd4hvc1\x02\x00"), Some(&b"\x02\x00"[..]));
+        assert_eq!(video_metadata(b"\xa1vp09\x86"), None);
+        assert_eq!(video_metadata(b"\x17\x01\x00\x00\x00"), None, "legacy AVC");
+        assert_eq!(video_metadata(b"\xd4hv"), None);
         assert_eq!(parse_video(b"\x92av01"), Ok(VideoTag::Ignored));
         assert_eq!(parse_video(b"\x96hvc1"), Err(Unsupported::VideoPacketType(6).into()));
         assert_eq!(
