@@ -88,6 +88,19 @@ pub(crate) enum KeysAction {
         /// Owner recorded with the key (the platform's user id; MongoDB store only).
         #[arg(long)]
         owner: Option<String>,
+        /// Only viewers with a viewer token (the platform's login) may watch it, and it is
+        /// not listed in the public stats.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Make a stream private or public; a live publish with the stream's key follows within
+    /// seconds (at its next key re-check).
+    Visibility {
+        /// Public stream name.
+        name: String,
+        /// `private` or `public`.
+        #[arg(value_parser = ["private", "public"])]
+        visibility: String,
     },
     /// List streams and when their keys were created (never the keys).
     List,
@@ -316,6 +329,31 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_JWT_ISSUER", help_heading = "Publish tokens")]
     pub(crate) jwt_issuer: Option<String>,
 
+    /// What a viewer token (the platform's login, verified with the token key) must claim
+    /// to watch a private stream: NAME (the claim lists the stream, or `*`) or NAME=VALUE
+    /// (the claim is, or lists, the value: a role). Without it any valid login watches.
+    #[arg(
+        long,
+        env = "RTMP_HLS_VIEWER_CLAIM",
+        value_name = "NAME[=VALUE]",
+        help_heading = "Private streams"
+    )]
+    pub(crate) viewer_claim: Option<auth::viewer::ClaimRule>,
+
+    /// Seconds a private stream's signed media URL works (playlists give fresh ones).
+    #[arg(long, env = "RTMP_HLS_SIGNED_URL_TTL", default_value = "300", value_parser = parse_seconds, help_heading = "Private streams")]
+    pub(crate) signed_url_ttl: Duration,
+
+    /// Secret (at least 32 bytes) signing private streams' media URLs; nodes behind one
+    /// name need the same. Default: random at each start.
+    #[arg(
+        long,
+        env = "RTMP_HLS_URL_SIGNING_SECRET",
+        hide_env_values = true,
+        help_heading = "Private streams"
+    )]
+    pub(crate) url_signing_secret: Option<String>,
+
     /// What a valid publish for a stream that is already live does: take it over (the old
     /// publisher is disconnected) or be refused.
     #[arg(long, env = "RTMP_HLS_TAKEOVER", value_enum, default_value_t = TakeoverPolicy::Replace)]
@@ -420,6 +458,16 @@ impl ServeArgs {
                 "--admin-token: an admin token needs at least {MIN_ADMIN_TOKEN_LEN} characters, \
                  this one has {} (e.g. `openssl rand -hex 24`)",
                 token.len()
+            ));
+        }
+        if let Some(secret) = &self.url_signing_secret
+            && secret.len() < auth::viewer::MIN_SIGNING_SECRET_LEN
+        {
+            return Err(format!(
+                "--url-signing-secret: needs at least {} bytes, this one has {} (e.g. `openssl \
+                 rand -hex 32`)",
+                auth::viewer::MIN_SIGNING_SECRET_LEN,
+                secret.len()
             ));
         }
         if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {

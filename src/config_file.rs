@@ -21,7 +21,7 @@ const CONFIG_FLAG: &str = "--config";
 const CONFIG_ENV: &str = "RTMP_HLS_CONFIG";
 
 /// Options whose values are secrets: masked wherever the configuration is shown.
-const SECRETS: &[&str] = &["jwt_secret", "admin_token"];
+const SECRETS: &[&str] = &["jwt_secret", "admin_token", "url_signing_secret"];
 /// Options holding URLs whose password part is a secret.
 const URLS_WITH_CREDENTIALS: &[&str] = &["mongo_uri", "on_publish", "on_publish_done"];
 /// Words in the name of a librdkafka property or URL query parameter whose value is a secret

@@ -75,17 +75,22 @@ pub(crate) struct ServerControl {
 
 #[async_trait::async_trait]
 impl Control for ServerControl {
+    /// Private streams are listed with admin credentials only.
     fn streams(&self, detailed: bool) -> Vec<Stream> {
         let now = Instant::now();
         self.store
             .summaries(now)
             .iter()
+            .filter(|summary| detailed || !summary.private)
             .map(|summary| stream(summary, self.ingest.statuses().get(&summary.name), detailed))
             .collect()
     }
 
     fn stream(&self, name: &str, detailed: bool) -> Option<Stream> {
         let summary = self.store.summary(name, Instant::now())?;
+        if summary.private && !detailed {
+            return None;
+        }
         Some(stream(&summary, self.ingest.statuses().get(name), detailed))
     }
 
@@ -106,11 +111,17 @@ impl Control for ServerControl {
                 owner: k.owner,
                 created_at: k.created_at,
                 revoked: k.revoked,
+                private: k.private,
             })
             .collect())
     }
 
-    async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError> {
+    async fn create_key(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        private: bool,
+    ) -> Result<String, ControlError> {
         validate_stream_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
         if matches!(self.keys, KeyAdmin::File(_)) && owner.is_some() {
             return Err(ControlError::Invalid(
@@ -125,7 +136,7 @@ impl Control for ServerControl {
             return Err(conflict());
         }
         // Another request may have created it since the check: the store says so.
-        self.keys.add(name, owner).await.map_err(|e| {
+        self.keys.add(name, owner, private).await.map_err(|e| {
             let exists = matches!(
                 e.downcast_ref::<auth::file_key_store::FileKeyStoreError>(),
                 Some(auth::file_key_store::FileKeyStoreError::Exists(_))
@@ -133,6 +144,13 @@ impl Control for ServerControl {
                 || e.to_string().contains("E11000");
             if exists { conflict() } else { unavailable(e) }
         })
+    }
+
+    async fn set_private(&self, name: &str, private: bool) -> Result<bool, ControlError> {
+        let has_key = self.keys.set_private(name, private).await.map_err(unavailable)?;
+        // The live stream at once, whatever granted it (a key, or a token).
+        let known = self.store.set_private(name, private);
+        Ok(has_key || known)
     }
 
     async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
@@ -199,6 +217,7 @@ fn stream(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool
         segments_listed: summary.segments_listed as u64,
         media_sequence: summary.media_sequence,
         target_duration: summary.target_duration,
+        private: summary.private,
         publisher,
         video,
         audio,
@@ -264,7 +283,7 @@ impl Collector for CurrentState {
         let summaries = self.store.summaries(Instant::now());
         let mut viewers = encoder.encode_descriptor(
             "viewers",
-            "Distinct recent viewers per stream (playlist fetches within three target durations)",
+            "Distinct recent viewers per stream: sessions (a viewer token's subject, else address and user agent) that fetched the playlist within three target durations",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;

@@ -27,6 +27,7 @@ pub(crate) struct Listing {
     pub(crate) owner: Option<String>,
     pub(crate) created_at: String,
     pub(crate) revoked: bool,
+    pub(crate) private: bool,
 }
 
 /// The configured key store.
@@ -61,19 +62,32 @@ impl KeyAdmin {
         }
     }
 
-    /// Issues a key for `stream`; returns it.
-    pub(crate) async fn add(&self, stream: &str, owner: Option<&str>) -> Result<String> {
+    /// Issues a key for `stream`, private or not; returns it.
+    pub(crate) async fn add(
+        &self,
+        stream: &str,
+        owner: Option<&str>,
+        private: bool,
+    ) -> Result<String> {
         match self {
             Self::File(store) => {
                 if owner.is_some() {
                     anyhow::bail!("--owner is recorded in the MongoDB store only");
                 }
-                Ok(store.add(stream)?)
+                Ok(store.add(stream, private)?)
             }
             Self::Mongo(store) => {
                 store.ensure_indexes().await?;
-                store.add(stream, owner).await
+                store.add(stream, owner, private).await
             }
+        }
+    }
+
+    /// Makes `stream` private or public; returns whether it has a key.
+    pub(crate) async fn set_private(&self, stream: &str, private: bool) -> Result<bool> {
+        match self {
+            Self::File(store) => Ok(store.set_private(stream, private)?),
+            Self::Mongo(store) => store.set_private(stream, private).await,
         }
     }
 
@@ -88,6 +102,7 @@ impl KeyAdmin {
                     owner: None,
                     created_at: k.created_at,
                     revoked: false,
+                    private: k.private,
                 })
                 .collect(),
             Self::Mongo(store) => store
@@ -99,6 +114,7 @@ impl KeyAdmin {
                     owner: k.owner,
                     created_at: k.created_at.try_to_rfc3339_string().unwrap_or_default(),
                     revoked: k.revoked_at.is_some(),
+                    private: k.private,
                 })
                 .collect(),
         })

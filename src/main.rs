@@ -111,10 +111,17 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
     runtime.block_on(async {
         let store = KeyAdmin::open(settings, CLI_DATABASE_TIMEOUT).await?;
         match action {
-            KeysAction::Add { name, owner } => {
-                let key = store.add(&name, owner.as_deref()).await?;
-                println!("Created stream {name:?}. Its stream key, shown only this once:");
+            KeysAction::Add { name, owner, private } => {
+                let key = store.add(&name, owner.as_deref(), private).await?;
+                let kind = if private { "private stream" } else { "stream" };
+                println!("Created {kind} {name:?}. Its stream key, shown only this once:");
                 println!("{key}");
+            }
+            KeysAction::Visibility { name, visibility } => {
+                if !store.set_private(&name, visibility == "private").await? {
+                    anyhow::bail!("no stream named {name:?} has a key");
+                }
+                println!("{name:?} is {visibility}; a live publish follows within seconds.");
             }
             KeysAction::List => {
                 let streams = store.list().await?;
@@ -124,7 +131,8 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
                 for s in streams {
                     let owner = s.owner.map(|o| format!(" owner {o}")).unwrap_or_default();
                     let revoked = if s.revoked { " (revoked)" } else { "" };
-                    println!("{:<32} created {}{owner}{revoked}", s.stream, s.created_at);
+                    let private = if s.private { " private" } else { "" };
+                    println!("{:<32} created {}{owner}{private}{revoked}", s.stream, s.created_at);
                 }
             }
             KeysAction::RevokeToken { jti } => {

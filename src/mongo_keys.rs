@@ -27,6 +27,9 @@ pub(crate) struct KeyDocument {
     pub(crate) revoked_at: Option<DateTime>,
     #[serde(default)]
     pub(crate) last_used_at: Option<DateTime>,
+    /// Only viewers with a credential may watch the stream; absent is public.
+    #[serde(default)]
+    pub(crate) private: bool,
 }
 
 /// A revoked publish token's document (collection [`REVOKED_TOKENS`]).
@@ -93,7 +96,12 @@ impl MongoKeyStore {
     }
 
     /// Issues a key for `stream` (replacing a revoked one); returns the key.
-    pub(crate) async fn add(&self, stream: &str, owner: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) async fn add(
+        &self,
+        stream: &str,
+        owner: Option<&str>,
+        private: bool,
+    ) -> anyhow::Result<String> {
         validate_stream_name(stream)?;
         let key = generate_key()?;
         let now = DateTime::now();
@@ -114,6 +122,7 @@ impl MongoKeyStore {
                             "created_at": now,
                             "revoked_at": bson::Bson::Null,
                             "last_used_at": bson::Bson::Null,
+                            "private": private,
                         } },
                     )
                     .await?;
@@ -126,6 +135,7 @@ impl MongoKeyStore {
                     created_at: now,
                     revoked_at: None,
                     last_used_at: None,
+                    private,
                 };
                 self.keys.insert_one(document).await?;
             }
@@ -158,6 +168,15 @@ impl MongoKeyStore {
             .upsert(true)
             .await?;
         Ok(result.upserted_id.is_some())
+    }
+
+    /// Makes `stream` private or public; returns whether it has a key document.
+    pub(crate) async fn set_private(&self, stream: &str, private: bool) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(doc! { "stream": stream }, doc! { "$set": { "private": private } })
+            .await?;
+        Ok(result.matched_count > 0)
     }
 
     /// Revokes the key of `stream`; returns whether a live key was revoked.
@@ -194,7 +213,12 @@ impl KeyStore for MongoKeyStore {
                 .await;
         });
         let revocation = Some(Revocation::Key);
-        Ok(Some(Grant { stream: document.stream, owner: document.owner, revocation }))
+        Ok(Some(Grant {
+            stream: document.stream,
+            owner: document.owner,
+            private: document.private,
+            revocation,
+        }))
     }
 
     async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use auth::Authorizer;
 use auth::jwt::{JwtVerifier, Scope};
+use auth::viewer::{UrlSigner, ViewerAccess};
 use ingest::events::{Envelope, Event, EventSink};
 use ingest::{Ingest, IngestConfig, LogSink};
 use packager::{Container, RemuxerConfig};
@@ -39,6 +40,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
     // Everything the options name is checked and opened before anything starts.
     let jwt = jwt_verifier(&args)?.map(Arc::new);
+    let viewers = Arc::new(viewer_access(&args, jwt.clone())?);
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!("creating the data directory {} (--data-dir)", settings.data_dir.display())
     })?;
@@ -60,7 +62,7 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
         Arc::new(authorizer),
         Arc::clone(&events.sink),
     ));
-    let routes = Routes::build(&args, &ingest, keys, jwt, events.kafka.clone());
+    let routes = Routes::build(&args, &ingest, keys, jwt, viewers, events.kafka.clone());
 
     let (rtmp_addr, http_addr) = (listeners.rtmp.local_addr()?, listeners.http.local_addr()?);
     info!(addr = %rtmp_addr, "RTMP listening");
@@ -92,6 +94,18 @@ pub(crate) fn jwt_verifier(args: &ServeArgs) -> Result<Option<JwtVerifier>> {
     };
     let (publish, admin) = (scope(&args.jwt_audience), scope(&args.jwt_admin_audience));
     Ok(Some(verifier.scoped(publish, admin)))
+}
+
+/// Who watches private streams: viewer tokens verified with the token key, the
+/// `--viewer-claim` check (without a token key, nobody: the refusal says why), and media
+/// URLs signed with `--url-signing-secret` (or a random secret).
+fn viewer_access(args: &ServeArgs, jwt: Option<Arc<JwtVerifier>>) -> Result<ViewerAccess> {
+    let signer = match &args.url_signing_secret {
+        Some(secret) => UrlSigner::new(secret.as_bytes(), args.signed_url_ttl)
+            .context("--url-signing-secret")?,
+        None => UrlSigner::random(args.signed_url_ttl)?,
+    };
+    Ok(ViewerAccess::new(jwt, args.viewer_claim.clone(), signer))
 }
 
 /// Opens the key store; on first start of the embedded store, seeds the demo stream and
@@ -240,6 +254,7 @@ impl Routes {
         ingest: &Arc<Ingest>,
         keys: KeyAdmin,
         jwt: Option<Arc<JwtVerifier>>,
+        viewers: Arc<ViewerAccess>,
         kafka: Option<Arc<KafkaEvents>>,
     ) -> Self {
         let store = &ingest.store;
@@ -260,7 +275,8 @@ impl Routes {
             registry,
         });
         let api = rtmp_hls_http::api::router(Arc::clone(&control));
-        let mut hls = rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream);
+        let mut hls =
+            rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream, viewers);
         if args.web_page {
             hls = hls.merge(rtmp_hls_http::web::router(control));
         }

@@ -16,6 +16,9 @@ Usage (with the test venv's python, which has pymongo, authx, PyJWT and cryptogr
   backend.py validate-events SCHEMA_FILE < events.jsonl  exits 1 listing invalid events
   backend.py print-events BROKERS                     runs the consumer of docs/events.md
   backend.py authx-role SECRET USER_ID ROLE [AUD ISS] an AuthX access token with a role claim
+  backend.py authx-viewer SECRET USER_ID STREAM,...   a login (access) token whose `streams` claim lists streams
+  backend.py authx-refresh SECRET USER_ID STREAM,...  the refresh token of that login
+  backend.py authx-private SECRET USER_ID STREAM      a publish token for a private stream
   backend.py claims TOKEN                             prints a token's claims (unverified) as JSON
   backend.py validate-api OPENAPI_FILE SCHEMA < doc.json  exits 1 if doc is not a SCHEMA
   backend.py openapi-paths OPENAPI_FILE               prints "METHOD /path" per operation
@@ -125,6 +128,22 @@ def main(command, *args):
         auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"],
                                         JWT_ENCODE_AUDIENCE=audience, JWT_ENCODE_ISSUER=issuer))
         print(auth.create_access_token(uid=user, data={"role": role}))
+    elif command in ("authx-viewer", "authx-refresh"):
+        # The platform's login as its FastAPI backend issues it: AuthX keeps the access token
+        # in the cookie `access_token_cookie`, and adds what the user may watch.
+        secret, user, streams = args
+        from authx import AuthX, AuthXConfig
+        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["cookies", "headers"]))
+        data = {"streams": streams.split(",")}
+        if command == "authx-viewer":
+            print(auth.create_access_token(uid=user, data=data))
+        else:
+            print(auth.create_refresh_token(uid=user, data=data))
+    elif command == "authx-private":
+        secret, user, stream = args
+        from authx import AuthX, AuthXConfig
+        auth = AuthX(config=AuthXConfig(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"]))
+        print(auth.create_access_token(uid=user, data={"stream": stream, "private": True}))
     elif command == "claims":
         (token,) = args
         import jwt

@@ -92,6 +92,38 @@ fn hls_js_plays_every_stream_shape_in_chromium() {
     drop(publishers);
 }
 
+/// A private stream plays in hls.js for a viewer logged in to the platform (AuthX's cookie,
+/// page on the server's origin) and for a player given `?token=` (cross-origin, no cookie):
+/// the playlist's signed media URLs carry the rest. Without a login, hls.js gets nothing.
+#[test]
+fn hls_js_plays_a_private_stream_with_the_platform_login() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let server = Server::start("browser-private", &["--jwt-secret", SECRET]);
+    let output = server.keys(&["add", "members", "--private"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned();
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    let login = common::services::backend(&["authx-viewer", SECRET, "user-1", "members"]);
+    let url = server.playlist_url("members");
+    testkit::wait_until(common::STARTUP, "the private stream's first segments", || {
+        let response =
+            testkit::http::get(server.http, &format!("/hls/members/index.m3u8?token={login}"));
+        (response.status == 200 && segments(&response.text()).len() >= 2).then_some(())
+    });
+    let (ok, with_cookie) = browser("play.mjs", &[&url, "2", "", "--cookie", &login]);
+    assert!(
+        ok && with_cookie["videoWidth"].as_u64() > Some(0),
+        "with the login cookie: {with_cookie}"
+    );
+    let with_token = play(&format!("{url}?token={login}"), 2);
+    assert!(with_token["videoWidth"].as_u64() > Some(0), "with ?token=: {with_token}");
+    let (ok, without) = browser("play.mjs", &[&url, "2"]);
+    assert!(!ok, "hls.js played a private stream without a login: {without}");
+    let errors = without["errors"].to_string();
+    assert!(errors.contains("fatal networkError/manifestLoadError"), "{without}");
+}
+
 /// Milliseconds since the Unix epoch, as the page's `Date.now()` counts them.
 fn now_ms() -> f64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();

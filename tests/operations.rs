@@ -292,6 +292,7 @@ fn stats_and_metrics_follow_a_real_publish_to_its_kick() {
         "GET /api/v1/keys",
         "POST /api/v1/keys",
         "DELETE /api/v1/keys/{name}",
+        "PATCH /api/v1/keys/{name}",
         "DELETE /api/v1/tokens/{jti}",
         "GET /metrics",
     ]
@@ -313,9 +314,10 @@ fn the_admin_api_authenticates_and_manages_keys() {
     let viewer_jwt = backend(&["authx-role", JWT_SECRET, "bob", "viewer"]);
     let publish_jwt = backend(&["authx", JWT_SECRET, "bob", "cam"]);
     let other_secret_jwt = backend(&["authx-role", "another-secret", "eve", "admin"]);
-    let routes: [(&str, &str, Option<Value>); 4] = [
+    let routes: [(&str, &str, Option<Value>); 5] = [
         ("GET", "/api/v1/keys", None),
         ("POST", "/api/v1/keys", Some(serde_json::json!({"stream": "x-denied"}))),
+        ("PATCH", "/api/v1/keys/demo", Some(serde_json::json!({"private": true}))),
         ("DELETE", "/api/v1/keys/demo", None),
         ("DELETE", "/api/v1/streams/demo/publisher", None),
     ];
@@ -336,7 +338,9 @@ fn the_admin_api_authenticates_and_manages_keys() {
     }
 
     // Create with the admin JWT; the key publishes.
-    let new = serde_json::to_value(NewKey { stream: "api-cam".into(), owner: None }).unwrap();
+    let new =
+        serde_json::to_value(NewKey { stream: "api-cam".into(), owner: None, private: false })
+            .unwrap();
     let (status, response, created) =
         api(server.http, "POST", "/api/v1/keys", Some(&admin_jwt), Some(&new));
     assert_eq!(status, 201, "{created}");

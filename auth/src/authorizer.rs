@@ -77,21 +77,20 @@ impl Authorizer {
         self.failures.record_failure(ip, Instant::now());
     }
 
-    /// Whether a grant for `key` still holds, as `revocation` says to check: `Some(false)`
-    /// once the key or the token id is revoked, `None` when the store cannot tell right now.
-    /// A token's expiry does not end a publish it started (tokens are short-lived; streams
-    /// are not).
-    pub async fn still_valid(&self, key: &str, revocation: &Revocation) -> Option<bool> {
+    /// Whether a grant for `key` still holds, as `revocation` says to check. A token's
+    /// expiry does not end a publish it started (tokens are short-lived; streams are not).
+    pub async fn recheck(&self, key: &str, revocation: &Revocation) -> Recheck {
         match revocation {
             Revocation::Key => match self.decide(key).await {
-                Ok(_) => Some(true),
-                Err(Denial::Unavailable(_)) => None,
-                Err(_) => Some(false),
+                Ok(grant) => Recheck::Holds(Some(grant)),
+                Err(Denial::Unavailable(_)) => Recheck::Unknown,
+                Err(_) => Recheck::Revoked,
             },
             Revocation::Token(jti) => {
                 match tokio::time::timeout(self.timeout, self.store.token_revoked(jti)).await {
-                    Ok(Ok(revoked)) => Some(!revoked),
-                    Ok(Err(_)) | Err(_) => None,
+                    Ok(Ok(false)) => Recheck::Holds(None),
+                    Ok(Ok(true)) => Recheck::Revoked,
+                    Ok(Err(_)) | Err(_) => Recheck::Unknown,
                 }
             }
         }
@@ -112,7 +111,13 @@ impl Authorizer {
                 return Err(Denial::WrongStream);
             }
             let Some(jti) = claims.jti.filter(|jti| jti.len() <= MAX_TOKEN_ID_LEN) else {
-                return Ok(Grant { stream: claims.stream, owner: claims.sub, revocation: None });
+                let private = claims.private;
+                return Ok(Grant {
+                    stream: claims.stream,
+                    owner: claims.sub,
+                    private,
+                    revocation: None,
+                });
             };
             let revoked =
                 match tokio::time::timeout(self.timeout, self.store.token_revoked(&jti)).await {
@@ -127,7 +132,8 @@ impl Authorizer {
                 return Err(Denial::Token(TokenRejected("publish token was revoked".into())));
             }
             let revocation = Some(Revocation::Token(jti));
-            return Ok(Grant { stream: claims.stream, owner: claims.sub, revocation });
+            let private = claims.private;
+            return Ok(Grant { stream: claims.stream, owner: claims.sub, private, revocation });
         }
         let stored_key = named.unwrap_or(key);
         match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
@@ -137,6 +143,18 @@ impl Authorizer {
             Err(_) => Err(Denial::Unavailable(format!("no answer within {:?}", self.timeout))),
         }
     }
+}
+
+/// What a re-check of a live publish's grant found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recheck {
+    /// It holds; a stored key's grant as it is now (an operator may have made the stream
+    /// private since), a token's `None` (its claims cannot change).
+    Holds(Option<Grant>),
+    /// The key or the token id was revoked.
+    Revoked,
+    /// The store cannot tell right now.
+    Unknown,
 }
 
 #[cfg(test)]
@@ -162,6 +180,7 @@ mod tests {
                 _ => Ok((key == "good").then(|| Grant {
                     stream: "cam".into(),
                     owner: None,
+                    private: false,
                     revocation: Some(Revocation::Key),
                 })),
             }
@@ -232,8 +251,8 @@ mod tests {
         };
         let grant = auth.authorize(IP, &with_id("t-1")).await.unwrap();
         assert_eq!(grant.revocation, Some(Revocation::Token("t-1".into())));
-        assert_eq!(auth.still_valid("", &Revocation::Token("t-1".into())).await, Some(true));
-        assert_eq!(auth.still_valid("", &Revocation::Token("revoked".into())).await, Some(false));
+        assert_eq!(auth.recheck("", &Revocation::Token("t-1".into())).await, Recheck::Holds(None));
+        assert_eq!(auth.recheck("", &Revocation::Token("revoked".into())).await, Recheck::Revoked);
         assert!(matches!(
             auth.authorize(IP, &with_id("revoked")).await,
             Err(Denial::Token(TokenRejected(reason))) if reason.contains("revoked")
@@ -241,7 +260,7 @@ mod tests {
         // Fail closed when the deny list cannot be read; a live publish is not ended.
         *store.mode.lock().unwrap() = "fail";
         assert!(matches!(auth.authorize(IP, &with_id("t-2")).await, Err(Denial::Unavailable(_))));
-        assert_eq!(auth.still_valid("", &Revocation::Token("t-1".into())).await, None);
+        assert_eq!(auth.recheck("", &Revocation::Token("t-1".into())).await, Recheck::Unknown);
     }
 
     #[tokio::test]
@@ -264,9 +283,10 @@ mod tests {
         }
         *store.mode.lock().unwrap() = "hang";
         assert!(matches!(auth.authorize(IP, "good").await, Err(Denial::Unavailable(_))));
-        assert_eq!(auth.still_valid("good", &Revocation::Key).await, None);
+        assert_eq!(auth.recheck("good", &Revocation::Key).await, Recheck::Unknown);
         *store.mode.lock().unwrap() = "ok";
         assert!(auth.authorize(IP, "good").await.is_ok());
-        assert_eq!(auth.still_valid("bad", &Revocation::Key).await, Some(false));
+        assert_eq!(auth.recheck("bad", &Revocation::Key).await, Recheck::Revoked);
+        assert!(matches!(auth.recheck("good", &Revocation::Key).await, Recheck::Holds(Some(_))));
     }
 }

@@ -40,6 +40,9 @@ pub struct StoredKey {
     pub key_hash: String,
     /// RFC 3339 UTC creation time.
     pub created_at: String,
+    /// Only viewers with a credential may watch (see [`crate::viewer`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// A revoked publish token.
@@ -61,12 +64,13 @@ struct KeyFile {
 
 impl KeyFile {
     /// Adds `stream` with a fresh key; returns the key.
-    fn issue(&mut self, stream: &str) -> Result<String, FileKeyStoreError> {
+    fn issue(&mut self, stream: &str, private: bool) -> Result<String, FileKeyStoreError> {
         let key = generate_key()?;
         self.streams.push(StoredKey {
             stream: stream.to_owned(),
             key_hash: hash_key(&key),
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            private,
         });
         Ok(key)
     }
@@ -132,8 +136,8 @@ struct Parsed {
 
 #[derive(Debug, Default)]
 struct Lookups {
-    /// Key hash to stream name.
-    streams: HashMap<String, String>,
+    /// Key hash to stream name and whether it is private.
+    streams: HashMap<String, (String, bool)>,
     /// Revoked token ids.
     revoked_tokens: HashSet<String>,
 }
@@ -150,15 +154,23 @@ impl FileKeyStore {
         self.dir.join(FILE_NAME)
     }
 
-    /// Creates a key for `stream`; returns the key, which is not stored and cannot be shown
-    /// again.
-    pub fn add(&self, stream: &str) -> Result<String, FileKeyStoreError> {
+    /// Creates a key for `stream`, private or not; returns the key, which is not stored and
+    /// cannot be shown again.
+    pub fn add(&self, stream: &str, private: bool) -> Result<String, FileKeyStoreError> {
         validate_stream_name(stream)?;
         self.update(|file| {
             if file.streams.iter().any(|s| s.stream == stream) {
                 return Err(FileKeyStoreError::Exists(stream.to_owned()));
             }
-            file.issue(stream)
+            file.issue(stream, private)
+        })
+    }
+
+    /// Makes `stream` private or public; returns whether it has a key.
+    pub fn set_private(&self, stream: &str, private: bool) -> Result<bool, FileKeyStoreError> {
+        self.update(|file| {
+            let entry = file.streams.iter_mut().find(|s| s.stream == stream);
+            Ok(entry.map(|entry| entry.private = private).is_some())
         })
     }
 
@@ -205,7 +217,7 @@ impl FileKeyStore {
             if !file.streams.is_empty() {
                 return Ok(None);
             }
-            file.issue(stream).map(Some)
+            file.issue(stream, false).map(Some)
         })
     }
 
@@ -231,7 +243,11 @@ impl FileKeyStore {
         // Parsed under the lock: concurrent lookups after a change wait for one parse.
         let file = self.load()?;
         let lookups = Arc::new(Lookups {
-            streams: file.streams.into_iter().map(|s| (s.key_hash, s.stream)).collect(),
+            streams: file
+                .streams
+                .into_iter()
+                .map(|s| (s.key_hash, (s.stream, s.private)))
+                .collect(),
             revoked_tokens: file.revoked_tokens.into_iter().map(|t| t.jti).collect(),
         });
         *parsed = Some(Parsed { stamp, lookups: Arc::clone(&lookups) });
@@ -299,9 +315,10 @@ impl KeyStore for FileKeyStore {
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
         let hash = hash_key(key);
         let lookups = self.lookups().await?;
-        Ok(lookups.streams.get(&hash).map(|stream| Grant {
+        Ok(lookups.streams.get(&hash).map(|(stream, private)| Grant {
             stream: stream.clone(),
             owner: None,
+            private: *private,
             revocation: Some(Revocation::Key),
         }))
     }
@@ -361,14 +378,24 @@ mod tests {
     async fn add_lookup_list_revoke() {
         let dir = temp_dir("cycle");
         let store = FileKeyStore::open(&dir).unwrap();
-        let key = store.add("cam").unwrap();
-        assert_eq!(
-            store.lookup(&key).await.unwrap(),
-            Some(Grant { stream: "cam".into(), owner: None, revocation: Some(Revocation::Key) })
-        );
+        let key = store.add("cam", false).unwrap();
+        let grant = |private| Grant {
+            stream: "cam".into(),
+            owner: None,
+            private,
+            revocation: Some(Revocation::Key),
+        };
+        assert_eq!(store.lookup(&key).await.unwrap(), Some(grant(false)));
+        // Made private, the same key grants a private stream; the field is on disk only then.
+        assert!(!fs::read_to_string(store.path()).unwrap().contains("private"));
+        assert!(store.set_private("cam", true).unwrap());
+        assert_eq!(store.lookup(&key).await.unwrap(), Some(grant(true)));
+        assert!(fs::read_to_string(store.path()).unwrap().contains("\"private\": true"));
+        assert!(!store.set_private("nope", true).unwrap());
+        assert!(store.set_private("cam", false).unwrap());
         assert_eq!(store.lookup("nope").await.unwrap(), None);
-        assert!(matches!(store.add("cam"), Err(FileKeyStoreError::Exists(_))));
-        assert!(matches!(store.add("a/b"), Err(FileKeyStoreError::InvalidName(_))));
+        assert!(matches!(store.add("cam", false), Err(FileKeyStoreError::Exists(_))));
+        assert!(matches!(store.add("a/b", false), Err(FileKeyStoreError::InvalidName(_))));
         let listed = store.list().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].key_hash, hash_key(&key));
@@ -388,12 +415,12 @@ mod tests {
         let dir = temp_dir("follow");
         let store = FileKeyStore::open(&dir).unwrap();
         assert_eq!(store.lookup("anything").await.unwrap(), None);
-        let cam = store.add("cam").unwrap();
+        let cam = store.add("cam", false).unwrap();
         assert!(store.lookup(&cam).await.unwrap().is_some());
         // Parsed once, answered again from what was parsed.
         assert!(store.lookup(&cam).await.unwrap().is_some());
         let other = FileKeyStore::open(&dir).unwrap();
-        let door = other.add("door").unwrap();
+        let door = other.add("door", false).unwrap();
         assert_eq!(store.lookup(&door).await.unwrap().map(|g| g.stream), Some("door".into()));
         // An operator editing the file in place (same inode) is seen too.
         let edited = fs::read_to_string(store.path()).unwrap().replace("\"cam\"", "\"yard\"");
@@ -426,7 +453,7 @@ mod tests {
                 let store = store.clone();
                 std::thread::spawn(move || {
                     for i in 0..10 {
-                        store.add(&format!("s{t}-{i}")).unwrap();
+                        store.add(&format!("s{t}-{i}"), false).unwrap();
                     }
                 })
             })

@@ -37,6 +37,9 @@ pub struct PublishClaims {
     /// The token's id: a revoked id never publishes again, and ends a publish it started.
     #[serde(default)]
     pub jti: Option<String>,
+    /// The stream is private: only viewers with a credential watch it.
+    #[serde(default)]
+    pub private: bool,
 }
 
 /// What a token must be issued for: its `aud` (audience) and `iss` (issuer) claims, each
@@ -65,6 +68,21 @@ pub struct AdminClaims {
     /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
     #[serde(default, rename = "type")]
     pub token_type: Option<String>,
+}
+
+/// The claims of a viewer's token (the platform's login: an AuthX access token): who, and
+/// every other claim for the configured claim check (see [`crate::viewer::ClaimRule`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ViewerClaims {
+    /// Who: the viewer's session is counted by it.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
+    #[serde(default, rename = "type")]
+    pub token_type: Option<String>,
+    /// The other claims.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `type` of tokens that only get other tokens (AuthX's refresh tokens): never accepted
@@ -129,6 +147,9 @@ pub struct JwtVerifier {
     publish: Scope,
     /// What admin tokens must be issued for.
     admin: Scope,
+    /// What viewer tokens must be issued for: the publish tokens' issuer, any audience (a
+    /// login token is issued for the platform, not for this server).
+    viewer: Scope,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -149,12 +170,13 @@ impl JwtVerifier {
     }
 
     fn with_keys(keys: Vec<Key>) -> Self {
-        Self { keys, publish: Scope::default(), admin: Scope::default() }
+        Self { keys, publish: Scope::default(), admin: Scope::default(), viewer: Scope::default() }
     }
 
     /// Requires publish tokens to be issued for `publish` and admin tokens for `admin`.
     #[must_use]
     pub fn scoped(mut self, publish: Scope, admin: Scope) -> Self {
+        self.viewer = Scope { audience: None, issuer: publish.issuer.clone() };
         self.publish = publish;
         self.admin = admin;
         self
@@ -208,6 +230,14 @@ impl JwtVerifier {
     pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, TokenRejected> {
         let claims: AdminClaims = self.verify_as(token, &self.admin, "admin token", "exp")?;
         not_refresh(claims.token_type.as_deref(), "admin token")?;
+        Ok(claims)
+    }
+
+    /// Verifies viewer token `token` (an access token of the platform's login) and returns
+    /// its claims; what it may watch is the caller's to check.
+    pub fn verify_viewer(&self, token: &str) -> Result<ViewerClaims, TokenRejected> {
+        let claims: ViewerClaims = self.verify_as(token, &self.viewer, "viewer token", "exp")?;
+        not_refresh(claims.token_type.as_deref(), "viewer token")?;
         Ok(claims)
     }
 
@@ -423,6 +453,39 @@ mod tests {
     fn base64url(bytes: &[u8]) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn viewer_tokens_are_access_tokens_of_the_issuer_with_any_audience() {
+        let publish =
+            Scope { audience: Some("rtmp-hls:publish".into()), issuer: Some("platform".into()) };
+        let verifier = JwtVerifier::from_secret(b"s3cret").scoped(publish, Scope::default());
+        let sign = |claims: serde_json::Value| {
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"s3cret"))
+                .unwrap()
+        };
+        let exp = now() + 60;
+        let login = sign(serde_json::json!({
+            "sub": "user-7", "type": "access", "iss": "platform", "exp": exp, "streams": ["cam"],
+        }));
+        let claims = verifier.verify_viewer(&login).unwrap();
+        assert_eq!(claims.sub.as_deref(), Some("user-7"));
+        assert_eq!(claims.other["streams"], serde_json::json!(["cam"]));
+        let refresh = sign(
+            serde_json::json!({"sub": "user-7", "type": "refresh", "iss": "platform", "exp": exp}),
+        );
+        assert_eq!(
+            verifier.verify_viewer(&refresh),
+            Err(TokenRejected("a refresh token is not a viewer token".into()))
+        );
+        let elsewhere = sign(serde_json::json!({"sub": "user-7", "iss": "other", "exp": exp}));
+        assert!(verifier.verify_viewer(&elsewhere).is_err());
+        let expired =
+            sign(serde_json::json!({"sub": "user-7", "iss": "platform", "exp": now() - 60}));
+        assert_eq!(
+            verifier.verify_viewer(&expired),
+            Err(TokenRejected("viewer token expired".into()))
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Grant {
     pub stream: String,
     /// The owner (the platform's user id), when the store knows it.
     pub owner: Option<String>,
+    /// Only viewers with a credential may watch (see [`crate::viewer`]).
+    pub private: bool,
     /// How a live publish with this grant is re-checked, so a revocation ends it: `None`
     /// when nothing can revoke it (hook-only mode; tokens without an id).
     pub revocation: Option<Revocation>,

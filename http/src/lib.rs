@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use auth::viewer::ViewerAccess;
 pub use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -35,6 +36,7 @@ mod idle;
 mod low_latency;
 pub mod metrics;
 mod pieces;
+pub mod private;
 pub mod sendfile;
 pub mod server;
 pub mod web;
@@ -66,11 +68,13 @@ struct Hls {
     store: Arc<StreamStore>,
     /// Viewers per stream (0: no limit).
     max_viewers: usize,
+    /// Who watches private streams, and their media URLs' signatures.
+    access: Arc<ViewerAccess>,
 }
 
 /// The HTTP routes over `store`, admitting at most `max_viewers` viewers per stream (0: no
-/// limit).
-pub fn router(store: Arc<StreamStore>, max_viewers: usize) -> Router {
+/// limit), and to private streams the viewers `access` lets in.
+pub fn router(store: Arc<StreamStore>, max_viewers: usize, access: Arc<ViewerAccess>) -> Router {
     Router::new()
         .route("/hls/{name}/{file}", get(hls).options(preflight))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -78,38 +82,45 @@ pub fn router(store: Arc<StreamStore>, max_viewers: usize) -> Router {
         // tower's layer, not axum's `middleware::map_response`, which boxes a future per
         // request.
         .layer(tower::util::MapResponseLayer::new(allow_any_origin))
-        .with_state(Hls { store, max_viewers })
-}
-
-/// Serves `router(store)` on `listener` under `limits` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    store: Arc<StreamStore>,
-    limits: HttpLimits,
-    shutdown: impl Future<Output = ()>,
-    grace: std::time::Duration,
-) -> std::io::Result<()> {
-    let max_viewers = limits.max_viewers_per_stream;
-    serve_router(listener, router(store, max_viewers), limits, shutdown, grace).await
+        .with_state(Hls { store, max_viewers, access })
 }
 
 async fn hls(
-    State(Hls { store, max_viewers }): State<Hls>,
+    State(Hls { store, max_viewers, access }): State<Hls>,
     Path((name, file)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {
+    let private = store.is_private(&name);
+    let query = request.uri().query().unwrap_or_default();
     if file == PLAYLIST_FILE {
         // The request by reference: a `HeaderMap` extractor would copy every header.
+        let token = private::viewer_token(request.headers(), query);
+        let subject = if private {
+            match access.admit(&name, token) {
+                Ok(viewer) => viewer.subject,
+                Err(refused) => {
+                    tracing::debug!(stream = %name, %refused, "viewer of a private stream refused");
+                    return private::refusal(&refused);
+                }
+            }
+        } else {
+            token.and_then(|token| access.subject(token))
+        };
         if let Some(ClientAddr(addr)) = request.extensions().get::<ClientAddr>() {
-            let viewer = viewer_fingerprint(*addr, request.headers());
+            let viewer = viewer_session(subject.as_deref(), *addr, request.headers());
             if !store.admit_viewer(&name, viewer, std::time::Instant::now(), max_viewers) {
                 tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
                 return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])
                     .into_response();
             }
         }
-        let query = request.uri().query().unwrap_or_default();
-        return low_latency::playlist(&store, &name, query).await;
+        let signing = private.then(|| access.signer().query(&name, std::time::SystemTime::now()));
+        return low_latency::playlist(&store, &name, query, signing.as_deref()).await;
+    }
+    if private
+        && let Err(refused) = private::media_allowed(&access, &name, request.headers(), query)
+    {
+        return private::refusal(&refused);
     }
     if file.ends_with(".mp4") {
         return match store.init(&name, &file) {
@@ -146,13 +157,23 @@ async fn hls(
     }
 }
 
-/// A viewer is its address and user agent (players behind one NAT usually differ in the
-/// latter); only a hash is kept.
-fn viewer_fingerprint(addr: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> u64 {
+/// A viewer's session: the subject of its valid viewer token (one person on several
+/// addresses or players is one viewer), else its address and user agent (players behind
+/// one NAT usually differ in the latter). Only a hash is kept.
+fn viewer_session(
+    subject: Option<&str>,
+    addr: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    addr.ip().hash(&mut hasher);
-    headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).hash(&mut hasher);
+    match subject {
+        Some(subject) => ("subject", subject).hash(&mut hasher),
+        None => {
+            addr.ip().hash(&mut hasher);
+            headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).hash(&mut hasher);
+        }
+    }
     hasher.finish()
 }
 
@@ -199,6 +220,12 @@ mod tests {
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
     }
 
+    /// Viewer access with no token key: public streams only.
+    pub(crate) fn open_access() -> Arc<ViewerAccess> {
+        let signer = auth::viewer::UrlSigner::random(auth::viewer::SIGNED_URL_TTL).unwrap();
+        Arc::new(ViewerAccess::new(None, None, signer))
+    }
+
     fn store_with_segment() -> (Arc<StreamStore>, stream_store::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
         let publication = store.begin("cam", 5, 10).unwrap();
@@ -218,7 +245,7 @@ mod tests {
     #[tokio::test]
     async fn playlist_and_segment_headers() {
         let (store, _publication) = store_with_segment();
-        let router = router(store, 0);
+        let router = router(store, 0, open_access());
         let (status, headers, body) = request(&router, Method::GET, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], PLAYLIST_MIME);
@@ -238,7 +265,7 @@ mod tests {
     async fn head_has_headers_and_no_body() {
         let (store, _publication) = store_with_segment();
         let (status, headers, body) =
-            request(&router(store, 0), Method::HEAD, "/hls/cam/5-0.ts").await;
+            request(&router(store, 0, open_access()), Method::HEAD, "/hls/cam/5-0.ts").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], SEGMENT_MIME);
         assert!(body.is_empty());
@@ -247,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_things_are_404() {
         let (store, _publication) = store_with_segment();
-        let router = router(store, 0);
+        let router = router(store, 0, open_access());
         for uri in [
             "/hls/nope/index.m3u8",
             "/hls/cam/5-1.ts",
@@ -266,7 +293,7 @@ mod tests {
     async fn preflight_is_answered() {
         let (store, _publication) = store_with_segment();
         let (status, headers, _) =
-            request(&router(store, 0), Method::OPTIONS, "/hls/cam/index.m3u8").await;
+            request(&router(store, 0, open_access()), Method::OPTIONS, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(headers[ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("GET"));
     }

@@ -30,8 +30,14 @@ const BLOCKED_CACHE_TARGETS: u64 = 6;
 
 /// The playlist of `name` for a request with `query`: at once, or once the stream reaches
 /// the part or segment it names (400 if it is too far ahead, 503 if that takes more than
-/// three target durations).
-pub(crate) async fn playlist(store: &StreamStore, name: &str, query: &str) -> Response {
+/// three target durations). With `signing` (a private stream's), every URI it lists gets
+/// that query and no shared cache keeps it.
+pub(crate) async fn playlist(
+    store: &StreamStore,
+    name: &str,
+    query: &str,
+    signing: Option<&str>,
+) -> Response {
     let directives = match Directives::from_query(query) {
         Ok(directives) => directives,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
@@ -45,11 +51,18 @@ pub(crate) async fn playlist(store: &StreamStore, name: &str, query: &str) -> Re
         match store.reload(name, directives) {
             None => return StatusCode::NOT_FOUND.into_response(),
             Some(Reload::Ready(body)) => {
+                let visibility = if signing.is_some() { "private" } else { "public" };
                 let cache = if directives.blocks() {
                     let target = store.target_duration(name).unwrap_or(Duration::from_secs(2));
-                    format!("public, max-age={}", target.as_secs() * BLOCKED_CACHE_TARGETS)
+                    format!("{visibility}, max-age={}", target.as_secs() * BLOCKED_CACHE_TARGETS)
+                } else if signing.is_some() {
+                    format!("private, {PLAYLIST_CACHE}")
                 } else {
                     PLAYLIST_CACHE.to_owned()
+                };
+                let body = match signing {
+                    Some(query) => crate::private::sign_playlist(&body, query),
+                    None => body,
                 };
                 return ([(CONTENT_TYPE, PLAYLIST_MIME.to_owned()), (CACHE_CONTROL, cache)], body)
                     .into_response();
@@ -207,7 +220,10 @@ mod tests {
 
     async fn get(store: &Arc<StreamStore>, uri: &str) -> Response {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
-        crate::router(Arc::clone(store), 0).oneshot(request).await.unwrap()
+        crate::router(Arc::clone(store), 0, crate::tests::open_access())
+            .oneshot(request)
+            .await
+            .unwrap()
     }
 
     async fn text(response: Response) -> String {

@@ -336,13 +336,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
-        let server = crate::serve(
-            listener,
-            Arc::clone(&store),
-            limits,
-            std::future::pending(),
-            Duration::ZERO,
-        );
+        let router = crate::router(Arc::clone(&store), 0, crate::tests::open_access());
+        let server =
+            crate::serve_router(listener, router, limits, std::future::pending(), Duration::ZERO);
         tokio::spawn(server);
 
         let mut client = TcpStream::connect(addr).await.unwrap();

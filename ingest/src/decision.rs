@@ -103,7 +103,7 @@ pub(crate) async fn decide(ingest: &Ingest, request: &Request<'_>) -> Result<Acc
         let refusal = Refusal::new(RejectReason::InvalidKey, CODE_BAD_NAME, description);
         return Err(Refusal { owes_done, ..refusal });
     }
-    match claim(ingest, &grant.stream, request.id).await {
+    match claim(ingest, &grant.stream, grant.private, request.id).await {
         Ok(live) => Ok(Accepted { grant, live }),
         Err(BeginError::AlreadyLive(_)) => Err(Refusal {
             owes_done,
@@ -135,7 +135,7 @@ async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refu
             return Err(denied(ingest, &Denial::RateLimited));
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
-        return Ok(Grant { stream: name, owner: None, revocation: None });
+        return Ok(Grant { stream: name, owner: None, private: false, revocation: None });
     }
     let asked = Instant::now();
     let decision = ingest.authorizer.authorize(address, request.key).await;
@@ -196,15 +196,25 @@ async fn ask_on_publish(
     }
 }
 
-/// Claims `stream` for connection `id`. A stream live already is taken over (its publisher
-/// told to stop, and waited for until it lets go, at most [`TAKEOVER_WAIT`]) or refused, as
-/// the takeover policy says.
-async fn claim(ingest: &Ingest, stream: &str, id: u64) -> Result<LivePublish, BeginError> {
+/// Claims `stream` (private or not, from the grant) for connection `id`. A stream live
+/// already is taken over (its publisher told to stop, and waited for until it lets go, at
+/// most [`TAKEOVER_WAIT`]) or refused, as the takeover policy says.
+async fn claim(
+    ingest: &Ingest,
+    stream: &str,
+    private: bool,
+    id: u64,
+) -> Result<LivePublish, BeginError> {
     // Segment names carry the generation, so a new stream never reuses a cached name.
     let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let generation = u64::try_from(generation).unwrap_or(u64::MAX);
     let max_streams = ingest.config.limits.max_streams;
-    let begin = || ingest.store.begin(stream, generation, max_streams);
+    // Private before the claim is visible to anyone: no media of it is ever served openly.
+    let begin = || {
+        let publication = ingest.store.begin(stream, generation, max_streams)?;
+        publication.set_private(private);
+        Ok(publication)
+    };
     let claimed = ingest.registry.claim(stream, id, begin);
     if !matches!(claimed, Err(BeginError::AlreadyLive(_)))
         || ingest.config.takeover != TakeoverPolicy::Replace

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use auth::Recheck;
 use auth::key_store::{Grant, Revocation};
 use packager::{BufferPool, Remuxer, RemuxerConfig};
 use rtmp::amf0::Value;
@@ -326,7 +327,8 @@ impl Publish {
 }
 
 /// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and
-/// ends the publish once it is revoked. A key store that cannot answer does not end it.
+/// ends the publish once it is revoked. A key store that cannot answer does not end it. A
+/// stored key made private or public since applies to the live stream at once.
 async fn watch_revocation(
     ingest: Arc<Ingest>,
     stream: String,
@@ -338,11 +340,19 @@ async fn watch_revocation(
     tick.tick().await;
     loop {
         tick.tick().await;
-        if ingest.authorizer.still_valid(&key, &revocation).await == Some(false) {
-            if ingest.registry.stop_if_held_by(&stream, id, StopReason::Revoked) {
-                info!(%stream, "key or token revoked: ending the publish");
+        match ingest.authorizer.recheck(&key, &revocation).await {
+            Recheck::Revoked => {
+                if ingest.registry.stop_if_held_by(&stream, id, StopReason::Revoked) {
+                    info!(%stream, "key or token revoked: ending the publish");
+                }
+                return;
             }
-            return;
+            Recheck::Holds(Some(grant)) if grant.private != ingest.store.is_private(&stream) => {
+                ingest.store.set_private(&stream, grant.private);
+                let visibility = if grant.private { "private" } else { "public" };
+                info!(%stream, visibility, "the stream's key changed its visibility");
+            }
+            Recheck::Holds(_) | Recheck::Unknown => {}
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct StreamSummary {
     pub target_duration: u64,
     /// Distinct recent viewers (see [`StreamStore::viewers`]).
     pub viewers: u64,
+    /// Only viewers with a credential may watch it.
+    pub private: bool,
 }
 
 /// Bytes of segments held, by where (see [`StreamStore::segment_bytes`]).
@@ -139,6 +141,8 @@ struct Slot<F: SegmentFiles> {
     changes: watch::Sender<u64>,
     /// Counts fragments and ends of the part being written, for requests streaming it.
     part_changes: watch::Sender<u64>,
+    /// Only viewers with a credential may watch it (HTTP checks; the store only keeps it).
+    private: AtomicBool,
 }
 
 /// A segment in the store.
@@ -395,6 +399,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             writer: Mutex::new(None),
             changes: watch::Sender::new(0),
             part_changes: watch::Sender::new(0),
+            private: AtomicBool::new(false),
         })
     }
 
@@ -591,6 +596,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             media_sequence,
             target_duration: state.playlist.target_duration(),
             viewers,
+            private: slot.private.load(Ordering::Acquire),
         })
     }
 
@@ -621,6 +627,18 @@ impl<F: SegmentFiles> StreamStore<F> {
     /// Whether the store knows `name` (live or recently ended).
     pub fn contains(&self, name: &str) -> bool {
         self.streams.contains_key(name)
+    }
+
+    /// Whether `name` is private: only viewers with a credential may watch it. Unknown
+    /// streams are not.
+    pub fn is_private(&self, name: &str) -> bool {
+        self.streams.get(name).is_some_and(|slot| slot.private.load(Ordering::Acquire))
+    }
+
+    /// Makes `name` private or public at once (an operator's change while it is live or
+    /// recently ended); whether the store knows it.
+    pub fn set_private(&self, name: &str, private: bool) -> bool {
+        self.slot(name).map(|slot| slot.private.store(private, Ordering::Release)).is_some()
     }
 
     /// Whether `name` is being published now.
@@ -697,6 +715,12 @@ impl<F: SegmentFiles> Publication<F> {
     /// reconnect window (its next segment follows a discontinuity).
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+
+    /// Makes the stream private (only viewers with a credential watch it) or public; set
+    /// before the first media, from the publish's grant.
+    pub fn set_private(&self, private: bool) {
+        self.slot.private.store(private, Ordering::Release);
     }
 
     /// Marks the publish interrupted rather than ended (the connection failed, the client
@@ -954,6 +978,20 @@ mod tests {
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
         assert_eq!(restarted.sequences(), [("cam".to_owned(), 51)]);
+    }
+
+    #[test]
+    fn privacy_is_kept_per_stream_and_can_change_while_live() {
+        let store: StreamStore = StreamStore::new(StoreConfig::default());
+        assert!(!store.is_private("cam"), "an unknown stream is private");
+        let publication = store.begin("cam", 1, 10).unwrap();
+        assert!(!store.is_private("cam"));
+        publication.set_private(true);
+        assert!(store.is_private("cam"));
+        assert!(store.summary("cam", Instant::now()).unwrap().private);
+        assert!(store.set_private("cam", false));
+        assert!(!store.is_private("cam"));
+        assert!(!store.set_private("nope", true));
     }
 
     #[test]

@@ -11,6 +11,9 @@
 // [wall-clock ms, currentTime].
 // The page is about:blank (an opaque origin), so every request is cross-origin: the server's
 // CORS headers are exercised for real.
+// With `--cookie TOKEN` (last), the browser holds the platform's login cookie
+// (`access_token_cookie`) for the server's origin and the page is served from that origin, as
+// the platform's own site would embed the player: hls.js's requests carry the cookie.
 import { launch } from "./chromium.mjs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -18,12 +21,19 @@ import path from "node:path";
 const [url, seconds] = [process.argv[2], Number(process.argv[3] ?? 4)];
 const lowLatency = process.argv[4] === "low-latency";
 const watch = process.argv[4] === "watch";
+const cookieAt = process.argv.indexOf("--cookie");
+const cookie = cookieAt > 0 ? process.argv[cookieAt + 1] : null;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const browser = await launch();
 let result;
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
+  if (cookie) {
+    const origin = new URL(url).origin;
+    await context.addCookies([{ name: "access_token_cookie", value: cookie, url: origin, httpOnly: true }]);
+    await page.goto(`${origin}/healthz`);
+  }
   await page.setContent('<video id="v" muted autoplay playsinline></video>');
   await page.addScriptTag({ path: path.join(here, "node_modules/hls.js/dist/hls.min.js") });
   result = await page.evaluate(async ([url, seconds, lowLatency, watch]) => {

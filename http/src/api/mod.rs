@@ -12,15 +12,17 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Serialize;
 
+use crate::private::bearer;
+
 pub mod model;
 
-use model::{CreatedKey, KeyInfo, KeyList, NewKey, Stream, StreamList};
+use model::{CreatedKey, KeyChange, KeyInfo, KeyList, NewKey, Stream, StreamList};
 
 /// Largest request body (a key creation is a few dozen bytes of JSON).
 pub const MAX_BODY_BYTES: usize = 16 << 10;
@@ -67,8 +69,16 @@ pub trait Control: Send + Sync + 'static {
     fn kick(&self, name: &str) -> bool;
     /// Every key's stream, owner and creation time, never keys.
     async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError>;
-    /// Creates a key for a new stream `name`; returns the key (shown this once).
-    async fn create_key(&self, name: &str, owner: Option<&str>) -> Result<String, ControlError>;
+    /// Creates a key for a new stream `name`, private or not; returns the key (shown this
+    /// once).
+    async fn create_key(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        private: bool,
+    ) -> Result<String, ControlError>;
+    /// Makes stream `name` private or public, live at once; whether it has a key or is live.
+    async fn set_private(&self, name: &str, private: bool) -> Result<bool, ControlError>;
     /// Revokes the key of `name`; whether there was a live key.
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError>;
     /// Revokes the publish token with id `jti`; whether it was not revoked before.
@@ -86,7 +96,7 @@ pub fn router(control: Arc<dyn Control>) -> Router {
         .route("/api/v1/streams/{name}", get(stream))
         .route("/api/v1/streams/{name}/publisher", delete(kick))
         .route("/api/v1/keys", get(keys).post(create_key))
-        .route("/api/v1/keys/{name}", delete(revoke_key))
+        .route("/api/v1/keys/{name}", delete(revoke_key).patch(change_key))
         .route("/api/v1/tokens/{jti}", delete(revoke_token))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -145,11 +155,14 @@ async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Byt
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("expected {{\"stream\": <name>, \"owner\": <id, optional>}}: {e}"),
+                &format!(
+                    "expected {{\"stream\": <name>, \"owner\": <id, optional>, \"private\": \
+                     <bool, optional>}}: {e}"
+                ),
             );
         }
     };
-    match control.create_key(&request.stream, request.owner.as_deref()).await {
+    match control.create_key(&request.stream, request.owner.as_deref(), request.private).await {
         Ok(key) => {
             tracing::info!(stream = %request.stream, "key created through the admin API");
             let created = CreatedKey { stream: request.stream, key };
@@ -158,6 +171,35 @@ async fn create_key(State(control): State<Shared>, headers: HeaderMap, body: Byt
             response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
+        Err(e) => control_error(&e),
+    }
+}
+
+async fn change_key(
+    State(control): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = refuse(control.as_ref(), &headers) {
+        return refusal;
+    }
+    let change: KeyChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"private\": <bool>}}: {e}"),
+            );
+        }
+    };
+    match control.set_private(&name, change.private).await {
+        Ok(true) => {
+            let visibility = if change.private { "private" } else { "public" };
+            tracing::info!(stream = %name, visibility, "stream visibility changed through the admin API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("{name:?} has no key and is not live")),
         Err(e) => control_error(&e),
     }
 }
@@ -199,18 +241,6 @@ async fn revoke_key(
 
 async fn metrics(State(control): State<Shared>) -> Response {
     ([(CONTENT_TYPE, METRICS_MIME)], control.metrics()).into_response()
-}
-
-/// The bearer token of a request, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .filter(|token| !token.is_empty())
 }
 
 /// The 401 or 403 response for a request without admin access; `None` when it has access.
@@ -256,6 +286,7 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::header::AUTHORIZATION;
     use axum::http::{Method, Request};
     use http_body_util::BodyExt;
     use std::sync::Mutex;
@@ -266,6 +297,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         keys: Mutex<Vec<String>>,
+        private: Mutex<Vec<String>>,
     }
 
     /// Stream `cam`; its publisher's address shows only when `detailed`.
@@ -293,6 +325,7 @@ mod tests {
                 frames: 0,
                 segments: 0,
             }),
+            private: false,
             video: None,
             audio: None,
         }
@@ -324,16 +357,36 @@ mod tests {
                 owner: None,
                 created_at: "2026-12-06T00:00:00Z".into(),
                 revoked: false,
+                private: self.private.lock().unwrap().contains(k),
             };
             Ok(keys.iter().map(info).collect())
         }
-        async fn create_key(&self, name: &str, _: Option<&str>) -> Result<String, ControlError> {
+        async fn create_key(
+            &self,
+            name: &str,
+            _: Option<&str>,
+            private: bool,
+        ) -> Result<String, ControlError> {
             let mut keys = self.keys.lock().unwrap();
             if keys.iter().any(|k| k == name) {
                 return Err(ControlError::Conflict("exists".into()));
             }
             keys.push(name.to_owned());
+            if private {
+                self.private.lock().unwrap().push(name.to_owned());
+            }
             Ok("the-key".into())
+        }
+        async fn set_private(&self, name: &str, private: bool) -> Result<bool, ControlError> {
+            if !self.keys.lock().unwrap().iter().any(|k| k == name) {
+                return Ok(false);
+            }
+            let mut set = self.private.lock().unwrap();
+            set.retain(|k| k != name);
+            if private {
+                set.push(name.to_owned());
+            }
+            Ok(true)
         }
         async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
             Ok(!jti.is_empty())
@@ -408,6 +461,7 @@ mod tests {
             (Method::GET, "/api/v1/keys", ""),
             (Method::POST, "/api/v1/keys", r#"{"stream":"new"}"#),
             (Method::DELETE, "/api/v1/keys/cam", ""),
+            (Method::PATCH, "/api/v1/keys/cam", r#"{"private":true}"#),
         ] {
             let (status, headers, _) = call(method.clone(), uri, None, body).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
@@ -447,6 +501,25 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let keys = read::<KeyList>(&body).keys;
         assert_eq!(keys.iter().map(|k| k.stream.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert!(!keys[0].private);
+        // Private at creation, or changed later.
+        let body = r#"{"stream":"hidden","private":true}"#;
+        let (status, _, _) = call_on(&router, Method::POST, "/api/v1/keys", good, body).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let private = r#"{"private":true}"#;
+        let (status, _, _) =
+            call_on(&router, Method::PATCH, "/api/v1/keys/new", good, private).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, _, body) = call_on(&router, Method::GET, "/api/v1/keys", good, "").await;
+        assert!(read::<KeyList>(&body).keys.iter().all(|k| k.private), "{body}");
+        let (status, _, _) =
+            call_on(&router, Method::PATCH, "/api/v1/keys/nope", good, private).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for bad in ["", r#"{"private":"yes"}"#, r#"{"private":true,"x":1}"#] {
+            let (status, _, _) =
+                call_on(&router, Method::PATCH, "/api/v1/keys/new", good, bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
         let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, _, _) = call_on(&router, Method::DELETE, "/api/v1/keys/new", good, "").await;

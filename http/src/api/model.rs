@@ -34,6 +34,9 @@ pub struct Stream {
     pub target_duration: u64,
     /// The latest publish, if the server saw one.
     pub publisher: Option<Publisher>,
+    /// Only viewers with a viewer token may watch it; private streams are listed to admins
+    /// only.
+    pub private: bool,
     /// The video track, once packaged.
     pub video: Option<Video>,
     /// The audio track, once packaged.
@@ -118,6 +121,8 @@ pub struct KeyInfo {
     pub created_at: String,
     /// Revoked keys publish nothing.
     pub revoked: bool,
+    /// The stream is private.
+    pub private: bool,
 }
 
 /// `POST /api/v1/keys`: a key for a new stream.
@@ -129,6 +134,17 @@ pub struct NewKey {
     /// The platform's user id (MongoDB key store only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Only viewers with a viewer token may watch it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+}
+
+/// `PATCH /api/v1/keys/{name}`: a stream's key made private or public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChange {
+    /// Only viewers with a viewer token may watch it.
+    pub private: bool,
 }
 
 /// The answer to [`NewKey`]: the key, shown this once.
