@@ -212,6 +212,7 @@ fn stream(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool
     Stream {
         name: summary.name.clone(),
         live: summary.live,
+        reconnecting: summary.reconnecting,
         playlist: format!("/hls/{}/{}", summary.name, rtmp_hls_http::PLAYLIST_FILE),
         viewers: summary.viewers,
         segments_listed: summary.segments_listed as u64,

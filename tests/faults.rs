@@ -45,12 +45,18 @@ fn a_publisher_reset_leaves_its_stream_open_for_the_reconnect_window() {
     assert_eq!(stopped["reconnect_window_ms"], 4000, "{stopped}");
     let open = server.playlist("back").unwrap();
     assert!(!open.contains("#EXT-X-ENDLIST"), "{open}");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&testkit::http::get(server.http, "/api/v1/streams/back").body)
+            .unwrap();
+    assert_eq!((&stats["live"], &stats["reconnecting"]), (&false.into(), &true.into()), "{stats}");
     // ffmpeg publishes the rest and stops as OBS's "Stop Streaming" does (FCUnpublish,
     // deleteStream): the stream ends at once.
     let (ok, said) = publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
     assert!(ok, "{said}");
     let ended = server.wait_for_endlist("back");
     assert!(ended.contains("#EXT-X-DISCONTINUITY"), "{ended}");
+    let stats = testkit::http::get(server.http, "/api/v1/streams/back").text();
+    assert!(stats.contains(r#""live":false,"reconnecting":false"#), "{stats}");
     let started = events(&server, "publish_started", "back");
     let resumed: Vec<_> = started.iter().map(|e| e["resumed"].clone()).collect();
     assert_eq!(resumed, [false, true], "{started:?}");

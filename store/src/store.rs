@@ -82,6 +82,9 @@ pub struct StreamSummary {
     pub name: String,
     /// Being published now.
     pub live: bool,
+    /// Not published now, and open for the reconnect window: its publisher dropped without
+    /// stopping, and players wait for it.
+    pub reconnecting: bool,
     /// Segments listed in the playlist.
     pub segments_listed: usize,
     /// EXT-X-MEDIA-SEQUENCE.
@@ -592,6 +595,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         Some(StreamSummary {
             name: name.to_owned(),
             live: state.live,
+            reconnecting: !state.live && !state.playlist.is_ended(),
             segments_listed,
             media_sequence,
             target_duration: state.playlist.target_duration(),

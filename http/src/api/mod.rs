@@ -305,6 +305,7 @@ mod tests {
         Stream {
             name: "cam".into(),
             live: true,
+            reconnecting: false,
             playlist: "/hls/cam/index.m3u8".into(),
             viewers: 0,
             segments_listed: 0,

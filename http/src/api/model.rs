@@ -20,8 +20,11 @@ pub struct StreamList {
 pub struct Stream {
     /// The public name.
     pub name: String,
-    /// Being published now (else ended, kept for `--ended-ttl`).
+    /// Being published now (else ended, kept for `--ended-ttl`, or reconnecting).
     pub live: bool,
+    /// Its publisher dropped without stopping: the playlist stays open, without ENDLIST,
+    /// for the reconnect window, and players wait.
+    pub reconnecting: bool,
     /// Path of the playlist on the HLS address.
     pub playlist: String,
     /// Distinct recent viewers.

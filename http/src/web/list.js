@@ -28,11 +28,19 @@ function card(stream) {
   link.href = `/watch/${encodeURIComponent(stream.name)}`;
   link.textContent = stream.name;
   const badge = document.createElement("span");
-  badge.className = stream.live ? "live" : "live ended";
-  badge.textContent = stream.live ? "LIVE" : "ENDED";
+  const state = stream.live ? "live" : stream.reconnecting ? "reconnecting" : "ended";
+  badge.className = state === "live" ? "live" : `live ${state}`;
+  badge.textContent = state.toUpperCase();
   const facts = document.createElement("dl");
   const publisher = stream.publisher;
-  if (publisher) row(facts, stream.live ? "Live for" : "Ended", stream.live ? since(publisher.since) : since(publisher.ended_at ?? publisher.since) + " ago");
+  if (publisher) {
+    const [label, when] = {
+      live: ["Live for", since(publisher.since)],
+      reconnecting: ["Dropped", `${since(publisher.ended_at ?? publisher.since)} ago; waiting for the encoder`],
+      ended: ["Ended", `${since(publisher.ended_at ?? publisher.since)} ago`],
+    }[state];
+    row(facts, label, when);
+  }
   const video = stream.video;
   if (video && video.width && video.height) row(facts, "Picture", `${video.width}×${video.height}${video.fps ? ` at ${Math.round(video.fps)} fps` : ""}`);
   if (publisher && stream.live) row(facts, "Bitrate", bitrate(publisher.bitrate_bps));
@@ -49,7 +57,10 @@ async function refresh() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const { streams } = await response.json();
     const live = streams.filter((s) => s.live).length;
-    document.getElementById("summary").textContent = `${live} live, ${streams.length - live} ended recently`;
+    const reconnecting = streams.filter((s) => s.reconnecting).length;
+    const ended = streams.length - live - reconnecting;
+    document.getElementById("summary").textContent =
+      `${live} live${reconnecting ? `, ${reconnecting} reconnecting` : ""}, ${ended} ended recently`;
     document.getElementById("streams").replaceChildren(...streams.map(card));
     document.getElementById("empty").hidden = streams.length > 0;
   } catch (e) {
