@@ -17,6 +17,8 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missi
 command -v c++ >/dev/null 2>&1 || missing="$missing g++"   # libFuzzer, for the fuzz targets
 command -v curl >/dev/null 2>&1 || missing="$missing curl"  # an HTTP/2 client (nghttp2)
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"  # test certificates
+command -v nginx >/dev/null 2>&1 || missing="$missing nginx"  # a push target we did not write
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing="$missing libnginx-mod-rtmp"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 if [ -n "$missing" ]; then

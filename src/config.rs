@@ -93,6 +93,15 @@ pub(crate) enum KeysAction {
         #[arg(long)]
         private: bool,
     },
+    /// Set where a stream is pushed on to, besides the server's --push targets (from its next
+    /// publish); no URL clears the list.
+    Push {
+        /// Public stream name.
+        name: String,
+        /// rtmp[s]://host[:port]/app[/key] (the key is stored as given: keep the file or
+        /// database as secret as the keys).
+        urls: Vec<String>,
+    },
     /// Make a stream private or public; a live publish with the stream's key follows within
     /// seconds (at its next key re-check).
     Visibility {
@@ -328,6 +337,17 @@ pub(crate) struct ServeArgs {
     /// The `iss` claim every token must carry (then required).
     #[arg(long, env = "RTMP_HLS_JWT_ISSUER", help_heading = "Publish tokens")]
     pub(crate) jwt_issuer: Option<String>,
+
+    /// Push every live stream on to this RTMP or RTMPS server as it arrives (repeatable;
+    /// Nginx-RTMP's `push`): rtmp[s]://host[:port]/app[/key]; without a key the stream's own
+    /// name is published. A slow or absent target never slows the stream.
+    #[arg(long = "push", value_name = "URL", value_parser = parse_push_target, help_heading = "Push")]
+    pub(crate) push: Vec<ingest::push::PushTarget>,
+
+    /// A PEM file of certificates to trust for rtmps:// push targets, besides the Mozilla root
+    /// store (a private CA, a self-signed target).
+    #[arg(long, env = "RTMP_HLS_PUSH_CA_FILE", help_heading = "Push")]
+    pub(crate) push_ca_file: Option<PathBuf>,
 
     /// What a viewer token (the platform's login, verified with the token key) must claim
     /// to watch a private stream: NAME (the claim lists the stream, or `*`) or NAME=VALUE
@@ -587,6 +607,10 @@ fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
         Ok(0.0) => Ok(Duration::ZERO),
         _ => parse_seconds(text),
     }
+}
+
+fn parse_push_target(text: &str) -> Result<ingest::push::PushTarget, String> {
+    ingest::push::PushTarget::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

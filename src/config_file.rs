@@ -300,6 +300,11 @@ pub(crate) fn mask(id: &str, value: &str) -> String {
     if SECRETS.contains(&id) {
         return "********".to_owned();
     }
+    if id == "push" {
+        // The key in the URL is the target's: shown hashed, as in logs.
+        return ingest::push::PushTarget::parse(value)
+            .map_or_else(|_| "********".to_owned(), |target| target.label());
+    }
     if URLS_WITH_CREDENTIALS.contains(&id) {
         // A callback URL's query is often the backend's shared secret.
         return mask_url(value, id != "mongo_uri");

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use auth::jwt::{JwtVerifier, looks_like_jwt};
 use auth::key_store::{hash_key, validate_stream_name};
 use ingest::events::StopReason;
+use ingest::push::{MAX_STREAM_TARGETS as MAX_PUSH_TARGETS, PushTarget};
 use ingest::{Ingest, PublishStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
@@ -112,6 +113,7 @@ impl Control for ServerControl {
                 created_at: k.created_at,
                 revoked: k.revoked,
                 private: k.private,
+                push: k.push.iter().map(|url| push_label(url)).collect(),
             })
             .collect())
     }
@@ -153,6 +155,19 @@ impl Control for ServerControl {
         Ok(has_key || known)
     }
 
+    async fn set_push(&self, name: &str, push: &[String]) -> Result<bool, ControlError> {
+        if push.len() > MAX_PUSH_TARGETS {
+            return Err(ControlError::Invalid(format!(
+                "at most {MAX_PUSH_TARGETS} push targets per stream"
+            )));
+        }
+        for (index, url) in push.iter().enumerate() {
+            PushTarget::parse(url)
+                .map_err(|e| ControlError::Invalid(format!("push[{index}]: {e}")))?;
+        }
+        self.keys.set_push(name, push).await.map_err(unavailable)
+    }
+
     async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
         if jti.is_empty() || jti.len() > auth::key_store::MAX_TOKEN_ID_LEN {
             let max = auth::key_store::MAX_TOKEN_ID_LEN;
@@ -171,6 +186,11 @@ impl Control for ServerControl {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// How a stored push URL is shown: its target, the key hashed.
+fn push_label(url: &str) -> String {
+    PushTarget::parse(url).map_or_else(|e| e.to_string(), |target| target.label())
 }
 
 fn unavailable(e: anyhow::Error) -> ControlError {

@@ -28,6 +28,8 @@ pub(crate) struct Listing {
     pub(crate) created_at: String,
     pub(crate) revoked: bool,
     pub(crate) private: bool,
+    /// Push targets (URLs with their keys: secret).
+    pub(crate) push: Vec<String>,
 }
 
 /// The configured key store.
@@ -83,6 +85,14 @@ impl KeyAdmin {
         }
     }
 
+    /// Sets where `stream` is pushed on to; returns whether it has a key.
+    pub(crate) async fn set_push(&self, stream: &str, push: &[String]) -> Result<bool> {
+        match self {
+            Self::File(store) => Ok(store.set_push(stream, push)?),
+            Self::Mongo(store) => store.set_push(stream, push).await,
+        }
+    }
+
     /// Makes `stream` private or public; returns whether it has a key.
     pub(crate) async fn set_private(&self, stream: &str, private: bool) -> Result<bool> {
         match self {
@@ -103,6 +113,7 @@ impl KeyAdmin {
                     created_at: k.created_at,
                     revoked: false,
                     private: k.private,
+                    push: k.push,
                 })
                 .collect(),
             Self::Mongo(store) => store
@@ -115,6 +126,7 @@ impl KeyAdmin {
                     created_at: k.created_at.try_to_rfc3339_string().unwrap_or_default(),
                     revoked: k.revoked_at.is_some(),
                     private: k.private,
+                    push: k.push,
                 })
                 .collect(),
         })

@@ -117,6 +117,15 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
                 println!("Created {kind} {name:?}. Its stream key, shown only this once:");
                 println!("{key}");
             }
+            KeysAction::Push { name, urls } => {
+                for url in &urls {
+                    ingest::push::PushTarget::parse(url)?;
+                }
+                if !store.set_push(&name, &urls).await? {
+                    anyhow::bail!("no stream named {name:?} has a key");
+                }
+                println!("{name:?} is pushed to {} target(s) from its next publish.", urls.len());
+            }
             KeysAction::Visibility { name, visibility } => {
                 if !store.set_private(&name, visibility == "private").await? {
                     anyhow::bail!("no stream named {name:?} has a key");
@@ -132,7 +141,15 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
                     let owner = s.owner.map(|o| format!(" owner {o}")).unwrap_or_default();
                     let revoked = if s.revoked { " (revoked)" } else { "" };
                     let private = if s.private { " private" } else { "" };
-                    println!("{:<32} created {}{owner}{private}{revoked}", s.stream, s.created_at);
+                    let push = if s.push.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" pushed to {} target(s)", s.push.len())
+                    };
+                    println!(
+                        "{:<32} created {}{owner}{private}{push}{revoked}",
+                        s.stream, s.created_at
+                    );
                 }
             }
             KeysAction::RevokeToken { jti } => {

@@ -155,6 +155,8 @@ pub(crate) struct Note {
 pub(crate) struct Migration {
     options: Vec<(&'static str, String)>,
     notes: Vec<Note>,
+    /// A push URL (with its target's key) was copied into the options.
+    secret_copied: bool,
 }
 
 impl Migration {
@@ -178,6 +180,12 @@ impl Migration {
              # Pass it with --config FILE; every other option keeps its default\n\
              # (rtmp-hls.example.toml lists them all).\n\n"
         );
+        if self.secret_copied {
+            out.push_str(
+                "# `push` holds the targets' stream keys, as nginx.conf did: keep this file as\n\
+                 # secret as that one.\n\n",
+            );
+        }
         for (option, value) in &self.options {
             let _ = writeln!(out, "{option} = {value}");
         }
@@ -227,8 +235,7 @@ fn quoted(text: &str) -> String {
 
 const PROCESS: &str = "an Nginx process setting; rtmp-hls is one process with its own threads";
 const IMPLIED: &str = "implied: rtmp-hls always does this";
-const NOT_YET: &str =
-    "no equivalent yet (push/relay, recording, RTMP play and variants are planned)";
+const NOT_YET: &str = "no equivalent yet (pull, recording, RTMP play and variants are planned)";
 
 /// Maps a parsed configuration.
 pub(crate) fn migrate(config: &[Directive]) -> Migration {
@@ -338,7 +345,12 @@ fn rtmp_setting(m: &mut Migration, directive: &Directive) {
             "publishing is authorised by stream keys, publish tokens or on_publish; keep address rules in a firewall",
         ),
         "record" if arg == Some("off") => m.note(directive, "rtmp-hls records nothing"),
-        "push" | "pull" | "push_reconnect" | "session_relay" | "record" | "record_path"
+        "push" => push(m, directive),
+        "push_reconnect" => m.note(
+            directive,
+            "push targets are retried after 1 s, doubling to 30 s, back to 1 s after 30 s connected",
+        ),
+        "pull" | "session_relay" | "record" | "record_path"
         | "record_suffix" | "record_unique" | "record_append" | "record_max_size"
         | "record_interval" | "recorder" | "hls_variant" => m.note(directive, NOT_YET),
         name if name.starts_with("exec") => m.note(
@@ -349,6 +361,29 @@ fn rtmp_setting(m: &mut Migration, directive: &Directive) {
         name if name.starts_with("dash") => m.note(directive, "no DASH output"),
         _ => m.note(directive, "unknown here: not migrated"),
     }
+}
+
+/// `push URL [name=... app=...]`: the URL joins `push`, which needs it whole, key included.
+fn push(m: &mut Migration, directive: &Directive) {
+    let Some(url) = directive.args.first() else {
+        return m.note(directive, "push without a URL");
+    };
+    if directive.args.len() > 1 {
+        return m.note(
+            directive,
+            "push with name=/app= arguments: put the target's application and key in the URL \
+             (rtmp://host/app/key) and add it to push",
+        );
+    }
+    if ingest::push::PushTarget::parse(url).is_err() {
+        return m.note(directive, "not an rtmp:// or rtmps:// URL rtmp-hls can push to");
+    }
+    let list = match m.options.iter().find(|(o, _)| *o == "push") {
+        Some((_, list)) => format!("{}, {}]", list.trim_end_matches(']'), quoted(url)),
+        None => format!("[{}]", quoted(url)),
+    };
+    m.set("push", list);
+    m.secret_copied = true;
 }
 
 fn set_hook(m: &mut Migration, directive: &Directive, option: &'static str) {
@@ -524,7 +559,6 @@ http {
         assert_eq!(option(&m, "hook_method"), Some("\"get\""));
         assert_eq!(option(&m, "http_addr"), Some("\"0.0.0.0:8088\""));
         for (directive, why) in [
-            ("push", NOT_YET),
             ("record all", NOT_YET),
             ("hls_variant", NOT_YET),
             ("worker_processes", PROCESS),
@@ -545,10 +579,15 @@ http {
             assert!(note(&m, directive).is_some(), "{directive} is not accounted for: {m:?}");
         }
         assert_eq!(note(&m, "exec").unwrap().line, 18);
-        // The relay's stream key is never printed.
+        // The push target is migrated whole (the key with it), with a warning to keep the
+        // file secret; notes never print a key.
+        assert_eq!(
+            option(&m, "push"),
+            Some("[\"rtmp://a.rtmp.youtube.com/live2/abcd-secret-key\"]")
+        );
         let text = m.render("nginx.conf");
-        assert!(!text.contains("abcd-secret-key"), "{text}");
-        assert!(text.contains("# nginx.conf:16: push <url, secret hidden>: "), "{text}");
+        assert!(text.contains("keep this file as\n# secret"), "{text}");
+        assert!(m.notes.iter().all(|n| !n.directive.contains("abcd-secret-key")), "{m:?}");
     }
 
     #[test]

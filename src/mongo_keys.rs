@@ -30,6 +30,9 @@ pub(crate) struct KeyDocument {
     /// Only viewers with a credential may watch the stream; absent is public.
     #[serde(default)]
     pub(crate) private: bool,
+    /// Where the stream is pushed on to (`rtmp://` and `rtmps://` URLs with their keys).
+    #[serde(default)]
+    pub(crate) push: Vec<String>,
 }
 
 /// A revoked publish token's document (collection [`REVOKED_TOKENS`]).
@@ -136,6 +139,7 @@ impl MongoKeyStore {
                     revoked_at: None,
                     last_used_at: None,
                     private,
+                    push: Vec::new(),
                 };
                 self.keys.insert_one(document).await?;
             }
@@ -179,6 +183,15 @@ impl MongoKeyStore {
         Ok(result.matched_count > 0)
     }
 
+    /// Sets where `stream` is pushed on to; returns whether it has a key document.
+    pub(crate) async fn set_push(&self, stream: &str, push: &[String]) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(doc! { "stream": stream }, doc! { "$set": { "push": push } })
+            .await?;
+        Ok(result.matched_count > 0)
+    }
+
     /// Revokes the key of `stream`; returns whether a live key was revoked.
     pub(crate) async fn revoke(&self, stream: &str) -> anyhow::Result<bool> {
         let result = self
@@ -217,6 +230,7 @@ impl KeyStore for MongoKeyStore {
             stream: document.stream,
             owner: document.owner,
             private: document.private,
+            push: document.push,
             revocation,
         }))
     }

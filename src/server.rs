@@ -57,7 +57,7 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
     let authorizer =
         Authorizer::new(keys.key_store(), jwt.clone(), args.failure_limits(), args.auth_timeout);
     let ingest = Arc::new(Ingest::new(
-        ingest_config(&args),
+        ingest_config(&args)?,
         Arc::clone(&store),
         Arc::new(authorizer),
         Arc::clone(&events.sink),
@@ -198,8 +198,15 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
     }
 }
 
-fn ingest_config(args: &ServeArgs) -> IngestConfig {
-    IngestConfig {
+fn ingest_config(args: &ServeArgs) -> Result<IngestConfig> {
+    let push = ingest::push::PushConfig {
+        targets: args.push.clone(),
+        tls: Some(
+            rtmp_hls_tls::client_config(args.push_ca_file.as_deref()).context("--push-ca-file")?,
+        ),
+        queue_bytes: ingest::push::MAX_QUEUE_BYTES,
+    };
+    Ok(IngestConfig {
         app: args.app.clone(),
         remuxer: RemuxerConfig {
             target_duration: args.segment_duration,
@@ -214,7 +221,8 @@ fn ingest_config(args: &ServeArgs) -> IngestConfig {
         stats_interval: args.stats_interval,
         hooks: args.hooks(),
         max_read_pause: Duration::from_millis(args.max_read_pause_ms),
-    }
+        push,
+    })
 }
 
 /// Where lifecycle events go: Kafka when brokers are configured, else the log.

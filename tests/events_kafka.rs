@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::services::{KafkaBroker, backend, consume, venv};
+use common::services::{KafkaBroker, assert_valid_events, backend, consume, venv};
 use common::{Publisher, Server, publish_fast};
 use serde_json::Value;
 use testkit::{Clip, clip};
@@ -20,31 +20,6 @@ fn kafka_server(name: &str, broker: &KafkaBroker, extra: &[&str]) -> Server {
     let mut args = vec!["--kafka-brokers", bootstrap.as_str(), "--server-id", "edge-test"];
     args.extend_from_slice(extra);
     Server::start(name, &args)
-}
-
-/// Validates events against the JSON Schema with Python's `jsonschema`.
-fn assert_valid(events: &[Value]) {
-    let schema = testkit::media::workspace_root().join("docs").join("events.schema.json");
-    let script = testkit::media::workspace_root().join("tests").join("backend.py");
-    let mut child = Command::new(venv().join("bin").join("python"))
-        .arg(script)
-        .arg("validate-events")
-        .arg(schema)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for event in events {
-        writeln!(stdin, "{event}").unwrap();
-    }
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "events off the schema:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
 }
 
 fn of<'a>(records: &'a [(Option<String>, Value)], kind: &str, stream: &str) -> Vec<&'a Value> {
@@ -72,7 +47,7 @@ fn a_publish_produces_started_stats_stopped_and_a_bad_key_a_rejection() {
             .all(|kind| records.iter().any(|(_, e)| e["type"] == *kind))
     });
     let events: Vec<Value> = records.iter().map(|(_, e)| e.clone()).collect();
-    assert_valid(&events);
+    assert_valid_events(&events);
     // Server events have no key, so they may sit in any partition: only their presence counts.
     assert!(events.iter().any(|e| e["type"] == "server_started"));
     assert!(events.iter().all(|e| e["server_id"] == "edge-test" && e["version"] == 1));

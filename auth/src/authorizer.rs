@@ -113,6 +113,7 @@ impl Authorizer {
             let Some(jti) = claims.jti.filter(|jti| jti.len() <= MAX_TOKEN_ID_LEN) else {
                 let private = claims.private;
                 return Ok(Grant {
+                    push: Vec::new(),
                     stream: claims.stream,
                     owner: claims.sub,
                     private,
@@ -133,7 +134,8 @@ impl Authorizer {
             }
             let revocation = Some(Revocation::Token(jti));
             let private = claims.private;
-            return Ok(Grant { stream: claims.stream, owner: claims.sub, private, revocation });
+            let stream = claims.stream;
+            return Ok(Grant { stream, owner: claims.sub, private, push: Vec::new(), revocation });
         }
         let stored_key = named.unwrap_or(key);
         match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
@@ -181,6 +183,7 @@ mod tests {
                     stream: "cam".into(),
                     owner: None,
                     private: false,
+                    push: Vec::new(),
                     revocation: Some(Revocation::Key),
                 })),
             }

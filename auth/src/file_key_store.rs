@@ -43,6 +43,9 @@ pub struct StoredKey {
     /// Only viewers with a credential may watch (see [`crate::viewer`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,
+    /// Where the stream is pushed on to (`rtmp://` and `rtmps://` URLs with their keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub push: Vec<String>,
 }
 
 /// A revoked publish token.
@@ -71,6 +74,7 @@ impl KeyFile {
             key_hash: hash_key(&key),
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             private,
+            push: Vec::new(),
         });
         Ok(key)
     }
@@ -136,8 +140,8 @@ struct Parsed {
 
 #[derive(Debug, Default)]
 struct Lookups {
-    /// Key hash to stream name and whether it is private.
-    streams: HashMap<String, (String, bool)>,
+    /// Key hash to the stream's entry.
+    streams: HashMap<String, StoredKey>,
     /// Revoked token ids.
     revoked_tokens: HashSet<String>,
 }
@@ -163,6 +167,14 @@ impl FileKeyStore {
                 return Err(FileKeyStoreError::Exists(stream.to_owned()));
             }
             file.issue(stream, private)
+        })
+    }
+
+    /// Sets where `stream` is pushed on to; returns whether it has a key.
+    pub fn set_push(&self, stream: &str, push: &[String]) -> Result<bool, FileKeyStoreError> {
+        self.update(|file| {
+            let entry = file.streams.iter_mut().find(|s| s.stream == stream);
+            Ok(entry.map(|entry| entry.push = push.to_vec()).is_some())
         })
     }
 
@@ -243,11 +255,7 @@ impl FileKeyStore {
         // Parsed under the lock: concurrent lookups after a change wait for one parse.
         let file = self.load()?;
         let lookups = Arc::new(Lookups {
-            streams: file
-                .streams
-                .into_iter()
-                .map(|s| (s.key_hash, (s.stream, s.private)))
-                .collect(),
+            streams: file.streams.into_iter().map(|s| (s.key_hash.clone(), s)).collect(),
             revoked_tokens: file.revoked_tokens.into_iter().map(|t| t.jti).collect(),
         });
         *parsed = Some(Parsed { stamp, lookups: Arc::clone(&lookups) });
@@ -315,10 +323,11 @@ impl KeyStore for FileKeyStore {
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
         let hash = hash_key(key);
         let lookups = self.lookups().await?;
-        Ok(lookups.streams.get(&hash).map(|(stream, private)| Grant {
-            stream: stream.clone(),
+        Ok(lookups.streams.get(&hash).map(|entry| Grant {
+            stream: entry.stream.clone(),
             owner: None,
-            private: *private,
+            private: entry.private,
+            push: entry.push.clone(),
             revocation: Some(Revocation::Key),
         }))
     }
@@ -383,6 +392,7 @@ mod tests {
             stream: "cam".into(),
             owner: None,
             private,
+            push: Vec::new(),
             revocation: Some(Revocation::Key),
         };
         assert_eq!(store.lookup(&key).await.unwrap(), Some(grant(false)));
@@ -393,6 +403,10 @@ mod tests {
         assert!(fs::read_to_string(store.path()).unwrap().contains("\"private\": true"));
         assert!(!store.set_private("nope", true).unwrap());
         assert!(store.set_private("cam", false).unwrap());
+        let targets = vec!["rtmp://a.example/live2/k".to_owned()];
+        assert!(store.set_push("cam", &targets).unwrap());
+        assert_eq!(store.lookup(&key).await.unwrap().unwrap().push, targets);
+        assert!(store.set_push("cam", &[]).unwrap());
         assert_eq!(store.lookup("nope").await.unwrap(), None);
         assert!(matches!(store.add("cam", false), Err(FileKeyStoreError::Exists(_))));
         assert!(matches!(store.add("a/b", false), Err(FileKeyStoreError::InvalidName(_))));

@@ -23,6 +23,9 @@ pub struct Grant {
     pub owner: Option<String>,
     /// Only viewers with a credential may watch (see [`crate::viewer`]).
     pub private: bool,
+    /// Where the stream is pushed on to besides the server's own targets: `rtmp://` or
+    /// `rtmps://` URLs, each holding the target's key (secret).
+    pub push: Vec<String>,
     /// How a live publish with this grant is re-checked, so a revocation ends it: `None`
     /// when nothing can revoke it (hook-only mode; tokens without an id).
     pub revocation: Option<Revocation>,

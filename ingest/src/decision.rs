@@ -135,7 +135,8 @@ async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refu
             return Err(denied(ingest, &Denial::RateLimited));
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
-        return Ok(Grant { stream: name, owner: None, private: false, revocation: None });
+        let push = Vec::new();
+        return Ok(Grant { stream: name, owner: None, private: false, push, revocation: None });
     }
     let asked = Instant::now();
     let decision = ingest.authorizer.authorize(address, request.key).await;

@@ -175,6 +175,41 @@ pub enum Event {
         /// Distinct viewers that fetched the playlist recently.
         viewers: u64,
     },
+    /// A push target accepted the stream (at the first attempt, or again after a failure).
+    PushStarted {
+        /// Public stream name.
+        stream: String,
+        /// The target, its key hashed (see [`crate::push::PushTarget::label`]).
+        target: String,
+        /// Which attempt of this publish's push to the target (1 for the first).
+        attempt: u64,
+    },
+    /// A push target could not be reached, refused, stalled or dropped the connection.
+    PushFailed {
+        /// Public stream name.
+        stream: String,
+        /// The target, its key hashed.
+        target: String,
+        /// Which attempt failed.
+        attempt: u64,
+        /// What happened.
+        error: String,
+        /// When the next attempt is.
+        retry_in: Duration,
+    },
+    /// The push of a publish to a target ended (with the publish).
+    PushStopped {
+        /// Public stream name.
+        stream: String,
+        /// The target, its key hashed.
+        target: String,
+        /// Bytes sent to the target.
+        bytes: u64,
+        /// Bytes of media the target was spared because it could not keep up or was down.
+        dropped_bytes: u64,
+        /// Connection attempts.
+        attempts: u64,
+    },
 }
 
 impl Event {
@@ -187,6 +222,9 @@ impl Event {
             Self::PublishStopped { .. } => "publish_stopped",
             Self::PublishRejected { .. } => "publish_rejected",
             Self::StreamStats { .. } => "stream_stats",
+            Self::PushStarted { .. } => "push_started",
+            Self::PushFailed { .. } => "push_failed",
+            Self::PushStopped { .. } => "push_stopped",
         }
     }
 
@@ -195,7 +233,10 @@ impl Event {
         match self {
             Self::PublishStarted { stream, .. }
             | Self::PublishStopped { stream, .. }
-            | Self::StreamStats { stream, .. } => Some(stream),
+            | Self::StreamStats { stream, .. }
+            | Self::PushStarted { stream, .. }
+            | Self::PushFailed { stream, .. }
+            | Self::PushStopped { stream, .. } => Some(stream),
             _ => None,
         }
     }
@@ -246,6 +287,17 @@ impl Event {
             } => json!({
                 "stream": stream, "bitrate_bps": bitrate_bps, "fps": fps,
                 "keyframe_interval_ms": keyframe_interval_ms, "segments": segments, "viewers": viewers,
+            }),
+            Self::PushStarted { stream, target, attempt } => {
+                json!({ "stream": stream, "target": target, "attempt": attempt })
+            }
+            Self::PushFailed { stream, target, attempt, error, retry_in } => json!({
+                "stream": stream, "target": target, "attempt": attempt, "error": error,
+                "retry_in_ms": retry_in.as_millis() as u64,
+            }),
+            Self::PushStopped { stream, target, bytes, dropped_bytes, attempts } => json!({
+                "stream": stream, "target": target, "bytes": bytes,
+                "dropped_bytes": dropped_bytes, "attempts": attempts,
             }),
         }
     }

@@ -1,10 +1,11 @@
 //! RTMP ingest: the tokio side of publishing. Accepts connections, drives each one's sans-IO
 //! [`rtmp::Session`], asks [`auth`] whether a publish may go ahead, feeds the media to the
 //! [`packager`] inline and hands finished segments to the [`stream_store`], and reports the
-//! publish lifecycle as [`events`], metrics and callbacks.
+//! publish lifecycle as [`events`], metrics and callbacks. Live streams are pushed on to
+//! other RTMP servers as they arrive ([`push`]).
 //!
 //! It owns connections, their limits and timeouts, the registry of live publishers
-//! (takeover, kick, revocation) and per-stream accounting. It never parses RTMP itself (the
+//! (takeover, kick, revocation), per-stream accounting and the push targets' connections. It never parses RTMP itself (the
 //! `rtmp` crate does), never decides who may publish (the `auth` crate does), and never
 //! serves HTTP.
 
@@ -21,6 +22,7 @@ pub mod merged_read;
 pub mod metadata;
 pub mod metrics;
 pub mod publish;
+pub mod push;
 mod registry;
 mod socket;
 pub mod status;

@@ -74,6 +74,8 @@ pub struct IngestConfig {
     /// Media time a live publisher's bytes gather in the socket between reads while no
     /// segment can close (see [`merged_read`]); zero reads every message as it arrives.
     pub max_read_pause: Duration,
+    /// Where live streams are pushed on to (`--push`), and how.
+    pub push: crate::push::PushConfig,
 }
 
 impl Default for IngestConfig {
@@ -86,6 +88,7 @@ impl Default for IngestConfig {
             stats_interval: STATS_INTERVAL,
             hooks: HookConfig::default(),
             max_read_pause: merged_read::DEFAULT_MAX_READ_PAUSE,
+            push: crate::push::PushConfig::default(),
         }
     }
 }

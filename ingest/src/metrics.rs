@@ -9,6 +9,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -24,6 +25,15 @@ const LOOKUP_BUCKETS: u16 = 14;
 pub struct StreamLabel {
     /// The public stream name.
     pub stream: String,
+}
+
+/// A push target's label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabel {
+    /// The public stream name.
+    pub stream: String,
+    /// The target, its key hashed ([`crate::push::PushTarget::label`]).
+    pub target: String,
 }
 
 /// A refusal's label.
@@ -61,6 +71,14 @@ pub struct IngestMetrics {
     pub connections_refused: Counter,
     /// Unauthenticated connections closed to make room for new ones.
     pub connections_evicted: Counter,
+    /// Bytes sent to each push target of each live stream.
+    pub push_bytes: Family<PushLabel, Counter>,
+    /// Media bytes each push target was spared (it was slow, stalled or down).
+    pub push_dropped_bytes: Family<PushLabel, Counter>,
+    /// Failed connections and sessions of each push target.
+    pub push_failures: Family<PushLabel, Counter>,
+    /// Whether each push target is publishing now (1) or not (0).
+    pub push_connected: Family<PushLabel, Gauge>,
 }
 
 impl Default for IngestMetrics {
@@ -78,6 +96,10 @@ impl Default for IngestMetrics {
             )),
             connections_refused: Counter::default(),
             connections_evicted: Counter::default(),
+            push_bytes: Family::default(),
+            push_dropped_bytes: Family::default(),
+            push_failures: Family::default(),
+            push_connected: Family::default(),
         }
     }
 }
@@ -116,6 +138,28 @@ impl IngestMetrics {
             "rtmp_connections_evicted",
             "Unauthenticated RTMP connections closed to make room for new ones",
             self.connections_evicted.clone(),
+        );
+        registry.register_with_unit(
+            "push",
+            "Bytes sent to each push target",
+            Unit::Bytes,
+            self.push_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "push_dropped",
+            "Media bytes each push target was spared because it was slow, stalled or down",
+            Unit::Bytes,
+            self.push_dropped_bytes.clone(),
+        );
+        registry.register(
+            "push_failures",
+            "Failed connections and sessions of each push target",
+            self.push_failures.clone(),
+        );
+        registry.register(
+            "push_connected",
+            "Whether each push target is publishing now",
+            self.push_connected.clone(),
         );
         registry.register_with_unit(
             "key_lookup",

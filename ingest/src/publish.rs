@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use auth::Recheck;
 use auth::key_store::{Grant, Revocation};
+use bytes::Bytes;
 use packager::{BufferPool, Remuxer, RemuxerConfig};
 use rtmp::amf0::Value;
 use tokio::sync::watch;
@@ -26,6 +27,7 @@ use crate::decision::Request;
 use crate::events::{MediaInfo, PublishGuard, StopReason};
 use crate::listener::Ingest;
 use crate::metadata::EncoderMetadata;
+use crate::push::{MAX_STREAM_TARGETS, Push, PushTarget, Reporting};
 use crate::registry::LivePublish;
 use crate::status::PublishStatus;
 
@@ -74,6 +76,8 @@ pub(crate) struct Publish {
     logged: Vec<packager::Error>,
     /// Whether the "frames dropped" notice was logged.
     logged_drops: bool,
+    /// The targets the stream is pushed on to.
+    push: Push,
 }
 
 impl Publish {
@@ -104,6 +108,12 @@ impl Publish {
             );
             tokio::spawn(watch)
         });
+        let push = Push::start(
+            &grant.stream,
+            push_targets(&ingest.config.push.targets, &grant),
+            &ingest.config.push,
+            &Reporting { events: Arc::clone(&ingest.events), metrics: ingest.metrics.clone() },
+        );
         let accounting = Accounting::new(
             ingest.metrics.stream_counters(&grant.stream),
             ingest.metrics.segments.clone(),
@@ -128,6 +138,7 @@ impl Publish {
             last_media: now,
             logged: Vec::new(),
             logged_drops: false,
+            push,
         }
     }
 
@@ -159,9 +170,10 @@ impl Publish {
 
     /// Remuxes one media message and publishes any finished segments; the first frame
     /// packaged makes the stream live (`publish_started`).
-    pub(crate) fn media(&mut self, kind: rtmp::MediaKind, timestamp: u32, payload: &[u8]) {
+    pub(crate) fn media(&mut self, kind: rtmp::MediaKind, timestamp: u32, payload: &Bytes) {
         self.last_media = Instant::now();
         self.accounting.frame();
+        self.push.media(kind, timestamp, payload);
         let kind = match kind {
             rtmp::MediaKind::Audio => packager::TagKind::Audio,
             rtmp::MediaKind::Video => {
@@ -208,6 +220,12 @@ impl Publish {
     /// The encoder's `onMetaData`.
     pub(crate) fn metadata(&mut self, properties: &[(String, Value)]) {
         self.metadata = EncoderMetadata::from_properties(properties);
+        if !self.push.is_empty() {
+            let mut values = Vec::new();
+            rtmp::amf0::encode(&Value::String("onMetaData".into()), &mut values);
+            rtmp::amf0::encode(&Value::EcmaArray(properties.to_vec()), &mut values);
+            self.push.metadata(&Bytes::from(values));
+        }
     }
 
     /// Emits `stream_stats` (once live) and schedules the next.
@@ -324,6 +342,23 @@ impl Publish {
             audio_channels: audio.and_then(|a| a.channels()),
         }
     }
+}
+
+/// The server's push targets, then the stream's own (from its key document); a URL that
+/// does not parse is skipped with a log line that does not show it (it holds a key).
+fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
+    let mut targets = server.to_vec();
+    if grant.push.len() > MAX_STREAM_TARGETS {
+        let skipped = grant.push.len() - MAX_STREAM_TARGETS;
+        warn!(stream = %grant.stream, skipped, "more push targets than {MAX_STREAM_TARGETS}: the rest skipped");
+    }
+    for (index, url) in grant.push.iter().take(MAX_STREAM_TARGETS).enumerate() {
+        match PushTarget::parse(url) {
+            Ok(target) => targets.push(target),
+            Err(e) => warn!(stream = %grant.stream, index, error = %e, "push target skipped"),
+        }
+    }
+    targets
 }
 
 /// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and

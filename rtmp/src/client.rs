@@ -21,6 +21,9 @@ const RTMP_VERSION: u8 = 3;
 const FLASH_VER: &str = "FMLE/3.0 (compatible; FMSc/1.0)";
 /// Message types (§5.4, §7.1).
 const SET_CHUNK_SIZE: u8 = 1;
+const ACKNOWLEDGEMENT: u8 = 3;
+const USER_CONTROL: u8 = 4;
+const WINDOW_ACK_SIZE: u8 = 5;
 const AUDIO: u8 = 8;
 const VIDEO: u8 = 9;
 const DATA_AMF0: u8 = 18;
@@ -31,6 +34,12 @@ const CSID_COMMAND: u8 = 3;
 const CSID_AUDIO: u8 = 4;
 const CSID_DATA: u8 = 5;
 const CSID_VIDEO: u8 = 6;
+/// User Control events (§7.1.7): the server's ping, and our answer.
+const PING_REQUEST: u16 = 6;
+const PING_RESPONSE: u16 = 7;
+/// Smallest acknowledgement window honoured: a server asking for acknowledgements every few
+/// bytes would have us answer each read.
+const MIN_ACK_WINDOW: u32 = 4096;
 /// Transaction ids of the commands that get answers.
 const CONNECT: f64 = 1.0;
 const CREATE_STREAM: f64 = 4.0;
@@ -107,6 +116,13 @@ pub struct Publisher {
     pending: Vec<u8>,
     /// Bytes to send.
     output: Vec<u8>,
+    /// Bytes read from the server since the handshake (mod 2^32, as acknowledgements count).
+    received: u32,
+    /// `received` when the last acknowledgement went out.
+    acknowledged: u32,
+    /// The server's acknowledgement window (Window Acknowledgement Size, §5.4.4); none: the
+    /// server did not ask for acknowledgements.
+    ack_window: Option<u32>,
 }
 
 impl Publisher {
@@ -131,6 +147,9 @@ impl Publisher {
             reader: ChunkReader::new(),
             pending: Vec::new(),
             output,
+            received: 0,
+            acknowledged: 0,
+            ack_window: None,
         }
     }
 
@@ -148,9 +167,14 @@ impl Publisher {
     }
 
     /// Reads the server's bytes; returns the publish's outcome once the server gave it.
-    /// Answers queue the next commands (see [`Publisher::take_output`]).
+    /// Answers queue the next commands (see [`Publisher::take_output`]), and so do the
+    /// acknowledgements and ping responses a server asks for (Nginx-RTMP drops a publisher
+    /// that does not answer its pings).
     pub fn handle_bytes(&mut self, input: &[u8]) -> Result<Option<PublishEvent>, PublishError> {
         self.pending.extend_from_slice(input);
+        if self.state != State::Handshaking {
+            self.count_received(input.len());
+        }
         if self.state == State::Handshaking {
             if self.pending.len() < 1 + 2 * HANDSHAKE_PACKET_LEN {
                 return Ok(None);
@@ -161,7 +185,9 @@ impl Publisher {
             // C2 echoes S1.
             self.output.extend_from_slice(&self.pending[1..=HANDSHAKE_PACKET_LEN]);
             self.pending.drain(..1 + 2 * HANDSHAKE_PACKET_LEN);
+            let after = self.pending.len();
             self.start();
+            self.count_received(after);
         }
         let mut outcome = None;
         loop {
@@ -183,10 +209,47 @@ impl Publisher {
                         outcome = Some(event);
                     }
                 }
+                WINDOW_ACK_SIZE => {
+                    let size = message
+                        .payload
+                        .get(..4)
+                        .ok_or(PublishError::Misbehaved("short Window Acknowledgement Size"))?;
+                    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                    self.ack_window = Some(size.max(MIN_ACK_WINDOW));
+                }
+                USER_CONTROL => {
+                    let payload = &message.payload;
+                    if payload.len() >= 6
+                        && u16::from_be_bytes([payload[0], payload[1]]) == PING_REQUEST
+                    {
+                        let mut answer = PING_RESPONSE.to_be_bytes().to_vec();
+                        answer.extend_from_slice(&payload[2..6]);
+                        self.writer.write(
+                            CSID_CONTROL,
+                            0,
+                            USER_CONTROL,
+                            0,
+                            &answer,
+                            &mut self.output,
+                        );
+                    }
+                }
                 _ => {}
             }
         }
         Ok(outcome)
+    }
+
+    /// Counts `n` bytes read and acknowledges them once a window's worth arrived (§5.4.3).
+    fn count_received(&mut self, n: usize) {
+        self.received = self.received.wrapping_add(u32::try_from(n).unwrap_or(u32::MAX));
+        if let Some(window) = self.ack_window
+            && self.received.wrapping_sub(self.acknowledged) >= window
+        {
+            self.acknowledged = self.received;
+            let sequence = self.received.to_be_bytes();
+            self.writer.write(CSID_CONTROL, 0, ACKNOWLEDGEMENT, 0, &sequence, &mut self.output);
+        }
     }
 
     /// After the handshake: the chunk size, then `connect`.
@@ -412,6 +475,37 @@ mod tests {
         let mut wire = Vec::new();
         publisher.media(MediaKind::Video, 0, &[1], &mut wire);
         assert!(wire.is_empty());
+    }
+
+    /// The server's Window Acknowledgement Size gets acknowledgements, and its pings answers
+    /// with the same timestamp (§5.4.3, §7.1.7).
+    #[test]
+    fn acknowledgements_and_ping_responses_go_out_as_the_server_asks() {
+        let mut publisher = Publisher::new(settings("the-key"), 7);
+        let mut server = Session::new(1);
+        let (outcome, _) = exchange(&mut publisher, &mut server, true);
+        assert!(matches!(outcome, Some(PublishEvent::Started { .. })));
+        // The server side: a chunk writer as a server uses one.
+        let mut writer = ChunkWriter::new();
+        let mut wire = Vec::new();
+        writer.write(2, 0, WINDOW_ACK_SIZE, 0, &5000u32.to_be_bytes(), &mut wire);
+        writer.write(2, 0, USER_CONTROL, 0, &[0, 6, 0x12, 0x34, 0x56, 0x78], &mut wire);
+        publisher.take_output();
+        publisher.handle_bytes(&wire).unwrap();
+        // One chunk on the control stream, its header continuing the last one (type 1: a
+        // timestamp delta, the length and the type, 8 bytes with the basic header).
+        let out = publisher.take_output();
+        assert_eq!((out[0], out[7]), (1 << 6 | CSID_CONTROL, USER_CONTROL), "{out:?}");
+        assert_eq!(&out[8..], &[0, 7, 0x12, 0x34, 0x56, 0x78]);
+        // A window's worth of bytes later, one acknowledgement of everything read.
+        let mut filler = Vec::new();
+        writer.write(3, 0, 20, 0, &[5; 6000], &mut filler);
+        publisher.handle_bytes(&filler).unwrap();
+        let out = publisher.take_output();
+        assert_eq!(out[7], ACKNOWLEDGEMENT, "{out:?}");
+        let acked = u32::from_be_bytes(out[8..12].try_into().unwrap());
+        assert!(acked as usize >= 6000 + wire.len(), "{acked}");
+        assert!(publisher.take_output().is_empty());
     }
 
     #[test]

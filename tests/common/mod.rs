@@ -384,7 +384,10 @@ pub fn self_signed(dir: &Path, common_name: &str) -> (PathBuf, PathBuf) {
     let output = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
         .args(["-nodes", "-days", "1", "-subj", &format!("/CN={common_name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA: a client that trusts it as its own anchor (a
+        // push to rtmps://) refuses a CA used as an end entity.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key_new)
         .arg("-out")
         .arg(&cert_new)

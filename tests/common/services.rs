@@ -3,6 +3,7 @@
 //! installs them into `.venv-test`; a missing one fails the test, it never skips it.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -280,4 +281,29 @@ pub fn consume(
         }
     }
     records
+}
+
+/// Validates events against the JSON Schema with Python's `jsonschema`.
+pub fn assert_valid_events(events: &[serde_json::Value]) {
+    let schema = testkit::media::workspace_root().join("docs").join("events.schema.json");
+    let script = testkit::media::workspace_root().join("tests").join("backend.py");
+    let mut child = Command::new(venv().join("bin").join("python"))
+        .arg(script)
+        .arg("validate-events")
+        .arg(schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for event in events {
+        writeln!(stdin, "{event}").unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "events off the schema:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

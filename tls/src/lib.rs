@@ -1,7 +1,9 @@
 //! The server's TLS certificate, shared by its TLS listeners (HTTPS and RTMPS): PEM files
 //! (`--tls-cert`, `--tls-key`), reloaded when they change, and the rustls settings (TLS 1.2
 //! and 1.3, ring) each listener builds on with its own ALPN list. It owns no socket and no
-//! protocol: the listeners do the handshakes.
+//! protocol: the listeners do the handshakes. Also the client settings outgoing TLS (pushes
+//! to `rtmps://` targets) verifies servers with: the Mozilla root store, plus an operator's
+//! own CA file ([`client_config`]).
 //!
 //! The files are looked at every [`RELOAD_CHECK_INTERVAL`]; when either changed, both are
 //! read again and, if they make a usable certificate and key, new connections get it (a
@@ -14,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tracing::{info, warn};
 
 /// How often the certificate files are checked for a change.
@@ -158,6 +160,32 @@ pub fn server_config(cert: Arc<ReloadingCert>, alpn: &[&[u8]]) -> Arc<ServerConf
     let mut config = builder.with_no_client_auth().with_cert_resolver(cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// Client TLS settings: servers are verified against the Mozilla root store
+/// (`webpki-roots`, what browsers trust) and, with `extra_roots`, the certificates of that
+/// PEM file too (a private CA, or a self-signed target).
+pub fn client_config(extra_roots: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_roots {
+        let pem = std::fs::read(path)
+            .map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+            if roots.add(cert).is_ok() {
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err(TlsError::NoCertificate(path.to_owned()));
+        }
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    // The ring provider supports the default protocol versions: this cannot fail.
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| ClientConfig::builder());
+    Ok(Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
 }
 
 #[cfg(test)]

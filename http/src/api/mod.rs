@@ -79,6 +79,9 @@ pub trait Control: Send + Sync + 'static {
     ) -> Result<String, ControlError>;
     /// Makes stream `name` private or public, live at once; whether it has a key or is live.
     async fn set_private(&self, name: &str, private: bool) -> Result<bool, ControlError>;
+    /// Sets where stream `name` is pushed on to (from its next publish); whether it has a
+    /// key. An unusable URL is [`ControlError::Invalid`].
+    async fn set_push(&self, name: &str, push: &[String]) -> Result<bool, ControlError>;
     /// Revokes the key of `name`; whether there was a live key.
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError>;
     /// Revokes the publish token with id `jti`; whether it was not revoked before.
@@ -184,24 +187,38 @@ async fn change_key(
     if let Some(refusal) = refuse(control.as_ref(), &headers) {
         return refusal;
     }
+    let expected =
+        "expected {\"private\": <bool>, \"push\": [<rtmp:// URL>, ...]} (either or both)";
     let change: KeyChange = match serde_json::from_slice(&body) {
-        Ok(change) => change,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"private\": <bool>}}: {e}"),
-            );
-        }
+        Ok(change) if change != KeyChange::default() => change,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, expected),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("{expected}: {e}")),
     };
-    match control.set_private(&name, change.private).await {
-        Ok(true) => {
-            let visibility = if change.private { "private" } else { "public" };
-            tracing::info!(stream = %name, visibility, "stream visibility changed through the admin API");
-            StatusCode::NO_CONTENT.into_response()
+    if let Some(push) = &change.push {
+        match control.set_push(&name, push).await {
+            Ok(true) => {
+                tracing::info!(stream = %name, targets = push.len(), "push targets set through the admin API");
+            }
+            Ok(false) => return error(StatusCode::NOT_FOUND, &format!("{name:?} has no key")),
+            Err(e) => return control_error(&e),
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("{name:?} has no key and is not live")),
-        Err(e) => control_error(&e),
     }
+    if let Some(private) = change.private {
+        match control.set_private(&name, private).await {
+            Ok(true) => {
+                let visibility = if private { "private" } else { "public" };
+                tracing::info!(stream = %name, visibility, "stream visibility changed through the admin API");
+            }
+            Ok(false) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("{name:?} has no key and is not live"),
+                );
+            }
+            Err(e) => return control_error(&e),
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn revoke_token(
@@ -359,6 +376,7 @@ mod tests {
                 created_at: "2026-12-06T00:00:00Z".into(),
                 revoked: false,
                 private: self.private.lock().unwrap().contains(k),
+                push: Vec::new(),
             };
             Ok(keys.iter().map(info).collect())
         }
@@ -388,6 +406,12 @@ mod tests {
                 set.push(name.to_owned());
             }
             Ok(true)
+        }
+        async fn set_push(&self, name: &str, push: &[String]) -> Result<bool, ControlError> {
+            if push.iter().any(|url| !url.starts_with("rtmp")) {
+                return Err(ControlError::Invalid("not an rtmp:// URL".into()));
+            }
+            Ok(self.keys.lock().unwrap().iter().any(|k| k == name))
         }
         async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
             Ok(!jti.is_empty())
@@ -516,7 +540,13 @@ mod tests {
         let (status, _, _) =
             call_on(&router, Method::PATCH, "/api/v1/keys/nope", good, private).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        for bad in ["", r#"{"private":"yes"}"#, r#"{"private":true,"x":1}"#] {
+        let push = r#"{"push":["rtmp://a.example/live2/k"]}"#;
+        let (status, _, _) = call_on(&router, Method::PATCH, "/api/v1/keys/new", good, push).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let push = r#"{"push":["http://a.example/live2/k"]}"#;
+        let (status, _, _) = call_on(&router, Method::PATCH, "/api/v1/keys/new", good, push).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        for bad in ["", "{}", r#"{"private":"yes"}"#, r#"{"private":true,"x":1}"#] {
             let (status, _, _) =
                 call_on(&router, Method::PATCH, "/api/v1/keys/new", good, bad).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");

@@ -126,6 +126,8 @@ pub struct KeyInfo {
     pub revoked: bool,
     /// The stream is private.
     pub private: bool,
+    /// Where the stream is pushed on to, each target's key hashed.
+    pub push: Vec<String>,
 }
 
 /// `POST /api/v1/keys`: a key for a new stream.
@@ -142,12 +144,18 @@ pub struct NewKey {
     pub private: bool,
 }
 
-/// `PATCH /api/v1/keys/{name}`: a stream's key made private or public.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PATCH /api/v1/keys/{name}`: a stream's key made private or public, or its push targets
+/// set; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyChange {
     /// Only viewers with a viewer token may watch it.
-    pub private: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+    /// Where the stream is pushed on to: `rtmp://` and `rtmps://` URLs with the targets' keys
+    /// (replacing the list; empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<Vec<String>>,
 }
 
 /// The answer to [`NewKey`]: the key, shown this once.

@@ -1,0 +1,355 @@
+//! What a push target is sent, and what it is spared when it cannot keep up: one bounded queue
+//! per target, filled by the publisher's connection (which never waits for it) and emptied
+//! by the target's task.
+//!
+//! A target starts, and starts again after a reconnect, with the stream's latest metadata and
+//! decoder configurations, then the latest keyframe and what followed it (a decoder can start
+//! there). When the queue holds more than its limit (the target is slow, or its connection
+//! stalls), new media is dropped up to the next video keyframe that arrives with the queue
+//! down to half its limit; the configurations are sent again before that keyframe. Audio-only
+//! streams drop single frames (each one is a sync point). Configurations and metadata are
+//! small and never dropped: the latest of each is kept aside while dropping.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rtmp::MediaKind;
+
+/// Bytes a target's queue holds before media is dropped: about 10 s of a 6 Mbit/s stream,
+/// room for a reconnect's handshake and a slow link's burst; per target, so 8 targets of
+/// 1,000 streams stay bounded.
+pub const MAX_QUEUE_BYTES: usize = 8 << 20;
+
+/// What one message is to a decoder starting or resuming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A decoder configuration (AVC/HEVC/AV1/VP9 sequence header, AAC AudioSpecificConfig).
+    Config,
+    /// A video keyframe: a decoder may start here.
+    Keyframe,
+    /// Any other frame.
+    Frame,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// `onMetaData`'s AMF0 values (the name and the properties).
+    Metadata(Bytes),
+    /// An audio or video message: its FLV tag body as the publisher sent it.
+    Media {
+        /// Audio or video.
+        kind: MediaKind,
+        /// RTMP timestamp.
+        timestamp: u32,
+        /// The FLV tag body.
+        payload: Bytes,
+        /// What it is to a decoder.
+        role: Role,
+    },
+}
+
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Self::Metadata(bytes) => bytes.len(),
+            Self::Media { payload, .. } => payload.len(),
+        }
+    }
+}
+
+/// The classification of an FLV tag body for [`Item::Media`].
+pub fn role(kind: MediaKind, payload: &[u8]) -> Role {
+    match kind {
+        MediaKind::Video => match packager::flv::parse_video(payload) {
+            Ok(packager::flv::VideoTag::SequenceHeader { .. }) => Role::Config,
+            Ok(packager::flv::VideoTag::Frame { keyframe: true, .. }) => Role::Keyframe,
+            Ok(_) => Role::Frame,
+            // A codec the packager does not read (Sorenson, VP6): FrameType 1 is a keyframe.
+            Err(_) if payload.first().is_some_and(|b| (b >> 4) & 0x07 == 1) => Role::Keyframe,
+            Err(_) => Role::Frame,
+        },
+        MediaKind::Audio => match packager::flv::parse_audio(payload) {
+            Ok(packager::flv::AudioTag::AacSequenceHeader(_)) => Role::Config,
+            _ => Role::Frame,
+        },
+    }
+}
+
+/// One target's queue and its drop policy.
+#[derive(Debug)]
+pub struct PushQueue {
+    items: VecDeque<Item>,
+    bytes: usize,
+    limit: usize,
+    /// The target is not publishing: the queue keeps the latest keyframe onwards, for when it
+    /// is.
+    waiting: bool,
+    /// Overflowed: media is dropped up to a keyframe.
+    dropping: bool,
+    /// A video track exists (else audio frames are sync points).
+    video: bool,
+    /// The latest metadata and configurations, sent first at every (re)start.
+    metadata: Option<Bytes>,
+    video_config: Option<Item>,
+    audio_config: Option<Item>,
+    /// Bytes and messages dropped, for metrics and events.
+    pub dropped_bytes: u64,
+    /// Messages dropped.
+    pub dropped_messages: u64,
+    /// The publish ended: what is queued is the rest.
+    pub ended: bool,
+}
+
+impl PushQueue {
+    /// An empty queue of at most `limit` bytes, waiting for its target.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            limit,
+            waiting: true,
+            dropping: false,
+            video: false,
+            metadata: None,
+            video_config: None,
+            audio_config: None,
+            dropped_bytes: 0,
+            dropped_messages: 0,
+            ended: false,
+        }
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds what the publisher sent.
+    pub fn push(&mut self, item: Item) {
+        match &item {
+            Item::Metadata(bytes) => {
+                self.metadata = Some(bytes.clone());
+                if !self.waiting && !self.dropping {
+                    self.enqueue(item);
+                }
+            }
+            Item::Media { role: Role::Config, kind, .. } => {
+                match kind {
+                    MediaKind::Video => self.video_config = Some(item.clone()),
+                    MediaKind::Audio => self.audio_config = Some(item.clone()),
+                }
+                if !self.waiting && !self.dropping {
+                    self.enqueue(item);
+                }
+            }
+            Item::Media { role: Role::Keyframe, .. } => {
+                self.video = true;
+                if self.waiting {
+                    // Only the latest keyframe onwards is worth sending to a target that
+                    // starts.
+                    self.clear();
+                    self.enqueue(item);
+                } else if self.dropping && self.bytes > self.limit / 2 {
+                    self.drop_item(&item);
+                } else {
+                    if self.dropping {
+                        self.dropping = false;
+                        for config in self.configs() {
+                            self.enqueue(config);
+                        }
+                    }
+                    self.enqueue(item);
+                }
+            }
+            Item::Media { kind, .. } => {
+                let before_keyframe = self.video && self.items.is_empty() && self.waiting;
+                let audio_only = !self.video && *kind == MediaKind::Audio;
+                if self.dropping || before_keyframe || (audio_only && self.bytes > self.limit) {
+                    self.drop_item(&item);
+                } else {
+                    self.enqueue(item);
+                }
+            }
+        }
+        if self.bytes > self.limit {
+            if self.waiting {
+                // A group of pictures longer than the queue: start again at the next keyframe.
+                self.clear();
+            } else if self.video {
+                self.dropping = true;
+            }
+        }
+    }
+
+    /// The target is publishing: what it gets first (metadata, configurations, then the
+    /// latest keyframe onwards) comes out of [`pop`](Self::pop) from now on.
+    pub fn start(&mut self) {
+        let mut first: VecDeque<Item> = self.configs().into();
+        first.extend(self.items.drain(..));
+        self.items = first;
+        self.bytes = self.items.iter().map(Item::len).sum();
+        self.waiting = false;
+        self.dropping = false;
+    }
+
+    /// The target's connection ended: wait for the next start.
+    pub fn stop(&mut self) {
+        self.clear();
+        self.waiting = true;
+        self.dropping = false;
+    }
+
+    /// The next message to send.
+    pub fn pop(&mut self) -> Option<Item> {
+        let item = self.items.pop_front()?;
+        self.bytes -= item.len();
+        Some(item)
+    }
+
+    fn configs(&self) -> Vec<Item> {
+        let metadata = self.metadata.clone().map(Item::Metadata);
+        metadata
+            .into_iter()
+            .chain(self.audio_config.clone())
+            .chain(self.video_config.clone())
+            .collect()
+    }
+
+    fn enqueue(&mut self, item: Item) {
+        self.bytes += item.len();
+        self.items.push_back(item);
+    }
+
+    fn drop_item(&mut self, item: &Item) {
+        self.dropped_bytes += item.len() as u64;
+        self.dropped_messages += 1;
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(kind: MediaKind, role: Role, len: usize) -> Item {
+        Item::Media { kind, timestamp: 0, payload: Bytes::from(vec![0; len]), role }
+    }
+
+    fn video(role: Role, len: usize) -> Item {
+        media(MediaKind::Video, role, len)
+    }
+
+    fn roles(queue: &mut PushQueue) -> Vec<&'static str> {
+        std::iter::from_fn(|| queue.pop())
+            .map(|item| match item {
+                Item::Metadata(_) => "meta",
+                Item::Media { kind: MediaKind::Audio, role: Role::Config, .. } => "acfg",
+                Item::Media { kind: MediaKind::Video, role: Role::Config, .. } => "vcfg",
+                Item::Media { role: Role::Keyframe, .. } => "key",
+                Item::Media { kind: MediaKind::Audio, .. } => "audio",
+                Item::Media { .. } => "frame",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_starting_target_gets_configurations_then_the_latest_keyframe_onwards() {
+        let mut queue = PushQueue::new(1000);
+        queue.push(Item::Metadata(Bytes::from_static(b"m")));
+        queue.push(video(Role::Config, 10));
+        queue.push(media(MediaKind::Audio, Role::Config, 2));
+        queue.push(video(Role::Frame, 10)); // before any keyframe: useless
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(video(Role::Frame, 10));
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(media(MediaKind::Audio, Role::Frame, 5));
+        queue.start();
+        assert_eq!(roles(&mut queue), ["meta", "acfg", "vcfg", "key", "audio"]);
+        // Streaming: everything goes through in order.
+        queue.push(video(Role::Frame, 10));
+        queue.push(video(Role::Config, 10));
+        assert_eq!(roles(&mut queue), ["frame", "vcfg"]);
+        // Reconnect: the same again from the next keyframe.
+        queue.stop();
+        queue.push(video(Role::Frame, 10));
+        queue.push(video(Role::Keyframe, 100));
+        queue.start();
+        assert_eq!(roles(&mut queue), ["meta", "acfg", "vcfg", "key"]);
+    }
+
+    #[test]
+    fn overflow_drops_to_a_keyframe_once_the_queue_drained_and_sends_configurations_again() {
+        let mut queue = PushQueue::new(1000);
+        queue.push(video(Role::Config, 10));
+        queue.push(video(Role::Keyframe, 100));
+        queue.start();
+        roles(&mut queue);
+        // The target stops reading: the queue fills past its limit.
+        for _ in 0..11 {
+            queue.push(video(Role::Frame, 100));
+        }
+        assert!(queue.bytes() > 1000);
+        queue.push(video(Role::Frame, 100));
+        queue.push(video(Role::Keyframe, 100)); // the queue is still full: dropped too
+        assert_eq!(queue.dropped_messages, 2);
+        assert_eq!(queue.dropped_bytes, 200);
+        let bytes_before = queue.bytes();
+        // Never more than the limit plus one message.
+        assert!(bytes_before <= 1000 + 100);
+        // The target drains; frames keep being dropped until a keyframe.
+        while queue.bytes() > 400 {
+            queue.pop();
+        }
+        queue.push(video(Role::Frame, 100));
+        assert_eq!(queue.dropped_messages, 3);
+        queue.push(video(Role::Config, 12)); // a new configuration while dropping: kept aside
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(video(Role::Frame, 100));
+        let sent = roles(&mut queue);
+        assert_eq!(&sent[sent.len() - 3..], ["vcfg", "key", "frame"], "{sent:?}");
+    }
+
+    #[test]
+    fn audio_only_streams_drop_single_frames() {
+        let mut queue = PushQueue::new(100);
+        queue.push(media(MediaKind::Audio, Role::Config, 2));
+        queue.start();
+        for _ in 0..30 {
+            queue.push(media(MediaKind::Audio, Role::Frame, 10));
+        }
+        assert!(queue.bytes() <= 110, "{}", queue.bytes());
+        assert!(queue.dropped_messages > 0);
+        queue.pop();
+        queue.pop();
+        queue.push(media(MediaKind::Audio, Role::Frame, 10));
+        assert_eq!(roles(&mut queue).last(), Some(&"audio"));
+    }
+
+    #[test]
+    fn a_waiting_queue_longer_than_its_limit_starts_again_at_the_next_keyframe() {
+        let mut queue = PushQueue::new(250);
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(video(Role::Frame, 100));
+        queue.push(video(Role::Frame, 100));
+        assert_eq!(queue.bytes(), 0);
+        queue.push(video(Role::Frame, 100));
+        queue.push(video(Role::Keyframe, 100));
+        queue.start();
+        assert_eq!(roles(&mut queue), ["key"]);
+    }
+
+    #[test]
+    fn tags_are_classified_as_a_decoder_needs() {
+        assert_eq!(role(MediaKind::Video, &[0x17, 0, 0, 0, 0, 1]), Role::Config);
+        assert_eq!(role(MediaKind::Video, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), Role::Keyframe);
+        assert_eq!(role(MediaKind::Video, &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]), Role::Frame);
+        assert_eq!(role(MediaKind::Video, &[0x12, 0, 0]), Role::Keyframe); // Sorenson
+        assert_eq!(role(MediaKind::Audio, &[0xaf, 0, 0x12, 0x10]), Role::Config);
+        assert_eq!(role(MediaKind::Audio, &[0xaf, 1, 0x21]), Role::Frame);
+    }
+}
