@@ -177,9 +177,20 @@ fn private_streams_need_the_platform_login_and_list_signed_media() {
         .status
     };
     assert_eq!(change(false), 204);
-    assert_eq!(get(&server, &path, &[]).status, 200);
+    let open_now = get(&server, &path, &[]);
+    assert_eq!(open_now.status, 200);
     assert!(stream_names(&server, &[]).contains(&"hidden".to_owned()));
+    // A reload held while the stream was public is refused if it turns private meanwhile.
+    let next = segments(&open_now.text()).len() as u64
+        + common::tag(&open_now.text(), "MEDIA-SEQUENCE").unwrap().parse::<u64>().unwrap()
+        + 1;
+    let held_path = format!("{path}?_HLS_msn={next}");
+    let addr = server.http;
+    let held = std::thread::spawn(move || http::request_with(addr, "GET", &held_path, &[]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(change(true), 204);
+    let held = held.join().unwrap();
+    assert_eq!(held.status, 401, "{}", held.text());
     assert_eq!(get(&server, &path, &[]).status, 401);
     // The CLI changes the key; the live publish follows at its next key re-check.
     assert!(server.keys(&["visibility", "hidden", "public"]).status.success());

@@ -80,6 +80,9 @@ pub struct ViewerClaims {
     /// AuthX's token type (`access`, `refresh`): refresh tokens are refused.
     #[serde(default, rename = "type")]
     pub token_type: Option<String>,
+    /// Expiry, seconds since the epoch (required by validation).
+    #[serde(default)]
+    pub exp: Option<f64>,
     /// The other claims.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -235,9 +238,27 @@ impl JwtVerifier {
 
     /// Verifies viewer token `token` (an access token of the platform's login) and returns
     /// its claims; what it may watch is the caller's to check.
+    /// A publish token (it names a `stream`) or a token issued for the publish or admin
+    /// audience is not a viewer token: a streamer's token in OBS's settings watches nothing.
     pub fn verify_viewer(&self, token: &str) -> Result<ViewerClaims, TokenRejected> {
         let claims: ViewerClaims = self.verify_as(token, &self.viewer, "viewer token", "exp")?;
         not_refresh(claims.token_type.as_deref(), "viewer token")?;
+        if claims.other.contains_key("stream") {
+            return Err(TokenRejected("a publish token is not a viewer token".into()));
+        }
+        let audience = claims.other.get("aud");
+        let issued_for = |wanted: &Option<String>| {
+            wanted.as_deref().is_some_and(|wanted| match audience {
+                Some(serde_json::Value::String(aud)) => aud == wanted,
+                Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a == wanted),
+                _ => false,
+            })
+        };
+        if issued_for(&self.publish.audience) || issued_for(&self.admin.audience) {
+            return Err(TokenRejected(
+                "a token issued for publishing or administering is not a viewer token".into(),
+            ));
+        }
         Ok(claims)
     }
 
@@ -480,6 +501,14 @@ mod tests {
         );
         let elsewhere = sign(serde_json::json!({"sub": "user-7", "iss": "other", "exp": exp}));
         assert!(verifier.verify_viewer(&elsewhere).is_err());
+        // Publish tokens, and tokens for the publish audience, do not watch.
+        let publish_token =
+            sign(serde_json::json!({"stream": "cam", "iss": "platform", "exp": exp}));
+        assert!(verifier.verify_viewer(&publish_token).is_err());
+        let for_publishing = sign(serde_json::json!({
+            "sub": "u", "iss": "platform", "exp": exp, "aud": ["x", "rtmp-hls:publish"],
+        }));
+        assert!(verifier.verify_viewer(&for_publishing).is_err());
         let expired =
             sign(serde_json::json!({"sub": "user-7", "iss": "platform", "exp": now() - 60}));
         assert_eq!(

@@ -10,7 +10,8 @@
 //! cannot send the cookie with every request still gets the media, a CDN can cache the media
 //! under a key without the query, and a URL copied elsewhere stops working at its expiry.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -27,8 +28,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// token) and gets fresh URLs.
 pub const SIGNED_URL_TTL: Duration = Duration::from_secs(300);
 /// Expiries are rounded up to a multiple of this many seconds, so every viewer's playlist
-/// carries the same signature for that long (one text, cacheable by the player's HTTP cache).
-pub const EXPIRY_STEP_SECONDS: u64 = 10;
+/// carries the same signature for that long, and a low-latency player sees the URI of a
+/// hinted part unchanged when the part is listed (players match them by URI) except once a
+/// minute.
+pub const EXPIRY_STEP_SECONDS: u64 = 60;
 /// Shortest signing secret accepted: 256 bits, the HMAC-SHA256 key size RFC 2104 §3 advises.
 pub const MIN_SIGNING_SECRET_LEN: usize = 32;
 /// Bytes of the MAC kept in a URL: 128 bits (RFC 2104 §5 allows truncation to half).
@@ -272,6 +275,14 @@ pub enum ViewerRefused {
     Forbidden(String),
 }
 
+/// Verified viewer tokens kept this long at most (and never past their `exp`): a player
+/// sends its token with every playlist request, several a second in low latency, and
+/// verifying a signature (RS256, ES256) costs tens of microseconds.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Verified tokens kept at once; when full the cache starts again empty. Only tokens that
+/// verified are kept, so filling it takes that many valid tokens.
+pub const MAX_CACHED_TOKENS: usize = 4096;
+
 /// The viewer side of authorisation: tokens for private streams' playlists, signatures for
 /// their media.
 #[derive(Debug)]
@@ -279,7 +290,12 @@ pub struct ViewerAccess {
     verifier: Option<Arc<JwtVerifier>>,
     rule: Option<ClaimRule>,
     signer: UrlSigner,
+    /// Token → its claims and until when they may be reused.
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
+
+/// A verified token's claims, and until when (seconds since the epoch) they may be reused.
+type Verified = (Arc<ViewerClaims>, f64);
 
 impl ViewerAccess {
     /// Viewer tokens verified by `verifier` (none configured: private streams can be watched
@@ -289,7 +305,31 @@ impl ViewerAccess {
         rule: Option<ClaimRule>,
         signer: UrlSigner,
     ) -> Self {
-        Self { verifier, rule, signer }
+        Self { verifier, rule, signer, verified: Mutex::default() }
+    }
+
+    /// The claims of viewer token `token`, verified now or within [`TOKEN_CACHE_TTL`].
+    fn claims(
+        &self,
+        verifier: &JwtVerifier,
+        token: &str,
+    ) -> Result<Arc<ViewerClaims>, crate::jwt::TokenRejected> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((claims, until)) = verified.get(token)
+            && now < *until
+        {
+            return Ok(Arc::clone(claims));
+        }
+        drop(verified);
+        let claims = Arc::new(verifier.verify_viewer(token)?);
+        let until = claims.exp.unwrap_or(now).min(now + TOKEN_CACHE_TTL.as_secs_f64());
+        verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= MAX_CACHED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.into(), (Arc::clone(&claims), until));
+        Ok(claims)
     }
 
     /// Whether the holder of `token` may watch private stream `stream`.
@@ -305,7 +345,7 @@ impl ViewerAccess {
             ));
         };
         let claims =
-            verifier.verify_viewer(token).map_err(|e| ViewerRefused::Unauthenticated(e.0))?;
+            self.claims(verifier, token).map_err(|e| ViewerRefused::Unauthenticated(e.0))?;
         if let Some(rule) = &self.rule
             && !rule.allows(&claims, stream)
         {
@@ -313,13 +353,13 @@ impl ViewerAccess {
                 "the viewer token does not allow this stream (claim {rule})"
             )));
         }
-        Ok(Viewer { subject: claims.sub })
+        Ok(Viewer { subject: claims.sub.clone() })
     }
 
     /// The subject of `token` if it is a valid viewer token, whatever it may watch: who a
     /// viewer of a public stream is, for counting sessions.
     pub fn subject(&self, token: &str) -> Option<String> {
-        self.verifier.as_ref()?.verify_viewer(token).ok()?.sub
+        self.claims(self.verifier.as_ref()?, token).ok()?.sub.clone()
     }
 
     /// Whether media of private stream `stream` may be served to a request with `query`
@@ -361,14 +401,14 @@ mod tests {
         let signer = signer();
         let query = signer.query("cam", at(1_000_003));
         // Rounded up: the same text for every viewer within a step.
-        assert!(query.starts_with("exp=1000310&sig="), "{query}");
-        assert_eq!(query, signer.query("cam", at(1_000_009)));
+        assert!(query.starts_with("exp=1000320&sig="), "{query}");
+        assert_eq!(query, signer.query("cam", at(1_000_019)));
         assert_eq!(signer.check("cam", &query, at(1_000_100)), Ok(()));
-        assert_eq!(signer.check("cam", &query, at(1_000_310)), Ok(()));
-        assert_eq!(signer.check("cam", &query, at(1_000_311)), Err(SignatureRefused::Expired));
+        assert_eq!(signer.check("cam", &query, at(1_000_320)), Ok(()));
+        assert_eq!(signer.check("cam", &query, at(1_000_321)), Err(SignatureRefused::Expired));
         // Another stream, a changed expiry, another key: refused.
         assert_eq!(signer.check("door", &query, at(1_000_100)), Err(SignatureRefused::Invalid));
-        let later = query.replace("exp=1000310", "exp=9000310");
+        let later = query.replace("exp=1000320", "exp=9000320");
         assert_eq!(signer.check("cam", &later, at(1_000_100)), Err(SignatureRefused::Invalid));
         let other = UrlSigner::new(&[7; 32], Duration::from_secs(300)).unwrap();
         assert_eq!(other.check("cam", &query, at(1_000_100)), Err(SignatureRefused::Invalid));
@@ -475,6 +515,15 @@ mod tests {
             Err(ViewerRefused::Unauthenticated(_))
         ));
         assert_eq!(access.subject(&allowed).as_deref(), Some("u1"));
+        // Verified once, then answered from the cache (for its subject and for the rule).
+        assert_eq!(access.verified.lock().unwrap().len(), 1);
+        assert!(matches!(access.admit("door", Some(&allowed)), Err(ViewerRefused::Forbidden(_))));
+        let expired =
+            token(serde_json::json!({"sub": "u1", "exp": now() - 60, "streams": ["cam"]}));
+        assert!(matches!(
+            access.admit("cam", Some(&expired)),
+            Err(ViewerRefused::Unauthenticated(_))
+        ));
         assert_eq!(access.subject("junk"), None);
         // Without a verification key nobody watches.
         let keyless = ViewerAccess::new(None, None, signer());

@@ -133,7 +133,7 @@ async fn hls(
     let mime = match file.rsplit_once('.') {
         // `<generation>-<sequence>.<part>.m4s`: a part.
         Some((stem, "m4s")) if stem.contains('.') => {
-            return low_latency::part(&store, &name, &file)
+            return low_latency::part(&store, &name, &file, !private)
                 .unwrap_or_else(|| StatusCode::NOT_FOUND.into_response());
         }
         Some((_, "m4s")) => FMP4_MIME,
@@ -182,7 +182,9 @@ async fn preflight() -> impl IntoResponse {
         StatusCode::NO_CONTENT,
         [
             (ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
-            (ACCESS_CONTROL_ALLOW_HEADERS, "*"),
+            // `*` does not cover Authorization (Fetch standard, CORS-preflight): a player on
+            // another origin sends a private stream's viewer token in it.
+            (ACCESS_CONTROL_ALLOW_HEADERS, "*, Authorization"),
             (ACCESS_CONTROL_MAX_AGE, "86400"),
         ],
     )

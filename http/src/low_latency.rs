@@ -50,6 +50,12 @@ pub(crate) async fn playlist(
     loop {
         match store.reload(name, directives) {
             None => return StatusCode::NOT_FOUND.into_response(),
+            Some(Reload::Ready(_)) if signing.is_none() && store.is_private(name) => {
+                // Made private while the request waited: it was admitted as public.
+                return crate::private::refusal(&auth::viewer::ViewerRefused::Unauthenticated(
+                    "this stream became private: log in (a viewer token is needed)".into(),
+                ));
+            }
             Some(Reload::Ready(body)) => {
                 let visibility = if signing.is_some() { "private" } else { "public" };
                 let cache = if directives.blocks() {
@@ -87,7 +93,14 @@ pub(crate) async fn playlist(
 }
 
 /// Part `file` of `name`: complete, or sent as it is written. `None`: no such part.
-pub(crate) fn part(store: &Arc<StreamStore>, name: &str, file: &str) -> Option<Response> {
+/// `admitted_public`: the request had no credential (the stream was public), so a part
+/// still being written stops if the stream turns private meanwhile.
+pub(crate) fn part(
+    store: &Arc<StreamStore>,
+    name: &str,
+    file: &str,
+    admitted_public: bool,
+) -> Option<Response> {
     let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
     match store.part(name, file, 0)? {
         PartRead::Complete(pieces) => Some((headers, crate::pieces::body(pieces)).into_response()),
@@ -101,6 +114,7 @@ pub(crate) fn part(store: &Arc<StreamStore>, name: &str, file: &str) -> Option<R
                 offset: 0,
                 queue: VecDeque::new(),
                 done: false,
+                admitted_public,
             };
             let body = Body::from_stream(futures_util::stream::unfold(growing, Growing::next));
             Some((headers, body).into_response())
@@ -122,6 +136,8 @@ struct Growing {
     queue: VecDeque<Bytes>,
     /// The part is complete (or will never be): the queue is the rest.
     done: bool,
+    /// See [`part`].
+    admitted_public: bool,
 }
 
 impl Growing {
@@ -135,6 +151,9 @@ impl Growing {
             }
             if self.done {
                 return None;
+            }
+            if self.admitted_public && self.store.is_private(&self.name) {
+                return self.abort();
             }
             match self.store.part(&self.name, &self.file, self.offset) {
                 Some(PartRead::Complete(rest)) => {

@@ -210,12 +210,8 @@ async fn claim(
     let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let generation = u64::try_from(generation).unwrap_or(u64::MAX);
     let max_streams = ingest.config.limits.max_streams;
-    // Private before the claim is visible to anyone: no media of it is ever served openly.
-    let begin = || {
-        let publication = ingest.store.begin(stream, generation, max_streams)?;
-        publication.set_private(private);
-        Ok(publication)
-    };
+    // Private from the claim on: no media of it is ever served openly.
+    let begin = || ingest.store.begin_with(stream, generation, max_streams, private);
     let claimed = ingest.registry.claim(stream, id, begin);
     if !matches!(claimed, Err(BeginError::AlreadyLive(_)))
         || ingest.config.takeover != TakeoverPolicy::Replace

@@ -103,7 +103,7 @@ impl Publish {
                 Arc::clone(ingest),
                 grant.stream.clone(),
                 request.key.to_owned(),
-                revocation,
+                (revocation, grant.private),
                 request.id,
             );
             tokio::spawn(watch)
@@ -363,12 +363,15 @@ fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
 
 /// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and
 /// ends the publish once it is revoked. A key store that cannot answer does not end it. A
-/// stored key made private or public since applies to the live stream at once.
+/// stored key made private or public since applies to the live stream at once: only a
+/// change of the key's field does (starting from `private`, the grant's), so an operator's
+/// change of the live stream alone (the admin API) is not undone by a key that says
+/// otherwise.
 async fn watch_revocation(
     ingest: Arc<Ingest>,
     stream: String,
     key: String,
-    revocation: Revocation,
+    (revocation, mut private): (Revocation, bool),
     id: u64,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
@@ -382,7 +385,8 @@ async fn watch_revocation(
                 }
                 return;
             }
-            Recheck::Holds(Some(grant)) if grant.private != ingest.store.is_private(&stream) => {
+            Recheck::Holds(Some(grant)) if grant.private != private => {
+                private = grant.private;
                 ingest.store.set_private(&stream, grant.private);
                 let visibility = if grant.private { "private" } else { "public" };
                 info!(%stream, visibility, "the stream's key changed its visibility");

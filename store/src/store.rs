@@ -311,20 +311,38 @@ impl<F: SegmentFiles> StreamStore<F> {
         generation: u64,
         max_live: usize,
     ) -> Result<Publication<F>, BeginError> {
+        self.begin_with(name, generation, max_live, false)
+    }
+
+    /// [`begin`](Self::begin) for a stream that is `private` from its first moment. A stream
+    /// resumed within its reconnect window stays private if it was (an operator may have made
+    /// it so while it was live).
+    pub fn begin_with(
+        &self,
+        name: &str,
+        generation: u64,
+        max_live: usize,
+        private: bool,
+    ) -> Result<Publication<F>, BeginError> {
         let claimed = self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
             (live < max_live).then_some(live + 1)
         });
         if let Err(live) = claimed {
             return Err(BeginError::TooManyStreams(live));
         }
-        let result = self.claim(name, generation);
+        let result = self.claim(name, generation, private);
         if result.is_err() {
             self.live.fetch_sub(1, Ordering::AcqRel);
         }
         result
     }
 
-    fn claim(&self, name: &str, generation: u64) -> Result<Publication<F>, BeginError> {
+    fn claim(
+        &self,
+        name: &str,
+        generation: u64,
+        private: bool,
+    ) -> Result<Publication<F>, BeginError> {
         let (slot, resumed) = match self.streams.entry(name.to_owned()) {
             Entry::Occupied(mut entry) => {
                 let slot = Arc::clone(entry.get());
@@ -340,13 +358,14 @@ impl<F: SegmentFiles> StreamStore<F> {
                     let mut floor = self.next_sequences.entry(name.to_owned()).or_insert(0);
                     *floor = (*floor).max(next);
                     drop(floor);
-                    let fresh = self.new_slot(name, generation);
+                    let fresh = self.new_slot(name, generation, private);
                     entry.insert(Arc::clone(&fresh));
                     (fresh, false)
                 } else {
                     // Interrupted: the publisher is back within the reconnect window and the
                     // playlist goes on after a discontinuity.
                     state.live = true;
+                    slot.private.fetch_or(private, Ordering::AcqRel);
                     state.resumed = !state.playlist.is_empty();
                     state.interrupted_seen = None;
                     state.open = None;
@@ -358,7 +377,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                 }
             }
             Entry::Vacant(entry) => {
-                (Arc::clone(entry.insert(self.new_slot(name, generation)).value()), false)
+                let fresh = self.new_slot(name, generation, private);
+                (Arc::clone(entry.insert(fresh).value()), false)
             }
         };
         Ok(Publication {
@@ -373,7 +393,7 @@ impl<F: SegmentFiles> StreamStore<F> {
     }
 
     /// A new live stream's slot: its playlist starts at the name's sequence floor.
-    fn new_slot(&self, name: &str, generation: u64) -> Arc<Slot<F>> {
+    fn new_slot(&self, name: &str, generation: u64, private: bool) -> Arc<Slot<F>> {
         let mut playlist = MediaPlaylist::starting_at(
             self.config.window,
             self.config.target_duration,
@@ -402,7 +422,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             writer: Mutex::new(None),
             changes: watch::Sender::new(0),
             part_changes: watch::Sender::new(0),
-            private: AtomicBool::new(false),
+            private: AtomicBool::new(private),
         })
     }
 
@@ -721,12 +741,6 @@ impl<F: SegmentFiles> Publication<F> {
         self.resumed
     }
 
-    /// Makes the stream private (only viewers with a credential watch it) or public; set
-    /// before the first media, from the publish's grant.
-    pub fn set_private(&self, private: bool) {
-        self.slot.private.store(private, Ordering::Release);
-    }
-
     /// Marks the publish interrupted rather than ended (the connection failed, the client
     /// closed it without unpublishing, it was taken over): when dropped, the playlist stays
     /// open, without EXT-X-ENDLIST, for the reconnect window.
@@ -986,16 +1000,27 @@ mod tests {
 
     #[test]
     fn privacy_is_kept_per_stream_and_can_change_while_live() {
-        let store: StreamStore = StreamStore::new(StoreConfig::default());
+        let config =
+            StoreConfig { reconnect_window: Duration::from_secs(10), ..Default::default() };
+        let store: StreamStore = StreamStore::new(config);
         assert!(!store.is_private("cam"), "an unknown stream is private");
-        let publication = store.begin("cam", 1, 10).unwrap();
-        assert!(!store.is_private("cam"));
-        publication.set_private(true);
+        let publication = store.begin_with("cam", 1, 10, true).unwrap();
         assert!(store.is_private("cam"));
         assert!(store.summary("cam", Instant::now()).unwrap().private);
         assert!(store.set_private("cam", false));
         assert!(!store.is_private("cam"));
         assert!(!store.set_private("nope", true));
+        // Made private while live, it stays so when its publisher comes back within the
+        // reconnect window, whatever the new publish says.
+        assert!(store.set_private("cam", true));
+        publication.interrupted();
+        drop(publication);
+        let back = store.begin_with("cam", 1, 10, false).unwrap();
+        assert!(back.resumed() && store.is_private("cam"));
+        // A new presentation after ENDLIST takes the new publish's word.
+        drop(back);
+        let fresh = store.begin_with("cam", 2, 10, false).unwrap();
+        assert!(!fresh.resumed() && !store.is_private("cam"));
     }
 
     #[test]

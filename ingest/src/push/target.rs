@@ -162,7 +162,7 @@ mod tests {
             &format!("rtmp://h/app/{}", "k".repeat(MAX_URL_LEN)),
         ] {
             let error = PushTarget::parse(bad).unwrap_err().to_string();
-            assert!(!error.contains("rtmp://"), "{bad}: {error}");
+            assert!(!error.contains(bad.trim()) && !error.contains("/app"), "{bad}: {error}");
         }
     }
 }
