@@ -235,7 +235,7 @@ fn quoted(text: &str) -> String {
 
 const PROCESS: &str = "an Nginx process setting; rtmp-hls is one process with its own threads";
 const IMPLIED: &str = "implied: rtmp-hls always does this";
-const NOT_YET: &str = "no equivalent yet (pull, recording, RTMP play and variants are planned)";
+const NOT_YET: &str = "no equivalent yet (pull, recording and variants are planned)";
 
 /// Maps a parsed configuration.
 pub(crate) fn migrate(config: &[Directive]) -> Migration {
@@ -339,7 +339,7 @@ fn rtmp_setting(m: &mut Migration, directive: &Directive) {
         "on_publish" => set_hook(m, directive, "on_publish"),
         "on_publish_done" | "on_done" => set_hook(m, directive, "on_publish_done"),
         "on_play" | "on_play_done" | "on_update" | "on_connect" | "on_disconnect"
-        | "on_record_done" => m.note(directive, "no such callback here (RTMP play and recording are not served yet)"),
+        | "on_record_done" => m.note(directive, "no such callback here (RTMP players are authorised by viewer tokens; recording is not served yet)"),
         "allow" | "deny" => m.note(
             directive,
             "publishing is authorised by stream keys, publish tokens or on_publish; keep address rules in a firewall",

@@ -57,12 +57,13 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
     let authorizer =
         Authorizer::new(keys.key_store(), jwt.clone(), args.failure_limits(), args.auth_timeout);
     let ingest = Arc::new(Ingest::new(
-        ingest_config(&args)?,
+        ingest_config(&args, &viewers)?,
         Arc::clone(&store),
         Arc::new(authorizer),
         Arc::clone(&events.sink),
     ));
-    let routes = Routes::build(&args, &ingest, keys, jwt, viewers, events.kafka.clone());
+    let routes =
+        Routes::build(&args, &ingest, keys, jwt, Arc::clone(&viewers), events.kafka.clone());
 
     let (rtmp_addr, http_addr) = (listeners.rtmp.local_addr()?, listeners.http.local_addr()?);
     info!(addr = %rtmp_addr, "RTMP listening");
@@ -198,7 +199,7 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
     }
 }
 
-fn ingest_config(args: &ServeArgs) -> Result<IngestConfig> {
+fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<IngestConfig> {
     let push = ingest::push::PushConfig {
         targets: args.push.clone(),
         tls: Some(
@@ -222,6 +223,7 @@ fn ingest_config(args: &ServeArgs) -> Result<IngestConfig> {
         hooks: args.hooks(),
         max_read_pause: Duration::from_millis(args.max_read_pause_ms),
         push,
+        viewers: Some(Arc::clone(viewers)),
     })
 }
 

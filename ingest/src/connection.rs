@@ -23,11 +23,15 @@ use crate::decision::{self, Accepted, Refusal, Request};
 use crate::events::{Event, StopReason};
 use crate::listener::Ingest;
 use crate::merged_read;
+use crate::metrics::PlayRefusalLabel;
 use crate::publish::Publish;
+use crate::push::{Item, Outbox};
 use crate::socket::Socket;
 
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 << 10;
+/// Messages a player is sent per socket write, at most.
+const PLAY_BATCH: usize = 64;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +42,7 @@ pub(crate) enum ConnectionError {
     Protocol(#[from] SessionError),
     #[error("handshake not completed within {0:?}")]
     HandshakeTimeout(Duration),
-    #[error("no publish request within {0:?}")]
+    #[error("no publish or play request within {0:?}")]
     PublishTimeout(Duration),
     #[error("no audio or video for {0:?}")]
     NoMedia(Duration),
@@ -80,6 +84,9 @@ pub(crate) struct Connection {
     publish: Option<Publish>,
     /// Set once a publish was refused: the connection closes after the reply is sent.
     refused: bool,
+    /// A play accepted: the connection serves this outbox until the player or the stream
+    /// ends.
+    player: Option<Arc<Outbox>>,
     accepted: Instant,
     stop: watch::Receiver<bool>,
     /// Its place among the open connections, and how far it got before authentication.
@@ -104,6 +111,7 @@ impl Connection {
             session: Session::new(id as u32 ^ u32::from(peer.port())),
             publish: None,
             refused: false,
+            player: None,
             accepted: Instant::now(),
             stop,
             slot,
@@ -247,6 +255,12 @@ impl Connection {
             if self.refused {
                 return Ok(());
             }
+            if let Some(outbox) = self.player.take() {
+                self.ingest.metrics.players.inc();
+                let played = self.play(&outbox, &mut buf, shutdown.as_mut()).await;
+                self.ingest.metrics.players.dec();
+                return played;
+            }
             let time_to_cut = self.publish.as_ref().and_then(Publish::time_to_cut);
             let now = Instant::now();
             let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), time_to_cut);
@@ -335,9 +349,139 @@ impl Connection {
                         publish.end(StopReason::ClientClosed, true, self.session.client_info());
                     }
                 }
+                Action::PlayRequested { request_id, app, name } => {
+                    let answer = self.answer_play(request_id, &app, &name)?;
+                    queue.extend(answer);
+                }
+                // Ended before the play loop ran: nothing to stop.
+                Action::PlayEnded => self.refused = true,
             }
         }
         Ok(())
+    }
+
+    /// Decides a play request (the stream must be live; a private one needs a viewer token
+    /// in the name's query) and answers it: the session's actions for the answer.
+    fn answer_play(
+        &mut self,
+        request_id: u32,
+        app: &str,
+        name: &str,
+    ) -> Result<Vec<Action>, ConnectionError> {
+        let (stream, query) = name.split_once('?').unwrap_or((name, ""));
+        let broadcast =
+            (app == self.ingest.config.app).then(|| self.ingest.broadcasts.get(stream)).flatten();
+        let Some(broadcast) = broadcast else {
+            self.refused = true;
+            let reason = PlayRefusalLabel { reason: "not_found" };
+            self.ingest.metrics.plays_refused.get_or_create(&reason).inc();
+            info!(%app, stream = %stream.chars().take(64).collect::<String>(), "play refused: no such live stream");
+            let description = "No live stream by that name.";
+            return Ok(self.session.reject_play(
+                request_id,
+                "NetStream.Play.StreamNotFound",
+                description,
+            )?);
+        };
+        if self.ingest.store.is_private(stream) {
+            let token = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .filter(|t| !t.is_empty());
+            let refused = match &self.ingest.config.viewers {
+                Some(viewers) => viewers.admit(stream, token).err(),
+                None => Some(auth::viewer::ViewerRefused::Forbidden(
+                    "this stream is private and the server verifies no viewer tokens".into(),
+                )),
+            };
+            if let Some(refused) = refused {
+                self.refused = true;
+                let reason = PlayRefusalLabel { reason: "private" };
+                self.ingest.metrics.plays_refused.get_or_create(&reason).inc();
+                info!(%stream, %refused, "play refused: private stream");
+                let description = format!("{refused} (play {stream}?token=<viewer token>)");
+                return Ok(self.session.reject_play(
+                    request_id,
+                    "NetStream.Play.Failed",
+                    &description,
+                )?);
+            }
+        }
+        let limit = self.ingest.config.push.queue_bytes.max(1);
+        self.player = Some(broadcast.join(limit));
+        self.slot.authenticated();
+        info!(%stream, "player started");
+        Ok(self.session.accept_play(request_id)?)
+    }
+
+    /// Serves a player: the stream's messages from `outbox` as they come, what the player
+    /// sends (acknowledgements, `deleteStream`) read meanwhile, until either ends, a write
+    /// stalls past the write timeout, or the server shuts down.
+    async fn play(
+        &mut self,
+        outbox: &Outbox,
+        buf: &mut [u8],
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConnectionError> {
+        let limit = self.ingest.config.limits.write_timeout;
+        let mut out = Vec::new();
+        loop {
+            let (batch, ended) = {
+                let mut queue = outbox.lock();
+                let batch: Vec<Item> =
+                    std::iter::from_fn(|| queue.pop()).take(PLAY_BATCH).collect();
+                (batch, queue.ended)
+            };
+            let drained = batch.len() < PLAY_BATCH;
+            for item in batch {
+                match item {
+                    Item::Metadata(values) => self.session.play_metadata(&values, &mut out),
+                    Item::Media { kind, timestamp, payload, .. } => {
+                        self.session.play_media(kind, timestamp, &payload, &mut out);
+                    }
+                }
+            }
+            if ended && drained {
+                self.session.play_ended(&mut out);
+            }
+            if !out.is_empty() {
+                let write = async {
+                    self.socket.write_all(&out).await?;
+                    self.socket.flush().await
+                };
+                timeout(limit, write).await.map_err(|_| ConnectionError::WriteTimeout(limit))??;
+                out.clear();
+            }
+            if ended && drained {
+                info!("player ended: the stream ended");
+                return Ok(());
+            }
+            if !drained {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Err(ConnectionError::Shutdown),
+                () = outbox.wake.notified() => {}
+                read = self.socket.read(buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        info!("player ended: it closed the connection");
+                        return Ok(());
+                    }
+                    for action in self.session.handle_bytes(&buf[..n])? {
+                        match action {
+                            Action::Send(bytes) => out.extend_from_slice(&bytes),
+                            Action::PlayEnded => {
+                                info!("player ended: it stopped");
+                                return Ok(());
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Decides a publish request and answers it: the session's actions for the answer.

@@ -21,6 +21,7 @@ pub mod low_water;
 pub mod merged_read;
 pub mod metadata;
 pub mod metrics;
+pub mod play;
 pub mod publish;
 pub mod push;
 mod registry;

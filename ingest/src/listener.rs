@@ -76,6 +76,9 @@ pub struct IngestConfig {
     pub max_read_pause: Duration,
     /// Where live streams are pushed on to (`--push`), and how.
     pub push: crate::push::PushConfig,
+    /// Who may play private streams over RTMP (the HTTP side's viewer access); `None`:
+    /// nobody.
+    pub viewers: Option<Arc<auth::viewer::ViewerAccess>>,
 }
 
 impl Default for IngestConfig {
@@ -89,6 +92,7 @@ impl Default for IngestConfig {
             hooks: HookConfig::default(),
             max_read_pause: merged_read::DEFAULT_MAX_READ_PAUSE,
             push: crate::push::PushConfig::default(),
+            viewers: None,
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct Ingest {
     callbacks: Mutex<JoinSet<()>>,
     /// Segment buffers every publish's remuxer writes into and returns to.
     pub(crate) segment_buffers: Arc<BufferPool>,
+    /// The live publishes as RTMP players see them.
+    pub(crate) broadcasts: crate::play::Broadcasts,
 }
 
 impl Ingest {
@@ -144,6 +150,7 @@ impl Ingest {
             metrics: IngestMetrics::default(),
             callbacks: Mutex::new(JoinSet::new()),
             segment_buffers: Arc::default(),
+            broadcasts: crate::play::Broadcasts::default(),
         }
     }
 

@@ -79,6 +79,17 @@ pub struct IngestMetrics {
     pub push_failures: Family<PushLabel, Counter>,
     /// Whether each push target is publishing now (1) or not (0).
     pub push_connected: Family<PushLabel, Gauge>,
+    /// RTMP players playing now.
+    pub players: Gauge,
+    /// RTMP plays refused, by reason.
+    pub plays_refused: Family<PlayRefusalLabel, Counter>,
+}
+
+/// Why an RTMP play was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlayRefusalLabel {
+    /// `not_found` or `private`.
+    pub reason: &'static str,
 }
 
 impl Default for IngestMetrics {
@@ -100,6 +111,8 @@ impl Default for IngestMetrics {
             push_dropped_bytes: Family::default(),
             push_failures: Family::default(),
             push_connected: Family::default(),
+            players: Gauge::default(),
+            plays_refused: Family::default(),
         }
     }
 }
@@ -160,6 +173,12 @@ impl IngestMetrics {
             "push_connected",
             "Whether each push target is publishing now",
             self.push_connected.clone(),
+        );
+        registry.register("rtmp_players", "RTMP players playing now", self.players.clone());
+        registry.register(
+            "rtmp_plays_refused",
+            "RTMP plays refused, by reason (not_found, private)",
+            self.plays_refused.clone(),
         );
         registry.register_with_unit(
             "key_lookup",

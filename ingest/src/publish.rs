@@ -27,6 +27,7 @@ use crate::decision::Request;
 use crate::events::{MediaInfo, PublishGuard, StopReason};
 use crate::listener::Ingest;
 use crate::metadata::EncoderMetadata;
+use crate::play::Broadcast;
 use crate::push::{MAX_STREAM_TARGETS, Push, PushTarget, Reporting};
 use crate::registry::LivePublish;
 use crate::status::PublishStatus;
@@ -78,6 +79,22 @@ pub(crate) struct Publish {
     logged_drops: bool,
     /// The targets the stream is pushed on to.
     push: Push,
+    /// The stream as RTMP players get it.
+    feed: Feed,
+}
+
+/// A publish's broadcast to RTMP players, closed (its players told) however the publish
+/// ends.
+struct Feed {
+    ingest: Arc<Ingest>,
+    stream: String,
+    broadcast: Arc<Broadcast>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.ingest.broadcasts.close(&self.stream, &self.broadcast);
+    }
 }
 
 impl Publish {
@@ -114,6 +131,11 @@ impl Publish {
             &ingest.config.push,
             &Reporting { events: Arc::clone(&ingest.events), metrics: ingest.metrics.clone() },
         );
+        let feed = Feed {
+            ingest: Arc::clone(ingest),
+            stream: grant.stream.clone(),
+            broadcast: ingest.broadcasts.open(&grant.stream),
+        };
         let accounting = Accounting::new(
             ingest.metrics.stream_counters(&grant.stream),
             ingest.metrics.segments.clone(),
@@ -139,6 +161,7 @@ impl Publish {
             logged: Vec::new(),
             logged_drops: false,
             push,
+            feed,
         }
     }
 
@@ -174,6 +197,7 @@ impl Publish {
         self.last_media = Instant::now();
         self.accounting.frame();
         self.push.media(kind, timestamp, payload);
+        self.feed.broadcast.media(kind, timestamp, payload);
         let kind = match kind {
             rtmp::MediaKind::Audio => packager::TagKind::Audio,
             rtmp::MediaKind::Video => {
@@ -220,12 +244,12 @@ impl Publish {
     /// The encoder's `onMetaData`.
     pub(crate) fn metadata(&mut self, properties: &[(String, Value)]) {
         self.metadata = EncoderMetadata::from_properties(properties);
-        if !self.push.is_empty() {
-            let mut values = Vec::new();
-            rtmp::amf0::encode(&Value::String("onMetaData".into()), &mut values);
-            rtmp::amf0::encode(&Value::EcmaArray(properties.to_vec()), &mut values);
-            self.push.metadata(&Bytes::from(values));
-        }
+        let mut values = Vec::new();
+        rtmp::amf0::encode(&Value::String("onMetaData".into()), &mut values);
+        rtmp::amf0::encode(&Value::EcmaArray(properties.to_vec()), &mut values);
+        let values = Bytes::from(values);
+        self.push.metadata(&values);
+        self.feed.broadcast.metadata(&values);
     }
 
     /// Emits `stream_stats` (once live) and schedules the next.

@@ -4,11 +4,13 @@
 //! control messages, including acknowledgements), §6.2 (user control: Stream Begin) and
 //! §7.2 (NetConnection `connect`, `createStream`; NetStream `publish`, `deleteStream`),
 //! plus the `releaseStream`/`FCPublish`/`FCUnpublish` calls FMLE-style encoders (OBS,
-//! ffmpeg) make. Playback over RTMP is refused: viewers use HLS.
+//! ffmpeg) make, and NetStream `play` (§7.2.2.1) for players that pull a live stream
+//! (ffplay, VLC, OBS's media source).
 //!
-//! The session never decides whether a publish is allowed: it raises
-//! [`Action::PublishRequested`] and waits for [`Session::accept_publish`] or
-//! [`Session::reject_publish`], reading no further input meanwhile.
+//! The session never decides whether a publish or a play is allowed: it raises
+//! [`Action::PublishRequested`] or [`Action::PlayRequested`] and waits for the caller's
+//! answer, reading no further input meanwhile. A player's media is written by the caller
+//! through [`Session::play_media`], straight into its output buffer.
 
 use bytes::Bytes;
 
@@ -36,10 +38,14 @@ mod message_type {
 const OUTGOING_CHUNK_SIZE: u32 = 4096;
 /// Acknowledgement window and peer bandwidth announced to the client (§5.4.4, §5.4.5).
 const ACK_WINDOW: u32 = 2_500_000;
-/// Chunk streams this server sends on.
+/// Chunk streams this server sends on (a player's media as ffmpeg and Nginx-RTMP send it:
+/// audio and video on their own chunk streams, so their headers compress).
 const CSID_PROTOCOL: u8 = 2;
 const CSID_COMMAND: u8 = 3;
 const CSID_STREAM: u8 = 5;
+const CSID_AUDIO: u8 = 6;
+const CSID_VIDEO: u8 = 7;
+const CSID_DATA: u8 = 8;
 /// Message streams one connection may create. Publishers create one.
 const MAX_MESSAGE_STREAMS: u32 = 8;
 /// Input held unparsed while a publish decision is pending. Encoders wait for
@@ -84,6 +90,18 @@ pub enum Action {
     Metadata(Vec<(String, Value)>),
     /// The client ended the publish (`FCUnpublish` or `deleteStream`).
     PublishEnded,
+    /// The client asks to play a stream. Answer with [`Session::accept_play`] or
+    /// [`Session::reject_play`]; the session reads no more input until then.
+    PlayRequested {
+        /// Identifies the request in the answer.
+        request_id: u32,
+        /// The application from `connect`.
+        app: String,
+        /// The stream name as the player gave it, with any `?query` (a viewer token).
+        name: String,
+    },
+    /// The player stopped (`deleteStream`, `closeStream`).
+    PlayEnded,
 }
 
 /// Why a session ended. Variants are the peer's fault unless stated.
@@ -132,6 +150,15 @@ enum State {
     /// Publishing on `stream_id`.
     Publishing {
         app: String,
+        stream_id: u32,
+    },
+    /// `play` received, decision pending.
+    AwaitingPlay {
+        request_id: u32,
+        stream_id: u32,
+    },
+    /// Playing on `stream_id`: the caller writes media with [`Session::play_media`].
+    Playing {
         stream_id: u32,
     },
     /// A publish was refused; input is ignored until the caller closes.
@@ -250,6 +277,90 @@ impl Session {
         matches!(self.state, State::Publishing { .. })
     }
 
+    /// Whether the client is playing (a play was accepted).
+    pub fn is_playing(&self) -> bool {
+        matches!(self.state, State::Playing { .. })
+    }
+
+    /// Accepts the pending play `request_id`: the player is told Stream Begin,
+    /// NetStream.Play.Reset and NetStream.Play.Start (what ffmpeg and VLC wait for), and
+    /// buffered input is processed. Media follows through [`Session::play_media`].
+    pub fn accept_play(&mut self, request_id: u32) -> Result<Vec<Action>, SessionError> {
+        let State::AwaitingPlay { request_id: pending, stream_id } = self.state else {
+            return Err(SessionError::UnknownRequest(request_id));
+        };
+        if pending != request_id {
+            return Err(SessionError::UnknownRequest(request_id));
+        }
+        self.user_control_stream_begin(stream_id);
+        self.on_status(stream_id, "status", "NetStream.Play.Reset", "Playing and resetting.");
+        self.on_status(stream_id, "status", "NetStream.Play.Start", "Started playing.");
+        let mut access = Vec::new();
+        amf0::encode(&Value::String("|RtmpSampleAccess".into()), &mut access);
+        amf0::encode(&Value::Boolean(true), &mut access);
+        amf0::encode(&Value::Boolean(true), &mut access);
+        let mut out = std::mem::take(&mut self.output);
+        self.writer.write(CSID_DATA, 0, message_type::DATA_AMF0, stream_id, &access, &mut out);
+        self.output = out;
+        self.state = State::Playing { stream_id };
+        let result = self.drive();
+        self.finish(result)
+    }
+
+    /// Refuses the pending play `request_id` with an `onStatus` error carrying `code`
+    /// (`NetStream.Play.StreamNotFound`, `NetStream.Play.Failed`) and `description`.
+    /// Returns the bytes to send before closing the connection.
+    pub fn reject_play(
+        &mut self,
+        request_id: u32,
+        code: &str,
+        description: &str,
+    ) -> Result<Vec<Action>, SessionError> {
+        let State::AwaitingPlay { request_id: pending, stream_id } = self.state else {
+            return Err(SessionError::UnknownRequest(request_id));
+        };
+        if pending != request_id {
+            return Err(SessionError::UnknownRequest(request_id));
+        }
+        self.on_status(stream_id, "error", code, description);
+        self.state = State::Refused;
+        self.input.clear();
+        Ok(self.take_actions())
+    }
+
+    /// Appends a player's audio or video message (an FLV tag body) to `out`; nothing unless
+    /// a play was accepted.
+    pub fn play_media(&mut self, kind: MediaKind, timestamp: u32, body: &[u8], out: &mut Vec<u8>) {
+        let State::Playing { stream_id } = self.state else { return };
+        let (csid, type_id) = match kind {
+            MediaKind::Audio => (CSID_AUDIO, message_type::AUDIO),
+            MediaKind::Video => (CSID_VIDEO, message_type::VIDEO),
+        };
+        self.writer.write(csid, timestamp, type_id, stream_id, body, out);
+    }
+
+    /// Appends `onMetaData` (its AMF0 values: the name and the properties) for a player.
+    pub fn play_metadata(&mut self, values: &[u8], out: &mut Vec<u8>) {
+        let State::Playing { stream_id } = self.state else { return };
+        self.writer.write(CSID_DATA, 0, message_type::DATA_AMF0, stream_id, values, out);
+    }
+
+    /// Tells a player the stream ended (`NetStream.Play.UnpublishNotify`, then
+    /// `NetStream.Play.Stop`), appended to `out`.
+    pub fn play_ended(&mut self, out: &mut Vec<u8>) {
+        let State::Playing { stream_id } = self.state else { return };
+        self.on_status(stream_id, "status", "NetStream.Play.UnpublishNotify", "The stream ended.");
+        self.on_status(stream_id, "status", "NetStream.Play.Stop", "Stopped playing.");
+        out.append(&mut self.output);
+        self.state = State::Refused;
+    }
+
+    /// Bytes queued for the client outside actions (answers while playing), appended to
+    /// `out`.
+    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.output);
+    }
+
     /// Bytes of input held: partial messages plus unparsed bytes.
     pub fn buffered(&self) -> usize {
         self.reader.buffered() + self.input.len()
@@ -301,7 +412,9 @@ impl Session {
         } else if self.state == State::Refused {
             // The refusal is sent; whatever follows is not even buffered.
             return Ok(());
-        } else if self.input.is_empty() && !matches!(self.state, State::AwaitingDecision { .. }) {
+        } else if self.input.is_empty()
+            && !matches!(self.state, State::AwaitingDecision { .. } | State::AwaitingPlay { .. })
+        {
             // The usual case: parsed straight from the caller's buffer, only the tail (a
             // partial chunk header, or what follows a publish request) is kept.
             self.received += bytes.len() as u64;
@@ -312,7 +425,7 @@ impl Session {
         } else {
             self.input.extend_from_slice(bytes);
             self.received += bytes.len() as u64;
-            if matches!(self.state, State::AwaitingDecision { .. })
+            if matches!(self.state, State::AwaitingDecision { .. } | State::AwaitingPlay { .. })
                 && self.input.len() > MAX_PENDING_INPUT
             {
                 return Err(SessionError::Misbehaved(
@@ -377,7 +490,10 @@ impl Session {
     fn parse(&mut self, input: &[u8]) -> (usize, Result<(), SessionError>) {
         let mut pos = 0;
         let result = loop {
-            if matches!(self.state, State::AwaitingDecision { .. } | State::Refused) {
+            if matches!(
+                self.state,
+                State::AwaitingDecision { .. } | State::AwaitingPlay { .. } | State::Refused
+            ) {
                 break Ok(());
             }
             match self.reader.read(&input[pos..]) {
@@ -522,6 +638,11 @@ impl Session {
                 self.flush_output();
                 self.actions.push(Action::PublishRequested { request_id, app, key });
             }
+            "closeStream" | "deleteStream" if self.is_playing() => {
+                self.state = State::Refused;
+                self.flush_output();
+                self.actions.push(Action::PlayEnded);
+            }
             "FCUnpublish" | "deleteStream" | "closeStream" => {
                 if let State::Publishing { app, stream_id } = &self.state {
                     let (app, stream_id) = (app.clone(), *stream_id);
@@ -536,15 +657,32 @@ impl Session {
                     self.actions.push(Action::PublishEnded);
                 }
             }
-            "play" | "play2" => {
+            "play" => {
+                let State::Connected { app } = &self.state else {
+                    return Err(SessionError::Misbehaved("play before connect, or twice"));
+                };
+                if stream_id == 0 || stream_id >= self.next_stream_id {
+                    return Err(SessionError::Misbehaved("play on a stream never created"));
+                }
+                let name = args.first().and_then(Value::as_str).unwrap_or_default();
+                let name = cut(name, MAX_PUBLISHING_NAME_LEN);
+                let app = app.clone();
+                let request_id = self.next_request_id;
+                self.next_request_id += 1;
+                self.state = State::AwaitingPlay { request_id, stream_id };
+                self.flush_output();
+                self.actions.push(Action::PlayRequested { request_id, app, name });
+            }
+            "play2" => {
                 self.require_connected()?;
                 self.on_status(
                     stream_id,
                     "error",
                     "NetStream.Play.Failed",
-                    "This server does not play streams over RTMP; use the HLS URL.",
+                    "play2 (bitrate switching) is not served; use play.",
                 );
             }
+
             // getStreamLength, _checkbw, ping replies and other calls: nothing to do.
             _ => {}
         }

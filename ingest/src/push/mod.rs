@@ -79,17 +79,38 @@ impl std::fmt::Debug for PushConfig {
     }
 }
 
-/// A queue and the task emptying it.
-struct Shared {
+/// A queue and the wake-up of the task emptying it (a push target's, or an RTMP player's).
+pub(crate) struct Outbox {
     queue: Mutex<PushQueue>,
-    wake: Notify,
+    /// Notified after each addition, and at the end.
+    pub(crate) wake: Notify,
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PushQueue> {
+impl Outbox {
+    /// An empty outbox of at most `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { queue: Mutex::new(PushQueue::new(limit)), wake: Notify::new() }
+    }
+
+    /// The queue.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, PushQueue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Adds `item` and wakes the task.
+    pub(crate) fn push(&self, item: Item) {
+        self.lock().push(item);
+        self.wake.notify_one();
+    }
+
+    /// Marks the end and wakes the task.
+    pub(crate) fn end(&self) {
+        self.lock().ended = true;
+        self.wake.notify_one();
+    }
 }
+
+type Shared = Outbox;
 
 /// The targets of one publish. Dropping it ends every target's publish.
 pub(crate) struct Push {
@@ -116,10 +137,7 @@ impl Push {
         let targets = targets
             .into_iter()
             .map(|target| {
-                let shared = Arc::new(Shared {
-                    queue: Mutex::new(PushQueue::new(queue_bytes)),
-                    wake: Notify::new(),
-                });
+                let shared = Arc::new(Outbox::new(queue_bytes));
                 let task = Task {
                     label: PushLabel { stream: stream.to_owned(), target: target.label() },
                     stream: stream.to_owned(),
@@ -136,11 +154,6 @@ impl Push {
         Self { targets }
     }
 
-    /// Whether there is any target.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
     /// Passes on an audio or video message.
     pub(crate) fn media(&self, kind: MediaKind, timestamp: u32, payload: &Bytes) {
         if self.targets.is_empty() {
@@ -148,17 +161,14 @@ impl Push {
         }
         let role = queue::role(kind, payload);
         for (shared, _) in &self.targets {
-            let item = Item::Media { kind, timestamp, payload: payload.clone(), role };
-            shared.lock().push(item);
-            shared.wake.notify_one();
+            shared.push(Item::Media { kind, timestamp, payload: payload.clone(), role });
         }
     }
 
     /// Passes on `onMetaData` (its AMF0 values).
     pub(crate) fn metadata(&self, values: &Bytes) {
         for (shared, _) in &self.targets {
-            shared.lock().push(Item::Metadata(values.clone()));
-            shared.wake.notify_one();
+            shared.push(Item::Metadata(values.clone()));
         }
     }
 }
@@ -166,8 +176,7 @@ impl Push {
 impl Drop for Push {
     fn drop(&mut self) {
         for (shared, _) in &self.targets {
-            shared.lock().ended = true;
-            shared.wake.notify_one();
+            shared.end();
         }
         // The tasks finish on their own (bounded by END_DEADLINE once connected).
     }

@@ -87,6 +87,8 @@ pub struct PushQueue {
     waiting: bool,
     /// Overflowed: media is dropped up to a keyframe.
     dropping: bool,
+    /// Started before any keyframe was queued: it starts at the next one.
+    start_pending: bool,
     /// A video track exists (else audio frames are sync points).
     video: bool,
     /// The latest metadata and configurations, sent first at every (re)start.
@@ -110,6 +112,7 @@ impl PushQueue {
             limit,
             waiting: true,
             dropping: false,
+            start_pending: false,
             video: false,
             metadata: None,
             video_config: None,
@@ -149,6 +152,13 @@ impl PushQueue {
                     // Only the latest keyframe onwards is worth sending to a target that
                     // starts.
                     self.clear();
+                    if self.start_pending {
+                        self.start_pending = false;
+                        self.waiting = false;
+                        for config in self.configs() {
+                            self.enqueue(config);
+                        }
+                    }
                     self.enqueue(item);
                 } else if self.dropping && self.bytes > self.limit / 2 {
                     self.drop_item(&item);
@@ -163,7 +173,9 @@ impl PushQueue {
                 }
             }
             Item::Media { kind, .. } => {
-                let before_keyframe = self.video && self.items.is_empty() && self.waiting;
+                let before_keyframe = (self.video && self.items.is_empty() && self.waiting)
+                    || (!self.video && *kind == MediaKind::Video)
+                    || (self.start_pending && *kind == MediaKind::Video);
                 let audio_only = !self.video && *kind == MediaKind::Audio;
                 if self.dropping || before_keyframe || (audio_only && self.bytes > self.limit) {
                     self.drop_item(&item);
@@ -183,8 +195,13 @@ impl PushQueue {
     }
 
     /// The target is publishing: what it gets first (metadata, configurations, then the
-    /// latest keyframe onwards) comes out of [`pop`](Self::pop) from now on.
+    /// latest keyframe onwards) comes out of [`pop`](Self::pop) from now on. Without a
+    /// keyframe queued yet (a video stream), it all starts with the next keyframe.
     pub fn start(&mut self) {
+        if self.video && self.items.is_empty() {
+            self.start_pending = true;
+            return;
+        }
         let mut first: VecDeque<Item> = self.configs().into();
         first.extend(self.items.drain(..));
         self.items = first;
@@ -198,6 +215,23 @@ impl PushQueue {
         self.clear();
         self.waiting = true;
         self.dropping = false;
+        self.start_pending = false;
+    }
+
+    /// What a queue starting now would send first: the configurations, then the latest
+    /// keyframe onwards (a waiting queue's content), without taking it.
+    pub fn snapshot(&self) -> Vec<Item> {
+        let mut all = self.configs();
+        all.extend(self.items.iter().cloned());
+        all
+    }
+
+    /// Changes the limit; a waiting queue over it starts again at the next keyframe.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        if self.waiting && self.bytes > limit {
+            self.clear();
+        }
     }
 
     /// The next message to send.
@@ -341,6 +375,45 @@ mod tests {
         queue.push(video(Role::Keyframe, 100));
         queue.start();
         assert_eq!(roles(&mut queue), ["key"]);
+    }
+
+    #[test]
+    fn a_start_before_any_keyframe_waits_for_the_next_one() {
+        let mut queue = PushQueue::new(1000);
+        queue.push(video(Role::Config, 10));
+        queue.push(video(Role::Keyframe, 100));
+        queue.stop(); // reconnect: nothing queued, a keyframe seen before
+        queue.start();
+        queue.push(video(Role::Frame, 10));
+        queue.push(media(MediaKind::Audio, Role::Frame, 5));
+        assert_eq!(roles(&mut queue), [] as [&str; 0], "nothing before the keyframe");
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(video(Role::Frame, 10));
+        assert_eq!(roles(&mut queue), ["vcfg", "key", "frame"]);
+        // A stream whose video has not started: video before its first keyframe is dropped.
+        let mut fresh = PushQueue::new(1000);
+        fresh.start();
+        fresh.push(video(Role::Frame, 10));
+        fresh.push(video(Role::Keyframe, 100));
+        assert_eq!(roles(&mut fresh), ["key"]);
+    }
+
+    #[test]
+    fn a_snapshot_seeds_a_new_queue_from_the_latest_keyframe() {
+        let mut cache = PushQueue::new(0);
+        cache.push(video(Role::Config, 10));
+        cache.push(video(Role::Keyframe, 100));
+        assert!(cache.snapshot().len() == 1, "a zero limit keeps configurations only");
+        cache.set_limit(1000);
+        cache.push(video(Role::Keyframe, 100));
+        cache.push(video(Role::Frame, 10));
+        let mut player = PushQueue::new(1000);
+        for item in cache.snapshot() {
+            player.push(item);
+        }
+        player.start();
+        assert_eq!(roles(&mut player), ["vcfg", "key", "frame"]);
+        assert_eq!(cache.bytes(), 110, "the snapshot took nothing");
     }
 
     #[test]

@@ -546,3 +546,60 @@ fn connect_properties_are_kept_for_callbacks_and_cut_to_the_limit() {
     assert!(info.page_url.len() <= MAX_CLIENT_FIELD && info.page_url.len() > MAX_CLIENT_FIELD - 2);
     assert!(info.page_url.starts_with("https://example.com/é"));
 }
+
+/// What ffmpeg and ffplay send to play: createStream, then play on the new stream.
+#[test]
+fn a_play_is_requested_then_accepted_and_media_reaches_the_player() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live").set_chunk_size(4096);
+    client.command(0, &[s("createStream"), Value::Number(2.0), Value::Null]);
+    client.command(
+        1,
+        &[s("play"), Value::Number(3.0), Value::Null, s("cam?token=t"), Value::Number(-2000.0)],
+    );
+    let actions = session.handle_bytes(&client.take()).unwrap();
+    let mut wire = sent(&actions);
+    assert_eq!(
+        non_send(actions),
+        [Action::PlayRequested { request_id: 1, app: "live".into(), name: "cam?token=t".into() }]
+    );
+    let actions = session.accept_play(1).unwrap();
+    wire.extend(sent(&actions));
+    assert!(session.is_playing() && !session.is_publishing());
+    // The player's media, on the played stream.
+    session.play_media(MediaKind::Video, 40, &[0x17, 1, 0, 0, 0, 9], &mut wire);
+    session.play_media(MediaKind::Audio, 41, &[0xaf, 1, 7], &mut wire);
+    let replies = replies(&wire);
+    let statuses: Vec<_> = replies.iter().filter_map(|r| status_code(&r.2)).collect();
+    assert_eq!(
+        statuses[1..],
+        [("status", "NetStream.Play.Reset"), ("status", "NetStream.Play.Start")]
+    );
+    let media: Vec<(u8, u32)> =
+        replies.iter().filter(|r| r.0 == 8 || r.0 == 9).map(|r| (r.0, r.1)).collect();
+    assert_eq!(media, [(9, 1), (8, 1)]);
+    // A player sending media is misbehaving; deleteStream ends the play.
+    client.command(0, &[s("deleteStream"), Value::Number(4.0), Value::Null, Value::Number(1.0)]);
+    assert_eq!(non_send(session.handle_bytes(&client.take()).unwrap()), [Action::PlayEnded]);
+}
+
+#[test]
+fn a_refused_play_gets_an_onstatus_error() {
+    let mut session = Session::new(1);
+    let mut client = Client::new();
+    client.connect("live");
+    client.command(0, &[s("createStream"), Value::Number(2.0), Value::Null]);
+    client.command(1, &[s("play"), Value::Number(3.0), Value::Null, s("nope")]);
+    let mut wire = sent(&session.handle_bytes(&client.take()).unwrap());
+    wire.extend(sent(
+        &session.reject_play(1, "NetStream.Play.StreamNotFound", "no such stream").unwrap(),
+    ));
+    let last = replies(&wire).pop().unwrap();
+    assert_eq!(status_code(&last.2), Some(("error", "NetStream.Play.StreamNotFound")));
+    assert!(!session.is_playing());
+    assert_eq!(session.accept_play(1), Err(SessionError::UnknownRequest(1)));
+    let mut out = Vec::new();
+    session.play_media(MediaKind::Video, 0, &[1], &mut out);
+    assert!(out.is_empty());
+}

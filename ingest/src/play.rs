@@ -1,0 +1,206 @@
+//! RTMP play: players (ffplay, ffmpeg, VLC, OBS's media source) pulling a live stream from
+//! `rtmp://host/app/<name>`, as Nginx-RTMP's `live` application serves them.
+//!
+//! Each live publish has a [`Broadcast`]: the publisher's connection hands it every message,
+//! and it hands them on to its players' [`Outbox`]es, bounded queues with the push targets'
+//! drop policy ([`crate::push::queue`]), so a slow player costs the stream and the other
+//! players nothing. A player starts with the stream's metadata and decoder configurations
+//! and the latest keyframe onwards: the broadcast keeps that group of pictures while it has
+//! players (and only its configurations otherwise, so a stream nobody plays over RTMP holds
+//! no media for it). A private stream is played with a viewer token in the name's query
+//! (`rtmp://host/live/<name>?token=<jwt>`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use rtmp::MediaKind;
+
+use crate::push::Outbox;
+use crate::push::queue::{self, Item, MAX_QUEUE_BYTES, Role};
+
+/// Bytes of a live stream's latest group of pictures kept for players joining: at least one
+/// GOP of a high-bitrate stream (10 s at 6 Mbit/s); a longer one is not cached (a player
+/// then starts at the next keyframe).
+pub const MAX_GOP_CACHE_BYTES: usize = MAX_QUEUE_BYTES;
+
+/// One live publish as its players see it.
+pub(crate) struct Broadcast {
+    /// The latest configurations, and while there are players, the latest keyframe
+    /// onwards.
+    gop: Mutex<queue::PushQueue>,
+    players: Mutex<Vec<Arc<Outbox>>>,
+}
+
+impl Broadcast {
+    fn new() -> Self {
+        Self { gop: Mutex::new(queue::PushQueue::new(0)), players: Mutex::default() }
+    }
+
+    fn players(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Outbox>>> {
+        self.players.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gop(&self) -> std::sync::MutexGuard<'_, queue::PushQueue> {
+        self.gop.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Passes on an audio or video message.
+    pub(crate) fn media(&self, kind: MediaKind, timestamp: u32, payload: &Bytes) {
+        let role = queue::role(kind, payload);
+        let mut players = self.players();
+        if players.is_empty() {
+            if role == Role::Config {
+                self.gop().push(Item::Media { kind, timestamp, payload: payload.clone(), role });
+            }
+            return;
+        }
+        self.hand_on(&mut players, Item::Media { kind, timestamp, payload: payload.clone(), role });
+    }
+
+    /// Passes on `onMetaData` (its AMF0 values).
+    pub(crate) fn metadata(&self, values: &Bytes) {
+        let mut players = self.players();
+        if players.is_empty() {
+            self.gop().push(Item::Metadata(values.clone()));
+            return;
+        }
+        self.hand_on(&mut players, Item::Metadata(values.clone()));
+    }
+
+    fn hand_on(&self, players: &mut Vec<Arc<Outbox>>, item: Item) {
+        // A player that left dropped its handle.
+        players.retain(|player| Arc::strong_count(player) > 1);
+        if players.is_empty() {
+            let mut gop = self.gop();
+            gop.set_limit(0);
+            gop.push(item);
+            return;
+        }
+        self.gop().push(item.clone());
+        for player in players.iter() {
+            player.push(item.clone());
+        }
+    }
+
+    /// A new player's outbox of at most `limit` bytes, seeded with the configurations and
+    /// the latest keyframe onwards.
+    pub(crate) fn join(&self, limit: usize) -> Arc<Outbox> {
+        let mut players = self.players();
+        let mut gop = self.gop();
+        gop.set_limit(MAX_GOP_CACHE_BYTES);
+        let outbox = Arc::new(Outbox::new(limit));
+        {
+            let mut queue = outbox.lock();
+            for item in gop.snapshot() {
+                queue.push(item);
+            }
+            queue.start();
+        }
+        players.push(Arc::clone(&outbox));
+        outbox
+    }
+
+    /// The publish ended: every player is told after what it has queued.
+    pub(crate) fn end(&self) {
+        for player in self.players().drain(..) {
+            player.end();
+        }
+    }
+}
+
+/// The broadcasts of the live publishes, by stream name.
+#[derive(Default)]
+pub(crate) struct Broadcasts {
+    streams: Mutex<HashMap<String, Arc<Broadcast>>>,
+}
+
+impl Broadcasts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Broadcast>>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The broadcast of a publish of `stream` starting now (a takeover replaces the old one,
+    /// whose players end with it).
+    pub(crate) fn open(&self, stream: &str) -> Arc<Broadcast> {
+        let broadcast = Arc::new(Broadcast::new());
+        if let Some(old) = self.lock().insert(stream.to_owned(), Arc::clone(&broadcast)) {
+            old.end();
+        }
+        broadcast
+    }
+
+    /// Ends `broadcast` of `stream`, and forgets it unless a newer publish replaced it.
+    pub(crate) fn close(&self, stream: &str, broadcast: &Arc<Broadcast>) {
+        broadcast.end();
+        let mut streams = self.lock();
+        if streams.get(stream).is_some_and(|current| Arc::ptr_eq(current, broadcast)) {
+            streams.remove(stream);
+        }
+    }
+
+    /// The live broadcast of `stream`.
+    pub(crate) fn get(&self, stream: &str) -> Option<Arc<Broadcast>> {
+        self.lock().get(stream).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(role: Role) -> Bytes {
+        Bytes::from_static(match role {
+            Role::Config => &[0x17, 0, 0, 0, 0, 1],
+            Role::Keyframe => &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65],
+            Role::Frame => &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41],
+        })
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<Role> {
+        let mut queue = outbox.lock();
+        std::iter::from_fn(|| queue.pop())
+            .filter_map(|item| match item {
+                Item::Media { role, .. } => Some(role),
+                Item::Metadata(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn players_start_at_the_latest_keyframe_once_anyone_plays() {
+        let broadcast = Broadcast::new();
+        broadcast.media(MediaKind::Video, 0, &video(Role::Config));
+        broadcast.media(MediaKind::Video, 0, &video(Role::Keyframe));
+        broadcast.media(MediaKind::Video, 40, &video(Role::Frame));
+        // Nobody played yet: nothing but the configuration is kept.
+        assert_eq!(broadcast.gop().bytes(), 0);
+        let first = broadcast.join(1 << 20);
+        broadcast.media(MediaKind::Video, 80, &video(Role::Frame));
+        assert_eq!(drain(&first), [Role::Config], "the first player waits for a keyframe");
+        broadcast.media(MediaKind::Video, 2000, &video(Role::Keyframe));
+        broadcast.media(MediaKind::Video, 2040, &video(Role::Frame));
+        assert_eq!(drain(&first), [Role::Keyframe, Role::Frame]);
+        // A second player gets the cached group of pictures at once.
+        let second = broadcast.join(1 << 20);
+        assert_eq!(drain(&second), [Role::Config, Role::Keyframe, Role::Frame]);
+        // Players that leave are forgotten; with none left, the cache holds no media.
+        drop((first, second));
+        broadcast.media(MediaKind::Video, 2080, &video(Role::Frame));
+        assert!(broadcast.players().is_empty());
+        assert_eq!(broadcast.gop().bytes(), 0);
+    }
+
+    #[test]
+    fn the_end_reaches_every_player_and_a_takeover_replaces_the_broadcast() {
+        let broadcasts = Broadcasts::default();
+        let old = broadcasts.open("cam");
+        let player = old.join(1 << 20);
+        let new = broadcasts.open("cam");
+        assert!(player.lock().ended, "a takeover ends the old publish's players");
+        broadcasts.close("cam", &old);
+        assert!(broadcasts.get("cam").is_some_and(|b| Arc::ptr_eq(&b, &new)));
+        broadcasts.close("cam", &new);
+        assert!(broadcasts.get("cam").is_none());
+    }
+}
