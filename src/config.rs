@@ -186,6 +186,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_TLS_KEY", requires = "tls_listener")]
     pub(crate) tls_key: Option<PathBuf>,
 
+    /// RTMP players (ffplay, VLC, OBS's media source) may pull live streams from
+    /// rtmp://host/<app>/<name> (private ones with ?token=<viewer token>).
+    #[arg(long, env = "RTMP_HLS_RTMP_PLAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) rtmp_play: bool,
+
+    /// RTMP players at once, over all streams (--max-viewers-per-stream applies to each
+    /// stream's players too).
+    #[arg(long, env = "RTMP_HLS_MAX_RTMP_PLAYERS", default_value_t = ingest::play::MAX_PLAYERS, help_heading = "Limits")]
+    pub(crate) max_rtmp_players: usize,
+
     /// The built-in web page on the HTTP listeners: `/` lists the streams, `/watch/<name>`
     /// plays one (hls.js from jsDelivr, pinned with Subresource Integrity).
     #[arg(long, env = "RTMP_HLS_WEB_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -337,6 +347,13 @@ pub(crate) struct ServeArgs {
     /// The `iss` claim every token must carry (then required).
     #[arg(long, env = "RTMP_HLS_JWT_ISSUER", help_heading = "Publish tokens")]
     pub(crate) jwt_issuer: Option<String>,
+
+    /// A suffix of streams published as renditions of one another (repeatable, in the order
+    /// players should see them; Nginx-RTMP's hls_variant): with `--variant _720p --variant
+    /// _480p`, /hls/cam/index.m3u8 lists cam_720p and cam_480p with their measured bit rates,
+    /// codecs, resolution and frame rate.
+    #[arg(long = "variant", value_name = "SUFFIX", value_parser = parse_variant_suffix)]
+    pub(crate) variants: Vec<String>,
 
     /// Push every live stream on to this RTMP or RTMPS server as it arrives (repeatable;
     /// Nginx-RTMP's `push`): rtmp[s]://host[:port]/app[/key]; without a key the stream's own
@@ -606,6 +623,17 @@ fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(0.0) => Ok(Duration::ZERO),
         _ => parse_seconds(text),
+    }
+}
+
+fn parse_variant_suffix(text: &str) -> Result<String, String> {
+    let usable = !text.is_empty()
+        && text.len() <= 16
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if usable {
+        Ok(text.to_owned())
+    } else {
+        Err("a variant suffix is 1 to 16 of A-Z a-z 0-9 _ - . (e.g. _720p)".into())
     }
 }
 

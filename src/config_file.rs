@@ -218,9 +218,11 @@ pub(crate) fn example() -> String {
         }
         let defaults: Vec<String> =
             arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
-        if defaults.is_empty() && matches!(arg.get_action(), clap::ArgAction::Append) {
+        if id == "kafka_property" {
             let _ =
                 writeln!(out, "# {id} = {{}}  # e.g. {{ \"security.protocol\" = \"SASL_SSL\" }}");
+        } else if defaults.is_empty() && matches!(arg.get_action(), clap::ArgAction::Append) {
+            let _ = writeln!(out, "# {id} = []");
         } else if defaults.is_empty() {
             let _ = writeln!(out, "# {id} =");
         } else {

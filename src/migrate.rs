@@ -235,7 +235,7 @@ fn quoted(text: &str) -> String {
 
 const PROCESS: &str = "an Nginx process setting; rtmp-hls is one process with its own threads";
 const IMPLIED: &str = "implied: rtmp-hls always does this";
-const NOT_YET: &str = "no equivalent yet (pull, recording and variants are planned)";
+const NOT_YET: &str = "no equivalent yet (pull and recording are planned)";
 
 /// Maps a parsed configuration.
 pub(crate) fn migrate(config: &[Directive]) -> Migration {
@@ -352,7 +352,8 @@ fn rtmp_setting(m: &mut Migration, directive: &Directive) {
         ),
         "pull" | "session_relay" | "record" | "record_path"
         | "record_suffix" | "record_unique" | "record_append" | "record_max_size"
-        | "record_interval" | "recorder" | "hls_variant" => m.note(directive, NOT_YET),
+        | "record_interval" | "recorder" => m.note(directive, NOT_YET),
+        "hls_variant" => variant(m, directive),
         name if name.starts_with("exec") => m.note(
             directive,
             "rtmp-hls starts no programs: run ffmpeg (transcodes, relays) beside it, publishing to it",
@@ -384,6 +385,25 @@ fn push(m: &mut Migration, directive: &Directive) {
     };
     m.set("push", list);
     m.secret_copied = true;
+}
+
+/// `hls_variant SUFFIX [BANDWIDTH=...]`: the suffix joins `variant`; the attributes are
+/// measured from the streams here.
+fn variant(m: &mut Migration, directive: &Directive) {
+    let Some(suffix) = directive.args.first() else {
+        return m.note(directive, "hls_variant without a suffix");
+    };
+    let list = match m.options.iter().find(|(o, _)| *o == "variant") {
+        Some((_, list)) => format!("{}, {}]", list.trim_end_matches(']'), quoted(suffix)),
+        None => format!("[{}]", quoted(suffix)),
+    };
+    m.set("variant", list);
+    if directive.args.len() > 1 {
+        m.note(
+            directive,
+            "BANDWIDTH, RESOLUTION and CODECS are measured from the streams: the suffix became variant",
+        );
+    }
 }
 
 fn set_hook(m: &mut Migration, directive: &Directive, option: &'static str) {
@@ -558,12 +578,10 @@ http {
         assert_eq!(option(&m, "on_publish_done"), Some("\"http://backend:8000/done\""));
         assert_eq!(option(&m, "hook_method"), Some("\"get\""));
         assert_eq!(option(&m, "http_addr"), Some("\"0.0.0.0:8088\""));
-        for (directive, why) in [
-            ("record all", NOT_YET),
-            ("hls_variant", NOT_YET),
-            ("worker_processes", PROCESS),
-            ("events", PROCESS),
-        ] {
+        assert_eq!(option(&m, "variant"), Some("[\"_low\"]"));
+        for (directive, why) in
+            [("record all", NOT_YET), ("worker_processes", PROCESS), ("events", PROCESS)]
+        {
             assert_eq!(note(&m, directive).map(|n| n.why), Some(why), "{directive}");
         }
         for directive in [

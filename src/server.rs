@@ -224,6 +224,11 @@ fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<Ingest
         max_read_pause: Duration::from_millis(args.max_read_pause_ms),
         push,
         viewers: Some(Arc::clone(viewers)),
+        play: ingest::play::PlayLimits {
+            enabled: args.rtmp_play,
+            max_players: args.max_rtmp_players,
+            max_per_stream: args.max_viewers_per_stream,
+        },
     })
 }
 
@@ -285,8 +290,12 @@ impl Routes {
             registry,
         });
         let api = rtmp_hls_http::api::router(Arc::clone(&control));
-        let mut hls =
-            rtmp_hls_http::router(Arc::clone(store), args.max_viewers_per_stream, viewers);
+        let options = rtmp_hls_http::HlsOptions {
+            max_viewers: args.max_viewers_per_stream,
+            access: viewers,
+            variants: args.variants.clone().into(),
+        };
+        let mut hls = rtmp_hls_http::router(Arc::clone(store), options);
         if args.web_page {
             hls = hls.merge(rtmp_hls_http::web::router(control));
         }

@@ -124,6 +124,29 @@ fn hls_js_plays_a_private_stream_with_the_platform_login() {
     assert!(errors.contains("fatal networkError/manifestLoadError"), "{without}");
 }
 
+/// A stream published as two renditions (one ffmpeg: the clip as it is and a 160x120
+/// transcode with the same keyframes): hls.js reads both from the multivariant playlist with
+/// their resolutions and bit rates, and switches from one to the other while playing.
+#[test]
+fn hls_js_switches_between_renditions_of_a_multivariant_playlist() {
+    let server = Server::start("browser-variants", &["--variant", "_hi", "--variant", "_lo"]);
+    let (high, low) = (server.add_key("show_hi"), server.add_key("show_lo"));
+    let _publisher = common::publish_renditions(&server, &high, &low);
+    server.wait_for_segments("show_hi", 2);
+    server.wait_for_segments("show_lo", 2);
+    let url = format!("http://{}/hls/show/index.m3u8", server.http);
+    let report = play_in(&url, 4, "switch");
+    let levels = report["levels"].as_array().unwrap();
+    // hls.js orders the renditions by bit rate.
+    let mut heights: Vec<u64> = levels.iter().map(|l| l["height"].as_u64().unwrap()).collect();
+    heights.sort_unstable();
+    assert_eq!(heights, [120, 240], "{report}");
+    assert!(levels.iter().all(|l| l["bitrate"].as_u64() > Some(10_000)), "{report}");
+    let forced = report["forcedTo"].clone();
+    assert!(report["switched"].as_array().unwrap().contains(&forced), "{report}");
+    assert!(only_stalls(&report), "{report}");
+}
+
 /// Milliseconds since the Unix epoch, as the page's `Date.now()` counts them.
 fn now_ms() -> f64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();

@@ -154,7 +154,7 @@ fn hostile_rtmp_input_is_refused_cleanly_and_never_reaches_the_healthy_stream() 
     client.handshake();
     client.connect_app("live");
     assert!(client.closed_within(CLOSE_WITHIN));
-    server.wait_for_log("no publish request within");
+    server.wait_for_log("no publish or play request within");
     bench.assert_healthy("protocol violations");
 
     let tags = media_tags(Clip::AvSmall);

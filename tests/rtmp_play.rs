@@ -82,7 +82,7 @@ fn ffmpeg_plays_a_live_stream_from_a_keyframe_and_a_stalled_player_costs_nothing
     // A stream that is not live is not found.
     let missing = pull(&format!("{}/nobody", server.rtmp_url()), 1);
     assert!(!missing.status.success());
-    assert!(server.log().contains("play refused: no such live stream"));
+    assert!(server.log().contains("play of \"nobody\" refused: No live stream"));
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn a_private_stream_plays_over_rtmp_only_with_a_viewer_token() {
     let url = format!("{}/members", server.rtmp_url());
     let refused = pull(&url, 1);
     assert!(!refused.status.success(), "played a private stream without a token");
-    assert!(server.log().contains("play refused: private stream"));
+    assert!(server.log().contains("play of \"members\" refused: private stream"));
     let played = pull(&format!("{url}?token={login}"), 2);
     assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
     assert!(frames(&played) >= 25, "{} frames in 2 s at 25 fps", frames(&played));

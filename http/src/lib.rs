@@ -39,6 +39,7 @@ mod pieces;
 pub mod private;
 pub mod sendfile;
 pub mod server;
+mod variants;
 pub mod web;
 pub use server::{HttpLimits, serve_router, serve_router_tls};
 
@@ -62,19 +63,27 @@ const VIEWER_RETRY_AFTER: &str = "10";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// How the HLS routes serve.
+#[derive(Debug, Clone)]
+pub struct HlsOptions {
+    /// Viewers admitted per stream (0: no limit).
+    pub max_viewers: usize,
+    /// Who watches private streams, and their media URLs' signatures.
+    pub access: Arc<ViewerAccess>,
+    /// Suffixes of streams published as renditions of one another (`_720p`), in the order
+    /// multivariant playlists list them (see [`variants`]).
+    pub variants: Arc<[String]>,
+}
+
 /// What the HLS routes need.
 #[derive(Debug, Clone)]
 struct Hls {
     store: Arc<StreamStore>,
-    /// Viewers per stream (0: no limit).
-    max_viewers: usize,
-    /// Who watches private streams, and their media URLs' signatures.
-    access: Arc<ViewerAccess>,
+    options: HlsOptions,
 }
 
-/// The HTTP routes over `store`, admitting at most `max_viewers` viewers per stream (0: no
-/// limit), and to private streams the viewers `access` lets in.
-pub fn router(store: Arc<StreamStore>, max_viewers: usize, access: Arc<ViewerAccess>) -> Router {
+/// The HTTP routes over `store`, served as `options` say.
+pub fn router(store: Arc<StreamStore>, options: HlsOptions) -> Router {
     Router::new()
         .route("/hls/{name}/{file}", get(hls).options(preflight))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -82,17 +91,25 @@ pub fn router(store: Arc<StreamStore>, max_viewers: usize, access: Arc<ViewerAcc
         // tower's layer, not axum's `middleware::map_response`, which boxes a future per
         // request.
         .layer(tower::util::MapResponseLayer::new(allow_any_origin))
-        .with_state(Hls { store, max_viewers, access })
+        .with_state(Hls { store, options })
 }
 
 async fn hls(
-    State(Hls { store, max_viewers, access }): State<Hls>,
+    State(Hls { store, options }): State<Hls>,
     Path((name, file)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {
+    let HlsOptions { max_viewers, access, variants } = options;
     let private = store.is_private(&name);
     let query = request.uri().query().unwrap_or_default();
     if file == PLAYLIST_FILE {
+        if !variants.is_empty()
+            && !store.contains(&name)
+            && let Some(master) =
+                variants::master(&store, &name, &variants, &access, request.headers(), query)
+        {
+            return master;
+        }
         // The request by reference: a `HeaderMap` extractor would copy every header.
         let token = private::viewer_token(request.headers(), query);
         let subject = if private {
@@ -115,7 +132,7 @@ async fn hls(
             }
         }
         let signing = private.then(|| access.signer().query(&name, std::time::SystemTime::now()));
-        return low_latency::playlist(&store, &name, query, signing.as_deref()).await;
+        return low_latency::playlist(&store, &name, query, signing.as_deref(), &variants).await;
     }
     if private
         && let Err(refused) = private::media_allowed(&access, &name, request.headers(), query)
@@ -222,10 +239,14 @@ mod tests {
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
     }
 
-    /// Viewer access with no token key: public streams only.
-    pub(crate) fn open_access() -> Arc<ViewerAccess> {
+    /// Options with no viewer limit, no token key (public streams only), no variants.
+    pub(crate) fn options() -> HlsOptions {
         let signer = auth::viewer::UrlSigner::random(auth::viewer::SIGNED_URL_TTL).unwrap();
-        Arc::new(ViewerAccess::new(None, None, signer))
+        HlsOptions {
+            max_viewers: 0,
+            access: Arc::new(ViewerAccess::new(None, None, signer)),
+            variants: Arc::new([]),
+        }
     }
 
     fn store_with_segment() -> (Arc<StreamStore>, stream_store::Publication) {
@@ -247,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn playlist_and_segment_headers() {
         let (store, _publication) = store_with_segment();
-        let router = router(store, 0, open_access());
+        let router = router(store, options());
         let (status, headers, body) = request(&router, Method::GET, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], PLAYLIST_MIME);
@@ -267,7 +288,7 @@ mod tests {
     async fn head_has_headers_and_no_body() {
         let (store, _publication) = store_with_segment();
         let (status, headers, body) =
-            request(&router(store, 0, open_access()), Method::HEAD, "/hls/cam/5-0.ts").await;
+            request(&router(store, options()), Method::HEAD, "/hls/cam/5-0.ts").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_TYPE], SEGMENT_MIME);
         assert!(body.is_empty());
@@ -276,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_things_are_404() {
         let (store, _publication) = store_with_segment();
-        let router = router(store, 0, open_access());
+        let router = router(store, options());
         for uri in [
             "/hls/nope/index.m3u8",
             "/hls/cam/5-1.ts",
@@ -295,7 +316,7 @@ mod tests {
     async fn preflight_is_answered() {
         let (store, _publication) = store_with_segment();
         let (status, headers, _) =
-            request(&router(store, 0, open_access()), Method::OPTIONS, "/hls/cam/index.m3u8").await;
+            request(&router(store, options()), Method::OPTIONS, "/hls/cam/index.m3u8").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(headers[ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("GET"));
     }

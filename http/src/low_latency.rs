@@ -37,6 +37,7 @@ pub(crate) async fn playlist(
     name: &str,
     query: &str,
     signing: Option<&str>,
+    variants: &[String],
 ) -> Response {
     let directives = match Directives::from_query(query) {
         Ok(directives) => directives,
@@ -65,6 +66,23 @@ pub(crate) async fn playlist(
                     format!("private, {PLAYLIST_CACHE}")
                 } else {
                     PLAYLIST_CACHE.to_owned()
+                };
+                // A live low-latency rendition reports its siblings' live edges.
+                let body = if variants.is_empty()
+                    || !store.is_low_latency()
+                    || body.ends_with(b"#EXT-X-ENDLIST\n")
+                {
+                    body
+                } else {
+                    let reports = crate::variants::reports(store, name, variants);
+                    if reports.is_empty() {
+                        body
+                    } else {
+                        let mut joined = Vec::with_capacity(body.len() + reports.len());
+                        joined.extend_from_slice(&body);
+                        joined.extend_from_slice(reports.as_bytes());
+                        Bytes::from(joined)
+                    }
                 };
                 let body = match signing {
                     Some(query) => crate::private::sign_playlist(&body, query),
@@ -239,10 +257,7 @@ mod tests {
 
     async fn get(store: &Arc<StreamStore>, uri: &str) -> Response {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
-        crate::router(Arc::clone(store), 0, crate::tests::open_access())
-            .oneshot(request)
-            .await
-            .unwrap()
+        crate::router(Arc::clone(store), crate::tests::options()).oneshot(request).await.unwrap()
     }
 
     async fn text(response: Response) -> String {

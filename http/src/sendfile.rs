@@ -336,7 +336,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
-        let router = crate::router(Arc::clone(&store), 0, crate::tests::open_access());
+        let router = crate::router(Arc::clone(&store), crate::tests::options());
         let server =
             crate::serve_router(listener, router, limits, std::future::pending(), Duration::ZERO);
         tokio::spawn(server);

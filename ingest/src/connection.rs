@@ -69,6 +69,14 @@ impl ConnectionError {
     }
 }
 
+/// An accepted play.
+struct Player {
+    outbox: Arc<Outbox>,
+    /// The stream, and the query the player gave (its viewer token, for private streams).
+    stream: String,
+    query: String,
+}
+
 /// A publish's stop channel, and the wait on it.
 type StopWait = (
     watch::Receiver<Option<StopReason>>,
@@ -84,9 +92,8 @@ pub(crate) struct Connection {
     publish: Option<Publish>,
     /// Set once a publish was refused: the connection closes after the reply is sent.
     refused: bool,
-    /// A play accepted: the connection serves this outbox until the player or the stream
-    /// ends.
-    player: Option<Arc<Outbox>>,
+    /// A play accepted: the connection serves it until the player or the stream ends.
+    player: Option<Player>,
     accepted: Instant,
     stop: watch::Receiver<bool>,
     /// Its place among the open connections, and how far it got before authentication.
@@ -255,9 +262,9 @@ impl Connection {
             if self.refused {
                 return Ok(());
             }
-            if let Some(outbox) = self.player.take() {
+            if let Some(player) = self.player.take() {
                 self.ingest.metrics.players.inc();
-                let played = self.play(&outbox, &mut buf, shutdown.as_mut()).await;
+                let played = self.play(&player, &mut buf, shutdown.as_mut()).await;
                 self.ingest.metrics.players.dec();
                 return played;
             }
@@ -369,20 +376,31 @@ impl Connection {
         name: &str,
     ) -> Result<Vec<Action>, ConnectionError> {
         let (stream, query) = name.split_once('?').unwrap_or((name, ""));
+        let limits = self.ingest.config.play;
+        let shown: String = stream.chars().take(64).collect();
+        let refuse = |this: &mut Self, reason: &'static str, code: &str, description: &str| {
+            this.refused = true;
+            this.ingest.metrics.plays_refused.get_or_create(&PlayRefusalLabel { reason }).inc();
+            this.ingest.warn_limited(format_args!("play of {shown:?} refused: {description}"));
+            this.session.reject_play(request_id, code, description)
+        };
+        if !limits.enabled {
+            let description = "RTMP play is turned off here; use the HLS URL.";
+            return Ok(refuse(self, "off", "NetStream.Play.Failed", description)?);
+        }
         let broadcast =
             (app == self.ingest.config.app).then(|| self.ingest.broadcasts.get(stream)).flatten();
         let Some(broadcast) = broadcast else {
-            self.refused = true;
-            let reason = PlayRefusalLabel { reason: "not_found" };
-            self.ingest.metrics.plays_refused.get_or_create(&reason).inc();
-            info!(%app, stream = %stream.chars().take(64).collect::<String>(), "play refused: no such live stream");
             let description = "No live stream by that name.";
-            return Ok(self.session.reject_play(
-                request_id,
-                "NetStream.Play.StreamNotFound",
-                description,
-            )?);
+            return Ok(refuse(self, "not_found", "NetStream.Play.StreamNotFound", description)?);
         };
+        let players = usize::try_from(self.ingest.metrics.players.get()).unwrap_or(0);
+        let stream_full =
+            limits.max_per_stream > 0 && broadcast.player_count() >= limits.max_per_stream;
+        if players >= limits.max_players || stream_full {
+            let description = "Too many players; try again later.";
+            return Ok(refuse(self, "full", "NetStream.Play.Failed", description)?);
+        }
         if self.ingest.store.is_private(stream) {
             let token = query
                 .split('&')
@@ -391,26 +409,26 @@ impl Connection {
             let refused = match &self.ingest.config.viewers {
                 Some(viewers) => viewers.admit(stream, token).err(),
                 None => Some(auth::viewer::ViewerRefused::Forbidden(
-                    "this stream is private and the server verifies no viewer tokens".into(),
+                    "the server verifies no viewer tokens".into(),
                 )),
             };
             if let Some(refused) = refused {
-                self.refused = true;
-                let reason = PlayRefusalLabel { reason: "private" };
-                self.ingest.metrics.plays_refused.get_or_create(&reason).inc();
-                info!(%stream, %refused, "play refused: private stream");
-                let description = format!("{refused} (play {stream}?token=<viewer token>)");
-                return Ok(self.session.reject_play(
-                    request_id,
-                    "NetStream.Play.Failed",
-                    &description,
-                )?);
+                let description =
+                    format!("private stream: {refused} (play <name>?token=<viewer token>)");
+                return Ok(refuse(self, "private", "NetStream.Play.Failed", &description)?);
             }
         }
-        let limit = self.ingest.config.push.queue_bytes.max(1);
-        self.player = Some(broadcast.join(limit));
+        let limit = match self.ingest.config.push.queue_bytes {
+            0 => crate::push::MAX_QUEUE_BYTES,
+            bytes => bytes,
+        };
+        let Some(outbox) = broadcast.join(limit) else {
+            let description = "The stream just ended.";
+            return Ok(refuse(self, "not_found", "NetStream.Play.StreamNotFound", description)?);
+        };
+        self.player = Some(Player { outbox, stream: stream.to_owned(), query: query.to_owned() });
         self.slot.authenticated();
-        info!(%stream, "player started");
+        info!(stream = %shown, "player started");
         Ok(self.session.accept_play(request_id)?)
     }
 
@@ -419,12 +437,15 @@ impl Connection {
     /// stalls past the write timeout, or the server shuts down.
     async fn play(
         &mut self,
-        outbox: &Outbox,
+        player: &Player,
         buf: &mut [u8],
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), ConnectionError> {
+        let outbox = &player.outbox;
         let limit = self.ingest.config.limits.write_timeout;
         let mut out = Vec::new();
+        let mut recheck = tokio::time::interval(crate::play::PLAYER_RECHECK);
+        recheck.tick().await;
         loop {
             let (batch, ended) = {
                 let mut queue = outbox.lock();
@@ -462,6 +483,14 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Err(ConnectionError::Shutdown),
+                _ = recheck.tick() => {
+                    if !self.may_still_play(player) {
+                        info!("player ended: the stream is private and its token does not admit it (any more)");
+                        self.session.play_ended(&mut out);
+                        let _ = timeout(limit, self.socket.write_all(&out)).await;
+                        return Ok(());
+                    }
+                }
                 () = outbox.wake.notified() => {}
                 read = self.socket.read(buf) => {
                     let n = read?;
@@ -469,7 +498,11 @@ impl Connection {
                         info!("player ended: it closed the connection");
                         return Ok(());
                     }
-                    for action in self.session.handle_bytes(&buf[..n])? {
+                    let actions = self.session.handle_bytes(&buf[..n])?;
+                    if let Some(error) = self.session.error() {
+                        return Err(error.clone().into());
+                    }
+                    for action in actions {
                         match action {
                             Action::Send(bytes) => out.extend_from_slice(&bytes),
                             Action::PlayEnded => {
@@ -482,6 +515,20 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether `player` may go on: a stream that is (or became) private needs the token the
+    /// player gave to admit it now (a token that expired no longer does).
+    fn may_still_play(&self, player: &Player) -> bool {
+        if !self.ingest.store.is_private(&player.stream) {
+            return true;
+        }
+        let token = player.query.split('&').find_map(|pair| pair.strip_prefix("token="));
+        self.ingest
+            .config
+            .viewers
+            .as_ref()
+            .is_some_and(|viewers| viewers.admit(&player.stream, token).is_ok())
     }
 
     /// Decides a publish request and answers it: the session's actions for the answer.

@@ -79,6 +79,8 @@ pub struct IngestConfig {
     /// Who may play private streams over RTMP (the HTTP side's viewer access); `None`:
     /// nobody.
     pub viewers: Option<Arc<auth::viewer::ViewerAccess>>,
+    /// RTMP players: whether they are served, and how many.
+    pub play: crate::play::PlayLimits,
 }
 
 impl Default for IngestConfig {
@@ -93,6 +95,7 @@ impl Default for IngestConfig {
             max_read_pause: merged_read::DEFAULT_MAX_READ_PAUSE,
             push: crate::push::PushConfig::default(),
             viewers: None,
+            play: crate::play::PlayLimits::default(),
         }
     }
 }

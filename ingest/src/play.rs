@@ -24,12 +24,37 @@ use crate::push::queue::{self, Item, MAX_QUEUE_BYTES, Role};
 /// then starts at the next keyframe).
 pub const MAX_GOP_CACHE_BYTES: usize = MAX_QUEUE_BYTES;
 
+/// RTMP players the server takes at once, over all streams: each holds a connection, a
+/// task and a queue; publishers keep the other connections.
+pub const MAX_PLAYERS: usize = 1024;
+/// How often a player of a private stream is checked again: a stream made private, or a
+/// token that expired, ends it within this.
+pub const PLAYER_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether RTMP players are served, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayLimits {
+    /// Served at all (`--rtmp-play`).
+    pub enabled: bool,
+    /// Players at once, all streams (`--max-rtmp-players`).
+    pub max_players: usize,
+    /// Players of one stream (0: no limit; the HLS viewer limit).
+    pub max_per_stream: usize,
+}
+
+impl Default for PlayLimits {
+    fn default() -> Self {
+        Self { enabled: true, max_players: MAX_PLAYERS, max_per_stream: 0 }
+    }
+}
+
 /// One live publish as its players see it.
 pub(crate) struct Broadcast {
     /// The latest configurations, and while there are players, the latest keyframe
     /// onwards.
     gop: Mutex<queue::PushQueue>,
-    players: Mutex<Vec<Arc<Outbox>>>,
+    /// The players, and whether the publish ended (then nobody joins).
+    players: Mutex<(Vec<Arc<Outbox>>, bool)>,
 }
 
 impl Broadcast {
@@ -37,7 +62,7 @@ impl Broadcast {
         Self { gop: Mutex::new(queue::PushQueue::new(0)), players: Mutex::default() }
     }
 
-    fn players(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Outbox>>> {
+    fn players(&self) -> std::sync::MutexGuard<'_, (Vec<Arc<Outbox>>, bool)> {
         self.players.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -49,23 +74,25 @@ impl Broadcast {
     pub(crate) fn media(&self, kind: MediaKind, timestamp: u32, payload: &Bytes) {
         let role = queue::role(kind, payload);
         let mut players = self.players();
+        let players = &mut players.0;
         if players.is_empty() {
             if role == Role::Config {
                 self.gop().push(Item::Media { kind, timestamp, payload: payload.clone(), role });
             }
             return;
         }
-        self.hand_on(&mut players, Item::Media { kind, timestamp, payload: payload.clone(), role });
+        self.hand_on(players, Item::Media { kind, timestamp, payload: payload.clone(), role });
     }
 
     /// Passes on `onMetaData` (its AMF0 values).
     pub(crate) fn metadata(&self, values: &Bytes) {
         let mut players = self.players();
+        let players = &mut players.0;
         if players.is_empty() {
             self.gop().push(Item::Metadata(values.clone()));
             return;
         }
-        self.hand_on(&mut players, Item::Metadata(values.clone()));
+        self.hand_on(players, Item::Metadata(values.clone()));
     }
 
     fn hand_on(&self, players: &mut Vec<Arc<Outbox>>, item: Item) {
@@ -83,10 +110,20 @@ impl Broadcast {
         }
     }
 
-    /// A new player's outbox of at most `limit` bytes, seeded with the configurations and
-    /// the latest keyframe onwards.
-    pub(crate) fn join(&self, limit: usize) -> Arc<Outbox> {
+    /// Players now.
+    pub(crate) fn player_count(&self) -> usize {
         let mut players = self.players();
+        players.0.retain(|player| Arc::strong_count(player) > 1);
+        players.0.len()
+    }
+
+    /// A new player's outbox of at most `limit` bytes, seeded with the configurations and
+    /// the latest keyframe onwards; `None` once the publish ended.
+    pub(crate) fn join(&self, limit: usize) -> Option<Arc<Outbox>> {
+        let mut players = self.players();
+        if players.1 {
+            return None;
+        }
         let mut gop = self.gop();
         gop.set_limit(MAX_GOP_CACHE_BYTES);
         let outbox = Arc::new(Outbox::new(limit));
@@ -97,13 +134,15 @@ impl Broadcast {
             }
             queue.start();
         }
-        players.push(Arc::clone(&outbox));
-        outbox
+        players.0.push(Arc::clone(&outbox));
+        Some(outbox)
     }
 
-    /// The publish ended: every player is told after what it has queued.
+    /// The publish ended: every player is told after what it has queued, and nobody joins.
     pub(crate) fn end(&self) {
-        for player in self.players().drain(..) {
+        let mut players = self.players();
+        players.1 = true;
+        for player in players.0.drain(..) {
             player.end();
         }
     }
@@ -175,19 +214,19 @@ mod tests {
         broadcast.media(MediaKind::Video, 40, &video(Role::Frame));
         // Nobody played yet: nothing but the configuration is kept.
         assert_eq!(broadcast.gop().bytes(), 0);
-        let first = broadcast.join(1 << 20);
+        let first = broadcast.join(1 << 20).unwrap();
         broadcast.media(MediaKind::Video, 80, &video(Role::Frame));
         assert_eq!(drain(&first), [Role::Config], "the first player waits for a keyframe");
         broadcast.media(MediaKind::Video, 2000, &video(Role::Keyframe));
         broadcast.media(MediaKind::Video, 2040, &video(Role::Frame));
         assert_eq!(drain(&first), [Role::Keyframe, Role::Frame]);
         // A second player gets the cached group of pictures at once.
-        let second = broadcast.join(1 << 20);
+        let second = broadcast.join(1 << 20).unwrap();
         assert_eq!(drain(&second), [Role::Config, Role::Keyframe, Role::Frame]);
         // Players that leave are forgotten; with none left, the cache holds no media.
         drop((first, second));
         broadcast.media(MediaKind::Video, 2080, &video(Role::Frame));
-        assert!(broadcast.players().is_empty());
+        assert!(broadcast.players().0.is_empty());
         assert_eq!(broadcast.gop().bytes(), 0);
     }
 
@@ -195,9 +234,10 @@ mod tests {
     fn the_end_reaches_every_player_and_a_takeover_replaces_the_broadcast() {
         let broadcasts = Broadcasts::default();
         let old = broadcasts.open("cam");
-        let player = old.join(1 << 20);
+        let player = old.join(1 << 20).unwrap();
         let new = broadcasts.open("cam");
         assert!(player.lock().ended, "a takeover ends the old publish's players");
+        assert!(old.join(1 << 20).is_none(), "a player joined an ended broadcast");
         broadcasts.close("cam", &old);
         assert!(broadcasts.get("cam").is_some_and(|b| Arc::ptr_eq(&b, &new)));
         broadcasts.close("cam", &new);

@@ -81,6 +81,8 @@ pub(crate) struct Publish {
     push: Push,
     /// The stream as RTMP players get it.
     feed: Feed,
+    /// What the store was last told the media is.
+    facts: stream_store::MediaFacts,
 }
 
 /// A publish's broadcast to RTMP players, closed (its players told) however the publish
@@ -162,6 +164,7 @@ impl Publish {
             logged_drops: false,
             push,
             feed,
+            facts: stream_store::MediaFacts::default(),
         }
     }
 
@@ -351,6 +354,17 @@ impl Publish {
         status.segments = self.accounting.segments();
         status.keyframe_interval_ms = stats.keyframe_interval_ms;
         self.ingest.statuses.set(&self.stream, self.id, status.clone(), false);
+        // What the stream is, for multivariant playlists (checked as segments complete).
+        let media = self.media_info();
+        let facts = stream_store::MediaFacts {
+            codecs: media.video_codec.into_iter().chain(media.audio_codec).collect(),
+            resolution: media.width.zip(media.height),
+            frame_rate: media.fps,
+        };
+        if facts != self.facts {
+            self.live.publication().set_media(facts.clone());
+            self.facts = facts;
+        }
     }
 
     /// What is known of the media.
@@ -368,10 +382,11 @@ impl Publish {
     }
 }
 
-/// The server's push targets, then the stream's own (from its key document); a URL that
-/// does not parse is skipped with a log line that does not show it (it holds a key).
+/// The server's push targets (not for a private stream: they are for every stream, often
+/// public platforms), then the stream's own (from its key document); a URL that does not
+/// parse is skipped with a log line that does not show it (it holds a key).
 fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
-    let mut targets = server.to_vec();
+    let mut targets = if grant.private { Vec::new() } else { server.to_vec() };
     if grant.push.len() > MAX_STREAM_TARGETS {
         let skipped = grant.push.len() - MAX_STREAM_TARGETS;
         warn!(stream = %grant.stream, skipped, "more push targets than {MAX_STREAM_TARGETS}: the rest skipped");

@@ -33,6 +33,7 @@ pub mod fmp4;
 pub mod fragmenter;
 pub mod hevc;
 pub mod mpa;
+pub mod multivariant;
 pub mod playlist;
 pub mod remuxer;
 pub mod segmenter;

@@ -279,7 +279,9 @@ impl Publisher {
         let name = values.first().and_then(Value::as_str).unwrap_or_default();
         let transaction = values.get(1).and_then(Value::as_number);
         let refused = match name {
-            "_error" => true,
+            // Servers answer releaseStream and FCPublish (transactions 2 and 3) with errors
+            // that mean nothing (ffmpeg ignores them too).
+            "_error" => !matches!(transaction, Some(2.0 | 3.0)),
             "onStatus" => status_field(values, "level") == Some("error"),
             _ => false,
         };

@@ -97,6 +97,37 @@ pub struct StreamSummary {
     pub private: bool,
 }
 
+/// What a stream's media is, as a multivariant playlist describes a rendition (the
+/// publisher's side knows it; the store keeps it for HTTP).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaFacts {
+    /// RFC 6381 codec strings of its tracks.
+    pub codecs: Vec<String>,
+    /// Width and height in pixels.
+    pub resolution: Option<(u32, u32)>,
+    /// Frames per second.
+    pub frame_rate: Option<f64>,
+}
+
+/// One stream as a rendition of a multivariant playlist: its media, bit rates over the
+/// segments it lists, and where its live edge is (for rendition reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    /// What its media is.
+    pub media: MediaFacts,
+    /// The highest bit rate of a listed segment (BANDWIDTH, RFC 8216 §4.3.4.2).
+    pub peak_bps: u64,
+    /// The bit rate over the listed segments (AVERAGE-BANDWIDTH).
+    pub average_bps: u64,
+    /// Being published now.
+    pub live: bool,
+    /// Only viewers with a credential may watch it.
+    pub private: bool,
+    /// The media sequence number of its last complete segment and, in low latency, the
+    /// index of the last complete part of the segment being written after it.
+    pub last: Option<(u64, Option<usize>)>,
+}
+
 /// Bytes of segments held, by where (see [`StreamStore::segment_bytes`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentBytes {
@@ -189,6 +220,10 @@ struct SlotState<File> {
     ended_seen: Option<Instant>,
     /// When [`StreamStore::reap`] first saw the stream interrupted (not live, not ended).
     interrupted_seen: Option<Instant>,
+    /// What its media is (set by the publisher's side).
+    media: MediaFacts,
+    /// Bits and duration of the listed segments, oldest first, for the bit rates.
+    rates: VecDeque<(u64, Duration)>,
 }
 
 impl<F: SegmentFiles> Slot<F> {
@@ -236,6 +271,15 @@ impl<F: SegmentFiles> Slot<F> {
 }
 
 impl<File> SlotState<File> {
+    /// Notes a segment of `bytes` lasting `duration` for the bit rates, keeping as many as
+    /// the playlist lists.
+    fn note_rate(&mut self, bytes: usize, duration: Duration) {
+        self.rates.push_back((bytes as u64 * 8, duration));
+        while self.rates.len() > self.playlist.window().0.max(1) {
+            self.rates.pop_front();
+        }
+    }
+
     fn render(&mut self) {
         if !self.playlist.is_empty() {
             self.rendered = Some(Bytes::from(self.playlist.render()));
@@ -418,6 +462,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                 anchor: None,
                 ended_seen: None,
                 interrupted_seen: None,
+                media: MediaFacts::default(),
+                rates: VecDeque::new(),
             }),
             writer: Mutex::new(None),
             changes: watch::Sender::new(0),
@@ -430,6 +476,11 @@ impl<F: SegmentFiles> StreamStore<F> {
     /// [`StoreConfig::reconnect_window`]).
     pub fn reconnect_window(&self) -> Duration {
         self.config.reconnect_window
+    }
+
+    /// Whether streams are served as low-latency HLS (parts).
+    pub fn is_low_latency(&self) -> bool {
+        self.config.part_target.is_some()
     }
 
     /// Streams being published now.
@@ -665,6 +716,41 @@ impl<F: SegmentFiles> StreamStore<F> {
         self.slot(name).map(|slot| slot.private.store(private, Ordering::Release)).is_some()
     }
 
+    /// Stream `name` as a rendition of a multivariant playlist, once it has a segment.
+    pub fn rendition(&self, name: &str) -> Option<Rendition> {
+        let slot = self.slot(name)?;
+        let state = slot.read();
+        if state.playlist.is_empty() {
+            return None;
+        }
+        let rate = |bits: u64, duration: Duration| {
+            let seconds = duration.as_secs_f64();
+            if seconds > 0.0 { (bits as f64 / seconds).round() as u64 } else { 0 }
+        };
+        let peak = state.rates.iter().map(|(bits, duration)| rate(*bits, *duration)).max();
+        let (bits, duration) = state
+            .rates
+            .iter()
+            .fold((0, Duration::ZERO), |(bits, time), (b, d)| (bits + b, time + *d));
+        // The live edge: the last part of the segment being written, else the last segment.
+        let open_part = state.open.as_ref().and_then(|open| {
+            open.parts.len().checked_sub(1).map(|part| (open.sequence, Some(part)))
+        });
+        let last = open_part.or_else(|| {
+            let msn = state.playlist.next_sequence().checked_sub(1)?;
+            let parts = state.segments.back().map_or(0, |held| held.parts.len());
+            Some((msn, parts.checked_sub(1)))
+        });
+        Some(Rendition {
+            media: state.media.clone(),
+            peak_bps: peak.unwrap_or(0),
+            average_bps: rate(bits, duration),
+            live: state.live,
+            private: slot.private.load(Ordering::Acquire),
+            last,
+        })
+    }
+
     /// Whether `name` is being published now.
     pub fn is_live(&self, name: &str) -> bool {
         self.slot(name).is_some_and(|slot| slot.read().live)
@@ -741,6 +827,11 @@ impl<F: SegmentFiles> Publication<F> {
         self.resumed
     }
 
+    /// Records what the stream's media is, for multivariant playlists.
+    pub fn set_media(&self, media: MediaFacts) {
+        self.slot.write().media = media;
+    }
+
     /// Marks the publish interrupted rather than ended (the connection failed, the client
     /// closed it without unpublishing, it was taken over): when dropped, the playlist stays
     /// open, without EXT-X-ENDLIST, for the reconnect window.
@@ -757,6 +848,7 @@ impl<F: SegmentFiles> Publication<F> {
         let started = now.checked_sub(segment.duration).unwrap_or(now);
         let program_date_time = state.program_date_time(segment.start, started, discontinuity);
         let sequence = state.playlist.next_sequence();
+        state.note_rate(segment.data.len(), segment.duration);
         state.playlist.push(PlaylistEntry {
             uri: format!("{}-{sequence}.ts", self.slot.generation),
             duration: segment.duration,
@@ -829,6 +921,7 @@ impl<F: SegmentFiles> Publication<F> {
                 };
                 let init = open.init;
                 let (body, parts) = open.close();
+                state.note_rate(body.len(), duration);
                 state.playlist.push(entry);
                 let held = Held {
                     sequence,

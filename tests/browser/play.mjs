@@ -11,6 +11,10 @@
 // [wall-clock ms, currentTime].
 // The page is about:blank (an opaque origin), so every request is cross-origin: the server's
 // CORS headers are exercised for real.
+// With `switch`, URL is a multivariant playlist: halfway through, the player is made to
+// switch to another rendition, and the report adds the renditions hls.js read (`levels`), the
+// one forced (`forcedTo`) and every switch it made (`switched`); done once it played SECONDS
+// and switched.
 // With `--cookie TOKEN` (last), the browser holds the platform's login cookie
 // (`access_token_cookie`) for the server's origin and the page is served from that origin, as
 // the platform's own site would embed the player: hls.js's requests carry the cookie.
@@ -21,6 +25,7 @@ import path from "node:path";
 const [url, seconds] = [process.argv[2], Number(process.argv[3] ?? 4)];
 const lowLatency = process.argv[4] === "low-latency";
 const watch = process.argv[4] === "watch";
+const switching = process.argv[4] === "switch";
 const cookieAt = process.argv.indexOf("--cookie");
 const cookie = cookieAt > 0 ? process.argv[cookieAt + 1] : null;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,7 +41,7 @@ try {
   }
   await page.setContent('<video id="v" muted autoplay playsinline></video>');
   await page.addScriptTag({ path: path.join(here, "node_modules/hls.js/dist/hls.min.js") });
-  result = await page.evaluate(async ([url, seconds, lowLatency, watch]) => {
+  result = await page.evaluate(async ([url, seconds, lowLatency, watch, switching]) => {
     const video = document.getElementById("v");
     const errors = [];
     const tracks = {};
@@ -63,6 +68,9 @@ try {
       if (started && !video.paused && hls.playingDate) behind.push(Date.now() - hls.playingDate.getTime());
     }, 100);
     hls.on(Hls.Events.ERROR, (_, d) => errors.push(`${d.fatal ? "fatal " : ""}${d.type}/${d.details}`));
+    const switched = [];
+    let forcedTo = null;
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => switched.push(d.level));
     hls.on(Hls.Events.BUFFER_CODECS, (_, d) => {
       for (const [k, v] of Object.entries(d)) tracks[k] = v.codec || v.container || v.mimeType || true;
     });
@@ -71,8 +79,15 @@ try {
     video.play().catch((e) => errors.push(`play: ${e.message}`));
     const deadline = Date.now() + (seconds + (watch ? 0 : 20)) * 1000;
     const played = () => (from === null ? 0 : video.currentTime - from);
-    const done = () => (watch ? endedAt !== null : played() >= seconds);
+    const done = () =>
+      watch ? endedAt !== null
+        : switching ? played() >= seconds && forcedTo !== null && switched.includes(forcedTo)
+        : played() >= seconds;
     while (Date.now() < deadline && !done() && !errors.some((e) => e.startsWith("fatal"))) {
+      if (switching && forcedTo === null && played() >= seconds / 2 && hls.levels.length > 1) {
+        forcedTo = hls.currentLevel === 0 ? 1 : 0;
+        hls.currentLevel = forcedTo;
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     clearInterval(sampler);
@@ -84,8 +99,10 @@ try {
     // The HTTP versions the media came over (the server allows Resource Timing).
     const protocols = [...new Set(performance.getEntriesByType("resource").map((e) => e.nextHopProtocol))];
     const watched = watch ? { endedAt, playhead } : {};
-    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency, protocols, ...watched };
-  }, [url, seconds, lowLatency, watch]);
+    const levels = hls.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, codecs: l.codecSet }));
+    const switches = switching ? { levels, forcedTo, switched } : {};
+    return { ok, currentTime: video.currentTime, played: played(), errors, tracks, videoWidth: video.videoWidth, latency, protocols, ...watched, ...switches };
+  }, [url, seconds, lowLatency, watch, switching]);
 } finally {
   await browser.close();
 }

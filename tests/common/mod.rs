@@ -257,6 +257,25 @@ pub fn tag<'a>(playlist: &'a str, tag: &str) -> Option<&'a str> {
     playlist.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
 }
 
+/// One ffmpeg publishing `clip` as it is to `high` and as a 160x120 transcode with the same
+/// keyframes (every 25 frames, as the clip has them) to `low`.
+pub fn publish_renditions(server: &Server, high: &str, low: &str) -> Publisher {
+    let clip = testkit::clip(testkit::Clip::AvSmall);
+    let mut command = Command::new("ffmpeg");
+    command
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1"])
+        .arg("-i")
+        .arg(&clip)
+        .args(["-map", "0:v", "-map", "0:a", "-c", "copy", "-f", "flv"])
+        .arg(format!("{}/{high}", server.rtmp_url()))
+        .args(["-map", "0:v", "-map", "0:a", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-s", "160x120", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+        .args(["-b:v", "60k", "-maxrate", "80k", "-bufsize", "80k"])
+        .args(["-c:a", "copy", "-f", "flv"])
+        .arg(format!("{}/{low}", server.rtmp_url()));
+    Publisher::from_command(command)
+}
+
 /// An ffmpeg publishing `clip` to `url`, in real time (`-re`), without re-encoding.
 pub struct Publisher {
     child: Child,

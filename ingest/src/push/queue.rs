@@ -50,6 +50,14 @@ pub enum Item {
 }
 
 impl Item {
+    /// Its RTMP timestamp (metadata: 0).
+    pub fn timestamp(&self) -> u32 {
+        match self {
+            Self::Metadata(_) => 0,
+            Self::Media { timestamp, .. } => *timestamp,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::Metadata(bytes) => bytes.len(),
@@ -58,21 +66,48 @@ impl Item {
     }
 }
 
-/// The classification of an FLV tag body for [`Item::Media`].
+/// Audio a waiting queue keeps for a stream without video (each audio frame is a sync
+/// point): a target or player starts about this far behind live, not minutes.
+pub const AUDIO_ONLY_BACKLOG_MS: u32 = 1000;
+/// FLV codec ids whose second byte is a packet type with 0 for the sequence header: AVC
+/// (7), and the HEVC (12) and AV1 (13) ids of pre-Enhanced-RTMP encoders.
+const CODECS_WITH_PACKET_TYPE: [u8; 3] = [7, 12, 13];
+/// SoundFormat 10 (AAC): its second byte is 0 for the AudioSpecificConfig.
+const SOUND_FORMAT_AAC: u8 = 10;
+/// SoundFormat 9: an Enhanced RTMP audio header (ExAudioTagHeader), packet type in the low
+/// nibble, 0 for SequenceStart.
+const SOUND_FORMAT_EX_HEADER: u8 = 9;
+
+/// The classification of an FLV tag body for [`Item::Media`], from its header bits alone
+/// (the legacy header and Enhanced RTMP's), for codecs the packager reads and those it
+/// does not.
 pub fn role(kind: MediaKind, payload: &[u8]) -> Role {
+    let Some(&first) = payload.first() else { return Role::Frame };
     match kind {
-        MediaKind::Video => match packager::flv::parse_video(payload) {
-            Ok(packager::flv::VideoTag::SequenceHeader { .. }) => Role::Config,
-            Ok(packager::flv::VideoTag::Frame { keyframe: true, .. }) => Role::Keyframe,
-            Ok(_) => Role::Frame,
-            // A codec the packager does not read (Sorenson, VP6): FrameType 1 is a keyframe.
-            Err(_) if payload.first().is_some_and(|b| (b >> 4) & 0x07 == 1) => Role::Keyframe,
-            Err(_) => Role::Frame,
-        },
-        MediaKind::Audio => match packager::flv::parse_audio(payload) {
-            Ok(packager::flv::AudioTag::AacSequenceHeader(_)) => Role::Config,
-            _ => Role::Frame,
-        },
+        MediaKind::Video => {
+            let frame_type = (first >> 4) & 0x07;
+            let config = if first & 0x80 != 0 {
+                // ExVideoTagHeader: PacketType 0 is SequenceStart.
+                first & 0x0f == 0
+            } else {
+                CODECS_WITH_PACKET_TYPE.contains(&(first & 0x0f)) && payload.get(1) == Some(&0)
+            };
+            if config {
+                Role::Config
+            } else if frame_type == 1 {
+                Role::Keyframe
+            } else {
+                Role::Frame
+            }
+        }
+        MediaKind::Audio => {
+            let config = match first >> 4 {
+                SOUND_FORMAT_AAC => payload.get(1) == Some(&0),
+                SOUND_FORMAT_EX_HEADER => first & 0x0f == 0,
+                _ => false,
+            };
+            if config { Role::Config } else { Role::Frame }
+        }
     }
 }
 
@@ -137,10 +172,18 @@ impl PushQueue {
                     self.enqueue(item);
                 }
             }
-            Item::Media { role: Role::Config, kind, .. } => {
-                match kind {
-                    MediaKind::Video => self.video_config = Some(item.clone()),
-                    MediaKind::Audio => self.audio_config = Some(item.clone()),
+            Item::Media { role: Role::Config, kind, payload, .. } => {
+                let kept = match kind {
+                    MediaKind::Video => &mut self.video_config,
+                    MediaKind::Audio => &mut self.audio_config,
+                };
+                let changed =
+                    !matches!(kept, Some(Item::Media { payload: old, .. }) if old == payload);
+                *kept = Some(item.clone());
+                if self.waiting && changed {
+                    // What is queued was coded with the old configuration: a start there
+                    // would pair it with the new one.
+                    self.clear();
                 }
                 if !self.waiting && !self.dropping {
                     self.enqueue(item);
@@ -155,7 +198,7 @@ impl PushQueue {
                     if self.start_pending {
                         self.start_pending = false;
                         self.waiting = false;
-                        for config in self.configs() {
+                        for config in self.configs_at(item.timestamp()) {
                             self.enqueue(config);
                         }
                     }
@@ -165,7 +208,7 @@ impl PushQueue {
                 } else {
                     if self.dropping {
                         self.dropping = false;
-                        for config in self.configs() {
+                        for config in self.configs_at(item.timestamp()) {
                             self.enqueue(config);
                         }
                     }
@@ -180,7 +223,16 @@ impl PushQueue {
                 if self.dropping || before_keyframe || (audio_only && self.bytes > self.limit) {
                     self.drop_item(&item);
                 } else {
+                    let timestamp = item.timestamp();
                     self.enqueue(item);
+                    if audio_only && self.waiting {
+                        // Only the last second of audio is worth a start.
+                        while self.items.front().is_some_and(|first| {
+                            timestamp.wrapping_sub(first.timestamp()) > AUDIO_ONLY_BACKLOG_MS
+                        }) {
+                            self.pop();
+                        }
+                    }
                 }
             }
         }
@@ -202,7 +254,8 @@ impl PushQueue {
             self.start_pending = true;
             return;
         }
-        let mut first: VecDeque<Item> = self.configs().into();
+        let at = self.items.front().map_or(0, Item::timestamp);
+        let mut first: VecDeque<Item> = self.configs_at(at).into();
         first.extend(self.items.drain(..));
         self.items = first;
         self.bytes = self.items.iter().map(Item::len).sum();
@@ -221,7 +274,8 @@ impl PushQueue {
     /// What a queue starting now would send first: the configurations, then the latest
     /// keyframe onwards (a waiting queue's content), without taking it.
     pub fn snapshot(&self) -> Vec<Item> {
-        let mut all = self.configs();
+        let at = self.items.front().map_or(0, Item::timestamp);
+        let mut all = self.configs_at(at);
         all.extend(self.items.iter().cloned());
         all
     }
@@ -241,13 +295,18 @@ impl PushQueue {
         Some(item)
     }
 
-    fn configs(&self) -> Vec<Item> {
+    /// The metadata and configurations, sent again before the media at `timestamp` (with
+    /// that timestamp: a receiver never sees time go back).
+    fn configs_at(&self, timestamp: u32) -> Vec<Item> {
         let metadata = self.metadata.clone().map(Item::Metadata);
-        metadata
-            .into_iter()
-            .chain(self.audio_config.clone())
-            .chain(self.video_config.clone())
-            .collect()
+        let configs =
+            self.audio_config.iter().chain(&self.video_config).map(|config| match config {
+                Item::Media { kind, payload, role, .. } => {
+                    Item::Media { kind: *kind, timestamp, payload: payload.clone(), role: *role }
+                }
+                other => other.clone(),
+            });
+        metadata.into_iter().chain(configs).collect()
     }
 
     fn enqueue(&mut self, item: Item) {
@@ -417,6 +476,36 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_audio_only_queue_keeps_the_last_second() {
+        let mut queue = PushQueue::new(1 << 20);
+        for n in 0..200u32 {
+            let item = Item::Media {
+                kind: MediaKind::Audio,
+                timestamp: n * 21,
+                payload: Bytes::from(vec![0; 10]),
+                role: Role::Frame,
+            };
+            queue.push(item);
+        }
+        queue.start();
+        let first = queue.pop().unwrap().timestamp();
+        assert!(199 * 21 - first <= AUDIO_ONLY_BACKLOG_MS, "starts {first} ms in");
+    }
+
+    #[test]
+    fn a_new_configuration_while_waiting_drops_what_the_old_one_coded() {
+        let mut queue = PushQueue::new(1000);
+        queue.push(video(Role::Config, 10));
+        queue.push(video(Role::Keyframe, 100));
+        queue.push(video(Role::Config, 11));
+        queue.push(video(Role::Frame, 10));
+        queue.start();
+        // Nothing queued is decodable with the new configuration: start at the next keyframe.
+        queue.push(video(Role::Keyframe, 100));
+        assert_eq!(roles(&mut queue), ["vcfg", "key"]);
+    }
+
+    #[test]
     fn tags_are_classified_as_a_decoder_needs() {
         assert_eq!(role(MediaKind::Video, &[0x17, 0, 0, 0, 0, 1]), Role::Config);
         assert_eq!(role(MediaKind::Video, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), Role::Keyframe);
@@ -424,5 +513,10 @@ mod tests {
         assert_eq!(role(MediaKind::Video, &[0x12, 0, 0]), Role::Keyframe); // Sorenson
         assert_eq!(role(MediaKind::Audio, &[0xaf, 0, 0x12, 0x10]), Role::Config);
         assert_eq!(role(MediaKind::Audio, &[0xaf, 1, 0x21]), Role::Frame);
+        // Enhanced RTMP: SequenceStart of hvc1, a CodedFrames keyframe, an audio config.
+        assert_eq!(role(MediaKind::Video, &[0x90, b'h', b'v', b'c', b'1', 1]), Role::Config);
+        assert_eq!(role(MediaKind::Video, &[0x91, b'h', b'v', b'c', b'1', 0]), Role::Keyframe);
+        assert_eq!(role(MediaKind::Audio, &[0x90, b'O', b'p', b'u', b's']), Role::Config);
+        assert_eq!(role(MediaKind::Video, &[]), Role::Frame);
     }
 }

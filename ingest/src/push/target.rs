@@ -106,11 +106,14 @@ impl PushTarget {
         format!("{scheme}://{host}:{}/{}", self.port, self.app)
     }
 
-    /// How the target is shown: its `tcUrl`, and the name as a short hash.
+    /// How the target is shown: its `tcUrl` without any query (a service may put a secret
+    /// there), and the name as a short hash.
     pub fn label(&self) -> String {
+        let tc_url = self.tc_url();
+        let shown = tc_url.split('?').next().unwrap_or_default();
         match &self.name {
-            Some(name) => format!("{}/{}", self.tc_url(), redact(name)),
-            None => self.tc_url(),
+            Some(name) => format!("{shown}/{}", redact(name)),
+            None => shown.to_owned(),
         }
     }
 }
@@ -145,6 +148,8 @@ mod tests {
         let label = target.label();
         assert!(label.starts_with("rtmp://a.rtmp.youtube.com:1935/live2/sha256:"), "{label}");
         assert!(!label.contains("secret") && !format!("{target:?}").contains("secret"));
+        let with_query = PushTarget::parse("rtmp://h/app?auth=hidden/key").unwrap();
+        assert!(!with_query.label().contains("hidden"), "{}", with_query.label());
     }
 
     #[test]
