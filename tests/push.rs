@@ -121,9 +121,10 @@ fn a_stream_is_pushed_on_and_dead_or_stalled_targets_cost_nothing() {
     let label = format!("rtmp://{}/live/sha256:", mirror.rtmp);
     assert_eq!(push_metric(&source, "rtmp_hls_push_connected", "cam", &label), Some(1.0));
     assert!(push_metric(&source, "rtmp_hls_push_bytes_total", "cam", &label).unwrap() > 10_000.0);
-    drop(publisher);
+    assert!(publisher.stop(), "ffmpeg did not stop cleanly");
 
-    // The publisher stops: every target's push ends with a summary; no key in any of it.
+    // The publisher stops (unpublishing): every target's push ends with a summary; no key in
+    // any of it.
     let stops = testkit::wait_until(STARTUP, "push_stopped for the 4 targets", || {
         let stops = events(&source, "push_stopped", "cam");
         (stops.len() == 4).then_some(stops)
@@ -258,4 +259,66 @@ fn a_streams_own_targets_get_it_over_rtmp_to_nginx_and_rtmps() {
     let (said, frames) = tools::decode_at(recording.to_str().unwrap(), "error");
     assert!(frames > 50, "{frames} frames decoded: {said}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The encoder is killed (kill -9, as when OBS loses its network) and starts again within
+/// the reconnect window: the push to the target goes on as one publish (the target sees no
+/// stop and no new start), the target's stream keeps growing, and an RTMP player pulling
+/// the stream keeps playing across the break.
+#[test]
+fn a_push_survives_the_encoder_reconnecting_within_the_window() {
+    let mirror = Server::start("push-continuity-mirror", &[]);
+    let mirror_key = mirror.add_key("kept");
+    let source = Server::start(
+        "push-continuity",
+        &["--push", &format!("rtmp://{}/live/{mirror_key}", mirror.rtmp)],
+    );
+    let key = source.add_key("cam");
+    let url = format!("{}/{key}", source.rtmp_url());
+    let first = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    mirror.wait_for_segments("kept", 2);
+    let pull = format!("{}/cam", source.rtmp_url());
+    let player = std::thread::spawn(move || {
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1"])
+            .args(["-rw_timeout", "15000000", "-i", &pull, "-t", "12"])
+            .args(["-enc_time_base", "-1", "-f", "null", "-"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    testkit::wait_until(STARTUP, "the player to start", || {
+        source.log().contains("player started").then_some(())
+    });
+    drop(first); // SIGKILL: no unpublish
+    source.wait_for_event("publish_stopped", "cam");
+    let _second = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    testkit::wait_until(STARTUP, "the source's publish to resume", || {
+        events(&source, "publish_started", "cam").into_iter().find(|e| e["resumed"] == true)
+    });
+    let before = {
+        let playlist = mirror.playlist("kept").unwrap();
+        let first: u64 = common::tag(&playlist, "MEDIA-SEQUENCE").unwrap().parse().unwrap();
+        first + segments(&playlist).len() as u64
+    };
+    testkit::wait_until(STARTUP, "the mirror to get segments after the restart", || {
+        let playlist = mirror.playlist("kept")?;
+        let first: u64 = common::tag(&playlist, "MEDIA-SEQUENCE")?.parse().ok()?;
+        (first + segments(&playlist).len() as u64 >= before + 2).then_some(())
+    });
+    assert_eq!(events(&source, "push_started", "cam").len(), 1, "the push started again");
+    assert!(events(&source, "push_stopped", "cam").is_empty(), "the push stopped");
+    assert_eq!(events(&mirror, "publish_started", "kept").len(), 1, "{}", mirror.log());
+    assert!(events(&mirror, "publish_stopped", "kept").is_empty(), "the target saw a stop");
+    // 12 s of media, most of it after the restart.
+    let played = player.join().unwrap();
+    let progress = String::from_utf8_lossy(&played.stdout);
+    let frames: u64 = progress
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0);
+    assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
+    assert!(frames >= 250, "{frames} frames: the player did not go on after the restart");
 }

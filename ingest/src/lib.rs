@@ -12,6 +12,7 @@
 pub mod accounting;
 pub mod admission;
 mod connection;
+mod continuity;
 mod decision;
 pub mod events;
 pub mod hooks;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod play;
 pub mod publish;
 pub mod push;
+mod rebase;
 mod registry;
 mod socket;
 pub mod status;

@@ -127,6 +127,8 @@ pub struct Ingest {
     pub(crate) segment_buffers: Arc<BufferPool>,
     /// The live publishes as RTMP players see them.
     pub(crate) broadcasts: crate::play::Broadcasts,
+    /// Pushes and broadcasts of interrupted publishes, waiting for their publisher.
+    pub(crate) parked: crate::continuity::ParkedRelays,
 }
 
 impl Ingest {
@@ -154,6 +156,7 @@ impl Ingest {
             callbacks: Mutex::new(JoinSet::new()),
             segment_buffers: Arc::default(),
             broadcasts: crate::play::Broadcasts::default(),
+            parked: crate::continuity::ParkedRelays::default(),
         }
     }
 

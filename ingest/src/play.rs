@@ -55,11 +55,22 @@ pub(crate) struct Broadcast {
     gop: Mutex<queue::PushQueue>,
     /// The players, and whether the publish ended (then nobody joins).
     players: Mutex<(Vec<Arc<Outbox>>, bool)>,
+    /// Players' clock across a publisher's reconnect.
+    rebase: Mutex<crate::rebase::Rebase>,
 }
 
 impl Broadcast {
     fn new() -> Self {
-        Self { gop: Mutex::new(queue::PushQueue::new(0)), players: Mutex::default() }
+        Self {
+            gop: Mutex::new(queue::PushQueue::new(0)),
+            players: Mutex::default(),
+            rebase: Mutex::default(),
+        }
+    }
+
+    /// The next messages come from a new publisher continuing the stream.
+    pub(crate) fn continue_after_break(&self) {
+        self.rebase.lock().unwrap_or_else(PoisonError::into_inner).continue_after_break();
     }
 
     fn players(&self) -> std::sync::MutexGuard<'_, (Vec<Arc<Outbox>>, bool)> {
@@ -72,6 +83,7 @@ impl Broadcast {
 
     /// Passes on an audio or video message.
     pub(crate) fn media(&self, kind: MediaKind, timestamp: u32, payload: &Bytes) {
+        let timestamp = self.rebase.lock().unwrap_or_else(PoisonError::into_inner).apply(timestamp);
         let role = queue::role(kind, payload);
         let mut players = self.players();
         let players = &mut players.0;
@@ -159,11 +171,14 @@ impl Broadcasts {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The broadcast of a publish of `stream` starting now (a takeover replaces the old one,
-    /// whose players end with it).
-    pub(crate) fn open(&self, stream: &str) -> Arc<Broadcast> {
-        let broadcast = Arc::new(Broadcast::new());
-        if let Some(old) = self.lock().insert(stream.to_owned(), Arc::clone(&broadcast)) {
+    /// The broadcast of a publish of `stream` starting now: a new one, or `continued` (an
+    /// interrupted publish's, whose players waited) . Any other is replaced, its players
+    /// ended.
+    pub(crate) fn open(&self, stream: &str, continued: Option<Arc<Broadcast>>) -> Arc<Broadcast> {
+        let broadcast = continued.unwrap_or_else(|| Arc::new(Broadcast::new()));
+        if let Some(old) = self.lock().insert(stream.to_owned(), Arc::clone(&broadcast))
+            && !Arc::ptr_eq(&old, &broadcast)
+        {
             old.end();
         }
         broadcast
@@ -233,9 +248,9 @@ mod tests {
     #[test]
     fn the_end_reaches_every_player_and_a_takeover_replaces_the_broadcast() {
         let broadcasts = Broadcasts::default();
-        let old = broadcasts.open("cam");
+        let old = broadcasts.open("cam", None);
         let player = old.join(1 << 20).unwrap();
-        let new = broadcasts.open("cam");
+        let new = broadcasts.open("cam", None);
         assert!(player.lock().ended, "a takeover ends the old publish's players");
         assert!(old.join(1 << 20).is_none(), "a player joined an ended broadcast");
         broadcasts.close("cam", &old);

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::accounting::Accounting;
+use crate::continuity::Parked;
 use crate::decision::Request;
 use crate::events::{MediaInfo, PublishGuard, StopReason};
 use crate::listener::Ingest;
@@ -86,17 +87,25 @@ pub(crate) struct Publish {
 }
 
 /// A publish's broadcast to RTMP players, closed (its players told) however the publish
-/// ends.
+/// ends, unless it was parked for the publish that continues the stream.
 struct Feed {
     ingest: Arc<Ingest>,
     stream: String,
     broadcast: Arc<Broadcast>,
+    parked: bool,
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.ingest.broadcasts.close(&self.stream, &self.broadcast);
+        if !self.parked {
+            self.ingest.broadcasts.close(&self.stream, &self.broadcast);
+        }
     }
+}
+
+/// Where a publish's push tasks report.
+fn reporting(ingest: &Arc<Ingest>) -> Reporting {
+    Reporting { events: Arc::clone(&ingest.events), metrics: ingest.metrics.clone() }
 }
 
 impl Publish {
@@ -127,16 +136,37 @@ impl Publish {
             );
             tokio::spawn(watch)
         });
-        let push = Push::start(
-            &grant.stream,
-            push_targets(&ingest.config.push.targets, &grant),
-            &ingest.config.push,
-            &Reporting { events: Arc::clone(&ingest.events), metrics: ingest.metrics.clone() },
-        );
+        // A publish continuing an interrupted one takes over its pushes (if they go to the
+        // same targets) and its players.
+        let targets = push_targets(&ingest.config.push.targets, &grant);
+        let parked = ingest.parked.take(&grant.stream);
+        let (push, continued) = match parked {
+            Some(parked) if live.publication().resumed() => {
+                let Parked { push, broadcast } = parked;
+                broadcast.continue_after_break();
+                let push = if push.same_targets(&targets) {
+                    push.continue_after_break();
+                    push
+                } else {
+                    drop(push);
+                    Push::start(&grant.stream, targets, &ingest.config.push, &reporting(ingest))
+                };
+                (push, Some(broadcast))
+            }
+            parked => {
+                if let Some(parked) = parked {
+                    crate::continuity::end(ingest, &grant.stream, parked);
+                }
+                let push =
+                    Push::start(&grant.stream, targets, &ingest.config.push, &reporting(ingest));
+                (push, None)
+            }
+        };
         let feed = Feed {
             ingest: Arc::clone(ingest),
             stream: grant.stream.clone(),
-            broadcast: ingest.broadcasts.open(&grant.stream),
+            broadcast: ingest.broadcasts.open(&grant.stream, continued),
+            parked: false,
         };
         let accounting = Accounting::new(
             ingest.metrics.stream_counters(&grant.stream),
@@ -297,6 +327,13 @@ impl Publish {
         let interrupted = !ends_stream(reason, unpublished) && !window.is_zero();
         if interrupted {
             self.live.publication().interrupted();
+            // Pushes and players wait for the publisher too.
+            self.feed.parked = true;
+            let parked = Parked {
+                push: std::mem::take(&mut self.push),
+                broadcast: Arc::clone(&self.feed.broadcast),
+            };
+            crate::continuity::park(&self.ingest, &self.stream, parked, window);
         }
         if let Some(guard) = &mut self.guard {
             guard.frames = self.remuxer.stats().frames;

@@ -32,6 +32,7 @@ pub use target::{InvalidTarget, PushTarget};
 
 use crate::events::{Event, EventSink};
 use crate::metrics::{IngestMetrics, PushLabel};
+use crate::rebase::Rebase;
 
 /// Push targets a stream's key may name, besides the server's: each costs a connection and
 /// a queue for every publish of the stream.
@@ -112,9 +113,14 @@ impl Outbox {
 
 type Shared = Outbox;
 
-/// The targets of one publish. Dropping it ends every target's publish.
+/// The targets of one publish (or of publishes that continue one another within the
+/// reconnect window). Dropping it ends every target's publish.
+#[derive(Default)]
 pub(crate) struct Push {
     targets: Vec<(Arc<Shared>, JoinHandle<()>)>,
+    /// Labels of the targets, to tell whether a new publish pushes to the same ones.
+    labels: Vec<String>,
+    rebase: Mutex<Rebase>,
 }
 
 /// What a target's task reports to.
@@ -134,6 +140,7 @@ impl Push {
     ) -> Self {
         let queue_bytes =
             if config.queue_bytes == 0 { MAX_QUEUE_BYTES } else { config.queue_bytes };
+        let labels = targets.iter().map(PushTarget::label).collect();
         let targets = targets
             .into_iter()
             .map(|target| {
@@ -151,7 +158,20 @@ impl Push {
                 (shared, tokio::spawn(task.run()))
             })
             .collect();
-        Self { targets }
+        Self { targets, labels, rebase: Mutex::default() }
+    }
+
+    /// Whether it pushes to exactly `targets` (a publish that continues an interrupted one
+    /// keeps its pushes only then).
+    pub(crate) fn same_targets(&self, targets: &[PushTarget]) -> bool {
+        self.labels.len() == targets.len()
+            && self.labels.iter().zip(targets).all(|(label, target)| *label == target.label())
+    }
+
+    /// The next messages come from a new publisher continuing the stream: the targets see
+    /// their clock go on.
+    pub(crate) fn continue_after_break(&self) {
+        self.rebase.lock().unwrap_or_else(PoisonError::into_inner).continue_after_break();
     }
 
     /// Passes on an audio or video message.
@@ -159,6 +179,7 @@ impl Push {
         if self.targets.is_empty() {
             return;
         }
+        let timestamp = self.rebase.lock().unwrap_or_else(PoisonError::into_inner).apply(timestamp);
         let role = queue::role(kind, payload);
         for (shared, _) in &self.targets {
             shared.push(Item::Media { kind, timestamp, payload: payload.clone(), role });
