@@ -131,7 +131,7 @@ impl Publish {
                 Arc::clone(ingest),
                 grant.stream.clone(),
                 request.key.to_owned(),
-                (revocation, grant.private),
+                revocation,
                 request.id,
             );
             tokio::spawn(watch)
@@ -439,15 +439,15 @@ fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
 
 /// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and
 /// ends the publish once it is revoked. A key store that cannot answer does not end it. A
-/// stored key made private or public since applies to the live stream at once: only a
-/// change of the key's field does (starting from `private`, the grant's), so an operator's
-/// change of the live stream alone (the admin API) is not undone by a key that says
-/// otherwise.
+/// stored key made private or public since (the CLI, the backend writing the document)
+/// applies to the live stream within the interval: the key is the truth for a stream it
+/// publishes (the admin API changes both). A re-check that read the key just before an
+/// admin change can undo it until the next one, 2 s later.
 async fn watch_revocation(
     ingest: Arc<Ingest>,
     stream: String,
     key: String,
-    (revocation, mut private): (Revocation, bool),
+    revocation: Revocation,
     id: u64,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_CHECK_INTERVAL);
@@ -461,8 +461,7 @@ async fn watch_revocation(
                 }
                 return;
             }
-            Recheck::Holds(Some(grant)) if grant.private != private => {
-                private = grant.private;
+            Recheck::Holds(Some(grant)) if grant.private != ingest.store.is_private(&stream) => {
                 ingest.store.set_private(&stream, grant.private);
                 let visibility = if grant.private { "private" } else { "public" };
                 info!(%stream, visibility, "the stream's key changed its visibility");
