@@ -355,6 +355,26 @@ pub(crate) struct ServeArgs {
     #[arg(long = "variant", value_name = "SUFFIX", value_parser = parse_variant_suffix)]
     pub(crate) variants: Vec<String>,
 
+    /// Record every publish into this directory: <dir>/<stream>/<stream>-<start>.mp4
+    /// (fragmented MP4, written as it goes) and a VOD playlist beside it, served at
+    /// /recordings/<stream>/<file> (not those of private streams).
+    #[arg(long, env = "RTMP_HLS_RECORD_DIR", help_heading = "Recording")]
+    pub(crate) record_dir: Option<PathBuf>,
+
+    /// Recordings older than this many hours are deleted (0: kept).
+    #[arg(
+        long,
+        env = "RTMP_HLS_RECORD_MAX_AGE_HOURS",
+        default_value = "0",
+        help_heading = "Recording"
+    )]
+    pub(crate) record_max_age_hours: u64,
+
+    /// When the recordings take more than this many MiB, the oldest are deleted (0: no
+    /// limit).
+    #[arg(long, env = "RTMP_HLS_RECORD_MAX_MIB", default_value = "0", help_heading = "Recording")]
+    pub(crate) record_max_mib: u64,
+
     /// Push every live stream on to this RTMP or RTMPS server as it arrives (repeatable;
     /// Nginx-RTMP's `push`): rtmp[s]://host[:port]/app[/key]; without a key the stream's own
     /// name is published. A slow or absent target never slows the stream.
@@ -446,6 +466,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_ON_PUBLISH_DONE", value_parser = parse_hook_url, help_heading = "Callbacks")]
     pub(crate) on_publish_done: Option<CallbackUrl>,
 
+    /// Nginx-RTMP-style on_record_done callback (http://...): POSTed after each recording
+    /// (--record-dir) is finished, with its `path`.
+    #[arg(long, env = "RTMP_HLS_ON_RECORD_DONE", value_parser = parse_hook_url, help_heading = "Callbacks")]
+    pub(crate) on_record_done: Option<CallbackUrl>,
+
     /// Whether on_publish decides with the key store or instead of it.
     #[arg(long, env = "RTMP_HLS_HOOK_MODE", value_enum, default_value_t = HookMode::Also, requires = "on_publish", help_heading = "Callbacks")]
     pub(crate) hook_mode: HookMode,
@@ -512,9 +537,11 @@ impl ServeArgs {
                         or configuration file): configure one token key"
                 .into());
         }
-        for (flag, url) in
-            [("--on-publish", &self.on_publish), ("--on-publish-done", &self.on_publish_done)]
-        {
+        for (flag, url) in [
+            ("--on-publish", &self.on_publish),
+            ("--on-publish-done", &self.on_publish_done),
+            ("--on-record-done", &self.on_record_done),
+        ] {
             if let Some(Err(why)) = url {
                 return Err(format!("{flag}: {why}"));
             }
@@ -551,6 +578,7 @@ impl ServeArgs {
             // Validated at startup: an unusable URL never gets here.
             on_publish: self.on_publish.clone().and_then(Result::ok),
             on_publish_done: self.on_publish_done.clone().and_then(Result::ok),
+            on_record_done: self.on_record_done.clone().and_then(Result::ok),
             timeout: self.hook_timeout,
             mode: self.hook_mode,
             method: self.hook_method,

@@ -23,7 +23,8 @@ const CONFIG_ENV: &str = "RTMP_HLS_CONFIG";
 /// Options whose values are secrets: masked wherever the configuration is shown.
 const SECRETS: &[&str] = &["jwt_secret", "admin_token", "url_signing_secret"];
 /// Options holding URLs whose password part is a secret.
-const URLS_WITH_CREDENTIALS: &[&str] = &["mongo_uri", "on_publish", "on_publish_done"];
+const URLS_WITH_CREDENTIALS: &[&str] =
+    &["mongo_uri", "on_publish", "on_publish_done", "on_record_done"];
 /// Words in the name of a librdkafka property or URL query parameter whose value is a secret
 /// (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, `?token=`, ...).
 const SECRET_PROPERTY_WORDS: &[&str] = &["password", "secret", "key", "token"];

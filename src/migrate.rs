@@ -235,7 +235,8 @@ fn quoted(text: &str) -> String {
 
 const PROCESS: &str = "an Nginx process setting; rtmp-hls is one process with its own threads";
 const IMPLIED: &str = "implied: rtmp-hls always does this";
-const NOT_YET: &str = "no equivalent yet (pull and recording are planned)";
+const NOT_YET: &str =
+    "no equivalent yet (pull, recording limits per file and recorders are planned)";
 
 /// Maps a parsed configuration.
 pub(crate) fn migrate(config: &[Directive]) -> Migration {
@@ -338,21 +339,36 @@ fn rtmp_setting(m: &mut Migration, directive: &Directive) {
         }
         "on_publish" => set_hook(m, directive, "on_publish"),
         "on_publish_done" | "on_done" => set_hook(m, directive, "on_publish_done"),
-        "on_play" | "on_play_done" | "on_update" | "on_connect" | "on_disconnect"
-        | "on_record_done" => m.note(directive, "no such callback here (RTMP players are authorised by viewer tokens; recording is not served yet)"),
+        "on_record_done" => set_hook(m, directive, "on_record_done"),
+        "on_play" | "on_play_done" | "on_update" | "on_connect" | "on_disconnect" => m.note(
+            directive,
+            "no such callback here (RTMP players of private streams are authorised by viewer tokens)",
+        ),
         "allow" | "deny" => m.note(
             directive,
             "publishing is authorised by stream keys, publish tokens or on_publish; keep address rules in a firewall",
         ),
         "record" if arg == Some("off") => m.note(directive, "rtmp-hls records nothing"),
+        "record" => m.note(
+            directive,
+            "every publish is recorded (audio and video, as fragmented MP4) when record_dir is set",
+        ),
+        "record_path" => match arg {
+            Some(path) => m.set("record_dir", quoted(path)),
+            None => m.note(directive, "record_path without a path"),
+        },
+        "record_suffix" | "record_unique" | "record_append" => m.note(
+            directive,
+            "recordings are named <stream>-<start time>.mp4, one per publish",
+        ),
         "push" => push(m, directive),
         "push_reconnect" => m.note(
             directive,
             "push targets are retried after 1 s, doubling to 30 s, back to 1 s after 30 s connected",
         ),
-        "pull" | "session_relay" | "record" | "record_path"
-        | "record_suffix" | "record_unique" | "record_append" | "record_max_size"
-        | "record_interval" | "recorder" => m.note(directive, NOT_YET),
+        "pull" | "session_relay" | "record_max_size" | "record_interval" | "recorder" => {
+            m.note(directive, NOT_YET)
+        }
         "hls_variant" => variant(m, directive),
         name if name.starts_with("exec") => m.note(
             directive,
@@ -467,7 +483,6 @@ fn hls_setting(m: &mut Migration, directive: &Directive) {
         "hls_base_url" => {
             m.note(directive, "URIs in playlists are relative; put a CDN in front instead")
         }
-        "hls_variant" => m.note(directive, NOT_YET),
         _ => m.note(directive, "unknown here: not migrated"),
     }
 }
@@ -579,9 +594,8 @@ http {
         assert_eq!(option(&m, "hook_method"), Some("\"get\""));
         assert_eq!(option(&m, "http_addr"), Some("\"0.0.0.0:8088\""));
         assert_eq!(option(&m, "variant"), Some("[\"_low\"]"));
-        for (directive, why) in
-            [("record all", NOT_YET), ("worker_processes", PROCESS), ("events", PROCESS)]
-        {
+        assert!(note(&m, "record all").unwrap().why.contains("record_dir"), "{m:?}");
+        for (directive, why) in [("worker_processes", PROCESS), ("events", PROCESS)] {
             assert_eq!(note(&m, directive).map(|n| n.why), Some(why), "{directive}");
         }
         for directive in [

@@ -224,6 +224,7 @@ fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<Ingest
         max_read_pause: Duration::from_millis(args.max_read_pause_ms),
         push,
         viewers: Some(Arc::clone(viewers)),
+        record: ingest::record::RecordConfig { dir: args.record_dir.clone() },
         play: ingest::play::PlayLimits {
             enabled: args.rtmp_play,
             max_players: args.max_rtmp_players,
@@ -299,6 +300,9 @@ impl Routes {
         if args.web_page {
             hls = hls.merge(rtmp_hls_http::web::router(control));
         }
+        if let Some(dir) = &args.record_dir {
+            hls = hls.merge(rtmp_hls_http::recordings::router(dir.clone()));
+        }
         match args.admin_addr {
             Some(_) => {
                 Self { public: http_metrics.count(hls), admin: Some(http_metrics.count(api)) }
@@ -335,6 +339,12 @@ impl Running {
         let grace = args.shutdown_grace;
         let housekeeping =
             tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
+        if let Some(dir) = args.record_dir.clone() {
+            let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h * 3600));
+            let max_age = hours(args.record_max_age_hours);
+            let max_bytes = (args.record_max_mib > 0).then_some(args.record_max_mib << 20);
+            tokio::spawn(record_retention(dir, max_age, max_bytes));
+        }
         let rtmps = listeners.rtmps.zip(listeners.cert.clone()).map(|(listener, cert)| {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "RTMPS listening");
@@ -485,6 +495,31 @@ async fn housekeeping(ingest: Arc<Ingest>, sequences: SequenceFile, ended_ttl: D
                 Ok(Err(e)) => warn!(error = %e, "could not save media sequence numbers"),
                 Err(e) => warn!(error = %e, "sequence saver failed"),
             }
+        }
+    }
+}
+
+/// How often recordings past their age or over the size limit are deleted.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Deletes old recordings every [`RETENTION_INTERVAL`] (see [`ingest::record::sweep`]).
+async fn record_retention(
+    dir: std::path::PathBuf,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+) {
+    if max_age.is_none() && max_bytes.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tick.tick().await;
+        let dir = dir.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            ingest::record::sweep(&dir, max_age, max_bytes, std::time::SystemTime::now())
+        });
+        for deleted in swept.await.unwrap_or_default() {
+            info!(path = %deleted.display(), "recording deleted (retention)");
         }
     }
 }

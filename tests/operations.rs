@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use common::services::{backend, venv};
+use common::services::{HookBackend, backend, venv};
 use common::{Publisher, STARTUP, Server, publish_fast};
 use rtmp_hls_http::api::model::{CreatedKey, KeyList, NewKey, Stream, StreamList};
 use serde_json::Value;
@@ -413,59 +413,6 @@ fn admin_addr_keeps_the_api_off_the_public_listener() {
             .is_some_and(|n| n >= 1.0),
         "{text}"
     );
-}
-
-/// A real HTTP server answering Nginx-RTMP's callbacks (tests/backend.py hook-server).
-struct HookBackend {
-    child: std::process::Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl HookBackend {
-    fn start(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("rtmp-hls-hooks-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (port_file, log) = (dir.join("port"), dir.join("calls.jsonl"));
-        let child = Command::new(venv().join("bin").join("python"))
-            .arg(workspace_root().join("tests").join("backend.py"))
-            .arg("hook-server")
-            .arg(&port_file)
-            .arg(&log)
-            .spawn()
-            .unwrap();
-        let port = testkit::wait_until(STARTUP, "the hook backend", || {
-            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
-        });
-        Self { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn wait_for_call(&self, call: &str, name: &str) -> Value {
-        testkit::wait_until(STARTUP, &format!("{call} for {name}"), || {
-            self.calls().into_iter().find(|c| c["call"] == call && c["name"] == name)
-        })
-    }
-}
-
-impl Drop for HookBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// on_publish alone (Nginx-RTMP's model): 2xx allows under the publishing name, 3xx renames,

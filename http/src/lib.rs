@@ -37,6 +37,7 @@ mod low_latency;
 pub mod metrics;
 mod pieces;
 pub mod private;
+pub mod recordings;
 pub mod sendfile;
 pub mod server;
 mod variants;

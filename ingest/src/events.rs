@@ -197,6 +197,27 @@ pub enum Event {
         /// When the next attempt is.
         retry_in: Duration,
     },
+    /// A recording was finished (its publish ended).
+    RecordDone {
+        /// Public stream name.
+        stream: String,
+        /// The MP4 files, relative to the recording directory.
+        files: Vec<String>,
+        /// Bytes written.
+        bytes: u64,
+        /// Media recorded.
+        duration: Duration,
+        /// Writes that failed (the recording has gaps).
+        failures: u64,
+    },
+    /// A recording could not be written (disk full, permissions); it resumes in a new file
+    /// at the next segment it can write.
+    RecordFailed {
+        /// Public stream name.
+        stream: String,
+        /// What happened.
+        error: String,
+    },
     /// The push of a publish to a target ended (with the publish).
     PushStopped {
         /// Public stream name.
@@ -225,6 +246,8 @@ impl Event {
             Self::PushStarted { .. } => "push_started",
             Self::PushFailed { .. } => "push_failed",
             Self::PushStopped { .. } => "push_stopped",
+            Self::RecordDone { .. } => "record_done",
+            Self::RecordFailed { .. } => "record_failed",
         }
     }
 
@@ -236,7 +259,9 @@ impl Event {
             | Self::StreamStats { stream, .. }
             | Self::PushStarted { stream, .. }
             | Self::PushFailed { stream, .. }
-            | Self::PushStopped { stream, .. } => Some(stream),
+            | Self::PushStopped { stream, .. }
+            | Self::RecordDone { stream, .. }
+            | Self::RecordFailed { stream, .. } => Some(stream),
             _ => None,
         }
     }
@@ -295,6 +320,11 @@ impl Event {
                 "stream": stream, "target": target, "attempt": attempt, "error": error,
                 "retry_in_ms": retry_in.as_millis() as u64,
             }),
+            Self::RecordDone { stream, files, bytes, duration, failures } => json!({
+                "stream": stream, "files": files, "bytes": bytes,
+                "duration_ms": duration.as_millis() as u64, "failures": failures,
+            }),
+            Self::RecordFailed { stream, error } => json!({ "stream": stream, "error": error }),
             Self::PushStopped { stream, target, bytes, dropped_bytes, attempts } => json!({
                 "stream": stream, "target": target, "bytes": bytes,
                 "dropped_bytes": dropped_bytes, "attempts": attempts,

@@ -128,6 +128,8 @@ pub struct HookConfig {
     pub on_publish: Option<HookUrl>,
     /// Told after a publish ended.
     pub on_publish_done: Option<HookUrl>,
+    /// Told after a recording was finished (with its `path`).
+    pub on_record_done: Option<HookUrl>,
     /// See [`HOOK_TIMEOUT`].
     pub timeout: Duration,
     /// With or instead of the key store.
@@ -162,7 +164,7 @@ pub enum HookError {
 /// The Nginx-RTMP fields of a call.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
-    /// `publish` or `publish_done`.
+    /// `publish`, `publish_done` or `record_done`.
     pub call: &'static str,
     /// RTMP application.
     pub app: &'a str,

@@ -26,6 +26,7 @@ pub mod play;
 pub mod publish;
 pub mod push;
 mod rebase;
+pub mod record;
 mod registry;
 mod socket;
 pub mod status;

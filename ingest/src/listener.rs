@@ -81,6 +81,8 @@ pub struct IngestConfig {
     pub viewers: Option<Arc<auth::viewer::ViewerAccess>>,
     /// RTMP players: whether they are served, and how many.
     pub play: crate::play::PlayLimits,
+    /// Where publishes are recorded.
+    pub record: crate::record::RecordConfig,
 }
 
 impl Default for IngestConfig {
@@ -96,6 +98,7 @@ impl Default for IngestConfig {
             push: crate::push::PushConfig::default(),
             viewers: None,
             play: crate::play::PlayLimits::default(),
+            record: crate::record::RecordConfig::default(),
         }
     }
 }
@@ -196,6 +199,56 @@ impl Ingest {
             ),
             Verdict::Suppressed => {}
         }
+    }
+
+    /// Finishes `recorder`'s recording of `stream` off the runtime, then emits
+    /// `record_done` and calls `on_record_done` (`form`, with the file's `path`), in a task
+    /// [`serve`] waits for at shutdown.
+    pub(crate) fn record_done(
+        &self,
+        stream: &str,
+        recorder: crate::record::Recorder,
+        form: String,
+    ) {
+        let Some(writer) = recorder.finish() else { return };
+        let hooks = &self.config.hooks;
+        let (url, method, timeout) = (hooks.on_record_done.clone(), hooks.method, hooks.timeout);
+        let events = Arc::clone(&self.events);
+        let dir = self.config.record.dir.clone().unwrap_or_default();
+        let stream = stream.to_owned();
+        let mut callbacks = self.callbacks.lock().unwrap_or_else(PoisonError::into_inner);
+        while callbacks.try_join_next().is_some() {}
+        callbacks.spawn(async move {
+            let Ok(Ok(recorded)) = tokio::task::spawn_blocking(move || writer.join()).await else {
+                warn!(%stream, "the recording's writer failed");
+                return;
+            };
+            let files: Vec<String> = recorded
+                .files
+                .iter()
+                .map(|f| f.strip_prefix(&dir).unwrap_or(f).display().to_string())
+                .collect();
+            info!(%stream, files = ?files, bytes = recorded.bytes, "recording done");
+            events.emit(crate::Event::RecordDone {
+                stream: recorded.stream.clone(),
+                files: files.clone(),
+                bytes: recorded.bytes,
+                duration: recorded.duration,
+                failures: recorded.failures,
+            });
+            let Some(url) = url else { return };
+            for file in &recorded.files {
+                let path = percent_encoding::utf8_percent_encode(
+                    &file.display().to_string(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string();
+                let form = format!("{form}&path={path}");
+                if let Err(e) = hooks::send(&url, method, form, timeout).await {
+                    warn!(error = %e, url = %url.redacted(), "on_record_done callback failed");
+                }
+            }
+        });
     }
 
     /// Sends `on_publish_done` for `request` (if configured), in a task [`serve`] waits for

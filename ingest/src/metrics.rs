@@ -81,6 +81,8 @@ pub struct IngestMetrics {
     pub push_connected: Family<PushLabel, Gauge>,
     /// RTMP players playing now.
     pub players: Gauge,
+    /// Recording writes that failed.
+    pub record_failures: Counter,
     /// RTMP plays refused, by reason.
     pub plays_refused: Family<PlayRefusalLabel, Counter>,
 }
@@ -112,6 +114,7 @@ impl Default for IngestMetrics {
             push_failures: Family::default(),
             push_connected: Family::default(),
             players: Gauge::default(),
+            record_failures: Counter::default(),
             plays_refused: Family::default(),
         }
     }
@@ -175,6 +178,11 @@ impl IngestMetrics {
             self.push_connected.clone(),
         );
         registry.register("rtmp_players", "RTMP players playing now", self.players.clone());
+        registry.register(
+            "record_failures",
+            "Recording writes that failed (disk full, permissions)",
+            self.record_failures.clone(),
+        );
         registry.register(
             "rtmp_plays_refused",
             "RTMP plays refused, by reason (not_found, private)",

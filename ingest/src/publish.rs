@@ -30,6 +30,7 @@ use crate::listener::Ingest;
 use crate::metadata::EncoderMetadata;
 use crate::play::Broadcast;
 use crate::push::{MAX_STREAM_TARGETS, Push, PushTarget, Reporting};
+use crate::record::Recorder;
 use crate::registry::LivePublish;
 use crate::status::PublishStatus;
 
@@ -84,6 +85,8 @@ pub(crate) struct Publish {
     feed: Feed,
     /// What the store was last told the media is.
     facts: stream_store::MediaFacts,
+    /// This publish's recording (`--record-dir`).
+    recorder: Option<Recorder>,
 }
 
 /// A publish's broadcast to RTMP players, closed (its players told) however the publish
@@ -174,6 +177,27 @@ impl Publish {
             now,
             ingest.config.stats_interval,
         );
+        let recorder = ingest.config.record.dir.as_deref().map(|dir| {
+            let events = Arc::clone(&ingest.events);
+            let failures = ingest.metrics.record_failures.clone();
+            let stream = grant.stream.clone();
+            let on_error = move |error: &std::io::Error| {
+                failures.inc();
+                warn!(%stream, %error, "recording failed; it resumes at the next segment it can write");
+                events.emit(crate::Event::RecordFailed {
+                    stream: stream.clone(),
+                    error: error.to_string(),
+                });
+            };
+            Recorder::start(
+                dir,
+                &grant.stream,
+                grant.private,
+                SystemTime::now(),
+                remuxer,
+                on_error,
+            )
+        });
         Self {
             ingest: Arc::clone(ingest),
             id: request.id,
@@ -195,6 +219,7 @@ impl Publish {
             push,
             feed,
             facts: stream_store::MediaFacts::default(),
+            recorder,
         }
     }
 
@@ -242,6 +267,9 @@ impl Publish {
                 packager::TagKind::Video
             }
         };
+        if let Some(recorder) = &mut self.recorder {
+            recorder.media(kind, timestamp, payload);
+        }
         if let Err(e) = self.remuxer.push(kind, timestamp, payload)
             && !self.logged.contains(&e)
         {
@@ -354,6 +382,13 @@ impl Publish {
             client,
         };
         self.ingest.publish_done(&request);
+        if let Some(recorder) = self.recorder.take() {
+            // Named by the public stream name (the path holds it too), never the key.
+            let call =
+                crate::hooks::Call { call: "record_done", name: &self.stream, ..request.call("") };
+            let form = call.form();
+            self.ingest.record_done(&self.stream, recorder, form);
+        }
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
     }
 

@@ -307,3 +307,56 @@ pub fn assert_valid_events(events: &[serde_json::Value]) {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// A real HTTP server answering Nginx-RTMP's callbacks (tests/backend.py hook-server).
+pub struct HookBackend {
+    pub child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl HookBackend {
+    pub fn start(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("rtmp-hls-hooks-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (port_file, log) = (dir.join("port"), dir.join("calls.jsonl"));
+        let child = Command::new(venv().join("bin").join("python"))
+            .arg(testkit::media::workspace_root().join("tests").join("backend.py"))
+            .arg("hook-server")
+            .arg(&port_file)
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let port = testkit::wait_until(super::STARTUP, "the hook backend", || {
+            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+        });
+        Self { child, port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn wait_for_call(&self, call: &str, name: &str) -> serde_json::Value {
+        testkit::wait_until(super::STARTUP, &format!("{call} for {name}"), || {
+            self.calls().into_iter().find(|c| c["call"] == call && c["name"] == name)
+        })
+    }
+}
+
+impl Drop for HookBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

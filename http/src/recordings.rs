@@ -1,0 +1,164 @@
+//! Recordings over HTTP (`--record-dir`): `/recordings/<stream>/<file>`, each recording's
+//! VOD playlist and its fragmented MP4, read by byte ranges (RFC 9110 §14) as the playlist's
+//! EXT-X-BYTERANGE tags ask. A recording cut short (the server was killed) gets the
+//! EXT-X-ENDLIST its writer never wrote once it has not changed for a while. Recordings of
+//! private streams are not served.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{FMP4_MIME, PLAYLIST_MIME};
+
+/// Bytes read from a recording per body chunk.
+const CHUNK: usize = 64 << 10;
+/// Largest VOD playlist served (a day of 2 s segments is about 4 MiB).
+const MAX_PLAYLIST_BYTES: u64 = 16 << 20;
+/// Marks a private stream's recording (see `ingest::record::PRIVATE_MARK`).
+const PRIVATE_MARK: &str = ".private";
+/// A playlist without ENDLIST unchanged this long belongs to a recording that was cut short
+/// (see `ingest::record::IN_USE`).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The routes of the recordings under `dir`.
+pub fn router(dir: PathBuf) -> Router {
+    Router::new()
+        .route("/recordings/{stream}/{file}", get(recording))
+        .layer(tower::util::MapResponseLayer::new(crate::allow_any_origin))
+        .with_state(dir)
+}
+
+async fn recording(
+    State(dir): State<PathBuf>,
+    Path((stream, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let usable = auth::key_store::validate_stream_name(&stream).is_ok()
+        && !file.starts_with('.')
+        && !file.contains(PRIVATE_MARK)
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !usable {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let path = dir.join(&stream).join(&file);
+    if file.ends_with(".m3u8") {
+        return playlist(path).await;
+    }
+    if file.ends_with(".mp4") {
+        return mp4(path, &headers).await.unwrap_or_else(|status| status.into_response());
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+async fn playlist(path: PathBuf) -> Response {
+    let Ok(meta) = tokio::fs::metadata(&path).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if meta.len() > MAX_PLAYLIST_BYTES {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let Ok(mut text) = tokio::fs::read_to_string(&path).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let idle = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok());
+    let abandoned = idle.is_some_and(|idle| idle > ABANDONED_AFTER);
+    let done = text.ends_with("#EXT-X-ENDLIST\n");
+    if abandoned && !done {
+        text.push_str("#EXT-X-ENDLIST\n");
+    }
+    let cache = if done || abandoned { "public, max-age=60" } else { "no-cache" };
+    ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, cache)], text).into_response()
+}
+
+/// The MP4 file, or the one byte range asked for (206); 416 for a range outside it.
+async fn mp4(path: PathBuf, headers: &HeaderMap) -> Result<Response, StatusCode> {
+    let mut file = tokio::fs::File::open(&path).await.map_err(|_| StatusCode::NOT_FOUND)?;
+    let len = file.metadata().await.map_err(|_| StatusCode::NOT_FOUND)?.len();
+    let range = headers.get(RANGE).and_then(|v| v.to_str().ok());
+    let (start, end, status) = match range {
+        None => (0, len, StatusCode::OK),
+        Some(range) => match parse_range(range, len) {
+            Some((start, end)) => (start, end, StatusCode::PARTIAL_CONTENT),
+            None => {
+                let unsatisfied = [(CONTENT_RANGE, format!("bytes */{len}"))];
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, unsatisfied).into_response());
+            }
+        },
+    };
+    file.seek(SeekFrom::Start(start)).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let body = futures_util::stream::unfold(
+        (file.take(end - start), vec![0; CHUNK]),
+        |(mut file, mut buf)| async move {
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    Some((Ok::<_, std::io::Error>(Bytes::copy_from_slice(&buf[..n])), (file, buf)))
+                }
+                Err(e) => Some((Err(e), (file, buf))),
+            }
+        },
+    );
+    let mut response = (status, Body::from_stream(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, FMP4_MIME.parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
+    headers.insert(ACCEPT_RANGES, "bytes".parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
+    headers.insert(CONTENT_LENGTH, (end - start).into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{len}", end - 1);
+        headers
+            .insert(CONTENT_RANGE, value.parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
+    }
+    Ok(response)
+}
+
+/// One range of `bytes=first-last`, `bytes=first-` or `bytes=-suffix` within `len` bytes:
+/// `(start, end)`, end exclusive. Several ranges are not served (the first is not enough:
+/// `None`, a 416, would be wrong; players ask for one).
+fn parse_range(range: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = range.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().ok()?;
+            (len.saturating_sub(suffix), len)
+        }
+        (first, "") => (first.parse().ok()?, len),
+        (first, last) => {
+            (first.parse().ok()?, last.parse::<u64>().ok()?.saturating_add(1).min(len))
+        }
+    };
+    (start < end && start < len).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 100)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 1000)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 1000)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 1000)));
+        for bad in
+            ["bytes=1000-", "bytes=5-2", "bytes=0-1,5-6", "items=0-1", "bytes=x-1", "bytes=-0"]
+        {
+            assert_eq!(parse_range(bad, 1000), None, "{bad}");
+        }
+    }
+}

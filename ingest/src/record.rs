@@ -1,0 +1,433 @@
+//! Recording (Nginx-RTMP's `record`): each publish written to disk as one fragmented MP4
+//! file as it goes, beside a VOD playlist that lists its segments by byte range (RFC 8216
+//! §4.3.2.2, EXT-X-BYTERANGE; §4.3.2.5, EXT-X-MAP with BYTERANGE), so the recording plays
+//! over HTTP while it is written and after.
+//!
+//! The publisher's connection remuxes for the recording (its own fMP4 packager, whatever the
+//! HLS variant) and hands the bytes to the recording's writer thread through a bounded
+//! channel: a slow or full disk never slows the stream. A write that fails (disk full,
+//! permissions) is logged once, counted and reported, the recording skips to the next
+//! segment and tries again there, in a new file. A crash loses at most what the writer had
+//! not written (the file is appended fragment by fragment; the playlist gains a line per
+//! segment). A codec change starts a new file (a new init segment).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use packager::{FragmentOutput, Remuxer, RemuxerConfig};
+use tracing::{info, warn};
+
+/// Messages a recording's writer may fall behind by (init segments, fragments, segment
+/// ends): a few seconds of frames; past it the recording skips to the next segment.
+pub const WRITER_QUEUE: usize = 512;
+/// Media a VOD playlist's segments may last (forced cuts happen before): its
+/// EXT-X-TARGETDURATION, known before any segment is written.
+pub const RECORDING_TARGET_DURATION: u64 = 20;
+/// Suffix of the recordings of private streams: never served over HTTP.
+pub const PRIVATE_MARK: &str = ".private";
+
+/// Where recordings go and how long they stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// `--record-dir`: each stream records into `<dir>/<stream>/`; `None`: no recording.
+    pub dir: Option<PathBuf>,
+}
+
+/// What the writer thread is told.
+enum Command {
+    /// A new file starts with this init segment.
+    Init(Bytes),
+    /// A segment starts here.
+    SegmentStart,
+    /// More of the open segment.
+    Fragment(Bytes),
+    /// The open segment ended.
+    SegmentEnd(Duration),
+}
+
+/// A finished recording, for the `record_done` event and callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// The stream.
+    pub stream: String,
+    /// The MP4 files written (one per codec configuration).
+    pub files: Vec<PathBuf>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Media recorded.
+    pub duration: Duration,
+    /// Write failures (the recording has gaps).
+    pub failures: u64,
+}
+
+/// One publish's recording.
+pub(crate) struct Recorder {
+    remuxer: Remuxer,
+    to_writer: Option<SyncSender<Command>>,
+    writer: Option<std::thread::JoinHandle<Recorded>>,
+    /// Messages dropped because the writer fell behind, since the last segment start.
+    skipping: bool,
+}
+
+impl Recorder {
+    /// Starts recording `stream` (published at `started`) under `dir`, remuxing with
+    /// `remuxer` settings (fMP4, no parts).
+    pub(crate) fn start(
+        dir: &Path,
+        stream: &str,
+        private: bool,
+        started: SystemTime,
+        remuxer: RemuxerConfig,
+        on_error: impl Fn(&std::io::Error) + Send + 'static,
+    ) -> Self {
+        let config =
+            RemuxerConfig { container: packager::Container::Fmp4 { part_target: None }, ..remuxer };
+        let (to_writer, from_publisher) = sync_channel(WRITER_QUEUE);
+        let stamp = humantime::format_rfc3339_seconds(started).to_string().replace(':', "-");
+        let mark = if private { PRIVATE_MARK } else { "" };
+        let base = dir.join(stream).join(format!("{stream}-{stamp}{mark}"));
+        let stream = stream.to_owned();
+        let writer = std::thread::Builder::new()
+            .name(format!("record {stream}"))
+            .spawn(move || write(&base, stream, &from_publisher, &on_error))
+            .ok();
+        Self { remuxer: Remuxer::new(config), to_writer: Some(to_writer), writer, skipping: false }
+    }
+
+    /// Records one media message.
+    pub(crate) fn media(&mut self, kind: packager::TagKind, timestamp: u32, payload: &[u8]) {
+        // A frame the recording's packager refuses is refused by the live one too, which logs.
+        let _ = self.remuxer.push(kind, timestamp, payload);
+        self.forward();
+    }
+
+    fn forward(&mut self) {
+        while let Some(output) = self.remuxer.pull_fmp4() {
+            let command = match output {
+                FragmentOutput::Init(init) => Command::Init(init),
+                FragmentOutput::SegmentStart { .. } => {
+                    self.skipping = false;
+                    Command::SegmentStart
+                }
+                FragmentOutput::Fragment(bytes) => Command::Fragment(bytes),
+                FragmentOutput::PartEnd { .. } => continue,
+                FragmentOutput::SegmentEnd { duration, .. } => Command::SegmentEnd(duration),
+            };
+            if self.skipping && !matches!(command, Command::Init(_)) {
+                continue;
+            }
+            let Some(to_writer) = &self.to_writer else { return };
+            match to_writer.try_send(command) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    // The disk is slower than the stream: skip to the next segment.
+                    self.skipping = true;
+                }
+                Err(TrySendError::Disconnected(_)) => self.to_writer = None,
+            }
+        }
+    }
+
+    /// Ends the recording: the last segment, then the writer finishes the playlist. Returns
+    /// what was recorded once the writer is done (off the async runtime: it may wait for
+    /// the disk).
+    pub(crate) fn finish(mut self) -> Option<std::thread::JoinHandle<Recorded>> {
+        self.remuxer.finish();
+        self.forward();
+        drop(self.to_writer.take());
+        self.writer.take()
+    }
+}
+
+/// The file a recording writes, with its playlist.
+struct Output {
+    mp4: File,
+    playlist: File,
+    path: PathBuf,
+    /// Bytes in the MP4 file.
+    len: u64,
+    /// Where the open segment starts in it.
+    segment_start: u64,
+}
+
+impl Output {
+    fn create(base: &Path, part: u32, init: &[u8]) -> std::io::Result<Self> {
+        if let Some(parent) = base.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = if part == 0 { name } else { format!("{name}-{part}") };
+        let path = base.with_file_name(format!("{name}.mp4"));
+        let mut mp4 = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        mp4.write_all(init)?;
+        let mut playlist =
+            OpenOptions::new().create_new(true).append(true).open(path.with_extension("m3u8"))?;
+        write!(
+            playlist,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{RECORDING_TARGET_DURATION}\n\
+             #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-MAP:URI=\"{name}.mp4\",BYTERANGE=\"{}@0\"\n",
+            init.len()
+        )?;
+        let len = init.len() as u64;
+        Ok(Self { mp4, playlist, path, len, segment_start: len })
+    }
+
+    fn segment_end(&mut self, duration: Duration) -> std::io::Result<()> {
+        let name =
+            self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let millis = duration.as_millis();
+        write!(
+            self.playlist,
+            "#EXTINF:{}.{:03},\n#EXT-X-BYTERANGE:{}@{}\n{name}\n",
+            millis / 1000,
+            millis % 1000,
+            self.len - self.segment_start,
+            self.segment_start
+        )
+    }
+
+    fn close(mut self) -> std::io::Result<()> {
+        self.playlist.write_all(b"#EXT-X-ENDLIST\n")?;
+        self.mp4.sync_data()?;
+        self.playlist.sync_data()
+    }
+}
+
+/// Whether the writer is skipping to the next segment after a failure, and whether that
+/// failure was reported.
+#[derive(Default)]
+struct Breakage {
+    broken: bool,
+    reported: bool,
+}
+
+/// Counts a failure; reports the first of a streak.
+fn fail(
+    error: std::io::Error,
+    recorded: &mut Recorded,
+    state: &mut Breakage,
+    on_error: &dyn Fn(&std::io::Error),
+) {
+    if !state.reported {
+        on_error(&error);
+        state.reported = true;
+    }
+    recorded.failures += 1;
+    state.broken = true;
+}
+
+/// The writer thread: files under `base`, until the publisher hangs up.
+fn write(
+    base: &Path,
+    stream: String,
+    commands: &std::sync::mpsc::Receiver<Command>,
+    on_error: &dyn Fn(&std::io::Error),
+) -> Recorded {
+    let mut recorded =
+        Recorded { stream, files: Vec::new(), bytes: 0, duration: Duration::ZERO, failures: 0 };
+    let mut output: Option<Output> = None;
+    let mut init: Option<Bytes> = None;
+    let mut part = 0;
+    // After a failure, nothing is written until the next segment starts in a new file; the
+    // failure is reported once, until a file is written again.
+    let mut state = Breakage::default();
+    for command in commands {
+        match command {
+            Command::Init(bytes) => {
+                if let Some(done) = output.take() {
+                    let _ = done.close();
+                }
+                init = Some(bytes);
+            }
+            Command::SegmentStart => {
+                if state.broken {
+                    if let Some(done) = output.take() {
+                        let _ = done.close();
+                    }
+                    state.broken = false;
+                }
+                if output.is_none() {
+                    let Some(init) = &init else { continue };
+                    match Output::create(base, part, init) {
+                        Ok(created) => {
+                            info!(path = %created.path.display(), "recording");
+                            state.reported = false;
+                            recorded.files.push(created.path.clone());
+                            recorded.bytes += created.len;
+                            output = Some(created);
+                            part += 1;
+                        }
+                        Err(error) => {
+                            fail(error, &mut recorded, &mut state, on_error);
+                            continue;
+                        }
+                    }
+                }
+                if let Some(output) = &mut output {
+                    output.segment_start = output.len;
+                }
+            }
+            Command::Fragment(bytes) if !state.broken => {
+                if let Some(out) = &mut output {
+                    match out.mp4.write_all(&bytes) {
+                        Ok(()) => {
+                            out.len += bytes.len() as u64;
+                            recorded.bytes += bytes.len() as u64;
+                        }
+                        Err(error) => fail(error, &mut recorded, &mut state, on_error),
+                    }
+                }
+            }
+            Command::SegmentEnd(duration) if !state.broken => {
+                if let Some(out) = &mut output {
+                    match out.segment_end(duration) {
+                        Ok(()) => recorded.duration += duration,
+                        Err(error) => fail(error, &mut recorded, &mut state, on_error),
+                    }
+                }
+            }
+            Command::Fragment(_) | Command::SegmentEnd(_) => {}
+        }
+    }
+    if let Some(done) = output.take()
+        && let Err(error) = done.close()
+    {
+        warn!(%error, "recording not closed cleanly");
+    }
+    recorded
+}
+
+/// Files a recording is still being written to are never deleted: a file modified within
+/// this long is in use.
+pub const IN_USE: Duration = Duration::from_secs(120);
+
+/// Deletes recordings under `dir` older than `max_age` (if any), then the oldest while they
+/// take more than `max_bytes` (if any), never one modified within [`IN_USE`]; each
+/// recording's MP4 and playlist go together. Returns the MP4 files deleted.
+pub fn sweep(
+    dir: &Path,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    now: SystemTime,
+) -> Vec<PathBuf> {
+    let mut recordings: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    let Ok(streams) = std::fs::read_dir(dir) else { return Vec::new() };
+    for stream in streams.flatten() {
+        let Ok(files) = std::fs::read_dir(stream.path()) else { continue };
+        for file in files.flatten() {
+            let path = file.path();
+            if path.extension().is_none_or(|e| e != "mp4") {
+                continue;
+            }
+            let Ok(meta) = file.metadata() else { continue };
+            let modified = meta.modified().unwrap_or(now);
+            let playlist = std::fs::metadata(path.with_extension("m3u8")).map_or(0, |m| m.len());
+            recordings.push((modified, meta.len() + playlist, path));
+        }
+    }
+    recordings.sort();
+    let in_use = |modified: SystemTime| now.duration_since(modified).unwrap_or_default() < IN_USE;
+    let mut total: u64 = recordings.iter().map(|(_, len, _)| len).sum();
+    let mut deleted = Vec::new();
+    for (modified, len, path) in recordings {
+        let too_old =
+            max_age.is_some_and(|age| now.duration_since(modified).unwrap_or_default() > age);
+        let too_big = max_bytes.is_some_and(|max| total > max);
+        if (too_old || too_big) && !in_use(modified) {
+            let _ = std::fs::remove_file(path.with_extension("m3u8"));
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                deleted.push(path);
+            }
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_is_one_mp4_and_a_vod_playlist_by_byte_range() {
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = sync_channel(16);
+        let base = dir.join("cam").join("cam-t");
+        for command in [
+            Command::Init(Bytes::from_static(b"INIT")),
+            Command::SegmentStart,
+            Command::Fragment(Bytes::from_static(b"aaaa")),
+            Command::Fragment(Bytes::from_static(b"bb")),
+            Command::SegmentEnd(Duration::from_millis(2000)),
+            Command::SegmentStart,
+            Command::Fragment(Bytes::from_static(b"ccc")),
+            Command::SegmentEnd(Duration::from_millis(1500)),
+        ] {
+            tx.send(command).unwrap();
+        }
+        drop(tx);
+        let recorded = write(&base, "cam".into(), &rx, &|_| {});
+        assert_eq!(recorded.bytes, 13);
+        assert_eq!(recorded.duration, Duration::from_millis(3500));
+        let mp4 = std::fs::read(&recorded.files[0]).unwrap();
+        assert_eq!(mp4, b"INITaaaabbccc");
+        let playlist = std::fs::read_to_string(recorded.files[0].with_extension("m3u8")).unwrap();
+        assert!(playlist.contains("#EXT-X-MAP:URI=\"cam-t.mp4\",BYTERANGE=\"4@0\""), "{playlist}");
+        assert!(
+            playlist.contains("#EXTINF:2.000,\n#EXT-X-BYTERANGE:6@4\ncam-t.mp4\n"),
+            "{playlist}"
+        );
+        assert!(playlist.contains("#EXT-X-BYTERANGE:3@10\n"), "{playlist}");
+        assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest_and_never_one_in_use() {
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cam")).unwrap();
+        for (name, len) in [("a", 100), ("b", 100), ("c", 100)] {
+            std::fs::write(dir.join("cam").join(format!("{name}.mp4")), vec![0; len]).unwrap();
+            std::fs::write(dir.join("cam").join(format!("{name}.m3u8")), b"#EXTM3U\n").unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let later = SystemTime::now() + IN_USE + Duration::from_secs(1);
+        // Over 250 bytes: the oldest goes, with its playlist.
+        let deleted = sweep(&dir, None, Some(250), later);
+        assert_eq!(deleted, [dir.join("cam").join("a.mp4")]);
+        assert!(!dir.join("cam").join("a.m3u8").exists());
+        // Everything is in use right now: nothing goes, whatever the limits.
+        assert!(sweep(&dir, Some(Duration::ZERO), Some(0), SystemTime::now()).is_empty());
+        assert_eq!(sweep(&dir, Some(Duration::ZERO), None, later).len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_one_error_and_the_rest_is_skipped() {
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = std::sync::Arc::clone(&errors);
+        let (tx, rx) = sync_channel(16);
+        for command in [
+            Command::Init(Bytes::from_static(b"INIT")),
+            Command::SegmentStart,
+            Command::Fragment(Bytes::from_static(b"aaaa")),
+            Command::SegmentEnd(Duration::from_millis(2000)),
+        ] {
+            tx.send(command).unwrap();
+        }
+        drop(tx);
+        let base = Path::new("/proc/rtmp-hls-cannot-write-here/cam/cam-t");
+        let recorded = write(base, "cam".into(), &rx, &move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(recorded.files.is_empty() && recorded.failures >= 1);
+    }
+}

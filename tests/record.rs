@@ -1,0 +1,142 @@
+//! Recording with real peers: ffmpeg publishes, ffprobe reads the fragmented MP4 on disk (a
+//! finished one, and one cut by kill -9 of the server) and the VOD playlist over HTTP (byte
+//! ranges), the Nginx-RTMP `on_record_done` callback reaches a real HTTP backend, and a
+//! directory that cannot be written costs the live stream nothing and is written again once
+//! it can be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::services::HookBackend;
+use common::{Publisher, STARTUP, Server};
+use testkit::{Clip, clip, http, tools};
+
+fn record_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-rec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The MP4 recordings of `stream` under `dir`.
+fn recordings(dir: &Path, stream: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(stream))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|e| e == "mp4"));
+    files.sort();
+    files
+}
+
+fn duration_of(probe: &serde_json::Value) -> f64 {
+    probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn a_publish_is_recorded_as_fragmented_mp4_with_a_vod_playlist() {
+    let dir = record_dir("done");
+    let hooks = HookBackend::start("record");
+    let on_done = hooks.url("/record_done");
+    let server = Server::start(
+        "record",
+        &["--record-dir", dir.to_str().unwrap(), "--on-record-done", &on_done],
+    );
+    let key = server.add_key("cam");
+    // The 4 s clip, published in real time; ffmpeg unpublishes at its end.
+    let (ok, said) =
+        Publisher::start(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url())).wait();
+    assert!(ok, "{said}");
+    let done = server.wait_for_event("record_done", "cam");
+    assert!(done["bytes"].as_u64().unwrap() > 50_000, "{done}");
+    assert!(done["duration_ms"].as_u64().unwrap() >= 3000, "{done}");
+    assert_eq!(done["failures"], 0);
+    let file = &recordings(&dir, "cam")[0];
+    assert_eq!(done["files"][0], format!("cam/{}", file.file_name().unwrap().to_str().unwrap()));
+
+    // On disk: one fragmented MP4 with both tracks, the clip's length.
+    let probe = tools::ffprobe(file.to_str().unwrap());
+    assert_eq!(tools::stream(&probe, "video").unwrap()["codec_name"], "h264");
+    assert_eq!(tools::stream(&probe, "audio").unwrap()["codec_name"], "aac");
+    assert!((duration_of(&probe) - 4.0).abs() < 0.5, "{probe}");
+    // Over HTTP: the VOD playlist lists it by byte ranges, and players read it so.
+    let name = file.file_stem().unwrap().to_str().unwrap();
+    let playlist = http::get(server.http, &format!("/recordings/cam/{name}.m3u8")).text();
+    assert!(
+        playlist.contains("#EXT-X-BYTERANGE:") && playlist.ends_with("#EXT-X-ENDLIST\n"),
+        "{playlist}"
+    );
+    let url = format!("http://{}/recordings/cam/{name}.m3u8", server.http);
+    let (errors, frames) = tools::decode_at(&url, "error");
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert!(frames >= 90, "{frames} frames of the 4 s clip at 25 fps");
+    let ranged = http::request_with(
+        server.http,
+        "GET",
+        &format!("/recordings/cam/{name}.mp4"),
+        &[("Range", "bytes=0-99")],
+    );
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.body.len(), 100);
+    assert!(ranged.header("content-range").unwrap().starts_with("bytes 0-99/"));
+    assert_eq!(http::get(server.http, "/recordings/cam/..%2Fkeys.json").status, 404);
+
+    // The Nginx-RTMP callback, with the file's path.
+    let records: Vec<_> = server
+        .events()
+        .into_iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("record_"))
+        .collect();
+    common::services::assert_valid_events(&records);
+    let call = hooks.wait_for_call("record_done", "cam");
+    assert_eq!(call["path"], file.to_str().unwrap(), "{call}");
+    assert_eq!(call["app"], "live");
+}
+
+#[test]
+fn a_recording_cut_by_kill_9_is_readable() {
+    let dir = record_dir("killed");
+    let server = Server::start("record-kill", &["--record-dir", dir.to_str().unwrap()]);
+    let key = server.add_key("cam");
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    server.wait_for_segments("cam", 3);
+    server.kill9();
+    let file = &recordings(&dir, "cam")[0];
+    let probe = tools::ffprobe(file.to_str().unwrap());
+    assert_eq!(tools::stream(&probe, "video").unwrap()["codec_name"], "h264");
+    assert!(duration_of(&probe) >= 2.0, "{probe}");
+    let (errors, frames) = tools::decode_at(file.to_str().unwrap(), "error");
+    assert!(frames >= 50, "{frames} frames: {errors}");
+}
+
+#[test]
+fn an_unwritable_directory_costs_the_stream_nothing_and_recording_resumes() {
+    let dir = record_dir("blocked");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The stream's directory cannot be made: a file stands where it would be.
+    std::fs::write(dir.join("cam"), b"in the way").unwrap();
+    let server = Server::start("record-blocked", &["--record-dir", dir.to_str().unwrap()]);
+    let key = server.add_key("cam");
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    let failed = server.wait_for_event("record_failed", "cam");
+    assert!(!failed["error"].as_str().unwrap().is_empty(), "{failed}");
+    common::services::assert_valid_events(&[failed]);
+    server.wait_for_segments("cam", 3);
+    assert_eq!(
+        server.log().matches("recording failed").count(),
+        1,
+        "one line, not one per segment"
+    );
+    let metrics = http::get(server.http, "/metrics").text();
+    assert!(metrics.lines().any(|l| l.starts_with("rtmp_hls_record_failures_total ")), "{metrics}");
+    // The way is cleared: the recording resumes at a next segment, in a file of its own.
+    std::fs::remove_file(dir.join("cam")).unwrap();
+    let file = testkit::wait_until(STARTUP, "the recording to resume", || {
+        recordings(&dir, "cam")
+            .into_iter()
+            .find(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 10_000))
+    });
+    assert!(file.exists());
+}
