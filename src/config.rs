@@ -361,6 +361,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_RECORD_DIR", help_heading = "Recording")]
     pub(crate) record_dir: Option<PathBuf>,
 
+    /// What recordings are written as: `mp4` (fragmented, with a VOD playlist) or `flv` (the
+    /// tags as the encoder sent them, as Nginx-RTMP records).
+    #[arg(long, env = "RTMP_HLS_RECORD_FORMAT", value_enum, default_value_t = ingest::record::RecordFormat::Mp4, help_heading = "Recording")]
+    pub(crate) record_format: ingest::record::RecordFormat,
+
     /// Recordings older than this many hours are deleted (0: kept).
     #[arg(
         long,

@@ -224,7 +224,10 @@ fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<Ingest
         max_read_pause: Duration::from_millis(args.max_read_pause_ms),
         push,
         viewers: Some(Arc::clone(viewers)),
-        record: ingest::record::RecordConfig { dir: args.record_dir.clone() },
+        record: ingest::record::RecordConfig {
+            dir: args.record_dir.clone(),
+            format: args.record_format,
+        },
         play: ingest::play::PlayLimits {
             enabled: args.rtmp_play,
             max_players: args.max_rtmp_players,

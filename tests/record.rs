@@ -140,3 +140,30 @@ fn an_unwritable_directory_costs_the_stream_nothing_and_recording_resumes() {
     });
     assert!(file.exists());
 }
+
+/// `--record-format flv`: the tags as the encoder sent them, as Nginx-RTMP records.
+#[test]
+fn flv_recordings_are_what_the_encoder_sent() {
+    let dir = record_dir("flv");
+    let server = Server::start(
+        "record-flv",
+        &["--record-dir", dir.to_str().unwrap(), "--record-format", "flv"],
+    );
+    let key = server.add_key("cam");
+    let (ok, said) =
+        Publisher::start(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url())).wait();
+    assert!(ok, "{said}");
+    let done = server.wait_for_event("record_done", "cam");
+    let file = PathBuf::from(&dir).join(done["files"][0].as_str().unwrap());
+    assert_eq!(file.extension().unwrap(), "flv");
+    let probe = tools::ffprobe(file.to_str().unwrap());
+    assert_eq!(tools::stream(&probe, "video").unwrap()["codec_name"], "h264");
+    assert_eq!(tools::stream(&probe, "audio").unwrap()["codec_name"], "aac");
+    assert!((duration_of(&probe) - 4.0).abs() < 0.5, "{probe}");
+    let (errors, frames) = tools::decode_at(file.to_str().unwrap(), "error");
+    assert!(errors.trim().is_empty() && frames >= 90, "{frames} frames: {errors}");
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let served = http::get(server.http, &format!("/recordings/cam/{name}"));
+    assert_eq!((served.status, served.header("content-type")), (200, Some("video/x-flv")));
+    assert_eq!(served.body.len() as u64, std::fs::metadata(&file).unwrap().len());
+}

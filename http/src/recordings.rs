@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{FMP4_MIME, PLAYLIST_MIME};
 
+/// MIME type of FLV recordings.
+const FLV_MIME: &str = "video/x-flv";
 /// Bytes read from a recording per body chunk.
 const CHUNK: usize = 64 << 10;
 /// Largest VOD playlist served (a day of 2 s segments is about 4 MiB).
@@ -56,8 +58,9 @@ async fn recording(
     if file.ends_with(".m3u8") {
         return playlist(path).await;
     }
-    if file.ends_with(".mp4") {
-        return mp4(path, &headers).await.unwrap_or_else(|status| status.into_response());
+    if file.ends_with(".mp4") || file.ends_with(".flv") {
+        let mime = if file.ends_with(".flv") { FLV_MIME } else { FMP4_MIME };
+        return media(path, mime, &headers).await.unwrap_or_else(|status| status.into_response());
     }
     StatusCode::NOT_FOUND.into_response()
 }
@@ -82,8 +85,9 @@ async fn playlist(path: PathBuf) -> Response {
     ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, cache)], text).into_response()
 }
 
-/// The MP4 file, or the one byte range asked for (206); 416 for a range outside it.
-async fn mp4(path: PathBuf, headers: &HeaderMap) -> Result<Response, StatusCode> {
+/// The recording (`mime`), or the one byte range asked for (206); 416 for a range outside
+/// it.
+async fn media(path: PathBuf, mime: &str, headers: &HeaderMap) -> Result<Response, StatusCode> {
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| StatusCode::NOT_FOUND)?;
     let len = file.metadata().await.map_err(|_| StatusCode::NOT_FOUND)?.len();
     let range = headers.get(RANGE).and_then(|v| v.to_str().ok());
@@ -112,7 +116,7 @@ async fn mp4(path: PathBuf, headers: &HeaderMap) -> Result<Response, StatusCode>
     );
     let mut response = (status, Body::from_stream(body)).into_response();
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, FMP4_MIME.parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
+    headers.insert(CONTENT_TYPE, mime.parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
     headers.insert(ACCEPT_RANGES, "bytes".parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
     headers.insert(CONTENT_LENGTH, (end - start).into());
     if status == StatusCode::PARTIAL_CONTENT {

@@ -195,6 +195,7 @@ impl Publish {
                 grant.private,
                 SystemTime::now(),
                 remuxer,
+                ingest.config.record.format,
                 on_error,
             )
         });
@@ -309,6 +310,9 @@ impl Publish {
         rtmp::amf0::encode(&Value::String("onMetaData".into()), &mut values);
         rtmp::amf0::encode(&Value::EcmaArray(properties.to_vec()), &mut values);
         let values = Bytes::from(values);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.metadata(&values);
+        }
         self.push.metadata(&values);
         self.feed.broadcast.metadata(&values);
     }

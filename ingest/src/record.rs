@@ -30,12 +30,32 @@ pub const RECORDING_TARGET_DURATION: u64 = 20;
 /// Suffix of the recordings of private streams: never served over HTTP.
 pub const PRIVATE_MARK: &str = ".private";
 
+/// What a recording is written as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum RecordFormat {
+    /// Fragmented MP4 with a VOD playlist by byte range (plays over HTTP).
+    #[default]
+    Mp4,
+    /// FLV, the tags as the encoder sent them (what Nginx-RTMP records; no playlist).
+    Flv,
+}
+
 /// Where recordings go and how long they stay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordConfig {
     /// `--record-dir`: each stream records into `<dir>/<stream>/`; `None`: no recording.
     pub dir: Option<PathBuf>,
+    /// `--record-format`.
+    pub format: RecordFormat,
 }
+
+/// FLV tag types (FLV specification, E.4.1).
+const FLV_AUDIO: u8 = 8;
+const FLV_VIDEO: u8 = 9;
+const FLV_SCRIPT: u8 = 18;
+/// The FLV file header with audio and video flags, then PreviousTagSize0 (E.2, E.3).
+const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
 
 /// What the writer thread is told.
 enum Command {
@@ -47,6 +67,15 @@ enum Command {
     Fragment(Bytes),
     /// The open segment ended.
     SegmentEnd(Duration),
+    /// An FLV tag (FLV recordings).
+    Tag {
+        /// [`FLV_AUDIO`], [`FLV_VIDEO`] or [`FLV_SCRIPT`].
+        kind: u8,
+        timestamp: u32,
+        body: Bytes,
+        /// A decoder may start here (a new file after a failure starts at one).
+        keyframe: bool,
+    },
 }
 
 /// A finished recording, for the `record_done` event and callback.
@@ -66,7 +95,8 @@ pub struct Recorded {
 
 /// One publish's recording.
 pub(crate) struct Recorder {
-    remuxer: Remuxer,
+    /// The recording's packager (MP4); `None` for FLV.
+    remuxer: Option<Remuxer>,
     to_writer: Option<SyncSender<Command>>,
     writer: Option<std::thread::JoinHandle<Recorded>>,
     /// Messages dropped because the writer fell behind, since the last segment start.
@@ -82,10 +112,12 @@ impl Recorder {
         private: bool,
         started: SystemTime,
         remuxer: RemuxerConfig,
+        format: RecordFormat,
         on_error: impl Fn(&std::io::Error) + Send + 'static,
     ) -> Self {
         let config =
             RemuxerConfig { container: packager::Container::Fmp4 { part_target: None }, ..remuxer };
+        let remuxer = (format == RecordFormat::Mp4).then(|| Remuxer::new(config));
         let (to_writer, from_publisher) = sync_channel(WRITER_QUEUE);
         let stamp = humantime::format_rfc3339_seconds(started).to_string().replace(':', "-");
         let mark = if private { PRIVATE_MARK } else { "" };
@@ -93,20 +125,60 @@ impl Recorder {
         let stream = stream.to_owned();
         let writer = std::thread::Builder::new()
             .name(format!("record {stream}"))
-            .spawn(move || write(&base, stream, &from_publisher, &on_error))
+            .spawn(move || match format {
+                RecordFormat::Mp4 => write(&base, stream, &from_publisher, &on_error),
+                RecordFormat::Flv => write_flv(&base, stream, &from_publisher, &on_error),
+            })
             .ok();
-        Self { remuxer: Remuxer::new(config), to_writer: Some(to_writer), writer, skipping: false }
+        Self { remuxer, to_writer: Some(to_writer), writer, skipping: false }
     }
 
     /// Records one media message.
-    pub(crate) fn media(&mut self, kind: packager::TagKind, timestamp: u32, payload: &[u8]) {
-        // A frame the recording's packager refuses is refused by the live one too, which logs.
-        let _ = self.remuxer.push(kind, timestamp, payload);
-        self.forward();
+    pub(crate) fn media(&mut self, kind: packager::TagKind, timestamp: u32, payload: &Bytes) {
+        match &mut self.remuxer {
+            Some(remuxer) => {
+                // A frame the recording's packager refuses is refused by the live one too,
+                // which logs.
+                let _ = remuxer.push(kind, timestamp, payload);
+                self.forward();
+            }
+            None => {
+                let (kind, keyframe) = match kind {
+                    packager::TagKind::Audio => (FLV_AUDIO, false),
+                    packager::TagKind::Video => {
+                        let role = crate::push::queue::role(rtmp::MediaKind::Video, payload);
+                        (FLV_VIDEO, role == crate::push::Role::Keyframe)
+                    }
+                };
+                self.send(Command::Tag { kind, timestamp, body: payload.clone(), keyframe });
+            }
+        }
+    }
+
+    /// Records `onMetaData` (its AMF0 values), FLV only (MP4 carries its own).
+    pub(crate) fn metadata(&mut self, values: &Bytes) {
+        if self.remuxer.is_none() {
+            let tag = Command::Tag {
+                kind: FLV_SCRIPT,
+                timestamp: 0,
+                body: values.clone(),
+                keyframe: false,
+            };
+            self.send(tag);
+        }
+    }
+
+    fn send(&mut self, command: Command) {
+        let Some(to_writer) = &self.to_writer else { return };
+        match to_writer.try_send(command) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => self.to_writer = None,
+        }
     }
 
     fn forward(&mut self) {
-        while let Some(output) = self.remuxer.pull_fmp4() {
+        let Some(remuxer) = &mut self.remuxer else { return };
+        while let Some(output) = remuxer.pull_fmp4() {
             let command = match output {
                 FragmentOutput::Init(init) => Command::Init(init),
                 FragmentOutput::SegmentStart { .. } => {
@@ -136,7 +208,9 @@ impl Recorder {
     /// what was recorded once the writer is done (off the async runtime: it may wait for
     /// the disk).
     pub(crate) fn finish(mut self) -> Option<std::thread::JoinHandle<Recorded>> {
-        self.remuxer.finish();
+        if let Some(remuxer) = &mut self.remuxer {
+            remuxer.finish();
+        }
         self.forward();
         drop(self.to_writer.take());
         self.writer.take()
@@ -291,7 +365,7 @@ fn write(
                     }
                 }
             }
-            Command::Fragment(_) | Command::SegmentEnd(_) => {}
+            Command::Fragment(_) | Command::SegmentEnd(_) | Command::Tag { .. } => {}
         }
     }
     if let Some(done) = output.take()
@@ -300,6 +374,96 @@ fn write(
         warn!(%error, "recording not closed cleanly");
     }
     recorded
+}
+
+/// The FLV writer thread: `<base>.flv`, the tags as they come; after a failure, a new file
+/// at the next keyframe.
+fn write_flv(
+    base: &Path,
+    stream: String,
+    commands: &std::sync::mpsc::Receiver<Command>,
+    on_error: &dyn Fn(&std::io::Error),
+) -> Recorded {
+    let mut recorded =
+        Recorded { stream, files: Vec::new(), bytes: 0, duration: Duration::ZERO, failures: 0 };
+    let mut state = Breakage::default();
+    let mut file: Option<File> = None;
+    let mut script: Option<Bytes> = None;
+    let (mut first, mut last) = (None, 0u32);
+    let mut part = 0;
+    for command in commands {
+        let Command::Tag { kind, timestamp, body, keyframe } = command else { continue };
+        if kind == FLV_SCRIPT {
+            script = Some(body.clone());
+        }
+        if state.broken && !keyframe {
+            continue;
+        }
+        if file.is_none() || state.broken {
+            let name =
+                base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = if part == 0 { name } else { format!("{name}-{part}") };
+            let path = base.with_file_name(format!("{name}.flv"));
+            let created = base
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| OpenOptions::new().create_new(true).append(true).open(&path));
+            match created {
+                Ok(mut created) => {
+                    let mut head = FLV_HEADER.to_vec();
+                    // A new file starts with the metadata the stream had.
+                    if let Some(script) = script.as_ref().filter(|_| kind != FLV_SCRIPT) {
+                        flv_tag(&mut head, FLV_SCRIPT, 0, script);
+                    }
+                    if let Err(error) = created.write_all(&head) {
+                        fail(error, &mut recorded, &mut state, on_error);
+                        continue;
+                    }
+                    info!(path = %path.display(), "recording");
+                    recorded.bytes += head.len() as u64;
+                    recorded.files.push(path);
+                    file = Some(created);
+                    state = Breakage::default();
+                    part += 1;
+                }
+                Err(error) => {
+                    fail(error, &mut recorded, &mut state, on_error);
+                    continue;
+                }
+            }
+        }
+        let mut tag = Vec::with_capacity(15 + body.len());
+        flv_tag(&mut tag, kind, timestamp, &body);
+        if let Some(out) = &mut file {
+            match out.write_all(&tag) {
+                Ok(()) => {
+                    recorded.bytes += tag.len() as u64;
+                    if kind != FLV_SCRIPT {
+                        let start = *first.get_or_insert(timestamp);
+                        last = last.max(timestamp.wrapping_sub(start));
+                    }
+                }
+                Err(error) => fail(error, &mut recorded, &mut state, on_error),
+            }
+        }
+    }
+    recorded.duration = Duration::from_millis(u64::from(last));
+    if let Some(file) = file {
+        let _ = file.sync_data();
+    }
+    recorded
+}
+
+/// Appends one FLV tag and its PreviousTagSize (FLV specification E.4.1).
+fn flv_tag(out: &mut Vec<u8>, kind: u8, timestamp: u32, body: &[u8]) {
+    let size = u32::try_from(body.len()).unwrap_or(u32::MAX) & 0x00ff_ffff;
+    out.push(kind);
+    out.extend_from_slice(&size.to_be_bytes()[1..]);
+    out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
+    out.push(timestamp.to_be_bytes()[0]);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&body[..size as usize]);
+    out.extend_from_slice(&(size + 11).to_be_bytes());
 }
 
 /// Files a recording is still being written to are never deleted: a file modified within
@@ -321,7 +485,7 @@ pub fn sweep(
         let Ok(files) = std::fs::read_dir(stream.path()) else { continue };
         for file in files.flatten() {
             let path = file.path();
-            if path.extension().is_none_or(|e| e != "mp4") {
+            if path.extension().is_none_or(|e| e != "mp4" && e != "flv") {
                 continue;
             }
             let Ok(meta) = file.metadata() else { continue };
@@ -385,6 +549,33 @@ mod tests {
         );
         assert!(playlist.contains("#EXT-X-BYTERANGE:3@10\n"), "{playlist}");
         assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flv_recordings_are_the_tags_as_they_came() {
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-flv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = sync_channel(16);
+        let tag = |kind, timestamp, body: &'static [u8], keyframe| Command::Tag {
+            kind,
+            timestamp,
+            body: Bytes::from_static(body),
+            keyframe,
+        };
+        tx.send(tag(FLV_SCRIPT, 0, b"meta", false)).unwrap();
+        tx.send(tag(FLV_VIDEO, 1000, b"\x17key", true)).unwrap();
+        tx.send(tag(FLV_AUDIO, 3000, b"\xafau", false)).unwrap();
+        drop(tx);
+        let recorded = write_flv(&dir.join("cam").join("cam-t"), "cam".into(), &rx, &|_| {});
+        let bytes = std::fs::read(&recorded.files[0]).unwrap();
+        assert_eq!(&bytes[..13], &FLV_HEADER);
+        // Script tag: type, size 4, timestamp 0, stream 0, body, previous size 15.
+        assert_eq!(&bytes[13..28], &[18, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, b'm', b'e', b't', b'a']);
+        assert_eq!(&bytes[28..32], &15u32.to_be_bytes());
+        // Each tag: 11 bytes of header, the body, 4 of PreviousTagSize.
+        assert_eq!(bytes.len(), 13 + (11 + 4 + 4) + (11 + 4 + 4) + (11 + 3 + 4));
+        assert_eq!(recorded.duration, Duration::from_secs(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
