@@ -102,6 +102,15 @@ pub(crate) enum KeysAction {
         /// database as secret as the keys).
         urls: Vec<String>,
     },
+    /// Record a stream's publishes (`on`), never (`off`), or as the server's
+    /// --record-streams says (`default`).
+    Record {
+        /// Public stream name.
+        name: String,
+        /// `on`, `off` or `default`.
+        #[arg(value_parser = ["on", "off", "default"])]
+        setting: String,
+    },
     /// Make a stream private or public; a live publish with the stream's key follows within
     /// seconds (at its next key re-check).
     Visibility {
@@ -133,6 +142,15 @@ pub(crate) enum SegmentStorage {
     Memfd,
     /// The process heap: every response copies the segment into the socket.
     Heap,
+}
+
+/// Which streams `--record-dir` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RecordStreams {
+    /// Every stream, but those whose key says `record: false`.
+    All,
+    /// Only the streams whose key says `record: true`.
+    Marked,
 }
 
 /// What HLS is made of.
@@ -365,6 +383,11 @@ pub(crate) struct ServeArgs {
     /// tags as the encoder sent them, as Nginx-RTMP records).
     #[arg(long, env = "RTMP_HLS_RECORD_FORMAT", value_enum, default_value_t = ingest::record::RecordFormat::Mp4, help_heading = "Recording")]
     pub(crate) record_format: ingest::record::RecordFormat,
+
+    /// Which streams are recorded: `all` (but those whose key says `record: false`) or
+    /// `marked` (only those whose key says `record: true`; `keys record <name> on`).
+    #[arg(long, env = "RTMP_HLS_RECORD_STREAMS", value_enum, default_value_t = RecordStreams::All, help_heading = "Recording")]
+    pub(crate) record_streams: RecordStreams,
 
     /// Recordings older than this many hours are deleted (0: kept).
     #[arg(

@@ -114,6 +114,7 @@ impl Control for ServerControl {
                 revoked: k.revoked,
                 private: k.private,
                 push: k.push.iter().map(|url| push_label(url)).collect(),
+                record: k.record,
             })
             .collect())
     }
@@ -166,6 +167,10 @@ impl Control for ServerControl {
                 .map_err(|e| ControlError::Invalid(format!("push[{index}]: {e}")))?;
         }
         self.keys.set_push(name, push).await.map_err(unavailable)
+    }
+
+    async fn set_record(&self, name: &str, record: bool) -> Result<bool, ControlError> {
+        self.keys.set_record(name, Some(record)).await.map_err(unavailable)
     }
 
     async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {

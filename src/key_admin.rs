@@ -30,6 +30,8 @@ pub(crate) struct Listing {
     pub(crate) private: bool,
     /// Push targets (URLs with their keys: secret).
     pub(crate) push: Vec<String>,
+    /// Recorded or not; `None`: as the server is configured.
+    pub(crate) record: Option<bool>,
 }
 
 /// The configured key store.
@@ -85,6 +87,14 @@ impl KeyAdmin {
         }
     }
 
+    /// Sets whether `stream`'s publishes are recorded; returns whether it has a key.
+    pub(crate) async fn set_record(&self, stream: &str, record: Option<bool>) -> Result<bool> {
+        match self {
+            Self::File(store) => Ok(store.set_record(stream, record)?),
+            Self::Mongo(store) => store.set_record(stream, record).await,
+        }
+    }
+
     /// Sets where `stream` is pushed on to; returns whether it has a key.
     pub(crate) async fn set_push(&self, stream: &str, push: &[String]) -> Result<bool> {
         match self {
@@ -114,6 +124,7 @@ impl KeyAdmin {
                     revoked: false,
                     private: k.private,
                     push: k.push,
+                    record: k.record,
                 })
                 .collect(),
             Self::Mongo(store) => store
@@ -127,6 +138,7 @@ impl KeyAdmin {
                     revoked: k.revoked_at.is_some(),
                     private: k.private,
                     push: k.push,
+                    record: k.record,
                 })
                 .collect(),
         })

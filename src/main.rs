@@ -126,6 +126,17 @@ fn keys(settings: &StoreSettings, action: KeysAction) -> Result<()> {
                 }
                 println!("{name:?} is pushed to {} target(s) from its next publish.", urls.len());
             }
+            KeysAction::Record { name, setting } => {
+                let record = match setting.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                };
+                if !store.set_record(&name, record).await? {
+                    anyhow::bail!("no stream named {name:?} has a key");
+                }
+                println!("{name:?} recording: {setting}, from its next publish.");
+            }
             KeysAction::Visibility { name, visibility } => {
                 if !store.set_private(&name, visibility == "private").await? {
                     anyhow::bail!("no stream named {name:?} has a key");

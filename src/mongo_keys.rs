@@ -33,6 +33,9 @@ pub(crate) struct KeyDocument {
     /// Where the stream is pushed on to (`rtmp://` and `rtmps://` URLs with their keys).
     #[serde(default)]
     pub(crate) push: Vec<String>,
+    /// Whether its publishes are recorded; absent or null: as the server is configured.
+    #[serde(default)]
+    pub(crate) record: Option<bool>,
 }
 
 /// A revoked publish token's document (collection [`REVOKED_TOKENS`]).
@@ -140,6 +143,7 @@ impl MongoKeyStore {
                     last_used_at: None,
                     private,
                     push: Vec::new(),
+                    record: None,
                 };
                 self.keys.insert_one(document).await?;
             }
@@ -192,6 +196,19 @@ impl MongoKeyStore {
         Ok(result.matched_count > 0)
     }
 
+    /// Sets whether `stream`'s publishes are recorded; returns whether it has a key document.
+    pub(crate) async fn set_record(
+        &self,
+        stream: &str,
+        record: Option<bool>,
+    ) -> anyhow::Result<bool> {
+        let result = self
+            .keys
+            .update_one(doc! { "stream": stream }, doc! { "$set": { "record": record } })
+            .await?;
+        Ok(result.matched_count > 0)
+    }
+
     /// Revokes the key of `stream`; returns whether a live key was revoked.
     pub(crate) async fn revoke(&self, stream: &str) -> anyhow::Result<bool> {
         let result = self
@@ -231,6 +248,7 @@ impl KeyStore for MongoKeyStore {
             owner: document.owner,
             private: document.private,
             push: document.push,
+            record: document.record,
             revocation,
         }))
     }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::config::RecordStreams;
 use crate::config::{HlsVariant, SegmentStorage, ServeArgs};
 use crate::control;
 use crate::kafka_events::{KafkaEvents, KafkaSettings};
@@ -227,6 +228,7 @@ fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<Ingest
         record: ingest::record::RecordConfig {
             dir: args.record_dir.clone(),
             format: args.record_format,
+            only_marked: args.record_streams == RecordStreams::Marked,
         },
         play: ingest::play::PlayLimits {
             enabled: args.rtmp_play,

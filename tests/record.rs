@@ -167,3 +167,26 @@ fn flv_recordings_are_what_the_encoder_sent() {
     assert_eq!((served.status, served.header("content-type")), (200, Some("video/x-flv")));
     assert_eq!(served.body.len() as u64, std::fs::metadata(&file).unwrap().len());
 }
+
+/// `--record-streams marked`: only streams whose key says `record: true` are recorded.
+#[test]
+fn only_marked_streams_are_recorded_when_asked() {
+    let dir = record_dir("marked");
+    let server = Server::start(
+        "record-marked",
+        &["--record-dir", dir.to_str().unwrap(), "--record-streams", "marked"],
+    );
+    let (marked, plain) = (server.add_key("marked"), server.add_key("plain"));
+    assert!(server.keys(&["record", "marked", "on"]).status.success());
+    for key in [&marked, &plain] {
+        let (ok, said) =
+            common::publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+        assert!(ok, "{said}");
+    }
+    server.wait_for_event("record_done", "marked");
+    server.wait_for_event("publish_stopped", "plain");
+    assert_eq!(recordings(&dir, "marked").len(), 1);
+    assert!(recordings(&dir, "plain").is_empty());
+    let listed = String::from_utf8(server.keys(&["list"]).stdout).unwrap();
+    assert!(listed.contains("marked"), "{listed}");
+}

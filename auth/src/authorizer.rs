@@ -114,6 +114,7 @@ impl Authorizer {
                 let private = claims.private;
                 return Ok(Grant {
                     push: Vec::new(),
+                    record: None,
                     stream: claims.stream,
                     owner: claims.sub,
                     private,
@@ -135,7 +136,14 @@ impl Authorizer {
             let revocation = Some(Revocation::Token(jti));
             let private = claims.private;
             let stream = claims.stream;
-            return Ok(Grant { stream, owner: claims.sub, private, push: Vec::new(), revocation });
+            return Ok(Grant {
+                stream,
+                owner: claims.sub,
+                private,
+                push: Vec::new(),
+                record: None,
+                revocation,
+            });
         }
         let stored_key = named.unwrap_or(key);
         match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
@@ -184,6 +192,7 @@ mod tests {
                     owner: None,
                     private: false,
                     push: Vec::new(),
+                    record: None,
                     revocation: Some(Revocation::Key),
                 })),
             }

@@ -46,6 +46,9 @@ pub struct StoredKey {
     /// Where the stream is pushed on to (`rtmp://` and `rtmps://` URLs with their keys).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub push: Vec<String>,
+    /// Whether its publishes are recorded; absent: as the server is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 /// A revoked publish token.
@@ -75,6 +78,7 @@ impl KeyFile {
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             private,
             push: Vec::new(),
+            record: None,
         });
         Ok(key)
     }
@@ -167,6 +171,19 @@ impl FileKeyStore {
                 return Err(FileKeyStoreError::Exists(stream.to_owned()));
             }
             file.issue(stream, private)
+        })
+    }
+
+    /// Sets whether `stream`'s publishes are recorded (`None`: as the server is configured);
+    /// returns whether it has a key.
+    pub fn set_record(
+        &self,
+        stream: &str,
+        record: Option<bool>,
+    ) -> Result<bool, FileKeyStoreError> {
+        self.update(|file| {
+            let entry = file.streams.iter_mut().find(|s| s.stream == stream);
+            Ok(entry.map(|entry| entry.record = record).is_some())
         })
     }
 
@@ -328,6 +345,7 @@ impl KeyStore for FileKeyStore {
             owner: None,
             private: entry.private,
             push: entry.push.clone(),
+            record: entry.record,
             revocation: Some(Revocation::Key),
         }))
     }
@@ -393,6 +411,7 @@ mod tests {
             owner: None,
             private,
             push: Vec::new(),
+            record: None,
             revocation: Some(Revocation::Key),
         };
         assert_eq!(store.lookup(&key).await.unwrap(), Some(grant(false)));
@@ -407,6 +426,10 @@ mod tests {
         assert!(store.set_push("cam", &targets).unwrap());
         assert_eq!(store.lookup(&key).await.unwrap().unwrap().push, targets);
         assert!(store.set_push("cam", &[]).unwrap());
+        assert!(store.set_record("cam", Some(false)).unwrap());
+        assert_eq!(store.lookup(&key).await.unwrap().unwrap().record, Some(false));
+        assert!(store.set_record("cam", None).unwrap());
+        assert!(!fs::read_to_string(store.path()).unwrap().contains("record"));
         assert_eq!(store.lookup("nope").await.unwrap(), None);
         assert!(matches!(store.add("cam", false), Err(FileKeyStoreError::Exists(_))));
         assert!(matches!(store.add("a/b", false), Err(FileKeyStoreError::InvalidName(_))));

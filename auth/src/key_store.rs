@@ -26,6 +26,8 @@ pub struct Grant {
     /// Where the stream is pushed on to besides the server's own targets: `rtmp://` or
     /// `rtmps://` URLs, each holding the target's key (secret).
     pub push: Vec<String>,
+    /// Whether its publishes are recorded; `None`: as the server is configured.
+    pub record: Option<bool>,
     /// How a live publish with this grant is re-checked, so a revocation ends it: `None`
     /// when nothing can revoke it (hook-only mode; tokens without an id).
     pub revocation: Option<Revocation>,

@@ -136,7 +136,15 @@ async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refu
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
         let push = Vec::new();
-        return Ok(Grant { stream: name, owner: None, private: false, push, revocation: None });
+        let grant = Grant {
+            stream: name,
+            owner: None,
+            private: false,
+            push,
+            record: None,
+            revocation: None,
+        };
+        return Ok(grant);
     }
     let asked = Instant::now();
     let decision = ingest.authorizer.authorize(address, request.key).await;

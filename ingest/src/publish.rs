@@ -177,7 +177,7 @@ impl Publish {
             now,
             ingest.config.stats_interval,
         );
-        let recorder = ingest.config.record.dir.as_deref().map(|dir| {
+        let recorder = ingest.config.record.dir_for(grant.record).map(|dir| {
             let events = Arc::clone(&ingest.events);
             let failures = ingest.metrics.record_failures.clone();
             let stream = grant.stream.clone();

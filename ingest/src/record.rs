@@ -48,6 +48,17 @@ pub struct RecordConfig {
     pub dir: Option<PathBuf>,
     /// `--record-format`.
     pub format: RecordFormat,
+    /// `--record-streams marked`: only streams whose key says `record: true` (else every
+    /// stream whose key does not say `record: false`).
+    pub only_marked: bool,
+}
+
+impl RecordConfig {
+    /// Where a publish whose key says `record` (if anything) is recorded, if it is.
+    pub fn dir_for(&self, record: Option<bool>) -> Option<&Path> {
+        let wanted = record.unwrap_or(!self.only_marked);
+        self.dir.as_deref().filter(|_| wanted)
+    }
 }
 
 /// FLV tag types (FLV specification, E.4.1).

@@ -82,6 +82,9 @@ pub trait Control: Send + Sync + 'static {
     /// Sets where stream `name` is pushed on to (from its next publish); whether it has a
     /// key. An unusable URL is [`ControlError::Invalid`].
     async fn set_push(&self, name: &str, push: &[String]) -> Result<bool, ControlError>;
+    /// Sets whether stream `name`'s publishes are recorded (from its next publish); whether
+    /// it has a key.
+    async fn set_record(&self, name: &str, record: bool) -> Result<bool, ControlError>;
     /// Revokes the key of `name`; whether there was a live key.
     async fn revoke_key(&self, name: &str) -> Result<bool, ControlError>;
     /// Revokes the publish token with id `jti`; whether it was not revoked before.
@@ -187,8 +190,7 @@ async fn change_key(
     if let Some(refusal) = refuse(control.as_ref(), &headers) {
         return refusal;
     }
-    let expected =
-        "expected {\"private\": <bool>, \"push\": [<rtmp:// URL>, ...]} (either or both)";
+    let expected = "expected {\"private\": <bool>, \"push\": [<rtmp:// URL>, ...], \"record\": <bool>} (any of them)";
     let change: KeyChange = match serde_json::from_slice(&body) {
         Ok(change) if change != KeyChange::default() => change,
         Ok(_) => return error(StatusCode::BAD_REQUEST, expected),
@@ -198,6 +200,15 @@ async fn change_key(
         match control.set_push(&name, push).await {
             Ok(true) => {
                 tracing::info!(stream = %name, targets = push.len(), "push targets set through the admin API");
+            }
+            Ok(false) => return error(StatusCode::NOT_FOUND, &format!("{name:?} has no key")),
+            Err(e) => return control_error(&e),
+        }
+    }
+    if let Some(record) = change.record {
+        match control.set_record(&name, record).await {
+            Ok(true) => {
+                tracing::info!(stream = %name, record, "recording set through the admin API")
             }
             Ok(false) => return error(StatusCode::NOT_FOUND, &format!("{name:?} has no key")),
             Err(e) => return control_error(&e),
@@ -377,6 +388,7 @@ mod tests {
                 revoked: false,
                 private: self.private.lock().unwrap().contains(k),
                 push: Vec::new(),
+                record: None,
             };
             Ok(keys.iter().map(info).collect())
         }
@@ -411,6 +423,9 @@ mod tests {
             if push.iter().any(|url| !url.starts_with("rtmp")) {
                 return Err(ControlError::Invalid("not an rtmp:// URL".into()));
             }
+            Ok(self.keys.lock().unwrap().iter().any(|k| k == name))
+        }
+        async fn set_record(&self, name: &str, _: bool) -> Result<bool, ControlError> {
             Ok(self.keys.lock().unwrap().iter().any(|k| k == name))
         }
         async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {

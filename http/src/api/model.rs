@@ -128,6 +128,8 @@ pub struct KeyInfo {
     pub private: bool,
     /// Where the stream is pushed on to, each target's key hashed.
     pub push: Vec<String>,
+    /// Whether its publishes are recorded; `None`: as the server is configured.
+    pub record: Option<bool>,
 }
 
 /// `POST /api/v1/keys`: a key for a new stream.
@@ -156,6 +158,9 @@ pub struct KeyChange {
     /// (replacing the list; empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<Vec<String>>,
+    /// Whether its publishes are recorded (`--record-dir`), from its next publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 /// The answer to [`NewKey`]: the key, shown this once.
