@@ -306,7 +306,7 @@ impl Routes {
             hls = hls.merge(rtmp_hls_http::web::router(control));
         }
         if let Some(dir) = &args.record_dir {
-            hls = hls.merge(rtmp_hls_http::recordings::router(dir.clone()));
+            hls = hls.merge(rtmp_hls_http::recordings::router(dir.clone(), Arc::clone(store)));
         }
         match args.admin_addr {
             Some(_) => {
@@ -345,9 +345,10 @@ impl Running {
         let housekeeping =
             tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
         if let Some(dir) = args.record_dir.clone() {
-            let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h * 3600));
+            let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h.saturating_mul(3600)));
             let max_age = hours(args.record_max_age_hours);
-            let max_bytes = (args.record_max_mib > 0).then_some(args.record_max_mib << 20);
+            let max_bytes =
+                (args.record_max_mib > 0).then_some(args.record_max_mib.saturating_mul(1 << 20));
             tokio::spawn(record_retention(dir, max_age, max_bytes));
         }
         let rtmps = listeners.rtmps.zip(listeners.cert.clone()).map(|(listener, cert)| {

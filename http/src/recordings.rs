@@ -34,20 +34,30 @@ const PRIVATE_MARK: &str = ".private";
 /// (see `ingest::record::IN_USE`).
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// The routes of the recordings under `dir`.
-pub fn router(dir: PathBuf) -> Router {
+/// What the recordings' routes read.
+#[derive(Clone)]
+struct Recordings {
+    dir: PathBuf,
+    /// Whether a stream is private now (its recordings are not served then either).
+    store: std::sync::Arc<stream_store::StreamStore>,
+}
+
+/// The routes of the recordings under `dir`; those of streams `store` knows as private are
+/// not served, nor those recorded while their stream was.
+pub fn router(dir: PathBuf, store: std::sync::Arc<stream_store::StreamStore>) -> Router {
     Router::new()
         .route("/recordings/{stream}/{file}", get(recording))
         .layer(tower::util::MapResponseLayer::new(crate::allow_any_origin))
-        .with_state(dir)
+        .with_state(Recordings { dir, store })
 }
 
 async fn recording(
-    State(dir): State<PathBuf>,
+    State(Recordings { dir, store }): State<Recordings>,
     Path((stream, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let usable = auth::key_store::validate_stream_name(&stream).is_ok()
+        && !store.is_private(&stream)
         && !file.starts_with('.')
         && !file.contains(PRIVATE_MARK)
         && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
@@ -79,6 +89,10 @@ async fn playlist(path: PathBuf) -> Response {
     let abandoned = idle.is_some_and(|idle| idle > ABANDONED_AFTER);
     let done = text.ends_with("#EXT-X-ENDLIST\n");
     if abandoned && !done {
+        // A recording cut short may end in the middle of an entry: only whole ones count.
+        if let Some(cut) = text.rfind(".mp4\n").map(|at| at + 5) {
+            text.truncate(cut);
+        }
         text.push_str("#EXT-X-ENDLIST\n");
     }
     let cache = if done || abandoned { "public, max-age=60" } else { "no-cache" };
@@ -91,15 +105,14 @@ async fn media(path: PathBuf, mime: &str, headers: &HeaderMap) -> Result<Respons
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| StatusCode::NOT_FOUND)?;
     let len = file.metadata().await.map_err(|_| StatusCode::NOT_FOUND)?.len();
     let range = headers.get(RANGE).and_then(|v| v.to_str().ok());
-    let (start, end, status) = match range {
-        None => (0, len, StatusCode::OK),
-        Some(range) => match parse_range(range, len) {
-            Some((start, end)) => (start, end, StatusCode::PARTIAL_CONTENT),
-            None => {
-                let unsatisfied = [(CONTENT_RANGE, format!("bytes */{len}"))];
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, unsatisfied).into_response());
-            }
-        },
+    let (start, end, status) = match range.map(|range| parse_range(range, len)) {
+        Some(Range::Bytes(start, end)) => (start, end, StatusCode::PARTIAL_CONTENT),
+        Some(Range::Unsatisfiable) => {
+            let unsatisfied = [(CONTENT_RANGE, format!("bytes */{len}"))];
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, unsatisfied).into_response());
+        }
+        // No range, or one not served here: the whole file (RFC 9110 §14.2).
+        None | Some(Range::Ignored) => (0, len, StatusCode::OK),
     };
     file.seek(SeekFrom::Start(start)).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     let body = futures_util::stream::unfold(
@@ -127,26 +140,41 @@ async fn media(path: PathBuf, mime: &str, headers: &HeaderMap) -> Result<Respons
     Ok(response)
 }
 
-/// One range of `bytes=first-last`, `bytes=first-` or `bytes=-suffix` within `len` bytes:
-/// `(start, end)`, end exclusive. Several ranges are not served (the first is not enough:
-/// `None`, a 416, would be wrong; players ask for one).
-fn parse_range(range: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = range.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (start, end) = match (first.trim(), last.trim()) {
-        ("", suffix) => {
-            let suffix: u64 = suffix.parse().ok()?;
-            (len.saturating_sub(suffix), len)
-        }
-        (first, "") => (first.parse().ok()?, len),
-        (first, last) => {
-            (first.parse().ok()?, last.parse::<u64>().ok()?.saturating_add(1).min(len))
-        }
+/// What a Range header asks of a file.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// Bytes `start..end`.
+    Bytes(u64, u64),
+    /// A range that starts past the end: 416.
+    Unsatisfiable,
+    /// Several ranges, another unit, or not a range: the header is ignored (RFC 9110 §14.2;
+    /// players ask for one range).
+    Ignored,
+}
+
+/// One range of `bytes=first-last`, `bytes=first-` or `bytes=-suffix` within `len` bytes.
+fn parse_range(range: &str, len: u64) -> Range {
+    let Some(spec) = range.trim().strip_prefix("bytes=").filter(|s| !s.contains(',')) else {
+        return Range::Ignored;
     };
-    (start < end && start < len).then_some((start, end))
+    let Some((first, last)) = spec.split_once('-') else { return Range::Ignored };
+    let number = |text: &str| text.parse::<u64>().ok();
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => return Range::Unsatisfiable,
+            Some(suffix) => (len.saturating_sub(suffix), len),
+            None => return Range::Ignored,
+        },
+        (first, "") => match number(first) {
+            Some(first) => (first, len),
+            None => return Range::Ignored,
+        },
+        (first, last) => match (number(first), number(last)) {
+            (Some(first), Some(last)) if first <= last => (first, last.saturating_add(1).min(len)),
+            _ => return Range::Ignored,
+        },
+    };
+    if start < end { Range::Bytes(start, end) } else { Range::Unsatisfiable }
 }
 
 #[cfg(test)]
@@ -155,14 +183,15 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 100)));
-        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 1000)));
-        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 1000)));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 1000)));
-        for bad in
-            ["bytes=1000-", "bytes=5-2", "bytes=0-1,5-6", "items=0-1", "bytes=x-1", "bytes=-0"]
-        {
-            assert_eq!(parse_range(bad, 1000), None, "{bad}");
+        assert_eq!(parse_range("bytes=0-99", 1000), Range::Bytes(0, 100));
+        assert_eq!(parse_range("bytes=900-", 1000), Range::Bytes(900, 1000));
+        assert_eq!(parse_range("bytes=-100", 1000), Range::Bytes(900, 1000));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Range::Bytes(990, 1000));
+        for unsatisfiable in ["bytes=1000-", "bytes=2000-3000", "bytes=-0"] {
+            assert_eq!(parse_range(unsatisfiable, 1000), Range::Unsatisfiable, "{unsatisfiable}");
+        }
+        for ignored in ["bytes=5-2", "bytes=0-1,5-6", "items=0-1", "bytes=x-1", "nonsense"] {
+            assert_eq!(parse_range(ignored, 1000), Range::Ignored, "{ignored}");
         }
     }
 }

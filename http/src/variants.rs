@@ -36,7 +36,8 @@ pub(crate) fn master(
     let mut variants = Vec::new();
     for suffix in suffixes {
         let name = format!("{base}{suffix}");
-        let Some(rendition) = store.rendition(&name) else { continue };
+        // An ended rendition is no choice for a live player.
+        let Some(rendition) = store.rendition(&name).filter(|r| !r.ended) else { continue };
         let mut uri = format!("../{name}/{}", crate::PLAYLIST_FILE);
         if rendition.private {
             any_private = true;
@@ -70,16 +71,22 @@ pub(crate) fn master(
 /// The EXT-X-RENDITION-REPORT lines of the siblings of rendition `name` (named with one of
 /// `suffixes`), or nothing when it is not a rendition.
 pub(crate) fn reports(store: &StreamStore, name: &str, suffixes: &[String]) -> String {
-    let Some(base) = suffixes.iter().find_map(|suffix| name.strip_suffix(suffix.as_str())) else {
-        return String::new();
-    };
+    // The longest suffix that fits (`_hi` and `_very_hi`).
+    let base = suffixes
+        .iter()
+        .filter_map(|suffix| name.strip_suffix(suffix.as_str()).map(|base| (suffix.len(), base)))
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, base)| base);
+    let Some(base) = base else { return String::new() };
     let mut out = String::new();
     for suffix in suffixes {
         let sibling = format!("{base}{suffix}");
         if sibling == name {
             continue;
         }
-        if let Some((msn, part)) = store.rendition(&sibling).and_then(|r| r.last) {
+        // Private siblings are not reported: this playlist's viewers may not watch them.
+        let rendition = store.rendition(&sibling).filter(|r| !r.ended && !r.private);
+        if let Some((msn, part)) = rendition.and_then(|r| r.last) {
             let uri = format!("../{sibling}/{}", crate::PLAYLIST_FILE);
             out.push_str(&multivariant::rendition_report(&uri, msn, part));
         }

@@ -19,27 +19,36 @@ pub(crate) struct Parked {
     pub(crate) broadcast: Arc<Broadcast>,
 }
 
+/// Numbers each parking, so a window's timer ends only its own (a stream parked, taken
+/// over and parked again within one window has the same broadcast).
+static PARKINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Parked pushes and broadcasts, by stream.
 #[derive(Default)]
 pub(crate) struct ParkedRelays {
-    streams: Mutex<HashMap<String, Parked>>,
+    streams: Mutex<HashMap<String, (u64, Parked)>>,
 }
 
 impl ParkedRelays {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Parked)>> {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What an interrupted publish of `stream` left, for the publish continuing it.
     pub(crate) fn take(&self, stream: &str) -> Option<Parked> {
-        self.lock().remove(stream)
+        self.lock().remove(stream).map(|(_, parked)| parked)
+    }
+
+    /// Everything parked (at shutdown: each is ended as a clean stop would).
+    pub(crate) fn drain(&self) -> Vec<(String, Parked)> {
+        self.lock().drain().map(|(stream, (_, parked))| (stream, parked)).collect()
     }
 }
 
 /// Parks `parked` for `stream` for `window`; then, if no publish took it over, ends it.
 pub(crate) fn park(ingest: &Arc<Ingest>, stream: &str, parked: Parked, window: Duration) {
-    let broadcast = Arc::clone(&parked.broadcast);
-    if let Some(older) = ingest.parked.lock().insert(stream.to_owned(), parked) {
+    let id = PARKINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some((_, older)) = ingest.parked.lock().insert(stream.to_owned(), (id, parked)) {
         end(ingest, stream, older);
     }
     let ingest = Arc::clone(ingest);
@@ -47,8 +56,8 @@ pub(crate) fn park(ingest: &Arc<Ingest>, stream: &str, parked: Parked, window: D
     tokio::spawn(async move {
         tokio::time::sleep(window).await;
         let mut streams = ingest.parked.lock();
-        let ours = streams.get(&stream).is_some_and(|p| Arc::ptr_eq(&p.broadcast, &broadcast));
-        if let Some(parked) = ours.then(|| streams.remove(&stream)).flatten() {
+        let ours = streams.get(&stream).is_some_and(|(parked, _)| *parked == id);
+        if let Some((_, parked)) = ours.then(|| streams.remove(&stream)).flatten() {
             drop(streams);
             end(&ingest, &stream, parked);
         }

@@ -371,6 +371,10 @@ async fn serve_on(
         warn!(connections = tasks.len(), "connections still open after {grace:?}; aborting them");
         tasks.shutdown().await;
     }
+    // Pushes and players still waiting for a publisher end as a clean stop would.
+    for (stream, parked) in ingest.parked.drain() {
+        crate::continuity::end(&ingest, &stream, parked);
+    }
     // The publishes that just ended have their on_publish_done in flight.
     let mut callbacks =
         std::mem::take(&mut *ingest.callbacks.lock().unwrap_or_else(PoisonError::into_inner));

@@ -9,7 +9,7 @@ const GAP_MS: u32 = 40;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rebase {
     offset: u32,
-    /// The last timestamp sent.
+    /// The highest timestamp sent (tracks interleave, so the last sent may be behind).
     last: Option<u32>,
     /// A new publisher continues: its first timestamp sets the offset.
     continuing: bool,
@@ -25,7 +25,7 @@ impl Rebase {
             }
         }
         let out = timestamp.wrapping_add(self.offset);
-        self.last = Some(out);
+        self.last = Some(self.last.map_or(out, |last| last.max(out)));
         out
     }
 

@@ -24,9 +24,10 @@ use tracing::{info, warn};
 /// Messages a recording's writer may fall behind by (init segments, fragments, segment
 /// ends): a few seconds of frames; past it the recording skips to the next segment.
 pub const WRITER_QUEUE: usize = 512;
-/// Media a VOD playlist's segments may last (forced cuts happen before): its
-/// EXT-X-TARGETDURATION, known before any segment is written.
-pub const RECORDING_TARGET_DURATION: u64 = 20;
+/// The least EXT-X-TARGETDURATION of a recording's playlist, written before any segment
+/// exists: the packager's forced cut (20 s without a keyframe) stays within it; a longer
+/// `--segment-duration` (audio-only streams are cut at it) raises it.
+pub const RECORDING_TARGET_DURATION: u64 = 21;
 /// Suffix of the recordings of private streams: never served over HTTP.
 pub const PRIVATE_MARK: &str = ".private";
 
@@ -112,6 +113,8 @@ pub(crate) struct Recorder {
     writer: Option<std::thread::JoinHandle<Recorded>>,
     /// Messages dropped because the writer fell behind, since the last segment start.
     skipping: bool,
+    /// An init segment the writer's queue had no room for: sent before the next segment.
+    pending_init: Option<Bytes>,
 }
 
 impl Recorder {
@@ -130,18 +133,20 @@ impl Recorder {
             RemuxerConfig { container: packager::Container::Fmp4 { part_target: None }, ..remuxer };
         let remuxer = (format == RecordFormat::Mp4).then(|| Remuxer::new(config));
         let (to_writer, from_publisher) = sync_channel(WRITER_QUEUE);
-        let stamp = humantime::format_rfc3339_seconds(started).to_string().replace(':', "-");
+        let target = RECORDING_TARGET_DURATION.max(config.target_duration.as_secs() + 1);
+        // Milliseconds: two publishes of a stream within a second get two names.
+        let stamp = humantime::format_rfc3339_millis(started).to_string().replace(':', "-");
         let mark = if private { PRIVATE_MARK } else { "" };
         let base = dir.join(stream).join(format!("{stream}-{stamp}{mark}"));
         let stream = stream.to_owned();
         let writer = std::thread::Builder::new()
             .name(format!("record {stream}"))
             .spawn(move || match format {
-                RecordFormat::Mp4 => write(&base, stream, &from_publisher, &on_error),
+                RecordFormat::Mp4 => write(&base, target, stream, &from_publisher, &on_error),
                 RecordFormat::Flv => write_flv(&base, stream, &from_publisher, &on_error),
             })
             .ok();
-        Self { remuxer, to_writer: Some(to_writer), writer, skipping: false }
+        Self { remuxer, to_writer: Some(to_writer), writer, skipping: false, pending_init: None }
     }
 
     /// Records one media message.
@@ -194,6 +199,16 @@ impl Recorder {
                 FragmentOutput::Init(init) => Command::Init(init),
                 FragmentOutput::SegmentStart { .. } => {
                     self.skipping = false;
+                    if let Some(init) = self.pending_init.take()
+                        && let Some(to_writer) = &self.to_writer
+                        && let Err(TrySendError::Full(Command::Init(init))) =
+                            to_writer.try_send(Command::Init(init))
+                    {
+                        // Still no room: this segment is skipped too, the init kept.
+                        self.pending_init = Some(init);
+                        self.skipping = true;
+                        continue;
+                    }
                     Command::SegmentStart
                 }
                 FragmentOutput::Fragment(bytes) => Command::Fragment(bytes),
@@ -206,8 +221,12 @@ impl Recorder {
             let Some(to_writer) = &self.to_writer else { return };
             match to_writer.try_send(command) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    // The disk is slower than the stream: skip to the next segment.
+                Err(TrySendError::Full(command)) => {
+                    // The disk is slower than the stream: skip to the next segment (a new
+                    // init is kept for it: fragments are never written under the old one).
+                    if let Command::Init(init) = command {
+                        self.pending_init = Some(init);
+                    }
                     self.skipping = true;
                 }
                 Err(TrySendError::Disconnected(_)) => self.to_writer = None,
@@ -240,7 +259,7 @@ struct Output {
 }
 
 impl Output {
-    fn create(base: &Path, part: u32, init: &[u8]) -> std::io::Result<Self> {
+    fn create(base: &Path, part: u32, target: u64, init: &[u8]) -> std::io::Result<Self> {
         if let Some(parent) = base.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -251,13 +270,13 @@ impl Output {
         mp4.write_all(init)?;
         let mut playlist =
             OpenOptions::new().create_new(true).append(true).open(path.with_extension("m3u8"))?;
-        write!(
-            playlist,
-            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{RECORDING_TARGET_DURATION}\n\
-             #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-INDEPENDENT-SEGMENTS\n\
-             #EXT-X-MAP:URI=\"{name}.mp4\",BYTERANGE=\"{}@0\"\n",
+        let head = format!(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n\
+             #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"{name}.mp4\",BYTERANGE=\"{}@0\"\n",
             init.len()
-        )?;
+        );
+        // One write per entry: a reader never sees half of one.
+        playlist.write_all(head.as_bytes())?;
         let len = init.len() as u64;
         Ok(Self { mp4, playlist, path, len, segment_start: len })
     }
@@ -266,14 +285,14 @@ impl Output {
         let name =
             self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let millis = duration.as_millis();
-        write!(
-            self.playlist,
+        let entry = format!(
             "#EXTINF:{}.{:03},\n#EXT-X-BYTERANGE:{}@{}\n{name}\n",
             millis / 1000,
             millis % 1000,
             self.len - self.segment_start,
             self.segment_start
-        )
+        );
+        self.playlist.write_all(entry.as_bytes())
     }
 
     fn close(mut self) -> std::io::Result<()> {
@@ -309,6 +328,7 @@ fn fail(
 /// The writer thread: files under `base`, until the publisher hangs up.
 fn write(
     base: &Path,
+    target: u64,
     stream: String,
     commands: &std::sync::mpsc::Receiver<Command>,
     on_error: &dyn Fn(&std::io::Error),
@@ -338,14 +358,16 @@ fn write(
                 }
                 if output.is_none() {
                     let Some(init) = &init else { continue };
-                    match Output::create(base, part, init) {
+                    // Every attempt takes a new name: a failed one may have left its file.
+                    let attempt = part;
+                    part += 1;
+                    match Output::create(base, attempt, target, init) {
                         Ok(created) => {
                             info!(path = %created.path.display(), "recording");
                             state.reported = false;
                             recorded.files.push(created.path.clone());
                             recorded.bytes += created.len;
                             output = Some(created);
-                            part += 1;
                         }
                         Err(error) => {
                             fail(error, &mut recorded, &mut state, on_error);
@@ -400,12 +422,24 @@ fn write_flv(
     let mut state = Breakage::default();
     let mut file: Option<File> = None;
     let mut script: Option<Bytes> = None;
+    // The latest decoder configurations, which a new file starts with.
+    let (mut audio_config, mut video_config): (Option<Bytes>, Option<Bytes>) = (None, None);
     let (mut first, mut last) = (None, 0u32);
     let mut part = 0;
     for command in commands {
         let Command::Tag { kind, timestamp, body, keyframe } = command else { continue };
-        if kind == FLV_SCRIPT {
-            script = Some(body.clone());
+        let media = match kind {
+            FLV_AUDIO => Some(rtmp::MediaKind::Audio),
+            FLV_VIDEO => Some(rtmp::MediaKind::Video),
+            _ => None,
+        };
+        let config =
+            media.is_some_and(|m| crate::push::queue::role(m, &body) == crate::push::Role::Config);
+        match (kind, config) {
+            (FLV_SCRIPT, _) => script = Some(body.clone()),
+            (FLV_AUDIO, true) => audio_config = Some(body.clone()),
+            (FLV_VIDEO, true) => video_config = Some(body.clone()),
+            _ => {}
         }
         if state.broken && !keyframe {
             continue;
@@ -414,6 +448,7 @@ fn write_flv(
             let name =
                 base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let name = if part == 0 { name } else { format!("{name}-{part}") };
+            part += 1;
             let path = base.with_file_name(format!("{name}.flv"));
             let created = base
                 .parent()
@@ -426,6 +461,16 @@ fn write_flv(
                     if let Some(script) = script.as_ref().filter(|_| kind != FLV_SCRIPT) {
                         flv_tag(&mut head, FLV_SCRIPT, 0, script);
                     }
+                    // And the decoder configurations, unless this tag is one.
+                    if !config {
+                        for (tag_kind, body) in
+                            [(FLV_AUDIO, &audio_config), (FLV_VIDEO, &video_config)]
+                        {
+                            if let Some(body) = body {
+                                flv_tag(&mut head, tag_kind, timestamp, body);
+                            }
+                        }
+                    }
                     if let Err(error) = created.write_all(&head) {
                         fail(error, &mut recorded, &mut state, on_error);
                         continue;
@@ -435,7 +480,6 @@ fn write_flv(
                     recorded.files.push(path);
                     file = Some(created);
                     state = Breakage::default();
-                    part += 1;
                 }
                 Err(error) => {
                     fail(error, &mut recorded, &mut state, on_error);
@@ -547,7 +591,7 @@ mod tests {
             tx.send(command).unwrap();
         }
         drop(tx);
-        let recorded = write(&base, "cam".into(), &rx, &|_| {});
+        let recorded = write(&base, 21, "cam".into(), &rx, &|_| {});
         assert_eq!(recorded.bytes, 13);
         assert_eq!(recorded.duration, Duration::from_millis(3500));
         let mp4 = std::fs::read(&recorded.files[0]).unwrap();
@@ -626,7 +670,7 @@ mod tests {
         }
         drop(tx);
         let base = Path::new("/proc/rtmp-hls-cannot-write-here/cam/cam-t");
-        let recorded = write(base, "cam".into(), &rx, &move |_| {
+        let recorded = write(base, 21, "cam".into(), &rx, &move |_| {
             seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
         assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);

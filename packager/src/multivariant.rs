@@ -24,10 +24,10 @@ pub struct Variant {
 }
 
 /// The multivariant playlist of `variants`, in the order given (players start with the
-/// first they can play). Every segment of ours starts with a keyframe:
-/// EXT-X-INDEPENDENT-SEGMENTS holds for all of them.
+/// first they can play). Whether segments start with keyframes is each media playlist's to
+/// say (a forced cut may not).
 pub fn render(variants: &[Variant]) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut out = String::from("#EXTM3U\n");
     for variant in variants {
         // Writing to a String cannot fail.
         let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", variant.bandwidth.max(1));
@@ -85,7 +85,7 @@ mod tests {
         ]);
         assert_eq!(
             text,
-            "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            "#EXTM3U\n\
              #EXT-X-STREAM-INF:BANDWIDTH=2800000,AVERAGE-BANDWIDTH=2500000,\
              CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=29.970\n\
              ../cam_720p/index.m3u8\n\

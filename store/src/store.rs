@@ -121,6 +121,8 @@ pub struct Rendition {
     pub average_bps: u64,
     /// Being published now.
     pub live: bool,
+    /// Its playlist has EXT-X-ENDLIST.
+    pub ended: bool,
     /// Only viewers with a credential may watch it.
     pub private: bool,
     /// The media sequence number of its last complete segment and, in low latency, the
@@ -746,6 +748,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             peak_bps: peak.unwrap_or(0),
             average_bps: rate(bits, duration),
             live: state.live,
+            ended: state.playlist.is_ended(),
             private: slot.private.load(Ordering::Acquire),
             last,
         })
