@@ -446,6 +446,8 @@ impl Connection {
         let mut out = Vec::new();
         let mut recheck = tokio::time::interval(crate::play::PLAYER_RECHECK);
         recheck.tick().await;
+        // The stream's timestamp of the first message this player got.
+        let mut epoch: Option<u32> = None;
         loop {
             let (batch, ended) = {
                 let mut queue = outbox.lock();
@@ -458,6 +460,11 @@ impl Connection {
                 match item {
                     Item::Metadata(values) => self.session.play_metadata(&values, &mut out),
                     Item::Media { kind, timestamp, payload, .. } => {
+                        // Each player's clock starts at 0, as Nginx-RTMP's does (`atc off`);
+                        // audio interleaved a few milliseconds before the first keyframe is
+                        // held at 0 rather than wrapped.
+                        let base = *epoch.get_or_insert(timestamp);
+                        let timestamp = timestamp.saturating_sub(base);
                         self.session.play_media(kind, timestamp, &payload, &mut out);
                     }
                 }

@@ -2,7 +2,7 @@
 //! interrupted publish (network loss, a crashed encoder, a takeover) parks its pushes and its
 //! broadcast for the reconnect window instead of ending them, so YouTube does not end the
 //! broadcast and players keep waiting, as HLS viewers do; the publish that continues the
-//! stream within the window takes them over (pushes only if it has the same targets), and
+//! stream within the window takes them over (the pushes to targets it still has), and
 //! their clocks go on ([`crate::rebase`]). Past the window they end as a clean stop would.
 
 use std::collections::HashMap;

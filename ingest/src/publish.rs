@@ -139,21 +139,16 @@ impl Publish {
             );
             tokio::spawn(watch)
         });
-        // A publish continuing an interrupted one takes over its pushes (if they go to the
-        // same targets) and its players.
+        // A publish continuing an interrupted one takes over its pushes (those to targets it
+        // still has) and its players.
         let targets = push_targets(&ingest.config.push.targets, &grant);
         let parked = ingest.parked.take(&grant.stream);
         let (push, continued) = match parked {
             Some(parked) if live.publication().resumed() => {
                 let Parked { push, broadcast } = parked;
                 broadcast.continue_after_break();
-                let push = if push.same_targets(&targets) {
-                    push.continue_after_break();
-                    push
-                } else {
-                    drop(push);
-                    Push::start(&grant.stream, targets, &ingest.config.push, &reporting(ingest))
-                };
+                let config = &ingest.config.push;
+                let push = push.continue_with(&grant.stream, targets, config, &reporting(ingest));
                 (push, Some(broadcast))
             }
             parked => {

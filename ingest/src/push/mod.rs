@@ -138,39 +138,44 @@ impl Push {
         config: &PushConfig,
         reporting: &Reporting,
     ) -> Self {
-        let queue_bytes =
-            if config.queue_bytes == 0 { MAX_QUEUE_BYTES } else { config.queue_bytes };
         let labels = targets.iter().map(PushTarget::label).collect();
-        let targets = targets
-            .into_iter()
-            .map(|target| {
-                let shared = Arc::new(Outbox::new(queue_bytes));
-                let task = Task {
-                    label: PushLabel { stream: stream.to_owned(), target: target.label() },
-                    stream: stream.to_owned(),
-                    target,
-                    tls: config.tls.clone(),
-                    shared: Arc::clone(&shared),
-                    reporting: reporting.clone(),
-                    sent_bytes: 0,
-                    attempts: 0,
-                };
-                (shared, tokio::spawn(task.run()))
-            })
-            .collect();
+        let targets =
+            targets.into_iter().map(|target| spawn(stream, target, config, reporting)).collect();
         Self { targets, labels, rebase: Mutex::default() }
     }
 
-    /// Whether it pushes to exactly `targets` (a publish that continues an interrupted one
-    /// keeps its pushes only then).
-    pub(crate) fn same_targets(&self, targets: &[PushTarget]) -> bool {
-        self.labels.len() == targets.len()
-            && self.labels.iter().zip(targets).all(|(label, target)| *label == target.label())
+    /// These pushes, continued by a new publish of `stream` pushing to `targets`: the
+    /// targets it still has go on (their clock too), the others end, new ones start.
+    pub(crate) fn continue_with(
+        mut self,
+        stream: &str,
+        targets: Vec<PushTarget>,
+        config: &PushConfig,
+        reporting: &Reporting,
+    ) -> Self {
+        let mut old: Vec<_> = std::mem::take(&mut self.targets)
+            .into_iter()
+            .zip(std::mem::take(&mut self.labels))
+            .collect();
+        for target in targets {
+            let label = target.label();
+            let pushing = match old.iter().position(|(_, kept)| *kept == label) {
+                Some(at) => old.remove(at).0,
+                None => spawn(stream, target, config, reporting),
+            };
+            self.targets.push(pushing);
+            self.labels.push(label);
+        }
+        for ((shared, _), _) in old {
+            shared.end();
+        }
+        self.continue_after_break();
+        self
     }
 
     /// The next messages come from a new publisher continuing the stream: the targets see
     /// their clock go on.
-    pub(crate) fn continue_after_break(&self) {
+    fn continue_after_break(&self) {
         self.rebase.lock().unwrap_or_else(PoisonError::into_inner).continue_after_break();
     }
 
@@ -201,6 +206,28 @@ impl Drop for Push {
         }
         // The tasks finish on their own (bounded by END_DEADLINE once connected).
     }
+}
+
+/// Starts pushing `stream` to `target`: its queue, and the task emptying it.
+fn spawn(
+    stream: &str,
+    target: PushTarget,
+    config: &PushConfig,
+    reporting: &Reporting,
+) -> (Arc<Shared>, JoinHandle<()>) {
+    let queue_bytes = if config.queue_bytes == 0 { MAX_QUEUE_BYTES } else { config.queue_bytes };
+    let shared = Arc::new(Outbox::new(queue_bytes));
+    let task = Task {
+        label: PushLabel { stream: stream.to_owned(), target: target.label() },
+        stream: stream.to_owned(),
+        target,
+        tls: config.tls.clone(),
+        shared: Arc::clone(&shared),
+        reporting: reporting.clone(),
+        sent_bytes: 0,
+        attempts: 0,
+    };
+    (shared, tokio::spawn(task.run()))
 }
 
 /// One target's task.
