@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Publisher, STARTUP, Server, listening, segments, self_signed};
+use common::{Publisher, STARTUP, Server, segments};
 use testkit::{Clip, clip, http, tools};
 
 /// Where Debian's libnginx-mod-rtmp puts the module.
@@ -199,20 +199,7 @@ impl Drop for Nginx {
 fn a_streams_own_targets_get_it_over_rtmp_to_nginx_and_rtmps() {
     let nginx = Nginx::start("push");
     let dir = std::env::temp_dir().join(format!("rtmp-hls-push-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = self_signed(&dir, "localhost");
-    let secure = Server::start(
-        "push-rtmps",
-        &[
-            "--rtmps-addr",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let rtmps = listening(&secure, "RTMPS");
+    let (secure, rtmps, cert) = common::rtmps_server("push-rtmps", &dir);
     let secure_key = secure.add_key("secure");
     let source = Server::start(
         "push-per-stream",

@@ -9,25 +9,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Publisher, Server, listening, publish_fast, segments, self_signed};
+use common::{Publisher, publish_fast, segments};
 use testkit::{Clip, clip};
 
 #[test]
 fn ffmpeg_publishes_over_rtmps_and_plain_rtmp_on_that_port_is_closed() {
     let dir = std::env::temp_dir().join(format!("rtmp-hls-rtmps-{}", std::process::id()));
-    let (cert, key) = self_signed(&dir, "localhost");
-    let server = Server::start(
-        "rtmps",
-        &[
-            "--rtmps-addr",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let rtmps = listening(&server, "RTMPS");
+    let (server, rtmps, _) = common::rtmps_server("rtmps", &dir);
 
     // A publish over plain RTMP runs throughout.
     let plain_key = server.add_key("plain");

@@ -53,58 +53,63 @@ pub(crate) struct Broadcast {
     /// The latest configurations, and while there are players, the latest keyframe
     /// onwards.
     gop: Mutex<queue::PushQueue>,
-    /// The players, and whether the publish ended (then nobody joins).
-    players: Mutex<(Vec<Arc<Outbox>>, bool)>,
-    /// Players' clock across a publisher's reconnect.
-    rebase: Mutex<crate::rebase::Rebase>,
+    /// What every message needs, under one lock: the players, the end, the clock.
+    state: Mutex<Audience>,
+}
+
+/// A broadcast's players, whether its publish ended (then nobody joins), and the players'
+/// clock across a publisher's reconnect.
+#[derive(Default)]
+struct Audience {
+    players: Vec<Arc<Outbox>>,
+    ended: bool,
+    rebase: crate::rebase::Rebase,
 }
 
 impl Broadcast {
     fn new() -> Self {
-        Self {
-            gop: Mutex::new(queue::PushQueue::new(0)),
-            players: Mutex::default(),
-            rebase: Mutex::default(),
-        }
+        Self { gop: Mutex::new(queue::PushQueue::new(0)), state: Mutex::default() }
     }
 
     /// The next messages come from a new publisher continuing the stream.
     pub(crate) fn continue_after_break(&self) {
-        self.rebase.lock().unwrap_or_else(PoisonError::into_inner).continue_after_break();
+        self.state().rebase.continue_after_break();
     }
 
-    fn players(&self) -> std::sync::MutexGuard<'_, (Vec<Arc<Outbox>>, bool)> {
-        self.players.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, Audience> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn gop(&self) -> std::sync::MutexGuard<'_, queue::PushQueue> {
         self.gop.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Passes on an audio or video message.
+    /// Passes on an audio or video message: one lock, and with nobody playing nothing more
+    /// unless it is a decoder configuration (kept for the players to come).
     pub(crate) fn media(&self, kind: MediaKind, timestamp: u32, payload: &Bytes) {
-        let timestamp = self.rebase.lock().unwrap_or_else(PoisonError::into_inner).apply(timestamp);
         let role = queue::role(kind, payload);
-        let mut players = self.players();
-        let players = &mut players.0;
-        if players.is_empty() {
+        let mut state = self.state();
+        let timestamp = state.rebase.apply(timestamp);
+        if state.players.is_empty() {
             if role == Role::Config {
                 self.gop().push(Item::Media { kind, timestamp, payload: payload.clone(), role });
             }
             return;
         }
-        self.hand_on(players, Item::Media { kind, timestamp, payload: payload.clone(), role });
+        self.hand_on(
+            &mut state.players,
+            Item::Media { kind, timestamp, payload: payload.clone(), role },
+        );
     }
 
     /// Passes on `onMetaData` (its AMF0 values).
     pub(crate) fn metadata(&self, values: &Bytes) {
-        let mut players = self.players();
-        let players = &mut players.0;
-        if players.is_empty() {
+        let mut state = self.state();
+        if state.players.is_empty() {
             self.gop().push(Item::Metadata(values.clone()));
             return;
         }
-        self.hand_on(players, Item::Metadata(values.clone()));
+        self.hand_on(&mut state.players, Item::Metadata(values.clone()));
     }
 
     fn hand_on(&self, players: &mut Vec<Arc<Outbox>>, item: Item) {
@@ -124,16 +129,16 @@ impl Broadcast {
 
     /// Players now.
     pub(crate) fn player_count(&self) -> usize {
-        let mut players = self.players();
-        players.0.retain(|player| Arc::strong_count(player) > 1);
-        players.0.len()
+        let mut state = self.state();
+        state.players.retain(|player| Arc::strong_count(player) > 1);
+        state.players.len()
     }
 
     /// A new player's outbox of at most `limit` bytes, seeded with the configurations and
     /// the latest keyframe onwards; `None` once the publish ended.
     pub(crate) fn join(&self, limit: usize) -> Option<Arc<Outbox>> {
-        let mut players = self.players();
-        if players.1 {
+        let mut state = self.state();
+        if state.ended {
             return None;
         }
         let mut gop = self.gop();
@@ -146,15 +151,15 @@ impl Broadcast {
             }
             queue.start();
         }
-        players.0.push(Arc::clone(&outbox));
+        state.players.push(Arc::clone(&outbox));
         Some(outbox)
     }
 
     /// The publish ended: every player is told after what it has queued, and nobody joins.
     pub(crate) fn end(&self) {
-        let mut players = self.players();
-        players.1 = true;
-        for player in players.0.drain(..) {
+        let mut state = self.state();
+        state.ended = true;
+        for player in state.players.drain(..) {
             player.end();
         }
     }
@@ -241,7 +246,7 @@ mod tests {
         // Players that leave are forgotten; with none left, the cache holds no media.
         drop((first, second));
         broadcast.media(MediaKind::Video, 2080, &video(Role::Frame));
-        assert!(broadcast.players().0.is_empty());
+        assert!(broadcast.state().players.is_empty());
         assert_eq!(broadcast.gop().bytes(), 0);
     }
 

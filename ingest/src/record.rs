@@ -105,6 +105,20 @@ pub struct Recorded {
     pub failures: u64,
 }
 
+impl Recorded {
+    fn empty(stream: String) -> Self {
+        Self { stream, files: Vec::new(), bytes: 0, duration: Duration::ZERO, failures: 0 }
+    }
+}
+
+/// The file of attempt `part` of a recording named `base` (the first has no number), and its
+/// name without the extension.
+fn part_file(base: &Path, part: u32, extension: &str) -> (PathBuf, String) {
+    let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = if part == 0 { name } else { format!("{name}-{part}") };
+    (base.with_file_name(format!("{name}.{extension}")), name)
+}
+
 /// One publish's recording.
 pub(crate) struct Recorder {
     /// The recording's packager (MP4); `None` for FLV.
@@ -263,9 +277,7 @@ impl Output {
         if let Some(parent) = base.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let name = if part == 0 { name } else { format!("{name}-{part}") };
-        let path = base.with_file_name(format!("{name}.mp4"));
+        let (path, name) = part_file(base, part, "mp4");
         let mut mp4 = OpenOptions::new().create_new(true).append(true).open(&path)?;
         mp4.write_all(init)?;
         let mut playlist =
@@ -333,8 +345,7 @@ fn write(
     commands: &std::sync::mpsc::Receiver<Command>,
     on_error: &dyn Fn(&std::io::Error),
 ) -> Recorded {
-    let mut recorded =
-        Recorded { stream, files: Vec::new(), bytes: 0, duration: Duration::ZERO, failures: 0 };
+    let mut recorded = Recorded::empty(stream);
     let mut output: Option<Output> = None;
     let mut init: Option<Bytes> = None;
     let mut part = 0;
@@ -417,8 +428,7 @@ fn write_flv(
     commands: &std::sync::mpsc::Receiver<Command>,
     on_error: &dyn Fn(&std::io::Error),
 ) -> Recorded {
-    let mut recorded =
-        Recorded { stream, files: Vec::new(), bytes: 0, duration: Duration::ZERO, failures: 0 };
+    let mut recorded = Recorded::empty(stream);
     let mut state = Breakage::default();
     let mut file: Option<File> = None;
     let mut script: Option<Bytes> = None;
@@ -445,11 +455,8 @@ fn write_flv(
             continue;
         }
         if file.is_none() || state.broken {
-            let name =
-                base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let name = if part == 0 { name } else { format!("{name}-{part}") };
+            let (path, _) = part_file(base, part, "flv");
             part += 1;
-            let path = base.with_file_name(format!("{name}.flv"));
             let created = base
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)

@@ -393,6 +393,25 @@ pub fn listening(server: &Server, what: &str) -> SocketAddr {
     })
 }
 
+/// A server with an RTMPS listener on a self-signed certificate for `localhost` (made in
+/// `dir`): the server, its RTMPS address, and the certificate's file (for a client to trust).
+pub fn rtmps_server(name: &str, dir: &Path) -> (Server, SocketAddr, PathBuf) {
+    let (cert, key) = self_signed(dir, "localhost");
+    let server = Server::start(
+        name,
+        &[
+            "--rtmps-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let rtmps = listening(&server, "RTMPS");
+    (server, rtmps, cert)
+}
+
 /// A self-signed certificate for `localhost` and 127.0.0.1 (P-256, valid a day) with
 /// `common_name`, written to `cert.pem` and `key.pem` in `dir` by openssl.
 pub fn self_signed(dir: &Path, common_name: &str) -> (PathBuf, PathBuf) {
