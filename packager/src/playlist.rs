@@ -132,6 +132,21 @@ impl MediaPlaylist {
         Self { media_sequence: first, ..Self::new(window, min_target) }
     }
 
+    /// Sets EXT-X-DISCONTINUITY-SEQUENCE of an empty playlist that continues another's
+    /// numbering: the other's [`discontinuities`](Self::discontinuities), so a player that
+    /// read both counts the same discontinuity sequence for every segment.
+    pub fn set_discontinuity_sequence(&mut self, discontinuity_sequence: u64) {
+        debug_assert!(self.entries.is_empty(), "only an empty playlist is renumbered");
+        self.discontinuity_sequence = discontinuity_sequence;
+    }
+
+    /// The discontinuity sequence number once every listed segment has slid out: what a
+    /// playlist continuing this one after a break starts EXT-X-DISCONTINUITY-SEQUENCE at.
+    pub fn discontinuities(&self) -> u64 {
+        self.discontinuity_sequence
+            + self.entries.iter().filter(|entry| entry.discontinuity).count() as u64
+    }
+
     /// Appends a segment and returns its media sequence number. The oldest entry leaves the
     /// window once it holds more than `window` segments.
     pub fn push(&mut self, entry: Entry) -> u64 {
@@ -399,6 +414,25 @@ mod tests {
              #EXT-X-DISCONTINUITY-SEQUENCE:1\n\
              #EXTINF:2.000,\n2.ts\n#EXTINF:2.000,\n3.ts\n"
         );
+    }
+
+    #[test]
+    fn a_continuing_playlist_counts_on_from_the_discontinuities_of_the_first() {
+        let mut first = MediaPlaylist::new(2, Duration::from_secs(2));
+        first.push(entry("0.ts", 2000, false));
+        first.push(entry("1.ts", 2000, true));
+        first.push(entry("2.ts", 2000, true));
+        // One discontinuity slid out, one listed: a continuation starts after both.
+        assert_eq!(first.discontinuities(), 2);
+        let mut next = MediaPlaylist::starting_at(2, Duration::from_secs(2), first.next_sequence());
+        next.set_discontinuity_sequence(first.discontinuities());
+        next.push(entry("3.ts", 2000, true));
+        let text = next.render();
+        assert!(
+            text.contains("#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n"),
+            "{text}"
+        );
+        assert_eq!(next.discontinuities(), 3);
     }
 
     #[test]

@@ -24,6 +24,6 @@ pub use memfd::{MemfdSegment, MemfdSegments};
 pub use open_segment::PartRead;
 pub use segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use store::{
-    BeginError, MAX_VIEWERS_TRACKED, MediaFacts, PROMOTE_AT_FETCH, Publication, Rendition,
-    SegmentBytes, StoreConfig, StreamStore, StreamSummary,
+    BeginError, MAX_VIEWERS_TRACKED, MediaFacts, Numbering, PROMOTE_AT_FETCH, Publication,
+    Rendition, SegmentBytes, StoreConfig, StreamStore, StreamSummary,
 };

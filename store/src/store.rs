@@ -150,6 +150,16 @@ pub enum BeginError {
     TooManyStreams(usize),
 }
 
+/// Where a stream's numbering stands, for another node to continue it (RFC 8216 §6.2.1,
+/// §6.2.2: media sequence numbers only grow; discontinuity sequence numbers stay consistent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Numbering {
+    /// The media sequence number of the next segment.
+    pub next_sequence: u64,
+    /// EXT-X-DISCONTINUITY-SEQUENCE once every listed segment has slid out.
+    pub discontinuity_sequence: u64,
+}
+
 /// All streams, live and recently ended, with popular segments in files of `F` (memory files
 /// in the server).
 #[derive(Debug)]
@@ -370,13 +380,28 @@ impl<F: SegmentFiles> StreamStore<F> {
         max_live: usize,
         private: bool,
     ) -> Result<Publication<F>, BeginError> {
+        self.begin_continuing(name, generation, max_live, private, None)
+    }
+
+    /// [`begin_with`](Self::begin_with) for a stream that another node published last and
+    /// whose numbering ended at `from`: unless this store's own slot of it is at least as
+    /// far on (nobody published it elsewhere since), the playlist continues `from`'s media
+    /// sequence and discontinuity sequence, its first segment after a discontinuity.
+    pub fn begin_continuing(
+        &self,
+        name: &str,
+        generation: u64,
+        max_live: usize,
+        private: bool,
+        from: Option<Numbering>,
+    ) -> Result<Publication<F>, BeginError> {
         let claimed = self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
             (live < max_live).then_some(live + 1)
         });
         if let Err(live) = claimed {
             return Err(BeginError::TooManyStreams(live));
         }
-        let result = self.claim(name, generation, private);
+        let result = self.claim(name, generation, private, from);
         if result.is_err() {
             self.live.fetch_sub(1, Ordering::AcqRel);
         }
@@ -388,6 +413,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         name: &str,
         generation: u64,
         private: bool,
+        from: Option<Numbering>,
     ) -> Result<Publication<F>, BeginError> {
         let (slot, resumed) = match self.streams.entry(name.to_owned()) {
             Entry::Occupied(mut entry) => {
@@ -396,7 +422,18 @@ impl<F: SegmentFiles> StreamStore<F> {
                 if state.live {
                     return Err(BeginError::AlreadyLive(name.to_owned()));
                 }
-                if state.playlist.is_ended() {
+                let overtaken =
+                    from.is_some_and(|from| from.next_sequence > state.playlist.next_sequence());
+                if overtaken {
+                    // Published on another node since: this slot's playlist is history.
+                    state.playlist.end();
+                    state.render();
+                    drop(state);
+                    slot.changed();
+                    let fresh = self.new_slot(name, generation, private, from);
+                    entry.insert(Arc::clone(&fresh));
+                    (fresh, false)
+                } else if state.playlist.is_ended() {
                     // EXT-X-ENDLIST is never taken back (RFC 8216 §6.2.1): a new presentation
                     // at the same URL, numbered on from the old one so no URI is reused.
                     let next = state.playlist.next_sequence();
@@ -404,7 +441,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                     let mut floor = self.next_sequences.entry(name.to_owned()).or_insert(0);
                     *floor = (*floor).max(next);
                     drop(floor);
-                    let fresh = self.new_slot(name, generation, private);
+                    let fresh = self.new_slot(name, generation, private, None);
                     entry.insert(Arc::clone(&fresh));
                     (fresh, false)
                 } else {
@@ -423,7 +460,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                 }
             }
             Entry::Vacant(entry) => {
-                let fresh = self.new_slot(name, generation, private);
+                let fresh = self.new_slot(name, generation, private, from);
                 (Arc::clone(entry.insert(fresh).value()), false)
             }
         };
@@ -438,13 +475,22 @@ impl<F: SegmentFiles> StreamStore<F> {
         })
     }
 
-    /// A new live stream's slot: its playlist starts at the name's sequence floor.
-    fn new_slot(&self, name: &str, generation: u64, private: bool) -> Arc<Slot<F>> {
-        let mut playlist = MediaPlaylist::starting_at(
-            self.config.window,
-            self.config.target_duration,
-            self.next_sequences.get(name).map_or(0, |n| *n),
-        );
+    /// A new live stream's slot: its playlist starts at the name's sequence floor, or after
+    /// `from` (another node's numbering of it), then after a discontinuity.
+    fn new_slot(
+        &self,
+        name: &str,
+        generation: u64,
+        private: bool,
+        from: Option<Numbering>,
+    ) -> Arc<Slot<F>> {
+        let floor = self.next_sequences.get(name).map_or(0, |n| *n);
+        let first = from.map_or(floor, |from| floor.max(from.next_sequence));
+        let mut playlist =
+            MediaPlaylist::starting_at(self.config.window, self.config.target_duration, first);
+        if let Some(from) = from {
+            playlist.set_discontinuity_sequence(from.discontinuity_sequence);
+        }
         if let Some(part_target) = self.config.part_target {
             playlist.set_low_latency(LowLatency { part_target });
         }
@@ -459,7 +505,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                 open: None,
                 segments: VecDeque::new(),
                 live: true,
-                resumed: false,
+                // A continued stream's first segment follows a discontinuity.
+                resumed: from.is_some_and(|from| from.next_sequence > 0),
                 viewers: std::collections::HashMap::new(),
                 anchor: None,
                 ended_seen: None,
@@ -497,6 +544,16 @@ impl<F: SegmentFiles> StreamStore<F> {
             let mut entry = self.next_sequences.entry(name).or_insert(0);
             *entry = (*entry).max(next);
         }
+    }
+
+    /// Where `name`'s numbering stands: what a node continuing it starts from.
+    pub fn numbering(&self, name: &str) -> Option<Numbering> {
+        let slot = self.slot(name)?;
+        let state = slot.read();
+        Some(Numbering {
+            next_sequence: state.playlist.next_sequence(),
+            discontinuity_sequence: state.playlist.discontinuities(),
+        })
     }
 
     /// The next media sequence number of every stream known, to persist.
@@ -1043,6 +1100,41 @@ mod tests {
         drop(publication);
         assert!(store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
         assert!(!store.is_live("cam"));
+    }
+
+    #[test]
+    fn a_stream_continued_from_another_node_numbers_on_after_a_discontinuity() {
+        let (a, b) = (store(), store());
+        let first = a.begin("cam", 1, 10).unwrap();
+        for n in 0..3 {
+            first.push(segment(2000, n), wall(u64::from(n) * 2000));
+        }
+        first.interrupted();
+        drop(first);
+        let from = a.numbering("cam").unwrap();
+        assert_eq!(from, Numbering { next_sequence: 3, discontinuity_sequence: 0 });
+
+        let moved = b.begin_continuing("cam", 2, 10, false, Some(from)).unwrap();
+        assert!(!moved.resumed(), "a new slot here, not a local resume");
+        assert_eq!(moved.push(segment(2000, 9), wall(10_000)), 3);
+        let text = String::from_utf8(b.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        assert_eq!(b.numbering("cam").unwrap().discontinuity_sequence, 1);
+
+        // Back on the first node: its interrupted slot is behind, so it is replaced.
+        drop(moved);
+        let back = b.numbering("cam").unwrap();
+        let again = a.begin_continuing("cam", 3, 10, false, Some(back)).unwrap();
+        assert_eq!(again.push(segment(2000, 4), wall(20_000)), 4);
+        let text = String::from_utf8(a.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(text.contains("3-4.ts"), "{text}");
+        drop(again);
+        // Nobody published elsewhere: the local slot resumes as without a cluster.
+        let same = a.numbering("cam");
+        let resumed = a.begin_continuing("cam", 4, 10, false, same).unwrap();
+        assert!(!resumed.resumed(), "an ended stream starts a new presentation");
     }
 
     #[test]
