@@ -439,6 +439,22 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) url_signing_secret: Option<String>,
 
+    /// Join a cluster: this node's HTTP URL as the other nodes reach it (http://host:port).
+    /// Needs --mongo-uri: the nodes share a stream registry there (--cluster-collection), one
+    /// node publishes each stream, and every node serves every live stream (docs/cluster.md).
+    #[arg(long, env = "RTMP_HLS_CLUSTER_URL", value_name = "URL", value_parser = parse_cluster_url, help_heading = "Cluster")]
+    pub(crate) cluster_url: Option<String>,
+
+    /// MongoDB collection of the cluster's stream registry (in --mongo-database).
+    #[arg(long, env = "RTMP_HLS_CLUSTER_COLLECTION", default_value = "live_streams", help_heading = "Cluster")]
+    pub(crate) cluster_collection: String,
+
+    /// Seconds a node's stream leases last without renewal (renewed five times as often). A
+    /// node that cannot renew stops its publishers a second before; another node may take a
+    /// stream of a dead node after this long.
+    #[arg(long, env = "RTMP_HLS_LEASE_TIME", default_value = "5", value_parser = parse_lease_time, help_heading = "Cluster")]
+    pub(crate) lease_time: Duration,
+
     /// What a valid publish for a stream that is already live does: take it over (the old
     /// publisher is disconnected) or be refused.
     #[arg(long, env = "RTMP_HLS_TAKEOVER", value_enum, default_value_t = TakeoverPolicy::Replace)]
@@ -695,6 +711,27 @@ fn parse_variant_suffix(text: &str) -> Result<String, String> {
 
 fn parse_push_target(text: &str) -> Result<ingest::push::PushTarget, String> {
     ingest::push::PushTarget::parse(text).map_err(|e| e.to_string())
+}
+
+/// A cluster node's URL: plain `http://host:port` (the nodes' internal network), no path.
+fn parse_cluster_url(text: &str) -> Result<String, String> {
+    let rest = text.strip_prefix("http://").ok_or("the URL must start with http://")?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err("expected http://host:port with no path, query or credentials".into());
+    }
+    Ok(format!("http://{rest}"))
+}
+
+fn parse_lease_time(text: &str) -> Result<Duration, String> {
+    let lease = parse_seconds(text)?;
+    if lease < ingest::cluster::MIN_LEASE_TIME {
+        return Err(format!(
+            "at least {} seconds (renewals come five times per lease)",
+            ingest::cluster::MIN_LEASE_TIME.as_secs()
+        ));
+    }
+    Ok(lease)
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

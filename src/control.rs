@@ -74,25 +74,58 @@ pub(crate) struct ServerControl {
     pub(crate) registry: Registry,
 }
 
+impl ServerControl {
+    /// A stream of this node's store; in a cluster, with this node's id.
+    fn local(&self, summary: &StreamSummary, detailed: bool) -> Stream {
+        let status = self.ingest.statuses().get(&summary.name);
+        let mut shown = stream(summary, status, detailed);
+        shown.node = self.ingest.cluster().map(|member| member.member().node.clone());
+        shown
+    }
+}
+
 #[async_trait::async_trait]
 impl Control for ServerControl {
     /// Private streams are listed with admin credentials only.
     fn streams(&self, detailed: bool) -> Vec<Stream> {
         let now = Instant::now();
-        self.store
+        let mut streams: Vec<Stream> = self
+            .store
             .summaries(now)
             .iter()
             .filter(|summary| detailed || !summary.private)
-            .map(|summary| stream(summary, self.ingest.statuses().get(&summary.name), detailed))
-            .collect()
+            .map(|summary| self.local(summary, detailed))
+            .collect();
+        if let Some(member) = self.ingest.cluster() {
+            // Streams of other nodes replace what this node keeps of them (an ended copy).
+            for lease in member.leases() {
+                if lease.holder == member.member().holder || (lease.private && !detailed) {
+                    continue;
+                }
+                streams.retain(|s| s.name != lease.stream || s.live);
+                if !streams.iter().any(|s| s.name == lease.stream) {
+                    streams.push(remote(&lease));
+                }
+            }
+            streams.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        streams
     }
 
     fn stream(&self, name: &str, detailed: bool) -> Option<Stream> {
-        let summary = self.store.summary(name, Instant::now())?;
-        if summary.private && !detailed {
-            return None;
+        let summary = self.store.summary(name, Instant::now());
+        if let Some(summary) = summary.as_ref().filter(|s| s.live) {
+            return (!summary.private || detailed).then(|| self.local(summary, detailed));
         }
-        Some(stream(&summary, self.ingest.statuses().get(name), detailed))
+        let elsewhere = self.ingest.cluster().and_then(|member| {
+            let lease = member.leases().into_iter().find(|lease| lease.stream == name)?;
+            (lease.holder != member.member().holder).then_some(lease)
+        });
+        if let Some(lease) = elsewhere {
+            return (!lease.private || detailed).then(|| remote(&lease));
+        }
+        let summary = summary?;
+        (!summary.private || detailed).then(|| self.local(&summary, detailed))
     }
 
     fn check_admin(&self, bearer: Option<&str>) -> Access {
@@ -203,6 +236,26 @@ fn unavailable(e: anyhow::Error) -> ControlError {
 }
 
 /// A stream as the API shows it; who publishes (address, owner) only when `detailed`.
+/// A stream another node of the cluster publishes, as its lease says.
+fn remote(lease: &ingest::cluster::Lease) -> Stream {
+    use ingest::cluster::LeaseState;
+    Stream {
+        name: lease.stream.clone(),
+        live: lease.state == LeaseState::Live,
+        reconnecting: lease.state == LeaseState::Open,
+        playlist: format!("/hls/{}/{}", lease.stream, rtmp_hls_http::PLAYLIST_FILE),
+        viewers: 0,
+        segments_listed: 0,
+        media_sequence: lease.numbering.next_sequence,
+        target_duration: 0,
+        private: lease.private,
+        publisher: None,
+        video: None,
+        audio: None,
+        node: Some(lease.node.clone()),
+    }
+}
+
 fn stream(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool) -> Stream {
     let publisher = status.as_ref().map(|s| {
         let end = s.ended.map_or_else(SystemTime::now, |(at, _)| at);
@@ -247,6 +300,7 @@ fn stream(summary: &StreamSummary, status: Option<PublishStatus>, detailed: bool
         publisher,
         video,
         audio,
+        node: None,
     }
 }
 

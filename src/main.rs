@@ -10,6 +10,7 @@ mod kafka_events;
 mod key_admin;
 mod migrate;
 mod mongo_keys;
+mod mongo_registry;
 mod sequences;
 mod server;
 

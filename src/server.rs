@@ -28,6 +28,7 @@ use crate::control;
 use crate::kafka_events::{KafkaEvents, KafkaSettings};
 use crate::key_admin::{KeyAdmin, StoreSettings};
 use crate::mongo_keys::MongoKeyStore;
+use crate::mongo_registry::MongoRegistry;
 use crate::sequences::SequenceFile;
 
 /// The stream created on first start.
@@ -57,12 +58,16 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
     events.sink.emit(Event::ServerStarted);
     let authorizer =
         Authorizer::new(keys.key_store(), jwt.clone(), args.failure_limits(), args.auth_timeout);
-    let ingest = Arc::new(Ingest::new(
+    let mut ingest = Ingest::new(
         ingest_config(&args, &viewers)?,
         Arc::clone(&store),
         Arc::new(authorizer),
         Arc::clone(&events.sink),
-    ));
+    );
+    if let Some(member) = cluster_member(&settings, &args).await? {
+        ingest.set_cluster(member);
+    }
+    let ingest = Arc::new(ingest);
     let routes =
         Routes::build(&args, &ingest, keys, jwt, Arc::clone(&viewers), events.kafka.clone());
 
@@ -76,9 +81,39 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
     shutdown_signal().await;
     info!("shutting down: ending live streams");
     events.sink.emit(Event::ServerStopping);
-    running.stop(&store, &sequences, events.kafka).await?;
+    running.stop(&ingest, &sequences, events.kafka).await?;
     info!("stopped");
     Ok(())
+}
+
+/// This node's membership of a cluster (`--cluster-url`), with its registry in MongoDB.
+async fn cluster_member(
+    settings: &StoreSettings,
+    args: &ServeArgs,
+) -> Result<Option<Arc<ingest::cluster::ClusterMember>>> {
+    let Some(url) = &args.cluster_url else { return Ok(None) };
+    let Some(uri) = &settings.mongo_uri else {
+        anyhow::bail!("--cluster-url needs --mongo-uri: the nodes share their stream registry there");
+    };
+    let registry = MongoRegistry::connect(
+        uri,
+        &settings.mongo_database,
+        &args.cluster_collection,
+        args.auth_timeout,
+        args.lease_time,
+    )
+    .await?;
+    let indexed = registry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = indexed.ensure_indexes().await {
+            warn!(error = %e.kind, "the stream registry's index was not created");
+        }
+    });
+    let node = args.server_id.clone().unwrap_or_else(host_name);
+    let member = ingest::cluster::Member::new(node, url.clone());
+    info!(node = %member.node, %url, collection = %args.cluster_collection, lease = ?args.lease_time, "cluster member");
+    let config = ingest::cluster::ClusterConfig { member, lease_time: args.lease_time };
+    Ok(Some(Arc::new(ingest::cluster::ClusterMember::new(config, Arc::new(registry)))))
 }
 
 /// The publish-token verifier the options configure, if any.
@@ -288,6 +323,14 @@ impl Routes {
             store: Arc::clone(store),
             kafka,
         }));
+        let fetch_through = ingest.cluster().map(|member| {
+            let origins = Arc::new(ClusterOrigins(Arc::clone(member)));
+            let through = rtmp_hls_http::fetch_through::FetchThrough::new(&member.member().node, origins);
+            Arc::new(through)
+        });
+        if let Some(through) = &fetch_through {
+            through.register(&mut registry);
+        }
         let control: Arc<dyn rtmp_hls_http::api::Control> = Arc::new(control::ServerControl {
             ingest: Arc::clone(ingest),
             store: Arc::clone(store),
@@ -300,6 +343,7 @@ impl Routes {
             max_viewers: args.max_viewers_per_stream,
             access: viewers,
             variants: args.variants.clone().into(),
+            fetch_through,
         };
         let mut hls = rtmp_hls_http::router(Arc::clone(store), options);
         if args.web_page {
@@ -314,6 +358,17 @@ impl Routes {
             }
             None => Self { public: http_metrics.count(hls.merge(api)), admin: None },
         }
+    }
+}
+
+/// Where the cluster's streams are published, as this node's registry view says.
+#[derive(Debug)]
+struct ClusterOrigins(Arc<ingest::cluster::ClusterMember>);
+
+impl rtmp_hls_http::fetch_through::Origins for ClusterOrigins {
+    fn origin(&self, stream: &str) -> Option<rtmp_hls_http::fetch_through::Origin> {
+        let (node, url) = self.0.holder_of(stream)?;
+        Some(rtmp_hls_http::fetch_through::Origin { node, url })
     }
 }
 
@@ -344,6 +399,8 @@ impl Running {
         let grace = args.shutdown_grace;
         let housekeeping =
             tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
+        // Leases are renewed until RTMP stops; the stop releases them.
+        tokio::spawn(ingest::cluster::run(Arc::clone(&ingest), rtmp_stopped.clone()));
         if let Some(dir) = args.record_dir.clone() {
             let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h.saturating_mul(3600)));
             let max_age = hours(args.record_max_age_hours);
@@ -413,16 +470,21 @@ impl Running {
     /// stops HTTP.
     async fn stop(
         self,
-        store: &StreamStore,
+        ingest: &Ingest,
         sequences: &SequenceFile,
         kafka: Option<Arc<KafkaEvents>>,
     ) -> Result<()> {
+        let store = &ingest.store;
         let _ = self.stop_rtmp.send(true);
         self.rtmp.await?.context("RTMP listener")?;
         if let Some(rtmps) = self.rtmps {
             rtmps.await?.context("RTMPS listener")?;
         }
         self.housekeeping.abort();
+        if let Some(member) = ingest.cluster() {
+            // Every stream ended here: the next node to publish one continues its numbering.
+            member.release_all(ingest).await;
+        }
         if let Err(e) = sequences.save(store) {
             warn!(error = %e, "could not save media sequence numbers");
         }

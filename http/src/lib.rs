@@ -32,6 +32,7 @@ use stream_store::{SegmentBody, StreamStore};
 use crate::sendfile::{SendfileBody, SendfileQueue};
 
 pub mod api;
+pub mod fetch_through;
 mod idle;
 mod low_latency;
 pub mod metrics;
@@ -74,6 +75,8 @@ pub struct HlsOptions {
     /// Suffixes of streams published as renditions of one another (`_720p`), in the order
     /// multivariant playlists list them (see [`variants`]).
     pub variants: Arc<[String]>,
+    /// In a cluster: streams published on other nodes are fetched from them.
+    pub fetch_through: Option<Arc<fetch_through::FetchThrough>>,
 }
 
 /// What the HLS routes need.
@@ -100,7 +103,13 @@ async fn hls(
     Path((name, file)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {
-    let HlsOptions { max_viewers, access, variants } = options;
+    let HlsOptions { max_viewers, access, variants, fetch_through } = options;
+    if let Some(through) = &fetch_through
+        && !store.is_live(&name)
+        && let Some(origin) = through.origin_for(&name, &request)
+    {
+        return through.serve(&origin, &request).await;
+    }
     let private = store.is_private(&name);
     let query = request.uri().query().unwrap_or_default();
     if file == PLAYLIST_FILE {
@@ -247,6 +256,7 @@ mod tests {
             max_viewers: 0,
             access: Arc::new(ViewerAccess::new(None, None, signer)),
             variants: Arc::new([]),
+            fetch_through: None,
         }
     }
 

@@ -12,10 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use auth::key_store::{Grant, validate_stream_name};
 use auth::{Denial, key_store::redact};
 use rtmp::session::ClientInfo;
-use stream_store::BeginError;
+use stream_store::{BeginError, Numbering};
 use tokio::time::{Instant, timeout};
 use tracing::info;
 
+use crate::cluster::LeaseRefusal;
 use crate::events::{RejectReason, StopReason};
 use crate::hooks::{self, HookMode, HookUrl};
 use crate::listener::{Ingest, TakeoverPolicy};
@@ -103,8 +104,43 @@ pub(crate) async fn decide(ingest: &Ingest, request: &Request<'_>) -> Result<Acc
         let refusal = Refusal::new(RejectReason::InvalidKey, CODE_BAD_NAME, description);
         return Err(Refusal { owes_done, ..refusal });
     }
-    match claim(ingest, &grant.stream, grant.private, request.id).await {
-        Ok(live) => Ok(Accepted { grant, live }),
+    // In a cluster, the stream's lease first: one node at a time publishes it.
+    let lease = match &ingest.cluster {
+        Some(member) => match member.acquire(&grant.stream, ingest.config.takeover, grant.private).await {
+            Ok(lease) => Some(lease),
+            Err(LeaseRefusal::HeldElsewhere(node)) => {
+                info!(stream = %grant.stream, %node, "publish refused: live on another node");
+                return Err(Refusal {
+                    owes_done,
+                    ..Refusal::new(
+                        RejectReason::AlreadyLive,
+                        CODE_BAD_NAME,
+                        "this stream is already being published",
+                    )
+                });
+            }
+            Err(LeaseRefusal::Unavailable(cause)) => {
+                ingest.warn_limited(format_args!("stream registry unavailable: {cause}"));
+                return Err(Refusal {
+                    owes_done,
+                    ..Refusal::new(
+                        RejectReason::RegistryUnavailable,
+                        CODE_FAILED,
+                        "the stream registry is unavailable",
+                    )
+                });
+            }
+        },
+        None => None,
+    };
+    let from = lease.as_ref().and_then(|lease| lease.from);
+    match claim(ingest, &grant.stream, grant.private, request.id, from).await {
+        Ok(live) => {
+            if let Some(lease) = lease {
+                lease.confirm();
+            }
+            Ok(Accepted { grant, live })
+        }
         Err(BeginError::AlreadyLive(_)) => Err(Refusal {
             owes_done,
             ..Refusal::new(
@@ -213,13 +249,15 @@ async fn claim(
     stream: &str,
     private: bool,
     id: u64,
+    from: Option<Numbering>,
 ) -> Result<LivePublish, BeginError> {
     // Segment names carry the generation, so a new stream never reuses a cached name.
     let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let generation = u64::try_from(generation).unwrap_or(u64::MAX);
     let max_streams = ingest.config.limits.max_streams;
     // Private from the claim on: no media of it is ever served openly.
-    let begin = || ingest.store.begin_with(stream, generation, max_streams, private);
+    let begin =
+        || ingest.store.begin_continuing(stream, generation, max_streams, private, from);
     let claimed = ingest.registry.claim(stream, id, begin);
     if !matches!(claimed, Err(BeginError::AlreadyLive(_)))
         || ingest.config.takeover != TakeoverPolicy::Replace

@@ -34,6 +34,8 @@ pub enum StopReason {
     Revoked,
     /// An operator ended the publish.
     Kicked,
+    /// The node could not renew the stream's lease in the cluster's registry in time.
+    LeaseLost,
 }
 
 impl StopReason {
@@ -47,6 +49,7 @@ impl StopReason {
             Self::TakenOver => "taken_over",
             Self::Revoked => "revoked",
             Self::Kicked => "kicked",
+            Self::LeaseLost => "lease_lost",
         }
     }
 }
@@ -72,6 +75,8 @@ pub enum RejectReason {
     HookRefused,
     /// The `on_publish` callback could not be asked (fail closed).
     HookUnavailable,
+    /// The cluster's stream registry could not be asked (fail closed).
+    RegistryUnavailable,
 }
 
 impl RejectReason {
@@ -87,6 +92,7 @@ impl RejectReason {
             Self::HookRefused => "hook_refused",
             Self::HookUnavailable => "hook_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::RegistryUnavailable => "registry_unavailable",
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod accounting;
 pub mod admission;
+pub mod cluster;
 mod connection;
 mod continuity;
 mod decision;

@@ -132,6 +132,8 @@ pub struct Ingest {
     pub(crate) broadcasts: crate::play::Broadcasts,
     /// Pushes and broadcasts of interrupted publishes, waiting for their publisher.
     pub(crate) parked: crate::continuity::ParkedRelays,
+    /// This node's part in a cluster, if it is in one.
+    pub(crate) cluster: Option<Arc<crate::cluster::ClusterMember>>,
 }
 
 impl Ingest {
@@ -160,7 +162,19 @@ impl Ingest {
             segment_buffers: Arc::default(),
             broadcasts: crate::play::Broadcasts::default(),
             parked: crate::continuity::ParkedRelays::default(),
+            cluster: None,
         }
+    }
+
+    /// Makes this node a member of a cluster: publishes take their stream's lease first
+    /// (run [`crate::cluster::run`] beside the listener).
+    pub fn set_cluster(&mut self, member: Arc<crate::cluster::ClusterMember>) {
+        self.cluster = Some(member);
+    }
+
+    /// This node's part in a cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterMember>> {
+        self.cluster.as_ref()
     }
 
     /// The RTMP side's metrics, to register for scraping.

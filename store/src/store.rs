@@ -546,6 +546,15 @@ impl<F: SegmentFiles> StreamStore<F> {
         }
     }
 
+    /// Whether `name` is open for its publisher to come back (interrupted within its reconnect
+    /// window: not live, not ended).
+    pub fn is_open(&self, name: &str) -> bool {
+        self.slot(name).is_some_and(|slot| {
+            let state = slot.read();
+            !state.live && !state.playlist.is_ended()
+        })
+    }
+
     /// Where `name`'s numbering stands: what a node continuing it starts from.
     pub fn numbering(&self, name: &str) -> Option<Numbering> {
         let slot = self.slot(name)?;

@@ -339,6 +339,7 @@ mod tests {
             segments_listed: 0,
             media_sequence: 0,
             target_duration: 2,
+            node: None,
             publisher: Some(model::Publisher {
                 remote_addr: detailed.then(|| "192.0.2.1:5000".into()),
                 app: "live".into(),

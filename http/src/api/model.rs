@@ -44,6 +44,10 @@ pub struct Stream {
     pub video: Option<Video>,
     /// The audio track, once packaged.
     pub audio: Option<Audio>,
+    /// In a cluster, the node publishing it (`--server-id`); other nodes' streams show
+    /// their lease only: no viewers, publisher or tracks.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// The latest publish of a stream (live, or ended when `ended_at` is set).

@@ -1,0 +1,279 @@
+//! Fetch-through in a cluster: a request for a stream another node publishes is answered
+//! with that node's answer, so any node serves any live stream and a plain load balancer
+//! can spread viewers.
+//!
+//! Requests are coalesced: while one fetch of a URL (path and query, so a blocking playlist
+//! reload's `_HLS_msn`/`_HLS_part` too) is in flight, every other request for it waits for
+//! the same answer instead of asking the origin node again. The fetch runs in its own task,
+//! so a viewer that goes away does not cancel it for the others. Forwarded requests carry
+//! [`FORWARDED_HEADER`]; a node never forwards such a request again, so two nodes with
+//! different views of the registry cannot bounce a request between them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue,
+    RETRY_AFTER,
+};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::watch;
+
+/// The header a forwarded request carries (the forwarding node's id).
+pub const FORWARDED_HEADER: &str = "x-rtmp-hls-forwarded-by";
+/// The header an answer fetched through carries: the node that made it.
+pub const ORIGIN_HEADER: &str = "x-rtmp-hls-origin";
+/// Distinct URLs fetched at once: beyond, requests are answered 503 (each in-flight fetch
+/// holds a task and at most [`MAX_BODY`] bytes).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// The largest answer fetched through: segments are a few MiB.
+pub const MAX_BODY: usize = 64 << 20;
+/// How long a fetch may take: a blocking playlist reload waits up to three target durations
+/// at the origin (rfc8216bis §6.2.5.2), and a segment is sent at LAN speed.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per origin node.
+const IDLE_PER_ORIGIN: usize = 32;
+
+/// The node that publishes a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Its node id.
+    pub node: String,
+    /// Its URL (`http://host:port`).
+    pub url: String,
+}
+
+/// Where streams are published, as this node knows it.
+pub trait Origins: Send + Sync + fmt::Debug {
+    /// The other node publishing `stream`, if one does.
+    fn origin(&self, stream: &str) -> Option<Origin>;
+}
+
+/// An answer fetched from an origin node, shared by every request that waited for it.
+#[derive(Debug)]
+struct Fetched {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+type Waiting = watch::Receiver<Option<Arc<Fetched>>>;
+
+/// Fetches of other nodes' streams, coalesced.
+#[derive(Debug)]
+pub struct FetchThrough {
+    origins: Arc<dyn Origins>,
+    /// This node's id, sent in [`FORWARDED_HEADER`].
+    node: HeaderValue,
+    in_flight: Mutex<HashMap<String, Waiting>>,
+    idle: Mutex<HashMap<String, Vec<SendRequest<Empty<Bytes>>>>>,
+    /// Requests served through, by outcome (`fetched`: caused a fetch; `coalesced`: shared
+    /// one in flight; `failed`: the origin node could not be asked).
+    pub requests: Family<OutcomeLabel, Counter>,
+}
+
+/// A fetch-through request's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `fetched`, `coalesced` or `failed`.
+    pub outcome: &'static str,
+}
+
+impl FetchThrough {
+    /// Fetch-through for node `node`, finding streams with `origins`.
+    pub fn new(node: &str, origins: Arc<dyn Origins>) -> Self {
+        Self {
+            origins,
+            node: HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("node")),
+            in_flight: Mutex::default(),
+            idle: Mutex::default(),
+            requests: Family::default(),
+        }
+    }
+
+    /// Registers the fetch-through counter.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "fetch_through_requests",
+            "HLS requests for streams of other nodes, by outcome",
+            self.requests.clone(),
+        );
+    }
+
+    /// The node to fetch `stream` from, unless this request was forwarded already.
+    pub(crate) fn origin_for(&self, stream: &str, request: &Request<Body>) -> Option<Origin> {
+        if request.headers().contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        self.origins.origin(stream)
+    }
+
+    /// Answers `request` with `origin`'s answer, joining a fetch of the same URL in flight.
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        origin: &Origin,
+        request: &Request<Body>,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let credentials = [AUTHORIZATION, COOKIE].map(|name| request.headers().get(name).cloned());
+        let (this, origin) = (Arc::clone(self), origin.clone());
+        async move { this.answer(&origin, &path, credentials).await }
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        origin: &Origin,
+        path: &str,
+        credentials: [Option<HeaderValue>; 2],
+    ) -> Response {
+        // Viewers with credentials (private streams) share only with the same credentials.
+        let mut key = format!("{}{path}", origin.url);
+        for value in credentials.iter().flatten() {
+            key.push('\n');
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        let (mut waiting, outcome) = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(waiting) = in_flight.get(&key) {
+                (waiting.clone(), "coalesced")
+            } else if in_flight.len() >= MAX_IN_FLIGHT {
+                drop(in_flight);
+                self.count("failed");
+                return busy();
+            } else {
+                let (done, waiting) = watch::channel(None);
+                in_flight.insert(key.clone(), waiting.clone());
+                let this = Arc::clone(self);
+                let url = format!("{}{path}", origin.url);
+                let node = origin.node.clone();
+                tokio::spawn(async move {
+                    let fetched = this.fetch(&url, &node, credentials).await;
+                    if fetched.is_none() {
+                        this.count("failed");
+                    }
+                    let fetched = fetched.unwrap_or_else(|| {
+                        Arc::new(Fetched {
+                            status: StatusCode::BAD_GATEWAY,
+                            headers: vec![(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                            body: Bytes::new(),
+                        })
+                    });
+                    this.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+                    done.send_replace(Some(fetched));
+                });
+                (waiting, "fetched")
+            }
+        };
+        self.count(outcome);
+        let answer = match waiting.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone(),
+            Err(_) => None,
+        };
+        let Some(fetched) = answer else { return StatusCode::BAD_GATEWAY.into_response() };
+        let mut response = Response::new(Body::from(fetched.body.clone()));
+        *response.status_mut() = fetched.status;
+        let headers = response.headers_mut();
+        for (name, value) in &fetched.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        response
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// GETs `url` from node `node`; `None` if it could not be asked or did not answer in
+    /// time.
+    async fn fetch(
+        &self,
+        url: &str,
+        node: &str,
+        credentials: [Option<HeaderValue>; 2],
+    ) -> Option<Arc<Fetched>> {
+        let rest = url.strip_prefix("http://")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let mut request = Request::get(if path.is_empty() { "/" } else { path })
+            .header(HOST, authority)
+            .header(FORWARDED_HEADER, self.node.clone());
+        for (name, value) in [AUTHORIZATION, COOKIE].into_iter().zip(credentials) {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
+        }
+        let request = request.body(Empty::new()).ok()?;
+        let answer = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let mut sender = self.connection(authority).await?;
+            let response = sender.send_request(request).await.ok()?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_BODY).collect().await.ok()?.to_bytes();
+            self.put_back(authority, sender);
+            Some((parts, body))
+        })
+        .await;
+        let Ok(Some((parts, body))) = answer else {
+            tracing::debug!(%url, %node, "fetch through failed");
+            return None;
+        };
+        let mut headers: Vec<(HeaderName, HeaderValue)> = [CONTENT_TYPE, CACHE_CONTROL, RETRY_AFTER]
+            .into_iter()
+            .filter_map(|name| parts.headers.get(&name).map(|value| (name, value.clone())))
+            .collect();
+        if let Ok(node) = HeaderValue::from_str(node) {
+            headers.push((HeaderName::from_static(ORIGIN_HEADER), node));
+        }
+        Some(Arc::new(Fetched { status: parts.status, headers, body }))
+    }
+
+    /// An idle connection to `authority`, or a new one.
+    async fn connection(&self, authority: &str) -> Option<SendRequest<Empty<Bytes>>> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(authority)
+                .and_then(Vec::pop);
+            match idle {
+                Some(sender) if !sender.is_closed() => return Some(sender),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Some(sender)
+    }
+
+    fn put_back(&self, authority: &str, sender: SendRequest<Empty<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = idle.entry(authority.to_owned()).or_default();
+        if pool.len() < IDLE_PER_ORIGIN {
+            pool.push(sender);
+        }
+    }
+}
+
+/// Too many fetches in flight.
+fn busy() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1"), (CACHE_CONTROL, "no-store")])
+        .into_response()
+}
