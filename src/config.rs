@@ -446,7 +446,12 @@ pub(crate) struct ServeArgs {
     pub(crate) cluster_url: Option<String>,
 
     /// MongoDB collection of the cluster's stream registry (in --mongo-database).
-    #[arg(long, env = "RTMP_HLS_CLUSTER_COLLECTION", default_value = "live_streams", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "RTMP_HLS_CLUSTER_COLLECTION",
+        default_value = "live_streams",
+        help_heading = "Cluster"
+    )]
     pub(crate) cluster_collection: String,
 
     /// Seconds a node's stream leases last without renewal (renewed five times as often). A

@@ -93,7 +93,8 @@ fn text(document: &Document, field: &str) -> String {
 fn lease(document: &Document) -> Option<Lease> {
     let stream = document.get_str("_id").ok()?.to_owned();
     let state = LeaseState::parse(document.get_str("state").ok()?)?;
-    let since = document.get_datetime("since").map_or(SystemTime::UNIX_EPOCH, |d| d.to_system_time());
+    let since =
+        document.get_datetime("since").map_or(SystemTime::UNIX_EPOCH, |d| d.to_system_time());
     Some(Lease {
         stream,
         node: text(document, "node"),

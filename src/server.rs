@@ -93,7 +93,9 @@ async fn cluster_member(
 ) -> Result<Option<Arc<ingest::cluster::ClusterMember>>> {
     let Some(url) = &args.cluster_url else { return Ok(None) };
     let Some(uri) = &settings.mongo_uri else {
-        anyhow::bail!("--cluster-url needs --mongo-uri: the nodes share their stream registry there");
+        anyhow::bail!(
+            "--cluster-url needs --mongo-uri: the nodes share their stream registry there"
+        );
     };
     let registry = MongoRegistry::connect(
         uri,
@@ -325,7 +327,8 @@ impl Routes {
         }));
         let fetch_through = ingest.cluster().map(|member| {
             let origins = Arc::new(ClusterOrigins(Arc::clone(member)));
-            let through = rtmp_hls_http::fetch_through::FetchThrough::new(&member.member().node, origins);
+            let through =
+                rtmp_hls_http::fetch_through::FetchThrough::new(&member.member().node, origins);
             Arc::new(through)
         });
         if let Some(through) = &fetch_through {

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue,
-    RETRY_AFTER,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, RETRY_AFTER,
 };
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -225,10 +224,11 @@ impl FetchThrough {
             tracing::debug!(%url, %node, "fetch through failed");
             return None;
         };
-        let mut headers: Vec<(HeaderName, HeaderValue)> = [CONTENT_TYPE, CACHE_CONTROL, RETRY_AFTER]
-            .into_iter()
-            .filter_map(|name| parts.headers.get(&name).map(|value| (name, value.clone())))
-            .collect();
+        let mut headers: Vec<(HeaderName, HeaderValue)> =
+            [CONTENT_TYPE, CACHE_CONTROL, RETRY_AFTER]
+                .into_iter()
+                .filter_map(|name| parts.headers.get(&name).map(|value| (name, value.clone())))
+                .collect();
         if let Ok(node) = HeaderValue::from_str(node) {
             headers.push((HeaderName::from_static(ORIGIN_HEADER), node));
         }

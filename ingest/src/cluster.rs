@@ -377,7 +377,8 @@ impl ClusterMember {
         let mut revision = lease.revision;
         if policy == TakeoverPolicy::Refuse {
             // Its holder renews every interval: a change means it is alive.
-            let watched = self.seen().get(stream).filter(|s| s.lease.revision == revision).map(|s| s.since);
+            let watched =
+                self.seen().get(stream).filter(|s| s.lease.revision == revision).map(|s| s.since);
             let deadline = watched.unwrap_or_else(Instant::now) + lease_time;
             loop {
                 if Instant::now() >= deadline {
@@ -447,6 +448,15 @@ impl ClusterMember {
     }
 
     fn claim(&self, stream: &str, from: Option<Numbering>) -> LeaseClaim<'_> {
+        match from {
+            Some(from) => info!(
+                %stream,
+                next_sequence = from.next_sequence,
+                discontinuity_sequence = from.discontinuity_sequence,
+                "stream lease taken; numbering continues"
+            ),
+            None => info!(%stream, "stream lease taken"),
+        }
         self.held()
             .entry(stream.to_owned())
             .and_modify(|held| held.state = LeaseState::Live)
@@ -598,10 +608,13 @@ impl ClusterMember {
             .held()
             .iter()
             .filter(|(_, held)| !held.claiming && held.state == LeaseState::Live)
-            .filter(|(_, held)| held.recorded.is_none_or(|(_, at)| at.elapsed() >= NUMBERING_INTERVAL))
+            .filter(|(_, held)| {
+                held.recorded.is_none_or(|(_, at)| at.elapsed() >= NUMBERING_INTERVAL)
+            })
             .filter_map(|(stream, held)| {
                 let numbering = ingest.store.numbering(stream)?;
-                (held.recorded.map(|(n, _)| n) != Some(numbering)).then(|| (stream.clone(), numbering))
+                (held.recorded.map(|(n, _)| n) != Some(numbering))
+                    .then(|| (stream.clone(), numbering))
             })
             .collect();
         let me = &self.config.member;

@@ -106,31 +106,33 @@ pub(crate) async fn decide(ingest: &Ingest, request: &Request<'_>) -> Result<Acc
     }
     // In a cluster, the stream's lease first: one node at a time publishes it.
     let lease = match &ingest.cluster {
-        Some(member) => match member.acquire(&grant.stream, ingest.config.takeover, grant.private).await {
-            Ok(lease) => Some(lease),
-            Err(LeaseRefusal::HeldElsewhere(node)) => {
-                info!(stream = %grant.stream, %node, "publish refused: live on another node");
-                return Err(Refusal {
-                    owes_done,
-                    ..Refusal::new(
-                        RejectReason::AlreadyLive,
-                        CODE_BAD_NAME,
-                        "this stream is already being published",
-                    )
-                });
+        Some(member) => {
+            match member.acquire(&grant.stream, ingest.config.takeover, grant.private).await {
+                Ok(lease) => Some(lease),
+                Err(LeaseRefusal::HeldElsewhere(node)) => {
+                    info!(stream = %grant.stream, %node, "publish refused: live on another node");
+                    return Err(Refusal {
+                        owes_done,
+                        ..Refusal::new(
+                            RejectReason::AlreadyLive,
+                            CODE_BAD_NAME,
+                            "this stream is already being published",
+                        )
+                    });
+                }
+                Err(LeaseRefusal::Unavailable(cause)) => {
+                    ingest.warn_limited(format_args!("stream registry unavailable: {cause}"));
+                    return Err(Refusal {
+                        owes_done,
+                        ..Refusal::new(
+                            RejectReason::RegistryUnavailable,
+                            CODE_FAILED,
+                            "the stream registry is unavailable",
+                        )
+                    });
+                }
             }
-            Err(LeaseRefusal::Unavailable(cause)) => {
-                ingest.warn_limited(format_args!("stream registry unavailable: {cause}"));
-                return Err(Refusal {
-                    owes_done,
-                    ..Refusal::new(
-                        RejectReason::RegistryUnavailable,
-                        CODE_FAILED,
-                        "the stream registry is unavailable",
-                    )
-                });
-            }
-        },
+        }
         None => None,
     };
     let from = lease.as_ref().and_then(|lease| lease.from);
@@ -256,8 +258,7 @@ async fn claim(
     let generation = u64::try_from(generation).unwrap_or(u64::MAX);
     let max_streams = ingest.config.limits.max_streams;
     // Private from the claim on: no media of it is ever served openly.
-    let begin =
-        || ingest.store.begin_continuing(stream, generation, max_streams, private, from);
+    let begin = || ingest.store.begin_continuing(stream, generation, max_streams, private, from);
     let claimed = ingest.registry.claim(stream, id, begin);
     if !matches!(claimed, Err(BeginError::AlreadyLive(_)))
         || ingest.config.takeover != TakeoverPolicy::Replace

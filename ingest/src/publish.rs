@@ -46,10 +46,9 @@ pub const REVOCATION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub(crate) fn ends_stream(reason: StopReason, unpublished: bool) -> bool {
     match reason {
         StopReason::ClientClosed => unpublished,
-        StopReason::Timeout
-        | StopReason::Error
-        | StopReason::TakenOver
-        | StopReason::LeaseLost => false,
+        StopReason::Timeout | StopReason::Error | StopReason::TakenOver | StopReason::LeaseLost => {
+            false
+        }
         StopReason::ServerShutdown | StopReason::Revoked | StopReason::Kicked => true,
     }
 }

@@ -37,8 +37,13 @@ impl Server {
 
     /// Starts `rtmp-hls` on an existing data directory.
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Starts `rtmp-hls` on `data_dir` listening on `rtmp` and `http`.
+    pub fn start_at(data_dir: PathBuf, rtmp: &str, http: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
-            .args(["--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["--rtmp-addr", rtmp, "--http-addr", http, "--data-dir"])
             .arg(&data_dir)
             .args(extra)
             .env("RUST_LOG", std::env::var("RTMP_HLS_TEST_LOG").unwrap_or_else(|_| "info".into()))

@@ -182,13 +182,13 @@ impl KafkaBroker {
 }
 
 /// A TCP relay on a fixed port to a target port that can change or go away.
-struct Relay {
-    port: u16,
+pub struct Relay {
+    pub port: u16,
     target: std::sync::Arc<std::sync::Mutex<(Option<u16>, Vec<TcpStream>)>>,
 }
 
 impl Relay {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let target = std::sync::Arc::new(std::sync::Mutex::new((None, Vec::new())));
@@ -216,7 +216,7 @@ impl Relay {
     }
 
     /// Sends new connections to `port`; `None` refuses them and cuts the open ones.
-    fn set_target(&self, port: Option<u16>) {
+    pub fn set_target(&self, port: Option<u16>) {
         let mut state = self.target.lock().unwrap();
         state.0 = port;
         if port.is_none() {

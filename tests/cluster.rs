@@ -1,0 +1,364 @@
+//! Several rtmp-hls nodes as one service, on one machine: nodes on 127.0.0.2-4 sharing a
+//! stream registry in a real MongoDB-wire server (SecantusDB), Debian's nginx with
+//! `proxy_cache` as the CDN in front, ffmpeg publishing and reading.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::services::{MongoServer, Relay, free_port};
+use common::{Publisher, STARTUP, Server, segments, tag};
+use testkit::http;
+
+/// Lease time of the test nodes: short, so a dead node's streams move within seconds.
+const LEASE_SECONDS: &str = "3";
+
+/// One node: its server, id, and address.
+struct Node {
+    server: Server,
+    id: &'static str,
+}
+
+impl Node {
+    /// Node `id` on `ip`, in the cluster whose registry is at `mongo`.
+    fn start(test: &str, id: &'static str, ip: &'static str, mongo: &str, extra: &[&str]) -> Self {
+        let port = free_port_on(ip);
+        let http = format!("{ip}:{port}");
+        let url = format!("http://{http}");
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-{test}-{id}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut args = vec![
+            "--mongo-uri",
+            mongo,
+            "--cluster-url",
+            &url,
+            "--server-id",
+            id,
+            "--lease-time",
+            LEASE_SECONDS,
+            "--reconnect-window",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        let server = Server::start_at(dir, &format!("{ip}:0"), &http, &args);
+        Self { server, id }
+    }
+
+    fn playlist(&self, stream: &str) -> Option<http::Response> {
+        let response = http::get(self.server.http, &Server::playlist_path(stream));
+        (response.status == 200).then_some(response)
+    }
+
+    /// Waits until `stream`'s playlist on this node lists `n` segments.
+    fn wait_for_segments(&self, stream: &str, n: usize) -> String {
+        testkit::wait_until(STARTUP, &format!("{n} segments of {stream} on {}", self.id), || {
+            self.playlist(stream).map(|r| r.text()).filter(|p| segments(p).len() >= n)
+        })
+    }
+}
+
+fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Adds `stream`'s key to the registry's MongoDB (any node's CLI would do).
+fn add_key(mongo: &str, stream: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("rtmp-hls-cluster-keys-{}", std::process::id()));
+    let output = common::keys_cli(&dir, &["add", stream, "--mongo-uri", mongo]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned()
+}
+
+fn media_sequence(playlist: &str) -> u64 {
+    tag(playlist, "MEDIA-SEQUENCE").unwrap().parse().unwrap()
+}
+
+/// The media sequence number of the last segment listed.
+fn last_sequence(playlist: &str) -> u64 {
+    media_sequence(playlist) + segments(playlist).len() as u64 - 1
+}
+
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = http::get(addr, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Debian's nginx as the CDN: `proxy_cache` with `proxy_cache_lock` in front of `origins`,
+/// as docs/cluster.md configures it, with an access log of cache outcomes.
+struct Cache {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Cache {
+    fn start(origins: &[SocketAddr]) -> Self {
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-cdn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let template = std::fs::read_to_string(
+            testkit::media::workspace_root().join("deploy").join("nginx-cache.conf"),
+        )
+        .unwrap();
+        let upstreams: String = origins.iter().map(|o| format!("server {o};\n")).collect();
+        // The documented configuration, wrapped with what a test run needs (paths, port).
+        let conf = format!(
+            "pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\nevents {{ worker_connections 2048; }}\n\
+             http {{\n client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+             fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+             log_format cache '$uri $upstream_cache_status $status';\n\
+             access_log {dir}/access.log cache;\n\
+             proxy_cache_path {dir}/cache levels=1:2 keys_zone=hls:10m max_size=256m inactive=2m use_temp_path=off;\n\
+             upstream rtmp_hls {{ {upstreams} keepalive 16; }}\n\
+             server {{ listen 127.0.0.1:{port};\n{template}\n}}\n}}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(format!("{}/", dir.display()))
+            .args(["-c", "nginx.conf", "-g", "daemon off; master_process off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running nginx (the test command installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        testkit::wait_until(STARTUP, "nginx to listen", || std::net::TcpStream::connect(addr).ok());
+        Self { child, addr, dir }
+    }
+
+    /// (uri, cache status) of every request so far.
+    fn log(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split(' ');
+                Some((words.next()?.to_owned(), words.next()?.to_owned()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publish on A; watch through B, C and the cache; 200 viewers on the cache cause about one
+/// fetch per segment; A dies, the publisher reconnects to B, numbering continues and a viewer
+/// on C keeps decoding.
+#[test]
+fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
+    let mongo = MongoServer::start("cluster-move");
+    let uri = mongo.uri();
+    let key = add_key(&uri, "cam");
+    let a = Node::start("move", "node-a", "127.0.0.2", &uri, &[]);
+    let b = Node::start("move", "node-b", "127.0.0.3", &uri, &[]);
+    let c = Node::start("move", "node-c", "127.0.0.4", &uri, &[]);
+    let clip = testkit::clip(testkit::Clip::AvSmall);
+    let publisher = Publisher::start_looping(&clip, &format!("{}/{key}", a.server.rtmp_url()));
+    let on_a = a.wait_for_segments("cam", 3);
+
+    // Any node serves it, from the node that publishes it.
+    for node in [&b, &c] {
+        node.wait_for_segments("cam", 3);
+        let response = node.playlist("cam").unwrap();
+        assert_eq!(response.header("x-rtmp-hls-origin"), Some("node-a"), "via {}", node.id);
+        let text = response.text();
+        assert!(
+            media_sequence(&text).abs_diff(media_sequence(&on_a)) <= 2,
+            "{} serves another playlist:\n{text}\nA:\n{on_a}",
+            node.id
+        );
+        let segment = segments(&text)[0];
+        let body = http::get(node.server.http, &format!("/hls/cam/{segment}"));
+        assert_eq!(body.status, 200);
+        assert_eq!(body.body[0], 0x47, "a TS segment through {}", node.id);
+    }
+    // The cluster-wide list, on a node that does not publish it.
+    let list: serde_json::Value =
+        serde_json::from_slice(&http::get(c.server.http, "/api/v1/streams").body).unwrap();
+    let cam = list["streams"].as_array().unwrap().iter().find(|s| s["name"] == "cam").unwrap();
+    assert_eq!(cam["node"], "node-a", "{list:#}");
+    assert_eq!(cam["live"], true);
+
+    // The CDN in front of B and C: 200 viewers, about one origin fetch per segment.
+    let cache = Cache::start(&[b.server.http, c.server.http]);
+    let fetched_before =
+        metric(b.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}")
+            + metric(c.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}");
+    let viewers: Vec<_> = (0..200)
+        .map(|_| {
+            let addr = cache.addr;
+            std::thread::spawn(move || watch_for(addr, "cam", Duration::from_secs(8)))
+        })
+        .collect();
+    let mut played = 0;
+    for viewer in viewers {
+        played += viewer.join().unwrap();
+    }
+    assert!(played >= 200, "every viewer fetched a segment ({played} segments in all)");
+    let log = cache.log();
+    let mut misses: HashMap<&str, u32> = HashMap::new();
+    let mut requests: HashMap<&str, u32> = HashMap::new();
+    for (uri, status) in &log {
+        if uri.ends_with(".ts") {
+            *requests.entry(uri).or_default() += 1;
+            if status != "HIT" {
+                *misses.entry(uri).or_default() += 1;
+            }
+        }
+    }
+    let fetched =
+        metric(b.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}")
+            + metric(c.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}")
+            - fetched_before;
+    let playlist_misses = log.iter().filter(|(u, s)| u.ends_with(".m3u8") && s != "HIT").count();
+    eprintln!(
+        "200 viewers through the cache: {} segment requests for {} segments, {} went to the \
+         cluster ({:.2} per segment); {} playlist requests, {playlist_misses} to the cluster; \
+         the edges made {fetched} fetches from node-a",
+        requests.values().sum::<u32>(),
+        requests.len(),
+        misses.values().sum::<u32>(),
+        f64::from(misses.values().sum::<u32>()) / requests.len() as f64,
+        log.iter().filter(|(u, _)| u.ends_with(".m3u8")).count(),
+    );
+    assert!(!requests.is_empty());
+    for (uri, n) in &misses {
+        assert!(*n <= 2, "{uri} went to the cluster {n} times");
+    }
+
+    // A viewer on C, from before A dies until after the stream moved.
+    let viewer_url = format!("http://{}/hls/cam/index.m3u8", c.server.http);
+    let viewer =
+        std::thread::spawn(move || watch_for(c_addr(&viewer_url), "cam", Duration::from_secs(25)));
+    let last_on_a = last_sequence(&a.wait_for_segments("cam", 4));
+    a.server.kill9();
+    drop(publisher);
+    // The encoder reconnects through the "load balancer" to B.
+    let started = Instant::now();
+    let publisher = Publisher::start_looping(&clip, &format!("{}/{key}", b.server.rtmp_url()));
+    let on_b = testkit::wait_until(STARTUP, "the stream on B", || {
+        b.playlist("cam")
+            .filter(|r| r.header("x-rtmp-hls-origin").is_none())
+            .map(|r| r.text())
+            .filter(|p| p.contains("#EXT-X-DISCONTINUITY\n"))
+    });
+    eprintln!("moved to node-b {:?} after node-a died", started.elapsed());
+    let first_on_b = media_sequence(&on_b);
+    assert!(first_on_b > last_on_a, "numbering went back: {first_on_b} after {last_on_a}\n{on_b}");
+    // Through C now too.
+    testkit::wait_until(STARTUP, "C to serve B's stream", || {
+        let response = c.playlist("cam")?;
+        (response.header("x-rtmp-hls-origin") == Some("node-b")).then_some(())
+    });
+    let segments_seen = viewer.join().unwrap();
+    assert!(segments_seen >= 8, "the viewer on C got {segments_seen} segments across the move");
+    // The move is visible in the events: stopped on A (killed: nothing), started on B.
+    b.server.wait_for_event("publish_started", "cam");
+    drop(publisher);
+}
+
+fn c_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap()
+}
+
+/// A viewer of `stream` at `addr` for `time`: reloads the playlist every second and fetches
+/// every new segment; returns how many segments it got.
+fn watch_for(addr: SocketAddr, stream: &str, time: Duration) -> u32 {
+    let deadline = Instant::now() + time;
+    let mut seen = std::collections::HashSet::new();
+    let mut got = 0;
+    while Instant::now() < deadline {
+        let playlist = http::get(addr, &Server::playlist_path(stream));
+        if playlist.status == 200 {
+            for segment in segments(&playlist.text()) {
+                if seen.insert(segment.to_owned()) {
+                    let body = http::get(addr, &format!("/hls/{stream}/{segment}"));
+                    if body.status == 200 && body.body.first() == Some(&0x47) {
+                        got += 1;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    got
+}
+
+/// The same stream published on two nodes at once (takeover refused): one wins, the other
+/// encoder is refused, and only one node lists segments.
+#[test]
+fn the_same_stream_on_two_nodes_at_once_has_one_winner() {
+    let mongo = MongoServer::start("cluster-race");
+    let uri = mongo.uri();
+    let key = add_key(&uri, "race");
+    let a = Node::start("race", "node-a", "127.0.0.2", &uri, &["--takeover", "refuse"]);
+    let c = Node::start("race", "node-c", "127.0.0.4", &uri, &["--takeover", "refuse"]);
+    let clip = testkit::clip(testkit::Clip::AvSmall);
+    let mut on_a = Publisher::start_looping(&clip, &format!("{}/{key}", a.server.rtmp_url()));
+    let mut on_c = Publisher::start_looping(&clip, &format!("{}/{key}", c.server.rtmp_url()));
+    // The loser is refused (within the lease time it watches the winner renew).
+    let limit = Duration::from_secs(15);
+    let (a_ended, c_ended) = (on_a.exited_within(limit), on_c.exited_within(Duration::ZERO));
+    let refused = [a_ended, c_ended].iter().filter(|e| **e == Some(false)).count();
+    assert_eq!(refused, 1, "exactly one encoder refused: A {a_ended:?}, C {c_ended:?}");
+    let (winner, loser) = if a_ended.is_none() { (&a, &c) } else { (&c, &a) };
+    winner.wait_for_segments("race", 2);
+    let through = loser.playlist("race").expect("the loser's node serves the winner's stream");
+    assert_eq!(through.header("x-rtmp-hls-origin"), Some(winner.id));
+    assert!(loser.server.log().contains("publish refused: live on another node"));
+}
+
+/// A node cut off from MongoDB stops its publisher before its lease runs out, and another
+/// node can then take the stream, numbering on.
+#[test]
+fn a_node_cut_off_from_the_registry_stops_and_another_takes_the_stream() {
+    let mongo = MongoServer::start("cluster-cut");
+    let uri = mongo.uri();
+    let key = add_key(&uri, "cut");
+    let relay = Relay::start();
+    relay.set_target(Some(mongo.port));
+    // A direct connection: the driver would otherwise find the server's own address in its
+    // answers and go around the relay.
+    let through_relay = format!("mongodb://127.0.0.1:{}/?directConnection=true", relay.port);
+    let a = Node::start("cut", "node-a", "127.0.0.2", &through_relay, &[]);
+    let b = Node::start("cut", "node-b", "127.0.0.3", &uri, &[]);
+    let clip = testkit::clip(testkit::Clip::AvSmall);
+    let mut publisher = Publisher::start_looping(&clip, &format!("{}/{key}", a.server.rtmp_url()));
+    a.wait_for_segments("cut", 2);
+
+    let cut = Instant::now();
+    relay.set_target(None);
+    let log = a.server.wait_for_log("stream stopped: its lease could not be renewed");
+    let fenced = cut.elapsed();
+    eprintln!("node-a stopped its publisher {fenced:?} after losing MongoDB");
+    assert!(log.contains("\"reason\":\"lease_lost\""), "the stop event says why");
+    assert!(publisher.exited_within(Duration::from_secs(5)).is_some(), "the encoder was dropped");
+    let last_on_a = last_sequence(&a.server.playlist("cut").unwrap());
+    // A lists nothing new from now on.
+    let frozen = a.server.playlist("cut").unwrap();
+
+    let publisher = Publisher::start_looping(&clip, &format!("{}/{key}", b.server.rtmp_url()));
+    let on_b = testkit::wait_until(STARTUP, "B's own playlist", || {
+        let response = b.playlist("cut")?;
+        let own = response.header("x-rtmp-hls-origin").is_none();
+        own.then(|| response.text()).filter(|p| segments(p).len() >= 2)
+    });
+    assert!(media_sequence(&on_b) > last_on_a, "numbering went back:\n{on_b}");
+    assert_eq!(a.server.playlist("cut").unwrap(), frozen, "A listed a segment after its fence");
+    drop(publisher);
+}
