@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::services::{MongoServer, Relay, free_port};
+use common::browser::{only_stalls, play};
+use common::services::{KafkaBroker, MongoServer, Relay, assert_valid_events, consume, free_port};
 use common::{Publisher, STARTUP, Server, segments, tag};
 use testkit::http;
 
@@ -115,7 +116,7 @@ impl Cache {
             "pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\nevents {{ worker_connections 2048; }}\n\
              http {{\n client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
              fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
-             log_format cache '$uri $upstream_cache_status $status';\n\
+             log_format cache '$uri $upstream_cache_status $upstream_addr';\n\
              access_log {dir}/access.log cache;\n\
              proxy_cache_path {dir}/cache levels=1:2 keys_zone=hls:10m max_size=256m inactive=2m use_temp_path=off;\n\
              upstream rtmp_hls {{ {upstreams} keepalive 16; }}\n\
@@ -136,14 +137,15 @@ impl Cache {
         Self { child, addr, dir }
     }
 
-    /// (uri, cache status) of every request so far.
-    fn log(&self) -> Vec<(String, String)> {
+    /// (uri, whether it went to a node) of every request so far.
+    fn log(&self) -> Vec<(String, bool)> {
         std::fs::read_to_string(self.dir.join("access.log"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
                 let mut words = l.split(' ');
-                Some((words.next()?.to_owned(), words.next()?.to_owned()))
+                let (uri, _status, upstream) = (words.next()?, words.next()?, words.next()?);
+                Some((uri.to_owned(), upstream != "-"))
             })
             .collect()
     }
@@ -213,10 +215,10 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
     let log = cache.log();
     let mut misses: HashMap<&str, u32> = HashMap::new();
     let mut requests: HashMap<&str, u32> = HashMap::new();
-    for (uri, status) in &log {
+    for (uri, upstream) in &log {
         if uri.ends_with(".ts") {
             *requests.entry(uri).or_default() += 1;
-            if status != "HIT" {
+            if *upstream {
                 *misses.entry(uri).or_default() += 1;
             }
         }
@@ -225,7 +227,8 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
         metric(b.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}")
             + metric(c.server.http, "rtmp_hls_fetch_through_requests_total{outcome=\"fetched\"}")
             - fetched_before;
-    let playlist_misses = log.iter().filter(|(u, s)| u.ends_with(".m3u8") && s != "HIT").count();
+    let playlist_misses =
+        log.iter().filter(|(u, upstream)| u.ends_with(".m3u8") && *upstream).count();
     eprintln!(
         "200 viewers through the cache: {} segment requests for {} segments, {} went to the \
          cluster ({:.2} per segment); {} playlist requests, {playlist_misses} to the cluster; \
@@ -240,6 +243,11 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
     for (uri, n) in &misses {
         assert!(*n <= 2, "{uri} went to the cluster {n} times");
     }
+    // Real players: hls.js in Chromium through the cache, ffmpeg through C.
+    let report = play(&format!("http://{}/hls/cam/index.m3u8", cache.addr), 3);
+    assert!(only_stalls(&report), "hls.js through the cache: {report}");
+    let (clean, messages) = read_live(&format!("http://{}/hls/cam/index.m3u8", c.server.http), 4);
+    assert!(clean, "ffmpeg through node-c: {messages}");
 
     // A viewer on C, from before A dies until after the stream moved.
     let viewer_url = format!("http://{}/hls/cam/index.m3u8", c.server.http);
@@ -270,6 +278,26 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
     // The move is visible in the events: stopped on A (killed: nothing), started on B.
     b.server.wait_for_event("publish_started", "cam");
     drop(publisher);
+}
+
+/// Reads `seconds` of a live playlist with ffmpeg, decoding; whether it decoded without an
+/// error, and what it printed.
+fn read_live(url: &str, seconds: u32) -> (bool, String) {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i", url, "-t", &seconds.to_string()])
+        // The input's time base for the null output (see testkit::decode).
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
+        .output()
+        .expect("running ffmpeg");
+    // The publisher loops its clip (`-stream_loop`), whose audio overlaps the next loop's
+    // by a frame: the null muxer's complaint about that is what ffmpeg also prints reading
+    // the origin node directly, not a decoding error.
+    let messages: String = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| !l.contains("non monotonically increasing dts to muxer"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (output.status.success() && messages.trim().is_empty(), messages)
 }
 
 fn c_addr(url: &str) -> SocketAddr {
@@ -361,4 +389,61 @@ fn a_node_cut_off_from_the_registry_stops_and_another_takes_the_stream() {
     assert!(media_sequence(&on_b) > last_on_a, "numbering went back:\n{on_b}");
     assert_eq!(a.server.playlist("cut").unwrap(), frozen, "A listed a segment after its fence");
     drop(publisher);
+}
+
+/// A publish on another node takes a live stream over: the old node drops its publisher at
+/// its next renewal and hands the numbering over exactly; Kafka shows the move (stopped on
+/// one node as `taken_over`, started on the other).
+#[test]
+fn a_takeover_between_live_nodes_hands_the_numbering_over() {
+    let mongo = MongoServer::start("cluster-takeover");
+    let broker = KafkaBroker::start();
+    let uri = mongo.uri();
+    let bootstrap = broker.bootstrap();
+    let key = add_key(&uri, "moving");
+    let kafka = ["--kafka-brokers", bootstrap.as_str(), "--kafka-topic", "cluster-events"];
+    let a = Node::start("takeover", "node-a", "127.0.0.2", &uri, &kafka);
+    let b = Node::start("takeover", "node-b", "127.0.0.3", &uri, &kafka);
+    let clip = testkit::clip(testkit::Clip::AvSmall);
+    let mut first = Publisher::start_looping(&clip, &format!("{}/{key}", a.server.rtmp_url()));
+    let last_on_a = last_sequence(&a.wait_for_segments("moving", 3));
+
+    let started = Instant::now();
+    let second = Publisher::start_looping(&clip, &format!("{}/{key}", b.server.rtmp_url()));
+    assert!(
+        first.exited_within(Duration::from_secs(10)).is_some(),
+        "node-a kept its publisher after node-b took the stream"
+    );
+    eprintln!("node-a dropped its publisher {:?} after the publish on node-b", started.elapsed());
+    let on_b = testkit::wait_until(STARTUP, "B's own playlist", || {
+        let response = b.playlist("moving")?;
+        let own = response.header("x-rtmp-hls-origin").is_none();
+        own.then(|| response.text()).filter(|p| !segments(p).is_empty())
+    });
+    let first_on_b = media_sequence(&on_b);
+    // Handed over: on from A's last segment, not past a dead node's margin.
+    assert!(
+        first_on_b > last_on_a && first_on_b <= last_on_a + 4,
+        "B starts at {first_on_b} after A's {last_on_a}:\n{on_b}"
+    );
+    assert!(on_b.contains("#EXT-X-DISCONTINUITY\n"), "{on_b}");
+    // A now serves B's stream.
+    testkit::wait_until(STARTUP, "A to serve B's stream", || {
+        let response = a.playlist("moving")?;
+        (response.header("x-rtmp-hls-origin") == Some("node-b")).then_some(())
+    });
+
+    let is = |e: &serde_json::Value, kind: &str, node: &str| {
+        e["type"] == kind && e["stream"] == "moving" && e["server_id"] == node
+    };
+    let records = consume(&bootstrap, "cluster-events", Duration::from_secs(40), |records| {
+        records.iter().any(|(_, e)| is(e, "publish_stopped", "node-a"))
+            && records.iter().any(|(_, e)| is(e, "publish_started", "node-b"))
+    });
+    let events: Vec<serde_json::Value> = records.into_iter().map(|(_, e)| e).collect();
+    let stopped = events.iter().find(|e| is(e, "publish_stopped", "node-a")).expect("A's stop");
+    assert_eq!(stopped["reason"], "taken_over", "{stopped:#}");
+    assert!(events.iter().any(|e| is(e, "publish_started", "node-b")), "B's start");
+    assert_valid_events(&events);
+    drop(second);
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use testkit::http;
 
+pub mod browser;
 pub mod services;
 
 /// How long a test waits for the server to start or a stream to appear.

@@ -1,0 +1,43 @@
+//! hls.js in headless Chromium (`tests/browser/*.mjs`, run by node): what a web viewer does.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+/// Plays `url` for `seconds` of media; returns hls.js's report (JSON).
+pub fn play(url: &str, seconds: u32) -> serde_json::Value {
+    play_in(url, seconds, "")
+}
+
+/// Whether every error hls.js reported is a recovered playback stall (the buffer ran dry for
+/// a moment on a loaded machine, a small gap nudged over): never a request that failed, never
+/// media it could not parse.
+pub fn only_stalls(report: &serde_json::Value) -> bool {
+    const STALLS: [&str; 3] = [
+        "mediaError/bufferStalledError",
+        "mediaError/bufferNudgeOnStall",
+        "mediaError/bufferSeekOverHole",
+    ];
+    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    errors.iter().all(|e| e.as_str().is_some_and(|e| STALLS.contains(&e)))
+}
+
+/// [`play`] with hls.js in `mode` (`low-latency`: lowLatencyMode, and the report says how far
+/// behind the publisher the playhead was).
+pub fn play_in(url: &str, seconds: u32, mode: &str) -> serde_json::Value {
+    let (ok, report) = browser("play.mjs", &[url, &seconds.to_string(), mode]);
+    assert!(ok, "hls.js did not play {url}: {report}");
+    report
+}
+
+/// Runs `tests/browser/<script>` with `args` in node; whether it succeeded, and the JSON
+/// report it printed.
+pub fn browser(script: &str, args: &[&str]) -> (bool, serde_json::Value) {
+    let path = testkit::media::workspace_root().join("tests").join("browser").join(script);
+    let output =
+        std::process::Command::new("node").arg(&path).args(args).output().expect(
+            "running node (the test command installs tests/browser's packages and chromium)",
+        );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!("{script} printed no report: {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+    });
+    (output.status.success(), report)
+}
