@@ -132,8 +132,14 @@ impl Control for ServerControl {
         self.auth.check(bearer)
     }
 
-    fn kick(&self, name: &str) -> bool {
-        self.ingest.end_publish(name, StopReason::Kicked)
+    async fn kick(&self, name: &str) -> bool {
+        if self.ingest.end_publish(name, StopReason::Kicked) {
+            return true;
+        }
+        match self.ingest.cluster() {
+            Some(member) => member.kick(name).await,
+            None => false,
+        }
     }
 
     async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError> {

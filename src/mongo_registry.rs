@@ -109,6 +109,7 @@ fn lease(document: &Document) -> Option<Lease> {
             discontinuity_sequence: number(document, "discontinuity_sequence"),
         },
         private: document.get_bool("private").unwrap_or(false),
+        kick_requested: document.get_bool("kick").unwrap_or(false),
     })
 }
 
@@ -166,6 +167,7 @@ impl StreamRegistry for MongoRegistry {
                         "since": DateTime::now(),
                         "state": LeaseState::Live.as_str(),
                         "private": private,
+                        "kick": false,
                         "previous_holder": from,
                     },
                     "$inc": { "revision": 1_i64 },
@@ -198,6 +200,9 @@ impl StreamRegistry for MongoRegistry {
         numbering: Option<Numbering>,
     ) -> Result<(), RegistryError> {
         let mut set = doc! { "state": state.as_str() };
+        if state != LeaseState::Live {
+            set.insert("kick", false);
+        }
         if let Some(numbering) = numbering {
             set.insert("next_sequence", as_i64(numbering.next_sequence));
             set.insert("discontinuity_sequence", as_i64(numbering.discontinuity_sequence));
@@ -251,6 +256,18 @@ impl StreamRegistry for MongoRegistry {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn request_kick(&self, stream: &str) -> Result<bool, RegistryError> {
+        let asked = self
+            .leases
+            .update_one(
+                doc! { "_id": stream, "state": LeaseState::Live.as_str() },
+                doc! { "$set": { "kick": true } },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(asked.matched_count == 1)
     }
 
     async fn list(&self) -> Result<Vec<Lease>, RegistryError> {

@@ -16,6 +16,8 @@ use common::services::{KafkaBroker, MongoServer, Relay, assert_valid_events, con
 use common::{Publisher, STARTUP, Server, segments, tag};
 use testkit::http;
 
+/// The nodes' admin token (the same on every node).
+const ADMIN_TOKEN: &str = "cluster-admin-token-for-the-tests";
 /// Lease time of the test nodes: short, so a dead node's streams move within seconds.
 const LEASE_SECONDS: &str = "3";
 
@@ -401,7 +403,14 @@ fn a_takeover_between_live_nodes_hands_the_numbering_over() {
     let uri = mongo.uri();
     let bootstrap = broker.bootstrap();
     let key = add_key(&uri, "moving");
-    let kafka = ["--kafka-brokers", bootstrap.as_str(), "--kafka-topic", "cluster-events"];
+    let kafka = [
+        "--kafka-brokers",
+        bootstrap.as_str(),
+        "--kafka-topic",
+        "cluster-events",
+        "--admin-token",
+        ADMIN_TOKEN,
+    ];
     let a = Node::start("takeover", "node-a", "127.0.0.2", &uri, &kafka);
     let b = Node::start("takeover", "node-b", "127.0.0.3", &uri, &kafka);
     let clip = testkit::clip(testkit::Clip::AvSmall);
@@ -433,17 +442,30 @@ fn a_takeover_between_live_nodes_hands_the_numbering_over() {
         (response.header("x-rtmp-hls-origin") == Some("node-b")).then_some(())
     });
 
+    // The admin API of any node: kicking on A ends the publish on B.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let kicked = http::request_with(
+        a.server.http,
+        "DELETE",
+        "/api/v1/streams/moving/publisher",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(kicked.status, 204, "{}", kicked.text());
+    let mut second = second;
+    assert!(second.exited_within(Duration::from_secs(10)).is_some(), "B kept the kicked publisher");
+
     let is = |e: &serde_json::Value, kind: &str, node: &str| {
         e["type"] == kind && e["stream"] == "moving" && e["server_id"] == node
     };
     let records = consume(&bootstrap, "cluster-events", Duration::from_secs(40), |records| {
         records.iter().any(|(_, e)| is(e, "publish_stopped", "node-a"))
-            && records.iter().any(|(_, e)| is(e, "publish_started", "node-b"))
+            && records.iter().any(|(_, e)| is(e, "publish_stopped", "node-b"))
     });
     let events: Vec<serde_json::Value> = records.into_iter().map(|(_, e)| e).collect();
     let stopped = events.iter().find(|e| is(e, "publish_stopped", "node-a")).expect("A's stop");
     assert_eq!(stopped["reason"], "taken_over", "{stopped:#}");
     assert!(events.iter().any(|e| is(e, "publish_started", "node-b")), "B's start");
+    let kicked = events.iter().find(|e| is(e, "publish_stopped", "node-b")).expect("B's stop");
+    assert_eq!(kicked["reason"], "kicked", "{kicked:#}");
     assert_valid_events(&events);
-    drop(second);
 }

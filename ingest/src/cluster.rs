@@ -134,6 +134,8 @@ pub struct Lease {
     /// Only viewers with a credential may watch it (as when its publish began), so other
     /// nodes list it to admins only.
     pub private: bool,
+    /// An operator on another node asked for its publisher to be disconnected.
+    pub kick_requested: bool,
 }
 
 /// The registry did not answer, or answered what this node cannot use.
@@ -187,6 +189,9 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
     async fn expire(&self, stream: &str, revision: u64, margin: u64) -> Result<(), RegistryError>;
     /// Every live or open lease.
     async fn list(&self) -> Result<Vec<Lease>, RegistryError>;
+    /// Asks the holder of `stream`'s live lease to disconnect its publisher (it reads the
+    /// request at its next tick); whether the lease is live.
+    async fn request_kick(&self, stream: &str) -> Result<bool, RegistryError>;
 }
 
 /// How this node takes part.
@@ -319,6 +324,21 @@ impl ClusterMember {
             .collect();
         leases.sort_by(|a, b| a.stream.cmp(&b.stream));
         leases
+    }
+
+    /// Asks the node publishing `stream` to disconnect its publisher; whether another node
+    /// publishes it.
+    pub async fn kick(&self, stream: &str) -> bool {
+        if self.holder_of(stream).is_none() {
+            return false;
+        }
+        match self.registry.request_kick(stream).await {
+            Ok(live) => live,
+            Err(e) => {
+                warn!(%stream, "asking the stream's node to kick its publisher: {e}");
+                false
+            }
+        }
     }
 
     /// Takes `stream`'s lease for a publish here, as `policy` says when another node
@@ -487,7 +507,7 @@ impl ClusterMember {
             self.record_numbering(ingest).await;
         }
         match timeout(interval, self.registry.list()).await {
-            Ok(Ok(leases)) => self.saw(leases).await,
+            Ok(Ok(leases)) => self.saw(ingest, leases).await,
             Ok(Err(e)) => ingest.warn_limited(format_args!("reading the stream registry: {e}")),
             Err(_) => ingest.warn_limited(format_args!("reading the stream registry timed out")),
         }
@@ -632,9 +652,15 @@ impl ClusterMember {
 
     /// Takes in the registry as read: revisions that changed restart their watch; leases
     /// whose revision stayed for the lease time are expired in the registry.
-    async fn saw(&self, leases: Vec<Lease>) {
+    async fn saw(&self, ingest: &Ingest, leases: Vec<Lease>) {
         let now = Instant::now();
         let mut stale = Vec::new();
+        let me = &self.config.member.holder;
+        for lease in leases.iter().filter(|l| l.kick_requested && &l.holder == me) {
+            if ingest.registry.stop(&lease.stream, StopReason::Kicked).is_some() {
+                info!(stream = %lease.stream, "publisher kicked at another node's request");
+            }
+        }
         {
             let mut seen = self.seen();
             let mut next = HashMap::with_capacity(leases.len());

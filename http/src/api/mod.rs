@@ -65,8 +65,9 @@ pub trait Control: Send + Sync + 'static {
     fn stream(&self, name: &str, detailed: bool) -> Option<Stream>;
     /// Whether the bearer token (if any) grants the admin routes.
     fn check_admin(&self, bearer: Option<&str>) -> Access;
-    /// Disconnects the publisher of `name`; whether one was live.
-    fn kick(&self, name: &str) -> bool;
+    /// Disconnects the publisher of `name` (on whichever node of a cluster publishes it);
+    /// whether one was live.
+    async fn kick(&self, name: &str) -> bool;
     /// Every key's stream, owner and creation time, never keys.
     async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError>;
     /// Creates a key for a new stream `name`, private or not; returns the key (shown this
@@ -134,7 +135,7 @@ async fn kick(
     if let Some(refusal) = refuse(control.as_ref(), &headers) {
         return refusal;
     }
-    if control.kick(&name) {
+    if control.kick(&name).await {
         tracing::info!(stream = %name, "publisher kicked through the admin API");
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -377,7 +378,7 @@ mod tests {
                 None => Access::Unauthenticated("no token".into()),
             }
         }
-        fn kick(&self, name: &str) -> bool {
+        async fn kick(&self, name: &str) -> bool {
             name == "cam"
         }
         async fn keys(&self) -> Result<Vec<KeyInfo>, ControlError> {
