@@ -670,6 +670,33 @@ fn compose_file_validates_and_wires_the_server_through_its_own_variables() {
     assert!(out.contains(&format!("admin_addr = \"0.0.0.0:{admin_port}\"")), "{out}");
     assert!(!out.contains(admin_token), "config check printed the admin token");
     std::fs::remove_dir_all(data).unwrap();
+
+    // The cluster profile: two nodes in one registry, each reachable at its own cluster URL,
+    // each configuration accepted by the server, and nginx with the documented cache.
+    let resolved = compose(false, &env_file, &["--profile", "cluster", "config"]);
+    assert!(resolved.status.success(), "--profile cluster: {}", text(&resolved.stderr));
+    let config = yaml_to_json(&text(&resolved.stdout));
+    let services = config["services"].as_object().expect("services");
+    for node in ["node-a", "node-b"] {
+        let env = environment(&services[node]);
+        for name in env.keys() {
+            assert!(names.contains(name), "{node} sets {name}, which the server does not read");
+        }
+        assert_eq!(env["RTMP_HLS_SERVER_ID"], node);
+        assert_eq!(env["RTMP_HLS_CLUSTER_URL"], format!("http://{node}:8080"));
+        assert_eq!(env["RTMP_HLS_MONGO_URI"], environment(server)["RTMP_HLS_MONGO_URI"]);
+        let data = temp_dir(&format!("compose-{node}"));
+        let mut effective = image_env.clone();
+        effective.extend(env.clone());
+        effective.insert("RTMP_HLS_DATA_DIR".into(), data.display().to_string());
+        let check = run_with(&[BIN.to_owned(), "config".into(), "check".into()], &effective);
+        assert!(check.status.success(), "{node} config check: {}", text(&check.stderr));
+        std::fs::remove_dir_all(data).unwrap();
+    }
+    let cdn = serde_json::to_string(&services["cdn"]).unwrap();
+    for file in ["deploy/nginx-cluster.conf", "deploy/nginx-cache.conf"] {
+        assert!(root().join(file).exists() && cdn.contains(file.trim_start_matches("deploy/")));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
