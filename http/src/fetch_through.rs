@@ -277,3 +277,112 @@ fn busy() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1"), (CACHE_CONTROL, "no-store")])
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug)]
+    struct Everywhere(Origin);
+
+    impl Origins for Everywhere {
+        fn origin(&self, _stream: &str) -> Option<Origin> {
+            Some(self.0.clone())
+        }
+    }
+
+    /// An origin node that answers every GET after `delay`, counting requests and echoing
+    /// the credentials it got.
+    async fn origin(delay: Duration) -> (Origin, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let app = axum::Router::new().fallback(move |request: Request<Body>| {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let who = request.headers().get(AUTHORIZATION).cloned();
+                let forwarded = request.headers().contains_key(FORWARDED_HEADER);
+                let body = format!("{who:?} forwarded={forwarded}");
+                ([(CACHE_CONTROL, "no-cache"), (CONTENT_TYPE, "text/plain")], body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Origin { node: "node-a".into(), url }, count)
+    }
+
+    fn get(path: &str, auth: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(path);
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    async fn text(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_for_one_url_make_one_fetch() {
+        let (origin, count) = origin(Duration::from_millis(200)).await;
+        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(origin.clone()))));
+        let request = get("/hls/cam/index.m3u8?_HLS_msn=4", None);
+        let answers: Vec<_> = (0..50).map(|_| through.serve(&origin, &request)).collect();
+        for answer in futures_util::future::join_all(answers).await {
+            assert_eq!(answer.headers()[ORIGIN_HEADER], "node-a");
+            assert_eq!(answer.headers()[CACHE_CONTROL], "no-cache");
+            assert_eq!(text(answer).await, (StatusCode::OK, "None forwarded=true".into()));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "one fetch for 50 requests");
+        // Another query is another fetch; nothing stays in flight.
+        text(through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=5", None)).await).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(through.in_flight.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn viewers_with_credentials_never_share_an_answer() {
+        let (origin, count) = origin(Duration::from_millis(100)).await;
+        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(origin.clone()))));
+        let alice = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer alice")));
+        let bob = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer bob")));
+        let (alice, bob) = tokio::join!(alice, bob);
+        assert!(text(alice).await.1.contains("alice"));
+        assert!(text(bob).await.1.contains("bob"));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn forwarded_requests_are_not_forwarded_again() {
+        let (origin, _) = origin(Duration::ZERO).await;
+        let through = FetchThrough::new("node-b", Arc::new(Everywhere(origin)));
+        assert!(through.origin_for("cam", &get("/hls/cam/index.m3u8", None)).is_some());
+        let forwarded = Request::get("/hls/cam/index.m3u8")
+            .header(FORWARDED_HEADER, "node-c")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(through.origin_for("cam", &forwarded), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_origin_gives_502_and_the_in_flight_limit_503() {
+        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
+        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(dead.clone()))));
+        let (status, _) = text(through.serve(&dead, &get("/hls/x/index.m3u8", None)).await).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        {
+            let mut in_flight = through.in_flight.lock().unwrap();
+            for n in 0..MAX_IN_FLIGHT {
+                in_flight.insert(format!("k{n}"), watch::channel(None).1);
+            }
+        }
+        let (status, _) = text(through.serve(&dead, &get("/hls/y/index.m3u8", None)).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
