@@ -89,12 +89,12 @@ impl Control for ServerControl {
     /// Private streams are listed with admin credentials only.
     fn streams(&self, detailed: bool) -> Vec<Stream> {
         let now = Instant::now();
-        let mut streams: Vec<Stream> = self
+        let mut streams: std::collections::BTreeMap<String, Stream> = self
             .store
             .summaries(now)
             .iter()
             .filter(|summary| detailed || !summary.private)
-            .map(|summary| self.local(summary, detailed))
+            .map(|summary| (summary.name.clone(), self.local(summary, detailed)))
             .collect();
         if let Some(member) = self.ingest.cluster() {
             // Streams of other nodes replace what this node keeps of them (an ended copy).
@@ -102,14 +102,12 @@ impl Control for ServerControl {
                 if lease.holder == member.member().holder || (lease.private && !detailed) {
                     continue;
                 }
-                streams.retain(|s| s.name != lease.stream || s.live);
-                if !streams.iter().any(|s| s.name == lease.stream) {
-                    streams.push(remote(&lease));
+                if !streams.get(&lease.stream).is_some_and(|s| s.live) {
+                    streams.insert(lease.stream.clone(), remote(&lease));
                 }
             }
-            streams.sort_by(|a, b| a.name.cmp(&b.name));
         }
-        streams
+        streams.into_values().collect()
     }
 
     fn stream(&self, name: &str, detailed: bool) -> Option<Stream> {
@@ -118,7 +116,7 @@ impl Control for ServerControl {
             return (!summary.private || detailed).then(|| self.local(summary, detailed));
         }
         let elsewhere = self.ingest.cluster().and_then(|member| {
-            let lease = member.leases().into_iter().find(|lease| lease.stream == name)?;
+            let lease = member.lease(name)?;
             (lease.holder != member.member().holder).then_some(lease)
         });
         if let Some(lease) = elsewhere {

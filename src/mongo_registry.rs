@@ -199,7 +199,7 @@ impl StreamRegistry for MongoRegistry {
         state: LeaseState,
         numbering: Option<Numbering>,
     ) -> Result<(), RegistryError> {
-        let mut set = doc! { "state": state.as_str() };
+        let mut set = doc! { "state": state.as_str(), "previous_holder": Bson::Null };
         if state != LeaseState::Live {
             set.insert("kick", false);
         }
@@ -221,19 +221,17 @@ impl StreamRegistry for MongoRegistry {
         &self,
         stream: &str,
         me: &Member,
-        numbering: Numbering,
+        numbering: Option<Numbering>,
     ) -> Result<(), RegistryError> {
+        let mut set = doc! { "previous_holder": Bson::Null };
+        if let Some(numbering) = numbering {
+            set.insert("next_sequence", as_i64(numbering.next_sequence));
+            set.insert("discontinuity_sequence", as_i64(numbering.discontinuity_sequence));
+        }
         self.leases
             .update_one(
                 doc! { "_id": stream, "previous_holder": &me.holder },
-                doc! {
-                    "$set": {
-                        "previous_holder": Bson::Null,
-                        "next_sequence": as_i64(numbering.next_sequence),
-                        "discontinuity_sequence": as_i64(numbering.discontinuity_sequence),
-                    },
-                    "$inc": { "revision": 1_i64 },
-                },
+                doc! { "$set": set, "$inc": { "revision": 1_i64 } },
             )
             .await
             .map_err(unavailable)?;

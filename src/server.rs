@@ -387,6 +387,8 @@ struct Running {
     housekeeping: tokio::task::JoinHandle<()>,
     /// Reloads the TLS certificate when its files change.
     certificate_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Ends the cluster membership (renewals and the fence).
+    stop_cluster: watch::Sender<bool>,
 }
 
 impl Running {
@@ -402,8 +404,9 @@ impl Running {
         let grace = args.shutdown_grace;
         let housekeeping =
             tokio::spawn(housekeeping(Arc::clone(&ingest), sequences, args.ended_ttl));
-        // Leases are renewed until RTMP stops; the stop releases them.
-        tokio::spawn(ingest::cluster::run(Arc::clone(&ingest), rtmp_stopped.clone()));
+        // Leases are renewed until every stream here ended and they were released.
+        let (stop_cluster, cluster_stopped) = watch::channel(false);
+        tokio::spawn(ingest::cluster::run(Arc::clone(&ingest), cluster_stopped));
         if let Some(dir) = args.record_dir.clone() {
             let hours = |h: u64| (h > 0).then(|| Duration::from_secs(h.saturating_mul(3600)));
             let max_age = hours(args.record_max_age_hours);
@@ -466,6 +469,7 @@ impl Running {
             rtmps,
             housekeeping,
             certificate_watch,
+            stop_cluster,
         }
     }
 
@@ -488,6 +492,7 @@ impl Running {
             // Every stream ended here: the next node to publish one continues its numbering.
             member.release_all(ingest).await;
         }
+        let _ = self.stop_cluster.send(true);
         if let Err(e) = sequences.save(store) {
             warn!(error = %e, "could not save media sequence numbers");
         }

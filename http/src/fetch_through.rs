@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -123,8 +124,14 @@ impl FetchThrough {
         origin: &Origin,
         request: &Request<Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let credentials = [AUTHORIZATION, COOKIE].map(|name| request.headers().get(name).cloned());
+        let path = forwarded_path(request.uri());
+        let headers = request.headers();
+        let cookies: Vec<&[u8]> =
+            headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        let cookie = (!cookies.is_empty())
+            .then(|| HeaderValue::from_bytes(&cookies.join(&b"; "[..])).ok())
+            .flatten();
+        let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
         let (this, origin) = (Arc::clone(self), origin.clone());
         async move { this.answer(&origin, &path, credentials).await }
     }
@@ -137,9 +144,10 @@ impl FetchThrough {
     ) -> Response {
         // Viewers with credentials (private streams) share only with the same credentials.
         let mut key = format!("{}{path}", origin.url);
-        for value in credentials.iter().flatten() {
-            key.push('\n');
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        for (name, value) in ["authorization", "cookie"].iter().zip(&credentials) {
+            if let Some(value) = value {
+                key.push_str(&format!("\n{name}: {}", String::from_utf8_lossy(value.as_bytes())));
+            }
         }
         let (mut waiting, outcome) = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
@@ -156,6 +164,9 @@ impl FetchThrough {
                 let url = format!("{}{path}", origin.url);
                 let node = origin.node.clone();
                 tokio::spawn(async move {
+                    // Out of the map whatever happens to this task, so the URL is fetched
+                    // again next time.
+                    let _leave = Leave { through: Arc::clone(&this), key: key.clone() };
                     let fetched = this.fetch(&url, &node, credentials).await;
                     if fetched.is_none() {
                         this.count("failed");
@@ -167,7 +178,6 @@ impl FetchThrough {
                             body: Bytes::new(),
                         })
                     });
-                    this.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
                     done.send_replace(Some(fetched));
                 });
                 (waiting, "fetched")
@@ -225,7 +235,7 @@ impl FetchThrough {
             return None;
         };
         let mut headers: Vec<(HeaderName, HeaderValue)> =
-            [CONTENT_TYPE, CACHE_CONTROL, RETRY_AFTER]
+            [CONTENT_TYPE, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE]
                 .into_iter()
                 .filter_map(|name| parts.headers.get(&name).map(|value| (name, value.clone())))
                 .collect();
@@ -269,6 +279,37 @@ impl FetchThrough {
         if pool.len() < IDLE_PER_ORIGIN {
             pool.push(sender);
         }
+    }
+}
+
+/// Removes a fetch from the in-flight map when its task ends, however it ends.
+struct Leave {
+    through: Arc<FetchThrough>,
+    key: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.through.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+/// Query parameters the origin node reads: low-latency directives, a private stream's viewer
+/// token and media URL signature. Others are dropped, so that a client cannot make each of
+/// its requests a fetch of its own by adding a parameter.
+fn kept_parameter(pair: &str) -> bool {
+    let name = pair.split('=').next().unwrap_or_default();
+    name.starts_with("_HLS_") || matches!(name, "token" | "exp" | "sig")
+}
+
+/// The path and the kept query parameters of `uri`, in their order.
+fn forwarded_path(uri: &axum::http::Uri) -> String {
+    let query = uri.query().unwrap_or_default();
+    let kept: Vec<&str> = query.split('&').filter(|p| kept_parameter(p)).collect();
+    if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
     }
 }
 
@@ -340,9 +381,16 @@ mod tests {
             assert_eq!(text(answer).await, (StatusCode::OK, "None forwarded=true".into()));
         }
         assert_eq!(count.load(Ordering::SeqCst), 1, "one fetch for 50 requests");
-        // Another query is another fetch; nothing stays in flight.
+        // Another directive is another fetch; a parameter the origin ignores is not.
         text(through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=5", None)).await).await;
         assert_eq!(count.load(Ordering::SeqCst), 2);
+        let junk = get("/hls/cam/index.m3u8?x=1&_HLS_msn=4&y=2", None);
+        let (twice, again) = tokio::join!(
+            through.serve(&origin, &junk),
+            through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=4", None))
+        );
+        let _ = (text(twice).await, text(again).await);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
         assert!(through.in_flight.lock().unwrap().is_empty());
     }
 

@@ -42,9 +42,10 @@ pub const MIN_LEASE_TIME: Duration = Duration::from_secs(3);
 /// How often a live stream's numbering is written to its lease, so a node that continues it
 /// after its holder died starts close to where it stood.
 pub const NUMBERING_INTERVAL: Duration = Duration::from_secs(8);
-/// Media sequence numbers a node continuing a dead holder's stream skips past the last one
-/// recorded: segments made since ([`NUMBERING_INTERVAL`] of segments of 0.5 s at least).
-pub const MOVE_MARGIN: u64 = 16;
+/// The shortest segment the numbering margin allows for: segments are cut at keyframes after
+/// the target duration, so only discontinuities (new codec parameters, timeline breaks) cut
+/// shorter ones.
+pub const SHORTEST_SEGMENT: Duration = Duration::from_millis(500);
 /// How often a node waiting on a lease (a takeover's handover, a holder's renewals) reads
 /// it again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -167,7 +168,8 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
     async fn renew(&self, me: &Member) -> Result<u64, RegistryError>;
     /// The streams whose live or open lease `me` holds.
     async fn held(&self, me: &Member) -> Result<Vec<String>, RegistryError>;
-    /// Sets the state of `stream`'s lease, and its numbering if given, if `me` holds it.
+    /// Sets the state of `stream`'s lease, and its numbering if given, if `me` holds it;
+    /// clears `previous_holder` (a takeover's wait is over once the holder writes).
     async fn update(
         &self,
         stream: &str,
@@ -181,7 +183,7 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
         &self,
         stream: &str,
         me: &Member,
-        numbering: Numbering,
+        numbering: Option<Numbering>,
     ) -> Result<(), RegistryError>;
     /// Ends `stream`'s lease if its revision is still `revision` (its holder stopped
     /// renewing), moving its next media sequence number `margin` on (segments its holder
@@ -208,13 +210,20 @@ impl ClusterConfig {
     pub fn renew_interval(&self) -> Duration {
         self.lease_time / RENEWALS_PER_LEASE
     }
+
+    /// Media sequence numbers a node continuing a dead holder's stream skips past the last
+    /// ones written: the segments the holder may have made since, in up to
+    /// [`NUMBERING_INTERVAL`] before its last write and the lease time after it, none shorter
+    /// than [`SHORTEST_SEGMENT`].
+    pub fn move_margin(&self) -> u64 {
+        let unwritten = NUMBERING_INTERVAL + self.lease_time;
+        (unwritten.as_millis() / SHORTEST_SEGMENT.as_millis()) as u64 + 2
+    }
 }
 
 /// A stream this node holds the lease of.
 #[derive(Debug)]
 struct Held {
-    /// A publish is being decided: the lease is ours, the stream not claimed here yet.
-    claiming: bool,
     /// What the registry was last told.
     state: LeaseState,
     /// The numbering last written, and when.
@@ -234,12 +243,17 @@ struct Seen {
 pub struct ClusterMember {
     config: ClusterConfig,
     registry: Arc<dyn StreamRegistry>,
+    /// The leases this node holds (live or open), by stream.
     held: Mutex<HashMap<String, Held>>,
     /// Leases read at the last tick, by stream.
     seen: Mutex<HashMap<String, Seen>>,
     /// Until when this node's leases are valid (see the module docs); `None` before the first
-    /// renewal and after fencing.
+    /// renewal and once fenced.
     valid_until: Mutex<Option<Instant>>,
+    /// Per stream: a publish decision (lease to local claim) and the upkeep of the stream's
+    /// lease (state changes, losses) take turns, so neither acts on what the other is
+    /// changing.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why a publish cannot have the stream's lease.
@@ -251,26 +265,40 @@ pub enum LeaseRefusal {
     Unavailable(String),
 }
 
-/// A publish holding its stream's lease while it claims the stream here. Dropped without
-/// [`confirm`](Self::confirm), the lease is given up at the next tick.
+/// One stream's turn (see [`ClusterMember::locks`]); the lock's map entry goes with the last
+/// user.
+#[derive(Debug)]
+struct StreamTurn<'a> {
+    member: &'a ClusterMember,
+    stream: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for StreamTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.member.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if locks.get(&self.stream).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(&self.stream);
+        }
+    }
+}
+
+/// A publish holding its stream's lease while it claims the stream here (the stream's turn
+/// is held until it is dropped).
 #[derive(Debug)]
 pub struct LeaseClaim<'a> {
     member: &'a ClusterMember,
-    stream: String,
+    _turn: StreamTurn<'a>,
     /// Where to continue the stream's numbering from, if it was published elsewhere.
     pub from: Option<Numbering>,
 }
 
 impl LeaseClaim<'_> {
-    /// The stream is claimed here: the lease is live.
-    pub fn confirm(self) {}
-}
-
-impl Drop for LeaseClaim<'_> {
-    fn drop(&mut self) {
-        if let Some(held) = self.member.held().get_mut(&self.stream) {
-            held.claiming = false;
-        }
+    /// The stream is claimed here. Whether this node's leases are still valid: a publish
+    /// whose lease was fenced off while it was being decided must not go on.
+    pub fn confirm(self) -> bool {
+        self.member.valid()
     }
 }
 
@@ -283,6 +311,7 @@ impl ClusterMember {
             held: Mutex::default(),
             seen: Mutex::default(),
             valid_until: Mutex::new(None),
+            locks: Mutex::default(),
         }
     }
 
@@ -302,6 +331,35 @@ impl ClusterMember {
     fn valid(&self) -> bool {
         let valid_until = *self.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
         valid_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn stream_lock(&self, stream: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(stream.to_owned()).or_default())
+    }
+
+    /// Waits for `stream`'s turn.
+    async fn turn(&self, stream: &str) -> StreamTurn<'_> {
+        let guard = self.stream_lock(stream).lock_owned().await;
+        StreamTurn { member: self, stream: stream.to_owned(), guard: Some(guard) }
+    }
+
+    /// `stream`'s turn if nobody has it.
+    fn try_turn(&self, stream: &str) -> Option<StreamTurn<'_>> {
+        let guard = self.stream_lock(stream).try_lock_owned().ok();
+        let turn = StreamTurn { member: self, stream: stream.to_owned(), guard };
+        turn.guard.is_some().then_some(turn)
+    }
+
+    /// A registry call that gives up after `limit`.
+    async fn call<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(RegistryError(format!("no answer within {limit:?}"))))
     }
 
     /// The node serving `stream`, if another node holds its live or open lease and it has
@@ -326,13 +384,21 @@ impl ClusterMember {
         leases
     }
 
+    /// The live or open lease of `stream` as last read, unless it expired.
+    pub fn lease(&self, stream: &str) -> Option<Lease> {
+        let seen = self.seen();
+        let seen = seen.get(stream)?;
+        (seen.since.elapsed() < self.config.lease_time).then(|| seen.lease.clone())
+    }
+
     /// Asks the node publishing `stream` to disconnect its publisher; whether another node
     /// publishes it.
     pub async fn kick(&self, stream: &str) -> bool {
         if self.holder_of(stream).is_none() {
             return false;
         }
-        match self.registry.request_kick(stream).await {
+        let limit = self.config.lease_time;
+        match self.call(limit, self.registry.request_kick(stream)).await {
             Ok(live) => live,
             Err(e) => {
                 warn!(%stream, "asking the stream's node to kick its publisher: {e}");
@@ -342,132 +408,120 @@ impl ClusterMember {
     }
 
     /// Takes `stream`'s lease for a publish here, as `policy` says when another node
-    /// publishes it. Returns where the numbering continues from.
+    /// publishes it. The returned claim holds the stream's turn until the publish has
+    /// claimed the stream here, and says where the numbering continues from.
     pub async fn acquire(
         &self,
         stream: &str,
         policy: TakeoverPolicy,
         private: bool,
     ) -> Result<LeaseClaim<'_>, LeaseRefusal> {
+        let turn = self.turn(stream).await;
         if !self.valid() {
             return Err(LeaseRefusal::Unavailable("this node's leases are not renewed".into()));
         }
         let me = &self.config.member;
+        let limit = self.config.lease_time;
         let unavailable = |e: RegistryError| LeaseRefusal::Unavailable(e.0);
         // A few rounds: each lost race means another node changed the lease meanwhile.
         for _ in 0..3 {
-            let Some(lease) = self.registry.get(stream).await.map_err(unavailable)? else {
-                self.mark_claiming(stream);
-                if self.registry.create(stream, me, private).await.map_err(unavailable)? {
-                    return Ok(self.claim(stream, None));
+            let lease = self.call(limit, self.registry.get(stream)).await.map_err(unavailable)?;
+            let Some(lease) = lease else {
+                let created = self.registry.create(stream, me, private);
+                if self.call(limit, created).await.map_err(unavailable)? {
+                    return Ok(self.claimed(turn, None));
                 }
-                self.unmark_if_claiming(stream);
                 continue;
             };
             let from = match lease.state {
+                // Ours already (a publish here, or open for its reconnect window here).
                 _ if lease.holder == me.holder => None,
                 LeaseState::Open | LeaseState::Ended => Some(lease.numbering),
-                LeaseState::Live => {
-                    return self.take_live(stream, lease, policy, private).await;
-                }
+                LeaseState::Live => return self.take_live(turn, lease, policy, private).await,
             };
-            self.mark_claiming(stream);
-            let taken = self.registry.take(stream, me, lease.revision, None, private).await;
-            if taken.map_err(unavailable)? {
-                return Ok(self.claim(stream, from));
+            let taken = self.registry.take(stream, me, lease.revision, None, private);
+            if self.call(limit, taken).await.map_err(unavailable)? {
+                return Ok(self.claimed(turn, from));
             }
-            self.unmark_if_claiming(stream);
         }
         Err(LeaseRefusal::HeldElsewhere(stream.to_owned()))
     }
 
-    /// Takes the lease of a stream another node publishes: at once (`Replace`), waiting for
-    /// that node to hand over or for its lease time; or (`Refuse`) only once that node has
-    /// stopped renewing.
-    async fn take_live(
-        &self,
-        stream: &str,
+    /// Takes the lease of a stream another node publishes: at once (`Replace`), then waits
+    /// for that node to hand over or for its lease time; or (`Refuse`) only once that node
+    /// has stopped renewing.
+    async fn take_live<'a>(
+        &'a self,
+        turn: StreamTurn<'a>,
         lease: Lease,
         policy: TakeoverPolicy,
         private: bool,
-    ) -> Result<LeaseClaim<'_>, LeaseRefusal> {
+    ) -> Result<LeaseClaim<'a>, LeaseRefusal> {
+        let stream = turn.stream.clone();
         let me = &self.config.member;
         let lease_time = self.config.lease_time;
         let unavailable = |e: RegistryError| LeaseRefusal::Unavailable(e.0);
-        let mut revision = lease.revision;
         if policy == TakeoverPolicy::Refuse {
             // Its holder renews every interval: a change means it is alive.
-            let watched =
-                self.seen().get(stream).filter(|s| s.lease.revision == revision).map(|s| s.since);
+            let watched = self
+                .seen()
+                .get(&stream)
+                .filter(|s| s.lease.revision == lease.revision)
+                .map(|s| s.since);
             let deadline = watched.unwrap_or_else(Instant::now) + lease_time;
-            loop {
-                if Instant::now() >= deadline {
-                    break;
-                }
+            while Instant::now() < deadline {
                 sleep(POLL_INTERVAL).await;
-                match self.registry.get(stream).await.map_err(unavailable)? {
-                    Some(now) if now.revision == revision && now.state == LeaseState::Live => {}
-                    Some(now) if now.state == LeaseState::Live => {
-                        return Err(LeaseRefusal::HeldElsewhere(now.node));
-                    }
-                    // Released or gone meanwhile: decide again from the start.
-                    Some(now) => {
-                        revision = now.revision;
-                        break;
-                    }
-                    None => return Err(LeaseRefusal::HeldElsewhere(stream.to_owned())),
+                let now = self.call(lease_time, self.registry.get(&stream)).await;
+                match now.map_err(unavailable)? {
+                    Some(now) if now.revision == lease.revision => {}
+                    Some(now) => return Err(LeaseRefusal::HeldElsewhere(now.node)),
+                    None => return Err(LeaseRefusal::HeldElsewhere(stream)),
                 }
             }
         }
-        self.mark_claiming(stream);
-        let from = Some(lease.holder.as_str());
-        let taken = self.registry.take(stream, me, revision, from, private).await;
-        if !taken.map_err(unavailable)? {
-            self.unmark_if_claiming(stream);
+        let taken = self.registry.take(&stream, me, lease.revision, Some(&lease.holder), private);
+        if !self.call(lease_time, taken).await.map_err(unavailable)? {
             return Err(LeaseRefusal::HeldElsewhere(lease.node));
         }
         info!(%stream, from = %lease.node, "took the stream's lease over from another node");
-        // The old holder stops at its next renewal and hands over; if it is dead or cut
-        // off, it has stopped by the end of its lease time.
+        // Renewed with the others from now on, while the handover is awaited.
+        self.held().insert(stream.clone(), Held { state: LeaseState::Live, recorded: None });
+        // The old holder stops at its next renewal and hands over; if it is dead or cut off,
+        // it has stopped by the end of its lease time.
         let taken = Instant::now();
-        let mut numbering = Numbering {
-            next_sequence: lease.numbering.next_sequence + MOVE_MARGIN,
-            ..lease.numbering
-        };
         while taken.elapsed() < lease_time {
             sleep(POLL_INTERVAL).await;
-            match self.registry.get(stream).await {
-                Ok(Some(now)) if now.holder != me.holder => {
-                    self.unmark_if_claiming(stream);
+            match self.call(lease_time, self.registry.get(&stream)).await {
+                Ok(Some(now)) if now.holder != me.holder || now.state != LeaseState::Live => {
+                    self.held().remove(&stream);
                     return Err(LeaseRefusal::HeldElsewhere(now.node));
                 }
                 Ok(Some(now)) if now.previous_holder.is_none() => {
-                    numbering = now.numbering;
-                    break;
+                    return Ok(self.claimed(turn, Some(now.numbering)));
                 }
-                Ok(_) => {}
+                Ok(None) => {
+                    self.held().remove(&stream);
+                    return Err(LeaseRefusal::HeldElsewhere(stream));
+                }
+                Ok(Some(_)) => {}
                 Err(e) => warn!(%stream, "waiting for a handover: {e}"),
             }
         }
-        Ok(self.claim(stream, Some(numbering)))
-    }
-
-    fn mark_claiming(&self, stream: &str) {
-        self.held()
-            .entry(stream.to_owned())
-            .and_modify(|held| held.claiming = true)
-            .or_insert(Held { claiming: true, state: LeaseState::Live, recorded: None });
-    }
-
-    /// After a lost race: forget a lease this node never had.
-    fn unmark_if_claiming(&self, stream: &str) {
-        let mut held = self.held();
-        if held.get(stream).is_some_and(|h| h.claiming && h.recorded.is_none()) {
-            held.remove(stream);
+        let numbering = Numbering {
+            next_sequence: lease.numbering.next_sequence + self.config.move_margin(),
+            ..lease.numbering
+        };
+        // The wait is over: a late handover must not move the numbering back.
+        let update = self.registry.update(&stream, me, LeaseState::Live, Some(numbering));
+        if let Err(e) = self.call(lease_time, update).await {
+            warn!(%stream, "ending a takeover's wait: {e}");
         }
+        Ok(self.claimed(turn, Some(numbering)))
     }
 
-    fn claim(&self, stream: &str, from: Option<Numbering>) -> LeaseClaim<'_> {
+    /// The lease of the turn's stream is this node's.
+    fn claimed<'a>(&'a self, turn: StreamTurn<'a>, from: Option<Numbering>) -> LeaseClaim<'a> {
+        let stream = &turn.stream;
         match from {
             Some(from) => info!(
                 %stream,
@@ -478,69 +532,157 @@ impl ClusterMember {
             None => info!(%stream, "stream lease taken"),
         }
         self.held()
-            .entry(stream.to_owned())
+            .entry(stream.clone())
             .and_modify(|held| held.state = LeaseState::Live)
-            .or_insert(Held { claiming: true, state: LeaseState::Live, recorded: None });
-        LeaseClaim { member: self, stream: stream.to_owned(), from }
+            .or_insert(Held { state: LeaseState::Live, recorded: None });
+        LeaseClaim { member: self, _turn: turn, from }
     }
 
-    /// One round: this node's leases brought in line with its streams, renewed (or fenced),
-    /// numbering recorded, and the registry read.
-    async fn tick(&self, ingest: &Ingest) {
+    /// Renews every lease, in one operation; when it touched another number of leases than
+    /// this node holds, finds out which it lost (their publishers stop, and their numbering
+    /// is handed over once they did) and which it holds without knowing.
+    async fn renew(&self, ingest: &Ingest) {
         let interval = self.config.renew_interval();
-        self.sync_states(ingest).await;
+        let me = &self.config.member;
         let sent = Instant::now();
-        let renewed = timeout(interval, self.renew(ingest)).await;
-        match renewed {
-            Ok(Ok(())) => {
-                *self.valid_until.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(sent + self.config.lease_time.saturating_sub(FENCE_MARGIN));
-            }
-            Ok(Err(e)) => {
+        let renewed = match self.call(interval, self.registry.renew(me)).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
                 ingest.warn_limited(format_args!("renewing this node's stream leases: {e}"));
+                return;
             }
-            Err(_) => ingest.warn_limited(format_args!(
-                "renewing this node's stream leases took longer than {interval:?}"
-            )),
+        };
+        if usize::try_from(renewed).map_or(true, |n| n != self.held().len()) {
+            let still = match self.call(interval, self.registry.held(me)).await {
+                Ok(still) => still.into_iter().collect::<std::collections::HashSet<_>>(),
+                Err(e) => {
+                    ingest.warn_limited(format_args!("reading this node's stream leases: {e}"));
+                    return;
+                }
+            };
+            self.reconcile(ingest, &still);
         }
-        if self.valid() {
-            self.record_numbering(ingest).await;
+        *self.valid_until.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(sent + self.config.lease_time.saturating_sub(FENCE_MARGIN));
+    }
+
+    /// Stops the publishers of streams whose lease another node took (a stream being decided
+    /// here has its own reads); ends leases the registry says this node holds and it does not.
+    fn reconcile(&self, ingest: &Ingest, still: &std::collections::HashSet<String>) {
+        let me = &self.config.member;
+        let known: Vec<String> = self.held().keys().cloned().collect();
+        for stream in known.into_iter().filter(|stream| !still.contains(stream)) {
+            let Some(turn) = self.try_turn(&stream) else { continue };
+            if self.held().remove(&stream).is_none() {
+                continue;
+            }
+            info!(%stream, "another node took the stream over");
+            let released = ingest.registry.stop(&stream, StopReason::TakenOver);
+            let (registry, store, me) =
+                (Arc::clone(&self.registry), Arc::clone(&ingest.store), me.clone());
+            let limit = self.config.lease_time;
+            drop(turn);
+            tokio::spawn(async move {
+                if let Some(mut released) = released {
+                    let _ = released.wait_for(|released| *released).await;
+                }
+                let handed = registry.hand_over(&stream, &me, store.numbering(&stream));
+                match timeout(limit, handed).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(%stream, "handing the stream over: {e}"),
+                    Err(_) => warn!(%stream, "handing the stream over: no answer in time"),
+                }
+            });
         }
-        match timeout(interval, self.registry.list()).await {
-            Ok(Ok(leases)) => self.saw(ingest, leases).await,
-            Ok(Err(e)) => ingest.warn_limited(format_args!("reading the stream registry: {e}")),
-            Err(_) => ingest.warn_limited(format_args!("reading the stream registry timed out")),
+        let unknown: Vec<String> =
+            still.iter().filter(|stream| !self.held().contains_key(*stream)).cloned().collect();
+        for stream in unknown {
+            let Some(turn) = self.try_turn(&stream) else { continue };
+            if self.held().contains_key(&stream) {
+                continue;
+            }
+            let (registry, me) = (Arc::clone(&self.registry), me.clone());
+            let numbering = ingest.store.numbering(&stream);
+            let limit = self.config.renew_interval();
+            drop(turn);
+            tokio::spawn(async move {
+                let ended = registry.update(&stream, &me, LeaseState::Ended, numbering);
+                if let Ok(Ok(())) = timeout(limit, ended).await {
+                    info!(%stream, "ended a lease this node held without publishing the stream");
+                }
+            });
+        }
+    }
+
+    /// Waits until this node's leases may have expired without a renewal, then stops every
+    /// publisher here, and keeps stopping any (a publish decided meanwhile) until a renewal
+    /// succeeds again. Runs beside the renewals, so a registry that hangs cannot delay it.
+    async fn fence(&self, ingest: &Ingest) {
+        loop {
+            let until = *self.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
+            match until {
+                Some(until) if Instant::now() < until => tokio::time::sleep_until(until).await,
+                None if self.held().is_empty() => sleep(self.config.renew_interval()).await,
+                _ => {
+                    {
+                        let mut valid =
+                            self.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
+                        if valid.is_some_and(|until| Instant::now() < until) {
+                            continue;
+                        }
+                        *valid = None;
+                    }
+                    // The leases stay listed as held: once the registry answers again, their
+                    // states follow the streams (open or ended) and a takeover meanwhile shows
+                    // as a loss.
+                    let streams: Vec<String> = self.held().keys().cloned().collect();
+                    for stream in streams {
+                        if ingest.registry.stop(&stream, StopReason::LeaseLost).is_some() {
+                            warn!(%stream, "stream stopped: its lease could not be renewed");
+                        }
+                    }
+                    sleep(POLL_INTERVAL).await;
+                }
+            }
         }
     }
 
     /// Tells the registry which held streams stopped here (open for the reconnect window,
-    /// or ended).
-    async fn sync_states(&self, ingest: &Ingest) {
-        let changes: Vec<(String, LeaseState)> = self
-            .held()
-            .iter()
-            .filter(|(_, held)| !held.claiming)
-            .filter_map(|(stream, held)| {
-                let now = if ingest.store.is_live(stream) {
-                    LeaseState::Live
-                } else if ingest.store.is_open(stream) {
-                    LeaseState::Open
-                } else {
-                    LeaseState::Ended
-                };
-                (now != held.state).then(|| (stream.clone(), now))
-            })
-            .collect();
-        for (stream, state) in changes {
+    /// or ended), and writes the numbering of live streams that moved on.
+    async fn upkeep(&self, ingest: &Ingest) {
+        let interval = self.config.renew_interval();
+        let me = &self.config.member;
+        let streams: Vec<String> = self.held().keys().cloned().collect();
+        for stream in streams {
+            let Some(_turn) = self.try_turn(&stream) else { continue };
+            let (state, recorded) = match self.held().get(&stream) {
+                Some(held) => (held.state, held.recorded),
+                None => continue,
+            };
+            let now = if ingest.store.is_live(&stream) {
+                LeaseState::Live
+            } else if ingest.store.is_open(&stream) {
+                LeaseState::Open
+            } else {
+                LeaseState::Ended
+            };
             let numbering = ingest.store.numbering(&stream);
-            let me = &self.config.member;
-            match self.registry.update(&stream, me, state, numbering).await {
+            let due = now == LeaseState::Live
+                && recorded.is_none_or(|(_, at)| at.elapsed() >= NUMBERING_INTERVAL)
+                && numbering.is_some()
+                && recorded.map(|(n, _)| n) != numbering;
+            if now == state && !due {
+                continue;
+            }
+            let update = self.registry.update(&stream, me, now, numbering);
+            match self.call(interval, update).await {
                 Ok(()) => {
                     let mut held = self.held();
-                    if state == LeaseState::Ended {
+                    if now == LeaseState::Ended {
                         held.remove(&stream);
                     } else if let Some(held) = held.get_mut(&stream) {
-                        held.state = state;
+                        held.state = now;
+                        held.recorded = numbering.map(|n| (n, Instant::now()));
                     }
                 }
                 Err(e) => ingest.warn_limited(format_args!("updating {stream}'s lease: {e}")),
@@ -548,119 +690,25 @@ impl ClusterMember {
         }
     }
 
-    /// Renews every lease; stops the publishers of streams another node took over, and
-    /// hands their numbering over once they stopped.
-    async fn renew(&self, ingest: &Ingest) -> Result<(), RegistryError> {
-        let me = &self.config.member;
-        let renewed = self.registry.renew(me).await?;
-        if usize::try_from(renewed).is_ok_and(|n| n == self.held().len()) {
-            return Ok(());
-        }
-        let still: std::collections::HashSet<String> =
-            self.registry.held(me).await?.into_iter().collect();
-        let lost: Vec<String> = {
-            let mut held = self.held();
-            // A lease being created or taken may not be in the answer yet.
-            let lost: Vec<String> = held
-                .iter()
-                .filter(|(stream, held)| !held.claiming && !still.contains(*stream))
-                .map(|(stream, _)| stream.clone())
-                .collect();
-            for stream in &lost {
-                held.remove(stream);
-            }
-            lost
-        };
-        for stream in lost {
-            info!(%stream, "another node took the stream over");
-            let Some(mut released) = ingest.registry.stop(&stream, StopReason::TakenOver) else {
-                // Not published here (open, or ended meanwhile): nothing to wait for.
-                let numbering = ingest.store.numbering(&stream).unwrap_or_default();
-                let _ = self.registry.hand_over(&stream, me, numbering).await;
-                continue;
-            };
-            let registry = Arc::clone(&self.registry);
-            let store = Arc::clone(&ingest.store);
-            let me = me.clone();
-            tokio::spawn(async move {
-                let _ = released.wait_for(|released| *released).await;
-                let numbering = store.numbering(&stream).unwrap_or_default();
-                if let Err(e) = registry.hand_over(&stream, &me, numbering).await {
-                    warn!(%stream, "handing the stream over: {e}");
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// Waits until this node's leases may have expired without a renewal, then stops every
-    /// publisher here; runs beside the ticks, so a registry that hangs cannot delay it.
-    async fn fence_when_due(&self, ingest: &Ingest) {
-        loop {
-            let until = *self.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
-            match until {
-                Some(until) if Instant::now() < until => tokio::time::sleep_until(until).await,
-                Some(_) => break,
-                None => sleep(self.config.renew_interval()).await,
-            }
-        }
-        {
-            let mut valid_until = self.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
-            if valid_until.is_some_and(|until| Instant::now() < until) {
-                // Renewed meanwhile.
+    /// Reads the registry: revisions that changed restart their watch; leases whose
+    /// revision stayed for the lease time are ended; kicks asked of this node are done.
+    async fn read_registry(&self, ingest: &Ingest) {
+        let interval = self.config.renew_interval();
+        let leases = match self.call(interval, self.registry.list()).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                ingest.warn_limited(format_args!("reading the stream registry: {e}"));
                 return;
             }
-            *valid_until = None;
-        }
-        // The leases stay listed as held: once the registry answers again, their states
-        // follow the streams (open or ended) and a takeover meanwhile shows as lost.
-        let streams: Vec<String> = self.held().keys().cloned().collect();
-        for stream in streams {
-            if ingest.registry.stop(&stream, StopReason::LeaseLost).is_some() {
-                warn!(%stream, "stream stopped: its lease could not be renewed");
-            }
-        }
-    }
-
-    /// Writes the numbering of live streams that moved on since it was last written.
-    async fn record_numbering(&self, ingest: &Ingest) {
-        let due: Vec<(String, Numbering)> = self
-            .held()
-            .iter()
-            .filter(|(_, held)| !held.claiming && held.state == LeaseState::Live)
-            .filter(|(_, held)| {
-                held.recorded.is_none_or(|(_, at)| at.elapsed() >= NUMBERING_INTERVAL)
-            })
-            .filter_map(|(stream, held)| {
-                let numbering = ingest.store.numbering(stream)?;
-                (held.recorded.map(|(n, _)| n) != Some(numbering))
-                    .then(|| (stream.clone(), numbering))
-            })
-            .collect();
-        let me = &self.config.member;
-        for (stream, numbering) in due {
-            match self.registry.update(&stream, me, LeaseState::Live, Some(numbering)).await {
-                Ok(()) => {
-                    if let Some(held) = self.held().get_mut(&stream) {
-                        held.recorded = Some((numbering, Instant::now()));
-                    }
-                }
-                Err(e) => ingest.warn_limited(format_args!("recording {stream}'s numbering: {e}")),
-            }
-        }
-    }
-
-    /// Takes in the registry as read: revisions that changed restart their watch; leases
-    /// whose revision stayed for the lease time are expired in the registry.
-    async fn saw(&self, ingest: &Ingest, leases: Vec<Lease>) {
+        };
         let now = Instant::now();
-        let mut stale = Vec::new();
         let me = &self.config.member.holder;
         for lease in leases.iter().filter(|l| l.kick_requested && &l.holder == me) {
             if ingest.registry.stop(&lease.stream, StopReason::Kicked).is_some() {
                 info!(stream = %lease.stream, "publisher kicked at another node's request");
             }
         }
+        let mut stale = Vec::new();
         {
             let mut seen = self.seen();
             let mut next = HashMap::with_capacity(leases.len());
@@ -670,7 +718,7 @@ impl ClusterMember {
                     _ => now,
                 };
                 if now.saturating_duration_since(since) >= self.config.lease_time
-                    && lease.holder != self.config.member.holder
+                    && &lease.holder != me
                 {
                     stale.push((lease.stream.clone(), lease.revision));
                 }
@@ -678,8 +726,9 @@ impl ClusterMember {
             }
             *seen = next;
         }
+        let margin = self.config.move_margin();
         for (stream, revision) in stale {
-            if self.registry.expire(&stream, revision, MOVE_MARGIN).await.is_ok() {
+            if self.call(interval, self.registry.expire(&stream, revision, margin)).await.is_ok() {
                 info!(%stream, "ended a lease whose holder stopped renewing it");
             }
         }
@@ -688,10 +737,11 @@ impl ClusterMember {
     /// Ends every lease this node holds (at shutdown, once its streams ended).
     pub async fn release_all(&self, ingest: &Ingest) {
         let streams: Vec<String> = self.held().keys().cloned().collect();
+        let me = &self.config.member;
         for stream in streams {
             let numbering = ingest.store.numbering(&stream);
-            let me = &self.config.member;
-            if let Err(e) = self.registry.update(&stream, me, LeaseState::Ended, numbering).await {
+            let update = self.registry.update(&stream, me, LeaseState::Ended, numbering);
+            if let Err(e) = self.call(self.config.renew_interval(), update).await {
                 warn!(%stream, "releasing the stream's lease: {e}");
             }
         }
@@ -699,25 +749,35 @@ impl ClusterMember {
     }
 }
 
-/// Runs `ingest`'s cluster membership until `shutdown` turns true.
+/// Runs `ingest`'s cluster membership until `shutdown` turns true: renewals, the fence, and
+/// the upkeep and reading of the registry, each on its own timer.
 pub async fn run(ingest: Arc<Ingest>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(member) = ingest.cluster.clone() else { return };
-    let ticking = async {
-        let mut ticks = tokio::time::interval(member.config.renew_interval());
+    let every = |interval: Duration| {
+        let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    };
+    let interval = member.config.renew_interval();
+    let renewing = async {
+        let mut ticks = every(interval);
         loop {
             ticks.tick().await;
-            member.tick(&ingest).await;
+            member.renew(&ingest).await;
         }
     };
-    let fencing = async {
+    let upkeep = async {
+        let mut ticks = every(interval);
         loop {
-            member.fence_when_due(&ingest).await;
+            ticks.tick().await;
+            member.upkeep(&ingest).await;
+            member.read_registry(&ingest).await;
         }
     };
     tokio::select! {
-        () = ticking => {}
-        () = fencing => {}
+        () = renewing => {}
+        () = upkeep => {}
+        () = member.fence(&ingest) => {}
         _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }

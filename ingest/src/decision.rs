@@ -138,8 +138,17 @@ pub(crate) async fn decide(ingest: &Ingest, request: &Request<'_>) -> Result<Acc
     let from = lease.as_ref().and_then(|lease| lease.from);
     match claim(ingest, &grant.stream, grant.private, request.id, from).await {
         Ok(live) => {
-            if let Some(lease) = lease {
-                lease.confirm();
+            if lease.is_some_and(|lease| !lease.confirm()) {
+                // Fenced while deciding: the stream waits for its publisher here or elsewhere.
+                live.publication().interrupted();
+                return Err(Refusal {
+                    owes_done,
+                    ..Refusal::new(
+                        RejectReason::RegistryUnavailable,
+                        CODE_FAILED,
+                        "the stream registry is unavailable",
+                    )
+                });
             }
             Ok(Accepted { grant, live })
         }
