@@ -781,3 +781,268 @@ pub async fn run(ingest: Arc<Ingest>, mut shutdown: tokio::sync::watch::Receiver
         _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A registry in memory that can be made unreachable (the fault a test cannot get from
+    /// a real MongoDB on cue); tests/cluster.rs runs the real one.
+    #[derive(Debug, Default)]
+    struct Memory {
+        leases: Mutex<HashMap<String, Lease>>,
+        down: AtomicBool,
+    }
+
+    impl Memory {
+        fn check(&self) -> Result<(), RegistryError> {
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(RegistryError("unreachable".into())),
+                false => Ok(()),
+            }
+        }
+
+        fn with<T>(
+            &self,
+            f: impl FnOnce(&mut HashMap<String, Lease>) -> T,
+        ) -> Result<T, RegistryError> {
+            self.check()?;
+            Ok(f(&mut self.leases.lock().unwrap()))
+        }
+    }
+
+    #[async_trait]
+    impl StreamRegistry for Memory {
+        async fn get(&self, stream: &str) -> Result<Option<Lease>, RegistryError> {
+            self.with(|l| l.get(stream).cloned())
+        }
+        async fn create(
+            &self,
+            stream: &str,
+            me: &Member,
+            private: bool,
+        ) -> Result<bool, RegistryError> {
+            self.with(|l| {
+                if l.contains_key(stream) {
+                    return false;
+                }
+                let lease = Lease {
+                    stream: stream.into(),
+                    node: me.node.clone(),
+                    holder: me.holder.clone(),
+                    url: me.url.clone(),
+                    since: SystemTime::now(),
+                    revision: 0,
+                    state: LeaseState::Live,
+                    previous_holder: None,
+                    numbering: Numbering::default(),
+                    private,
+                    kick_requested: false,
+                };
+                l.insert(stream.into(), lease);
+                true
+            })
+        }
+        async fn take(
+            &self,
+            stream: &str,
+            me: &Member,
+            revision: u64,
+            from: Option<&str>,
+            private: bool,
+        ) -> Result<bool, RegistryError> {
+            self.with(|l| match l.get_mut(stream) {
+                Some(lease) if lease.revision == revision => {
+                    lease.node = me.node.clone();
+                    lease.holder = me.holder.clone();
+                    lease.url = me.url.clone();
+                    lease.state = LeaseState::Live;
+                    lease.previous_holder = from.map(str::to_owned);
+                    lease.private = private;
+                    lease.revision += 1;
+                    true
+                }
+                _ => false,
+            })
+        }
+        async fn renew(&self, me: &Member) -> Result<u64, RegistryError> {
+            self.with(|l| {
+                let mine = l
+                    .values_mut()
+                    .filter(|x| x.holder == me.holder && x.state != LeaseState::Ended);
+                mine.map(|x| x.revision += 1).count() as u64
+            })
+        }
+        async fn held(&self, me: &Member) -> Result<Vec<String>, RegistryError> {
+            self.with(|l| {
+                let mine =
+                    l.values().filter(|x| x.holder == me.holder && x.state != LeaseState::Ended);
+                mine.map(|x| x.stream.clone()).collect()
+            })
+        }
+        async fn update(
+            &self,
+            stream: &str,
+            me: &Member,
+            state: LeaseState,
+            numbering: Option<Numbering>,
+        ) -> Result<(), RegistryError> {
+            self.with(|l| {
+                if let Some(lease) = l.get_mut(stream).filter(|x| x.holder == me.holder) {
+                    lease.state = state;
+                    lease.previous_holder = None;
+                    lease.numbering = numbering.unwrap_or(lease.numbering);
+                    lease.revision += 1;
+                }
+            })
+        }
+        async fn hand_over(
+            &self,
+            stream: &str,
+            me: &Member,
+            numbering: Option<Numbering>,
+        ) -> Result<(), RegistryError> {
+            self.with(|l| {
+                let previous = Some(me.holder.as_str());
+                if let Some(lease) =
+                    l.get_mut(stream).filter(|x| x.previous_holder.as_deref() == previous)
+                {
+                    lease.previous_holder = None;
+                    lease.numbering = numbering.unwrap_or(lease.numbering);
+                    lease.revision += 1;
+                }
+            })
+        }
+        async fn expire(
+            &self,
+            stream: &str,
+            revision: u64,
+            margin: u64,
+        ) -> Result<(), RegistryError> {
+            self.with(|l| {
+                if let Some(lease) = l.get_mut(stream).filter(|x| x.revision == revision) {
+                    lease.state = LeaseState::Ended;
+                    lease.numbering.next_sequence += margin;
+                    lease.revision += 1;
+                }
+            })
+        }
+        async fn list(&self) -> Result<Vec<Lease>, RegistryError> {
+            self.with(|l| l.values().filter(|x| x.state != LeaseState::Ended).cloned().collect())
+        }
+        async fn request_kick(&self, stream: &str) -> Result<bool, RegistryError> {
+            self.with(|l| l.get_mut(stream).map(|x| x.kick_requested = true).is_some())
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(5);
+
+    fn node(name: &str, registry: &Arc<Memory>) -> Ingest {
+        let dir = std::env::temp_dir()
+            .join(format!("rtmp-hls-cluster-unit-{name}-{}", std::process::id()));
+        let keys = Arc::new(auth::file_key_store::FileKeyStore::open(&dir).unwrap());
+        let authorizer =
+            auth::Authorizer::new(keys, None, Default::default(), Duration::from_secs(1));
+        let events = Arc::new(crate::LogSink::new(crate::events::Envelope::new(name)));
+        let store = Arc::new(stream_store::StreamStore::new(stream_store::StoreConfig::default()));
+        let mut ingest = Ingest::new(Default::default(), store, Arc::new(authorizer), events);
+        let config = ClusterConfig {
+            member: Member::new(name, format!("http://{name}")),
+            lease_time: LEASE,
+        };
+        ingest.set_cluster(Arc::new(ClusterMember::new(
+            config,
+            Arc::clone(registry) as Arc<dyn StreamRegistry>,
+        )));
+        ingest
+    }
+
+    fn segment() -> packager::Segment {
+        packager::Segment {
+            data: bytes::Bytes::from_static(&[0x47; 188]),
+            duration: Duration::from_secs(2),
+            discontinuity: false,
+            independent: true,
+            start: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_off_node_is_fenced_before_another_calls_its_lease_expired() {
+        let registry = Arc::new(Memory::default());
+        let (a, b) = (node("a", &registry), node("b", &registry));
+        let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
+        ma.renew(&a).await;
+        let claim = ma.acquire("cam", TakeoverPolicy::Replace, false).await.unwrap();
+        assert_eq!(claim.from, None);
+        let publication = a.store.begin("cam", 1, 10).unwrap();
+        assert!(claim.confirm());
+        ma.renew(&a).await;
+        mb.renew(&b).await;
+        mb.read_registry(&b).await;
+        assert_eq!(mb.holder_of("cam"), Some(("a".into(), "http://a".into())));
+
+        // A loses the registry just after a renewal that B saw.
+        registry.down.store(true, Ordering::SeqCst);
+        let cut = Instant::now();
+        let fence = async { ma.fence(&a).await };
+        let watch = async {
+            let mut expired_after = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                registry.down.store(false, Ordering::SeqCst);
+                mb.read_registry(&b).await;
+                registry.down.store(true, Ordering::SeqCst);
+                if registry.leases.lock().unwrap()["cam"].state == LeaseState::Ended {
+                    expired_after.get_or_insert(cut.elapsed());
+                    break expired_after;
+                }
+            }
+        };
+        let expired = tokio::select! {
+            () = fence => unreachable!(),
+            expired = watch => expired.unwrap(),
+        };
+        // By then A's fence had fired.
+        assert_eq!(*ma.valid_until.lock().unwrap(), None, "A not fenced when B expired its lease");
+        assert!(expired >= LEASE - FENCE_MARGIN, "expired after {expired:?}");
+        // B continues past the margin.
+        registry.down.store(false, Ordering::SeqCst);
+        mb.renew(&b).await;
+        let claim = mb.acquire("cam", TakeoverPolicy::Refuse, false).await.unwrap();
+        assert_eq!(claim.from.unwrap().next_sequence, mb.config.move_margin());
+        drop(publication);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_between_live_nodes_waits_for_the_exact_numbering() {
+        let registry = Arc::new(Memory::default());
+        let (a, b) = (node("a2", &registry), node("b2", &registry));
+        let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
+        ma.renew(&a).await;
+        mb.renew(&b).await;
+        let claim = ma.acquire("cam", TakeoverPolicy::Replace, false).await.unwrap();
+        let publication = a.store.begin("cam", 1, 10).unwrap();
+        assert!(claim.confirm());
+        for _ in 0..5 {
+            publication.push(segment(), SystemTime::now());
+        }
+        // Recorded while live: behind where the stream will be.
+        ma.upkeep(&a).await;
+        publication.push(segment(), SystemTime::now());
+
+        // B takes it; A notices at its next renewal and hands over where it ended.
+        let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
+        let renewing = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ma.renew(&a).await;
+        };
+        let (claim, ()) = tokio::join!(taking, renewing);
+        let claim = claim.unwrap();
+        assert_eq!(claim.from, Some(Numbering { next_sequence: 6, discontinuity_sequence: 0 }));
+        assert!(ma.held().is_empty(), "A still holds it");
+        drop(publication);
+        assert_eq!(registry.leases.lock().unwrap()["cam"].holder, mb.member().holder);
+    }
+}
