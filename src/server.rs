@@ -334,6 +334,9 @@ impl Routes {
         if let Some(through) = &fetch_through {
             through.register(&mut registry);
         }
+        if let Some(member) = ingest.cluster() {
+            member.register(&mut registry);
+        }
         let control: Arc<dyn rtmp_hls_http::api::Control> = Arc::new(control::ServerControl {
             ingest: Arc::clone(ingest),
             store: Arc::clone(store),

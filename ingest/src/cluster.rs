@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use stream_store::Numbering;
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{info, warn};
@@ -254,6 +257,14 @@ pub struct ClusterMember {
     /// lease (state changes, losses) take turns, so neither acts on what the other is
     /// changing.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Registry operations by kind, for `rtmp_hls_registry_operations_total`.
+    operations: Family<OperationLabel, Counter>,
+}
+
+/// A registry operation's kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    op: &'static str,
 }
 
 /// Why a publish cannot have the stream's lease.
@@ -312,7 +323,17 @@ impl ClusterMember {
             seen: Mutex::default(),
             valid_until: Mutex::new(None),
             locks: Mutex::default(),
+            operations: Family::default(),
         }
+    }
+
+    /// Registers the registry operations counter.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "registry_operations",
+            "Operations on the cluster's stream registry, by kind",
+            self.operations.clone(),
+        );
     }
 
     /// This node.
@@ -351,12 +372,14 @@ impl ClusterMember {
         turn.guard.is_some().then_some(turn)
     }
 
-    /// A registry call that gives up after `limit`.
+    /// A registry call (operation `op`, counted) that gives up after `limit`.
     async fn call<T>(
         &self,
+        op: &'static str,
         limit: Duration,
         call: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, RegistryError> {
+        self.operations.get_or_create(&OperationLabel { op }).inc();
         timeout(limit, call)
             .await
             .unwrap_or_else(|_| Err(RegistryError(format!("no answer within {limit:?}"))))
@@ -398,7 +421,7 @@ impl ClusterMember {
             return false;
         }
         let limit = self.config.lease_time;
-        match self.call(limit, self.registry.request_kick(stream)).await {
+        match self.call("request_kick", limit, self.registry.request_kick(stream)).await {
             Ok(live) => live,
             Err(e) => {
                 warn!(%stream, "asking the stream's node to kick its publisher: {e}");
@@ -425,10 +448,11 @@ impl ClusterMember {
         let unavailable = |e: RegistryError| LeaseRefusal::Unavailable(e.0);
         // A few rounds: each lost race means another node changed the lease meanwhile.
         for _ in 0..3 {
-            let lease = self.call(limit, self.registry.get(stream)).await.map_err(unavailable)?;
+            let lease =
+                self.call("get", limit, self.registry.get(stream)).await.map_err(unavailable)?;
             let Some(lease) = lease else {
                 let created = self.registry.create(stream, me, private);
-                if self.call(limit, created).await.map_err(unavailable)? {
+                if self.call("create", limit, created).await.map_err(unavailable)? {
                     return Ok(self.claimed(turn, None));
                 }
                 continue;
@@ -440,7 +464,7 @@ impl ClusterMember {
                 LeaseState::Live => return self.take_live(turn, lease, policy, private).await,
             };
             let taken = self.registry.take(stream, me, lease.revision, None, private);
-            if self.call(limit, taken).await.map_err(unavailable)? {
+            if self.call("take", limit, taken).await.map_err(unavailable)? {
                 return Ok(self.claimed(turn, from));
             }
         }
@@ -471,7 +495,7 @@ impl ClusterMember {
             let deadline = watched.unwrap_or_else(Instant::now) + lease_time;
             while Instant::now() < deadline {
                 sleep(POLL_INTERVAL).await;
-                let now = self.call(lease_time, self.registry.get(&stream)).await;
+                let now = self.call("get", lease_time, self.registry.get(&stream)).await;
                 match now.map_err(unavailable)? {
                     Some(now) if now.revision == lease.revision => {}
                     Some(now) => return Err(LeaseRefusal::HeldElsewhere(now.node)),
@@ -480,7 +504,7 @@ impl ClusterMember {
             }
         }
         let taken = self.registry.take(&stream, me, lease.revision, Some(&lease.holder), private);
-        if !self.call(lease_time, taken).await.map_err(unavailable)? {
+        if !self.call("take", lease_time, taken).await.map_err(unavailable)? {
             return Err(LeaseRefusal::HeldElsewhere(lease.node));
         }
         info!(%stream, from = %lease.node, "took the stream's lease over from another node");
@@ -491,7 +515,7 @@ impl ClusterMember {
         let taken = Instant::now();
         while taken.elapsed() < lease_time {
             sleep(POLL_INTERVAL).await;
-            match self.call(lease_time, self.registry.get(&stream)).await {
+            match self.call("get", lease_time, self.registry.get(&stream)).await {
                 Ok(Some(now)) if now.holder != me.holder || now.state != LeaseState::Live => {
                     self.held().remove(&stream);
                     return Err(LeaseRefusal::HeldElsewhere(now.node));
@@ -513,7 +537,7 @@ impl ClusterMember {
         };
         // The wait is over: a late handover must not move the numbering back.
         let update = self.registry.update(&stream, me, LeaseState::Live, Some(numbering));
-        if let Err(e) = self.call(lease_time, update).await {
+        if let Err(e) = self.call("update", lease_time, update).await {
             warn!(%stream, "ending a takeover's wait: {e}");
         }
         Ok(self.claimed(turn, Some(numbering)))
@@ -545,7 +569,7 @@ impl ClusterMember {
         let interval = self.config.renew_interval();
         let me = &self.config.member;
         let sent = Instant::now();
-        let renewed = match self.call(interval, self.registry.renew(me)).await {
+        let renewed = match self.call("renew", interval, self.registry.renew(me)).await {
             Ok(renewed) => renewed,
             Err(e) => {
                 ingest.warn_limited(format_args!("renewing this node's stream leases: {e}"));
@@ -553,7 +577,7 @@ impl ClusterMember {
             }
         };
         if usize::try_from(renewed).map_or(true, |n| n != self.held().len()) {
-            let still = match self.call(interval, self.registry.held(me)).await {
+            let still = match self.call("held", interval, self.registry.held(me)).await {
                 Ok(still) => still.into_iter().collect::<std::collections::HashSet<_>>(),
                 Err(e) => {
                     ingest.warn_limited(format_args!("reading this node's stream leases: {e}"));
@@ -580,12 +604,14 @@ impl ClusterMember {
             let released = ingest.registry.stop(&stream, StopReason::TakenOver);
             let (registry, store, me) =
                 (Arc::clone(&self.registry), Arc::clone(&ingest.store), me.clone());
+            let operations = self.operations.clone();
             let limit = self.config.lease_time;
             drop(turn);
             tokio::spawn(async move {
                 if let Some(mut released) = released {
                     let _ = released.wait_for(|released| *released).await;
                 }
+                operations.get_or_create(&OperationLabel { op: "hand_over" }).inc();
                 let handed = registry.hand_over(&stream, &me, store.numbering(&stream));
                 match timeout(limit, handed).await {
                     Ok(Ok(())) => {}
@@ -605,6 +631,7 @@ impl ClusterMember {
             let numbering = ingest.store.numbering(&stream);
             let limit = self.config.renew_interval();
             drop(turn);
+            self.operations.get_or_create(&OperationLabel { op: "update" }).inc();
             tokio::spawn(async move {
                 let ended = registry.update(&stream, &me, LeaseState::Ended, numbering);
                 if let Ok(Ok(())) = timeout(limit, ended).await {
@@ -675,7 +702,7 @@ impl ClusterMember {
                 continue;
             }
             let update = self.registry.update(&stream, me, now, numbering);
-            match self.call(interval, update).await {
+            match self.call("update", interval, update).await {
                 Ok(()) => {
                     let mut held = self.held();
                     if now == LeaseState::Ended {
@@ -694,7 +721,7 @@ impl ClusterMember {
     /// revision stayed for the lease time are ended; kicks asked of this node are done.
     async fn read_registry(&self, ingest: &Ingest) {
         let interval = self.config.renew_interval();
-        let leases = match self.call(interval, self.registry.list()).await {
+        let leases = match self.call("list", interval, self.registry.list()).await {
             Ok(leases) => leases,
             Err(e) => {
                 ingest.warn_limited(format_args!("reading the stream registry: {e}"));
@@ -728,7 +755,11 @@ impl ClusterMember {
         }
         let margin = self.config.move_margin();
         for (stream, revision) in stale {
-            if self.call(interval, self.registry.expire(&stream, revision, margin)).await.is_ok() {
+            if self
+                .call("expire", interval, self.registry.expire(&stream, revision, margin))
+                .await
+                .is_ok()
+            {
                 info!(%stream, "ended a lease whose holder stopped renewing it");
             }
         }
@@ -741,7 +772,7 @@ impl ClusterMember {
         for stream in streams {
             let numbering = ingest.store.numbering(&stream);
             let update = self.registry.update(&stream, me, LeaseState::Ended, numbering);
-            if let Err(e) = self.call(self.config.renew_interval(), update).await {
+            if let Err(e) = self.call("update", self.config.renew_interval(), update).await {
                 warn!(%stream, "releasing the stream's lease: {e}");
             }
         }
