@@ -15,8 +15,8 @@ use stream_store::Numbering;
 
 /// MongoDB's duplicate key error: the lease exists.
 const DUPLICATE_KEY: i32 = 11000;
-/// The states a holder renews (and the stream list shows).
-const HELD_STATES: [&str; 2] = ["live", "open"];
+/// The states a holder renews (and other nodes forward requests for).
+const HELD_STATES: [&str; 3] = ["live", "open", "done"];
 
 /// Leases in a MongoDB collection.
 #[derive(Debug, Clone)]

@@ -327,8 +327,11 @@ impl Routes {
         }));
         let fetch_through = ingest.cluster().map(|member| {
             let origins = Arc::new(ClusterOrigins(Arc::clone(member)));
-            let through =
-                rtmp_hls_http::fetch_through::FetchThrough::new(&member.member().node, origins);
+            let through = rtmp_hls_http::fetch_through::FetchThrough::new(
+                &member.member().node,
+                origins,
+                args.reconnect_window,
+            );
             Arc::new(through)
         });
         if let Some(through) = &fetch_through {

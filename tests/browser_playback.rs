@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{browser, only_stalls, play, play_in};
+use common::browser::{browser, now_ms, only_stalls, play, play_in, playhead_at};
 use common::{Publisher, Server, ffmpeg7, listening, segments, self_signed};
 use testkit::{Clip, clip};
 
@@ -105,19 +105,6 @@ fn hls_js_switches_between_renditions_of_a_multivariant_playlist() {
     let forced = report["forcedTo"].clone();
     assert!(report["switched"].as_array().unwrap().contains(&forced), "{report}");
     assert!(only_stalls(&report), "{report}");
-}
-
-/// Milliseconds since the Unix epoch, as the page's `Date.now()` counts them.
-fn now_ms() -> f64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    since.as_millis() as f64
-}
-
-/// Where the playhead was at wall-clock time `at` (ms), from a `watch` report.
-fn playhead_at(report: &serde_json::Value, at: f64) -> f64 {
-    let samples = report["playhead"].as_array().unwrap();
-    let sample = |s: &serde_json::Value| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap());
-    samples.iter().map(sample).take_while(|(t, _)| *t <= at).last().map_or(0.0, |(_, p)| p)
 }
 
 /// An encoder killed (kill -9: no unpublish, as when OBS loses its network) and started

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::browser::{only_stalls, play};
+use common::browser::{now_ms, only_stalls, play, play_in, playhead_at};
 use common::services::{KafkaBroker, MongoServer, Relay, assert_valid_events, consume, free_port};
 use common::{Publisher, STARTUP, Server, segments, tag};
 use testkit::http;
@@ -251,11 +251,12 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
     let (clean, messages) = read_live(&format!("http://{}/hls/cam/index.m3u8", c.server.http), 4);
     assert!(clean, "ffmpeg through node-c: {messages}");
 
-    // A viewer on C, from before A dies until after the stream moved.
+    // hls.js on C, from before A dies until the stream ends on B.
     let viewer_url = format!("http://{}/hls/cam/index.m3u8", c.server.http);
-    let viewer =
-        std::thread::spawn(move || watch_for(c_addr(&viewer_url), "cam", Duration::from_secs(25)));
+    let player = std::thread::spawn(move || play_in(&viewer_url, 90, "watch"));
+    std::thread::sleep(Duration::from_secs(6));
     let last_on_a = last_sequence(&a.wait_for_segments("cam", 4));
+    let killed = now_ms();
     a.server.kill9();
     drop(publisher);
     // The encoder reconnects through the "load balancer" to B.
@@ -267,19 +268,34 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
             .map(|r| r.text())
             .filter(|p| p.contains("#EXT-X-DISCONTINUITY\n"))
     });
+    let resumed = now_ms();
     eprintln!("moved to node-b {:?} after node-a died", started.elapsed());
     let first_on_b = media_sequence(&on_b);
     assert!(first_on_b > last_on_a, "numbering went back: {first_on_b} after {last_on_a}\n{on_b}");
-    // Through C now too.
+    // Through C now too, and on after the discontinuity.
     testkit::wait_until(STARTUP, "C to serve B's stream", || {
         let response = c.playlist("cam")?;
-        (response.header("x-rtmp-hls-origin") == Some("node-b")).then_some(())
+        let after = response.text().split("#EXT-X-DISCONTINUITY").nth(1).map(str::to_owned)?;
+        let from_b = response.header("x-rtmp-hls-origin") == Some("node-b");
+        (from_b && segments(&after).len() >= 3).then_some(())
     });
-    let segments_seen = viewer.join().unwrap();
-    assert!(segments_seen >= 8, "the viewer on C got {segments_seen} segments across the move");
+    std::thread::sleep(Duration::from_secs(4));
+    // A clean stop on B: C's viewers get the final playlist from B, as on one node.
+    let stopped = now_ms();
+    assert!(publisher.stop(), "ffmpeg did not stop cleanly");
+    testkit::wait_until(STARTUP, "ENDLIST through C", || {
+        c.playlist("cam").filter(|r| r.text().trim_end().ends_with("#EXT-X-ENDLIST"))
+    });
+    let report = player.join().unwrap();
+    let errors = report["errors"].as_array().unwrap();
+    assert!(!errors.iter().any(|e| e.as_str().unwrap().starts_with("fatal")), "{report}");
+    assert!(playhead_at(&report, killed) > 0.0, "hls.js was not playing yet: {report}");
+    let (at_resume, at_end) =
+        (playhead_at(&report, resumed), report["currentTime"].as_f64().unwrap());
+    assert!(at_end > at_resume + 4.0, "no new frames after the move: {at_resume} then {at_end}");
+    assert!(report["endedAt"].as_f64().unwrap() > stopped, "ended before the stop: {report}");
     // The move is visible in the events: stopped on A (killed: nothing), started on B.
     b.server.wait_for_event("publish_started", "cam");
-    drop(publisher);
 }
 
 /// Reads `seconds` of a live playlist with ffmpeg, decoding; whether it decoded without an
@@ -300,10 +316,6 @@ fn read_live(url: &str, seconds: u32) -> (bool, String) {
         .map(|l| format!("{l}\n"))
         .collect();
     (output.status.success() && messages.trim().is_empty(), messages)
-}
-
-fn c_addr(url: &str) -> SocketAddr {
-    url.trim_start_matches("http://").split('/').next().unwrap().parse().unwrap()
 }
 
 /// A viewer of `stream` at `addr` for `time`: reloads the playlist every second and fetches

@@ -41,6 +41,8 @@ pub const MAX_BODY: usize = 64 << 20;
 /// How long a fetch may take: a blocking playlist reload waits up to three target durations
 /// at the origin (rfc8216bis §6.2.5.2), and a segment is sent at LAN speed.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Public playlists whose last answer is kept (one per stream fetched through).
+pub const MAX_HELD_PLAYLISTS: usize = 4096;
 /// Idle connections kept per origin node.
 const IDLE_PER_ORIGIN: usize = 32;
 
@@ -77,6 +79,10 @@ pub struct FetchThrough {
     node: HeaderValue,
     in_flight: Mutex<HashMap<String, Waiting>>,
     idle: Mutex<HashMap<String, Vec<SendRequest<Empty<Bytes>>>>>,
+    /// How long a playlist's last good answer stands in for a failed fetch.
+    hold: Duration,
+    /// The last good answer per public playlist path, and when it was fetched.
+    last_playlists: Mutex<HashMap<String, (Arc<Fetched>, std::time::Instant)>>,
     /// Requests served through, by outcome (`fetched`: caused a fetch; `coalesced`: shared
     /// one in flight; `failed`: the origin node could not be asked).
     pub requests: Family<OutcomeLabel, Counter>,
@@ -90,9 +96,12 @@ pub struct OutcomeLabel {
 }
 
 impl FetchThrough {
-    /// Fetch-through for node `node`, finding streams with `origins`.
-    pub fn new(node: &str, origins: Arc<dyn Origins>) -> Self {
+    /// Fetch-through for node `node`, finding streams with `origins`; a playlist's last
+    /// good answer stands in for a failed one for `hold` (the reconnect window).
+    pub fn new(node: &str, origins: Arc<dyn Origins>, hold: Duration) -> Self {
         Self {
+            hold,
+            last_playlists: Mutex::default(),
             origins,
             node: HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("node")),
             in_flight: Mutex::default(),
@@ -124,6 +133,7 @@ impl FetchThrough {
         origin: &Origin,
         request: &Request<Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
+        let playlist = request.uri().path().ends_with(".m3u8");
         let path = forwarded_path(request.uri());
         let headers = request.headers();
         let cookies: Vec<&[u8]> =
@@ -133,7 +143,10 @@ impl FetchThrough {
             .flatten();
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
         let (this, origin) = (Arc::clone(self), origin.clone());
-        async move { this.answer(&origin, &path, credentials).await }
+        // A public playlist may be answered with the last one fetched (see `hold`).
+        let held = (playlist && credentials.iter().all(Option::is_none))
+            .then(|| request.uri().path().to_owned());
+        async move { this.answer(&origin, &path, credentials, held).await }
     }
 
     async fn answer(
@@ -141,6 +154,7 @@ impl FetchThrough {
         origin: &Origin,
         path: &str,
         credentials: [Option<HeaderValue>; 2],
+        held: Option<String>,
     ) -> Response {
         // Viewers with credentials (private streams) share only with the same credentials.
         let mut key = format!("{}{path}", origin.url);
@@ -178,6 +192,10 @@ impl FetchThrough {
                             body: Bytes::new(),
                         })
                     });
+                    let fetched = match held {
+                        Some(playlist) => this.hold(playlist, fetched),
+                        None => fetched,
+                    };
                     done.send_replace(Some(fetched));
                 });
                 (waiting, "fetched")
@@ -196,6 +214,36 @@ impl FetchThrough {
             headers.insert(name.clone(), value.clone());
         }
         response
+    }
+
+    /// Keeps the last good answer for `playlist`, and gives it instead of an answer that
+    /// says the stream is not there (404, 502, 503) for [`FetchThrough::hold`] after it was
+    /// fetched: while a stream moves between nodes (its node died and its lease has not
+    /// expired yet, or the new node is still waiting for it), viewers keep the playlist they
+    /// had, unchanged, as one node serves an interrupted stream's playlist during its
+    /// reconnect window.
+    fn hold(&self, playlist: String, fetched: Arc<Fetched>) -> Arc<Fetched> {
+        let mut last = self.last_playlists.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if fetched.status == StatusCode::OK {
+            if last.len() >= MAX_HELD_PLAYLISTS {
+                last.retain(|_, (_, at)| now.duration_since(*at) < self.hold);
+            }
+            if last.len() < MAX_HELD_PLAYLISTS {
+                last.insert(playlist, (Arc::clone(&fetched), now));
+            }
+            return fetched;
+        }
+        let gone =
+            [StatusCode::NOT_FOUND, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE];
+        match last.get(&playlist) {
+            Some((good, at))
+                if gone.contains(&fetched.status) && now.duration_since(*at) < self.hold =>
+            {
+                Arc::clone(good)
+            }
+            _ => fetched,
+        }
     }
 
     fn count(&self, outcome: &'static str) {
@@ -372,7 +420,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_for_one_url_make_one_fetch() {
         let (origin, count) = origin(Duration::from_millis(200)).await;
-        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(origin.clone()))));
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(origin.clone())),
+            Duration::from_secs(20),
+        ));
         let request = get("/hls/cam/index.m3u8?_HLS_msn=4", None);
         let answers: Vec<_> = (0..50).map(|_| through.serve(&origin, &request)).collect();
         for answer in futures_util::future::join_all(answers).await {
@@ -397,7 +449,11 @@ mod tests {
     #[tokio::test]
     async fn viewers_with_credentials_never_share_an_answer() {
         let (origin, count) = origin(Duration::from_millis(100)).await;
-        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(origin.clone()))));
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(origin.clone())),
+            Duration::from_secs(20),
+        ));
         let alice = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer alice")));
         let bob = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer bob")));
         let (alice, bob) = tokio::join!(alice, bob);
@@ -407,9 +463,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_playlist_keeps_its_last_answer_while_its_stream_moves() {
+        let (live, _) = origin(Duration::ZERO).await;
+        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(live.clone())),
+            Duration::from_secs(20),
+        ));
+        let playlist = get("/hls/cam/index.m3u8", None);
+        let (status, good) = text(through.serve(&live, &playlist).await).await;
+        assert_eq!(status, StatusCode::OK);
+        // The origin died: the same playlist as before, not an error.
+        assert_eq!(text(through.serve(&dead, &playlist).await).await, (StatusCode::OK, good));
+        // Not for segments, nor for viewers with credentials.
+        let segment = get("/hls/cam/1-2.ts", None);
+        assert_eq!(text(through.serve(&dead, &segment).await).await.0, StatusCode::BAD_GATEWAY);
+        let private = get("/hls/cam/index.m3u8", Some("Bearer alice"));
+        assert_eq!(text(through.serve(&dead, &private).await).await.0, StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
     async fn forwarded_requests_are_not_forwarded_again() {
         let (origin, _) = origin(Duration::ZERO).await;
-        let through = FetchThrough::new("node-b", Arc::new(Everywhere(origin)));
+        let through =
+            FetchThrough::new("node-b", Arc::new(Everywhere(origin)), Duration::from_secs(20));
         assert!(through.origin_for("cam", &get("/hls/cam/index.m3u8", None)).is_some());
         let forwarded = Request::get("/hls/cam/index.m3u8")
             .header(FORWARDED_HEADER, "node-c")
@@ -421,7 +499,11 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_origin_gives_502_and_the_in_flight_limit_503() {
         let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
-        let through = Arc::new(FetchThrough::new("node-b", Arc::new(Everywhere(dead.clone()))));
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(dead.clone())),
+            Duration::from_secs(20),
+        ));
         let (status, _) = text(through.serve(&dead, &get("/hls/x/index.m3u8", None)).await).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         {

@@ -6,7 +6,8 @@
 //! The registry itself (MongoDB in the server) is behind [`StreamRegistry`]. A lease is a
 //! document per stream: its holder (node and process), the holder's internal URL, a
 //! revision every renewal increments, a state (`live`: published; `open`: its publisher
-//! dropped and the holder keeps the playlist open for the reconnect window; `ended`), and
+//! dropped and the holder keeps the playlist open for the reconnect window; `done`: ended,
+//! and the holder still serves the final playlist; `ended`: nobody serves it), and
 //! where the stream's numbering stands.
 //!
 //! No clock is compared between nodes. The holder renews all its leases in one operation
@@ -88,7 +89,10 @@ pub enum LeaseState {
     Live,
     /// Its publisher dropped; the holder keeps the playlist open for the reconnect window.
     Open,
-    /// Nobody publishes it.
+    /// Its publish ended; the holder still serves the final playlist (EXT-X-ENDLIST) for
+    /// `--ended-ttl`.
+    Done,
+    /// Nobody publishes or serves it.
     Ended,
 }
 
@@ -98,6 +102,7 @@ impl LeaseState {
         match self {
             Self::Live => "live",
             Self::Open => "open",
+            Self::Done => "done",
             Self::Ended => "ended",
         }
     }
@@ -107,6 +112,7 @@ impl LeaseState {
         match text {
             "live" => Some(Self::Live),
             "open" => Some(Self::Open),
+            "done" => Some(Self::Done),
             "ended" => Some(Self::Ended),
             _ => None,
         }
@@ -167,9 +173,9 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
         from: Option<&str>,
         private: bool,
     ) -> Result<bool, RegistryError>;
-    /// Renews every live or open lease `me` holds, in one operation; returns how many.
+    /// Renews every live, open or done lease `me` holds, in one operation; returns how many.
     async fn renew(&self, me: &Member) -> Result<u64, RegistryError>;
-    /// The streams whose live or open lease `me` holds.
+    /// The streams whose live, open or done lease `me` holds.
     async fn held(&self, me: &Member) -> Result<Vec<String>, RegistryError>;
     /// Sets the state of `stream`'s lease, and its numbering if given, if `me` holds it;
     /// clears `previous_holder` (a takeover's wait is over once the holder writes).
@@ -192,7 +198,7 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
     /// renewing), moving its next media sequence number `margin` on (segments its holder
     /// may have made since it last wrote the numbering).
     async fn expire(&self, stream: &str, revision: u64, margin: u64) -> Result<(), RegistryError>;
-    /// Every live or open lease.
+    /// Every live, open or done lease.
     async fn list(&self) -> Result<Vec<Lease>, RegistryError>;
     /// Asks the holder of `stream`'s live lease to disconnect its publisher (it reads the
     /// request at its next tick); whether the lease is live.
@@ -246,7 +252,7 @@ struct Seen {
 pub struct ClusterMember {
     config: ClusterConfig,
     registry: Arc<dyn StreamRegistry>,
-    /// The leases this node holds (live or open), by stream.
+    /// The leases this node holds (live, open or done), by stream.
     held: Mutex<HashMap<String, Held>>,
     /// Leases read at the last tick, by stream.
     seen: Mutex<HashMap<String, Seen>>,
@@ -385,7 +391,7 @@ impl ClusterMember {
             .unwrap_or_else(|_| Err(RegistryError(format!("no answer within {limit:?}"))))
     }
 
-    /// The node serving `stream`, if another node holds its live or open lease and it has
+    /// The node serving `stream`, if another node holds its live, open or done lease and it has
     /// not expired as this node has watched it: its node id and URL.
     pub fn holder_of(&self, stream: &str) -> Option<(String, String)> {
         let seen = self.seen();
@@ -395,7 +401,7 @@ impl ClusterMember {
             .then(|| (seen.lease.node.clone(), seen.lease.url.clone()))
     }
 
-    /// Every live or open lease as last read, by stream name.
+    /// Every live, open or done lease as last read, by stream name.
     pub fn leases(&self) -> Vec<Lease> {
         let seen = self.seen();
         let mut leases: Vec<Lease> = seen
@@ -407,7 +413,7 @@ impl ClusterMember {
         leases
     }
 
-    /// The live or open lease of `stream` as last read, unless it expired.
+    /// The live, open or done lease of `stream` as last read, unless it expired.
     pub fn lease(&self, stream: &str) -> Option<Lease> {
         let seen = self.seen();
         let seen = seen.get(stream)?;
@@ -460,7 +466,7 @@ impl ClusterMember {
             let from = match lease.state {
                 // Ours already (a publish here, or open for its reconnect window here).
                 _ if lease.holder == me.holder => None,
-                LeaseState::Open | LeaseState::Ended => Some(lease.numbering),
+                LeaseState::Open | LeaseState::Done | LeaseState::Ended => Some(lease.numbering),
                 LeaseState::Live => return self.take_live(turn, lease, policy, private).await,
             };
             let taken = self.registry.take(stream, me, lease.revision, None, private);
@@ -690,6 +696,8 @@ impl ClusterMember {
                 LeaseState::Live
             } else if ingest.store.is_open(&stream) {
                 LeaseState::Open
+            } else if ingest.store.contains(&stream) {
+                LeaseState::Done
             } else {
                 LeaseState::Ended
             };

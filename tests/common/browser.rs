@@ -41,3 +41,16 @@ pub fn browser(script: &str, args: &[&str]) -> (bool, serde_json::Value) {
     });
     (output.status.success(), report)
 }
+
+/// Milliseconds since the Unix epoch, as the page's `Date.now()` counts them.
+pub fn now_ms() -> f64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    since.as_millis() as f64
+}
+
+/// Where the playhead was at wall-clock time `at` (ms), from a `watch` report.
+pub fn playhead_at(report: &serde_json::Value, at: f64) -> f64 {
+    let samples = report["playhead"].as_array().unwrap();
+    let sample = |s: &serde_json::Value| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap());
+    samples.iter().map(sample).take_while(|(t, _)| *t <= at).last().map_or(0.0, |(_, p)| p)
+}
