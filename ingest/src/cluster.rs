@@ -1029,7 +1029,7 @@ mod tests {
         let watch = async {
             let mut expired_after = None;
             loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                sleep(Duration::from_millis(100)).await;
                 registry.down.store(false, Ordering::SeqCst);
                 mb.read_registry(&b).await;
                 registry.down.store(true, Ordering::SeqCst);
@@ -1074,7 +1074,7 @@ mod tests {
         // B takes it; A notices at its next renewal and hands over where it ended.
         let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
         let renewing = async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            sleep(Duration::from_millis(500)).await;
             ma.renew(&a).await;
         };
         let (claim, ()) = tokio::join!(taking, renewing);
