@@ -45,7 +45,7 @@ use crate::publisher::Publisher;
 use crate::report::{
     ClipInfo, Machine, ProcessFigures, Report, RunConfig, StepReport, StreamReport,
 };
-use crate::rtmp::PublishTarget;
+use crate::rtmp::{PublishTarget, Traffic};
 use crate::shared::{Shared, StreamState};
 use crate::stats::StepStats;
 use crate::viewer::Viewer;
@@ -112,6 +112,10 @@ struct Common {
     /// How viewers play.
     #[arg(long, value_enum, default_value_t = ViewerMode::Player)]
     viewer_mode: ViewerMode,
+    /// How publishers write: as ffmpeg does (the default), as librtmp does, or batched (the
+    /// generator's own lighter traffic, not what encoders send).
+    #[arg(long, value_enum, default_value_t = Traffic::Ffmpeg)]
+    traffic: Traffic,
     /// Seconds after a step's new publishers start before measuring.
     #[arg(long, default_value_t = 8.0)]
     warmup: f64,
@@ -287,7 +291,7 @@ fn steps(plan: Plan<'_>) -> anyhow::Result<Vec<(usize, usize)>> {
 
 async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
     let clip = Arc::new(Clip::load(&common.flv)?);
-    let target = Arc::new(PublishTarget::parse(&common.publish_url)?);
+    let target = Arc::new(PublishTarget::parse(&common.publish_url, common.traffic)?);
     let steps = steps(plan)?;
     let most = steps.iter().map(|s| s.0).max().unwrap_or(0);
     let list = stream_list(common)?;
@@ -499,6 +503,7 @@ async fn drive(common: &Common, plan: Plan<'_>) -> anyhow::Result<Report> {
             duration_s: common.duration,
             threads: common.threads,
             viewer_mode: common.viewer_mode.name().to_owned(),
+            traffic: common.traffic.name().to_owned(),
         },
         steps: step_reports,
         max_publishers_held: max_held,

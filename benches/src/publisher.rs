@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::flv::Clip;
-use crate::rtmp::{PublishTarget, publish};
+use crate::rtmp::{PublishTarget, Traffic, publish};
 use crate::shared::Shared;
 
 /// Tags due within this window go in one write, up to this much early: fewer wake-ups and
@@ -88,13 +88,72 @@ impl Publisher {
             let mut buf = [0u8; DRAIN_BUF];
             while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
         });
-        let failure = self.replay(&mut publishing.writer, &mut publishing.publisher).await;
+        let failure = match self.target.traffic {
+            Traffic::Batched => {
+                self.replay(&mut publishing.writer, &mut publishing.publisher).await
+            }
+            shape => self.replay_as(shape, &mut publishing.writer, &mut publishing.publisher).await,
+        };
         drain.abort();
         self.shared.error(failure);
         stream.mark_behind(format!("publisher stopped: {failure}"));
     }
 
-    /// Sends the clip in a loop until a write fails; returns the error kind.
+    /// Sends the clip in a loop as an encoder of `shape` does, until a write fails; returns
+    /// the error kind. Each message leaves when it is due, cut into the writes `shape` makes.
+    async fn replay_as(
+        &self,
+        shape: Traffic,
+        writer: &mut tokio::net::tcp::OwnedWriteHalf,
+        publisher: &mut rtmp::client::Publisher,
+    ) -> &'static str {
+        let stream = &self.shared.streams[self.index];
+        let clip = &*self.clip;
+        let t0 = Instant::now();
+        let _ = stream.t0.set(t0);
+        let chunk = publisher.chunk_size() as usize;
+        let mut message = Vec::with_capacity(BATCH_CAPACITY);
+        let mut loop_offset = 0u64;
+        let mut index = 0;
+        loop {
+            let tag = &clip.tags[index];
+            let ts = loop_offset + u64::from(tag.timestamp);
+            let due = t0 + Duration::from_millis(ts);
+            if due > Instant::now() {
+                sleep_until(due).await;
+                self.shared.stats().wake_late.record(Instant::now().saturating_duration_since(due));
+            }
+            if !(tag.config && loop_offset > 0) {
+                message.clear();
+                // RTMP timestamps are 32-bit milliseconds and wrap (§5.3.1.3).
+                let ts32 = ts as u32;
+                publisher.media(tag.kind, ts32, &tag.body, &mut message);
+                let writing = Instant::now();
+                for range in shape.writes(&message, tag.body.len(), chunk) {
+                    match timeout(WRITE_LIMIT, writer.write_all(&message[range])).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return "publish_write",
+                        Err(_) => return "publish_write_timeout",
+                    }
+                }
+                if tag.keyframe
+                    && self.keyframes.try_send(KeyframeSent { ts_ms: ts, at: writing }).is_err()
+                {
+                    self.shared.error("keyframe_event_dropped");
+                }
+                self.shared.stats().send_lag.record(Instant::now().saturating_duration_since(due));
+                stream.media_ms.store(ts, Ordering::Relaxed);
+            }
+            index += 1;
+            if index == clip.tags.len() {
+                index = 0;
+                loop_offset += u64::from(clip.loop_ms);
+            }
+        }
+    }
+
+    /// Sends the clip in a loop until a write fails; returns the error kind (`--traffic
+    /// batched`).
     async fn replay(
         &self,
         writer: &mut tokio::net::tcp::OwnedWriteHalf,

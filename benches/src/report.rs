@@ -52,6 +52,15 @@ pub(crate) struct RunConfig {
     /// `player` or `low-latency` (`--viewer-mode`).
     #[serde(default = "player")]
     pub(crate) viewer_mode: String,
+    /// How publishers wrote (`--traffic`); reports written before there was a choice were
+    /// `batched`.
+    #[serde(default = "batched")]
+    pub(crate) traffic: String,
+}
+
+/// The traffic of reports written before there was a choice.
+fn batched() -> String {
+    "batched".to_owned()
 }
 
 /// The viewer mode of reports written before there was a choice.

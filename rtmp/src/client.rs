@@ -10,7 +10,7 @@
 
 use crate::MediaKind;
 use crate::amf0::{self, AmfError, Value};
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter};
+use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::handshake::HANDSHAKE_PACKET_LEN;
 
 /// Chunk size the publisher announces: what ffmpeg and OBS use.
@@ -123,6 +123,8 @@ pub struct Publisher {
     /// The server's acknowledgement window (Window Acknowledgement Size, §5.4.4); none: the
     /// server did not ask for acknowledgements.
     ack_window: Option<u32>,
+    /// The chunk size media goes out in ([`CHUNK_SIZE`] unless set).
+    chunk_size: u32,
 }
 
 impl Publisher {
@@ -150,7 +152,20 @@ impl Publisher {
             received: 0,
             acknowledged: 0,
             ack_window: None,
+            chunk_size: CHUNK_SIZE,
         }
+    }
+
+    /// Publishes in chunks of `size` bytes instead of [`CHUNK_SIZE`] (at least 128): with
+    /// 128, the protocol's default, no Set Chunk Size is sent, as librtmp does.
+    pub fn with_chunk_size(mut self, size: u32) -> Self {
+        self.chunk_size = size.clamp(DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE);
+        self
+    }
+
+    /// The chunk size media goes out in.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
     }
 
     /// The bytes to send now (emptied).
@@ -252,17 +267,13 @@ impl Publisher {
         }
     }
 
-    /// After the handshake: the chunk size, then `connect`.
+    /// After the handshake: the chunk size (unless it is the default), then `connect`.
     fn start(&mut self) {
-        self.writer.write(
-            CSID_CONTROL,
-            0,
-            SET_CHUNK_SIZE,
-            0,
-            &CHUNK_SIZE.to_be_bytes(),
-            &mut self.output,
-        );
-        self.writer.set_chunk_size(CHUNK_SIZE);
+        if self.chunk_size != DEFAULT_CHUNK_SIZE {
+            let size = self.chunk_size.to_be_bytes();
+            self.writer.write(CSID_CONTROL, 0, SET_CHUNK_SIZE, 0, &size, &mut self.output);
+            self.writer.set_chunk_size(self.chunk_size);
+        }
         let object = Value::Object(vec![
             ("app".into(), string(&self.settings.app)),
             ("type".into(), string("nonprivate")),
