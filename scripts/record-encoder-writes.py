@@ -120,12 +120,16 @@ def analyse(trace):
 
 
 def chunk_size(writes):
-    """The size a Set Chunk Size message (type 1 on chunk stream 2) announces, if seen."""
-    for _, _, head in writes:
+    """The size a Set Chunk Size message (type 1 on chunk stream 2) announces: its header
+    and body in one write or in two; 128 (the default) when none is sent."""
+    for (_, _, head), following in zip(writes, writes[1:] + [(0, 0, b"")]):
         at = head.find(b"\x02\x00\x00\x00\x00\x00\x04\x01")
-        if at >= 0 and len(head) >= at + 16:
-            return int.from_bytes(head[at + 12:at + 16], "big") & 0x7FFFFFFF
-    return None
+        if at < 0:
+            continue
+        body = head[at + 12:at + 16] if len(head) >= at + 16 else following[2][:4]
+        if len(body) == 4:
+            return int.from_bytes(body, "big") & 0x7FFFFFFF
+    return 128
 
 
 def percentile(values, p):

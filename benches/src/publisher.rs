@@ -56,6 +56,34 @@ pub(crate) struct Publisher {
     pub(crate) epoch: Instant,
 }
 
+/// When each tag of `clip` leaves an ffmpeg publisher, in ms of the clip's clock: once the
+/// other track's next tag has been read (`-re` reads each at its timestamp), as
+/// libavformat's interleaving queue releases a packet only while every stream has one
+/// queued; never before an earlier tag. The last tags of a loop wait for the next loop's
+/// first ones.
+pub(crate) fn interleaved_release(clip: &Clip) -> Vec<u64> {
+    let tags = &clip.tags;
+    let mut release = Vec::with_capacity(tags.len());
+    let mut earliest = 0u64;
+    for (i, tag) in tags.iter().enumerate() {
+        let ts = u64::from(tag.timestamp);
+        let other = |t: &&crate::flv::ClipTag| t.kind != tag.kind;
+        // The other track's first tag at least as late, in this loop or the next.
+        let waits_for = tags[i + 1..]
+            .iter()
+            .filter(other)
+            .map(|t| u64::from(t.timestamp))
+            .find(|&t| t >= ts)
+            .or_else(|| {
+                let first = tags.iter().filter(other).find(|t| !t.config)?;
+                Some(u64::from(first.timestamp) + u64::from(clip.loop_ms))
+            });
+        earliest = earliest.max(waits_for.map_or(ts, |t| t.max(ts)));
+        release.push(earliest);
+    }
+    release
+}
+
 /// The first grid point from which `due` is within the batch window: the publisher wakes
 /// there and sends the tag at most [`BATCH_WINDOW`] early.
 fn wake_at(epoch: Instant, due: Instant) -> Instant {
@@ -112,13 +140,21 @@ impl Publisher {
         let t0 = Instant::now();
         let _ = stream.t0.set(t0);
         let chunk = publisher.chunk_size() as usize;
+        // ffmpeg's muxer interleaves: a packet leaves once the other track has a packet as
+        // late (libavformat's interleaving queue), so audio and video go out in bursts.
+        let release = match shape {
+            Traffic::Ffmpeg => interleaved_release(clip),
+            Traffic::Librtmp | Traffic::Batched => {
+                clip.tags.iter().map(|t| u64::from(t.timestamp)).collect()
+            }
+        };
         let mut message = Vec::with_capacity(BATCH_CAPACITY);
         let mut loop_offset = 0u64;
         let mut index = 0;
         loop {
             let tag = &clip.tags[index];
             let ts = loop_offset + u64::from(tag.timestamp);
-            let due = t0 + Duration::from_millis(ts);
+            let due = t0 + Duration::from_millis(loop_offset + release[index]);
             if due > Instant::now() {
                 sleep_until(due).await;
                 self.shared.stats().wake_late.record(Instant::now().saturating_duration_since(due));
@@ -227,6 +263,29 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ffmpeg_releases_a_packet_once_the_other_track_caught_up() {
+        let tag = |kind, timestamp| crate::flv::ClipTag {
+            kind,
+            timestamp,
+            body: bytes::Bytes::new(),
+            keyframe: false,
+            config: false,
+        };
+        let (a, v) = (rtmp::MediaKind::Audio, rtmp::MediaKind::Video);
+        let clip = Clip {
+            tags: vec![tag(v, 0), tag(a, 0), tag(a, 23), tag(v, 33), tag(a, 46), tag(a, 69)],
+            metadata: None,
+            loop_ms: 100,
+            media_bytes: 0,
+        };
+        // Each waits for the other track's next tag: audio 0 and 23 for video 33, video 33
+        // for audio 46, audio 46 and 69 for the next loop's first video (100).
+        assert_eq!(interleaved_release(&clip), [0, 33, 33, 46, 100, 100]);
+        let audio_only = Clip { tags: vec![tag(a, 0), tag(a, 23)], ..clip };
+        assert_eq!(interleaved_release(&audio_only), [0, 23]);
+    }
 
     #[test]
     fn wake_ups_land_on_the_grid_within_the_batch_window() {
