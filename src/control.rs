@@ -364,6 +364,14 @@ impl Collector for CurrentState {
         for (storage, value) in [("memory_file", held.files), ("heap", held.heap)] {
             gauge(value).encode(segment_bytes.encode_family(&[("storage", storage)])?)?;
         }
+        let (_, pooled) = self.ingest.pooled_segment_buffers();
+        let pooled = gauge(pooled);
+        pooled.encode(encoder.encode_descriptor(
+            "segment_buffer_pool_bytes",
+            "Capacity of recycled segment buffers waiting for a segment (at most 64 MiB)",
+            None,
+            pooled.metric_type(),
+        )?)?;
         let summaries = self.store.summaries(Instant::now());
         let mut viewers = encoder.encode_descriptor(
             "viewers",

@@ -182,6 +182,11 @@ impl Ingest {
         &self.metrics
     }
 
+    /// Recycled segment buffers waiting for a segment: how many, and their capacity in bytes.
+    pub fn pooled_segment_buffers(&self) -> (usize, usize) {
+        self.segment_buffers.held()
+    }
+
     /// The status of each stream's latest publish (live or ended).
     pub fn statuses(&self) -> &StatusBoard {
         &self.statuses
