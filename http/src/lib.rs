@@ -266,6 +266,7 @@ mod tests {
         publication.push(
             Segment {
                 data: Bytes::from_static(&[0x47; 188]),
+                sink_len: 0,
                 duration: Duration::from_secs(2),
                 discontinuity: false,
                 independent: true,

@@ -318,6 +318,7 @@ mod tests {
         for data in &segments {
             let segment = Segment {
                 data: data.clone(),
+                sink_len: 0,
                 duration: Duration::from_secs(2),
                 discontinuity: false,
                 independent: true,

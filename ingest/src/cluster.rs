@@ -1000,6 +1000,7 @@ mod tests {
     fn segment() -> packager::Segment {
         packager::Segment {
             data: bytes::Bytes::from_static(&[0x47; 188]),
+            sink_len: 0,
             duration: Duration::from_secs(2),
             discontinuity: false,
             independent: true,

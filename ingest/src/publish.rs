@@ -196,6 +196,11 @@ impl Publish {
                 on_error,
             )
         });
+        // MPEG-TS segments go to the stream's memory file as they are written.
+        let mut packager = Remuxer::with_pool(remuxer, segment_buffers);
+        if let Some(sink) = ingest.store.segment_sink(live.publication()) {
+            packager.set_segment_sink(Box::new(sink));
+        }
         Self {
             ingest: Arc::clone(ingest),
             id: request.id,
@@ -206,7 +211,7 @@ impl Publish {
             published_name: request.key.to_owned(),
             live,
             revocation_watch,
-            remuxer: Remuxer::with_pool(remuxer, segment_buffers),
+            remuxer: packager,
             guard: None,
             status,
             metadata: EncoderMetadata::default(),
@@ -398,10 +403,11 @@ impl Publish {
     fn publish_segments(&mut self) -> bool {
         let mut any = false;
         while let Some(segment) = self.remuxer.pull() {
-            self.accounting.segment();
-            let sequence = self.live.publication().push(segment, SystemTime::now());
-            debug!(stream = %self.stream, sequence, "segment ready");
-            any = true;
+            if let Some(sequence) = self.live.publication().push(segment, SystemTime::now()) {
+                self.accounting.segment();
+                debug!(stream = %self.stream, sequence, "segment ready");
+                any = true;
+            }
         }
         while let Some(output) = self.remuxer.pull_fmp4() {
             if let Some(sequence) = self.live.publication().push_fmp4(output, SystemTime::now()) {

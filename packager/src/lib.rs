@@ -48,5 +48,5 @@ pub use flv::{TagKind, VideoCodec};
 pub use fragmenter::Output as FragmentOutput;
 pub use playlist::MediaPlaylist;
 pub use remuxer::{AudioConfig, Container, Remuxer, RemuxerConfig, RemuxerStats};
-pub use segmenter::{MAX_AUDIO_PES_DURATION, MAX_AUDIO_PES_PAYLOAD, Segment};
+pub use segmenter::{MAX_AUDIO_PES_DURATION, MAX_AUDIO_PES_PAYLOAD, Segment, SegmentSink};
 pub use video::VideoConfig;

@@ -33,7 +33,7 @@ use crate::fmp4::{Colour, SampleEntry};
 use crate::fragmenter::{AudioTrack, Fragmenter, Output as FragmentOutput};
 use crate::mpa::MpegAudioConfig;
 use crate::segmenter::{
-    AccessUnit, Pushed, Segment, Segmenter, TICKS_PER_SECOND, duration_to_ticks,
+    AccessUnit, Pushed, Segment, SegmentSink, Segmenter, TICKS_PER_SECOND, duration_to_ticks,
 };
 use crate::timeline::Timeline;
 use crate::ts_mux::{AudioStream, Track};
@@ -230,6 +230,16 @@ impl Remuxer {
             last_keyframe_dts: None,
             video_frame_ticks: DEFAULT_VIDEO_FRAME_TICKS,
             stats: RemuxerStats::default(),
+        }
+    }
+
+    /// Hands MPEG-TS segments to `sink` as they are written (see [`SegmentSink`]): the
+    /// segments pulled then carry no bytes of their own. False (and `sink` unused) for fMP4,
+    /// or once a segment has been started.
+    pub fn set_segment_sink(&mut self, sink: Box<dyn SegmentSink>) -> bool {
+        match &mut self.backend {
+            Backend::Ts(segmenter) => segmenter.set_sink(sink),
+            Backend::Fmp4(_) => false,
         }
     }
 

@@ -11,6 +11,7 @@
 //! (222 instead of 188 per 2 s segment at 128 kbit/s). Held frames always go out before the
 //! segment they belong to closes.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,26 @@ pub const MAX_AUDIO_PES_DURATION: Duration = Duration::from_millis(200);
 const TS_PACKET: usize = 188;
 /// Initial buffer of a stream's first segment.
 const MIN_SEGMENT_CAPACITY: usize = 256 << 10;
+/// Bytes of the open segment a segmenter with a [`SegmentSink`] holds before handing them
+/// over: 348 TS packets, just under 64 KiB. Its heap then holds this much of a segment, not
+/// the whole (~0.7 MB at 2.6 Mbit/s), and the sink is called a dozen times a segment.
+pub const STAGING_BYTES: usize = 348 * TS_PACKET;
+
+/// Where a segmenter puts segments as it writes them, instead of in buffers of its own (the
+/// server's store: a memory file per stream, so a segment is in memory once, in pages the
+/// kernel hands back when it is dropped). Calls come in order: [`SegmentSink::begin`], then
+/// `append` and `overwrite` for that segment, then [`SegmentSink::end`]. The sink deals with
+/// its own failures: a segment it cannot keep is its own to drop.
+pub trait SegmentSink: Send + fmt::Debug {
+    /// A segment starts; one begun and not ended before it is abandoned.
+    fn begin(&mut self);
+    /// The next bytes of the segment begun last.
+    fn append(&mut self, bytes: &[u8]);
+    /// Replaces bytes already appended to the segment begun last, from `offset`.
+    fn overwrite(&mut self, offset: usize, bytes: &[u8]);
+    /// The segment begun last is complete (the next [`Segment`] the segmenter returns).
+    fn end(&mut self);
+}
 
 /// One access unit, ready to be packetised.
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +91,10 @@ pub struct AccessUnit<'a> {
 /// A finished segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    /// The MPEG-TS bytes.
+    /// The MPEG-TS bytes, or none when the segmenter has a [`SegmentSink`] (which has them).
     pub data: Bytes,
+    /// Bytes handed to the segmenter's [`SegmentSink`]: the whole segment, or 0 without one.
+    pub sink_len: usize,
     /// Media duration.
     pub duration: Duration,
     /// The timeline or the codec parameters changed before this segment
@@ -81,6 +104,18 @@ pub struct Segment {
     pub independent: bool,
     /// Media time of the first access unit (90 kHz, the publisher's timeline).
     pub start: i64,
+}
+
+impl Segment {
+    /// Length in bytes, wherever they are.
+    pub fn len(&self) -> usize {
+        self.sink_len + self.data.len()
+    }
+
+    /// Never true for a segment a segmenter made (it holds at least its PAT and PMT).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What [`Segmenter::push`] did with a unit.
@@ -95,7 +130,10 @@ pub enum Pushed {
 /// A segment being written.
 #[derive(Debug)]
 struct Open {
+    /// The bytes not handed to the sink (all of them without one).
     data: Vec<u8>,
+    /// Bytes handed to the sink.
+    sunk: usize,
     /// The stream's first segment (tracks may still be added to it).
     first: bool,
     start: i64,
@@ -137,6 +175,10 @@ pub struct Segmenter {
     held_audio: HeldAudio,
     /// Where segment buffers come from and return to.
     pool: Arc<BufferPool>,
+    /// Where segments go as they are written, if anywhere.
+    sink: Option<Box<dyn SegmentSink>>,
+    /// The buffer of [`STAGING_BYTES`] that segments go through with a sink, between two.
+    staging: Vec<u8>,
 }
 
 impl Segmenter {
@@ -161,7 +203,20 @@ impl Segmenter {
             started: false,
             held_audio: HeldAudio::default(),
             pool,
+            sink: None,
+            staging: Vec::new(),
         }
+    }
+
+    /// Hands every segment to `sink` as it is written (see [`SegmentSink`]); the segments
+    /// returned then carry no bytes of their own. Only before the first segment: false (and
+    /// `sink` unused) after.
+    pub fn set_sink(&mut self, sink: Box<dyn SegmentSink>) -> bool {
+        if self.started {
+            return false;
+        }
+        self.sink = Some(sink);
+        true
     }
 
     /// Sets the tracks the next segments carry. A change ends the open segment (returned) and
@@ -181,7 +236,7 @@ impl Segmenter {
         }
         self.flush_audio_before_close();
         self.last_pcr = None;
-        self.open.take().map(|open| close(open, &self.pool))
+        self.open.take().map(|open| self.close(open))
     }
 
     /// Whether a segment is being written.
@@ -209,7 +264,10 @@ impl Segmenter {
         self.mux.set_tracks(true, Some(audio));
         let mut tables = Vec::with_capacity(2 * TS_PACKET);
         self.mux.write_tables(&mut tables)?;
-        open.data[..tables.len()].copy_from_slice(&tables);
+        match self.sink.as_mut() {
+            Some(sink) if open.sunk > 0 => sink.overwrite(0, &tables),
+            _ => open.data[..tables.len()].copy_from_slice(&tables),
+        }
         Ok(true)
     }
 
@@ -222,11 +280,14 @@ impl Segmenter {
             let due = sets_pace && elapsed >= self.target && (unit.keyframe || !self.has_video);
             let forced = sets_pace
                 && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
-                    || open.data.len() >= MAX_SEGMENT_BYTES);
+                    || open.sunk + open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
                 self.flush_audio_before_close();
-                finished = self.open.take().map(|o| close_at(o, unit.dts, &self.pool));
-                self.last_len = finished.as_ref().map_or(self.last_len, |s| s.data.len());
+                finished = self.open.take().map(|mut open| {
+                    open.end = unit.dts;
+                    self.close(open)
+                });
+                self.last_len = finished.as_ref().map_or(self.last_len, Segment::len);
                 self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
             }
         } else {
@@ -320,8 +381,17 @@ impl Segmenter {
         let fill = self.last_pcr.map_or(0, |last| {
             ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
         });
-        let more = fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len);
-        make_room(&self.pool, &mut open.data, more);
+        match self.sink.as_deref_mut() {
+            None => {
+                let more = fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len);
+                make_room(&self.pool, &mut open.data, more);
+            }
+            // The PCR-only packets go in whole (at most 200), the PES as it fits.
+            Some(sink) if open.data.len() + (fill + 1) * TS_PACKET > STAGING_BYTES => {
+                hand_over(sink, &mut open.data, &mut open.sunk);
+            }
+            Some(_) => {}
+        }
         if let Some(mut last) = self.last_pcr {
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
@@ -339,25 +409,47 @@ impl Segmenter {
             pcr: carries_pcr.then_some(pcr),
         };
         let random_access = keyframe && track == Track::Video;
-        self.mux.write_pes(track, timing, random_access, data, &mut open.data)
+        match self.sink.as_deref_mut() {
+            None => self.mux.write_pes(track, timing, random_access, data, &mut open.data),
+            Some(sink) => {
+                let sunk = &mut open.sunk;
+                self.mux.write_pes_within(
+                    track,
+                    timing,
+                    random_access,
+                    data,
+                    &mut open.data,
+                    STAGING_BYTES,
+                    &mut |buffer| hand_over(sink, buffer, sunk),
+                )
+            }
+        }
     }
 
     /// Ends the stream: returns the open segment, if any.
     pub fn finish(&mut self) -> Option<Segment> {
         self.flush_audio_before_close();
-        self.open.take().map(|open| close(open, &self.pool))
+        self.open.take().map(|open| self.close(open))
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
         // Sized like the previous segment plus a sixteenth, so the buffer rarely has to grow
         // while the segment is written; a pooled buffer down to an eighth smaller will do
         // (growing one now and then costs less than faulting fresh pages in for every one).
-        let size =
-            (self.last_len + self.last_len / 16).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
-        let mut data = self.pool.take(size - size / 8, size);
+        let mut data = if let Some(sink) = self.sink.as_mut() {
+            sink.begin();
+            let mut staging = std::mem::take(&mut self.staging);
+            staging.reserve_exact(STAGING_BYTES);
+            staging
+        } else {
+            let size =
+                (self.last_len + self.last_len / 16).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
+            self.pool.take(size - size / 8, size)
+        };
         self.mux.write_tables(&mut data)?;
         self.open = Some(Open {
             data,
+            sunk: 0,
             first: !self.started,
             start,
             end: start,
@@ -366,6 +458,37 @@ impl Segmenter {
         });
         self.started = true;
         Ok(())
+    }
+
+    /// A finished segment: its buffer shared as the segment's bytes, or, with a sink, its
+    /// last bytes handed over and the buffer kept for the next.
+    fn close(&mut self, mut open: Open) -> Segment {
+        let data = match self.sink.as_deref_mut() {
+            Some(sink) => {
+                hand_over(sink, &mut open.data, &mut open.sunk);
+                sink.end();
+                self.staging = std::mem::take(&mut open.data);
+                Bytes::new()
+            }
+            None => self.pool.share(std::mem::take(&mut open.data)),
+        };
+        Segment {
+            start: open.start,
+            duration: ticks_to_duration(open.end - open.start),
+            data,
+            sink_len: open.sunk,
+            discontinuity: open.discontinuity,
+            independent: open.independent,
+        }
+    }
+}
+
+/// Hands the bytes in `buffer` to `sink` (counted in `sunk`) and empties it.
+fn hand_over(sink: &mut dyn SegmentSink, buffer: &mut Vec<u8>, sunk: &mut usize) {
+    if !buffer.is_empty() {
+        sink.append(buffer);
+        *sunk += buffer.len();
+        buffer.clear();
     }
 }
 
@@ -380,22 +503,6 @@ fn make_room(pool: &Arc<BufferPool>, data: &mut Vec<u8>, more: usize) {
     let mut larger = pool.take(needed, needed + needed / 2);
     larger.extend_from_slice(data);
     pool.give(std::mem::replace(data, larger));
-}
-
-/// Closes a segment whose successor starts at `next_start`.
-fn close_at(mut open: Open, next_start: i64, pool: &Arc<BufferPool>) -> Segment {
-    open.end = next_start;
-    close(open, pool)
-}
-
-fn close(open: Open, pool: &Arc<BufferPool>) -> Segment {
-    Segment {
-        start: open.start,
-        duration: ticks_to_duration(open.end - open.start),
-        data: pool.share(open.data),
-        discontinuity: open.discontinuity,
-        independent: open.independent,
-    }
 }
 
 /// Converts a duration to 90 kHz ticks (saturating).
@@ -498,6 +605,82 @@ mod tests {
         assert!(second.data.chunks(TS_PACKET).all(|p| p[0] == 0x47), "every packet in sync");
         let payload_nines = second.data.iter().filter(|&&b| b == 9).count();
         assert!(payload_nines >= 60 * 300_000, "every payload byte written: {payload_nines}");
+    }
+
+    /// Keeps segments in vectors, as a file would.
+    #[derive(Debug, Clone, Default)]
+    struct VecSink(Arc<std::sync::Mutex<(Vec<Vec<u8>>, Option<Vec<u8>>)>>);
+
+    impl SegmentSink for VecSink {
+        fn begin(&mut self) {
+            self.0.lock().unwrap().1 = Some(Vec::new());
+        }
+        fn append(&mut self, bytes: &[u8]) {
+            assert!(bytes.len() <= STAGING_BYTES && bytes.len() % TS_PACKET == 0);
+            self.0.lock().unwrap().1.as_mut().unwrap().extend_from_slice(bytes);
+        }
+        fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+            let mut sink = self.0.lock().unwrap();
+            sink.1.as_mut().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+        fn end(&mut self) {
+            let mut sink = self.0.lock().unwrap();
+            let ended = sink.1.take().unwrap();
+            sink.0.push(ended);
+        }
+    }
+
+    #[test]
+    fn a_sink_gets_every_byte_through_a_bounded_buffer() {
+        let keyframe = vec![7u8; 200_000];
+        let frame = vec![8u8; 9_000];
+        let run = |sink: Option<VecSink>| {
+            let mut s = Segmenter::new(Duration::from_secs(2));
+            if let Some(sink) = sink {
+                assert!(s.set_sink(Box::new(sink)));
+            }
+            s.set_tracks(true, None);
+            let mut segments = Vec::new();
+            for n in 0..200 {
+                // A gap at frame 100 makes PCR-only packets fill it.
+                let dts = n * 3000 + if n >= 100 { 45_000 } else { 0 };
+                let data: &[&[u8]] = if n % 60 == 0 { &[&keyframe] } else { &[&frame, &frame] };
+                let unit = AccessUnit { data, ..video(dts, n % 60 == 0) };
+                if let Pushed::Written(Some(segment)) = s.push(unit).unwrap() {
+                    segments.push(segment);
+                }
+                if n == 30 {
+                    // Past the staging buffer: the tables are rewritten in the sink.
+                    assert!(s.add_audio_to_first_segment(AudioStream::Adts).unwrap());
+                }
+                if n > 30 {
+                    s.push(audio(dts)).unwrap();
+                }
+                if let Some(open) = &s.open {
+                    assert!(s.sink.is_none() || open.data.capacity() <= STAGING_BYTES);
+                }
+            }
+            segments.extend(s.finish());
+            assert!(!s.set_sink(Box::new(VecSink::default())), "only before the first segment");
+            segments
+        };
+        let in_heap = run(None);
+        let sink = VecSink::default();
+        let sunk = run(Some(sink.clone()));
+        let files = std::mem::take(&mut sink.0.lock().unwrap().0);
+        assert_eq!(in_heap.len(), 4);
+        assert_eq!(files.len(), in_heap.len());
+        for ((heap, sunk), file) in in_heap.iter().zip(&sunk).zip(&files) {
+            assert!(sunk.data.is_empty() && sunk.sink_len == file.len());
+            assert_eq!(&heap.data[..], &file[..], "the same bytes");
+            assert_eq!(heap.sink_len, 0);
+            assert_eq!((heap.duration, heap.start), (sunk.duration, sunk.start));
+            assert_eq!(
+                (heap.discontinuity, heap.independent),
+                (sunk.discontinuity, sunk.independent)
+            );
+            assert_eq!(heap.len(), sunk.len());
+        }
     }
 
     #[test]

@@ -173,6 +173,29 @@ impl TsMuxer {
         data: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), MuxError> {
+        self.write_pes_within(track, timing, random_access, data, out, usize::MAX, &mut |_| {})
+    }
+
+    /// [`TsMuxer::write_pes`] into a buffer of at most `limit` bytes: whenever the next
+    /// packet would take `out` past it, `spill` is called to take its bytes and empty it
+    /// (`limit` is at least one packet).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_pes_within(
+        &mut self,
+        track: Track,
+        timing: PesTiming,
+        random_access: bool,
+        data: &[&[u8]],
+        out: &mut Vec<u8>,
+        limit: usize,
+        spill: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> Result<(), MuxError> {
+        let limit = limit.max(TS_PACKET_LEN);
+        let mut room = |out: &mut Vec<u8>| {
+            if out.len().saturating_add(TS_PACKET_LEN) > limit {
+                spill(out);
+            }
+        };
         let data_len = total_len(data);
         let pts = timing.pts & TIMESTAMP_MASK;
         let dts = timing.dts & TIMESTAMP_MASK;
@@ -217,18 +240,21 @@ impl TsMuxer {
         };
         let first_len = data_len.min(PACKET_PAYLOAD - af_len - header_len);
         let rest_len = data_len - first_len;
-        out.reserve(pes_bytes_bound(rest_len));
+        out.reserve(pes_bytes_bound(rest_len).min(limit.saturating_sub(out.len())));
         let mut pieces = Pieces::new(data);
         let mut joined = [0; PACKET_PAYLOAD];
         let first = payload::Bytes::new(pieces.take(first_len, &mut joined))?;
         let pes = payload::Pes { header, pes_packet_len, data: first };
         let start = packet(pid_value, cc, adaptation, TsPayload::PesStart(pes))?;
+        room(out);
         TsPacketWriter::new(&mut *out).write_ts_packet(&start)?;
         for _ in 0..rest_len / PACKET_PAYLOAD {
+            room(out);
             write_full_continuation(pid_value, cc, pieces.take(PACKET_PAYLOAD, &mut joined), out);
         }
         let tail_len = rest_len % PACKET_PAYLOAD;
         if tail_len > 0 {
+            room(out);
             // A partial packet needs adaptation-field stuffing: left to the crate.
             let tail = payload::Bytes::new(pieces.take(tail_len, &mut joined))?;
             let body = TsPayload::PesContinuation(tail);
@@ -561,6 +587,34 @@ mod tests {
             assert_eq!(fast, reference, "{len} bytes");
             assert_eq!(cc_fast, cc_reference);
         }
+    }
+
+    #[test]
+    fn a_pes_within_a_limit_is_spilled_packet_aligned_and_unchanged() {
+        let data: Vec<u8> = (0..100_000).map(|i| (i * 7) as u8).collect();
+        let timing = timing(900, 900, Some(900));
+        let muxer = || {
+            let mut mux = TsMuxer::new();
+            mux.set_tracks(true, None);
+            mux.write_tables(&mut Vec::new()).unwrap();
+            mux
+        };
+        let mut whole = Vec::new();
+        muxer().write_pes(Track::Video, timing, true, &[&data], &mut whole).unwrap();
+        let (mut out, mut spilled) = (Vec::new(), Vec::new());
+        let limit = 10 * TS_PACKET_LEN + 100;
+        let mut spill = |buffer: &mut Vec<u8>| {
+            assert!(buffer.len() <= limit && buffer.len() % TS_PACKET_LEN == 0);
+            spilled.extend_from_slice(buffer);
+            buffer.clear();
+        };
+        muxer()
+            .write_pes_within(Track::Video, timing, true, &[&data], &mut out, limit, &mut spill)
+            .unwrap();
+        assert!(out.capacity() <= limit, "never grown past the limit");
+        spilled.extend_from_slice(&out);
+        assert!(whole.len() > 50 * limit);
+        assert!(spilled == whole, "the same packets");
     }
 
     #[test]

@@ -1,14 +1,18 @@
-//! Popular segments in memory files (Linux `memfd`), so that the HTTP side can send them to
-//! viewers with `sendfile(2)`: the kernel hands the file's pages to the socket, and a
-//! response costs no copy from user space (the copy was a third of the server's CPU when
-//! serving segments). This is what Nginx gets from segments on tmpfs. The store moves a
-//! segment here at its second fetch ([`crate::PROMOTE_AT_FETCH`]).
+//! Segments in memory files (Linux `memfd`), so that the HTTP side can send them to viewers
+//! with `sendfile(2)`: the kernel hands the file's pages to the socket, and a response costs
+//! no copy from user space (the copy was a third of the server's CPU when serving segments).
+//! This is what Nginx gets from segments on tmpfs. MPEG-TS segments are written here as the
+//! packager makes them ([`crate::FileSink`]): a stream then holds its segments' bytes once,
+//! in pages the kernel allocates as they are written and takes back when they are punched,
+//! rather than in heap buffers sized for whole segments. fMP4 segments move here at their
+//! second fetch ([`crate::PROMOTE_AT_FETCH`]).
 //!
-//! One memory file per stream: each segment is appended at a page-aligned offset and, when
-//! the last holder drops it, its pages are punched out of the file. Offsets only grow, so a
-//! page is never written twice: a page the kernel is still sending (on loopback, until the
-//! receiver reads it) keeps its bytes after its segment is gone, and punching a whole page
-//! drops the file's reference without touching the page. That holds for pages of the base
+//! One memory file per stream: each segment starts at a page-aligned offset and, when the
+//! last holder drops it, its pages are punched out of the file. Offsets only grow and a
+//! segment is written only before it is complete, so a page is never written while it may
+//! be sent: a page the kernel is still sending (on loopback, until the receiver reads it)
+//! keeps its bytes after its segment is gone, and punching a whole page drops the file's
+//! reference without touching the page. That holds for pages of the base
 //! size only: punching part of a huge page zeroes the range in place, so where the kernel
 //! may give memory files huge pages (`shmem_enabled`), segments stay in the heap.
 
@@ -98,6 +102,7 @@ impl SegmentFiles for MemfdSegments {
             end: 0,
             page: rustix::param::page_size() as u64,
             warned: Arc::clone(&self.warned),
+            growing: None,
         })
     }
 }
@@ -137,6 +142,29 @@ pub struct MemfdWriter {
     end: u64,
     page: u64,
     warned: Arc<AtomicBool>,
+    /// The segment being written piece by piece, at `end`.
+    growing: Option<Growing>,
+}
+
+/// A segment being written piece by piece.
+#[derive(Debug)]
+struct Growing {
+    len: u64,
+    /// A write failed: the segment is dropped at its end.
+    failed: bool,
+}
+
+impl MemfdWriter {
+    /// The growing segment as a segment of the file (dropping it punches its pages), with
+    /// `end` moved past it.
+    fn close_growing(&mut self) -> Option<(MemfdSegment, bool)> {
+        let growing = self.growing.take()?;
+        let span = growing.len.div_ceil(self.page) * self.page;
+        let offset = self.end;
+        self.end = offset.saturating_add(span);
+        let len = usize::try_from(growing.len).ok()?;
+        Some((MemfdSegment { file: Arc::clone(&self.file), offset, len, span }, growing.failed))
+    }
 }
 
 impl SegmentFileWriter for MemfdWriter {
@@ -144,7 +172,7 @@ impl SegmentFileWriter for MemfdWriter {
 
     fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<MemfdSegment>> {
         let len: usize = pieces.iter().map(Bytes::len).sum();
-        if len == 0 {
+        if len == 0 || self.growing.is_some() {
             return None;
         }
         let span = (len as u64).div_ceil(self.page) * self.page;
@@ -166,6 +194,63 @@ impl SegmentFileWriter for MemfdWriter {
             at += piece.len() as u64;
         }
         Some(Arc::new(segment))
+    }
+
+    fn begin(&mut self) {
+        self.abandon();
+        // Room for the largest segment the packager makes before the offset limit.
+        let room = (packager::segmenter::MAX_SEGMENT_BYTES as u64).saturating_add(self.page);
+        let mut failed = false;
+        if self.end.saturating_add(room) > MAX_FILE_OFFSET {
+            match memfd(&self.warned) {
+                Some(file) => {
+                    self.file = file;
+                    self.end = 0;
+                }
+                None => failed = true,
+            }
+        }
+        self.growing = Some(Growing { len: 0, failed });
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let Some(growing) = self.growing.as_mut() else { return };
+        if growing.failed {
+            return;
+        }
+        let at = self.end + growing.len;
+        if let Err(e) = self.file.write_all_at(bytes, at) {
+            warn!(error = %e, at, "cannot write a segment to its memory file: it is skipped");
+            growing.failed = true;
+            return;
+        }
+        growing.len += bytes.len() as u64;
+    }
+
+    fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+        let Some(growing) = self.growing.as_mut() else { return };
+        let (offset, len) = (offset as u64, bytes.len() as u64);
+        if growing.failed || offset.saturating_add(len) > growing.len {
+            return;
+        }
+        if let Err(e) = self.file.write_all_at(bytes, self.end + offset) {
+            warn!(error = %e, "cannot write a segment to its memory file: it is skipped");
+            growing.failed = true;
+        }
+    }
+
+    fn end(&mut self) -> Option<Arc<MemfdSegment>> {
+        let (segment, failed) = self.close_growing()?;
+        // Dropped, a failed or empty one punches whatever was written.
+        (!failed && segment.len > 0).then(|| Arc::new(segment))
+    }
+
+    fn abandon(&mut self) {
+        drop(self.close_growing());
+    }
+
+    fn open_len(&self) -> usize {
+        self.growing.as_ref().map_or(0, |growing| growing.len as usize)
     }
 }
 
@@ -250,6 +335,7 @@ mod tests {
             end: MAX_FILE_OFFSET - 4096,
             page: rustix::param::page_size() as u64,
             warned: Arc::default(),
+            growing: None,
         };
         let first = writer.file.clone();
         let segment = writer.write(&[Bytes::from(vec![5; 8192])]).unwrap();
@@ -279,5 +365,42 @@ mod tests {
         assert_eq!(second.read().unwrap(), Bytes::from_static(&[2; 5]), "neighbour intact");
         drop(second);
         assert_eq!(allocated(&file), 0);
+    }
+
+    #[test]
+    fn a_segment_written_piece_by_piece_is_one_segment_and_frees_its_pages() {
+        let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
+        let page = rustix::param::page_size() as u64;
+        writer.begin();
+        writer.append(&[1; 5000]);
+        assert!(writer.write(&[Bytes::from_static(b"promoted")]).is_none(), "one at a time");
+        writer.append(&[2; 3000]);
+        writer.overwrite(0, &[9; 10]);
+        writer.overwrite(7990, &[9; 20]); // past what was appended: ignored
+        assert_eq!(writer.open_len(), 8000);
+        let segment = writer.end().unwrap();
+        assert_eq!(writer.open_len(), 0);
+        let mut expected = vec![9; 10];
+        expected.extend([1; 4990]);
+        expected.extend([2; 3000]);
+        assert_eq!(segment.read().unwrap(), Bytes::from(expected));
+        assert_eq!(segment.offset(), 0);
+        // The next starts on the next page after it; an abandoned one is punched.
+        writer.begin();
+        writer.append(&[3; 100]);
+        writer.begin();
+        writer.append(&[4; 100]);
+        let next = writer.end().unwrap();
+        assert_eq!(next.offset(), 8000u64.div_ceil(page) * page + page, "after the abandoned");
+        let file = Arc::clone(&next.file);
+        let before = allocated(&file);
+        drop(segment);
+        assert_eq!(allocated(&file), before - 8000u64.div_ceil(page) * page);
+        assert_eq!(next.read().unwrap(), Bytes::from(vec![4; 100]));
+        drop(next);
+        assert_eq!(allocated(&file), 0, "every page punched, the abandoned one's too");
+        writer.begin();
+        assert!(writer.end().is_none(), "an empty segment is not kept");
+        assert!(writer.end().is_none(), "none begun");
     }
 }

@@ -25,8 +25,22 @@ pub trait SegmentFileWriter: Send + fmt::Debug {
     /// What it writes.
     type File;
     /// Stores the segment made of `pieces`, back to back; `None` when it could not (the
-    /// segment then stays in the heap).
+    /// segment then stays in the heap), or while a segment begun is not ended.
     fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<Self::File>>;
+    /// Starts a segment written as the packager makes it, abandoning one begun and not
+    /// ended.
+    fn begin(&mut self);
+    /// Appends `bytes` to the segment begun last (a failure shows at its end).
+    fn append(&mut self, bytes: &[u8]);
+    /// Replaces bytes already appended to the segment begun last, from `offset`.
+    fn overwrite(&mut self, offset: usize, bytes: &[u8]);
+    /// The segment begun last, complete; `None` if none was begun or a write failed (its
+    /// storage is then released).
+    fn end(&mut self) -> Option<Arc<Self::File>>;
+    /// Releases the segment begun and not ended, if any.
+    fn abandon(&mut self);
+    /// Bytes appended to the segment begun and not ended.
+    fn open_len(&self) -> usize;
 }
 
 /// One segment's bytes in a file. Its storage is released when the last holder drops it.

@@ -7,8 +7,9 @@
 //! it ([`Publication::push_fmp4`]): init segments, then each segment's fragments and parts,
 //! so a low-latency playlist lists a segment while it is written ([`crate::open_segment`])
 //! and waiting requests are woken as it grows ([`crate::blocking`]).
-//! With [`SegmentFiles`], a segment fetched a second time moves to its stream's file (see
-//! [`PROMOTE_AT_FETCH`]). A segment that leaves the retention window is freed when the last
+//! With [`SegmentFiles`], MPEG-TS segments are written into their stream's file as the
+//! packager makes them ([`FileSink`]), and an fMP4 segment fetched a second time moves there
+//! (see [`PROMOTE_AT_FETCH`]). A segment that leaves the retention window is freed when the last
 //! response holding it finishes. Time only comes in as an argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
@@ -24,22 +25,28 @@ use packager::playlist::{
     Entry as PlaylistEntry, LowLatency, MediaPlaylist, OpenSegment as OpenEntry, Part,
 };
 use packager::segmenter::ticks_to_duration;
-use packager::{FragmentOutput, Segment};
+use packager::{FragmentOutput, Segment, SegmentSink};
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::blocking::{self, BLOCK_TARGETS, Changes, Directives, LiveEdge, Reload};
 use crate::memfd::MemfdSegments;
 use crate::open_segment::{HeldPart, OpenSegment, PartRead};
 use crate::segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 
-/// The fetch of a segment at which it moves from the heap to its stream's segment file (when
-/// the store has [`SegmentFiles`]). Writing it there copies it once, as sending it from the
+/// The fetch of an fMP4 segment at which it moves from the heap to its stream's segment file
+/// (when the store has [`SegmentFiles`]; MPEG-TS segments are written there from the start,
+/// see [`FileSink`]). Writing it there copies it once, as sending it from the
 /// heap to one viewer does; from then on viewers are sent the file without a copy. So a
 /// segment nobody or one viewer fetches stays in the heap (no extra copy, no extra pages),
 /// and a popular one moves at its second fetch.
 pub const PROMOTE_AT_FETCH: u32 = 2;
 /// Viewers remembered per stream; beyond it the estimate saturates (memory stays bounded).
 pub const MAX_VIEWERS_TRACKED: usize = 100_000;
+/// Segments a [`FileSink`] ended that their [`Publication::push`] has not taken yet: the
+/// publisher pushes each as the packager returns it, so one waits at a time; beyond this the
+/// oldest goes (its push then finds its length differs and skips it).
+const MAX_ENDED_WAITING: usize = 4;
 /// A viewer counts while it fetched the playlist within this many target durations.
 const VIEWER_WINDOW_TARGETS: u32 = 3;
 
@@ -181,8 +188,11 @@ struct Slot<F: SegmentFiles> {
     /// cached segment is never served for a different broadcast.
     generation: u64,
     state: RwLock<SlotState<F::File>>,
-    /// This stream's segment file writer, opened at the first segment moved.
+    /// This stream's segment file writer, opened at the first segment moved or streamed.
     writer: Mutex<Option<F::Writer>>,
+    /// Segments streamed into the file and ended, waiting for their [`Publication::push`]
+    /// (`None`: one whose bytes the file could not keep).
+    ended: Mutex<VecDeque<Option<Arc<F::File>>>>,
     /// Counts playlist changes, for blocked playlist requests.
     changes: watch::Sender<u64>,
     /// Counts fragments and ends of the part being written, for requests streaming it.
@@ -346,6 +356,22 @@ impl<F: SegmentFiles> StreamStore<F> {
     /// stays in the heap).
     pub fn with_segment_files(config: StoreConfig, files: F) -> Self {
         Self::with_files(config, Some(files))
+    }
+
+    /// A sink that writes `publication`'s MPEG-TS segments into its stream's segment file as
+    /// the packager makes them; `None` when segments stay in the heap (no segment files, or
+    /// the stream's cannot be opened).
+    pub fn segment_sink(&self, publication: &Publication<F>) -> Option<FileSink<F>> {
+        let files = self.files.as_ref()?;
+        let slot = &publication.slot;
+        let mut writer = slot.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.is_none() {
+            *writer = files.open();
+        }
+        writer.as_mut()?.abandon();
+        drop(writer);
+        slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        Some(FileSink { slot: Arc::clone(slot) })
     }
 
     fn with_files(config: StoreConfig, files: Option<F>) -> Self {
@@ -515,6 +541,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                 rates: VecDeque::new(),
             }),
             writer: Mutex::new(None),
+            ended: Mutex::new(VecDeque::new()),
             changes: watch::Sender::new(0),
             part_changes: watch::Sender::new(0),
             private: AtomicBool::new(private),
@@ -754,6 +781,9 @@ impl<F: SegmentFiles> StreamStore<F> {
     pub fn segment_bytes(&self) -> SegmentBytes {
         let mut bytes = SegmentBytes::default();
         for slot in &self.streams {
+            let writer = slot.value().writer.lock().unwrap_or_else(PoisonError::into_inner);
+            bytes.files += writer.as_ref().map_or(0, SegmentFileWriter::open_len);
+            drop(writer);
             let state = slot.value().read();
             for held in &state.segments {
                 match &held.body {
@@ -909,15 +939,30 @@ impl<F: SegmentFiles> Publication<F> {
     }
 
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
-    /// sequence number.
-    pub fn push(&self, segment: Segment, now: SystemTime) -> u64 {
+    /// sequence number. `None` when its bytes went to a [`FileSink`] that could not keep
+    /// them: the segment is skipped (logged) and the next follows a discontinuity.
+    pub fn push(&self, segment: Segment, now: SystemTime) -> Option<u64> {
+        let len = segment.len();
+        let body = if segment.sink_len > 0 {
+            let ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+            match ended.flatten() {
+                Some(file) if file.len() == segment.len() => SegmentBody::File(file),
+                _ => {
+                    warn!(stream = %self.name, bytes = segment.len(), "a segment could not be kept in its memory file: skipped, the next follows a discontinuity");
+                    self.slot.write().resumed = true;
+                    return None;
+                }
+            }
+        } else {
+            SegmentBody::Memory(segment.data.into())
+        };
         let mut state = self.slot.write();
         let discontinuity = segment.discontinuity || std::mem::take(&mut state.resumed);
         // The segment just ended: it started `duration` ago.
         let started = now.checked_sub(segment.duration).unwrap_or(now);
         let program_date_time = state.program_date_time(segment.start, started, discontinuity);
         let sequence = state.playlist.next_sequence();
-        state.note_rate(segment.data.len(), segment.duration);
+        state.note_rate(len, segment.duration);
         state.playlist.push(PlaylistEntry {
             uri: format!("{}-{sequence}.ts", self.slot.generation),
             duration: segment.duration,
@@ -927,18 +972,13 @@ impl<F: SegmentFiles> Publication<F> {
             map: None,
             parts: Vec::new(),
         });
-        let held = Held {
-            sequence,
-            body: SegmentBody::Memory(segment.data.into()),
-            fetches: AtomicU32::new(0),
-            parts: Vec::new(),
-            init: None,
-        };
+        let held =
+            Held { sequence, body, fetches: AtomicU32::new(0), parts: Vec::new(), init: None };
         self.hold(&mut state, held);
         state.render();
         drop(state);
         self.slot.changed();
-        sequence
+        Some(sequence)
     }
 
     /// Takes the packager's next fMP4 output, made at wall-clock time `now`; returns the
@@ -1064,7 +1104,51 @@ impl<F: SegmentFiles> Drop for Publication<F> {
         state.render();
         drop(state);
         self.slot.changed();
+        if let Some(writer) =
+            self.slot.writer.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+        {
+            writer.abandon();
+        }
+        self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
         self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The packager's [`SegmentSink`] for one publish ([`StreamStore::segment_sink`]): MPEG-TS
+/// segments go into the stream's segment file as they are written, so a segment is in
+/// memory once, in pages the kernel takes back when it is dropped, and is sent to viewers
+/// from the file. [`Publication::push`] takes each with the packager's [`Segment`].
+#[derive(Debug)]
+pub struct FileSink<F: SegmentFiles = MemfdSegments> {
+    slot: Arc<Slot<F>>,
+}
+
+impl<F: SegmentFiles> FileSink<F> {
+    fn with_writer<T>(&self, f: impl FnOnce(&mut F::Writer) -> T) -> Option<T> {
+        self.slot.writer.lock().unwrap_or_else(PoisonError::into_inner).as_mut().map(f)
+    }
+}
+
+impl<F: SegmentFiles> SegmentSink for FileSink<F> {
+    fn begin(&mut self) {
+        self.with_writer(SegmentFileWriter::begin);
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.with_writer(|writer| writer.append(bytes));
+    }
+
+    fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+        self.with_writer(|writer| writer.overwrite(offset, bytes));
+    }
+
+    fn end(&mut self) {
+        let file = self.with_writer(SegmentFileWriter::end).flatten();
+        let mut ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        ended.push_back(file);
+        while ended.len() > MAX_ENDED_WAITING {
+            ended.pop_front();
+        }
     }
 }
 
@@ -1075,6 +1159,7 @@ mod tests {
     fn segment(ms: u64, byte: u8) -> Segment {
         Segment {
             data: Bytes::from(vec![byte; 188]),
+            sink_len: 0,
             duration: Duration::from_millis(ms),
             discontinuity: false,
             independent: true,
@@ -1100,7 +1185,7 @@ mod tests {
         let store = store();
         let publication = store.begin("cam", 7, 10).unwrap();
         assert_eq!(store.playlist("cam"), None);
-        assert_eq!(publication.push(segment(2000, 1), wall(0)), 0);
+        assert_eq!(publication.push(segment(2000, 1), wall(0)), Some(0));
         let text = store.playlist("cam").unwrap();
         assert!(text.ends_with(
             b"#EXT-X-PROGRAM-DATE-TIME:2025-11-25T21:59:58.000Z\n#EXTINF:2.000,\n7-0.ts\n"
@@ -1125,7 +1210,7 @@ mod tests {
 
         let moved = b.begin_continuing("cam", 2, 10, false, Some(from)).unwrap();
         assert!(!moved.resumed(), "a new slot here, not a local resume");
-        assert_eq!(moved.push(segment(2000, 9), wall(10_000)), 3);
+        assert_eq!(moved.push(segment(2000, 9), wall(10_000)), Some(3));
         let text = String::from_utf8(b.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
         assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
@@ -1135,7 +1220,7 @@ mod tests {
         drop(moved);
         let back = b.numbering("cam").unwrap();
         let again = a.begin_continuing("cam", 3, 10, false, Some(back)).unwrap();
-        assert_eq!(again.push(segment(2000, 4), wall(20_000)), 4);
+        assert_eq!(again.push(segment(2000, 4), wall(20_000)), Some(4));
         let text = String::from_utf8(a.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(text.contains("3-4.ts"), "{text}");
@@ -1182,14 +1267,14 @@ mod tests {
         store.reap(t0, Duration::ZERO);
         assert_eq!(store.sequences(), [("cam".to_owned(), 3)]);
         let again = store.begin("cam", 2, 10).unwrap();
-        assert_eq!(again.push(segment(2000, 0), wall(0)), 3);
+        assert_eq!(again.push(segment(2000, 0), wall(0)), Some(3));
         drop(again);
 
         // A new process told what the old one persisted.
         let restarted = StreamStore::new(StoreConfig::default());
         restarted.restore_sequences([("cam".to_owned(), 50)]);
         let publication = restarted.begin("cam", 3, 10).unwrap();
-        assert_eq!(publication.push(segment(2000, 0), wall(0)), 50);
+        assert_eq!(publication.push(segment(2000, 0), wall(0)), Some(50));
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
         assert_eq!(restarted.sequences(), [("cam".to_owned(), 51)]);
@@ -1316,7 +1401,7 @@ mod tests {
         let second = store.begin("cam", 99, 10).unwrap();
         assert!(second.resumed());
         assert!(!store.playlist("cam").unwrap().ends_with(b"#EXT-X-ENDLIST\n"));
-        assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
+        assert_eq!(second.push(segment(2000, 1), wall(0)), Some(1));
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
         let without_times: Vec<&str> =
             text.lines().filter(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME")).collect();
@@ -1340,7 +1425,7 @@ mod tests {
         // A publish after ENDLIST is a new presentation: no discontinuity, numbering on.
         let second = store.begin("cam", 2, 10).unwrap();
         assert!(!second.resumed());
-        assert_eq!(second.push(segment(2000, 1), wall(0)), 1);
+        assert_eq!(second.push(segment(2000, 1), wall(0)), Some(1));
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && text.contains("2-1.ts"), "{text}");
         assert!(!text.contains("DISCONTINUITY\n") && !text.contains("1-0.ts"), "{text}");
@@ -1393,7 +1478,7 @@ mod tests {
         assert!(store.playlist("live").is_some());
         // A new stream of that name gets its own generation; its sequence goes on.
         let again = store.begin("ended", 3, 10).unwrap();
-        assert_eq!(again.push(segment(2000, 0), wall(0)), 1);
+        assert_eq!(again.push(segment(2000, 0), wall(0)), Some(1));
         assert!(store.segment("ended", "3-1.ts").is_some());
     }
 
@@ -1547,8 +1632,9 @@ mod tests {
     #[derive(Debug, Default)]
     struct FlakyFiles;
 
+    /// Writes made (every other fails), and the segment being streamed.
     #[derive(Debug, Default)]
-    struct FlakyWriter(usize);
+    struct FlakyWriter(usize, Option<Vec<u8>>);
 
     #[derive(Debug)]
     struct VecFile(Bytes);
@@ -1568,6 +1654,31 @@ mod tests {
         fn write(&mut self, pieces: &[Bytes]) -> Option<Arc<VecFile>> {
             self.0 += 1;
             (self.0 % 2 == 1).then(|| Arc::new(VecFile(Bytes::from(pieces.concat()))))
+        }
+
+        fn begin(&mut self) {
+            self.1 = Some(Vec::new());
+        }
+
+        fn append(&mut self, bytes: &[u8]) {
+            self.1.as_mut().unwrap().extend_from_slice(bytes);
+        }
+
+        fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+            self.1.as_mut().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+
+        fn end(&mut self) -> Option<Arc<VecFile>> {
+            let streamed = self.1.take()?;
+            self.write(&[Bytes::from(streamed)])
+        }
+
+        fn abandon(&mut self) {
+            self.1 = None;
+        }
+
+        fn open_len(&self) -> usize {
+            self.1.as_ref().map_or(0, Vec::len)
         }
     }
 
@@ -1604,5 +1715,55 @@ mod tests {
             }
         }
         assert_eq!(store.segment_bytes(), SegmentBytes { heap: 188, files: 2 * 188 });
+    }
+
+    /// Streams a segment of 188 `byte`s through `sink`, as the packager would.
+    fn streamed(sink: &mut FileSink<FlakyFiles>, byte: u8) -> Segment {
+        sink.begin();
+        sink.append(&[0; 100]);
+        sink.append(&[byte; 88]);
+        sink.overwrite(0, &[byte; 100]);
+        sink.end();
+        Segment { data: Bytes::new(), sink_len: 188, ..segment(2000, byte) }
+    }
+
+    #[test]
+    fn streamed_segments_are_files_and_one_a_file_lost_is_skipped() {
+        let store = StreamStore::with_segment_files(StoreConfig::default(), FlakyFiles);
+        let publication = store.begin("cam", 1, 10).unwrap();
+        let mut sink = store.segment_sink(&publication).unwrap();
+        assert_eq!(publication.push(streamed(&mut sink, 1), wall(0)), Some(0));
+        let body = store.segment("cam", "1-0.ts").unwrap();
+        assert!(matches!(body, SegmentBody::File(_)), "a file from its first fetch");
+        assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![1; 188]));
+        // The writer fails every other segment: that one is skipped, the next one follows a
+        // discontinuity.
+        assert_eq!(publication.push(streamed(&mut sink, 2), wall(2000)), None);
+        assert_eq!(publication.push(streamed(&mut sink, 3), wall(4000)), Some(1));
+        let playlist = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
+        let (before, after) = playlist.split_once("1-0.ts").unwrap();
+        assert!(
+            !before.contains("DISCONTINUITY\n") && after.contains("DISCONTINUITY"),
+            "{playlist}"
+        );
+        assert_eq!(store.segment("cam", "1-1.ts").unwrap().to_bytes().unwrap(), vec![3; 188]);
+        assert_eq!(publication.push(streamed(&mut sink, 4), wall(6000)), None);
+        // A segment whose length is not what the file holds is skipped too.
+        let mut short = streamed(&mut sink, 5);
+        short.sink_len = 100;
+        assert_eq!(publication.push(short, wall(8000)), None);
+        // Bytes being written count as file bytes; ending the publish releases them.
+        sink.begin();
+        sink.append(&[5; 376]);
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188 + 376 });
+        drop(publication);
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188 });
+    }
+
+    #[test]
+    fn without_segment_files_there_is_no_sink() {
+        let store = store();
+        let publication = store.begin("cam", 1, 10).unwrap();
+        assert!(store.segment_sink(&publication).is_none());
     }
 }
