@@ -19,7 +19,8 @@ then, in one run on one machine:
    table, which is updated by hand.
 
 Usage: python3 scripts/bench-vs-nginx.py [--steps 5,10,20] [--duration 20] [--warmup 8]
-       [--viewers-per-stream 1] [--rounds 2] [--wrk-rounds 5] [--no-write]
+       [--viewers-per-stream 1] [--rounds 2] [--wrk-rounds 5] [--rtmp-hls-arg=--flag=value]
+       [--no-write]
 """
 import argparse
 import datetime
@@ -254,6 +255,10 @@ def command(cmd):
         COMMANDS.append(line)
 
 
+# Extra flags for rtmp-hls (--rtmp-hls-arg), for A/B runs of its options.
+EXTRA_ARGS = []
+
+
 def start_rtmp_hls():
     data = RTMP_HLS_DATA
     # Sequence numbers of an earlier round would only make the restart resume them.
@@ -267,7 +272,7 @@ def start_rtmp_hls():
            # Every publisher comes from 127.0.0.1: lift the per-address and total limits.
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
-           "--max-streams", "65536"]
+           "--max-streams", "65536"] + EXTRA_ARGS
     command(cmd)
     log_file = open(os.path.join(OUT, "rtmp-hls.log"), "a")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
@@ -523,7 +528,8 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         f"({nginx_workers(nginx)} processes besides the master), "
         "`hls_path` on tmpfs, playlists `Cache-Control: no-cache`, CORS header, `sendfile on`, "
         "access log off. rtmp-hls: release build, defaults but `--playlist-length 3` and the "
-        "connection limits lifted (every publisher comes from 127.0.0.1).",
+        "connection limits lifted (every publisher comes from 127.0.0.1)"
+        + "".join(f", `{a}`" for a in args.rtmp_hls_arg) + ".",
         "",
         f"{len(rounds)} round(s): each server ramped {len(rounds)} time(s), the order alternating "
         "(round 1 Nginx-RTMP first, round 2 rtmp-hls first, ...), each server started fresh for "
@@ -694,7 +700,8 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         "python3 scripts/bench-vs-nginx.py "
         + f"--steps {args.steps} --duration {args.duration:g} --warmup {args.warmup:g} "
         + f"--viewers-per-stream {args.viewers_per_stream} --rounds {args.rounds} "
-        + f"--wrk-rounds {args.wrk_rounds}",
+        + f"--wrk-rounds {args.wrk_rounds}"
+        + "".join(f" --rtmp-hls-arg={a}" for a in args.rtmp_hls_arg),
         "# which ran:",
         "scripts/gen-test-media.sh target/test-media bench",
         "cargo build --release --locked -p rtmp-hls -p rtmp-hls-bench",
@@ -757,9 +764,12 @@ def main():
     parser.add_argument("--wrk-rounds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2,
                         help="ramps per server, alternating order; figures are medians over them")
+    parser.add_argument("--rtmp-hls-arg", action="append", default=[],
+                        help="an extra flag for rtmp-hls (repeatable), e.g. --rtmp-hls-arg=--segment-storage=heap")
     parser.add_argument("--no-write", action="store_true",
                         help="print the report only; write no benches/results/<date>-vs-nginx.md")
     args = parser.parse_args()
+    EXTRA_ARGS.extend(args.rtmp_hls_arg)
     if args.rounds < 1 or args.wrk_rounds < 1:
         parser.error("--rounds and --wrk-rounds need at least 1")
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -137,8 +137,9 @@ pub(crate) enum KeysAction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum SegmentStorage {
-    /// A segment fetched twice moves to its stream's memory file (Linux memfd), from which
-    /// viewers are sent it with sendfile, without a copy, as Nginx sends files from tmpfs.
+    /// MPEG-TS segments are written into their stream's memory file (Linux memfd) as they
+    /// are made, an fMP4 segment moves there at its second fetch; viewers are sent them with
+    /// sendfile, without a copy, as Nginx sends files from tmpfs.
     Memfd,
     /// The process heap: every response copies the segment into the socket.
     Heap,

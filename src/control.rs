@@ -364,6 +364,13 @@ impl Collector for CurrentState {
         for (storage, value) in [("memory_file", held.files), ("heap", held.heap)] {
             gauge(value).encode(segment_bytes.encode_family(&[("storage", storage)])?)?;
         }
+        let writing = gauge(held.writing);
+        writing.encode(encoder.encode_descriptor(
+            "segment_bytes_being_written",
+            "Of the segment bytes in memory files, those of MPEG-TS segments still being written",
+            None,
+            writing.metric_type(),
+        )?)?;
         let (_, pooled) = self.ingest.pooled_segment_buffers();
         let pooled = gauge(pooled);
         pooled.encode(encoder.encode_descriptor(

@@ -222,7 +222,7 @@ impl Listeners {
     }
 }
 
-/// The stream store, with popular segments in memory files unless `--segment-storage heap`.
+/// The stream store, with segments in memory files unless `--segment-storage heap`.
 fn stream_store(args: &ServeArgs) -> StreamStore {
     let config = StoreConfig {
         window: usize::from(args.playlist_length),

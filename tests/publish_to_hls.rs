@@ -50,17 +50,23 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some(segment.body.len().to_string().as_str()));
     assert!(head.body.is_empty());
-    // That was the segment's second fetch: it moved to the stream's memory file, and from
-    // now on it is sent with sendfile. The same bytes, and the gauge shows where they are.
+    // MPEG-TS segments are written into the stream's memory file as they are made and sent
+    // from it with sendfile: the same bytes every time, and the gauges show where they are
+    // (none in the heap).
     let again = http::get(server.http, &format!("/hls/demo/{first}"));
     assert_eq!(again.status, 200);
     assert!(again.body == segment.body, "the segment sent from its memory file differs");
     let metrics = http::get(server.http, "/metrics").text();
-    let in_files = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("rtmp_hls_segment_bytes{storage=\"memory_file\"} "))
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    assert!(in_files >= Some(segment.body.len()), "{metrics}");
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    let in_files = gauge("rtmp_hls_segment_bytes{storage=\"memory_file\"}");
+    let writing = gauge("rtmp_hls_segment_bytes_being_written");
+    assert!(in_files >= Some(segment.body.len() + writing.unwrap_or(0)), "{metrics}");
+    assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}"), Some(0), "{metrics}");
     assert_eq!(http::get(server.http, "/hls/demo/nope.ts").status, 404);
     assert_eq!(http::get(server.http, "/hls/nobody/index.m3u8").status, 404);
 

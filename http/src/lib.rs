@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use stream_store::{SegmentBody, StreamStore};
 
-use crate::sendfile::{SendfileBody, SendfileQueue};
+use crate::sendfile::{CopyBody, SendfileBody, SendfileQueue};
 
 pub mod api;
 pub mod fetch_through;
@@ -176,11 +176,8 @@ async fn hls(
     };
     match request.extensions().get::<SendfileQueue>() {
         Some(queue) => (headers, Body::new(SendfileBody::new(queue.clone(), file))).into_response(),
-        // Not on a connection of `serve_router`: a copy.
-        None => match stream_store::SegmentFile::read(&*file) {
-            Some(bytes) => (headers, bytes).into_response(),
-            None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
+        // Not on a connection that can send from a file (TLS, HTTP/2): a copy, as it goes.
+        None => (headers, Body::new(CopyBody::new(file))).into_response(),
     }
 }
 

@@ -118,6 +118,63 @@ impl Body for SendfileBody {
     }
 }
 
+/// Bytes read from a memory file per frame of a [`CopyBody`]: the size of one `sendfile`
+/// step, in buffers the allocator hands out again, not one the size of the segment.
+const COPY_CHUNK: usize = 64 << 10;
+
+/// A response body read from `segment`'s memory file as the connection takes it, for
+/// connections that cannot send from a file (TLS, HTTP/2): one copy, as a heap segment's
+/// response costs once TLS encrypts it, in [`COPY_CHUNK`] frames.
+#[derive(Debug)]
+pub struct CopyBody {
+    segment: Arc<MemfdSegment>,
+    /// Bytes yielded.
+    sent: usize,
+    len: usize,
+}
+
+impl CopyBody {
+    /// The body for `segment`.
+    pub fn new(segment: Arc<MemfdSegment>) -> Self {
+        let len = stream_store::SegmentFile::len(&*segment);
+        Self { segment, sent: 0, len }
+    }
+}
+
+impl Body for CopyBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let n = (this.len - this.sent).min(COPY_CHUNK);
+        if n == 0 {
+            return Poll::Ready(None);
+        }
+        let mut chunk = vec![0; n];
+        // A memory file: the read copies from RAM and never blocks.
+        let at = this.segment.offset() + this.sent as u64;
+        if let Err(e) =
+            std::os::unix::fs::FileExt::read_exact_at(this.segment.file(), &mut chunk, at)
+        {
+            return Poll::Ready(Some(Err(e)));
+        }
+        this.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.len
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.len - self.sent) as u64)
+    }
+}
+
 /// A TCP connection whose placeholder chunks are sent from the files queued on its
 /// [`SendfileQueue`].
 #[derive(Debug)]
@@ -398,6 +455,24 @@ mod tests {
 
     async fn first_frame(body: &mut SendfileBody) -> Result<Frame<Bytes>, io::Error> {
         std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_copy_body_reads_the_file_in_chunks() {
+        use http_body_util::BodyExt as _;
+        let data = pattern(3 * COPY_CHUNK + 1000, 7);
+        let mut body = CopyBody::new(memfd_segment(&data));
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(
+            frames.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [COPY_CHUNK, COPY_CHUNK, COPY_CHUNK, 1000]
+        );
+        assert!(frames.concat() == data, "the segment's bytes");
     }
 
     #[tokio::test]

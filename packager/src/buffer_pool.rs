@@ -1,7 +1,8 @@
 //! Recycled segment buffers.
 //!
-//! Every stream opens a segment buffer (~0.7 MB at 2.6 Mbit/s) every target duration and
-//! frees one when a segment leaves the store. Left to the allocator, the freed memory goes
+//! A stream whose segments are kept in the heap (fMP4 fragments, MPEG-TS segments without a
+//! [`crate::SegmentSink`]) opens segment buffers (~0.7 MB a segment at 2.6 Mbit/s) every
+//! target duration and frees them when a segment leaves the store. Left to the allocator, the freed memory goes
 //! back to the kernel and the next buffer faults fresh zeroed pages in: page faults were
 //! ~15 % of the server's CPU under load. A segment's bytes here are owned by a [`Recycled`]
 //! buffer that returns to its pool when the last reference (the store's, or an HTTP

@@ -9,7 +9,8 @@
 //!
 //! [`Remuxer`] runs one publish: push FLV tags, pull finished [`Segment`]s. [`MediaPlaylist`]
 //! renders a stream's sliding-window playlist. Segment buffers come from a [`BufferPool`]
-//! the caller passes in (a server shares one between all streams).
+//! the caller passes in (a server shares one between all streams), or MPEG-TS segments go to
+//! a [`SegmentSink`] as they are written.
 //!
 //! Specifications: FLV v10.1 annex E (tag bodies), Enhanced RTMP v1 (extended video tag
 //! header), ISO/IEC 14496-15 §5.3.3 and §8.3.3 (AVC and HEVC decoder configuration),

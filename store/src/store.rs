@@ -144,6 +144,8 @@ pub struct SegmentBytes {
     pub heap: usize,
     /// In segment files (outside the process's RSS, in RAM all the same).
     pub files: usize,
+    /// Of `files`, the bytes of segments still being written.
+    pub writing: usize,
 }
 
 /// Why a publish could not claim its stream.
@@ -782,7 +784,9 @@ impl<F: SegmentFiles> StreamStore<F> {
         let mut bytes = SegmentBytes::default();
         for slot in &self.streams {
             let writer = slot.value().writer.lock().unwrap_or_else(PoisonError::into_inner);
-            bytes.files += writer.as_ref().map_or(0, SegmentFileWriter::open_len);
+            let writing = writer.as_ref().map_or(0, SegmentFileWriter::open_len);
+            bytes.files += writing;
+            bytes.writing += writing;
             drop(writer);
             let state = slot.value().read();
             for held in &state.segments {
@@ -1560,7 +1564,7 @@ mod tests {
         }
         assert_eq!(
             store.segment_bytes(),
-            SegmentBytes { heap: 20 + 10 + 5, files: 0 },
+            SegmentBytes { heap: 20 + 10 + 5, files: 0, writing: 0 },
             "a closed segment's parts are views, not copies"
         );
     }
@@ -1704,7 +1708,7 @@ mod tests {
         for sequence in 0..3 {
             assert!(matches!(fetch(sequence), SegmentBody::Memory(_)), "{sequence}");
         }
-        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 3 * 188, files: 0 });
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 3 * 188, files: 0, writing: 0 });
         // Twice: moved, but for the write that failed; and the file body stays.
         for _ in 0..2 {
             for (sequence, byte) in [(0, 0u8), (1, 1), (2, 2)] {
@@ -1714,7 +1718,7 @@ mod tests {
                 assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![byte; 188]));
             }
         }
-        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 188, files: 2 * 188 });
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 188, files: 2 * 188, writing: 0 });
     }
 
     /// Streams a segment of 188 `byte`s through `sink`, as the packager would.
@@ -1755,9 +1759,10 @@ mod tests {
         // Bytes being written count as file bytes; ending the publish releases them.
         sink.begin();
         sink.append(&[5; 376]);
-        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188 + 376 });
+        let bytes = SegmentBytes { heap: 0, files: 2 * 188 + 376, writing: 376 };
+        assert_eq!(store.segment_bytes(), bytes);
         drop(publication);
-        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188 });
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188, writing: 0 });
     }
 
     #[test]
