@@ -51,9 +51,10 @@ const TS_PACKET: usize = 188;
 /// Initial buffer of a stream's first segment.
 const MIN_SEGMENT_CAPACITY: usize = 256 << 10;
 /// Bytes of the open segment a segmenter with a [`SegmentSink`] holds before handing them
-/// over: 348 TS packets, just under 64 KiB. Its heap then holds this much of a segment, not
-/// the whole (~0.7 MB at 2.6 Mbit/s), and the sink is called a dozen times a segment.
-pub const STAGING_BYTES: usize = 348 * TS_PACKET;
+/// over: 174 TS packets, just under 32 KiB. Its heap then holds this much of a segment, not
+/// the whole (~0.7 MB at 2.6 Mbit/s), and the sink is called about ten times a second at
+/// that bit rate.
+pub const STAGING_BYTES: usize = 174 * TS_PACKET;
 
 /// Where a segmenter puts segments as it writes them, instead of in buffers of its own (the
 /// server's store: a memory file per stream, so a segment is in memory once, in pages the
