@@ -610,24 +610,31 @@ mod tests {
 
     /// Keeps segments in vectors, as a file would.
     #[derive(Debug, Clone, Default)]
-    struct VecSink(Arc<std::sync::Mutex<(Vec<Vec<u8>>, Option<Vec<u8>>)>>);
+    struct VecSink(Arc<std::sync::Mutex<Kept>>);
+
+    /// The segments a [`VecSink`] ended, and the one begun.
+    #[derive(Debug, Default)]
+    struct Kept {
+        ended: Vec<Vec<u8>>,
+        open: Option<Vec<u8>>,
+    }
 
     impl SegmentSink for VecSink {
         fn begin(&mut self) {
-            self.0.lock().unwrap().1 = Some(Vec::new());
+            self.0.lock().unwrap().open = Some(Vec::new());
         }
         fn append(&mut self, bytes: &[u8]) {
-            assert!(bytes.len() <= STAGING_BYTES && bytes.len() % TS_PACKET == 0);
-            self.0.lock().unwrap().1.as_mut().unwrap().extend_from_slice(bytes);
+            assert!(bytes.len() <= STAGING_BYTES && bytes.len().is_multiple_of(TS_PACKET));
+            self.0.lock().unwrap().open.as_mut().unwrap().extend_from_slice(bytes);
         }
         fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
-            let mut sink = self.0.lock().unwrap();
-            sink.1.as_mut().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
+            let mut kept = self.0.lock().unwrap();
+            kept.open.as_mut().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
         fn end(&mut self) {
-            let mut sink = self.0.lock().unwrap();
-            let ended = sink.1.take().unwrap();
-            sink.0.push(ended);
+            let mut kept = self.0.lock().unwrap();
+            let ended = kept.open.take().unwrap();
+            kept.ended.push(ended);
         }
     }
 
@@ -668,7 +675,7 @@ mod tests {
         let in_heap = run(None);
         let sink = VecSink::default();
         let sunk = run(Some(sink.clone()));
-        let files = std::mem::take(&mut sink.0.lock().unwrap().0);
+        let files = std::mem::take(&mut sink.0.lock().unwrap().ended);
         assert_eq!(in_heap.len(), 4);
         assert_eq!(files.len(), in_heap.len());
         for ((heap, sunk), file) in in_heap.iter().zip(&sunk).zip(&files) {

@@ -604,7 +604,7 @@ mod tests {
         let (mut out, mut spilled) = (Vec::new(), Vec::new());
         let limit = 10 * TS_PACKET_LEN + 100;
         let mut spill = |buffer: &mut Vec<u8>| {
-            assert!(buffer.len() <= limit && buffer.len() % TS_PACKET_LEN == 0);
+            assert!(buffer.len() <= limit && buffer.len().is_multiple_of(TS_PACKET_LEN));
             spilled.extend_from_slice(buffer);
             buffer.clear();
         };
