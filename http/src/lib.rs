@@ -264,6 +264,7 @@ mod tests {
             Segment {
                 data: Bytes::from_static(&[0x47; 188]),
                 sink_len: 0,
+                sink_id: 0,
                 duration: Duration::from_secs(2),
                 discontinuity: false,
                 independent: true,

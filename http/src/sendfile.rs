@@ -376,6 +376,7 @@ mod tests {
             let segment = Segment {
                 data: data.clone(),
                 sink_len: 0,
+                sink_id: 0,
                 duration: Duration::from_secs(2),
                 discontinuity: false,
                 independent: true,

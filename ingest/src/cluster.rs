@@ -1001,6 +1001,7 @@ mod tests {
         packager::Segment {
             data: bytes::Bytes::from_static(&[0x47; 188]),
             sink_len: 0,
+            sink_id: 0,
             duration: Duration::from_secs(2),
             discontinuity: false,
             independent: true,

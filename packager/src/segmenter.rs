@@ -68,8 +68,9 @@ pub trait SegmentSink: Send + fmt::Debug {
     fn append(&mut self, bytes: &[u8]);
     /// Replaces bytes already appended to the segment begun last, from `offset`.
     fn overwrite(&mut self, offset: usize, bytes: &[u8]);
-    /// The segment begun last is complete (the next [`Segment`] the segmenter returns).
-    fn end(&mut self);
+    /// The segment begun last is complete: its id, which the [`Segment`] the segmenter
+    /// returns for it carries ([`Segment::sink_id`]), so whoever keeps both pairs them.
+    fn end(&mut self) -> u64;
 }
 
 /// One access unit, ready to be packetised.
@@ -96,6 +97,8 @@ pub struct Segment {
     pub data: Bytes,
     /// Bytes handed to the segmenter's [`SegmentSink`]: the whole segment, or 0 without one.
     pub sink_len: usize,
+    /// The id the sink gave the segment at its end (0 without one).
+    pub sink_id: u64,
     /// Media duration.
     pub duration: Duration,
     /// The timeline or the codec parameters changed before this segment
@@ -382,20 +385,19 @@ impl Segmenter {
         let fill = self.last_pcr.map_or(0, |last| {
             ((pcr - last - 1) / PCR_INTERVAL_TICKS).clamp(0, MAX_PCR_FILL) as usize
         });
-        match self.sink.as_deref_mut() {
-            None => {
-                let more = fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len);
-                make_room(&self.pool, &mut open.data, more);
-            }
-            // The PCR-only packets go in whole (at most 200), the PES as it fits.
-            Some(sink) if open.data.len() + (fill + 1) * TS_PACKET > STAGING_BYTES => {
-                hand_over(sink, &mut open.data, &mut open.sunk);
-            }
-            Some(_) => {}
+        if self.sink.is_none() {
+            let more = fill * TS_PACKET + ts_mux::pes_bytes_bound(data_len);
+            make_room(&self.pool, &mut open.data, more);
         }
         if let Some(mut last) = self.last_pcr {
             for _ in 0..fill {
                 last += PCR_INTERVAL_TICKS;
+                // With a sink, the buffer never grows: what it holds goes when it is full.
+                if let Some(sink) = self.sink.as_deref_mut()
+                    && open.data.len() + TS_PACKET > STAGING_BYTES
+                {
+                    hand_over(sink, &mut open.data, &mut open.sunk);
+                }
                 self.mux.write_pcr(pcr_track, last, &mut open.data)?;
             }
             self.last_pcr = Some(last);
@@ -464,20 +466,21 @@ impl Segmenter {
     /// A finished segment: its buffer shared as the segment's bytes, or, with a sink, its
     /// last bytes handed over and the buffer kept for the next.
     fn close(&mut self, mut open: Open) -> Segment {
-        let data = match self.sink.as_deref_mut() {
+        let (data, sink_id) = match self.sink.as_deref_mut() {
             Some(sink) => {
                 hand_over(sink, &mut open.data, &mut open.sunk);
-                sink.end();
+                let id = sink.end();
                 self.staging = std::mem::take(&mut open.data);
-                Bytes::new()
+                (Bytes::new(), id)
             }
-            None => self.pool.share(std::mem::take(&mut open.data)),
+            None => (self.pool.share(std::mem::take(&mut open.data)), 0),
         };
         Segment {
             start: open.start,
             duration: ticks_to_duration(open.end - open.start),
             data,
             sink_len: open.sunk,
+            sink_id,
             discontinuity: open.discontinuity,
             independent: open.independent,
         }
@@ -631,10 +634,11 @@ mod tests {
             let mut kept = self.0.lock().unwrap();
             kept.open.as_mut().unwrap()[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
-        fn end(&mut self) {
+        fn end(&mut self) -> u64 {
             let mut kept = self.0.lock().unwrap();
             let ended = kept.open.take().unwrap();
             kept.ended.push(ended);
+            kept.ended.len() as u64 + 100
         }
     }
 
@@ -650,8 +654,14 @@ mod tests {
             s.set_tracks(true, None);
             let mut segments = Vec::new();
             for n in 0..200 {
-                // A gap at frame 100 makes PCR-only packets fill it.
-                let dts = n * 3000 + if n >= 100 { 45_000 } else { 0 };
+                // Gaps at frames 100 and 150 make PCR-only packets fill them: 10, then 180
+                // (more than the staging buffer holds).
+                let gap = match n {
+                    0..100 => 0,
+                    100..150 => 45_000,
+                    _ => 45_000 + 810_000,
+                };
+                let dts = n * 3000 + gap;
                 let data: &[&[u8]] = if n % 60 == 0 { &[&keyframe] } else { &[&frame, &frame] };
                 let unit = AccessUnit { data, ..video(dts, n % 60 == 0) };
                 if let Pushed::Written(Some(segment)) = s.push(unit).unwrap() {
@@ -678,8 +688,9 @@ mod tests {
         let files = std::mem::take(&mut sink.0.lock().unwrap().ended);
         assert_eq!(in_heap.len(), 4);
         assert_eq!(files.len(), in_heap.len());
-        for ((heap, sunk), file) in in_heap.iter().zip(&sunk).zip(&files) {
+        for (((heap, sunk), file), id) in in_heap.iter().zip(&sunk).zip(&files).zip(101..) {
             assert!(sunk.data.is_empty() && sunk.sink_len == file.len());
+            assert_eq!((sunk.sink_id, heap.sink_id), (id, 0), "the sink's ids");
             assert_eq!(&heap.data[..], &file[..], "the same bytes");
             assert_eq!(heap.sink_len, 0);
             assert_eq!((heap.duration, heap.start), (sunk.duration, sunk.start));

@@ -198,8 +198,9 @@ impl SegmentFileWriter for MemfdWriter {
 
     fn begin(&mut self) {
         self.abandon();
-        // Room for the largest segment the packager makes before the offset limit.
-        let room = (packager::segmenter::MAX_SEGMENT_BYTES as u64).saturating_add(self.page);
+        // Room for the largest segment the packager makes before the offset limit (it cuts
+        // after that many bytes, so one access unit more: twice is plenty).
+        let room = 2 * packager::segmenter::MAX_SEGMENT_BYTES as u64;
         let mut failed = false;
         if self.end.saturating_add(room) > MAX_FILE_OFFSET {
             match memfd(&self.warned) {
@@ -219,18 +220,25 @@ impl SegmentFileWriter for MemfdWriter {
             return;
         }
         let at = self.end + growing.len;
+        // Counted before the write: a write that fails part-way has written some of it, and
+        // the segment's span, punched at its end, must cover that.
+        growing.len += bytes.len() as u64;
         if let Err(e) = self.file.write_all_at(bytes, at) {
             warn!(error = %e, at, "cannot write a segment to its memory file: it is skipped");
             growing.failed = true;
-            return;
         }
-        growing.len += bytes.len() as u64;
     }
 
     fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
         let Some(growing) = self.growing.as_mut() else { return };
         let (offset, len) = (offset as u64, bytes.len() as u64);
-        if growing.failed || offset.saturating_add(len) > growing.len {
+        if growing.failed {
+            return;
+        }
+        if offset.saturating_add(len) > growing.len {
+            // Bytes that were never appended: the segment would be wrong.
+            warn!(offset, len, "a segment rewrite past its end: it is skipped");
+            growing.failed = true;
             return;
         }
         if let Err(e) = self.file.write_all_at(bytes, self.end + offset) {
@@ -376,7 +384,6 @@ mod tests {
         assert!(writer.write(&[Bytes::from_static(b"promoted")]).is_none(), "one at a time");
         writer.append(&[2; 3000]);
         writer.overwrite(0, &[9; 10]);
-        writer.overwrite(7990, &[9; 20]); // past what was appended: ignored
         assert_eq!(writer.open_len(), 8000);
         let segment = writer.end().unwrap();
         assert_eq!(writer.open_len(), 0);
@@ -402,5 +409,22 @@ mod tests {
         writer.begin();
         assert!(writer.end().is_none(), "an empty segment is not kept");
         assert!(writer.end().is_none(), "none begun");
+        writer.begin();
+        writer.append(&[5; 100]);
+        writer.overwrite(90, &[9; 20]);
+        assert!(writer.end().is_none(), "a rewrite past the end spoils the segment");
+    }
+
+    #[test]
+    fn a_segment_begun_near_the_offset_limit_starts_a_fresh_file() {
+        let mut writer = MemfdSegments::ignoring_huge_pages().open().unwrap();
+        writer.end = MAX_FILE_OFFSET - 4096;
+        let first = Arc::clone(&writer.file);
+        writer.begin();
+        writer.append(&[6; 10]);
+        let segment = writer.end().unwrap();
+        assert!(!Arc::ptr_eq(&first, &segment.file), "a new file");
+        assert_eq!(segment.offset(), 0);
+        assert_eq!(segment.read().unwrap(), Bytes::from(vec![6; 10]));
     }
 }

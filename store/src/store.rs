@@ -45,7 +45,7 @@ pub const PROMOTE_AT_FETCH: u32 = 2;
 pub const MAX_VIEWERS_TRACKED: usize = 100_000;
 /// Segments a [`FileSink`] ended that their [`Publication::push`] has not taken yet: the
 /// publisher pushes each as the packager returns it, so one waits at a time; beyond this the
-/// oldest goes (its push then finds its length differs and skips it).
+/// oldest goes (its push then finds no file of its id and skips the segment).
 const MAX_ENDED_WAITING: usize = 4;
 /// A viewer counts while it fetched the playlist within this many target durations.
 const VIEWER_WINDOW_TARGETS: u32 = 3;
@@ -192,9 +192,8 @@ struct Slot<F: SegmentFiles> {
     state: RwLock<SlotState<F::File>>,
     /// This stream's segment file writer, opened at the first segment moved or streamed.
     writer: Mutex<Option<F::Writer>>,
-    /// Segments streamed into the file and ended, waiting for their [`Publication::push`]
-    /// (`None`: one whose bytes the file could not keep).
-    ended: Mutex<VecDeque<Option<Arc<F::File>>>>,
+    /// Segments streamed into the file and ended, waiting for their [`Publication::push`].
+    ended: Mutex<VecDeque<Ended<F::File>>>,
     /// Counts playlist changes, for blocked playlist requests.
     changes: watch::Sender<u64>,
     /// Counts fragments and ends of the part being written, for requests streaming it.
@@ -202,6 +201,10 @@ struct Slot<F: SegmentFiles> {
     /// Only viewers with a credential may watch it (HTTP checks; the store only keeps it).
     private: AtomicBool,
 }
+
+/// A segment a [`FileSink`] ended: the id it gave it, and its file (`None`: one whose bytes
+/// the file could not keep).
+type Ended<File> = (u64, Option<Arc<File>>);
 
 /// A segment in the store.
 #[derive(Debug)]
@@ -373,7 +376,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         writer.as_mut()?.abandon();
         drop(writer);
         slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        Some(FileSink { slot: Arc::clone(slot) })
+        Some(FileSink { slot: Arc::clone(slot), next_id: 0 })
     }
 
     fn with_files(config: StoreConfig, files: Option<F>) -> Self {
@@ -948,8 +951,19 @@ impl<F: SegmentFiles> Publication<F> {
     pub fn push(&self, segment: Segment, now: SystemTime) -> Option<u64> {
         let len = segment.len();
         let body = if segment.sink_len > 0 {
-            let ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
-            match ended.flatten() {
+            let file = {
+                let mut ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner);
+                // Older ones belong to segments the packager never returned (an error after
+                // their end): nobody will take them.
+                while ended.front().is_some_and(|(id, _)| *id < segment.sink_id) {
+                    ended.pop_front();
+                }
+                match ended.front() {
+                    Some((id, _)) if *id == segment.sink_id => ended.pop_front().and_then(|e| e.1),
+                    _ => None,
+                }
+            };
+            match file {
                 Some(file) if file.len() == segment.len() => SegmentBody::File(file),
                 _ => {
                     warn!(stream = %self.name, bytes = segment.len(), "a segment could not be kept in its memory file: skipped, the next follows a discontinuity");
@@ -1096,6 +1110,14 @@ fn part_entries(generation: u64, sequence: u64, parts: &[HeldPart]) -> Vec<Part>
 
 impl<F: SegmentFiles> Drop for Publication<F> {
     fn drop(&mut self) {
+        // The segment being streamed into the file, and ended ones nobody pushed, go first:
+        // once `live` is false another publish may claim the slot.
+        if let Some(writer) =
+            self.slot.writer.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+        {
+            writer.abandon();
+        }
+        self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
         let mut state = self.slot.write();
         state.live = false;
         state.resumed = false;
@@ -1108,12 +1130,6 @@ impl<F: SegmentFiles> Drop for Publication<F> {
         state.render();
         drop(state);
         self.slot.changed();
-        if let Some(writer) =
-            self.slot.writer.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
-        {
-            writer.abandon();
-        }
-        self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -1125,6 +1141,8 @@ impl<F: SegmentFiles> Drop for Publication<F> {
 #[derive(Debug)]
 pub struct FileSink<F: SegmentFiles = MemfdSegments> {
     slot: Arc<Slot<F>>,
+    /// The id the next segment ended gets.
+    next_id: u64,
 }
 
 impl<F: SegmentFiles> FileSink<F> {
@@ -1146,13 +1164,16 @@ impl<F: SegmentFiles> SegmentSink for FileSink<F> {
         self.with_writer(|writer| writer.overwrite(offset, bytes));
     }
 
-    fn end(&mut self) {
+    fn end(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
         let file = self.with_writer(SegmentFileWriter::end).flatten();
         let mut ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner);
-        ended.push_back(file);
+        ended.push_back((id, file));
         while ended.len() > MAX_ENDED_WAITING {
             ended.pop_front();
         }
+        id
     }
 }
 
@@ -1164,6 +1185,7 @@ mod tests {
         Segment {
             data: Bytes::from(vec![byte; 188]),
             sink_len: 0,
+            sink_id: 0,
             duration: Duration::from_millis(ms),
             discontinuity: false,
             independent: true,
@@ -1727,8 +1749,8 @@ mod tests {
         sink.append(&[0; 100]);
         sink.append(&[byte; 88]);
         sink.overwrite(0, &[byte; 100]);
-        sink.end();
-        Segment { data: Bytes::new(), sink_len: 188, ..segment(2000, byte) }
+        let sink_id = sink.end();
+        Segment { data: Bytes::new(), sink_len: 188, sink_id, ..segment(2000, byte) }
     }
 
     #[test]
@@ -1756,13 +1778,19 @@ mod tests {
         let mut short = streamed(&mut sink, 5);
         short.sink_len = 100;
         assert_eq!(publication.push(short, wall(8000)), None);
+        // A segment ended but never returned by the packager (an error after its end) does
+        // not shift the next one onto its file.
+        let _lost = streamed(&mut sink, 6);
+        let next = streamed(&mut sink, 7);
+        assert_eq!(publication.push(next, wall(10_000)), Some(2));
+        assert_eq!(store.segment("cam", "1-2.ts").unwrap().to_bytes().unwrap(), vec![7; 188]);
         // Bytes being written count as file bytes; ending the publish releases them.
         sink.begin();
         sink.append(&[5; 376]);
-        let bytes = SegmentBytes { heap: 0, files: 2 * 188 + 376, writing: 376 };
+        let bytes = SegmentBytes { heap: 0, files: 3 * 188 + 376, writing: 376 };
         assert_eq!(store.segment_bytes(), bytes);
         drop(publication);
-        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 2 * 188, writing: 0 });
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 0, files: 3 * 188, writing: 0 });
     }
 
     #[test]
