@@ -29,7 +29,6 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "bench-cluster")
-RESULTS = os.path.join(ROOT, "benches", "results")
 PORTS = (19381, 18101)
 MONGO_PORT = 27217
 MODES = ["standalone", "cluster"]
@@ -208,12 +207,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-cluster")
-        path, n = base + ".md", 2
-        while os.path.exists(path):
-            path, n = f"{base}-{n}.md", n + 1
-        with open(path, "w") as f:
-            f.write(text)
+        path = V.vs_nginx().write_result(text, started, "cluster")
         log(f"written to {os.path.relpath(path, ROOT)}")
 
 

@@ -26,7 +26,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "bench-encoder-traffic")
-RESULTS = os.path.join(ROOT, "benches", "results")
 PORTS = (19401, 18121)
 MODES = ["ffmpeg processes", "generator: ffmpeg", "generator: librtmp", "generator: batched"]
 WARMUP_S = 8
@@ -180,12 +179,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-encoder-traffic")
-        path, n = base + ".md", 2
-        while os.path.exists(path):
-            path, n = f"{base}-{n}.md", n + 1
-        with open(path, "w") as f:
-            f.write(text)
+        path = V.vs_nginx().write_result(text, started, "encoder-traffic")
         log(f"written to {os.path.relpath(path, ROOT)}")
 
 

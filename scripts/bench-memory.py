@@ -166,13 +166,7 @@ def main():
     report = "\n".join(lines) + "\n"
     print(report)
     if not args.no_write:
-        path = os.path.join(vs.RESULTS, f"{now:%Y-%m-%d}-memory.md")
-        suffix = 2
-        while os.path.exists(path):
-            path = os.path.join(vs.RESULTS, f"{now:%Y-%m-%d}-memory-{suffix}.md")
-            suffix += 1
-        with open(path, "w") as f:
-            f.write(report)
+        path = vs.write_result(report, now, "memory")
         print(f"written to {os.path.relpath(path, ROOT)}")
 
 

@@ -29,7 +29,6 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "bench-variants")
-RESULTS = os.path.join(ROOT, "benches", "results")
 FLV = os.path.join(ROOT, "target", "test-media", "bench-720p-60s.flv")
 PORTS = (19371, 18091)
 # (variant, viewer mode of the generator)
@@ -239,12 +238,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-variants")
-        path, n = base + ".md", 2
-        while os.path.exists(path):
-            path, n = f"{base}-{n}.md", n + 1
-        with open(path, "w") as f:
-            f.write(text)
+        path = vs_nginx().write_result(text, started, "variants")
         log(f"written to {os.path.relpath(path, ROOT)}")
 
 

@@ -711,17 +711,23 @@ def markdown(reports, rounds, wrk_results, info, args, started):
     return "\n".join(lines) + "\n", summary
 
 
-def write_report(report, started):
-    """Writes the report to a new file, benches/results/<date>-vs-nginx.md, or -2, -3, ...
-    after it when that date has one already; returns its path."""
-    base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-vs-nginx")
+def write_result(text, started, name):
+    """Writes a script's report to a new file, benches/results/<date>-<name>.md, or -2, -3, ...
+    after it when that date has one already; returns its path. The other bench scripts
+    write theirs with it too."""
+    base = os.path.join(RESULTS, f"{started:%Y-%m-%d}-{name}")
     path, n = base + ".md", 1
     while os.path.exists(path):
         n += 1
         path = f"{base}-{n}.md"
     with open(path, "x") as f:
-        f.write(report)
+        f.write(text)
     return path
+
+
+def write_report(report, started):
+    """Writes the report to benches/results/<date>-vs-nginx.md (see `write_result`)."""
+    return write_result(report, started, "vs-nginx")
 
 
 def current_figures(reports, summary, wrk_results):

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use auth::Recheck;
 use auth::key_store::{Grant, Revocation};
 use bytes::Bytes;
-use packager::{BufferPool, Remuxer, RemuxerConfig};
+use packager::{BufferPool, Container, Remuxer, RemuxerConfig};
 use rtmp::amf0::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -196,9 +196,12 @@ impl Publish {
                 on_error,
             )
         });
-        // MPEG-TS segments go to the stream's memory file as they are written.
+        // MPEG-TS segments go to the stream's memory file as they are written (fMP4 ones move
+        // there when popular, so their stream's file opens then).
         let mut packager = Remuxer::with_pool(remuxer, segment_buffers);
-        if let Some(sink) = ingest.store.segment_sink(live.publication()) {
+        if remuxer.container == Container::Ts
+            && let Some(sink) = ingest.store.segment_sink(live.publication())
+        {
             packager.set_segment_sink(Box::new(sink));
         }
         Self {

@@ -436,15 +436,16 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, start: i64, independent: bool) -> Result<(), MuxError> {
-        // Sized like the previous segment plus a sixteenth, so the buffer rarely has to grow
-        // while the segment is written; a pooled buffer down to an eighth smaller will do
-        // (growing one now and then costs less than faulting fresh pages in for every one).
         let mut data = if let Some(sink) = self.sink.as_mut() {
             sink.begin();
             let mut staging = std::mem::take(&mut self.staging);
             staging.reserve_exact(STAGING_BYTES);
             staging
         } else {
+            // Sized like the previous segment plus a sixteenth, so the buffer rarely has to
+            // grow while the segment is written; a pooled buffer down to an eighth smaller
+            // will do (growing one now and then costs less than faulting fresh pages in for
+            // every one).
             let size =
                 (self.last_len + self.last_len / 16).clamp(MIN_SEGMENT_CAPACITY, MAX_SEGMENT_BYTES);
             self.pool.take(size - size / 8, size)
