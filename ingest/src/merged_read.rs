@@ -24,6 +24,8 @@
 
 use std::time::{Duration, Instant};
 
+use packager::TimeToCut;
+
 /// Default pause: 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket, well inside
 /// the kernel's receive buffer, and cuts reads from ~80 to ~20 a second; SRS's `mr_latency`
 /// default is 350 ms.
@@ -32,13 +34,25 @@ pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(50);
 /// earliest keyframe that could close the segment, which absorbs an encoder sending ahead of
 /// its timestamps (interleaving, send bursts) by up to this much.
 pub const CUT_GUARD: Duration = Duration::from_millis(150);
+/// The guard before a low-latency part's end. Parts end every few hundred milliseconds, so
+/// the segment's guard would leave reads immediate for most of each part (with 250 ms parts,
+/// over half the time: a read for every message, the largest CPU cost of a low-latency
+/// stream). The packager's promise already counts the part's last frame interval, and an
+/// encoder that sends further ahead than this delays the part's end by at most what it sent
+/// ahead, beyond this guard, within one pause.
+pub const PART_CUT_GUARD: Duration = Duration::from_millis(50);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 
 /// The longest wait before the next read, given the media time left before the open segment
-/// can be cut (`None`: unknown, read at once) and the longest wait wanted (zero disables).
-pub fn pause(time_to_cut: Option<Duration>, max_pause: Duration) -> Option<Duration> {
-    let pause = time_to_cut?.checked_sub(CUT_GUARD)?.min(max_pause);
+/// or part can be cut (`None`: unknown, read at once) and the longest wait wanted (zero
+/// disables).
+pub fn pause(time_to_cut: Option<TimeToCut>, max_pause: Duration) -> Option<Duration> {
+    let cut = time_to_cut?;
+    let mut pause = cut.segment.checked_sub(CUT_GUARD)?.min(max_pause);
+    if let Some(part) = cut.part {
+        pause = pause.min(part.checked_sub(PART_CUT_GUARD)?);
+    }
     (pause >= MIN_READ_PAUSE).then_some(pause)
 }
 
@@ -125,7 +139,7 @@ impl ReadPacer {
         n: usize,
         buffer: usize,
         now: Instant,
-        time_to_cut: Option<Duration>,
+        time_to_cut: Option<TimeToCut>,
     ) -> (NextRead, Option<usize>) {
         self.measure(n, now);
         let plan = self.plan(n, buffer, time_to_cut);
@@ -171,7 +185,7 @@ impl ReadPacer {
         }
     }
 
-    fn plan(&self, n: usize, buffer: usize, time_to_cut: Option<Duration>) -> NextRead {
+    fn plan(&self, n: usize, buffer: usize, time_to_cut: Option<TimeToCut>) -> NextRead {
         // A read of half the buffer or more means a backlog (or a fast stream whose socket
         // buffer could fill while gathering): keep reading at once.
         if n >= buffer / 2 {
@@ -196,27 +210,48 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A segment cut `left` away, without parts.
+    const fn segment(left: Duration) -> Option<TimeToCut> {
+        Some(TimeToCut { segment: left, part: None })
+    }
+
+    /// A part cut `part` away, the segment's far.
+    const fn part(part: Duration) -> Option<TimeToCut> {
+        Some(TimeToCut { segment: Duration::from_millis(1900), part: Some(part) })
+    }
+
+    #[test]
+    fn parts_keep_their_own_shorter_guard() {
+        // 250 ms parts: gathering goes on until the part's guard, not the segment's.
+        assert_eq!(pause(part(250 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
+        assert_eq!(pause(part(PART_CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
+        assert_eq!(pause(part(PART_CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
+        // The segment's guard still holds when its cut is nearer.
+        let both = Some(TimeToCut { segment: CUT_GUARD + 10 * MS, part: Some(250 * MS) });
+        assert_eq!(pause(both, DEFAULT_MAX_READ_PAUSE), Some(10 * MS));
+    }
+
     #[test]
     fn pauses_up_to_the_maximum_while_the_cut_is_far() {
-        assert_eq!(pause(Some(1900 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
+        assert_eq!(pause(segment(1900 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
     }
 
     #[test]
     fn pause_shrinks_to_keep_the_guard_before_the_cut() {
-        assert_eq!(pause(Some(CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
+        assert_eq!(pause(segment(CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
     }
 
     #[test]
     fn reads_at_once_near_the_cut_or_when_it_cannot_be_foreseen() {
-        assert_eq!(pause(Some(CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(Some(CUT_GUARD + MIN_READ_PAUSE - MS), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(Some(Duration::ZERO), DEFAULT_MAX_READ_PAUSE), None);
+        assert_eq!(pause(segment(CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
+        assert_eq!(pause(segment(CUT_GUARD + MIN_READ_PAUSE - MS), DEFAULT_MAX_READ_PAUSE), None);
+        assert_eq!(pause(segment(Duration::ZERO), DEFAULT_MAX_READ_PAUSE), None);
         assert_eq!(pause(None, DEFAULT_MAX_READ_PAUSE), None);
     }
 
     #[test]
     fn zero_maximum_disables_pauses() {
-        assert_eq!(pause(Some(1900 * MS), Duration::ZERO), None);
+        assert_eq!(pause(segment(1900 * MS), Duration::ZERO), None);
     }
 
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
@@ -231,7 +266,7 @@ mod tests {
 
     const BUF: usize = 1 << 20;
     const NO_MEDIA: Duration = Duration::from_secs(15);
-    const FAR: Option<Duration> = Some(Duration::from_millis(1900));
+    const FAR: Option<TimeToCut> = segment(Duration::from_millis(1900));
 
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
@@ -256,7 +291,7 @@ mod tests {
         assert_eq!(pacer.low_water(), 15_000);
         // The same plan again sets nothing; nor does a rate within an eighth of it.
         assert_eq!(pacer.after_read(15_000, BUF, at + 50 * MS, FAR).1, None);
-        let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, Some(250 * MS));
+        let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, segment(250 * MS));
         assert_eq!(
             (next, mark),
             (NextRead::Gather { low_water: 15_000, fallback: 100 * MS }, None)
@@ -302,7 +337,7 @@ mod tests {
     #[test]
     fn near_the_cut_a_backlog_or_no_segment_reads_at_once_and_lowers_the_mark() {
         let t0 = Instant::now();
-        for (n, time_to_cut) in [(1000, Some(CUT_GUARD)), (BUF / 2, FAR), (1000, None)] {
+        for (n, time_to_cut) in [(1000, segment(CUT_GUARD)), (BUF / 2, FAR), (1000, None)] {
             let mut pacer = measured(t0);
             assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
             let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, time_to_cut);

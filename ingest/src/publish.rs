@@ -246,7 +246,7 @@ impl Publish {
 
     /// Media time that may still arrive before a frame could close the open segment (see
     /// [`Remuxer::time_to_cut`]).
-    pub(crate) fn time_to_cut(&self) -> Option<Duration> {
+    pub(crate) fn time_to_cut(&self) -> Option<packager::TimeToCut> {
         self.remuxer.time_to_cut()
     }
 

@@ -31,6 +31,7 @@ use crate::buffer_pool::BufferPool;
 use crate::fmp4::{
     self, NON_SYNC_SAMPLE, Run, SYNC_SAMPLE, Sample, SampleEntry, TrackInit, fragment_header_len,
 };
+use crate::remuxer::TimeToCut;
 use crate::segmenter::{
     AccessUnit, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION, TICKS_PER_SECOND, duration_to_ticks,
     ticks_to_duration,
@@ -176,6 +177,8 @@ pub struct Fragmenter {
     last_fragment: usize,
     /// The last interval between two video frames, 90 kHz (a guess of the next one's).
     video_interval: i64,
+    /// Whether `video_interval` was measured (else it is a 30 fps guess).
+    video_interval_measured: bool,
     /// Fragments output since the last init segment.
     fragments_since_init: usize,
     /// The stream's first decode time, while its output waits (see [`STARTUP_TRACK_WAIT`]).
@@ -207,6 +210,7 @@ impl Fragmenter {
             started: false,
             last_fragment: 0,
             video_interval: TICKS_PER_SECOND / 30,
+            video_interval_measured: false,
             fragments_since_init: 0,
             startup: None,
             latest: 0,
@@ -318,16 +322,31 @@ impl Fragmenter {
         self.startup = None;
     }
 
-    /// Media time still to come before a frame could close the open segment or part
-    /// (zero once one can); `None` when no segment is open.
-    pub fn time_to_target(&self) -> Option<Duration> {
+    /// Media time still to come, after the latest unit pushed, before a frame could close
+    /// the open segment, and the open part when there are parts (each zero once one can);
+    /// `None` when no segment is open or the start waits for a second track (what was made
+    /// then comes out at once when the wait ends). A part ends at the frame that would take it past its
+    /// target, so one frame interval sooner than the target (as long as frames keep their
+    /// interval: a frame coming later than that may end it sooner).
+    pub fn time_to_target(&self) -> Option<TimeToCut> {
         let open = self.open.as_ref()?;
-        let end = self.held.map_or(open.end, |held| held.dts);
-        let mut left = open.start + self.target - end;
-        if let Some(part) = self.part_target {
-            left = left.min(open.part_start + part - end);
+        if self.startup.is_some() && (self.video.is_none() || self.audio.is_none()) {
+            return None;
         }
-        Some(ticks_to_duration(left.max(0)))
+        let left = |ticks: i64| ticks_to_duration(ticks.max(0));
+        let frame = match &self.audio {
+            Some(audio) if self.video.is_none() => {
+                i64::from(audio.samples_per_frame) * TICKS_PER_SECOND
+                    / i64::from(audio.sample_rate).max(1)
+            }
+            // Until two frames came, the next one may end the part.
+            _ if !self.video_interval_measured => self.part_target.unwrap_or(0),
+            _ => self.video_interval,
+        };
+        Some(TimeToCut {
+            segment: left(open.start + self.target - self.latest),
+            part: self.part_target.map(|part| left(open.part_start + part - frame - self.latest)),
+        })
     }
 
     /// Takes one access unit in decode order: its `data` is the sample (length-prefixed NAL
@@ -353,6 +372,7 @@ impl Fragmenter {
             && unit.dts > held.dts
         {
             self.video_interval = unit.dts - held.dts;
+            self.video_interval_measured = true;
         }
         self.release_held(unit.dts);
         let forced = self.open.as_ref().is_some_and(|open| {

@@ -87,6 +87,23 @@ enum Backend {
     Fmp4(Box<Fragmenter>),
 }
 
+/// Media time a publisher can still send before one of its frames could cut (zero once one
+/// can), for ingest to read its socket less often in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeToCut {
+    /// Before the open segment could close (at the first keyframe past the target).
+    pub segment: Duration,
+    /// Before the open part could close (at any frame), when there are parts.
+    pub part: Option<Duration>,
+}
+
+impl TimeToCut {
+    /// Before the nearer of the two.
+    pub fn nearest(&self) -> Duration {
+        self.part.map_or(self.segment, |part| part.min(self.segment))
+    }
+}
+
 /// Counters a caller may report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RemuxerStats {
@@ -291,12 +308,14 @@ impl Remuxer {
     /// publisher's segments are not held up by it.
     ///
     /// [`Segmenter::time_to_target`]: crate::segmenter::Segmenter::time_to_target
-    pub fn time_to_cut(&self) -> Option<Duration> {
+    pub fn time_to_cut(&self) -> Option<TimeToCut> {
         if self.broken || self.pending_video || self.pending_audio {
             return None;
         }
         match &self.backend {
-            Backend::Ts(segmenter) => segmenter.time_to_target(),
+            Backend::Ts(segmenter) => {
+                segmenter.time_to_target().map(|segment| TimeToCut { segment, part: None })
+            }
             Backend::Fmp4(fragmenter) => fragmenter.time_to_target(),
         }
     }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use packager::playlist::Entry;
-use packager::{Error, MediaPlaylist, Remuxer, RemuxerConfig, Segment, TagKind, Unsupported};
+use packager::{
+    Container, Error, FragmentOutput, MediaPlaylist, Remuxer, RemuxerConfig, Segment, TagKind,
+    TimeToCut, Unsupported,
+};
 use testkit::flv::{Tag, read_tags};
 use testkit::ts_check::{self, Report};
 use testkit::{Clip, clip, tools};
@@ -471,13 +474,39 @@ fn segments_follow_long_gops_and_never_cut_short_ones_small() {
 /// time than promised (B-frames, long and short GOPs, audio only).
 #[test]
 fn no_segment_closes_sooner_than_time_to_cut_promised() {
+    let config = RemuxerConfig { target_duration: Duration::from_secs(2), ..Default::default() };
+    check_cut_promises(config, |remuxer| remuxer.pull().is_some(), |cut| Some(cut.segment));
+}
+
+/// The same for low-latency parts: no part ends (alone or with its segment) sooner than
+/// promised.
+#[test]
+fn no_part_ends_sooner_than_time_to_cut_promised() {
+    let config = RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
+    };
+    let part_ended = |remuxer: &mut Remuxer| {
+        let mut ended = false;
+        while let Some(output) = remuxer.pull_fmp4() {
+            ended |= matches!(output, FragmentOutput::PartEnd { .. });
+        }
+        ended
+    };
+    check_cut_promises(config, part_ended, |cut| cut.part.map(|_| cut.nearest()));
+}
+
+/// Remuxes real clips with `config`; after every tag `cut` says whether a cut came, and the
+/// promise `promise` picks from `time_to_cut` must not have been broken by it.
+fn check_cut_promises(
+    config: RemuxerConfig,
+    mut cut: impl FnMut(&mut Remuxer) -> bool,
+    promise: impl Fn(TimeToCut) -> Option<Duration>,
+) {
     for clip_name in
         [Clip::Av720p30, Clip::AudioOnlyAac, Clip::AvLongGop, Clip::AvSmall, Clip::Av5Fps]
     {
-        let mut remuxer = Remuxer::new(RemuxerConfig {
-            target_duration: Duration::from_secs(2),
-            ..RemuxerConfig::default()
-        });
+        let mut remuxer = Remuxer::new(config);
         // The latest media time by which, as promised, no cut could have come yet.
         let mut promised: Option<i64> = None;
         let (mut cuts, mut promises) = (0, 0);
@@ -489,7 +518,7 @@ fn no_segment_closes_sooner_than_time_to_cut_promised() {
             };
             remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
             let now = i64::from(tag.timestamp);
-            if remuxer.pull().is_some() {
+            if cut(&mut remuxer) {
                 cuts += 1;
                 if let Some(limit) = promised {
                     assert!(
@@ -499,7 +528,7 @@ fn no_segment_closes_sooner_than_time_to_cut_promised() {
                 }
                 promised = None;
             }
-            if let Some(wait) = remuxer.time_to_cut() {
+            if let Some(wait) = remuxer.time_to_cut().and_then(&promise) {
                 let limit = now + i64::try_from(wait.as_millis()).unwrap();
                 promised = Some(promised.map_or(limit, |p| p.max(limit)));
                 promises += u32::from(!wait.is_zero());
