@@ -144,6 +144,7 @@ impl Ingest {
         authorizer: Arc<Authorizer>,
         events: Arc<dyn EventSink>,
     ) -> Self {
+        let segment_buffers = Arc::clone(store.buffer_pool());
         Self {
             config,
             store,
@@ -159,7 +160,7 @@ impl Ingest {
             statuses: StatusBoard::default(),
             metrics: IngestMetrics::default(),
             callbacks: Mutex::new(JoinSet::new()),
-            segment_buffers: Arc::default(),
+            segment_buffers,
             broadcasts: crate::play::Broadcasts::default(),
             parked: crate::continuity::ParkedRelays::default(),
             cluster: None,

@@ -61,6 +61,22 @@ impl BufferPool {
         Vec::with_capacity(size_class(size.max(min)))
     }
 
+    /// An empty buffer for `len` bytes that will be kept as long as what is written into it
+    /// lives: a pooled one with at most `slack` bytes of room beyond, or a new one of exactly
+    /// `len`.
+    pub fn take_fitting(&self, len: usize, slack: usize) -> Vec<u8> {
+        let max = len.saturating_add(slack);
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = free.buffers.iter().rposition(|b| (len..=max).contains(&b.capacity()))
+            && let Some(buffer) = free.buffers.remove(i)
+        {
+            free.bytes -= buffer.capacity();
+            return buffer;
+        }
+        drop(free);
+        Vec::with_capacity(len)
+    }
+
     /// Keeps `buffer` for a later [`BufferPool::take`], dropping the oldest beyond the bounds.
     pub fn give(&self, mut buffer: Vec<u8>) {
         if buffer.capacity() == 0 || buffer.capacity() > MAX_POOLED_BYTES {
@@ -156,6 +172,17 @@ mod tests {
         assert!(pool.take(300, 700).capacity() < 1000, "1000 > 700 + a quarter");
         assert_eq!(pool.held().0, 1);
         assert_eq!(pool.take(900, 1100).capacity(), 1000, "smaller than wanted but enough");
+    }
+
+    #[test]
+    fn a_fitting_buffer_has_at_most_the_slack_to_spare() {
+        let pool = pool();
+        pool.give(Vec::with_capacity(1100));
+        pool.give(Vec::with_capacity(1040));
+        assert_eq!(pool.take_fitting(1000, 50).capacity(), 1040);
+        // None fits: a new one of exactly the length.
+        assert_eq!(pool.take_fitting(1000, 50).capacity(), 1000);
+        assert_eq!(pool.held(), (1, 1100));
     }
 
     #[test]

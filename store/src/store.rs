@@ -25,7 +25,7 @@ use packager::playlist::{
     Entry as PlaylistEntry, LowLatency, MediaPlaylist, OpenSegment as OpenEntry, Part,
 };
 use packager::segmenter::ticks_to_duration;
-use packager::{FragmentOutput, Segment, SegmentSink};
+use packager::{BufferPool, FragmentOutput, Segment, SegmentSink};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -182,6 +182,8 @@ pub struct StreamStore<F: SegmentFiles = MemfdSegments> {
     config: StoreConfig,
     /// Where popular segments go; `None`: they stay in the heap.
     files: Option<F>,
+    /// Recycled buffers shared with the packagers: low-latency parts are joined into them.
+    buffers: Arc<BufferPool>,
 }
 
 #[derive(Debug)]
@@ -386,7 +388,15 @@ impl<F: SegmentFiles> StreamStore<F> {
             next_sequences: DashMap::new(),
             config,
             files,
+            buffers: Arc::default(),
         }
+    }
+
+    /// The recycled buffers the store joins low-latency parts into; the packagers of its
+    /// streams make their buffers from the same pool, so a part's fragments and the parts
+    /// that leave serve each other.
+    pub fn buffer_pool(&self) -> &Arc<BufferPool> {
+        &self.buffers
     }
 
     /// Claims `name` for a publisher, if fewer than `max_live` streams are live. A name that
@@ -503,6 +513,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             resumed,
             reconnect_window: self.config.reconnect_window,
             interrupted: AtomicBool::new(false),
+            buffers: Arc::clone(&self.buffers),
         })
     }
 
@@ -919,6 +930,7 @@ pub struct Publication<F: SegmentFiles = MemfdSegments> {
     resumed: bool,
     reconnect_window: Duration,
     interrupted: AtomicBool,
+    buffers: Arc<BufferPool>,
 }
 
 impl<F: SegmentFiles> Publication<F> {
@@ -1031,7 +1043,7 @@ impl<F: SegmentFiles> Publication<F> {
             }
             FragmentOutput::PartEnd { duration, independent } => {
                 if let Some(open) = &mut state.open {
-                    open.end_part(duration, independent);
+                    open.end_part(duration, independent, &self.buffers);
                 }
             }
             FragmentOutput::SegmentEnd { duration, independent, .. } => {
