@@ -207,7 +207,10 @@ impl MediaPlaylist {
     /// Renders the m3u8 text; with `skip` (a client's `_HLS_skip=YES`), as a playlist delta
     /// update: the segments older than CAN-SKIP-UNTIL replaced by one EXT-X-SKIP.
     pub fn render_with(&self, skip: bool) -> String {
-        let mut out = String::with_capacity(256 + self.entries.len() * 64);
+        // About what it takes (each growth copies it): EXTINF and date lines, part lines.
+        let parts = self.entries.iter().map(|e| e.parts.len()).sum::<usize>()
+            + self.open.as_ref().map_or(0, |open| open.parts.len());
+        let mut out = String::with_capacity(256 + self.entries.len() * 112 + parts * 72);
         let fmp4 = self.entries.iter().any(|e| e.map.is_some())
             || self.open.as_ref().is_some_and(|o| o.map.is_some());
         let version = match (self.low_latency.is_some(), fmp4) {
@@ -335,10 +338,29 @@ fn write_part(out: &mut String, part: &Part) {
 }
 
 /// Seconds with up to five decimals (`0.33333`), as the tags' decimal-floating-point.
-fn seconds(d: Duration) -> String {
-    let micros = d.as_micros() / 10;
-    let text = format!("{}.{:05}", micros / 100_000, micros % 100_000);
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+fn seconds(d: Duration) -> Seconds {
+    Seconds(d)
+}
+
+/// [`seconds`] as written: no allocation (a low-latency playlist has a duration per part,
+/// and is written again at every part).
+struct Seconds(Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hundred_thousandths = self.0.as_micros() / 10;
+        let (whole, mut fraction) = (hundred_thousandths / 100_000, hundred_thousandths % 100_000);
+        write!(f, "{whole}")?;
+        if fraction == 0 {
+            return Ok(());
+        }
+        let mut digits = 5;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        write!(f, ".{fraction:0digits$}")
+    }
 }
 
 /// Rounds to the nearest whole second, halves up (RFC 8216 §4.3.3.1 compares EXTINF
@@ -353,6 +375,22 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn seconds_have_up_to_five_decimals_without_trailing_zeros() {
+        let cases = [
+            (Duration::from_nanos(333_333_333), "0.33333"),
+            (ms(250), "0.25"),
+            (ms(1000), "1"),
+            (ms(0), "0"),
+            (ms(20_100), "20.1"),
+            (Duration::from_micros(1_000_010), "1.00001"),
+            (Duration::from_micros(1_000_009), "1"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(seconds(duration).to_string(), text, "{duration:?}");
+        }
     }
 
     fn entry(uri: &str, millis: u64, discontinuity: bool) -> Entry {
