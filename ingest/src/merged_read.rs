@@ -9,7 +9,9 @@
 //! Here bytes gather only where that does not delay a segment: HLS viewers see media only
 //! when a segment closes, and the segmenter cuts at the first keyframe after the target
 //! duration, so while the open segment still needs more media than the pause plus a guard,
-//! no message a real-time publisher sends meanwhile can close it. They gather in the kernel:
+//! no message a real-time publisher sends meanwhile can close it. Low-latency parts, seen by
+//! viewers as they end, have their own shorter guard before the earliest frame that could
+//! end one. They gather in the kernel:
 //! [`ReadPacer`] sets the socket's receive low-water mark (`SO_RCVLOWAT`, see
 //! [`low_water`](crate::low_water)) to a pause's worth of the publisher's measured byte
 //! rate, so neither the event loop nor the task wakes for the packets in between (a timer
@@ -17,8 +19,11 @@
 //! timer reads whatever is queued after a few pauses, and before the guard ahead of a
 //! possible cut. Near a cut, and whenever the last read took half the read buffer or more
 //! (a backlog, or a fast stream), reads are immediate again. What is not foreseen, and may
-//! then wait up to the fallback: a publisher sending well ahead of real time, a timestamp
-//! jump short of a timeline break, a forced cut (`MAX_SEGMENT_BYTES`). Once a segment has
+//! then wait up to the fallback: a publisher sending well ahead of real time (for a part,
+//! more than [`PART_CUT_GUARD`] ahead), a timestamp jump short of a timeline break, a forced
+//! cut (`MAX_SEGMENT_BYTES`), a video frame after dropped ones (the packager expects the next
+//! frame one interval after the last; a later one may end a part sooner, by less than it
+//! came late). Once a segment has
 //! reached the target duration and waits for a keyframe (long GOPs), every read is
 //! immediate, so streams with GOPs longer than the target gather less.
 
@@ -132,8 +137,8 @@ impl ReadPacer {
     }
 
     /// After a read of `n` bytes into a buffer of `buffer` bytes at `now`, with
-    /// `time_to_cut` of media left before the open segment can close: how to wait for the
-    /// next one, and the new mark if the socket's must change.
+    /// `time_to_cut` of media left before the open segment (or part) can close: how to wait
+    /// for the next one, and the new mark if the socket's must change.
     pub fn after_read(
         &mut self,
         n: usize,
@@ -226,6 +231,7 @@ mod tests {
         assert_eq!(pause(part(250 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
         assert_eq!(pause(part(PART_CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
         assert_eq!(pause(part(PART_CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
+        assert_eq!(pause(part(PART_CUT_GUARD - MS), DEFAULT_MAX_READ_PAUSE), None);
         // The segment's guard still holds when its cut is nearer.
         let both = Some(TimeToCut { segment: CUT_GUARD + 10 * MS, part: Some(250 * MS) });
         assert_eq!(pause(both, DEFAULT_MAX_READ_PAUSE), Some(10 * MS));

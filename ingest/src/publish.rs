@@ -244,8 +244,8 @@ impl Publish {
         self.accounting.next_stats()
     }
 
-    /// Media time that may still arrive before a frame could close the open segment (see
-    /// [`Remuxer::time_to_cut`]).
+    /// Media time that may still arrive before a frame could close the open segment or part
+    /// (see [`Remuxer::time_to_cut`]).
     pub(crate) fn time_to_cut(&self) -> Option<packager::TimeToCut> {
         self.remuxer.time_to_cut()
     }

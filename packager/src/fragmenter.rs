@@ -325,9 +325,10 @@ impl Fragmenter {
     /// Media time still to come, after the latest unit pushed, before a frame could close
     /// the open segment, and the open part when there are parts (each zero once one can);
     /// `None` when no segment is open or the start waits for a second track (what was made
-    /// then comes out at once when the wait ends). A part ends at the frame that would take it past its
-    /// target, so one frame interval sooner than the target (as long as frames keep their
-    /// interval: a frame coming later than that may end it sooner).
+    /// then comes out at once when the wait ends). A part ends at the frame that would take
+    /// it past its target, so one frame interval sooner than the target, as long as frames
+    /// keep their interval: a video frame coming later than that (after dropped frames) may
+    /// end it sooner, by less than it came late.
     pub fn time_to_target(&self) -> Option<TimeToCut> {
         let open = self.open.as_ref()?;
         if self.startup.is_some() && (self.video.is_none() || self.audio.is_none()) {

@@ -2,17 +2,17 @@
 //! written, as low-latency HLS serves them (draft-pantos-hls-rfc8216bis §4.4.4.9 EXT-X-PART,
 //! §4.4.5.3 EXT-X-PRELOAD-HINT).
 //!
-//! A part's fragments are kept as the packager made them while it is written, so a request
-//! for it (the preload hint) is sent each one as it arrives; when it ends they are joined
-//! into one recycled buffer of the packagers' pool, and the fragments' buffers go back to
-//! it. A closed segment is its parts back to back ([`Pieces`]), not copied again. (Keeping
-//! the fragments instead cost more: a part's response then went out in seven pieces, and a
-//! frame-sized buffer per fragment held about 10 % more memory. Joining into fresh heap
-//! memory cost a page fault per 4 KiB joined, and the allocator's heap grew and shrank.)
-
-use std::time::{Duration, SystemTime};
+//! A part's fragments are kept as the packager made them while it is written, so a request for
+//! it (the preload hint) is sent each one as it arrives; when it ends they are joined into one
+//! recycled buffer of the packagers' pool, and the fragments' buffers go back to it (a part of
+//! one fragment keeps that fragment's buffer). A closed segment is its parts back to back
+//! ([`Pieces`]), not copied again. (Keeping the fragments instead cost more: a part's response
+//! then went out in seven pieces, and a frame-sized buffer per fragment held about 10 % more
+//! memory. Joining into fresh heap memory cost a page fault per 4 KiB joined, and the
+//! allocator's heap grew and shrank.)
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use packager::BufferPool;
