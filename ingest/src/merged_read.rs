@@ -17,7 +17,7 @@
 //! rate, so neither the event loop nor the task wakes for the packets in between (a timer
 //! that merely delayed the read left the event loop waking for every packet); a fallback
 //! timer reads whatever is queued after a few pauses, and before the guard ahead of a
-//! possible cut. Near a cut, and whenever the last read took half the read buffer or more
+//! possible cut. Near a cut, and whenever the last read took [`BACKLOG_SHARE`] of the buffer
 //! (a backlog, or a fast stream), reads are immediate again. What is not foreseen, and may
 //! then wait up to the fallback: a publisher sending well ahead of real time (for a part,
 //! more than [`PART_CUT_GUARD`] ahead), a timestamp jump short of a timeline break, a forced
@@ -61,9 +61,14 @@ pub fn pause(time_to_cut: Option<TimeToCut>, max_pause: Duration) -> Option<Dura
     (pause >= MIN_READ_PAUSE).then_some(pause)
 }
 
-/// Largest receive low-water mark asked of the kernel: a quarter of a connection's 64 KiB
-/// read buffer, so a read woken by it never looks like a backlog (half the buffer or more).
+/// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
+/// buffer, so a read woken by it, with what arrived between the wake-up and the read, is
+/// not taken for a backlog ([`BACKLOG_SHARE`] of the buffer).
 pub const MAX_LOW_WATER: usize = 16 << 10;
+/// A read that takes this share of the read buffer or more means a backlog (or a fast
+/// stream whose socket buffer could fill while gathering): reads are immediate after it.
+/// Three quarters: reads woken at [`MAX_LOW_WATER`] (half the buffer) stay below it.
+pub const BACKLOG_SHARE: (usize, usize) = (3, 4);
 /// Share of the socket's receive buffer the mark may take at most: setting a mark whose
 /// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
 /// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
@@ -191,9 +196,9 @@ impl ReadPacer {
     }
 
     fn plan(&self, n: usize, buffer: usize, time_to_cut: Option<TimeToCut>) -> NextRead {
-        // A read of half the buffer or more means a backlog (or a fast stream whose socket
-        // buffer could fill while gathering): keep reading at once.
-        if n >= buffer / 2 {
+        // A backlog (or a fast stream whose socket buffer could fill while gathering): keep
+        // reading at once.
+        if n >= buffer / BACKLOG_SHARE.1 * BACKLOG_SHARE.0 {
             return NextRead::Immediate;
         }
         let Some(rate) = self.rate else { return NextRead::Immediate };
@@ -264,8 +269,9 @@ mod tests {
     fn measured(t0: Instant) -> ReadPacer {
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
-        let (next, mark) = pacer.after_read(299_000, 500_000, t0 + Duration::from_secs(1), FAR);
-        // That read was a backlog (over half the buffer): immediate, whatever the rate.
+        let (next, mark) = pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
+        // That read was a backlog (over three quarters of the buffer): immediate, whatever
+        // the rate.
         assert_eq!((next, mark), (NextRead::Immediate, None));
         pacer
     }
@@ -322,6 +328,25 @@ mod tests {
         assert_eq!(marks, [15_000, 10_000]);
     }
 
+    /// A read the highest mark woke, with a few more KiB that arrived before it, on a
+    /// connection's 32 KiB buffer: not a backlog, the mark stays (flipping it to 1 and back
+    /// cost two system calls and a wake-up per read).
+    #[test]
+    fn a_read_woken_at_the_highest_mark_keeps_gathering() {
+        const READ_BUFFER: usize = 32 << 10;
+        let t0 = Instant::now();
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
+        pacer.after_read(10, READ_BUFFER, t0, FAR);
+        // 400 KB/s (3.2 Mbit/s): 20 KB in a pause, capped at MAX_LOW_WATER.
+        pacer.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        for (i, n) in [MAX_LOW_WATER, MAX_LOW_WATER + 6_000].into_iter().enumerate() {
+            let at = t0 + Duration::from_secs(1) + (10 + 50 * i as u32) * MS;
+            let (next, _) = pacer.after_read(n, READ_BUFFER, at, FAR);
+            assert!(matches!(next, NextRead::Gather { .. }), "{n}: {next:?}");
+        }
+        assert_eq!(pacer.low_water(), MAX_LOW_WATER);
+    }
+
     #[test]
     fn mark_is_capped_by_the_read_buffer_and_the_socket_buffer() {
         let t0 = Instant::now();
@@ -343,7 +368,8 @@ mod tests {
     #[test]
     fn near_the_cut_a_backlog_or_no_segment_reads_at_once_and_lowers_the_mark() {
         let t0 = Instant::now();
-        for (n, time_to_cut) in [(1000, segment(CUT_GUARD)), (BUF / 2, FAR), (1000, None)] {
+        let backlog = BUF / BACKLOG_SHARE.1 * BACKLOG_SHARE.0;
+        for (n, time_to_cut) in [(1000, segment(CUT_GUARD)), (backlog, FAR), (1000, None)] {
             let mut pacer = measured(t0);
             assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
             let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, time_to_cut);
@@ -356,7 +382,7 @@ mod tests {
         let t0 = Instant::now();
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, 400 * MS);
         pacer.after_read(1000, BUF, t0, FAR);
-        pacer.after_read(299_000, 500_000, t0 + Duration::from_secs(1), FAR);
+        pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 100 * MS });
     }
