@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use packager::BufferPool;
 
-use crate::segment_files::Pieces;
+use crate::segment_files::{Pieces, pieces_from};
 
 /// A part is joined into a recycled buffer with at most a sixteenth of its length to spare:
 /// parts live as long as their segment, so room to spare is memory held that long (a
@@ -127,10 +127,7 @@ impl OpenSegment {
             return part.pieces.from_offset(offset).map(PartRead::Complete);
         }
         match index - self.parts.len() {
-            0 => {
-                let growing = Pieces::from(self.current.clone()).from_offset(offset)?;
-                Some(PartRead::Growing(growing.as_slice().to_vec()))
-            }
+            0 => pieces_from(&self.current, offset).map(PartRead::Growing),
             1 if offset == 0 => Some(PartRead::NotYet),
             _ => None,
         }

@@ -96,17 +96,23 @@ impl Pieces {
 
     /// The bytes from `offset` on, or `None` past the end.
     pub fn from_offset(&self, offset: usize) -> Option<Self> {
-        let mut start = 0;
-        let mut rest = Vec::new();
-        for piece in self.as_slice() {
-            let end = start + piece.len();
-            if end > offset {
-                rest.push(piece.slice(offset.saturating_sub(start)..));
-            }
-            start = end;
-        }
-        (offset <= start).then(|| rest.into())
+        pieces_from(self.as_slice(), offset).map(Self::from)
     }
+}
+
+/// The bytes of `pieces` (back to back) from byte `offset` on, without copying them; `None`
+/// for an offset beyond their end.
+pub(crate) fn pieces_from(pieces: &[Bytes], offset: usize) -> Option<Vec<Bytes>> {
+    let mut start = 0;
+    let mut rest = Vec::new();
+    for piece in pieces {
+        let end = start + piece.len();
+        if end > offset {
+            rest.push(piece.slice(offset.saturating_sub(start)..));
+        }
+        start = end;
+    }
+    (offset <= start).then_some(rest)
 }
 
 impl From<Bytes> for Pieces {
