@@ -375,7 +375,7 @@ impl Collector for CurrentState {
         let pooled = gauge(pooled);
         pooled.encode(encoder.encode_descriptor(
             "segment_buffer_pool_bytes",
-            "Capacity of recycled segment buffers waiting for a segment (at most 64 MiB)",
+            "Capacity of recycled buffers waiting for a segment, fMP4 fragment or low-latency part (at most 64 MiB)",
             None,
             pooled.metric_type(),
         )?)?;

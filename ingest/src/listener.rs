@@ -183,7 +183,8 @@ impl Ingest {
         &self.metrics
     }
 
-    /// Recycled segment buffers waiting for a segment: how many, and their capacity in bytes.
+    /// Recycled buffers waiting for a segment, fragment or part: how many, and their capacity
+    /// in bytes.
     pub fn pooled_segment_buffers(&self) -> (usize, usize) {
         self.segment_buffers.held()
     }

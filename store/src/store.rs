@@ -180,7 +180,8 @@ pub struct StreamStore<F: SegmentFiles = MemfdSegments> {
     /// known from before a restart, never go back to an older sequence.
     next_sequences: DashMap<String, u64>,
     config: StoreConfig,
-    /// Where popular segments go; `None`: they stay in the heap.
+    /// Where segments go (MPEG-TS as they are written, fMP4 at their second fetch); `None`:
+    /// they stay in the heap.
     files: Option<F>,
     /// Recycled buffers shared with the packagers: low-latency parts are joined into them.
     buffers: Arc<BufferPool>,
