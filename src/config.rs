@@ -190,6 +190,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub(crate) http_addr: SocketAddr,
 
+    /// Threads that RTMP and HTTP connections run on, each connection on one from accept to
+    /// close, as each Nginx worker runs its own (default: one per core). 0 runs them on the
+    /// work-stealing pool with everything else, which wakes a second core for work one could
+    /// do.
+    #[arg(long, env = "RTMP_HLS_CONNECTION_THREADS", value_parser = clap::value_parser!(u16).range(0..=i64::from(rtmp_hls_threads::MAX_THREADS)))]
+    pub(crate) connection_threads: Option<u16>,
+
     /// HTTPS listen address (HLS over HTTP/2 or HTTP/1.1, as Apple's low-latency players
     /// want); needs --tls-cert and --tls-key. The plain HTTP listener stays.
     #[arg(long, env = "RTMP_HLS_HTTPS_ADDR", requires_all = ["tls_cert", "tls_key"])]

@@ -16,6 +16,7 @@ use ingest::{Ingest, IngestConfig, LogSink};
 use packager::{Container, RemuxerConfig};
 use rtmp_hls_http::Router;
 use rtmp_hls_http::metrics::HttpMetrics;
+use rtmp_hls_threads::{ConnectionThreads, Spread};
 use rtmp_hls_tls::{ReloadingCert, TlsFiles};
 use stream_store::{MemfdSegments, StoreConfig, StreamStore};
 use tokio::net::TcpListener;
@@ -77,7 +78,9 @@ pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> 
     if let Some(key) = demo_key {
         crate::print_welcome(&args, rtmp_addr, http_addr, &key);
     }
-    let running = Running::start(listeners, routes, Arc::clone(&ingest), sequences.clone(), &args);
+    let threads = connection_threads(&args)?;
+    let running =
+        Running::start(listeners, threads, routes, Arc::clone(&ingest), sequences.clone(), &args);
     shutdown_signal().await;
     info!("shutting down: ending live streams");
     events.sink.emit(Event::ServerStopping);
@@ -220,6 +223,21 @@ impl Listeners {
         };
         Ok(Self { rtmp, http, admin, https, rtmps, cert })
     }
+}
+
+/// The threads connections run on (`--connection-threads`, one per core by default); `None`
+/// with 0: connections run on the main runtime.
+fn connection_threads(args: &ServeArgs) -> Result<Option<Arc<ConnectionThreads>>> {
+    let count = args.connection_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    if count == 0 {
+        return Ok(None);
+    }
+    let threads = ConnectionThreads::start(count).context("starting the connection threads")?;
+    info!(threads = threads.len(), "connection threads started");
+    Ok(Some(threads))
 }
 
 /// The stream store, with segments in memory files unless `--segment-storage heap`.
@@ -400,11 +418,14 @@ struct Running {
 impl Running {
     fn start(
         listeners: Listeners,
+        threads: Option<Arc<ConnectionThreads>>,
         routes: Routes,
         ingest: Arc<Ingest>,
         sequences: SequenceFile,
         args: &ServeArgs,
     ) -> Self {
+        // Each listener spreads its own connections.
+        let spread = || threads.as_ref().map_or_else(Spread::here, Spread::over);
         let (stop_rtmp, rtmp_stopped) = watch::channel(false);
         let (stop_http, http_stopped) = watch::channel(false);
         let grace = args.shutdown_grace;
@@ -426,18 +447,25 @@ impl Running {
             }
             tokio::spawn(ingest::serve_tls(
                 listener,
+                spread(),
                 rtmp_hls_tls::server_config(cert, &[]),
                 Arc::clone(&ingest),
                 stopped(rtmp_stopped.clone()),
                 grace,
             ))
         });
-        let rtmp =
-            tokio::spawn(ingest::serve(listeners.rtmp, ingest, stopped(rtmp_stopped), grace));
-        let serve_http = |listener: TcpListener, routes: Router| {
+        let rtmp = tokio::spawn(ingest::serve(
+            listeners.rtmp,
+            spread(),
+            ingest,
+            stopped(rtmp_stopped),
+            grace,
+        ));
+        let serve_http = |listener: TcpListener, spread: Spread, routes: Router| {
             let stop = stopped(http_stopped.clone());
             tokio::spawn(rtmp_hls_http::serve_router(
                 listener,
+                spread,
                 routes,
                 args.http_limits(),
                 stop,
@@ -448,7 +476,8 @@ impl Running {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "admin API listening");
             }
-            serve_http(listener, routes)
+            // The API is not traffic: it stays with the rest of the control side.
+            serve_http(listener, Spread::here(), routes)
         });
         let https = listeners.https.zip(listeners.cert.clone()).map(|(listener, cert)| {
             if let Ok(addr) = listener.local_addr() {
@@ -456,6 +485,7 @@ impl Running {
             }
             tokio::spawn(rtmp_hls_http::serve_router_tls(
                 listener,
+                spread(),
                 routes.public.clone(),
                 args.http_limits(),
                 cert,
@@ -464,7 +494,7 @@ impl Running {
             ))
         });
         let certificate_watch = listeners.cert.map(|cert| tokio::spawn(cert.watch()));
-        let http = serve_http(listeners.http, routes.public);
+        let http = serve_http(listeners.http, spread(), routes.public);
         Self {
             stop_rtmp,
             stop_http,

@@ -396,8 +396,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
         let router = crate::router(Arc::clone(&store), crate::tests::options());
-        let server =
-            crate::serve_router(listener, router, limits, std::future::pending(), Duration::ZERO);
+        let server = crate::serve_router(
+            listener,
+            rtmp_hls_threads::Spread::here(),
+            router,
+            limits,
+            std::future::pending(),
+            Duration::ZERO,
+        );
         tokio::spawn(server);
 
         let mut client = TcpStream::connect(addr).await.unwrap();

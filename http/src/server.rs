@@ -17,6 +17,7 @@ use axum::Router;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rtmp_hls_threads::Spread;
 use rtmp_hls_tls::ReloadingCert;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -83,14 +84,17 @@ impl Default for HttpLimits {
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish
 /// for up to `grace`.
+///
+/// Each connection runs where `spread` places it.
 pub async fn serve_router(
     listener: TcpListener,
+    spread: Spread,
     router: Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_on(listener, router, limits, None, shutdown, grace).await
+    serve_on(listener, spread, router, limits, None, shutdown, grace).await
 }
 
 /// ALPN protocols HTTPS offers, most preferred first: Apple's players ask for HTTP/2 for
@@ -101,6 +105,7 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// offers it in ALPN, else HTTP/1.1.
 pub async fn serve_router_tls(
     listener: TcpListener,
+    spread: Spread,
     router: Router,
     limits: HttpLimits,
     cert: Arc<ReloadingCert>,
@@ -108,11 +113,12 @@ pub async fn serve_router_tls(
     grace: Duration,
 ) -> std::io::Result<()> {
     let tls = TlsAcceptor::from(rtmp_hls_tls::server_config(cert, &ALPN));
-    serve_on(listener, router, limits, Some(tls), shutdown, grace).await
+    serve_on(listener, spread, router, limits, Some(tls), shutdown, grace).await
 }
 
 async fn serve_on(
     listener: TcpListener,
+    spread: Spread,
     router: Router,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
@@ -145,7 +151,6 @@ async fn serve_on(
             debug!(%peer, "HTTP connection refused: at the per-address limit");
             continue;
         };
-        let _ = socket.set_nodelay(true);
         let http1 = {
             let mut builder = http1::Builder::new();
             builder
@@ -154,34 +159,37 @@ async fn serve_on(
                 .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
             builder
         };
+        let (router, idle) = (router.clone(), limits.idle_timeout);
         let Some(tls) = tls.clone() else {
-            let (stream, sendfile) = SendfileStream::new(socket);
-            let io = IdleTimeout::new(stream, limits.idle_timeout);
-            let service = TowerToHyperService::new(router.clone().map_request(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(crate::ClientAddr(peer));
-                    request.extensions_mut().insert(sendfile.clone());
-                    request
-                },
-            ));
-            connections.spawn(async move {
+            spread.spawn(&mut connections, socket, move |socket| async move {
                 let _permit = (permit, place);
+                let _ = socket.set_nodelay(true);
+                let (stream, sendfile) = SendfileStream::new(socket);
+                let io = IdleTimeout::new(stream, idle);
+                let service = TowerToHyperService::new(router.map_request(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(crate::ClientAddr(peer));
+                        request.extensions_mut().insert(sendfile.clone());
+                        request
+                    },
+                ));
                 if let Err(e) = http1.serve_connection(TokioIo::new(io), service).await {
                     debug!(%peer, error = %e, "HTTP connection ended");
                 }
             });
             continue;
         };
-        let service = TowerToHyperService::new(router.clone().map_request(
+        let service = TowerToHyperService::new(router.map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(crate::ClientAddr(peer));
                 request
             },
         ));
-        let (idle, handshake_limit) = (limits.idle_timeout, limits.header_read_timeout);
+        let handshake_limit = limits.header_read_timeout;
         let max_header_bytes = limits.max_header_bytes;
-        connections.spawn(async move {
+        spread.spawn(&mut connections, socket, move |socket| async move {
             let _permit = (permit, place);
+            let _ = socket.set_nodelay(true);
             let io = IdleTimeout::new(socket, idle);
             // The handshake, like a request's head, must arrive in time.
             let stream = match tokio::time::timeout(handshake_limit, tls.accept(io)).await {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use auth::Authorizer;
 use packager::{BufferPool, RemuxerConfig};
+use rtmp_hls_threads::Spread;
 use stream_store::StreamStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -296,13 +297,16 @@ impl Ingest {
 /// Accepts RTMP connections until `shutdown` completes; then ends every connection (live
 /// streams get their last segment and EXT-X-ENDLIST) and returns once all have finished, or
 /// after `grace`.
+///
+/// Each connection runs where `spread` places it.
 pub async fn serve(
     listener: TcpListener,
+    spread: Spread,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_on(listener, None, ingest, shutdown, grace).await
+    serve_on(listener, spread, None, ingest, shutdown, grace).await
 }
 
 /// [`serve`] for RTMPS: each connection's TLS handshake (with `tls`, no ALPN needed: RTMP
@@ -310,16 +314,18 @@ pub async fn serve(
 /// against the same connection limits as an RTMP handshake before it.
 pub async fn serve_tls(
     listener: TcpListener,
+    spread: Spread,
     tls: Arc<ServerConfig>,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_on(listener, Some(TlsAcceptor::from(tls)), ingest, shutdown, grace).await
+    serve_on(listener, spread, Some(TlsAcceptor::from(tls)), ingest, shutdown, grace).await
 }
 
 async fn serve_on(
     listener: TcpListener,
+    spread: Spread,
     tls: Option<TlsAcceptor>,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
@@ -359,7 +365,7 @@ async fn serve_on(
         let stop = stop_rx.clone();
         let span = info_span!("rtmp", conn = id, peer = %peer, stream = tracing::field::Empty);
         let tls = tls.clone();
-        tasks.spawn(
+        spread.spawn(&mut tasks, socket, move |socket| {
             async move {
                 let _ = socket.set_nodelay(true);
                 let socket = match tls {
@@ -378,8 +384,8 @@ async fn serve_on(
                     Err(e) => info!(error = %e, "connection closed"),
                 }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        });
     }
     drop(listener);
     let _ = stop_tx.send(true);
