@@ -28,6 +28,7 @@ COPY store/ store/
 COPY ingest/ ingest/
 COPY http/ http/
 COPY tls/ tls/
+COPY threads/ threads/
 COPY testkit/ testkit/
 COPY benches/ benches/
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

@@ -78,7 +78,8 @@ impl KeyAdmin {
                 if owner.is_some() {
                     anyhow::bail!("--owner is recorded in the MongoDB store only");
                 }
-                Ok(store.add(stream, private)?)
+                let stream = stream.to_owned();
+                off_runtime(store, move |store| Ok(store.add(&stream, private)?)).await
             }
             Self::Mongo(store) => {
                 store.ensure_indexes().await?;
@@ -90,7 +91,10 @@ impl KeyAdmin {
     /// Sets whether `stream`'s publishes are recorded; returns whether it has a key.
     pub(crate) async fn set_record(&self, stream: &str, record: Option<bool>) -> Result<bool> {
         match self {
-            Self::File(store) => Ok(store.set_record(stream, record)?),
+            Self::File(store) => {
+                let stream = stream.to_owned();
+                off_runtime(store, move |store| Ok(store.set_record(&stream, record)?)).await
+            }
             Self::Mongo(store) => store.set_record(stream, record).await,
         }
     }
@@ -98,7 +102,10 @@ impl KeyAdmin {
     /// Sets where `stream` is pushed on to; returns whether it has a key.
     pub(crate) async fn set_push(&self, stream: &str, push: &[String]) -> Result<bool> {
         match self {
-            Self::File(store) => Ok(store.set_push(stream, push)?),
+            Self::File(store) => {
+                let (stream, push) = (stream.to_owned(), push.to_vec());
+                off_runtime(store, move |store| Ok(store.set_push(&stream, &push)?)).await
+            }
             Self::Mongo(store) => store.set_push(stream, push).await,
         }
     }
@@ -106,7 +113,10 @@ impl KeyAdmin {
     /// Makes `stream` private or public; returns whether it has a key.
     pub(crate) async fn set_private(&self, stream: &str, private: bool) -> Result<bool> {
         match self {
-            Self::File(store) => Ok(store.set_private(stream, private)?),
+            Self::File(store) => {
+                let stream = stream.to_owned();
+                off_runtime(store, move |store| Ok(store.set_private(&stream, private)?)).await
+            }
             Self::Mongo(store) => store.set_private(stream, private).await,
         }
     }
@@ -114,8 +124,8 @@ impl KeyAdmin {
     /// Every stream with a key.
     pub(crate) async fn list(&self) -> Result<Vec<Listing>> {
         Ok(match self {
-            Self::File(store) => store
-                .list()?
+            Self::File(store) => off_runtime(store, |store| Ok(store.list()?))
+                .await?
                 .into_iter()
                 .map(|k| Listing {
                     stream: k.stream,
@@ -148,7 +158,10 @@ impl KeyAdmin {
     /// revoked before.
     pub(crate) async fn revoke_token(&self, jti: &str) -> Result<bool> {
         match self {
-            Self::File(store) => Ok(store.revoke_token(jti)?),
+            Self::File(store) => {
+                let jti = jti.to_owned();
+                off_runtime(store, move |store| Ok(store.revoke_token(&jti)?)).await
+            }
             Self::Mongo(store) => {
                 store.ensure_indexes().await?;
                 store.revoke_token(jti).await
@@ -159,8 +172,22 @@ impl KeyAdmin {
     /// Revokes the key of `stream`; returns whether there was a live one.
     pub(crate) async fn revoke(&self, stream: &str) -> Result<bool> {
         match self {
-            Self::File(store) => Ok(store.revoke(stream)?),
+            Self::File(store) => {
+                let stream = stream.to_owned();
+                off_runtime(store, move |store| Ok(store.revoke(&stream)?)).await
+            }
             Self::Mongo(store) => store.revoke(stream).await,
         }
     }
+}
+
+/// Runs `call` on the embedded store off the async runtime: it reads the file, and a change
+/// takes its lock and syncs it to disk, which would stall every connection on the calling
+/// thread.
+async fn off_runtime<T: Send + 'static>(
+    store: &FileKeyStore,
+    call: impl FnOnce(&FileKeyStore) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store)).await?
 }

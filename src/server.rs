@@ -413,6 +413,8 @@ struct Running {
     certificate_watch: Option<tokio::task::JoinHandle<()>>,
     /// Ends the cluster membership (renewals and the fence).
     stop_cluster: watch::Sender<bool>,
+    /// The threads connections run on, stopped last.
+    threads: Option<Arc<ConnectionThreads>>,
 }
 
 impl Running {
@@ -424,8 +426,9 @@ impl Running {
         sequences: SequenceFile,
         args: &ServeArgs,
     ) -> Self {
-        // Each listener spreads its own connections.
+        // RTMP and RTMPS spread their connections together, HTTP and HTTPS theirs.
         let spread = || threads.as_ref().map_or_else(Spread::here, Spread::over);
+        let (rtmp_spread, http_spread) = (spread(), spread());
         let (stop_rtmp, rtmp_stopped) = watch::channel(false);
         let (stop_http, http_stopped) = watch::channel(false);
         let grace = args.shutdown_grace;
@@ -447,7 +450,7 @@ impl Running {
             }
             tokio::spawn(ingest::serve_tls(
                 listener,
-                spread(),
+                rtmp_spread.clone(),
                 rtmp_hls_tls::server_config(cert, &[]),
                 Arc::clone(&ingest),
                 stopped(rtmp_stopped.clone()),
@@ -456,7 +459,7 @@ impl Running {
         });
         let rtmp = tokio::spawn(ingest::serve(
             listeners.rtmp,
-            spread(),
+            rtmp_spread,
             ingest,
             stopped(rtmp_stopped),
             grace,
@@ -476,7 +479,8 @@ impl Running {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "admin API listening");
             }
-            // The API is not traffic: it stays with the rest of the control side.
+            // The API on its own address is not viewers' traffic: it stays on the main
+            // runtime (on the public address it shares the HTTP connections' threads).
             serve_http(listener, Spread::here(), routes)
         });
         let https = listeners.https.zip(listeners.cert.clone()).map(|(listener, cert)| {
@@ -485,7 +489,7 @@ impl Running {
             }
             tokio::spawn(rtmp_hls_http::serve_router_tls(
                 listener,
-                spread(),
+                http_spread.clone(),
                 routes.public.clone(),
                 args.http_limits(),
                 cert,
@@ -494,7 +498,7 @@ impl Running {
             ))
         });
         let certificate_watch = listeners.cert.map(|cert| tokio::spawn(cert.watch()));
-        let http = serve_http(listeners.http, spread(), routes.public);
+        let http = serve_http(listeners.http, http_spread, routes.public);
         Self {
             stop_rtmp,
             stop_http,
@@ -506,11 +510,12 @@ impl Running {
             housekeeping,
             certificate_watch,
             stop_cluster,
+            threads,
         }
     }
 
-    /// Stops RTMP (every live stream ends), saves the sequence numbers, flushes Kafka, then
-    /// stops HTTP.
+    /// Stops RTMP (every live stream ends), saves the sequence numbers, flushes Kafka, stops
+    /// HTTP, then the connection threads.
     async fn stop(
         self,
         ingest: &Ingest,
@@ -546,6 +551,10 @@ impl Running {
         }
         if let Some(watch) = self.certificate_watch {
             watch.abort();
+        }
+        if let Some(threads) = self.threads {
+            // Recordings' writers finish their files there.
+            tokio::task::spawn_blocking(move || threads.stop()).await?;
         }
         Ok(())
     }

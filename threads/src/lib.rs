@@ -8,17 +8,24 @@
 //! and an inter-processor interrupt) for work one thread could do. Live streams are long and
 //! few per core, so a fixed placement costs no balance worth having.
 //!
-//! Every listener spreads its connections on its own: publishers, which cost the most, are
-//! shared evenly whatever the HTTP viewers do. Tasks a connection spawns (callbacks, pushes)
-//! run on its thread too.
+//! Each side spreads its connections on its own (RTMP and RTMPS share one [`Spread`], HTTP and
+//! HTTPS another): publishers, which cost the most, are shared evenly whatever the viewers
+//! do. Tasks a connection spawns (callbacks, pushes, players) run on its thread too and are
+//! not counted; a push kept across a publisher's reconnect stays where it was spawned.
+//!
+//! The threads run until [`ConnectionThreads::stop`], which the server calls once every
+//! listener has drained: each runtime is dropped, which waits for its blocking work (a
+//! recording's last writes).
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::warn;
 
@@ -26,30 +33,67 @@ use tracing::warn;
 /// what `--connection-threads` can start.
 pub const MAX_THREADS: u16 = 1024;
 
-/// Single-threaded runtimes, one per thread, that live as long as the process.
+/// Single-threaded runtimes, one per thread, that run until [`Self::stop`].
 #[derive(Debug)]
 pub struct ConnectionThreads {
     handles: Box<[Handle]>,
+    /// Each thread's stop signal and handle, taken by [`Self::stop`].
+    running: Mutex<Vec<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+/// How many threads `start(requested)` starts: at least one, at most [`MAX_THREADS`].
+fn thread_count(requested: usize) -> usize {
+    requested.clamp(1, usize::from(MAX_THREADS))
 }
 
 impl ConnectionThreads {
     /// Starts `count` threads (at least one, at most [`MAX_THREADS`]), each running a
-    /// single-threaded runtime with IO and timers until the process exits.
+    /// single-threaded runtime with IO and timers.
     ///
     /// # Errors
     ///
-    /// When a thread or its runtime cannot be created (out of memory or thread ids).
+    /// When a thread or its runtime cannot be created (out of memory, file descriptors or
+    /// thread ids); the threads already started then stop.
     pub fn start(count: usize) -> io::Result<Arc<Self>> {
-        let count = count.clamp(1, usize::from(MAX_THREADS));
+        let count = thread_count(count);
+        let threads = Self { handles: Box::new([]), running: Mutex::new(Vec::new()) };
         let mut handles = Vec::with_capacity(count);
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
-            std::thread::Builder::new()
-                .name(format!("connections-{index}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new().name(format!("connections-{index}")).spawn(
+                move || {
+                    // Dropped or sent, the signal ends the wait; dropping the runtime cancels
+                    // what is left and waits for its blocking tasks.
+                    let _ = runtime.block_on(stopped);
+                },
+            )?;
+            handles.push(handle);
+            threads.running.lock().unwrap_or_else(PoisonError::into_inner).push((stop, thread));
         }
-        Ok(Arc::new(Self { handles: handles.into_boxed_slice() }))
+        Ok(Arc::new(Self { handles: handles.into_boxed_slice(), ..threads }))
+    }
+
+    /// Stops every thread and returns when all have ended: the tasks still on them are
+    /// cancelled and their blocking work (a recording's writer) is waited for. Blocks: call
+    /// it off the async runtime, after the listeners have drained. Connections handed over
+    /// afterwards are dropped at once.
+    pub fn stop(&self) {
+        let running =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads: Vec<JoinHandle<()>> = running
+            .into_iter()
+            .map(|(stop, thread)| {
+                let _ = stop.send(());
+                thread
+            })
+            .collect();
+        for thread in threads {
+            if thread.join().is_err() {
+                warn!("a connection thread panicked");
+            }
+        }
     }
 
     /// How many threads there are.
@@ -240,15 +284,91 @@ mod tests {
     async fn a_new_connection_goes_where_one_closed() {
         let threads = ConnectionThreads::start(2).unwrap();
         let spread = Spread::over(&threads);
-        let (mut first, _, _a, release_first) = accept_into(&spread, 1).await;
-        let (_second, _, _b, _release_second) = accept_into(&spread, 1).await;
+        let (_first, _, _a, _release_first) = accept_into(&spread, 1).await;
+        let (mut second, names, _b, release_second) = accept_into(&spread, 1).await;
+        assert_eq!(names, ["connections-1"]);
         assert_eq!(spread.open(), [1, 1]);
-        release_first.send(()).unwrap();
-        while first.join_next().await.is_some() {}
-        assert_eq!(spread.open(), [0, 1]);
+        release_second.send(()).unwrap();
+        while second.join_next().await.is_some() {}
+        assert_eq!(spread.open(), [1, 0]);
+        // Taking turns would give the first thread a second connection.
         let (_third, names, _c, _release_third) = accept_into(&spread, 1).await;
-        assert_eq!(names, ["connections-0"]);
+        assert_eq!(names, ["connections-1"]);
         assert_eq!(spread.open(), [1, 1]);
+    }
+
+    /// The socket is registered with its thread's reactor: it keeps working after the
+    /// runtime that accepted it is gone.
+    #[test]
+    fn a_connection_outlives_the_runtime_that_accepted_it() {
+        use std::io::{Read, Write};
+        let threads = ConnectionThreads::start(1).unwrap();
+        let spread = Spread::over(&threads);
+        let accepting = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (set, mut client) = accepting.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut set = JoinSet::new();
+            spread.spawn(&mut set, socket, |mut socket| async move {
+                let mut byte = [0; 1];
+                while socket.read_exact(&mut byte).await.is_ok() {
+                    if socket.write_all(&byte).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            (set, client)
+        });
+        drop(accepting);
+        client.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        for byte in [b'a', b'b'] {
+            client.write_all(&[byte]).unwrap();
+            let mut echo = [0; 1];
+            client.read_exact(&mut echo).unwrap();
+            assert_eq!(echo, [byte]);
+        }
+        drop(set);
+        threads.stop();
+    }
+
+    /// Stopping waits for the blocking work of the tasks on the threads, and cancels the
+    /// tasks still waiting.
+    #[test]
+    fn stopping_waits_for_blocking_work_and_cancels_the_rest() {
+        let threads = ConnectionThreads::start(2).unwrap();
+        let spread = Spread::over(&threads);
+        let finished = Arc::new(AtomicUsize::new(0));
+        let accepting = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (_set, _clients) = accepting.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut set = JoinSet::new();
+            let mut clients = Vec::new();
+            for _ in 0..2 {
+                clients.push(TcpStream::connect(listener.local_addr().unwrap()).await.unwrap());
+                let (socket, _) = listener.accept().await.unwrap();
+                let (finished, started) = (Arc::clone(&finished), started_tx.clone());
+                spread.spawn(&mut set, socket, move |_socket| async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        started.send(()).unwrap();
+                        // Stands for a recording's last writes.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await;
+                    // Never reached: the runtime is stopped while the task waits here.
+                    std::future::pending::<()>().await;
+                });
+            }
+            (set, clients)
+        });
+        for _ in 0..2 {
+            started_rx.recv().unwrap();
+        }
+        threads.stop();
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+        assert_eq!(spread.open(), [0, 0]);
     }
 
     #[tokio::test]
@@ -264,7 +384,9 @@ mod tests {
 
     #[test]
     fn the_thread_count_is_bounded() {
+        assert_eq!(thread_count(0), 1);
+        assert_eq!(thread_count(3), 3);
+        assert_eq!(thread_count(usize::MAX), usize::from(MAX_THREADS));
         assert_eq!(ConnectionThreads::start(0).unwrap().len(), 1);
-        assert_eq!(ConnectionThreads::start(usize::MAX).unwrap().len(), usize::from(MAX_THREADS));
     }
 }
