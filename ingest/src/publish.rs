@@ -412,12 +412,14 @@ impl Publish {
                 any = true;
             }
         }
-        while let Some(output) = self.remuxer.pull_fmp4() {
-            if let Some(sequence) = self.live.publication().push_fmp4(output, SystemTime::now()) {
+        // One change for all of it: see `push_fmp4_all`.
+        let outputs = std::iter::from_fn(|| self.remuxer.pull_fmp4());
+        if let Some(done) = self.live.publication().push_fmp4_all(outputs, SystemTime::now()) {
+            for sequence in done {
                 self.accounting.segment();
                 debug!(stream = %self.stream, sequence, "segment ready");
-                any = true;
             }
+            any = true;
         }
         any
     }

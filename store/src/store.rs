@@ -13,6 +13,7 @@
 //! response holding it finishes. Time only comes in as an argument ([`StreamStore::reap`]).
 
 use std::collections::VecDeque;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -1015,76 +1016,99 @@ impl<F: SegmentFiles> Publication<F> {
     /// Takes the packager's next fMP4 output, made at wall-clock time `now`; returns the
     /// media sequence number of the segment it completed, if it did.
     pub fn push_fmp4(&self, output: FragmentOutput, now: SystemTime) -> Option<u64> {
+        self.push_fmp4_all(std::iter::once(output), now).map(|done| *done.end())
+    }
+
+    /// Takes every output the packager made from one input, at wall-clock time `now`, as one
+    /// change: readers see the playlist before them or after all of them. A segment's last
+    /// part ends with the segment, so one at a time a woken viewer could be told of a next
+    /// part (the preload hint) that the segment's end then cancels, and 404 on it. Returns
+    /// the media sequence numbers of the segments completed.
+    pub fn push_fmp4_all(
+        &self,
+        outputs: impl IntoIterator<Item = FragmentOutput>,
+        now: SystemTime,
+    ) -> Option<RangeInclusive<u64>> {
         let generation = self.slot.generation;
         let mut state = self.slot.write();
-        let mut completed = None;
-        match output {
-            FragmentOutput::Init(init) => {
-                let number = state.next_init;
-                state.next_init += 1;
-                state.inits.push_back((number, init));
-                // Nothing lists it before a segment starts with it.
-                return None;
-            }
-            FragmentOutput::SegmentStart { discontinuity, start } => {
-                let discontinuity = discontinuity || std::mem::take(&mut state.resumed);
-                let program_date_time = state.program_date_time(start, now, discontinuity);
-                let init = state.inits.back().map(|(number, _)| *number);
-                let sequence = state.playlist.next_sequence();
-                state.open =
-                    Some(OpenSegment::new(sequence, init, discontinuity, program_date_time));
-            }
-            FragmentOutput::Fragment(fragment) => {
-                if let Some(open) = &mut state.open {
-                    open.add_fragment(fragment);
+        let mut completed: Option<RangeInclusive<u64>> = None;
+        let (mut listed, mut grew) = (false, false);
+        for output in outputs {
+            match output {
+                FragmentOutput::Init(init) => {
+                    let number = state.next_init;
+                    state.next_init += 1;
+                    state.inits.push_back((number, init));
+                    // Nothing lists it before a segment starts with it.
                 }
-                drop(state);
-                self.slot.part_changed();
-                return None;
-            }
-            FragmentOutput::PartEnd { duration, independent } => {
-                if let Some(open) = &mut state.open {
-                    open.end_part(duration, independent, &self.buffers);
+                FragmentOutput::SegmentStart { discontinuity, start } => {
+                    let discontinuity = discontinuity || std::mem::take(&mut state.resumed);
+                    let program_date_time = state.program_date_time(start, now, discontinuity);
+                    let init = state.inits.back().map(|(number, _)| *number);
+                    let sequence = state.playlist.next_sequence();
+                    state.open =
+                        Some(OpenSegment::new(sequence, init, discontinuity, program_date_time));
+                    listed = true;
                 }
-            }
-            FragmentOutput::SegmentEnd { duration, independent, .. } => {
-                let open = state.open.take()?;
-                let sequence = open.sequence;
-                let entry = PlaylistEntry {
-                    uri: format!("{generation}-{sequence}.m4s"),
-                    duration,
-                    discontinuity: open.discontinuity,
-                    independent,
-                    program_date_time: open.program_date_time,
-                    map: open.init.map(|number| init_uri(generation, number)),
-                    parts: part_entries(generation, sequence, &open.parts),
-                };
-                let init = open.init;
-                let (body, parts) = open.close();
-                state.note_rate(body.len(), duration);
-                state.playlist.push(entry);
-                let held = Held {
-                    sequence,
-                    body: SegmentBody::Memory(body),
-                    fetches: AtomicU32::new(0),
-                    parts,
-                    init,
-                };
-                self.hold(&mut state, held);
-                completed = Some(sequence);
+                FragmentOutput::Fragment(fragment) => {
+                    if let Some(open) = &mut state.open {
+                        open.add_fragment(fragment);
+                    }
+                    grew = true;
+                }
+                FragmentOutput::PartEnd { duration, independent } => {
+                    if let Some(open) = &mut state.open {
+                        open.end_part(duration, independent, &self.buffers);
+                    }
+                    listed = true;
+                }
+                FragmentOutput::SegmentEnd { duration, independent, .. } => {
+                    let Some(open) = state.open.take() else { continue };
+                    let sequence = open.sequence;
+                    let entry = PlaylistEntry {
+                        uri: format!("{generation}-{sequence}.m4s"),
+                        duration,
+                        discontinuity: open.discontinuity,
+                        independent,
+                        program_date_time: open.program_date_time,
+                        map: open.init.map(|number| init_uri(generation, number)),
+                        parts: part_entries(generation, sequence, &open.parts),
+                    };
+                    let init = open.init;
+                    let (body, parts) = open.close();
+                    state.note_rate(body.len(), duration);
+                    state.playlist.push(entry);
+                    let held = Held {
+                        sequence,
+                        body: SegmentBody::Memory(body),
+                        fetches: AtomicU32::new(0),
+                        parts,
+                        init,
+                    };
+                    self.hold(&mut state, held);
+                    let first = completed.as_ref().map_or(sequence, |done| *done.start());
+                    completed = Some(first..=sequence);
+                    listed = true;
+                }
             }
         }
-        let open = state.open.as_ref().map(|open| OpenEntry {
-            discontinuity: open.discontinuity,
-            program_date_time: open.program_date_time,
-            map: open.init.map(|number| init_uri(generation, number)),
-            parts: part_entries(generation, open.sequence, &open.parts),
-            next_part: format!("{generation}-{}.{}.m4s", open.sequence, open.parts.len()),
-        });
-        state.playlist.set_open(open);
-        state.render();
+        if listed {
+            let open = state.open.as_ref().map(|open| OpenEntry {
+                discontinuity: open.discontinuity,
+                program_date_time: open.program_date_time,
+                map: open.init.map(|number| init_uri(generation, number)),
+                parts: part_entries(generation, open.sequence, &open.parts),
+                next_part: format!("{generation}-{}.{}.m4s", open.sequence, open.parts.len()),
+            });
+            state.playlist.set_open(open);
+            state.render();
+        }
         drop(state);
-        self.slot.changed();
+        if listed {
+            self.slot.changed();
+        } else if grew {
+            self.slot.part_changed();
+        }
         completed
     }
 
@@ -1559,6 +1583,36 @@ mod tests {
             Some(Reload::Ready(body)) => String::from_utf8(body.to_vec()).unwrap(),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A segment's last part, its end and the next segment's start, made from one input, are
+    /// one change: a viewer woken in between would be hinted a part the segment's end then
+    /// cancels (and 404 on it).
+    #[test]
+    fn what_one_input_made_is_one_change() {
+        let store = low_latency_store(3);
+        let publication = store.begin("cam", 7, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"init0")), wall(0));
+        let first = two_part_segment(1, false);
+        assert_eq!(publication.push_fmp4_all(first[..4].to_vec(), wall(0)), None);
+        let mut changes = store.changes("cam").unwrap();
+        let seen = *changes.0.borrow_and_update();
+        // The keyframe that ends the segment: its last part, its end, the next start.
+        let boundary = [first[4..].to_vec(), two_part_segment(3, false)[..2].to_vec()].concat();
+        assert_eq!(publication.push_fmp4_all(boundary, wall(0)), Some(0..=0));
+        assert_eq!(*changes.0.borrow_and_update(), seen + 1, "one wake-up, not three");
+        let playlist = text(&store, Directives::default());
+        assert!(playlist.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"7-1.0.m4s\""), "{playlist}");
+        assert!(matches!(store.part("cam", "7-1.0.m4s", 0), Some(PartRead::Growing(_))));
+        // A batch of fragments only wakes part readers.
+        let part_changes = store.part_changes("cam").unwrap();
+        let fragments = vec![FragmentOutput::Fragment(Bytes::from_static(b"more"))];
+        assert_eq!(publication.push_fmp4_all(fragments, wall(0)), None);
+        assert!(!changes.0.has_changed().unwrap());
+        assert!(part_changes.0.has_changed().unwrap());
+        // Two segments in one batch report both.
+        let two = [two_part_segment(3, false)[2..].to_vec(), two_part_segment(5, false)].concat();
+        assert_eq!(publication.push_fmp4_all(two, wall(0)), Some(1..=2));
     }
 
     #[test]
