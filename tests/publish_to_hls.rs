@@ -155,7 +155,9 @@ fn unknown_application_is_refused() {
 
 #[test]
 fn two_streams_at_once_both_play_and_a_second_publisher_of_a_live_stream_is_refused() {
-    let server = Server::start("two-streams", &["--takeover", "refuse"]);
+    // Connections on the shared work-stealing pool (every other test has one thread per core).
+    let server =
+        Server::start("two-streams", &["--takeover", "refuse", "--connection-threads", "0"]);
     let (key_a, key_b) = (server.add_key("alpha"), server.add_key("beta"));
     let media = clip(Clip::Av720p30);
     let a = Publisher::start(&media, &format!("{}/{key_a}", server.rtmp_url()));
