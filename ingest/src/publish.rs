@@ -412,8 +412,10 @@ impl Publish {
                 any = true;
             }
         }
-        // One change for all of it: see `push_fmp4_all`.
-        let outputs = std::iter::from_fn(|| self.remuxer.pull_fmp4());
+        // One change for all of it (see `push_fmp4_all`), and none, not even the stream's
+        // lock, for the messages that made nothing.
+        let Some(first) = self.remuxer.pull_fmp4() else { return any };
+        let outputs = std::iter::once(first).chain(std::iter::from_fn(|| self.remuxer.pull_fmp4()));
         if let Some(done) = self.live.publication().push_fmp4_all(outputs, SystemTime::now()) {
             for sequence in done {
                 self.accounting.segment();

@@ -4,9 +4,10 @@
 //! Each stream name has a slot holding its playlist (rendered once per change) and its recent
 //! segments as shared [`Bytes`], so a response clones a reference count, never the media.
 //! MPEG-TS segments arrive whole ([`Publication::push`]); fMP4 arrives as the packager makes
-//! it ([`Publication::push_fmp4`]): init segments, then each segment's fragments and parts,
-//! so a low-latency playlist lists a segment while it is written ([`crate::open_segment`])
-//! and waiting requests are woken as it grows ([`crate::blocking`]).
+//! it ([`Publication::push_fmp4_all`], once per packager input): init segments, then each
+//! segment's fragments and parts, so a low-latency playlist lists a segment while it is
+//! written ([`crate::open_segment`]) and waiting requests are woken as it grows
+//! ([`crate::blocking`]).
 //! With [`SegmentFiles`], MPEG-TS segments are written into their stream's file as the
 //! packager makes them ([`FileSink`]), and an fMP4 segment fetched a second time moves there
 //! (see [`PROMOTE_AT_FETCH`]). A segment that leaves the retention window is freed when the last
@@ -200,7 +201,7 @@ struct Slot<F: SegmentFiles> {
     ended: Mutex<VecDeque<Ended<F::File>>>,
     /// Counts playlist changes, for blocked playlist requests.
     changes: watch::Sender<u64>,
-    /// Counts fragments and ends of the part being written, for requests streaming it.
+    /// Counts changes that grew or ended the part being written, for requests streaming it.
     part_changes: watch::Sender<u64>,
     /// Only viewers with a credential may watch it (HTTP checks; the store only keeps it).
     private: AtomicBool,
@@ -1014,7 +1015,8 @@ impl<F: SegmentFiles> Publication<F> {
     }
 
     /// Takes the packager's next fMP4 output, made at wall-clock time `now`; returns the
-    /// media sequence number of the segment it completed, if it did.
+    /// media sequence number of the segment it completed, if it did. Each call is its own
+    /// change: a live publish feeds one input's outputs through [`Self::push_fmp4_all`].
     pub fn push_fmp4(&self, output: FragmentOutput, now: SystemTime) -> Option<u64> {
         self.push_fmp4_all(std::iter::once(output), now).map(|done| *done.end())
     }
@@ -1023,13 +1025,16 @@ impl<F: SegmentFiles> Publication<F> {
     /// change: readers see the playlist before them or after all of them. A segment's last
     /// part ends with the segment, so one at a time a woken viewer could be told of a next
     /// part (the preload hint) that the segment's end then cancels, and 404 on it. Returns
-    /// the media sequence numbers of the segments completed.
+    /// the media sequence numbers of the segments completed. `outputs` is drained under the
+    /// stream's lock: pass a queue, not work; no outputs take no lock.
     pub fn push_fmp4_all(
         &self,
         outputs: impl IntoIterator<Item = FragmentOutput>,
         now: SystemTime,
     ) -> Option<RangeInclusive<u64>> {
         let generation = self.slot.generation;
+        let mut outputs = outputs.into_iter().peekable();
+        outputs.peek()?;
         let mut state = self.slot.write();
         let mut completed: Option<RangeInclusive<u64>> = None;
         let (mut listed, mut grew) = (false, false);
@@ -1613,6 +1618,13 @@ mod tests {
         // Two segments in one batch report both.
         let two = [two_part_segment(3, false)[2..].to_vec(), two_part_segment(5, false)].concat();
         assert_eq!(publication.push_fmp4_all(two, wall(0)), Some(1..=2));
+        // Nothing, or an init segment nothing lists yet, wakes nobody.
+        let (seen, parts_seen) = (*changes.0.borrow_and_update(), *part_changes.0.borrow());
+        assert_eq!(publication.push_fmp4_all(Vec::new(), wall(0)), None);
+        let init = vec![FragmentOutput::Init(Bytes::from_static(b"init1"))];
+        assert_eq!(publication.push_fmp4_all(init, wall(0)), None);
+        assert_eq!(*changes.0.borrow(), seen);
+        assert_eq!(*part_changes.0.borrow(), parts_seen);
     }
 
     #[test]
