@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{browser, now_ms, only_stalls, play, play_in, playhead_at};
+use common::browser::{
+    browser, now_ms, only_stalls, only_stalls_and_one_reload_timeout, play, play_in, playhead_at,
+};
 use common::{Publisher, Server, ffmpeg7, listening, segments, self_signed};
 use testkit::{Clip, clip};
 
@@ -230,7 +232,7 @@ fn hls_js_plays_low_latency_h264_and_av1_over_https_http2_and_http1() {
             );
             let protocols = report["protocols"].as_array().unwrap();
             assert!(protocols.iter().any(|p| p == protocol), "{url}: {report}");
-            assert!(only_stalls(&report), "{url}: {report}");
+            assert!(only_stalls_and_one_reload_timeout(&report), "{url}: {report}");
         }
     }
     // A player that ignores parts (hls.js without lowLatencyMode) plays the same playlist from
