@@ -10,13 +10,21 @@ pub fn play(url: &str, seconds: u32) -> serde_json::Value {
 /// a moment on a loaded machine, a small gap nudged over): never a request that failed, never
 /// media it could not parse.
 pub fn only_stalls(report: &serde_json::Value) -> bool {
-    const STALLS: [&str; 3] = [
-        "mediaError/bufferStalledError",
-        "mediaError/bufferNudgeOnStall",
-        "mediaError/bufferSeekOverHole",
-    ];
-    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
-    errors.iter().all(|e| e.as_str().is_some_and(|e| STALLS.contains(&e)))
+    errors(report).iter().all(|e| e.as_str().is_some_and(|e| STALLS.contains(&e)))
+}
+
+/// The errors hls.js reports when playback stalled and resumed.
+const STALLS: [&str; 3] = [
+    "mediaError/bufferStalledError",
+    "mediaError/bufferNudgeOnStall",
+    "mediaError/bufferSeekOverHole",
+];
+
+/// A blocking playlist reload that hls.js gave up waiting for (non-fatal).
+const RELOAD_TIMEOUT: &str = "networkError/levelLoadTimeOut";
+
+fn errors(report: &serde_json::Value) -> &[serde_json::Value] {
+    report["errors"].as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// [`only_stalls`], but hls.js may also have timed out on one blocking playlist reload.
@@ -29,15 +37,12 @@ pub fn only_stalls(report: &serde_json::Value) -> bool {
 /// directives and played on. One such timeout is that; a server that left blocking reloads
 /// unanswered would time out on every reload (several in a 6 s play).
 pub fn only_stalls_and_one_reload_timeout(report: &serde_json::Value) -> bool {
-    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let timeouts =
-        errors.iter().filter(|e| e.as_str() == Some("networkError/levelLoadTimeOut")).count();
-    let rest: Vec<serde_json::Value> = errors
+    let errors = errors(report);
+    let timeouts = errors.iter().filter(|e| e.as_str() == Some(RELOAD_TIMEOUT)).count();
+    let others_stalls = errors
         .iter()
-        .filter(|e| e.as_str() != Some("networkError/levelLoadTimeOut"))
-        .cloned()
-        .collect();
-    timeouts <= 1 && only_stalls(&serde_json::json!({ "errors": rest }))
+        .all(|e| e.as_str().is_some_and(|e| e == RELOAD_TIMEOUT || STALLS.contains(&e)));
+    timeouts <= 1 && others_stalls
 }
 
 /// [`play`] with hls.js in `mode` (`low-latency`: lowLatencyMode, and the report says how far

@@ -56,8 +56,8 @@ impl ConnectionThreads {
     /// thread ids); the threads already started then stop.
     pub fn start(count: usize) -> io::Result<Arc<Self>> {
         let count = thread_count(count);
-        let threads = Self { handles: Box::new([]), running: Mutex::new(Vec::new()) };
-        let mut handles = Vec::with_capacity(count);
+        // On an error, dropping `running` drops the stop signals: the threads started end.
+        let (mut handles, mut running) = (Vec::with_capacity(count), Vec::with_capacity(count));
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let handle = runtime.handle().clone();
@@ -70,9 +70,9 @@ impl ConnectionThreads {
                 },
             )?;
             handles.push(handle);
-            threads.running.lock().unwrap_or_else(PoisonError::into_inner).push((stop, thread));
+            running.push((stop, thread));
         }
-        Ok(Arc::new(Self { handles: handles.into_boxed_slice(), ..threads }))
+        Ok(Arc::new(Self { handles: handles.into_boxed_slice(), running: Mutex::new(running) }))
     }
 
     /// Stops every thread and returns when all have ended: the tasks still on them are
