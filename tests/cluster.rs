@@ -430,11 +430,14 @@ fn a_takeover_between_live_nodes_hands_the_numbering_over() {
     let last_on_a = last_sequence(&a.wait_for_segments("moving", 3));
 
     let started = Instant::now();
-    let second = Publisher::start_looping(&clip, &format!("{}/{key}", b.server.rtmp_url()));
-    assert!(
-        first.exited_within(Duration::from_secs(10)).is_some(),
-        "node-a kept its publisher after node-b took the stream"
-    );
+    let mut second = Publisher::start_looping(&clip, &format!("{}/{key}", b.server.rtmp_url()));
+    if first.exited_within(Duration::from_secs(10)).is_none() {
+        let b_side = match second.exited_within(Duration::ZERO) {
+            None => "still publishing",
+            Some(_) => "exited (refused?)",
+        };
+        panic!("node-a kept its publisher after node-b took the stream; node-b's is {b_side}");
+    }
     eprintln!("node-a dropped its publisher {:?} after the publish on node-b", started.elapsed());
     let on_b = testkit::wait_until(STARTUP, "B's own playlist", || {
         let response = b.playlist("moving")?;
@@ -463,7 +466,6 @@ fn a_takeover_between_live_nodes_hands_the_numbering_over() {
         &[("Authorization", &bearer)],
     );
     assert_eq!(kicked.status, 204, "{}", kicked.text());
-    let mut second = second;
     assert!(second.exited_within(Duration::from_secs(10)).is_some(), "B kept the kicked publisher");
 
     let is = |e: &serde_json::Value, kind: &str, node: &str| {

@@ -10,16 +10,26 @@
 //! Idle and half-open connections so give their places up first, whatever addresses they
 //! come from, while an encoder passes those stages within its first round trips; a flood
 //! from a few addresses evicts itself. Addresses are counted by group
-//! ([`auth::address::group`]: IPv6 per /64).
+//! ([`auth::address::group`]: IPv6 per /64). A connection admitted less than
+//! [`FRESH_CONNECTION_GRACE`] ago that has sent nothing yet ranks as handshaking.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::limits::{Limits, MAX_TRACKED_ADDRESSES, NEW_CONNECTION_BURST_PER_IP};
+
+/// How long a silent new connection ranks as handshaking: its first bytes may not have been
+/// read yet (it is read on its connection thread, after admission), and under a flood of
+/// silent connections (ranked below it) the next admission would otherwise evict it before
+/// the server read the C0+C1 an encoder sends at once. A flood gains nothing from it: its
+/// silent connections rank lowest once this passes, and a flood can open only
+/// [`NEW_CONNECTIONS_PER_IP_PER_MINUTE`](crate::limits::NEW_CONNECTIONS_PER_IP_PER_MINUTE)
+/// per address.
+pub const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// Which connection limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +84,19 @@ struct Waiting {
     id: u64,
     group: IpAddr,
     progress: Progress,
+    admitted: Instant,
     evict: watch::Sender<bool>,
+}
+
+impl Waiting {
+    /// How far it counts as having got at `now` (see [`FRESH_CONNECTION_GRACE`]).
+    fn rank(&self, now: Instant) -> Progress {
+        let fresh = now.saturating_duration_since(self.admitted) < FRESH_CONNECTION_GRACE;
+        match self.progress {
+            Progress::Accepted if fresh => Progress::Handshaking,
+            progress => progress,
+        }
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -109,16 +131,17 @@ impl Admission {
         }
         // An evicted connection leaves the counts at once (its task ends right after), so
         // under a flood the sockets open may pass the limit by those closing for a moment.
-        if counts.total >= limits.max_connections && !counts.evict_one() {
+        if counts.total >= limits.max_connections && !counts.evict_one(now) {
             return Err(Overloaded::Total(counts.total));
         }
         while counts.waiting.len() >= limits.max_unauthenticated.max(1) {
-            counts.evict_one();
+            counts.evict_one(now);
         }
         let id = counts.next_id;
         counts.next_id += 1;
         let (evict, evicted) = watch::channel(false);
-        counts.waiting.push(Waiting { id, group, progress: Progress::Accepted, evict });
+        let progress = Progress::Accepted;
+        counts.waiting.push(Waiting { id, group, progress, admitted: now, evict });
         counts.total += 1;
         *counts.per_group.entry(group).or_insert(0) += 1;
         Ok(ConnectionSlot { admission: Arc::clone(self), group, id, evicted })
@@ -167,16 +190,16 @@ impl Counts {
 
     /// Tells one unauthenticated connection to go: the least advanced, of the group with the
     /// most, the oldest. Returns false when there is none.
-    fn evict_one(&mut self) -> bool {
-        let Some(least) = self.waiting.iter().map(|w| w.progress).min() else { return false };
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let Some(least) = self.waiting.iter().map(|w| w.rank(now)).min() else { return false };
         let mut per_group: HashMap<IpAddr, usize> = HashMap::new();
-        for waiting in self.waiting.iter().filter(|w| w.progress == least) {
+        for waiting in self.waiting.iter().filter(|w| w.rank(now) == least) {
             *per_group.entry(waiting.group).or_insert(0) += 1;
         }
         let most = per_group.values().copied().max().unwrap_or(0);
         // Oldest first, so the first match is the oldest.
         let Some(index) =
-            self.waiting.iter().position(|w| w.progress == least && per_group[&w.group] == most)
+            self.waiting.iter().position(|w| w.rank(now) == least && per_group[&w.group] == most)
         else {
             return false;
         };
@@ -274,7 +297,7 @@ mod tests {
         }
         assert_eq!(admission.admit(ip("10.0.0.1"), &limits, t0).unwrap_err(), Overloaded::Rate(60));
         assert!(admission.admit(ip("10.0.0.2"), &limits, t0).is_ok(), "per address");
-        let later = t0 + std::time::Duration::from_secs(1);
+        let later = t0 + Duration::from_secs(1);
         assert!(admission.admit(ip("10.0.0.1"), &limits, later).is_ok(), "one a second");
         assert!(admission.admit(ip("10.0.0.1"), &limits, later).is_err());
         let unlimited = Limits { new_connections_per_ip_per_minute: 0, ..Limits::default() };
@@ -340,8 +363,10 @@ mod tests {
         encoder.progressed(Progress::Connected);
         let half_open = admission.admit(ip("10.0.0.2"), &limits, now()).unwrap();
         half_open.progressed(Progress::Handshaking);
+        // Each one silent past the grace when the next comes.
+        let at = |i: u32| now() + FRESH_CONNECTION_GRACE * (i + 1);
         let flood: Vec<_> = (0..100u32)
-            .map(|i| admission.admit(IpAddr::from((0x0a01_0000 + i).to_be_bytes()), &limits, now()))
+            .map(|i| admission.admit(IpAddr::from((0x0a01_0000 + i).to_be_bytes()), &limits, at(i)))
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(!evicted(&encoder) && !evicted(&half_open));
@@ -350,13 +375,36 @@ mod tests {
         for slot in &flood {
             slot.progressed(Progress::Deciding);
         }
-        let late = admission.admit(ip("10.0.0.3"), &limits, now()).unwrap();
+        let late = admission.admit(ip("10.0.0.3"), &limits, at(100)).unwrap();
         assert!(evicted(&half_open), "the least advanced goes first");
-        let later = admission.admit(ip("10.0.0.4"), &limits, now()).unwrap();
+        let later = admission.admit(ip("10.0.0.4"), &limits, at(100)).unwrap();
         assert!(evicted(&late) && !evicted(&encoder), "a new idle one before the encoder");
         later.progressed(Progress::Deciding);
-        let _last = admission.admit(ip("10.0.0.5"), &limits, now()).unwrap();
+        let _last = admission.admit(ip("10.0.0.5"), &limits, at(100)).unwrap();
         assert!(evicted(&encoder), "at last, the oldest of the least advanced");
+    }
+
+    /// Under a flood of half-open connections, a new connection the server has not read yet
+    /// outlasts the next admission; once the grace has passed and it is still silent, it is
+    /// the first to go.
+    #[test]
+    fn a_new_connection_gets_a_grace_before_its_first_read() {
+        let admission = Arc::new(Admission::default());
+        let limits = Limits { max_unauthenticated: 3, ..unlimited_rate() };
+        let t0 = now();
+        let half_open: Vec<_> = (0..2)
+            .map(|_| admission.admit(ip("10.0.0.9"), &limits, t0).unwrap())
+            .inspect(|slot| slot.progressed(Progress::Handshaking))
+            .collect();
+        let soon = t0 + FRESH_CONNECTION_GRACE / 2;
+        let encoder = admission.admit(ip("10.0.0.1"), &limits, soon).unwrap();
+        let _next = admission.admit(ip("10.0.0.8"), &limits, soon).unwrap();
+        assert!(!evicted(&encoder), "evicted before the server could read it");
+        assert!(evicted(&half_open[0]) && !evicted(&half_open[1]));
+        let late = soon + FRESH_CONNECTION_GRACE;
+        let _after = admission.admit(ip("10.0.0.7"), &limits, late).unwrap();
+        assert!(evicted(&encoder), "silent past the grace, it is the least advanced");
+        assert!(!evicted(&half_open[1]));
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! A real `rtmp-hls` process for end-to-end tests, and real ffmpeg publishers.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -208,10 +214,23 @@ impl Server {
     }
 }
 
+/// Lines of a server's log a failing test prints, so that a failure in CI says what the
+/// server did.
+const LOG_LINES_ON_FAILURE: usize = 80;
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+            eprintln!("--- the last log lines of the server on {} ---", self.rtmp);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
