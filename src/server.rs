@@ -14,8 +14,8 @@ use auth::viewer::{UrlSigner, ViewerAccess};
 use ingest::events::{Envelope, Event, EventSink};
 use ingest::{Ingest, IngestConfig, LogSink};
 use packager::{Container, RemuxerConfig};
-use rtmp_hls_http::Router;
 use rtmp_hls_http::metrics::HttpMetrics;
+use rtmp_hls_http::{HlsDirect, Router};
 use rtmp_hls_threads::{ConnectionThreads, Spread};
 use rtmp_hls_tls::{ReloadingCert, TlsFiles};
 use stream_store::{MemfdSegments, StoreConfig, StreamStore};
@@ -320,6 +320,8 @@ impl Events {
 /// the admin address.
 struct Routes {
     public: Router,
+    /// The public address's HLS requests, without the router.
+    direct: HlsDirect,
     /// With `--admin-addr`.
     admin: Option<Router>,
 }
@@ -372,6 +374,7 @@ impl Routes {
             variants: args.variants.clone().into(),
             fetch_through,
         };
+        let direct = HlsDirect::new(Arc::clone(store), options.clone()).counted(&http_metrics);
         let mut hls = rtmp_hls_http::router(Arc::clone(store), options);
         if args.web_page {
             hls = hls.merge(rtmp_hls_http::web::router(control));
@@ -380,10 +383,12 @@ impl Routes {
             hls = hls.merge(rtmp_hls_http::recordings::router(dir.clone(), Arc::clone(store)));
         }
         match args.admin_addr {
-            Some(_) => {
-                Self { public: http_metrics.count(hls), admin: Some(http_metrics.count(api)) }
-            }
-            None => Self { public: http_metrics.count(hls.merge(api)), admin: None },
+            Some(_) => Self {
+                public: http_metrics.count(hls),
+                direct,
+                admin: Some(http_metrics.count(api)),
+            },
+            None => Self { public: http_metrics.count(hls.merge(api)), direct, admin: None },
         }
     }
 }
@@ -464,12 +469,13 @@ impl Running {
             stopped(rtmp_stopped),
             grace,
         ));
-        let serve_http = |listener: TcpListener, spread: Spread, routes: Router| {
+        let serve_http = |listener: TcpListener, spread: Spread, routes, direct| {
             let stop = stopped(http_stopped.clone());
             tokio::spawn(rtmp_hls_http::serve_router(
                 listener,
                 spread,
                 routes,
+                direct,
                 args.http_limits(),
                 stop,
                 grace,
@@ -481,7 +487,7 @@ impl Running {
             }
             // The API on its own address is not viewers' traffic: it stays on the main
             // runtime (on the public address it shares the HTTP connections' threads).
-            serve_http(listener, Spread::here(), routes)
+            serve_http(listener, Spread::here(), routes, None)
         });
         let https = listeners.https.zip(listeners.cert.clone()).map(|(listener, cert)| {
             if let Ok(addr) = listener.local_addr() {
@@ -491,6 +497,7 @@ impl Running {
                 listener,
                 http_spread.clone(),
                 routes.public.clone(),
+                Some(routes.direct.clone()),
                 args.http_limits(),
                 cert,
                 stopped(http_stopped.clone()),
@@ -498,7 +505,7 @@ impl Running {
             ))
         });
         let certificate_watch = listeners.cert.map(|cert| tokio::spawn(cert.watch()));
-        let http = serve_http(listeners.http, http_spread, routes.public);
+        let http = serve_http(listeners.http, http_spread, routes.public, Some(routes.direct));
         Self {
             stop_rtmp,
             stop_http,

@@ -12,7 +12,8 @@
 //! segment); segments are `video/mp2t` and cacheable for long, since a segment name is never
 //! reused (RFC 8216 §6.2.2). Every response allows any origin, so players on other sites
 //! (hls.js) can fetch. Bodies are the store's shared bytes, or for segments in memory files
-//! `sendfile` from them ([`sendfile`]): no copy per viewer.
+//! `sendfile` from them ([`sendfile`]): no copy per viewer. The servers answer plain GETs of
+//! those paths with [`HlsDirect`], the same answers without the router's cost per request.
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use stream_store::{SegmentBody, StreamStore};
 use crate::sendfile::{CopyBody, SendfileBody, SendfileQueue};
 
 pub mod api;
+mod direct;
 pub mod fetch_through;
 mod idle;
 mod low_latency;
@@ -43,6 +45,7 @@ pub mod sendfile;
 pub mod server;
 mod variants;
 pub mod web;
+pub use direct::HlsDirect;
 pub use server::{HttpLimits, serve_router, serve_router_tls};
 
 /// Playlist file name under each stream.
@@ -99,31 +102,47 @@ pub fn router(store: Arc<StreamStore>, options: HlsOptions) -> Router {
 }
 
 async fn hls(
-    State(Hls { store, options }): State<Hls>,
+    State(state): State<Hls>,
     Path((name, file)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {
+    let client = request.extensions().get::<ClientAddr>().map(|ClientAddr(addr)| *addr);
+    let sendfile = request.extensions().get::<SendfileQueue>().cloned();
+    answer(&state, &name, &file, request, client, sendfile).await
+}
+
+/// The answer to `GET /hls/<name>/<file>`, for a request from `client` on a connection that
+/// sends memory files with `sendfile` if it has a queue (the router's route and
+/// [`HlsDirect`] both answer with it).
+async fn answer(
+    Hls { store, options }: &Hls,
+    name: &str,
+    file: &str,
+    request: axum::extract::Request,
+    client: Option<std::net::SocketAddr>,
+    sendfile: Option<SendfileQueue>,
+) -> Response {
     let HlsOptions { max_viewers, access, variants, fetch_through } = options;
-    if let Some(through) = &fetch_through
-        && !store.is_live(&name)
-        && let Some(origin) = through.origin_for(&name, &request)
+    if let Some(through) = fetch_through
+        && !store.is_live(name)
+        && let Some(origin) = through.origin_for(name, &request)
     {
         return through.serve(&origin, &request).await;
     }
-    let private = store.is_private(&name);
+    let private = store.is_private(name);
     let query = request.uri().query().unwrap_or_default();
     if file == PLAYLIST_FILE {
         if !variants.is_empty()
-            && !store.contains(&name)
+            && !store.contains(name)
             && let Some(master) =
-                variants::master(&store, &name, &variants, &access, request.headers(), query)
+                variants::master(store, name, variants, access, request.headers(), query)
         {
             return master;
         }
         // The request by reference: a `HeaderMap` extractor would copy every header.
         let token = private::viewer_token(request.headers(), query);
         let subject = if private {
-            match access.admit(&name, token) {
+            match access.admit(name, token) {
                 Ok(viewer) => viewer.subject,
                 Err(refused) => {
                     tracing::debug!(stream = %name, %refused, "viewer of a private stream refused");
@@ -133,24 +152,23 @@ async fn hls(
         } else {
             token.and_then(|token| access.subject(token))
         };
-        if let Some(ClientAddr(addr)) = request.extensions().get::<ClientAddr>() {
-            let viewer = viewer_session(subject.as_deref(), *addr, request.headers());
-            if !store.admit_viewer(&name, viewer, std::time::Instant::now(), max_viewers) {
+        if let Some(addr) = client {
+            let viewer = viewer_session(subject.as_deref(), addr, request.headers());
+            if !store.admit_viewer(name, viewer, std::time::Instant::now(), *max_viewers) {
                 tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
                 return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])
                     .into_response();
             }
         }
-        let signing = private.then(|| access.signer().query(&name, std::time::SystemTime::now()));
-        return low_latency::playlist(&store, &name, query, signing.as_deref(), &variants).await;
+        let signing = private.then(|| access.signer().query(name, std::time::SystemTime::now()));
+        return low_latency::playlist(store, name, query, signing.as_deref(), variants).await;
     }
-    if private
-        && let Err(refused) = private::media_allowed(&access, &name, request.headers(), query)
+    if private && let Err(refused) = private::media_allowed(access, name, request.headers(), query)
     {
         return private::refusal(&refused);
     }
     if file.ends_with(".mp4") {
-        return match store.init(&name, &file) {
+        return match store.init(name, file) {
             Some(init) => {
                 ([(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)], init).into_response()
             }
@@ -160,22 +178,22 @@ async fn hls(
     let mime = match file.rsplit_once('.') {
         // `<generation>-<sequence>.<part>.m4s`: a part.
         Some((stem, "m4s")) if stem.contains('.') => {
-            return low_latency::part(&store, &name, &file, !private)
+            return low_latency::part(store, name, file, !private)
                 .unwrap_or_else(|| StatusCode::NOT_FOUND.into_response());
         }
         Some((_, "m4s")) => FMP4_MIME,
         _ => SEGMENT_MIME,
     };
     let headers = [(CONTENT_TYPE, mime), (CACHE_CONTROL, SEGMENT_CACHE)];
-    let file = match store.segment(&name, &file) {
+    let file = match store.segment(name, file) {
         Some(SegmentBody::Memory(pieces)) => {
             return (headers, pieces::body(pieces)).into_response();
         }
         Some(SegmentBody::File(file)) => file,
         None => return StatusCode::NOT_FOUND.into_response(),
     };
-    match request.extensions().get::<SendfileQueue>() {
-        Some(queue) => (headers, Body::new(SendfileBody::new(queue.clone(), file))).into_response(),
+    match sendfile {
+        Some(queue) => (headers, Body::new(SendfileBody::new(queue, file))).into_response(),
         // Not on a connection that can send from a file (TLS, HTTP/2): a copy, as it goes.
         None => (headers, Body::new(CopyBody::new(file))).into_response(),
     }

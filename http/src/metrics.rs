@@ -1,6 +1,7 @@
 //! The HTTP side's Prometheus metrics: requests by kind (playlist, segment, api, metrics,
-//! other) and status, and response bytes by kind. Counted by a layer around every route,
-//! from the response's exact body size (every body's size is known before it is sent).
+//! other) and status, and response bytes by kind. Counted by a layer around every route and
+//! by [`crate::HlsDirect`] for the requests it answers, from the response's exact body size
+//! (every body's size is known before it is sent).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,7 +90,7 @@ impl HttpMetrics {
     }
 
     /// Counts one answered request.
-    fn record(&self, kind: &'static str, response: &Response) {
+    pub(crate) fn record(&self, kind: &'static str, response: &Response) {
         let status = response.status().as_u16();
         let bytes = response.body().size_hint().exact();
         // The two answers a live stream's viewers get all the time are counted without a
@@ -115,7 +116,7 @@ impl HttpMetrics {
 }
 
 /// The kind of a request path.
-fn kind(path: &str) -> &'static str {
+pub(crate) fn kind(path: &str) -> &'static str {
     if path.starts_with("/hls/") {
         if path.ends_with(".m3u8") {
             "playlist"

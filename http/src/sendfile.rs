@@ -361,8 +361,15 @@ mod tests {
         (status, length, Some(body))
     }
 
+    /// Through the router only, and with [`crate::HlsDirect`] as the server runs (GETs there,
+    /// HEADs through the router, on one connection).
     #[tokio::test]
     async fn pipelined_responses_from_memory_files_are_byte_exact() {
+        pipelined_responses(false).await;
+        pipelined_responses(true).await;
+    }
+
+    async fn pipelined_responses(direct: bool) {
         let store = StreamStore::with_segment_files(
             StoreConfig::default(),
             MemfdSegments::ignoring_huge_pages(),
@@ -396,10 +403,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
         let router = crate::router(Arc::clone(&store), crate::tests::options());
+        let direct =
+            direct.then(|| crate::HlsDirect::new(Arc::clone(&store), crate::tests::options()));
         let server = crate::serve_router(
             listener,
             rtmp_hls_threads::Spread::here(),
             router,
+            direct,
             limits,
             std::future::pending(),
             Duration::ZERO,

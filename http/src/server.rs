@@ -9,14 +9,18 @@
 //! in this process).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::future::Either;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use rtmp_hls_threads::Spread;
 use rtmp_hls_tls::ReloadingCert;
 use tokio::net::TcpListener;
@@ -26,8 +30,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
+use crate::HlsDirect;
 use crate::idle::IdleTimeout;
-use crate::sendfile::SendfileStream;
+use crate::sendfile::{SendfileQueue, SendfileStream};
 
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
 /// connection each.
@@ -83,18 +88,21 @@ impl Default for HttpLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish
-/// for up to `grace`.
+/// for up to `grace`; `direct`, if given, answers the HLS requests it takes without the
+/// router (see [`HlsDirect`]).
 ///
 /// Each connection runs where `spread` places it.
 pub async fn serve_router(
     listener: TcpListener,
     spread: Spread,
     router: Router,
+    direct: Option<HlsDirect>,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    serve_on(listener, spread, router, limits, None, shutdown, grace).await
+    let site = Site { router, direct: direct.map(Arc::new) };
+    serve_on(listener, spread, site, limits, None, shutdown, grace).await
 }
 
 /// ALPN protocols HTTPS offers, most preferred first: Apple's players ask for HTTP/2 for
@@ -103,23 +111,68 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// [`serve_router`] over TLS with `cert` (see [`rtmp_hls_tls`]): HTTP/2 when the client
 /// offers it in ALPN, else HTTP/1.1.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_router_tls(
     listener: TcpListener,
     spread: Spread,
     router: Router,
+    direct: Option<HlsDirect>,
     limits: HttpLimits,
     cert: Arc<ReloadingCert>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
     let tls = TlsAcceptor::from(rtmp_hls_tls::server_config(cert, &ALPN));
-    serve_on(listener, spread, router, limits, Some(tls), shutdown, grace).await
+    let site = Site { router, direct: direct.map(Arc::new) };
+    serve_on(listener, spread, site, limits, Some(tls), shutdown, grace).await
+}
+
+/// What a listener answers with.
+#[derive(Clone)]
+struct Site {
+    router: Router,
+    direct: Option<Arc<HlsDirect>>,
+}
+
+impl Site {
+    /// The service of a connection from `peer`: [`HlsDirect`] answers what it takes, the
+    /// router the rest, its handlers finding the client's address (and the connection's
+    /// sendfile queue, if it has one) in the request's extensions.
+    fn service(
+        self,
+        peer: SocketAddr,
+        sendfile: Option<SendfileQueue>,
+    ) -> impl hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > {
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            match &self.direct {
+                Some(direct) if HlsDirect::takes(&request) => {
+                    let (direct, sendfile) = (Arc::clone(direct), sendfile.clone());
+                    Either::Left(async move {
+                        Ok::<_, Infallible>(direct.answer(request, peer, sendfile).await)
+                    })
+                }
+                _ => {
+                    request.extensions_mut().insert(crate::ClientAddr(peer));
+                    if let Some(queue) = &sendfile {
+                        request.extensions_mut().insert(queue.clone());
+                    }
+                    Either::Right(self.router.clone().oneshot(request))
+                }
+            }
+        })
+    }
 }
 
 async fn serve_on(
     listener: TcpListener,
     spread: Spread,
-    router: Router,
+    site: Site,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
@@ -159,32 +212,21 @@ async fn serve_on(
                 .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
             builder
         };
-        let (router, idle) = (router.clone(), limits.idle_timeout);
+        let (site, idle) = (site.clone(), limits.idle_timeout);
         let Some(tls) = tls.clone() else {
             spread.spawn(&mut connections, socket, move |socket| async move {
                 let _permit = (permit, place);
                 let _ = socket.set_nodelay(true);
                 let (stream, sendfile) = SendfileStream::new(socket);
                 let io = IdleTimeout::new(stream, idle);
-                let service = TowerToHyperService::new(router.map_request(
-                    move |mut request: hyper::Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(crate::ClientAddr(peer));
-                        request.extensions_mut().insert(sendfile.clone());
-                        request
-                    },
-                ));
+                let service = site.service(peer, Some(sendfile));
                 if let Err(e) = http1.serve_connection(TokioIo::new(io), service).await {
                     debug!(%peer, error = %e, "HTTP connection ended");
                 }
             });
             continue;
         };
-        let service = TowerToHyperService::new(router.map_request(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(crate::ClientAddr(peer));
-                request
-            },
-        ));
+        let service = site.service(peer, None);
         let handshake_limit = limits.header_read_timeout;
         let max_header_bytes = limits.max_header_bytes;
         spread.spawn(&mut connections, socket, move |socket| async move {
