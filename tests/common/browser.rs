@@ -29,12 +29,14 @@ fn errors(report: &serde_json::Value) -> &[serde_json::Value] {
 
 /// [`only_stalls`], but hls.js may also have timed out on one blocking playlist reload.
 ///
-/// hls.js gives a blocking reload max(3 part targets, 0.8 target durations) (1.6 s here) and,
-/// when its copy of the playlist looks older than a part, asks for a part further ahead
-/// ("CDN tune-in", `base-playlist-controller.ts`). On the loaded 2-core machine it once asked
-/// for a part 1.75 s ahead, which a server must hold until the part exists (the draft's
-/// Advance Part Limit is 12 parts at 0.25 s): it timed out by itself, retried without
-/// directives and played on. One such timeout is that; a server that left blocking reloads
+/// hls.js gives a blocking reload max(3 part targets, 0.8 target durations) (1.6 s here), and
+/// may ask for a part further ahead than that: without lowLatencyMode it asks for the last part
+/// of the segment its playlist ends in (`_HLS_part` = the highest part index it has seen), up to
+/// a segment duration (2 s) ahead when its first playlist ends at a segment's first part; in
+/// lowLatencyMode, when its copy of the playlist looks older than a part, it asks ahead by that
+/// age ("CDN tune-in", `base-playlist-controller.ts`). A server must hold such a request until
+/// the part exists (the draft's Advance Part Limit is 12 parts at 0.25 s): hls.js times out by
+/// itself, retries and plays on. One such timeout is that; a server that left blocking reloads
 /// unanswered would time out on every reload (several in a 6 s play).
 pub fn only_stalls_and_one_reload_timeout(report: &serde_json::Value) -> bool {
     let errors = errors(report);
