@@ -80,6 +80,45 @@ fn target(path: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    /// The router's route and `HlsDirect` give the same answers: status, headers (but
+    /// Content-Length, which axum sets and hyper adds on the wire), body.
+    #[tokio::test]
+    async fn answers_as_the_router_does() {
+        let (store, _publication) = crate::tests::store_with_segment();
+        let options = crate::tests::options();
+        let router = crate::router(Arc::clone(&store), options.clone());
+        let direct = HlsDirect::new(store, options);
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let uris = [
+            "/hls/cam/index.m3u8",
+            "/hls/cam/index.m3u8?_HLS_msn=0",
+            "/hls/cam/5-0.ts",
+            "/hls/cam/5-9.ts",
+            "/hls/cam/init.mp4",
+            "/hls/nobody/index.m3u8",
+        ];
+        for uri in uris {
+            let request = || Request::get(uri).body(Body::empty()).unwrap();
+            assert!(HlsDirect::takes(&request()), "{uri}");
+            let mut routed = request();
+            routed.extensions_mut().insert(crate::ClientAddr(client));
+            let routed = router.clone().oneshot(routed).await.unwrap();
+            let answered = direct.answer(request(), client, None).await;
+            assert_eq!(routed.status(), answered.status(), "{uri}");
+            let mut headers = routed.headers().clone();
+            headers.remove(axum::http::header::CONTENT_LENGTH);
+            assert_eq!(&headers, answered.headers(), "{uri}");
+            let routed = routed.into_body().collect().await.unwrap().to_bytes();
+            let answered = answered.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(routed, answered, "{uri}");
+        }
+        let head = Request::head("/hls/cam/5-0.ts").body(Body::empty()).unwrap();
+        assert!(!HlsDirect::takes(&head), "HEAD goes to the router");
+    }
 
     #[test]
     fn only_plain_hls_paths_are_taken() {

@@ -275,7 +275,7 @@ mod tests {
         }
     }
 
-    fn store_with_segment() -> (Arc<StreamStore>, stream_store::Publication) {
+    pub(crate) fn store_with_segment() -> (Arc<StreamStore>, stream_store::Publication) {
         let store = Arc::new(StreamStore::new(StoreConfig::default()));
         let publication = store.begin("cam", 5, 10).unwrap();
         publication.push(

@@ -24,11 +24,10 @@ use crate::limits::{Limits, MAX_TRACKED_ADDRESSES, NEW_CONNECTION_BURST_PER_IP};
 
 /// How long a silent new connection ranks as handshaking: its first bytes may not have been
 /// read yet (it is read on its connection thread, after admission), and under a flood of
-/// silent connections (ranked below it) the next admission would otherwise evict it before
-/// the server read the C0+C1 an encoder sends at once. A flood gains nothing from it: its
-/// silent connections rank lowest once this passes, and a flood can open only
-/// [`NEW_CONNECTIONS_PER_IP_PER_MINUTE`](crate::limits::NEW_CONNECTIONS_PER_IP_PER_MINUTE)
-/// per address.
+/// half-open connections (ranked above a silent one) the next admission would otherwise evict
+/// it before the server read the C0+C1 an encoder sends at once. What a flood gains: for its
+/// first second a silent connection ranks as one that sent a byte would (so a silent flood is
+/// as strong as a one-byte flood, no stronger); past it, it ranks lowest again.
 pub const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// Which connection limit refused a connection.
