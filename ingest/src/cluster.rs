@@ -53,6 +53,12 @@ pub const SHORTEST_SEGMENT: Duration = Duration::from_millis(500);
 /// How often a node waiting on a lease (a takeover's handover, a holder's renewals) reads
 /// it again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Tries of a replacing takeover's conditional write: each renewal of the holder (one per
+/// renewal interval, at least 600 ms apart) moves the lease's revision, and one landing
+/// between the takeover's read and its write fails the write. A read and a write take a few
+/// round trips, so a second try almost never meets a second renewal; a third covers a slow
+/// database.
+const TAKE_TRIES: u32 = 3;
 
 /// This node as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,7 +489,7 @@ impl ClusterMember {
     async fn take_live<'a>(
         &'a self,
         turn: StreamTurn<'a>,
-        lease: Lease,
+        mut lease: Lease,
         policy: TakeoverPolicy,
         private: bool,
     ) -> Result<LeaseClaim<'a>, LeaseRefusal> {
@@ -509,9 +515,26 @@ impl ClusterMember {
                 }
             }
         }
-        let taken = self.registry.take(&stream, me, lease.revision, Some(&lease.holder), private);
-        if !self.call("take", lease_time, taken).await.map_err(unavailable)? {
-            return Err(LeaseRefusal::HeldElsewhere(lease.node));
+        for tries in 1.. {
+            let taken =
+                self.registry.take(&stream, me, lease.revision, Some(&lease.holder), private);
+            if self.call("take", lease_time, taken).await.map_err(unavailable)? {
+                break;
+            }
+            // Replacing, a renewal of the same holder since the read is no reason to give up
+            // (refusing, it is: the holder is alive); another holder, or none, is.
+            let now = self.call("get", lease_time, self.registry.get(&stream));
+            match now.await.map_err(unavailable)? {
+                Some(now)
+                    if policy == TakeoverPolicy::Replace
+                        && tries < TAKE_TRIES
+                        && now.holder == lease.holder
+                        && now.state == LeaseState::Live =>
+                {
+                    lease = now;
+                }
+                _ => return Err(LeaseRefusal::HeldElsewhere(lease.node)),
+            }
         }
         info!(%stream, from = %lease.node, "took the stream's lease over from another node");
         // Renewed with the others from now on, while the handover is awaited.
@@ -832,6 +855,9 @@ mod tests {
     struct Memory {
         leases: Mutex<HashMap<String, Lease>>,
         down: AtomicBool,
+        /// The holder's renewal lands just before the next `take` (a race a real database
+        /// gives only by chance).
+        renewal_before_take: AtomicBool,
     }
 
     impl Memory {
@@ -891,7 +917,12 @@ mod tests {
             from: Option<&str>,
             private: bool,
         ) -> Result<bool, RegistryError> {
+            let renewed = self.renewal_before_take.swap(false, Ordering::SeqCst);
             self.with(|l| match l.get_mut(stream) {
+                Some(lease) if renewed => {
+                    lease.revision += 1;
+                    false
+                }
                 Some(lease) if lease.revision == revision => {
                     lease.node = me.node.clone();
                     lease.holder = me.holder.clone();
@@ -1082,6 +1113,39 @@ mod tests {
         let (claim, ()) = tokio::join!(taking, renewing);
         let claim = claim.unwrap();
         assert_eq!(claim.from, Some(Numbering { next_sequence: 6, discontinuity_sequence: 0 }));
+        assert!(ma.held().is_empty(), "A still holds it");
+        drop(publication);
+        assert_eq!(registry.leases.lock().unwrap()["cam"].holder, mb.member().holder);
+    }
+
+    /// The holder renewing between a replacing takeover's read and its write (every renewal
+    /// moves the revision) does not refuse the takeover; a refusing one it does (the holder
+    /// is alive).
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_racing_a_takeover_does_not_refuse_it() {
+        let registry = Arc::new(Memory::default());
+        let (a, b) = (node("a3", &registry), node("b3", &registry));
+        let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
+        ma.renew(&a).await;
+        mb.renew(&b).await;
+        let claim = ma.acquire("cam", TakeoverPolicy::Replace, false).await.unwrap();
+        let publication = a.store.begin("cam", 1, 10).unwrap();
+        assert!(claim.confirm());
+
+        registry.renewal_before_take.store(true, Ordering::SeqCst);
+        let refused = mb.acquire("cam", TakeoverPolicy::Refuse, false).await;
+        assert!(matches!(refused, Err(LeaseRefusal::HeldElsewhere(_))), "a live holder");
+
+        // (The refusal waited a lease time.)
+        mb.renew(&b).await;
+        registry.renewal_before_take.store(true, Ordering::SeqCst);
+        let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
+        let renewing = async {
+            sleep(Duration::from_millis(500)).await;
+            ma.renew(&a).await;
+        };
+        let (claim, ()) = tokio::join!(taking, renewing);
+        assert!(claim.is_ok(), "refused: {:?}", claim.err());
         assert!(ma.held().is_empty(), "A still holds it");
         drop(publication);
         assert_eq!(registry.leases.lock().unwrap()["cam"].holder, mb.member().holder);
