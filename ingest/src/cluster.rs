@@ -1087,35 +1087,57 @@ mod tests {
         drop(publication);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_takeover_between_live_nodes_waits_for_the_exact_numbering() {
+    /// Two nodes of one registry, both renewed, `a` publishing "cam" live.
+    async fn live_on_a(
+        a: &str,
+        b: &str,
+    ) -> (Arc<Memory>, Ingest, Ingest, stream_store::Publication) {
         let registry = Arc::new(Memory::default());
-        let (a, b) = (node("a2", &registry), node("b2", &registry));
+        let (a, b) = (node(a, &registry), node(b, &registry));
         let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
         ma.renew(&a).await;
         mb.renew(&b).await;
         let claim = ma.acquire("cam", TakeoverPolicy::Replace, false).await.unwrap();
         let publication = a.store.begin("cam", 1, 10).unwrap();
         assert!(claim.confirm());
+        (registry, a, b, publication)
+    }
+
+    /// `b` takes "cam" over, replacing, while `a` renews half a second in (when it notices
+    /// and hands over); then `a` holds nothing.
+    async fn take_over_while_a_renews<'b>(
+        a: &Ingest,
+        b: &'b Ingest,
+    ) -> Result<LeaseClaim<'b>, LeaseRefusal> {
+        let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
+        let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
+        let renewing = async {
+            sleep(Duration::from_millis(500)).await;
+            ma.renew(a).await;
+        };
+        let (claim, ()) = tokio::join!(taking, renewing);
+        assert!(claim.is_err() || ma.held().is_empty(), "A still holds it");
+        claim
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_between_live_nodes_waits_for_the_exact_numbering() {
+        let (registry, a, b, publication) = live_on_a("a2", "b2").await;
         for _ in 0..5 {
             publication.push(segment(), SystemTime::now());
         }
         // Recorded while live: behind where the stream will be.
-        ma.upkeep(&a).await;
+        a.cluster().unwrap().upkeep(&a).await;
         publication.push(segment(), SystemTime::now());
 
         // B takes it; A notices at its next renewal and hands over where it ended.
-        let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
-        let renewing = async {
-            sleep(Duration::from_millis(500)).await;
-            ma.renew(&a).await;
-        };
-        let (claim, ()) = tokio::join!(taking, renewing);
-        let claim = claim.unwrap();
+        let claim = take_over_while_a_renews(&a, &b).await.unwrap();
         assert_eq!(claim.from, Some(Numbering { next_sequence: 6, discontinuity_sequence: 0 }));
-        assert!(ma.held().is_empty(), "A still holds it");
         drop(publication);
-        assert_eq!(registry.leases.lock().unwrap()["cam"].holder, mb.member().holder);
+        assert_eq!(
+            registry.leases.lock().unwrap()["cam"].holder,
+            b.cluster().unwrap().member().holder
+        );
     }
 
     /// The holder renewing between a replacing takeover's read and its write (every renewal
@@ -1123,15 +1145,8 @@ mod tests {
     /// is alive).
     #[tokio::test(start_paused = true)]
     async fn a_renewal_racing_a_takeover_does_not_refuse_it() {
-        let registry = Arc::new(Memory::default());
-        let (a, b) = (node("a3", &registry), node("b3", &registry));
-        let (ma, mb) = (a.cluster().unwrap(), b.cluster().unwrap());
-        ma.renew(&a).await;
-        mb.renew(&b).await;
-        let claim = ma.acquire("cam", TakeoverPolicy::Replace, false).await.unwrap();
-        let publication = a.store.begin("cam", 1, 10).unwrap();
-        assert!(claim.confirm());
-
+        let (registry, a, b, publication) = live_on_a("a3", "b3").await;
+        let mb = b.cluster().unwrap();
         registry.renewal_before_take.store(true, Ordering::SeqCst);
         let refused = mb.acquire("cam", TakeoverPolicy::Refuse, false).await;
         assert!(matches!(refused, Err(LeaseRefusal::HeldElsewhere(_))), "a live holder");
@@ -1139,14 +1154,8 @@ mod tests {
         // (The refusal waited a lease time.)
         mb.renew(&b).await;
         registry.renewal_before_take.store(true, Ordering::SeqCst);
-        let taking = mb.acquire("cam", TakeoverPolicy::Replace, false);
-        let renewing = async {
-            sleep(Duration::from_millis(500)).await;
-            ma.renew(&a).await;
-        };
-        let (claim, ()) = tokio::join!(taking, renewing);
+        let claim = take_over_while_a_renews(&a, &b).await;
         assert!(claim.is_ok(), "refused: {:?}", claim.err());
-        assert!(ma.held().is_empty(), "A still holds it");
         drop(publication);
         assert_eq!(registry.leases.lock().unwrap()["cam"].holder, mb.member().holder);
     }
