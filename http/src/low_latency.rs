@@ -3,11 +3,11 @@
 //!
 //! A blocked request costs a task parked on the stream's change counter
 //! ([`stream_store::Changes`]): no CPU until the stream's playlist changes, once a part
-//! (four times a second with 0.25 s parts). A request for the part being written (the playlist's EXT-X-PRELOAD-HINT) is
-//! answered at once with a chunked body that gets each fragment as the packager makes it, so
-//! a player has a frame about as soon as the encoder sent it; the connection's task itself
-//! waits for the fragments (no task or queue per request), and reads no further ahead than
-//! the socket takes.
+//! (four times a second with 0.25 s parts). A request for the part being written (the
+//! playlist's EXT-X-PRELOAD-HINT) is answered at once with a chunked body that gets each
+//! fragment as the packager makes it, so a player has a frame about as soon as the encoder
+//! sent it; the connection's task itself waits for the fragments (no task or queue per
+//! request), and reads no further ahead than the socket takes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
