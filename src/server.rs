@@ -374,8 +374,8 @@ impl Routes {
             variants: args.variants.clone().into(),
             fetch_through,
         };
-        let direct = HlsDirect::new(Arc::clone(store), options.clone()).counted(&http_metrics);
-        let mut hls = rtmp_hls_http::router(Arc::clone(store), options);
+        let (mut hls, direct) = rtmp_hls_http::router_and_direct(Arc::clone(store), options);
+        let direct = direct.counted(&http_metrics);
         if args.web_page {
             hls = hls.merge(rtmp_hls_http::web::router(control));
         }

@@ -26,8 +26,9 @@ pub struct HlsDirect {
 }
 
 impl HlsDirect {
-    /// What [`crate::router`] serves over `store` with `options`, for the requests it takes.
-    pub fn new(store: Arc<StreamStore>, options: HlsOptions) -> Self {
+    /// What [`crate::router`] serves over `store` with `options`, for the requests it takes
+    /// (made beside the router by [`crate::router_and_direct`]).
+    pub(crate) fn new(store: Arc<StreamStore>, options: HlsOptions) -> Self {
         Self { hls: Hls { store, options }, metrics: None }
     }
 

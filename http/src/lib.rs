@@ -89,6 +89,14 @@ struct Hls {
     options: HlsOptions,
 }
 
+/// The HTTP routes over `store` and the [`HlsDirect`] that answers their plain HLS GETs
+/// without the router, both served as `options` say: made together, so a server passing
+/// both to [`server::serve_router`] gets the same answers either way.
+pub fn router_and_direct(store: Arc<StreamStore>, options: HlsOptions) -> (Router, HlsDirect) {
+    let direct = HlsDirect::new(Arc::clone(&store), options.clone());
+    (router(store, options), direct)
+}
+
 /// The HTTP routes over `store`, served as `options` say.
 pub fn router(store: Arc<StreamStore>, options: HlsOptions) -> Router {
     Router::new()
