@@ -34,15 +34,25 @@ pub struct Entry {
     pub parts: Vec<Part>,
 }
 
-/// One part of a segment (EXT-X-PART).
+/// One part of a segment, as its EXT-X-PART line: written once, and copied into each
+/// playlist after (a low-latency playlist lists a few dozen parts and is written again at
+/// every part, which formatting every line each time made a third of a low-latency stream's
+/// store updates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
-    /// The part's URI.
-    pub uri: String,
-    /// Its duration.
-    pub duration: Duration,
-    /// Starts with a keyframe (INDEPENDENT=YES).
-    pub independent: bool,
+    line: String,
+}
+
+impl Part {
+    /// The part at `uri`, `duration` long, starting with a keyframe if `independent`
+    /// (INDEPENDENT=YES).
+    pub fn new(uri: &str, duration: Duration, independent: bool) -> Self {
+        let independent = if independent { ",INDEPENDENT=YES" } else { "" };
+        let mut line = String::with_capacity(48 + uri.len());
+        let _ =
+            writeln!(line, "#EXT-X-PART:DURATION={},URI=\"{uri}\"{independent}", seconds(duration));
+        Self { line }
+    }
 }
 
 /// The segment being written, as a low-latency playlist lists it: its parts so far, and the
@@ -328,13 +338,7 @@ fn write_program_date_time(out: &mut String, time: Option<SystemTime>) {
 }
 
 fn write_part(out: &mut String, part: &Part) {
-    let independent = if part.independent { ",INDEPENDENT=YES" } else { "" };
-    let _ = writeln!(
-        out,
-        "#EXT-X-PART:DURATION={},URI=\"{}\"{independent}",
-        seconds(part.duration),
-        part.uri
-    );
+    out.push_str(&part.line);
 }
 
 /// Seconds with up to five decimals (`0.33333`), as the tags' decimal-floating-point.

@@ -1142,10 +1142,12 @@ fn part_entries(generation: u64, sequence: u64, parts: &[HeldPart]) -> Vec<Part>
     parts
         .iter()
         .enumerate()
-        .map(|(index, part)| Part {
-            uri: format!("{generation}-{sequence}.{index}.m4s"),
-            duration: part.duration,
-            independent: part.independent,
+        .map(|(index, part)| {
+            Part::new(
+                &format!("{generation}-{sequence}.{index}.m4s"),
+                part.duration,
+                part.independent,
+            )
         })
         .collect()
 }
