@@ -34,10 +34,9 @@ pub struct Entry {
     pub parts: Vec<Part>,
 }
 
-/// One part of a segment, as its EXT-X-PART line: written once, and copied into each
-/// playlist after (a low-latency playlist lists a few dozen parts and is written again at
-/// every part, which formatting every line each time made a third of a low-latency stream's
-/// store updates).
+/// One part of a segment, as its EXT-X-PART line: made once, when the part ends, and copied
+/// into each playlist after (a low-latency playlist lists a few dozen parts and is written
+/// again at every part).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     line: String,
@@ -48,7 +47,7 @@ impl Part {
     /// (INDEPENDENT=YES).
     pub fn new(uri: &str, duration: Duration, independent: bool) -> Self {
         let independent = if independent { ",INDEPENDENT=YES" } else { "" };
-        let mut line = String::with_capacity(48 + uri.len());
+        let mut line = String::with_capacity(56 + uri.len());
         let _ =
             writeln!(line, "#EXT-X-PART:DURATION={},URI=\"{uri}\"{independent}", seconds(duration));
         Self { line }

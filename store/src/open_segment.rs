@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use packager::BufferPool;
+use packager::playlist::Part;
 
 use crate::segment_files::{Pieces, pieces_from};
 
@@ -29,8 +30,8 @@ const PART_SLACK_DIVISOR: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeldPart {
     pub(crate) pieces: Pieces,
-    pub(crate) duration: Duration,
-    pub(crate) independent: bool,
+    /// As its segment's playlist entries list it.
+    pub(crate) listed: Part,
 }
 
 /// What a read of one part of the open segment finds.
@@ -48,6 +49,8 @@ pub enum PartRead {
 /// The segment being written.
 #[derive(Debug)]
 pub(crate) struct OpenSegment {
+    /// Its stream's generation (the first number of its file names).
+    generation: u64,
     pub(crate) sequence: u64,
     /// Its init segment's number.
     pub(crate) init: Option<u32>,
@@ -61,12 +64,14 @@ pub(crate) struct OpenSegment {
 
 impl OpenSegment {
     pub(crate) fn new(
+        generation: u64,
         sequence: u64,
         init: Option<u32>,
         discontinuity: bool,
         program_date_time: Option<SystemTime>,
     ) -> Self {
         Self {
+            generation,
             sequence,
             init,
             discontinuity,
@@ -108,7 +113,9 @@ impl OpenSegment {
             }
         };
         self.current.clear();
-        self.parts.push(HeldPart { pieces: joined.into(), duration, independent });
+        let uri = format!("{}-{}.{}.m4s", self.generation, self.sequence, self.parts.len());
+        let listed = Part::new(&uri, duration, independent);
+        self.parts.push(HeldPart { pieces: joined.into(), listed });
     }
 
     /// The segment's bytes and its parts. Fragments of a part that was never ended
@@ -139,7 +146,7 @@ mod tests {
     use super::*;
 
     fn open() -> OpenSegment {
-        OpenSegment::new(4, Some(0), false, None)
+        OpenSegment::new(1, 4, Some(0), false, None)
     }
 
     fn bytes(text: &'static [u8]) -> Bytes {

@@ -1051,8 +1051,13 @@ impl<F: SegmentFiles> Publication<F> {
                     let program_date_time = state.program_date_time(start, now, discontinuity);
                     let init = state.inits.back().map(|(number, _)| *number);
                     let sequence = state.playlist.next_sequence();
-                    state.open =
-                        Some(OpenSegment::new(sequence, init, discontinuity, program_date_time));
+                    state.open = Some(OpenSegment::new(
+                        generation,
+                        sequence,
+                        init,
+                        discontinuity,
+                        program_date_time,
+                    ));
                     listed = true;
                 }
                 FragmentOutput::Fragment(fragment) => {
@@ -1077,7 +1082,7 @@ impl<F: SegmentFiles> Publication<F> {
                         independent,
                         program_date_time: open.program_date_time,
                         map: open.init.map(|number| init_uri(generation, number)),
-                        parts: part_entries(generation, sequence, &open.parts),
+                        parts: part_entries(&open.parts),
                     };
                     let init = open.init;
                     let (body, parts) = open.close();
@@ -1102,7 +1107,7 @@ impl<F: SegmentFiles> Publication<F> {
                 discontinuity: open.discontinuity,
                 program_date_time: open.program_date_time,
                 map: open.init.map(|number| init_uri(generation, number)),
-                parts: part_entries(generation, open.sequence, &open.parts),
+                parts: part_entries(&open.parts),
                 next_part: format!("{generation}-{}.{}.m4s", open.sequence, open.parts.len()),
             });
             state.playlist.set_open(open);
@@ -1137,19 +1142,9 @@ fn init_uri(generation: u64, number: u32) -> String {
     format!("{generation}-init{number}.mp4")
 }
 
-/// The playlist's EXT-X-PART lines of segment `sequence`'s parts.
-fn part_entries(generation: u64, sequence: u64, parts: &[HeldPart]) -> Vec<Part> {
-    parts
-        .iter()
-        .enumerate()
-        .map(|(index, part)| {
-            Part::new(
-                &format!("{generation}-{sequence}.{index}.m4s"),
-                part.duration,
-                part.independent,
-            )
-        })
-        .collect()
+/// The playlist's EXT-X-PART lines of a segment's `parts`.
+fn part_entries(parts: &[HeldPart]) -> Vec<Part> {
+    parts.iter().map(|part| part.listed.clone()).collect()
 }
 
 impl<F: SegmentFiles> Drop for Publication<F> {
