@@ -26,6 +26,12 @@ use crate::segment_files::{Pieces, pieces_from};
 /// streams), while the sizes of a stream's parts vary enough that one usually fits.
 const PART_SLACK_DIVISOR: usize = 16;
 
+/// The URI of part `index` of segment `sequence`: `<generation>-<sequence>.<index>.m4s`
+/// ([`crate::StreamStore::part`] reads it back).
+pub(crate) fn part_uri(generation: u64, sequence: u64, index: usize) -> String {
+    format!("{generation}-{sequence}.{index}.m4s")
+}
+
 /// A complete part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HeldPart {
@@ -113,7 +119,7 @@ impl OpenSegment {
             }
         };
         self.current.clear();
-        let uri = format!("{}-{}.{}.m4s", self.generation, self.sequence, self.parts.len());
+        let uri = part_uri(self.generation, self.sequence, self.parts.len());
         let listed = Part::new(&uri, duration, independent);
         self.parts.push(HeldPart { pieces: joined.into(), listed });
     }

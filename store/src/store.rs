@@ -33,7 +33,7 @@ use tracing::warn;
 
 use crate::blocking::{self, BLOCK_TARGETS, Changes, Directives, LiveEdge, Reload};
 use crate::memfd::MemfdSegments;
-use crate::open_segment::{HeldPart, OpenSegment, PartRead};
+use crate::open_segment::{HeldPart, OpenSegment, PartRead, part_uri};
 use crate::segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 
 /// The fetch of an fMP4 segment at which it moves from the heap to its stream's segment file
@@ -1108,7 +1108,7 @@ impl<F: SegmentFiles> Publication<F> {
                 program_date_time: open.program_date_time,
                 map: open.init.map(|number| init_uri(generation, number)),
                 parts: part_entries(&open.parts),
-                next_part: format!("{generation}-{}.{}.m4s", open.sequence, open.parts.len()),
+                next_part: part_uri(generation, open.sequence, open.parts.len()),
             });
             state.playlist.set_open(open);
             state.render();
