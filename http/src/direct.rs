@@ -90,9 +90,7 @@ mod tests {
     #[tokio::test]
     async fn answers_as_the_router_does() {
         let (store, _publication) = crate::tests::store_with_segment();
-        let options = crate::tests::options();
-        let router = crate::router(Arc::clone(&store), options.clone());
-        let direct = HlsDirect::new(store, options);
+        let (router, direct) = crate::router_and_direct(store, crate::tests::options());
         let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let uris = [
             "/hls/cam/index.m3u8",

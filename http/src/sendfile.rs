@@ -402,9 +402,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = crate::HttpLimits::default();
-        let router = crate::router(Arc::clone(&store), crate::tests::options());
-        let direct =
-            direct.then(|| crate::HlsDirect::new(Arc::clone(&store), crate::tests::options()));
+        let (router, hls_direct) =
+            crate::router_and_direct(Arc::clone(&store), crate::tests::options());
+        let direct = direct.then_some(hls_direct);
         let server = crate::serve_router(
             listener,
             rtmp_hls_threads::Spread::here(),
