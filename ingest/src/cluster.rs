@@ -523,14 +523,12 @@ impl ClusterMember {
             }
             // Replacing, a renewal of the same holder since the read is no reason to give up
             // (refusing, it is: the holder is alive); another holder, or none, is.
+            if policy != TakeoverPolicy::Replace || tries >= TAKE_TRIES {
+                return Err(LeaseRefusal::HeldElsewhere(lease.node));
+            }
             let now = self.call("get", lease_time, self.registry.get(&stream));
             match now.await.map_err(unavailable)? {
-                Some(now)
-                    if policy == TakeoverPolicy::Replace
-                        && tries < TAKE_TRIES
-                        && now.holder == lease.holder
-                        && now.state == LeaseState::Live =>
-                {
+                Some(now) if now.holder == lease.holder && now.state == LeaseState::Live => {
                     lease = now;
                 }
                 _ => return Err(LeaseRefusal::HeldElsewhere(lease.node)),
