@@ -9,9 +9,15 @@
 //! Here bytes gather only where that does not delay a segment: HLS viewers see media only
 //! when a segment closes, and the segmenter cuts at the first keyframe after the target
 //! duration, so while the open segment still needs more media than the pause plus a guard,
-//! no message a real-time publisher sends meanwhile can close it. Low-latency parts, seen by
-//! viewers as they end, have their own shorter guard before the earliest frame that could
-//! end one. They gather in the kernel:
+//! no message a real-time publisher sends meanwhile can close it. Low-latency parts are
+//! seen by viewers as they end, every few hundred milliseconds, so a guard before each
+//! would leave a large share of the stream read message by message; instead the read is
+//! timed to the arrival of the frame expected to end the part (the packager says which, on
+//! the video frames' cadence), as an [`ArrivalClock`] of the publisher's frames predicts it:
+//! a part then ends when that frame comes, or [`PART_FRAME_MARGIN`] after it was due if it
+//! came early, and a frame due but not there turns reads immediate until it comes. Until
+//! the clock knows the publisher (its first second), parts have a shorter guard of their
+//! own. Bytes gather in the kernel:
 //! [`ReadPacer`] sets the socket's receive low-water mark (`SO_RCVLOWAT`, see
 //! [`low_water`](crate::low_water)) to a pause's worth of the publisher's measured byte
 //! rate, so neither the event loop nor the task wakes for the packets in between (a timer
@@ -29,7 +35,7 @@
 
 use std::time::{Duration, Instant};
 
-use packager::TimeToCut;
+use packager::{PartCut, TimeToCut};
 
 /// Default pause: 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket, well inside
 /// the kernel's receive buffer, and cuts reads from ~80 to ~20 a second; SRS's `mr_latency`
@@ -39,24 +45,30 @@ pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(50);
 /// earliest keyframe that could close the segment, which absorbs an encoder sending ahead of
 /// its timestamps (interleaving, send bursts) by up to this much.
 pub const CUT_GUARD: Duration = Duration::from_millis(150);
-/// The guard before a low-latency part's end. Parts end every few hundred milliseconds, so
-/// the segment's guard would leave reads immediate for most of each part (with 250 ms parts,
-/// over half the time: a read for every message, the largest CPU cost of a low-latency
-/// stream). The packager's promise already counts the part's last frame interval, and an
-/// encoder that sends further ahead than this delays the part's end by at most what it sent
-/// ahead, beyond this guard, within one pause.
+/// The guard before a low-latency part's end while the publisher's arrivals are not known
+/// (see [`ArrivalClock`]). Parts end every few hundred milliseconds, so the segment's guard
+/// would leave reads immediate for most of each part (with 250 ms parts, over half the
+/// time: a read for every message, the largest CPU cost of a low-latency stream). The
+/// packager's promise already counts the part's last frame interval, and an encoder that
+/// sends further ahead than this delays the part's end by at most what it sent ahead,
+/// beyond this guard, within one pause.
 pub const PART_CUT_GUARD: Duration = Duration::from_millis(50);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
+/// A low-latency part's read comes this long after the frame expected to end the part is
+/// due: a frame sent on time is there by then (loopback or a LAN, and the timer's 1 ms
+/// tick), so one wake-up takes it. Less than [`MIN_READ_PAUSE`], so once the frame is due
+/// and not there, reads are immediate until it comes.
+pub const PART_FRAME_MARGIN: Duration = Duration::from_millis(2);
 
 /// The longest wait before the next read, given the media time left before the open segment
 /// or part can be cut (`None`: unknown, read at once) and the longest wait wanted (zero
-/// disables).
+/// disables), when the publisher's frames' arrivals are not known yet.
 pub fn pause(time_to_cut: Option<TimeToCut>, max_pause: Duration) -> Option<Duration> {
     let cut = time_to_cut?;
     let mut pause = cut.segment.checked_sub(CUT_GUARD)?.min(max_pause);
     if let Some(part) = cut.part {
-        pause = pause.min(part.checked_sub(PART_CUT_GUARD)?);
+        pause = pause.min(part.left.checked_sub(PART_CUT_GUARD)?);
     }
     (pause >= MIN_READ_PAUSE).then_some(pause)
 }
@@ -118,6 +130,53 @@ pub struct ReadPacer {
     rate: Option<u64>,
     /// The mark the socket has now.
     low_water: usize,
+    /// When the publisher's frames arrive, for timing a read to a part's end.
+    arrivals: ArrivalClock,
+}
+
+/// Where a publisher's timeline falls on the server's clock: at each read, the read's time
+/// less the latest decode time it brought, the least over the current rate window and the
+/// one before. No frame is read before it arrives, so the least comes from the read that
+/// followed its frame's arrival most closely (one the low-water mark woke). A publisher
+/// whose timestamps jump, or whose sending drifts, is followed within two windows; until
+/// then, and for frames that come late, a frame is expected early, and a read that finds
+/// it not there only turns reads immediate until it comes.
+#[derive(Debug, Clone, Default)]
+struct ArrivalClock {
+    /// The first read: times are counted from it.
+    anchor: Option<Instant>,
+    /// The least read time less decode time (microseconds since `anchor`), this window.
+    current: Option<i128>,
+    /// The same over the window before.
+    previous: Option<i128>,
+}
+
+impl ArrivalClock {
+    /// A read at `now` brought media up to decode time `latest`.
+    fn observe(&mut self, now: Instant, latest: Duration) {
+        let anchor = *self.anchor.get_or_insert(now);
+        let offset =
+            now.saturating_duration_since(anchor).as_micros() as i128 - latest.as_micros() as i128;
+        self.current = Some(self.current.map_or(offset, |least| least.min(offset)));
+    }
+
+    /// A new rate window starts.
+    fn next_window(&mut self) {
+        self.previous = self.current.take();
+    }
+
+    /// How long after `now` the frame with decode time `media` is expected (zero if it is
+    /// due already); `None` before any read was observed.
+    fn until(&self, now: Instant, media: Duration) -> Option<Duration> {
+        let anchor = self.anchor?;
+        let offset = match (self.current, self.previous) {
+            (Some(a), Some(b)) => a.min(b),
+            (one, other) => one.or(other)?,
+        };
+        let due = offset + media.as_micros() as i128;
+        let now = now.saturating_duration_since(anchor).as_micros() as i128;
+        Some(Duration::from_micros(u64::try_from(due - now).unwrap_or(0)))
+    }
 }
 
 impl ReadPacer {
@@ -133,6 +192,7 @@ impl ReadPacer {
             window_bytes: 0,
             rate: None,
             low_water: 1,
+            arrivals: ArrivalClock::default(),
         }
     }
 
@@ -152,7 +212,10 @@ impl ReadPacer {
         time_to_cut: Option<TimeToCut>,
     ) -> (NextRead, Option<usize>) {
         self.measure(n, now);
-        let plan = self.plan(n, buffer, time_to_cut);
+        if let Some(PartCut { latest, .. }) = time_to_cut.and_then(|cut| cut.part) {
+            self.arrivals.observe(now, latest);
+        }
+        let plan = self.plan(n, buffer, now, time_to_cut);
         match plan {
             NextRead::Immediate => (plan, self.set(1)),
             // Within an eighth of the mark already set is close enough: no system call.
@@ -192,17 +255,37 @@ impl ReadPacer {
             self.rate = Some(u64::try_from(rate).unwrap_or(u64::MAX));
             self.window_start = Some(now);
             self.window_bytes = 0;
+            self.arrivals.next_window();
         }
     }
 
-    fn plan(&self, n: usize, buffer: usize, time_to_cut: Option<TimeToCut>) -> NextRead {
+    /// The longest wait before the next read: as [`pause`] has it, except that a part's
+    /// read is timed to the arrival of the frame expected to end the part, once frames'
+    /// arrivals are known. Reads then gather through the part's last few hundred
+    /// milliseconds too, where a guard before its earliest end read every message.
+    fn wait(&self, now: Instant, time_to_cut: Option<TimeToCut>) -> Option<Duration> {
+        let cut = time_to_cut?;
+        let until = cut.part.and_then(|part| self.arrivals.until(now, part.expected));
+        let Some(until) = until else { return pause(time_to_cut, self.max_wait) };
+        // The part's expected end counts its segment's too (a keyframe at the target).
+        let wait = self.max_wait.min(until + PART_FRAME_MARGIN);
+        (wait >= MIN_READ_PAUSE).then_some(wait)
+    }
+
+    fn plan(
+        &self,
+        n: usize,
+        buffer: usize,
+        now: Instant,
+        time_to_cut: Option<TimeToCut>,
+    ) -> NextRead {
         // A backlog (or a fast stream whose socket buffer could fill while gathering): keep
         // reading at once.
         if n >= buffer / BACKLOG_SHARE.1 * BACKLOG_SHARE.0 {
             return NextRead::Immediate;
         }
         let Some(rate) = self.rate else { return NextRead::Immediate };
-        let Some(fallback) = pause(time_to_cut, self.max_wait) else {
+        let Some(fallback) = self.wait(now, time_to_cut) else {
             return NextRead::Immediate;
         };
         let bytes = u128::from(rate) * self.max_pause.as_micros() / 1_000_000;
@@ -227,6 +310,7 @@ mod tests {
 
     /// A part cut `part` away, the segment's far.
     const fn part(part: Duration) -> Option<TimeToCut> {
+        let part = PartCut { left: part, latest: Duration::ZERO, expected: part };
         Some(TimeToCut { segment: Duration::from_millis(1900), part: Some(part) })
     }
 
@@ -238,8 +322,77 @@ mod tests {
         assert_eq!(pause(part(PART_CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
         assert_eq!(pause(part(PART_CUT_GUARD - MS), DEFAULT_MAX_READ_PAUSE), None);
         // The segment's guard still holds when its cut is nearer.
-        let both = Some(TimeToCut { segment: CUT_GUARD + 10 * MS, part: Some(250 * MS) });
+        let both = Some(TimeToCut { segment: CUT_GUARD + 10 * MS, ..part(250 * MS).unwrap() });
         assert_eq!(pause(both, DEFAULT_MAX_READ_PAUSE), Some(10 * MS));
+    }
+
+    /// A low-latency publisher whose frames arrive on time: a frame stamped `ms + shift`
+    /// arrives `ms` after `t0`. Its reads bring 315 KB/s over the first second (21 of
+    /// 15 KB), 300 KB/s over the next ones: 15,750 and then 15,000 bytes in a pause.
+    struct OnTime {
+        t0: Instant,
+        shift: i64,
+    }
+
+    impl OnTime {
+        /// The part as a read at `ms` sees it: the latest frame just arrived, the one
+        /// expected to end the part comes `expected_in` after it.
+        fn part(&self, ms: u32, expected_in: Duration) -> Option<TimeToCut> {
+            let latest = Duration::from_millis((i64::from(ms) + self.shift).try_into().unwrap());
+            let cut = PartCut { left: expected_in, latest, expected: latest + expected_in };
+            Some(TimeToCut { segment: Duration::from_millis(1900), part: Some(cut) })
+        }
+
+        /// Reads of 15 KB every 50 ms from `from` to `to` ms, parts far off.
+        fn reads(&self, pacer: &mut ReadPacer, from: u32, to: u32) {
+            for ms in (from..=to).step_by(50) {
+                pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.part(ms, 200 * MS));
+            }
+        }
+
+        /// The plan after a read at `ms`, with the frame ending the part `expected_in` on.
+        fn read(&self, pacer: &mut ReadPacer, ms: u32, expected_in: Duration) -> NextRead {
+            pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.part(ms, expected_in)).0
+        }
+    }
+
+    #[test]
+    fn a_part_read_is_timed_to_the_frame_expected_to_end_it() {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        on_time.reads(&mut pacer, 0, 1050);
+        // 33 ms before the frame expected to end the part, inside the part's guard: the
+        // read is timed to that frame, where the guard alone read every message.
+        assert_eq!(pause(on_time.part(1100, 33 * MS), DEFAULT_MAX_READ_PAUSE), None);
+        let next = on_time.read(&mut pacer, 1100, 33 * MS);
+        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 35 * MS });
+        // Far from it, the pause is the usual one.
+        let next = on_time.read(&mut pacer, 1150, 250 * MS);
+        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 200 * MS });
+        // The frame is due and not there (the latest frame is still the one before it):
+        // reads are immediate until it comes.
+        let late = on_time.part(1100, 33 * MS);
+        let (next, mark) = pacer.after_read(200, BUF, on_time.t0 + 1136 * MS, late);
+        assert_eq!((next, mark), (NextRead::Immediate, Some(1)));
+    }
+
+    #[test]
+    fn after_a_timestamp_jump_frames_are_expected_early_for_two_windows_at_most() {
+        let t0 = Instant::now();
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        OnTime { t0, shift: 0 }.reads(&mut pacer, 0, 1050);
+        // Timestamps jump 500 ms back: by the old timeline the frame ending the part looks
+        // long due, and reads are immediate (early, never late).
+        let back = OnTime { t0, shift: -500 };
+        assert_eq!(back.read(&mut pacer, 1100, 33 * MS), NextRead::Immediate);
+        // Two windows later, the clock follows the new timeline.
+        back.reads(&mut pacer, 1150, 3150);
+        let next = back.read(&mut pacer, 3200, 33 * MS);
+        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 35 * MS });
+        // A jump forward is followed at once.
+        let ahead = OnTime { t0, shift: 200 };
+        let next = ahead.read(&mut pacer, 3250, 33 * MS);
+        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 35 * MS });
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::buffer_pool::BufferPool;
 use crate::fmp4::{
     self, NON_SYNC_SAMPLE, Run, SYNC_SAMPLE, Sample, SampleEntry, TrackInit, fragment_header_len,
 };
-use crate::remuxer::TimeToCut;
+use crate::remuxer::{PartCut, TimeToCut};
 use crate::segmenter::{
     AccessUnit, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION, TICKS_PER_SECOND, duration_to_ticks,
     ticks_to_duration,
@@ -328,7 +328,8 @@ impl Fragmenter {
     /// then comes out at once when the wait ends). A part ends at the frame that would take
     /// it past its target, so one frame interval sooner than the target, as long as frames
     /// keep their interval: a video frame coming later than that (after dropped frames) may
-    /// end it sooner, by less than it came late.
+    /// end it sooner, by less than it came late. The part's expected end is the first frame
+    /// on that cadence past the earliest.
     pub fn time_to_target(&self) -> Option<TimeToCut> {
         let open = self.open.as_ref()?;
         if self.startup.is_some() && (self.video.is_none() || self.audio.is_none()) {
@@ -344,10 +345,33 @@ impl Fragmenter {
             _ if !self.video_interval_measured => self.part_target.unwrap_or(0),
             _ => self.video_interval,
         };
-        Some(TimeToCut {
-            segment: left(open.start + self.target - self.latest),
-            part: self.part_target.map(|part| left(open.part_start + part - frame - self.latest)),
-        })
+        let part = self.part_target.map(|part| {
+            // A frame with a later decode time ends the part.
+            let earliest = open.part_start + part - frame;
+            // The frames that can end it come on the video frames' cadence, once measured
+            // (or the audio frames', without video).
+            let last = match self.held {
+                Some(held) if self.video_interval_measured => Some(held.dts),
+                _ if self.video.is_none() => Some(self.latest),
+                _ => None,
+            };
+            // The first frame on that cadence after `after` (or at it, `at_or_after`).
+            let next = |after: i64, at_or_after: bool| match last {
+                Some(last) if frame > 0 => {
+                    let gap = after - last + i64::from(!at_or_after);
+                    last + ((gap + frame - 1) / frame).max(1) * frame
+                }
+                _ => after.max(self.latest),
+            };
+            // Unless the segment ends first, with a keyframe at or past its target.
+            let expected = next(earliest, false).min(next(open.start + self.target, true));
+            PartCut {
+                left: left(earliest - self.latest),
+                latest: left(self.latest),
+                expected: left(expected),
+            }
+        });
+        Some(TimeToCut { segment: left(open.start + self.target - self.latest), part })
     }
 
     /// Takes one access unit in decode order: its `data` is the sample (length-prefixed NAL

@@ -94,13 +94,27 @@ pub struct TimeToCut {
     /// Before the open segment could close (at the first keyframe past the target).
     pub segment: Duration,
     /// Before the open part could close (at any frame), when there are parts.
-    pub part: Option<Duration>,
+    pub part: Option<PartCut>,
+}
+
+/// When the open low-latency part can end, on the publisher's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartCut {
+    /// Media time before a frame could end it (zero once one can).
+    pub left: Duration,
+    /// Decode time of the latest frame received.
+    pub latest: Duration,
+    /// Decode time of the frame expected to end it: the first past `latest + left` on the
+    /// cadence of the frames that can (video frames, or audio ones without video), or the
+    /// segment's target if that comes first (a keyframe there ends both). Ingest times a
+    /// read to that frame's arrival.
+    pub expected: Duration,
 }
 
 impl TimeToCut {
     /// Before the nearer of the two.
     pub fn nearest(&self) -> Duration {
-        self.part.map_or(self.segment, |part| part.min(self.segment))
+        self.part.map_or(self.segment, |part| part.left.min(self.segment))
     }
 }
 

@@ -500,6 +500,50 @@ fn no_part_ends_sooner_than_time_to_cut_promised() {
     }
 }
 
+/// Ingest times a low-latency publisher's read to the arrival of the frame expected to end
+/// the open part: on real clips at a steady frame rate, that is the frame that ends it, to
+/// within the millisecond rounding of RTMP timestamps, once the cadence is known (before,
+/// the next frame is expected: never later than the one that ends it).
+#[test]
+fn a_part_ends_at_the_frame_time_to_cut_expected() {
+    let config = RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
+    };
+    for clip_name in [Clip::Av720p30, Clip::AudioOnlyAac, Clip::Av5Fps] {
+        let mut remuxer = Remuxer::new(config);
+        let mut expected: Option<(Duration, bool)> = None;
+        let mut parts = 0;
+        for tag in tags(clip_name) {
+            let kind = match tag.tag_type {
+                8 => TagKind::Audio,
+                9 => TagKind::Video,
+                _ => continue,
+            };
+            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
+            let mut ended = false;
+            while let Some(output) = remuxer.pull_fmp4() {
+                ended |= matches!(output, FragmentOutput::PartEnd { .. });
+            }
+            if ended && let Some((expected, on_cadence)) = expected {
+                let at = Duration::from_millis(tag.timestamp.into());
+                let error =
+                    if on_cadence { at.abs_diff(expected) } else { expected.saturating_sub(at) };
+                assert!(
+                    error <= Duration::from_millis(2),
+                    "{clip_name:?}: part ended at {at:?}, expected at {expected:?}"
+                );
+                parts += u32::from(on_cadence);
+            }
+            expected = remuxer
+                .time_to_cut()
+                .and_then(|cut| cut.part)
+                .map(|part| (part.expected, part.expected > part.latest));
+        }
+        assert!(parts > 20, "{clip_name:?}: {parts} parts on the cadence");
+    }
+}
+
 /// Remuxes real clips with `config` (with `drop_frames`, two of every five video frames
 /// that are not keyframes left out: gaps of three frame intervals); after every tag `cut`
 /// says whether a cut came, and the promise `promise` picks from `time_to_cut` must not
