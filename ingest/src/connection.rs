@@ -271,9 +271,9 @@ impl Connection {
                 self.ingest.metrics.players.dec();
                 return played;
             }
-            let time_to_cut = self.publish.as_ref().and_then(Publish::time_to_cut);
+            let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
             let now = Instant::now();
-            let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), time_to_cut);
+            let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), next_cut);
             if let Some(mark) = mark {
                 self.set_low_water(mark, &mut pacer)?;
             }

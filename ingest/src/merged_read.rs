@@ -6,72 +6,43 @@
 //! SRS's "merged read" (`mr`) sleeps between reads to take several messages at once, at the
 //! price of that much latency on every message.
 //!
-//! Here bytes gather only where that does not delay a segment: HLS viewers see media only
-//! when a segment closes, and the segmenter cuts at the first keyframe after the target
-//! duration, so while the open segment still needs more media than the pause plus a guard,
-//! no message a real-time publisher sends meanwhile can close it. Low-latency parts are
-//! seen by viewers as they end, every few hundred milliseconds, so a guard before each
-//! would leave a large share of the stream read message by message; instead the read is
-//! timed to the arrival of the frame expected to end the part (the packager says which, on
-//! the video frames' cadence), as an [`ArrivalClock`] of the publisher's frames predicts it:
-//! a part then ends when that frame comes, or [`PART_FRAME_MARGIN`] after it was due if it
-//! came early, and a frame due but not there turns reads immediate until it comes. Until
-//! the clock knows the publisher (its first second), parts have a shorter guard of their
-//! own. Bytes gather in the kernel:
-//! [`ReadPacer`] sets the socket's receive low-water mark (`SO_RCVLOWAT`, see
-//! [`low_water`](crate::low_water)) to a pause's worth of the publisher's measured byte
-//! rate, so neither the event loop nor the task wakes for the packets in between (a timer
-//! that merely delayed the read left the event loop waking for every packet); a fallback
-//! timer reads whatever is queued after a few pauses, and before the guard ahead of a
-//! possible cut. Near a cut, and whenever the last read took [`BACKLOG_SHARE`] of the buffer
-//! (a backlog, or a fast stream), reads are immediate again. What is not foreseen, and may
-//! then wait up to the fallback: a publisher sending well ahead of real time (for a part,
-//! more than [`PART_CUT_GUARD`] ahead), a timestamp jump short of a timeline break, a forced
-//! cut (`MAX_SEGMENT_BYTES`), a video frame after dropped ones (the packager expects the next
-//! frame one interval after the last; a later one may end a part sooner, by less than it
-//! came late). Once a segment has
-//! reached the target duration and waits for a keyframe (long GOPs), every read is
-//! immediate, so streams with GOPs longer than the target gather less.
+//! Here bytes gather only where that does not delay a cut: HLS viewers see media when a
+//! segment closes (or, low-latency, a part ends), and the packager says which frame is
+//! expected to make the next cut (the keyframe at the segment's target, or the first frame
+//! past the part's target on the video frames' cadence). The read that takes that frame is
+//! timed to its arrival, as an [`ArrivalClock`] of the publisher's recent frames predicts
+//! it: a cut comes when its frame does, or [`CUT_FRAME_MARGIN`] after the frame was due if
+//! it came early, and a frame due but not there turns reads immediate until it comes.
+//!
+//! Bytes gather in the kernel: [`ReadPacer`] sets the socket's receive low-water mark
+//! (`SO_RCVLOWAT`, see [`low_water`](crate::low_water)) to a pause's worth of the
+//! publisher's measured byte rate, so neither the event loop nor the task wakes for the
+//! packets in between (a timer that merely delayed the read left the event loop waking for
+//! every packet); a fallback timer reads whatever is queued after a few pauses, or when the
+//! cut's frame is due. Whenever the last read took [`BACKLOG_SHARE`] of the buffer (a
+//! backlog, or a fast stream), reads are immediate. What is not foreseen, and may then
+//! wait up to the fallback: a forced cut (`MAX_SEGMENT_BYTES`), a video frame off the
+//! cadence (the packager expects frames on the shortest of the last few intervals; at a
+//! rising frame rate one may come sooner, and a frame after dropped ones may end a part
+//! sooner, by less than it came late). Once a segment has reached the
+//! target duration and waits for a keyframe (long GOPs), the next frame is expected each
+//! time, so streams with GOPs longer than the target gather less.
 
 use std::time::{Duration, Instant};
 
-use packager::{PartCut, TimeToCut};
+use packager::NextCut;
 
 /// Default pause: 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket, well inside
 /// the kernel's receive buffer, and cuts reads from ~80 to ~20 a second; SRS's `mr_latency`
 /// default is 350 ms.
 pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(50);
-/// Media time kept in hand before a possible cut: reads turn immediate this long before the
-/// earliest keyframe that could close the segment, which absorbs an encoder sending ahead of
-/// its timestamps (interleaving, send bursts) by up to this much.
-pub const CUT_GUARD: Duration = Duration::from_millis(150);
-/// The guard before a low-latency part's end while the publisher's arrivals are not known
-/// (see [`ArrivalClock`]). Parts end every few hundred milliseconds, so the segment's guard
-/// would leave reads immediate for most of each part (with 250 ms parts, over half the
-/// time: a read for every message, the largest CPU cost of a low-latency stream). The
-/// packager's promise already counts the part's last frame interval, and an encoder that
-/// sends further ahead than this delays the part's end by at most what it sent ahead,
-/// beyond this guard, within one pause.
-pub const PART_CUT_GUARD: Duration = Duration::from_millis(50);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
-/// A low-latency part's read comes this long after the frame expected to end the part is
-/// due: a frame sent on time is there by then (loopback or a LAN, and the timer's 1 ms
-/// tick), so one wake-up takes it. Less than [`MIN_READ_PAUSE`], so once the frame is due
-/// and not there, reads are immediate until it comes.
-pub const PART_FRAME_MARGIN: Duration = Duration::from_millis(2);
-
-/// The longest wait before the next read, given the media time left before the open segment
-/// or part can be cut (`None`: unknown, read at once) and the longest wait wanted (zero
-/// disables), when the publisher's frames' arrivals are not known yet.
-pub fn pause(time_to_cut: Option<TimeToCut>, max_pause: Duration) -> Option<Duration> {
-    let cut = time_to_cut?;
-    let mut pause = cut.segment.checked_sub(CUT_GUARD)?.min(max_pause);
-    if let Some(part) = cut.part {
-        pause = pause.min(part.left.checked_sub(PART_CUT_GUARD)?);
-    }
-    (pause >= MIN_READ_PAUSE).then_some(pause)
-}
+/// The read before a cut comes this long after the frame expected to make it is due: a
+/// frame sent on time is there by then (loopback or a LAN, and the timer's 1 ms tick), so
+/// one wake-up takes it. Less than [`MIN_READ_PAUSE`], so once the frame is due and not
+/// there, reads are immediate until it comes.
+pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
 
 /// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
 /// buffer, so a read woken by it, with what arrived between the wake-up and the read, is
@@ -92,7 +63,7 @@ pub const LOW_WATER_BUFFER_SHARE: usize = 8;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
 /// pauses (a publisher whose bitrate falls below the measured rate), and never later than
-/// the guard before a possible cut, nor than a [`NO_MEDIA_SHARE`] of the no-media timeout.
+/// the next cut's frame is due, nor than a [`NO_MEDIA_SHARE`] of the no-media timeout.
 pub const FALLBACK_PAUSES: u32 = 4;
 /// The fallback never waits longer than the no-media timeout divided by this, so media
 /// gathered below the mark is always read before a publisher could be taken for silent.
@@ -130,7 +101,7 @@ pub struct ReadPacer {
     rate: Option<u64>,
     /// The mark the socket has now.
     low_water: usize,
-    /// When the publisher's frames arrive, for timing a read to a part's end.
+    /// When the publisher's frames arrive, for timing a read to a cut.
     arrivals: ArrivalClock,
 }
 
@@ -202,20 +173,20 @@ impl ReadPacer {
     }
 
     /// After a read of `n` bytes into a buffer of `buffer` bytes at `now`, with
-    /// `time_to_cut` of media left before the open segment (or part) can close: how to wait
+    /// `next_cut` of media left before the open segment (or part) can close: how to wait
     /// for the next one, and the new mark if the socket's must change.
     pub fn after_read(
         &mut self,
         n: usize,
         buffer: usize,
         now: Instant,
-        time_to_cut: Option<TimeToCut>,
+        next_cut: Option<NextCut>,
     ) -> (NextRead, Option<usize>) {
         self.measure(n, now);
-        if let Some(PartCut { latest, .. }) = time_to_cut.and_then(|cut| cut.part) {
-            self.arrivals.observe(now, latest);
+        if let Some(cut) = next_cut {
+            self.arrivals.observe(now, cut.latest);
         }
-        let plan = self.plan(n, buffer, now, time_to_cut);
+        let plan = self.plan(n, buffer, now, next_cut);
         match plan {
             NextRead::Immediate => (plan, self.set(1)),
             // Within an eighth of the mark already set is close enough: no system call.
@@ -259,33 +230,24 @@ impl ReadPacer {
         }
     }
 
-    /// The longest wait before the next read: as [`pause`] has it, except that a part's
-    /// read is timed to the arrival of the frame expected to end the part, once frames'
-    /// arrivals are known. Reads then gather through the part's last few hundred
-    /// milliseconds too, where a guard before its earliest end read every message.
-    fn wait(&self, now: Instant, time_to_cut: Option<TimeToCut>) -> Option<Duration> {
-        let cut = time_to_cut?;
-        let until = cut.part.and_then(|part| self.arrivals.until(now, part.expected));
-        let Some(until) = until else { return pause(time_to_cut, self.max_wait) };
-        // The part's expected end counts its segment's too (a keyframe at the target).
-        let wait = self.max_wait.min(until + PART_FRAME_MARGIN);
+    /// The longest wait before the next read: until 2 ms ([`CUT_FRAME_MARGIN`]) after the
+    /// frame expected to make the next cut is due, at most the longest fallback; `None`
+    /// (read at once) when no cut is foreseen, the frame is due, or the wait would be
+    /// shorter than [`MIN_READ_PAUSE`].
+    fn wait(&self, now: Instant, next_cut: Option<NextCut>) -> Option<Duration> {
+        let until = self.arrivals.until(now, next_cut?.expected)?;
+        let wait = self.max_wait.min(until + CUT_FRAME_MARGIN);
         (wait >= MIN_READ_PAUSE).then_some(wait)
     }
 
-    fn plan(
-        &self,
-        n: usize,
-        buffer: usize,
-        now: Instant,
-        time_to_cut: Option<TimeToCut>,
-    ) -> NextRead {
+    fn plan(&self, n: usize, buffer: usize, now: Instant, next_cut: Option<NextCut>) -> NextRead {
         // A backlog (or a fast stream whose socket buffer could fill while gathering): keep
         // reading at once.
         if n >= buffer / BACKLOG_SHARE.1 * BACKLOG_SHARE.0 {
             return NextRead::Immediate;
         }
         let Some(rate) = self.rate else { return NextRead::Immediate };
-        let Some(fallback) = self.wait(now, time_to_cut) else {
+        let Some(fallback) = self.wait(now, next_cut) else {
             return NextRead::Immediate;
         };
         let bytes = u128::from(rate) * self.max_pause.as_micros() / 1_000_000;
@@ -303,29 +265,6 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// A segment cut `left` away, without parts.
-    const fn segment(left: Duration) -> Option<TimeToCut> {
-        Some(TimeToCut { segment: left, part: None })
-    }
-
-    /// A part cut `part` away, the segment's far.
-    const fn part(part: Duration) -> Option<TimeToCut> {
-        let part = PartCut { left: part, latest: Duration::ZERO, expected: part };
-        Some(TimeToCut { segment: Duration::from_millis(1900), part: Some(part) })
-    }
-
-    #[test]
-    fn parts_keep_their_own_shorter_guard() {
-        // 250 ms parts: gathering goes on until the part's guard, not the segment's.
-        assert_eq!(pause(part(250 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
-        assert_eq!(pause(part(PART_CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
-        assert_eq!(pause(part(PART_CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(part(PART_CUT_GUARD - MS), DEFAULT_MAX_READ_PAUSE), None);
-        // The segment's guard still holds when its cut is nearer.
-        let both = Some(TimeToCut { segment: CUT_GUARD + 10 * MS, ..part(250 * MS).unwrap() });
-        assert_eq!(pause(both, DEFAULT_MAX_READ_PAUSE), Some(10 * MS));
-    }
-
     /// A low-latency publisher whose frames arrive on time: a frame stamped `ms + shift`
     /// arrives `ms` after `t0`. Its reads bring 315 KB/s over the first second (21 of
     /// 15 KB), 300 KB/s over the next ones: 15,750 and then 15,000 bytes in a pause.
@@ -335,24 +274,23 @@ mod tests {
     }
 
     impl OnTime {
-        /// The part as a read at `ms` sees it: the latest frame just arrived, the one
-        /// expected to end the part comes `expected_in` after it.
-        fn part(&self, ms: u32, expected_in: Duration) -> Option<TimeToCut> {
+        /// The cut as a read at `ms` sees it: the latest frame just arrived, the one
+        /// expected to cut comes `expected_in` after it.
+        fn cut(&self, ms: u32, expected_in: Duration) -> Option<NextCut> {
             let latest = Duration::from_millis((i64::from(ms) + self.shift).try_into().unwrap());
-            let cut = PartCut { left: expected_in, latest, expected: latest + expected_in };
-            Some(TimeToCut { segment: Duration::from_millis(1900), part: Some(cut) })
+            Some(NextCut { latest, expected: latest + expected_in })
         }
 
         /// Reads of 15 KB every 50 ms from `from` to `to` ms, parts far off.
         fn reads(&self, pacer: &mut ReadPacer, from: u32, to: u32) {
             for ms in (from..=to).step_by(50) {
-                pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.part(ms, 200 * MS));
+                pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.cut(ms, 200 * MS));
             }
         }
 
         /// The plan after a read at `ms`, with the frame ending the part `expected_in` on.
         fn read(&self, pacer: &mut ReadPacer, ms: u32, expected_in: Duration) -> NextRead {
-            pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.part(ms, expected_in)).0
+            pacer.after_read(15_000, BUF, self.t0 + ms * MS, self.cut(ms, expected_in)).0
         }
     }
 
@@ -361,9 +299,7 @@ mod tests {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 1050);
-        // 33 ms before the frame expected to end the part, inside the part's guard: the
-        // read is timed to that frame, where the guard alone read every message.
-        assert_eq!(pause(on_time.part(1100, 33 * MS), DEFAULT_MAX_READ_PAUSE), None);
+        // 33 ms before the frame expected to end the part: the read is timed to it.
         let next = on_time.read(&mut pacer, 1100, 33 * MS);
         assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 35 * MS });
         // Far from it, the pause is the usual one.
@@ -371,7 +307,7 @@ mod tests {
         assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 200 * MS });
         // The frame is due and not there (the latest frame is still the one before it):
         // reads are immediate until it comes.
-        let late = on_time.part(1100, 33 * MS);
+        let late = on_time.cut(1100, 33 * MS);
         let (next, mark) = pacer.after_read(200, BUF, on_time.t0 + 1136 * MS, late);
         assert_eq!((next, mark), (NextRead::Immediate, Some(1)));
     }
@@ -395,29 +331,6 @@ mod tests {
         assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 35 * MS });
     }
 
-    #[test]
-    fn pauses_up_to_the_maximum_while_the_cut_is_far() {
-        assert_eq!(pause(segment(1900 * MS), DEFAULT_MAX_READ_PAUSE), Some(DEFAULT_MAX_READ_PAUSE));
-    }
-
-    #[test]
-    fn pause_shrinks_to_keep_the_guard_before_the_cut() {
-        assert_eq!(pause(segment(CUT_GUARD + 20 * MS), DEFAULT_MAX_READ_PAUSE), Some(20 * MS));
-    }
-
-    #[test]
-    fn reads_at_once_near_the_cut_or_when_it_cannot_be_foreseen() {
-        assert_eq!(pause(segment(CUT_GUARD), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(segment(CUT_GUARD + MIN_READ_PAUSE - MS), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(segment(Duration::ZERO), DEFAULT_MAX_READ_PAUSE), None);
-        assert_eq!(pause(None, DEFAULT_MAX_READ_PAUSE), None);
-    }
-
-    #[test]
-    fn zero_maximum_disables_pauses() {
-        assert_eq!(pause(segment(1900 * MS), Duration::ZERO), None);
-    }
-
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
     fn measured(t0: Instant) -> ReadPacer {
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
@@ -431,7 +344,9 @@ mod tests {
 
     const BUF: usize = 1 << 20;
     const NO_MEDIA: Duration = Duration::from_secs(15);
-    const FAR: Option<TimeToCut> = segment(Duration::from_millis(1900));
+    /// No cut for an hour.
+    const FAR: Option<NextCut> =
+        Some(NextCut { latest: Duration::ZERO, expected: Duration::from_secs(3600) });
 
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
@@ -456,10 +371,13 @@ mod tests {
         assert_eq!(pacer.low_water(), 15_000);
         // The same plan again sets nothing; nor does a rate within an eighth of it.
         assert_eq!(pacer.after_read(15_000, BUF, at + 50 * MS, FAR).1, None);
-        let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, segment(250 * MS));
+        // A cut expected 100 ms on (its frame due 1,210 ms after the first read, whose
+        // frames' timestamps start at zero): the next read comes 2 ms after it is due.
+        let cut = NextCut { latest: 1110 * MS, expected: 1210 * MS };
+        let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, Some(cut));
         assert_eq!(
             (next, mark),
-            (NextRead::Gather { low_water: 15_000, fallback: 100 * MS }, None)
+            (NextRead::Gather { low_water: 15_000, fallback: 102 * MS }, None)
         );
     }
 
@@ -522,11 +440,13 @@ mod tests {
     fn near_the_cut_a_backlog_or_no_segment_reads_at_once_and_lowers_the_mark() {
         let t0 = Instant::now();
         let backlog = BUF / BACKLOG_SHARE.1 * BACKLOG_SHARE.0;
-        for (n, time_to_cut) in [(1000, segment(CUT_GUARD)), (backlog, FAR), (1000, None)] {
+        // A frame that could cut due now (the first read's timestamps start at zero).
+        let due = NextCut { latest: 1060 * MS, expected: 1060 * MS };
+        for (n, next_cut) in [(1000, Some(due)), (backlog, FAR), (1000, None)] {
             let mut pacer = measured(t0);
             assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
-            let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, time_to_cut);
-            assert_eq!((next, mark), (NextRead::Immediate, Some(1)), "{n} {time_to_cut:?}");
+            let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, next_cut);
+            assert_eq!((next, mark), (NextRead::Immediate, Some(1)), "{n} {next_cut:?}");
         }
     }
 

@@ -244,10 +244,9 @@ impl Publish {
         self.accounting.next_stats()
     }
 
-    /// Media time that may still arrive before a frame could close the open segment or part
-    /// (see [`Remuxer::time_to_cut`]).
-    pub(crate) fn time_to_cut(&self) -> Option<packager::TimeToCut> {
-        self.remuxer.time_to_cut()
+    /// The frame expected to close the open segment or part (see [`Remuxer::next_cut`]).
+    pub(crate) fn next_cut(&self) -> Option<packager::NextCut> {
+        self.remuxer.next_cut()
     }
 
     /// `n` bytes arrived on the connection.

@@ -31,7 +31,7 @@ use crate::buffer_pool::BufferPool;
 use crate::fmp4::{
     self, NON_SYNC_SAMPLE, Run, SYNC_SAMPLE, Sample, SampleEntry, TrackInit, fragment_header_len,
 };
-use crate::remuxer::{PartCut, TimeToCut};
+use crate::remuxer::NextCut;
 use crate::segmenter::{
     AccessUnit, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION, TICKS_PER_SECOND, duration_to_ticks,
     ticks_to_duration,
@@ -54,6 +54,10 @@ const AUDIO_FRAMES_PER_FRAGMENT: usize = 5;
 /// keyframe, announces it), so the stream's first init segment holds both tracks instead of
 /// a discontinuity at the second keyframe.
 pub const STARTUP_TRACK_WAIT: Duration = Duration::from_millis(500);
+/// Video frame intervals the expected cadence is the shortest of (a quarter second at
+/// 30 fps): enough to see past a few dropped frames, few enough to follow a frame rate that
+/// rises.
+const CADENCE_INTERVALS: usize = 8;
 /// Track ids in the init segment.
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
@@ -179,6 +183,10 @@ pub struct Fragmenter {
     video_interval: i64,
     /// Whether `video_interval` was measured (else it is a 30 fps guess).
     video_interval_measured: bool,
+    /// The last [`CADENCE_INTERVALS`] intervals between video frames (zero: none yet), the
+    /// shortest of which is the cadence the next cut is expected on: a gap after dropped
+    /// frames does not make the next frame look later than it comes.
+    recent_intervals: [i64; CADENCE_INTERVALS],
     /// Fragments output since the last init segment.
     fragments_since_init: usize,
     /// The stream's first decode time, while its output waits (see [`STARTUP_TRACK_WAIT`]).
@@ -211,6 +219,7 @@ impl Fragmenter {
             last_fragment: 0,
             video_interval: TICKS_PER_SECOND / 30,
             video_interval_measured: false,
+            recent_intervals: [0; CADENCE_INTERVALS],
             fragments_since_init: 0,
             startup: None,
             latest: 0,
@@ -322,56 +331,46 @@ impl Fragmenter {
         self.startup = None;
     }
 
-    /// Media time still to come, after the latest unit pushed, before a frame could close
-    /// the open segment, and the open part when there are parts (each zero once one can);
-    /// `None` when no segment is open or the start waits for a second track (what was made
-    /// then comes out at once when the wait ends). A part ends at the frame that would take
-    /// it past its target, so one frame interval sooner than the target, as long as frames
-    /// keep their interval: a video frame coming later than that (after dropped frames) may
-    /// end it sooner, by less than it came late. The part's expected end is the first frame
-    /// on that cadence past the earliest.
-    pub fn time_to_target(&self) -> Option<TimeToCut> {
+    /// The frame expected to close the open segment, or end the open part when there are
+    /// parts; `None` when no segment is open or the start waits for a second track (what
+    /// was made then comes out at once when the wait ends). A part ends at the first frame
+    /// that would take it past its target, so expected on the video frames' cadence (the
+    /// audio frames', without video) once three frames measured it, and until then at the
+    /// next frame; a segment with the keyframe at or past its target.
+    pub fn next_cut(&self) -> Option<NextCut> {
         let open = self.open.as_ref()?;
         if self.startup.is_some() && (self.video.is_none() || self.audio.is_none()) {
             return None;
         }
-        let left = |ticks: i64| ticks_to_duration(ticks.max(0));
-        let frame = match &self.audio {
-            Some(audio) if self.video.is_none() => {
-                i64::from(audio.samples_per_frame) * TICKS_PER_SECOND
-                    / i64::from(audio.sample_rate).max(1)
+        // The frames that can cut come on this cadence: from `last`, every `frame`.
+        let (last, frame) = match (&self.audio, self.held) {
+            (Some(audio), _) if self.video.is_none() => {
+                let frame = i64::from(audio.samples_per_frame) * TICKS_PER_SECOND
+                    / i64::from(audio.sample_rate).max(1);
+                (Some(self.latest), frame)
             }
-            // Until two frames came, the next one may end the part.
-            _ if !self.video_interval_measured => self.part_target.unwrap_or(0),
-            _ => self.video_interval,
+            // Two intervals at least: one may be a gap.
+            (_, Some(held)) if self.recent_intervals[1] > 0 => {
+                let shortest = self.recent_intervals.iter().filter(|&&i| i > 0).min();
+                (Some(held.dts), shortest.copied().unwrap_or(self.video_interval))
+            }
+            _ => (None, 0),
         };
-        let part = self.part_target.map(|part| {
-            // A frame with a later decode time ends the part.
-            let earliest = open.part_start + part - frame;
-            // The frames that can end it come on the video frames' cadence, once measured
-            // (or the audio frames', without video).
-            let last = match self.held {
-                Some(held) if self.video_interval_measured => Some(held.dts),
-                _ if self.video.is_none() => Some(self.latest),
-                _ => None,
-            };
-            // The first frame on that cadence after `after` (or at it, `at_or_after`).
-            let next = |after: i64, at_or_after: bool| match last {
-                Some(last) if frame > 0 => {
-                    let gap = after - last + i64::from(!at_or_after);
-                    last + ((gap + frame - 1) / frame).max(1) * frame
-                }
-                _ => after.max(self.latest),
-            };
-            // Unless the segment ends first, with a keyframe at or past its target.
-            let expected = next(earliest, false).min(next(open.start + self.target, true));
-            PartCut {
-                left: left(earliest - self.latest),
-                latest: left(self.latest),
-                expected: left(expected),
+        // The first frame on that cadence after `after` (or at it, `at_or_after`).
+        let next = |after: i64, at_or_after: bool| match last {
+            Some(last) if frame > 0 => {
+                let gap = after - last + i64::from(!at_or_after);
+                last + ((gap + frame - 1) / frame).max(1) * frame
             }
-        });
-        Some(TimeToCut { segment: left(open.start + self.target - self.latest), part })
+            _ => self.latest,
+        };
+        let mut expected = next(open.start + self.target, true);
+        if let Some(part) = self.part_target {
+            // A frame that would take the part past its target ends it.
+            expected = expected.min(next(open.part_start + part - frame, false));
+        }
+        let at = |ticks: i64| ticks_to_duration(ticks.max(0));
+        Some(NextCut { latest: at(self.latest), expected: at(expected.max(self.latest)) })
     }
 
     /// Takes one access unit in decode order: its `data` is the sample (length-prefixed NAL
@@ -398,6 +397,8 @@ impl Fragmenter {
         {
             self.video_interval = unit.dts - held.dts;
             self.video_interval_measured = true;
+            self.recent_intervals.rotate_right(1);
+            self.recent_intervals[0] = self.video_interval;
         }
         self.release_held(unit.dts);
         let forced = self.open.as_ref().is_some_and(|open| {

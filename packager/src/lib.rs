@@ -48,8 +48,6 @@ pub use error::{Error, Malformed, Unsupported};
 pub use flv::{TagKind, VideoCodec};
 pub use fragmenter::Output as FragmentOutput;
 pub use playlist::MediaPlaylist;
-pub use remuxer::{
-    AudioConfig, Container, PartCut, Remuxer, RemuxerConfig, RemuxerStats, TimeToCut,
-};
+pub use remuxer::{AudioConfig, Container, NextCut, Remuxer, RemuxerConfig, RemuxerStats};
 pub use segmenter::{MAX_AUDIO_PES_DURATION, MAX_AUDIO_PES_PAYLOAD, Segment, SegmentSink};
 pub use video::VideoConfig;

@@ -87,35 +87,20 @@ enum Backend {
     Fmp4(Box<Fragmenter>),
 }
 
-/// Media time a publisher can still send before one of its frames could cut (zero once one
-/// can), for ingest to read its socket less often in between.
+/// The frame expected to make a publisher's next cut (close its open segment, or end its
+/// open low-latency part), for ingest to time a read to that frame's arrival and read the
+/// socket less often before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeToCut {
-    /// Before the open segment could close (at the first keyframe past the target).
-    pub segment: Duration,
-    /// Before the open part could close (at any frame), when there are parts.
-    pub part: Option<PartCut>,
-}
-
-/// When the open low-latency part can end, on the publisher's timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartCut {
-    /// Media time before a frame could end it (zero once one can).
-    pub left: Duration,
-    /// Decode time of the latest frame received.
+pub struct NextCut {
+    /// Decode time of the latest frame received, on the publisher's timeline.
     pub latest: Duration,
-    /// Decode time of the frame expected to end it: the first past `latest + left` on the
-    /// cadence of the frames that can (video frames, or audio ones without video), or the
-    /// segment's target if that comes first (a keyframe there ends both). Ingest times a
-    /// read to that frame's arrival.
+    /// Decode time of the frame expected to make the cut: a keyframe at the segment's
+    /// target, or (with parts) the first frame past the part's target on the video frames'
+    /// cadence (the audio frames', without video), whichever comes first; `latest` when no
+    /// later frame can be foreseen (the next one may cut). Never later than the frame that
+    /// cuts while frames keep their cadence and keyframes their interval; a frame off the
+    /// cadence (after dropped ones, or at a variable rate) may come sooner than expected.
     pub expected: Duration,
-}
-
-impl TimeToCut {
-    /// Before the nearer of the two.
-    pub fn nearest(&self) -> Duration {
-        self.part.map_or(self.segment, |part| part.left.min(self.segment))
-    }
 }
 
 /// Counters a caller may report.
@@ -315,22 +300,17 @@ impl Remuxer {
         self.audio.as_ref()
     }
 
-    /// Media time the publisher can still send before one of its frames could close the open
-    /// segment or part (see [`Segmenter::time_to_target`]); `None` while that cannot be
-    /// foreseen (no segment open, a configuration change or a timeline break waiting for the
-    /// next cut). Ingest reads a socket less often while this is long: a real-time
-    /// publisher's segments are not held up by it.
-    ///
-    /// [`Segmenter::time_to_target`]: crate::segmenter::Segmenter::time_to_target
-    pub fn time_to_cut(&self) -> Option<TimeToCut> {
+    /// The frame expected to make the next cut (see [`NextCut`]); `None` while that cannot
+    /// be foreseen (no segment open, a configuration change or a timeline break waiting for
+    /// the next cut). Ingest reads a socket less often before that frame is due: a
+    /// real-time publisher's segments and parts are not held up by it.
+    pub fn next_cut(&self) -> Option<NextCut> {
         if self.broken || self.pending_video || self.pending_audio {
             return None;
         }
         match &self.backend {
-            Backend::Ts(segmenter) => {
-                segmenter.time_to_target().map(|segment| TimeToCut { segment, part: None })
-            }
-            Backend::Fmp4(fragmenter) => fragmenter.time_to_target(),
+            Backend::Ts(segmenter) => segmenter.next_cut(),
+            Backend::Fmp4(fragmenter) => fragmenter.next_cut(),
         }
     }
 

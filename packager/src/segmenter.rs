@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::buffer_pool::BufferPool;
+use crate::remuxer::NextCut;
 use crate::ts_mux::{self, AudioStream, MuxError, PesTiming, Track, TsMuxer};
 
 /// 90 kHz ticks per second (ISO/IEC 13818-1 §2.4.3.7 system clock / 300).
@@ -142,6 +143,8 @@ struct Open {
     first: bool,
     start: i64,
     end: i64,
+    /// The latest decode time written.
+    latest: i64,
     discontinuity: bool,
     independent: bool,
 }
@@ -248,12 +251,15 @@ impl Segmenter {
         self.open.is_some()
     }
 
-    /// Media time still to be written before a unit can close the open segment by reaching
-    /// the target duration (zero once one can); `None` when no segment is open. Forced cuts
-    /// ([`MAX_SEGMENT_BYTES`]) and timeline breaks are not foreseen.
-    pub fn time_to_target(&self) -> Option<Duration> {
+    /// The frame expected to close the open segment: a keyframe at the target (encoders'
+    /// keyframe intervals are the target or a multiple of it), or the next frame once the
+    /// target is past; `None` when no segment is open. Forced cuts ([`MAX_SEGMENT_BYTES`])
+    /// and timeline breaks are not foreseen.
+    pub fn next_cut(&self) -> Option<NextCut> {
         let open = self.open.as_ref()?;
-        Some(ticks_to_duration((open.start + self.target - open.end).max(0)))
+        let at = |ticks: i64| ticks_to_duration(ticks.max(0));
+        let target = open.start + self.target;
+        Some(NextCut { latest: at(open.latest), expected: at(target.max(open.latest)) })
     }
 
     /// Adds an audio track to the stream's very first segment while it is being written, by
@@ -319,6 +325,7 @@ impl Segmenter {
         }
         if let Some(open) = self.open.as_mut() {
             open.end = open.end.max(unit.dts + unit.duration.max(0));
+            open.latest = open.latest.max(unit.dts);
         }
         Ok(Pushed::Written(finished))
     }
@@ -457,6 +464,7 @@ impl Segmenter {
             first: !self.started,
             start,
             end: start,
+            latest: start,
             discontinuity: std::mem::take(&mut self.discontinuity),
             independent,
         });
@@ -570,21 +578,22 @@ mod tests {
     }
 
     #[test]
-    fn time_to_target_counts_down_the_open_segment() {
+    fn next_cut_expects_the_keyframe_at_the_target() {
         let mut s = Segmenter::new(Duration::from_secs(2));
         s.set_tracks(true, None);
-        assert_eq!(s.time_to_target(), None, "nothing open");
+        assert_eq!(s.next_cut(), None, "nothing open");
+        let expected = |s: &Segmenter| s.next_cut().map(|cut| (cut.latest, cut.expected));
+        let two_seconds = Duration::from_secs(2);
         s.push(video(0, true)).unwrap();
-        // The first frame's end (one frame of 3000 ticks) is written.
-        assert_eq!(s.time_to_target(), Some(ticks_to_duration(180_000 - 3000)));
-        for frame in 1..59 {
+        assert_eq!(expected(&s), Some((Duration::ZERO, two_seconds)));
+        for frame in 1..60 {
             s.push(video(frame * 3000, false)).unwrap();
         }
-        assert_eq!(s.time_to_target(), Some(ticks_to_duration(3000)));
-        s.push(video(59 * 3000, false)).unwrap();
-        assert_eq!(s.time_to_target(), Some(Duration::ZERO), "a keyframe now would cut");
+        assert_eq!(expected(&s), Some((ticks_to_duration(59 * 3000), two_seconds)));
+        // Past the target without a keyframe: the next frame may cut.
         s.push(video(61 * 3000, false)).unwrap();
-        assert_eq!(s.time_to_target(), Some(Duration::ZERO), "never negative");
+        let latest = ticks_to_duration(61 * 3000);
+        assert_eq!(expected(&s), Some((latest, latest)));
     }
 
     #[test]

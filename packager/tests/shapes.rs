@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use packager::playlist::Entry;
 use packager::{
-    Container, Error, FragmentOutput, MediaPlaylist, Remuxer, RemuxerConfig, Segment, TagKind,
-    TimeToCut, Unsupported,
+    Container, Error, FragmentOutput, MediaPlaylist, NextCut, Remuxer, RemuxerConfig, Segment,
+    TagKind, Unsupported,
 };
 use testkit::flv::{Tag, read_tags};
 use testkit::ts_check::{self, Report};
@@ -469,140 +469,133 @@ fn segments_follow_long_gops_and_never_cut_short_ones_small() {
     assert_well_formed("short-gop", &short);
 }
 
-/// Ingest rests a publisher's socket while `time_to_cut` says no segment can close; the
-/// promise must hold on real streams: after every tag, the next cut comes no sooner in media
-/// time than promised (B-frames, long and short GOPs, audio only).
+/// Ingest times a publisher's read to the arrival of the frame `next_cut` expects to make
+/// the next cut: on real clips (B-frames, long and short GOPs, audio only), no cut comes at
+/// a frame sooner than the one expected (within 2 ms, the rounding of RTMP timestamps), or
+/// a read would be timed after it; with frames dropped (two of every five that are not
+/// keyframes: gaps of three intervals), a cut comes later, never sooner.
 #[test]
-fn no_segment_closes_sooner_than_time_to_cut_promised() {
+fn no_segment_closes_sooner_than_next_cut_expected() {
     let config = RemuxerConfig { target_duration: Duration::from_secs(2), ..Default::default() };
-    check_cut_promises(config, false, |remuxer| remuxer.pull().is_some(), |cut| Some(cut.segment));
-}
-
-/// The same for low-latency parts: no part ends (alone or with its segment) sooner than
-/// promised. The promise takes the next video frame to come one interval after the last;
-/// when frames are dropped, a frame after the gap may end a part sooner, by less than how
-/// much later than that it came, and by no more.
-#[test]
-fn no_part_ends_sooner_than_time_to_cut_promised() {
-    let config = RemuxerConfig {
-        target_duration: Duration::from_secs(2),
-        container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
-    };
-    let part_ended = |remuxer: &mut Remuxer| {
-        let mut ended = false;
-        while let Some(output) = remuxer.pull_fmp4() {
-            ended |= matches!(output, FragmentOutput::PartEnd { .. });
-        }
-        ended
-    };
     for drop_frames in [false, true] {
-        check_cut_promises(config, drop_frames, part_ended, |cut| cut.part.map(|_| cut.nearest()));
+        check_expected_cuts(config, drop_frames, |remuxer| remuxer.pull().is_some());
     }
 }
 
-/// Ingest times a low-latency publisher's read to the arrival of the frame expected to end
-/// the open part: on real clips at a steady frame rate, that is the frame that ends it, to
-/// within the millisecond rounding of RTMP timestamps, once the cadence is known (before,
-/// the next frame is expected: never later than the one that ends it).
+/// The same for low-latency parts, alone or with their segment.
 #[test]
-fn a_part_ends_at_the_frame_time_to_cut_expected() {
-    let config = RemuxerConfig {
-        target_duration: Duration::from_secs(2),
-        container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
-    };
-    for clip_name in [Clip::Av720p30, Clip::AudioOnlyAac, Clip::Av5Fps] {
-        let mut remuxer = Remuxer::new(config);
-        let mut expected: Option<(Duration, bool)> = None;
-        let mut parts = 0;
-        for tag in tags(clip_name) {
-            let kind = match tag.tag_type {
-                8 => TagKind::Audio,
-                9 => TagKind::Video,
-                _ => continue,
-            };
-            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
-            let mut ended = false;
-            while let Some(output) = remuxer.pull_fmp4() {
-                ended |= matches!(output, FragmentOutput::PartEnd { .. });
-            }
-            if ended && let Some((expected, on_cadence)) = expected {
-                let at = Duration::from_millis(tag.timestamp.into());
-                let error =
-                    if on_cadence { at.abs_diff(expected) } else { expected.saturating_sub(at) };
-                assert!(
-                    error <= Duration::from_millis(2),
-                    "{clip_name:?}: part ended at {at:?}, expected at {expected:?}"
-                );
-                parts += u32::from(on_cadence);
-            }
-            expected = remuxer
-                .time_to_cut()
-                .and_then(|cut| cut.part)
-                .map(|part| (part.expected, part.expected > part.latest));
-        }
-        assert!(parts > 20, "{clip_name:?}: {parts} parts on the cadence");
+fn no_part_ends_sooner_than_next_cut_expected() {
+    for drop_frames in [false, true] {
+        check_expected_cuts(LOW_LATENCY, drop_frames, part_ended);
     }
 }
 
-/// Remuxes real clips with `config` (with `drop_frames`, two of every five video frames
-/// that are not keyframes left out: gaps of three frame intervals); after every tag `cut`
-/// says whether a cut came, and the promise `promise` picks from `time_to_cut` must not
-/// have been broken by it (at a video frame, by no more than how much longer its interval
-/// was than the one before).
-fn check_cut_promises(
+/// At a steady frame rate and keyframe interval, the frame expected is the one that ends
+/// the part (or its segment), to within the rounding of RTMP timestamps, once the cadence
+/// is known (three video frames).
+#[test]
+fn a_part_ends_at_the_frame_next_cut_expected() {
+    for clip_name in [Clip::Av720p30, Clip::AudioOnlyAac, Clip::Av5Fps] {
+        let mut remuxer = Remuxer::new(LOW_LATENCY);
+        let mut expected: Option<NextCut> = None;
+        let mut parts = 0;
+        for (kind, tag) in media_tags(clip_name, false) {
+            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
+            let at = Duration::from_millis(tag.timestamp.into());
+            if part_ended(&mut remuxer)
+                && let Some(cut) = expected.filter(|cut| cut.expected > cut.latest)
+            {
+                let error = at.abs_diff(cut.expected);
+                assert!(error <= ROUNDING, "{clip_name:?}: part ended at {at:?}, expected {cut:?}");
+                parts += 1;
+            }
+            expected = remuxer.next_cut();
+        }
+        assert!(parts > 20, "{clip_name:?}: {parts} parts ended with the cadence known");
+    }
+}
+
+/// Low-latency fMP4: 2 s segments, 250 ms parts.
+const LOW_LATENCY: RemuxerConfig = RemuxerConfig {
+    target_duration: Duration::from_secs(2),
+    container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
+};
+
+/// RTMP timestamps are whole milliseconds: a 30 fps cadence is 33 or 34 ms.
+const ROUNDING: Duration = Duration::from_millis(2);
+
+/// Whether a part ended, taking the remuxer's output.
+fn part_ended(remuxer: &mut Remuxer) -> bool {
+    let mut ended = false;
+    while let Some(output) = remuxer.pull_fmp4() {
+        ended |= matches!(output, FragmentOutput::PartEnd { .. });
+    }
+    ended
+}
+
+/// A clip's audio and video tags, with `drop_frames` two of every five video frames that
+/// are not keyframes left out.
+fn media_tags(clip_name: Clip, drop_frames: bool) -> Vec<(TagKind, Tag)> {
+    let mut video_frames = 0;
+    let mut kept = Vec::new();
+    for tag in tags(clip_name) {
+        let kind = match tag.tag_type {
+            8 => TagKind::Audio,
+            9 => TagKind::Video,
+            _ => continue,
+        };
+        if kind == TagKind::Video {
+            video_frames += 1;
+            let keyframe = tag.data.first().is_some_and(|b| b >> 4 == 1);
+            if drop_frames && !keyframe && matches!(video_frames % 5, 2 | 3) {
+                continue;
+            }
+        }
+        kept.push((kind, tag));
+    }
+    kept
+}
+
+/// Remuxes real clips with `config`; after every tag `cut` says whether a cut came, which
+/// must not be at a frame sooner than the one expected after the tag before (at a video
+/// frame, by no more than how much longer its interval was than the one before: a frame
+/// after a gap may end a part sooner, by less than it came late).
+fn check_expected_cuts(
     config: RemuxerConfig,
     drop_frames: bool,
     mut cut: impl FnMut(&mut Remuxer) -> bool,
-    promise: impl Fn(TimeToCut) -> Option<Duration>,
 ) {
     for clip_name in
         [Clip::Av720p30, Clip::AudioOnlyAac, Clip::AvLongGop, Clip::AvSmall, Clip::Av5Fps]
     {
         let mut remuxer = Remuxer::new(config);
-        // The latest media time by which, as promised, no cut could have come yet.
-        let mut promised: Option<i64> = None;
-        let (mut cuts, mut promises) = (0, 0);
-        let mut video_frames = 0;
+        let mut expected: Option<NextCut> = None;
+        let (mut cuts, mut foreseen) = (0, 0);
         // The last video frame's timestamp and interval.
-        let (mut last_video, mut last_interval): (Option<i64>, Option<i64>) = (None, None);
-        for tag in tags(clip_name) {
-            let kind = match tag.tag_type {
-                8 => TagKind::Audio,
-                9 => TagKind::Video,
-                _ => continue,
-            };
-            if kind == TagKind::Video {
-                video_frames += 1;
-                let keyframe = tag.data.first().is_some_and(|b| b >> 4 == 1);
-                if drop_frames && !keyframe && matches!(video_frames % 5, 2 | 3) {
-                    continue;
-                }
-            }
+        let (mut last_video, mut last_interval) = (None, None);
+        for (kind, tag) in media_tags(clip_name, drop_frames) {
             remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
-            let now = i64::from(tag.timestamp);
-            let mut late = 0;
+            let at = Duration::from_millis(tag.timestamp.into());
+            let mut late = Duration::ZERO;
             if kind == TagKind::Video {
-                let interval = last_video.map(|last| now - last);
-                late = interval.zip(last_interval).map_or(0, |(new, old)| (new - old).max(0));
-                (last_video, last_interval) = (Some(now), interval.or(last_interval));
+                let interval = last_video.map(|last| at.saturating_sub(last));
+                late =
+                    interval.zip(last_interval).map_or(late, |(new, old)| new.saturating_sub(old));
+                (last_video, last_interval) = (Some(at), interval.or(last_interval));
             }
             if cut(&mut remuxer) {
                 cuts += 1;
-                if let Some(limit) = promised {
+                if let Some(cut) = expected {
                     assert!(
-                        now + late >= limit,
-                        "{clip_name:?}: cut at {now} ms ({late} late), promised {limit} ms"
+                        cut.expected <= at + late + ROUNDING,
+                        "{clip_name:?}: cut at {at:?} ({late:?} late), expected later: {cut:?}"
                     );
                 }
-                promised = None;
             }
-            if let Some(wait) = remuxer.time_to_cut().and_then(&promise) {
-                let limit = now + i64::try_from(wait.as_millis()).unwrap();
-                promised = Some(promised.map_or(limit, |p| p.max(limit)));
-                promises += u32::from(!wait.is_zero());
-            }
+            expected = remuxer.next_cut();
+            foreseen += u32::from(expected.is_some_and(|cut| cut.expected > cut.latest));
         }
-        assert!(cuts >= 1 && promises > 10, "{clip_name:?}: {cuts} cuts, {promises} promises");
+        assert!(cuts >= 1 && foreseen > 10, "{clip_name:?}: {cuts} cuts, {foreseen} foreseen");
     }
 }
 
