@@ -311,12 +311,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) no_media_timeout: Duration,
 
-    /// Milliseconds of a live publisher's media left to gather in the socket between reads
-    /// while no segment can close soon, so several messages are read at once (SRS's merged
-    /// read, but not where a segment could close): the kernel wakes the reader once that
-    /// much (at the publisher's measured rate, at most 16 KiB) is queued (SO_RCVLOWAT), or
-    /// after four times as long, and always 150 ms of media before a segment could close.
-    /// 0 reads each message as it arrives.
+    /// Milliseconds of a live publisher's media left to gather in the socket between reads,
+    /// so several messages are read at once (SRS's merged read, but never holding up a
+    /// segment or part): the kernel wakes the reader once that much (at the publisher's
+    /// measured rate, at most 16 KiB) is queued (SO_RCVLOWAT), after four times as long, or
+    /// 2 ms after the frame that closes the next segment or part is due. 0 reads each
+    /// message as it arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

@@ -249,6 +249,9 @@ impl Connection {
                 }
                 continue;
             };
+            // When the bytes were read, not when they were handled: the merged reads' clock
+            // of the publisher's arrivals counts from it.
+            let read_at = Instant::now();
             if n == 0 {
                 return Ok(());
             }
@@ -272,13 +275,12 @@ impl Connection {
                 return played;
             }
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
-            let now = Instant::now();
-            let (next, mark) = pacer.after_read(n, buf.len(), now.into_std(), next_cut);
+            let (next, mark) = pacer.after_read(n, buf.len(), read_at.into_std(), next_cut);
             if let Some(mark) = mark {
                 self.set_low_water(mark, &mut pacer)?;
             }
             if let merged_read::NextRead::Gather { fallback, .. } = next {
-                pause_timer.as_mut().reset(now + fallback);
+                pause_timer.as_mut().reset(read_at + fallback);
             }
         }
     }

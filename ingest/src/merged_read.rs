@@ -43,6 +43,7 @@ pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 /// one wake-up takes it. Less than [`MIN_READ_PAUSE`], so once the frame is due and not
 /// there, reads are immediate until it comes.
 pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
+const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros());
 
 /// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
 /// buffer, so a read woken by it, with what arrived between the wake-up and the read, is
@@ -63,7 +64,8 @@ pub const LOW_WATER_BUFFER_SHARE: usize = 8;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
 /// pauses (a publisher whose bitrate falls below the measured rate), and never later than
-/// the next cut's frame is due, nor than a [`NO_MEDIA_SHARE`] of the no-media timeout.
+/// [`CUT_FRAME_MARGIN`] after the next cut's frame is due, nor than a [`NO_MEDIA_SHARE`]
+/// of the no-media timeout.
 pub const FALLBACK_PAUSES: u32 = 4;
 /// The fallback never waits longer than the no-media timeout divided by this, so media
 /// gathered below the mark is always read before a publisher could be taken for silent.
@@ -172,9 +174,9 @@ impl ReadPacer {
         self.low_water
     }
 
-    /// After a read of `n` bytes into a buffer of `buffer` bytes at `now`, with
-    /// `next_cut` of media left before the open segment (or part) can close: how to wait
-    /// for the next one, and the new mark if the socket's must change.
+    /// After a read of `n` bytes into a buffer of `buffer` bytes at `now` (when the read
+    /// returned), with `next_cut` the frame expected to close the open segment (or part):
+    /// how to wait for the next one, and the new mark if the socket's must change.
     pub fn after_read(
         &mut self,
         n: usize,
@@ -310,6 +312,22 @@ mod tests {
         let late = on_time.cut(1100, 33 * MS);
         let (next, mark) = pacer.after_read(200, BUF, on_time.t0 + 1136 * MS, late);
         assert_eq!((next, mark), (NextRead::Immediate, Some(1)));
+    }
+
+    #[test]
+    fn a_read_long_after_its_frames_arrived_does_not_make_the_next_expected_later() {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        on_time.reads(&mut pacer, 0, 1050);
+        // A read at 1,140 ms bringing frames up to 1,100 ms (a fallback read, 40 ms after
+        // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
+        // earlier reads, so it is due already and reads are immediate.
+        let stale = on_time.cut(1100, 33 * MS);
+        let (next, _) = pacer.after_read(15_000, BUF, on_time.t0 + 1140 * MS, stale);
+        assert_eq!(next, NextRead::Immediate);
+        // And it did not move the clock: a read on time is timed as before.
+        let next = on_time.read(&mut pacer, 1150, 33 * MS);
+        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 35 * MS });
     }
 
     #[test]

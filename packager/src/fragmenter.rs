@@ -58,6 +58,9 @@ pub const STARTUP_TRACK_WAIT: Duration = Duration::from_millis(500);
 /// 30 fps): enough to see past a few dropped frames, few enough to follow a frame rate that
 /// rises.
 const CADENCE_INTERVALS: usize = 8;
+/// One millisecond, the step of RTMP timestamps: intervals on a steady cadence differ by
+/// up to this much.
+const TIMESTAMP_STEP: i64 = TICKS_PER_SECOND / 1000;
 /// Track ids in the init segment.
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
@@ -181,8 +184,6 @@ pub struct Fragmenter {
     last_fragment: usize,
     /// The last interval between two video frames, 90 kHz (a guess of the next one's).
     video_interval: i64,
-    /// Whether `video_interval` was measured (else it is a 30 fps guess).
-    video_interval_measured: bool,
     /// The last [`CADENCE_INTERVALS`] intervals between video frames (zero: none yet), the
     /// shortest of which is the cadence the next cut is expected on: a gap after dropped
     /// frames does not make the next frame look later than it comes.
@@ -218,7 +219,6 @@ impl Fragmenter {
             started: false,
             last_fragment: 0,
             video_interval: TICKS_PER_SECOND / 30,
-            video_interval_measured: false,
             recent_intervals: [0; CADENCE_INTERVALS],
             fragments_since_init: 0,
             startup: None,
@@ -334,42 +334,47 @@ impl Fragmenter {
     /// The frame expected to close the open segment, or end the open part when there are
     /// parts; `None` when no segment is open or the start waits for a second track (what
     /// was made then comes out at once when the wait ends). A part ends at the first frame
-    /// that would take it past its target, so expected on the video frames' cadence (the
-    /// audio frames', without video) once three frames measured it, and until then at the
-    /// next frame; a segment with the keyframe at or past its target.
+    /// that would take it past its target: on the video frames' cadence (the audio frames',
+    /// without video), once three frames measured it, the earliest that frame can come;
+    /// until then `latest` (the next frame may cut). A segment closes with a keyframe at or
+    /// past its target, no sooner than the next frame.
     pub fn next_cut(&self) -> Option<NextCut> {
         let open = self.open.as_ref()?;
         if self.startup.is_some() && (self.video.is_none() || self.audio.is_none()) {
             return None;
         }
-        // The frames that can cut come on this cadence: from `last`, every `frame`.
-        let (last, frame) = match (&self.audio, self.held) {
+        let at = |ticks: i64| ticks_to_duration(ticks.max(0));
+        // The frames that can cut come on a cadence: from `last`, every `shortest` to
+        // `longest` ticks (RTMP timestamps are whole milliseconds, so a steady cadence's
+        // intervals differ by one).
+        let (last, shortest, longest) = match (&self.audio, self.held) {
             (Some(audio), _) if self.video.is_none() => {
                 let frame = i64::from(audio.samples_per_frame) * TICKS_PER_SECOND
                     / i64::from(audio.sample_rate).max(1);
-                (Some(self.latest), frame)
+                (self.latest, frame - TIMESTAMP_STEP, frame + TIMESTAMP_STEP)
             }
             // Two intervals at least: one may be a gap.
             (_, Some(held)) if self.recent_intervals[1] > 0 => {
                 let shortest = self.recent_intervals.iter().filter(|&&i| i > 0).min();
-                (Some(held.dts), shortest.copied().unwrap_or(self.video_interval))
+                let shortest = shortest.copied().unwrap_or(self.video_interval);
+                (held.dts, shortest, shortest + TIMESTAMP_STEP)
             }
-            _ => (None, 0),
+            // No cadence yet: the next frame may cut.
+            _ => return Some(NextCut { latest: at(self.latest), expected: at(self.latest) }),
         };
-        // The first frame on that cadence after `after` (or at it, `at_or_after`).
-        let next = |after: i64, at_or_after: bool| match last {
-            Some(last) if frame > 0 => {
-                let gap = after - last + i64::from(!at_or_after);
-                last + ((gap + frame - 1) / frame).max(1) * frame
-            }
-            _ => self.latest,
-        };
-        let mut expected = next(open.start + self.target, true);
-        if let Some(part) = self.part_target {
-            // A frame that would take the part past its target ends it.
-            expected = expected.min(next(open.part_start + part - frame, false));
+        if shortest <= 0 {
+            return Some(NextCut { latest: at(self.latest), expected: at(self.latest) });
         }
-        let at = |ticks: i64| ticks_to_duration(ticks.max(0));
+        // A keyframe at or past the segment's target closes it, no sooner than the next frame.
+        let mut expected = (open.start + self.target).max(last + shortest);
+        if let Some(part) = self.part_target {
+            // A frame whose decode time and interval take the part past its target ends it:
+            // the first frame that could, were frames `longest` apart, is expected as soon
+            // as it can come.
+            let gap = open.part_start + part - longest - last;
+            let frames = (gap.div_euclid(longest) + 1).max(1);
+            expected = expected.min(last + frames * shortest);
+        }
         Some(NextCut { latest: at(self.latest), expected: at(expected.max(self.latest)) })
     }
 
@@ -396,7 +401,6 @@ impl Fragmenter {
             && unit.dts > held.dts
         {
             self.video_interval = unit.dts - held.dts;
-            self.video_interval_measured = true;
             self.recent_intervals.rotate_right(1);
             self.recent_intervals[0] = self.video_interval;
         }

@@ -94,12 +94,13 @@ enum Backend {
 pub struct NextCut {
     /// Decode time of the latest frame received, on the publisher's timeline.
     pub latest: Duration,
-    /// Decode time of the frame expected to make the cut: a keyframe at the segment's
-    /// target, or (with parts) the first frame past the part's target on the video frames'
-    /// cadence (the audio frames', without video), whichever comes first; `latest` when no
-    /// later frame can be foreseen (the next one may cut). Never later than the frame that
-    /// cuts while frames keep their cadence and keyframes their interval; a frame off the
-    /// cadence (after dropped ones, or at a variable rate) may come sooner than expected.
+    /// Decode time of the frame expected to make the cut, as soon as it can come: a keyframe
+    /// at the segment's target, or (with parts) the first frame that could take the part
+    /// past its target on the video frames' cadence (the audio frames', without video),
+    /// whichever comes first; `latest` when no later frame can be foreseen (the next one
+    /// may cut). Never later than the frame that cuts while frames keep their cadence (to
+    /// the millisecond of RTMP timestamps); a frame off it (a rising frame rate, or after
+    /// dropped frames) may come sooner than expected.
     pub expected: Duration,
 }
 
@@ -302,8 +303,7 @@ impl Remuxer {
 
     /// The frame expected to make the next cut (see [`NextCut`]); `None` while that cannot
     /// be foreseen (no segment open, a configuration change or a timeline break waiting for
-    /// the next cut). Ingest reads a socket less often before that frame is due: a
-    /// real-time publisher's segments and parts are not held up by it.
+    /// the next cut). Ingest reads a socket less often before that frame is due.
     pub fn next_cut(&self) -> Option<NextCut> {
         if self.broken || self.pending_video || self.pending_audio {
             return None;

@@ -252,9 +252,9 @@ impl Segmenter {
     }
 
     /// The frame expected to close the open segment: a keyframe at the target (encoders'
-    /// keyframe intervals are the target or a multiple of it), or the next frame once the
-    /// target is past; `None` when no segment is open. Forced cuts ([`MAX_SEGMENT_BYTES`])
-    /// and timeline breaks are not foreseen.
+    /// keyframe intervals are the target or a multiple of it), or once the target is past,
+    /// the latest (the next frame may close it); `None` when no segment is open. Forced
+    /// cuts ([`MAX_SEGMENT_BYTES`]) and timeline breaks are not foreseen.
     pub fn next_cut(&self) -> Option<NextCut> {
         let open = self.open.as_ref()?;
         let at = |ticks: i64| ticks_to_duration(ticks.max(0));

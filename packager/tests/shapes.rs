@@ -470,59 +470,87 @@ fn segments_follow_long_gops_and_never_cut_short_ones_small() {
 }
 
 /// Ingest times a publisher's read to the arrival of the frame `next_cut` expects to make
-/// the next cut: on real clips (B-frames, long and short GOPs, audio only), no cut comes at
-/// a frame sooner than the one expected (within 2 ms, the rounding of RTMP timestamps), or
-/// a read would be timed after it; with frames dropped (two of every five that are not
-/// keyframes: gaps of three intervals), a cut comes later, never sooner.
+/// the next cut, so no cut may come at a frame sooner than the one expected (within 2 ms,
+/// the rounding of RTMP timestamps), or the read would come after it. Checked on real clips
+/// (B-frames, long and short GOPs, audio only), with and without dropped frames (two of
+/// every five that are not keyframes: gaps of three intervals), and on video re-timed to
+/// other frame rates, rounded and truncated to the millisecond as encoders stamp them.
 #[test]
 fn no_segment_closes_sooner_than_next_cut_expected() {
-    let config = RemuxerConfig { target_duration: Duration::from_secs(2), ..Default::default() };
-    for drop_frames in [false, true] {
-        check_expected_cuts(config, drop_frames, |remuxer| remuxer.pull().is_some());
+    let target_duration = Duration::from_secs(2);
+    for container in [Container::Ts, Container::Fmp4 { part_target: None }] {
+        let config = RemuxerConfig { target_duration, container };
+        for (name, tags) in cut_inputs() {
+            check_expected_cuts(config, &name, &tags, |remuxer| match container {
+                Container::Ts => remuxer.pull().is_some(),
+                _ => segment_ended(remuxer),
+            });
+        }
     }
 }
 
-/// The same for low-latency parts, alone or with their segment.
+/// The same for low-latency parts, alone or with their segment, of several targets.
 #[test]
 fn no_part_ends_sooner_than_next_cut_expected() {
-    for drop_frames in [false, true] {
-        check_expected_cuts(LOW_LATENCY, drop_frames, part_ended);
-    }
-}
-
-/// At a steady frame rate and keyframe interval, the frame expected is the one that ends
-/// the part (or its segment), to within the rounding of RTMP timestamps, once the cadence
-/// is known (three video frames).
-#[test]
-fn a_part_ends_at_the_frame_next_cut_expected() {
-    for clip_name in [Clip::Av720p30, Clip::AudioOnlyAac, Clip::Av5Fps] {
-        let mut remuxer = Remuxer::new(LOW_LATENCY);
-        let mut expected: Option<NextCut> = None;
-        let mut parts = 0;
-        for (kind, tag) in media_tags(clip_name, false) {
-            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
-            let at = Duration::from_millis(tag.timestamp.into());
-            if part_ended(&mut remuxer)
-                && let Some(cut) = expected.filter(|cut| cut.expected > cut.latest)
-            {
-                let error = at.abs_diff(cut.expected);
-                assert!(error <= ROUNDING, "{clip_name:?}: part ended at {at:?}, expected {cut:?}");
-                parts += 1;
-            }
-            expected = remuxer.next_cut();
+    for config in low_latency_configs() {
+        for (name, tags) in cut_inputs() {
+            check_expected_cuts(config, &name, &tags, part_ended);
         }
-        assert!(parts > 20, "{clip_name:?}: {parts} parts ended with the cadence known");
     }
 }
 
-/// Low-latency fMP4: 2 s segments, 250 ms parts.
-const LOW_LATENCY: RemuxerConfig = RemuxerConfig {
-    target_duration: Duration::from_secs(2),
-    container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
-};
+/// At a steady frame rate the frame expected is the one that ends the part (or its
+/// segment), or the frame before it (timestamps rounded to the millisecond leave a frame's
+/// doubt), once the cadence is known (three video frames).
+#[test]
+fn a_part_ends_at_the_frame_next_cut_expected_or_one_before() {
+    for config in low_latency_configs() {
+        for (name, tags) in cut_inputs().into_iter().filter(|(name, _)| name.ends_with("steady")) {
+            let mut remuxer = Remuxer::new(config);
+            let mut expected: Option<NextCut> = None;
+            let (mut parts, mut exact) = (0, 0);
+            let mut last_video: Option<Duration> = None;
+            let mut interval = Duration::ZERO;
+            for (kind, tag) in &tags {
+                let at = Duration::from_millis(tag.timestamp.into());
+                if *kind == TagKind::Video {
+                    interval = last_video.map_or(interval, |last| interval.max(at - last));
+                    last_video = Some(at);
+                }
+                remuxer.push(*kind, tag.timestamp, &tag.data).unwrap();
+                if part_ended(&mut remuxer)
+                    && let Some(cut) = expected.filter(|cut| cut.expected > cut.latest)
+                {
+                    let early = at.saturating_sub(cut.expected);
+                    // Audio alone: a frame is 21-24 ms.
+                    let frame = if last_video.is_some() { interval } else { 24 * MS };
+                    assert!(
+                        early <= frame + ROUNDING,
+                        "{name} {config:?}: part ended at {at:?}, expected {cut:?}"
+                    );
+                    parts += 1;
+                    exact += u32::from(early <= ROUNDING);
+                }
+                expected = remuxer.next_cut();
+            }
+            assert!(parts >= 4, "{name} {config:?}: {parts} parts ended with the cadence known");
+            assert!(exact * 2 >= parts, "{name} {config:?}: {exact} of {parts} exact");
+        }
+    }
+}
 
-/// RTMP timestamps are whole milliseconds: a 30 fps cadence is 33 or 34 ms.
+const MS: Duration = Duration::from_millis(1);
+
+/// RTMP timestamps are whole milliseconds.
 const ROUNDING: Duration = Duration::from_millis(2);
+
+/// Low-latency fMP4, 2 s segments, with parts of the draft's usual targets.
+fn low_latency_configs() -> impl Iterator<Item = RemuxerConfig> {
+    [250, 333, 500, 1000].into_iter().map(|ms| RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(Duration::from_millis(ms)) },
+    })
+}
 
 /// Whether a part ended, taking the remuxer's output.
 fn part_ended(remuxer: &mut Remuxer) -> bool {
@@ -533,70 +561,108 @@ fn part_ended(remuxer: &mut Remuxer) -> bool {
     ended
 }
 
-/// A clip's audio and video tags, with `drop_frames` two of every five video frames that
-/// are not keyframes left out.
-fn media_tags(clip_name: Clip, drop_frames: bool) -> Vec<(TagKind, Tag)> {
-    let mut video_frames = 0;
-    let mut kept = Vec::new();
-    for tag in tags(clip_name) {
-        let kind = match tag.tag_type {
-            8 => TagKind::Audio,
-            9 => TagKind::Video,
-            _ => continue,
-        };
-        if kind == TagKind::Video {
-            video_frames += 1;
-            let keyframe = tag.data.first().is_some_and(|b| b >> 4 == 1);
-            if drop_frames && !keyframe && matches!(video_frames % 5, 2 | 3) {
-                continue;
-            }
-        }
-        kept.push((kind, tag));
+/// Whether an fMP4 segment ended, taking the remuxer's output.
+fn segment_ended(remuxer: &mut Remuxer) -> bool {
+    let mut ended = false;
+    while let Some(output) = remuxer.pull_fmp4() {
+        ended |= matches!(output, FragmentOutput::SegmentEnd { .. });
     }
-    kept
+    ended
 }
 
-/// Remuxes real clips with `config`; after every tag `cut` says whether a cut came, which
-/// must not be at a frame sooner than the one expected after the tag before (at a video
-/// frame, by no more than how much longer its interval was than the one before: a frame
-/// after a gap may end a part sooner, by less than it came late).
-fn check_expected_cuts(
-    config: RemuxerConfig,
-    drop_frames: bool,
-    mut cut: impl FnMut(&mut Remuxer) -> bool,
-) {
+/// The inputs cuts are checked on, named (a name ending in "steady" keeps a steady frame
+/// rate): real clips' audio and video tags, with and without two of every five video
+/// frames that are not keyframes left out, and the 720p30 clip's video re-timed to other
+/// frame rates.
+fn cut_inputs() -> Vec<(String, Vec<(TagKind, Tag)>)> {
+    let mut inputs = Vec::new();
     for clip_name in
         [Clip::Av720p30, Clip::AudioOnlyAac, Clip::AvLongGop, Clip::AvSmall, Clip::Av5Fps]
     {
-        let mut remuxer = Remuxer::new(config);
-        let mut expected: Option<NextCut> = None;
-        let (mut cuts, mut foreseen) = (0, 0);
-        // The last video frame's timestamp and interval.
-        let (mut last_video, mut last_interval) = (None, None);
-        for (kind, tag) in media_tags(clip_name, drop_frames) {
-            remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
-            let at = Duration::from_millis(tag.timestamp.into());
-            let mut late = Duration::ZERO;
-            if kind == TagKind::Video {
-                let interval = last_video.map(|last| at.saturating_sub(last));
-                late =
-                    interval.zip(last_interval).map_or(late, |(new, old)| new.saturating_sub(old));
-                (last_video, last_interval) = (Some(at), interval.or(last_interval));
-            }
-            if cut(&mut remuxer) {
-                cuts += 1;
-                if let Some(cut) = expected {
-                    assert!(
-                        cut.expected <= at + late + ROUNDING,
-                        "{clip_name:?}: cut at {at:?} ({late:?} late), expected later: {cut:?}"
-                    );
+        let steady = matches!(clip_name, Clip::Av720p30 | Clip::AudioOnlyAac | Clip::Av5Fps);
+        for drop_frames in [false, true] {
+            let mut video_frames = 0;
+            let mut kept = Vec::new();
+            for tag in tags(clip_name) {
+                let kind = match tag.tag_type {
+                    8 => TagKind::Audio,
+                    9 => TagKind::Video,
+                    _ => continue,
+                };
+                if kind == TagKind::Video {
+                    video_frames += 1;
+                    let keyframe = tag.data.first().is_some_and(|b| b >> 4 == 1);
+                    if drop_frames && !keyframe && matches!(video_frames % 5, 2 | 3) {
+                        continue;
+                    }
                 }
+                kept.push((kind, tag));
             }
-            expected = remuxer.next_cut();
-            foreseen += u32::from(expected.is_some_and(|cut| cut.expected > cut.latest));
+            let shape = if drop_frames {
+                "dropped"
+            } else if steady {
+                "steady"
+            } else {
+                "real"
+            };
+            inputs.push((format!("{clip_name:?} {shape}"), kept));
         }
-        assert!(cuts >= 1 && foreseen > 10, "{clip_name:?}: {cuts} cuts, {foreseen} foreseen");
     }
+    // Video alone (its audio would drift from it), every frame stamped at `fps`.
+    for fps in [24.0, 30_000.0 / 1001.0, 30.0, 60_000.0 / 1001.0, 60.0] {
+        for truncate in [false, true] {
+            let mut n = 0.0;
+            let mut video = Vec::new();
+            for mut tag in tags(Clip::Av720p30).into_iter().filter(|tag| tag.tag_type == 9) {
+                let ms = n * 1000.0 / fps;
+                tag.timestamp = (if truncate { ms } else { f64::round(ms) }) as u32;
+                video.push((TagKind::Video, tag));
+                n += 1.0;
+            }
+            let stamped = if truncate { "truncated" } else { "rounded" };
+            inputs.push((format!("{fps:.3} fps {stamped} steady"), video));
+        }
+    }
+    inputs
+}
+
+/// Remuxes `tags` with `config`; after every tag `cut` says whether a cut came, which must
+/// not be at a frame sooner than the one expected after the tag before (at a video frame,
+/// by no more than how much longer its interval was than the one before: a frame after a
+/// gap may end a part sooner, by less than it came late).
+fn check_expected_cuts(
+    config: RemuxerConfig,
+    name: &str,
+    tags: &[(TagKind, Tag)],
+    mut cut: impl FnMut(&mut Remuxer) -> bool,
+) {
+    let mut remuxer = Remuxer::new(config);
+    let mut expected: Option<NextCut> = None;
+    let (mut cuts, mut foreseen) = (0, 0);
+    // The last video frame's timestamp and interval.
+    let (mut last_video, mut last_interval) = (None, None);
+    for (kind, tag) in tags {
+        remuxer.push(*kind, tag.timestamp, &tag.data).unwrap();
+        let at = Duration::from_millis(tag.timestamp.into());
+        let mut late = Duration::ZERO;
+        if *kind == TagKind::Video {
+            let interval = last_video.map(|last| at.saturating_sub(last));
+            late = interval.zip(last_interval).map_or(late, |(new, old)| new.saturating_sub(old));
+            (last_video, last_interval) = (Some(at), interval.or(last_interval));
+        }
+        if cut(&mut remuxer) {
+            cuts += 1;
+            if let Some(cut) = expected {
+                assert!(
+                    cut.expected <= at + late + ROUNDING,
+                    "{name} {config:?}: cut at {at:?} ({late:?} late), expected later: {cut:?}"
+                );
+            }
+        }
+        expected = remuxer.next_cut();
+        foreseen += u32::from(expected.is_some_and(|cut| cut.expected > cut.latest));
+    }
+    assert!(cuts >= 1 && foreseen > 10, "{name} {config:?}: {cuts} cuts, {foreseen} foreseen");
 }
 
 /// The ADTS frames of an audio PES payload, split by their headers' lengths (ISO/IEC
