@@ -331,6 +331,101 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_remembers_the_window_before() {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        on_time.reads(&mut pacer, 0, 950);
+        // The read that starts the next window comes 40 ms after its latest frame did: by
+        // the window before, the frame 33 ms after that one is due already.
+        let late = OnTime { t0: on_time.t0, shift: -40 };
+        assert_eq!(late.read(&mut pacer, 1040, 33 * MS), NextRead::Immediate);
+    }
+
+    /// The pacer and the packager together, as a connection drives them, on real clips
+    /// whose tags arrive at their timestamps (as an encoder sends them) into a simulated
+    /// socket that wakes the reader at the mark or the fallback: every cut is read within
+    /// [`CUT_FRAME_MARGIN`] of its frame's arrival, and reads are far fewer than messages.
+    #[test]
+    fn cuts_are_read_when_their_frames_arrive() {
+        use packager::{Container, FragmentOutput, Remuxer, RemuxerConfig, TagKind};
+        use testkit::{Clip, clip, flv::read_tags};
+
+        let low_latency = Container::Fmp4 { part_target: Some(Duration::from_millis(250)) };
+        // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
+        // stream fills the mark every 50 ms, about 25 reads a second for ~73 messages
+        // (parts no more than segments); 64 kbit/s AAC alone fills it every other frame.
+        for (clip_name, container, per_hundred) in [
+            (Clip::Av720p30, Container::Ts, 40),
+            (Clip::Av720p30, low_latency, 40),
+            (Clip::AudioOnlyAac, low_latency, 55),
+        ] {
+            let tags: Vec<_> = read_tags(&clip(clip_name))
+                .into_iter()
+                .filter_map(|tag| match tag.tag_type {
+                    8 => Some((TagKind::Audio, tag)),
+                    9 => Some((TagKind::Video, tag)),
+                    _ => None,
+                })
+                .collect();
+            let target_duration = Duration::from_secs(2);
+            let mut remuxer = Remuxer::new(RemuxerConfig { target_duration, container });
+            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
+            let t0 = Instant::now();
+            let arrival = |i: usize| t0 + Duration::from_millis(tags[i].1.timestamp.into());
+            // An RTMP message: its payload and a chunk header or so.
+            let size = |i: usize| tags[i].1.data.len() + 12;
+            let (mut next, mut reads, mut cuts) = (0, 0, 0);
+            let mut read_at = arrival(0);
+            while next < tags.len() {
+                let mut n = 0;
+                while next < tags.len() && arrival(next) <= read_at {
+                    let (kind, tag) = &tags[next];
+                    remuxer.push(*kind, tag.timestamp, &tag.data).unwrap();
+                    let mut cut = remuxer.pull().is_some();
+                    while let Some(output) = remuxer.pull_fmp4() {
+                        cut |= matches!(output, FragmentOutput::PartEnd { .. });
+                    }
+                    if cut {
+                        let late = read_at - arrival(next);
+                        assert!(late <= CUT_FRAME_MARGIN, "{clip_name:?} {container:?}: {late:?}");
+                        cuts += 1;
+                    }
+                    n += size(next);
+                    next += 1;
+                }
+                reads += 1;
+                let (plan, _) = pacer.after_read(n, 32 << 10, read_at, remuxer.next_cut());
+                if next == tags.len() {
+                    break;
+                }
+                read_at = match plan {
+                    NextRead::Immediate => arrival(next),
+                    NextRead::Gather { low_water, fallback } => {
+                        // The kernel wakes the reader once `low_water` bytes are queued.
+                        let mut queued = 0;
+                        let mut marked = None;
+                        for i in next..tags.len() {
+                            queued += size(i);
+                            if queued >= low_water {
+                                marked = Some(arrival(i));
+                                break;
+                            }
+                        }
+                        let timer = read_at + fallback;
+                        marked.map_or(timer, |at| at.min(timer))
+                    }
+                };
+            }
+            assert!(cuts >= 5, "{clip_name:?} {container:?}: {cuts} cuts");
+            assert!(
+                reads * 100 <= tags.len() * per_hundred,
+                "{clip_name:?} {container:?}: {reads} reads for {} messages",
+                tags.len()
+            );
+        }
+    }
+
+    #[test]
     fn after_a_timestamp_jump_frames_are_expected_early_for_two_windows_at_most() {
         let t0 = Instant::now();
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
