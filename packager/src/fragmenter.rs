@@ -347,24 +347,25 @@ impl Fragmenter {
         // The frames that can cut come on a cadence: from `last`, every `shortest` to
         // `longest` ticks (RTMP timestamps are whole milliseconds, so a steady cadence's
         // intervals differ by one).
-        let (last, shortest, longest) = match (&self.audio, self.held) {
+        let cadence = match (&self.audio, self.held) {
             (Some(audio), _) if self.video.is_none() => {
                 let frame = i64::from(audio.samples_per_frame) * TICKS_PER_SECOND
                     / i64::from(audio.sample_rate).max(1);
-                (self.latest, frame - TIMESTAMP_STEP, frame + TIMESTAMP_STEP)
+                Some((self.latest, frame - TIMESTAMP_STEP, frame + TIMESTAMP_STEP))
             }
             // Two intervals at least: one may be a gap.
             (_, Some(held)) if self.recent_intervals[1] > 0 => {
                 let shortest = self.recent_intervals.iter().filter(|&&i| i > 0).min();
                 let shortest = shortest.copied().unwrap_or(self.video_interval);
-                (held.dts, shortest, shortest + TIMESTAMP_STEP)
+                Some((held.dts, shortest, shortest + TIMESTAMP_STEP))
             }
-            // No cadence yet: the next frame may cut.
-            _ => return Some(NextCut { latest: at(self.latest), expected: at(self.latest) }),
+            _ => None,
         };
-        if shortest <= 0 {
+        let Some((last, shortest, longest)) = cadence.filter(|&(_, shortest, _)| shortest > 0)
+        else {
+            // No cadence yet: the next frame may cut.
             return Some(NextCut { latest: at(self.latest), expected: at(self.latest) });
-        }
+        };
         // A keyframe at or past the segment's target closes it, no sooner than the next frame.
         let mut expected = (open.start + self.target).max(last + shortest);
         if let Some(part) = self.part_target {

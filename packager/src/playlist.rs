@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// 9999-12-31T23:59:59Z, the last time RFC 3339 formatting covers.
@@ -34,12 +35,13 @@ pub struct Entry {
     pub parts: Vec<Part>,
 }
 
-/// One part of a segment, as its EXT-X-PART line: made once, when the part ends, and copied
-/// into each playlist after (a low-latency playlist lists a few dozen parts and is written
-/// again at every part).
+/// One part of a segment, as its EXT-X-PART line: made once, when the part ends, shared by
+/// every listing of its segment after (a clone is a reference count) and copied into each
+/// playlist (a low-latency playlist lists a few dozen parts and is written again at every
+/// part).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
-    line: String,
+    line: Arc<str>,
 }
 
 impl Part {
@@ -50,7 +52,7 @@ impl Part {
         let mut line = String::with_capacity(56 + uri.len());
         let _ =
             writeln!(line, "#EXT-X-PART:DURATION={},URI=\"{uri}\"{independent}", seconds(duration));
-        Self { line }
+        Self { line: line.into() }
     }
 }
 

@@ -481,10 +481,7 @@ fn no_segment_closes_sooner_than_next_cut_expected() {
     for container in [Container::Ts, Container::Fmp4 { part_target: None }] {
         let config = RemuxerConfig { target_duration, container };
         for (name, tags) in cut_inputs() {
-            check_expected_cuts(config, &name, &tags, |remuxer| match container {
-                Container::Ts => remuxer.pull().is_some(),
-                _ => segment_ended(remuxer),
-            });
+            check_expected_cuts(config, &name, &tags, segment_ended);
         }
     }
 }
@@ -552,20 +549,22 @@ fn low_latency_configs() -> impl Iterator<Item = RemuxerConfig> {
     })
 }
 
-/// Whether a part ended, taking the remuxer's output.
+/// Whether a low-latency part ended, taking the remuxer's output.
 fn part_ended(remuxer: &mut Remuxer) -> bool {
-    let mut ended = false;
-    while let Some(output) = remuxer.pull_fmp4() {
-        ended |= matches!(output, FragmentOutput::PartEnd { .. });
-    }
-    ended
+    fmp4_ended(remuxer, |output| matches!(output, FragmentOutput::PartEnd { .. }))
 }
 
-/// Whether an fMP4 segment ended, taking the remuxer's output.
+/// Whether a segment (MPEG-TS or fMP4) ended, taking the remuxer's output.
 fn segment_ended(remuxer: &mut Remuxer) -> bool {
+    let ts = remuxer.pull().is_some();
+    fmp4_ended(remuxer, |output| matches!(output, FragmentOutput::SegmentEnd { .. })) || ts
+}
+
+/// Whether any fMP4 output `is_end` says ends something came, taking them all.
+fn fmp4_ended(remuxer: &mut Remuxer, is_end: fn(&FragmentOutput) -> bool) -> bool {
     let mut ended = false;
     while let Some(output) = remuxer.pull_fmp4() {
-        ended |= matches!(output, FragmentOutput::SegmentEnd { .. });
+        ended |= is_end(&output);
     }
     ended
 }
