@@ -10,6 +10,7 @@
 //! request), and reads no further ahead than the socket takes.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use stream_store::{Directives, PartRead, Reload, StreamStore};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
 
@@ -125,7 +126,7 @@ pub(crate) fn part(
         PartRead::Growing(_) | PartRead::NotYet => {
             let growing = Growing {
                 changes: store.part_changes(name)?,
-                deadline: Instant::now() + store.block_timeout(name)?,
+                deadline: Box::pin(tokio::time::sleep(store.block_timeout(name)?)),
                 store: Arc::clone(store),
                 name: name.to_owned(),
                 file: file.to_owned(),
@@ -147,7 +148,9 @@ struct Growing {
     name: String,
     file: String,
     changes: stream_store::Changes,
-    deadline: Instant,
+    /// When the part is given up on. Armed once: a timer made at each wait (several a
+    /// part) went in and out of the runtime's timer wheel each time.
+    deadline: Pin<Box<Sleep>>,
     /// Bytes of the part taken so far.
     offset: usize,
     /// Taken, not sent yet.
@@ -189,7 +192,7 @@ impl Growing {
             }
             tokio::select! {
                 alive = self.changes.changed() => if !alive { return self.abort() },
-                () = tokio::time::sleep_until(self.deadline) => return self.abort(),
+                () = self.deadline.as_mut() => return self.abort(),
             }
         }
     }
@@ -334,5 +337,21 @@ mod tests {
         // The publisher goes without finishing the packager (a crash): the part is dropped.
         drop(publication);
         assert!(response.into_body().collect().await.is_err());
+    }
+
+    /// A stalled stream: the part is given up three target durations after it was asked
+    /// for, however many fragments came meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_stalls_ends_with_an_error_when_its_request_times_out() {
+        let (store, publication) = live_stream();
+        let asked = Instant::now();
+        let timeout = store.block_timeout("cam").unwrap();
+        let mut body = get(&store, "/hls/cam/1-1.0.m4s").await.into_body();
+        tokio::time::sleep(timeout / 2).await;
+        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab"))]);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, Bytes::from_static(b"ab"));
+        assert!(body.collect().await.is_err());
+        assert_eq!(asked.elapsed(), timeout, "from the request, not from the last fragment");
     }
 }
