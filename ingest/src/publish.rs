@@ -77,8 +77,9 @@ pub(crate) struct Publish {
     metadata: EncoderMetadata,
     accounting: Accounting,
     last_media: Instant,
-    /// Packager errors already logged, so a broken track logs once, not per frame.
-    logged: Vec<packager::Error>,
+    /// Kinds of packager errors already logged ([`packager::Error::kind`], a handful), so
+    /// a broken track logs once, not per frame, whatever values its errors carry.
+    logged: Vec<&'static str>,
     /// Whether the "frames dropped" notice was logged.
     logged_drops: bool,
     /// The targets the stream is pushed on to.
@@ -276,10 +277,10 @@ impl Publish {
             recorder.media(kind, timestamp, payload);
         }
         if let Err(e) = self.remuxer.push(kind, timestamp, payload)
-            && !self.logged.contains(&e)
+            && !self.logged.contains(&e.kind())
         {
             warn!(stream = %self.stream, error = %e, "media dropped (logged once per kind)");
-            self.logged.push(e);
+            self.logged.push(e.kind());
         }
         if !self.logged_drops && self.remuxer.stats().frames_dropped > 0 {
             self.logged_drops = true;

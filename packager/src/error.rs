@@ -17,6 +17,35 @@ pub enum Error {
     Internal(&'static str),
 }
 
+impl Error {
+    /// Which error this is, without the values it carries: a publisher can vary those at
+    /// will (a new FourCC or length in every tag), so whatever is logged or counted once
+    /// per error is keyed on this.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(e) => match e {
+                Malformed::TruncatedTag { .. } => "truncated tag",
+                Malformed::AvcConfig(_) => "AVC configuration",
+                Malformed::NaluOverrun { .. } => "NAL unit overrun",
+                Malformed::VideoConfig(_) => "video configuration",
+                Malformed::AacConfig(_) => "AAC configuration",
+                Malformed::MpegAudio(_) => "MPEG audio frame",
+                Malformed::AacFrameTooLarge(_) => "AAC frame too large",
+            },
+            Self::Unsupported(e) => match e {
+                Unsupported::VideoCodec(_) => "video codec",
+                Unsupported::VideoFourCc(_) => "video FourCC",
+                Unsupported::VideoPacketType(_) => "video packet type",
+                Unsupported::VideoCodecInTs(_) => "video codec in MPEG-TS",
+                Unsupported::AudioFormat(_) => "audio format",
+                Unsupported::AacObjectType(_) => "AAC object type",
+                Unsupported::AacSampleRate(_) => "AAC sample rate",
+            },
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
 /// Bytes that break the format they claim to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -82,4 +111,18 @@ pub enum Unsupported {
     /// A sampling frequency with no ADTS index.
     #[error("AAC sampling frequency {0} Hz has no ADTS index")]
     AacSampleRate(u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_differing_only_in_their_values_are_one_kind() {
+        let fourcc = |code: &[u8; 4]| Error::from(Unsupported::VideoFourCc(*code));
+        assert_eq!(fourcc(b"abcd").kind(), fourcc(b"efgh").kind());
+        let truncated = |len| Error::from(Malformed::TruncatedTag { kind: "video", len });
+        assert_eq!(truncated(1).kind(), truncated(2).kind());
+        assert_ne!(fourcc(b"abcd").kind(), truncated(1).kind());
+    }
 }
