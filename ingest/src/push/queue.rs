@@ -8,7 +8,9 @@
 //! stalls), new media is dropped up to the next video keyframe that arrives with the queue
 //! down to half its limit; the configurations are sent again before that keyframe. Audio-only
 //! streams drop single frames (each one is a sync point). Configurations and metadata are
-//! small and never dropped: the latest of each is kept aside while dropping.
+//! never dropped for good: the latest of each is kept aside while dropping, or while a queue
+//! without video is over its limit (a publisher sending nothing but configurations must not
+//! grow it), and sent before the next frame that is queued.
 
 use std::collections::VecDeque;
 
@@ -58,13 +60,23 @@ impl Item {
         }
     }
 
+    /// Bytes sent: what it counts as dropped.
     fn len(&self) -> usize {
         match self {
             Self::Metadata(bytes) => bytes.len(),
             Self::Media { payload, .. } => payload.len(),
         }
     }
+
+    /// Bytes held while queued: what counts against the limit. The queue's slot counts,
+    /// so a flood of tiny messages is bounded by memory, not by its payload alone.
+    fn cost(&self) -> usize {
+        self.len() + ITEM_OVERHEAD
+    }
 }
+
+/// A queued message's own memory besides its payload: its slot in the queue.
+const ITEM_OVERHEAD: usize = size_of::<Item>();
 
 /// Audio a waiting queue keeps for a stream without video (each audio frame is a sync
 /// point): a target or player starts about this far behind live, not minutes.
@@ -124,6 +136,9 @@ pub struct PushQueue {
     dropping: bool,
     /// Started before any keyframe was queued: it starts at the next one.
     start_pending: bool,
+    /// Configurations or metadata were kept aside instead of queued (over the limit
+    /// without video): they go before the next frame queued.
+    configs_owed: bool,
     /// A video track exists (else audio frames are sync points).
     video: bool,
     /// The latest metadata and configurations, sent first at every (re)start.
@@ -148,6 +163,7 @@ impl PushQueue {
             waiting: true,
             dropping: false,
             start_pending: false,
+            configs_owed: false,
             video: false,
             metadata: None,
             video_config: None,
@@ -158,7 +174,7 @@ impl PushQueue {
         }
     }
 
-    /// Bytes queued.
+    /// Bytes queued, with each message's own overhead.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -168,9 +184,7 @@ impl PushQueue {
         match &item {
             Item::Metadata(bytes) => {
                 self.metadata = Some(bytes.clone());
-                if !self.waiting && !self.dropping {
-                    self.enqueue(item);
-                }
+                self.enqueue_config(item);
             }
             Item::Media { role: Role::Config, kind, payload, .. } => {
                 let kept = match kind {
@@ -185,9 +199,7 @@ impl PushQueue {
                     // would pair it with the new one.
                     self.clear();
                 }
-                if !self.waiting && !self.dropping {
-                    self.enqueue(item);
-                }
+                self.enqueue_config(item);
             }
             Item::Media { role: Role::Keyframe, .. } => {
                 self.video = true;
@@ -206,8 +218,9 @@ impl PushQueue {
                 } else if self.dropping && self.bytes > self.limit / 2 {
                     self.drop_item(&item);
                 } else {
-                    if self.dropping {
+                    if self.dropping || self.configs_owed {
                         self.dropping = false;
+                        self.configs_owed = false;
                         for config in self.configs_at(item.timestamp()) {
                             self.enqueue(config);
                         }
@@ -224,6 +237,11 @@ impl PushQueue {
                     self.drop_item(&item);
                 } else {
                     let timestamp = item.timestamp();
+                    if std::mem::take(&mut self.configs_owed) {
+                        for config in self.configs_at(timestamp) {
+                            self.enqueue(config);
+                        }
+                    }
                     self.enqueue(item);
                     if audio_only && self.waiting {
                         // Only the last second of audio is worth a start.
@@ -258,9 +276,10 @@ impl PushQueue {
         let mut first: VecDeque<Item> = self.configs_at(at).into();
         first.extend(self.items.drain(..));
         self.items = first;
-        self.bytes = self.items.iter().map(Item::len).sum();
+        self.bytes = self.items.iter().map(Item::cost).sum();
         self.waiting = false;
         self.dropping = false;
+        self.configs_owed = false;
     }
 
     /// The target's connection ended: wait for the next start.
@@ -269,6 +288,7 @@ impl PushQueue {
         self.waiting = true;
         self.dropping = false;
         self.start_pending = false;
+        self.configs_owed = false;
     }
 
     /// What a queue starting now would send first: the configurations, then the latest
@@ -291,7 +311,7 @@ impl PushQueue {
     /// The next message to send.
     pub fn pop(&mut self) -> Option<Item> {
         let item = self.items.pop_front()?;
-        self.bytes -= item.len();
+        self.bytes -= item.cost();
         Some(item)
     }
 
@@ -309,8 +329,23 @@ impl PushQueue {
         metadata.into_iter().chain(configs).collect()
     }
 
+    /// Queues a configuration or metadata, unless the queue waits or drops (the latest of
+    /// each is kept aside, sent at the start or the resumption) or is over its limit (then
+    /// owed to the next frame queued).
+    fn enqueue_config(&mut self, item: Item) {
+        if self.waiting || self.dropping {
+            return;
+        }
+        if self.bytes > self.limit {
+            self.configs_owed = true;
+            self.drop_item(&item);
+        } else {
+            self.enqueue(item);
+        }
+    }
+
     fn enqueue(&mut self, item: Item) {
-        self.bytes += item.len();
+        self.bytes += item.cost();
         self.items.push_back(item);
     }
 
@@ -377,7 +412,9 @@ mod tests {
 
     #[test]
     fn overflow_drops_to_a_keyframe_once_the_queue_drained_and_sends_configurations_again() {
-        let mut queue = PushQueue::new(1000);
+        // Room for ten frames of 100 bytes.
+        let frame = 100 + ITEM_OVERHEAD;
+        let mut queue = PushQueue::new(10 * frame);
         queue.push(video(Role::Config, 10));
         queue.push(video(Role::Keyframe, 100));
         queue.start();
@@ -386,16 +423,16 @@ mod tests {
         for _ in 0..11 {
             queue.push(video(Role::Frame, 100));
         }
-        assert!(queue.bytes() > 1000);
+        assert!(queue.bytes() > 10 * frame);
         queue.push(video(Role::Frame, 100));
         queue.push(video(Role::Keyframe, 100)); // the queue is still full: dropped too
         assert_eq!(queue.dropped_messages, 2);
         assert_eq!(queue.dropped_bytes, 200);
         let bytes_before = queue.bytes();
         // Never more than the limit plus one message.
-        assert!(bytes_before <= 1000 + 100);
+        assert!(bytes_before <= 11 * frame);
         // The target drains; frames keep being dropped until a keyframe.
-        while queue.bytes() > 400 {
+        while queue.bytes() > 4 * frame {
             queue.pop();
         }
         queue.push(video(Role::Frame, 100));
@@ -409,18 +446,45 @@ mod tests {
 
     #[test]
     fn audio_only_streams_drop_single_frames() {
-        let mut queue = PushQueue::new(100);
+        let frame = 10 + ITEM_OVERHEAD;
+        let mut queue = PushQueue::new(10 * frame);
         queue.push(media(MediaKind::Audio, Role::Config, 2));
         queue.start();
         for _ in 0..30 {
             queue.push(media(MediaKind::Audio, Role::Frame, 10));
         }
-        assert!(queue.bytes() <= 110, "{}", queue.bytes());
+        assert!(queue.bytes() <= 11 * frame, "{}", queue.bytes());
         assert!(queue.dropped_messages > 0);
         queue.pop();
         queue.pop();
         queue.push(media(MediaKind::Audio, Role::Frame, 10));
         assert_eq!(roles(&mut queue).last(), Some(&"audio"));
+    }
+
+    /// Configurations or metadata alone (no frame ever) do not grow a queue past its limit;
+    /// those kept aside go before the next frame, so a decoder never misses a change.
+    #[test]
+    fn configurations_alone_stay_within_the_limit_and_are_owed_to_the_next_frame() {
+        let limit = 4 * (5 + ITEM_OVERHEAD);
+        let mut queue = PushQueue::new(limit);
+        queue.start();
+        for n in 0..1000u32 {
+            queue.push(Item::Metadata(Bytes::from(n.to_be_bytes().to_vec())));
+            let payload = Bytes::from([0xaf, 0, 0x12, 0x10, n as u8].to_vec());
+            let kind = MediaKind::Audio;
+            queue.push(Item::Media { kind, timestamp: n, payload, role: Role::Config });
+        }
+        assert!(queue.bytes() <= limit + 5 + ITEM_OVERHEAD, "{}", queue.bytes());
+        assert!(queue.dropped_messages > 1900, "{}", queue.dropped_messages);
+        while queue.bytes() > limit / 2 {
+            queue.pop();
+        }
+        queue.push(media(MediaKind::Audio, Role::Frame, 10));
+        let sent: Vec<Item> = std::iter::from_fn(|| queue.pop()).collect();
+        let [.., meta, config, frame] = sent.as_slice() else { panic!("{sent:?}") };
+        assert_eq!(meta, &Item::Metadata(Bytes::from(999u32.to_be_bytes().to_vec())));
+        assert!(matches!(config, Item::Media { payload, .. } if payload[4] == 999u32 as u8));
+        assert!(matches!(frame, Item::Media { role: Role::Frame, .. }));
     }
 
     #[test]
@@ -472,7 +536,7 @@ mod tests {
         }
         player.start();
         assert_eq!(roles(&mut player), ["vcfg", "key", "frame"]);
-        assert_eq!(cache.bytes(), 110, "the snapshot took nothing");
+        assert_eq!(cache.bytes(), 110 + 2 * ITEM_OVERHEAD, "the snapshot took nothing");
     }
 
     #[test]
