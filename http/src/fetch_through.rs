@@ -279,6 +279,8 @@ impl FetchThrough {
         })
         .await;
         let Ok(Some((parts, body))) = answer else {
+            // Without the query: it may hold a viewer's token or a URL signature.
+            let url = url.split_once('?').map_or(url, |(path, _)| path);
             tracing::debug!(%url, %node, "fetch through failed");
             return None;
         };
@@ -514,5 +516,39 @@ mod tests {
         }
         let (status, _) = text(through.serve(&dead, &get("/hls/y/index.m3u8", None)).await).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// A failed fetch is logged without its query: a viewer's token or a URL signature.
+    #[tokio::test]
+    async fn a_failed_fetch_logs_no_token() {
+        #[derive(Clone, Default)]
+        struct Log(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(dead.clone())),
+            Duration::from_secs(20),
+        ));
+        let request = get("/hls/p/index.m3u8?token=SECRET-JWT&sig=SECRET-SIG&exp=1", None);
+        assert_eq!(text(through.serve(&dead, &request).await).await.0, StatusCode::BAD_GATEWAY);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("fetch through failed") && log.contains("/hls/p/index.m3u8"), "{log}");
+        assert!(!log.contains("SECRET"), "{log}");
     }
 }
