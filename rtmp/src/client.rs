@@ -12,6 +12,7 @@ use crate::MediaKind;
 use crate::amf0::{self, AmfError, Value};
 use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use crate::handshake::HANDSHAKE_PACKET_LEN;
+use crate::session::cut;
 
 /// Chunk size the publisher announces: what ffmpeg and OBS use.
 pub const CHUNK_SIZE: u32 = 4096;
@@ -40,6 +41,10 @@ const PING_RESPONSE: u16 = 7;
 /// Smallest acknowledgement window honoured: a server asking for acknowledgements every few
 /// bytes would have us answer each read.
 const MIN_ACK_WINDOW: u32 = 4096;
+/// Bytes of a refusal's code and description kept: they go into a log line and a
+/// `push_failed` event at every retry, and a server's are a short sentence, while a message
+/// may be megabytes.
+pub const MAX_REFUSAL_TEXT: usize = 256;
 /// Transaction ids of the commands that get answers.
 const CONNECT: f64 = 1.0;
 const CREATE_STREAM: f64 = 4.0;
@@ -298,9 +303,11 @@ impl Publisher {
         };
         if refused && !matches!(self.state, State::Answered { .. }) {
             self.state = State::Answered { stream_id: None };
+            let field =
+                |name| cut(status_field(values, name).unwrap_or_default(), MAX_REFUSAL_TEXT);
             return Ok(Some(PublishEvent::Refused {
-                code: status_field(values, "code").unwrap_or_default().to_owned(),
-                description: status_field(values, "description").unwrap_or_default().to_owned(),
+                code: field("code"),
+                description: field("description"),
             }));
         }
         match (self.state, name) {
@@ -488,6 +495,23 @@ mod tests {
         let mut wire = Vec::new();
         publisher.media(MediaKind::Video, 0, &[1], &mut wire);
         assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn a_refusal_keeps_a_short_code_and_description() {
+        let mut publisher = Publisher::new(settings("the-key"), 7);
+        let long = "é".repeat(1 << 20);
+        let info = Value::Object(vec![
+            ("level".into(), string("error")),
+            ("code".into(), Value::String(long.clone())),
+            ("description".into(), Value::String(long)),
+        ]);
+        let status = [string("onStatus"), Value::Number(0.0), Value::Null, info];
+        let Ok(Some(PublishEvent::Refused { code, description })) = publisher.answer(&status)
+        else {
+            panic!("not a refusal");
+        };
+        assert_eq!((code.len(), description.len()), (MAX_REFUSAL_TEXT, MAX_REFUSAL_TEXT));
     }
 
     /// The server's Window Acknowledgement Size gets acknowledgements, and its pings answers

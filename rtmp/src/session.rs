@@ -223,7 +223,7 @@ pub const MAX_APP_LEN: usize = 128;
 pub const MAX_PUBLISHING_NAME_LEN: usize = 4096;
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
