@@ -7,6 +7,7 @@
 //! segment can close ([`merged_read`]). Shutdown and a stop request (takeover, kick,
 //! revocation) end it between reads.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,14 @@ use crate::socket::Socket;
 const READ_BUFFER: usize = 32 << 10;
 /// Messages a player is sent per socket write, at most.
 const PLAY_BATCH: usize = 64;
+/// `onMetaData` properties in the stream's debug line, and the characters of each shown:
+/// enough for what describes a stream (encoder, size, rates), while a publisher's message
+/// may hold 8 MiB of them.
+const LOGGED_METADATA_PROPERTIES: usize = 16;
+const LOGGED_METADATA_PROPERTY: usize = 128;
+/// Characters of a stream name shown in a play refusal's log line (names are short; the
+/// player chose this one).
+const SHOWN_NAME: usize = 64;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -349,9 +358,16 @@ impl Connection {
                     }
                 }
                 Action::Metadata(properties) => {
-                    let summary: Vec<String> =
-                        properties.iter().take(16).map(|(k, v)| format!("{k}={v}")).collect();
-                    debug!(metadata = %summary.join(" "), "stream metadata");
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let summary: Vec<String> = properties
+                            .iter()
+                            .take(LOGGED_METADATA_PROPERTIES)
+                            .map(|(k, v)| {
+                                capped(LOGGED_METADATA_PROPERTY, |out| write!(out, "{k}={v}"))
+                            })
+                            .collect();
+                        debug!(metadata = %summary.join(" "), "stream metadata");
+                    }
                     if let Some(publish) = &mut self.publish {
                         publish.metadata(&properties);
                     }
@@ -382,7 +398,7 @@ impl Connection {
     ) -> Result<Vec<Action>, ConnectionError> {
         let (stream, query) = name.split_once('?').unwrap_or((name, ""));
         let limits = self.ingest.config.play;
-        let shown: String = stream.chars().take(64).collect();
+        let shown: String = stream.chars().take(SHOWN_NAME).collect();
         let refuse = |this: &mut Self, reason: &'static str, code: &str, description: &str| {
             this.refused = true;
             this.ingest.metrics.plays_refused.get_or_create(&PlayRefusalLabel { reason }).inc();
@@ -616,5 +632,45 @@ async fn stop_requested(mut channel: watch::Receiver<Option<StopReason>>) -> Sto
         Some(reason) => reason,
         // The sender is gone (cannot happen while the publish holds its registration).
         None => std::future::pending().await,
+    }
+}
+
+/// What `write` formats, cut to `max` characters; the formatting stops there, so a huge
+/// value costs no more than the cut.
+fn capped(max: usize, write: impl FnOnce(&mut Capped) -> std::fmt::Result) -> String {
+    let mut capped = Capped { text: String::new(), left: max };
+    // An error is the cut: what was written up to it is the answer.
+    let _ = write(&mut capped);
+    capped.text
+}
+
+/// A `fmt::Write` that takes `left` more characters, then fails.
+struct Capped {
+    text: String,
+    left: usize,
+}
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            if self.left == 0 {
+                return Err(std::fmt::Error);
+            }
+            self.text.push(c);
+            self.left -= 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_formatting_stops_at_its_limit() {
+        let long = "x".repeat(1 << 20);
+        assert_eq!(capped(5, |out| write!(out, "k={long}")), "k=xxx");
+        assert_eq!(capped(5, |out| write!(out, "k=é")), "k=é");
     }
 }
