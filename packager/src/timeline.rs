@@ -4,6 +4,13 @@
 //! clock and may arrive slightly out of order, so each timestamp is read as the signed 32-bit
 //! distance from the previous one (RFC 1982-style serial arithmetic).
 
+/// How far from zero the timeline may go, in milliseconds (about 142,000 years: a stream
+/// wrapping every 49.7 days never gets there). A publisher can move it up to 2^31 ms per
+/// message, so without a bound some 48 million empty messages would overflow the 90 kHz
+/// ticks made from it; past the bound it starts again at the raw timestamp, which the
+/// remuxer takes for a timeline break.
+pub const MAX_WIDENED_MS: i64 = 1 << 52;
+
 /// Unwraps 32-bit millisecond timestamps.
 #[derive(Debug, Default, Clone)]
 pub struct Timeline {
@@ -22,6 +29,7 @@ impl Timeline {
             None => i64::from(raw),
             Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
         };
+        let value = if value.abs() > MAX_WIDENED_MS { i64::from(raw) } else { value };
         self.last = Some((raw, value));
         value
     }
@@ -37,6 +45,23 @@ mod tests {
         assert_eq!(t.widen(u32::MAX - 10), i64::from(u32::MAX) - 10);
         assert_eq!(t.widen(5), i64::from(u32::MAX) + 6);
         assert_eq!(t.widen(40), i64::from(u32::MAX) + 41);
+    }
+
+    #[test]
+    fn a_timeline_driven_past_its_bound_starts_again() {
+        let mut t = Timeline::new();
+        let mut raw = 0u32;
+        let mut value = t.widen(raw);
+        // 2^31 - 1 ms forward each time, until past the bound.
+        while value <= MAX_WIDENED_MS - i64::from(i32::MAX) {
+            raw = raw.wrapping_add(i32::MAX as u32);
+            let next = t.widen(raw);
+            assert_eq!(next, value + i64::from(i32::MAX));
+            value = next;
+        }
+        raw = raw.wrapping_add(i32::MAX as u32);
+        assert_eq!(t.widen(raw), i64::from(raw));
+        assert_eq!(t.widen(raw.wrapping_add(40)), i64::from(raw) + 40, "and goes on from there");
     }
 
     #[test]
