@@ -270,3 +270,30 @@ fn a_viewer_limit_refuses_new_viewers_and_keeps_the_others() {
     assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
     assert_eq!(fetch("player-1").status, 200, "a viewer already watching was refused");
 }
+
+/// The user agent is the client's to choose: one address counts as at most
+/// `MAX_SESSIONS_PER_ADDRESS` sessions without a token, and one more for all its others, so
+/// a client varying it cannot fill a stream's viewer limit alone.
+#[test]
+fn one_client_varying_its_user_agent_cannot_fill_a_viewer_limit() {
+    let server = Server::start("viewers-agents", &["--max-viewers-per-stream", "20"]);
+    let key = server.add_key("busy");
+    let (ok, messages) =
+        publish_fast(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    assert!(ok, "{messages}");
+    server.wait_for_endlist("busy");
+    for n in 0..100 {
+        let agent = format!("agent-{n}");
+        let response = http::request_with(
+            server.http,
+            "GET",
+            "/hls/busy/index.m3u8",
+            &[("User-Agent", agent.as_str())],
+        );
+        assert_eq!(response.status, 200, "{agent} was refused");
+    }
+    let stats = http::request_with(server.http, "GET", "/api/v1/streams/busy", &[]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let counted = stream_store::viewers::MAX_SESSIONS_PER_ADDRESS + 1;
+    assert_eq!(stats["viewers"], counted, "{stats}");
+}

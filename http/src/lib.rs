@@ -28,7 +28,7 @@ use axum::http::header::{
 };
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use stream_store::{SegmentBody, StreamStore};
+use stream_store::{SegmentBody, StreamStore, ViewerSession};
 
 use crate::sendfile::{CopyBody, SendfileBody, SendfileQueue};
 
@@ -209,22 +209,26 @@ async fn answer(
 
 /// A viewer's session: the subject of its valid viewer token (one person on several
 /// addresses or players is one viewer), else its address and user agent (players behind
-/// one NAT usually differ in the latter). Only a hash is kept.
+/// one NAT usually differ in the latter; the store counts at most a few such sessions per
+/// address, [`stream_store::viewers`]). Only hashes are kept.
 fn viewer_session(
     subject: Option<&str>,
     addr: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
-) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+) -> ViewerSession {
+    fn hash(value: impl std::hash::Hash) -> u64 {
+        use std::hash::Hasher as _;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut hasher);
+        hasher.finish()
+    }
     match subject {
-        Some(subject) => ("subject", subject).hash(&mut hasher),
+        Some(subject) => ViewerSession { id: hash(("subject", subject)), address: None },
         None => {
-            addr.ip().hash(&mut hasher);
-            headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes()).hash(&mut hasher);
+            let agent = headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes());
+            ViewerSession { id: hash((addr.ip(), agent)), address: Some(hash(addr.ip())) }
         }
     }
-    hasher.finish()
 }
 
 async fn preflight() -> impl IntoResponse {

@@ -18,12 +18,14 @@ pub mod memfd;
 mod open_segment;
 pub mod segment_files;
 mod store;
+pub mod viewers;
 
 pub use blocking::{Changes, DirectiveError, Directives, Reload};
 pub use memfd::{MemfdSegment, MemfdSegments};
 pub use open_segment::PartRead;
 pub use segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use store::{
-    BeginError, MAX_VIEWERS_TRACKED, MediaFacts, Numbering, PROMOTE_AT_FETCH, Publication,
-    Rendition, SegmentBytes, StoreConfig, StreamStore, StreamSummary,
+    BeginError, MediaFacts, Numbering, PROMOTE_AT_FETCH, Publication, Rendition, SegmentBytes,
+    StoreConfig, StreamStore, StreamSummary,
 };
+pub use viewers::{MAX_VIEWERS_TRACKED, ViewerSession};

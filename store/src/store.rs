@@ -35,6 +35,7 @@ use crate::blocking::{self, BLOCK_TARGETS, Changes, Directives, LiveEdge, Reload
 use crate::memfd::MemfdSegments;
 use crate::open_segment::{HeldPart, OpenSegment, PartRead, part_uri};
 use crate::segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
+use crate::viewers::{ViewerSession, Viewers};
 
 /// The fetch of an fMP4 segment at which it moves from the heap to its stream's segment file
 /// (when the store has [`SegmentFiles`]; MPEG-TS segments are written there from the start,
@@ -43,8 +44,6 @@ use crate::segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, 
 /// segment nobody or one viewer fetches stays in the heap (no extra copy, no extra pages),
 /// and a popular one moves at its second fetch.
 pub const PROMOTE_AT_FETCH: u32 = 2;
-/// Viewers remembered per stream; beyond it the estimate saturates (memory stays bounded).
-pub const MAX_VIEWERS_TRACKED: usize = 100_000;
 /// Segments a [`FileSink`] ended that their [`Publication::push`] has not taken yet: the
 /// publisher pushes each as the packager returns it, so one waits at a time; beyond this the
 /// oldest goes (its push then finds no file of its id and skips the segment).
@@ -243,8 +242,8 @@ struct SlotState<File> {
     live: bool,
     /// The next segment follows a republish.
     resumed: bool,
-    /// Recent playlist fetches: client fingerprint → when, for the viewer estimate.
-    viewers: std::collections::HashMap<u64, Instant>,
+    /// Recent playlist fetches, for the viewer estimate and limit.
+    viewers: Viewers,
     /// Wall-clock time of a media time, set at the first segment and at each discontinuity,
     /// from which every segment's EXT-X-PROGRAM-DATE-TIME follows.
     anchor: Option<(SystemTime, i64)>,
@@ -552,7 +551,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                 live: true,
                 // A continued stream's first segment follows a discontinuity.
                 resumed: from.is_some_and(|from| from.next_sequence > 0),
-                viewers: std::collections::HashMap::new(),
+                viewers: Viewers::default(),
                 anchor: None,
                 ended_seen: None,
                 interrupted_seen: None,
@@ -736,25 +735,19 @@ impl<F: SegmentFiles> StreamStore<F> {
         }
     }
 
-    /// Notes that `client` (a fingerprint of the viewer, e.g. a hash of its address) fetched
-    /// the playlist of `name` at `now`. With `limit` > 0, a client not seen recently is
-    /// refused (false) once `limit` viewers are counted; known viewers always pass.
-    pub fn admit_viewer(&self, name: &str, client: u64, now: Instant, limit: usize) -> bool {
+    /// Notes that `session` fetched the playlist of `name` at `now`. With `limit` > 0, a
+    /// session not seen recently is refused (false) once `limit` viewers are counted; known
+    /// viewers always pass (see [`crate::viewers`]).
+    pub fn admit_viewer(
+        &self,
+        name: &str,
+        session: ViewerSession,
+        now: Instant,
+        limit: usize,
+    ) -> bool {
         let Some(slot) = self.slot(name) else { return true };
-        let mut state = slot.write();
-        let known = state.viewers.contains_key(&client);
-        let full = |count: usize| count >= MAX_VIEWERS_TRACKED || (limit > 0 && count >= limit);
-        if !known && full(state.viewers.len()) {
-            let window = self.viewer_window();
-            state.viewers.retain(|_, seen| now.saturating_duration_since(*seen) < window);
-        }
-        if !known && limit > 0 && state.viewers.len() >= limit {
-            return false;
-        }
-        if known || state.viewers.len() < MAX_VIEWERS_TRACKED {
-            state.viewers.insert(client, now);
-        }
-        true
+        let window = self.viewer_window();
+        slot.write().viewers.admit(session, now, limit, window)
     }
 
     /// Distinct clients that fetched the playlist of `name` within the last three target
@@ -762,9 +755,7 @@ impl<F: SegmentFiles> StreamStore<F> {
     pub fn viewers(&self, name: &str, now: Instant) -> u64 {
         let Some(slot) = self.slot(name) else { return 0 };
         let window = self.viewer_window();
-        let mut state = slot.write();
-        state.viewers.retain(|_, seen| now.saturating_duration_since(*seen) < window);
-        state.viewers.len() as u64
+        slot.write().viewers.count(now, window) as u64
     }
 
     fn viewer_window(&self) -> Duration {
@@ -1370,6 +1361,10 @@ mod tests {
         assert!(!fresh.resumed() && !store.is_private("cam"));
     }
 
+    fn viewer(id: u64) -> ViewerSession {
+        ViewerSession { id, address: None }
+    }
+
     #[test]
     fn viewers_are_distinct_recent_clients() {
         let store = store();
@@ -1377,10 +1372,10 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
         let t0 = Instant::now();
         for client in [1, 2, 2, 3] {
-            assert!(store.admit_viewer("cam", client, t0, 0));
+            assert!(store.admit_viewer("cam", viewer(client), t0, 0));
         }
         assert_eq!(store.viewers("cam", t0), 3);
-        store.admit_viewer("cam", 1, t0 + Duration::from_secs(5), 0);
+        store.admit_viewer("cam", viewer(1), t0 + Duration::from_secs(5), 0);
         // The window is three 2 s targets: only client 1 fetched within it.
         assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
         assert_eq!(store.viewers("nobody", t0), 0);
@@ -1395,7 +1390,7 @@ mod tests {
         let t0 = Instant::now();
         ended.push(segment(2000, 1), SystemTime::UNIX_EPOCH);
         drop(ended);
-        store.admit_viewer("b-live", 7, t0, 0);
+        store.admit_viewer("b-live", viewer(7), t0, 0);
         let all = store.summaries(t0);
         assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a-ended", "b-live"]);
         assert!(!all[0].live && all[1].live);
@@ -1403,21 +1398,6 @@ mod tests {
         assert_eq!(all[1].viewers, 1);
         assert!(store.contains("a-ended") && !store.contains("nope"));
         drop(live);
-    }
-
-    #[test]
-    fn a_viewer_limit_refuses_new_viewers_only() {
-        let store = store();
-        let _publication = store.begin("cam", 1, 10).unwrap();
-        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
-        let t0 = Instant::now();
-        assert!(store.admit_viewer("cam", 1, t0, 2));
-        assert!(store.admit_viewer("cam", 2, t0, 2));
-        assert!(!store.admit_viewer("cam", 3, t0, 2), "a third viewer got in");
-        assert!(store.admit_viewer("cam", 1, t0, 2), "a known viewer was refused");
-        // Once viewer 2 stops polling, its place frees.
-        store.admit_viewer("cam", 1, t0 + Duration::from_secs(5), 2);
-        assert!(store.admit_viewer("cam", 3, t0 + Duration::from_secs(7), 2));
     }
 
     #[test]
