@@ -25,7 +25,7 @@ pub use memfd::{MemfdSegment, MemfdSegments};
 pub use open_segment::PartRead;
 pub use segment_files::{Pieces, SegmentBody, SegmentFile, SegmentFileWriter, SegmentFiles};
 pub use store::{
-    BeginError, MediaFacts, Numbering, PROMOTE_AT_FETCH, Publication, Rendition, SegmentBytes,
-    StoreConfig, StreamStore, StreamSummary,
+    BeginError, MediaFacts, Numbering, PROMOTE_AT_FETCH, Publication, Rendition, SEQUENCE_MEMORY,
+    SegmentBytes, StoreConfig, StreamStore, StreamSummary,
 };
 pub use viewers::{MAX_VIEWERS_TRACKED, ViewerSession};

@@ -48,6 +48,14 @@ pub const PROMOTE_AT_FETCH: u32 = 2;
 /// publisher pushes each as the packager returns it, so one waits at a time; beyond this the
 /// oldest goes (its push then finds no file of its id and skips the segment).
 const MAX_ENDED_WAITING: usize = 4;
+/// A name without a stream this long forgets its media sequence floor, and a new stream
+/// of it numbers from 0: its segment names carry a new generation, so no URI is reused, and
+/// no player or cache keeps an ended playlist that long. The floors are then the names of a
+/// day, not of every stream ever published (the file they are saved in is rewritten each
+/// second one changes).
+pub const SEQUENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often [`StreamStore::reap`] looks for floors to forget (a walk over all of them).
+const FORGET_INTERVAL: Duration = Duration::from_secs(60);
 /// A viewer counts while it fetched the playlist within this many target durations.
 const VIEWER_WINDOW_TARGETS: u32 = 3;
 
@@ -170,6 +178,15 @@ pub struct Numbering {
     pub discontinuity_sequence: u64,
 }
 
+/// A name's media sequence floor.
+#[derive(Debug, Default, Clone, Copy)]
+struct Floor {
+    /// A new stream of the name starts at this sequence number at least.
+    next: u64,
+    /// Since when the name has had no stream, as [`StreamStore::reap`] saw it.
+    unused_since: Option<Instant>,
+}
+
 /// All streams, live and recently ended, with popular segments in files of `F` (memory files
 /// in the server).
 #[derive(Debug)]
@@ -178,8 +195,11 @@ pub struct StreamStore<F: SegmentFiles = MemfdSegments> {
     /// Streams being published now.
     live: Arc<AtomicUsize>,
     /// Per name, the media sequence number a new slot starts at: streams that were reaped, or
-    /// known from before a restart, never go back to an older sequence.
-    next_sequences: DashMap<String, u64>,
+    /// known from before a restart, never go back to an older sequence (for
+    /// [`SEQUENCE_MEMORY`]).
+    next_sequences: DashMap<String, Floor>,
+    /// When `reap` last looked for floors to forget.
+    forgot: Mutex<Option<Instant>>,
     config: StoreConfig,
     /// Where segments go (MPEG-TS as they are written, fMP4 at their second fetch); `None`:
     /// they stay in the heap.
@@ -388,6 +408,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             streams: DashMap::new(),
             live: Arc::new(AtomicUsize::new(0)),
             next_sequences: DashMap::new(),
+            forgot: Mutex::new(None),
             config,
             files,
             buffers: Arc::default(),
@@ -481,9 +502,7 @@ impl<F: SegmentFiles> StreamStore<F> {
                     // at the same URL, numbered on from the old one so no URI is reused.
                     let next = state.playlist.next_sequence();
                     drop(state);
-                    let mut floor = self.next_sequences.entry(name.to_owned()).or_insert(0);
-                    *floor = (*floor).max(next);
-                    drop(floor);
+                    self.raise_floor(name, next);
                     let fresh = self.new_slot(name, generation, private, None);
                     entry.insert(Arc::clone(&fresh));
                     (fresh, false)
@@ -528,7 +547,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         private: bool,
         from: Option<Numbering>,
     ) -> Arc<Slot<F>> {
-        let floor = self.next_sequences.get(name).map_or(0, |n| *n);
+        let floor = self.next_sequences.get(name).map_or(0, |floor| floor.next);
         let first = from.map_or(floor, |from| floor.max(from.next_sequence));
         let mut playlist =
             MediaPlaylist::starting_at(self.config.window, self.config.target_duration, first);
@@ -586,8 +605,7 @@ impl<F: SegmentFiles> StreamStore<F> {
     /// from before a restart.
     pub fn restore_sequences(&self, sequences: impl IntoIterator<Item = (String, u64)>) {
         for (name, next) in sequences {
-            let mut entry = self.next_sequences.entry(name).or_insert(0);
-            *entry = (*entry).max(next);
+            self.raise_floor(&name, next);
         }
     }
 
@@ -613,7 +631,7 @@ impl<F: SegmentFiles> StreamStore<F> {
     /// The next media sequence number of every stream known, to persist.
     pub fn sequences(&self) -> Vec<(String, u64)> {
         let mut all: std::collections::BTreeMap<String, u64> =
-            self.next_sequences.iter().map(|e| (e.key().clone(), *e.value())).collect();
+            self.next_sequences.iter().map(|e| (e.key().clone(), e.value().next)).collect();
         for slot in &self.streams {
             let next = slot.value().read().playlist.next_sequence();
             let entry = all.entry(slot.key().clone()).or_insert(0);
@@ -893,16 +911,41 @@ impl<F: SegmentFiles> StreamStore<F> {
             let keep = now.saturating_duration_since(ended) < keep_ended;
             if !keep {
                 removed.push(name.clone());
-                let next = state.playlist.next_sequence();
-                let mut floor = self.next_sequences.entry(name.clone()).or_insert(0);
-                *floor = (*floor).max(next);
+                self.raise_floor(name, state.playlist.next_sequence());
             }
             keep
         });
         for slot in closed {
             slot.changed();
         }
+        self.forget_floors(now);
         removed
+    }
+
+    /// Sets `name`'s sequence floor to `next` unless it is higher already.
+    fn raise_floor(&self, name: &str, next: u64) {
+        let mut floor = self.next_sequences.entry(name.to_owned()).or_default();
+        floor.next = floor.next.max(next);
+    }
+
+    /// Forgets the floors of names without a stream for [`SEQUENCE_MEMORY`], once every
+    /// [`FORGET_INTERVAL`]: a floor's time starts at the first look that finds no stream.
+    fn forget_floors(&self, now: Instant) {
+        {
+            let mut forgot = self.forgot.lock().unwrap_or_else(PoisonError::into_inner);
+            if forgot.is_some_and(|at| now.saturating_duration_since(at) < FORGET_INTERVAL) {
+                return;
+            }
+            *forgot = Some(now);
+        }
+        self.next_sequences.retain(|name, floor| {
+            if self.streams.contains_key(name) {
+                floor.unused_since = None;
+                return true;
+            }
+            let since = *floor.unused_since.get_or_insert(now);
+            now.saturating_duration_since(since) < SEQUENCE_MEMORY
+        });
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot<F>>> {
@@ -1334,6 +1377,32 @@ mod tests {
         let text = String::from_utf8(restarted.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:50\n"), "{text}");
         assert_eq!(restarted.sequences(), [("cam".to_owned(), 51)]);
+    }
+
+    /// A name without a stream for a day forgets its floor (the file stops listing it); a
+    /// name in use, or back within the day, keeps it.
+    #[test]
+    fn sequence_floors_of_names_unused_for_a_day_are_forgotten() {
+        let store = store();
+        let restored = [("old".to_owned(), 7), ("back".to_owned(), 9)];
+        store.restore_sequences(restored);
+        let cam = store.begin("cam", 1, 10).unwrap();
+        cam.push(segment(2000, 0), wall(0));
+        drop(cam);
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        store.reap(t0, Duration::ZERO);
+        assert_eq!(store.sequences().len(), 3);
+        // "back" is published again within the day.
+        let back = store.begin("back", 2, 10).unwrap();
+        assert_eq!(back.push(segment(2000, 0), wall(0)), Some(9));
+        let day = t0 + SEQUENCE_MEMORY;
+        store.reap(day - FORGET_INTERVAL, Duration::from_secs(3600));
+        assert_eq!(store.sequences().len(), 3, "forgotten early");
+        store.reap(day, Duration::from_secs(3600));
+        assert_eq!(store.sequences(), [("back".to_owned(), 10)]);
+        let fresh = store.begin("cam", 3, 10).unwrap();
+        assert_eq!(fresh.push(segment(2000, 0), wall(0)), Some(0), "cam numbers from 0");
     }
 
     #[test]
