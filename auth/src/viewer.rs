@@ -191,6 +191,10 @@ pub enum ClaimRule {
     },
 }
 
+/// Bytes of a `--viewer-claim`'s claim name: JWT claim names are short words (`sub`,
+/// `streams`, `role`); a longer one is a mistake in the setting.
+const MAX_CLAIM_NAME: usize = 64;
+
 /// A `--viewer-claim` that is not `NAME` or `NAME=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a viewer claim is NAME (the claim lists the stream) or NAME=VALUE, not {0:?}")]
@@ -203,7 +207,7 @@ impl std::str::FromStr for ClaimRule {
         let invalid = || InvalidClaimRule(text.to_owned());
         let name_ok = |name: &str| {
             !name.is_empty()
-                && name.len() <= 64
+                && name.len() <= MAX_CLAIM_NAME
                 && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
         };
         match text.split_once('=') {
@@ -461,9 +465,10 @@ mod tests {
             "role=subscriber".parse(),
             Ok(ClaimRule::Has { claim: "role".into(), value: "subscriber".into() })
         );
-        for bad in ["", "=x", "role=", "a b", &"x".repeat(65)] {
+        for bad in ["", "=x", "role=", "a b", &"x".repeat(MAX_CLAIM_NAME + 1)] {
             assert!(bad.parse::<ClaimRule>().is_err(), "{bad}");
         }
+        assert!("x".repeat(MAX_CLAIM_NAME).parse::<ClaimRule>().is_ok());
         let lists = ClaimRule::ListsStream("streams".into());
         assert!(lists.allows(&claims(serde_json::json!({"streams": ["a", "cam"]})), "cam"));
         assert!(lists.allows(&claims(serde_json::json!({"streams": "cam"})), "cam"));

@@ -191,11 +191,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes of an SPS's RBSP read for its picture size: the fields up to frame cropping. Most
+/// SPSs are under 30 bytes, but High profiles may carry scaling lists before those fields
+/// (§7.3.2.1.1.1: up to twelve lists, 480 coefficients of up to 17 bits each, about 1 KiB).
+const SPS_SIZE_RBSP: usize = 1024;
+
 /// Picture width and height of an SPS NAL unit (ITU-T H.264 §7.3.2.1.1, cropping per
 /// §7.4.2.1.1), or `None` if it does not parse. Reads only up to the frame cropping fields.
 pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     // The RBSP: without the NAL header byte and emulation prevention bytes (§7.4.1).
-    let rbsp = crate::bits::rbsp(sps.get(1..)?, 64);
+    let rbsp = crate::bits::rbsp(sps.get(1..)?, SPS_SIZE_RBSP);
     let mut bits = crate::bits::BitReader::new(&rbsp);
     let profile = bits.bits(8)?;
     bits.bits(16)?; // constraint flags, level
@@ -311,6 +316,72 @@ mod tests {
         expected.extend_from_slice(&cfg.parameter_sets);
         expected.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
         assert_eq!(out, expected);
+    }
+
+    /// Bits written most significant first, with Exp-Golomb codes (§9.1).
+    #[derive(Default)]
+    struct BitWriter {
+        bits: Vec<bool>,
+    }
+
+    impl BitWriter {
+        fn bits(&mut self, value: u64, count: u32) -> &mut Self {
+            self.bits.extend((0..count).rev().map(|i| value >> i & 1 == 1));
+            self
+        }
+
+        fn ue(&mut self, value: u64) -> &mut Self {
+            let coded = value + 1;
+            let len = 64 - coded.leading_zeros();
+            self.bits(0, len - 1).bits(coded, len)
+        }
+
+        fn se(&mut self, value: i64) -> &mut Self {
+            let mapped = if value > 0 { 2 * value - 1 } else { -2 * value };
+            self.ue(mapped as u64)
+        }
+
+        /// The bytes, with the stop bit, and emulation prevention bytes (§7.4.1).
+        fn nal_unit(&mut self, header: u8) -> Vec<u8> {
+            self.bits(1, 1);
+            while !self.bits.len().is_multiple_of(8) {
+                self.bits.push(false);
+            }
+            let rbsp =
+                self.bits.chunks(8).map(|b| b.iter().fold(0u8, |n, &bit| n << 1 | u8::from(bit)));
+            let mut nal = vec![header];
+            let mut zeros = 0;
+            for byte in rbsp {
+                if zeros == 2 && byte <= 3 {
+                    nal.push(3);
+                    zeros = 0;
+                }
+                zeros = if byte == 0 { zeros + 1 } else { 0 };
+                nal.push(byte);
+            }
+            nal
+        }
+    }
+
+    /// A High profile SPS whose scaling lists (eight, full, as a hardware encoder may send
+    /// them) put the picture size hundreds of bytes in.
+    #[test]
+    fn the_picture_size_is_read_past_scaling_lists() {
+        let mut sps = BitWriter::default();
+        sps.bits(100, 8).bits(0, 8).bits(40, 8).ue(0); // High, level 4.0, id 0
+        sps.ue(1).ue(0).ue(0).bits(0, 1); // 4:2:0, 8 bits
+        sps.bits(1, 1); // seq_scaling_matrix_present_flag
+        for list in 0..8 {
+            sps.bits(1, 1);
+            for n in 0..if list < 6 { 16 } else { 64 } {
+                sps.se(if n % 2 == 0 { 40 } else { -40 });
+            }
+        }
+        sps.ue(0).ue(0).ue(0).ue(1).bits(0, 1); // frame_num, POC type 0, one reference
+        sps.ue(1280 / 16 - 1).ue(720 / 16 - 1).bits(1, 1).bits(1, 1).bits(0, 1);
+        let nal = sps.nal_unit(0x67);
+        assert!(nal.len() > 300, "{} bytes", nal.len());
+        assert_eq!(sps_picture_size(&nal), Some((1280, 720)));
     }
 
     #[test]

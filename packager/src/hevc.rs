@@ -91,11 +91,16 @@ impl HevcConfig {
     }
 }
 
+/// Bytes of an SPS's RBSP read for its picture size: the fields up to the conformance
+/// window, after a profile_tier_level of at most seven sub-layers (§7.3.3: 12 bytes, then
+/// 2, then up to 11 per sub-layer), about 100 bytes.
+const SPS_SIZE_RBSP: usize = 128;
+
 /// Picture width and height of an HEVC SPS NAL unit (H.265 §7.3.2.2, cropped by the
 /// conformance window per §7.4.3.2.1), or `None` if it does not parse.
 pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
     // Without the two-byte NAL unit header; the fields needed are in the first bytes.
-    let rbsp = rbsp(sps.get(2..)?, 128);
+    let rbsp = rbsp(sps.get(2..)?, SPS_SIZE_RBSP);
     let mut bits = BitReader::new(&rbsp);
     bits.bits(4)?; // sps_video_parameter_set_id
     let sub_layers = usize::try_from(bits.bits(3)?).ok()?; // sps_max_sub_layers_minus1
