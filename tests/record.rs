@@ -190,3 +190,57 @@ fn only_marked_streams_are_recorded_when_asked() {
     let listed = String::from_utf8(server.keys(&["list"]).stdout).unwrap();
     assert!(listed.contains("marked"), "{listed}");
 }
+
+/// A recorded stream made private while it is live goes on in a new file marked private,
+/// from its next keyframe: what was recorded while it was public stays served, what was
+/// recorded after never is, even once the server has forgotten the stream.
+#[test]
+fn a_stream_made_private_while_recorded_goes_on_in_a_private_file() {
+    let dir = record_dir("private");
+    let server = Server::start(
+        "record-private",
+        &["--record-dir", dir.to_str().unwrap(), "--ended-ttl", "1", "--reconnect-window", "0"],
+    );
+    let key = server.add_key("cam");
+    let publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", server.rtmp_url()));
+    server.wait_for_segments("cam", 2);
+    assert!(server.keys(&["visibility", "cam", "private"]).status.success());
+    // The public part ends when the publish sees the change (its next key re-check).
+    let public = server.wait_for_event("record_done", "cam");
+    server.wait_for_log("its recording goes on in a new file");
+    // Private now: its playlist is not open to the test; the private file shows progress.
+    testkit::wait_until(STARTUP, "two segments recorded in private", || {
+        let files = std::fs::read_dir(dir.join("cam")).ok()?;
+        let playlist = files
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".private.m3u8"))?;
+        let text = std::fs::read_to_string(playlist).ok()?;
+        (text.matches("#EXTINF").count() >= 2).then_some(())
+    });
+    assert!(publisher.stop());
+    testkit::wait_until(STARTUP, "the private part's record_done", || {
+        let done = server.events().into_iter().filter(|e| e["type"] == "record_done").count();
+        (done == 2).then_some(())
+    });
+    let files = recordings(&dir, "cam");
+    let name = |file: &Path| file.file_stem().unwrap().to_str().unwrap().to_owned();
+    let [first, second] = files.as_slice() else { panic!("{files:?}") };
+    let (open, marked) =
+        if name(first).ends_with(".private") { (second, first) } else { (first, second) };
+    assert!(!name(open).contains(".private") && name(marked).ends_with(".private"), "{files:?}");
+    assert_eq!(public["files"][0], format!("cam/{}.mp4", name(open)));
+    // Both decode: the private file starts at a keyframe, with the configurations.
+    for file in [open, marked] {
+        let (errors, frames) = tools::decode_at(file.to_str().unwrap(), "error");
+        assert!(errors.trim().is_empty() && frames >= 25, "{file:?}: {frames} frames, {errors}");
+    }
+    // Once the server has forgotten the stream (a private stream's recordings are not
+    // served while it knows it), the public part is served and the private one never.
+    let get = |file: &Path| {
+        http::get(server.http, &format!("/recordings/cam/{}.m3u8", name(file))).status
+    };
+    testkit::wait_until(STARTUP, "the public part served", || (get(open) == 200).then_some(()));
+    assert_eq!(get(marked), 404);
+}

@@ -232,7 +232,7 @@ impl Ingest {
         recorder: crate::record::Recorder,
         form: String,
     ) {
-        let Some(writer) = recorder.finish() else { return };
+        let Some(finishing) = recorder.finish() else { return };
         let hooks = &self.config.hooks;
         let (url, method, timeout) = (hooks.on_record_done.clone(), hooks.method, hooks.timeout);
         let events = Arc::clone(&self.events);
@@ -241,7 +241,8 @@ impl Ingest {
         let mut callbacks = self.callbacks.lock().unwrap_or_else(PoisonError::into_inner);
         while callbacks.try_join_next().is_some() {}
         callbacks.spawn(async move {
-            let Ok(Ok(recorded)) = tokio::task::spawn_blocking(move || writer.join()).await else {
+            let Ok(Some(recorded)) = tokio::task::spawn_blocking(move || finishing.join()).await
+            else {
                 warn!(%stream, "the recording's writer failed");
                 return;
             };

@@ -90,6 +90,8 @@ pub(crate) struct Publish {
     facts: stream_store::MediaFacts,
     /// This publish's recording (`--record-dir`).
     recorder: Option<Recorder>,
+    /// The client's `connect` properties, for the callbacks of a recording that splits.
+    client: rtmp::session::ClientInfo,
 }
 
 /// A publish's broadcast to RTMP players, closed (its players told) however the publish
@@ -227,6 +229,7 @@ impl Publish {
             feed,
             facts: stream_store::MediaFacts::default(),
             recorder,
+            client: request.client.clone(),
         }
     }
 
@@ -274,7 +277,14 @@ impl Publish {
             }
         };
         if let Some(recorder) = &mut self.recorder {
+            let private = self.live.publication().is_private();
+            let ended =
+                (recorder.private() != private).then(|| recorder.split(private, SystemTime::now()));
             recorder.media(kind, timestamp, payload);
+            if let Some(ended) = ended {
+                info!(stream = %self.stream, private, "the stream's visibility changed: its recording goes on in a new file");
+                self.record_done(ended, &self.client);
+            }
         }
         if let Err(e) = self.remuxer.push(kind, timestamp, payload)
             && !self.logged.contains(&e.kind())
@@ -392,13 +402,25 @@ impl Publish {
         };
         self.ingest.publish_done(&request);
         if let Some(recorder) = self.recorder.take() {
-            // Named by the public stream name (the path holds it too), never the key.
-            let call =
-                crate::hooks::Call { call: "record_done", name: &self.stream, ..request.call("") };
-            let form = call.form();
-            self.ingest.record_done(&self.stream, recorder, form);
+            self.record_done(recorder, client);
         }
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
+    }
+
+    /// Finishes `recorder`'s file: `record_done` and `on_record_done` (with the client's
+    /// `client` fields) once it is written.
+    fn record_done(&self, recorder: Recorder, client: &rtmp::session::ClientInfo) {
+        let request = Request {
+            app: &self.app,
+            key: &self.published_name,
+            peer: self.peer,
+            id: self.id,
+            client,
+        };
+        // Named by the public stream name (the path holds it too), never the key.
+        let call =
+            crate::hooks::Call { call: "record_done", name: &self.stream, ..request.call("") };
+        self.ingest.record_done(&self.stream, recorder, call.form());
     }
 
     /// Moves what the remuxer made to the store (MPEG-TS segments, or fMP4 init segments,

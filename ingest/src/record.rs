@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -119,21 +120,71 @@ fn part_file(base: &Path, part: u32, extension: &str) -> (PathBuf, String) {
     (base.with_file_name(format!("{name}.{extension}")), name)
 }
 
+/// How a publish's recording is made, kept to start its next file.
+struct Settings {
+    dir: PathBuf,
+    stream: String,
+    remuxer: RemuxerConfig,
+    format: RecordFormat,
+    on_error: Arc<dyn Fn(&std::io::Error) + Send + Sync>,
+}
+
+/// The latest metadata and decoder configurations: a new file (after a split, or after a
+/// gap in an FLV recording) starts with them.
+#[derive(Debug, Clone, Default)]
+struct Seed {
+    metadata: Option<Bytes>,
+    audio: Option<Bytes>,
+    video: Option<Bytes>,
+}
+
 /// One publish's recording.
 pub(crate) struct Recorder {
+    settings: Arc<Settings>,
+    /// The file is marked private ([`PRIVATE_MARK`]).
+    private: bool,
+    seed: Seed,
+    /// The latest media timestamp, which a new file's seed is given.
+    timestamp: u32,
+    /// A video track exists (else each audio frame is a place to resume).
+    video: bool,
     /// The recording's packager (MP4); `None` for FLV.
     remuxer: Option<Remuxer>,
     to_writer: Option<SyncSender<Command>>,
     writer: Option<std::thread::JoinHandle<Recorded>>,
-    /// Messages dropped because the writer fell behind, since the last segment start.
+    /// Messages are dropped because the writer fell behind: until the next segment (MP4)
+    /// or keyframe (FLV).
     skipping: bool,
+    /// Times the writer fell behind: gaps in the recording.
+    gaps: u64,
     /// An init segment the writer's queue had no room for: sent before the next segment.
     pending_init: Option<Bytes>,
 }
 
+/// Reports that a recording's writer fell behind the stream (a gap), as a failure.
+fn fell_behind(on_error: &dyn Fn(&std::io::Error)) {
+    on_error(&std::io::Error::other("the disk fell behind the stream; part of it is skipped"));
+}
+
+/// A recording being finished: its writer, and the gaps the publisher's side left.
+pub(crate) struct Finishing {
+    writer: std::thread::JoinHandle<Recorded>,
+    gaps: u64,
+}
+
+impl Finishing {
+    /// What was recorded, once the writer is done (it may wait for the disk); `None` if
+    /// the writer panicked.
+    pub(crate) fn join(self) -> Option<Recorded> {
+        let mut recorded = self.writer.join().ok()?;
+        recorded.failures += self.gaps;
+        Some(recorded)
+    }
+}
+
 impl Recorder {
     /// Starts recording `stream` (published at `started`) under `dir`, remuxing with
-    /// `remuxer` settings (fMP4, no parts).
+    /// `remuxer` settings (fMP4, no parts); `private` marks the file.
     pub(crate) fn start(
         dir: &Path,
         stream: &str,
@@ -141,30 +192,113 @@ impl Recorder {
         started: SystemTime,
         remuxer: RemuxerConfig,
         format: RecordFormat,
-        on_error: impl Fn(&std::io::Error) + Send + 'static,
+        on_error: impl Fn(&std::io::Error) + Send + Sync + 'static,
     ) -> Self {
-        let config =
-            RemuxerConfig { container: packager::Container::Fmp4 { part_target: None }, ..remuxer };
+        let settings = Settings {
+            dir: dir.to_owned(),
+            stream: stream.to_owned(),
+            remuxer,
+            format,
+            on_error: Arc::new(on_error),
+        };
+        Self::open(Arc::new(settings), private, started)
+    }
+
+    fn open(settings: Arc<Settings>, private: bool, started: SystemTime) -> Self {
+        let config = RemuxerConfig {
+            container: packager::Container::Fmp4 { part_target: None },
+            ..settings.remuxer
+        };
+        let format = settings.format;
         let remuxer = (format == RecordFormat::Mp4).then(|| Remuxer::new(config));
         let (to_writer, from_publisher) = sync_channel(WRITER_QUEUE);
         let target = RECORDING_TARGET_DURATION.max(config.target_duration.as_secs() + 1);
         // Milliseconds: two publishes of a stream within a second get two names.
         let stamp = humantime::format_rfc3339_millis(started).to_string().replace(':', "-");
         let mark = if private { PRIVATE_MARK } else { "" };
-        let base = dir.join(stream).join(format!("{stream}-{stamp}{mark}"));
-        let stream = stream.to_owned();
-        let writer = std::thread::Builder::new()
-            .name(format!("record {stream}"))
-            .spawn(move || match format {
-                RecordFormat::Mp4 => write(&base, target, stream, &from_publisher, &on_error),
-                RecordFormat::Flv => write_flv(&base, stream, &from_publisher, &on_error),
-            })
-            .ok();
-        Self { remuxer, to_writer: Some(to_writer), writer, skipping: false, pending_init: None }
+        let stream = settings.stream.clone();
+        let base = settings.dir.join(&stream).join(format!("{stream}-{stamp}{mark}"));
+        let on_error = Arc::clone(&settings.on_error);
+        let spawned = std::thread::Builder::new().name(format!("record {stream}")).spawn(
+            move || match format {
+                RecordFormat::Mp4 => write(&base, target, stream, &from_publisher, &*on_error),
+                RecordFormat::Flv => write_flv(&base, stream, &from_publisher, &*on_error),
+            },
+        );
+        let (to_writer, writer) = match spawned {
+            Ok(writer) => (Some(to_writer), Some(writer)),
+            Err(error) => {
+                // No thread to write with (a thread limit): reported, nothing recorded.
+                (settings.on_error)(&error);
+                (None, None)
+            }
+        };
+        Self {
+            settings,
+            private,
+            seed: Seed::default(),
+            timestamp: 0,
+            video: false,
+            remuxer,
+            to_writer,
+            writer,
+            skipping: false,
+            gaps: 0,
+            pending_init: None,
+        }
+    }
+
+    /// Whether the file is marked private.
+    pub(crate) fn private(&self) -> bool {
+        self.private
+    }
+
+    /// Ends this file where the stream's visibility changed to `private`, and goes on in
+    /// a new one marked so (started at `now`, from the next keyframe, with the latest
+    /// metadata and configurations): what was recorded while the stream was public stays
+    /// public, and nothing recorded while it was private is ever served. Returns this
+    /// file's recorder, to finish.
+    pub(crate) fn split(&mut self, private: bool, now: SystemTime) -> Self {
+        let mut next = Self::open(Arc::clone(&self.settings), private, now);
+        next.seed = self.seed.clone();
+        next.timestamp = self.timestamp;
+        next.video = self.video;
+        match &mut next.remuxer {
+            Some(remuxer) => {
+                // The packager waits for a keyframe after the configurations.
+                let configs = [
+                    (packager::TagKind::Video, &next.seed.video),
+                    (packager::TagKind::Audio, &next.seed.audio),
+                ];
+                for (kind, config) in configs {
+                    if let Some(config) = config {
+                        let _ = remuxer.push(kind, next.timestamp, config);
+                    }
+                }
+            }
+            // Metadata and configurations go before the first keyframe.
+            None => next.skipping = true,
+        }
+        std::mem::replace(self, next)
     }
 
     /// Records one media message.
     pub(crate) fn media(&mut self, kind: packager::TagKind, timestamp: u32, payload: &Bytes) {
+        self.timestamp = timestamp;
+        let media = match kind {
+            packager::TagKind::Audio => rtmp::MediaKind::Audio,
+            packager::TagKind::Video => {
+                self.video = true;
+                rtmp::MediaKind::Video
+            }
+        };
+        let role = crate::push::queue::role(media, payload);
+        if role == crate::push::Role::Config {
+            match kind {
+                packager::TagKind::Audio => self.seed.audio = Some(payload.clone()),
+                packager::TagKind::Video => self.seed.video = Some(payload.clone()),
+            }
+        }
         match &mut self.remuxer {
             Some(remuxer) => {
                 // A frame the recording's packager refuses is refused by the live one too,
@@ -173,36 +307,76 @@ impl Recorder {
                 self.forward();
             }
             None => {
-                let (kind, keyframe) = match kind {
-                    packager::TagKind::Audio => (FLV_AUDIO, false),
-                    packager::TagKind::Video => {
-                        let role = crate::push::queue::role(rtmp::MediaKind::Video, payload);
-                        (FLV_VIDEO, role == crate::push::Role::Keyframe)
-                    }
+                let keyframe = role == crate::push::Role::Keyframe;
+                let flv_kind = match kind {
+                    packager::TagKind::Audio => FLV_AUDIO,
+                    packager::TagKind::Video => FLV_VIDEO,
                 };
-                self.send(Command::Tag { kind, timestamp, body: payload.clone(), keyframe });
+                if self.skipping {
+                    // A decoder resumes at a keyframe (at any audio frame without video),
+                    // with the configurations first; those seen meanwhile are in the seed.
+                    let resumes = keyframe || (kind == packager::TagKind::Audio && !self.video);
+                    if !resumes || !self.send_seed() {
+                        return;
+                    }
+                    self.skipping = false;
+                }
+                let tag =
+                    Command::Tag { kind: flv_kind, timestamp, body: payload.clone(), keyframe };
+                if !self.send(tag) {
+                    self.skipping = true;
+                }
             }
         }
     }
 
     /// Records `onMetaData` (its AMF0 values), FLV only (MP4 carries its own).
     pub(crate) fn metadata(&mut self, values: &Bytes) {
-        if self.remuxer.is_none() {
+        self.seed.metadata = Some(values.clone());
+        if self.remuxer.is_none() && !self.skipping {
             let tag = Command::Tag {
                 kind: FLV_SCRIPT,
                 timestamp: 0,
                 body: values.clone(),
                 keyframe: false,
             };
-            self.send(tag);
+            if !self.send(tag) {
+                self.skipping = true;
+            }
         }
     }
 
-    fn send(&mut self, command: Command) {
-        let Some(to_writer) = &self.to_writer else { return };
+    /// The seed's metadata and configurations as FLV tags; whether the writer took them.
+    fn send_seed(&mut self) -> bool {
+        let seed = self.seed.clone();
+        let tags = [(FLV_SCRIPT, seed.metadata), (FLV_AUDIO, seed.audio), (FLV_VIDEO, seed.video)];
+        for (kind, body) in tags {
+            let Some(body) = body else { continue };
+            let timestamp = if kind == FLV_SCRIPT { 0 } else { self.timestamp };
+            if !self.send(Command::Tag { kind, timestamp, body, keyframe: false }) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands `command` to the writer; false when its queue is full (a gap begins, counted
+    /// and reported once).
+    fn send(&mut self, command: Command) -> bool {
+        let Some(to_writer) = &self.to_writer else { return true };
         match to_writer.try_send(command) {
-            Ok(()) | Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(_)) => self.to_writer = None,
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if !self.skipping {
+                    self.gaps += 1;
+                    fell_behind(&*self.settings.on_error);
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.to_writer = None;
+                true
+            }
         }
     }
 
@@ -241,23 +415,27 @@ impl Recorder {
                     if let Command::Init(init) = command {
                         self.pending_init = Some(init);
                     }
-                    self.skipping = true;
+                    if !self.skipping {
+                        self.skipping = true;
+                        self.gaps += 1;
+                        fell_behind(&*self.settings.on_error);
+                    }
                 }
                 Err(TrySendError::Disconnected(_)) => self.to_writer = None,
             }
         }
     }
 
-    /// Ends the recording: the last segment, then the writer finishes the playlist. Returns
-    /// what was recorded once the writer is done (off the async runtime: it may wait for
-    /// the disk).
-    pub(crate) fn finish(mut self) -> Option<std::thread::JoinHandle<Recorded>> {
+    /// Ends the recording: the last segment, then the writer finishes the playlist; what
+    /// was recorded comes from [`Finishing::join`].
+    pub(crate) fn finish(mut self) -> Option<Finishing> {
         if let Some(remuxer) = &mut self.remuxer {
             remuxer.finish();
         }
         self.forward();
         drop(self.to_writer.take());
-        self.writer.take()
+        let writer = self.writer.take()?;
+        Some(Finishing { writer, gaps: self.gaps })
     }
 }
 
@@ -664,8 +842,8 @@ mod tests {
 
     #[test]
     fn an_unwritable_directory_is_one_error_and_the_rest_is_skipped() {
-        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let seen = std::sync::Arc::clone(&errors);
+        let errors = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = Arc::clone(&errors);
         let (tx, rx) = sync_channel(16);
         for command in [
             Command::Init(Bytes::from_static(b"INIT")),

@@ -982,6 +982,11 @@ impl<F: SegmentFiles> Publication<F> {
         self.resumed
     }
 
+    /// Whether the stream is private now (it may change while it is live).
+    pub fn is_private(&self) -> bool {
+        self.slot.private.load(Ordering::Acquire)
+    }
+
     /// Records what the stream's media is, for multivariant playlists.
     pub fn set_media(&self, media: MediaFacts) {
         self.slot.write().media = media;
