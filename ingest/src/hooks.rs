@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use rtmp::session::ClientInfo;
 
@@ -178,6 +178,24 @@ pub struct Call<'a> {
     pub client: &'a ClientInfo,
 }
 
+/// What the publisher's arguments may not hold raw in a query (RFC 3986 §3.4: `#` would end
+/// it, and what a URI may not hold at all); `%` and `+` stay, so `%XX` and `+` reach the
+/// backend as the publisher wrote them.
+const NOT_IN_QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 impl Call<'_> {
     /// The form-encoded body: the publishing name's arguments first, then ours. The client
     /// controls the arguments, so none may name one of our fields (such an argument is
@@ -206,9 +224,13 @@ impl Call<'_> {
             let name = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
             fields.iter().any(|(field, _)| name.trim().eq_ignore_ascii_case(field))
         };
-        let arguments = query.split('&').filter(|a| !a.is_empty() && !ours(a));
+        // Raw, but nothing that would end or break a URI's query (`#` would cut ours off).
+        let arguments = query
+            .split('&')
+            .filter(|a| !a.is_empty() && !ours(a))
+            .map(|a| utf8_percent_encode(a, NOT_IN_QUERY).to_string());
         let fields = fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v)));
-        arguments.map(str::to_owned).chain(fields).collect::<Vec<_>>().join("&")
+        arguments.chain(fields).collect::<Vec<_>>().join("&")
     }
 }
 
@@ -393,6 +415,25 @@ mod tests {
             assert!(!form.contains("mine") && !form.contains("1.2.3.4"), "{form}");
             assert_eq!(form.matches("name=").count(), 1, "{form}");
         }
+    }
+
+    /// A `#` (or anything a URI cannot hold) in the arguments is escaped: a GET callback's
+    /// URI keeps every field of ours after it.
+    #[test]
+    fn arguments_cannot_end_the_query() {
+        let client = ClientInfo::default();
+        let call = Call {
+            call: "publish",
+            app: "live",
+            name: "cam?x=1#&y=a b\"<>",
+            addr: "10.1.2.3".parse().unwrap(),
+            client_id: 7,
+            client: &client,
+        };
+        let form = call.form();
+        assert!(form.starts_with("x=1%23&y=a%20b%22%3C%3E&call=publish&"), "{form}");
+        let uri: hyper::Uri = format!("/hook?{form}").parse().unwrap();
+        assert_eq!(uri.query(), Some(form.as_str()));
     }
 
     /// A backend that answers with `head` (raw bytes) to any request.
