@@ -554,6 +554,21 @@ fn client_strings_are_cut_and_refusals_reported_within_a_budget() {
     });
     assert_eq!(event["app"].as_str().unwrap().len(), 128, "{event}");
 
+    // The whole URL in OBS's server field: the key comes inside the application.
+    let mut client = bench.raw();
+    client.handshake();
+    client.connect_app("live/obs-key-in-the-url");
+    client.publish("");
+    assert_eq!(client.read_status(), "NetStream.Publish.BadName");
+    let event = testkit::wait_until(STARTUP, "the second publish_rejected event", || {
+        server
+            .events()
+            .into_iter()
+            .find(|e| e["type"] == "publish_rejected" && e["app"] == "live/…")
+    });
+    assert!(!server.log().contains("obs-key-in-the-url"), "a key in the app reached the log");
+    assert!(!event.to_string().contains("obs-key"), "{event}");
+
     let mut client = bench.raw();
     client.handshake();
     client.set_chunk_size(1 << 20);

@@ -610,13 +610,14 @@ impl Connection {
         self.ingest.metrics.rejected(refusal.reason);
         let address = auth::address::group(self.peer.ip(), self.ingest.config.limits.ipv6_prefix);
         if self.ingest.rejection_reports.allow(address, Instant::now().into_std()) {
+            let app = shown_app(app);
             self.ingest.warn_limited(format_args!(
                 "publish refused: {description} (app={app} key={} reason={reason})",
                 redact(key)
             ));
             self.ingest.events.emit(Event::PublishRejected {
                 reason: refusal.reason,
-                app: app.to_owned(),
+                app,
                 remote: self.peer,
             });
         }
@@ -633,6 +634,22 @@ async fn stop_requested(mut channel: watch::Receiver<Option<StopReason>>) -> Sto
         // The sender is gone (cannot happen while the publish holds its registration).
         None => std::future::pending().await,
     }
+}
+
+/// A refused publish's application as logged and reported: its first path segment, with
+/// control characters replaced. A client with its whole URL in the server field sends its
+/// stream key inside the application (`live/KEY`), and a line break would forge log lines.
+fn shown_app(app: &str) -> String {
+    let (first, rest) =
+        app.split_once('/').map_or((app, None), |(first, rest)| (first, Some(rest)));
+    let mut shown: String = first
+        .chars()
+        .map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c })
+        .collect();
+    if rest.is_some() {
+        shown.push_str("/…");
+    }
+    shown
 }
 
 /// What `write` formats, cut to `max` characters; the formatting stops there, so a huge
@@ -666,6 +683,13 @@ impl std::fmt::Write for Capped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_application_is_shown_without_what_follows_its_first_slash() {
+        assert_eq!(shown_app("live"), "live");
+        assert_eq!(shown_app("live/the-stream-key"), "live/…");
+        assert_eq!(shown_app("li\nve\r"), "li\u{fffd}ve\u{fffd}");
+    }
 
     #[test]
     fn capped_formatting_stops_at_its_limit() {
