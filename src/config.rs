@@ -415,7 +415,7 @@ pub(crate) struct ServeArgs {
     /// Nginx-RTMP's `push`): rtmp[s]://host[:port]/app[/key]; without a key the stream's own
     /// name is published. A slow or absent target never slows the stream.
     #[arg(long = "push", value_name = "URL", value_parser = parse_push_target, help_heading = "Push")]
-    pub(crate) push: Vec<ingest::push::PushTarget>,
+    pub(crate) push: Vec<PushTargetArg>,
 
     /// A PEM file of certificates to trust for rtmps:// push targets, besides the Mozilla root
     /// store (a private CA, a self-signed target).
@@ -603,6 +603,11 @@ impl ServeArgs {
                 return Err(format!("{flag}: {why}"));
             }
         }
+        for target in &self.push {
+            if let Err(why) = target {
+                return Err(format!("--push: {why}"));
+            }
+        }
         if self.hook_mode == HookMode::Only && self.on_publish.is_none() {
             return Err("--hook-mode only needs --on-publish".into());
         }
@@ -722,8 +727,12 @@ fn parse_variant_suffix(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_push_target(text: &str) -> Result<ingest::push::PushTarget, String> {
-    ingest::push::PushTarget::parse(text).map_err(|e| e.to_string())
+/// A push target as given: parsed, or why not without the URL (its path may hold the
+/// target's stream key, and clap would quote a value it refuses whole).
+pub(crate) type PushTargetArg = Result<ingest::push::PushTarget, String>;
+
+fn parse_push_target(text: &str) -> Result<PushTargetArg, String> {
+    Ok(ingest::push::PushTarget::parse(text).map_err(|e| e.to_string()))
 }
 
 /// A cluster node's URL: plain `http://host:port` (the nodes' internal network), no path.
@@ -861,6 +870,19 @@ mod tests {
             assert!(err.starts_with("--on-publish-done: "), "{err}");
             assert!(!err.contains("SECRET"), "the secret is in: {err}");
         }
+    }
+
+    /// A refused push URL (its path may hold the target's key) is never quoted.
+    #[test]
+    fn bad_push_urls_are_refused_without_their_keys() {
+        for url in ["rtmp://host:notaport/live/SECRET-KEY", "http://host/live/SECRET-KEY"] {
+            let cli = Cli::try_parse_from(["rtmp-hls", "--push", url]).unwrap();
+            let err = cli.serve.validate().unwrap_err();
+            assert!(err.starts_with("--push: "), "{err}");
+            assert!(!err.contains("SECRET"), "the key is in: {err}");
+        }
+        let cli = Cli::try_parse_from(["rtmp-hls", "--push", "rtmp://host/live/k"]).unwrap();
+        assert!(cli.serve.validate().is_ok());
     }
 
     #[test]

@@ -257,7 +257,8 @@ fn stream_store(args: &ServeArgs) -> StreamStore {
 
 fn ingest_config(args: &ServeArgs, viewers: &Arc<ViewerAccess>) -> Result<IngestConfig> {
     let push = ingest::push::PushConfig {
-        targets: args.push.clone(),
+        // Validated at startup: an unusable target never gets here.
+        targets: args.push.iter().filter_map(|target| target.clone().ok()).collect(),
         tls: Some(
             rtmp_hls_tls::client_config(args.push_ca_file.as_deref()).context("--push-ca-file")?,
         ),
