@@ -2,6 +2,7 @@
 //! docs/keys.md), looked up by key hash. Fails closed: when the database cannot answer,
 //! lookups return an error and the publish is refused; the driver reconnects by itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use mongodb::bson::{self, DateTime, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 /// One stream's key document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,11 +50,23 @@ pub(crate) struct RevokedTokenDocument {
 /// The collection of revoked publish tokens, in the keys' database.
 pub(crate) const REVOKED_TOKENS: &str = "revoked_tokens";
 
+/// `last_used_at` writes in flight at most: bookkeeping no publish waits for, so a
+/// database that does not answer them must not pile up tasks and pooled connections (past
+/// it a write is skipped).
+const MAX_BOOKKEEPING_WRITES: usize = 8;
+/// A key's `last_used_at` is written at most this often: each live publish looks its key up
+/// again every 2 s, and the date tells people when a key was last used, not to the second.
+const LAST_USED_PRECISION: Duration = Duration::from_secs(60);
+
 /// Keys in a MongoDB collection.
 #[derive(Debug, Clone)]
 pub(crate) struct MongoKeyStore {
     keys: Collection<KeyDocument>,
     revoked_tokens: Collection<RevokedTokenDocument>,
+    /// Permits for `last_used_at` writes ([`MAX_BOOKKEEPING_WRITES`]).
+    bookkeeping: Arc<Semaphore>,
+    /// How long any operation may take.
+    timeout: Duration,
 }
 
 impl MongoKeyStore {
@@ -74,6 +88,8 @@ impl MongoKeyStore {
         Ok(Self {
             keys: database.collection(collection),
             revoked_tokens: database.collection(REVOKED_TOKENS),
+            bookkeeping: Arc::new(Semaphore::new(MAX_BOOKKEEPING_WRITES)),
+            timeout,
         })
     }
 
@@ -233,15 +249,21 @@ impl KeyStore for MongoKeyStore {
             .map_err(|e| KeyStoreError(format!("MongoDB: {}", e.kind)))?;
         let Some(document) = found else { return Ok(None) };
         // Bookkeeping only: the publish never waits for it, and a failure is not an error.
-        let keys = self.keys.clone();
-        tokio::spawn(async move {
-            let _ = keys
-                .update_one(
-                    doc! { "key_hash": hash },
-                    doc! { "$set": { "last_used_at": DateTime::now() } },
-                )
-                .await;
-        });
+        if let Ok(permit) = Arc::clone(&self.bookkeeping).try_acquire_owned() {
+            let (keys, timeout) = (self.keys.clone(), self.timeout);
+            tokio::spawn(async move {
+                let now = DateTime::now();
+                let precision = i64::try_from(LAST_USED_PRECISION.as_millis()).unwrap_or(0);
+                let stale = DateTime::from_millis(now.timestamp_millis() - precision);
+                let filter = doc! {
+                    "key_hash": hash,
+                    "$or": [{ "last_used_at": null }, { "last_used_at": { "$lt": stale } }],
+                };
+                let update = keys.update_one(filter, doc! { "$set": { "last_used_at": now } });
+                let _ = tokio::time::timeout(timeout, update).await;
+                drop(permit);
+            });
+        }
         let revocation = Some(Revocation::Key);
         Ok(Some(Grant {
             stream: document.stream,

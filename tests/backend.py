@@ -61,6 +61,11 @@ def main(command, *args):
         scope = {"MONGO_URI": uri, "STREAM": stream, "USER_ID": user}
         exec(doc_snippets()[0], scope)
         print(scope["key"])
+    elif command == "last-used":
+        uri, stream = args
+        from pymongo import MongoClient
+        document = MongoClient(uri).streaming.stream_keys.find_one({"stream": stream})
+        print(document.get("last_used_at") or "never")
     elif command == "revoke":
         uri, stream = args
         from pymongo import MongoClient

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::services::{MongoServer, backend};
-use common::{Publisher, Server, keys_cli, publish_fast, segments};
+use common::{Publisher, STARTUP, Server, keys_cli, publish_fast, segments};
 use testkit::rtmp::RawClient;
 use testkit::{Clip, clip, http};
 
@@ -53,6 +53,11 @@ fn keys_in_mongodb_from_the_cli_and_from_the_backend_publish() {
     server.wait_for_endlist("from-backend");
     let log = server.wait_for_log("owner=user-9");
     assert!(!log.contains(&key), "a key reached the log");
+    // The server notes when a key was last used (in the background).
+    testkit::wait_until(STARTUP, "last_used_at set", || {
+        let used = backend(&["last-used", &mongo.uri(), "from-backend"]);
+        (used.trim() != "never").then_some(())
+    });
 
     let list = String::from_utf8(
         keys_cli(&server.data_dir, &["list", "--mongo-uri", &mongo.uri()]).stdout,
