@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{FMP4_MIME, PLAYLIST_MIME};
@@ -26,8 +27,11 @@ use crate::{FMP4_MIME, PLAYLIST_MIME};
 const FLV_MIME: &str = "video/x-flv";
 /// Bytes read from a recording per body chunk.
 const CHUNK: usize = 64 << 10;
-/// Largest VOD playlist served (a day of 2 s segments is about 4 MiB).
-const MAX_PLAYLIST_BYTES: u64 = 16 << 20;
+/// Bytes read from the end of a recording's playlist to see how it ends: its last entry
+/// (an EXTINF, a BYTERANGE and a file name, under 200 bytes) and EXT-X-ENDLIST.
+const PLAYLIST_TAIL: u64 = 4 << 10;
+/// The end of a complete playlist.
+const ENDLIST: &[u8] = b"#EXT-X-ENDLIST\n";
 /// Marks a private stream's recording (see `ingest::record::PRIVATE_MARK`).
 const PRIVATE_MARK: &str = ".private";
 /// A playlist without ENDLIST unchanged this long belongs to a recording that was cut short
@@ -76,27 +80,77 @@ async fn recording(
 }
 
 async fn playlist(path: PathBuf) -> Response {
-    let Ok(meta) = tokio::fs::metadata(&path).await else {
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if meta.len() > MAX_PLAYLIST_BYTES {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let Ok(meta) = file.metadata().await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let len = meta.len();
+    // The end says whether the recording is complete, and where the last whole entry of
+    // one cut short ends: the file itself is sent as it is read, never held whole.
+    let tail_start = len.saturating_sub(PLAYLIST_TAIL);
+    let mut tail = Vec::new();
+    let read = async {
+        file.seek(SeekFrom::Start(tail_start)).await?;
+        (&mut file).take(PLAYLIST_TAIL).read_to_end(&mut tail).await?;
+        file.seek(SeekFrom::Start(0)).await
+    };
+    if read.await.is_err() {
+        return StatusCode::NOT_FOUND.into_response();
     }
-    let Ok(mut text) = tokio::fs::read_to_string(&path).await else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
     let idle = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok());
     let abandoned = idle.is_some_and(|idle| idle > ABANDONED_AFTER);
-    let done = text.ends_with("#EXT-X-ENDLIST\n");
-    if abandoned && !done {
-        // A recording cut short may end in the middle of an entry: only whole ones count.
-        if let Some(cut) = text.rfind(".mp4\n").map(|at| at + 5) {
-            text.truncate(cut);
-        }
-        text.push_str("#EXT-X-ENDLIST\n");
+    let ending = served_playlist(&tail, tail_start, len, abandoned);
+    let cache = if ending.complete { "public, max-age=60" } else { "no-cache" };
+    let suffix: &[u8] = if ending.add_endlist { ENDLIST } else { b"" };
+    let body = file_chunks(file.take(ending.len))
+        .chain(futures_util::stream::iter([Ok(Bytes::from_static(suffix))]));
+    let mut response =
+        ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, cache)], Body::from_stream(body))
+            .into_response();
+    response.headers_mut().insert(CONTENT_LENGTH, (ending.len + suffix.len() as u64).into());
+    response
+}
+
+/// What of a recording's playlist of `len` bytes is served, from its last bytes `tail`
+/// (starting at `tail_start`).
+#[derive(Debug, PartialEq, Eq)]
+struct PlaylistEnding {
+    /// Bytes of the file served.
+    len: u64,
+    /// The writer never wrote EXT-X-ENDLIST (it was cut short): it is added.
+    add_endlist: bool,
+    /// The playlist will not change.
+    complete: bool,
+}
+
+/// A playlist that ends with EXT-X-ENDLIST is served whole; one `abandoned` without it (the
+/// server was killed) up to its last whole entry, which may have been cut in the middle,
+/// then EXT-X-ENDLIST; one being written whole, as it is.
+fn served_playlist(tail: &[u8], tail_start: u64, len: u64, abandoned: bool) -> PlaylistEnding {
+    if tail.ends_with(ENDLIST) {
+        return PlaylistEnding { len, add_endlist: false, complete: true };
     }
-    let cache = if done || abandoned { "public, max-age=60" } else { "no-cache" };
-    ([(CONTENT_TYPE, PLAYLIST_MIME), (CACHE_CONTROL, cache)], text).into_response()
+    if !abandoned {
+        return PlaylistEnding { len, add_endlist: false, complete: false };
+    }
+    let entry_end = tail.windows(5).rposition(|w| w == b".mp4\n").map(|at| at + 5);
+    let len = entry_end.map_or(len, |end| tail_start + end as u64);
+    PlaylistEnding { len, add_endlist: true, complete: true }
+}
+
+/// `file`'s bytes as body chunks of at most [`CHUNK`], read as the body is sent.
+fn file_chunks(
+    file: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold((file, vec![0; CHUNK]), |(mut file, mut buf)| async move {
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => Some((Ok(Bytes::copy_from_slice(&buf[..n])), (file, buf))),
+            Err(e) => Some((Err(e), (file, buf))),
+        }
+    })
 }
 
 /// The recording (`mime`), or the one byte range asked for (206); 416 for a range outside
@@ -115,19 +169,8 @@ async fn media(path: PathBuf, mime: &str, headers: &HeaderMap) -> Result<Respons
         None | Some(Range::Ignored) => (0, len, StatusCode::OK),
     };
     file.seek(SeekFrom::Start(start)).await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let body = futures_util::stream::unfold(
-        (file.take(end - start), vec![0; CHUNK]),
-        |(mut file, mut buf)| async move {
-            match file.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    Some((Ok::<_, std::io::Error>(Bytes::copy_from_slice(&buf[..n])), (file, buf)))
-                }
-                Err(e) => Some((Err(e), (file, buf))),
-            }
-        },
-    );
-    let mut response = (status, Body::from_stream(body)).into_response();
+    let mut response =
+        (status, Body::from_stream(file_chunks(file.take(end - start)))).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, mime.parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
     headers.insert(ACCEPT_RANGES, "bytes".parse().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?);
@@ -180,6 +223,29 @@ fn parse_range(range: &str, len: u64) -> Range {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn playlists_are_served_to_their_last_whole_entry() {
+        let entry = "#EXTINF:2.000,\n#EXT-X-BYTERANGE:10@5\ncam-t.mp4\n";
+        let head = "#EXTM3U\n";
+        let done = format!("{head}{entry}#EXT-X-ENDLIST\n");
+        let len = |text: &str| text.len() as u64;
+        for abandoned in [false, true] {
+            let ending = served_playlist(done.as_bytes(), 0, len(&done), abandoned);
+            assert_eq!(
+                ending,
+                PlaylistEnding { len: len(&done), add_endlist: false, complete: true }
+            );
+        }
+        let cut = format!("{head}{entry}#EXTINF:2.0");
+        let live = served_playlist(cut.as_bytes(), 0, len(&cut), false);
+        assert_eq!(live, PlaylistEnding { len: len(&cut), add_endlist: false, complete: false });
+        // Cut short: to the end of the last whole entry, from a tail that starts mid-file.
+        let tail = &cut.as_bytes()[4..];
+        let ending = served_playlist(tail, 4, len(&cut), true);
+        let whole = len(head) + len(entry);
+        assert_eq!(ending, PlaylistEnding { len: whole, add_endlist: true, complete: true });
+    }
 
     #[test]
     fn ranges() {
