@@ -615,11 +615,13 @@ impl Connection {
                 "publish refused: {description} (app={app} key={} reason={reason})",
                 redact(key)
             ));
-            self.ingest.events.emit(Event::PublishRejected {
-                reason: refusal.reason,
-                app,
-                remote: self.peer,
-            });
+            if matches!(self.ingest.rejection_events.allow(), crate::limits::Verdict::Log { .. }) {
+                self.ingest.events.emit(Event::PublishRejected {
+                    reason: refusal.reason,
+                    app,
+                    remote: self.peer,
+                });
+            }
         }
         self.refused = true;
         Ok(self.session.reject_publish(request_id, refusal.code, description)?)

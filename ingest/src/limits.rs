@@ -97,6 +97,11 @@ impl Default for Limits {
 pub const REJECTIONS_REPORTED_PER_ADDRESS: u32 = 10;
 /// See [`REJECTIONS_REPORTED_PER_ADDRESS`].
 pub const REJECTION_WINDOW: Duration = Duration::from_secs(60);
+/// `publish_rejected` events sent per [`REJECTION_WINDOW`] over all addresses (past it they
+/// are counted in the metrics only): the per-address budget alone lets a client holding many
+/// addresses (an IPv6 /48 is 65,536 groups) fill the event stream, whose queue real
+/// streams' lifecycle events share.
+pub const REJECTIONS_REPORTED: u64 = 600;
 /// Addresses whose refusals are tracked at once; past it, refusals from addresses not
 /// tracked are counted only, until windows expire.
 pub const MAX_TRACKED_ADDRESSES: usize = 65_536;

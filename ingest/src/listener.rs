@@ -118,6 +118,8 @@ pub struct Ingest {
     log_budget: LogBudget,
     /// Refusals reported per address.
     pub(crate) rejection_reports: PerAddressBudget,
+    /// `publish_rejected` events over all addresses.
+    pub(crate) rejection_events: LogBudget,
     /// The live publishers, by stream name: how to stop each (takeover, kick, revocation).
     pub(crate) registry: Arc<Registry>,
     /// What each stream's latest publish looks like, for the stats API.
@@ -155,6 +157,10 @@ impl Ingest {
             log_budget: LogBudget::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
             rejection_reports: PerAddressBudget::new(
                 crate::limits::REJECTIONS_REPORTED_PER_ADDRESS,
+                crate::limits::REJECTION_WINDOW,
+            ),
+            rejection_events: LogBudget::new(
+                crate::limits::REJECTIONS_REPORTED,
                 crate::limits::REJECTION_WINDOW,
             ),
             registry: Arc::default(),
