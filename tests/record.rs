@@ -244,3 +244,21 @@ fn a_stream_made_private_while_recorded_goes_on_in_a_private_file() {
     testkit::wait_until(STARTUP, "the public part served", || (get(open) == 200).then_some(()));
     assert_eq!(get(marked), 404);
 }
+
+/// A server stopped (SIGTERM) while it records finishes the recording before it exits: the
+/// playlist gets its EXT-X-ENDLIST and `record_done` goes out.
+#[test]
+fn a_server_stopped_while_recording_finishes_the_recording() {
+    let dir = record_dir("stopped");
+    let server = Server::start("record-stop", &["--record-dir", dir.to_str().unwrap()]);
+    let key = server.add_key("cam");
+    let url = format!("{}/{key}", server.rtmp_url());
+    let _publisher = Publisher::start_looping(&clip(Clip::AvSmall), &url);
+    server.wait_for_segments("cam", 2);
+    let (status, log) = server.terminate_within(std::time::Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(log.contains("\"type\":\"record_done\""), "{log}");
+    let files = recordings(&dir, "cam");
+    let playlist = std::fs::read_to_string(files[0].with_extension("m3u8")).unwrap();
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+}

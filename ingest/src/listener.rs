@@ -3,8 +3,8 @@
 //!
 //! A panic in a task ends that connection only; its publish's `Drop`s still end the stream
 //! and emit the stop. At shutdown every connection is told to end (live streams get their
-//! last segment and EXT-X-ENDLIST) and the `on_publish_done` callbacks in flight are waited
-//! for, each within bounds.
+//! last segment and EXT-X-ENDLIST) and the `on_publish_done` callbacks in flight and the
+//! recordings being finished are waited for, each within bounds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +34,13 @@ use crate::registry::Registry;
 use crate::socket::Socket;
 use crate::status::StatusBoard;
 
+/// How long shutdown waits for recordings being finished: each writer writes what it has
+/// queued (at most [`crate::record::WRITER_QUEUE`] messages, a few seconds of media) and
+/// syncs, then `record_done` goes out and `on_record_done` is called for each file (each
+/// call within the hook timeout). With the RTMP grace (5 s), the Kafka flush (up to 10 s)
+/// and the HTTP grace (5 s) it stays within the 30 s stop timeout of the systemd unit and
+/// the compose file.
+const RECORDINGS_AT_EXIT: Duration = Duration::from_secs(8);
 /// Refusal and overload log lines allowed per [`LOG_WINDOW`]; the rest are counted.
 const LOG_LINES_PER_WINDOW: u64 = 20;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
@@ -129,6 +136,9 @@ pub struct Ingest {
     /// `on_publish_done` callbacks in flight (each bounded by the hook timeout); waited for
     /// at shutdown so a deploy does not lose them.
     callbacks: Mutex<JoinSet<()>>,
+    /// Recordings being finished (the writer's queue written and synced, then `record_done`
+    /// and `on_record_done`); waited for at shutdown up to [`RECORDINGS_AT_EXIT`].
+    recordings: Mutex<JoinSet<()>>,
     /// Segment buffers every publish's remuxer writes into and returns to.
     pub(crate) segment_buffers: Arc<BufferPool>,
     /// The live publishes as RTMP players see them.
@@ -167,6 +177,7 @@ impl Ingest {
             statuses: StatusBoard::default(),
             metrics: IngestMetrics::default(),
             callbacks: Mutex::new(JoinSet::new()),
+            recordings: Mutex::new(JoinSet::new()),
             segment_buffers,
             broadcasts: crate::play::Broadcasts::default(),
             parked: crate::continuity::ParkedRelays::default(),
@@ -244,9 +255,9 @@ impl Ingest {
         let events = Arc::clone(&self.events);
         let dir = self.config.record.dir.clone().unwrap_or_default();
         let stream = stream.to_owned();
-        let mut callbacks = self.callbacks.lock().unwrap_or_else(PoisonError::into_inner);
-        while callbacks.try_join_next().is_some() {}
-        callbacks.spawn(async move {
+        let mut recordings = self.recordings.lock().unwrap_or_else(PoisonError::into_inner);
+        while recordings.try_join_next().is_some() {}
+        recordings.spawn(async move {
             let Ok(Some(recorded)) = tokio::task::spawn_blocking(move || finishing.join()).await
             else {
                 warn!(%stream, "the recording's writer failed");
@@ -409,15 +420,25 @@ async fn serve_on(
     for (stream, parked) in ingest.parked.drain() {
         crate::continuity::end(&ingest, &stream, parked);
     }
-    // The publishes that just ended have their on_publish_done in flight.
-    let mut callbacks =
-        std::mem::take(&mut *ingest.callbacks.lock().unwrap_or_else(PoisonError::into_inner));
-    if !callbacks.is_empty() {
-        let limit = ingest.config.hooks.timeout + Duration::from_millis(100);
-        let sent = timeout(limit, async { while callbacks.join_next().await.is_some() {} }).await;
-        if sent.is_err() {
-            warn!(callbacks = callbacks.len(), "on_publish_done callbacks unfinished at exit");
-        }
+    // The publishes that just ended have their on_publish_done in flight, and their
+    // recordings being finished.
+    let take = |set: &Mutex<JoinSet<()>>| {
+        std::mem::take(&mut *set.lock().unwrap_or_else(PoisonError::into_inner))
+    };
+    let (mut callbacks, mut recordings) = (take(&ingest.callbacks), take(&ingest.recordings));
+    let limit = ingest.config.hooks.timeout + Duration::from_millis(100);
+    let (sent, recorded) = tokio::join!(
+        timeout(limit, async { while callbacks.join_next().await.is_some() {} }),
+        timeout(RECORDINGS_AT_EXIT, async { while recordings.join_next().await.is_some() {} }),
+    );
+    if sent.is_err() {
+        warn!(callbacks = callbacks.len(), "on_publish_done callbacks unfinished at exit");
+    }
+    if recorded.is_err() {
+        warn!(
+            recordings = recordings.len(),
+            "recordings not finished at exit (their files are readable; no record_done for them)"
+        );
     }
     Ok(())
 }
