@@ -117,10 +117,12 @@ impl ReloadingCert {
         if modified.is_none() || modified == seen {
             return false;
         }
+        // Read and parsed before the lock: handshakes wait for the swap only.
+        let loaded = self.files.load();
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         // Seen now, whether it loads or not: a broken file is reported once, not every check.
         current.1 = modified;
-        match self.files.load() {
+        match loaded {
             Ok(certified) => {
                 current.0 = Arc::new(certified);
                 info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
