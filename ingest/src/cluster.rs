@@ -559,7 +559,7 @@ impl ClusterMember {
             }
         }
         let numbering = Numbering {
-            next_sequence: lease.numbering.next_sequence + self.config.move_margin(),
+            next_sequence: lease.numbering.next_sequence.saturating_add(self.config.move_margin()),
             ..lease.numbering
         };
         // The wait is over: a late handover must not move the numbering back.
