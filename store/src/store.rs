@@ -938,8 +938,13 @@ impl<F: SegmentFiles> StreamStore<F> {
             }
             *forgot = Some(now);
         }
+        // The names with a stream, before the floors are walked: `retain` holds a shard of
+        // the floors while it walks, and `begin` holds a stream's entry while it raises a
+        // floor, so looking streams up from inside would take the two in the other order.
+        let named: std::collections::HashSet<String> =
+            self.streams.iter().map(|entry| entry.key().clone()).collect();
         self.next_sequences.retain(|name, floor| {
-            if self.streams.contains_key(name) {
+            if named.contains(name) {
                 floor.unused_since = None;
                 return true;
             }
