@@ -374,6 +374,7 @@ impl Routes {
             access: viewers,
             variants: args.variants.clone().into(),
             fetch_through,
+            ipv6_prefix: args.ipv6_prefix,
         };
         let (mut hls, direct) = rtmp_hls_http::router_and_direct(Arc::clone(store), options);
         let direct = direct.counted(&http_metrics);

@@ -294,6 +294,9 @@ fn one_client_varying_its_user_agent_cannot_fill_a_viewer_limit() {
     }
     let stats = http::request_with(server.http, "GET", "/api/v1/streams/busy", &[]);
     let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
-    let counted = stream_store::viewers::MAX_SESSIONS_PER_ADDRESS + 1;
-    assert_eq!(stats["viewers"], counted, "{stats}");
+    // Its share and one more (the harness's own polls are one of the share, unless they
+    // are older than the viewer window by now).
+    let share = u64::from(stream_store::viewers::MAX_SESSIONS_PER_ADDRESS);
+    let counted = stats["viewers"].as_u64().unwrap();
+    assert!((share..=share + 1).contains(&counted), "{stats}");
 }

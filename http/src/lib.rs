@@ -80,6 +80,9 @@ pub struct HlsOptions {
     pub variants: Arc<[String]>,
     /// In a cluster: streams published on other nodes are fetched from them.
     pub fetch_through: Option<Arc<fetch_through::FetchThrough>>,
+    /// Viewers without a token are counted per address group: IPv6 addresses by this
+    /// prefix (one subscriber holds a whole /64), as the connection limits count them.
+    pub ipv6_prefix: u8,
 }
 
 /// What the HLS routes need.
@@ -130,7 +133,7 @@ async fn answer(
     client: Option<std::net::SocketAddr>,
     sendfile: Option<SendfileQueue>,
 ) -> Response {
-    let HlsOptions { max_viewers, access, variants, fetch_through } = options;
+    let HlsOptions { max_viewers, access, variants, fetch_through, ipv6_prefix } = options;
     if let Some(through) = fetch_through
         && !store.is_live(name)
         && let Some(origin) = through.origin_for(name, &request)
@@ -161,7 +164,7 @@ async fn answer(
             token.and_then(|token| access.subject(token))
         };
         if let Some(addr) = client {
-            let viewer = viewer_session(subject.as_deref(), addr, request.headers());
+            let viewer = viewer_session(subject.as_deref(), addr, *ipv6_prefix, request.headers());
             if !store.admit_viewer(name, viewer, std::time::Instant::now(), *max_viewers) {
                 tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
                 return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])
@@ -214,6 +217,7 @@ async fn answer(
 fn viewer_session(
     subject: Option<&str>,
     addr: std::net::SocketAddr,
+    ipv6_prefix: u8,
     headers: &axum::http::HeaderMap,
 ) -> ViewerSession {
     fn hash(value: impl std::hash::Hash) -> u64 {
@@ -226,7 +230,8 @@ fn viewer_session(
         Some(subject) => ViewerSession { id: hash(("subject", subject)), address: None },
         None => {
             let agent = headers.get(axum::http::header::USER_AGENT).map(|v| v.as_bytes());
-            ViewerSession { id: hash((addr.ip(), agent)), address: Some(hash(addr.ip())) }
+            let group = auth::address::group(addr.ip(), ipv6_prefix);
+            ViewerSession { id: hash((addr.ip(), agent)), address: Some(hash(group)) }
         }
     }
 }
@@ -265,6 +270,30 @@ mod tests {
     use stream_store::StoreConfig;
     use tower::ServiceExt;
 
+    /// Sessions without a token are an address and a user agent; their address is its
+    /// group (an IPv6 /64), so one subscriber's addresses share one per-address share.
+    #[test]
+    fn viewer_sessions_group_ipv6_addresses_by_prefix() {
+        let agent = |name: &'static str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::USER_AGENT, name.parse().unwrap());
+            headers
+        };
+        let session = |addr: &str, name| {
+            viewer_session(None, addr.parse().unwrap(), auth::address::IPV6_PREFIX, &agent(name))
+        };
+        let (a, b) = (session("[2001:db8::1]:1000", "x"), session("[2001:db8::2]:2000", "x"));
+        assert_ne!(a.id, b.id, "two addresses are two sessions");
+        assert_eq!(a.address, b.address, "of one /64");
+        let other = session("[2001:db8:0:1::1]:1000", "x");
+        assert_ne!(a.address, other.address, "another /64");
+        let v4 = (session("192.0.2.1:1", "x"), session("192.0.2.2:1", "x"));
+        assert_ne!(v4.0.address, v4.1.address);
+        assert_ne!(session("192.0.2.1:1", "x").id, session("192.0.2.1:1", "y").id);
+        let token = viewer_session(Some("alice"), "192.0.2.1:1".parse().unwrap(), 64, &agent("x"));
+        assert_eq!(token.address, None, "a token's subject is nobody's address");
+    }
+
     async fn request(
         router: &Router,
         method: Method,
@@ -284,6 +313,7 @@ mod tests {
             access: Arc::new(ViewerAccess::new(None, None, signer)),
             variants: Arc::new([]),
             fetch_through: None,
+            ipv6_prefix: auth::address::IPV6_PREFIX,
         }
     }
 
