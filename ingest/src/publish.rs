@@ -189,10 +189,12 @@ impl Publish {
                     error: error.to_string(),
                 });
             };
+            // As the stream is now: a publisher back within the reconnect window finds it
+            // as it left it.
             Recorder::start(
                 dir,
                 &grant.stream,
-                grant.private,
+                live.publication().is_private(),
                 SystemTime::now(),
                 remuxer,
                 ingest.config.record.format,

@@ -7,9 +7,13 @@
 //! HLS variant) and hands the bytes to the recording's writer thread through a bounded
 //! channel: a slow or full disk never slows the stream. A write that fails (disk full,
 //! permissions) is logged once, counted and reported, the recording skips to the next
-//! segment and tries again there, in a new file. A crash loses at most what the writer had
-//! not written (the file is appended fragment by fragment; the playlist gains a line per
-//! segment). A codec change starts a new file (a new init segment).
+//! segment and tries again there, in a new file. A disk slower than the stream (the queue
+//! full) is reported the same way, and the recording skips to the next segment (FLV: the
+//! next keyframe) in the same file. A crash loses at most what the writer had not written
+//! (the file is appended fragment by fragment; the playlist gains a line per segment). A
+//! codec change starts a new file (a new init segment), and so does a change of the
+//! stream's visibility ([`Recorder::split`]: what is recorded while it is private is marked
+//! so and never served).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -23,7 +27,8 @@ use packager::{FragmentOutput, Remuxer, RemuxerConfig};
 use tracing::{info, warn};
 
 /// Messages a recording's writer may fall behind by (init segments, fragments, segment
-/// ends): a few seconds of frames; past it the recording skips to the next segment.
+/// ends; FLV tags): a few seconds of frames; past it the recording skips to the next
+/// segment (FLV: keyframe).
 pub const WRITER_QUEUE: usize = 512;
 /// The least EXT-X-TARGETDURATION of a recording's playlist, written before any segment
 /// exists: the packager's forced cut (20 s without a keyframe) stays within it; a longer
@@ -155,6 +160,8 @@ pub(crate) struct Recorder {
     /// Messages are dropped because the writer fell behind: until the next segment (MP4)
     /// or keyframe (FLV).
     skipping: bool,
+    /// The writer fell behind and has taken nothing since: the gap was reported.
+    behind: bool,
     /// Times the writer fell behind: gaps in the recording.
     gaps: u64,
     /// An init segment the writer's queue had no room for: sent before the next segment.
@@ -243,6 +250,7 @@ impl Recorder {
             to_writer,
             writer,
             skipping: false,
+            behind: false,
             gaps: 0,
             pending_init: None,
         }
@@ -360,14 +368,17 @@ impl Recorder {
         true
     }
 
-    /// Hands `command` to the writer; false when its queue is full (a gap begins, counted
-    /// and reported once).
+    /// Hands `command` to the writer; false when its queue is full (a gap, counted and
+    /// reported once until the writer takes something again).
     fn send(&mut self, command: Command) -> bool {
         let Some(to_writer) = &self.to_writer else { return true };
         match to_writer.try_send(command) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.behind = false;
+                true
+            }
             Err(TrySendError::Full(_)) => {
-                if !self.skipping {
+                if !std::mem::replace(&mut self.behind, true) {
                     self.gaps += 1;
                     fell_behind(&*self.settings.on_error);
                 }
@@ -389,13 +400,17 @@ impl Recorder {
                     self.skipping = false;
                     if let Some(init) = self.pending_init.take()
                         && let Some(to_writer) = &self.to_writer
-                        && let Err(TrySendError::Full(Command::Init(init))) =
-                            to_writer.try_send(Command::Init(init))
                     {
-                        // Still no room: this segment is skipped too, the init kept.
-                        self.pending_init = Some(init);
-                        self.skipping = true;
-                        continue;
+                        match to_writer.try_send(Command::Init(init)) {
+                            Ok(()) => self.behind = false,
+                            Err(TrySendError::Full(Command::Init(init))) => {
+                                // Still no room: this segment is skipped too, the init kept.
+                                self.pending_init = Some(init);
+                                self.skipping = true;
+                                continue;
+                            }
+                            Err(_) => self.to_writer = None,
+                        }
                     }
                     Command::SegmentStart
                 }
@@ -408,15 +423,15 @@ impl Recorder {
             }
             let Some(to_writer) = &self.to_writer else { return };
             match to_writer.try_send(command) {
-                Ok(()) => {}
+                Ok(()) => self.behind = false,
                 Err(TrySendError::Full(command)) => {
                     // The disk is slower than the stream: skip to the next segment (a new
                     // init is kept for it: fragments are never written under the old one).
                     if let Command::Init(init) = command {
                         self.pending_init = Some(init);
                     }
-                    if !self.skipping {
-                        self.skipping = true;
+                    self.skipping = true;
+                    if !std::mem::replace(&mut self.behind, true) {
                         self.gaps += 1;
                         fell_behind(&*self.settings.on_error);
                     }
@@ -756,6 +771,48 @@ pub fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that takes nothing (a stalled disk): the recording skips (to the next
+    /// segment, or FLV keyframe) and the gap is reported once however many segments it
+    /// lasts; once the writer takes again, the next stall is a second gap.
+    #[test]
+    fn a_stalled_writer_is_one_gap_however_long_it_lasts() {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        use testkit::{Clip, clip, flv::read_tags};
+        let tags = read_tags(&clip(Clip::AvSmall));
+        let config = RemuxerConfig {
+            target_duration: Duration::from_secs(1),
+            container: packager::Container::Ts,
+        };
+        for format in [RecordFormat::Mp4, RecordFormat::Flv] {
+            let reports = Arc::new(AtomicU32::new(0));
+            let seen = Arc::clone(&reports);
+            let dir = Path::new("/nonexistent-rtmp-hls");
+            let on_error = move |_: &std::io::Error| {
+                seen.fetch_add(1, Relaxed);
+            };
+            let mut recorder =
+                Recorder::start(dir, "cam", false, SystemTime::now(), config, format, on_error);
+            // Its writer replaced by a queue nobody reads.
+            let (stalled, queue) = sync_channel(4);
+            recorder.to_writer = Some(stalled);
+            let feed = |recorder: &mut Recorder| {
+                for tag in &tags {
+                    let kind = match tag.tag_type {
+                        8 => packager::TagKind::Audio,
+                        9 => packager::TagKind::Video,
+                        _ => continue,
+                    };
+                    recorder.media(kind, tag.timestamp, &tag.data);
+                }
+            };
+            feed(&mut recorder);
+            assert_eq!((reports.load(Relaxed), recorder.gaps), (1, 1), "{format:?}");
+            while queue.try_recv().is_ok() {}
+            feed(&mut recorder);
+            assert_eq!((reports.load(Relaxed), recorder.gaps), (2, 2), "{format:?}");
+        }
+    }
 
     #[test]
     fn a_recording_is_one_mp4_and_a_vod_playlist_by_byte_range() {
