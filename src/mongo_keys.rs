@@ -249,7 +249,12 @@ impl KeyStore for MongoKeyStore {
             .map_err(|e| KeyStoreError(format!("MongoDB: {}", e.kind)))?;
         let Some(document) = found else { return Ok(None) };
         // Bookkeeping only: the publish never waits for it, and a failure is not an error.
-        if let Ok(permit) = Arc::clone(&self.bookkeeping).try_acquire_owned() {
+        // The document just read says whether it is due (the filter checks again).
+        let due = document.last_used_at.is_none_or(|at| {
+            let age = DateTime::now().timestamp_millis().saturating_sub(at.timestamp_millis());
+            u128::try_from(age).is_ok_and(|age| age >= LAST_USED_PRECISION.as_millis())
+        });
+        if due && let Ok(permit) = Arc::clone(&self.bookkeeping).try_acquire_owned() {
             let (keys, timeout) = (self.keys.clone(), self.timeout);
             tokio::spawn(async move {
                 let now = DateTime::now();

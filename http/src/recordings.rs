@@ -93,7 +93,7 @@ async fn playlist(path: PathBuf) -> Response {
     let mut tail = Vec::new();
     let read = async {
         file.seek(SeekFrom::Start(tail_start)).await?;
-        (&mut file).take(PLAYLIST_TAIL).read_to_end(&mut tail).await?;
+        (&mut file).take(len - tail_start).read_to_end(&mut tail).await?;
         file.seek(SeekFrom::Start(0)).await
     };
     if read.await.is_err() {

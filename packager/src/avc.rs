@@ -191,10 +191,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Bytes of an SPS's RBSP read for its picture size: the fields up to frame cropping. Most
-/// SPSs are under 30 bytes, but High profiles may carry scaling lists before those fields
-/// (§7.3.2.1.1.1: up to twelve lists, 480 coefficients of up to 17 bits each, about 1 KiB).
-const SPS_SIZE_RBSP: usize = 1024;
+/// Bytes of an SPS NAL unit's payload (emulation prevention bytes included) read for its
+/// picture size: the fields up to frame cropping. Most SPSs are under 30 bytes, but High
+/// profiles may carry scaling lists before those fields (§7.3.2.1.1.1: up to twelve lists,
+/// 480 coefficients of up to 17 bits each, about 1 KiB, and a POC type 1 SPS up to 255
+/// offsets), so twice that.
+const SPS_SIZE_RBSP: usize = 2048;
 
 /// Picture width and height of an SPS NAL unit (ITU-T H.264 §7.3.2.1.1, cropping per
 /// §7.4.2.1.1), or `None` if it does not parse. Reads only up to the frame cropping fields.
