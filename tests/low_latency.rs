@@ -56,7 +56,7 @@ fn hint(playlist: &str) -> (String, u64, u64) {
 }
 
 #[test]
-fn low_latency_blocks_reloads_and_streams_the_hinted_part() {
+fn low_latency_blocks_reloads_and_the_hinted_part() {
     let server = Server::start("low-latency", &["--hls-variant", "low-latency"]);
     let key = server.add_key("ll");
     let _publisher =
@@ -87,12 +87,15 @@ fn low_latency_blocks_reloads_and_streams_the_hinted_part() {
         "{reloaded}"
     );
 
-    // The part now hinted, fetched while it is written: sent chunked as it grows, and with
-    // the init segment it is a file ffprobe reads.
+    // The part now hinted, asked for while it is written: sent whole once it ends, with its
+    // length (RFC 8216bis §6.2.6: no byte of a part before all of it can go at the link's
+    // speed), and with the init segment it is a file ffprobe reads.
     let (next, _, _) = hint(&reloaded);
     let streamed = http::get(server.http, &format!("/hls/ll/{next}"));
     assert_eq!(streamed.status, 200);
-    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"), "not sent as written");
+    assert_eq!(streamed.header("transfer-encoding"), None, "sent as it was written");
+    let length = streamed.header("content-length").unwrap().parse::<usize>().unwrap();
+    assert_eq!(length, streamed.body.len());
     let dir = std::env::temp_dir().join(format!("rtmp-hls-ll-part-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("part.mp4");

@@ -3,8 +3,8 @@
 //! One tokio process drives N RTMP publishers replaying an FLV clip in real time (parsed once,
 //! shared as `Bytes`, timestamps moved on every loop so streams never end) and M HLS viewers
 //! that behave like players: classic ones reloading the playlist and fetching whole segments,
-//! or low-latency ones (`--viewer-mode low-latency`) holding blocking reloads and fetching
-//! each part as it is written. Per step it reports the server's CPU per stream (from /proc,
+//! or low-latency ones (`--viewer-mode low-latency`) holding blocking reloads and asking for
+//! each part while it is written. Per step it reports the server's CPU per stream (from /proc,
 //! its whole process tree), its memory, packaging delay p50/p99, viewer fetch times, part
 //! latency (low-latency viewers) and errors by kind, beside the generator's own CPU, as JSON
 //! and as an SVG plot. `ramp` adds publishers step by step until a stream falls behind and
@@ -176,8 +176,8 @@ enum ViewerMode {
     /// Reload the playlist every half target duration and fetch each new segment whole, as
     /// a player does (RFC 8216 §6.3.4); works with any HLS server.
     Player,
-    /// Play low-latency HLS as hls.js's lowLatencyMode does: fetch the preload-hinted part
-    /// as it is written while a blocking reload waits for it; reports part latency (a part's
+    /// Play low-latency HLS as hls.js's lowLatencyMode does: ask for the preload-hinted part
+    /// while it is written and a blocking reload waits for it; reports part latency (a part's
     /// last byte received, minus the instant its last video frame was due to be sent).
     LowLatency,
 }

@@ -115,7 +115,7 @@ pub(crate) struct StepStats {
     /// clock had its last video frame due.
     pub(crate) part_latency: Histogram,
     /// Low-latency viewers' part GETs, request written to last byte read (a hinted part is
-    /// sent as it is written, so about a part's duration).
+    /// sent when it is complete, so about a part's duration).
     pub(crate) part_fetch: Histogram,
     /// Low-latency viewers' blocking playlist reloads, request written to body read: the
     /// time the server held them.

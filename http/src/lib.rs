@@ -190,6 +190,7 @@ async fn answer(
         // `<generation>-<sequence>.<part>.m4s`: a part.
         Some((stem, "m4s")) if stem.contains('.') => {
             return low_latency::part(store, name, file, !private)
+                .await
                 .unwrap_or_else(|| StatusCode::NOT_FOUND.into_response());
         }
         Some((_, "m4s")) => FMP4_MIME,

@@ -1,26 +1,25 @@
-//! Low-latency HLS delivery (draft-pantos-hls-rfc8216bis §6.2.5): playlist requests that
-//! block until the part they name exists, and parts sent while they are written.
+//! Low-latency HLS delivery (draft-pantos-hls-rfc8216bis §6.2.5, §6.2.6): playlist requests
+//! that block until the part they name exists, and part requests that block until the part
+//! is complete.
 //!
 //! A blocked request costs a task parked on the stream's change counter
 //! ([`stream_store::Changes`]): no CPU until the stream's playlist changes, once a part
 //! (four times a second with 0.25 s parts). A request for the part being written (the
-//! playlist's EXT-X-PRELOAD-HINT) is answered at once with a chunked body that gets each
-//! fragment as the packager makes it, so a player has a frame about as soon as the encoder
-//! sent it; the connection's task itself waits for the fragments (no task or queue per
-//! request), and reads no further ahead than the socket takes.
+//! playlist's EXT-X-PRELOAD-HINT) waits the same way and gets the part whole when it ends:
+//! §6.2.6 forbids sending any byte of a part before all of it can be sent at the link's
+//! full speed, so that players measure the link, not the encoder, when they choose a
+//! bit rate. Its last byte leaves when it would have streamed as written (the part ends
+//! with its last frame), in one write instead of one per frame.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use stream_store::{Directives, PartRead, Reload, StreamStore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
 
@@ -111,108 +110,50 @@ pub(crate) async fn playlist(
     }
 }
 
-/// Part `file` of `name`: complete, or sent as it is written. `None`: no such part.
+/// Part `file` of `name`, whole once it is complete: at once, or, for the part being
+/// written (the playlist's EXT-X-PRELOAD-HINT) or the next one, when it ends. `None`: no
+/// such part, or one that will never be complete (the stream ended). A part still pending
+/// after three target durations (the stream stalled) is 503, as a blocked playlist request.
 /// `admitted_public`: the request had no credential (the stream was public), so a part
-/// still being written stops if the stream turns private meanwhile.
-pub(crate) fn part(
+/// that completes after the stream turned private is not sent.
+pub(crate) async fn part(
     store: &Arc<StreamStore>,
     name: &str,
     file: &str,
     admitted_public: bool,
 ) -> Option<Response> {
-    let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
-    match store.part(name, file, 0)? {
-        PartRead::Complete(pieces) => Some((headers, crate::pieces::body(pieces)).into_response()),
-        PartRead::Growing(_) | PartRead::NotYet => {
-            let growing = Growing {
-                changes: store.part_changes(name)?,
-                deadline: Box::pin(tokio::time::sleep(store.block_timeout(name)?)),
-                store: Arc::clone(store),
-                name: name.to_owned(),
-                file: file.to_owned(),
-                offset: 0,
-                queue: VecDeque::new(),
-                done: false,
-                admitted_public,
-            };
-            let body = Body::from_stream(futures_util::stream::unfold(growing, Growing::next));
-            Some((headers, body).into_response())
+    // Taken before the first look, so a part completing in between is not missed.
+    let mut changes = store.changes(name)?;
+    let mut deadline = None;
+    loop {
+        match store.part(name, file, 0)? {
+            PartRead::Complete(pieces) => {
+                if admitted_public && store.is_private(name) {
+                    return None;
+                }
+                let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
+                return Some((headers, crate::pieces::body(pieces)).into_response());
+            }
+            PartRead::Growing(_) | PartRead::NotYet => {}
+        }
+        let deadline = *deadline.get_or_insert(Instant::now() + store.block_timeout(name)?);
+        // A part ends with a change of the playlist, which lists it from then on.
+        tokio::select! {
+            alive = changes.changed() => if !alive { return None },
+            () = tokio::time::sleep_until(deadline) => {
+                return Some(StatusCode::SERVICE_UNAVAILABLE.into_response());
+            }
         }
     }
 }
-
-/// A part being written, as its response body reads it: the connection's own task waits on
-/// the stream's part counter, takes what was added, and sends it.
-struct Growing {
-    store: Arc<StreamStore>,
-    name: String,
-    file: String,
-    changes: stream_store::Changes,
-    /// When the part is given up on. Armed once: a timer made at each wait (several a
-    /// part) went in and out of the runtime's timer wheel each time.
-    deadline: Pin<Box<Sleep>>,
-    /// Bytes of the part taken so far.
-    offset: usize,
-    /// Taken, not sent yet.
-    queue: VecDeque<Bytes>,
-    /// The part is complete (or will never be): the queue is the rest.
-    done: bool,
-    /// See [`part`].
-    admitted_public: bool,
-}
-
-impl Growing {
-    /// The next bytes of the part; an error ends the body when the part will not be
-    /// completed (the stream ended or stalled), so a player does not take a cut part for a
-    /// whole one.
-    async fn next(mut self) -> Option<(Result<Bytes, PartAborted>, Self)> {
-        loop {
-            if let Some(bytes) = self.queue.pop_front() {
-                return Some((Ok(bytes), self));
-            }
-            if self.done {
-                return None;
-            }
-            if self.admitted_public && self.store.is_private(&self.name) {
-                return self.abort();
-            }
-            match self.store.part(&self.name, &self.file, self.offset) {
-                Some(PartRead::Complete(rest)) => {
-                    self.queue.extend(rest.as_slice().iter().filter(|p| !p.is_empty()).cloned());
-                    self.done = true;
-                    continue;
-                }
-                Some(PartRead::Growing(fragments)) if !fragments.is_empty() => {
-                    self.offset += fragments.iter().map(Bytes::len).sum::<usize>();
-                    self.queue.extend(fragments);
-                    continue;
-                }
-                Some(PartRead::Growing(_) | PartRead::NotYet) => {}
-                None => return self.abort(),
-            }
-            tokio::select! {
-                alive = self.changes.changed() => if !alive { return self.abort() },
-                () = self.deadline.as_mut() => return self.abort(),
-            }
-        }
-    }
-
-    fn abort(mut self) -> Option<(Result<Bytes, PartAborted>, Self)> {
-        self.done = true;
-        Some((Err(PartAborted), self))
-    }
-}
-
-/// The part being sent will not be completed (the stream ended or stalled).
-#[derive(Debug, thiserror::Error)]
-#[error("the part being sent will not be completed")]
-struct PartAborted;
 
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
 
+    use axum::body::Body;
     use axum::http::Request;
+    use http_body::Body as _;
     use http_body_util::BodyExt as _;
     use packager::FragmentOutput;
     use stream_store::{Publication, StoreConfig};
@@ -308,20 +249,27 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
+    /// The hinted part, asked for while it is written, is sent whole once it ends (with its
+    /// length: nothing of it went out before), never a fragment at a time.
     #[tokio::test]
-    async fn the_hinted_part_is_sent_fragment_by_fragment() {
+    async fn the_hinted_part_is_sent_whole_when_it_ends() {
         let (store, publication) = live_stream();
-        let response = get(&store, "/hls/cam/1-1.0.m4s").await;
+        let hinted = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { get(&store, "/hls/cam/1-1.0.m4s").await })
+        };
+        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab"))]);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!hinted.is_finished(), "answered before the part was complete");
+        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"cd")), part_end()]);
+        let response = hinted.await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], FMP4_MIME);
-        let mut body = response.into_body();
-        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab"))]);
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, Bytes::from_static(b"ab"), "the first fragment before the part ends");
-        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"cd")), part_end()]);
-        let rest = body.collect().await.unwrap().to_bytes();
-        assert_eq!(rest, Bytes::from_static(b"cd"));
-        // Complete now: sent whole.
+        assert_eq!(response.body().size_hint().exact(), Some(4), "sent with its length");
+        assert_eq!(text(response).await, "abcd");
+        // Complete now: sent at once, the same.
         assert_eq!(text(get(&store, "/hls/cam/1-1.0.m4s").await).await, "abcd");
         assert_eq!(text(get(&store, "/hls/cam/1-init0.mp4").await).await, "init");
         let segment = get(&store, "/hls/cam/1-0.m4s").await;
@@ -329,29 +277,34 @@ mod tests {
         assert_eq!(text(segment).await.as_bytes(), [[1u8; 4], [2; 4]].concat());
     }
 
+    /// A part that will never be complete (the publisher went without finishing the
+    /// packager: a crash) is not found, not a cut part.
     #[tokio::test]
-    async fn a_part_that_will_never_complete_ends_its_response_with_an_error() {
+    async fn a_part_that_will_never_complete_is_not_found() {
         let (store, publication) = live_stream();
-        let response = get(&store, "/hls/cam/1-1.0.m4s").await;
+        let hinted = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { get(&store, "/hls/cam/1-1.0.m4s").await })
+        };
         push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab"))]);
-        // The publisher goes without finishing the packager (a crash): the part is dropped.
         drop(publication);
-        assert!(response.into_body().collect().await.is_err());
+        assert_eq!(hinted.await.unwrap().status(), StatusCode::NOT_FOUND);
     }
 
     /// A stalled stream: the part is given up three target durations after it was asked
-    /// for, however many fragments came meanwhile.
+    /// for (503, as a blocked playlist request), however many fragments came meanwhile.
     #[tokio::test(start_paused = true)]
-    async fn a_part_that_stalls_ends_with_an_error_when_its_request_times_out() {
+    async fn a_part_that_stalls_is_503_when_its_request_times_out() {
         let (store, publication) = live_stream();
         let asked = Instant::now();
         let timeout = store.block_timeout("cam").unwrap();
-        let mut body = get(&store, "/hls/cam/1-1.0.m4s").await.into_body();
+        let hinted = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { get(&store, "/hls/cam/1-1.0.m4s").await })
+        };
         tokio::time::sleep(timeout / 2).await;
         push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab"))]);
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(first, Bytes::from_static(b"ab"));
-        assert!(body.collect().await.is_err());
+        assert_eq!(hinted.await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(asked.elapsed(), timeout, "from the request, not from the last fragment");
     }
 }
