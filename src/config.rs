@@ -235,7 +235,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_SEGMENT_DURATION", default_value = "2", value_parser = parse_seconds)]
     pub(crate) segment_duration: Duration,
 
-    /// Segments listed in the live playlist.
+    /// Segments listed in the live playlist (more while fewer would be shorter than three
+    /// target durations, which RFC 8216 forbids).
     #[arg(long, env = "RTMP_HLS_PLAYLIST_LENGTH", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub(crate) playlist_length: u16,
 

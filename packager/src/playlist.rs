@@ -86,12 +86,18 @@ const PART_WINDOW_TARGETS: u64 = 3;
 const SKIP_UNTIL_TARGETS: u64 = 6;
 /// PART-HOLD-BACK in part targets: the least rfc8216bis §4.4.3.8 allows.
 const PART_HOLD_BACK_PARTS: u32 = 3;
+/// A live playlist is at least this many target durations long: RFC 8216 §6.2.2 forbids
+/// removing a segment that would make it shorter, so a short window (`--playlist-length`
+/// 1 or 2) or a target grown by a long segment keeps more segments than the window.
+const MIN_PLAYLIST_TARGETS: u32 = 3;
 
 /// A live media playlist.
 #[derive(Debug, Clone)]
 pub struct MediaPlaylist {
     window: usize,
     entries: VecDeque<Entry>,
+    /// The entries' durations, summed.
+    duration: Duration,
     /// EXT-X-MEDIA-SEQUENCE: the sequence number of the first entry.
     media_sequence: u64,
     /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities that have slid out of the window.
@@ -113,6 +119,7 @@ impl MediaPlaylist {
         Self {
             window: window.max(1),
             entries: VecDeque::with_capacity(window.max(1) + 1),
+            duration: Duration::ZERO,
             media_sequence: 0,
             discontinuity_sequence: 0,
             target_duration: min_target.as_secs() + u64::from(min_target.subsec_nanos() > 0),
@@ -159,13 +166,21 @@ impl MediaPlaylist {
     }
 
     /// Appends a segment and returns its media sequence number. The oldest entry leaves the
-    /// window once it holds more than `window` segments.
+    /// window once it holds more than `window` segments, unless the rest would be shorter
+    /// than [`MIN_PLAYLIST_TARGETS`] target durations.
     pub fn push(&mut self, entry: Entry) -> u64 {
         let sequence = self.media_sequence + self.entries.len() as u64;
         self.target_duration = self.target_duration.max(round_secs(entry.duration));
+        self.duration += entry.duration;
         self.entries.push_back(entry);
+        let least = Duration::from_secs(self.target_duration) * MIN_PLAYLIST_TARGETS;
         while self.entries.len() > self.window {
+            let oldest = self.entries.front().map_or(Duration::ZERO, |entry| entry.duration);
+            if self.duration.saturating_sub(oldest) < least {
+                break;
+            }
             if let Some(gone) = self.entries.pop_front() {
+                self.duration = self.duration.saturating_sub(gone.duration);
                 self.media_sequence += 1;
                 if gone.discontinuity {
                     self.discontinuity_sequence += 1;
@@ -415,15 +430,42 @@ mod tests {
     #[test]
     fn renders_a_live_window() {
         let mut p = MediaPlaylist::new(3, Duration::from_secs(2));
-        for (i, d) in [2000, 2002, 1999, 2500].into_iter().enumerate() {
+        for (i, d) in [2000, 2002, 1999, 2400].into_iter().enumerate() {
             assert_eq!(p.push(entry(&format!("{i}.ts"), d, false)), i as u64);
         }
         assert_eq!(
             p.render(),
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:1\n\
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
              #EXT-X-INDEPENDENT-SEGMENTS\n\
-             #EXTINF:2.002,\n1.ts\n#EXTINF:1.999,\n2.ts\n#EXTINF:2.500,\n3.ts\n"
+             #EXTINF:2.002,\n1.ts\n#EXTINF:1.999,\n2.ts\n#EXTINF:2.400,\n3.ts\n"
         );
+    }
+
+    /// RFC 8216 §6.2.2: no segment leaves if the playlist would then be shorter than three
+    /// target durations, whatever the window: a window of one keeps three 2 s segments,
+    /// and a target grown by a long segment keeps more.
+    #[test]
+    fn a_live_playlist_stays_three_target_durations_long() {
+        let listed = |p: &MediaPlaylist| p.window().0;
+        let mut p = MediaPlaylist::new(1, Duration::from_secs(2));
+        for i in 0..5 {
+            p.push(entry(&format!("{i}.ts"), 2000, false));
+        }
+        assert_eq!(listed(&p), 3, "{}", p.render());
+        assert_eq!(p.window().1, 2);
+        // A 5 s segment: the target is 5 s, the playlist at least 15 s.
+        p.push(entry("5.ts", 5000, false));
+        for i in 6..10 {
+            p.push(entry(&format!("{i}.ts"), 2000, false));
+        }
+        let text = p.render();
+        assert!(text.contains("#EXT-X-TARGETDURATION:5\n"), "{text}");
+        assert_eq!(listed(&p), 6, "5.ts and the 2 s segments after it, and one before: {text}");
+        let mut q = MediaPlaylist::new(3, Duration::from_secs(2));
+        for (i, d) in [2000, 1999, 1999, 1999].into_iter().enumerate() {
+            q.push(entry(&format!("{i}.ts"), d, false));
+        }
+        assert_eq!(listed(&q), 4, "three would be 5.997 s, under 6 s: {}", q.render());
     }
 
     #[test]
@@ -442,22 +484,24 @@ mod tests {
 
     #[test]
     fn discontinuity_sequence_counts_discontinuities_that_slid_out() {
-        let mut p = MediaPlaylist::new(2, Duration::from_secs(2));
+        let mut p = MediaPlaylist::new(3, Duration::from_secs(2));
         p.push(entry("0.ts", 2000, false));
         p.push(entry("1.ts", 2000, true));
         p.push(entry("2.ts", 2000, false));
+        p.push(entry("3.ts", 2000, false));
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
              #EXT-X-INDEPENDENT-SEGMENTS\n\
-             #EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1.ts\n#EXTINF:2.000,\n2.ts\n"
+             #EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1.ts\n#EXTINF:2.000,\n2.ts\n\
+             #EXTINF:2.000,\n3.ts\n"
         );
-        p.push(Entry { independent: false, ..entry("3.ts", 2000, false) });
+        p.push(Entry { independent: false, ..entry("4.ts", 2000, false) });
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:2\n\
              #EXT-X-DISCONTINUITY-SEQUENCE:1\n\
-             #EXTINF:2.000,\n2.ts\n#EXTINF:2.000,\n3.ts\n"
+             #EXTINF:2.000,\n2.ts\n#EXTINF:2.000,\n3.ts\n#EXTINF:2.000,\n4.ts\n"
         );
     }
 
@@ -467,7 +511,7 @@ mod tests {
         first.push(entry("0.ts", 2000, false));
         first.push(entry("1.ts", 2000, true));
         first.push(entry("2.ts", 2000, true));
-        // One discontinuity slid out, one listed: a continuation starts after both.
+        // The discontinuities listed count as those slid out: a continuation starts after.
         assert_eq!(first.discontinuities(), 2);
         let mut next = MediaPlaylist::starting_at(2, Duration::from_secs(2), first.next_sequence());
         next.set_discontinuity_sequence(first.discontinuities());

@@ -529,7 +529,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         Ok(Publication {
             name: name.to_owned(),
             slot,
-            retained: self.config.window + self.config.retain_after_window,
+            retain_after_window: self.config.retain_after_window,
             live: Arc::clone(&self.live),
             resumed,
             reconnect_window: self.config.reconnect_window,
@@ -663,7 +663,8 @@ impl<F: SegmentFiles> StreamStore<F> {
             Some(false) => Reload::Wait {
                 timeout: Duration::from_secs(state.playlist.target_duration()) * BLOCK_TARGETS,
             },
-            Some(true) if directives.skip => Reload::Ready(
+            // RFC 8216bis §6.2.5.1: `_HLS_skip` is ignored once the playlist has ENDLIST.
+            Some(true) if directives.skip && !state.playlist.is_ended() => Reload::Ready(
                 state
                     .rendered_skip
                     .get_or_init(|| Bytes::from(state.playlist.render_with(true)))
@@ -966,7 +967,8 @@ impl<F: SegmentFiles> StreamStore<F> {
 pub struct Publication<F: SegmentFiles = MemfdSegments> {
     name: String,
     slot: Arc<Slot<F>>,
-    retained: usize,
+    /// Segments kept available after they leave the playlist (RFC 8216 §6.2.2).
+    retain_after_window: usize,
     live: Arc<AtomicUsize>,
     /// It continues a stream whose publisher was interrupted.
     resumed: bool,
@@ -1170,7 +1172,10 @@ impl<F: SegmentFiles> Publication<F> {
     /// segments only they used).
     fn hold(&self, state: &mut SlotState<F::File>, held: Held<F::File>) {
         state.segments.push_back(held);
-        while state.segments.len() > self.retained {
+        // Those listed (the playlist may list more than its window, see
+        // `MediaPlaylist::push`) and those RFC 8216 §6.2.2 keeps available after them.
+        let retained = state.playlist.window().0 + self.retain_after_window;
+        while state.segments.len() > retained {
             state.segments.pop_front();
         }
         let oldest = state.segments.front().and_then(|held| held.init);
@@ -1486,11 +1491,12 @@ mod tests {
         for i in 0..5 {
             publication.push(segment(2000, i), wall(0));
         }
-        // Window 2 lists 3 and 4; retention keeps 2 fetchable; 0 and 1 are gone.
+        // Window 2, but three listed (2 to 4: three target durations, RFC 8216 §6.2.2);
+        // retention keeps 1 fetchable; 0 is gone.
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
-        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"));
-        assert!(store.segment("cam", "1-2.ts").is_some());
-        assert!(store.segment("cam", "1-1.ts").is_none());
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{text}");
+        assert!(store.segment("cam", "1-1.ts").is_some());
+        assert!(store.segment("cam", "1-0.ts").is_none());
         assert!(store.segment("cam", "1-5.ts").is_none());
         // Wrong generation, bad names.
         assert!(store.segment("cam", "2-3.ts").is_none());
@@ -1787,6 +1793,10 @@ mod tests {
         assert!(!delta.contains("\n1-1.m4s") && delta.contains("\n1-2.m4s"));
         assert!(delta.contains("#EXT-X-MAP:URI=\"1-init0.mp4\"\n"), "{delta}");
         assert!(!text(&store, Directives::default()).contains("EXT-X-SKIP"));
+        // Ended: the request for a delta update gets the whole playlist.
+        drop(publication);
+        let ended = text(&store, skip);
+        assert!(ended.ends_with("#EXT-X-ENDLIST\n") && !ended.contains("EXT-X-SKIP"), "{ended}");
     }
 
     /// Segment files in a vector; every other write fails, as a full memory would.
