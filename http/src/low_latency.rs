@@ -126,7 +126,7 @@ pub(crate) async fn part(
     let mut changes = store.changes(name)?;
     let mut deadline = None;
     loop {
-        match store.part(name, file, 0)? {
+        match store.part(name, file)? {
             PartRead::Complete(pieces) => {
                 if admitted_public && store.is_private(name) {
                     return None;
@@ -134,7 +134,7 @@ pub(crate) async fn part(
                 let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)];
                 return Some((headers, crate::pieces::body(pieces)).into_response());
             }
-            PartRead::Growing(_) | PartRead::NotYet => {}
+            PartRead::Pending => {}
         }
         let deadline = *deadline.get_or_insert(Instant::now() + store.block_timeout(name)?);
         // A part ends with a change of the playlist, which lists it from then on.

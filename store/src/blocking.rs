@@ -133,9 +133,8 @@ fn advance_part_limit(part_target: Duration) -> u64 {
     u64::try_from(parts).unwrap_or(u64::MAX).max(3)
 }
 
-/// Wakes a waiting request when a stream's playlist changes (a part or a segment completes,
-/// the stream ends), or, for [`crate::StreamStore::part_changes`], when the part being
-/// written grows.
+/// Wakes a waiting request (a blocked playlist reload, a request for the hinted part) when a
+/// stream's playlist changes: a part or a segment completes, the stream ends.
 #[derive(Debug)]
 pub struct Changes(pub(crate) watch::Receiver<u64>);
 

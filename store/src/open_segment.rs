@@ -2,9 +2,9 @@
 //! written, as low-latency HLS serves them (draft-pantos-hls-rfc8216bis §4.4.4.9 EXT-X-PART,
 //! §4.4.5.3 EXT-X-PRELOAD-HINT).
 //!
-//! A part's fragments are kept as the packager made them while it is written, so a request for
-//! it (the preload hint) is sent each one as it arrives; when it ends they are joined into one
-//! recycled buffer of the packagers' pool, and the fragments' buffers go back to it (a part of
+//! A part's fragments are kept as the packager made them while it is written (a request for
+//! it, the preload hint, waits until it ends: RFC 8216bis §6.2.6); when it ends they are
+//! joined into one recycled buffer of the packagers' pool, and the fragments' buffers go back to it (a part of
 //! one fragment keeps that fragment's buffer). A closed segment is its parts back to back
 //! ([`Pieces`]), not copied again. (Keeping the fragments instead cost more: a part's response
 //! then went out in seven pieces, and a frame-sized buffer per fragment held about 10 % more
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use packager::BufferPool;
 use packager::playlist::Part;
 
-use crate::segment_files::{Pieces, pieces_from};
+use crate::segment_files::Pieces;
 
 /// A part is joined into a recycled buffer with at most a sixteenth of its length to spare:
 /// parts live as long as their segment, so room to spare is memory held that long (a
@@ -40,16 +40,13 @@ pub(crate) struct HeldPart {
     pub(crate) listed: Part,
 }
 
-/// What a read of one part of the open segment finds.
+/// What a request for one part of a live stream finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartRead {
-    /// The part is complete: its bytes from the offset asked for.
+    /// The part is complete: its bytes.
     Complete(Pieces),
-    /// The part is being written: the fragments from the offset asked for (possibly none
-    /// yet). More will come.
-    Growing(Vec<Bytes>),
-    /// The part has not started yet, but will soon (the next part or the one after).
-    NotYet,
+    /// The part is being written, or is the next one: it will be complete soon.
+    Pending,
 }
 
 /// The segment being written.
@@ -133,17 +130,12 @@ impl OpenSegment {
         (pieces.into(), self.parts)
     }
 
-    /// Part `index` of this segment from byte `offset` on; `None` for a part that is gone
-    /// or too far ahead, or an offset beyond what exists.
-    pub(crate) fn read_part(&self, index: usize, offset: usize) -> Option<PartRead> {
+    /// Part `index` of this segment; `None` for a part that is gone or too far ahead.
+    pub(crate) fn read_part(&self, index: usize) -> Option<PartRead> {
         if let Some(part) = self.parts.get(index) {
-            return part.pieces.from_offset(offset).map(PartRead::Complete);
+            return Some(PartRead::Complete(part.pieces.clone()));
         }
-        match index - self.parts.len() {
-            0 => pieces_from(&self.current, offset).map(PartRead::Growing),
-            1 if offset == 0 => Some(PartRead::NotYet),
-            _ => None,
-        }
+        (index - self.parts.len() <= 1).then_some(PartRead::Pending)
     }
 }
 
@@ -173,29 +165,23 @@ mod tests {
         segment.add_fragment(bytes(b"de"));
         segment.end_part(Duration::from_millis(300), true, &pool);
         assert_eq!(pool.held(), (1, 64), "the fitting buffer holds the part");
-        assert_eq!(segment.read_part(0, 0), Some(PartRead::Complete(bytes(b"abcde").into())));
+        assert_eq!(segment.read_part(0), Some(PartRead::Complete(bytes(b"abcde").into())));
         drop(segment);
         assert_eq!(pool.held(), (2, 69), "back in the pool with the part");
     }
 
     #[test]
-    fn a_part_grows_fragment_by_fragment_then_is_complete() {
+    fn a_part_is_pending_while_written_then_complete() {
         let mut segment = open();
-        assert_eq!(segment.read_part(0, 0), Some(PartRead::Growing(vec![])));
-        assert_eq!(segment.read_part(1, 0), Some(PartRead::NotYet));
-        assert_eq!(segment.read_part(2, 0), None);
+        assert_eq!(segment.read_part(0), Some(PartRead::Pending));
+        assert_eq!(segment.read_part(1), Some(PartRead::Pending), "the next one");
+        assert_eq!(segment.read_part(2), None);
         segment.add_fragment(bytes(b"abc"));
         segment.add_fragment(bytes(b"de"));
-        assert_eq!(
-            segment.read_part(0, 0),
-            Some(PartRead::Growing(vec![bytes(b"abc"), bytes(b"de")]))
-        );
-        // A reader that has the first fragment gets the rest.
-        assert_eq!(segment.read_part(0, 3), Some(PartRead::Growing(vec![bytes(b"de")])));
-        assert_eq!(segment.read_part(0, 6), None);
+        assert_eq!(segment.read_part(0), Some(PartRead::Pending));
         segment.end_part(Duration::from_millis(300), true, &pool());
-        assert_eq!(segment.read_part(0, 3), Some(PartRead::Complete(bytes(b"de").into())));
-        assert_eq!(segment.read_part(1, 0), Some(PartRead::Growing(vec![])));
+        assert_eq!(segment.read_part(0), Some(PartRead::Complete(bytes(b"abcde").into())));
+        assert_eq!(segment.read_part(1), Some(PartRead::Pending));
     }
 
     #[test]

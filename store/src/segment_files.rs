@@ -93,26 +93,6 @@ impl Pieces {
             PiecesInner::Many(pieces) => Bytes::from(pieces.concat()),
         }
     }
-
-    /// The bytes from `offset` on, or `None` past the end.
-    pub fn from_offset(&self, offset: usize) -> Option<Self> {
-        pieces_from(self.as_slice(), offset).map(Self::from)
-    }
-}
-
-/// The bytes of `pieces` (back to back) from byte `offset` on, without copying them; `None`
-/// for an offset beyond their end.
-pub(crate) fn pieces_from(pieces: &[Bytes], offset: usize) -> Option<Vec<Bytes>> {
-    let mut start = 0;
-    let mut rest = Vec::new();
-    for piece in pieces {
-        let end = start + piece.len();
-        if end > offset {
-            rest.push(piece.slice(offset.saturating_sub(start)..));
-        }
-        start = end;
-    }
-    (offset <= start).then_some(rest)
 }
 
 impl From<Bytes> for Pieces {
@@ -177,16 +157,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_read_from_any_offset() {
+    fn pieces_are_their_bytes_back_to_back() {
         let pieces = Pieces::from(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
         assert_eq!(pieces.len(), 5);
         assert_eq!(pieces.to_bytes(), Bytes::from_static(b"abcde"));
-        let rest = |offset| pieces.from_offset(offset).map(|p| p.to_bytes());
-        assert_eq!(rest(0), Some(Bytes::from_static(b"abcde")));
-        assert_eq!(rest(2), Some(Bytes::from_static(b"cde")));
-        assert_eq!(rest(3), Some(Bytes::from_static(b"de")));
-        assert_eq!(rest(5), Some(Bytes::new()));
-        assert_eq!(rest(6), None);
         assert_eq!(Pieces::from(Bytes::from_static(b"x")).as_slice().len(), 1);
     }
 }

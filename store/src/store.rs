@@ -220,8 +220,6 @@ struct Slot<F: SegmentFiles> {
     ended: Mutex<VecDeque<Ended<F::File>>>,
     /// Counts playlist changes, for blocked playlist requests.
     changes: watch::Sender<u64>,
-    /// Counts changes that grew or ended the part being written, for requests streaming it.
-    part_changes: watch::Sender<u64>,
     /// Only viewers with a credential may watch it (HTTP checks; the store only keeps it).
     private: AtomicBool,
 }
@@ -288,15 +286,9 @@ impl<F: SegmentFiles> Slot<F> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes blocked playlist requests (and part streams: a part may have ended).
+    /// Wakes blocked requests (playlists, and parts: a part may have ended).
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
-        self.part_changed();
-    }
-
-    /// Wakes requests streaming the part being written.
-    fn part_changed(&self) {
-        self.part_changes.send_modify(|n| *n += 1);
     }
 
     /// Moves segment `sequence` (whose bytes are `pieces`) to this stream's file from
@@ -580,7 +572,6 @@ impl<F: SegmentFiles> StreamStore<F> {
             writer: Mutex::new(None),
             ended: Mutex::new(VecDeque::new()),
             changes: watch::Sender::new(0),
-            part_changes: watch::Sender::new(0),
             private: AtomicBool::new(private),
         })
     }
@@ -691,11 +682,6 @@ impl<F: SegmentFiles> StreamStore<F> {
         Some(Changes(self.slot(name)?.changes.subscribe()))
     }
 
-    /// Wakes whenever the part being written of `name` grows or ends.
-    pub fn part_changes(&self, name: &str) -> Option<Changes> {
-        Some(Changes(self.slot(name)?.part_changes.subscribe()))
-    }
-
     /// An fMP4 init segment of `name` by its file name (`<generation>-init<n>.mp4`).
     pub fn init(&self, name: &str, file: &str) -> Option<Bytes> {
         let (generation, number) = file.strip_suffix(".mp4")?.split_once("-init")?;
@@ -705,10 +691,10 @@ impl<F: SegmentFiles> StreamStore<F> {
         state.inits.iter().find(|(n, _)| *n == number).map(|(_, init)| init.clone())
     }
 
-    /// Part `<generation>-<sequence>.<part>.m4s` of `name`, from byte `offset` on: complete,
-    /// growing (the part being written), or about to start; `None` when it is gone, too far
-    /// ahead, or the name is not a part's.
-    pub fn part(&self, name: &str, file: &str, offset: usize) -> Option<PartRead> {
+    /// Part `<generation>-<sequence>.<part>.m4s` of `name`: complete, or pending (being
+    /// written, or about to start); `None` when it is gone, too far ahead, or the name is
+    /// not a part's.
+    pub fn part(&self, name: &str, file: &str) -> Option<PartRead> {
         let (generation, rest) = file.strip_suffix(".m4s")?.split_once('-')?;
         let (sequence, index) = rest.split_once('.')?;
         let generation: u64 = generation.parse().ok()?;
@@ -716,16 +702,16 @@ impl<F: SegmentFiles> StreamStore<F> {
         let slot = self.slot(name).filter(|slot| slot.generation == generation)?;
         let state = slot.read();
         if let Some(open) = state.open.as_ref().filter(|open| open.sequence == sequence) {
-            return open.read_part(index, offset);
+            return open.read_part(index);
         }
         let next = state.playlist.next_sequence();
-        if sequence == next && index == 0 && offset == 0 && !state.playlist.is_ended() {
+        if sequence == next && index == 0 && !state.playlist.is_ended() {
             // The segment after the last one, which the next keyframe starts.
-            return Some(PartRead::NotYet);
+            return Some(PartRead::Pending);
         }
         let first = state.segments.front()?.sequence;
         let held = state.segments.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
-        held.parts.get(index)?.pieces.from_offset(offset).map(PartRead::Complete)
+        Some(PartRead::Complete(held.parts.get(index)?.pieces.clone()))
     }
 
     /// A segment of `name` by its file name (`<generation>-<sequence>.ts`, or `.m4s` for
@@ -1083,7 +1069,7 @@ impl<F: SegmentFiles> Publication<F> {
         outputs.peek()?;
         let mut state = self.slot.write();
         let mut completed: Option<RangeInclusive<u64>> = None;
-        let (mut listed, mut grew) = (false, false);
+        let mut listed = false;
         for output in outputs {
             match output {
                 FragmentOutput::Init(init) => {
@@ -1110,7 +1096,6 @@ impl<F: SegmentFiles> Publication<F> {
                     if let Some(open) = &mut state.open {
                         open.add_fragment(fragment);
                     }
-                    grew = true;
                 }
                 FragmentOutput::PartEnd { duration, independent } => {
                     if let Some(open) = &mut state.open {
@@ -1162,8 +1147,6 @@ impl<F: SegmentFiles> Publication<F> {
         drop(state);
         if listed {
             self.slot.changed();
-        } else if grew {
-            self.slot.part_changed();
         }
         completed
     }
@@ -1670,23 +1653,20 @@ mod tests {
         assert_eq!(*changes.0.borrow_and_update(), seen + 1, "one wake-up, not three");
         let playlist = text(&store, Directives::default());
         assert!(playlist.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"7-1.0.m4s\""), "{playlist}");
-        assert!(matches!(store.part("cam", "7-1.0.m4s", 0), Some(PartRead::Growing(_))));
-        // A batch of fragments only wakes part readers.
-        let part_changes = store.part_changes("cam").unwrap();
+        assert_eq!(store.part("cam", "7-1.0.m4s"), Some(PartRead::Pending));
+        // A batch of fragments wakes nobody: nothing waits for less than a part.
         let fragments = vec![FragmentOutput::Fragment(Bytes::from_static(b"more"))];
         assert_eq!(publication.push_fmp4_all(fragments, wall(0)), None);
         assert!(!changes.0.has_changed().unwrap());
-        assert!(part_changes.0.has_changed().unwrap());
         // Two segments in one batch report both.
         let two = [two_part_segment(3, false)[2..].to_vec(), two_part_segment(5, false)].concat();
         assert_eq!(publication.push_fmp4_all(two, wall(0)), Some(1..=2));
         // Nothing, or an init segment nothing lists yet, wakes nobody.
-        let (seen, parts_seen) = (*changes.0.borrow_and_update(), *part_changes.0.borrow());
+        let seen = *changes.0.borrow_and_update();
         assert_eq!(publication.push_fmp4_all(Vec::new(), wall(0)), None);
         let init = vec![FragmentOutput::Init(Bytes::from_static(b"init1"))];
         assert_eq!(publication.push_fmp4_all(init, wall(0)), None);
         assert_eq!(*changes.0.borrow(), seen);
-        assert_eq!(*part_changes.0.borrow(), parts_seen);
     }
 
     #[test]
@@ -1717,11 +1697,11 @@ mod tests {
         assert!(store.init("cam", "6-init0.mp4").is_none());
         let segment = store.segment("cam", "7-0.m4s").unwrap().to_bytes().unwrap();
         assert_eq!(segment, [vec![1; 10], vec![2; 10]].concat());
-        let read = |file| store.part("cam", file, 0);
+        let read = |file| store.part("cam", file);
         assert_eq!(read("7-0.1.m4s"), Some(PartRead::Complete(Bytes::from(vec![2; 10]).into())));
         assert_eq!(read("7-1.0.m4s"), Some(PartRead::Complete(Bytes::from(vec![3; 10]).into())));
-        assert_eq!(read("7-1.1.m4s"), Some(PartRead::Growing(vec![])));
-        assert_eq!(read("7-1.2.m4s"), Some(PartRead::NotYet));
+        assert_eq!(read("7-1.1.m4s"), Some(PartRead::Pending));
+        assert_eq!(read("7-1.2.m4s"), Some(PartRead::Pending));
         for bad in ["7-1.3.m4s", "7-0.2.m4s", "8-1.0.m4s", "7-1.m4s", "7-1.x.m4s", "7-1.0.ts"] {
             assert_eq!(read(bad), None, "{bad}");
         }
