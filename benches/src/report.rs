@@ -126,8 +126,8 @@ pub(crate) struct StepReport {
     /// frame was due by the publisher's clock (the publisher sends up to 10 ms early).
     #[serde(default)]
     pub(crate) part_latency: Summary,
-    /// Low-latency viewers' part GETs, request to last byte (a hinted part arrives as it is
-    /// written).
+    /// Low-latency viewers' part GETs, request to last byte (a hinted part arrives when it is
+    /// complete).
     #[serde(default)]
     pub(crate) part_fetch: Summary,
     /// Low-latency viewers' blocking playlist reloads: how long the server held them.

@@ -136,7 +136,10 @@ pub(crate) async fn part(
             }
             PartRead::Pending => {}
         }
-        let deadline = *deadline.get_or_insert(Instant::now() + store.block_timeout(name)?);
+        let deadline = match deadline {
+            Some(deadline) => deadline,
+            None => *deadline.insert(Instant::now() + store.block_timeout(name)?),
+        };
         // A part ends with a change of the playlist, which lists it from then on.
         tokio::select! {
             alive = changes.changed() => if !alive { return None },

@@ -5,9 +5,8 @@
 //! duration after the previous one, as MPEG-TS segments do. Within it, parts are cut on frame
 //! boundaries so that none is longer than the part target: a part ends when the next frame
 //! would take it past the target. A part is made of fragments (`moof` + `mdat`): one per
-//! video frame in low-latency mode, so a player holding a request for the part being written
-//! (the preload hint) gets each frame as it arrives; one per segment otherwise (up to
-//! [`MAX_SAMPLES_PER_FRAGMENT`]).
+//! video frame in low-latency mode (the store joins a part's fragments when it ends); one per
+//! segment otherwise (up to [`MAX_SAMPLES_PER_FRAGMENT`]).
 //!
 //! A video frame's duration is the time to the next frame, so a frame is written when the
 //! next one arrives: fragments are continuous (each `tfdt` is the previous one plus its

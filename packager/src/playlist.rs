@@ -90,6 +90,13 @@ const PART_HOLD_BACK_PARTS: u32 = 3;
 /// removing a segment that would make it shorter, so a short window (`--playlist-length`
 /// 1 or 2) or a target grown by a long segment keeps more segments than the window.
 const MIN_PLAYLIST_TARGETS: u32 = 3;
+/// But never more segments than this many windows, or [`MAX_LISTED`] if that is more: a
+/// publisher whose timestamps barely move (frozen clocks: each frame a tick after the last)
+/// makes segments of milliseconds, which would otherwise pile up for hours; such a playlist
+/// is short instead.
+const MAX_WINDOWS_LISTED: usize = 3;
+/// See [`MAX_WINDOWS_LISTED`]: room for a window of one with a target grown to 5 s.
+const MAX_LISTED: usize = 16;
 
 /// A live media playlist.
 #[derive(Debug, Clone)]
@@ -167,16 +174,17 @@ impl MediaPlaylist {
 
     /// Appends a segment and returns its media sequence number. The oldest entry leaves the
     /// window once it holds more than `window` segments, unless the rest would be shorter
-    /// than [`MIN_PLAYLIST_TARGETS`] target durations.
+    /// than [`MIN_PLAYLIST_TARGETS`] target durations (up to [`MAX_WINDOWS_LISTED`] windows).
     pub fn push(&mut self, entry: Entry) -> u64 {
         let sequence = self.media_sequence + self.entries.len() as u64;
         self.target_duration = self.target_duration.max(round_secs(entry.duration));
         self.duration += entry.duration;
         self.entries.push_back(entry);
         let least = Duration::from_secs(self.target_duration) * MIN_PLAYLIST_TARGETS;
+        let most = (self.window * MAX_WINDOWS_LISTED).max(MAX_LISTED);
         while self.entries.len() > self.window {
             let oldest = self.entries.front().map_or(Duration::ZERO, |entry| entry.duration);
-            if self.duration.saturating_sub(oldest) < least {
+            if self.duration.saturating_sub(oldest) < least && self.entries.len() <= most {
                 break;
             }
             if let Some(gone) = self.entries.pop_front() {
@@ -466,6 +474,14 @@ mod tests {
             q.push(entry(&format!("{i}.ts"), d, false));
         }
         assert_eq!(listed(&q), 4, "three would be 5.997 s, under 6 s: {}", q.render());
+        // Segments of a millisecond (frozen timestamps): a bounded list, short.
+        for window in [2, 10] {
+            let mut r = MediaPlaylist::new(window, Duration::from_secs(2));
+            for i in 0..1000 {
+                r.push(entry(&format!("{i}.ts"), 1, false));
+            }
+            assert_eq!(listed(&r), (window * MAX_WINDOWS_LISTED).max(MAX_LISTED));
+        }
     }
 
     #[test]

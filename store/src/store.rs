@@ -67,7 +67,8 @@ pub struct StoreConfig {
     /// Segments kept after they leave the playlist, for players still fetching them. RFC 8216
     /// §6.2.2: a removed segment stays available for its own duration plus that of the
     /// longest playlist that held it, so `window + 1` segments when segments last the target
-    /// duration (counted in segments, not time: after a long-GOP segment the count is short).
+    /// duration (counted in segments, not time: after a long-GOP segment the count is short),
+    /// and at least one more than the playlist lists when it lists more than its window.
     pub retain_after_window: usize,
     /// The playlist's target duration before any segment is longer.
     pub target_duration: Duration,
@@ -314,8 +315,8 @@ impl<F: SegmentFiles> Slot<F> {
 }
 
 impl<File> SlotState<File> {
-    /// Notes a segment of `bytes` lasting `duration` for the bit rates, keeping as many as
-    /// the playlist lists.
+    /// Notes a segment of `bytes` lasting `duration` (just listed) for the bit rates,
+    /// keeping as many as the playlist lists.
     fn note_rate(&mut self, bytes: usize, duration: Duration) {
         self.rates.push_back((bytes as u64 * 8, duration));
         while self.rates.len() > self.playlist.window().0.max(1) {
@@ -1027,7 +1028,6 @@ impl<F: SegmentFiles> Publication<F> {
         let started = now.checked_sub(segment.duration).unwrap_or(now);
         let program_date_time = state.program_date_time(segment.start, started, discontinuity);
         let sequence = state.playlist.next_sequence();
-        state.note_rate(len, segment.duration);
         state.playlist.push(PlaylistEntry {
             uri: format!("{}-{sequence}.ts", self.slot.generation),
             duration: segment.duration,
@@ -1037,6 +1037,7 @@ impl<F: SegmentFiles> Publication<F> {
             map: None,
             parts: Vec::new(),
         });
+        state.note_rate(len, segment.duration);
         let held =
             Held { sequence, body, fetches: AtomicU32::new(0), parts: Vec::new(), init: None };
         self.hold(&mut state, held);
@@ -1117,8 +1118,9 @@ impl<F: SegmentFiles> Publication<F> {
                     };
                     let init = open.init;
                     let (body, parts) = open.close();
-                    state.note_rate(body.len(), duration);
+                    let bytes = body.len();
                     state.playlist.push(entry);
+                    state.note_rate(bytes, duration);
                     let held = Held {
                         sequence,
                         body: SegmentBody::Memory(body),
@@ -1156,8 +1158,10 @@ impl<F: SegmentFiles> Publication<F> {
     fn hold(&self, state: &mut SlotState<F::File>, held: Held<F::File>) {
         state.segments.push_back(held);
         // Those listed (the playlist may list more than its window, see
-        // `MediaPlaylist::push`) and those RFC 8216 §6.2.2 keeps available after them.
-        let retained = state.playlist.window().0 + self.retain_after_window;
+        // `MediaPlaylist::push`) and those RFC 8216 §6.2.2 keeps available after them: a
+        // segment's own duration plus the playlist's, so one more than are listed at least.
+        let listed = state.playlist.window().0;
+        let retained = listed + self.retain_after_window.max(listed + 1);
         while state.segments.len() > retained {
             state.segments.pop_front();
         }
@@ -1471,16 +1475,17 @@ mod tests {
     fn segments_outlive_the_window_by_the_retention_then_go() {
         let store = store();
         let publication = store.begin("cam", 1, 10).unwrap();
-        for i in 0..5 {
+        for i in 0..9 {
             publication.push(segment(2000, i), wall(0));
         }
-        // Window 2, but three listed (2 to 4: three target durations, RFC 8216 §6.2.2);
-        // retention keeps 1 fetchable; 0 is gone.
+        // Window 2, but three listed (6 to 8: three target durations, RFC 8216 §6.2.2), and
+        // four kept after them (one more than are listed, though the store is set to one):
+        // 2 is the oldest fetchable.
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
-        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{text}");
-        assert!(store.segment("cam", "1-1.ts").is_some());
-        assert!(store.segment("cam", "1-0.ts").is_none());
-        assert!(store.segment("cam", "1-5.ts").is_none());
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:6\n"), "{text}");
+        assert!(store.segment("cam", "1-2.ts").is_some());
+        assert!(store.segment("cam", "1-1.ts").is_none());
+        assert!(store.segment("cam", "1-9.ts").is_none());
         // Wrong generation, bad names.
         assert!(store.segment("cam", "2-3.ts").is_none());
         for bad in ["3.ts", "1-3", "1-x.ts", "-3.ts", "1--3.ts", "../1-3.ts"] {
@@ -1749,8 +1754,9 @@ mod tests {
             ),
             "{playlist}"
         );
-        // Window 3 + 1 retained: after three more, segment 0 and its init are gone.
-        for byte in [5, 7, 9] {
+        // Window 3, and four kept after it (one more than are listed, whatever the store's
+        // setting): after six more, segment 0 and its init are gone.
+        for byte in [5, 7, 9, 11, 13, 15] {
             feed(&publication, two_part_segment(byte, false));
         }
         assert!(store.init("cam", "1-init0.mp4").is_none());
