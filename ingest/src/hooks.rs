@@ -391,26 +391,30 @@ mod tests {
         );
     }
 
-    /// `victim?key=K&name=mine`: a backend keeping the last `name` must not see `mine`, nor
-    /// one keeping the first; spelled in any case or percent-encoded, the argument goes.
-    #[test]
-    fn the_client_cannot_set_our_fields() {
-        let client = ClientInfo::default();
-        let call = |name| Call {
+    /// An `on_publish` call for the publishing name `name` from 10.1.2.3.
+    fn publish<'a>(name: &'a str, client: &'a ClientInfo) -> Call<'a> {
+        Call {
             call: "publish",
             app: "live",
             name,
             addr: "10.1.2.3".parse().unwrap(),
             client_id: 7,
-            client: &client,
-        };
+            client,
+        }
+    }
+
+    /// `victim?key=K&name=mine`: a backend keeping the last `name` must not see `mine`, nor
+    /// one keeping the first; spelled in any case or percent-encoded, the argument goes.
+    #[test]
+    fn the_client_cannot_set_our_fields() {
+        let client = ClientInfo::default();
         for name in [
             "victim?key=K&name=mine",
             "victim?key=K&NAME=mine&call=publish_done",
             "victim?key=K&n%61me=mine&addr=1.2.3.4&&",
             "victim?key=K&name+=mine&app",
         ] {
-            let form = call(name).form();
+            let form = publish(name, &client).form();
             assert!(form.starts_with("key=K&call=publish&app=live&name=victim&"), "{form}");
             assert!(!form.contains("mine") && !form.contains("1.2.3.4"), "{form}");
             assert_eq!(form.matches("name=").count(), 1, "{form}");
@@ -422,15 +426,7 @@ mod tests {
     #[test]
     fn arguments_cannot_end_the_query() {
         let client = ClientInfo::default();
-        let call = Call {
-            call: "publish",
-            app: "live",
-            name: "cam?x=1#&y=a b\"<>",
-            addr: "10.1.2.3".parse().unwrap(),
-            client_id: 7,
-            client: &client,
-        };
-        let form = call.form();
+        let form = publish("cam?x=1#&y=a b\"<>", &client).form();
         assert!(form.starts_with("x=1%23&y=a%20b%22%3C%3E&call=publish&"), "{form}");
         let uri: hyper::Uri = format!("/hook?{form}").parse().unwrap();
         assert_eq!(uri.query(), Some(form.as_str()));

@@ -395,30 +395,23 @@ impl Publish {
         } else {
             info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
         }
-        let request = Request {
-            app: &self.app,
-            key: &self.published_name,
-            peer: self.peer,
-            id: self.id,
-            client,
-        };
-        self.ingest.publish_done(&request);
+        self.ingest.publish_done(&self.request(client));
         if let Some(recorder) = self.recorder.take() {
             self.record_done(recorder, client);
         }
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
     }
 
+    /// This publish's request, as the callbacks describe it, with the client's `client`
+    /// fields.
+    fn request<'a>(&'a self, client: &'a rtmp::session::ClientInfo) -> Request<'a> {
+        Request { app: &self.app, key: &self.published_name, peer: self.peer, id: self.id, client }
+    }
+
     /// Finishes `recorder`'s file: `record_done` and `on_record_done` (with the client's
     /// `client` fields) once it is written.
     fn record_done(&self, recorder: Recorder, client: &rtmp::session::ClientInfo) {
-        let request = Request {
-            app: &self.app,
-            key: &self.published_name,
-            peer: self.peer,
-            id: self.id,
-            client,
-        };
+        let request = self.request(client);
         // Named by the public stream name (the path holds it too), never the key.
         let call =
             crate::hooks::Call { call: "record_done", name: &self.stream, ..request.call("") };
