@@ -168,11 +168,6 @@ pub(crate) struct Recorder {
     pending_init: Option<Bytes>,
 }
 
-/// Reports that a recording's writer fell behind the stream (a gap), as a failure.
-fn fell_behind(on_error: &dyn Fn(&std::io::Error)) {
-    on_error(&std::io::Error::other("the disk fell behind the stream; part of it is skipped"));
-}
-
 /// A recording being finished: its writer, and the gaps the publisher's side left.
 pub(crate) struct Finishing {
     writer: std::thread::JoinHandle<Recorded>,
@@ -331,7 +326,7 @@ impl Recorder {
                 }
                 let tag =
                     Command::Tag { kind: flv_kind, timestamp, body: payload.clone(), keyframe };
-                if !self.send(tag) {
+                if self.send(tag).is_err() {
                     self.skipping = true;
                 }
             }
@@ -348,7 +343,7 @@ impl Recorder {
                 body: values.clone(),
                 keyframe: false,
             };
-            if !self.send(tag) {
+            if self.send(tag).is_err() {
                 self.skipping = true;
             }
         }
@@ -361,56 +356,51 @@ impl Recorder {
         for (kind, body) in tags {
             let Some(body) = body else { continue };
             let timestamp = if kind == FLV_SCRIPT { 0 } else { self.timestamp };
-            if !self.send(Command::Tag { kind, timestamp, body, keyframe: false }) {
+            if self.send(Command::Tag { kind, timestamp, body, keyframe: false }).is_err() {
                 return false;
             }
         }
         true
     }
 
-    /// Hands `command` to the writer; false when its queue is full (a gap, counted and
-    /// reported once until the writer takes something again).
-    fn send(&mut self, command: Command) -> bool {
-        let Some(to_writer) = &self.to_writer else { return true };
+    /// Hands `command` to the writer (nothing to do without one); gives it back when the
+    /// writer's queue is full (a gap, counted and reported once until the writer takes
+    /// something again).
+    fn send(&mut self, command: Command) -> Result<(), Command> {
+        let Some(to_writer) = &self.to_writer else { return Ok(()) };
         match to_writer.try_send(command) {
             Ok(()) => {
                 self.behind = false;
-                true
+                Ok(())
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(command)) => {
                 if !std::mem::replace(&mut self.behind, true) {
                     self.gaps += 1;
-                    fell_behind(&*self.settings.on_error);
+                    let error = "the disk fell behind the stream; part of it is skipped";
+                    (self.settings.on_error)(&std::io::Error::other(error));
                 }
-                false
+                Err(command)
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.to_writer = None;
-                true
+                Ok(())
             }
         }
     }
 
     fn forward(&mut self) {
-        let Some(remuxer) = &mut self.remuxer else { return };
-        while let Some(output) = remuxer.pull_fmp4() {
+        while let Some(output) = self.remuxer.as_mut().and_then(Remuxer::pull_fmp4) {
             let command = match output {
                 FragmentOutput::Init(init) => Command::Init(init),
                 FragmentOutput::SegmentStart { .. } => {
                     self.skipping = false;
                     if let Some(init) = self.pending_init.take()
-                        && let Some(to_writer) = &self.to_writer
+                        && let Err(Command::Init(init)) = self.send(Command::Init(init))
                     {
-                        match to_writer.try_send(Command::Init(init)) {
-                            Ok(()) => self.behind = false,
-                            Err(TrySendError::Full(Command::Init(init))) => {
-                                // Still no room: this segment is skipped too, the init kept.
-                                self.pending_init = Some(init);
-                                self.skipping = true;
-                                continue;
-                            }
-                            Err(_) => self.to_writer = None,
-                        }
+                        // Still no room: this segment is skipped too, the init kept.
+                        self.pending_init = Some(init);
+                        self.skipping = true;
+                        continue;
                     }
                     Command::SegmentStart
                 }
@@ -421,22 +411,13 @@ impl Recorder {
             if self.skipping && !matches!(command, Command::Init(_)) {
                 continue;
             }
-            let Some(to_writer) = &self.to_writer else { return };
-            match to_writer.try_send(command) {
-                Ok(()) => self.behind = false,
-                Err(TrySendError::Full(command)) => {
-                    // The disk is slower than the stream: skip to the next segment (a new
-                    // init is kept for it: fragments are never written under the old one).
-                    if let Command::Init(init) = command {
-                        self.pending_init = Some(init);
-                    }
-                    self.skipping = true;
-                    if !std::mem::replace(&mut self.behind, true) {
-                        self.gaps += 1;
-                        fell_behind(&*self.settings.on_error);
-                    }
+            if let Err(command) = self.send(command) {
+                // The disk is slower than the stream: skip to the next segment (a new init
+                // is kept for it: fragments are never written under the old one).
+                if let Command::Init(init) = command {
+                    self.pending_init = Some(init);
                 }
-                Err(TrySendError::Disconnected(_)) => self.to_writer = None,
+                self.skipping = true;
             }
         }
     }
