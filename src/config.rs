@@ -248,8 +248,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HLS_VARIANT", value_enum, default_value_t = HlsVariant::Mpegts)]
     pub(crate) hls_variant: HlsVariant,
 
-    /// Longest part in seconds with `--hls-variant low-latency` (0.1 to 2); parts are cut on
-    /// frame boundaries, so at 30 fps 0.25 gives parts of 7 frames.
+    /// Part duration in seconds with `--hls-variant low-latency` (0.1 to 2). Parts are whole
+    /// frames: PART-TARGET is as many frames as fit in it (at least one), counted 1 ms long
+    /// each, so at 30 fps 0.25 gives parts of 7 frames under a target of 0.238.
     #[arg(long, env = "RTMP_HLS_PART_DURATION", default_value = "0.25", value_parser = parse_part_seconds)]
     pub(crate) part_duration: Duration,
 

@@ -189,7 +189,8 @@ mod tests {
     }
 
     fn segment_start() -> Option<FragmentOutput> {
-        Some(FragmentOutput::SegmentStart { discontinuity: false, start: 0 })
+        let part_target = Some(Duration::from_secs(1));
+        Some(FragmentOutput::SegmentStart { discontinuity: false, start: 0, part_target })
     }
 
     fn part_end() -> FragmentOutput {

@@ -4,7 +4,11 @@
 //! A segment starts at a video keyframe (any audio frame without video) at least the target
 //! duration after the previous one, as MPEG-TS segments do. Within it, parts are cut on frame
 //! boundaries so that none is longer than the part target: a part ends when the next frame
-//! would take it past the target. A part is made of fragments (`moof` + `mdat`): one per
+//! would take it past the target, and a frame that came late (its real duration takes the
+//! part past the target) starts the next part instead. The part target itself is whole
+//! frames of the stream's cadence (see [`Fragmenter::new`]), so parts on a steady cadence
+//! are also at least 85 % of it, as §4.4.4.9 asks of all but independent and final parts.
+//! A part is made of fragments (`moof` + `mdat`): one per
 //! video frame in low-latency mode (the store joins a part's fragments when it ends); one per
 //! segment otherwise (up to [`MAX_SAMPLES_PER_FRAGMENT`]).
 //!
@@ -74,6 +78,11 @@ const LOW_LATENCY_HEADROOM: usize = 512;
 /// are a few hundred bytes): enough to append them without moving the fragment.
 const LOW_LATENCY_AUDIO_ROOM: usize = 1024;
 
+/// `ticks` (positive) rounded up to a whole millisecond.
+fn whole_milliseconds(ticks: i64) -> i64 {
+    (ticks.max(1) + TIMESTAMP_STEP - 1) / TIMESTAMP_STEP * TIMESTAMP_STEP
+}
+
 /// The audio track as the init segment and the sample durations need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioTrack {
@@ -99,6 +108,10 @@ pub enum Output {
         discontinuity: bool,
         /// Media time of its first access unit (90 kHz, the publisher's timeline).
         start: i64,
+        /// The part target no part of this fragmenter's exceeds (EXT-X-PART-INF's
+        /// PART-TARGET); `None` without parts. Chosen before the first segment starts and
+        /// the same for the fragmenter's life.
+        part_target: Option<Duration>,
     },
     /// A fragment (`moof` + `mdat`) of the open segment's current part.
     Fragment(Bytes),
@@ -166,7 +179,10 @@ struct Fragment {
 #[derive(Debug)]
 pub struct Fragmenter {
     target: i64,
-    /// Part target in 90 kHz ticks; `None` without parts.
+    /// The part duration asked for, 90 kHz; `None` without parts.
+    part_request: Option<i64>,
+    /// The part target chosen from it and the frames' cadence, 90 kHz (see
+    /// [`Fragmenter::new`]); `None` until the cadence is known. Output waits for it.
     part_target: Option<i64>,
     video: Option<SampleEntry>,
     audio: Option<AudioTrack>,
@@ -202,11 +218,21 @@ pub struct Fragmenter {
 
 impl Fragmenter {
     /// A fragmenter cutting segments at the first keyframe after `target` and, with
-    /// `part_target`, parts of at most that long; buffers come from `pool`.
+    /// `part_target`, parts of about that long; buffers come from `pool`.
+    ///
+    /// The part target announced and kept to is whole frames: as many of the video frames'
+    /// cadence (the audio frames' without video) as fit in `part_target`, at least one, each
+    /// counted a timestamp step (1 ms) longer, since intervals on a steady cadence of
+    /// millisecond timestamps differ by that much; rounded up to a millisecond. At 30 fps and
+    /// 0.25 s that is 7 x 34 ms = 0.238 s for parts of 233-234 ms; at 23.976 fps, 6 x 42 ms
+    /// = 0.252 s for parts of 250-251 ms, where a 0.25 s target would take five-frame parts
+    /// (83 %) or six-frame parts longer than it. It is chosen once two video frame intervals
+    /// are known (the shorter is the cadence: one may be a gap), and output waits until then.
     pub fn new(target: Duration, part_target: Option<Duration>, pool: Arc<BufferPool>) -> Self {
         Self {
             target: duration_to_ticks(target).max(1),
-            part_target: part_target.map(|p| duration_to_ticks(p).max(1)),
+            part_request: part_target.map(|p| duration_to_ticks(p).max(1)),
+            part_target: None,
             video: None,
             audio: None,
             open: None,
@@ -237,7 +263,38 @@ impl Fragmenter {
             }
             self.startup = None;
         }
-        self.out.pop_front()
+        if self.part_request.is_some() && self.part_target.is_none() {
+            // A segment's start announces the part target: not known yet.
+            return None;
+        }
+        let mut output = self.out.pop_front();
+        if let Some(Output::SegmentStart { part_target, .. }) = &mut output {
+            *part_target = self.part_target.map(ticks_to_duration);
+        }
+        output
+    }
+
+    /// The part target (see [`Fragmenter::new`]), once chosen.
+    pub fn part_target(&self) -> Option<Duration> {
+        self.part_target.map(ticks_to_duration)
+    }
+
+    /// Chooses the part target from a frame interval of `frame` ticks, if parts are asked
+    /// for and it is not chosen yet (see [`Fragmenter::new`]).
+    fn choose_part_target(&mut self, frame: i64) {
+        let Some(request) = self.part_request.filter(|_| self.part_target.is_none()) else {
+            return;
+        };
+        let frames = (request / frame.max(1)).max(1);
+        let target = frames.saturating_mul(frame.max(1) + TIMESTAMP_STEP);
+        let target = target.min(duration_to_ticks(MAX_SEGMENT_DURATION));
+        self.part_target = Some(whole_milliseconds(target));
+    }
+
+    /// The part target cuts are made to: the request until the target is chosen (a part cut
+    /// that soon holds one frame).
+    fn part_limit(&self) -> Option<i64> {
+        self.part_target.or(self.part_request)
     }
 
     /// Sets the tracks of the next segments: the open segment ends, and the next one starts
@@ -328,6 +385,10 @@ impl Fragmenter {
     pub fn finish(&mut self) {
         self.close_segment(None);
         self.startup = None;
+        // A stream that ends before its cadence was known: its parts were cut to the request.
+        if let Some(request) = self.part_request.filter(|_| self.part_target.is_none()) {
+            self.part_target = Some(whole_milliseconds(request));
+        }
     }
 
     /// The frame expected to close the open segment, or end the open part when there are
@@ -367,7 +428,7 @@ impl Fragmenter {
         };
         // A keyframe at or past the segment's target closes it, no sooner than the next frame.
         let mut expected = (open.start + self.target).max(last + shortest);
-        if let Some(part) = self.part_target {
+        if let Some(part) = self.part_limit() {
             // A frame whose decode time and interval take the part past its target ends it:
             // the first frame that could, were frames `longest` apart, is expected as soon
             // as it can come.
@@ -403,6 +464,24 @@ impl Fragmenter {
             self.video_interval = unit.dts - held.dts;
             self.recent_intervals.rotate_right(1);
             self.recent_intervals[0] = self.video_interval;
+            if self.recent_intervals[1] > 0 {
+                let shortest = self.recent_intervals.iter().filter(|&&i| i > 0).min();
+                self.choose_part_target(shortest.copied().unwrap_or(self.video_interval));
+            }
+        }
+        if let (Some(part), Some(held), Some(open)) = (self.part_limit(), self.held, &self.open)
+            && open.part_written
+            && held.dts > open.part_start
+            && unit.dts - open.part_start > part
+        {
+            // The held frame came late enough that its real duration takes its part past the
+            // target: the part ends before it, and it starts the next one.
+            self.close_part(held.dts);
+            if let Some(open) = &mut self.open {
+                open.part_start = held.dts;
+                open.part_independent = held.keyframe;
+                open.part_written = true;
+            }
         }
         self.release_held(unit.dts);
         let forced = self.open.as_ref().is_some_and(|open| {
@@ -416,7 +495,7 @@ impl Fragmenter {
             }
             self.close_segment(Some(unit.dts));
             self.open_segment(unit.dts, unit.keyframe);
-        } else if let Some(part) = self.part_target
+        } else if let Some(part) = self.part_limit()
             && let Some(open) = &self.open
             && open.part_written
             && unit.dts + self.video_interval - open.part_start > part
@@ -446,6 +525,9 @@ impl Fragmenter {
     fn push_audio(&mut self, unit: AccessUnit<'_>) -> bool {
         let Some(audio) = &self.audio else { return false };
         let (rate, per_frame) = (i64::from(audio.sample_rate), i64::from(audio.samples_per_frame));
+        if self.video.is_none() {
+            self.choose_part_target(per_frame * TICKS_PER_SECOND / rate.max(1));
+        }
         if self.open.is_none() {
             if self.video.is_some() {
                 return false;
@@ -457,7 +539,7 @@ impl Fragmenter {
             if unit.dts - open >= self.target {
                 self.close_segment(Some(unit.dts));
                 self.open_segment(unit.dts, true);
-            } else if let Some(part) = self.part_target
+            } else if let Some(part) = self.part_limit()
                 && let Some(open) = &self.open
                 && open.part_written
                 && unit.dts + per_frame * TICKS_PER_SECOND / rate.max(1) - open.part_start > part
@@ -490,7 +572,7 @@ impl Fragmenter {
         }
         self.audio_next = Some(at + duration);
         let size: usize = unit.data.iter().map(|piece| piece.len()).sum();
-        let audio_only_low_latency = self.video.is_none() && self.part_target.is_some();
+        let audio_only_low_latency = self.video.is_none() && self.part_request.is_some();
         let fragment = self.fragment_for(unit.dts, 0);
         if fragment.audio.is_empty() {
             fragment.audio_base = at;
@@ -538,7 +620,7 @@ impl Fragmenter {
             .fragment
             .as_ref()
             .is_some_and(|f| f.audio.len() + f.video.len() >= MAX_SAMPLES_PER_FRAGMENT);
-        if self.part_target.is_some() || full {
+        if self.part_request.is_some() || full {
             self.flush_fragment();
         }
     }
@@ -547,7 +629,7 @@ impl Fragmenter {
     /// sample to come.
     fn fragment_for(&mut self, dts: i64, video_bytes: usize) -> &mut Fragment {
         let headroom =
-            if self.part_target.is_some() { LOW_LATENCY_HEADROOM } else { FRAGMENT_HEADROOM };
+            if self.part_request.is_some() { LOW_LATENCY_HEADROOM } else { FRAGMENT_HEADROOM };
         let needed = headroom + video_bytes;
         if let Some(fragment) = &mut self.fragment {
             let spare = fragment.data.capacity() - fragment.data.len();
@@ -560,7 +642,7 @@ impl Fragmenter {
         }
         // A low-latency fragment is one frame: sized for it (the last fragment may have been a
         // keyframe ten times larger). A segment-long one is sized like the last.
-        let capacity = match self.part_target {
+        let capacity = match self.part_request {
             Some(_) => needed + LOW_LATENCY_AUDIO_ROOM,
             None => self.last_fragment.max(needed) * 9 / 8,
         };
@@ -656,7 +738,7 @@ impl Fragmenter {
     fn close_part(&mut self, next: i64) {
         self.flush_fragment();
         let Some(open) = &mut self.open else { return };
-        if self.part_target.is_some() && open.part_written {
+        if self.part_request.is_some() && open.part_written {
             let duration = ticks_to_duration((next - open.part_start).max(0));
             self.out.push_back(Output::PartEnd { duration, independent: open.part_independent });
         }
@@ -685,7 +767,8 @@ impl Fragmenter {
 
     fn open_segment(&mut self, start: i64, independent: bool) {
         let discontinuity = std::mem::take(&mut self.discontinuity);
-        self.out.push_back(Output::SegmentStart { discontinuity, start });
+        // The part target is filled in as the start is pulled (it may not be chosen yet).
+        self.out.push_back(Output::SegmentStart { discontinuity, start, part_target: None });
         self.open = Some(OpenSegment {
             start,
             end: start,

@@ -141,6 +141,11 @@ impl MediaPlaylist {
         self.low_latency = Some(low_latency);
     }
 
+    /// What the playlist announces of low-latency HLS, if it is.
+    pub fn low_latency(&self) -> Option<LowLatency> {
+        self.low_latency
+    }
+
     /// Whether the playlist announces low-latency HLS.
     pub fn is_low_latency(&self) -> bool {
         self.low_latency.is_some()

@@ -646,8 +646,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         let slot = self.slot(name)?;
         let state = slot.read();
         let rendered = state.rendered.clone()?;
-        let Some(part_target) = self.config.part_target.filter(|_| state.playlist.is_low_latency())
-        else {
+        let Some(LowLatency { part_target }) = state.playlist.low_latency() else {
             return Some(Reload::Ready(rendered));
         };
         Some(match blocking::satisfied(state.live_edge(part_target), directives) {
@@ -1079,7 +1078,15 @@ impl<F: SegmentFiles> Publication<F> {
                     state.inits.push_back((number, init));
                     // Nothing lists it before a segment starts with it.
                 }
-                FragmentOutput::SegmentStart { discontinuity, start } => {
+                FragmentOutput::SegmentStart { discontinuity, start, part_target } => {
+                    // The packager's part target is whole frames of the stream's cadence
+                    // near the one configured; it is announced from the first segment on
+                    // (a publisher resuming at another frame rate may change it).
+                    if let Some(part_target) = part_target
+                        && state.playlist.is_low_latency()
+                    {
+                        state.playlist.set_low_latency(LowLatency { part_target });
+                    }
                     let discontinuity = discontinuity || std::mem::take(&mut state.resumed);
                     let program_date_time = state.program_date_time(start, now, discontinuity);
                     let init = state.inits.back().map(|(number, _)| *number);
@@ -1619,7 +1626,7 @@ mod tests {
     fn two_part_segment(byte: u8, discontinuity: bool) -> Vec<FragmentOutput> {
         let part = Duration::from_secs(1);
         vec![
-            FragmentOutput::SegmentStart { discontinuity, start: 0 },
+            FragmentOutput::SegmentStart { discontinuity, start: 0, part_target: Some(part) },
             FragmentOutput::Fragment(Bytes::from(vec![byte; 10])),
             FragmentOutput::PartEnd { duration: part, independent: true },
             FragmentOutput::Fragment(Bytes::from(vec![byte + 1; 10])),
