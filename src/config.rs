@@ -503,7 +503,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_HTTP_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) http_header_timeout: Duration,
 
-    /// Seconds an HTTP connection may make no progress (idle keep-alive, a viewer not reading).
+    /// Seconds an HTTP connection may make no progress (idle keep-alive, a viewer not
+    /// reading); a request waiting for its answer (a blocked playlist reload) is not idle.
     #[arg(long, env = "RTMP_HLS_HTTP_IDLE_TIMEOUT", default_value = "30", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) http_idle_timeout: Duration,
 

@@ -57,7 +57,9 @@ fn hint(playlist: &str) -> (String, u64, u64) {
 
 #[test]
 fn low_latency_blocks_reloads_and_the_hinted_part() {
-    let server = Server::start("low-latency", &["--hls-variant", "low-latency"]);
+    // An idle timeout shorter than a blocked reload may wait (see below).
+    let server =
+        Server::start("low-latency", &["--hls-variant", "low-latency", "--http-idle-timeout", "1"]);
     let key = server.add_key("ll");
     let _publisher =
         Publisher::start_looping(&clip(Clip::Av720p30), &format!("{}/{key}", server.rtmp_url()));
@@ -139,6 +141,13 @@ fn low_latency_blocks_reloads_and_the_hinted_part() {
         .flat_map(|part| http::get(server.http, &format!("/hls/ll/{part}")).body)
         .collect();
     assert_eq!(http::get(server.http, &format!("/hls/ll/{segment}")).body, joined);
+
+    // A reload blocked until the segment after the one being written completes (2 to 4 s)
+    // waits longer than the connection's idle timeout: it is answered, not cut off.
+    let (_, open, _) = hint(&server.playlist("ll").unwrap());
+    let later = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", open + 1));
+    assert_eq!(later.status, 200);
+    assert!(later.text().contains(&format!("-{}.m4s\n", open + 1)), "{}", later.text());
 
     // Out of reach, malformed, and delta updates.
     let ahead = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", msn + 5));

@@ -2,7 +2,10 @@
 //! timeout, the connection's next read or write fails with `TimedOut`, which ends it (idle
 //! keep-alive connections, viewers that stopped reading). As with `tokio-io-timeout`,
 //! which this replaces, a response that takes longer than the timeout to send fails too:
-//! hyper keeps a read pending while it writes, to notice a client going away.
+//! hyper keeps a read pending while it writes, to notice a client going away. While the
+//! connection's service is answering a request, a pending read is not idleness but the client
+//! waiting ([`Answering`]): a blocked playlist reload or a hinted part waits up to three
+//! target durations (30 s and more with 10 s segments) for the stream.
 //!
 //! One timer per connection, moved only when it fires: an operation that goes pending notes
 //! when (a clock read), and the timer, set for the earliest pending operation's deadline or
@@ -12,17 +15,48 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// Requests a connection's service is answering, shared with its [`IdleTimeout`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Answering(Arc<AtomicUsize>);
+
+impl Answering {
+    /// A request is being answered until the guard is dropped (its response handed over, or
+    /// the request given up).
+    pub(crate) fn begin(&self) -> Answer {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Answer(Arc::clone(&self.0))
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// See [`Answering::begin`].
+#[derive(Debug)]
+pub(crate) struct Answer(Arc<AtomicUsize>);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// `S` with the idle timeout.
 #[derive(Debug)]
 pub(crate) struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
+    /// While requests are answered, a pending read does not count.
+    answering: Answering,
     /// Since when a read has been pending, if one is.
     read_since: Option<Instant>,
     /// Since when a write (or flush, or shutdown) has been pending, if one is.
@@ -32,10 +66,11 @@ pub(crate) struct IdleTimeout<S> {
 }
 
 impl<S> IdleTimeout<S> {
-    /// `inner`, whose reads and writes may each stay pending for at most `timeout`.
-    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+    /// `inner`, whose reads and writes may each stay pending for at most `timeout`; reads
+    /// while `answering` has a request do not count.
+    pub(crate) fn new(inner: S, timeout: Duration, answering: Answering) -> Self {
         let timer = Box::pin(tokio::time::sleep(timeout));
-        Self { inner, timeout, read_since: None, write_since: None, timer }
+        Self { inner, timeout, answering, read_since: None, write_since: None, timer }
     }
 
     /// After an operation went pending: an error once the earliest pending one has been
@@ -74,7 +109,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        track(&mut this.read_since, &result);
+        if result.is_pending() && this.answering.any() {
+            // The client waits for an answer: counted from the next read after it.
+            this.read_since = None;
+        } else {
+            track(&mut this.read_since, &result);
+        }
         if result.is_pending() {
             this.check(cx)?;
         }
@@ -148,7 +188,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_read_pending_for_the_timeout_fails() {
         let (client, server) = duplex(64);
-        let mut server = IdleTimeout::new(server, TIMEOUT);
+        let mut server = IdleTimeout::new(server, TIMEOUT, Answering::default());
         let started = Instant::now();
         let mut byte = [0u8; 1];
         let error = fails_within(TIMEOUT * 2, server.read(&mut byte)).await;
@@ -158,9 +198,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_read_pending_while_a_request_is_answered_does_not_count() {
+        let (client, server) = duplex(64);
+        let answering = Answering::default();
+        let mut server = IdleTimeout::new(server, TIMEOUT, answering.clone());
+        let mut byte = [0u8; 1];
+        // A blocked reload answered after three times the timeout: the read stays pending.
+        let answer = answering.begin();
+        let waited = tokio::time::timeout(TIMEOUT * 3, server.read(&mut byte)).await;
+        assert!(waited.is_err(), "{waited:?}");
+        drop(answer);
+        // Answered: idle from the next read on.
+        let started = Instant::now();
+        let error = fails_within(TIMEOUT * 2, server.read(&mut byte)).await;
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_connection_in_use_is_never_idle() {
         let (mut client, server) = duplex(64);
-        let mut server = IdleTimeout::new(server, TIMEOUT);
+        let mut server = IdleTimeout::new(server, TIMEOUT, Answering::default());
         // A byte every 20 s for two minutes: each read waits less than the timeout, while
         // the timer set at the start (and each one after it) fires with a read pending.
         let writer = tokio::spawn(async move {
@@ -185,7 +244,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_nobody_reads_fails_after_the_timeout() {
         let (mut client, server) = duplex(64);
-        let mut server = IdleTimeout::new(server, TIMEOUT);
+        let mut server = IdleTimeout::new(server, TIMEOUT, Answering::default());
         // The peer reads 64 bytes after 10 s, then never again.
         let reader = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(10)).await;

@@ -31,7 +31,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 use crate::HlsDirect;
-use crate::idle::IdleTimeout;
+use crate::idle::{Answering, IdleTimeout};
 use crate::sendfile::{SendfileQueue, SendfileStream};
 
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
@@ -138,10 +138,12 @@ impl Site {
     /// The service of a connection from `peer`: [`HlsDirect`] answers what it takes, the
     /// router the rest, its handlers finding the client's address (and the connection's
     /// sendfile queue, if it has one) in the request's extensions.
+    /// `answering` counts the requests being answered (see [`Answering`]).
     fn service(
         self,
         peer: SocketAddr,
         sendfile: Option<SendfileQueue>,
+        answering: Answering,
     ) -> impl hyper::service::Service<
         hyper::Request<Incoming>,
         Response = Response,
@@ -150,11 +152,14 @@ impl Site {
     > {
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
+            let answer = answering.begin();
             match &self.direct {
                 Some(direct) if HlsDirect::takes(&request) => {
                     let (direct, sendfile) = (Arc::clone(direct), sendfile.clone());
                     Either::Left(async move {
-                        Ok::<_, Infallible>(direct.answer(request, peer, sendfile).await)
+                        let response = direct.answer(request, peer, sendfile).await;
+                        drop(answer);
+                        Ok::<_, Infallible>(response)
                     })
                 }
                 _ => {
@@ -162,7 +167,12 @@ impl Site {
                     if let Some(queue) = &sendfile {
                         request.extensions_mut().insert(queue.clone());
                     }
-                    Either::Right(self.router.clone().oneshot(request))
+                    let routed = self.router.clone().oneshot(request);
+                    Either::Right(async move {
+                        let response = routed.await;
+                        drop(answer);
+                        response
+                    })
                 }
             }
         })
@@ -218,21 +228,23 @@ async fn serve_on(
                 let _permit = (permit, place);
                 let _ = socket.set_nodelay(true);
                 let (stream, sendfile) = SendfileStream::new(socket);
-                let io = IdleTimeout::new(stream, idle);
-                let service = site.service(peer, Some(sendfile));
+                let answering = Answering::default();
+                let io = IdleTimeout::new(stream, idle, answering.clone());
+                let service = site.service(peer, Some(sendfile), answering);
                 if let Err(e) = http1.serve_connection(TokioIo::new(io), service).await {
                     debug!(%peer, error = %e, "HTTP connection ended");
                 }
             });
             continue;
         };
-        let service = site.service(peer, None);
+        let answering = Answering::default();
+        let service = site.service(peer, None, answering.clone());
         let handshake_limit = limits.header_read_timeout;
         let max_header_bytes = limits.max_header_bytes;
         spread.spawn(&mut connections, socket, move |socket| async move {
             let _permit = (permit, place);
             let _ = socket.set_nodelay(true);
-            let io = IdleTimeout::new(socket, idle);
+            let io = IdleTimeout::new(socket, idle, answering);
             // The handshake, like a request's head, must arrive in time.
             let stream = match tokio::time::timeout(handshake_limit, tls.accept(io)).await {
                 Ok(Ok(stream)) => stream,

@@ -274,11 +274,6 @@ impl Fragmenter {
         output
     }
 
-    /// The part target (see [`Fragmenter::new`]), once chosen.
-    pub fn part_target(&self) -> Option<Duration> {
-        self.part_target.map(ticks_to_duration)
-    }
-
     /// Chooses the part target from a frame interval of `frame` ticks, if parts are asked
     /// for and it is not chosen yet (see [`Fragmenter::new`]).
     fn choose_part_target(&mut self, frame: i64) {
