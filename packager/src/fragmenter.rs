@@ -64,6 +64,15 @@ const CADENCE_INTERVALS: usize = 8;
 /// One millisecond, the step of RTMP timestamps: intervals on a steady cadence differ by
 /// up to this much.
 const TIMESTAMP_STEP: i64 = TICKS_PER_SECOND / 1000;
+/// Frame intervals shorter than this (240 fps) are not a cadence the part target is chosen
+/// from: the remuxer moves a repeated or backward timestamp a tick past the last, and a
+/// hostile sample rate makes audio frames of a few ticks.
+const MIN_CADENCE_INTERVAL: i64 = 4 * TIMESTAMP_STEP;
+/// Access units taken into a segment while the part target waits for the cadence, at most:
+/// a stream whose video stops after its first frame (a poster frame and audio), or whose
+/// timestamps barely move, gets the part duration asked for instead, so output never waits
+/// long or piles up.
+pub const PART_TARGET_WAIT_UNITS: u32 = 64;
 /// Track ids in the init segment.
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
@@ -184,6 +193,10 @@ pub struct Fragmenter {
     /// The part target chosen from it and the frames' cadence, 90 kHz (see
     /// [`Fragmenter::new`]); `None` until the cadence is known. Output waits for it.
     part_target: Option<i64>,
+    /// Units taken into a segment while the part target was not chosen.
+    part_target_waited: u32,
+    /// The longest part cut before the part target was chosen (cut to the request).
+    early_part: i64,
     video: Option<SampleEntry>,
     audio: Option<AudioTrack>,
     open: Option<OpenSegment>,
@@ -223,16 +236,21 @@ impl Fragmenter {
     /// The part target announced and kept to is whole frames: as many of the video frames'
     /// cadence (the audio frames' without video) as fit in `part_target`, at least one, each
     /// counted a timestamp step (1 ms) longer, since intervals on a steady cadence of
-    /// millisecond timestamps differ by that much; rounded up to a millisecond. At 30 fps and
+    /// millisecond timestamps differ by that much; rounded up to a millisecond, and at most
+    /// a sixteenth over `part_target` (or one frame, when a frame is longer). At 30 fps and
     /// 0.25 s that is 7 x 34 ms = 0.238 s for parts of 233-234 ms; at 23.976 fps, 6 x 42 ms
     /// = 0.252 s for parts of 250-251 ms, where a 0.25 s target would take five-frame parts
     /// (83 %) or six-frame parts longer than it. It is chosen once two video frame intervals
-    /// are known (the shorter is the cadence: one may be a gap), and output waits until then.
+    /// are known (the shorter is the cadence: one may be a gap), and output waits until then
+    /// (at most [`PART_TARGET_WAIT_UNITS`]; then it is `part_target`). A change of tracks
+    /// that adds or removes video chooses it again.
     pub fn new(target: Duration, part_target: Option<Duration>, pool: Arc<BufferPool>) -> Self {
         Self {
             target: duration_to_ticks(target).max(1),
             part_request: part_target.map(|p| duration_to_ticks(p).max(1)),
             part_target: None,
+            part_target_waited: 0,
+            early_part: 0,
             video: None,
             audio: None,
             open: None,
@@ -280,10 +298,22 @@ impl Fragmenter {
         let Some(request) = self.part_request.filter(|_| self.part_target.is_none()) else {
             return;
         };
-        let frames = (request / frame.max(1)).max(1);
-        let target = frames.saturating_mul(frame.max(1) + TIMESTAMP_STEP);
-        let target = target.min(duration_to_ticks(MAX_SEGMENT_DURATION));
-        self.part_target = Some(whole_milliseconds(target));
+        if frame < MIN_CADENCE_INTERVAL {
+            return;
+        }
+        let frames = (request / frame).max(1);
+        let whole_frames = frames.saturating_mul(frame + TIMESTAMP_STEP);
+        let most = (request + request / 16).max(frame + TIMESTAMP_STEP);
+        let target = whole_frames.min(most).min(duration_to_ticks(MAX_SEGMENT_DURATION));
+        self.part_target = Some(whole_milliseconds(target).max(self.early_part));
+    }
+
+    /// Chooses the part duration asked for as the part target, if it is not chosen yet (the
+    /// cadence did not come in time, or the stream ended before it).
+    fn choose_requested_part_target(&mut self) {
+        if let Some(request) = self.part_request.filter(|_| self.part_target.is_none()) {
+            self.part_target = Some(whole_milliseconds(request).max(self.early_part));
+        }
     }
 
     /// The part target cuts are made to: the request until the target is chosen (a part cut
@@ -311,6 +341,12 @@ impl Fragmenter {
             self.startup = None;
         } else {
             self.break_timeline();
+        }
+        if self.video.is_some() != video.is_some() || !self.started {
+            // The cadence the part target was chosen from is another track's.
+            self.part_target = None;
+            self.part_target_waited = 0;
+            self.recent_intervals = [0; CADENCE_INTERVALS];
         }
         self.video = video;
         self.audio = audio;
@@ -381,9 +417,7 @@ impl Fragmenter {
         self.close_segment(None);
         self.startup = None;
         // A stream that ends before its cadence was known: its parts were cut to the request.
-        if let Some(request) = self.part_request.filter(|_| self.part_target.is_none()) {
-            self.part_target = Some(whole_milliseconds(request));
-        }
+        self.choose_requested_part_target();
     }
 
     /// The frame expected to close the open segment, or end the open part when there are
@@ -442,10 +476,17 @@ impl Fragmenter {
         if !self.started {
             self.startup = Some(unit.dts);
         }
-        match unit.track {
+        let taken = match unit.track {
             Track::Video => self.push_video(unit),
             Track::Audio => self.push_audio(unit),
+        };
+        if taken && self.open.is_some() && self.part_target.is_none() {
+            self.part_target_waited += 1;
+            if self.part_target_waited >= PART_TARGET_WAIT_UNITS {
+                self.choose_requested_part_target();
+            }
         }
+        taken
     }
 
     fn push_video(&mut self, unit: AccessUnit<'_>) -> bool {
@@ -459,9 +500,9 @@ impl Fragmenter {
             self.video_interval = unit.dts - held.dts;
             self.recent_intervals.rotate_right(1);
             self.recent_intervals[0] = self.video_interval;
-            if self.recent_intervals[1] > 0 {
-                let shortest = self.recent_intervals.iter().filter(|&&i| i > 0).min();
-                self.choose_part_target(shortest.copied().unwrap_or(self.video_interval));
+            let mut cadence = self.recent_intervals.iter().filter(|&&i| i >= MIN_CADENCE_INTERVAL);
+            if let (Some(&one), Some(&other)) = (cadence.next(), cadence.next()) {
+                self.choose_part_target(cadence.fold(one.min(other), |a, &b| a.min(b)));
             }
         }
         if let (Some(part), Some(held), Some(open)) = (self.part_limit(), self.held, &self.open)
@@ -470,8 +511,10 @@ impl Fragmenter {
             && unit.dts - open.part_start > part
         {
             // The held frame came late enough that its real duration takes its part past the
-            // target: the part ends before it, and it starts the next one.
-            self.close_part(held.dts);
+            // target: the part ends before it, and it starts the next one. Its fragment (its
+            // bytes, and the audio since the last frame) is the next part's first: the part
+            // ending has the fragments written so far.
+            self.end_part(held.dts);
             if let Some(open) = &mut self.open {
                 open.part_start = held.dts;
                 open.part_independent = held.keyframe;
@@ -732,12 +775,26 @@ impl Fragmenter {
     /// Ends the current part at `next` (the next part's start).
     fn close_part(&mut self, next: i64) {
         self.flush_fragment();
-        let Some(open) = &mut self.open else { return };
+        self.end_part(next);
+        if let Some(open) = &mut self.open {
+            open.part_written = false;
+        }
+    }
+
+    /// Ends the current part at `next` with the fragments written so far, if it holds any
+    /// sample.
+    fn end_part(&mut self, next: i64) {
+        let Some(open) = &self.open else { return };
         if self.part_request.is_some() && open.part_written {
-            let duration = ticks_to_duration((next - open.part_start).max(0));
+            let ticks = (next - open.part_start).max(0);
+            // Cut to the request before the target was chosen: the target must not be
+            // shorter (a part longer than the request is a single frame, longer than any).
+            if self.part_target.is_none() && self.part_request.is_some_and(|r| ticks <= r) {
+                self.early_part = self.early_part.max(whole_milliseconds(ticks));
+            }
+            let duration = ticks_to_duration(ticks);
             self.out.push_back(Output::PartEnd { duration, independent: open.part_independent });
         }
-        open.part_written = false;
     }
 
     /// Ends the open segment, at `next` if the next segment's start is known (else at the end

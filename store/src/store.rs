@@ -1080,11 +1080,15 @@ impl<F: SegmentFiles> Publication<F> {
                 }
                 FragmentOutput::SegmentStart { discontinuity, start, part_target } => {
                     // The packager's part target is whole frames of the stream's cadence
-                    // near the one configured; it is announced from the first segment on
-                    // (a publisher resuming at another frame rate may change it).
-                    if let Some(part_target) = part_target
-                        && state.playlist.is_low_latency()
+                    // near the one configured, announced from the first segment on. A
+                    // publisher resuming at another frame rate may choose another: the
+                    // playlist keeps the longest, which the parts it still lists keep to.
+                    if let Some(chosen) = part_target
+                        && let Some(LowLatency { part_target: announced }) =
+                            state.playlist.low_latency()
                     {
+                        let listed = state.rendered.is_some();
+                        let part_target = if listed { announced.max(chosen) } else { chosen };
                         state.playlist.set_low_latency(LowLatency { part_target });
                     }
                     let discontinuity = discontinuity || std::mem::take(&mut state.resumed);
@@ -1722,6 +1726,32 @@ mod tests {
             SegmentBytes { heap: 20 + 10 + 5, files: 0, writing: 0 },
             "a closed segment's parts are views, not copies"
         );
+    }
+
+    #[test]
+    fn the_part_target_announced_is_the_packagers_and_never_shrinks_once_listed() {
+        let store = low_latency_store(3);
+        let publication = store.begin("cam", 1, 10).unwrap();
+        publication.push_fmp4(FragmentOutput::Init(Bytes::from_static(b"i")), wall(0));
+        let with_target = |mut outputs: Vec<FragmentOutput>, ms| {
+            if let FragmentOutput::SegmentStart { part_target, .. } = &mut outputs[0] {
+                *part_target = Some(Duration::from_millis(ms));
+            }
+            outputs
+        };
+        let part_inf = |store: &StreamStore| {
+            let playlist = text(store, Directives::default());
+            let line = playlist.lines().find(|l| l.starts_with("#EXT-X-PART-INF:"));
+            line.unwrap_or_default().to_owned()
+        };
+        // Not the configured 1 s: what the packager chose.
+        feed(&publication, with_target(two_part_segment(1, false), 1_008));
+        assert_eq!(part_inf(&store), "#EXT-X-PART-INF:PART-TARGET=1.008");
+        // A resumed publisher's shorter target: the parts listed keep to the longer one.
+        feed(&publication, with_target(two_part_segment(3, true), 800));
+        assert_eq!(part_inf(&store), "#EXT-X-PART-INF:PART-TARGET=1.008");
+        feed(&publication, with_target(two_part_segment(5, true), 1_200));
+        assert_eq!(part_inf(&store), "#EXT-X-PART-INF:PART-TARGET=1.2");
     }
 
     #[test]
