@@ -7,7 +7,7 @@ use packager::adts::AacConfig;
 use packager::avc::AvcConfig;
 use packager::flv::{self, AudioTag, VideoTag};
 use packager::mpa::MpegAudioConfig;
-use packager::{Remuxer, RemuxerConfig, TagKind};
+use packager::{Container, FragmentOutput, Remuxer, RemuxerConfig, TagKind};
 use rtmp::amf0;
 use rtmp::chunk::{ChunkLimits, ChunkReader, MAX_BUFFERED_BYTES};
 use rtmp::session::{Action, MAX_PENDING_INPUT, Session};
@@ -227,12 +227,8 @@ fn hook_exchange(data: &[u8]) -> Option<(u16, Option<String>)> {
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         });
         let url: ingest::hooks::HookUrl = "http://backend/on_publish".parse().unwrap();
-        let exchange = ingest::hooks::exchange_on(
-            ours,
-            &url,
-            ingest::hooks::HookMethod::Post,
-            FORM.into(),
-        );
+        let exchange =
+            ingest::hooks::exchange_on(ours, &url, ingest::hooks::HookMethod::Post, FORM.into());
         let limit = std::time::Duration::from_secs(5);
         let result = tokio::time::timeout(limit, exchange).await;
         backend_task.abort();
@@ -246,7 +242,8 @@ mod tests {
     /// inputs are judged by the client, not lost to a setup that never exchanges.
     #[test]
     fn the_hook_target_reads_a_real_answer() {
-        let answer = b"HTTP/1.1 302 Found\r\nLocation: rtmp://x/live/renamed\r\nContent-Length: 0\r\n\r\n";
+        let answer =
+            b"HTTP/1.1 302 Found\r\nLocation: rtmp://x/live/renamed\r\nContent-Length: 0\r\n\r\n";
         let read = super::hook_exchange(answer);
         assert_eq!(read, Some((302, Some("rtmp://x/live/renamed".to_owned()))));
         assert_eq!(super::hook_exchange(b"garbage"), None);
@@ -326,28 +323,41 @@ fn run_session(data: &[u8], step: usize) -> (Vec<String>, Option<String>) {
 }
 
 /// The packager fed arbitrary tags, framed as `[kind, timestamp (4, big endian), length (2,
-/// big endian), body]` repeated (kind: odd for video): it never panics, and every segment is
-/// whole MPEG-TS packets that an independent reader accepts, starting with PAT and PMT, with
-/// unbroken continuity counters.
+/// big endian), body]` repeated (kind: odd for video), after a first byte choosing its
+/// output (modulo 3: MPEG-TS, fMP4, low-latency fMP4 with 0.25 s parts): it never panics;
+/// every MPEG-TS segment is whole TS packets that an independent reader accepts, starting
+/// with PAT and PMT, with unbroken continuity counters; fMP4 output is whole (every part
+/// and segment that ends started, parts hold fragments, each fragment starts with a `moof`),
+/// every segment and the part target are at most the longest segment, and no part is longer
+/// than the part target but for one of a single fragment (a frame after a gap) or the last.
 pub fn remuxer(data: &[u8]) {
     // One buffer pool for every execution, as the server shares one between its streams:
     // a pool per execution made each one fault its segment buffers' pages in afresh.
     static POOL: std::sync::OnceLock<std::sync::Arc<packager::BufferPool>> =
         std::sync::OnceLock::new();
     let pool = std::sync::Arc::clone(POOL.get_or_init(Default::default));
-    let mut remuxer = Remuxer::with_pool(RemuxerConfig::default(), pool);
+    let Some((&shape, mut rest)) = data.split_first() else { return };
+    let container = match shape % 3 {
+        0 => Container::Ts,
+        1 => Container::Fmp4 { part_target: None },
+        _ => Container::Fmp4 { part_target: Some(std::time::Duration::from_millis(250)) },
+    };
+    let config = RemuxerConfig { container, ..RemuxerConfig::default() };
+    let mut remuxer = Remuxer::with_pool(config, pool);
     let mut segments = Vec::new();
-    let mut rest = data;
+    let mut fragments = Vec::new();
     while let [kind, t0, t1, t2, t3, l0, l1, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
         let (body, next) = tail.split_at(len);
         let kind = if kind & 1 == 1 { TagKind::Video } else { TagKind::Audio };
         let _ = remuxer.push(kind, u32::from_be_bytes([*t0, *t1, *t2, *t3]), body);
         segments.extend(std::iter::from_fn(|| remuxer.pull()));
+        fragments.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
         rest = next;
     }
     remuxer.finish();
     segments.extend(std::iter::from_fn(|| remuxer.pull()));
+    fragments.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
     for (index, segment) in segments.iter().enumerate() {
         scan_ts(&segment.data);
         // The independent reader, which costs far more than the scan, on the first one.
@@ -355,6 +365,42 @@ pub fn remuxer(data: &[u8]) {
             check_ts(&segment.data);
         }
         assert!(segment.duration <= packager::segmenter::MAX_SEGMENT_DURATION);
+    }
+    check_fmp4(&fragments);
+}
+
+/// The fMP4 output properties stated on [`remuxer`].
+fn check_fmp4(outputs: &[FragmentOutput]) {
+    let longest = packager::segmenter::MAX_SEGMENT_DURATION;
+    let (mut segment_open, mut fragments, mut target) = (false, 0, None);
+    for (index, output) in outputs.iter().enumerate() {
+        match output {
+            FragmentOutput::Init(init) => assert!(init.len() > 8),
+            FragmentOutput::SegmentStart { part_target, .. } => {
+                assert!(!segment_open, "a segment started inside another");
+                assert!(part_target.is_none_or(|t| !t.is_zero() && t <= longest));
+                (segment_open, fragments, target) = (true, 0, *part_target);
+            }
+            FragmentOutput::Fragment(fragment) => {
+                assert!(segment_open, "a fragment outside a segment");
+                assert_eq!(fragment.get(4..8), Some(&b"moof"[..]), "a fragment without a moof");
+                fragments += 1;
+            }
+            FragmentOutput::PartEnd { duration, .. } => {
+                assert!(segment_open && fragments > 0, "a part without fragments");
+                let target = target.expect("parts only with a part target");
+                let last = outputs[index + 1..]
+                    .iter()
+                    .all(|o| !matches!(o, FragmentOutput::PartEnd { .. }));
+                assert!(*duration <= target || fragments == 1 || last, "{duration:?} {target:?}");
+                fragments = 0;
+            }
+            FragmentOutput::SegmentEnd { duration, .. } => {
+                assert!(segment_open, "a segment ended that never started");
+                assert!(*duration <= longest, "a segment of {duration:?}");
+                segment_open = false;
+            }
+        }
     }
 }
 

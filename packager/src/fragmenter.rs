@@ -572,9 +572,14 @@ impl Fragmenter {
             }
             self.open_segment(unit.dts, true);
         } else if self.video.is_none() {
-            // Audio-only: segments and parts are cut on audio frames.
+            // Audio-only: segments and parts are cut on audio frames. A part ends where its
+            // last frame does, or the next frame starts if sooner (millisecond stamps): a
+            // frame that came late leaves the gap between parts (counted audio time steers
+            // across it), not in the part, which then stays within the target.
             let open = self.open.as_ref().map_or(unit.dts, |open| open.start);
+            let part_end = self.open.as_ref().map_or(unit.dts, |open| open.end.min(unit.dts));
             if unit.dts - open >= self.target {
+                self.close_part(part_end);
                 self.close_segment(Some(unit.dts));
                 self.open_segment(unit.dts, true);
             } else if let Some(part) = self.part_limit()
@@ -582,7 +587,7 @@ impl Fragmenter {
                 && open.part_written
                 && unit.dts + per_frame * TICKS_PER_SECOND / rate.max(1) - open.part_start > part
             {
-                self.close_part(unit.dts);
+                self.close_part(part_end);
                 if let Some(open) = &mut self.open {
                     open.part_start = unit.dts;
                     open.part_independent = true;

@@ -635,7 +635,8 @@ fn parts_keep_to_the_announced_part_target() {
 }
 
 /// Inputs for the part target beyond [`cut_inputs`]: the 720p30 clip's video with one
-/// timestamp in seven repeating the one before (the third is the first), and the clip with its first audio frames
+/// timestamp in seven repeating the one before (the third is the first), audio alone with
+/// frames lost, and the clip with its first audio frames
 /// (and their configuration) before the video's configuration.
 fn part_target_inputs() -> Vec<(String, Vec<(TagKind, Tag)>)> {
     let kind = |tag: &Tag| if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
@@ -659,7 +660,19 @@ fn part_target_inputs() -> Vec<(String, Vec<(TagKind, Tag)>)> {
         all.iter().cloned().enumerate().partition(|(i, (k, _))| *k == TagKind::Audio && *i < 40);
     let audio_first: Vec<_> =
         audio_first.into_iter().chain(rest).map(|(_, tagged)| tagged).collect();
-    vec![("720p30 repeats".to_owned(), repeats), ("720p30 audio first".to_owned(), audio_first)]
+    // Audio alone with one frame in nine lost (a part then ends where its last frame does).
+    let audio_lost: Vec<_> = tags(Clip::AudioOnlyAac)
+        .into_iter()
+        .filter(|tag| tag.tag_type == 8)
+        .enumerate()
+        .filter(|(n, _)| n % 9 != 4)
+        .map(|(_, tag)| (TagKind::Audio, tag))
+        .collect();
+    vec![
+        ("720p30 repeats".to_owned(), repeats),
+        ("720p30 audio first".to_owned(), audio_first),
+        ("audio lost".to_owned(), audio_lost),
+    ]
 }
 
 const MS: Duration = Duration::from_millis(1);
