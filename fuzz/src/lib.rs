@@ -236,20 +236,6 @@ fn hook_exchange(data: &[u8]) -> Option<(u16, Option<String>)> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    /// The target reaches the response parser: a real answer reads back, so the fuzzer's
-    /// inputs are judged by the client, not lost to a setup that never exchanges.
-    #[test]
-    fn the_hook_target_reads_a_real_answer() {
-        let answer =
-            b"HTTP/1.1 302 Found\r\nLocation: rtmp://x/live/renamed\r\nContent-Length: 0\r\n\r\n";
-        let read = super::hook_exchange(answer);
-        assert_eq!(read, Some((302, Some("rtmp://x/live/renamed".to_owned()))));
-        assert_eq!(super::hook_exchange(b"garbage"), None);
-    }
-}
-
 /// An admin API request body (`POST /api/v1/keys`): it parses into the typed request or is
 /// refused, and what parses writes back to JSON that parses to the same request.
 pub fn api_body(data: &[u8]) {
@@ -407,7 +393,7 @@ fn check_fmp4(outputs: &[FragmentOutput]) {
 /// Whole TS packets with sync bytes, PAT (PID 0) then PMT first, continuity counters unbroken
 /// on every PID: read from the packet headers directly (ISO/IEC 13818-1 §2.4.3.2).
 fn scan_ts(ts: &[u8]) {
-    assert!(!ts.is_empty() && ts.len() % 188 == 0, "not whole TS packets");
+    assert!(!ts.is_empty() && ts.len().is_multiple_of(188), "not whole TS packets");
     let mut counters = std::collections::HashMap::new();
     for (index, packet) in ts.chunks_exact(188).enumerate() {
         assert_eq!(packet[0], 0x47, "no sync byte in packet {index}");
@@ -425,7 +411,7 @@ fn scan_ts(ts: &[u8]) {
 }
 
 fn check_ts(ts: &[u8]) {
-    assert!(!ts.is_empty() && ts.len() % 188 == 0, "not whole TS packets");
+    assert!(!ts.is_empty() && ts.len().is_multiple_of(188), "not whole TS packets");
     let mut reader = TsPacketReader::new(ts);
     let mut counters = std::collections::HashMap::new();
     let mut index = 0;
@@ -442,5 +428,19 @@ fn check_ts(ts: &[u8]) {
             assert_eq!(cc, expected, "continuity counter jump on PID {pid}");
         }
         index += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The target reaches the response parser: a real answer reads back, so the fuzzer's
+    /// inputs are judged by the client, not lost to a setup that never exchanges.
+    #[test]
+    fn the_hook_target_reads_a_real_answer() {
+        let answer =
+            b"HTTP/1.1 302 Found\r\nLocation: rtmp://x/live/renamed\r\nContent-Length: 0\r\n\r\n";
+        let read = super::hook_exchange(answer);
+        assert_eq!(read, Some((302, Some("rtmp://x/live/renamed".to_owned()))));
+        assert_eq!(super::hook_exchange(b"garbage"), None);
     }
 }
