@@ -64,14 +64,19 @@ def from_clips():
                 write("audio_config", f"{stem}-mp3-{i}", body[1:5])
             if kind == 18:
                 write("amf0", f"{stem}-metadata", body)
-        # The first frames of each clip, framed as the remuxer target reads them, each body cut
-        # to 2 KiB, 6 KB in all: small seeds keep executions fast; sequence headers and
-        # keyframe flags are in the first bytes.
-        framed = bytearray()
-        for kind, ts, body in all_tags:
-            if kind in (8, 9) and len(framed) < 6_000:
-                framed += bytes([1 if kind == 9 else 0]) + ts.to_bytes(4, "big") + len(body[:2048]).to_bytes(2, "big") + body[:2048]
-        write("remuxer", stem, bytes(framed))
+        # The first frames of each clip, framed as the remuxer target reads them after the
+        # byte choosing its output (MPEG-TS, fMP4, low-latency fMP4), each body cut to 2 KiB,
+        # 6 KB in all: small seeds keep executions fast; sequence headers and keyframe flags
+        # are in the first bytes. For parts, more frames cut shorter: a second of media.
+        def framed(cut, size):
+            out = bytearray()
+            for kind, ts, body in all_tags:
+                if kind in (8, 9) and len(out) < size:
+                    out += bytes([1 if kind == 9 else 0]) + ts.to_bytes(4, "big") + len(body[:cut]).to_bytes(2, "big") + body[:cut]
+            return bytes(out)
+        for shape, name in enumerate(("ts", "fmp4", "ll")):
+            write("remuxer", f"{stem}-{name}", bytes([shape]) + framed(2048, 6_000))
+        write("remuxer", f"{stem}-ll-parts", bytes([2]) + framed(96, 12_000))
 
 
 class Relay(threading.Thread):
