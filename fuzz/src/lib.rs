@@ -315,7 +315,9 @@ fn run_session(data: &[u8], step: usize) -> (Vec<String>, Option<String>) {
 /// with PAT and PMT, with unbroken continuity counters; fMP4 output is whole (every part
 /// and segment that ends started, parts hold fragments, each fragment starts with a `moof`),
 /// every segment and the part target are at most the longest segment, and no part is longer
-/// than the part target but for one of a single fragment (a frame after a gap) or the last.
+/// than the part target but for one of a single video frame (a frame after a gap) and a
+/// segment's last before a timeline break or the end (it holds the audio past the last
+/// video frame).
 pub fn remuxer(data: &[u8]) {
     // One buffer pool for every execution, as the server shares one between its streams:
     // a pool per execution made each one fault its segment buffers' pages in afresh.
@@ -358,28 +360,38 @@ pub fn remuxer(data: &[u8]) {
 /// The fMP4 output properties stated on [`remuxer`].
 fn check_fmp4(outputs: &[FragmentOutput]) {
     let longest = packager::segmenter::MAX_SEGMENT_DURATION;
-    let (mut segment_open, mut fragments, mut target) = (false, 0, None);
+    // Fragments and video frames in the current part.
+    let (mut segment_open, mut fragments, mut frames, mut target) = (false, 0, 0, None);
     for (index, output) in outputs.iter().enumerate() {
         match output {
             FragmentOutput::Init(init) => assert!(init.len() > 8),
             FragmentOutput::SegmentStart { part_target, .. } => {
                 assert!(!segment_open, "a segment started inside another");
                 assert!(part_target.is_none_or(|t| !t.is_zero() && t <= longest));
-                (segment_open, fragments, target) = (true, 0, *part_target);
+                (segment_open, fragments, frames, target) = (true, 0, 0, *part_target);
             }
             FragmentOutput::Fragment(fragment) => {
                 assert!(segment_open, "a fragment outside a segment");
                 assert_eq!(fragment.get(4..8), Some(&b"moof"[..]), "a fragment without a moof");
                 fragments += 1;
+                frames += video_samples(fragment);
             }
             FragmentOutput::PartEnd { duration, .. } => {
                 assert!(segment_open && fragments > 0, "a part without fragments");
                 let target = target.expect("parts only with a part target");
-                let last = outputs[index + 1..]
-                    .iter()
-                    .all(|o| !matches!(o, FragmentOutput::PartEnd { .. }));
-                assert!(*duration <= target || fragments == 1 || last, "{duration:?} {target:?}");
-                fragments = 0;
+                // A segment's last part when the timeline breaks after it (or the stream
+                // ends) holds the audio past the last video frame.
+                let at_break =
+                    matches!(outputs.get(index + 1), Some(FragmentOutput::SegmentEnd { .. }))
+                        && outputs[index + 2..].iter().find_map(|o| match o {
+                            FragmentOutput::SegmentStart { discontinuity, .. } => {
+                                Some(*discontinuity)
+                            }
+                            _ => None,
+                        }) != Some(false);
+                let over = *duration > target && frames > 1 && !at_break;
+                assert!(!over, "a part of {duration:?} ({frames} frames) over {target:?}");
+                (fragments, frames) = (0, 0);
             }
             FragmentOutput::SegmentEnd { duration, .. } => {
                 assert!(segment_open, "a segment ended that never started");
@@ -388,6 +400,37 @@ fn check_fmp4(outputs: &[FragmentOutput]) {
             }
         }
     }
+}
+
+/// The video samples (track 1) a fragment's `moof` lists: its `traf` boxes' `tfhd` track and
+/// `trun` sample counts (ISO/IEC 14496-12 §8.8), read directly.
+fn video_samples(fragment: &[u8]) -> usize {
+    fn boxes(mut data: &[u8]) -> impl Iterator<Item = (&[u8; 4], &[u8])> {
+        std::iter::from_fn(move || {
+            let size = usize::try_from(u32::from_be_bytes(data.get(..4)?.try_into().ok()?)).ok()?;
+            let kind: &[u8; 4] = data.get(4..8)?.try_into().ok()?;
+            let body = data.get(8..size)?;
+            data = &data[size..];
+            Some((kind, body))
+        })
+    }
+    let word = |body: &[u8], at: usize| {
+        body.get(at..at + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut samples = 0;
+    for (_, moof) in boxes(fragment).filter(|(kind, _)| *kind == b"moof") {
+        for (_, traf) in boxes(moof).filter(|(kind, _)| *kind == b"traf") {
+            let mut children = boxes(traf);
+            let video = children.any(|(kind, tfhd)| kind == b"tfhd" && word(tfhd, 4) == 1);
+            if video {
+                samples += boxes(traf)
+                    .filter(|(kind, _)| *kind == b"trun")
+                    .map(|(_, trun)| word(trun, 4) as usize)
+                    .sum::<usize>();
+            }
+        }
+    }
+    samples
 }
 
 /// Whole TS packets with sync bytes, PAT (PID 0) then PMT first, continuity counters unbroken
