@@ -208,6 +208,11 @@ impl MediaPlaylist {
         self.media_sequence + self.entries.len() as u64
     }
 
+    /// The parts of the last complete segment (zero without parts, or without a segment).
+    pub fn last_segment_parts(&self) -> usize {
+        self.entries.back().map_or(0, |entry| entry.parts.len())
+    }
+
     /// Marks the stream ended: the playlist gets EXT-X-ENDLIST.
     pub fn end(&mut self) {
         self.ended = true;

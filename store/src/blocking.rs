@@ -3,7 +3,8 @@
 //! playlist satisfies them yet.
 //!
 //! A request with `_HLS_msn=M` waits until the playlist holds segment M complete; with
-//! `_HLS_part=N` as well, until it holds part N of segment M (or anything later). One too
+//! `_HLS_part=N` as well, until it holds part N of segment M (or anything later; a part
+//! index past the last part of a complete segment M asks for part 0 of M+1). One too
 //! far ahead is refused at once (§6.2.5.2: M beyond the last segment plus two, or N beyond
 //! the last part by the Advance Part Limit); one not satisfied within three target durations
 //! is given up on (the caller answers 503). An ended stream satisfies every request.
@@ -99,6 +100,8 @@ pub(crate) struct LiveEdge {
     pub open_sequence: u64,
     /// Parts of that segment complete.
     pub open_parts: u64,
+    /// Parts of the last complete segment (`open_sequence - 1`).
+    pub closed_parts: u64,
     /// Whether the playlist carries EXT-X-ENDLIST.
     pub ended: bool,
     pub part_target: Duration,
@@ -118,6 +121,11 @@ pub(crate) fn satisfied(edge: LiveEdge, directives: Directives) -> Option<bool> 
     let limit = advance_part_limit(edge.part_target);
     match directives.part {
         None => Some(msn < edge.open_sequence),
+        // §6.2.5.2: a part index past the last part of the segment is part 0 of the next (a
+        // segment can end without the part its playlist hinted: a timeline break).
+        Some(part) if msn + 1 == edge.open_sequence && part >= edge.closed_parts => {
+            Some(edge.open_parts > 0)
+        }
         Some(_) if msn < edge.open_sequence => Some(true),
         Some(part) if msn == edge.open_sequence => {
             (part < edge.open_parts + limit).then_some(part < edge.open_parts)
@@ -153,6 +161,7 @@ mod tests {
         LiveEdge {
             open_sequence,
             open_parts,
+            closed_parts: 4,
             ended: false,
             part_target: Duration::from_millis(334),
         }
@@ -188,7 +197,13 @@ mod tests {
         assert_eq!(satisfied(edge, wants(10, None)), Some(false));
         assert_eq!(satisfied(edge, wants(10, Some(1))), Some(true));
         assert_eq!(satisfied(edge, wants(10, Some(2))), Some(false));
+        assert_eq!(satisfied(edge, wants(9, Some(3))), Some(true));
         assert_eq!(satisfied(edge, wants(9, Some(7))), Some(true), "a later part exists");
+        // Past the last part of 9 (four): part 0 of 10, which does not exist yet.
+        let starting = self::edge(10, 0);
+        assert_eq!(satisfied(starting, wants(9, Some(3))), Some(true));
+        assert_eq!(satisfied(starting, wants(9, Some(4))), Some(false));
+        assert_eq!(satisfied(starting, wants(8, Some(9))), Some(true), "9's part 0 exists");
         assert_eq!(satisfied(edge, wants(11, Some(0))), Some(false));
         assert_eq!(satisfied(edge, wants(11, None)), Some(false));
     }

@@ -358,6 +358,7 @@ impl<File> SlotState<File> {
         LiveEdge {
             open_sequence: self.playlist.next_sequence(),
             open_parts: self.open.as_ref().map_or(0, |open| open.parts.len() as u64),
+            closed_parts: self.playlist.last_segment_parts() as u64,
             ended: self.playlist.is_ended(),
             part_target,
         }
