@@ -332,6 +332,17 @@ fn idle_connections_and_slow_http_clients_are_bounded() {
     assert!(closed_early || ended.is_ok(), "slow headers kept the connection open: {ended:?}");
     assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "slow headers were served");
 
+    // A request whose body never comes (the API reads a body before it checks anything):
+    // closed at the idle timeout, as any connection that makes no progress.
+    let mut stalled = TcpStream::connect(server.http).unwrap();
+    stalled.set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
+    let head = "POST /api/v1/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    stalled.write_all(format!("{head}Content-Length: 100\r\n\r\n{{").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let ended = stalled.read_to_end(&mut answer);
+    let reset = matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(ended.is_ok() || reset, "a stalled body kept the connection open: {ended:?}");
+
     // A viewer that pipelines segment requests and reads one byte a second.
     let playlist = server.playlist("healthy").unwrap();
     let segment = segments(&playlist).last().unwrap().to_owned();

@@ -14,6 +14,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse as _, Response};
 use stream_store::StreamStore;
 
+use crate::idle::Answering;
 use crate::metrics::HttpMetrics;
 use crate::sendfile::SendfileQueue;
 use crate::{Hls, HlsOptions};
@@ -52,14 +53,23 @@ impl HlsDirect {
         request: Request,
         client: SocketAddr,
         sendfile: Option<SendfileQueue>,
+        answering: Answering,
     ) -> Response {
         // The path, apart from the request it is in: the request goes to the answer.
         let uri = request.uri().clone();
         let path = uri.path();
         let response = match target(path) {
             Some((name, file)) => {
-                let answered =
-                    crate::answer(&self.hls, name, file, request, Some(client), sendfile).await;
+                let answered = crate::answer(
+                    &self.hls,
+                    name,
+                    file,
+                    request,
+                    Some(client),
+                    sendfile,
+                    Some(answering),
+                )
+                .await;
                 crate::allow_any_origin(answered)
             }
             None => crate::allow_any_origin(axum::http::StatusCode::NOT_FOUND.into_response()),
@@ -106,7 +116,7 @@ mod tests {
             let mut routed = request();
             routed.extensions_mut().insert(crate::ClientAddr(client));
             let routed = router.clone().oneshot(routed).await.unwrap();
-            let answered = direct.answer(request(), client, None).await;
+            let answered = direct.answer(request(), client, None, Answering::default()).await;
             assert_eq!(routed.status(), answered.status(), "{uri}");
             let mut headers = routed.headers().clone();
             headers.remove(axum::http::header::CONTENT_LENGTH);

@@ -2,10 +2,11 @@
 //! timeout, the connection's next read or write fails with `TimedOut`, which ends it (idle
 //! keep-alive connections, viewers that stopped reading). As with `tokio-io-timeout`,
 //! which this replaces, a response that takes longer than the timeout to send fails too:
-//! hyper keeps a read pending while it writes, to notice a client going away. While the
-//! connection's service is answering a request, a pending read is not idleness but the client
-//! waiting ([`Answering`]): a blocked playlist reload or a hinted part waits up to three
-//! target durations (30 s and more with 10 s segments) for the stream.
+//! hyper keeps a read pending while it writes, to notice a client going away. While a
+//! request waits for the stream ([`Answering`]: a blocked playlist reload or a hinted part
+//! waits up to three target durations, 30 s and more with 10 s segments), a pending read is
+//! not idleness but the client waiting. Only those bounded waits hold it off: a request
+//! whose body stalls, or a handler that takes long, still counts as idle.
 //!
 //! One timer per connection, moved only when it fires: an operation that goes pending notes
 //! when (a clock read), and the timer, set for the earliest pending operation's deadline or
@@ -23,13 +24,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Requests a connection's service is answering, shared with its [`IdleTimeout`].
+/// Requests of a connection waiting for the stream, shared with its [`IdleTimeout`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Answering(Arc<AtomicUsize>);
 
 impl Answering {
-    /// A request is being answered until the guard is dropped (its response handed over, or
-    /// the request given up).
+    /// A request waits (a bounded wait) until the guard is dropped.
     pub(crate) fn begin(&self) -> Answer {
         self.0.fetch_add(1, Ordering::Relaxed);
         Answer(Arc::clone(&self.0))

@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use stream_store::{SegmentBody, StreamStore, ViewerSession};
 
+use crate::idle::Answering;
 use crate::sendfile::{CopyBody, SendfileBody, SendfileQueue};
 
 pub mod api;
@@ -119,12 +120,14 @@ async fn hls(
 ) -> Response {
     let client = request.extensions().get::<ClientAddr>().map(|ClientAddr(addr)| *addr);
     let sendfile = request.extensions().get::<SendfileQueue>().cloned();
-    answer(&state, &name, &file, request, client, sendfile).await
+    let answering = request.extensions().get::<Answering>().cloned();
+    answer(&state, &name, &file, request, client, sendfile, answering).await
 }
 
 /// The answer to `GET /hls/<name>/<file>`, for a request from `client` on a connection that
-/// sends memory files with `sendfile` if it has a queue (the router's route and
-/// [`HlsDirect`] both answer with it).
+/// sends memory files with `sendfile` if it has a queue and whose idle timeout `answering`
+/// holds off while the request waits for the stream (the router's route and [`HlsDirect`]
+/// both answer with it).
 async fn answer(
     Hls { store, options }: &Hls,
     name: &str,
@@ -132,6 +135,7 @@ async fn answer(
     request: axum::extract::Request,
     client: Option<std::net::SocketAddr>,
     sendfile: Option<SendfileQueue>,
+    answering: Option<Answering>,
 ) -> Response {
     let HlsOptions { max_viewers, access, variants, fetch_through, ipv6_prefix } = options;
     if let Some(through) = fetch_through
@@ -172,7 +176,8 @@ async fn answer(
             }
         }
         let signing = private.then(|| access.signer().query(name, std::time::SystemTime::now()));
-        return low_latency::playlist(store, name, query, signing.as_deref(), variants).await;
+        let signing = signing.as_deref();
+        return low_latency::playlist(store, name, query, signing, variants, answering).await;
     }
     if private && let Err(refused) = private::media_allowed(access, name, request.headers(), query)
     {
@@ -189,7 +194,7 @@ async fn answer(
     let mime = match file.rsplit_once('.') {
         // `<generation>-<sequence>.<part>.m4s`: a part.
         Some((stem, "m4s")) if stem.contains('.') => {
-            return low_latency::part(store, name, file, !private)
+            return low_latency::part(store, name, file, !private, answering)
                 .await
                 .unwrap_or_else(|| StatusCode::NOT_FOUND.into_response());
         }

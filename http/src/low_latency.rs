@@ -21,6 +21,7 @@ use bytes::Bytes;
 use stream_store::{Directives, PartRead, Reload, StreamStore};
 use tokio::time::Instant;
 
+use crate::idle::Answering;
 use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
 
 /// A blocked playlist response may be cached this many target durations: any later request
@@ -38,6 +39,7 @@ pub(crate) async fn playlist(
     query: &str,
     signing: Option<&str>,
     variants: &[String],
+    answering: Option<Answering>,
 ) -> Response {
     let directives = match Directives::from_query(query) {
         Ok(directives) => directives,
@@ -97,6 +99,8 @@ pub(crate) async fn playlist(
             }
             Some(Reload::Wait { timeout }) => {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                // A bounded wait: the connection is not idle meanwhile.
+                let _waiting = answering.as_ref().map(Answering::begin);
                 tokio::select! {
                     alive = changes.changed() => if !alive {
                         return StatusCode::NOT_FOUND.into_response();
@@ -121,6 +125,7 @@ pub(crate) async fn part(
     name: &str,
     file: &str,
     admitted_public: bool,
+    answering: Option<Answering>,
 ) -> Option<Response> {
     // Taken before the first look, so a part completing in between is not missed.
     let mut changes = store.changes(name)?;
@@ -140,7 +145,9 @@ pub(crate) async fn part(
             Some(deadline) => deadline,
             None => *deadline.insert(Instant::now() + store.block_timeout(name)?),
         };
-        // A part ends with a change of the playlist, which lists it from then on.
+        // A part ends with a change of the playlist, which lists it from then on. A bounded
+        // wait: the connection is not idle meanwhile.
+        let _waiting = answering.as_ref().map(Answering::begin);
         tokio::select! {
             alive = changes.changed() => if !alive { return None },
             () = tokio::time::sleep_until(deadline) => {

@@ -138,7 +138,8 @@ impl Site {
     /// The service of a connection from `peer`: [`HlsDirect`] answers what it takes, the
     /// router the rest, its handlers finding the client's address (and the connection's
     /// sendfile queue, if it has one) in the request's extensions.
-    /// `answering` counts the requests being answered (see [`Answering`]).
+    /// `answering` counts the requests waiting for the stream (see [`Answering`]), which
+    /// the low-latency waits hold.
     fn service(
         self,
         peer: SocketAddr,
@@ -152,14 +153,12 @@ impl Site {
     > {
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
-            let answer = answering.begin();
             match &self.direct {
                 Some(direct) if HlsDirect::takes(&request) => {
                     let (direct, sendfile) = (Arc::clone(direct), sendfile.clone());
+                    let answering = answering.clone();
                     Either::Left(async move {
-                        let response = direct.answer(request, peer, sendfile).await;
-                        drop(answer);
-                        Ok::<_, Infallible>(response)
+                        Ok::<_, Infallible>(direct.answer(request, peer, sendfile, answering).await)
                     })
                 }
                 _ => {
@@ -167,12 +166,8 @@ impl Site {
                     if let Some(queue) = &sendfile {
                         request.extensions_mut().insert(queue.clone());
                     }
-                    let routed = self.router.clone().oneshot(request);
-                    Either::Right(async move {
-                        let response = routed.await;
-                        drop(answer);
-                        response
-                    })
+                    request.extensions_mut().insert(answering.clone());
+                    Either::Right(self.router.clone().oneshot(request))
                 }
             }
         })
@@ -216,6 +211,9 @@ async fn serve_on(
         };
         let http1 = {
             let mut builder = http1::Builder::new();
+            // With a header read timeout hyper polls the read again once a response is
+            // done (to time the next head), so the idle timeout sees the keep-alive wait
+            // after a request that held it off (see `Answering`).
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
