@@ -148,9 +148,22 @@ fn low_latency_blocks_reloads_and_the_hinted_part() {
     let later = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", open + 1));
     assert_eq!(later.status, 200);
     assert!(later.text().contains(&format!("-{}.m4s\n", open + 1)), "{}", later.text());
+    // The same on a kept-alive connection, which is idle again once answered: the server
+    // closes it at the idle timeout (read to its end here within 5 s, under the header
+    // timeout's 10 s).
+    let (_, open, _) = hint(&server.playlist("ll").unwrap());
+    let mut kept = std::net::TcpStream::connect(server.http).unwrap();
+    kept.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let request = format!("GET /hls/ll/index.m3u8?_HLS_msn={open} HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::io::Write::write_all(&mut kept, request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut kept, &mut answer);
+    assert!(ended.is_ok(), "the kept-alive connection was never closed: {ended:?}");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
 
     // Out of reach, malformed, and delta updates.
-    let ahead = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", msn + 5));
+    let (_, open, _) = hint(&server.playlist("ll").unwrap());
+    let ahead = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={}", open + 5));
     assert_eq!(ahead.status, 400);
     assert_eq!(http::get(server.http, "/hls/ll/index.m3u8?_HLS_part=1").status, 400);
     let delta = http::get(server.http, &format!("/hls/ll/index.m3u8?_HLS_msn={msn}&_HLS_skip=YES"));

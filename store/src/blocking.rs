@@ -123,8 +123,13 @@ pub(crate) fn satisfied(edge: LiveEdge, directives: Directives) -> Option<bool> 
         None => Some(msn < edge.open_sequence),
         // §6.2.5.2: a part index past the last part of the segment is part 0 of the next (a
         // segment can end without the part its playlist hinted: a timeline break).
-        Some(part) if msn + 1 == edge.open_sequence && part >= edge.closed_parts => {
-            Some(edge.open_parts > 0)
+        // (A segment without parts, not low-latency, has no last part to be past.)
+        Some(part)
+            if msn + 1 == edge.open_sequence
+                && edge.closed_parts > 0
+                && part >= edge.closed_parts =>
+        {
+            (part - edge.closed_parts < limit).then_some(edge.open_parts > 0)
         }
         Some(_) if msn < edge.open_sequence => Some(true),
         Some(part) if msn == edge.open_sequence => {
@@ -204,6 +209,9 @@ mod tests {
         assert_eq!(satisfied(starting, wants(9, Some(3))), Some(true));
         assert_eq!(satisfied(starting, wants(9, Some(4))), Some(false));
         assert_eq!(satisfied(starting, wants(8, Some(9))), Some(true), "9's part 0 exists");
+        assert_eq!(satisfied(starting, wants(9, Some(4 + 9))), None, "too far past 9's last");
+        let no_parts = LiveEdge { closed_parts: 0, ..starting };
+        assert_eq!(satisfied(no_parts, wants(9, Some(0))), Some(true));
         assert_eq!(satisfied(edge, wants(11, Some(0))), Some(false));
         assert_eq!(satisfied(edge, wants(11, None)), Some(false));
     }
