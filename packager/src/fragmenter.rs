@@ -480,8 +480,9 @@ impl Fragmenter {
             Track::Video => self.push_video(unit),
             Track::Audio => self.push_audio(unit),
         };
-        if taken && self.open.is_some() && self.part_target.is_none() {
-            self.part_target_waited += 1;
+        if taken && self.open.is_some() && self.part_request.is_some() && self.part_target.is_none()
+        {
+            self.part_target_waited = self.part_target_waited.saturating_add(1);
             if self.part_target_waited >= PART_TARGET_WAIT_UNITS {
                 self.choose_requested_part_target();
             }
