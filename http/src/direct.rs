@@ -67,7 +67,7 @@ impl HlsDirect {
                     request,
                     Some(client),
                     sendfile,
-                    Some(answering),
+                    answering,
                 )
                 .await;
                 crate::allow_any_origin(answered)

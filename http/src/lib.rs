@@ -120,7 +120,7 @@ async fn hls(
 ) -> Response {
     let client = request.extensions().get::<ClientAddr>().map(|ClientAddr(addr)| *addr);
     let sendfile = request.extensions().get::<SendfileQueue>().cloned();
-    let answering = request.extensions().get::<Answering>().cloned();
+    let answering = request.extensions().get::<Answering>().cloned().unwrap_or_default();
     answer(&state, &name, &file, request, client, sendfile, answering).await
 }
 
@@ -135,7 +135,7 @@ async fn answer(
     request: axum::extract::Request,
     client: Option<std::net::SocketAddr>,
     sendfile: Option<SendfileQueue>,
-    answering: Option<Answering>,
+    answering: Answering,
 ) -> Response {
     let HlsOptions { max_viewers, access, variants, fetch_through, ipv6_prefix } = options;
     if let Some(through) = fetch_through

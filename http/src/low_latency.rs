@@ -39,7 +39,7 @@ pub(crate) async fn playlist(
     query: &str,
     signing: Option<&str>,
     variants: &[String],
-    answering: Option<Answering>,
+    answering: Answering,
 ) -> Response {
     let directives = match Directives::from_query(query) {
         Ok(directives) => directives,
@@ -49,7 +49,7 @@ pub(crate) async fn playlist(
     let Some(mut changes) = store.changes(name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut deadline = None;
+    let (mut deadline, mut waiting) = (None, None);
     loop {
         match store.reload(name, directives) {
             None => return StatusCode::NOT_FOUND.into_response(),
@@ -99,8 +99,8 @@ pub(crate) async fn playlist(
             }
             Some(Reload::Wait { timeout }) => {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                // A bounded wait: the connection is not idle meanwhile.
-                let _waiting = answering.as_ref().map(Answering::begin);
+                // A bounded wait: the connection is not idle until the request returns.
+                waiting.get_or_insert_with(|| answering.begin());
                 tokio::select! {
                     alive = changes.changed() => if !alive {
                         return StatusCode::NOT_FOUND.into_response();
@@ -125,11 +125,11 @@ pub(crate) async fn part(
     name: &str,
     file: &str,
     admitted_public: bool,
-    answering: Option<Answering>,
+    answering: Answering,
 ) -> Option<Response> {
     // Taken before the first look, so a part completing in between is not missed.
     let mut changes = store.changes(name)?;
-    let mut deadline = None;
+    let (mut deadline, mut waiting) = (None, None);
     loop {
         match store.part(name, file)? {
             PartRead::Complete(pieces) => {
@@ -146,8 +146,8 @@ pub(crate) async fn part(
             None => *deadline.insert(Instant::now() + store.block_timeout(name)?),
         };
         // A part ends with a change of the playlist, which lists it from then on. A bounded
-        // wait: the connection is not idle meanwhile.
-        let _waiting = answering.as_ref().map(Answering::begin);
+        // wait: the connection is not idle until the request returns.
+        waiting.get_or_insert_with(|| answering.begin());
         tokio::select! {
             alive = changes.changed() => if !alive { return None },
             () = tokio::time::sleep_until(deadline) => {

@@ -117,9 +117,9 @@ pub enum Output {
         discontinuity: bool,
         /// Media time of its first access unit (90 kHz, the publisher's timeline).
         start: i64,
-        /// The part target no part of this fragmenter's exceeds (EXT-X-PART-INF's
-        /// PART-TARGET); `None` without parts. Chosen before the first segment starts and
-        /// the same for the fragmenter's life.
+        /// The part target this segment's parts keep to (EXT-X-PART-INF's PART-TARGET);
+        /// `None` without parts. Chosen before the first segment starts, and again only
+        /// when a change of tracks adds or removes video.
         part_target: Option<Duration>,
     },
     /// A fragment (`moof` + `mdat`) of the open segment's current part.
@@ -501,9 +501,12 @@ impl Fragmenter {
             self.video_interval = unit.dts - held.dts;
             self.recent_intervals.rotate_right(1);
             self.recent_intervals[0] = self.video_interval;
-            let mut cadence = self.recent_intervals.iter().filter(|&&i| i >= MIN_CADENCE_INTERVAL);
-            if let (Some(&one), Some(&other)) = (cadence.next(), cadence.next()) {
-                self.choose_part_target(cadence.fold(one.min(other), |a, &b| a.min(b)));
+            if self.part_request.is_some() && self.part_target.is_none() {
+                let mut cadence =
+                    self.recent_intervals.iter().filter(|&&i| i >= MIN_CADENCE_INTERVAL);
+                if let (Some(&one), Some(&other)) = (cadence.next(), cadence.next()) {
+                    self.choose_part_target(cadence.fold(one.min(other), |a, &b| a.min(b)));
+                }
             }
         }
         if let (Some(part), Some(held), Some(open)) = (self.part_limit(), self.held, &self.open)

@@ -634,6 +634,44 @@ fn parts_keep_to_the_announced_part_target() {
     }
 }
 
+/// A stream whose video stops after its first frame (a poster frame, then audio): no
+/// cadence comes, and after `PART_TARGET_WAIT_UNITS` units output stops waiting with the
+/// part duration asked for as the target, before the stream ends.
+#[test]
+fn without_a_cadence_output_waits_a_bounded_while_for_the_part_target() {
+    let asked = Duration::from_millis(250);
+    let config = RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(asked) },
+    };
+    let mut remuxer = Remuxer::new(config);
+    let mut first_keyframe_seen = false;
+    let mut announced = None;
+    let mut audio_after = 0;
+    for tag in tags(Clip::Av720p30).into_iter().filter(|tag| matches!(tag.tag_type, 8 | 9)) {
+        let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
+        if kind == TagKind::Video {
+            let keyframe = tag.data.first().is_some_and(|b| b >> 4 == 1);
+            // The sequence header and the first keyframe only.
+            if first_keyframe_seen && tag.data.get(1) != Some(&0) {
+                continue;
+            }
+            first_keyframe_seen |= keyframe && tag.data.get(1) == Some(&1);
+        } else if first_keyframe_seen {
+            audio_after += 1;
+        }
+        remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
+        while let Some(output) = remuxer.pull_fmp4() {
+            if let FragmentOutput::SegmentStart { part_target, .. } = output {
+                announced = announced.or(Some((part_target, audio_after)));
+            }
+        }
+    }
+    let (target, after) = announced.expect("output came before the stream ended");
+    assert_eq!(target, Some(asked));
+    assert!(after <= packager::fragmenter::PART_TARGET_WAIT_UNITS as usize, "{after} audio frames");
+}
+
 /// Inputs for the part target beyond [`cut_inputs`]: the 720p30 clip's video with one
 /// timestamp in seven repeating the one before (the third is the first), audio alone with
 /// frames lost, and the clip with its first audio frames
