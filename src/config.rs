@@ -293,7 +293,8 @@ pub(crate) struct ServeArgs {
     pub(crate) new_connections_per_ip_per_minute: u32,
 
     /// Prefix length IPv6 clients are counted by in per-address limits (connections, failed
-    /// publish attempts): one subscriber usually holds a whole /64.
+    /// publish attempts, viewer sessions without a token): one subscriber usually holds a
+    /// whole /64.
     #[arg(long, env = "RTMP_HLS_IPV6_PREFIX", default_value_t = auth::address::IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128), help_heading = "Limits")]
     pub(crate) ipv6_prefix: u8,
 
