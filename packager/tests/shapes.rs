@@ -634,6 +634,68 @@ fn parts_keep_to_the_announced_part_target() {
     }
 }
 
+/// A part holds the audio that came before its end: when a late video frame starts the next
+/// part, the audio that came after it goes with it, so no audio frame starts more than half
+/// a frame (the counted audio time's drift) past the end of its part. The inputs with
+/// dropped frames make late frames.
+#[test]
+fn a_part_holds_no_audio_from_after_its_end() {
+    for config in low_latency_configs() {
+        for (name, tags) in cut_inputs().into_iter().filter(|(name, _)| name.contains("dropped")) {
+            let mut remuxer = Remuxer::new(config);
+            let mut outputs = Vec::new();
+            for (kind, tag) in &tags {
+                remuxer.push(*kind, tag.timestamp, &tag.data).unwrap();
+                outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+            }
+            // The audio track's timescale, and the starts (seconds) of the current part's
+            // audio frames.
+            let (mut rate, mut frame, mut part_start, mut starts) = (0.0, 0.0, 0.0, Vec::new());
+            let mut checked = 0;
+            for output in outputs {
+                match output {
+                    FragmentOutput::Init(init) => {
+                        let mut reader = Cursor::new(&init[..]);
+                        mp4_atom::Ftyp::decode(&mut reader).unwrap();
+                        let moov = mp4_atom::Moov::decode(&mut reader).unwrap();
+                        let audio = moov.trak.iter().find(|trak| trak.tkhd.track_id == 2);
+                        rate = audio.map_or(0.0, |trak| f64::from(trak.mdia.mdhd.timescale));
+                    }
+                    FragmentOutput::SegmentStart { start, .. } => {
+                        part_start = start as f64 / 90_000.0;
+                    }
+                    FragmentOutput::Fragment(fragment) => {
+                        let moof = Moof::decode(&mut Cursor::new(&fragment[..])).unwrap();
+                        for traf in moof.traf.iter().filter(|traf| traf.tfhd.track_id == 2) {
+                            let tfdt = traf.tfdt.as_ref().unwrap().base_media_decode_time;
+                            let mut at = tfdt as f64;
+                            for sample in traf.trun.iter().flat_map(|run| &run.samples) {
+                                starts.push(at / rate);
+                                let duration = f64::from(sample.duration.unwrap_or(1024));
+                                frame = duration / rate;
+                                at += duration;
+                            }
+                        }
+                    }
+                    FragmentOutput::PartEnd { duration, .. } => {
+                        let end = part_start + duration.as_secs_f64();
+                        for start in starts.drain(..) {
+                            assert!(
+                                start < end + frame / 2.0 + 0.002,
+                                "{name}: audio at {start:.3} s in a part ending at {end:.3} s"
+                            );
+                            checked += 1;
+                        }
+                        part_start = end;
+                    }
+                    FragmentOutput::SegmentEnd { .. } => {}
+                }
+            }
+            assert!(checked > 100, "{name}: {checked} audio frames");
+        }
+    }
+}
+
 /// A stream whose video stops after its first frame (a poster frame, then audio): no
 /// cadence comes, and after `PART_TARGET_WAIT_UNITS` units output stops waiting with the
 /// part duration asked for as the target, before the stream ends.
