@@ -288,6 +288,33 @@ mod tests {
         assert_eq!(text(segment).await.as_bytes(), [[1u8; 4], [2; 4]].concat());
     }
 
+    /// Requests admitted while the stream was public and still waiting when it turned
+    /// private get nothing of what completes after: the hinted part is not found, the
+    /// blocked reload is refused as an unauthenticated request for a private stream is.
+    #[tokio::test]
+    async fn a_stream_turned_private_while_requests_wait_sends_them_nothing() {
+        let (store, publication) = live_stream();
+        let spawn = |uri: &'static str| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { get(&store, uri).await })
+        };
+        let hinted = spawn("/hls/cam/1-1.0.m4s");
+        let reload = spawn("/hls/cam/index.m3u8?_HLS_msn=1&_HLS_part=0");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!hinted.is_finished() && !reload.is_finished(), "answered before the part");
+        assert!(store.set_private("cam", true));
+        push(&publication, vec![FragmentOutput::Fragment(Bytes::from_static(b"ab")), part_end()]);
+        assert_eq!(hinted.await.unwrap().status(), StatusCode::NOT_FOUND);
+        let refused = reload.await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.headers()[CACHE_CONTROL], "no-store");
+        assert!(!text(refused).await.contains("m4s"), "the playlist went out");
+        // Asked for now, the complete part is refused too.
+        assert_eq!(get(&store, "/hls/cam/1-1.0.m4s").await.status(), StatusCode::UNAUTHORIZED);
+    }
+
     /// A part that will never be complete (the publisher went without finishing the
     /// packager: a crash) is not found, not a cut part.
     #[tokio::test]
