@@ -386,6 +386,38 @@ mod tests {
         assert_eq!(sps_picture_size(&nal), Some((1280, 720)));
     }
 
+    /// The SPS read for the picture size is bounded ([`SPS_SIZE_RBSP`]): the largest scaling
+    /// lists a 4:4:4 SPS can carry (twelve, every coefficient 17 bits) are within it; an SPS
+    /// whose size fields lie past it (POC type 1 with 255 long offsets too) is not read on.
+    #[test]
+    fn the_sps_read_is_bounded_past_the_largest_scaling_lists() {
+        let sps = |offsets: u64| {
+            let mut sps = BitWriter::default();
+            sps.bits(244, 8).bits(0, 8).bits(51, 8).ue(0); // High 4:4:4, level 5.1, id 0
+            sps.ue(3).bits(0, 1).ue(0).ue(0).bits(0, 1); // 4:4:4, one plane, 8 bits
+            sps.bits(1, 1); // seq_scaling_matrix_present_flag
+            for list in 0..12 {
+                sps.bits(1, 1);
+                for n in 0..if list < 6 { 16 } else { 64 } {
+                    sps.se(if n % 2 == 0 { -128 } else { 128 }); // 17 bits, never 0
+                }
+            }
+            sps.ue(0).ue(1).bits(0, 1).se(0).se(0).ue(offsets); // frame_num, POC type 1
+            for _ in 0..offsets {
+                sps.se(1 << 20);
+            }
+            sps.ue(1).bits(0, 1); // one reference
+            sps.ue(1280 / 16 - 1).ue(720 / 16 - 1).bits(1, 1).bits(1, 1).bits(0, 1);
+            sps.nal_unit(0x67)
+        };
+        let lists = sps(0);
+        assert!((900..SPS_SIZE_RBSP).contains(&lists.len()), "{} bytes", lists.len());
+        assert_eq!(sps_picture_size(&lists), Some((1280, 720)));
+        let past = sps(255);
+        assert!(past.len() > SPS_SIZE_RBSP, "{} bytes", past.len());
+        assert_eq!(sps_picture_size(&past), None);
+    }
+
     #[test]
     fn inter_frame_gets_only_aud() {
         let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
