@@ -18,10 +18,10 @@ use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use stream_store::{Directives, PartRead, Reload, StreamStore};
+use stream_store::{Changes, Directives, PartRead, Reload, StreamStore};
 use tokio::time::Instant;
 
-use crate::idle::Answering;
+use crate::idle::{Answer, Answering};
 use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, SEGMENT_CACHE};
 
 /// A blocked playlist response may be cached this many target durations: any later request
@@ -46,10 +46,10 @@ pub(crate) async fn playlist(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     // Subscribed before the first look, so a change in between is not missed.
-    let Some(mut changes) = store.changes(name) else {
+    let Some(changes) = store.changes(name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (mut deadline, mut waiting) = (None, None);
+    let mut wait = BoundedWait::new(changes, answering);
     loop {
         match store.reload(name, directives) {
             None => return StatusCode::NOT_FOUND.into_response(),
@@ -97,19 +97,49 @@ pub(crate) async fn playlist(
                 return (StatusCode::BAD_REQUEST, "the request is too far ahead of the stream\n")
                     .into_response();
             }
-            Some(Reload::Wait { timeout }) => {
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                // A bounded wait: the connection is not idle until the request returns.
-                waiting.get_or_insert_with(|| answering.begin());
-                tokio::select! {
-                    alive = changes.changed() => if !alive {
-                        return StatusCode::NOT_FOUND.into_response();
-                    },
-                    () = tokio::time::sleep_until(deadline) => {
-                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                    }
-                }
+            Some(Reload::Wait { timeout }) => match wait.next_change(timeout).await {
+                Waited::Changed => {}
+                Waited::Gone => return StatusCode::NOT_FOUND.into_response(),
+                Waited::TimedOut => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            },
+        }
+    }
+}
+
+/// What a [`BoundedWait`] ended with.
+enum Waited {
+    /// The stream changed: look again.
+    Changed,
+    /// The stream is gone from the store.
+    Gone,
+    /// The wait's deadline passed.
+    TimedOut,
+}
+
+/// A request's wait on its stream's change counter, bounded by a deadline set at its first
+/// wait. The connection is not idle while it lasts (see [`crate::idle`]).
+struct BoundedWait {
+    changes: Changes,
+    deadline: Option<Instant>,
+    answering: Answering,
+    waiting: Option<Answer>,
+}
+
+impl BoundedWait {
+    fn new(changes: Changes, answering: Answering) -> Self {
+        Self { changes, deadline: None, answering, waiting: None }
+    }
+
+    /// Waits for the next change, or until `timeout` after the first wait.
+    async fn next_change(&mut self, timeout: Duration) -> Waited {
+        let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + timeout);
+        let answering = &self.answering;
+        self.waiting.get_or_insert_with(|| answering.begin());
+        tokio::select! {
+            alive = self.changes.changed() => {
+                if alive { Waited::Changed } else { Waited::Gone }
             }
+            () = tokio::time::sleep_until(deadline) => Waited::TimedOut,
         }
     }
 }
@@ -128,8 +158,7 @@ pub(crate) async fn part(
     answering: Answering,
 ) -> Option<Response> {
     // Taken before the first look, so a part completing in between is not missed.
-    let mut changes = store.changes(name)?;
-    let (mut deadline, mut waiting) = (None, None);
+    let mut wait = BoundedWait::new(store.changes(name)?, answering);
     loop {
         match store.part(name, file)? {
             PartRead::Complete(pieces) => {
@@ -141,18 +170,11 @@ pub(crate) async fn part(
             }
             PartRead::Pending => {}
         }
-        let deadline = match deadline {
-            Some(deadline) => deadline,
-            None => *deadline.insert(Instant::now() + store.block_timeout(name)?),
-        };
-        // A part ends with a change of the playlist, which lists it from then on. A bounded
-        // wait: the connection is not idle until the request returns.
-        waiting.get_or_insert_with(|| answering.begin());
-        tokio::select! {
-            alive = changes.changed() => if !alive { return None },
-            () = tokio::time::sleep_until(deadline) => {
-                return Some(StatusCode::SERVICE_UNAVAILABLE.into_response());
-            }
+        // A part ends with a change of the playlist, which lists it from then on.
+        match wait.next_change(store.block_timeout(name)?).await {
+            Waited::Changed => {}
+            Waited::Gone => return None,
+            Waited::TimedOut => return Some(StatusCode::SERVICE_UNAVAILABLE.into_response()),
         }
     }
 }
