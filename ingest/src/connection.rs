@@ -141,7 +141,7 @@ impl Connection {
     pub(crate) async fn run(mut self) -> Result<(), ConnectionError> {
         let result = self.read_loop().await;
         if let Some(publish) = self.publish.take() {
-            publish.end(ConnectionError::stop_reason(&result), false, self.session.client_info());
+            publish.end(ConnectionError::stop_reason(&result), false);
         }
         let _ = self.socket.shutdown().await;
         result
@@ -374,7 +374,7 @@ impl Connection {
                 }
                 Action::PublishEnded => {
                     if let Some(publish) = self.publish.take() {
-                        publish.end(StopReason::ClientClosed, true, self.session.client_info());
+                        publish.end(StopReason::ClientClosed, true);
                     }
                 }
                 Action::PlayRequested { request_id, app, name } => {

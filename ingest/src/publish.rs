@@ -90,7 +90,8 @@ pub(crate) struct Publish {
     facts: stream_store::MediaFacts,
     /// This publish's recording (`--record-dir`).
     recorder: Option<Recorder>,
-    /// The client's `connect` properties, for the callbacks of a recording that splits.
+    /// The client's `connect` properties, for the callbacks (`on_publish_done`, and
+    /// `on_record_done` of a recording that splits or ends).
     client: rtmp::session::ClientInfo,
 }
 
@@ -355,14 +356,9 @@ impl Publish {
 
     /// Ends the publish for `reason`: the last segment, the final status, the stop event, the
     /// stream's end in the store (or, for an interrupted publish, its reconnect window, see
-    /// [`ends_stream`]) and `on_publish_done` (with the client's `client` fields).
+    /// [`ends_stream`]) and `on_publish_done` (with the client's `connect` fields).
     /// `unpublished`: the client said it stopped (`FCUnpublish`, `deleteStream`).
-    pub(crate) fn end(
-        mut self,
-        reason: StopReason,
-        unpublished: bool,
-        client: &rtmp::session::ClientInfo,
-    ) {
+    pub(crate) fn end(mut self, reason: StopReason, unpublished: bool) {
         if let Some(watch) = self.revocation_watch.take() {
             watch.abort();
         }
@@ -395,9 +391,9 @@ impl Publish {
         } else {
             info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
         }
-        self.ingest.publish_done(&self.request(client));
+        self.ingest.publish_done(&self.request(&self.client));
         if let Some(recorder) = self.recorder.take() {
-            self.record_done(recorder, client);
+            self.record_done(recorder, &self.client);
         }
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
     }
