@@ -244,7 +244,6 @@ fn connection_threads(args: &ServeArgs) -> Result<Option<Arc<ConnectionThreads>>
 fn stream_store(args: &ServeArgs) -> StreamStore {
     let config = StoreConfig {
         window: usize::from(args.playlist_length),
-        retain_after_window: usize::from(args.playlist_length) + 1,
         target_duration: args.segment_duration,
         part_target: (args.hls_variant == HlsVariant::LowLatency).then_some(args.part_duration),
         reconnect_window: args.reconnect_window,

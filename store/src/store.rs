@@ -62,14 +62,12 @@ const VIEWER_WINDOW_TARGETS: u32 = 3;
 /// Settings of a [`StreamStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Segments listed in the live playlist.
+    /// Segments listed in the live playlist. As many and one more stay available after they
+    /// leave it, for players still fetching them: RFC 8216 §6.2.2 keeps a removed segment
+    /// for its own duration plus that of the longest playlist that held it (counted in
+    /// segments, not time: after a long-GOP segment the count is short), one more than the
+    /// playlist lists when it lists more than its window.
     pub window: usize,
-    /// Segments kept after they leave the playlist, for players still fetching them. RFC 8216
-    /// §6.2.2: a removed segment stays available for its own duration plus that of the
-    /// longest playlist that held it, so `window + 1` segments when segments last the target
-    /// duration (counted in segments, not time: after a long-GOP segment the count is short),
-    /// and at least one more than the playlist lists when it lists more than its window.
-    pub retain_after_window: usize,
     /// The playlist's target duration before any segment is longer.
     pub target_duration: Duration,
     /// Low-latency HLS: playlists list parts of at most this long (fMP4 streams).
@@ -84,7 +82,6 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             window: 6,
-            retain_after_window: 7,
             target_duration: Duration::from_secs(2),
             part_target: None,
             reconnect_window: Duration::ZERO,
@@ -523,7 +520,6 @@ impl<F: SegmentFiles> StreamStore<F> {
         Ok(Publication {
             name: name.to_owned(),
             slot,
-            retain_after_window: self.config.retain_after_window,
             live: Arc::clone(&self.live),
             resumed,
             reconnect_window: self.config.reconnect_window,
@@ -954,8 +950,6 @@ impl<F: SegmentFiles> StreamStore<F> {
 pub struct Publication<F: SegmentFiles = MemfdSegments> {
     name: String,
     slot: Arc<Slot<F>>,
-    /// Segments kept available after they leave the playlist (RFC 8216 §6.2.2).
-    retain_after_window: usize,
     live: Arc<AtomicUsize>,
     /// It continues a stream whose publisher was interrupted.
     resumed: bool,
@@ -1173,7 +1167,7 @@ impl<F: SegmentFiles> Publication<F> {
         // `MediaPlaylist::push`) and those RFC 8216 §6.2.2 keeps available after them: a
         // segment's own duration plus the playlist's, so one more than are listed at least.
         let listed = state.playlist.window().0;
-        let retained = listed + self.retain_after_window.max(listed + 1);
+        let retained = listed + listed + 1;
         while state.segments.len() > retained {
             state.segments.pop_front();
         }
@@ -1286,11 +1280,7 @@ mod tests {
     }
 
     fn store() -> StreamStore {
-        StreamStore::new(StoreConfig {
-            window: 2,
-            retain_after_window: 1,
-            ..StoreConfig::default()
-        })
+        StreamStore::new(StoreConfig { window: 2, ..StoreConfig::default() })
     }
 
     #[test]
@@ -1616,7 +1606,6 @@ mod tests {
     fn low_latency_store(window: usize) -> StreamStore {
         StreamStore::new(StoreConfig {
             window,
-            retain_after_window: 1,
             part_target: Some(Duration::from_secs(1)),
             ..StoreConfig::default()
         })
@@ -1888,7 +1877,7 @@ mod tests {
 
     #[test]
     fn segments_go_to_files_and_stay_in_memory_when_a_write_fails() {
-        let config = StoreConfig { window: 2, retain_after_window: 1, ..StoreConfig::default() };
+        let config = StoreConfig { window: 2, ..StoreConfig::default() };
         let store = StreamStore::with_segment_files(config, FlakyFiles);
         let publication = store.begin("cam", 1, 10).unwrap();
         for byte in 0..3 {
