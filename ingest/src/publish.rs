@@ -286,7 +286,7 @@ impl Publish {
             recorder.media(kind, timestamp, payload);
             if let Some(ended) = ended {
                 info!(stream = %self.stream, private, "the stream's visibility changed: its recording goes on in a new file");
-                self.record_done(ended, &self.client);
+                self.record_done(ended);
             }
         }
         if let Err(e) = self.remuxer.push(kind, timestamp, payload)
@@ -391,23 +391,24 @@ impl Publish {
         } else {
             info!(stream = %self.stream, reason = reason.as_str(), "publish ended");
         }
-        self.ingest.publish_done(&self.request(&self.client));
+        self.ingest.publish_done(&self.request());
         if let Some(recorder) = self.recorder.take() {
-            self.record_done(recorder, &self.client);
+            self.record_done(recorder);
         }
         // Dropping `live` ends the playlist and releases the name; the guard emits the stop.
     }
 
-    /// This publish's request, as the callbacks describe it, with the client's `client`
+    /// This publish's request, as the callbacks describe it, with the client's `connect`
     /// fields.
-    fn request<'a>(&'a self, client: &'a rtmp::session::ClientInfo) -> Request<'a> {
-        Request { app: &self.app, key: &self.published_name, peer: self.peer, id: self.id, client }
+    fn request(&self) -> Request<'_> {
+        let (app, key, client) = (&self.app, &self.published_name, &self.client);
+        Request { app, key, peer: self.peer, id: self.id, client }
     }
 
     /// Finishes `recorder`'s file: `record_done` and `on_record_done` (with the client's
-    /// `client` fields) once it is written.
-    fn record_done(&self, recorder: Recorder, client: &rtmp::session::ClientInfo) {
-        let request = self.request(client);
+    /// `connect` fields) once it is written.
+    fn record_done(&self, recorder: Recorder) {
+        let request = self.request();
         // Named by the public stream name (the path holds it too), never the key.
         let call =
             crate::hooks::Call { call: "record_done", name: &self.stream, ..request.call("") };

@@ -194,8 +194,9 @@ impl<'a> Reader<'a> {
 /// Bytes of an SPS NAL unit's payload (emulation prevention bytes included) read for its
 /// picture size: the fields up to frame cropping. Most SPSs are under 30 bytes, but High
 /// profiles may carry scaling lists before those fields (§7.3.2.1.1.1: up to twelve lists,
-/// 480 coefficients of up to 17 bits each, about 1 KiB, and a POC type 1 SPS up to 255
-/// offsets), so twice that.
+/// 480 coefficients of up to 17 bits each, about 1 KiB), so twice that. A POC type 1 SPS
+/// may list up to 255 offsets of up to 65 bits besides: one with long offsets and full
+/// scaling lists is past this bound, and its picture size is not read.
 const SPS_SIZE_RBSP: usize = 2048;
 
 /// Picture width and height of an SPS NAL unit (ITU-T H.264 §7.3.2.1.1, cropping per
@@ -398,8 +399,8 @@ mod tests {
             sps.bits(1, 1); // seq_scaling_matrix_present_flag
             for list in 0..12 {
                 sps.bits(1, 1);
-                for n in 0..if list < 6 { 16 } else { 64 } {
-                    sps.se(if n % 2 == 0 { -128 } else { 128 }); // 17 bits, never 0
+                for _ in 0..if list < 6 { 16 } else { 64 } {
+                    sps.se(-128); // 17 bits; 8, 136, 8, ...: never 0
                 }
             }
             sps.ue(0).ue(1).bits(0, 1).se(0).se(0).ue(offsets); // frame_num, POC type 1
@@ -413,6 +414,8 @@ mod tests {
         let lists = sps(0);
         assert!((900..SPS_SIZE_RBSP).contains(&lists.len()), "{} bytes", lists.len());
         assert_eq!(sps_picture_size(&lists), Some((1280, 720)));
+        // POC type 1 with a few offsets is read.
+        assert_eq!(sps_picture_size(&sps(8)), Some((1280, 720)));
         let past = sps(255);
         assert!(past.len() > SPS_SIZE_RBSP, "{} bytes", past.len());
         assert_eq!(sps_picture_size(&past), None);

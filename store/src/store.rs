@@ -1165,7 +1165,7 @@ impl<F: SegmentFiles> Publication<F> {
         state.segments.push_back(held);
         // Those listed (the playlist may list more than its window, see
         // `MediaPlaylist::push`) and those RFC 8216 §6.2.2 keeps available after them: a
-        // segment's own duration plus the playlist's, so one more than are listed at least.
+        // segment's own duration plus the playlist's, so one more than are listed.
         let listed = state.playlist.window().0;
         let retained = listed + listed + 1;
         while state.segments.len() > retained {
@@ -1481,7 +1481,7 @@ mod tests {
             publication.push(segment(2000, i), wall(0));
         }
         // Window 2, but three listed (6 to 8: three target durations, RFC 8216 §6.2.2), and
-        // four kept after them (one more than are listed, though the store is set to one):
+        // four kept after them (one more than are listed):
         // 2 is the oldest fetchable.
         let text = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:6\n"), "{text}");
@@ -1781,8 +1781,8 @@ mod tests {
             ),
             "{playlist}"
         );
-        // Window 3, and four kept after it (one more than are listed, whatever the store's
-        // setting): after six more, segment 0 and its init are gone.
+        // Window 3, and four kept after it (one more than are listed): after six more,
+        // segment 0 and its init are gone.
         for byte in [5, 7, 9, 11, 13, 15] {
             feed(&publication, two_part_segment(byte, false));
         }
