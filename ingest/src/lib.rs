@@ -29,6 +29,7 @@ pub mod push;
 mod rebase;
 pub mod record;
 mod registry;
+mod seed;
 mod socket;
 pub mod status;
 

@@ -26,6 +26,8 @@ use bytes::Bytes;
 use packager::{FragmentOutput, Remuxer, RemuxerConfig};
 use tracing::{info, warn};
 
+use crate::seed::Seed;
+
 /// Messages a recording's writer may fall behind by (init segments, fragments, segment
 /// ends; FLV tags): a few seconds of frames; past it the recording skips to the next
 /// segment (FLV: keyframe).
@@ -72,6 +74,14 @@ impl RecordConfig {
 const FLV_AUDIO: u8 = 8;
 const FLV_VIDEO: u8 = 9;
 const FLV_SCRIPT: u8 = 18;
+
+/// The FLV tag type of `media`.
+fn flv_kind(media: rtmp::MediaKind) -> u8 {
+    match media {
+        rtmp::MediaKind::Audio => FLV_AUDIO,
+        rtmp::MediaKind::Video => FLV_VIDEO,
+    }
+}
 /// The FLV file header with audio and video flags, then PreviousTagSize0 (E.2, E.3).
 const FLV_HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
 
@@ -132,15 +142,6 @@ struct Settings {
     remuxer: RemuxerConfig,
     format: RecordFormat,
     on_error: Arc<dyn Fn(&std::io::Error) + Send + Sync>,
-}
-
-/// The latest metadata and decoder configurations: a new file (after a split, or after a
-/// gap in an FLV recording) starts with them.
-#[derive(Debug, Clone, Default)]
-struct Seed {
-    metadata: Option<Bytes>,
-    audio: Option<Bytes>,
-    video: Option<Bytes>,
 }
 
 /// One publish's recording.
@@ -297,10 +298,7 @@ impl Recorder {
         };
         let role = crate::push::queue::role(media, payload);
         if role == crate::push::Role::Config {
-            match kind {
-                packager::TagKind::Audio => self.seed.audio = Some(payload.clone()),
-                packager::TagKind::Video => self.seed.video = Some(payload.clone()),
-            }
+            self.seed.keep_config(media, payload);
         }
         match &mut self.remuxer {
             Some(remuxer) => {
@@ -311,10 +309,6 @@ impl Recorder {
             }
             None => {
                 let keyframe = role == crate::push::Role::Keyframe;
-                let flv_kind = match kind {
-                    packager::TagKind::Audio => FLV_AUDIO,
-                    packager::TagKind::Video => FLV_VIDEO,
-                };
                 if self.skipping {
                     // A decoder resumes at a keyframe (at any audio frame without video),
                     // with the configurations first; those seen meanwhile are in the seed.
@@ -324,8 +318,8 @@ impl Recorder {
                     }
                     self.skipping = false;
                 }
-                let tag =
-                    Command::Tag { kind: flv_kind, timestamp, body: payload.clone(), keyframe };
+                let (kind, body) = (flv_kind(media), payload.clone());
+                let tag = Command::Tag { kind, timestamp, body, keyframe };
                 if self.send(tag).is_err() {
                     self.skipping = true;
                 }
@@ -605,9 +599,8 @@ fn write_flv(
     let mut recorded = Recorded::empty(stream);
     let mut state = Breakage::default();
     let mut file: Option<File> = None;
-    let mut script: Option<Bytes> = None;
-    // The latest decoder configurations, which a new file starts with.
-    let (mut audio_config, mut video_config): (Option<Bytes>, Option<Bytes>) = (None, None);
+    // The latest metadata and decoder configurations, which a new file starts with.
+    let mut seed = Seed::default();
     let (mut first, mut last) = (None, 0u32);
     let mut part = 0;
     for command in commands {
@@ -619,10 +612,11 @@ fn write_flv(
         };
         let config =
             media.is_some_and(|m| crate::push::queue::role(m, &body) == crate::push::Role::Config);
-        match (kind, config) {
-            (FLV_SCRIPT, _) => script = Some(body.clone()),
-            (FLV_AUDIO, true) => audio_config = Some(body.clone()),
-            (FLV_VIDEO, true) => video_config = Some(body.clone()),
+        match media {
+            Some(media) if config => {
+                seed.keep_config(media, &body);
+            }
+            None if kind == FLV_SCRIPT => seed.metadata = Some(body.clone()),
             _ => {}
         }
         if state.broken && !keyframe {
@@ -639,17 +633,13 @@ fn write_flv(
                 Ok(mut created) => {
                     let mut head = FLV_HEADER.to_vec();
                     // A new file starts with the metadata the stream had.
-                    if let Some(script) = script.as_ref().filter(|_| kind != FLV_SCRIPT) {
+                    if let Some(script) = seed.metadata.as_ref().filter(|_| kind != FLV_SCRIPT) {
                         flv_tag(&mut head, FLV_SCRIPT, 0, script);
                     }
                     // And the decoder configurations, unless this tag is one.
                     if !config {
-                        for (tag_kind, body) in
-                            [(FLV_AUDIO, &audio_config), (FLV_VIDEO, &video_config)]
-                        {
-                            if let Some(body) = body {
-                                flv_tag(&mut head, tag_kind, timestamp, body);
-                            }
+                        for (media, body) in seed.configs() {
+                            flv_tag(&mut head, flv_kind(media), timestamp, body);
                         }
                     }
                     if let Err(error) = created.write_all(&head) {

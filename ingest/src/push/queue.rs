@@ -17,6 +17,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use rtmp::MediaKind;
 
+use crate::seed::Seed;
+
 /// Bytes a target's queue holds before media is dropped: about 10 s of a 6 Mbit/s stream,
 /// room for a reconnect's handshake and a slow link's burst; per target, so 8 targets of
 /// 1,000 streams stay bounded.
@@ -142,9 +144,7 @@ pub struct PushQueue {
     /// A video track exists (else audio frames are sync points).
     video: bool,
     /// The latest metadata and configurations, sent first at every (re)start.
-    metadata: Option<Bytes>,
-    video_config: Option<Item>,
-    audio_config: Option<Item>,
+    seed: Seed,
     /// Bytes and messages dropped, for metrics and events.
     pub dropped_bytes: u64,
     /// Messages dropped.
@@ -165,9 +165,7 @@ impl PushQueue {
             start_pending: false,
             configs_owed: false,
             video: false,
-            metadata: None,
-            video_config: None,
-            audio_config: None,
+            seed: Seed::default(),
             dropped_bytes: 0,
             dropped_messages: 0,
             ended: false,
@@ -183,17 +181,11 @@ impl PushQueue {
     pub fn push(&mut self, item: Item) {
         match &item {
             Item::Metadata(bytes) => {
-                self.metadata = Some(bytes.clone());
+                self.seed.metadata = Some(bytes.clone());
                 self.enqueue_config(item);
             }
             Item::Media { role: Role::Config, kind, payload, .. } => {
-                let kept = match kind {
-                    MediaKind::Video => &mut self.video_config,
-                    MediaKind::Audio => &mut self.audio_config,
-                };
-                let changed =
-                    !matches!(kept, Some(Item::Media { payload: old, .. }) if old == payload);
-                *kept = Some(item.clone());
+                let changed = self.seed.keep_config(*kind, payload);
                 if self.waiting && changed {
                     // What is queued was coded with the old configuration: a start there
                     // would pair it with the new one.
@@ -318,14 +310,13 @@ impl PushQueue {
     /// The metadata and configurations, sent again before the media at `timestamp` (with
     /// that timestamp: a receiver never sees time go back).
     fn configs_at(&self, timestamp: u32) -> Vec<Item> {
-        let metadata = self.metadata.clone().map(Item::Metadata);
-        let configs =
-            self.audio_config.iter().chain(&self.video_config).map(|config| match config {
-                Item::Media { kind, payload, role, .. } => {
-                    Item::Media { kind: *kind, timestamp, payload: payload.clone(), role: *role }
-                }
-                other => other.clone(),
-            });
+        let metadata = self.seed.metadata.clone().map(Item::Metadata);
+        let configs = self.seed.configs().map(|(kind, payload)| Item::Media {
+            kind,
+            timestamp,
+            payload: payload.clone(),
+            role: Role::Config,
+        });
         metadata.into_iter().chain(configs).collect()
     }
 
