@@ -6,13 +6,16 @@ part while it is written), and `fmp4` with a player-style viewer.
 
 Builds rtmp-hls and rtmp-hls-bench in release, then for --rounds rounds, in alternating
 order, starts a fresh server per variant and runs `rtmp-hls-bench fixed` with N publishers of
-the benchmark clip and one viewer each (8 s warm-up, 20 s measured). Figures are medians over
+the benchmark clip and one viewer each (--warmup 8 s, then 20 s measured; a warm-up of 30 s
+measures the steady state, once the store holds a full retention window and recycles what
+leaves it). Figures are medians over
 the rounds; the ratio is low-latency over mpegts. With --nginx, Nginx-RTMP (set up as
 scripts/bench-vs-nginx.py sets it up: 2 s fragments, a 6 s playlist on tmpfs) runs beside
 them with player-style viewers, and its ratios to each variant are given. Writes
 benches/results/<YYYY-MM-DD>-variants.md (a suffix when the date has one) unless --no-write.
 
-Usage: python3 scripts/bench-variants.py [--publishers 50] [--rounds 3] [--nginx] [--no-write]
+Usage: python3 scripts/bench-variants.py [--publishers 50] [--rounds 3] [--warmup 8] [--nginx]
+                                        [--no-write]
 """
 import argparse
 import datetime
@@ -34,6 +37,9 @@ PORTS = (19371, 18091)
 # (variant, viewer mode of the generator)
 VARIANTS = [("mpegts", "player"), ("low-latency", "low-latency"), ("fmp4", "player")]
 NGINX = "nginx-rtmp"
+# Seconds measured after the warm-up; the clip lasts 60 s.
+MEASURED_S = 20
+CLIP_S = 60
 
 
 def vs_nginx():
@@ -118,7 +124,8 @@ def run(variant, mode, args, round_, commands):
                "--playlist-url", playlist, *extra,
                "--streams-file", os.path.relpath(path, ROOT), "--server-pid", str(proc.pid),
                "--publishers", str(args.publishers), "--viewers", str(viewers(args)),
-               "--viewer-mode", mode, "--label", variant, "--warmup", "8", "--duration", "20",
+               "--viewer-mode", mode, "--label", variant, "--warmup", str(args.warmup),
+               "--duration", str(MEASURED_S),
                "--json", os.path.relpath(report, ROOT), "--no-progress"]
         line = " ".join(cmd)
         if line not in commands:
@@ -176,6 +183,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--publishers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=8,
+                        help="seconds before measuring (at most the clip's 60 s less the "
+                        f"{MEASURED_S} s measured; 30 measures the steady state)")
     parser.add_argument("--viewers", type=int, default=None,
                         help="viewers in all (default: one per publisher; 0 measures packaging "
                         "alone)")
@@ -184,6 +194,8 @@ def main():
                         "does; installed when missing) with player-style viewers")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if not 0 <= args.warmup <= CLIP_S - MEASURED_S:
+        parser.error(f"--warmup must be 0 to {CLIP_S - MEASURED_S} s")
     started = datetime.datetime.now(datetime.timezone.utc)
     os.makedirs(OUT, exist_ok=True)
     subprocess.run([os.path.join(ROOT, "scripts", "gen-test-media.sh"),
@@ -207,11 +219,12 @@ def main():
     lines = [f"# HLS variants side by side, {started:%Y-%m-%d}", "",
              f"`python3 scripts/bench-variants.py --publishers {args.publishers} --rounds "
              f"{args.rounds}{' --nginx' if args.nginx else ''}"
-             f"{'' if args.viewers is None else f' --viewers {args.viewers}'}` on "
+             f"{'' if args.viewers is None else f' --viewers {args.viewers}'}"
+             f"{'' if args.warmup == 8 else f' --warmup {args.warmup}'}` on "
              f"{started:%Y-%m-%d} ({started:%H:%M} UTC), commit `{commit}`: "
              f"{os.cpu_count()} cores, {model} (shared VM). Each variant's server started fresh; "
              f"{args.publishers} publishers of `bench-720p-60s.flv` (720p30 H.264 2.5 Mbit/s + "
-             f"AAC), {watching(args)}, 8 s warm-up, 20 s measured; rounds in alternating order; "
+             f"AAC), {watching(args)}, {args.warmup} s warm-up, {MEASURED_S} s measured; rounds in alternating order; "
              "medians over the rounds.", "",
              "| variant | CPU per stream, ms per stream-second (rounds) | memory, MiB | packaging "
              "delay p50, ms | part latency p50 / p99, ms | errors |",
