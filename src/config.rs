@@ -505,7 +505,8 @@ pub(crate) struct ServeArgs {
     pub(crate) http_header_timeout: Duration,
 
     /// Seconds an HTTP connection may make no progress (idle keep-alive, a viewer not
-    /// reading); a request waiting for its answer (a blocked playlist reload) is not idle.
+    /// reading); a request waiting for the stream (a blocked playlist reload, the hinted
+    /// part) is not idle.
     #[arg(long, env = "RTMP_HLS_HTTP_IDLE_TIMEOUT", default_value = "30", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) http_idle_timeout: Duration,
 

@@ -55,7 +55,7 @@ impl Drop for Answer {
 pub(crate) struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
-    /// While requests are answered, a pending read does not count.
+    /// While a request waits for the stream, a pending read does not count.
     answering: Answering,
     /// Since when a read has been pending, if one is.
     read_since: Option<Instant>,
@@ -67,7 +67,7 @@ pub(crate) struct IdleTimeout<S> {
 
 impl<S> IdleTimeout<S> {
     /// `inner`, whose reads and writes may each stay pending for at most `timeout`; reads
-    /// while `answering` has a request do not count.
+    /// while `answering` has a request waiting do not count.
     pub(crate) fn new(inner: S, timeout: Duration, answering: Answering) -> Self {
         let timer = Box::pin(tokio::time::sleep(timeout));
         Self { inner, timeout, answering, read_since: None, write_since: None, timer }
