@@ -645,8 +645,11 @@ def markdown(reports, rounds, wrk_results, info, args, started):
     lines += [
         f"HLS delivery with wrk ({WRK_THREADS} thread, {WRK_CONNECTIONS} keep-alive connections, "
         f"{WRK_SECONDS} s per run, median of {args.wrk_rounds} runs per server, the servers alternating; "
-        "one publisher live on each): rtmp-hls serves playlists from its heap and segments from "
-        "its memory files with sendfile, Nginx serves the files on tmpfs with sendfile.",
+        "one publisher live on each): rtmp-hls serves playlists from its heap and segments "
+        + ("from its heap with a copy"
+           if any(a.replace(" ", "=") == "--segment-storage=heap" for a in args.rtmp_hls_arg)
+           else "from its memory files with sendfile")
+        + ", Nginx serves the files on tmpfs with sendfile.",
         "",
         "| | Nginx-RTMP | rtmp-hls | ratio |",
         "|---|---|---|---|",
