@@ -82,7 +82,8 @@ def start(mode, commands):
            "--mongo-uri", mongo_uri(), "--segment-duration", "2", "--playlist-length", "3",
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
-           "--max-streams", "65536"]
+           "--max-streams", "65536",
+           "--http-max-connections", "65536", "--http-max-connections-per-ip", "65536"]
     if mode == "cluster":
         cmd += ["--cluster-url", f"http://127.0.0.1:{PORTS[1]}", "--server-id", "bench-node"]
     line = " ".join(cmd).replace(ROOT + "/", "")

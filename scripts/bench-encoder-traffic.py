@@ -68,7 +68,8 @@ def start_server(n):
            "--segment-duration", "2", "--playlist-length", "3",
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
-           "--max-streams", "65536"]
+           "--max-streams", "65536",
+           "--http-max-connections", "65536", "--http-max-connections-per-ip", "65536"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(OUT, "server.log"), "a"))
     V.wait_http(f"http://127.0.0.1:{PORTS[1]}/healthz")

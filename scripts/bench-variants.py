@@ -78,7 +78,8 @@ def start(variant, data, commands):
            "--hls-variant", variant, "--segment-duration", "2", "--playlist-length", "3",
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
-           "--max-streams", "65536"]
+           "--max-streams", "65536",
+           "--http-max-connections", "65536", "--http-max-connections-per-ip", "65536"]
     commands.append(" ".join(cmd).replace(ROOT + "/", ""))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(OUT, f"{variant}.log"), "a"))

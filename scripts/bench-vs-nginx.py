@@ -269,10 +269,12 @@ def start_rtmp_hls():
     rtmp, http = RTMP_HLS_PORTS
     cmd = [rtmp_hls_bin(), "--rtmp-addr", f"127.0.0.1:{rtmp}", "--http-addr", f"127.0.0.1:{http}",
            "--data-dir", data, "--segment-duration", "2", "--playlist-length", "3",
-           # Every publisher comes from 127.0.0.1: lift the per-address and total limits.
+           # Every publisher and viewer comes from 127.0.0.1: lift the per-address and total
+           # limits, RTMP's and HTTP's.
            "--max-connections", "65536", "--max-connections-per-ip", "65536",
            "--max-unauthenticated", "65536", "--new-connections-per-ip-per-minute", "0",
-           "--max-streams", "65536"] + EXTRA_ARGS
+           "--max-streams", "65536",
+           "--http-max-connections", "65536", "--http-max-connections-per-ip", "65536"] + EXTRA_ARGS
     command(cmd)
     log_file = open(os.path.join(OUT, "rtmp-hls.log"), "a")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
