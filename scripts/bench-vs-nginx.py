@@ -530,7 +530,7 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         f"({nginx_workers(nginx)} processes besides the master), "
         "`hls_path` on tmpfs, playlists `Cache-Control: no-cache`, CORS header, `sendfile on`, "
         "access log off. rtmp-hls: release build, defaults but `--playlist-length 3` and the "
-        "connection limits lifted (every publisher comes from 127.0.0.1)"
+        "connection limits lifted (every publisher and viewer comes from 127.0.0.1)"
         + "".join(f", `{a}`" for a in args.rtmp_hls_arg) + ".",
         "",
         f"{len(rounds)} round(s): each server ramped {len(rounds)} time(s), the order alternating "
@@ -649,7 +649,7 @@ def markdown(reports, rounds, wrk_results, info, args, started):
         f"{WRK_SECONDS} s per run, median of {args.wrk_rounds} runs per server, the servers alternating; "
         "one publisher live on each): rtmp-hls serves playlists from its heap and segments "
         + ("from its heap with a copy"
-           if any(a.replace(" ", "=") == "--segment-storage=heap" for a in args.rtmp_hls_arg)
+           if "--segment-storage heap" in " ".join(args.rtmp_hls_arg).replace("=", " ")
            else "from its memory files with sendfile")
         + ", Nginx serves the files on tmpfs with sendfile.",
         "",

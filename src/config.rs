@@ -143,8 +143,8 @@ pub(crate) enum SegmentStorage {
     /// allocated as it is written and freed when it goes: the least memory.
     Memfd,
     /// The process heap, in recycled buffers: every response copies the segment into the
-    /// socket, but no page is allocated per segment, so a stream costs 5-20 % less CPU and
-    /// about 0.7 MiB more memory (BENCHMARKS.md).
+    /// socket, but once the buffers are recycled no page is allocated per segment, so a
+    /// stream costs 5-18 % less CPU and 0.5-0.7 MiB more memory (BENCHMARKS.md).
     Heap,
 }
 
