@@ -17,6 +17,7 @@ the rest (buffers' and connections' memory, the allocator's own), i.e. the overh
 segments. Writes benches/results/<date>-memory.md unless --no-write.
 
 Usage: python3 scripts/bench-memory.py [--publishers 64] [--seconds 35] [--no-write]
+       [--rtmp-hls-arg=--segment-storage=heap]
 """
 import argparse
 import datetime
@@ -86,7 +87,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=35,
                         help="how long the publishers run before the sample")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--rtmp-hls-arg", action="append", default=[],
+                        help="an extra flag for rtmp-hls (repeatable), e.g. --rtmp-hls-arg=--segment-storage=heap")
     args = parser.parse_args()
+    vs.EXTRA_ARGS.extend(args.rtmp_hls_arg)
 
     os.makedirs(vs.OUT, exist_ok=True)
     subprocess.run([os.path.join(ROOT, "scripts", "gen-test-media.sh"), vs.MEDIA, "bench"], check=True)
@@ -146,7 +150,9 @@ def main():
     lines = [
         f"# rtmp-hls memory per stream, {now:%Y-%m-%d}",
         "",
-        f"`python3 scripts/bench-memory.py --publishers {n} --seconds {args.seconds:g}` on "
+        f"`python3 scripts/bench-memory.py --publishers {n} --seconds {args.seconds:g}"
+        + "".join(f" --rtmp-hls-arg={a}" for a in args.rtmp_hls_arg)
+        + f"` on "
         f"{now:%Y-%m-%d} ({now:%H:%M} UTC), commit `{commit}`, {machine}.",
         "",
         f"{n} publishers writing the bench clip (720p30 H.264 2.5 Mbit/s + AAC) as ffmpeg does, one "

@@ -3,6 +3,7 @@
 //! `healthcheck`. It owns the adapters behind the libraries' traits (the MongoDB key store,
 //! the Kafka event sink, the API's `Control`); protocol and media logic live in the crates.
 
+mod allocator;
 mod config;
 mod config_file;
 mod control;

@@ -38,6 +38,11 @@ pub(crate) const DEMO_STREAM: &str = "demo";
 const KAFKA_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// How often ended streams are checked for expiry and sequence numbers persisted.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often recycled segment buffers that served no request are freed, and the allocator's
+/// free memory returned to the kernel: five segments of the default duration, so the pool
+/// keeps what the streams' cuts take and give back, and a peak's surplus goes within
+/// seconds.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal; returns once everything stopped.
 pub(crate) async fn run(settings: StoreSettings, args: ServeArgs) -> Result<()> {
@@ -601,12 +606,21 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// Every second: forget streams that ended long enough ago, and persist media sequence
 /// numbers when they changed (so a restart after a crash never goes back to an older one).
+/// Every [`RELEASE_INTERVAL`]: free the memory nothing used since the last time.
 async fn housekeeping(ingest: Arc<Ingest>, sequences: SequenceFile, ended_ttl: Duration) {
     let store = Arc::clone(&ingest.store);
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut release = tokio::time::interval(RELEASE_INTERVAL);
     let mut saved = Vec::new();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = release.tick() => {
+                store.buffer_pool().release_unused();
+                crate::allocator::release_free_memory();
+                continue;
+            }
+        }
         let expired = store.reap(std::time::Instant::now(), ended_ttl);
         for name in &expired {
             info!(stream = %name, "ended stream expired");

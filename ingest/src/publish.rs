@@ -202,13 +202,12 @@ impl Publish {
                 on_error,
             )
         });
-        // MPEG-TS segments go to the stream's memory file as they are written (fMP4 ones move
-        // there when popular, so their stream's file opens then).
+        // MPEG-TS segments go to the store as they are written: into the stream's memory
+        // file, or recycled heap buffers (fMP4 ones move to the file when popular, so their
+        // stream's file opens then).
         let mut packager = Remuxer::with_pool(remuxer, segment_buffers);
-        if remuxer.container == Container::Ts
-            && let Some(sink) = ingest.store.segment_sink(live.publication())
-        {
-            packager.set_segment_sink(Box::new(sink));
+        if remuxer.container == Container::Ts {
+            packager.set_segment_sink(ingest.store.segment_sink(live.publication()));
         }
         Self {
             ingest: Arc::clone(ingest),

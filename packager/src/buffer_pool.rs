@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-/// Buffers kept at most. Streams cut at random phases, so in steady state a freed buffer is
-/// taken by the next stream to cut, and the pool holds only a few.
-pub const MAX_POOLED_BUFFERS: usize = 64;
+/// Buffers kept at most: [`MAX_POOLED_BYTES`] of the store's 32 KiB segment buffers. Streams
+/// cut at random phases, so in steady state a freed segment's buffers are taken by the
+/// streams writing within a fraction of a second, and the pool holds a few hundred at most;
+/// what it holds beyond that goes at the next [`BufferPool::release_unused`].
+pub const MAX_POOLED_BUFFERS: usize = 2048;
 /// Bytes of capacity kept at most (a burst of streams ending frees many at once; those
 /// beyond this go back to the allocator).
 pub const MAX_POOLED_BYTES: usize = 64 << 20;
@@ -33,12 +35,15 @@ pub struct BufferPool {
 struct Free {
     buffers: VecDeque<Vec<u8>>,
     bytes: usize,
+    /// The fewest buffers held since the last [`BufferPool::release_unused`]: that many
+    /// served no request since.
+    low: usize,
 }
 
 impl BufferPool {
     /// An empty pool.
     pub const fn new() -> Self {
-        Self { free: Mutex::new(Free { buffers: VecDeque::new(), bytes: 0 }) }
+        Self { free: Mutex::new(Free { buffers: VecDeque::new(), bytes: 0, low: 0 }) }
     }
 
     /// An empty buffer: a pooled one with room for at least `min` bytes and at most `size`
@@ -55,6 +60,7 @@ impl BufferPool {
             && let Some(buffer) = free.buffers.remove(i)
         {
             free.bytes -= buffer.capacity();
+            free.low = free.low.min(free.buffers.len());
             return buffer;
         }
         drop(free);
@@ -71,6 +77,7 @@ impl BufferPool {
             && let Some(buffer) = free.buffers.remove(i)
         {
             free.bytes -= buffer.capacity();
+            free.low = free.low.min(free.buffers.len());
             return buffer;
         }
         drop(free);
@@ -92,9 +99,28 @@ impl BufferPool {
             free.bytes -= old.capacity();
             dropped.push(old);
         }
+        free.low = free.low.min(free.buffers.len());
         drop(free);
         // Freed outside the lock.
         drop(dropped);
+    }
+
+    /// Frees the buffers that served no request since the last call (as many as the pool's
+    /// fewest since then, oldest first) and returns their bytes of capacity. Called
+    /// periodically, it keeps what the streams' cuts take and give back within a period,
+    /// and hands back what a peak left (streams that ended, the first segments' windows
+    /// filling): a recycled buffer is resident memory, used or not.
+    pub fn release_unused(&self) -> usize {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let unused = free.low.min(free.buffers.len());
+        let released: Vec<Vec<u8>> = free.buffers.drain(..unused).collect();
+        let bytes = released.iter().map(Vec::capacity).sum();
+        free.bytes -= bytes;
+        free.low = free.buffers.len();
+        drop(free);
+        // Freed outside the lock.
+        drop(released);
+        bytes
     }
 
     /// Buffers and bytes of capacity held.
@@ -214,6 +240,25 @@ mod tests {
         }
         let kept: usize = (1..=MAX_POOLED_BUFFERS).map(|i| 100 + i).sum();
         assert_eq!(pool.held(), (MAX_POOLED_BUFFERS, kept), "the oldest (capacity 100) went");
+    }
+
+    #[test]
+    fn buffers_that_served_no_request_in_a_period_are_released() {
+        let pool = pool();
+        for _ in 0..5 {
+            pool.give(Vec::with_capacity(1000));
+        }
+        assert_eq!(pool.release_unused(), 0, "the first period starts here");
+        pool.take(1000, 1000);
+        pool.take(1000, 1000);
+        pool.give(Vec::with_capacity(1000));
+        // Three were held all period long: the oldest three go.
+        assert_eq!(pool.release_unused(), 3000);
+        assert_eq!(pool.held(), (1, 1000));
+        pool.take(1000, 1000);
+        pool.give(Vec::with_capacity(1000));
+        assert_eq!(pool.release_unused(), 0, "the pool emptied during the period");
+        assert_eq!(pool.held(), (1, 1000));
     }
 
     #[test]

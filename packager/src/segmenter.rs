@@ -67,6 +67,16 @@ pub trait SegmentSink: Send + fmt::Debug {
     fn begin(&mut self);
     /// The next bytes of the segment begun last.
     fn append(&mut self, bytes: &[u8]);
+    /// The next bytes of the segment begun last, as a whole buffer the sink may keep;
+    /// returns an empty buffer for the bytes after them. The default copies them
+    /// ([`SegmentSink::append`]) and hands `buffer` back; a sink that keeps segments as the
+    /// buffers they were written in takes it and returns another, with room for
+    /// [`STAGING_BYTES`].
+    fn append_buffer(&mut self, mut buffer: Vec<u8>) -> Vec<u8> {
+        self.append(&buffer);
+        buffer.clear();
+        buffer
+    }
     /// Replaces bytes already appended to the segment begun last, from `offset`.
     fn overwrite(&mut self, offset: usize, bytes: &[u8]);
     /// The segment begun last is complete: its id, which the [`Segment`] the segmenter
@@ -496,11 +506,12 @@ impl Segmenter {
     }
 }
 
-/// Hands the bytes in `buffer` to `sink` (counted in `sunk`) and empties it.
+/// Hands the bytes in `buffer` to `sink` (counted in `sunk`), leaving `buffer` empty: the
+/// same buffer, or one the sink gave for it.
 fn hand_over(sink: &mut dyn SegmentSink, buffer: &mut Vec<u8>, sunk: &mut usize) {
     if !buffer.is_empty() {
-        sink.append(buffer);
         *sunk += buffer.len();
+        *buffer = sink.append_buffer(std::mem::take(buffer));
         buffer.clear();
     }
 }

@@ -26,6 +26,7 @@ use dashmap::mapref::entry::Entry;
 use packager::playlist::{
     Entry as PlaylistEntry, LowLatency, MediaPlaylist, OpenSegment as OpenEntry, Part,
 };
+use packager::segmenter::STAGING_BYTES;
 use packager::segmenter::ticks_to_duration;
 use packager::{BufferPool, FragmentOutput, Segment, SegmentSink};
 use tokio::sync::watch;
@@ -151,7 +152,7 @@ pub struct SegmentBytes {
     pub heap: usize,
     /// In segment files (outside the process's RSS, in RAM all the same).
     pub files: usize,
-    /// Of `files`, the bytes of segments still being written.
+    /// Of `heap` and `files`, the bytes of MPEG-TS segments still being written.
     pub writing: usize,
 }
 
@@ -214,17 +215,20 @@ struct Slot<F: SegmentFiles> {
     state: RwLock<SlotState<F::File>>,
     /// This stream's segment file writer, opened at the first segment moved or streamed.
     writer: Mutex<Option<F::Writer>>,
-    /// Segments streamed into the file and ended, waiting for their [`Publication::push`].
+    /// Segments streamed into the file or the heap and ended, waiting for their
+    /// [`Publication::push`].
     ended: Mutex<VecDeque<Ended<F::File>>>,
+    /// Bytes of the segment a [`ChunkSink`] is writing.
+    writing_in_heap: AtomicUsize,
     /// Counts playlist changes, for blocked playlist requests.
     changes: watch::Sender<u64>,
     /// Only viewers with a credential may watch it (HTTP checks; the store only keeps it).
     private: AtomicBool,
 }
 
-/// A segment a [`FileSink`] ended: the id it gave it, and its file (`None`: one whose bytes
-/// the file could not keep).
-type Ended<File> = (u64, Option<Arc<File>>);
+/// A segment a [`FileSink`] or [`ChunkSink`] ended: the id it gave it, and its bytes
+/// (`None`: a segment whose bytes could not be kept).
+type Ended<File> = (u64, Option<SegmentBody<File>>);
 
 /// A segment in the store.
 #[derive(Debug)]
@@ -287,6 +291,15 @@ impl<F: SegmentFiles> Slot<F> {
     /// Wakes blocked requests (playlists, and parts: a part may have ended).
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Keeps a segment a sink ended as `id` for its [`Publication::push`].
+    fn ended(&self, id: u64, body: Option<SegmentBody<F::File>>) {
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        ended.push_back((id, body));
+        while ended.len() > MAX_ENDED_WAITING {
+            ended.pop_front();
+        }
     }
 
     /// Moves segment `sequence` (whose bytes are `pieces`) to this stream's file from
@@ -378,20 +391,30 @@ impl<F: SegmentFiles> StreamStore<F> {
         Self::with_files(config, Some(files))
     }
 
-    /// A sink that writes `publication`'s MPEG-TS segments into its stream's segment file as
-    /// the packager makes them; `None` when segments stay in the heap (no segment files, or
-    /// the stream's cannot be opened).
-    pub fn segment_sink(&self, publication: &Publication<F>) -> Option<FileSink<F>> {
-        let files = self.files.as_ref()?;
+    /// The sink `publication`'s MPEG-TS segments go to as the packager makes them: its
+    /// stream's segment file ([`FileSink`]), or, without segment files or when the stream's
+    /// cannot be opened, recycled heap buffers ([`ChunkSink`]).
+    pub fn segment_sink(&self, publication: &Publication<F>) -> Box<dyn SegmentSink> {
         let slot = &publication.slot;
-        let mut writer = slot.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if writer.is_none() {
-            *writer = files.open();
-        }
-        writer.as_mut()?.abandon();
-        drop(writer);
         slot.ended.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        Some(FileSink { slot: Arc::clone(slot), next_id: 0 })
+        if let Some(files) = self.files.as_ref() {
+            let mut writer = slot.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if writer.is_none() {
+                *writer = files.open();
+            }
+            if let Some(writer) = writer.as_mut() {
+                writer.abandon();
+                return Box::new(FileSink { slot: Arc::clone(slot), next_id: 0 });
+            }
+        }
+        Box::new(ChunkSink {
+            slot: Arc::clone(slot),
+            pool: Arc::clone(&self.buffers),
+            chunks: Vec::new(),
+            len: 0,
+            failed: false,
+            next_id: 0,
+        })
     }
 
     fn with_files(config: StoreConfig, files: Option<F>) -> Self {
@@ -569,6 +592,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             }),
             writer: Mutex::new(None),
             ended: Mutex::new(VecDeque::new()),
+            writing_in_heap: AtomicUsize::new(0),
             changes: watch::Sender::new(0),
             private: AtomicBool::new(private),
         })
@@ -796,8 +820,10 @@ impl<F: SegmentFiles> StreamStore<F> {
             let writer = slot.value().writer.lock().unwrap_or_else(PoisonError::into_inner);
             let writing = writer.as_ref().map_or(0, SegmentFileWriter::open_len);
             bytes.files += writing;
-            bytes.writing += writing;
             drop(writer);
+            let writing_in_heap = slot.value().writing_in_heap.load(Ordering::Relaxed);
+            bytes.heap += writing_in_heap;
+            bytes.writing += writing + writing_in_heap;
             let state = slot.value().read();
             for held in &state.segments {
                 match &held.body {
@@ -1006,9 +1032,9 @@ impl<F: SegmentFiles> Publication<F> {
                 }
             };
             match file {
-                Some(file) if file.len() == segment.len() => SegmentBody::File(file),
+                Some(body) if body.len() == segment.len() => body,
                 _ => {
-                    warn!(stream = %self.name, bytes = segment.len(), "a segment could not be kept in its memory file: skipped, the next follows a discontinuity");
+                    warn!(stream = %self.name, bytes = segment.len(), "a segment could not be kept: skipped, the next follows a discontinuity");
                     self.slot.write().resumed = true;
                     return None;
                 }
@@ -1220,7 +1246,7 @@ impl<F: SegmentFiles> Drop for Publication<F> {
 /// memory once, in pages the kernel takes back when it is dropped, and is sent to viewers
 /// from the file. [`Publication::push`] takes each with the packager's [`Segment`].
 #[derive(Debug)]
-pub struct FileSink<F: SegmentFiles = MemfdSegments> {
+pub(crate) struct FileSink<F: SegmentFiles = MemfdSegments> {
     slot: Arc<Slot<F>>,
     /// The id the next segment ended gets.
     next_id: u64,
@@ -1249,12 +1275,130 @@ impl<F: SegmentFiles> SegmentSink for FileSink<F> {
         let id = self.next_id;
         self.next_id += 1;
         let file = self.with_writer(SegmentFileWriter::end).flatten();
-        let mut ended = self.slot.ended.lock().unwrap_or_else(PoisonError::into_inner);
-        ended.push_back((id, file));
-        while ended.len() > MAX_ENDED_WAITING {
-            ended.pop_front();
-        }
+        self.slot.ended(id, file.map(SegmentBody::File));
         id
+    }
+}
+
+/// The packager's [`SegmentSink`] for one publish whose MPEG-TS segments stay in the heap
+/// ([`StreamStore::segment_sink`]): a segment is the packager's staging buffers themselves,
+/// taken whole as each fills ([`SegmentSink::append_buffer`]) and replaced by recycled ones
+/// from the store's pool, to which they return when the segment's last holder drops it.
+///
+/// A segment then costs no copy beyond the packager's, no page faults once the pool is warm
+/// (buffers of one size serve every stream), and memory for what it holds: the open segment
+/// grows a staging buffer at a time, not into a buffer sized for a whole segment, and a
+/// closed segment's last buffer is trimmed to its bytes.
+#[derive(Debug)]
+pub(crate) struct ChunkSink<F: SegmentFiles = MemfdSegments> {
+    slot: Arc<Slot<F>>,
+    pool: Arc<BufferPool>,
+    /// The buffers of the segment begun, in order.
+    chunks: Vec<Vec<u8>>,
+    /// Their bytes.
+    len: usize,
+    /// An overwrite went past the bytes appended: the segment is dropped at its end.
+    failed: bool,
+    /// The id the next segment ended gets.
+    next_id: u64,
+}
+
+/// A closed segment's last buffer is copied into one of its own length when it leaves more
+/// than this share of its room unused (one in sixteen): retained segments would otherwise
+/// hold half a staging buffer each, unused, for as long as they live.
+const TRIM_UNUSED_DIVISOR: usize = 16;
+
+impl<F: SegmentFiles> ChunkSink<F> {
+    /// Gives the segment's buffers back to the pool.
+    fn release(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            self.pool.give(chunk);
+        }
+        self.len = 0;
+        self.failed = false;
+        self.slot.writing_in_heap.store(0, Ordering::Relaxed);
+    }
+
+    /// A buffer from the pool for the packager to write the next bytes into.
+    fn staging(&self) -> Vec<u8> {
+        self.pool.take(STAGING_BYTES, STAGING_BYTES)
+    }
+}
+
+impl<F: SegmentFiles> SegmentSink for ChunkSink<F> {
+    fn begin(&mut self) {
+        self.release();
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let mut chunk = self.pool.take(bytes.len(), bytes.len().max(STAGING_BYTES));
+        chunk.extend_from_slice(bytes);
+        self.append_buffer(chunk);
+    }
+
+    fn append_buffer(&mut self, buffer: Vec<u8>) -> Vec<u8> {
+        if buffer.is_empty() {
+            return buffer;
+        }
+        self.len += buffer.len();
+        self.chunks.push(buffer);
+        self.slot.writing_in_heap.store(self.len, Ordering::Relaxed);
+        self.staging()
+    }
+
+    fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
+        if offset.saturating_add(bytes.len()) > self.len {
+            warn!(offset, len = bytes.len(), "a segment rewrite past its end: it is skipped");
+            self.failed = true;
+            return;
+        }
+        let end = offset + bytes.len();
+        // Where each buffer starts in the segment.
+        let mut at = 0;
+        for chunk in &mut self.chunks {
+            let chunk_end = at + chunk.len();
+            let (from, to) = (offset.max(at), end.min(chunk_end));
+            if from < to {
+                chunk[from - at..to - at].copy_from_slice(&bytes[from - offset..to - offset]);
+            }
+            if chunk_end >= end {
+                break;
+            }
+            at = chunk_end;
+        }
+    }
+
+    fn end(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = (!self.failed && self.len > 0).then(|| {
+            let last = self.chunks.len().saturating_sub(1);
+            let pieces: Vec<Bytes> = self
+                .chunks
+                .drain(..)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let unused = chunk.capacity() - chunk.len();
+                    if i == last && unused > chunk.capacity() / TRIM_UNUSED_DIVISOR {
+                        let trimmed = Bytes::copy_from_slice(&chunk);
+                        self.pool.give(chunk);
+                        trimmed
+                    } else {
+                        self.pool.share(chunk)
+                    }
+                })
+                .collect();
+            SegmentBody::Memory(Pieces::from(pieces))
+        });
+        self.release();
+        self.slot.ended(id, body);
+        id
+    }
+}
+
+impl<F: SegmentFiles> Drop for ChunkSink<F> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -1902,7 +2046,7 @@ mod tests {
     }
 
     /// Streams a segment of 188 `byte`s through `sink`, as the packager would.
-    fn streamed(sink: &mut FileSink<FlakyFiles>, byte: u8) -> Segment {
+    fn streamed(sink: &mut dyn SegmentSink, byte: u8) -> Segment {
         sink.begin();
         sink.append(&[0; 100]);
         sink.append(&[byte; 88]);
@@ -1915,15 +2059,15 @@ mod tests {
     fn streamed_segments_are_files_and_one_a_file_lost_is_skipped() {
         let store = StreamStore::with_segment_files(StoreConfig::default(), FlakyFiles);
         let publication = store.begin("cam", 1, 10).unwrap();
-        let mut sink = store.segment_sink(&publication).unwrap();
-        assert_eq!(publication.push(streamed(&mut sink, 1), wall(0)), Some(0));
+        let mut sink = store.segment_sink(&publication);
+        assert_eq!(publication.push(streamed(&mut *sink, 1), wall(0)), Some(0));
         let body = store.segment("cam", "1-0.ts").unwrap();
         assert!(matches!(body, SegmentBody::File(_)), "a file from its first fetch");
         assert_eq!(body.to_bytes().unwrap(), Bytes::from(vec![1; 188]));
         // The writer fails every other segment: that one is skipped, the next one follows a
         // discontinuity.
-        assert_eq!(publication.push(streamed(&mut sink, 2), wall(2000)), None);
-        assert_eq!(publication.push(streamed(&mut sink, 3), wall(4000)), Some(1));
+        assert_eq!(publication.push(streamed(&mut *sink, 2), wall(2000)), None);
+        assert_eq!(publication.push(streamed(&mut *sink, 3), wall(4000)), Some(1));
         let playlist = String::from_utf8(store.playlist("cam").unwrap().to_vec()).unwrap();
         let (before, after) = playlist.split_once("1-0.ts").unwrap();
         assert!(
@@ -1931,15 +2075,15 @@ mod tests {
             "{playlist}"
         );
         assert_eq!(store.segment("cam", "1-1.ts").unwrap().to_bytes().unwrap(), vec![3; 188]);
-        assert_eq!(publication.push(streamed(&mut sink, 4), wall(6000)), None);
+        assert_eq!(publication.push(streamed(&mut *sink, 4), wall(6000)), None);
         // A segment whose length is not what the file holds is skipped too.
-        let mut short = streamed(&mut sink, 5);
+        let mut short = streamed(&mut *sink, 5);
         short.sink_len = 100;
         assert_eq!(publication.push(short, wall(8000)), None);
         // A segment ended but never returned by the packager (an error after its end) does
         // not shift the next one onto its file.
-        let _lost = streamed(&mut sink, 6);
-        let next = streamed(&mut sink, 7);
+        let _lost = streamed(&mut *sink, 6);
+        let next = streamed(&mut *sink, 7);
         assert_eq!(publication.push(next, wall(10_000)), Some(2));
         assert_eq!(store.segment("cam", "1-2.ts").unwrap().to_bytes().unwrap(), vec![7; 188]);
         // Bytes being written count as file bytes; ending the publish releases them.
@@ -1952,9 +2096,85 @@ mod tests {
     }
 
     #[test]
-    fn without_segment_files_there_is_no_sink() {
+    fn without_segment_files_segments_are_the_packagers_buffers_recycled() {
+        use packager::segmenter::{AccessUnit, Pushed, Segmenter};
+        use packager::ts_mux::Track;
         let store = store();
         let publication = store.begin("cam", 1, 10).unwrap();
-        assert!(store.segment_sink(&publication).is_none());
+        let pool = Arc::clone(store.buffer_pool());
+        // The same stream packaged with the sink and with the segmenter's own buffers.
+        let mut sunk = Segmenter::with_pool(Duration::from_secs(2), Arc::clone(&pool));
+        assert!(sunk.set_sink(store.segment_sink(&publication)));
+        let mut own = Segmenter::new(Duration::from_secs(2));
+        sunk.set_tracks(true, None);
+        own.set_tracks(true, None);
+        let frame = vec![9u8; 40_000];
+        let mut pushed = Vec::new();
+        for n in 0..130i64 {
+            let data: &[&[u8]] = &[&frame];
+            let unit = AccessUnit {
+                track: Track::Video,
+                pts: n * 3000,
+                dts: n * 3000,
+                duration: 3000,
+                keyframe: n % 60 == 0,
+                data,
+            };
+            let (Pushed::Written(a), Pushed::Written(b)) =
+                (sunk.push(unit).unwrap(), own.push(unit).unwrap())
+            else {
+                panic!("written at once");
+            };
+            if n == 70 {
+                let writing = store.segment_bytes().writing;
+                assert!(writing > STAGING_BYTES, "the open segment counts: {writing}");
+            }
+            if let (Some(a), Some(b)) = (a, b) {
+                let sequence = publication.push(a, wall(2000)).unwrap();
+                let file = format!("1-{sequence}.ts");
+                assert_eq!(store.segment("cam", &file).unwrap().to_bytes(), Some(b.data));
+                pushed.push(sequence);
+            }
+        }
+        assert_eq!(pushed, [0, 1]);
+        let SegmentBody::Memory(first) = store.segment("cam", "1-0.ts").unwrap() else {
+            panic!("in the heap");
+        };
+        let pieces = first.as_slice();
+        assert!(pieces.len() > 1 && pieces.iter().all(|p| p.len() <= STAGING_BYTES));
+        // The last buffer holds its bytes and little more: trimmed.
+        assert!(pieces.iter().rev().skip(1).all(|p| p.len() > STAGING_BYTES - 188));
+        drop((first, sunk, own));
+        let before = pool.held().0;
+        drop(publication);
+        assert_eq!(store.reap(Instant::now(), Duration::ZERO), ["cam"]);
+        assert!(pool.held().0 > before, "the segments' buffers went back to the pool");
+    }
+
+    #[test]
+    fn a_heap_sink_rewrites_across_buffers_and_drops_a_segment_rewritten_past_its_end() {
+        let store = store();
+        let publication = store.begin("cam", 1, 10).unwrap();
+        let mut sink = store.segment_sink(&publication);
+        sink.begin();
+        let mut buffer = sink.append_buffer(vec![1; 100]);
+        assert!(buffer.is_empty() && buffer.capacity() >= STAGING_BYTES);
+        buffer.extend_from_slice(&[2; 50]);
+        let _ = sink.append_buffer(buffer);
+        sink.append(&[3; 38]);
+        sink.overwrite(90, &[7; 70]);
+        let sink_id = sink.end();
+        let ended = Segment { data: Bytes::new(), sink_len: 188, sink_id, ..segment(2000, 0) };
+        assert_eq!(publication.push(ended, wall(0)), Some(0));
+        let expected = [vec![1; 90], vec![7; 70], vec![3; 28]].concat();
+        assert_eq!(store.segment("cam", "1-0.ts").unwrap().to_bytes().unwrap(), expected);
+        assert_eq!(store.segment_bytes(), SegmentBytes { heap: 188, files: 0, writing: 0 });
+        sink.begin();
+        sink.append(&[4; 10]);
+        assert_eq!(store.segment_bytes().writing, 10);
+        sink.overwrite(5, &[4; 6]);
+        let sink_id = sink.end();
+        let spoiled = Segment { data: Bytes::new(), sink_len: 10, sink_id, ..segment(2000, 0) };
+        assert_eq!(publication.push(spoiled, wall(2000)), None, "skipped");
     }
 }
