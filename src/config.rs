@@ -142,9 +142,10 @@ pub(crate) enum SegmentStorage {
     /// sendfile, without a copy, as Nginx sends files from tmpfs. A segment's pages are
     /// allocated as it is written and freed when it goes: the least memory.
     Memfd,
-    /// The process heap, in recycled buffers: every response copies the segment into the
-    /// socket, but once the buffers are recycled no page is allocated per segment, so a
-    /// stream costs 5-18 % less CPU and 0.5-0.7 MiB more memory (BENCHMARKS.md).
+    /// The process heap: an MPEG-TS segment is the packager's 32 KiB buffers, recycled, and
+    /// one buffer from its second fetch on. Every response copies it into the socket, but no
+    /// page is allocated per segment: a stream costs 5-20 % less CPU and about 0.1 MiB more
+    /// memory (BENCHMARKS.md).
     Heap,
 }
 
