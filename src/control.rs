@@ -367,7 +367,7 @@ impl Collector for CurrentState {
         let writing = gauge(held.writing);
         writing.encode(encoder.encode_descriptor(
             "segment_bytes_being_written",
-            "Of the segment bytes in memory files, those of MPEG-TS segments still being written",
+            "Of the segment bytes, those of MPEG-TS segments still being written",
             None,
             writing.metric_type(),
         )?)?;

@@ -617,7 +617,8 @@ async fn housekeeping(ingest: Arc<Ingest>, sequences: SequenceFile, ended_ttl: D
             _ = tick.tick() => {}
             _ = release.tick() => {
                 store.buffer_pool().release_unused();
-                crate::allocator::release_free_memory();
+                // It walks every arena under its lock: off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
                 continue;
             }
         }

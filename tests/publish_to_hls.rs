@@ -98,8 +98,6 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert!(log.contains("publish accepted"));
 }
 
-/// OBS publishes through its fork of librtmp; this drives librtmp itself (python3-librtmp),
-/// with its 128-byte chunks and its own command sequence.
 /// With `--segment-storage heap`, MPEG-TS segments are the packager's recycled buffers: a
 /// segment's first response sends the pieces it was written in, the second and later ones
 /// the pieces joined into one buffer; both are its bytes, and ffmpeg decodes the playlist.
@@ -113,13 +111,14 @@ fn segments_kept_in_the_heap_are_sent_whole_and_decode() {
     let ended = server.wait_for_endlist("cam");
     let listed = segments(&ended);
     assert!(listed.len() >= 5, "{ended}");
+    let mut total = 0;
     for segment in listed {
         let first = http::get(server.http, &format!("/hls/cam/{segment}"));
         assert_eq!(first.status, 200);
-        assert!(first.body.len() > 100_000, "a 2 s segment of the 720p clip: {segment}");
         assert_eq!((first.body.len() % 188, first.body[0]), (0, 0x47));
         let joined = http::get(server.http, &format!("/hls/cam/{segment}"));
         assert!(joined.body == first.body, "{segment} differs once joined");
+        total += first.body.len();
     }
     let metrics = http::get(server.http, "/metrics").text();
     let gauge = |name: &str| {
@@ -128,13 +127,17 @@ fn segments_kept_in_the_heap_are_sent_whole_and_decode() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<usize>().ok())
     };
-    assert!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}") > Some(500_000), "{metrics}");
+    // The listed segments, and any kept after the playlist (RFC 8216 §6.2.2).
+    assert!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}") >= Some(total), "{metrics}");
+    assert_eq!(gauge("rtmp_hls_segment_bytes_being_written"), Some(0), "{metrics}");
     assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"memory_file\"}"), Some(0), "{metrics}");
     let (errors, frames) = tools::decode(&server.playlist_url("cam"));
     assert_eq!(errors, "", "ffmpeg decoding the playlist complained");
     assert_eq!(frames, Clip::Av720p30.video_frames());
 }
 
+/// OBS publishes through its fork of librtmp; this drives librtmp itself (python3-librtmp),
+/// with its 128-byte chunks and its own command sequence.
 #[test]
 fn librtmp_publisher_obs_style_plays_and_a_wrong_key_fails() {
     let server = Server::start("librtmp", &["--playlist-length", "10"]);

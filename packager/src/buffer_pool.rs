@@ -1,15 +1,16 @@
 //! Recycled segment buffers.
 //!
-//! A stream whose segments are kept in the heap (fMP4 fragments, MPEG-TS segments without a
-//! [`crate::SegmentSink`]) opens segment buffers (~0.7 MB a segment at 2.6 Mbit/s) every
-//! target duration and frees them when a segment leaves the store. Left to the allocator, the freed memory goes
-//! back to the kernel and the next buffer faults fresh zeroed pages in: page faults were
-//! ~15 % of the server's CPU under load. A segment's bytes here are owned by a [`Recycled`]
-//! buffer that returns to its pool when the last reference (the store's, or an HTTP
-//! response still being sent) is dropped, and the next segment opened by any stream sharing
-//! the pool takes it. The server gives every stream one pool: streams cut at different
-//! moments, so a few buffers serve them all. The pool is bounded in buffers and bytes,
-//! oldest dropped first.
+//! Segments kept in the heap (fMP4 fragments and joined parts; MPEG-TS segments as the
+//! store's 32 KiB staging buffers, or one buffer once joined) are written into buffers
+//! opened as the stream is packaged and freed when a segment leaves the store. Left to the
+//! allocator, the freed memory goes back to the kernel and the next buffer faults fresh
+//! zeroed pages in: page faults were ~15 % of the server's CPU under load. A segment's bytes
+//! here are owned by a [`Recycled`] buffer that returns to its pool when the last reference
+//! (the store's, or an HTTP response still being sent) is dropped, and the next buffer opened
+//! by any stream sharing the pool takes it. The server gives every stream one pool: streams
+//! cut at different moments, so what one frees the others take within a fraction of a
+//! second. The pool is bounded in buffers and bytes (oldest dropped first), and
+//! [`BufferPool::release_unused`], called periodically, frees what a peak left in it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,8 +36,8 @@ pub struct BufferPool {
 struct Free {
     buffers: VecDeque<Vec<u8>>,
     bytes: usize,
-    /// The fewest buffers held since the last [`BufferPool::release_unused`]: that many
-    /// served no request since.
+    /// The fewest buffers held since the last [`BufferPool::release_unused`]: at every
+    /// moment since, at least that many sat idle.
     low: usize,
 }
 
@@ -105,8 +106,8 @@ impl BufferPool {
         drop(dropped);
     }
 
-    /// Frees the buffers that served no request since the last call (as many as the pool's
-    /// fewest since then, oldest first) and returns their bytes of capacity. Called
+    /// Frees as many buffers as the pool never went below since the last call (that many sat
+    /// idle throughout; the oldest go) and returns their bytes of capacity. Called
     /// periodically, it keeps what the streams' cuts take and give back within a period,
     /// and hands back what a peak left (streams that ended, the first segments' windows
     /// filling): a recycled buffer is resident memory, used or not.

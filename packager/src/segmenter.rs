@@ -59,7 +59,8 @@ pub const STAGING_BYTES: usize = 174 * TS_PACKET;
 
 /// Where a segmenter puts segments as it writes them, instead of in buffers of its own (the
 /// server's store: a memory file per stream, so a segment is in memory once, in pages the
-/// kernel hands back when it is dropped). Calls come in order: [`SegmentSink::begin`], then
+/// kernel hands back when it is dropped; or recycled heap buffers, taken whole with
+/// [`SegmentSink::append_buffer`]). Calls come in order: [`SegmentSink::begin`], then
 /// `append` and `overwrite` for that segment, then [`SegmentSink::end`]. The sink deals with
 /// its own failures: a segment it cannot keep is its own to drop.
 pub trait SegmentSink: Send + fmt::Debug {

@@ -4,9 +4,10 @@
 //! [`StreamStore`] holds, per stream name, the sliding-window playlist (rendered once per
 //! change) and the recent segments as shared bytes, the viewer estimate, and what a stream
 //! that ended recently needs to continue its numbering when its publisher comes back. A
-//! publisher writes through its [`Publication`], whose drop ends the stream. Segments
-//! fetched more than once move to memory files ([`memfd`]) that the HTTP side sends with
-//! `sendfile`.
+//! publisher writes through its [`Publication`], whose drop ends the stream. With memory
+//! files ([`memfd`]), MPEG-TS segments are written there as they are made and fMP4 segments
+//! fetched more than once move there, and the HTTP side sends them with `sendfile`; without,
+//! segments stay in recycled heap buffers ([`PROMOTE_AT_FETCH`]).
 //!
 //! This crate owns concurrency (a `DashMap` of slots, each behind a lock held for one
 //! update) and memory: how long segments stay, and where. It never parses media (the

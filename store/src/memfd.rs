@@ -3,9 +3,8 @@
 //! no copy from user space (the copy was a third of the server's CPU when serving segments).
 //! This is what Nginx gets from segments on tmpfs. MPEG-TS segments are written here as the
 //! packager makes them ([`crate::FileSink`]): a stream then holds its segments' bytes once,
-//! in pages the kernel allocates as they are written and takes back when they are punched,
-//! rather than in heap buffers sized for whole segments. fMP4 segments move here at their
-//! second fetch ([`crate::PROMOTE_AT_FETCH`]).
+//! in pages the kernel allocates as they are written and takes back when they are punched.
+//! fMP4 segments move here at their second fetch ([`crate::PROMOTE_AT_FETCH`]).
 //!
 //! One memory file per stream: each segment starts at a page-aligned offset and, when the
 //! last holder drops it, its pages are punched out of the file. Offsets only grow and a

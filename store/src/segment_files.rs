@@ -56,8 +56,10 @@ pub trait SegmentFile: Send + Sync + fmt::Debug + 'static {
     fn read(&self) -> Option<Bytes>;
 }
 
-/// Bytes in the heap as one buffer (an MPEG-TS segment) or several back to back (an fMP4
-/// segment or part: its fragments as the packager made them, never joined by a copy).
+/// Bytes in the heap as one buffer or several back to back: an MPEG-TS segment's staging
+/// buffers as they filled, an fMP4 segment's parts or fragments as the packager made them. A
+/// segment in pieces fetched a second time is joined into one buffer (see
+/// [`crate::PROMOTE_AT_FETCH`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pieces(PiecesInner);
 

@@ -43,10 +43,12 @@ use crate::viewers::{ViewerSession, Viewers};
 /// see [`FileSink`]). Writing it there copies it once, as sending it from the
 /// heap to one viewer does; from then on viewers are sent the file without a copy. So a
 /// segment nobody or one viewer fetches stays in the heap (no extra copy, no extra pages),
-/// and a popular one moves at its second fetch. Without segment files, a segment in pieces
-/// (without parts) is joined into one buffer at this fetch instead.
+/// and a popular one moves at its second fetch. A segment in pieces (without parts) that
+/// stays in the heap (no segment files, or its write failed) is joined into one buffer at
+/// this fetch instead.
 pub const PROMOTE_AT_FETCH: u32 = 2;
-/// Segments a [`FileSink`] ended that their [`Publication::push`] has not taken yet: the
+/// Segments a [`FileSink`] or [`ChunkSink`] ended that their [`Publication::push`] has not
+/// taken yet: the
 /// publisher pushes each as the packager returns it, so one waits at a time; beyond this the
 /// oldest goes (its push then finds no file of its id and skips the segment).
 const MAX_ENDED_WAITING: usize = 4;
@@ -334,7 +336,9 @@ impl<F: SegmentFiles> Slot<F> {
     /// twice.
     fn join(&self, pool: &Arc<BufferPool>, sequence: u64, pieces: &Pieces) -> SegmentBody<F::File> {
         let len = pieces.len();
-        let mut buffer = pool.take_fitting(len, len / JOIN_SLACK_DIVISOR);
+        // A pooled one up to a quarter larger, or a new one of its size class, so that the
+        // buffers of joined segments of similar sizes serve each other.
+        let mut buffer = pool.take(len, len);
         for piece in pieces.as_slice() {
             buffer.extend_from_slice(piece);
         }
@@ -346,10 +350,6 @@ impl<F: SegmentFiles> Slot<F> {
         body
     }
 }
-
-/// A joined segment's buffer may come from the pool with this share of its length to spare
-/// (a sixteenth, as parts are joined: it is held as long as the segment).
-const JOIN_SLACK_DIVISOR: usize = 16;
 
 impl<File> SlotState<File> {
     /// Notes a segment of `bytes` lasting `duration` (just listed) for the bit rates,
@@ -456,9 +456,9 @@ impl<F: SegmentFiles> StreamStore<F> {
         }
     }
 
-    /// The recycled buffers the store joins low-latency parts into; the packagers of its
-    /// streams make their buffers from the same pool, so a part's fragments and the parts
-    /// that leave serve each other.
+    /// The recycled buffers the store keeps heap segments in (MPEG-TS staging buffers,
+    /// joined segments and low-latency parts); the packagers of its streams make their
+    /// buffers from the same pool, so what one stream lets go serves the others.
     pub fn buffer_pool(&self) -> &Arc<BufferPool> {
         &self.buffers
     }
@@ -1049,8 +1049,8 @@ impl<F: SegmentFiles> Publication<F> {
     }
 
     /// Publishes a finished segment, completed at wall-clock time `now`; returns its media
-    /// sequence number. `None` when its bytes went to a [`FileSink`] that could not keep
-    /// them: the segment is skipped (logged) and the next follows a discontinuity.
+    /// sequence number. `None` when its bytes went to a sink that could not keep them: the
+    /// segment is skipped (logged) and the next follows a discontinuity.
     pub fn push(&self, segment: Segment, now: SystemTime) -> Option<u64> {
         let len = segment.len();
         let body = if segment.sink_len > 0 {
@@ -1320,10 +1320,10 @@ impl<F: SegmentFiles> SegmentSink for FileSink<F> {
 /// taken whole as each fills ([`SegmentSink::append_buffer`]) and replaced by recycled ones
 /// from the store's pool, to which they return when the segment's last holder drops it.
 ///
-/// A segment then costs no copy beyond the packager's, no page faults once the pool is warm
-/// (buffers of one size serve every stream), and memory for what it holds: the open segment
-/// grows a staging buffer at a time, not into a buffer sized for a whole segment, and a
-/// closed segment's last buffer is trimmed to its bytes.
+/// A segment then costs no copy beyond the packager's (and its last bytes', see
+/// [`TRIM_UNUSED_DIVISOR`]), no page faults once the pool is warm (buffers of one size serve
+/// every stream), and memory for what it holds: the open segment grows a staging buffer at a
+/// time, not into a buffer sized for a whole segment.
 #[derive(Debug)]
 pub(crate) struct ChunkSink<F: SegmentFiles = MemfdSegments> {
     slot: Arc<Slot<F>>,
@@ -1349,9 +1349,10 @@ impl<F: SegmentFiles> ChunkSink<F> {
         for chunk in self.chunks.drain(..) {
             self.pool.give(chunk);
         }
+        // Its own bytes only: the next publish's sink may be writing already.
+        self.slot.writing_in_heap.fetch_sub(self.len, Ordering::Relaxed);
         self.len = 0;
         self.failed = false;
-        self.slot.writing_in_heap.store(0, Ordering::Relaxed);
     }
 
     /// A buffer from the pool for the packager to write the next bytes into.
@@ -1368,7 +1369,8 @@ impl<F: SegmentFiles> SegmentSink for ChunkSink<F> {
     fn append(&mut self, bytes: &[u8]) {
         let mut chunk = self.pool.take(bytes.len(), bytes.len().max(STAGING_BYTES));
         chunk.extend_from_slice(bytes);
-        self.append_buffer(chunk);
+        let spare = self.append_buffer(chunk);
+        self.pool.give(spare);
     }
 
     fn append_buffer(&mut self, buffer: Vec<u8>) -> Vec<u8> {
@@ -1376,8 +1378,8 @@ impl<F: SegmentFiles> SegmentSink for ChunkSink<F> {
             return buffer;
         }
         self.len += buffer.len();
+        self.slot.writing_in_heap.fetch_add(buffer.len(), Ordering::Relaxed);
         self.chunks.push(buffer);
-        self.slot.writing_in_heap.store(self.len, Ordering::Relaxed);
         self.staging()
     }
 
@@ -2173,11 +2175,12 @@ mod tests {
             }
         }
         assert_eq!(pushed, [0, 1]);
-        let Some(SegmentBody::Memory(first)) = fetched.pop() else { panic!("in the heap") };
-        let pieces = first.as_slice();
+        // Segment 1, fetched once: the staging buffers as they filled, the last one partly.
+        let Some(SegmentBody::Memory(second)) = fetched.pop() else { panic!("in the heap") };
+        let pieces = second.as_slice();
         assert!(pieces.len() > 1 && pieces.iter().all(|p| p.len() <= STAGING_BYTES));
-        // The last buffer holds its bytes and little more: trimmed.
         assert!(pieces.iter().rev().skip(1).all(|p| p.len() > STAGING_BYTES - 188));
+        let buffers = pieces.len();
         // Fetched a second time (the loop fetched segment 0 once), a segment is one buffer.
         let Some(SegmentBody::Memory(joined)) = store.segment("cam", "1-0.ts") else {
             panic!("in the heap");
@@ -2186,11 +2189,15 @@ mod tests {
         assert_eq!(Some(joined.to_bytes()), fetched[0].to_bytes());
         let again = store.segment("cam", "1-0.ts").unwrap();
         assert!(matches!(&again, SegmentBody::Memory(p) if p == &joined), "kept joined");
-        drop((first, fetched, joined, again, sunk, own));
+        drop((second, fetched, joined, again, own));
+        assert!(store.segment_bytes().writing > 0, "frames after the last cut");
+        drop(sunk);
+        assert_eq!(store.segment_bytes().writing, 0, "the open segment's buffers went back");
         let before = pool.held().0;
         drop(publication);
         assert_eq!(store.reap(Instant::now(), Duration::ZERO), ["cam"]);
-        assert!(pool.held().0 > before, "the segments' buffers went back to the pool");
+        // Segment 1's buffers, but for its trimmed last one, and segment 0's joined one.
+        assert!(pool.held().0 >= before + buffers, "the segments' buffers went back to the pool");
     }
 
     #[test]
@@ -2218,5 +2225,12 @@ mod tests {
         let sink_id = sink.end();
         let spoiled = Segment { data: Bytes::new(), sink_len: 10, sink_id, ..segment(2000, 0) };
         assert_eq!(publication.push(spoiled, wall(2000)), None, "skipped");
+        assert_eq!(store.segment_bytes().writing, 0);
+        // A segment ended but never returned by the packager (an error after its end) does
+        // not shift the next one onto its bytes.
+        let _lost = streamed(&mut *sink, 6);
+        let next = streamed(&mut *sink, 7);
+        assert_eq!(publication.push(next, wall(4000)), Some(1));
+        assert_eq!(store.segment("cam", "1-1.ts").unwrap().to_bytes().unwrap(), vec![7; 188]);
     }
 }
