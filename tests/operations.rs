@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::services::{HookBackend, backend, venv};
-use common::{Publisher, STARTUP, Server, publish_fast};
+use common::{Publisher, STARTUP, Server, metric, publish_fast};
 use rtmp_hls_http::api::model::{CreatedKey, KeyList, NewKey, Stream, StreamList};
 use serde_json::Value;
 use testkit::http;
@@ -155,13 +155,6 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
 /// A body as the API type the handlers send (`rtmp_hls_http::api::model`).
 fn typed<T: serde::de::DeserializeOwned>(body: &Value) -> T {
     serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}: {body:#}"))
-}
-
-/// The value of the first sample of `series` (`name{labels}` exactly) in `/metrics`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn metrics(addr: SocketAddr) -> String {

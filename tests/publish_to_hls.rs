@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Publisher, Server, durations, publish_fast, segments, tag};
+use common::{Publisher, Server, durations, metric, publish_fast, segments, tag};
 use testkit::{Clip, clip, http, tools};
 
 /// The newcomer's path: start with no keys, paste the printed OBS settings into a
@@ -57,16 +57,12 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert_eq!(again.status, 200);
     assert!(again.body == segment.body, "the segment sent from its memory file differs");
     let metrics = http::get(server.http, "/metrics").text();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
+    let gauge = |series: &str| metric(&metrics, series);
     let in_files = gauge("rtmp_hls_segment_bytes{storage=\"memory_file\"}");
     let writing = gauge("rtmp_hls_segment_bytes_being_written");
-    assert!(in_files >= Some(segment.body.len() + writing.unwrap_or(0)), "{metrics}");
-    assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}"), Some(0), "{metrics}");
+    let at_least = (segment.body.len() as f64) + writing.unwrap_or(0.0);
+    assert!(in_files >= Some(at_least), "{metrics}");
+    assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}"), Some(0.0), "{metrics}");
     assert_eq!(http::get(server.http, "/hls/demo/nope.ts").status, 404);
     assert_eq!(http::get(server.http, "/hls/nobody/index.m3u8").status, 404);
 
@@ -121,16 +117,11 @@ fn segments_kept_in_the_heap_are_sent_whole_and_decode() {
         total += first.body.len();
     }
     let metrics = http::get(server.http, "/metrics").text();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
+    let gauge = |series: &str| metric(&metrics, series);
     // The listed segments, and any kept after the playlist (RFC 8216 §6.2.2).
-    assert!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}") >= Some(total), "{metrics}");
-    assert_eq!(gauge("rtmp_hls_segment_bytes_being_written"), Some(0), "{metrics}");
-    assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"memory_file\"}"), Some(0), "{metrics}");
+    assert!(gauge("rtmp_hls_segment_bytes{storage=\"heap\"}") >= Some(total as f64), "{metrics}");
+    assert_eq!(gauge("rtmp_hls_segment_bytes_being_written"), Some(0.0), "{metrics}");
+    assert_eq!(gauge("rtmp_hls_segment_bytes{storage=\"memory_file\"}"), Some(0.0), "{metrics}");
     let (errors, frames) = tools::decode(&server.playlist_url("cam"));
     assert_eq!(errors, "", "ffmpeg decoding the playlist complained");
     assert_eq!(frames, Clip::Av720p30.video_frames());

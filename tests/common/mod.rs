@@ -234,6 +234,13 @@ impl Drop for Server {
     }
 }
 
+/// The value of the first sample of `series` (`name{labels}` exactly) in `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Runs the keys CLI on `data_dir`.
 pub fn keys_cli(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rtmp-hls"))
