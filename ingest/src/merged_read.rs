@@ -19,8 +19,8 @@
 //! publisher's measured byte rate, so neither the event loop nor the task wakes for the
 //! packets in between (a timer that merely delayed the read left the event loop waking for
 //! every packet); a fallback timer reads whatever is queued after a few pauses, or when the
-//! cut's frame is due. Whenever the last read took [`BACKLOG_SHARE`] of the buffer (a
-//! backlog, or a fast stream), reads are immediate. What is not foreseen, and may then
+//! cut's frame is due. Whenever the last read filled the read buffer (a backlog: more may be
+//! queued), reads are immediate. What is not foreseen, and may then
 //! wait up to the fallback: a forced cut (`MAX_SEGMENT_BYTES`), a video frame off the
 //! cadence (the packager expects frames on the shortest of the last few intervals; at a
 //! rising frame rate one may come sooner, and a frame after dropped ones may end a part
@@ -46,13 +46,16 @@ pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
 const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros());
 
 /// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
-/// buffer, so a read woken by it, with what arrived between the wake-up and the read, is
-/// not taken for a backlog ([`BACKLOG_SHARE`] of the buffer).
+/// buffer, so a read woken by it, with what arrived between the wake-up and the read (a
+/// video frame an encoder sent at once), rarely fills the buffer.
 pub const MAX_LOW_WATER: usize = 16 << 10;
-/// A read that takes this share of the read buffer or more means a backlog (or a fast
-/// stream whose socket buffer could fill while gathering): reads are immediate after it.
-/// Three quarters: reads woken at [`MAX_LOW_WATER`] (half the buffer) stay below it.
-pub const BACKLOG_SHARE: (usize, usize) = (3, 4);
+/// A read that takes this share of the read buffer or more means a backlog: reads are
+/// immediate after it. The whole buffer: a read that did not fill it took everything queued.
+/// A read woken at [`MAX_LOW_WATER`] often takes half as much again (a frame that came
+/// meanwhile), and taking that for a backlog cost a wake-up for the next chunk header alone
+/// (ffmpeg writes it apart from its payload); gathering cannot overfill the socket, whose
+/// buffer holds eight marks at least ([`LOW_WATER_BUFFER_SHARE`]).
+pub const BACKLOG_SHARE: (usize, usize) = (1, 1);
 /// Share of the socket's receive buffer the mark may take at most: setting a mark whose
 /// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
 /// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
@@ -243,8 +246,7 @@ impl ReadPacer {
     }
 
     fn plan(&self, n: usize, buffer: usize, now: Instant, next_cut: Option<NextCut>) -> NextRead {
-        // A backlog (or a fast stream whose socket buffer could fill while gathering): keep
-        // reading at once.
+        // A backlog: keep reading at once.
         if n >= buffer / BACKLOG_SHARE.1 * BACKLOG_SHARE.0 {
             return NextRead::Immediate;
         }
@@ -448,9 +450,8 @@ mod tests {
     fn measured(t0: Instant) -> ReadPacer {
         let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
-        let (next, mark) = pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
-        // That read was a backlog (over three quarters of the buffer): immediate, whatever
-        // the rate.
+        let (next, mark) = pacer.after_read(299_000, 299_000, t0 + Duration::from_secs(1), FAR);
+        // That read was a backlog (it filled the buffer): immediate, whatever the rate.
         assert_eq!((next, mark), (NextRead::Immediate, None));
         pacer
     }
