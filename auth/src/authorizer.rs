@@ -14,6 +14,11 @@ use crate::failure_limiter::{FailureLimiter, FailureLimits};
 use crate::jwt::{JwtVerifier, TokenRejected, looks_like_jwt};
 use crate::key_store::{Grant, KeyStore, MAX_TOKEN_ID_LEN, Revocation};
 
+/// How old what the store read may be when it answers a live publish's re-check: the embedded
+/// store then reads its file once for every stream re-checked within it, not once per stream.
+/// A revocation reaches a live publish within the re-check interval plus this.
+pub const RECHECK_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// Why a publish is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
@@ -60,7 +65,7 @@ impl Authorizer {
         if !self.failures.allows(ip, Instant::now()) {
             return Err(Denial::RateLimited);
         }
-        let result = self.decide(key).await;
+        let result = self.decide(key, None).await;
         if matches!(result, Err(Denial::UnknownKey | Denial::Token(_) | Denial::WrongStream)) {
             self.failures.record_failure(ip, Instant::now());
         }
@@ -79,15 +84,17 @@ impl Authorizer {
 
     /// Whether a grant for `key` still holds, as `revocation` says to check. A token's
     /// expiry does not end a publish it started (tokens are short-lived; streams are not).
+    /// The store may answer from what it read up to [`RECHECK_MAX_AGE`] ago.
     pub async fn recheck(&self, key: &str, revocation: &Revocation) -> Recheck {
         match revocation {
-            Revocation::Key => match self.decide(key).await {
+            Revocation::Key => match self.decide(key, Some(RECHECK_MAX_AGE)).await {
                 Ok(grant) => Recheck::Holds(Some(grant)),
                 Err(Denial::Unavailable(_)) => Recheck::Unknown,
                 Err(_) => Recheck::Revoked,
             },
             Revocation::Token(jti) => {
-                match tokio::time::timeout(self.timeout, self.store.token_revoked(jti)).await {
+                let revoked = self.store.recheck_token_revoked(jti, RECHECK_MAX_AGE);
+                match tokio::time::timeout(self.timeout, revoked).await {
                     Ok(Ok(false)) => Recheck::Holds(None),
                     Ok(Ok(true)) => Recheck::Revoked,
                     Ok(Err(_)) | Err(_) => Recheck::Unknown,
@@ -96,7 +103,9 @@ impl Authorizer {
         }
     }
 
-    async fn decide(&self, key: &str) -> Result<Grant, Denial> {
+    /// `recheck`: a live publish's re-check, which the store may answer from what it read
+    /// at most that long ago.
+    async fn decide(&self, key: &str, recheck: Option<Duration>) -> Result<Grant, Denial> {
         let (named, rest) = match key.split_once('?') {
             Some((name, query)) => (Some(name), query),
             None => (None, key),
@@ -146,7 +155,13 @@ impl Authorizer {
             });
         }
         let stored_key = named.unwrap_or(key);
-        match tokio::time::timeout(self.timeout, self.store.lookup(stored_key)).await {
+        let lookup = async {
+            match recheck {
+                Some(max_age) => self.store.recheck_lookup(stored_key, max_age).await,
+                None => self.store.lookup(stored_key).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, lookup).await {
             Ok(Ok(Some(grant))) => Ok(grant),
             Ok(Ok(None)) => Err(Denial::UnknownKey),
             Ok(Err(e)) => Err(Denial::Unavailable(e.to_string())),

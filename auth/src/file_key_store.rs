@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,8 @@ struct Parsed {
     /// `None` when there was no file.
     stamp: Option<FileStamp>,
     lookups: Arc<Lookups>,
+    /// When the file was last found to have this stamp.
+    checked: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -263,10 +265,12 @@ impl FileKeyStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(io_error(&path, source)),
         };
+        let checked = Instant::now();
         let mut parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(parsed) = parsed.as_ref()
+        if let Some(parsed) = parsed.as_mut()
             && parsed.stamp == stamp
         {
+            parsed.checked = parsed.checked.max(checked);
             return Ok(Arc::clone(&parsed.lookups));
         }
         // Parsed under the lock: concurrent lookups after a change wait for one parse.
@@ -275,7 +279,7 @@ impl FileKeyStore {
             streams: file.streams.into_iter().map(|s| (s.key_hash.clone(), s)).collect(),
             revoked_tokens: file.revoked_tokens.into_iter().map(|t| t.jti).collect(),
         });
-        *parsed = Some(Parsed { stamp, lookups: Arc::clone(&lookups) });
+        *parsed = Some(Parsed { stamp, lookups: Arc::clone(&lookups), checked });
         Ok(lookups)
     }
 
@@ -339,23 +343,60 @@ fn io_error(path: &Path, source: io::Error) -> FileKeyStoreError {
 impl KeyStore for FileKeyStore {
     async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
         let hash = hash_key(key);
-        let lookups = self.lookups().await?;
-        Ok(lookups.streams.get(&hash).map(|entry| Grant {
-            stream: entry.stream.clone(),
-            owner: None,
-            private: entry.private,
-            push: entry.push.clone(),
-            record: entry.record,
-            revocation: Some(Revocation::Key),
-        }))
+        Ok(grant(&*self.lookups().await?, &hash))
     }
 
     async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError> {
         Ok(self.lookups().await?.revoked_tokens.contains(jti))
     }
+
+    async fn recheck_lookup(
+        &self,
+        key: &str,
+        max_age: Duration,
+    ) -> Result<Option<Grant>, KeyStoreError> {
+        let lookups = match self.checked_within(max_age) {
+            Some(lookups) => lookups,
+            None => self.lookups().await?,
+        };
+        Ok(grant(&lookups, &hash_key(key)))
+    }
+
+    async fn recheck_token_revoked(
+        &self,
+        jti: &str,
+        max_age: Duration,
+    ) -> Result<bool, KeyStoreError> {
+        let lookups = match self.checked_within(max_age) {
+            Some(lookups) => lookups,
+            None => self.lookups().await?,
+        };
+        Ok(lookups.revoked_tokens.contains(jti))
+    }
+}
+
+/// The grant of the key whose hash is `hash`.
+fn grant(lookups: &Lookups, hash: &str) -> Option<Grant> {
+    lookups.streams.get(hash).map(|entry| Grant {
+        stream: entry.stream.clone(),
+        owner: None,
+        private: entry.private,
+        push: entry.push.clone(),
+        record: entry.record,
+        revocation: Some(Revocation::Key),
+    })
 }
 
 impl FileKeyStore {
+    /// The lookups as parsed, if the file was last checked at most `max_age` ago: re-checks
+    /// of live publishes share one look at the file (a system call on a blocking thread)
+    /// instead of each taking one.
+    fn checked_within(&self, max_age: Duration) -> Option<Arc<Lookups>> {
+        let parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
+        let parsed = parsed.as_ref()?;
+        (parsed.checked.elapsed() <= max_age).then(|| Arc::clone(&parsed.lookups))
+    }
+
     /// The current lookups, off the async runtime (a changed file is read and parsed).
     async fn lookups(&self) -> Result<Arc<Lookups>, KeyStoreError> {
         let store = self.clone();
@@ -445,6 +486,30 @@ mod tests {
         assert!(!cli.revoke("cam").unwrap());
         assert_eq!(store.lookup(&key).await.unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A re-check may be answered from the file as last read within its age; a publish's
+    /// lookup, and a re-check past that age, read the file as it is.
+    #[tokio::test]
+    async fn rechecks_share_a_recent_read_and_lookups_never_do() {
+        let dir = temp_dir("recheck");
+        let store = FileKeyStore::open(&dir).unwrap();
+        let cam = store.add("cam", false).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(store.recheck_lookup(&cam, hour).await.unwrap().unwrap().stream, "cam");
+        // Another handle (the CLI) revokes the key and a token.
+        let cli = FileKeyStore::open(&dir).unwrap();
+        assert!(cli.revoke("cam").unwrap());
+        assert!(cli.revoke_token("t-1").unwrap());
+        assert!(store.recheck_lookup(&cam, hour).await.unwrap().is_some(), "read just now");
+        assert!(!store.recheck_token_revoked("t-1", hour).await.unwrap());
+        assert_eq!(store.recheck_lookup(&cam, Duration::ZERO).await.unwrap(), None);
+        // Had the re-check not looked, a lookup would have: it always does.
+        assert!(store.token_revoked("t-1").await.unwrap());
+        assert!(store.recheck_token_revoked("t-1", hour).await.unwrap());
+        let door = cli.add("door", false).unwrap();
+        assert_eq!(store.lookup(&door).await.unwrap().map(|g| g.stream), Some("door".into()));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! that hash. A key never appears in a log: [`redact`] gives a short hash prefix to log
 //! instead.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -55,14 +57,35 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Whether the publish token with id `jti` was revoked.
     async fn token_revoked(&self, jti: &str) -> Result<bool, KeyStoreError>;
+
+    /// [`KeyStore::lookup`] for a live publish's re-check, which may be answered from what
+    /// the store read at most `max_age` ago (a new publish always sees the store as it is).
+    /// By default, a lookup.
+    async fn recheck_lookup(
+        &self,
+        key: &str,
+        max_age: Duration,
+    ) -> Result<Option<Grant>, KeyStoreError> {
+        let _ = max_age;
+        self.lookup(key).await
+    }
+
+    /// [`KeyStore::token_revoked`] for a live publish's re-check, likewise.
+    async fn recheck_token_revoked(
+        &self,
+        jti: &str,
+        max_age: Duration,
+    ) -> Result<bool, KeyStoreError> {
+        let _ = max_age;
+        self.token_revoked(jti).await
+    }
 }
 
 /// Longest token id (`jti`) kept in the deny list; ids are UUIDs (AuthX) or similar.
 pub const MAX_TOKEN_ID_LEN: usize = 128;
 /// How long a revoked token id is kept: longer than any publish token should live (the docs
 /// ask for minutes). Older entries are dropped.
-pub const REVOKED_TOKEN_RETENTION: std::time::Duration =
-    std::time::Duration::from_secs(30 * 24 * 3600);
+pub const REVOKED_TOKEN_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl std::fmt::Debug for dyn KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -22,6 +22,6 @@ pub mod jwt;
 pub mod key_store;
 pub mod viewer;
 
-pub use authorizer::{Authorizer, Denial, Recheck};
+pub use authorizer::{Authorizer, Denial, RECHECK_MAX_AGE, Recheck};
 pub use file_key_store::FileKeyStore;
 pub use key_store::{Grant, KeyStore};
