@@ -57,8 +57,10 @@ impl ChunkLimits {
 const EXTENDED_TIMESTAMP: u32 = 0xff_ffff;
 /// Message header length by chunk type (§5.3.1.2).
 const MESSAGE_HEADER_LEN: [usize; 4] = [11, 7, 3, 0];
-/// Initial reassembly capacity; the buffer then grows with the bytes received, never with the
-/// length the peer declared.
+/// Most room a message's buffer is given for the length its header declares, once publishing;
+/// beyond, the buffer grows with the bytes received. Before a publish is granted, a buffer is
+/// given room only for the bytes that came, so a client declaring messages it never sends
+/// costs at most twice what it sent.
 const INITIAL_MESSAGE_CAPACITY: usize = 64 << 10;
 
 /// A complete message.
@@ -202,6 +204,15 @@ impl ChunkReader {
                 let take = remaining.min(input.len() - pos);
                 let stream = self.streams.entry(csid).or_default();
                 let partial = stream.partial.get_or_insert_with(Vec::new);
+                if partial.capacity() == 0 && take > 0 {
+                    let room =
+                        if stream.length <= take || self.limits == ChunkLimits::BEFORE_PUBLISH {
+                            take
+                        } else {
+                            stream.length.min(INITIAL_MESSAGE_CAPACITY)
+                        };
+                    *partial = crate::message_buffers::take(room);
+                }
                 partial.extend_from_slice(&input[pos..pos + take]);
                 pos += take;
                 self.buffered += take;
@@ -218,7 +229,7 @@ impl ChunkReader {
                         timestamp: stream.timestamp,
                         type_id: stream.type_id,
                         stream_id: stream.stream_id,
-                        payload: Bytes::from(payload),
+                        payload: crate::message_buffers::freeze(payload),
                     };
                     return Ok((pos, Some(message)));
                 }
@@ -325,7 +336,8 @@ impl ChunkReader {
         }
         let have = in_progress.unwrap_or(0);
         if in_progress.is_none() {
-            stream.partial = Some(Vec::with_capacity(stream.length.min(INITIAL_MESSAGE_CAPACITY)));
+            // Room is made when its first bytes come.
+            stream.partial = Some(Vec::new());
         }
         let chunk_len = (stream.length - have).min(self.chunk_size);
         if self.buffered + chunk_len > self.limits.max_buffered {
@@ -490,6 +502,32 @@ mod tests {
             assert_eq!(got, expected, "step {step}");
             assert_eq!(reader.buffered(), 0);
         }
+    }
+
+    /// Before a publish is granted, a declared length reserves nothing: sixty chunk streams
+    /// each declaring a 16 KiB message and sending its first 128-byte chunk hold what they
+    /// sent, not 960 KiB. Once publishing, a message's buffer has room for its length.
+    #[test]
+    fn declared_lengths_reserve_nothing_before_a_publish() {
+        let held = |reader: &ChunkReader| -> usize {
+            reader.streams.values().filter_map(|s| s.partial.as_ref()).map(Vec::capacity).sum()
+        };
+        let mut wire = Vec::new();
+        for csid in 3..63u8 {
+            wire.extend_from_slice(&[csid, 0, 0, 0, 0, 0x40, 0, 20, 0, 0, 0, 0]);
+            wire.extend_from_slice(&[2; 128]);
+        }
+        let mut reader = ChunkReader::new();
+        reader.set_limits(ChunkLimits::BEFORE_PUBLISH);
+        let (used, message) = reader.read(&wire).unwrap();
+        assert_eq!((used, message), (wire.len(), None));
+        assert_eq!(reader.buffered(), 60 * 128);
+        assert_eq!(held(&reader), 60 * 128);
+
+        let mut reader = ChunkReader::new();
+        let (_, message) = reader.read(&wire[..12 + 128]).unwrap();
+        assert!(message.is_none());
+        assert_eq!(held(&reader), 16 << 10);
     }
 
     /// The case rml_rtmp 0.8 gets wrong: the first chunk of a 300-byte message on chunk

@@ -5,8 +5,9 @@
 //! server side of connect, createStream and publish, with the authorisation decision left to
 //! the caller), and [`client`], the publishing side as encoders speak it.
 //!
-//! This crate owns the wire format and the publish state machine. It never touches a socket,
-//! a clock or a thread, and knows nothing of keys, media codecs or HLS: `ingest` drives it
+//! This crate owns the wire format and the publish state machine. It never touches a socket
+//! or a clock, nor starts a thread (message bodies recycle their buffers per thread,
+//! [`message_buffers`]), and knows nothing of keys, media codecs or HLS: `ingest` drives it
 //! over tokio, and tests, benchmarks and fuzz targets drive it in memory without pulling in
 //! the server's dependencies. Section numbers refer to the RTMP specification (Adobe, 2012).
 
@@ -14,6 +15,7 @@ pub mod amf0;
 pub mod chunk;
 pub mod client;
 pub mod handshake;
+pub mod message_buffers;
 pub mod session;
 
 pub use session::{Action, MediaKind, Session, SessionError};
