@@ -193,6 +193,8 @@ mod tests {
     /// produces are tested against a real database in the binary's tests).
     struct OneKey {
         mode: std::sync::Mutex<&'static str>,
+        /// The age each re-check allowed, in order.
+        rechecks: std::sync::Mutex<Vec<Duration>>,
     }
 
     #[async_trait]
@@ -219,10 +221,31 @@ mod tests {
                 _ => Ok(jti == "revoked"),
             }
         }
+
+        async fn recheck_lookup(
+            &self,
+            key: &str,
+            max_age: Duration,
+        ) -> Result<Option<Grant>, KeyStoreError> {
+            self.rechecks.lock().unwrap().push(max_age);
+            self.lookup(key).await
+        }
+
+        async fn recheck_token_revoked(
+            &self,
+            jti: &str,
+            max_age: Duration,
+        ) -> Result<bool, KeyStoreError> {
+            self.rechecks.lock().unwrap().push(max_age);
+            self.token_revoked(jti).await
+        }
     }
 
     fn authorizer(jwt: Option<JwtVerifier>) -> (Arc<OneKey>, Authorizer) {
-        let store = Arc::new(OneKey { mode: std::sync::Mutex::new("ok") });
+        let store = Arc::new(OneKey {
+            mode: std::sync::Mutex::new("ok"),
+            rechecks: std::sync::Mutex::default(),
+        });
         let limits = FailureLimits { burst: 3, per_minute: 1 };
         (
             store.clone(),
@@ -288,6 +311,20 @@ mod tests {
         *store.mode.lock().unwrap() = "fail";
         assert!(matches!(auth.authorize(IP, &with_id("t-2")).await, Err(Denial::Unavailable(_))));
         assert_eq!(auth.recheck("", &Revocation::Token("t-1".into())).await, Recheck::Unknown);
+    }
+
+    /// A publish asks the store as it is; a live publish's re-check lets it answer from what
+    /// it read up to [`RECHECK_MAX_AGE`] ago, for a key and for a token.
+    #[tokio::test]
+    async fn only_rechecks_may_be_answered_from_a_recent_read() {
+        let (store, auth) = authorizer(Some(JwtVerifier::from_secret(b"k")));
+        assert!(auth.authorize(IP, "good").await.is_ok());
+        assert!(auth.authorize(IP, &token("cam")).await.is_ok());
+        assert!(store.rechecks.lock().unwrap().is_empty());
+        assert!(matches!(auth.recheck("good", &Revocation::Key).await, Recheck::Holds(Some(_))));
+        let revoked = Revocation::Token("revoked".into());
+        assert_eq!(auth.recheck("", &revoked).await, Recheck::Revoked);
+        assert_eq!(*store.rechecks.lock().unwrap(), [RECHECK_MAX_AGE, RECHECK_MAX_AGE]);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -319,6 +319,9 @@ impl FileKeyStore {
         file.version = FORMAT_VERSION;
         let value = change(&mut file)?;
         self.save(&file)?;
+        // A re-check after this handle's own change (the admin API's) reads the file again:
+        // one answered from before it could undo it.
+        *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = None;
         // The lock is released when `lock` is dropped.
         Ok(value)
     }
@@ -391,8 +394,14 @@ impl FileKeyStore {
     /// The lookups as parsed, if the file was last checked at most `max_age` ago: re-checks
     /// of live publishes share one look at the file (a system call on a blocking thread)
     /// instead of each taking one.
+    /// Runs on the caller's thread: it never waits for the lock, which a parse on a blocking
+    /// thread holds while it reads the file.
     fn checked_within(&self, max_age: Duration) -> Option<Arc<Lookups>> {
-        let parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
+        let parsed = match self.parsed.try_lock() {
+            Ok(parsed) => parsed,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         let parsed = parsed.as_ref()?;
         (parsed.checked.elapsed() <= max_age).then(|| Arc::clone(&parsed.lookups))
     }
@@ -509,6 +518,10 @@ mod tests {
         assert!(store.recheck_token_revoked("t-1", hour).await.unwrap());
         let door = cli.add("door", false).unwrap();
         assert_eq!(store.lookup(&door).await.unwrap().map(|g| g.stream), Some("door".into()));
+        // This handle's own change (the admin API's) is seen by the next re-check at once.
+        assert!(!store.recheck_lookup(&door, hour).await.unwrap().unwrap().private);
+        assert!(store.set_private("door", true).unwrap());
+        assert!(store.recheck_lookup(&door, hour).await.unwrap().unwrap().private);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -502,9 +502,11 @@ fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
 /// Re-checks the key or token of a live publish every [`REVOCATION_CHECK_INTERVAL`] and
 /// ends the publish once it is revoked. A key store that cannot answer does not end it. A
 /// stored key made private or public since (the CLI, the backend writing the document)
-/// applies to the live stream within the interval: the key is the truth for a stream it
-/// publishes (the admin API changes both). A re-check that read the key just before an
-/// admin change can undo it until the next one, 2 s later.
+/// applies to the live stream within the interval and the store's
+/// [`auth::RECHECK_MAX_AGE`]: the key is the truth for a stream it publishes (the admin API
+/// changes both, and the embedded store reads its file again after its own change). A
+/// re-check that read the key just before an admin change can undo it until the next one,
+/// 2 s later.
 async fn watch_revocation(
     ingest: Arc<Ingest>,
     stream: String,
