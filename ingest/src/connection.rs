@@ -32,8 +32,7 @@ use crate::socket::Socket;
 /// Socket read buffer per connection. It lives as long as the connection, so it is memory
 /// per stream; merged reads wake at most [`merged_read::MAX_LOW_WATER`] (16 KiB, half of it)
 /// in, so at encoder bit rates a read rarely fills it, and a burst (a keyframe sent at once)
-/// takes a few reads. A read that fills it is taken for a backlog
-/// ([`merged_read::BACKLOG_SHARE`]).
+/// takes a few reads. A read that fills it is taken for a backlog.
 const READ_BUFFER: usize = 32 << 10;
 /// Messages a player is sent per socket write, at most.
 const PLAY_BATCH: usize = 64;

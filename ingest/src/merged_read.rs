@@ -47,15 +47,8 @@ const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros())
 
 /// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
 /// buffer, so a read woken by it, with what arrived between the wake-up and the read (a
-/// video frame an encoder sent at once), rarely fills the buffer.
+/// video frame an encoder sent at once), rarely fills the buffer (a backlog).
 pub const MAX_LOW_WATER: usize = 16 << 10;
-/// A read that takes this share of the read buffer or more means a backlog: reads are
-/// immediate after it. The whole buffer: a read that did not fill it took everything queued.
-/// A read woken at [`MAX_LOW_WATER`] often takes half as much again (a frame that came
-/// meanwhile), and taking that for a backlog cost a wake-up for the next chunk header alone
-/// (ffmpeg writes it apart from its payload); gathering cannot overfill the socket, whose
-/// buffer holds eight marks at least ([`LOW_WATER_BUFFER_SHARE`]).
-pub const BACKLOG_SHARE: (usize, usize) = (1, 1);
 /// Share of the socket's receive buffer the mark may take at most: setting a mark whose
 /// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
 /// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
@@ -246,8 +239,12 @@ impl ReadPacer {
     }
 
     fn plan(&self, n: usize, buffer: usize, now: Instant, next_cut: Option<NextCut>) -> NextRead {
-        // A backlog: keep reading at once.
-        if n >= buffer / BACKLOG_SHARE.1 * BACKLOG_SHARE.0 {
+        // A read that filled the buffer may have left bytes queued (a backlog): keep reading
+        // at once. One that did not took everything queued, however much more than the mark
+        // (a read woken at it often takes half as much again, a frame that came meanwhile):
+        // gathering goes on, and cannot overfill the socket, whose buffer holds eight marks at
+        // least ([`LOW_WATER_BUFFER_SHARE`]).
+        if n >= buffer {
             return NextRead::Immediate;
         }
         let Some(rate) = self.rate else { return NextRead::Immediate };
@@ -550,10 +547,22 @@ mod tests {
         assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
     }
 
+    /// Only a read that filled the buffer is a backlog: one byte short, gathering goes on.
+    #[test]
+    fn a_read_short_of_a_full_buffer_keeps_gathering() {
+        let t0 = Instant::now();
+        let mut pacer = measured(t0);
+        assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
+        let (next, mark) = pacer.after_read(BUF - 1, BUF, t0 + 1060 * MS, FAR);
+        assert!(matches!(next, NextRead::Gather { .. }), "{next:?}");
+        assert_eq!(mark, None);
+        assert_eq!(pacer.after_read(BUF, BUF, t0 + 1070 * MS, FAR), (NextRead::Immediate, Some(1)));
+    }
+
     #[test]
     fn near_the_cut_a_backlog_or_no_segment_reads_at_once_and_lowers_the_mark() {
         let t0 = Instant::now();
-        let backlog = BUF / BACKLOG_SHARE.1 * BACKLOG_SHARE.0;
+        let backlog = BUF;
         // A frame that could cut due now (the first read's timestamps start at zero).
         let due = NextCut { latest: 1060 * MS, expected: 1060 * MS };
         for (n, next_cut) in [(1000, Some(due)), (backlog, FAR), (1000, None)] {

@@ -40,16 +40,23 @@ pub struct ChunkLimits {
     pub max_message_len: usize,
     /// Bytes of unfinished messages across all chunk streams.
     pub max_buffered: usize,
+    /// Whether a message's buffer is made with room for the length its header declares (up
+    /// to 64 KiB), or only for the bytes that came (a client not authorised yet).
+    pub reserve_declared: bool,
 }
 
 impl ChunkLimits {
     /// For a connection whose publish is granted (and for reading a server's answers).
-    pub const PUBLISHING: Self =
-        Self { max_message_len: MAX_MESSAGE_LEN, max_buffered: MAX_BUFFERED_BYTES };
+    pub const PUBLISHING: Self = Self {
+        max_message_len: MAX_MESSAGE_LEN,
+        max_buffered: MAX_BUFFERED_BYTES,
+        reserve_declared: true,
+    };
     /// For a connection that is not authorised yet.
     pub const BEFORE_PUBLISH: Self = Self {
         max_message_len: MAX_MESSAGE_LEN_BEFORE_PUBLISH,
         max_buffered: MAX_BUFFERED_BYTES_BEFORE_PUBLISH,
+        reserve_declared: false,
     };
 }
 
@@ -205,13 +212,15 @@ impl ChunkReader {
                 let stream = self.streams.entry(csid).or_default();
                 let partial = stream.partial.get_or_insert_with(Vec::new);
                 if partial.capacity() == 0 && take > 0 {
-                    let room =
-                        if stream.length <= take || self.limits == ChunkLimits::BEFORE_PUBLISH {
-                            take
-                        } else {
-                            stream.length.min(INITIAL_MESSAGE_CAPACITY)
-                        };
-                    *partial = crate::message_buffers::take(room);
+                    let declared = stream.length.min(INITIAL_MESSAGE_CAPACITY);
+                    let room = if self.limits.reserve_declared { declared.max(take) } else { take };
+                    // A message longer than the largest recycled size grows past any spare:
+                    // it leaves the spares to the messages that fit them.
+                    *partial = if stream.length > crate::message_buffers::MAX_RECYCLED {
+                        Vec::with_capacity(room)
+                    } else {
+                        crate::message_buffers::take(room)
+                    };
                 }
                 partial.extend_from_slice(&input[pos..pos + take]);
                 pos += take;
@@ -528,6 +537,50 @@ mod tests {
         let (_, message) = reader.read(&wire[..12 + 128]).unwrap();
         assert!(message.is_none());
         assert_eq!(held(&reader), 16 << 10);
+
+        // At a 4 KiB chunk size, 300 bytes of a declared 16 KiB sent in pieces: what is held
+        // stays within twice what came.
+        let mut reader = ChunkReader::new();
+        reader.set_limits(ChunkLimits::BEFORE_PUBLISH);
+        reader.set_chunk_size(4096).unwrap();
+        let (used, _) = reader.read(&[3, 0, 0, 0, 0, 0x40, 0, 20, 0, 0, 0, 0]).unwrap();
+        assert_eq!(used, 12);
+        for piece in [1, 99, 200] {
+            let (used, message) = reader.read(&vec![2; piece]).unwrap();
+            assert_eq!((used, message), (piece, None));
+            assert!(held(&reader) <= 2 * reader.buffered(), "{} held", held(&reader));
+        }
+        assert_eq!(reader.buffered(), 300);
+    }
+
+    /// A message longer than the largest recycled body never takes a spare (it would grow
+    /// past it); one that fits takes the spare of its size.
+    #[test]
+    fn long_messages_leave_the_spares_alone() {
+        use crate::message_buffers::{MAX_RECYCLED, spares};
+        let mut writer = ChunkWriter::new();
+        writer.set_chunk_size(4096);
+        let mut wire = Vec::new();
+        writer.write(6, 0, 9, 1, &vec![1; 60_000], &mut wire);
+        writer.write(6, 33, 9, 1, &vec![1; MAX_RECYCLED * 3], &mut wire);
+        writer.write(6, 66, 9, 1, &vec![1; 60_000], &mut wire);
+        crate::message_buffers::clear();
+        let mut reader = ChunkReader::new();
+        reader.set_chunk_size(4096).unwrap();
+        let mut input = &wire[..];
+        let mut seen = Vec::new();
+        while !input.is_empty() {
+            let (used, message) = reader.read(input).unwrap();
+            input = &input[used..];
+            // Each message is dropped before the next is read.
+            if let Some(message) = message {
+                seen.push((message.payload.len(), spares()));
+            }
+        }
+        // The first's buffer is spare while the long one is read, then the third takes it.
+        assert_eq!(seen[0], (60_000, (0, 0)));
+        assert_eq!(seen[1], (MAX_RECYCLED * 3, (1, MAX_RECYCLED)));
+        assert_eq!(seen[2], (60_000, (0, 0)));
     }
 
     /// The case rml_rtmp 0.8 gets wrong: the first chunk of a 300-byte message on chunk

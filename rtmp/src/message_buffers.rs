@@ -1,17 +1,17 @@
 //! Buffers that reassembled message bodies are written into, recycled per thread.
 //!
-//! A publisher's ~80 messages a second each took a fresh allocation of a few to a few hundred
-//! KiB, freed as soon as the packager had copied the media out: through glibc's bins, the
-//! largest single cost of reading a message after the copy itself (an AAC frame's few hundred
-//! bytes are already past the sizes glibc keeps per thread). Here a body takes a buffer whose
-//! capacity is a power of two, and the buffer goes back, when the last [`Bytes`] of the
-//! message is dropped, to the spares of the thread that drops it: [`SPARES_PER_CLASS`] per
-//! power of two and [`MAX_SPARE_BYTES`] in all, however many connections the thread runs. A
-//! message kept (a player's queue) keeps its buffer, at most twice its length, as a growing
-//! `Vec` would.
+//! A publisher sends ~80 messages a second, of a few hundred bytes (AAC) to tens of KiB, each
+//! dropped as soon as the packager has copied the media out; sizes past glibc's per-thread
+//! cache make a fresh allocation for each the largest cost of reading a message after the
+//! copy itself. A body takes a buffer whose capacity is a power of two, and the buffer goes
+//! back, when the last [`Bytes`] of the message is dropped, to the spares of the thread that
+//! drops it, if that thread reads messages too: [`SPARES_PER_CLASS`] per power of two and
+//! [`MAX_SPARE_BYTES`] in all, however many connections the thread runs. A message kept (a
+//! player's queue) keeps its buffer, at most twice its length, as a growing `Vec` would.
 //!
-//! The spares are thread-local: every connection runs on one thread from accept to close,
-//! reads its messages there and mostly drops them there, so no lock is taken.
+//! The spares are thread-local, so no lock is taken: a connection reads its messages on one
+//! thread from accept to close and mostly drops them there (with `--connection-threads 0`
+//! its task may move between a runtime's threads, which then share the work of recycling).
 
 use std::cell::RefCell;
 
@@ -38,6 +38,9 @@ const CLASSES: usize = (MAX_RECYCLED.ilog2() - MIN_RECYCLED.ilog2() + 1) as usiz
 struct Spares {
     classes: [Vec<Vec<u8>>; CLASSES],
     bytes: usize,
+    /// Whether this thread ever took a buffer: one that never does (a recording's writer,
+    /// dropping what it wrote) keeps none.
+    takes: bool,
 }
 
 thread_local! {
@@ -61,6 +64,7 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
         SPARES
             .try_with(|spares| {
                 let mut spares = spares.borrow_mut();
+                spares.takes = true;
                 let buffer = spares.classes.get_mut(class)?.pop()?;
                 spares.bytes -= buffer.capacity();
                 Some(buffer)
@@ -97,7 +101,8 @@ impl Drop for Recycled {
         // A thread being torn down has no spares any more: the buffer is freed.
         let _ = SPARES.try_with(|spares| {
             let spares = &mut *spares.borrow_mut();
-            if spares.bytes + buffer.capacity() <= MAX_SPARE_BYTES
+            if spares.takes
+                && spares.bytes + buffer.capacity() <= MAX_SPARE_BYTES
                 && let Some(list) = spares.classes.get_mut(class)
                 && list.len() < SPARES_PER_CLASS
             {
@@ -108,9 +113,15 @@ impl Drop for Recycled {
     }
 }
 
+/// Forgets this thread's spare buffers (a test starts from none).
+#[cfg(test)]
+pub(crate) fn clear() {
+    SPARES.with(|spares| *spares.borrow_mut() = Spares::default());
+}
+
 /// This thread's spare buffers: how many, and their bytes.
 #[cfg(test)]
-fn spares() -> (usize, usize) {
+pub(crate) fn spares() -> (usize, usize) {
     SPARES.with(|spares| {
         let spares = spares.borrow();
         let all = spares.classes.iter().flatten();
@@ -126,6 +137,7 @@ mod tests {
 
     #[test]
     fn a_dropped_body_serves_the_next_of_its_class() {
+        clear();
         let mut body = take(10_000);
         assert_eq!(body.capacity(), 16 << 10);
         body.extend_from_slice(&[1; 10_000]);
@@ -143,8 +155,22 @@ mod tests {
         assert_eq!(spares().0, 0);
     }
 
+    /// A thread that never takes a buffer (a recording's writer) keeps none of those it drops.
+    #[test]
+    fn a_thread_that_only_drops_keeps_nothing() {
+        let body = freeze(take(5000));
+        std::thread::spawn(move || {
+            drop(body);
+            assert_eq!(spares(), (0, 0));
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn small_huge_and_grown_bodies_are_not_kept_and_spares_are_bounded() {
+        clear();
+        drop(take(MIN_RECYCLED));
         for len in [0, 100, MIN_RECYCLED - 1, MAX_RECYCLED + 1] {
             let body = take(len);
             assert_eq!(body.capacity(), len);
