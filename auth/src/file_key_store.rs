@@ -358,11 +358,7 @@ impl KeyStore for FileKeyStore {
         key: &str,
         max_age: Duration,
     ) -> Result<Option<Grant>, KeyStoreError> {
-        let lookups = match self.checked_within(max_age) {
-            Some(lookups) => lookups,
-            None => self.lookups().await?,
-        };
-        Ok(grant(&lookups, &hash_key(key)))
+        Ok(grant(&*self.lookups_within(max_age).await?, &hash_key(key)))
     }
 
     async fn recheck_token_revoked(
@@ -370,11 +366,7 @@ impl KeyStore for FileKeyStore {
         jti: &str,
         max_age: Duration,
     ) -> Result<bool, KeyStoreError> {
-        let lookups = match self.checked_within(max_age) {
-            Some(lookups) => lookups,
-            None => self.lookups().await?,
-        };
-        Ok(lookups.revoked_tokens.contains(jti))
+        Ok(self.lookups_within(max_age).await?.revoked_tokens.contains(jti))
     }
 }
 
@@ -404,6 +396,15 @@ impl FileKeyStore {
         };
         let parsed = parsed.as_ref()?;
         (parsed.checked.elapsed() <= max_age).then(|| Arc::clone(&parsed.lookups))
+    }
+
+    /// The lookups as parsed if the file was checked at most `max_age` ago, else as
+    /// [`Self::lookups`] finds them.
+    async fn lookups_within(&self, max_age: Duration) -> Result<Arc<Lookups>, KeyStoreError> {
+        match self.checked_within(max_age) {
+            Some(lookups) => Ok(lookups),
+            None => self.lookups().await,
+        }
     }
 
     /// The current lookups, off the async runtime (a changed file is read and parsed).

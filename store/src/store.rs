@@ -318,20 +318,23 @@ impl<F: SegmentFiles> Slot<F> {
             writer.as_mut().and_then(|writer| writer.write(pieces.as_slice()))
         };
         let Some(file) = file else { return SegmentBody::Memory(pieces) };
-        let body = SegmentBody::File(file);
+        self.replace_body(sequence, SegmentBody::File(file))
+    }
+
+    /// Makes `body` segment `sequence`'s (if it is still held) and returns it.
+    fn replace_body(&self, sequence: u64, body: SegmentBody<F::File>) -> SegmentBody<F::File> {
         let mut state = self.write();
         if let Some(held) = state.segments.iter_mut().find(|held| held.sequence == sequence) {
             held.body = body.clone();
         }
         body
     }
-}
 
-impl<F: SegmentFiles> Slot<F> {
     /// Joins segment `sequence`'s `pieces` into one recycled buffer and returns it as the
     /// segment's body: a segment in the heap fetched a second time is sent in one piece from
-    /// then on (hyper sends a body a piece at a time, and in 32 KiB pieces a wrk segment
-    /// request cost about 40 % more server CPU than in one buffer). Only a segment without
+    /// then on (hyper writes each piece with a system call of its own, its write queue being
+    /// capped by the same `max_buf_size` as our 16 KiB request heads, and in 32 KiB pieces a
+    /// wrk segment request cost about 40 % more server CPU than in one buffer). Only a segment without
     /// parts: a low-latency segment's parts keep its pieces, so joining would hold its bytes
     /// twice.
     fn join(&self, pool: &Arc<BufferPool>, sequence: u64, pieces: &Pieces) -> SegmentBody<F::File> {
@@ -342,12 +345,7 @@ impl<F: SegmentFiles> Slot<F> {
         for piece in pieces.as_slice() {
             buffer.extend_from_slice(piece);
         }
-        let body = SegmentBody::Memory(Pieces::from(pool.share(buffer)));
-        let mut state = self.write();
-        if let Some(held) = state.segments.iter_mut().find(|held| held.sequence == sequence) {
-            held.body = body.clone();
-        }
-        body
+        self.replace_body(sequence, SegmentBody::Memory(Pieces::from(pool.share(buffer))))
     }
 }
 
@@ -1355,6 +1353,13 @@ impl<F: SegmentFiles> ChunkSink<F> {
         self.failed = false;
     }
 
+    /// Adds `chunk`, not empty, to the segment begun.
+    fn push(&mut self, chunk: Vec<u8>) {
+        self.len += chunk.len();
+        self.slot.writing_in_heap.fetch_add(chunk.len(), Ordering::Relaxed);
+        self.chunks.push(chunk);
+    }
+
     /// A buffer from the pool for the packager to write the next bytes into.
     fn staging(&self) -> Vec<u8> {
         self.pool.take(STAGING_BYTES, STAGING_BYTES)
@@ -1367,19 +1372,18 @@ impl<F: SegmentFiles> SegmentSink for ChunkSink<F> {
     }
 
     fn append(&mut self, bytes: &[u8]) {
-        let mut chunk = self.pool.take(bytes.len(), bytes.len().max(STAGING_BYTES));
-        chunk.extend_from_slice(bytes);
-        let spare = self.append_buffer(chunk);
-        self.pool.give(spare);
+        if !bytes.is_empty() {
+            let mut chunk = self.pool.take(bytes.len(), bytes.len().max(STAGING_BYTES));
+            chunk.extend_from_slice(bytes);
+            self.push(chunk);
+        }
     }
 
     fn append_buffer(&mut self, buffer: Vec<u8>) -> Vec<u8> {
         if buffer.is_empty() {
             return buffer;
         }
-        self.len += buffer.len();
-        self.slot.writing_in_heap.fetch_add(buffer.len(), Ordering::Relaxed);
-        self.chunks.push(buffer);
+        self.push(buffer);
         self.staging()
     }
 
