@@ -183,6 +183,8 @@ pub struct Session {
     actions: Vec<Action>,
     next_request_id: u32,
     next_stream_id: u32,
+    /// `play2` was answered (once: each answer is ~16 times the request that asked for it).
+    play2_answered: bool,
     /// The fault that ended the session; reported by every later call.
     failed: Option<SessionError>,
     /// Acknowledgement window the peer asked for (§5.4.4), once it did.
@@ -249,6 +251,7 @@ impl Session {
             actions: Vec::new(),
             next_request_id: 1,
             next_stream_id: 1,
+            play2_answered: false,
             failed: None,
             peer_window: None,
             received: 0,
@@ -675,6 +678,11 @@ impl Session {
             }
             "play2" => {
                 self.require_connected()?;
+                // Answered once: an answer costs ~16 times its request, and a client that
+                // asks again after being refused is not switching bit rates but flooding.
+                if std::mem::replace(&mut self.play2_answered, true) {
+                    return Err(SessionError::Misbehaved("play2 repeated after its refusal"));
+                }
                 self.on_status(
                     stream_id,
                     "error",

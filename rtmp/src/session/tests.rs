@@ -603,3 +603,24 @@ fn a_refused_play_gets_an_onstatus_error() {
     session.play_media(MediaKind::Video, 0, &[1], &mut out);
     assert!(out.is_empty());
 }
+
+#[test]
+fn play2_is_refused_once_and_a_repeat_ends_the_session() {
+    let mut client = Client::new();
+    client.connect("live").command(0, &[s("play2"), Value::Number(0.0), Value::Null]);
+    let mut session = Session::new(1);
+    let answer = sent(&session.handle_bytes(&client.take()).unwrap());
+    let replies = replies(&answer);
+    let codes: Vec<_> = replies.iter().filter_map(|(_, _, v)| Some(status_code(v)?.1)).collect();
+    assert_eq!(codes, ["NetConnection.Connect.Success", "NetStream.Play.Failed"]);
+    // Each repeat would cost ~16 times its bytes in answers: the first ends the session.
+    let mut flood = Vec::new();
+    for _ in 0..3000 {
+        client.command(0, &[s("play2"), Value::Number(0.0), Value::Null]);
+        flood.extend(client.take());
+    }
+    let actions = session.handle_bytes(&flood);
+    let answered = actions.as_ref().map_or(0, |actions| sent(actions).len());
+    assert!(answered <= flood.len(), "{answered} bytes answered to {}", flood.len());
+    assert!(matches!(session.error(), Some(SessionError::Misbehaved(_))), "{:?}", session.error());
+}
