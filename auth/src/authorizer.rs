@@ -62,19 +62,26 @@ impl Authorizer {
 
     /// Decides whether `key`, from `ip`, may publish.
     pub async fn authorize(&self, ip: IpAddr, key: &str) -> Result<Grant, Denial> {
-        if !self.failures.allows(ip, Instant::now()) {
+        if !self.take_attempt(ip) {
             return Err(Denial::RateLimited);
         }
         let result = self.decide(key, None).await;
-        if matches!(result, Err(Denial::UnknownKey | Denial::Token(_) | Denial::WrongStream)) {
-            self.failures.record_failure(ip, Instant::now());
+        if !matches!(result, Err(Denial::UnknownKey | Denial::Token(_) | Denial::WrongStream)) {
+            self.refund_attempt(ip);
         }
         result
     }
 
-    /// Whether `ip` may try to publish now (it has failed too often otherwise).
-    pub fn admits(&self, ip: IpAddr) -> bool {
-        self.failures.allows(ip, Instant::now())
+    /// Takes an attempt to publish from `ip`'s allowance of failures, if it has one left; it
+    /// counts as failed unless given back with [`Self::refund_attempt`], so attempts decided
+    /// at once cannot pass more than the allowance.
+    pub fn take_attempt(&self, ip: IpAddr) -> bool {
+        self.failures.take(ip, Instant::now())
+    }
+
+    /// Gives back an attempt taken with [`Self::take_attempt`] that did not fail.
+    pub fn refund_attempt(&self, ip: IpAddr) {
+        self.failures.refund(ip, Instant::now());
     }
 
     /// Counts a failed attempt from `ip` decided elsewhere (an `on_publish` refusal).
@@ -193,6 +200,8 @@ mod tests {
     /// produces are tested against a real database in the binary's tests).
     struct OneKey {
         mode: std::sync::Mutex<&'static str>,
+        /// Lookups asked.
+        lookups: std::sync::atomic::AtomicUsize,
         /// The age each re-check allowed, in order.
         rechecks: std::sync::Mutex<Vec<Duration>>,
     }
@@ -200,10 +209,16 @@ mod tests {
     #[async_trait]
     impl KeyStore for OneKey {
         async fn lookup(&self, key: &str) -> Result<Option<Grant>, KeyStoreError> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mode = *self.mode.lock().unwrap();
             match mode {
                 "fail" => Err(KeyStoreError("connection refused".into())),
                 "hang" => std::future::pending().await,
+                "slow" => {
+                    // Every attempt started is in flight before any is answered.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(None)
+                }
                 _ => Ok((key == "good").then(|| Grant {
                     stream: "cam".into(),
                     owner: None,
@@ -244,6 +259,7 @@ mod tests {
     fn authorizer(jwt: Option<JwtVerifier>) -> (Arc<OneKey>, Authorizer) {
         let store = Arc::new(OneKey {
             mode: std::sync::Mutex::new("ok"),
+            lookups: std::sync::atomic::AtomicUsize::new(0),
             rechecks: std::sync::Mutex::default(),
         });
         let limits = FailureLimits { burst: 3, per_minute: 1 };
@@ -325,6 +341,33 @@ mod tests {
         let revoked = Revocation::Token("revoked".into());
         assert_eq!(auth.recheck("", &revoked).await, Recheck::Revoked);
         assert_eq!(*store.rechecks.lock().unwrap(), [RECHECK_MAX_AGE, RECHECK_MAX_AGE]);
+    }
+
+    /// Attempts from one address decided at once pass no more lookups than its allowance of
+    /// failures: each takes its share when it starts, not when it has failed.
+    #[tokio::test]
+    async fn attempts_in_flight_together_are_limited_too() {
+        let (store, auth) = authorizer(None);
+        *store.mode.lock().unwrap() = "slow";
+        let auth = Arc::new(auth);
+        let attempts: Vec<_> = (0..20)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.authorize(IP, "bad").await })
+            })
+            .collect();
+        let mut limited = 0;
+        for attempt in attempts {
+            limited += usize::from(attempt.await.unwrap() == Err(Denial::RateLimited));
+        }
+        assert_eq!(store.lookups.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(limited, 17);
+        // A right key from an address with allowance left gives its attempt back.
+        *store.mode.lock().unwrap() = "ok";
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        for _ in 0..5 {
+            assert!(auth.authorize(other, "good").await.is_ok());
+        }
     }
 
     #[tokio::test]

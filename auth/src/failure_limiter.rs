@@ -57,6 +57,33 @@ impl FailureLimiter {
         buckets.get_mut(&ip).is_none_or(|bucket| self.refill(bucket, now) >= 1.0)
     }
 
+    /// Takes an attempt from `ip`'s bucket if it holds one: the attempt counts as failed
+    /// from its start, so attempts in flight at once (each waiting for its lookup) cannot
+    /// pass more than the bucket holds. [`Self::refund`] gives it back if it did not fail.
+    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !buckets.contains_key(&ip) && buckets.len() >= self.max_tracked {
+            self.make_room(&mut buckets, now);
+        }
+        let burst = f64::from(self.limits.burst);
+        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, updated: now });
+        let tokens = self.refill(bucket, now);
+        if tokens < 1.0 {
+            return false;
+        }
+        bucket.tokens = tokens - 1.0;
+        true
+    }
+
+    /// Gives back an attempt [`Self::take`] took from `ip` that did not fail.
+    pub fn refund(&self, ip: IpAddr, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(&ip) {
+            let tokens = self.refill(bucket, now);
+            bucket.tokens = (tokens + 1.0).min(f64::from(self.limits.burst));
+        }
+    }
+
     /// Records a failed attempt from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -121,6 +148,21 @@ mod tests {
         assert!(limiter.allows(ip(2), t0), "another address is not affected");
         let later = t0 + refill_interval(FailureLimits { burst: 3, per_minute: 6 });
         assert!(limiter.allows(ip(1), later));
+    }
+
+    #[test]
+    fn attempts_are_taken_at_their_start_and_refunded_unless_they_fail() {
+        let limiter = FailureLimiter::new(FailureLimits { burst: 3, per_minute: 6 });
+        let t0 = Instant::now();
+        let taken = (0..10).filter(|_| limiter.take(ip(1), t0)).count();
+        assert_eq!(taken, 3, "attempts in flight at once pass no more than the burst");
+        limiter.refund(ip(1), t0);
+        assert!(limiter.take(ip(1), t0), "a refunded attempt is there again");
+        assert!(!limiter.take(ip(1), t0));
+        for _ in 0..10 {
+            limiter.refund(ip(1), t0);
+        }
+        assert_eq!((0..10).filter(|_| limiter.take(ip(1), t0)).count(), 3, "never past the burst");
     }
 
     #[test]
