@@ -203,8 +203,14 @@ pub fn init_segment(tracks: &[TrackInit]) -> Vec<u8> {
     let ftyp = w.begin(b"ftyp");
     w.bytes(b"iso6");
     w.u32(0);
-    for brand in [b"iso6", b"cmfc", b"mp41", b"dash"] {
+    // Not `cmfc`: CMAF wants one track per init segment and per fragment, and both tracks
+    // share them here.
+    for brand in [b"iso6", b"mp41", b"dash"] {
         w.bytes(brand);
+    }
+    // AV1-ISOBMFF §2.1: a file with AV1 tracks lists `av01`.
+    if tracks.iter().any(|track| matches!(track.entry, SampleEntry::Av1 { .. })) {
+        w.bytes(b"av01");
     }
     w.end(ftyp);
 
@@ -280,6 +286,17 @@ impl Writer<'_> {
     }
 
     /// The unity transformation matrix (ISO/IEC 14496-12 §8.2.2).
+    /// A descriptor's tag and the size of its `len`-byte payload (ISO/IEC 14496-1 §8.3.3:
+    /// seven bits a byte, the high bit set on all but the last).
+    fn descriptor(&mut self, tag: u8, len: usize) {
+        self.bytes(&[tag]);
+        for group in (0..size_field_len(len)).rev() {
+            let more = if group > 0 { 0x80 } else { 0 };
+            let bits = (len >> (7 * group)) & 0x7f;
+            self.bytes(&[more | u8::try_from(bits).unwrap_or(0x7f)]);
+        }
+    }
+
     fn matrix(&mut self) {
         for value in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
             self.u32(value);
@@ -449,30 +466,43 @@ impl Writer<'_> {
         // The rate as 16.16 when it fits (it is the track's timescale anyway).
         self.u32(if sample_rate < 0x1_0000 { sample_rate << 16 } else { 0 });
         let esds = self.begin_full(b"esds", 0, 0);
-        let specific = if config.is_empty() { 0 } else { 2 + config.len() };
+        let specific = if config.is_empty() { 0 } else { descriptor_len(config.len()) };
         let decoder_config = 13 + specific;
-        let es = 3 + (2 + decoder_config) + (2 + 1);
-        self.bytes(&[0x03, descriptor_len(es)]);
+        let es = 3 + descriptor_len(decoder_config) + descriptor_len(1);
+        self.descriptor(0x03, es);
         self.u16(0); // ES_ID
         self.bytes(&[0]); // flags, stream priority
-        self.bytes(&[0x04, descriptor_len(decoder_config), object_type, 0x15]); // audio stream
+        self.descriptor(0x04, decoder_config);
+        self.bytes(&[object_type, 0x15]); // audio stream
         self.bytes(&[0, 0, 0]); // bufferSizeDB
         self.u32(0); // maxBitrate
         self.u32(0); // avgBitrate
         if !config.is_empty() {
-            self.bytes(&[0x05, descriptor_len(config.len())]);
+            self.descriptor(0x05, config.len());
             self.bytes(config);
         }
-        self.bytes(&[0x06, 1, 0x02]); // SLConfigDescriptor, predefined MP4
+        self.descriptor(0x06, 1);
+        self.bytes(&[0x02]); // SLConfigDescriptor, predefined MP4
         self.end(esds);
         self.end(entry);
     }
 }
 
-/// A descriptor length byte: every descriptor written here is shorter than 128 bytes (an
-/// AudioSpecificConfig is a few bytes).
-fn descriptor_len(len: usize) -> u8 {
-    u8::try_from(len.min(127)).unwrap_or(127)
+/// Bytes of a descriptor's size field for a payload of `len` bytes: seven bits a byte (ISO/IEC
+/// 14496-1 §8.3.3), at most four. An AudioSpecificConfig is a few bytes, but nothing bounds
+/// it below a message's length.
+fn size_field_len(len: usize) -> usize {
+    match len {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        _ => 4,
+    }
+}
+
+/// Bytes of a whole descriptor with a payload of `len` bytes: tag, size field, payload.
+fn descriptor_len(len: usize) -> usize {
+    1 + size_field_len(len) + len
 }
 
 /// Writes boxes into a slice of a known length.
@@ -511,5 +541,70 @@ impl Cursor<'_> {
     fn bytes(&mut self, bytes: &[u8]) {
         self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
         self.at += bytes.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(id: u32, entry: SampleEntry) -> TrackInit {
+        TrackInit { id, timescale: 90_000, entry }
+    }
+
+    fn brands(init: &[u8]) -> Vec<[u8; 4]> {
+        let len = usize::try_from(u32::from_be_bytes(init[..4].try_into().unwrap())).unwrap();
+        assert_eq!(&init[4..8], b"ftyp");
+        init[16..len].chunks(4).map(|brand| brand.try_into().unwrap()).collect()
+    }
+
+    #[test]
+    fn brands_claim_av1_when_it_is_there_and_never_cmaf() {
+        let av1 =
+            SampleEntry::Av1 { record: vec![0x81, 0, 0, 0], width: 320, height: 240, colour: None };
+        let aac = SampleEntry::Aac { config: vec![0x12, 0x10], sample_rate: 44_100, channels: 2 };
+        let with_av1 = brands(&init_segment(&[track(1, av1), track(2, aac.clone())]));
+        assert!(with_av1.contains(b"av01"), "{with_av1:?}");
+        let audio_only = brands(&init_segment(&[track(1, aac)]));
+        assert!(!audio_only.contains(b"av01"));
+        for list in [with_av1, audio_only] {
+            assert!(!list.contains(b"cmfc"), "two tracks share the init segment: not CMAF");
+            assert!(list.contains(b"iso6"));
+        }
+    }
+
+    /// An AudioSpecificConfig longer than a one-byte descriptor size (127) is written whole,
+    /// with sizes Mozilla's reader follows.
+    #[test]
+    fn long_audio_configs_get_multi_byte_descriptor_sizes() {
+        for extra in [0, 120, 200, 20_000] {
+            let mut config = vec![0x12, 0x10];
+            config.resize(2 + extra, 0);
+            let entry =
+                SampleEntry::Aac { config: config.clone(), sample_rate: 44_100, channels: 2 };
+            let init = init_segment(&[track(1, entry)]);
+            let context = mp4parse::read_mp4(&mut std::io::Cursor::new(&init[..])).unwrap();
+            let stsd = context.tracks[0].stsd.as_ref().unwrap();
+            let mp4parse::SampleEntry::Audio(audio) = &stsd.descriptions[0] else {
+                panic!("not an audio entry")
+            };
+            let mp4parse::AudioCodecSpecific::ES_Descriptor(es) = &audio.codec_specific else {
+                panic!("no ES descriptor")
+            };
+            assert_eq!(es.decoder_specific_data.to_vec(), config, "{extra} bytes after the ASC");
+            assert_eq!(es.audio_object_type, Some(2));
+        }
+    }
+
+    #[test]
+    fn descriptor_sizes_are_seven_bits_a_byte() {
+        let mut out = Vec::new();
+        let mut cursor = Writer { out: &mut out };
+        cursor.descriptor(0x05, 127);
+        cursor.descriptor(0x05, 128);
+        cursor.descriptor(0x05, 0x4000);
+        assert_eq!(out, [0x05, 0x7f, 0x05, 0x81, 0x00, 0x05, 0x81, 0x80, 0x00]);
+        assert_eq!(descriptor_len(127), 129);
+        assert_eq!(descriptor_len(128), 131);
     }
 }

@@ -11,6 +11,8 @@ use crate::error::Malformed;
 
 /// NAL unit type of a sequence parameter set (H.265 table 7-1).
 const NAL_SPS: u8 = 33;
+/// NAL unit types of the video, sequence and picture parameter sets (H.265 table 7-1).
+const PARAMETER_SETS: [u8; 3] = [32, NAL_SPS, 34];
 /// Bytes of the record before its arrays of NAL units.
 const HEADER_LEN: usize = 23;
 
@@ -38,10 +40,16 @@ impl HevcConfig {
         let mut rest = &data[HEADER_LEN..];
         let mut picture_size = None;
         let mut has_sps = false;
+        let mut record = data.to_vec();
         for _ in 0..data[22] {
+            let at = data.len() - rest.len();
             let [kind, n0, n1, tail @ ..] = rest else {
                 return Err(bad("HEVC parameter set array cut short"));
             };
+            if PARAMETER_SETS.contains(&(kind & 0x3f)) {
+                // array_completeness: every set of the kind is here, as `hvc1` requires.
+                record[at] |= 0x80;
+            }
             let is_sps = kind & 0x3f == NAL_SPS;
             rest = tail;
             for _ in 0..u16::from_be_bytes([*n0, *n1]) {
@@ -62,10 +70,12 @@ impl HevcConfig {
         if !has_sps {
             return Err(bad("HEVC record without a sequence parameter set"));
         }
-        Ok(Self { record: data.to_vec(), picture_size })
+        Ok(Self { record, picture_size })
     }
 
-    /// The record as received, for fMP4's `hvcC`.
+    /// The record as received, for fMP4's `hvcC`, with `array_completeness` set on the
+    /// parameter sets' arrays (ISO/IEC 14496-15 §8.4.1.1.1: 1 under an `hvc1` sample entry;
+    /// ffmpeg's FLV muxer writes 0, its MP4 muxer 1).
     pub fn record(&self) -> &[u8] {
         &self.record
     }
@@ -161,7 +171,13 @@ mod tests {
         let config = HevcConfig::parse(X265_MAIN_240P).unwrap();
         assert_eq!(config.picture_size(), Some((320, 240)));
         assert_eq!(config.codec_string(), "hvc1.1.6.L60.90");
-        assert_eq!(config.record(), X265_MAIN_240P);
+        // The VPS, SPS and PPS arrays (bytes 23, 52, 99) marked complete; nothing else.
+        let mut complete = X265_MAIN_240P.to_vec();
+        for at in [23, 52, 99] {
+            complete[at] |= 0x80;
+        }
+        assert_eq!(config.record(), complete);
+        assert_eq!(HevcConfig::parse(config.record()).unwrap(), config, "parses as it was");
     }
 
     #[test]
