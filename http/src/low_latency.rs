@@ -61,7 +61,10 @@ pub(crate) async fn playlist(
             }
             Some(Reload::Ready(body)) => {
                 let visibility = if signing.is_some() { "private" } else { "public" };
-                let cache = if directives.blocks() {
+                // Only a low-latency store blocks; elsewhere the directives are ignored and
+                // the answer is the current playlist, which must not be cached as the one the
+                // directives name.
+                let cache = if directives.blocks() && store.is_low_latency() {
                     let target = store.target_duration(name).unwrap_or(Duration::from_secs(2));
                     format!("{visibility}, max-age={}", target.as_secs() * BLOCKED_CACHE_TARGETS)
                 } else if signing.is_some() {
@@ -262,6 +265,28 @@ mod tests {
         let playlist = text(response).await;
         assert!(playlist.contains("URI=\"1-1.0.m4s\""), "{playlist}");
         assert!(playlist.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"1-1.1.m4s\"\n"));
+    }
+
+    /// Without low latency the directives are ignored: the answer is the playlist as it is,
+    /// cached as every playlist is, not for target durations under the query's key.
+    #[tokio::test]
+    async fn directives_to_a_stream_without_low_latency_are_not_cached_as_blocked() {
+        let store = Arc::new(StreamStore::new(StoreConfig::default()));
+        let publication = store.begin("cam", 1, 10).unwrap();
+        let start =
+            FragmentOutput::SegmentStart { discontinuity: false, start: 0, part_target: None };
+        let mut outputs = vec![FragmentOutput::Init(Bytes::from_static(b"init")), start];
+        outputs.push(FragmentOutput::Fragment(Bytes::from(vec![1; 4])));
+        outputs.push(FragmentOutput::SegmentEnd {
+            duration: Duration::from_secs(2),
+            discontinuity: false,
+            independent: true,
+            start: 0,
+        });
+        push(&publication, outputs);
+        let response = get(&store, "/hls/cam/index.m3u8?_HLS_msn=7&_HLS_part=1").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CACHE_CONTROL], PLAYLIST_CACHE);
     }
 
     #[tokio::test]

@@ -560,6 +560,9 @@ impl Fragmenter {
         if let Some(open) = &mut self.open {
             open.part_written = true;
             open.bytes += size;
+            // rfc8216bis §4.4.4.9: INDEPENDENT=YES says the part contains an independent
+            // frame, wherever in it (GOPs shorter than the segment put keyframes mid-part).
+            open.part_independent |= unit.keyframe;
         }
         true
     }

@@ -257,9 +257,12 @@ impl MediaPlaylist {
         let mut out = String::with_capacity(256 + self.entries.len() * 112 + parts * 72);
         let fmp4 = self.entries.iter().any(|e| e.map.is_some())
             || self.open.as_ref().is_some_and(|o| o.map.is_some());
+        // The least each kind needs (RFC 8216bis §8): EXT-X-MAP 6; a low-latency playlist
+        // 9, as any of its answers may be a delta update (EXT-X-SKIP), and one version for
+        // all of them.
         let version = match (self.low_latency.is_some(), fmp4) {
             (true, _) => 9,
-            (false, true) => 7,
+            (false, true) => 6,
             (false, false) => 3,
         };
         // Writing to a String cannot fail.
@@ -280,7 +283,8 @@ impl MediaPlaylist {
                 writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(low_latency.part_target));
         }
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
-        if self.discontinuity_sequence > 0 {
+        // §6.2.2: a playlist listing a discontinuity says its sequence, 0 included.
+        if self.discontinuity_sequence > 0 || self.entries.iter().any(|e| e.discontinuity) {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
         }
         if self.entries.iter().all(|e| e.independent) {
@@ -518,7 +522,7 @@ mod tests {
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
-             #EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
              #EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n1.ts\n#EXTINF:2.000,\n2.ts\n\
              #EXTINF:2.000,\n3.ts\n"
         );
@@ -558,7 +562,7 @@ mod tests {
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
-             #EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-DISCONTINUITY\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-DISCONTINUITY\n\
              #EXT-X-PROGRAM-DATE-TIME:2025-11-25T22:00:00.123Z\n#EXTINF:2.000,\na.ts\n"
         );
     }

@@ -634,6 +634,36 @@ fn parts_keep_to_the_announced_part_target() {
     }
 }
 
+/// rfc8216bis §4.4.4.9: a part containing an independent frame says INDEPENDENT=YES, also
+/// when the keyframe is not its first frame: with 0.2 s GOPs every part of a GOP or longer
+/// holds one (the 0.48 s parts two), and about one in five starts with one.
+#[test]
+fn every_part_holding_a_keyframe_is_independent() {
+    let config = RemuxerConfig {
+        target_duration: Duration::from_secs(2),
+        container: Container::Fmp4 { part_target: Some(Duration::from_millis(500)) },
+    };
+    let mut remuxer = Remuxer::new(config);
+    let mut parts = Vec::new();
+    for tag in tags(Clip::AvShortGop) {
+        let kind = match tag.tag_type {
+            8 => TagKind::Audio,
+            9 => TagKind::Video,
+            _ => continue,
+        };
+        remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
+        while let Some(output) = remuxer.pull_fmp4() {
+            if let FragmentOutput::PartEnd { duration, independent } = output {
+                parts.push((duration, independent));
+            }
+        }
+    }
+    let whole_gops: Vec<_> =
+        parts.iter().filter(|(duration, _)| *duration >= Duration::from_millis(200)).collect();
+    assert!(whole_gops.len() > 10, "{parts:?}");
+    assert!(whole_gops.iter().all(|(_, independent)| *independent), "{parts:?}");
+}
+
 /// A part holds the audio that came before its end: when a late video frame starts the next
 /// part, the audio that came after it goes with it, so no audio frame starts more than half
 /// a frame (the counted audio time's drift) and a timestamp rounding past the end of its

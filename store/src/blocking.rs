@@ -16,8 +16,8 @@ use tokio::sync::watch;
 /// How many target durations a blocked request waits at most (§6.2.5.2 says the server
 /// SHOULD answer 503 after three).
 pub const BLOCK_TARGETS: u32 = 3;
-/// The Advance Part Limit (§6.2.5.2) expressed as time: a request may ask for a part up to
-/// this far ahead of the last one (three parts at least).
+/// The Advance Part Limit (§6.2.5.2) expressed as time, for parts under a second: a request
+/// may ask for a part less than this far ahead of the last one.
 const ADVANCE_PART_TIME: Duration = Duration::from_secs(3);
 
 /// Why directives cannot be read.
@@ -118,32 +118,41 @@ pub(crate) fn satisfied(edge: LiveEdge, directives: Directives) -> Option<bool> 
     if msn > edge.open_sequence + 1 {
         return None;
     }
-    let limit = advance_part_limit(edge.part_target);
+    let within = |excess| within_advance_part_limit(excess, edge.part_target);
     match directives.part {
         None => Some(msn < edge.open_sequence),
-        // §6.2.5.2: a part index past the last part of the segment is part 0 of the next (a
-        // segment can end without the part its playlist hinted: a timeline break).
-        // (A segment without parts, not low-latency, has no last part to be past.)
+        // §6.2.5.2: a part index past the last part of the segment is part 0 of the next,
+        // however far past (a segment can end without the part its playlist hinted: a
+        // timeline break). (A segment without parts, not low-latency, has no last part to be
+        // past.)
         Some(part)
             if msn + 1 == edge.open_sequence
                 && edge.closed_parts > 0
                 && part >= edge.closed_parts =>
         {
-            (part - edge.closed_parts < limit).then_some(edge.open_parts > 0)
+            Some(edge.open_parts > 0)
         }
         Some(_) if msn < edge.open_sequence => Some(true),
+        // Counted from the last part listed: the open segment's, or the closed one's last.
         Some(part) if msn == edge.open_sequence => {
-            (part < edge.open_parts + limit).then_some(part < edge.open_parts)
+            within(part.saturating_add(1).saturating_sub(edge.open_parts))
+                .then_some(part < edge.open_parts)
         }
-        Some(part) => (part < limit).then_some(false),
+        // The segment after the open one: at least the part's index plus one ahead.
+        Some(part) => within(part.saturating_add(1)).then_some(false),
     }
 }
 
-/// Parts a request may be ahead by: [`ADVANCE_PART_TIME`] of parts, at least three.
-fn advance_part_limit(part_target: Duration) -> u64 {
-    let per_part = part_target.as_millis().max(1);
-    let parts = ADVANCE_PART_TIME.as_millis().div_ceil(per_part);
-    u64::try_from(parts).unwrap_or(u64::MAX).max(3)
+/// Whether a part `excess` parts past the last one listed is short of the Advance Part Limit
+/// (§6.2.5.2: three divided by the part target when that is under a second, three
+/// otherwise); a request that exceeds the last part by the limit is answered 400.
+fn within_advance_part_limit(excess: u64, part_target: Duration) -> bool {
+    let part_ms = part_target.as_millis().max(1);
+    if part_ms < 1000 {
+        u128::from(excess) * part_ms < ADVANCE_PART_TIME.as_millis()
+    } else {
+        excess < 3
+    }
 }
 
 /// Wakes a waiting request (a blocked playlist reload, a request for the hinted part) when a
@@ -209,7 +218,8 @@ mod tests {
         assert_eq!(satisfied(starting, wants(9, Some(3))), Some(true));
         assert_eq!(satisfied(starting, wants(9, Some(4))), Some(false));
         assert_eq!(satisfied(starting, wants(8, Some(9))), Some(true), "9's part 0 exists");
-        assert_eq!(satisfied(starting, wants(9, Some(4 + 9))), None, "too far past 9's last");
+        assert_eq!(satisfied(starting, wants(9, Some(4 + 90))), Some(false), "10's part 0");
+        assert_eq!(satisfied(edge, wants(9, Some(4 + 90))), Some(true), "10's part 0 exists");
         let no_parts = LiveEdge { closed_parts: 0, ..starting };
         assert_eq!(satisfied(no_parts, wants(9, Some(0))), Some(true));
         assert_eq!(satisfied(edge, wants(11, Some(0))), Some(false));
@@ -221,12 +231,21 @@ mod tests {
         let edge = edge(10, 2);
         // Last complete segment 9: 11 is "plus two", 12 beyond.
         assert_eq!(satisfied(edge, wants(12, None)), None);
-        // 3 s of 334 ms parts: 9 parts ahead of the last (part 1) at most.
-        assert_eq!(satisfied(edge, wants(10, Some(10))), Some(false));
-        assert_eq!(satisfied(edge, wants(10, Some(11))), None);
-        assert_eq!(satisfied(edge, wants(11, Some(8))), Some(false));
-        assert_eq!(satisfied(edge, wants(11, Some(9))), None);
-        assert_eq!(advance_part_limit(Duration::from_secs(2)), 3);
+        // 334 ms parts: the limit is 3 / 0.334 = 8.98 parts past the last (part 1).
+        assert_eq!(satisfied(edge, wants(10, Some(9))), Some(false));
+        assert_eq!(satisfied(edge, wants(10, Some(10))), None);
+        assert_eq!(satisfied(edge, wants(11, Some(7))), Some(false));
+        assert_eq!(satisfied(edge, wants(11, Some(8))), None);
+        // Past the closed segment's last part while the open one has none: 10's part 8 is
+        // nine past 9's part 3.
+        assert_eq!(satisfied(self::edge(10, 0), wants(10, Some(7))), Some(false));
+        assert_eq!(satisfied(self::edge(10, 0), wants(10, Some(8))), None);
+        // Half-second parts: exactly six past is the limit; two-second parts: three.
+        assert!(within_advance_part_limit(5, Duration::from_millis(500)));
+        assert!(!within_advance_part_limit(6, Duration::from_millis(500)));
+        assert!(within_advance_part_limit(2, Duration::from_secs(2)));
+        assert!(!within_advance_part_limit(3, Duration::from_secs(2)));
+        assert!(!within_advance_part_limit(u64::MAX, Duration::from_millis(1)));
     }
 
     #[test]
