@@ -60,6 +60,9 @@ struct Counts {
     evicted: u64,
     /// New-connection tokens per address group: (tokens, when last refilled).
     rate: HashMap<IpAddr, (f64, Instant)>,
+    /// While `rate` is full: no bucket of it is full again before this, so a connection from
+    /// a group not tracked costs no scan of the table until then.
+    rate_full_until: Option<Instant>,
 }
 
 /// How far an unauthenticated connection got, in order.
@@ -173,8 +176,19 @@ impl Counts {
         if self.rate.len() >= MAX_TRACKED_ADDRESSES && !self.rate.contains_key(&group) {
             // Forget addresses whose bucket is full again; if none, let this one through
             // (the other limits still hold).
+            if self.rate_full_until.is_some_and(|until| now < until) {
+                return true;
+            }
             self.rate.retain(|_, bucket| refilled(*bucket) < burst);
             if self.rate.len() >= MAX_TRACKED_ADDRESSES {
+                // Buckets only fill as time passes: the earliest to fill bounds them all.
+                self.rate_full_until = self
+                    .rate
+                    .values()
+                    .filter_map(|&(tokens, at)| {
+                        at.checked_add(Duration::try_from_secs_f64((burst - tokens) / rate).ok()?)
+                    })
+                    .min();
                 return true;
             }
         }
@@ -428,6 +442,25 @@ mod tests {
             Overloaded::PerAddress(2)
         );
         assert!(admission.admit(ip("2001:db8:0:1::1"), &limits, now()).is_ok());
+    }
+
+    /// With the rate table full of buckets still refilling, a connection from a group not
+    /// tracked passes without a scan of the table until the first bucket is full again.
+    #[test]
+    fn a_full_rate_table_is_scanned_only_when_a_bucket_can_be_forgotten() {
+        let mut counts = Counts::default();
+        let t0 = now();
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
+            assert!(counts.take_token(IpAddr::from(i.to_be_bytes()), 60, t0));
+        }
+        let new = |n: u32| IpAddr::from((0xff00_0000 + n).to_be_bytes());
+        assert!(counts.take_token(new(1), 60, t0), "let through, not tracked");
+        // One token a second refills: the first bucket is full again a second later.
+        assert_eq!(counts.rate_full_until, Some(t0 + Duration::from_secs(1)));
+        assert!(counts.take_token(new(2), 60, t0 + Duration::from_millis(500)));
+        assert_eq!(counts.rate.len(), MAX_TRACKED_ADDRESSES);
+        assert!(counts.take_token(new(3), 60, t0 + Duration::from_secs(2)));
+        assert_eq!(counts.rate.len(), 1, "every full bucket forgotten, the new one tracked");
     }
 
     #[test]

@@ -112,12 +112,15 @@ pub struct PerAddressBudget {
     per_window: u32,
     window: Duration,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// While the table is full: no window of it ends before this, so a refusal from an
+    /// address not tracked costs no scan of the table until then.
+    full_until: Mutex<Option<Instant>>,
 }
 
 impl PerAddressBudget {
     /// A budget of `per_window` per `window` for each address.
     pub fn new(per_window: u32, window: Duration) -> Self {
-        Self { per_window, window, seen: Mutex::new(HashMap::new()) }
+        Self { per_window, window, seen: Mutex::new(HashMap::new()), full_until: Mutex::new(None) }
     }
 
     /// Whether a report for `address` (a group: [`auth::address::group`]) may go out at
@@ -125,9 +128,15 @@ impl PerAddressBudget {
     pub fn allow(&self, address: IpAddr, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.len() >= MAX_TRACKED_ADDRESSES && !seen.contains_key(&address) {
+            let mut full_until = self.full_until.lock().unwrap_or_else(PoisonError::into_inner);
+            if full_until.is_some_and(|until| now < until) {
+                return false;
+            }
             let window = self.window;
             seen.retain(|_, (since, _)| now.saturating_duration_since(*since) < window);
             if seen.len() >= MAX_TRACKED_ADDRESSES {
+                // Windows only move later, so the earliest end now is a safe bound.
+                *full_until = seen.values().map(|(since, _)| *since + window).min();
                 return false;
             }
         }
@@ -211,6 +220,9 @@ mod tests {
             budget.allow(IpAddr::from(((i + 1) << 8).to_be_bytes()), t0);
         }
         assert!(!budget.allow("10.9.9.9".parse().unwrap(), t0));
+        // Full, and no window ends for a minute: later refusals do not scan the table.
+        assert_eq!(*budget.full_until.lock().unwrap(), Some(t0 + Duration::from_secs(60)));
+        assert!(!budget.allow("10.9.9.8".parse().unwrap(), t0 + Duration::from_secs(59)));
         assert!(budget.allow("10.9.9.9".parse().unwrap(), t0 + Duration::from_secs(61)));
         assert!(budget.seen.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
     }
