@@ -56,12 +56,13 @@ impl AvcConfig {
         if sps_count == 0 {
             return Err(Malformed::AvcConfig("no sequence parameter set"));
         }
-        let mut picture_size = None;
+        let (mut picture_size, mut formats) = (None, None);
         for _ in 0..sps_count {
             let len = usize::from(r.u16()?);
             let sps = r.take(len)?;
             if picture_size.is_none() {
                 picture_size = sps_picture_size(sps);
+                formats = sps_formats(sps);
             }
             parameter_sets.extend_from_slice(&START_CODE);
             parameter_sets.extend_from_slice(sps);
@@ -75,19 +76,29 @@ impl AvcConfig {
             parameter_sets.extend_from_slice(&START_CODE);
             parameter_sets.extend_from_slice(r.take(len)?);
         }
-        // Profile-specific trailing fields (High profile chroma format etc.) are not needed.
+        let mut record = data.to_vec();
+        // ISO/IEC 14496-15 §5.3.3.1.2: the High profiles' record ends with the chroma format
+        // and bit depths, which x264 through ffmpeg's FLV muxer and OBS leave out; fMP4's
+        // `avcC` gets them from the SPS, as ffmpeg's MP4 muxer writes them.
+        if HIGH_PROFILES.contains(&profile)
+            && r.0.is_empty()
+            && let Some((chroma_format, luma, chroma)) = formats
+        {
+            record.extend_from_slice(&[0xfc | chroma_format, 0xf8 | luma, 0xf8 | chroma, 0]);
+        }
         Ok(Self {
             profile,
             compatibility,
             level,
             nalu_length_size,
             parameter_sets,
-            record: data.to_vec(),
+            record,
             picture_size,
         })
     }
 
-    /// The AVCDecoderConfigurationRecord as received.
+    /// The AVCDecoderConfigurationRecord as received, with the High profiles' trailing
+    /// fields added when they were left out.
     pub fn record(&self) -> &[u8] {
         &self.record
     }
@@ -199,6 +210,34 @@ impl<'a> Reader<'a> {
 /// scaling lists is past this bound, and its picture size is not read.
 const SPS_SIZE_RBSP: usize = 2048;
 
+/// Profiles whose AVCDecoderConfigurationRecord ends with the chroma format and bit depths
+/// (ISO/IEC 14496-15 §5.3.3.1.2).
+const HIGH_PROFILES: [u8; 4] = [100, 110, 122, 144];
+
+/// `chroma_format_idc`, `bit_depth_luma_minus8` and `bit_depth_chroma_minus8` of an SPS NAL
+/// unit of a High profile (ITU-T H.264 §7.3.2.1.1), each within the record's field (2, 3 and 3
+/// bits); `None` if it does not parse or is not of one.
+fn sps_formats(sps: &[u8]) -> Option<(u8, u8, u8)> {
+    let rbsp = crate::bits::rbsp(sps.get(1..)?, 16);
+    let mut bits = crate::bits::BitReader::new(&rbsp);
+    let profile = u8::try_from(bits.bits(8)?).ok()?;
+    if !HIGH_PROFILES.contains(&profile) {
+        return None;
+    }
+    bits.bits(16)?; // constraint flags, level
+    bits.ue()?; // seq_parameter_set_id
+    let chroma_format = bits.ue()?;
+    if chroma_format == 3 {
+        bits.bits(1)?; // separate_colour_plane_flag
+    }
+    let (luma, chroma) = (bits.ue()?, bits.ue()?);
+    Some((
+        u8::try_from(chroma_format).ok().filter(|&f| f < 4)?,
+        u8::try_from(luma).ok().filter(|&d| d < 8)?,
+        u8::try_from(chroma).ok().filter(|&d| d < 8)?,
+    ))
+}
+
 /// Picture width and height of an SPS NAL unit (ITU-T H.264 §7.3.2.1.1, cropping per
 /// §7.4.2.1.1), or `None` if it does not parse. Reads only up to the frame cropping fields.
 pub fn sps_picture_size(sps: &[u8]) -> Option<(u16, u16)> {
@@ -293,6 +332,11 @@ mod tests {
         assert_eq!(cfg.codec_string(), "avc1.64001f");
         assert_eq!(&cfg.parameter_sets[..5], &[0, 0, 0, 1, 0x67]);
         assert_eq!(cfg.parameter_sets.len(), 4 + 26 + 4 + 6);
+        // High profile, 4:2:0, 8 bits: the trailing fields x264's record left out.
+        assert_eq!(cfg.record()[..X264_HIGH_720P.len()], *X264_HIGH_720P);
+        assert_eq!(cfg.record()[X264_HIGH_720P.len()..], [0xfd, 0xf8, 0xf8, 0x00]);
+        let again = AvcConfig::parse(cfg.record()).unwrap();
+        assert_eq!(again.record(), cfg.record(), "a record that has them keeps them as they are");
     }
 
     #[test]
