@@ -163,7 +163,7 @@ pub(crate) enum RecordStreams {
 pub(crate) enum HlsVariant {
     /// MPEG-TS segments (RFC 8216 §3.2): every HLS player since 2009; H.264, AAC, MP3.
     Mpegts,
-    /// Fragmented MP4 (CMAF) segments after an init segment (EXT-X-MAP); also HEVC, AV1, VP9.
+    /// Fragmented MP4 segments after an init segment (EXT-X-MAP); also HEVC, AV1, VP9.
     Fmp4,
     /// fMP4 with parts, blocking playlist reload, preload hints and delta updates
     /// (low-latency HLS); players that do not know parts play its segments.
@@ -623,6 +623,10 @@ impl ServeArgs {
         if self.max_unauthenticated == 0 {
             return Err("--max-unauthenticated: at least 1, or no publisher could connect".into());
         }
+        if self.auth_failure_burst == 0 {
+            // Each attempt takes its place in the bucket while it is decided.
+            return Err("--auth-failure-burst: at least 1, or no key could ever be tried".into());
+        }
         Ok(())
     }
 
@@ -862,6 +866,18 @@ mod tests {
             assert!(args[2].is_empty() || !err.contains(args[2]), "the secret is in: {err}");
         }
         let cli = Cli::try_parse_from(["rtmp-hls", "--jwt-secret", &"x".repeat(32)]).unwrap();
+        assert!(cli.serve.validate().is_ok());
+    }
+
+    /// Limits that would refuse every publisher are refused at start.
+    #[test]
+    fn limits_that_refuse_everyone_are_refused() {
+        for (flag, value) in [("--auth-failure-burst", "0"), ("--max-unauthenticated", "0")] {
+            let cli = Cli::try_parse_from(["rtmp-hls", flag, value]).unwrap();
+            let err = cli.serve.validate().unwrap_err();
+            assert!(err.starts_with(flag) && err.contains("at least 1"), "{err}");
+        }
+        let cli = Cli::try_parse_from(["rtmp-hls", "--auth-failure-burst", "1"]).unwrap();
         assert!(cli.serve.validate().is_ok());
     }
 

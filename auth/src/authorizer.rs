@@ -62,26 +62,26 @@ impl Authorizer {
 
     /// Decides whether `key`, from `ip`, may publish.
     pub async fn authorize(&self, ip: IpAddr, key: &str) -> Result<Grant, Denial> {
-        if !self.take_attempt(ip) {
+        // The attempt counts as failed from its start and is given back unless it failed, so
+        // attempts decided at once cannot pass more lookups than the allowance (and no more
+        // than the allowance of an address's publishes are decided at once: lookups take
+        // milliseconds).
+        if !self.failures.take(ip, Instant::now()) {
             return Err(Denial::RateLimited);
         }
         let result = self.decide(key, None).await;
         if !matches!(result, Err(Denial::UnknownKey | Denial::Token(_) | Denial::WrongStream)) {
-            self.refund_attempt(ip);
+            self.failures.refund(ip, Instant::now());
         }
         result
     }
 
-    /// Takes an attempt to publish from `ip`'s allowance of failures, if it has one left; it
-    /// counts as failed unless given back with [`Self::refund_attempt`], so attempts decided
-    /// at once cannot pass more than the allowance.
-    pub fn take_attempt(&self, ip: IpAddr) -> bool {
-        self.failures.take(ip, Instant::now())
-    }
-
-    /// Gives back an attempt taken with [`Self::take_attempt`] that did not fail.
-    pub fn refund_attempt(&self, ip: IpAddr) {
-        self.failures.refund(ip, Instant::now());
+    /// Whether `ip` may try to publish now (it has failed too often otherwise). For a
+    /// decision made elsewhere (the `on_publish` callback alone), whose failure
+    /// [`Self::note_failure`] counts when it is known: callbacks may take seconds, and a
+    /// relay restarting its pushes would have more than the allowance in flight at once.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.failures.allows(ip, Instant::now())
     }
 
     /// Counts a failed attempt from `ip` decided elsewhere (an `on_publish` refusal).

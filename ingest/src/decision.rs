@@ -178,8 +178,7 @@ async fn authorize(ingest: &Ingest, request: &Request<'_>) -> Result<Grant, Refu
     let address = auth::address::group(request.peer.ip(), ingest.config.limits.ipv6_prefix);
     if hooks.mode == HookMode::Only && hooks.on_publish.is_some() {
         // Nginx-RTMP's model: the publishing name is the stream, unless the hook renames.
-        // The attempt counts as failed until the callback allows it (`ask_on_publish`).
-        if !ingest.authorizer.take_attempt(address) {
+        if !ingest.authorizer.admits(address) {
             return Err(denied(ingest, &Denial::RateLimited));
         }
         let name = request.key.split('?').next().unwrap_or_default().to_owned();
@@ -222,17 +221,8 @@ async fn ask_on_publish(
 ) -> Result<(), Refusal> {
     let hooks = &ingest.config.hooks;
     let form = request.call("publish").form();
-    let address = auth::address::group(request.peer.ip(), ingest.config.limits.ipv6_prefix);
-    // Hook-only mode took the attempt before the call: a refusal has counted already, and
-    // anything else gives it back.
-    let taken = hooks.mode == HookMode::Only;
-    let answer = hooks::send(url, hooks.method, form, hooks.timeout).await;
-    let verdict = answer.map(|(status, location)| hooks::verdict(status, location.as_deref()));
-    if taken && !matches!(verdict, Ok(hooks::Verdict::Refuse(_))) {
-        ingest.authorizer.refund_attempt(address);
-    }
-    match verdict {
-        Ok(verdict) => match verdict {
+    match hooks::send(url, hooks.method, form, hooks.timeout).await {
+        Ok((status, location)) => match hooks::verdict(status, location.as_deref()) {
             hooks::Verdict::Allow(None) => Ok(()),
             hooks::Verdict::Allow(Some(name)) => {
                 // The name before may be the key (hook-only mode): only the new one.
@@ -241,9 +231,8 @@ async fn ask_on_publish(
                 Ok(())
             }
             hooks::Verdict::Refuse(status) => {
-                if !taken {
-                    ingest.authorizer.note_failure(address);
-                }
+                let group = ingest.config.limits.ipv6_prefix;
+                ingest.authorizer.note_failure(auth::address::group(request.peer.ip(), group));
                 Err(Refusal::new(
                     RejectReason::HookRefused,
                     CODE_BAD_NAME,

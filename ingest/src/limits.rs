@@ -220,7 +220,7 @@ mod tests {
             budget.allow(IpAddr::from(((i + 1) << 8).to_be_bytes()), t0);
         }
         assert!(!budget.allow("10.9.9.9".parse().unwrap(), t0));
-        // Full, and no window ends for a minute: later refusals do not scan the table.
+        // Full, and no window ends for a minute: that is when the table is scanned next.
         assert_eq!(*budget.full_until.lock().unwrap(), Some(t0 + Duration::from_secs(60)));
         assert!(!budget.allow("10.9.9.8".parse().unwrap(), t0 + Duration::from_secs(59)));
         assert!(budget.allow("10.9.9.9".parse().unwrap(), t0 + Duration::from_secs(61)));

@@ -451,7 +451,7 @@ impl Output {
         let mut playlist =
             OpenOptions::new().create_new(true).append(true).open(path.with_extension("m3u8"))?;
         let head = format!(
-            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n\
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{target}\n\
              #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"{name}.mp4\",BYTERANGE=\"{}@0\"\n",
             init.len()
         );

@@ -1,5 +1,5 @@
-//! Fragmented MP4 boxes (ISO/IEC 14496-12, as CMAF, ISO/IEC 23000-19, constrains them): the
-//! init segment (`ftyp` + `moov`, one track per elementary stream, no samples) and fragments
+//! Fragmented MP4 boxes (ISO/IEC 14496-12; CMAF's, ISO/IEC 23000-19, but for its one track per
+//! init segment and fragment: both tracks share them here): the init segment (`ftyp` + `moov`, one track per elementary stream, no samples) and fragments
 //! (`moof` + `mdat`, every track's samples of a span of time).
 //!
 //! Written by hand rather than with a box library: the layouts are fixed and few, a
@@ -285,7 +285,6 @@ impl Writer<'_> {
         self.out.resize(self.out.len() + n, 0);
     }
 
-    /// The unity transformation matrix (ISO/IEC 14496-12 §8.2.2).
     /// A descriptor's tag and the size of its `len`-byte payload (ISO/IEC 14496-1 §8.3.3:
     /// seven bits a byte, the high bit set on all but the last).
     fn descriptor(&mut self, tag: u8, len: usize) {
@@ -297,6 +296,7 @@ impl Writer<'_> {
         }
     }
 
+    /// The unity transformation matrix (ISO/IEC 14496-12 §8.2.2).
     fn matrix(&mut self) {
         for value in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
             self.u32(value);

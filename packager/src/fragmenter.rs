@@ -1,4 +1,4 @@
-//! Cutting access units into fragmented MP4 (CMAF) segments, and, for low-latency HLS, the
+//! Cutting access units into fragmented MP4 segments, and, for low-latency HLS, the
 //! segments into parts (draft-pantos-hls-rfc8216bis §4.4.4.9 EXT-X-PART).
 //!
 //! A segment starts at a video keyframe (any audio frame without video) at least the target
@@ -128,7 +128,7 @@ pub enum Output {
     PartEnd {
         /// Its media duration.
         duration: Duration,
-        /// It starts with a keyframe (or the stream has no video).
+        /// It holds a keyframe (or the stream has no video).
         independent: bool,
     },
     /// The open segment is complete (its last part ended just before).
@@ -153,7 +153,7 @@ struct OpenSegment {
     discontinuity: bool,
     independent: bool,
     bytes: usize,
-    /// The current part's start and whether it began with a keyframe.
+    /// The current part's start and whether it holds a keyframe.
     part_start: i64,
     part_independent: bool,
     /// Whether the current part holds any sample yet.
@@ -560,9 +560,6 @@ impl Fragmenter {
         if let Some(open) = &mut self.open {
             open.part_written = true;
             open.bytes += size;
-            // rfc8216bis §4.4.4.9: INDEPENDENT=YES says the part contains an independent
-            // frame, wherever in it (GOPs shorter than the segment put keyframes mid-part).
-            open.part_independent |= unit.keyframe;
         }
         true
     }
@@ -665,6 +662,11 @@ impl Fragmenter {
         }
         if let Some(open) = &mut self.open {
             open.end = open.end.max(held.dts + duration);
+            // rfc8216bis §4.4.4.9: INDEPENDENT=YES says the part contains an independent
+            // frame, wherever in it (GOPs shorter than the segment put keyframes mid-part).
+            // Counted as the frame joins its part, not as it arrives: a held frame that
+            // came before a late one may still start the next part.
+            open.part_independent |= held.keyframe;
         }
         let full = self
             .fragment

@@ -45,7 +45,7 @@ pub struct Part {
 }
 
 impl Part {
-    /// The part at `uri`, `duration` long, starting with a keyframe if `independent`
+    /// The part at `uri`, `duration` long, holding a keyframe if `independent`
     /// (INDEPENDENT=YES).
     pub fn new(uri: &str, duration: Duration, independent: bool) -> Self {
         let independent = if independent { ",INDEPENDENT=YES" } else { "" };
@@ -283,8 +283,13 @@ impl MediaPlaylist {
                 writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds(low_latency.part_target));
         }
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        // The open segment is listed by low-latency playlists only, and only while live.
+        let open_listed = self.open.as_ref().filter(|_| !self.ended && self.low_latency.is_some());
         // §6.2.2: a playlist listing a discontinuity says its sequence, 0 included.
-        if self.discontinuity_sequence > 0 || self.entries.iter().any(|e| e.discontinuity) {
+        if self.discontinuity_sequence > 0
+            || self.entries.iter().any(|e| e.discontinuity)
+            || open_listed.is_some_and(|open| open.discontinuity)
+        {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
         }
         if self.entries.iter().all(|e| e.independent) {
@@ -334,9 +339,7 @@ impl MediaPlaylist {
             let millis = entry.duration.as_millis();
             let _ = write!(out, "#EXTINF:{}.{:03},\n{}\n", millis / 1000, millis % 1000, entry.uri);
         }
-        // The open segment is listed by low-latency playlists only, and only while live.
-        if let Some(open) = self.open.as_ref().filter(|_| !self.ended && self.low_latency.is_some())
-        {
+        if let Some(open) = open_listed {
             if open.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }

@@ -72,7 +72,7 @@ pub enum Container {
     /// MPEG-TS segments ([`Remuxer::pull`]).
     #[default]
     Ts,
-    /// Fragmented MP4 (CMAF) segments ([`Remuxer::pull_fmp4`]), cut into parts of at most
+    /// Fragmented MP4 segments ([`Remuxer::pull_fmp4`]), cut into parts of at most
     /// `part_target` for low-latency HLS when it is set.
     Fmp4 {
         /// The longest part.

@@ -634,34 +634,80 @@ fn parts_keep_to_the_announced_part_target() {
     }
 }
 
-/// rfc8216bis §4.4.4.9: a part containing an independent frame says INDEPENDENT=YES, also
-/// when the keyframe is not its first frame: with 0.2 s GOPs every part of a GOP or longer
-/// holds one (the 0.48 s parts two), and about one in five starts with one.
+/// rfc8216bis §4.4.4.9: a part says INDEPENDENT=YES exactly when it holds an independent
+/// frame, also one that is not its first: with 0.2 s GOPs nearly every part holds one, with
+/// 5 s GOPs only a segment's first part. A keyframe followed by dropped frames came late
+/// enough that the part ends before it and it starts the next: the part it left holds none.
 #[test]
-fn every_part_holding_a_keyframe_is_independent() {
-    let config = RemuxerConfig {
-        target_duration: Duration::from_secs(2),
-        container: Container::Fmp4 { part_target: Some(Duration::from_millis(500)) },
+fn a_part_is_independent_exactly_when_it_holds_a_keyframe() {
+    let media = |clip| -> Vec<(TagKind, Tag)> {
+        tags(clip)
+            .into_iter()
+            .filter_map(|tag| match tag.tag_type {
+                8 => Some((TagKind::Audio, tag)),
+                9 => Some((TagKind::Video, tag)),
+                _ => None,
+            })
+            .collect()
     };
-    let mut remuxer = Remuxer::new(config);
-    let mut parts = Vec::new();
-    for tag in tags(Clip::AvShortGop) {
-        let kind = match tag.tag_type {
-            8 => TagKind::Audio,
-            9 => TagKind::Video,
-            _ => continue,
-        };
-        remuxer.push(kind, tag.timestamp, &tag.data).unwrap();
-        while let Some(output) = remuxer.pull_fmp4() {
-            if let FragmentOutput::PartEnd { duration, independent } = output {
-                parts.push((duration, independent));
+    // 720p30 with every twentieth frame from the fifth made a keyframe (FLV frame type 1) and
+    // the seven frames after it dropped (a part's worth: the next frame comes late).
+    let mut late_keyframes = Vec::new();
+    let mut video = 0;
+    for (kind, mut tag) in media(Clip::Av720p30) {
+        if kind == TagKind::Video {
+            video += 1;
+            match video % 20 {
+                5 => {
+                    let mut data = tag.data.to_vec();
+                    data[0] = (data[0] & 0x0f) | 0x10;
+                    tag.data = data.into();
+                }
+                6..=12 => continue,
+                _ => {}
             }
         }
+        late_keyframes.push((kind, tag));
     }
-    let whole_gops: Vec<_> =
-        parts.iter().filter(|(duration, _)| *duration >= Duration::from_millis(200)).collect();
-    assert!(whole_gops.len() > 10, "{parts:?}");
-    assert!(whole_gops.iter().all(|(_, independent)| *independent), "{parts:?}");
+    let inputs = [
+        ("short GOPs", media(Clip::AvShortGop)),
+        ("long GOPs", media(Clip::AvLongGop)),
+        ("late keyframes", late_keyframes),
+    ];
+    for (name, tags) in inputs {
+        let config = RemuxerConfig {
+            target_duration: Duration::from_secs(2),
+            container: Container::Fmp4 { part_target: Some(Duration::from_millis(250)) },
+        };
+        let mut remuxer = Remuxer::new(config);
+        let mut outputs = Vec::new();
+        for (kind, tag) in &tags {
+            remuxer.push(*kind, tag.timestamp, &tag.data).unwrap();
+            outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        }
+        // Whether each part said INDEPENDENT=YES, and whether it holds a sync sample.
+        let (mut parts, mut holds_keyframe) = (Vec::new(), false);
+        for output in outputs {
+            match output {
+                FragmentOutput::Fragment(fragment) => {
+                    let moof = Moof::decode(&mut Cursor::new(&fragment[..])).unwrap();
+                    holds_keyframe |= moof
+                        .traf
+                        .iter()
+                        .filter(|traf| traf.tfhd.track_id == 1)
+                        .flat_map(|traf| traf.trun.iter().flat_map(|run| run.samples.iter()))
+                        .any(|sample| sample.flags.unwrap() & 0x0001_0000 == 0);
+                }
+                FragmentOutput::PartEnd { independent, .. } => {
+                    parts.push((independent, std::mem::take(&mut holds_keyframe)));
+                }
+                _ => {}
+            }
+        }
+        let independent = parts.iter().filter(|(independent, _)| *independent).count();
+        assert!(independent >= 3 && independent < parts.len(), "{name}: {parts:?}");
+        assert!(parts.iter().all(|(said, holds)| said == holds), "{name}: {parts:?}");
+    }
 }
 
 /// A part holds the audio that came before its end: when a late video frame starts the next
