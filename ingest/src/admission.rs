@@ -11,7 +11,9 @@
 //! come from, while an encoder passes those stages within its first round trips; a flood
 //! from a few addresses evicts itself. Addresses are counted by group
 //! ([`auth::address::group`]: IPv6 per /64). A connection admitted less than
-//! [`FRESH_CONNECTION_GRACE`] ago that has sent nothing yet ranks as handshaking.
+//! [`FRESH_CONNECTION_GRACE`] ago that has sent nothing yet ranks as handshaking; one that has
+//! stayed at a stage before its publish request for [`STALLED_STAGE`] ranks as one that sent
+//! nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,6 +31,15 @@ use crate::limits::{Limits, MAX_TRACKED_ADDRESSES, NEW_CONNECTION_BURST_PER_IP};
 /// first second a silent connection ranks as one that sent a byte would (so a silent flood is
 /// as strong as a one-byte flood, no stronger); past it, it ranks lowest again.
 pub const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a connection may stay at a stage before its publish request (handshaking,
+/// handshake done, connected) and keep that stage's rank; past it, it ranks as one that sent
+/// nothing. An encoder passes each stage in a round trip (its C2, then `connect`, then
+/// `createStream` and `publish` on their answers), well within two seconds on any link. A
+/// flood that completes the free stages and waits (a `connect` costs nothing) would otherwise
+/// outrank every encoder still in its first round trips, and keep new publishers out by
+/// renewing its connections once per publish timeout; now it must renew them this often.
+pub const STALLED_STAGE: Duration = Duration::from_secs(2);
 
 /// Which connection limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -87,15 +98,22 @@ struct Waiting {
     group: IpAddr,
     progress: Progress,
     admitted: Instant,
+    /// When it reached `progress`.
+    since: Instant,
     evict: watch::Sender<bool>,
 }
 
 impl Waiting {
-    /// How far it counts as having got at `now` (see [`FRESH_CONNECTION_GRACE`]).
+    /// How far it counts as having got at `now` (see [`FRESH_CONNECTION_GRACE`] and
+    /// [`STALLED_STAGE`]).
     fn rank(&self, now: Instant) -> Progress {
         let fresh = now.saturating_duration_since(self.admitted) < FRESH_CONNECTION_GRACE;
+        let stalled = now.saturating_duration_since(self.since) >= STALLED_STAGE;
         match self.progress {
             Progress::Accepted if fresh => Progress::Handshaking,
+            Progress::Handshaking | Progress::HandshakeDone | Progress::Connected if stalled => {
+                Progress::Accepted
+            }
             progress => progress,
         }
     }
@@ -143,7 +161,7 @@ impl Admission {
         counts.next_id += 1;
         let (evict, evicted) = watch::channel(false);
         let progress = Progress::Accepted;
-        counts.waiting.push(Waiting { id, group, progress, admitted: now, evict });
+        counts.waiting.push(Waiting { id, group, progress, admitted: now, since: now, evict });
         counts.total += 1;
         *counts.per_group.entry(group).or_insert(0) += 1;
         Ok(ConnectionSlot { admission: Arc::clone(self), group, id, evicted })
@@ -236,11 +254,14 @@ impl Counts {
 }
 
 impl ConnectionSlot {
-    /// The connection got as far as `progress` (while unauthenticated).
-    pub fn progressed(&self, progress: Progress) {
+    /// The connection got as far as `progress` at `now` (while unauthenticated).
+    pub fn progressed(&self, progress: Progress, now: Instant) {
         let mut counts = self.admission.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(waiting) = counts.waiting.iter_mut().find(|waiting| waiting.id == self.id) {
-            waiting.progress = waiting.progress.max(progress);
+        if let Some(waiting) = counts.waiting.iter_mut().find(|waiting| waiting.id == self.id)
+            && progress > waiting.progress
+        {
+            waiting.progress = progress;
+            waiting.since = now;
         }
     }
 
@@ -372,29 +393,62 @@ mod tests {
     fn connections_that_got_further_are_evicted_last() {
         let admission = Arc::new(Admission::default());
         let limits = Limits { max_unauthenticated: 4, ..Limits::default() };
-        let encoder = admission.admit(ip("10.0.0.1"), &limits, now()).unwrap();
-        encoder.progressed(Progress::Connected);
-        let half_open = admission.admit(ip("10.0.0.2"), &limits, now()).unwrap();
-        half_open.progressed(Progress::Handshaking);
-        // Each one silent past the grace when the next comes.
-        let at = |i: u32| now() + FRESH_CONNECTION_GRACE * (i + 1);
-        let flood: Vec<_> = (0..100u32)
+        let t0 = now();
+        let encoder = admission.admit(ip("10.0.0.1"), &limits, t0).unwrap();
+        encoder.progressed(Progress::Connected, t0);
+        let half_open = admission.admit(ip("10.0.0.2"), &limits, t0).unwrap();
+        half_open.progressed(Progress::Handshaking, t0);
+        // A silent flood from many addresses, each one silent past its grace when the next
+        // comes, within the stages' grace: it evicts itself.
+        let at = |i: u32| t0 + FRESH_CONNECTION_GRACE * i * 9 / 10;
+        let flood: Vec<_> = (0..3u32)
             .map(|i| admission.admit(IpAddr::from((0x0a01_0000 + i).to_be_bytes()), &limits, at(i)))
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(!evicted(&encoder) && !evicted(&half_open));
-        assert_eq!(flood.iter().filter(|slot| !evicted(slot)).count(), 2);
-        // With only advanced connections left to evict, the oldest of them goes.
-        for slot in &flood {
-            slot.progressed(Progress::Deciding);
+        assert!(evicted(&flood[0]) && !evicted(&flood[1]) && !evicted(&flood[2]));
+        // With only advanced connections left to evict, the least advanced goes first.
+        for slot in &flood[1..] {
+            slot.progressed(Progress::Deciding, at(2));
         }
-        let late = admission.admit(ip("10.0.0.3"), &limits, at(100)).unwrap();
+        let late = admission.admit(ip("10.0.0.3"), &limits, at(2)).unwrap();
         assert!(evicted(&half_open), "the least advanced goes first");
-        let later = admission.admit(ip("10.0.0.4"), &limits, at(100)).unwrap();
+        let later = admission.admit(ip("10.0.0.4"), &limits, at(2)).unwrap();
         assert!(evicted(&late) && !evicted(&encoder), "a new idle one before the encoder");
-        later.progressed(Progress::Deciding);
-        let _last = admission.admit(ip("10.0.0.5"), &limits, at(100)).unwrap();
+        later.progressed(Progress::Deciding, at(2));
+        let _last = admission.admit(ip("10.0.0.5"), &limits, at(2)).unwrap();
         assert!(evicted(&encoder), "at last, the oldest of the least advanced");
+    }
+
+    /// Connections that completed the free stages (`connect` costs nothing) and wait rank as
+    /// silent ones once stalled there: a flood of them cannot keep an encoder in its first
+    /// round trips out. A publish being decided never stalls.
+    #[test]
+    fn a_stage_held_past_its_grace_ranks_lowest() {
+        let admission = Arc::new(Admission::default());
+        let limits = Limits { max_unauthenticated: 5, ..unlimited_rate() };
+        let t0 = now();
+        let parked: Vec<_> = (0..4u32)
+            .map(|i| {
+                let slot =
+                    admission.admit(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), &limits, t0);
+                let slot = slot.unwrap();
+                slot.progressed(Progress::Connected, t0);
+                slot
+            })
+            .collect();
+        parked[3].progressed(Progress::Deciding, t0);
+        let arrives = t0 + STALLED_STAGE;
+        let encoder = admission.admit(ip("10.1.0.1"), &limits, arrives).unwrap();
+        encoder.progressed(Progress::HandshakeDone, arrives);
+        let mut flood = Vec::new();
+        for n in 0..3u32 {
+            let next = IpAddr::from((0x0a00_0100 + n).to_be_bytes());
+            flood.push(admission.admit(next, &limits, arrives + Duration::from_millis(50)));
+            assert!(!evicted(&encoder), "evicted for a stalled connection's newcomer {n}");
+            assert!(evicted(&parked[usize::try_from(n).unwrap()]), "the stalled one {n} goes");
+        }
+        assert!(!evicted(&parked[3]), "a publish being decided is not stalled");
     }
 
     /// Under a flood of half-open connections, a new connection the server has not read yet
@@ -407,7 +461,7 @@ mod tests {
         let t0 = now();
         let half_open: Vec<_> = (0..2)
             .map(|_| admission.admit(ip("10.0.0.9"), &limits, t0).unwrap())
-            .inspect(|slot| slot.progressed(Progress::Handshaking))
+            .inspect(|slot| slot.progressed(Progress::Handshaking, t0))
             .collect();
         let soon = t0 + FRESH_CONNECTION_GRACE / 2;
         let encoder = admission.admit(ip("10.0.0.1"), &limits, soon).unwrap();

@@ -308,7 +308,7 @@ impl Connection {
         };
         if progress > self.progress {
             self.progress = progress;
-            self.slot.progressed(progress);
+            self.slot.progressed(progress, std::time::Instant::now());
         }
     }
 
@@ -568,7 +568,7 @@ impl Connection {
     ) -> Result<Vec<Action>, ConnectionError> {
         let ingest = Arc::clone(&self.ingest);
         self.progress = Progress::Deciding;
-        self.slot.progressed(Progress::Deciding);
+        self.slot.progressed(Progress::Deciding, std::time::Instant::now());
         let client = self.session.client_info().clone();
         let request = Request { app, key, peer: self.peer, id: self.id, client: &client };
         match decision::decide(&ingest, &request).await {
