@@ -134,7 +134,7 @@ impl FetchThrough {
         request: &Request<Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
         let playlist = request.uri().path().ends_with(".m3u8");
-        let path = forwarded_path(request.uri());
+        let (path, query_credentials) = forwarded_path(request.uri());
         let headers = request.headers();
         let cookies: Vec<&[u8]> =
             headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
@@ -143,8 +143,10 @@ impl FetchThrough {
             .flatten();
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
         let (this, origin) = (Arc::clone(self), origin.clone());
-        // A public playlist may be answered with the last one fetched (see `hold`).
-        let held = (playlist && credentials.iter().all(Option::is_none))
+        // A public playlist may be answered with the last one fetched (see `hold`); a request
+        // with a viewer's token or a signed URL, in its headers or its query, never is, nor
+        // keeps its answer for others.
+        let held = (playlist && !query_credentials && credentials.iter().all(Option::is_none))
             .then(|| request.uri().path().to_owned());
         async move { this.answer(&origin, &path, credentials, held).await }
     }
@@ -225,7 +227,10 @@ impl FetchThrough {
     fn hold(&self, playlist: String, fetched: Arc<Fetched>) -> Arc<Fetched> {
         let mut last = self.last_playlists.lock().unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
-        if fetched.status == StatusCode::OK {
+        let private = fetched.headers.iter().any(|(name, value)| {
+            name == CACHE_CONTROL && value.to_str().is_ok_and(|v| v.contains("private"))
+        });
+        if fetched.status == StatusCode::OK && !private {
             if last.len() >= MAX_HELD_PLAYLISTS {
                 last.retain(|_, (_, at)| now.duration_since(*at) < self.hold);
             }
@@ -344,22 +349,39 @@ impl Drop for Leave {
     }
 }
 
-/// Query parameters the origin node reads: low-latency directives, a private stream's viewer
-/// token and media URL signature. Others are dropped, so that a client cannot make each of
-/// its requests a fetch of its own by adding a parameter.
-fn kept_parameter(pair: &str) -> bool {
-    let name = pair.split('=').next().unwrap_or_default();
-    name.starts_with("_HLS_") || matches!(name, "token" | "exp" | "sig")
-}
+/// Query parameters the origin node reads, in the order they are forwarded: the low-latency
+/// directives, a private stream's viewer token and media URL signature. Others are dropped,
+/// and the directives' numbers written as the origin reads them, so that a client cannot
+/// make each of its requests a fetch of its own by adding a parameter or a leading zero.
+const KEPT_PARAMETERS: [&str; 6] = ["_HLS_msn", "_HLS_part", "_HLS_skip", "token", "exp", "sig"];
 
-/// The path and the kept query parameters of `uri`, in their order.
-fn forwarded_path(uri: &axum::http::Uri) -> String {
+/// The path and the kept query parameters of `uri` (the first of each name, in
+/// [`KEPT_PARAMETERS`]'s order), and whether they carry a credential (a token or a
+/// signature).
+fn forwarded_path(uri: &axum::http::Uri) -> (String, bool) {
     let query = uri.query().unwrap_or_default();
-    let kept: Vec<&str> = query.split('&').filter(|p| kept_parameter(p)).collect();
+    let mut kept = Vec::new();
+    for name in KEPT_PARAMETERS {
+        let Some(value) = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+        else {
+            continue;
+        };
+        // A number as the origin parses it; anything else as it came (the origin answers 400).
+        let value = match name {
+            "_HLS_msn" | "_HLS_part" => {
+                value.parse::<u64>().map_or_else(|_| value.to_owned(), |n| n.to_string())
+            }
+            _ => value.to_owned(),
+        };
+        kept.push(format!("{name}={value}"));
+    }
+    let credentials = kept.iter().any(|pair| !pair.starts_with("_HLS_"));
     if kept.is_empty() {
-        uri.path().to_owned()
+        (uri.path().to_owned(), false)
     } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
+        (format!("{}?{}", uri.path(), kept.join("&")), credentials)
     }
 }
 
@@ -438,13 +460,19 @@ mod tests {
         // Another directive is another fetch; a parameter the origin ignores is not.
         text(through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=5", None)).await).await;
         assert_eq!(count.load(Ordering::SeqCst), 2);
-        let junk = get("/hls/cam/index.m3u8?x=1&_HLS_msn=4&y=2", None);
-        let (twice, again) = tokio::join!(
-            through.serve(&origin, &junk),
-            through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=4", None))
-        );
-        let _ = (text(twice).await, text(again).await);
-        assert_eq!(count.load(Ordering::SeqCst), 3);
+        // Nor are parameters the origin ignores, other orders, or numbers written otherwise.
+        let variants = [
+            "/hls/cam/index.m3u8?x=1&_HLS_msn=4&y=2",
+            "/hls/cam/index.m3u8?_HLS_z=1&_HLS_msn=4",
+            "/hls/cam/index.m3u8?_HLS_msn=004&_HLS_z=2",
+            "/hls/cam/index.m3u8?_HLS_msn=4",
+        ];
+        let requests: Vec<_> = variants.iter().map(|uri| get(uri, None)).collect();
+        let answers = requests.iter().map(|request| through.serve(&origin, request));
+        for answer in futures_util::future::join_all(answers.collect::<Vec<_>>()).await {
+            assert_eq!(text(answer).await.0, StatusCode::OK);
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 3, "one fetch for the four");
         assert!(through.in_flight.lock().unwrap().is_empty());
     }
 
@@ -483,6 +511,27 @@ mod tests {
         assert_eq!(text(through.serve(&dead, &segment).await).await.0, StatusCode::BAD_GATEWAY);
         let private = get("/hls/cam/index.m3u8", Some("Bearer alice"));
         assert_eq!(text(through.serve(&dead, &private).await).await.0, StatusCode::BAD_GATEWAY);
+    }
+
+    /// A private playlist fetched with a viewer's token in the query is never kept for a
+    /// viewer without one (its URIs are signed for anyone who holds them).
+    #[tokio::test]
+    async fn a_playlist_fetched_with_a_token_in_its_query_is_not_kept_for_others() {
+        let (live, _) = origin(Duration::ZERO).await;
+        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(live.clone())),
+            Duration::from_secs(20),
+        ));
+        for query in ["token=viewer-jwt", "exp=1&sig=abc"] {
+            let with_token = get(&format!("/hls/p/index.m3u8?{query}"), None);
+            assert_eq!(text(through.serve(&live, &with_token).await).await.0, StatusCode::OK);
+            let bare = get("/hls/p/index.m3u8", None);
+            let (status, _) = text(through.serve(&dead, &bare).await).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{query}: kept for a viewer without it");
+        }
+        assert!(through.last_playlists.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
