@@ -170,7 +170,9 @@ async fn answer(
         if let Some(addr) = client {
             let viewer = viewer_session(subject.as_deref(), addr, *ipv6_prefix, request.headers());
             if !store.admit_viewer(name, viewer, std::time::Instant::now(), *max_viewers) {
-                tracing::info!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
+                // Debug, as a private stream's refusals: a client retrying costs a line each
+                // time, and the stream's viewer count shows it full.
+                tracing::debug!(stream = %name, limit = max_viewers, "viewer refused: stream is full");
                 return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, VIEWER_RETRY_AFTER)])
                     .into_response();
             }
