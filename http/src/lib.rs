@@ -42,6 +42,7 @@ pub mod metrics;
 mod pieces;
 pub mod private;
 pub mod recordings;
+mod send_progress;
 pub mod sendfile;
 pub mod server;
 mod variants;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -32,6 +33,7 @@ use tracing::{debug, warn};
 
 use crate::HlsDirect;
 use crate::idle::{Answering, IdleTimeout};
+use crate::send_progress::Sends;
 use crate::sendfile::{SendfileQueue, SendfileStream};
 
 /// Open HTTP connections: each costs a task and a buffer; viewers poll with one keep-alive
@@ -145,6 +147,7 @@ impl Site {
         peer: SocketAddr,
         sendfile: Option<SendfileQueue>,
         answering: Answering,
+        sends: Option<Sends>,
     ) -> impl hyper::service::Service<
         hyper::Request<Incoming>,
         Response = Response,
@@ -156,9 +159,10 @@ impl Site {
             match &self.direct {
                 Some(direct) if HlsDirect::takes(&request) => {
                     let (direct, sendfile) = (Arc::clone(direct), sendfile.clone());
-                    let answering = answering.clone();
+                    let (answering, sends) = (answering.clone(), sends.clone());
                     Either::Left(async move {
-                        Ok::<_, Infallible>(direct.answer(request, peer, sendfile, answering).await)
+                        let response = direct.answer(request, peer, sendfile, answering).await;
+                        Ok::<_, Infallible>(watched(sends.as_ref(), response))
                     })
                 }
                 _ => {
@@ -167,7 +171,10 @@ impl Site {
                         request.extensions_mut().insert(queue.clone());
                     }
                     request.extensions_mut().insert(answering.clone());
-                    Either::Right(self.router.clone().oneshot(request))
+                    let sends = sends.clone();
+                    Either::Right(self.router.clone().oneshot(request).map(move |answer| {
+                        answer.map(|response| watched(sends.as_ref(), response))
+                    }))
                 }
             }
         })
@@ -228,7 +235,7 @@ async fn serve_on(
                 let (stream, sendfile) = SendfileStream::new(socket);
                 let answering = Answering::default();
                 let io = IdleTimeout::new(stream, idle, answering.clone());
-                let service = site.service(peer, Some(sendfile), answering);
+                let service = site.service(peer, Some(sendfile), answering, None);
                 if let Err(e) = http1.serve_connection(TokioIo::new(io), service).await {
                     debug!(%peer, error = %e, "HTTP connection ended");
                 }
@@ -236,13 +243,12 @@ async fn serve_on(
             continue;
         };
         let answering = Answering::default();
-        let service = site.service(peer, None, answering.clone());
         let handshake_limit = limits.header_read_timeout;
         let max_header_bytes = limits.max_header_bytes;
         spread.spawn(&mut connections, socket, move |socket| async move {
             let _permit = (permit, place);
             let _ = socket.set_nodelay(true);
-            let io = IdleTimeout::new(socket, idle, answering);
+            let io = IdleTimeout::new(socket, idle, answering.clone());
             // The handshake, like a request's head, must arrive in time.
             let stream = match tokio::time::timeout(handshake_limit, tls.accept(io)).await {
                 Ok(Ok(stream)) => stream,
@@ -251,13 +257,11 @@ async fn serve_on(
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let served = if h2 {
-                http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(MAX_HTTP2_STREAMS)
-                    .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
+                let sends = Sends::default();
+                let service = site.service(peer, None, answering, Some(sends.clone()));
+                serve_h2(TokioIo::new(stream), service, max_header_bytes, &sends, idle).await
             } else {
+                let service = site.service(peer, None, answering, None);
                 http1.serve_connection(TokioIo::new(stream), service).await
             };
             if let Err(e) = served {
@@ -273,6 +277,42 @@ async fn serve_on(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// `response` with its body watched by `sends`, if given (HTTP/2: see [`Sends`]).
+fn watched(sends: Option<&Sends>, response: Response) -> Response {
+    match sends {
+        Some(sends) => response.map(|body| sends.watch(body)),
+        None => response,
+    }
+}
+
+/// Serves one HTTP/2 connection until it ends, or until a response's body has waited `idle`
+/// for the connection to take from it (a peer keeping its window shut; see [`Sends`]).
+async fn serve_h2<I, S>(
+    io: I,
+    service: S,
+    max_header_bytes: usize,
+    sends: &Sends,
+    idle: Duration,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
+    S::Future: Send + 'static,
+{
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_HTTP2_STREAMS)
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .serve_connection(io, service);
+    tokio::select! {
+        served = connection => served,
+        () = sends.stalled(idle) => {
+            debug!("HTTP/2 connection closed: a response waited {idle:?} for its peer");
+            Ok(())
+        }
+    }
 }
 
 /// Open connections per address group.
@@ -326,5 +366,47 @@ mod tests {
         drop(first);
         assert!(counts.admit(a, 2).is_some());
         assert!(counts.0.lock().unwrap().values().all(|n| *n > 0));
+    }
+
+    /// A real HTTP/2 peer (hyper's client) that keeps its stream window shut and pings:
+    /// nothing is pending at the socket, and the connection ends once the response has
+    /// waited the idle timeout; without the watched body it would stay open.
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_response_the_peer_never_takes_ends_the_connection() {
+        const IDLE: Duration = Duration::from_secs(30);
+        for watch in [true, false] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let sends = Sends::default();
+            let watching = watch.then(|| sends.clone());
+            let service = hyper::service::service_fn(move |_request| {
+                let response = Response::new(Body::from(vec![7u8; 1 << 20]));
+                let response = watched(watching.as_ref(), response);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let served = tokio::spawn(async move {
+                serve_h2(TokioIo::new(server), service, 16 << 10, &sends, IDLE).await
+            });
+            let (mut sender, connection) =
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .initial_stream_window_size(0)
+                    .keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
+                    .handshake::<_, Body>(TokioIo::new(client))
+                    .await
+                    .unwrap();
+            let connection = tokio::spawn(connection);
+            let request = hyper::Request::get("/hls/cam/1-0.ts").body(Body::empty()).unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let ended = tokio::time::timeout(IDLE * 4, served).await;
+            if watch {
+                assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+            } else {
+                assert!(ended.is_err(), "ended without the watch: {ended:?}");
+            }
+            drop(response);
+            connection.abort();
+        }
     }
 }
