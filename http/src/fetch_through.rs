@@ -134,7 +134,7 @@ impl FetchThrough {
         request: &Request<Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
         let playlist = request.uri().path().ends_with(".m3u8");
-        let (path, query_credentials) = forwarded_path(request.uri());
+        let forwarded = forwarded_path(request.uri(), playlist);
         let headers = request.headers();
         let cookies: Vec<&[u8]> =
             headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
@@ -143,12 +143,21 @@ impl FetchThrough {
             .flatten();
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
         let (this, origin) = (Arc::clone(self), origin.clone());
-        // A public playlist may be answered with the last one fetched (see `hold`); a request
-        // with a viewer's token or a signed URL, in its headers or its query, never is, nor
-        // keeps its answer for others.
-        let held = (playlist && !query_credentials && credentials.iter().all(Option::is_none))
-            .then(|| request.uri().path().to_owned());
-        async move { this.answer(&origin, &path, credentials, held).await }
+        let held = forwarded.as_ref().ok().and_then(|forwarded| {
+            // A public playlist may be answered with the last one fetched (see `hold`); a
+            // request with a viewer's token or a signed URL, in its headers or its query,
+            // never is, nor keeps its answer for others; nor a delta update (`_HLS_skip`).
+            let plain = !forwarded.credentials && !forwarded.delta;
+            (playlist && plain && credentials.iter().all(Option::is_none))
+                .then(|| request.uri().path().to_owned())
+        });
+        async move {
+            match forwarded {
+                Ok(forwarded) => this.answer(&origin, &forwarded.path, credentials, held).await,
+                // What the origin would answer, without asking it.
+                Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+            }
+        }
     }
 
     async fn answer(
@@ -349,40 +358,50 @@ impl Drop for Leave {
     }
 }
 
-/// Query parameters the origin node reads, in the order they are forwarded: the low-latency
-/// directives, a private stream's viewer token and media URL signature. Others are dropped,
-/// and the directives' numbers written as the origin reads them, so that a client cannot
-/// make each of its requests a fetch of its own by adding a parameter or a leading zero.
-const KEPT_PARAMETERS: [&str; 6] = ["_HLS_msn", "_HLS_part", "_HLS_skip", "token", "exp", "sig"];
+/// What of a request is forwarded to the origin.
+#[derive(Debug)]
+struct Forwarded {
+    /// The path and the query parameters the origin reads, as it reads them.
+    path: String,
+    /// The query carries a viewer's token or a media URL signature.
+    credentials: bool,
+    /// The query asks for a playlist delta update.
+    delta: bool,
+}
 
-/// The path and the kept query parameters of `uri` (the first of each name, in
-/// [`KEPT_PARAMETERS`]'s order), and whether they carry a credential (a token or a
-/// signature).
-fn forwarded_path(uri: &axum::http::Uri) -> (String, bool) {
+/// The path of `uri` and the query parameters the origin reads, written the one way it reads
+/// them, so that a client cannot make each of its requests a fetch of its own by adding a
+/// parameter, reordering them or writing a number otherwise: a playlist's low-latency
+/// directives as [`Directives::from_query`] reads them (an error for a request the origin
+/// would refuse), the first viewer token (`private::viewer_token`) and the last expiry and
+/// signature (`auth::viewer::UrlSigner::check`). Others are dropped.
+fn forwarded_path(
+    uri: &axum::http::Uri,
+    playlist: bool,
+) -> Result<Forwarded, stream_store::DirectiveError> {
     let query = uri.query().unwrap_or_default();
     let mut kept = Vec::new();
-    for name in KEPT_PARAMETERS {
-        let Some(value) = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-        else {
-            continue;
-        };
-        // A number as the origin parses it; anything else as it came (the origin answers 400).
-        let value = match name {
-            "_HLS_msn" | "_HLS_part" => {
-                value.parse::<u64>().map_or_else(|_| value.to_owned(), |n| n.to_string())
-            }
-            _ => value.to_owned(),
-        };
-        kept.push(format!("{name}={value}"));
+    let mut delta = false;
+    if playlist {
+        let directives = stream_store::Directives::from_query(query)?;
+        kept.extend(directives.msn.map(|msn| format!("_HLS_msn={msn}")));
+        kept.extend(directives.part.map(|part| format!("_HLS_part={part}")));
+        if directives.skip {
+            kept.push("_HLS_skip=YES".to_owned());
+            delta = true;
+        }
     }
-    let credentials = kept.iter().any(|pair| !pair.starts_with("_HLS_"));
-    if kept.is_empty() {
-        (uri.path().to_owned(), false)
+    let pairs = || query.split('&').filter_map(|pair| pair.split_once('='));
+    let token = pairs().find(|(name, _)| *name == "token");
+    let signed = ["exp", "sig"].map(|param| pairs().rfind(|(name, _)| *name == param));
+    let credentials: Vec<_> = token.into_iter().chain(signed.into_iter().flatten()).collect();
+    kept.extend(credentials.iter().map(|(name, value)| format!("{name}={value}")));
+    let path = if kept.is_empty() {
+        uri.path().to_owned()
     } else {
-        (format!("{}?{}", uri.path(), kept.join("&")), credentials)
-    }
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    Ok(Forwarded { path, credentials: !credentials.is_empty(), delta })
 }
 
 /// Too many fetches in flight.
@@ -473,6 +492,12 @@ mod tests {
             assert_eq!(text(answer).await.0, StatusCode::OK);
         }
         assert_eq!(count.load(Ordering::SeqCst), 3, "one fetch for the four");
+        // A request the origin would refuse is refused here, without a fetch.
+        for refused in ["_HLS_msn", "_HLS_part=1", "_HLS_msn=4&_HLS_skip=YES&_HLS_skip=NO"] {
+            let request = get(&format!("/hls/cam/index.m3u8?{refused}"), None);
+            assert_eq!(text(through.serve(&origin, &request).await).await.0, 400, "{refused}");
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 3);
         assert!(through.in_flight.lock().unwrap().is_empty());
     }
 
@@ -514,7 +539,7 @@ mod tests {
     }
 
     /// A private playlist fetched with a viewer's token in the query is never kept for a
-    /// viewer without one (its URIs are signed for anyone who holds them).
+    /// viewer without one (its URIs are signed for anyone who holds them), nor a delta update.
     #[tokio::test]
     async fn a_playlist_fetched_with_a_token_in_its_query_is_not_kept_for_others() {
         let (live, _) = origin(Duration::ZERO).await;
@@ -524,7 +549,8 @@ mod tests {
             Arc::new(Everywhere(live.clone())),
             Duration::from_secs(20),
         ));
-        for query in ["token=viewer-jwt", "exp=1&sig=abc"] {
+        // Nor a delta update, which a player asking for the playlist could not use.
+        for query in ["token=viewer-jwt", "exp=1&sig=abc", "_HLS_msn=1&_HLS_skip=YES"] {
             let with_token = get(&format!("/hls/p/index.m3u8?{query}"), None);
             assert_eq!(text(through.serve(&live, &with_token).await).await.0, StatusCode::OK);
             let bare = get("/hls/p/index.m3u8", None);

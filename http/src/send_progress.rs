@@ -11,7 +11,9 @@
 //!
 //! hyper hands h2 a body's chunk whole once the stream has any send capacity, and h2 queues it
 //! whatever the window: a body is given out in pieces of at most [`PIECE`], so that once the
-//! stream's send buffer is full hyper stops taking from it and the wait shows.
+//! stream's send buffer is full hyper stops taking from it and the wait shows, and each piece
+//! keeps its body counted as being sent while h2 holds it (the last piece outlives the body,
+//! and shares its buffer with the whole response).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -87,12 +89,25 @@ struct Watched {
 }
 
 impl Watched {
-    /// The next piece of `data`, keeping what is left.
+    /// The next piece of `data`, keeping what is left; the piece holds the body's clock.
     fn piece(&mut self, mut data: Bytes) -> Frame<Bytes> {
         if data.len() > PIECE {
             self.rest = Some(data.split_off(PIECE));
         }
-        Frame::data(data)
+        Frame::data(Bytes::from_owner(Piece { data, _taken: Arc::clone(&self.taken) }))
+    }
+}
+
+/// A piece of a body as h2 holds it until sent: while it does, the body counts as being
+/// sent, with the time the connection last took from it.
+struct Piece {
+    data: Bytes,
+    _taken: Arc<Taken>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
 
@@ -161,6 +176,13 @@ mod tests {
         assert!(tokio::time::timeout(timeout * 3, sends.stalled(timeout)).await.is_err());
         let sent = sends.watch(Body::from("sent"));
         let _ = sent.collect().await.unwrap();
+        assert!(tokio::time::timeout(timeout * 3, sends.stalled(timeout)).await.is_err());
+        // A piece the connection holds (the body is gone) counts until it is dropped.
+        let mut last = Box::pin(sends.watch(Body::from("last piece")));
+        let piece = last.frame().await.unwrap().unwrap().into_data().unwrap();
+        drop(last);
+        assert!(tokio::time::timeout(timeout * 2, sends.stalled(timeout)).await.is_ok());
+        drop(piece);
         assert!(tokio::time::timeout(timeout * 3, sends.stalled(timeout)).await.is_err());
         // A body taken from now and then is not stalled; one left alone is, at the timeout.
         let mut slow = std::pin::pin!(sends.watch(Body::from(vec![0; PIECE * 3])));

@@ -259,7 +259,8 @@ async fn serve_on(
             let served = if h2 {
                 let sends = Sends::default();
                 let service = site.service(peer, None, answering, Some(sends.clone()));
-                serve_h2(TokioIo::new(stream), service, max_header_bytes, &sends, idle).await
+                serve_h2(TokioIo::new(stream), service, max_header_bytes, (&sends, idle), peer)
+                    .await
             } else {
                 let service = site.service(peer, None, answering, None);
                 http1.serve_connection(TokioIo::new(stream), service).await
@@ -287,14 +288,20 @@ fn watched(sends: Option<&Sends>, response: Response) -> Response {
     }
 }
 
-/// Serves one HTTP/2 connection until it ends, or until a response's body has waited `idle`
-/// for the connection to take from it (a peer keeping its window shut; see [`Sends`]).
+/// How long the other streams of an HTTP/2 connection whose peer left a response waiting
+/// may take to finish once it is told to go away (GOAWAY): they are being read.
+const STALLED_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves one HTTP/2 connection from `peer` until it ends, or until a response's body has
+/// waited `idle` for the connection to take from it (a peer keeping its window shut; see
+/// [`Sends`]): then the peer is told to go away, and the connection ends once its other
+/// streams are done or [`STALLED_CONNECTION_GRACE`] has passed.
 async fn serve_h2<I, S>(
     io: I,
     service: S,
     max_header_bytes: usize,
-    sends: &Sends,
-    idle: Duration,
+    (sends, idle): (&Sends, Duration),
+    peer: SocketAddr,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -306,13 +313,14 @@ where
         .max_concurrent_streams(MAX_HTTP2_STREAMS)
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
     tokio::select! {
-        served = connection => served,
-        () = sends.stalled(idle) => {
-            debug!("HTTP/2 connection closed: a response waited {idle:?} for its peer");
-            Ok(())
-        }
+        served = connection.as_mut() => return served,
+        () = sends.stalled(idle) => {}
     }
+    debug!(%peer, "HTTP/2 connection going away: a response waited {idle:?} for its peer");
+    connection.as_mut().graceful_shutdown();
+    tokio::time::timeout(STALLED_CONNECTION_GRACE, connection).await.unwrap_or(Ok(()))
 }
 
 /// Open connections per address group.
@@ -368,14 +376,16 @@ mod tests {
         assert!(counts.0.lock().unwrap().values().all(|n| *n > 0));
     }
 
-    /// A real HTTP/2 peer (hyper's client) that keeps its stream window shut and pings:
-    /// nothing is pending at the socket, and the connection ends once the response has
-    /// waited the idle timeout; without the watched body it would stay open.
+    /// A real HTTP/2 peer (hyper's client) that keeps its stream window shut (or open by one
+    /// byte) and pings: the socket's own idle timeout sees reads complete, and the connection
+    /// ends once the response has waited the idle timeout; without the watched body it would
+    /// stay open.
     #[tokio::test(start_paused = true)]
     async fn an_http2_response_the_peer_never_takes_ends_the_connection() {
         const IDLE: Duration = Duration::from_secs(30);
-        for watch in [true, false] {
+        for (watch, window) in [(true, 0), (true, 1), (false, 0), (false, 1)] {
             let (client, server) = tokio::io::duplex(1 << 16);
+            let server = IdleTimeout::new(server, IDLE, Answering::default());
             let sends = Sends::default();
             let watching = watch.then(|| sends.clone());
             let service = hyper::service::service_fn(move |_request| {
@@ -383,13 +393,14 @@ mod tests {
                 let response = watched(watching.as_ref(), response);
                 async move { Ok::<_, Infallible>(response) }
             });
+            let peer = SocketAddr::from(([192, 0, 2, 1], 443));
             let served = tokio::spawn(async move {
-                serve_h2(TokioIo::new(server), service, 16 << 10, &sends, IDLE).await
+                serve_h2(TokioIo::new(server), service, 16 << 10, (&sends, IDLE), peer).await
             });
             let (mut sender, connection) =
                 hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
-                    .initial_stream_window_size(0)
+                    .initial_stream_window_size(window)
                     .keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_while_idle(true)
                     .handshake::<_, Body>(TokioIo::new(client))
@@ -401,9 +412,9 @@ mod tests {
             assert_eq!(response.status(), 200);
             let ended = tokio::time::timeout(IDLE * 4, served).await;
             if watch {
-                assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+                assert!(matches!(ended, Ok(Ok(Ok(())))), "window {window}: {ended:?}");
             } else {
-                assert!(ended.is_err(), "ended without the watch: {ended:?}");
+                assert!(ended.is_err(), "window {window}: ended without the watch: {ended:?}");
             }
             drop(response);
             connection.abort();
