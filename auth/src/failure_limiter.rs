@@ -62,12 +62,7 @@ impl FailureLimiter {
     /// pass more than the bucket holds. [`Self::refund`] gives it back if it did not fail.
     pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if !buckets.contains_key(&ip) && buckets.len() >= self.max_tracked {
-            self.make_room(&mut buckets, now);
-        }
-        let burst = f64::from(self.limits.burst);
-        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, updated: now });
-        let tokens = self.refill(bucket, now);
+        let (bucket, tokens) = self.tracked_bucket(&mut buckets, ip, now);
         if tokens < 1.0 {
             return false;
         }
@@ -87,13 +82,25 @@ impl FailureLimiter {
     /// Records a failed attempt from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (bucket, tokens) = self.tracked_bucket(&mut buckets, ip, now);
+        bucket.tokens = (tokens - 1.0).max(0.0);
+    }
+
+    /// `ip`'s bucket, refilled to `now`, and its tokens; a new address gets a full one (room
+    /// made for it first when the table is full).
+    fn tracked_bucket<'a>(
+        &self,
+        buckets: &'a mut HashMap<IpAddr, Bucket>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> (&'a mut Bucket, f64) {
         if !buckets.contains_key(&ip) && buckets.len() >= self.max_tracked {
-            self.make_room(&mut buckets, now);
+            self.make_room(buckets, now);
         }
         let burst = f64::from(self.limits.burst);
         let bucket = buckets.entry(ip).or_insert(Bucket { tokens: burst, updated: now });
         let tokens = self.refill(bucket, now);
-        bucket.tokens = (tokens - 1.0).max(0.0);
+        (bucket, tokens)
     }
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {

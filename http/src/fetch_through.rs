@@ -517,8 +517,8 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
-    async fn a_playlist_keeps_its_last_answer_while_its_stream_moves() {
+    /// A live origin, one that died, and a node fetching through from them.
+    async fn moving_stream() -> (Origin, Origin, Arc<FetchThrough>) {
         let (live, _) = origin(Duration::ZERO).await;
         let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
         let through = Arc::new(FetchThrough::new(
@@ -526,6 +526,12 @@ mod tests {
             Arc::new(Everywhere(live.clone())),
             Duration::from_secs(20),
         ));
+        (live, dead, through)
+    }
+
+    #[tokio::test]
+    async fn a_playlist_keeps_its_last_answer_while_its_stream_moves() {
+        let (live, dead, through) = moving_stream().await;
         let playlist = get("/hls/cam/index.m3u8", None);
         let (status, good) = text(through.serve(&live, &playlist).await).await;
         assert_eq!(status, StatusCode::OK);
@@ -542,13 +548,7 @@ mod tests {
     /// viewer without one (its URIs are signed for anyone who holds them), nor a delta update.
     #[tokio::test]
     async fn a_playlist_fetched_with_a_token_in_its_query_is_not_kept_for_others() {
-        let (live, _) = origin(Duration::ZERO).await;
-        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(live.clone())),
-            Duration::from_secs(20),
-        ));
+        let (live, dead, through) = moving_stream().await;
         // Nor a delta update, which a player asking for the playlist could not use.
         for query in ["token=viewer-jwt", "exp=1&sig=abc", "_HLS_msn=1&_HLS_skip=YES"] {
             let with_token = get(&format!("/hls/p/index.m3u8?{query}"), None);
