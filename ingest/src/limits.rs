@@ -111,36 +111,42 @@ pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
 pub struct PerAddressBudget {
     per_window: u32,
     window: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    seen: Mutex<Seen>,
+}
+
+/// The addresses reported on, each with its window's start and count.
+#[derive(Debug, Default)]
+struct Seen {
+    windows: HashMap<IpAddr, (Instant, u32)>,
     /// While the table is full: no window of it ends before this, so a refusal from an
     /// address not tracked costs no scan of the table until then.
-    full_until: Mutex<Option<Instant>>,
+    full_until: Option<Instant>,
 }
 
 impl PerAddressBudget {
     /// A budget of `per_window` per `window` for each address.
     pub fn new(per_window: u32, window: Duration) -> Self {
-        Self { per_window, window, seen: Mutex::new(HashMap::new()), full_until: Mutex::new(None) }
+        Self { per_window, window, seen: Mutex::default() }
     }
 
     /// Whether a report for `address` (a group: [`auth::address::group`]) may go out at
     /// `now`.
     pub fn allow(&self, address: IpAddr, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.len() >= MAX_TRACKED_ADDRESSES && !seen.contains_key(&address) {
-            let mut full_until = self.full_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let Seen { windows, full_until } = &mut *seen;
+        if windows.len() >= MAX_TRACKED_ADDRESSES && !windows.contains_key(&address) {
             if full_until.is_some_and(|until| now < until) {
                 return false;
             }
             let window = self.window;
-            seen.retain(|_, (since, _)| now.saturating_duration_since(*since) < window);
-            if seen.len() >= MAX_TRACKED_ADDRESSES {
+            windows.retain(|_, (since, _)| now.saturating_duration_since(*since) < window);
+            if windows.len() >= MAX_TRACKED_ADDRESSES {
                 // Windows only move later, so the earliest end now is a safe bound.
-                *full_until = seen.values().map(|(since, _)| *since + window).min();
+                *full_until = windows.values().map(|(since, _)| *since + window).min();
                 return false;
             }
         }
-        let (since, count) = seen.entry(address).or_insert((now, 0));
+        let (since, count) = windows.entry(address).or_insert((now, 0));
         if now.saturating_duration_since(*since) >= self.window {
             (*since, *count) = (now, 0);
         }
@@ -221,10 +227,10 @@ mod tests {
         }
         assert!(!budget.allow("10.9.9.9".parse().unwrap(), t0));
         // Full, and no window ends for a minute: that is when the table is scanned next.
-        assert_eq!(*budget.full_until.lock().unwrap(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(budget.seen.lock().unwrap().full_until, Some(t0 + Duration::from_secs(60)));
         assert!(!budget.allow("10.9.9.8".parse().unwrap(), t0 + Duration::from_secs(59)));
         assert!(budget.allow("10.9.9.9".parse().unwrap(), t0 + Duration::from_secs(61)));
-        assert!(budget.seen.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+        assert!(budget.seen.lock().unwrap().windows.len() <= MAX_TRACKED_ADDRESSES);
     }
 
     #[test]
