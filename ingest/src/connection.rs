@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use auth::key_store::redact;
 use rtmp::session::{Action, Session, SessionError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info};
@@ -27,13 +27,8 @@ use crate::merged_read;
 use crate::metrics::PlayRefusalLabel;
 use crate::publish::Publish;
 use crate::push::{Item, Outbox};
-use crate::socket::Socket;
+use crate::socket::{READ_BUFFER, Socket};
 
-/// Socket read buffer per connection. It lives as long as the connection, so it is memory
-/// per stream; merged reads wake at most [`merged_read::MAX_LOW_WATER`] (16 KiB, half of it)
-/// in, so at encoder bit rates a read rarely fills it, and a burst (a keyframe sent at once)
-/// takes a few reads. A read that fills it is taken for a backlog.
-const READ_BUFFER: usize = 32 << 10;
 /// Messages a player is sent per socket write, at most.
 const PLAY_BATCH: usize = 64;
 /// `onMetaData` properties in the stream's debug line, and the characters of each shown:
@@ -169,7 +164,6 @@ impl Connection {
     }
 
     async fn read_loop(&mut self) -> Result<(), ConnectionError> {
-        let mut buf = vec![0u8; READ_BUFFER];
         // One timer each for the phase deadline and the stats tick, moved as they change: a
         // timer pushed later only updates its instant, where a fresh timeout per read took
         // the timer wheel's lock twice for each of the ~80 messages a second of a stream.
@@ -242,7 +236,9 @@ impl Connection {
                         None => std::future::pending().await,
                     }
                 } => return Err(ConnectionError::Ended(reason)),
-                read = self.socket.read(&mut buf) => Some(read?),
+                read = self.socket.read_with(|bytes| {
+                    (bytes.len(), Instant::now(), self.session.handle_bytes(bytes))
+                }) => Some(read?),
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     if let Some(mark) = pacer.fallback() {
                         self.set_low_water(mark, &mut pacer)?;
@@ -252,22 +248,21 @@ impl Connection {
                 () = &mut late_timer => return Err(late),
                 () = &mut stats_timer, if stats_at.is_some() => None,
             };
-            let Some(n) = n else {
+            let Some(read) = n else {
                 if let Some(publish) = &mut self.publish {
                     publish.emit_stats();
                 }
                 continue;
             };
-            // When the bytes were read, not when they were handled: the merged reads' clock
-            // of the publisher's arrivals counts from it.
-            let read_at = Instant::now();
-            if n == 0 {
+            // `read_at` is when the bytes were read, not when they were handled: the merged
+            // reads' clock of the publisher's arrivals counts from it.
+            let Some((n, read_at, actions)) = read else {
                 return Ok(());
-            }
+            };
             if let Some(publish) = &mut self.publish {
                 publish.received(n);
             }
-            let actions = self.session.handle_bytes(&buf[..n])?;
+            let actions = actions?;
             self.note_progress();
             self.perform(actions).await?;
             if let Some(error) = self.session.error() {
@@ -279,12 +274,12 @@ impl Connection {
             }
             if let Some(player) = self.player.take() {
                 self.ingest.metrics.players.inc();
-                let played = self.play(&player, &mut buf, shutdown.as_mut()).await;
+                let played = self.play(&player, shutdown.as_mut()).await;
                 self.ingest.metrics.players.dec();
                 return played;
             }
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
-            let (next, mark) = pacer.after_read(n, buf.len(), read_at.into_std(), next_cut);
+            let (next, mark) = pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut);
             if let Some(mark) = mark {
                 self.set_low_water(mark, &mut pacer)?;
             }
@@ -459,7 +454,6 @@ impl Connection {
     async fn play(
         &mut self,
         player: &Player,
-        buf: &mut [u8],
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), ConnectionError> {
         let outbox = &player.outbox;
@@ -520,13 +514,12 @@ impl Connection {
                     }
                 }
                 () = outbox.wake.notified() => {}
-                read = self.socket.read(buf) => {
-                    let n = read?;
-                    if n == 0 {
+                read = self.socket.read_with(|bytes| self.session.handle_bytes(bytes)) => {
+                    let Some(actions) = read? else {
                         info!("player ended: it closed the connection");
                         return Ok(());
-                    }
-                    let actions = self.session.handle_bytes(&buf[..n])?;
+                    };
+                    let actions = actions?;
                     if let Some(error) = self.session.error() {
                         return Err(error.clone().into());
                     }
