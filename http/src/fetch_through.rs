@@ -43,6 +43,16 @@ pub const MAX_BODY: usize = 64 << 20;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Public playlists whose last answer is kept (one per stream fetched through).
 pub const MAX_HELD_PLAYLISTS: usize = 4096;
+/// How long a stream whose origin answered as public (200 without `Cache-Control: private`)
+/// is asked for without viewers' credentials, so that its requests with and without tokens
+/// share one fetch: a front end that sends every signed-in viewer's token, or a client adding
+/// a random one to each request, would otherwise make a fetch per viewer (and fill
+/// [`MAX_IN_FLIGHT`]). Each public answer renews it; a 401, a 403 or a private answer ends it,
+/// and the requests it refused are asked again with their credentials.
+pub const PUBLIC_FOR: Duration = Duration::from_secs(10);
+/// Streams known to be public at once (one per stream fetched through, as
+/// [`MAX_HELD_PLAYLISTS`]); beyond, streams are asked for with their viewers' credentials.
+pub const MAX_KNOWN_PUBLIC: usize = 4096;
 /// Idle connections kept per origin node.
 const IDLE_PER_ORIGIN: usize = 32;
 
@@ -69,6 +79,15 @@ struct Fetched {
     body: Bytes,
 }
 
+impl Fetched {
+    /// The origin marked it for this viewer only (a private stream's answer).
+    fn private(&self) -> bool {
+        self.headers.iter().any(|(name, value)| {
+            name == CACHE_CONTROL && value.to_str().is_ok_and(|v| v.contains("private"))
+        })
+    }
+}
+
 type Waiting = watch::Receiver<Option<Arc<Fetched>>>;
 
 /// Fetches of other nodes' streams, coalesced.
@@ -83,6 +102,8 @@ pub struct FetchThrough {
     hold: Duration,
     /// The last good answer per public playlist path, and when it was fetched.
     last_playlists: Mutex<HashMap<String, (Arc<Fetched>, std::time::Instant)>>,
+    /// Streams the origin last answered as public, and when (see [`PUBLIC_FOR`]).
+    public: Mutex<HashMap<String, std::time::Instant>>,
     /// Requests served through, by outcome (`fetched`: caused a fetch; `coalesced`: shared
     /// one in flight; `failed`: the origin node could not be asked).
     pub requests: Family<OutcomeLabel, Counter>,
@@ -102,6 +123,7 @@ impl FetchThrough {
         Self {
             hold,
             last_playlists: Mutex::default(),
+            public: Mutex::default(),
             origins,
             node: HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("node")),
             in_flight: Mutex::default(),
@@ -127,14 +149,15 @@ impl FetchThrough {
         self.origins.origin(stream)
     }
 
-    /// Answers `request` with `origin`'s answer, joining a fetch of the same URL in flight.
+    /// Answers `request` for `stream` with `origin`'s answer, joining a fetch of the same URL
+    /// in flight.
     pub(crate) fn serve(
         self: &Arc<Self>,
+        stream: &str,
         origin: &Origin,
         request: &Request<Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
         let playlist = request.uri().path().ends_with(".m3u8");
-        let forwarded = forwarded_path(request.uri(), playlist);
         let headers = request.headers();
         let cookies: Vec<&[u8]> =
             headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
@@ -142,26 +165,77 @@ impl FetchThrough {
             .then(|| HeaderValue::from_bytes(&cookies.join(&b"; "[..])).ok())
             .flatten();
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
-        let (this, origin) = (Arc::clone(self), origin.clone());
-        let held = forwarded.as_ref().ok().and_then(|forwarded| {
+        let with_credentials = forwarded_path(request.uri(), playlist, true);
+        // A public stream is asked for without them, the same for every viewer; if it turned
+        // private meanwhile, the refusal is not the answer, the request with them is.
+        let without = match &with_credentials {
+            Ok(forwarded)
+                if (forwarded.credentials || credentials.iter().any(Option::is_some))
+                    && self.known_public(stream) =>
+            {
+                forwarded_path(request.uri(), playlist, false).ok()
+            }
+            _ => None,
+        };
+        let held = |forwarded: &Forwarded, credentials: &[Option<HeaderValue>; 2]| {
             // A public playlist may be answered with the last one fetched (see `hold`); a
             // request with a viewer's token or a signed URL, in its headers or its query,
             // never is, nor keeps its answer for others; nor a delta update (`_HLS_skip`).
             let plain = !forwarded.credentials && !forwarded.delta;
             (playlist && plain && credentials.iter().all(Option::is_none))
                 .then(|| request.uri().path().to_owned())
+        };
+        let first = without.map(|forwarded| {
+            let held = held(&forwarded, &[None, None]);
+            (forwarded.path, held)
         });
+        let held =
+            with_credentials.as_ref().ok().and_then(|forwarded| held(forwarded, &credentials));
+        let (this, origin, stream) = (Arc::clone(self), origin.clone(), stream.to_owned());
         async move {
-            match forwarded {
-                Ok(forwarded) => this.answer(&origin, &forwarded.path, credentials, held).await,
+            let forwarded = match with_credentials {
+                Ok(forwarded) => forwarded,
                 // What the origin would answer, without asking it.
-                Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+                Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+            };
+            if let Some((path, held)) = first {
+                let answer = this.answer(&stream, &origin, &path, [None, None], held).await;
+                if ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&answer.status()) {
+                    return answer;
+                }
             }
+            this.answer(&stream, &origin, &forwarded.path, credentials, held).await
+        }
+    }
+
+    /// Whether `stream`'s origin answered as public within [`PUBLIC_FOR`].
+    fn known_public(&self, stream: &str) -> bool {
+        let public = self.public.lock().unwrap_or_else(PoisonError::into_inner);
+        public.get(stream).is_some_and(|at| at.elapsed() < PUBLIC_FOR)
+    }
+
+    /// Notes what `fetched` says of `stream`: public (a 200 without `Cache-Control:
+    /// private`), private (a private answer, a 401 or a 403), or nothing.
+    fn learn(&self, stream: &str, fetched: &Fetched) {
+        let mut public = self.public.lock().unwrap_or_else(PoisonError::into_inner);
+        if fetched.status == StatusCode::OK && !fetched.private() {
+            let now = std::time::Instant::now();
+            if public.len() >= MAX_KNOWN_PUBLIC && !public.contains_key(stream) {
+                public.retain(|_, at| now.duration_since(*at) < PUBLIC_FOR);
+            }
+            if public.len() < MAX_KNOWN_PUBLIC || public.contains_key(stream) {
+                public.insert(stream.to_owned(), now);
+            }
+        } else if fetched.private()
+            || [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&fetched.status)
+        {
+            public.remove(stream);
         }
     }
 
     async fn answer(
         self: &Arc<Self>,
+        stream: &str,
         origin: &Origin,
         path: &str,
         credentials: [Option<HeaderValue>; 2],
@@ -188,6 +262,7 @@ impl FetchThrough {
                 let this = Arc::clone(self);
                 let url = format!("{}{path}", origin.url);
                 let node = origin.node.clone();
+                let stream = stream.to_owned();
                 tokio::spawn(async move {
                     // Out of the map whatever happens to this task, so the URL is fetched
                     // again next time.
@@ -203,6 +278,7 @@ impl FetchThrough {
                             body: Bytes::new(),
                         })
                     });
+                    this.learn(&stream, &fetched);
                     let fetched = match held {
                         Some(playlist) => this.hold(playlist, fetched),
                         None => fetched,
@@ -236,10 +312,7 @@ impl FetchThrough {
     fn hold(&self, playlist: String, fetched: Arc<Fetched>) -> Arc<Fetched> {
         let mut last = self.last_playlists.lock().unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
-        let private = fetched.headers.iter().any(|(name, value)| {
-            name == CACHE_CONTROL && value.to_str().is_ok_and(|v| v.contains("private"))
-        });
-        if fetched.status == StatusCode::OK && !private {
+        if fetched.status == StatusCode::OK && !fetched.private() {
             if last.len() >= MAX_HELD_PLAYLISTS {
                 last.retain(|_, (_, at)| now.duration_since(*at) < self.hold);
             }
@@ -374,10 +447,12 @@ struct Forwarded {
 /// parameter, reordering them or writing a number otherwise: a playlist's low-latency
 /// directives as [`Directives::from_query`] reads them (an error for a request the origin
 /// would refuse), the first viewer token (`private::viewer_token`) and the last expiry and
-/// signature (`auth::viewer::UrlSigner::check`). Others are dropped.
+/// signature (`auth::viewer::UrlSigner::check`), unless `credentials` is false. Others are
+/// dropped.
 fn forwarded_path(
     uri: &axum::http::Uri,
     playlist: bool,
+    credentials: bool,
 ) -> Result<Forwarded, stream_store::DirectiveError> {
     let query = uri.query().unwrap_or_default();
     let mut kept = Vec::new();
@@ -394,7 +469,8 @@ fn forwarded_path(
     let pairs = || query.split('&').filter_map(|pair| pair.split_once('='));
     let token = pairs().find(|(name, _)| *name == "token");
     let signed = ["exp", "sig"].map(|param| pairs().rfind(|(name, _)| *name == param));
-    let credentials: Vec<_> = token.into_iter().chain(signed.into_iter().flatten()).collect();
+    let credentials: Vec<_> =
+        token.into_iter().chain(signed.into_iter().flatten()).filter(|_| credentials).collect();
     kept.extend(credentials.iter().map(|(name, value)| format!("{name}={value}")));
     let path = if kept.is_empty() {
         uri.path().to_owned()
@@ -418,6 +494,9 @@ mod tests {
     #[derive(Debug)]
     struct Everywhere(Origin);
 
+    /// Makes the test origin's stream `flip` private.
+    static PRIVATE_FLIP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     impl Origins for Everywhere {
         fn origin(&self, _stream: &str) -> Option<Origin> {
             Some(self.0.clone())
@@ -425,7 +504,8 @@ mod tests {
     }
 
     /// An origin node that answers every GET after `delay`, counting requests and echoing
-    /// the credentials it got.
+    /// the credentials it got. Stream `p` is private, as the server answers one: 401 without
+    /// credentials, `Cache-Control: private` with them; so is `flip` once `PRIVATE_FLIP` is set.
     async fn origin(delay: Duration) -> (Origin, Arc<AtomicUsize>) {
         let count = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&count);
@@ -435,9 +515,21 @@ mod tests {
                 counted.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let who = request.headers().get(AUTHORIZATION).cloned();
+                let query = request.uri().query().unwrap_or_default();
                 let forwarded = request.headers().contains_key(FORWARDED_HEADER);
-                let body = format!("{who:?} forwarded={forwarded}");
-                ([(CACHE_CONTROL, "no-cache"), (CONTENT_TYPE, "text/plain")], body)
+                let body = format!("{who:?} {query} forwarded={forwarded}");
+                let path = request.uri().path();
+                let private = path.starts_with("/hls/p/")
+                    || (path.starts_with("/hls/flip/") && PRIVATE_FLIP.load(Ordering::SeqCst));
+                if !private {
+                    return ([(CACHE_CONTROL, "no-cache"), (CONTENT_TYPE, "text/plain")], body)
+                        .into_response();
+                }
+                if who.is_none() && !query.contains("token=") && !query.contains("sig=") {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                ([(CACHE_CONTROL, "private, no-cache"), (CONTENT_TYPE, "text/plain")], body)
+                    .into_response()
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -469,15 +561,19 @@ mod tests {
             Duration::from_secs(20),
         ));
         let request = get("/hls/cam/index.m3u8?_HLS_msn=4", None);
-        let answers: Vec<_> = (0..50).map(|_| through.serve(&origin, &request)).collect();
+        let answers: Vec<_> = (0..50).map(|_| through.serve("cam", &origin, &request)).collect();
         for answer in futures_util::future::join_all(answers).await {
             assert_eq!(answer.headers()[ORIGIN_HEADER], "node-a");
             assert_eq!(answer.headers()[CACHE_CONTROL], "no-cache");
-            assert_eq!(text(answer).await, (StatusCode::OK, "None forwarded=true".into()));
+            assert_eq!(
+                text(answer).await,
+                (StatusCode::OK, "None _HLS_msn=4 forwarded=true".into())
+            );
         }
         assert_eq!(count.load(Ordering::SeqCst), 1, "one fetch for 50 requests");
         // Another directive is another fetch; a parameter the origin ignores is not.
-        text(through.serve(&origin, &get("/hls/cam/index.m3u8?_HLS_msn=5", None)).await).await;
+        text(through.serve("cam", &origin, &get("/hls/cam/index.m3u8?_HLS_msn=5", None)).await)
+            .await;
         assert_eq!(count.load(Ordering::SeqCst), 2);
         // Nor are parameters the origin ignores, other orders, or numbers written otherwise.
         let variants = [
@@ -487,7 +583,7 @@ mod tests {
             "/hls/cam/index.m3u8?_HLS_msn=4",
         ];
         let requests: Vec<_> = variants.iter().map(|uri| get(uri, None)).collect();
-        let answers = requests.iter().map(|request| through.serve(&origin, request));
+        let answers = requests.iter().map(|request| through.serve("cam", &origin, request));
         for answer in futures_util::future::join_all(answers.collect::<Vec<_>>()).await {
             assert_eq!(text(answer).await.0, StatusCode::OK);
         }
@@ -495,7 +591,11 @@ mod tests {
         // A request the origin would refuse is refused here, without a fetch.
         for refused in ["_HLS_msn", "_HLS_part=1", "_HLS_msn=4&_HLS_skip=YES&_HLS_skip=NO"] {
             let request = get(&format!("/hls/cam/index.m3u8?{refused}"), None);
-            assert_eq!(text(through.serve(&origin, &request).await).await.0, 400, "{refused}");
+            assert_eq!(
+                text(through.serve("cam", &origin, &request).await).await.0,
+                400,
+                "{refused}"
+            );
         }
         assert_eq!(count.load(Ordering::SeqCst), 3);
         assert!(through.in_flight.lock().unwrap().is_empty());
@@ -509,12 +609,66 @@ mod tests {
             Arc::new(Everywhere(origin.clone())),
             Duration::from_secs(20),
         ));
-        let alice = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer alice")));
-        let bob = through.serve(&origin, &get("/hls/p/index.m3u8", Some("Bearer bob")));
+        let alice = through.serve("p", &origin, &get("/hls/p/index.m3u8", Some("Bearer alice")));
+        let bob = through.serve("p", &origin, &get("/hls/p/index.m3u8", Some("Bearer bob")));
         let (alice, bob) = tokio::join!(alice, bob);
         assert!(text(alice).await.1.contains("alice"));
         assert!(text(bob).await.1.contains("bob"));
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    /// Once the origin answered a stream as public, requests for it with and without
+    /// credentials share one fetch, made without them; when the stream turns private, a
+    /// request with credentials is refused once by the origin and asked again with them.
+    #[tokio::test]
+    async fn a_public_stream_is_fetched_once_whatever_credentials_viewers_add() {
+        let (origin, count) = origin(Duration::from_millis(200)).await;
+        let through = Arc::new(FetchThrough::new(
+            "node-b",
+            Arc::new(Everywhere(origin.clone())),
+            Duration::from_secs(20),
+        ));
+        let first = get("/hls/flip/index.m3u8?_HLS_msn=1", None);
+        assert_eq!(text(through.serve("flip", &origin, &first).await).await.0, StatusCode::OK);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let uris: Vec<String> = (0..20)
+            .map(|n| format!("/hls/flip/index.m3u8?_HLS_msn=2&token=random-{n}&exp={n}&sig=x{n}"))
+            .collect();
+        let mut requests: Vec<_> = uris.iter().map(|uri| get(uri, None)).collect();
+        requests.push(get("/hls/flip/index.m3u8?_HLS_msn=2", Some("Bearer alice")));
+        let answers = requests.iter().map(|request| through.serve("flip", &origin, request));
+        for answer in futures_util::future::join_all(answers.collect::<Vec<_>>()).await {
+            let (status, body) = text(answer).await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "None _HLS_msn=2 forwarded=true"));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 2, "one fetch for the 21, without credentials");
+        PRIVATE_FLIP.store(true, Ordering::SeqCst);
+        let with_token = get("/hls/flip/index.m3u8?_HLS_msn=3&token=alice-jwt", None);
+        let (status, body) = text(through.serve("flip", &origin, &with_token).await).await;
+        PRIVATE_FLIP.store(false, Ordering::SeqCst);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("token=alice-jwt"), "{body}");
+        assert_eq!(count.load(Ordering::SeqCst), 4, "refused without it, then asked with it");
+        // The refusal ended what the node knew: the next request goes with its credentials.
+        assert!(!through.known_public("flip"));
+    }
+
+    /// At most [`MAX_KNOWN_PUBLIC`] streams are known public; stale ones make room.
+    #[test]
+    fn known_public_streams_are_bounded() {
+        let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
+        let through = FetchThrough::new("node-b", Arc::new(Everywhere(dead)), Duration::ZERO);
+        let public = Fetched { status: StatusCode::OK, headers: Vec::new(), body: Bytes::new() };
+        for n in 0..MAX_KNOWN_PUBLIC {
+            through.learn(&format!("s{n}"), &public);
+        }
+        through.learn("one-more", &public);
+        assert!(!through.known_public("one-more") && through.known_public("s0"));
+        let stale = std::time::Instant::now().checked_sub(PUBLIC_FOR).unwrap();
+        through.public.lock().unwrap().insert("s0".into(), stale);
+        through.learn("one-more", &public);
+        assert!(through.known_public("one-more") && !through.known_public("s0"));
+        assert_eq!(through.public.lock().unwrap().len(), MAX_KNOWN_PUBLIC);
     }
 
     /// A live origin, one that died, and a node fetching through from them.
@@ -533,15 +687,25 @@ mod tests {
     async fn a_playlist_keeps_its_last_answer_while_its_stream_moves() {
         let (live, dead, through) = moving_stream().await;
         let playlist = get("/hls/cam/index.m3u8", None);
-        let (status, good) = text(through.serve(&live, &playlist).await).await;
+        let (status, good) = text(through.serve("cam", &live, &playlist).await).await;
         assert_eq!(status, StatusCode::OK);
         // The origin died: the same playlist as before, not an error.
-        assert_eq!(text(through.serve(&dead, &playlist).await).await, (StatusCode::OK, good));
+        assert_eq!(
+            text(through.serve("cam", &dead, &playlist).await).await,
+            (StatusCode::OK, good)
+        );
         // Not for segments, nor for viewers with credentials.
         let segment = get("/hls/cam/1-2.ts", None);
-        assert_eq!(text(through.serve(&dead, &segment).await).await.0, StatusCode::BAD_GATEWAY);
-        let private = get("/hls/cam/index.m3u8", Some("Bearer alice"));
-        assert_eq!(text(through.serve(&dead, &private).await).await.0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            text(through.serve("cam", &dead, &segment).await).await.0,
+            StatusCode::BAD_GATEWAY
+        );
+        let private = get("/hls/p/index.m3u8", Some("Bearer alice"));
+        assert_eq!(text(through.serve("p", &live, &private).await).await.0, StatusCode::OK);
+        assert_eq!(
+            text(through.serve("p", &dead, &private).await).await.0,
+            StatusCode::BAD_GATEWAY
+        );
     }
 
     /// A private playlist fetched with a viewer's token in the query is never kept for a
@@ -550,11 +714,16 @@ mod tests {
     async fn a_playlist_fetched_with_a_token_in_its_query_is_not_kept_for_others() {
         let (live, dead, through) = moving_stream().await;
         // Nor a delta update, which a player asking for the playlist could not use.
-        for query in ["token=viewer-jwt", "exp=1&sig=abc", "_HLS_msn=1&_HLS_skip=YES"] {
-            let with_token = get(&format!("/hls/p/index.m3u8?{query}"), None);
-            assert_eq!(text(through.serve(&live, &with_token).await).await.0, StatusCode::OK);
-            let bare = get("/hls/p/index.m3u8", None);
-            let (status, _) = text(through.serve(&dead, &bare).await).await;
+        for (stream, query) in
+            [("p", "token=viewer-jwt"), ("p", "exp=1&sig=abc"), ("cam", "_HLS_msn=1&_HLS_skip=YES")]
+        {
+            let with_token = get(&format!("/hls/{stream}/index.m3u8?{query}"), None);
+            assert_eq!(
+                text(through.serve(stream, &live, &with_token).await).await.0,
+                StatusCode::OK
+            );
+            let bare = get(&format!("/hls/{stream}/index.m3u8"), None);
+            let (status, _) = text(through.serve(stream, &dead, &bare).await).await;
             assert_eq!(status, StatusCode::BAD_GATEWAY, "{query}: kept for a viewer without it");
         }
         assert!(through.last_playlists.lock().unwrap().is_empty());
@@ -581,7 +750,8 @@ mod tests {
             Arc::new(Everywhere(dead.clone())),
             Duration::from_secs(20),
         ));
-        let (status, _) = text(through.serve(&dead, &get("/hls/x/index.m3u8", None)).await).await;
+        let (status, _) =
+            text(through.serve("cam", &dead, &get("/hls/x/index.m3u8", None)).await).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         {
             let mut in_flight = through.in_flight.lock().unwrap();
@@ -589,7 +759,8 @@ mod tests {
                 in_flight.insert(format!("k{n}"), watch::channel(None).1);
             }
         }
-        let (status, _) = text(through.serve(&dead, &get("/hls/y/index.m3u8", None)).await).await;
+        let (status, _) =
+            text(through.serve("cam", &dead, &get("/hls/y/index.m3u8", None)).await).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -621,7 +792,10 @@ mod tests {
             Duration::from_secs(20),
         ));
         let request = get("/hls/p/index.m3u8?token=SECRET-JWT&sig=SECRET-SIG&exp=1", None);
-        assert_eq!(text(through.serve(&dead, &request).await).await.0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            text(through.serve("cam", &dead, &request).await).await.0,
+            StatusCode::BAD_GATEWAY
+        );
         let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
         assert!(log.contains("fetch through failed") && log.contains("/hls/p/index.m3u8"), "{log}");
         assert!(!log.contains("SECRET"), "{log}");

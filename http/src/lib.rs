@@ -143,7 +143,7 @@ async fn answer(
         && !store.is_live(name)
         && let Some(origin) = through.origin_for(name, &request)
     {
-        return through.serve(&origin, &request).await;
+        return through.serve(name, &origin, &request).await;
     }
     let private = store.is_private(name);
     let query = request.uri().query().unwrap_or_default();
