@@ -159,11 +159,11 @@ impl FetchThrough {
     ) -> impl Future<Output = Response> + Send + 'static {
         let playlist = request.uri().path().ends_with(".m3u8");
         let headers = request.headers();
-        let cookies: Vec<&[u8]> =
-            headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
-        let cookie = (!cookies.is_empty())
-            .then(|| HeaderValue::from_bytes(&cookies.join(&b"; "[..])).ok())
-            .flatten();
+        // Of the cookies, only the viewer token's is read by the origin: the others would make
+        // each viewer's request its own fetch, and are not the origin's to see.
+        let cookie = crate::private::token_cookie(headers).and_then(|token| {
+            HeaderValue::from_str(&format!("{}={token}", crate::private::TOKEN_COOKIE)).ok()
+        });
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
         let with_credentials = forwarded_path(request.uri(), playlist, true);
         // A public stream is asked for without them, the same for every viewer; if it turned
@@ -189,6 +189,13 @@ impl FetchThrough {
             let held = held(&forwarded, &[None, None]);
             (forwarded.path, held)
         });
+        // What a 200 proves: asked without credentials, that the stream is public; asked
+        // with them, only a playlist's (a private one says `private`; a private stream's
+        // media do not, their URLs being signed).
+        let shows_public = playlist
+            || with_credentials.as_ref().is_ok_and(|forwarded| {
+                !forwarded.credentials && credentials.iter().all(Option::is_none)
+            });
         let held =
             with_credentials.as_ref().ok().and_then(|forwarded| held(forwarded, &credentials));
         let (this, origin, stream) = (Arc::clone(self), origin.clone(), stream.to_owned());
@@ -199,12 +206,12 @@ impl FetchThrough {
                 Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
             };
             if let Some((path, held)) = first {
-                let answer = this.answer(&stream, &origin, &path, [None, None], held).await;
+                let answer = this.answer(&stream, &origin, &path, [None, None], held, true).await;
                 if ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&answer.status()) {
                     return answer;
                 }
             }
-            this.answer(&stream, &origin, &forwarded.path, credentials, held).await
+            this.answer(&stream, &origin, &forwarded.path, credentials, held, shows_public).await
         }
     }
 
@@ -215,10 +222,11 @@ impl FetchThrough {
     }
 
     /// Notes what `fetched` says of `stream`: public (a 200 without `Cache-Control:
-    /// private`), private (a private answer, a 401 or a 403), or nothing.
-    fn learn(&self, stream: &str, fetched: &Fetched) {
+    /// private`, if its request `shows_public`), private (a private answer, a 401 or a 403),
+    /// or nothing.
+    fn learn(&self, stream: &str, fetched: &Fetched, shows_public: bool) {
         let mut public = self.public.lock().unwrap_or_else(PoisonError::into_inner);
-        if fetched.status == StatusCode::OK && !fetched.private() {
+        if shows_public && fetched.status == StatusCode::OK && !fetched.private() {
             let now = std::time::Instant::now();
             if public.len() >= MAX_KNOWN_PUBLIC && !public.contains_key(stream) {
                 public.retain(|_, at| now.duration_since(*at) < PUBLIC_FOR);
@@ -240,6 +248,7 @@ impl FetchThrough {
         path: &str,
         credentials: [Option<HeaderValue>; 2],
         held: Option<String>,
+        shows_public: bool,
     ) -> Response {
         // Viewers with credentials (private streams) share only with the same credentials.
         let mut key = format!("{}{path}", origin.url);
@@ -278,7 +287,7 @@ impl FetchThrough {
                             body: Bytes::new(),
                         })
                     });
-                    this.learn(&stream, &fetched);
+                    this.learn(&stream, &fetched, shows_public);
                     let fetched = match held {
                         Some(playlist) => this.hold(playlist, fetched),
                         None => fetched,
@@ -515,9 +524,13 @@ mod tests {
                 counted.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let who = request.headers().get(AUTHORIZATION).cloned();
+                let cookie = request.headers().get(COOKIE).cloned();
                 let query = request.uri().query().unwrap_or_default();
                 let forwarded = request.headers().contains_key(FORWARDED_HEADER);
-                let body = format!("{who:?} {query} forwarded={forwarded}");
+                let mut body = format!("{who:?} {query} forwarded={forwarded}");
+                if let Some(cookie) = &cookie {
+                    body.push_str(&format!(" cookie={cookie:?}"));
+                }
                 let path = request.uri().path();
                 let private = path.starts_with("/hls/p/")
                     || (path.starts_with("/hls/flip/") && PRIVATE_FLIP.load(Ordering::SeqCst));
@@ -525,11 +538,20 @@ mod tests {
                     return ([(CACHE_CONTROL, "no-cache"), (CONTENT_TYPE, "text/plain")], body)
                         .into_response();
                 }
-                if who.is_none() && !query.contains("token=") && !query.contains("sig=") {
+                if who.is_none()
+                    && cookie.is_none()
+                    && !query.contains("token=")
+                    && !query.contains("sig=")
+                {
                     return StatusCode::UNAUTHORIZED.into_response();
                 }
-                ([(CACHE_CONTROL, "private, no-cache"), (CONTENT_TYPE, "text/plain")], body)
-                    .into_response()
+                // Media under signed URLs are cached as any segment.
+                let cache = if path.ends_with(".m3u8") {
+                    "private, no-cache"
+                } else {
+                    "public, max-age=86400, immutable"
+                };
+                ([(CACHE_CONTROL, cache), (CONTENT_TYPE, "text/plain")], body).into_response()
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -615,6 +637,28 @@ mod tests {
         assert!(text(alice).await.1.contains("alice"));
         assert!(text(bob).await.1.contains("bob"));
         assert_eq!(count.load(Ordering::SeqCst), 2);
+        // A private stream's segment under a signed URL is cached as any segment: that does
+        // not make the stream public.
+        let segment = get("/hls/p/1-2.ts?exp=1&sig=abc", None);
+        assert_eq!(text(through.serve("p", &origin, &segment).await).await.0, StatusCode::OK);
+        assert!(!through.known_public("p"));
+        // Of the cookies, the viewer token's alone goes to the origin, and decides the key.
+        let cookies = ["a=1; access_token_cookie=carol; b=2", "access_token_cookie=carol; c=3"];
+        let requests: Vec<_> = cookies
+            .iter()
+            .map(|cookie| {
+                Request::get("/hls/p/index.m3u8")
+                    .header(COOKIE, *cookie)
+                    .body(Body::empty())
+                    .unwrap()
+            })
+            .collect();
+        let answers = requests.iter().map(|request| through.serve("p", &origin, request));
+        for answer in futures_util::future::join_all(answers.collect::<Vec<_>>()).await {
+            let body = text(answer).await.1;
+            assert!(body.ends_with(r#"cookie="access_token_cookie=carol""#), "{body}");
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 4, "one fetch for the two");
     }
 
     /// Once the origin answered a stream as public, requests for it with and without
@@ -660,13 +704,13 @@ mod tests {
         let through = FetchThrough::new("node-b", Arc::new(Everywhere(dead)), Duration::ZERO);
         let public = Fetched { status: StatusCode::OK, headers: Vec::new(), body: Bytes::new() };
         for n in 0..MAX_KNOWN_PUBLIC {
-            through.learn(&format!("s{n}"), &public);
+            through.learn(&format!("s{n}"), &public, true);
         }
-        through.learn("one-more", &public);
+        through.learn("one-more", &public, true);
         assert!(!through.known_public("one-more") && through.known_public("s0"));
         let stale = std::time::Instant::now().checked_sub(PUBLIC_FOR).unwrap();
         through.public.lock().unwrap().insert("s0".into(), stale);
-        through.learn("one-more", &public);
+        through.learn("one-more", &public, true);
         assert!(through.known_public("one-more") && !through.known_public("s0"));
         assert_eq!(through.public.lock().unwrap().len(), MAX_KNOWN_PUBLIC);
     }

@@ -27,19 +27,22 @@ const CHALLENGE: &str = "Bearer realm=\"rtmp-hls\"";
 /// query parameter.
 pub(crate) fn viewer_token<'a>(headers: &'a HeaderMap, query: &'a str) -> Option<&'a str> {
     bearer(headers)
-        .or_else(|| {
-            headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(';'))
-                .find_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
-        })
+        .or_else(|| token_cookie(headers))
         .or_else(|| {
             query.split('&').find_map(|pair| pair.strip_prefix(TOKEN_PARAM)?.strip_prefix('='))
         })
         .map(|token| token.trim_matches('"'))
         .filter(|token| !token.is_empty())
+}
+
+/// The value of a request's [`TOKEN_COOKIE`], if any (the first; other cookies are not read).
+pub(crate) fn token_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
 }
 
 /// The bearer token of a request's `Authorization` header, if any (RFC 6750 §2.1).
