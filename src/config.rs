@@ -222,7 +222,8 @@ pub(crate) struct ServeArgs {
     pub(crate) rtmp_play: bool,
 
     /// RTMP players at once, over all streams (--max-viewers-per-stream applies to each
-    /// stream's players too).
+    /// stream's players too). Players never take the connections live publishers need:
+    /// at most --max-connections less --max-streams (of which at most half is kept).
     #[arg(long, env = "RTMP_HLS_MAX_RTMP_PLAYERS", default_value_t = ingest::play::MAX_PLAYERS, help_heading = "Limits")]
     pub(crate) max_rtmp_players: usize,
 

@@ -413,7 +413,8 @@ impl Connection {
         let players = usize::try_from(self.ingest.metrics.players.get()).unwrap_or(0);
         let stream_full =
             limits.max_per_stream > 0 && broadcast.player_count() >= limits.max_per_stream;
-        if players >= limits.max_players || stream_full {
+        let room = crate::play::player_room(&limits, &self.ingest.config.limits);
+        if players >= room || stream_full {
             let description = "Too many players; try again later.";
             return Ok(refuse(self, "full", "NetStream.Play.Failed", description)?);
         }
@@ -499,9 +500,8 @@ impl Connection {
                 info!("player ended: the stream ended");
                 return Ok(());
             }
-            if !drained {
-                continue;
-            }
+            // A player whose queue stays full (it reads slower than the stream) goes through
+            // the checks below each batch too, without waiting.
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Err(ConnectionError::Shutdown),
@@ -513,7 +513,6 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                () = outbox.wake.notified() => {}
                 read = self.socket.read_with(|bytes| self.session.handle_bytes(bytes)) => {
                     let Some(actions) = read? else {
                         info!("player ended: it closed the connection");
@@ -534,6 +533,8 @@ impl Connection {
                         }
                     }
                 }
+                () = std::future::ready(()), if !drained => {}
+                () = outbox.wake.notified() => {}
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::push::queue::{self, Item, MAX_QUEUE_BYTES, Role};
 pub const MAX_GOP_CACHE_BYTES: usize = MAX_QUEUE_BYTES;
 
 /// RTMP players the server takes at once, over all streams: each holds a connection, a
-/// task and a queue; publishers keep the other connections.
+/// task and a queue; publishers keep the other connections ([`player_room`]).
 pub const MAX_PLAYERS: usize = 1024;
 /// How often a player of a private stream is checked again: a stream made private, or a
 /// token that expired, ends it within this.
@@ -40,6 +40,17 @@ pub struct PlayLimits {
     pub max_players: usize,
     /// Players of one stream (0: no limit; the HLS viewer limit).
     pub max_per_stream: usize,
+}
+
+/// How many players may be served at once with `limits` and the connection limits: at most
+/// `max_players`, and never the places live publishers need (`max_streams` of the connection
+/// limit, at most half of it). Players are authenticated connections, which a new connection
+/// cannot evict: without the reserve, players of one public stream from a few addresses
+/// could hold every place and keep every publisher (and every encoder reconnecting) out.
+#[must_use]
+pub fn player_room(limits: &PlayLimits, connections: &crate::limits::Limits) -> usize {
+    let reserved = connections.max_streams.min(connections.max_connections / 2);
+    limits.max_players.min(connections.max_connections - reserved)
 }
 
 impl Default for PlayLimits {
@@ -207,6 +218,20 @@ impl Broadcasts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn players_leave_the_publishers_their_places() {
+        let limits = PlayLimits::default();
+        let mut connections = crate::limits::Limits::default();
+        // 1,024 connections, 256 streams: 768 players.
+        assert_eq!(player_room(&limits, &connections), 768);
+        connections.max_streams = 10_000;
+        assert_eq!(player_room(&limits, &connections), 512, "at most half is kept");
+        connections.max_connections = 100_000;
+        assert_eq!(player_room(&limits, &connections), MAX_PLAYERS);
+        connections.max_connections = 1;
+        assert_eq!(player_room(&limits, &connections), 1);
+    }
 
     fn video(role: Role) -> Bytes {
         Bytes::from_static(match role {
