@@ -19,7 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SendError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -32,6 +33,11 @@ use crate::seed::Seed;
 /// ends; FLV tags): a few seconds of frames; past it the recording skips to the next
 /// segment (FLV: keyframe).
 pub const WRITER_QUEUE: usize = 512;
+/// Bytes of media a recording's writer may fall behind by, whatever the message count: a
+/// publisher's messages may be up to 8 MiB each (4K keyframes), so 512 of them could hold
+/// 4 GiB per recording while a disk stalls. 16 MiB is 50 s at 2.5 Mbit/s (the count binds
+/// first at encoder rates).
+pub const WRITER_QUEUE_BYTES: usize = 16 << 20;
 /// The least EXT-X-TARGETDURATION of a recording's playlist, written before any segment
 /// exists: the packager's forced cut (20 s without a keyframe) stays within it; a longer
 /// `--segment-duration` (audio-only streams are cut at it) raises it.
@@ -106,6 +112,58 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Bytes of media it holds.
+    fn len(&self) -> usize {
+        match self {
+            Self::Init(bytes) | Self::Fragment(bytes) | Self::Tag { body: bytes, .. } => {
+                bytes.len()
+            }
+            Self::SegmentStart | Self::SegmentEnd(_) => 0,
+        }
+    }
+}
+
+/// The publisher's side of a writer's queue: bounded by [`WRITER_QUEUE`] commands and
+/// [`WRITER_QUEUE_BYTES`].
+struct WriterQueue {
+    commands: SyncSender<Command>,
+    /// Bytes sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+}
+
+impl WriterQueue {
+    /// A queue and the writer's side of it.
+    fn new() -> (Self, impl Iterator<Item = Command> + Send) {
+        let (commands, taken) = sync_channel(WRITER_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&queued);
+        let taken = taken.into_iter().inspect(move |command: &Command| {
+            counted.fetch_sub(command.len(), Ordering::Relaxed);
+        });
+        (Self { commands, queued }, taken)
+    }
+
+    /// Queues `command` unless the queue is full (in commands or bytes).
+    fn try_send(&self, command: Command) -> Result<(), TrySendError<Command>> {
+        let len = command.len();
+        if self.queued.load(Ordering::Relaxed) + len > WRITER_QUEUE_BYTES {
+            return Err(TrySendError::Full(command));
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.commands.try_send(command).inspect_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        })
+    }
+
+    /// Queues `command`, waiting for room (in commands; the bytes of a finishing
+    /// recording's last segment are not held back).
+    fn send(&self, command: Command) -> Result<(), SendError<Command>> {
+        self.queued.fetch_add(command.len(), Ordering::Relaxed);
+        self.commands.send(command)
+    }
+}
+
 /// A finished recording, for the `record_done` event and callback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -156,7 +214,7 @@ pub(crate) struct Recorder {
     video: bool,
     /// The recording's packager (MP4); `None` for FLV.
     remuxer: Option<Remuxer>,
-    to_writer: Option<SyncSender<Command>>,
+    to_writer: Option<WriterQueue>,
     writer: Option<std::thread::JoinHandle<Recorded>>,
     /// Messages are dropped because the writer fell behind: until the next segment (MP4)
     /// or keyframe (FLV).
@@ -167,18 +225,32 @@ pub(crate) struct Recorder {
     gaps: u64,
     /// An init segment the writer's queue had no room for: sent before the next segment.
     pending_init: Option<Bytes>,
+    /// Once finishing: what the writer's queue had no room for, in order, handed to the
+    /// writer by [`Finishing::join`] (which may wait) rather than skipped. At most the last
+    /// segment's fragments.
+    tail: Option<Vec<Command>>,
 }
 
-/// A recording being finished: its writer, and the gaps the publisher's side left.
+/// A recording being finished: its writer, what is left to hand it, and the gaps the
+/// publisher's side left.
 pub(crate) struct Finishing {
     writer: std::thread::JoinHandle<Recorded>,
+    to_writer: Option<WriterQueue>,
+    tail: Vec<Command>,
     gaps: u64,
 }
 
 impl Finishing {
-    /// What was recorded, once the writer is done (it may wait for the disk); `None` if
-    /// the writer panicked.
+    /// What was recorded, once the writer has taken the rest and is done (it may wait for
+    /// the disk: call it where blocking is fine); `None` if the writer panicked.
     pub(crate) fn join(self) -> Option<Recorded> {
+        if let Some(to_writer) = self.to_writer {
+            for command in self.tail {
+                if to_writer.send(command).is_err() {
+                    break;
+                }
+            }
+        }
         let mut recorded = self.writer.join().ok()?;
         recorded.failures += self.gaps;
         Some(recorded)
@@ -214,7 +286,7 @@ impl Recorder {
         };
         let format = settings.format;
         let remuxer = (format == RecordFormat::Mp4).then(|| Remuxer::new(config));
-        let (to_writer, from_publisher) = sync_channel(WRITER_QUEUE);
+        let (to_writer, from_publisher) = WriterQueue::new();
         let target = RECORDING_TARGET_DURATION.max(config.target_duration.as_secs() + 1);
         // Milliseconds: two publishes of a stream within a second get two names.
         let stamp = humantime::format_rfc3339_millis(started).to_string().replace(':', "-");
@@ -224,8 +296,8 @@ impl Recorder {
         let on_error = Arc::clone(&settings.on_error);
         let spawned = std::thread::Builder::new().name(format!("record {stream}")).spawn(
             move || match format {
-                RecordFormat::Mp4 => write(&base, target, stream, &from_publisher, &*on_error),
-                RecordFormat::Flv => write_flv(&base, stream, &from_publisher, &*on_error),
+                RecordFormat::Mp4 => write(&base, target, stream, from_publisher, &*on_error),
+                RecordFormat::Flv => write_flv(&base, stream, from_publisher, &*on_error),
             },
         );
         let (to_writer, writer) = match spawned {
@@ -249,6 +321,7 @@ impl Recorder {
             behind: false,
             gaps: 0,
             pending_init: None,
+            tail: None,
         }
     }
 
@@ -308,12 +381,13 @@ impl Recorder {
                 self.forward();
             }
             None => {
-                let keyframe = role == crate::push::Role::Keyframe;
+                // A decoder resumes at a keyframe, at any audio frame without video: where
+                // the writer may start a new file after a failure too.
+                let keyframe = role == crate::push::Role::Keyframe
+                    || (kind == packager::TagKind::Audio && !self.video);
                 if self.skipping {
-                    // A decoder resumes at a keyframe (at any audio frame without video),
-                    // with the configurations first; those seen meanwhile are in the seed.
-                    let resumes = keyframe || (kind == packager::TagKind::Audio && !self.video);
-                    if !resumes || !self.send_seed() {
+                    // With the configurations first; those seen meanwhile are in the seed.
+                    if !keyframe || !self.send_seed() {
                         return;
                     }
                     self.skipping = false;
@@ -362,9 +436,17 @@ impl Recorder {
     /// something again).
     fn send(&mut self, command: Command) -> Result<(), Command> {
         let Some(to_writer) = &self.to_writer else { return Ok(()) };
+        if let Some(tail) = self.tail.as_mut().filter(|tail| !tail.is_empty()) {
+            tail.push(command);
+            return Ok(());
+        }
         match to_writer.try_send(command) {
             Ok(()) => {
                 self.behind = false;
+                Ok(())
+            }
+            Err(TrySendError::Full(command)) if self.tail.is_some() => {
+                self.tail.get_or_insert_default().push(command);
                 Ok(())
             }
             Err(TrySendError::Full(command)) => {
@@ -405,13 +487,19 @@ impl Recorder {
             if self.skipping && !matches!(command, Command::Init(_)) {
                 continue;
             }
-            if let Err(command) = self.send(command) {
-                // The disk is slower than the stream: skip to the next segment (a new init
-                // is kept for it: fragments are never written under the old one).
-                if let Command::Init(init) = command {
-                    self.pending_init = Some(init);
+            let init = matches!(command, Command::Init(_));
+            match self.send(command) {
+                // A newer init went: one held for lack of room is stale.
+                Ok(()) if init => self.pending_init = None,
+                Ok(()) => {}
+                Err(command) => {
+                    // The disk is slower than the stream: skip to the next segment (a new
+                    // init is kept for it: fragments are never written under the old one).
+                    if let Command::Init(init) = command {
+                        self.pending_init = Some(init);
+                    }
+                    self.skipping = true;
                 }
-                self.skipping = true;
             }
         }
     }
@@ -419,13 +507,15 @@ impl Recorder {
     /// Ends the recording: the last segment, then the writer finishes the playlist; what
     /// was recorded comes from [`Finishing::join`].
     pub(crate) fn finish(mut self) -> Option<Finishing> {
+        // What is left is handed over whole, waiting for the writer if it must.
+        self.tail = Some(Vec::new());
         if let Some(remuxer) = &mut self.remuxer {
             remuxer.finish();
         }
         self.forward();
-        drop(self.to_writer.take());
         let writer = self.writer.take()?;
-        Some(Finishing { writer, gaps: self.gaps })
+        let tail = self.tail.take().unwrap_or_default();
+        Some(Finishing { writer, to_writer: self.to_writer.take(), tail, gaps: self.gaps })
     }
 }
 
@@ -447,16 +537,24 @@ impl Output {
         }
         let (path, name) = part_file(base, part, "mp4");
         let mut mp4 = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        mp4.write_all(init)?;
-        let mut playlist =
-            OpenOptions::new().create_new(true).append(true).open(path.with_extension("m3u8"))?;
+        let playlist_path = path.with_extension("m3u8");
+        let created = mp4
+            .write_all(init)
+            .and_then(|()| OpenOptions::new().create_new(true).append(true).open(&playlist_path));
+        // A file that failed (a full disk) is not left behind for each attempt.
+        let mut playlist = created.inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         let head = format!(
             "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{target}\n\
              #EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"{name}.mp4\",BYTERANGE=\"{}@0\"\n",
             init.len()
         );
         // One write per entry: a reader never sees half of one.
-        playlist.write_all(head.as_bytes())?;
+        playlist.write_all(head.as_bytes()).inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&playlist_path);
+        })?;
         let len = init.len() as u64;
         Ok(Self { mp4, playlist, path, len, segment_start: len })
     }
@@ -510,7 +608,7 @@ fn write(
     base: &Path,
     target: u64,
     stream: String,
-    commands: &std::sync::mpsc::Receiver<Command>,
+    commands: impl Iterator<Item = Command>,
     on_error: &dyn Fn(&std::io::Error),
 ) -> Recorded {
     let mut recorded = Recorded::empty(stream);
@@ -593,7 +691,7 @@ fn write(
 fn write_flv(
     base: &Path,
     stream: String,
-    commands: &std::sync::mpsc::Receiver<Command>,
+    commands: impl Iterator<Item = Command>,
     on_error: &dyn Fn(&std::io::Error),
 ) -> Recorded {
     let mut recorded = Recorded::empty(stream);
@@ -643,6 +741,8 @@ fn write_flv(
                         }
                     }
                     if let Err(error) = created.write_all(&head) {
+                        // Not left behind for each attempt (a full disk).
+                        let _ = std::fs::remove_file(&path);
                         fail(error, &mut recorded, &mut state, on_error);
                         continue;
                     }
@@ -766,7 +866,7 @@ mod tests {
                 Recorder::start(dir, "cam", false, SystemTime::now(), config, format, on_error);
             // Its writer replaced by a queue nobody reads.
             let (stalled, queue) = sync_channel(4);
-            recorder.to_writer = Some(stalled);
+            recorder.to_writer = Some(WriterQueue { commands: stalled, queued: Arc::default() });
             let feed = |recorder: &mut Recorder| {
                 for tag in &tags {
                     let kind = match tag.tag_type {
@@ -783,6 +883,130 @@ mod tests {
             feed(&mut recorder);
             assert_eq!((reports.load(Relaxed), recorder.gaps), (2, 2), "{format:?}");
         }
+    }
+
+    /// Feeds every audio and video tag of `clip` to `recorder`.
+    fn feed(recorder: &mut Recorder, clip: testkit::Clip) {
+        for tag in &testkit::flv::read_tags(&testkit::clip(clip)) {
+            let kind = match tag.tag_type {
+                8 => packager::TagKind::Audio,
+                9 => packager::TagKind::Video,
+                _ => continue,
+            };
+            recorder.media(kind, tag.timestamp, &tag.data);
+        }
+    }
+
+    /// A recorder of `clip` whose writer is a queue of `capacity` nobody reads yet.
+    fn queued(
+        format: RecordFormat,
+        capacity: usize,
+    ) -> (Recorder, std::sync::mpsc::Receiver<Command>) {
+        let config = RemuxerConfig {
+            target_duration: Duration::from_secs(1),
+            container: packager::Container::Ts,
+        };
+        let dir = Path::new("/nonexistent-rtmp-hls");
+        let mut recorder =
+            Recorder::start(dir, "cam", false, SystemTime::now(), config, format, |_| {});
+        let (commands, queue) = sync_channel(capacity);
+        recorder.to_writer = Some(WriterQueue { commands, queued: Arc::default() });
+        (recorder, queue)
+    }
+
+    /// At the end of a publish the writer's queue may be full: the last segment waits for
+    /// room rather than being skipped.
+    #[test]
+    fn the_last_segment_waits_for_a_full_writer() {
+        // How many commands the clip makes before the end.
+        let (mut recorder, queue) = queued(RecordFormat::Mp4, 10_000);
+        feed(&mut recorder, testkit::Clip::AvSmall);
+        let before_end = queue.try_iter().count();
+        // A queue exactly that long, full when the recording ends.
+        let (mut recorder, queue) = queued(RecordFormat::Mp4, before_end);
+        feed(&mut recorder, testkit::Clip::AvSmall);
+        assert_eq!(recorder.gaps, 0);
+        let (go, wait) = sync_channel::<()>(1);
+        let writer = std::thread::spawn(move || {
+            let _ = wait.recv();
+            let mut recorded = Recorded::empty("cam".into());
+            for command in queue {
+                if let Command::SegmentEnd(duration) = command {
+                    recorded.duration += duration;
+                }
+            }
+            recorded
+        });
+        recorder.writer = Some(writer);
+        let finishing = recorder.finish().unwrap();
+        assert!(!finishing.tail.is_empty(), "the queue was full at the end");
+        go.send(()).unwrap();
+        let recorded = finishing.join().unwrap();
+        assert_eq!(recorded.failures, 0);
+        // AvSmall: 4 s of media, every segment's end written.
+        let expected = Duration::from_secs(4);
+        let off = recorded.duration.abs_diff(expected);
+        assert!(off < Duration::from_millis(100), "{:?}", recorded.duration);
+    }
+
+    /// An init segment held for lack of room is dropped once a newer one goes.
+    #[test]
+    fn a_held_init_segment_never_follows_a_newer_one() {
+        let (mut recorder, queue) = queued(RecordFormat::Mp4, 10_000);
+        recorder.pending_init = Some(Bytes::from_static(b"stale"));
+        feed(&mut recorder, testkit::Clip::AvSmall);
+        let inits: Vec<Bytes> = queue
+            .try_iter()
+            .filter_map(|command| match command {
+                Command::Init(init) => Some(init),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inits.len(), 1);
+        assert_ne!(inits[0], Bytes::from_static(b"stale"));
+    }
+
+    /// Without video, each audio frame is where an FLV writer may start its next file.
+    #[test]
+    fn audio_frames_of_an_audio_only_stream_are_places_to_resume() {
+        let (mut recorder, queue) = queued(RecordFormat::Flv, 10_000);
+        feed(&mut recorder, testkit::Clip::AudioOnlyAac);
+        let frames: Vec<bool> = queue
+            .try_iter()
+            .filter_map(|command| match command {
+                Command::Tag { kind: FLV_AUDIO, keyframe, .. } => Some(keyframe),
+                _ => None,
+            })
+            .collect();
+        assert!(frames.len() > 100 && frames.iter().all(|&keyframe| keyframe));
+    }
+
+    /// The writer's queue holds at most [`WRITER_QUEUE_BYTES`], and what the writer takes
+    /// makes room.
+    #[test]
+    fn the_writer_queue_is_bounded_in_bytes() {
+        let (queue, mut taken) = WriterQueue::new();
+        let frame = || Command::Fragment(Bytes::from(vec![0; WRITER_QUEUE_BYTES / 2]));
+        assert!(queue.try_send(frame()).is_ok() && queue.try_send(frame()).is_ok());
+        assert!(matches!(queue.try_send(frame()), Err(TrySendError::Full(_))));
+        assert!(matches!(queue.try_send(Command::SegmentStart), Ok(())));
+        assert!(taken.next().is_some());
+        assert!(queue.try_send(frame()).is_ok());
+    }
+
+    /// A file whose set-up failed is not left behind (each retry takes a new name).
+    #[test]
+    fn a_recording_file_that_failed_is_removed() {
+        let dir = std::env::temp_dir().join(format!("rtmp-hls-orphan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("cam-t");
+        // Its playlist cannot be created: the name is taken.
+        std::fs::write(base.with_extension("m3u8"), b"someone else's").unwrap();
+        assert!(Output::create(&base, 0, 21, b"INIT").is_err());
+        assert!(!base.with_extension("mp4").exists());
+        assert_eq!(std::fs::read(base.with_extension("m3u8")).unwrap(), b"someone else's");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -804,7 +1028,7 @@ mod tests {
             tx.send(command).unwrap();
         }
         drop(tx);
-        let recorded = write(&base, 21, "cam".into(), &rx, &|_| {});
+        let recorded = write(&base, 21, "cam".into(), rx.into_iter(), &|_| {});
         assert_eq!(recorded.bytes, 13);
         assert_eq!(recorded.duration, Duration::from_millis(3500));
         let mp4 = std::fs::read(&recorded.files[0]).unwrap();
@@ -835,7 +1059,8 @@ mod tests {
         tx.send(tag(FLV_VIDEO, 1000, b"\x17key", true)).unwrap();
         tx.send(tag(FLV_AUDIO, 3000, b"\xafau", false)).unwrap();
         drop(tx);
-        let recorded = write_flv(&dir.join("cam").join("cam-t"), "cam".into(), &rx, &|_| {});
+        let recorded =
+            write_flv(&dir.join("cam").join("cam-t"), "cam".into(), rx.into_iter(), &|_| {});
         let bytes = std::fs::read(&recorded.files[0]).unwrap();
         assert_eq!(&bytes[..13], &FLV_HEADER);
         // Script tag: type, size 4, timestamp 0, stream 0, body, previous size 15.
@@ -883,10 +1108,10 @@ mod tests {
         }
         drop(tx);
         let base = Path::new("/proc/rtmp-hls-cannot-write-here/cam/cam-t");
-        let recorded = write(base, 21, "cam".into(), &rx, &move |_| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let recorded = write(base, 21, "cam".into(), rx.into_iter(), &move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(errors.load(Ordering::Relaxed), 1);
         assert!(recorded.files.is_empty() && recorded.failures >= 1);
     }
 }
