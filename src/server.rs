@@ -542,14 +542,15 @@ impl Running {
             rtmps.await?.context("RTMPS listener")?;
         }
         self.housekeeping.abort();
+        // Saved first: what follows waits on other services, and may be cut short.
+        if let Err(e) = sequences.save(store) {
+            warn!(error = %e, "could not save media sequence numbers");
+        }
         if let Some(member) = ingest.cluster() {
             // Every stream ended here: the next node to publish one continues its numbering.
             member.release_all(ingest).await;
         }
         let _ = self.stop_cluster.send(true);
-        if let Err(e) = sequences.save(store) {
-            warn!(error = %e, "could not save media sequence numbers");
-        }
         if let Some(kafka) = kafka {
             // Every stop event is queued by now: hand them to the broker, boundedly.
             tokio::task::spawn_blocking(move || kafka.flush(KAFKA_FLUSH_LIMIT)).await?;

@@ -794,16 +794,32 @@ impl ClusterMember {
         }
     }
 
-    /// Ends every lease this node holds (at shutdown, once its streams ended).
+    /// Ends every lease this node holds (at shutdown, once its streams ended), all at once
+    /// and within one renewal interval in all: a node that holds many leases and cannot
+    /// reach the registry does not hold its exit up by an interval per lease (a lease not
+    /// released expires as any lease of a node that stopped renewing).
     pub async fn release_all(&self, ingest: &Ingest) {
         let streams: Vec<String> = self.held().keys().cloned().collect();
-        let me = &self.config.member;
+        let mut updates = tokio::task::JoinSet::new();
         for stream in streams {
             let numbering = ingest.store.numbering(&stream);
-            let update = self.registry.update(&stream, me, LeaseState::Ended, numbering);
-            if let Err(e) = self.call("update", self.config.renew_interval(), update).await {
-                warn!(%stream, "releasing the stream's lease: {e}");
+            let (registry, me) = (Arc::clone(&self.registry), self.config.member.clone());
+            self.operations.get_or_create(&OperationLabel { op: "update" }).inc();
+            updates.spawn(async move {
+                let result = registry.update(&stream, &me, LeaseState::Ended, numbering).await;
+                (stream, result)
+            });
+        }
+        let limit = self.config.renew_interval();
+        let released = timeout(limit, async {
+            while let Some(done) = updates.join_next().await {
+                if let Ok((stream, Err(e))) = done {
+                    warn!(%stream, "releasing the stream's lease: {e}");
+                }
             }
+        });
+        if released.await.is_err() {
+            warn!(left = updates.len(), "leases not released within {limit:?}: they expire");
         }
         self.held().clear();
     }
@@ -853,6 +869,8 @@ mod tests {
     struct Memory {
         leases: Mutex<HashMap<String, Lease>>,
         down: AtomicBool,
+        /// Updates never answer (a database that takes connections and hangs).
+        hung: AtomicBool,
         /// The holder's renewal lands just before the next `take` (a race a real database
         /// gives only by chance).
         renewal_before_take: AtomicBool,
@@ -956,6 +974,9 @@ mod tests {
             state: LeaseState,
             numbering: Option<Numbering>,
         ) -> Result<(), RegistryError> {
+            if self.hung.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             self.with(|l| {
                 if let Some(lease) = l.get_mut(stream).filter(|x| x.holder == me.holder) {
                     lease.state = state;
@@ -1083,6 +1104,33 @@ mod tests {
         let claim = mb.acquire("cam", TakeoverPolicy::Refuse, false).await.unwrap();
         assert_eq!(claim.from.unwrap().next_sequence, mb.config.move_margin());
         drop(publication);
+    }
+
+    /// A registry that hangs holds a node's exit up by one renewal interval, not one per
+    /// lease; one that answers has every lease ended.
+    #[tokio::test(start_paused = true)]
+    async fn leases_are_released_at_once_within_one_interval() {
+        for hung in [true, false] {
+            let registry = Arc::new(Memory::default());
+            let a = node(if hung { "r1" } else { "r2" }, &registry);
+            let ma = a.cluster().unwrap();
+            ma.renew(&a).await;
+            let mut publications = Vec::new();
+            for n in 0..20 {
+                let stream = format!("s{n}");
+                let claim = ma.acquire(&stream, TakeoverPolicy::Replace, false).await.unwrap();
+                publications.push(a.store.begin(&stream, 1, 100).unwrap());
+                assert!(claim.confirm());
+            }
+            assert_eq!(ma.held().len(), 20);
+            registry.hung.store(hung, Ordering::SeqCst);
+            let start = Instant::now();
+            ma.release_all(&a).await;
+            assert!(start.elapsed() <= ma.config.renew_interval(), "{:?}", start.elapsed());
+            let leases = registry.leases.lock().unwrap();
+            let ended = leases.values().filter(|l| l.state == LeaseState::Ended).count();
+            assert_eq!(ended, if hung { 0 } else { 20 });
+        }
     }
 
     /// Two nodes of one registry, both renewed, `a` publishing "cam" live.
