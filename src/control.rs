@@ -392,7 +392,7 @@ impl Collector for CurrentState {
                 .encode(viewers.encode_family(&labels)?)?;
         }
         if let Some(kafka) = &self.kafka {
-            let (waiting, dropped_stats, dropped_lifecycle) = kafka.queue_figures();
+            let (waiting, dropped_stats, dropped_lifecycle, undelivered) = kafka.queue_figures();
             let depth = ConstGauge::new(i64::try_from(waiting).unwrap_or(i64::MAX));
             depth.encode(encoder.encode_descriptor(
                 "event_queue_depth",
@@ -402,12 +402,17 @@ impl Collector for CurrentState {
             )?)?;
             let mut dropped = encoder.encode_descriptor(
                 "events_dropped",
-                "Events dropped because the queue was full, by kind",
+                "Events dropped, by kind: the queue was full (stream_stats, lifecycle), or Kafka \
+                 did not take them within the delivery timeout (undelivered)",
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for (kind, count) in [("stream_stats", dropped_stats), ("lifecycle", dropped_lifecycle)]
-            {
+            let kinds = [
+                ("stream_stats", dropped_stats),
+                ("lifecycle", dropped_lifecycle),
+                ("undelivered", undelivered),
+            ];
+            for (kind, count) in kinds {
                 ConstCounter::new(count).encode(dropped.encode_family(&[("kind", kind)])?)?;
             }
         }

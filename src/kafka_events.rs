@@ -169,6 +169,18 @@ impl Default for Delivery {
 }
 
 impl Delivery {
+    /// Counts an event lost (shown in `events_dropped{kind="undelivered"}`), with a line
+    /// per [`DROP_REPORT_INTERVAL`] at most: an outage past the delivery timeout loses
+    /// every event queued, each reported here.
+    fn lose(&self, error: &KafkaError, key: Option<&[u8]>) {
+        let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.may_log() {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+            error!(%error, key = %key, lost, suppressed, "an event could not be delivered to Kafka and is lost");
+        }
+    }
+
     /// Whether a broker problem may be logged now.
     fn may_log(&self) -> bool {
         let mut last = self.last_logged.lock().unwrap_or_else(PoisonError::into_inner);
@@ -214,9 +226,7 @@ impl ProducerContext for Delivery {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
-            let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
-            let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-            error!(%error, key = %key, lost, "an event could not be delivered to Kafka and is lost");
+            self.lose(error, message.key());
         }
     }
 }
@@ -296,7 +306,9 @@ impl KafkaEvents {
                         self.queue.push_front(record);
                         std::thread::sleep(Duration::from_millis(100));
                     } else {
-                        error!(%error, "an event could not be queued for Kafka and is lost");
+                        self.producer
+                            .context()
+                            .lose(&error, record.key.as_deref().map(str::as_bytes));
                     }
                 }
             }
@@ -320,14 +332,15 @@ impl KafkaEvents {
     }
 
     /// Events waiting (in our queue and in librdkafka's, unacknowledged), and those dropped
-    /// since start: (`stream_stats`, lifecycle).
-    pub(crate) fn queue_figures(&self) -> (u64, u64, u64) {
+    /// since start: (`stream_stats`, lifecycle, undelivered).
+    pub(crate) fn queue_figures(&self) -> (u64, u64, u64, u64) {
         let waiting =
             self.queue.len() as u64 + u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
         (
             waiting,
             self.queue.dropped_stats.load(Ordering::Relaxed),
             self.queue.dropped_lifecycle.load(Ordering::Relaxed),
+            self.producer.context().lost.load(Ordering::Relaxed),
         )
     }
 
@@ -363,6 +376,19 @@ impl EventSink for KafkaEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An outage that loses every queued event is counted whole and logged once an
+    /// interval, not once an event.
+    #[test]
+    fn lost_events_are_counted_and_logged_once_an_interval() {
+        let delivery = Delivery::default();
+        let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        for _ in 0..1000 {
+            delivery.lose(&error, Some(b"cam"));
+        }
+        assert_eq!(delivery.lost.load(Ordering::Relaxed), 1000);
+        assert_eq!(delivery.suppressed.load(Ordering::Relaxed), 999);
+    }
 
     fn record(droppable: bool, n: u32) -> Record {
         Record { key: None, payload: n.to_be_bytes().to_vec(), droppable }
