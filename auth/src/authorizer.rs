@@ -126,7 +126,13 @@ impl Authorizer {
             if named.is_some_and(|name| name != claims.stream) {
                 return Err(Denial::WrongStream);
             }
-            let Some(jti) = claims.jti.filter(|jti| jti.len() <= MAX_TOKEN_ID_LEN) else {
+            // A token id too long to be revoked (the revocation API takes ids up to the limit)
+            // is refused, not taken for a token without one.
+            if claims.jti.as_ref().is_some_and(|jti| jti.len() > MAX_TOKEN_ID_LEN) {
+                let reason = format!("publish token id longer than {MAX_TOKEN_ID_LEN} bytes");
+                return Err(Denial::Token(TokenRejected(reason)));
+            }
+            let Some(jti) = claims.jti else {
                 let private = claims.private;
                 return Ok(Grant {
                     push: Vec::new(),
@@ -323,6 +329,12 @@ mod tests {
             auth.authorize(IP, &with_id("revoked")).await,
             Err(Denial::Token(TokenRejected(reason))) if reason.contains("revoked")
         ));
+        // An id too long to be revoked is refused, not ignored.
+        assert!(matches!(
+            auth.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN + 1))).await,
+            Err(Denial::Token(TokenRejected(reason))) if reason.contains("id longer")
+        ));
+        assert!(auth.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN))).await.is_ok());
         // Fail closed when the deny list cannot be read; a live publish is not ended.
         *store.mode.lock().unwrap() = "fail";
         assert!(matches!(auth.authorize(IP, &with_id("t-2")).await, Err(Denial::Unavailable(_))));
