@@ -261,10 +261,18 @@ mod tests {
         assert_eq!(broadcast.gop().bytes(), 0);
         let first = broadcast.join(1 << 20).unwrap();
         broadcast.media(MediaKind::Video, 80, &video(Role::Frame));
-        assert_eq!(drain(&first), [Role::Config], "the first player waits for a keyframe");
+        broadcast.media(MediaKind::Audio, 90, &Bytes::from_static(&[0xaf, 1, 0]));
+        assert_eq!(drain(&first), [], "the first player waits for a keyframe");
         broadcast.media(MediaKind::Video, 2000, &video(Role::Keyframe));
         broadcast.media(MediaKind::Video, 2040, &video(Role::Frame));
-        assert_eq!(drain(&first), [Role::Keyframe, Role::Frame]);
+        // Its configuration at the keyframe's time: its clock starts there, at 0.
+        let items: Vec<(Role, u32)> = std::iter::from_fn(|| first.lock().pop())
+            .filter_map(|item| match item {
+                Item::Media { role, timestamp, .. } => Some((role, timestamp)),
+                Item::Metadata(_) => None,
+            })
+            .collect();
+        assert_eq!(items, [(Role::Config, 2000), (Role::Keyframe, 2000), (Role::Frame, 2040)]);
         // A second player gets the cached group of pictures at once.
         let second = broadcast.join(1 << 20).unwrap();
         assert_eq!(drain(&second), [Role::Config, Role::Keyframe, Role::Frame]);

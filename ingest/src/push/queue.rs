@@ -185,6 +185,9 @@ impl PushQueue {
                 self.enqueue_config(item);
             }
             Item::Media { role: Role::Config, kind, payload, .. } => {
+                // A video configuration says the stream has video: a start waits for its
+                // keyframe (and the audio before it is not sent), however the queue began.
+                self.video |= *kind == MediaKind::Video;
                 let changed = self.seed.keep_config(*kind, payload);
                 if self.waiting && changed {
                     // What is queued was coded with the old configuration: a start there
