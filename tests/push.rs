@@ -309,3 +309,35 @@ fn a_push_survives_the_encoder_reconnecting_within_the_window() {
     assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
     assert!(frames >= 250, "{frames} frames: the player did not go on after the restart");
 }
+
+/// The server's targets are for public streams: a live stream made private stops being
+/// pushed to them, and made public again is pushed again, while its publisher goes on.
+#[test]
+fn the_servers_targets_follow_a_live_streams_visibility() {
+    let mirror = Server::start("push-visibility-mirror", &[]);
+    let mirror_key = mirror.add_key("seen");
+    let source = Server::start(
+        "push-visibility",
+        &["--push", &format!("rtmp://{}/live/{mirror_key}", mirror.rtmp)],
+    );
+    let key = source.add_key("cam");
+    let _publisher =
+        Publisher::start_looping(&clip(Clip::AvSmall), &format!("{}/{key}", source.rtmp_url()));
+    mirror.wait_for_segments("seen", 1);
+    assert!(source.keys(&["visibility", "cam", "private"]).status.success());
+    let stopped = testkit::wait_until(STARTUP, "the push to stop", || {
+        events(&source, "push_stopped", "cam").into_iter().next()
+    });
+    assert!(stopped["target"].as_str().unwrap().starts_with(&format!("rtmp://{}/", mirror.rtmp)));
+    mirror.wait_for_event("publish_stopped", "seen");
+    assert!(events(&source, "publish_stopped", "cam").is_empty(), "the publisher was cut");
+    assert!(source.keys(&["visibility", "cam", "public"]).status.success());
+    testkit::wait_until(STARTUP, "the push to start again", || {
+        (events(&source, "push_started", "cam").len() == 2).then_some(())
+    });
+    testkit::wait_until(STARTUP, "the mirror's second publish", || {
+        (events(&mirror, "publish_started", "seen").len() == 2).then_some(())
+    });
+    let log = source.log();
+    assert!(!log.contains(&mirror_key), "the target's key reached the log");
+}

@@ -138,6 +138,12 @@ impl Broadcast {
         }
     }
 
+    /// What a queue starting now would get first: the metadata, the configurations, and
+    /// the latest keyframe onwards while there are players.
+    pub(crate) fn seed(&self) -> Vec<Item> {
+        self.gop().snapshot()
+    }
+
     /// Players now.
     pub(crate) fn player_count(&self) -> usize {
         let mut state = self.state();

@@ -84,6 +84,10 @@ pub(crate) struct Publish {
     logged_drops: bool,
     /// The targets the stream is pushed on to.
     push: Push,
+    /// The stream's own push targets (from its key; they hold keys), and the visibility
+    /// the targets were chosen for: the server's go to public streams only.
+    own_push: Vec<String>,
+    push_private: bool,
     /// The stream as RTMP players get it.
     feed: Feed,
     /// What the store was last told the media is.
@@ -147,7 +151,8 @@ impl Publish {
         });
         // A publish continuing an interrupted one takes over its pushes (those to targets it
         // still has) and its players.
-        let targets = push_targets(&ingest.config.push.targets, &grant);
+        let targets =
+            push_targets(&ingest.config.push.targets, &grant.stream, &grant.push, grant.private);
         let parked = ingest.parked.take(&grant.stream);
         let (push, continued) = match parked {
             Some(parked) if live.publication().resumed() => {
@@ -228,6 +233,8 @@ impl Publish {
             logged: Vec::new(),
             logged_drops: false,
             push,
+            own_push: grant.push,
+            push_private: grant.private,
             feed,
             facts: stream_store::MediaFacts::default(),
             recorder,
@@ -278,8 +285,24 @@ impl Publish {
                 packager::TagKind::Video
             }
         };
+        let private = self.live.publication().is_private();
+        if private != self.push_private {
+            // Made private (or public) while live: the server's targets end (or start).
+            self.push_private = private;
+            let server = &self.ingest.config.push.targets;
+            let targets = push_targets(server, &self.stream, &self.own_push, private);
+            info!(stream = %self.stream, private, "the stream's visibility changed: its push targets follow");
+            let (config, reporting) = (&self.ingest.config.push, reporting(&self.ingest));
+            let seed = self.feed.broadcast.seed();
+            self.push = std::mem::take(&mut self.push).retarget(
+                &self.stream,
+                targets,
+                &seed,
+                config,
+                &reporting,
+            );
+        }
         if let Some(recorder) = &mut self.recorder {
-            let private = self.live.publication().is_private();
             let ended =
                 (recorder.private() != private).then(|| recorder.split(private, SystemTime::now()));
             recorder.media(kind, timestamp, payload);
@@ -482,18 +505,23 @@ impl Publish {
 }
 
 /// The server's push targets (not for a private stream: they are for every stream, often
-/// public platforms), then the stream's own (from its key document); a URL that does not
+/// public platforms), then the stream's `own` (from its key document); a URL that does not
 /// parse is skipped with a log line that does not show it (it holds a key).
-fn push_targets(server: &[PushTarget], grant: &Grant) -> Vec<PushTarget> {
-    let mut targets = if grant.private { Vec::new() } else { server.to_vec() };
-    if grant.push.len() > MAX_STREAM_TARGETS {
-        let skipped = grant.push.len() - MAX_STREAM_TARGETS;
-        warn!(stream = %grant.stream, skipped, "more push targets than {MAX_STREAM_TARGETS}: the rest skipped");
+fn push_targets(
+    server: &[PushTarget],
+    stream: &str,
+    own: &[String],
+    private: bool,
+) -> Vec<PushTarget> {
+    let mut targets = if private { Vec::new() } else { server.to_vec() };
+    if own.len() > MAX_STREAM_TARGETS {
+        let skipped = own.len() - MAX_STREAM_TARGETS;
+        warn!(%stream, skipped, "more push targets than {MAX_STREAM_TARGETS}: the rest skipped");
     }
-    for (index, url) in grant.push.iter().take(MAX_STREAM_TARGETS).enumerate() {
+    for (index, url) in own.iter().take(MAX_STREAM_TARGETS).enumerate() {
         match PushTarget::parse(url) {
             Ok(target) => targets.push(target),
-            Err(e) => warn!(stream = %grant.stream, index, error = %e, "push target skipped"),
+            Err(e) => warn!(%stream, index, error = %e, "push target skipped"),
         }
     }
     targets

@@ -147,9 +147,26 @@ impl Push {
     /// These pushes, continued by a new publish of `stream` pushing to `targets`: the
     /// targets it still has go on (their clock too), the others end, new ones start.
     pub(crate) fn continue_with(
+        self,
+        stream: &str,
+        targets: Vec<PushTarget>,
+        config: &PushConfig,
+        reporting: &Reporting,
+    ) -> Self {
+        // The new publisher sends its configurations: new targets get them from it.
+        let push = self.retarget(stream, targets, &[], config, reporting);
+        push.continue_after_break();
+        push
+    }
+
+    /// These pushes of `stream`, now to `targets`: those still there go on, the others
+    /// end, new ones start with `seed` (the stream's metadata and configurations so far,
+    /// and the group of pictures if cached) and go on at the next keyframe.
+    pub(crate) fn retarget(
         mut self,
         stream: &str,
         targets: Vec<PushTarget>,
+        seed: &[Item],
         config: &PushConfig,
         reporting: &Reporting,
     ) -> Self {
@@ -161,7 +178,13 @@ impl Push {
             let label = target.label();
             let pushing = match old.iter().position(|(_, kept)| *kept == label) {
                 Some(at) => old.remove(at).0,
-                None => spawn(stream, target, config, reporting),
+                None => {
+                    let (shared, task) = spawn(stream, target, config, reporting);
+                    for item in seed {
+                        shared.push(item.clone());
+                    }
+                    (shared, task)
+                }
             };
             self.targets.push(pushing);
             self.labels.push(label);
@@ -169,7 +192,6 @@ impl Push {
         for ((shared, _), _) in old {
             shared.end();
         }
-        self.continue_after_break();
         self
     }
 
