@@ -34,9 +34,10 @@ use crate::seed::Seed;
 /// segment (FLV: keyframe).
 pub const WRITER_QUEUE: usize = 512;
 /// Bytes of media a recording's writer may fall behind by, whatever the message count: a
-/// publisher's messages may be up to 8 MiB each (4K keyframes), so 512 of them could hold
-/// 4 GiB per recording while a disk stalls. 16 MiB is 50 s at 2.5 Mbit/s (the count binds
-/// first at encoder rates).
+/// publisher's messages may be up to 8 MiB each (4K keyframes), so 512 FLV tags could hold
+/// 4 GiB per recording while a disk stalls, and an MP4 recording's commands are whole
+/// segments. 16 MiB is 20 s at 6 Mbit/s; one command larger than that (a segment of a very
+/// high bit rate) is taken when nothing else is queued.
 pub const WRITER_QUEUE_BYTES: usize = 16 << 20;
 /// The least EXT-X-TARGETDURATION of a recording's playlist, written before any segment
 /// exists: the packager's forced cut (20 s without a keyframe) stays within it; a longer
@@ -146,8 +147,8 @@ impl WriterQueue {
 
     /// Queues `command` unless the queue is full (in commands or bytes).
     fn try_send(&self, command: Command) -> Result<(), TrySendError<Command>> {
-        let len = command.len();
-        if self.queued.load(Ordering::Relaxed) + len > WRITER_QUEUE_BYTES {
+        let (len, queued) = (command.len(), self.queued.load(Ordering::Relaxed));
+        if queued > 0 && queued + len > WRITER_QUEUE_BYTES {
             return Err(TrySendError::Full(command));
         }
         self.queued.fetch_add(len, Ordering::Relaxed);
@@ -686,8 +687,10 @@ fn write(
     recorded
 }
 
-/// The FLV writer thread: `<base>.flv`, the tags as they come; after a failure, a new file
-/// at the next keyframe.
+/// The FLV writer thread: `<base>.flv`, the tags as they come, their clock from the file's
+/// first audio or video frame (as Nginx-RTMP's recordings: each file starts at 0, whatever the
+/// publisher's clock, after a split or a relay's); after a failure, a new file at the next
+/// keyframe.
 fn write_flv(
     base: &Path,
     stream: String,
@@ -700,6 +703,8 @@ fn write_flv(
     // The latest metadata and decoder configurations, which a new file starts with.
     let mut seed = Seed::default();
     let (mut first, mut last) = (None, 0u32);
+    // The current file's first audio or video timestamp.
+    let mut epoch: Option<u32> = None;
     let mut part = 0;
     for command in commands {
         let Command::Tag { kind, timestamp, body, keyframe } = command else { continue };
@@ -729,6 +734,7 @@ fn write_flv(
                 .and_then(|()| OpenOptions::new().create_new(true).append(true).open(&path));
             match created {
                 Ok(mut created) => {
+                    epoch = media.filter(|_| !config).map(|_| timestamp);
                     let mut head = FLV_HEADER.to_vec();
                     // A new file starts with the metadata the stream had.
                     if let Some(script) = seed.metadata.as_ref().filter(|_| kind != FLV_SCRIPT) {
@@ -737,7 +743,7 @@ fn write_flv(
                     // And the decoder configurations, unless this tag is one.
                     if !config {
                         for (media, body) in seed.configs() {
-                            flv_tag(&mut head, flv_kind(media), timestamp, body);
+                            flv_tag(&mut head, flv_kind(media), 0, body);
                         }
                     }
                     if let Err(error) = created.write_all(&head) {
@@ -758,8 +764,19 @@ fn write_flv(
                 }
             }
         }
+        let at = match media {
+            // Configurations before the first frame (a relay may stamp them 0) are at 0.
+            Some(_) if config && epoch.is_none() => 0,
+            Some(_) => {
+                let since = timestamp.wrapping_sub(*epoch.get_or_insert(timestamp));
+                // A frame a little before the first (audio interleaved ahead of the keyframe
+                // that began the file) is at 0, not 49 days on.
+                if since > i32::MAX as u32 { 0 } else { since }
+            }
+            None => timestamp,
+        };
         let mut tag = Vec::with_capacity(15 + body.len());
-        flv_tag(&mut tag, kind, timestamp, &body);
+        flv_tag(&mut tag, kind, at, &body);
         if let Some(out) = &mut file {
             match out.write_all(&tag) {
                 Ok(()) => {
@@ -992,6 +1009,13 @@ mod tests {
         assert!(matches!(queue.try_send(Command::SegmentStart), Ok(())));
         assert!(taken.next().is_some());
         assert!(queue.try_send(frame()).is_ok());
+        // One larger than the bound goes into an empty queue, and only there.
+        let huge = || Command::Fragment(Bytes::from(vec![0; WRITER_QUEUE_BYTES + 1]));
+        assert!(matches!(queue.try_send(huge()), Err(TrySendError::Full(_))));
+        while queue.queued.load(Ordering::Relaxed) > 0 {
+            taken.next();
+        }
+        assert!(queue.try_send(huge()).is_ok());
     }
 
     /// A file whose set-up failed is not left behind (each retry takes a new name).
@@ -1068,6 +1092,13 @@ mod tests {
         assert_eq!(&bytes[28..32], &15u32.to_be_bytes());
         // Each tag: 11 bytes of header, the body, 4 of PreviousTagSize.
         assert_eq!(bytes.len(), 13 + (11 + 4 + 4) + (11 + 4 + 4) + (11 + 3 + 4));
+        // The clock counts from the first audio or video tag: 0, then 2000 ms.
+        let tag = |at: usize| {
+            let timestamp = [bytes[at + 7], bytes[at + 4], bytes[at + 5], bytes[at + 6]];
+            (bytes[at], u32::from_be_bytes(timestamp))
+        };
+        assert_eq!(tag(32), (FLV_VIDEO, 0));
+        assert_eq!(tag(51), (FLV_AUDIO, 2000));
         assert_eq!(recorded.duration, Duration::from_secs(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
