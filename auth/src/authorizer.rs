@@ -126,10 +126,12 @@ impl Authorizer {
             if named.is_some_and(|name| name != claims.stream) {
                 return Err(Denial::WrongStream);
             }
-            // A token id too long to be revoked (the revocation API takes ids up to the limit)
-            // is refused, not taken for a token without one.
-            if claims.jti.as_ref().is_some_and(|jti| jti.len() > MAX_TOKEN_ID_LEN) {
-                let reason = format!("publish token id longer than {MAX_TOKEN_ID_LEN} bytes");
+            // A token id that cannot be revoked (the revocation API takes ids of 1 to the
+            // limit's bytes) is refused, not taken for a token without one.
+            if claims.jti.as_ref().is_some_and(|jti| jti.is_empty() || jti.len() > MAX_TOKEN_ID_LEN)
+            {
+                let reason =
+                    format!("publish token id empty or longer than {MAX_TOKEN_ID_LEN} bytes");
                 return Err(Denial::Token(TokenRejected(reason)));
             }
             let Some(jti) = claims.jti else {
@@ -329,12 +331,17 @@ mod tests {
             auth.authorize(IP, &with_id("revoked")).await,
             Err(Denial::Token(TokenRejected(reason))) if reason.contains("revoked")
         ));
-        // An id too long to be revoked is refused, not ignored.
+        // An id that cannot be revoked (empty, or too long) is refused, not ignored.
+        let (_, fresh) = authorizer(Some(JwtVerifier::from_secret(b"k")));
+        assert!(fresh.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN))).await.is_ok());
         assert!(matches!(
-            auth.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN + 1))).await,
-            Err(Denial::Token(TokenRejected(reason))) if reason.contains("id longer")
+            fresh.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN + 1))).await,
+            Err(Denial::Token(TokenRejected(reason))) if reason.contains("longer than")
         ));
-        assert!(auth.authorize(IP, &with_id(&"x".repeat(MAX_TOKEN_ID_LEN))).await.is_ok());
+        assert!(matches!(
+            fresh.authorize(IP, &with_id("")).await,
+            Err(Denial::Token(TokenRejected(reason))) if reason.contains("id empty")
+        ));
         // Fail closed when the deny list cannot be read; a live publish is not ended.
         *store.mode.lock().unwrap() = "fail";
         assert!(matches!(auth.authorize(IP, &with_id("t-2")).await, Err(Denial::Unavailable(_))));
