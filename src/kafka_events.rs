@@ -156,6 +156,10 @@ struct Delivery {
     lost: AtomicU64,
     last_logged: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
+    /// Losses have their own line per interval: the broker's errors (every second while
+    /// it is down) would take every slot of a shared one.
+    loss_logged: Mutex<Option<Instant>>,
+    losses_suppressed: AtomicU64,
 }
 
 impl Default for Delivery {
@@ -164,6 +168,8 @@ impl Default for Delivery {
             lost: AtomicU64::new(0),
             last_logged: Mutex::new(None),
             suppressed: AtomicU64::new(0),
+            loss_logged: Mutex::new(None),
+            losses_suppressed: AtomicU64::new(0),
         }
     }
 }
@@ -174,8 +180,8 @@ impl Delivery {
     /// every event queued, each reported here.
     fn lose(&self, error: &KafkaError, key: Option<&[u8]>) {
         let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.may_log() {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        if may_log(&self.loss_logged, &self.losses_suppressed) {
+            let suppressed = self.losses_suppressed.swap(0, Ordering::Relaxed);
             let key = key.map(String::from_utf8_lossy).unwrap_or_default();
             error!(%error, key = %key, lost, suppressed, "an event could not be delivered to Kafka and is lost");
         }
@@ -183,14 +189,20 @@ impl Delivery {
 
     /// Whether a broker problem may be logged now.
     fn may_log(&self) -> bool {
-        let mut last = self.last_logged.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_some_and(|at| at.elapsed() < DROP_REPORT_INTERVAL) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        *last = Some(Instant::now());
-        true
+        may_log(&self.last_logged, &self.suppressed)
     }
+}
+
+/// Whether a line last logged at `last` may be logged again now (else one more is counted
+/// as `suppressed`).
+fn may_log(last: &Mutex<Option<Instant>>, suppressed: &AtomicU64) -> bool {
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.is_some_and(|at| at.elapsed() < DROP_REPORT_INTERVAL) {
+        suppressed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 impl ClientContext for Delivery {
@@ -382,12 +394,15 @@ mod tests {
     #[test]
     fn lost_events_are_counted_and_logged_once_an_interval() {
         let delivery = Delivery::default();
+        // The broker's errors just took their slot: losses are logged all the same.
+        assert!(delivery.may_log());
         let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         for _ in 0..1000 {
             delivery.lose(&error, Some(b"cam"));
         }
         assert_eq!(delivery.lost.load(Ordering::Relaxed), 1000);
-        assert_eq!(delivery.suppressed.load(Ordering::Relaxed), 999);
+        assert_eq!(delivery.losses_suppressed.load(Ordering::Relaxed), 999);
+        assert_eq!(delivery.suppressed.load(Ordering::Relaxed), 0);
     }
 
     fn record(droppable: bool, n: u32) -> Record {
