@@ -29,7 +29,7 @@ use crate::events::{MediaInfo, PublishGuard, StopReason};
 use crate::listener::Ingest;
 use crate::metadata::EncoderMetadata;
 use crate::play::Broadcast;
-use crate::push::{MAX_STREAM_TARGETS, Push, PushTarget, Reporting};
+use crate::push::{Item, MAX_STREAM_TARGETS, Push, PushTarget, Reporting, Role};
 use crate::record::Recorder;
 use crate::registry::LivePublish;
 use crate::status::PublishStatus;
@@ -262,6 +262,29 @@ impl Publish {
         self.remuxer.next_cut()
     }
 
+    /// The stream was made private (or public) while live: the server's push targets end
+    /// (or start, with the stream's metadata and configurations, never media from while it
+    /// was private: they go on at the next keyframe).
+    fn retarget_push(&mut self, private: bool) {
+        self.push_private = private;
+        let server = &self.ingest.config.push.targets;
+        let targets = push_targets(server, &self.stream, &self.own_push, private);
+        info!(stream = %self.stream, private, "the stream's visibility changed: its push targets follow");
+        let (config, reporting) = (&self.ingest.config.push, reporting(&self.ingest));
+        let seed: Vec<_> = self
+            .feed
+            .broadcast
+            .seed()
+            .into_iter()
+            .filter(|item| match item {
+                Item::Metadata(_) => true,
+                Item::Media { role, .. } => *role == Role::Config,
+            })
+            .collect();
+        let push = std::mem::take(&mut self.push);
+        self.push = push.retarget(&self.stream, targets, &seed, config, &reporting);
+    }
+
     /// `n` bytes arrived on the connection.
     pub(crate) fn received(&mut self, n: usize) {
         self.accounting.received(n);
@@ -272,6 +295,10 @@ impl Publish {
     pub(crate) fn media(&mut self, kind: rtmp::MediaKind, timestamp: u32, payload: &Bytes) {
         self.last_media = Instant::now();
         self.accounting.frame();
+        let private = self.live.publication().is_private();
+        if private != self.push_private {
+            self.retarget_push(private);
+        }
         self.push.media(kind, timestamp, payload);
         self.feed.broadcast.media(kind, timestamp, payload);
         let kind = match kind {
@@ -285,23 +312,6 @@ impl Publish {
                 packager::TagKind::Video
             }
         };
-        let private = self.live.publication().is_private();
-        if private != self.push_private {
-            // Made private (or public) while live: the server's targets end (or start).
-            self.push_private = private;
-            let server = &self.ingest.config.push.targets;
-            let targets = push_targets(server, &self.stream, &self.own_push, private);
-            info!(stream = %self.stream, private, "the stream's visibility changed: its push targets follow");
-            let (config, reporting) = (&self.ingest.config.push, reporting(&self.ingest));
-            let seed = self.feed.broadcast.seed();
-            self.push = std::mem::take(&mut self.push).retarget(
-                &self.stream,
-                targets,
-                &seed,
-                config,
-                &reporting,
-            );
-        }
         if let Some(recorder) = &mut self.recorder {
             let ended =
                 (recorder.private() != private).then(|| recorder.split(private, SystemTime::now()));
