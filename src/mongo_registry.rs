@@ -217,6 +217,22 @@ impl StreamRegistry for MongoRegistry {
         Ok(())
     }
 
+    async fn set_private(
+        &self,
+        stream: &str,
+        me: &Member,
+        private: bool,
+    ) -> Result<(), RegistryError> {
+        self.leases
+            .update_one(
+                doc! { "_id": stream, "holder": &me.holder },
+                doc! { "$set": { "private": private }, "$inc": { "revision": 1_i64 } },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn hand_over(
         &self,
         stream: &str,

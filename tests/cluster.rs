@@ -197,6 +197,22 @@ fn one_stream_served_by_every_node_and_moved_when_its_node_dies() {
     let cam = list["streams"].as_array().unwrap().iter().find(|s| s["name"] == "cam").unwrap();
     assert_eq!(cam["node"], "node-a", "{list:#}");
     assert_eq!(cam["live"], true);
+    // Made private while live, it leaves the other nodes' public list; public, it is back.
+    let listed = |node: &Node| {
+        let list: serde_json::Value =
+            serde_json::from_slice(&http::get(node.server.http, "/api/v1/streams").body).unwrap();
+        list["streams"].as_array().unwrap().iter().any(|s| s["name"] == "cam")
+    };
+    for (visibility, shown) in [("private", false), ("public", true)] {
+        let dir =
+            std::env::temp_dir().join(format!("rtmp-hls-cluster-keys-{}", std::process::id()));
+        let output =
+            common::keys_cli(&dir, &["visibility", "cam", visibility, "--mongo-uri", &uri]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        testkit::wait_until(STARTUP, &format!("node C to list cam as {visibility}"), || {
+            (listed(&c) == shown).then_some(())
+        });
+    }
 
     // The CDN in front of B and C: 200 viewers, about one origin fetch per segment.
     let cache = Cache::start(&[b.server.http, c.server.http]);

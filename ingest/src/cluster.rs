@@ -200,6 +200,14 @@ pub trait StreamRegistry: Send + Sync + fmt::Debug {
         me: &Member,
         numbering: Option<Numbering>,
     ) -> Result<(), RegistryError>;
+    /// Sets whether `stream`'s lease says private, if `me` holds it (a stream made private
+    /// or public while live).
+    async fn set_private(
+        &self,
+        stream: &str,
+        me: &Member,
+        private: bool,
+    ) -> Result<(), RegistryError>;
     /// Ends `stream`'s lease if its revision is still `revision` (its holder stopped
     /// renewing), moving its next media sequence number `margin` on (segments its holder
     /// may have made since it last wrote the numbering).
@@ -794,6 +802,15 @@ impl ClusterMember {
         }
     }
 
+    /// Tells the registry that `stream`, published here, was made private or public, so the
+    /// other nodes list it as it is (a failure is logged; the next publish writes it again).
+    pub async fn set_private(&self, stream: &str, private: bool) {
+        let set = self.registry.set_private(stream, &self.config.member, private);
+        if let Err(e) = self.call("set_private", self.config.renew_interval(), set).await {
+            warn!(%stream, "the stream's visibility not written to the registry: {e}");
+        }
+    }
+
     /// Ends every lease this node holds (at shutdown, once its streams ended), all at once
     /// and within one renewal interval in all: a node that holds many leases and cannot
     /// reach the registry does not hold its exit up by an interval per lease (a lease not
@@ -982,6 +999,19 @@ mod tests {
                     lease.state = state;
                     lease.previous_holder = None;
                     lease.numbering = numbering.unwrap_or(lease.numbering);
+                    lease.revision += 1;
+                }
+            })
+        }
+        async fn set_private(
+            &self,
+            stream: &str,
+            me: &Member,
+            private: bool,
+        ) -> Result<(), RegistryError> {
+            self.with(|l| {
+                if let Some(lease) = l.get_mut(stream).filter(|x| x.holder == me.holder) {
+                    lease.private = private;
                     lease.revision += 1;
                 }
             })

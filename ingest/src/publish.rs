@@ -264,9 +264,13 @@ impl Publish {
 
     /// The stream was made private (or public) while live: the server's push targets end
     /// (or start, with the stream's metadata and configurations, never media from while it
-    /// was private: they go on at the next keyframe).
-    fn retarget_push(&mut self, private: bool) {
+    /// was private: they go on at the next keyframe), and the cluster's registry is told.
+    fn visibility_changed(&mut self, private: bool) {
         self.push_private = private;
+        if let Some(member) = self.ingest.cluster().cloned() {
+            let stream = self.stream.clone();
+            tokio::spawn(async move { member.set_private(&stream, private).await });
+        }
         let server = &self.ingest.config.push.targets;
         let targets = push_targets(server, &self.stream, &self.own_push, private);
         info!(stream = %self.stream, private, "the stream's visibility changed: its push targets follow");
@@ -297,7 +301,7 @@ impl Publish {
         self.accounting.frame();
         let private = self.live.publication().is_private();
         if private != self.push_private {
-            self.retarget_push(private);
+            self.visibility_changed(private);
         }
         self.push.media(kind, timestamp, payload);
         self.feed.broadcast.media(kind, timestamp, payload);
