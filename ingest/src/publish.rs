@@ -84,10 +84,11 @@ pub(crate) struct Publish {
     logged_drops: bool,
     /// The targets the stream is pushed on to.
     push: Push,
-    /// The stream's own push targets (from its key; they hold keys), and the visibility
-    /// the targets were chosen for: the server's go to public streams only.
+    /// The stream's own push targets (from its key; they hold keys).
     own_push: Vec<String>,
-    push_private: bool,
+    /// The visibility the push targets were chosen for (the server's go to public streams
+    /// only) and the cluster's registry was given.
+    private: bool,
     /// The stream as RTMP players get it.
     feed: Feed,
     /// What the store was last told the media is.
@@ -234,7 +235,7 @@ impl Publish {
             logged_drops: false,
             push,
             own_push: grant.push,
-            push_private: grant.private,
+            private: grant.private,
             feed,
             facts: stream_store::MediaFacts::default(),
             recorder,
@@ -266,7 +267,7 @@ impl Publish {
     /// (or start, with the stream's metadata and configurations, never media from while it
     /// was private: they go on at the next keyframe), and the cluster's registry is told.
     fn visibility_changed(&mut self, private: bool) {
-        self.push_private = private;
+        self.private = private;
         if let Some(member) = self.ingest.cluster().cloned() {
             let stream = self.stream.clone();
             tokio::spawn(async move { member.set_private(&stream, private).await });
@@ -300,7 +301,7 @@ impl Publish {
         self.last_media = Instant::now();
         self.accounting.frame();
         let private = self.live.publication().is_private();
-        if private != self.push_private {
+        if private != self.private {
             self.visibility_changed(private);
         }
         self.push.media(kind, timestamp, payload);
