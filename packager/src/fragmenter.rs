@@ -201,6 +201,9 @@ pub struct Fragmenter {
     audio: Option<AudioTrack>,
     open: Option<OpenSegment>,
     held: Option<HeldFrame>,
+    /// The decode time of the last video frame, if any: audio sets the pace once the video
+    /// has been silent for a target duration.
+    last_video: Option<i64>,
     fragment: Option<Fragment>,
     /// The next audio sample's decode time in samples, while counting.
     audio_next: Option<i64>,
@@ -255,6 +258,7 @@ impl Fragmenter {
             audio: None,
             open: None,
             held: None,
+            last_video: None,
             fragment: None,
             audio_next: None,
             sequence: 1,
@@ -549,6 +553,7 @@ impl Fragmenter {
                 open.part_independent = unit.keyframe;
             }
         }
+        self.last_video = Some(unit.dts);
         let size = unit.data.iter().map(|piece| piece.len()).sum();
         let fragment = self.fragment_for(unit.dts, size);
         fragment.video_base =
@@ -570,22 +575,46 @@ impl Fragmenter {
         if self.video.is_none() {
             self.choose_part_target(per_frame * TICKS_PER_SECOND / rate.max(1));
         }
+        let silent_for = |limit: i64| {
+            self.video.is_some()
+                && self
+                    .open
+                    .as_ref()
+                    .is_some_and(|open| unit.dts - self.last_video.unwrap_or(open.start) >= limit)
+        };
+        // Segments and parts are cut on audio once the video has been silent for a target
+        // duration: a gap that long is a stall, not a low frame rate, dropped frames or
+        // audio leading the video in the publisher's interleaving (the part where the video
+        // stopped runs until then, as one with dropped frames does).
+        let video_silent = silent_for(self.target);
+        let forced = self.open.as_ref().is_some_and(|open| {
+            unit.dts - open.start >= duration_to_ticks(MAX_SEGMENT_DURATION)
+                || open.bytes >= MAX_SEGMENT_BYTES
+        });
         if self.open.is_none() {
             if self.video.is_some() {
                 return false;
             }
             self.open_segment(unit.dts, true);
-        } else if self.video.is_none() {
-            // Audio-only: segments and parts are cut on audio frames. A part ends where its
-            // last frame does, or the next frame starts if sooner (millisecond stamps): a
-            // frame that came late leaves the gap between parts (counted audio time steers
-            // across it), not in the part, which then stays within the target.
+        } else if self.video.is_none() || video_silent || forced {
+            // Audio-only, or video silent (a phone's camera stopped, its microphone going
+            // on): segments and parts are cut on audio frames, and the limits hold whichever
+            // track comes. A part ends where its last frame does, or
+            // the next frame starts if sooner (millisecond stamps): a frame that came late
+            // leaves the gap between parts (counted audio time steers across it), not in
+            // the part, which then stays within the target. The last video frame goes out
+            // first, lasting its usual interval.
+            if let Some(held) = self.held {
+                self.release_held(held.dts + self.video_interval.max(1));
+            }
+            let independent = self.video.is_none();
             let open = self.open.as_ref().map_or(unit.dts, |open| open.start);
             let part_end = self.open.as_ref().map_or(unit.dts, |open| open.end.min(unit.dts));
-            if unit.dts - open >= self.target {
+            let segment_on_audio = self.video.is_none() || video_silent;
+            if (segment_on_audio && unit.dts - open >= self.target) || forced {
                 self.close_part(part_end);
                 self.close_segment(Some(unit.dts));
-                self.open_segment(unit.dts, true);
+                self.open_segment(unit.dts, independent);
             } else if let Some(part) = self.part_limit()
                 && let Some(open) = &self.open
                 && open.part_written
@@ -594,7 +623,7 @@ impl Fragmenter {
                 self.close_part(part_end);
                 if let Some(open) = &mut self.open {
                     open.part_start = unit.dts;
-                    open.part_independent = true;
+                    open.part_independent = independent;
                 }
             }
         }

@@ -191,6 +191,9 @@ pub struct Segmenter {
     started: bool,
     /// Audio frames not yet written; empty when nothing is held.
     held_audio: HeldAudio,
+    /// The decode time of the last video frame ([`i64::MIN`] before any): audio sets the
+    /// pace once the video has been silent for a target duration.
+    last_video: i64,
     /// Where segment buffers come from and return to.
     pool: Arc<BufferPool>,
     /// Where segments go as they are written, if anywhere.
@@ -215,6 +218,7 @@ impl Segmenter {
             mux: TsMuxer::new(),
             has_video: false,
             open: None,
+            last_video: i64::MIN,
             last_pcr: None,
             last_len: 0,
             discontinuity: false,
@@ -297,11 +301,18 @@ impl Segmenter {
         let mut finished = None;
         if let Some(open) = &self.open {
             let elapsed = unit.dts - open.start;
-            let sets_pace = unit.track == Track::Video || !self.has_video;
-            let due = sets_pace && elapsed >= self.target && (unit.keyframe || !self.has_video);
-            let forced = sets_pace
-                && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
-                    || open.sunk + open.data.len() >= MAX_SEGMENT_BYTES);
+            // Audio sets the pace without video, and once the video has been silent for a
+            // target duration (a phone's camera stopped, its microphone going on): segments
+            // then go on being cut, and the limits hold whichever track comes.
+            let last_video = if self.last_video == i64::MIN { open.start } else { self.last_video };
+            let video_silent = self.has_video
+                && unit.track == Track::Audio
+                && unit.dts - last_video >= self.target;
+            let audio_paces = !self.has_video || video_silent;
+            let due = elapsed >= self.target
+                && ((unit.track == Track::Video && unit.keyframe) || audio_paces);
+            let forced = elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
+                || open.sunk + open.data.len() >= MAX_SEGMENT_BYTES;
             if due || forced {
                 self.flush_audio_before_close();
                 finished = self.open.take().map(|mut open| {
@@ -309,7 +320,8 @@ impl Segmenter {
                     self.close(open)
                 });
                 self.last_len = finished.as_ref().map_or(self.last_len, Segment::len);
-                self.open_segment(unit.dts, unit.keyframe || !self.has_video)?;
+                let independent = (unit.track == Track::Video && unit.keyframe) || !self.has_video;
+                self.open_segment(unit.dts, independent)?;
             }
         } else {
             let can_start = if self.has_video {
@@ -332,6 +344,7 @@ impl Segmenter {
         if unit.track == Track::Audio {
             self.hold_audio(&unit)?;
         } else {
+            self.last_video = unit.dts;
             self.write(unit.track, unit.pts, unit.dts, unit.keyframe, unit.data)?;
         }
         if let Some(open) = self.open.as_mut() {
@@ -736,6 +749,41 @@ mod tests {
         }
         // 1920 ticks per frame: the first frame at or after 2 s is frame 94 (2.005 s).
         assert_eq!(cuts, [2005, 2005]);
+    }
+
+    /// Video that stops while audio goes on: segments are cut on the audio at the target
+    /// (not independent), so the playlist moves and no buffer grows; the video's next
+    /// keyframe cuts as usual.
+    #[test]
+    fn audio_sets_the_pace_while_the_video_is_silent() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, Some(AudioStream::Adts));
+        let mut segments = Vec::new();
+        let mut take = |pushed: Pushed| {
+            if let Pushed::Written(Some(segment)) = pushed {
+                segments.push((segment.duration.as_millis(), segment.independent));
+            }
+        };
+        s.push(video(0, true)).unwrap();
+        // 3 s of video, then 12 s of audio alone, then video again.
+        for frame in 1..90 {
+            take(s.push(video(frame * 3000, frame % 60 == 0)).unwrap());
+            take(s.push(audio(frame * 3000)).unwrap());
+        }
+        let silent_from = 90 * 3000;
+        for i in 0..(12 * 90_000 / 1920) {
+            take(s.push(audio(silent_from + i * 1920)).unwrap());
+        }
+        let back = silent_from + 12 * 90_000;
+        for frame in 0..70 {
+            take(s.push(video(back + frame * 3000, frame % 60 == 0)).unwrap());
+        }
+        let (durations, independent): (Vec<_>, Vec<_>) = segments.into_iter().unzip();
+        // The audio's own cuts, 94 frames of 1920 ticks each, through the silence; the
+        // segment where the video comes back ends at its second keyframe, as any.
+        assert!(durations.iter().filter(|&&d| d == 2005).count() >= 4, "{durations:?}");
+        assert!(durations.iter().all(|&d| d <= 4_000), "{durations:?}");
+        assert!(independent[0] && independent.contains(&false), "{independent:?}");
     }
 
     #[test]

@@ -334,11 +334,13 @@ fn decode_times_never_jump_and_audio_follows_the_publisher() {
 /// fragment, its header outgrows that room and the fragment is laid out again: every
 /// fragment still reads back whole, its `mdat` exactly its samples.
 #[test]
-fn a_video_stall_in_low_latency_still_gives_whole_fragments() {
+fn a_video_stall_still_gives_whole_fragments() {
     let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
+    // Without parts: the audio of the stall's first target duration gathers behind the
+    // held frame (with parts, the audio cuts them after a part target: see below).
     let config = RemuxerConfig {
         target_duration: Duration::from_secs(2),
-        container: Container::Fmp4 { part_target: Some(PART) },
+        container: Container::Fmp4 { part_target: None },
     };
     let mut remuxer = Remuxer::new(config);
     let mut outputs = Vec::new();
@@ -371,4 +373,67 @@ fn a_video_stall_in_low_latency_still_gives_whole_fragments() {
         largest = largest.max(samples);
     }
     assert!(largest > 30, "no fragment gathered the stalled audio ({largest} samples at most)");
+}
+
+/// Video that stops for ten seconds while audio goes on (a phone's camera stopped): after a
+/// target duration of silence, segments and parts are cut on the audio, not independent, so
+/// the playlist moves and no segment grows; the video's next keyframe starts one as usual.
+#[test]
+fn audio_sets_the_pace_while_the_video_is_silent() {
+    let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
+    for part_target in [None, Some(PART)] {
+        let config = RemuxerConfig {
+            target_duration: Duration::from_secs(2),
+            container: Container::Fmp4 { part_target },
+        };
+        let mut remuxer = Remuxer::new(config);
+        let mut outputs = Vec::new();
+        // The clip twice over (24 s), without its video from 3 s to 13 s.
+        for (round, tag) in tags.iter().chain(&tags).enumerate() {
+            let timestamp = if round < tags.len() { tag.timestamp } else { tag.timestamp + 12_000 };
+            if tag.tag_type == 9 && (3000..13_000).contains(&timestamp) && !is_config(tag) {
+                continue;
+            }
+            let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
+            let _ = remuxer.push(kind, timestamp, &tag.data);
+            outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        }
+        remuxer.finish();
+        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        let segments: Vec<(Duration, bool)> = outputs
+            .iter()
+            .filter_map(|output| match output {
+                FragmentOutput::SegmentEnd { duration, independent, .. } => {
+                    Some((*duration, *independent))
+                }
+                _ => None,
+            })
+            .collect();
+        let longest = segments.iter().map(|s| s.0).max().unwrap();
+        assert!(longest <= Duration::from_millis(4100), "{part_target:?}: {segments:?}");
+        let audio_cut = segments.iter().filter(|s| !s.1).count();
+        assert!(audio_cut >= 3, "{part_target:?}: {audio_cut} cut on audio: {segments:?}");
+        if let Some(part) = part_target {
+            // The part where the video stops runs until the video has been silent for a
+            // target duration; every other part is within the target.
+            let parts: Vec<Duration> = outputs
+                .iter()
+                .filter_map(|output| match output {
+                    FragmentOutput::PartEnd { duration, .. } => Some(*duration),
+                    _ => None,
+                })
+                .collect();
+            // (The stream's last part also holds the audio after its last video frame.)
+            let before_last = &parts[..parts.len() - 1];
+            let over = before_last.iter().filter(|&&d| d > part + Duration::from_millis(30));
+            let stall = Duration::from_secs(2) + 2 * part;
+            assert!(over.count() <= 1 && parts.iter().all(|&d| d <= stall), "{parts:?}");
+            assert!(parts.len() > 60, "{} parts", parts.len());
+        }
+    }
+}
+
+/// An FLV video tag carrying a decoder configuration (AVC sequence header).
+fn is_config(tag: &testkit::flv::Tag) -> bool {
+    tag.data.get(1) == Some(&0)
 }
