@@ -1,8 +1,9 @@
 //! The idle timeout of an HTTP connection: once a read or a write has been pending for the
 //! timeout, the connection's next read or write fails with `TimedOut`, which ends it (idle
-//! keep-alive connections, viewers that stopped reading). As with `tokio-io-timeout`,
-//! which this replaces, a response that takes longer than the timeout to send fails too:
-//! hyper keeps a read pending while it writes, to notice a client going away. While a
+//! keep-alive connections, viewers that stopped reading). Hyper keeps a read pending while
+//! it writes a response, to notice a client going away: a write that goes through counts
+//! that read from then, so a long response that keeps moving (a recording downloaded whole
+//! over minutes) is not idle, where `tokio-io-timeout`, which this replaces, cut it. While a
 //! request waits for the stream ([`Answering`]: a blocked playlist reload or a hinted part
 //! waits up to three target durations, 30 s and more with 10 s segments), a pending read is
 //! not idleness but the client waiting. Only those bounded waits hold it off: a request
@@ -130,6 +131,10 @@ impl<S: AsyncWrite + Unpin> IdleTimeout<S> {
     ) -> Poll<io::Result<T>> {
         let result = op(Pin::new(&mut self.inner), cx);
         track(&mut self.write_since, &result);
+        if matches!(result, Poll::Ready(Ok(_))) && self.read_since.is_some() {
+            // The response moves: the read pending meanwhile is the client listening.
+            self.read_since = Some(Instant::now());
+        }
         if result.is_pending() {
             self.check(cx)?;
         }
@@ -214,6 +219,28 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), TIMEOUT);
         drop(client);
+    }
+
+    /// A response that keeps moving for longer than the timeout, while the client sends
+    /// nothing (a whole recording downloaded over HTTP/1.1), is not idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_response_that_moves_is_not_idle() {
+        let (mut client, server) = duplex(1024);
+        let mut server = IdleTimeout::new(server, TIMEOUT, Answering::default());
+        let mut byte = [0u8; 1];
+        // The read hyper keeps pending, polled once so it counts from now.
+        let pending = tokio::time::timeout(Duration::from_millis(1), server.read(&mut byte));
+        assert!(pending.await.is_err());
+        for _ in 0..90 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            server.write_all(&[7; 512]).await.unwrap();
+            client.read_exact(&mut [0; 512]).await.unwrap();
+        }
+        // 90 s of sending, three timeouts: still open; idle from the last write on.
+        let started = Instant::now();
+        let error = fails_within(TIMEOUT * 2, server.read(&mut byte)).await;
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
