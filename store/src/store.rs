@@ -805,20 +805,26 @@ impl<F: SegmentFiles> StreamStore<F> {
         limit: usize,
     ) -> bool {
         let Some(slot) = self.slot(name) else { return true };
-        let window = self.viewer_window();
-        slot.write().viewers.admit(session, now, limit, window)
+        let mut state = slot.write();
+        let window = self.viewer_window(&state);
+        state.viewers.admit(session, now, limit, window)
     }
 
     /// Distinct clients that fetched the playlist of `name` within the last three target
     /// durations (players reload it every target duration or more often).
     pub fn viewers(&self, name: &str, now: Instant) -> u64 {
         let Some(slot) = self.slot(name) else { return 0 };
-        let window = self.viewer_window();
-        slot.write().viewers.count(now, window) as u64
+        let mut state = slot.write();
+        let window = self.viewer_window(&state);
+        state.viewers.count(now, window) as u64
     }
 
-    fn viewer_window(&self) -> Duration {
-        self.config.target_duration * VIEWER_WINDOW_TARGETS
+    /// Three target durations of the stream as its playlist says it (segments follow the
+    /// publisher's keyframes, so 8 s GOPs make an 8 s target whatever was configured, and
+    /// players reload that seldom), at least three of the configured one.
+    fn viewer_window<File>(&self, state: &SlotState<File>) -> Duration {
+        let target = Duration::from_secs(state.playlist.target_duration());
+        self.config.target_duration.max(target) * VIEWER_WINDOW_TARGETS
     }
 
     /// The summary of `name`, live or recently ended.
@@ -1637,6 +1643,20 @@ mod tests {
         // The window is three 2 s targets: only client 1 fetched within it.
         assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
         assert_eq!(store.viewers("nobody", t0), 0);
+    }
+
+    /// Segments as long as the publisher's GOPs (8 s) make an 8 s target, and players reload
+    /// that seldom: the window is three of those.
+    #[test]
+    fn the_viewer_window_follows_the_streams_target_duration() {
+        let store = store();
+        let publication = store.begin("cam", 1, 10).unwrap();
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        publication.push(segment(8000, 1), wall(0));
+        assert!(store.admit_viewer("cam", viewer(1), t0, 0));
+        assert_eq!(store.viewers("cam", t0 + Duration::from_secs(20)), 1);
+        assert_eq!(store.viewers("cam", t0 + Duration::from_secs(25)), 0);
     }
 
     #[test]

@@ -89,9 +89,13 @@ impl Viewers {
         true
     }
 
-    /// Viewers seen within `window` of `now`.
+    /// Viewers seen within `window` of `now` (and up to [`SWEEP_INTERVAL`] more: the table
+    /// is swept at most that often, however often it is counted; the stream list is public,
+    /// and a sweep walks every viewer under the stream's lock).
     pub(crate) fn count(&mut self, now: Instant, window: Duration) -> usize {
-        self.sweep(now, window);
+        if self.swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_INTERVAL) {
+            self.sweep(now, window);
+        }
         self.seen.len()
     }
 
@@ -151,6 +155,20 @@ mod tests {
         assert_eq!(viewers.count(t0, WINDOW), 3);
         viewers.admit(token(1), t0 + Duration::from_secs(5), 0, WINDOW);
         assert_eq!(viewers.count(t0 + Duration::from_secs(7), WINDOW), 1);
+    }
+
+    /// Counting sweeps the table at most once a [`SWEEP_INTERVAL`], however often it is asked.
+    #[test]
+    fn counting_sweeps_at_most_once_an_interval() {
+        let mut viewers = Viewers::default();
+        let t0 = t0();
+        viewers.admit(token(1), t0, 0, WINDOW);
+        viewers.admit(token(2), t0 + Duration::from_secs(2), 0, WINDOW);
+        let before = t0 + WINDOW - Duration::from_millis(100);
+        assert_eq!(viewers.count(before, WINDOW), 2);
+        // Viewer 1 has left the window, but the last sweep is 200 ms old.
+        assert_eq!(viewers.count(before + Duration::from_millis(200), WINDOW), 2);
+        assert_eq!(viewers.count(before + SWEEP_INTERVAL, WINDOW), 1);
     }
 
     #[test]
