@@ -134,6 +134,9 @@ fn private_streams_need_the_platform_login_and_list_signed_media() {
         let response = get(&server, &format!("/hls/hidden/{uri}"), &[]);
         assert_eq!(response.status, 200, "{uri}: {}", response.text());
         assert!(!response.body.is_empty());
+        // Kept by the viewer's own cache only, never a shared one.
+        let cache = response.header("cache-control").unwrap();
+        assert!(cache.starts_with("private,") && cache.contains("immutable"), "{uri}: {cache}");
     }
     let segment = segments(&playlist)[0].to_owned();
     let (file, query) = segment.split_once('?').unwrap();

@@ -62,6 +62,12 @@ pub const FMP4_MIME: &str = "video/mp4";
 const PLAYLIST_CACHE: &str = "no-cache";
 /// Segments never change under their name (names carry a per-stream generation).
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+/// A private stream's media: the same, for the viewer's own cache only (their signed URLs
+/// expire within minutes, and a shared cache whose key ignores the query would serve them
+/// to anyone).
+const PRIVATE_SEGMENT_CACHE: &str = "private, max-age=86400, immutable";
+/// Answers that are not the resource (404, 400, 503 without its own): asked again each time.
+const ERROR_CACHE: &str = "no-cache";
 /// Seconds a refused viewer is asked to wait: a few target durations, long enough for an
 /// idle viewer's place to free up (see `StreamStore::viewers`).
 const VIEWER_RETRY_AFTER: &str = "10";
@@ -186,10 +192,11 @@ async fn answer(
     {
         return private::refusal(&refused);
     }
+    let media_cache = if private { PRIVATE_SEGMENT_CACHE } else { SEGMENT_CACHE };
     if file.ends_with(".mp4") {
         return match store.init(name, file) {
             Some(init) => {
-                ([(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, SEGMENT_CACHE)], init).into_response()
+                ([(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, media_cache)], init).into_response()
             }
             None => StatusCode::NOT_FOUND.into_response(),
         };
@@ -204,7 +211,7 @@ async fn answer(
         Some((_, "m4s")) => FMP4_MIME,
         _ => SEGMENT_MIME,
     };
-    let headers = [(CONTENT_TYPE, mime), (CACHE_CONTROL, SEGMENT_CACHE)];
+    let headers = [(CONTENT_TYPE, mime), (CACHE_CONTROL, media_cache)];
     let file = match store.segment(name, file) {
         Some(SegmentBody::Memory(pieces)) => {
             return (headers, pieces::body(pieces)).into_response();
@@ -261,9 +268,16 @@ async fn preflight() -> impl IntoResponse {
 /// Any origin may fetch, and see the timing of what it fetched (W3C Resource Timing
 /// §4.5: players on other sites measure download speed and the HTTP version with it).
 fn allow_any_origin(mut response: Response) -> Response {
+    let failed = !response.status().is_success();
     let headers = response.headers_mut();
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert("timing-allow-origin", HeaderValue::from_static("*"));
+    if failed && !headers.contains_key(CACHE_CONTROL) {
+        // A 404 is cacheable by default (RFC 9111 §4.2.2: Varnish keeps one 120 s): a
+        // stream's playlist asked for just before its first segment must not stay missing
+        // at a CDN once it exists.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(ERROR_CACHE));
+    }
     response
 }
 
@@ -388,6 +402,8 @@ mod tests {
             let (status, headers, _) = request(&router, Method::GET, uri).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
             assert_eq!(headers[ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{uri}");
+            // Not kept by a CDN: the stream's playlist may exist a moment later.
+            assert_eq!(headers[CACHE_CONTROL], "no-cache", "{uri}");
         }
     }
 
