@@ -42,7 +42,8 @@ pub fn avc(data: &[u8]) {
     let (record, nalus) = rest.split_at(usize::from(len).min(rest.len()));
     let Ok(config) = AvcConfig::parse(record) else { return };
     let mut pieces = Vec::new();
-    if config.annex_b(nalus, &mut pieces).is_ok() {
+    // The keyframe flag from the record's length's low bit: both paths are fuzzed.
+    if config.annex_b(nalus, len & 1 == 1, &mut pieces).is_ok() {
         let out = pieces.concat();
         assert_eq!(&out[..6], &[0, 0, 0, 1, 9, 0xf0], "no access unit delimiter first");
         let bound = 6 + 2 * record.len() + 4 * record.len() + nalus.len() + 4 * nalus.len();

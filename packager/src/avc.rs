@@ -115,17 +115,20 @@ impl AvcConfig {
 
     /// Appends one access unit in Annex B form to `pieces`, as pieces to be written back to
     /// back (the NAL units are borrowed from `nalus`, not copied): an access unit delimiter,
-    /// then SPS and PPS when the unit holds an IDR slice but no SPS of its own, then every NAL
-    /// unit of `nalus` except delimiters, each after a start code. On error `pieces` may hold
-    /// a partial unit; the caller discards it.
+    /// then SPS and PPS when the unit is a place to start decoding (an IDR slice, or the
+    /// publisher's `keyframe` flag: with open GOPs that is an I-frame that is not IDR, and a
+    /// segment starts there) without both of its own, then every NAL unit of `nalus` except
+    /// delimiters, each after a start code. On error `pieces` may hold a partial unit; the
+    /// caller discards it.
     pub fn annex_b<'a>(
         &'a self,
         nalus: &'a [u8],
+        keyframe: bool,
         pieces: &mut Vec<&'a [u8]>,
     ) -> Result<(), Malformed> {
         pieces.push(&AUD);
-        let (has_idr, has_sps) = self.scan(nalus)?;
-        if has_idr && !has_sps {
+        let (has_idr, has_sps, has_pps) = self.scan(nalus)?;
+        if (has_idr || keyframe) && !(has_sps && has_pps) {
             pieces.push(&self.parameter_sets);
         }
         self.for_each_nalu(nalus, |nalu| {
@@ -135,15 +138,16 @@ impl AvcConfig {
         })
     }
 
-    /// Whether the unit holds an IDR slice, and whether it carries its own SPS.
-    fn scan(&self, nalus: &[u8]) -> Result<(bool, bool), Malformed> {
-        let (mut idr, mut sps) = (false, false);
+    /// Whether the unit holds an IDR slice, and whether it carries its own SPS and PPS.
+    fn scan(&self, nalus: &[u8]) -> Result<(bool, bool, bool), Malformed> {
+        let (mut idr, mut sps, mut pps) = (false, false, false);
         self.for_each_nalu(nalus, |nalu| match nalu[0] & 0x1f {
             NAL_IDR => idr = true,
-            NAL_SPS | NAL_PPS => sps = true,
+            NAL_SPS => sps = true,
+            NAL_PPS => pps = true,
             _ => {}
         })?;
-        Ok((idr, sps))
+        Ok((idr, sps, pps))
     }
 
     /// Calls `f` with each non-empty NAL unit.
@@ -346,11 +350,29 @@ mod tests {
         }
     }
 
-    /// The unit `annex_b` writes, joined.
+    /// The unit `annex_b` writes for a frame not flagged a keyframe, joined.
     fn annex_b(cfg: &AvcConfig, nalus: &[u8]) -> Result<Vec<u8>, Malformed> {
         let mut pieces = Vec::new();
-        cfg.annex_b(nalus, &mut pieces)?;
+        cfg.annex_b(nalus, false, &mut pieces)?;
         Ok(pieces.concat())
+    }
+
+    /// A keyframe that is not IDR (an open GOP's I-frame, where segments start) and an IDR
+    /// with an in-band PPS but no SPS get the parameter sets too; an inter frame never.
+    #[test]
+    fn every_place_to_start_decoding_gets_parameter_sets() {
+        let cfg = AvcConfig::parse(X264_HIGH_720P).unwrap();
+        let i_slice = [0, 0, 0, 2, 0x41, 0x88];
+        let mut pieces = Vec::new();
+        cfg.annex_b(&i_slice, true, &mut pieces).unwrap();
+        let mut expected = AUD.to_vec();
+        expected.extend_from_slice(&cfg.parameter_sets);
+        expected.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x88]);
+        assert_eq!(pieces.concat(), expected);
+        let pps_only = [0, 0, 0, 2, 0x68, 0xeb, 0, 0, 0, 2, 0x65, 0x88];
+        let out = annex_b(&cfg, &pps_only).unwrap();
+        assert_eq!(out.len(), AUD.len() + cfg.parameter_sets.len() + 2 * 6);
+        assert_eq!(annex_b(&cfg, &i_slice).unwrap().len(), AUD.len() + 6);
     }
 
     #[test]

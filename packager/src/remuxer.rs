@@ -364,7 +364,7 @@ impl Remuxer {
                 let mut pieces = Vec::with_capacity(8);
                 match (&self.backend, &self.video) {
                     (Backend::Ts(_), Some(VideoConfig::Avc(avc))) => {
-                        avc.annex_b(frame, &mut pieces)?;
+                        avc.annex_b(frame, keyframe, &mut pieces)?;
                     }
                     (_, Some(VideoConfig::Av1(_))) => crate::av1::sample_pieces(frame, &mut pieces),
                     _ => pieces.push(frame),
