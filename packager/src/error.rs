@@ -40,6 +40,7 @@ impl Error {
                 Unsupported::AudioFormat(_) => "audio format",
                 Unsupported::AacObjectType(_) => "AAC object type",
                 Unsupported::AacSampleRate(_) => "AAC sample rate",
+                Unsupported::AacChannelsInTs(_) => "AAC channels in MPEG-TS",
             },
             Self::Internal(_) => "internal",
         }
@@ -111,6 +112,14 @@ pub enum Unsupported {
     /// A sampling frequency with no ADTS index.
     #[error("AAC sampling frequency {0} Hz has no ADTS index")]
     AacSampleRate(u32),
+    /// An AAC channel configuration ADTS headers cannot say: 0 (the channels are in a
+    /// program config element of the AudioSpecificConfig, which frames do not carry) or above
+    /// 7.
+    #[error(
+        "AAC channel configuration {0} (a program config element, or more than 7) has no ADTS \
+         form, which MPEG-TS segments carry (use --hls-variant fmp4 or low-latency)"
+    )]
+    AacChannelsInTs(u8),
 }
 
 #[cfg(test)]

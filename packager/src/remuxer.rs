@@ -398,7 +398,13 @@ impl Remuxer {
     fn push_audio(&mut self, dts: i64, data: &[u8]) -> Result<(), Error> {
         let raw = match flv::parse_audio(data)? {
             AudioTag::AacSequenceHeader(asc) => {
-                self.set_audio(AudioConfig::Aac(AacConfig::parse(asc)?));
+                let config = AacConfig::parse(asc)?;
+                if matches!(self.backend, Backend::Ts(_))
+                    && !(1..=7).contains(&config.channel_config)
+                {
+                    return Err(Unsupported::AacChannelsInTs(config.channel_config).into());
+                }
+                self.set_audio(AudioConfig::Aac(config));
                 return Ok(());
             }
             AudioTag::Mp3(frame) => {

@@ -356,6 +356,24 @@ fn unsupported_codecs_drop_their_track_and_keep_the_other() {
     }
 }
 
+/// AAC whose channels are in a program config element (channel configuration 0) has no ADTS
+/// form: MPEG-TS drops the audio track with one error kind, and the video plays alone.
+#[test]
+fn aac_channels_adts_cannot_say_drop_the_audio_in_mpeg_ts() {
+    let mut tags = tags(Clip::AvSmall);
+    for tag in tags.iter_mut().filter(|t| t.tag_type == 8 && t.data.get(1) == Some(&0)) {
+        let mut data = tag.data.to_vec();
+        data[3] &= 0x87; // channelConfiguration, bits 3-6 of the ASC's second byte
+        tag.data = data.into();
+    }
+    let output = remux(&tags);
+    assert!(!output.errors.is_empty());
+    let expected = Error::Unsupported(Unsupported::AacChannelsInTs(0));
+    assert!(output.errors.iter().all(|e| *e == expected), "{:?}", output.errors);
+    assert_well_formed("AacPce", &output);
+    assert!(reports(&output).iter().all(|r| stream_types(r) == [0x1b]));
+}
+
 /// Appends `second` after `first`, its timestamps shifted so it starts `gap_ms` after the end
 /// of `first` (negative: a jump back).
 fn splice(first: Vec<Tag>, second: Vec<Tag>, start_ms: i64) -> Vec<Tag> {
