@@ -208,6 +208,10 @@ pub struct StreamStore<F: SegmentFiles = MemfdSegments> {
     files: Option<F>,
     /// Recycled buffers shared with the packagers: low-latency parts are joined into them.
     buffers: Arc<BufferPool>,
+    /// Per name, the ended stream a new publish replaced, and since when `reap` has seen it:
+    /// its segments stay available for a segment and a playlist's duration (RFC 8216
+    /// §6.2.2), to players still fetching the rest of its final playlist.
+    superseded: DashMap<String, (Arc<Slot<F>>, Option<Instant>)>,
 }
 
 #[derive(Debug)]
@@ -451,6 +455,7 @@ impl<F: SegmentFiles> StreamStore<F> {
             config,
             files,
             buffers: Arc::default(),
+            superseded: DashMap::new(),
         }
     }
 
@@ -534,7 +539,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                     drop(state);
                     slot.changed();
                     let fresh = self.new_slot(name, generation, private, from);
-                    entry.insert(Arc::clone(&fresh));
+                    let old = entry.insert(Arc::clone(&fresh));
+                    self.superseded.insert(name.to_owned(), (old, None));
                     (fresh, false)
                 } else if state.playlist.is_ended() {
                     // EXT-X-ENDLIST is never taken back (RFC 8216 §6.2.1): a new presentation
@@ -543,7 +549,8 @@ impl<F: SegmentFiles> StreamStore<F> {
                     drop(state);
                     self.raise_floor(name, next);
                     let fresh = self.new_slot(name, generation, private, None);
-                    entry.insert(Arc::clone(&fresh));
+                    let old = entry.insert(Arc::clone(&fresh));
+                    self.superseded.insert(name.to_owned(), (old, None));
                     (fresh, false)
                 } else {
                     // Interrupted: the publisher is back within the reconnect window and the
@@ -732,7 +739,7 @@ impl<F: SegmentFiles> StreamStore<F> {
     pub fn init(&self, name: &str, file: &str) -> Option<Bytes> {
         let (generation, number) = file.strip_suffix(".mp4")?.split_once("-init")?;
         let (generation, number): (u64, u32) = (generation.parse().ok()?, number.parse().ok()?);
-        let slot = self.slot(name).filter(|slot| slot.generation == generation)?;
+        let slot = self.slot_of(name, generation)?;
         let state = slot.read();
         state.inits.iter().find(|(n, _)| *n == number).map(|(_, init)| init.clone())
     }
@@ -745,7 +752,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         let (sequence, index) = rest.split_once('.')?;
         let generation: u64 = generation.parse().ok()?;
         let (sequence, index): (u64, usize) = (sequence.parse().ok()?, index.parse().ok()?);
-        let slot = self.slot(name).filter(|slot| slot.generation == generation)?;
+        let slot = self.slot_of(name, generation)?;
         let state = slot.read();
         if let Some(open) = state.open.as_ref().filter(|open| open.sequence == sequence) {
             return open.read_part(index);
@@ -766,10 +773,7 @@ impl<F: SegmentFiles> StreamStore<F> {
         let stem = file.strip_suffix(".ts").or_else(|| file.strip_suffix(".m4s"))?;
         let (generation, sequence) = stem.split_once('-')?;
         let (generation, sequence): (u64, u64) = (generation.parse().ok()?, sequence.parse().ok()?);
-        let slot = self.slot(name)?;
-        if slot.generation != generation {
-            return None;
-        }
+        let slot = self.slot_of(name, generation)?;
         let (body, fetches, parts) = {
             let state = slot.read();
             let first = state.segments.front()?.sequence;
@@ -967,6 +971,13 @@ impl<F: SegmentFiles> StreamStore<F> {
         for slot in closed {
             slot.changed();
         }
+        self.superseded.retain(|_, (slot, seen)| {
+            let state = slot.read();
+            let segment = Duration::from_secs(state.playlist.target_duration());
+            let listed = u32::try_from(state.playlist.window().0).unwrap_or(u32::MAX);
+            let kept_for = segment.saturating_mul(listed.saturating_add(1));
+            now.saturating_duration_since(*seen.get_or_insert(now)) < kept_for
+        });
         self.forget_floors(now);
         removed
     }
@@ -1004,6 +1015,15 @@ impl<F: SegmentFiles> StreamStore<F> {
 
     fn slot(&self, name: &str) -> Option<Arc<Slot<F>>> {
         self.streams.get(name).map(|slot| Arc::clone(slot.value()))
+    }
+
+    /// The slot of `name` whose segment names carry `generation`: the stream's, or the ended
+    /// one it replaced while that one's segments are still kept.
+    fn slot_of(&self, name: &str, generation: u64) -> Option<Arc<Slot<F>>> {
+        self.slot(name).filter(|slot| slot.generation == generation).or_else(|| {
+            let superseded = self.superseded.get(name)?;
+            (superseded.0.generation == generation).then(|| Arc::clone(&superseded.0))
+        })
     }
 }
 
@@ -1643,6 +1663,34 @@ mod tests {
         // The window is three 2 s targets: only client 1 fetched within it.
         assert_eq!(store.viewers("cam", t0 + Duration::from_secs(7)), 1);
         assert_eq!(store.viewers("nobody", t0), 0);
+    }
+
+    /// A stream that ended and is published again at once: the ended one's segments stay
+    /// available for a segment and a playlist's duration (§6.2.2) to players finishing its
+    /// final playlist, then go.
+    #[test]
+    fn an_ended_streams_segments_outlive_a_new_publish_for_a_while() {
+        let store = store();
+        let first = store.begin("cam", 1, 10).unwrap();
+        for n in 0..3 {
+            first.push(segment(2000, n), wall(u64::from(n) * 2000));
+        }
+        drop(first);
+        let second = store.begin("cam", 2, 10).unwrap();
+        second.push(segment(2000, 9), wall(10_000));
+        let byte = |file: &str| match store.segment("cam", file) {
+            Some(SegmentBody::Memory(pieces)) => Some(pieces.as_slice()[0][0]),
+            _ => None,
+        };
+        assert_eq!((byte("1-2.ts"), byte("2-3.ts")), (Some(2), Some(9)));
+        #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
+        let t0 = Instant::now();
+        store.reap(t0, Duration::from_secs(60));
+        // Three listed (three target durations at least) and one more: 8 s of 2 s segments.
+        store.reap(t0 + Duration::from_secs(7), Duration::from_secs(60));
+        assert_eq!(byte("1-2.ts"), Some(2));
+        store.reap(t0 + Duration::from_secs(8), Duration::from_secs(60));
+        assert_eq!((byte("1-2.ts"), byte("2-3.ts")), (None, Some(9)));
     }
 
     /// Segments as long as the publisher's GOPs (8 s) make an 8 s target, and players reload
