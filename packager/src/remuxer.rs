@@ -48,6 +48,12 @@ pub const MAX_FORWARD_JUMP: Duration = Duration::from_secs(5);
 /// A timestamp further behind the stream's position than this breaks the timeline; audio
 /// and video interleave a little out of order, so small steps back are normal.
 pub const MAX_BACKWARD_JUMP: Duration = Duration::from_secs(1);
+/// A track's own decode times going back further than this break the timeline too, within
+/// [`MAX_BACKWARD_JUMP`] of the stream's position: encoders round to milliseconds (a step of
+/// one), and one that stamps presentation times reorders by a few frames; a step of half a
+/// second is an encoder's clock going back, whose frames nudged one tick apart would play as
+/// a burst.
+pub const MAX_TRACK_STEP_BACK: Duration = Duration::from_millis(250);
 /// Composition offsets beyond this are encoder bugs; they are treated as zero.
 pub const MAX_COMPOSITION_OFFSET: Duration = Duration::from_secs(10);
 
@@ -455,10 +461,17 @@ impl Remuxer {
         let starts_here =
             if has_video { track == Track::Video && keyframe } else { track == Track::Audio };
 
-        let jumped = self.position.is_some_and(|position| {
-            dts > position + duration_to_ticks(MAX_FORWARD_JUMP)
-                || dts < position - duration_to_ticks(MAX_BACKWARD_JUMP)
-        });
+        let own_last = match track {
+            Track::Video => self.last_video_dts,
+            Track::Audio => self.last_audio_dts,
+        };
+        let stepped_back = own_last
+            .is_some_and(|last| dts + self.offset < last - duration_to_ticks(MAX_TRACK_STEP_BACK));
+        let jumped = stepped_back
+            || self.position.is_some_and(|position| {
+                dts > position + duration_to_ticks(MAX_FORWARD_JUMP)
+                    || dts < position - duration_to_ticks(MAX_BACKWARD_JUMP)
+            });
         if jumped && !self.broken {
             self.broken = true;
             self.stats.timeline_breaks += 1;

@@ -431,6 +431,27 @@ fn timestamp_jumps_break_the_timeline_without_absurd_durations() {
     }
 }
 
+/// The video's clock steps half a second back while the audio's goes on: the timeline
+/// breaks (a discontinuity, then the next keyframe), rather than a burst of frames one tick
+/// apart.
+#[test]
+fn a_tracks_own_step_back_breaks_the_timeline() {
+    let input: Vec<Tag> = tags(Clip::AvSmall)
+        .into_iter()
+        .map(|mut t| {
+            if t.tag_type == 9 && t.timestamp >= 2000 {
+                t.timestamp -= 500;
+            }
+            t
+        })
+        .collect();
+    let output = remux(&input);
+    assert!(output.errors.is_empty());
+    assert!(output.stats.timeline_breaks >= 1, "{:?}", output.stats);
+    assert!(output.segments.iter().any(|s| s.discontinuity));
+    assert_well_formed("video-step-back", &output);
+}
+
 #[test]
 fn the_32_bit_millisecond_wrap_is_seamless_and_the_33_bit_pts_wrap_decodes() {
     // FLV timestamps that wrap from 2^32 - 1 to 0 in the middle of the clip.
