@@ -583,10 +583,11 @@ impl Fragmenter {
                     .is_some_and(|open| unit.dts - self.last_video.unwrap_or(open.start) >= limit)
         };
         // Segments and parts are cut on audio once the video has been silent for a target
-        // duration: a gap that long is a stall, not a low frame rate, dropped frames or
-        // audio leading the video in the publisher's interleaving (the part where the video
-        // stopped runs until then, as one with dropped frames does).
-        let video_silent = silent_for(self.target);
+        // duration and two of its intervals: a gap that long is a stall, not a low frame
+        // rate, a screen shared frame by frame, dropped frames or audio leading the video in
+        // the publisher's interleaving (the part where the video stopped runs until then, as
+        // one with dropped frames does).
+        let video_silent = silent_for(self.target.max(2 * self.video_interval));
         let forced = self.open.as_ref().is_some_and(|open| {
             unit.dts - open.start >= duration_to_ticks(MAX_SEGMENT_DURATION)
                 || open.bytes >= MAX_SEGMENT_BYTES
@@ -596,10 +597,10 @@ impl Fragmenter {
                 return false;
             }
             self.open_segment(unit.dts, true);
-        } else if self.video.is_none() || video_silent || forced {
+        } else if self.video.is_none() || video_silent {
             // Audio-only, or video silent (a phone's camera stopped, its microphone going
-            // on): segments and parts are cut on audio frames, and the limits hold whichever
-            // track comes. A part ends where its last frame does, or
+            // on): segments and parts are cut on audio frames, the limits too (with video
+            // flowing, the next video frame forces a cut, on a frame boundary). A part ends where its last frame does, or
             // the next frame starts if sooner (millisecond stamps): a frame that came late
             // leaves the gap between parts (counted audio time steers across it), not in
             // the part, which then stays within the target. The last video frame goes out

@@ -48,12 +48,14 @@ pub const MAX_FORWARD_JUMP: Duration = Duration::from_secs(5);
 /// A timestamp further behind the stream's position than this breaks the timeline; audio
 /// and video interleave a little out of order, so small steps back are normal.
 pub const MAX_BACKWARD_JUMP: Duration = Duration::from_secs(1);
-/// A track's own decode times going back further than this break the timeline too, within
-/// [`MAX_BACKWARD_JUMP`] of the stream's position: encoders round to milliseconds (a step of
-/// one), and one that stamps presentation times reorders by a few frames; a step of half a
-/// second is an encoder's clock going back, whose frames nudged one tick apart would play as
-/// a burst.
+/// A track's own decode times going back further than this (for video, or four frames if
+/// more) break the timeline too, within [`MAX_BACKWARD_JUMP`] of the stream's position:
+/// encoders round to milliseconds (a step of one), and one that stamps presentation times
+/// reorders by a few frames; a step of half a second is an encoder's clock going back, whose
+/// frames nudged one tick apart would play as a burst.
 pub const MAX_TRACK_STEP_BACK: Duration = Duration::from_millis(250);
+/// Frames of reordering the video's step-back allowance covers at low frame rates.
+const STEP_BACK_FRAMES: i64 = 4;
 /// Composition offsets beyond this are encoder bugs; they are treated as zero.
 pub const MAX_COMPOSITION_OFFSET: Duration = Duration::from_secs(10);
 
@@ -212,6 +214,9 @@ pub struct Remuxer {
     written_end: i64,
     last_video_dts: Option<i64>,
     last_audio_dts: Option<i64>,
+    /// Each track's latest decode time as the publisher stamped it since the timeline last
+    /// (re)started: a track's own clock stepping back is measured against it.
+    input_clocks: (Option<i64>, Option<i64>),
     last_keyframe_dts: Option<i64>,
     video_frame_ticks: i64,
     stats: RemuxerStats,
@@ -250,6 +255,7 @@ impl Remuxer {
             written_end: 0,
             last_video_dts: None,
             last_audio_dts: None,
+            input_clocks: (None, None),
             last_keyframe_dts: None,
             video_frame_ticks: DEFAULT_VIDEO_FRAME_TICKS,
             stats: RemuxerStats::default(),
@@ -408,6 +414,11 @@ impl Remuxer {
                 if matches!(self.backend, Backend::Ts(_))
                     && !(1..=7).contains(&config.channel_config)
                 {
+                    // Its frames are not the previous configuration's either: the track goes
+                    // (at the next keyframe) until a configuration ADTS can say comes.
+                    if self.audio.take().is_some() {
+                        self.pending_audio = true;
+                    }
                     return Err(Unsupported::AacChannelsInTs(config.channel_config).into());
                 }
                 self.set_audio(AudioConfig::Aac(config));
@@ -461,12 +472,16 @@ impl Remuxer {
         let starts_here =
             if has_video { track == Track::Video && keyframe } else { track == Track::Audio };
 
-        let own_last = match track {
-            Track::Video => self.last_video_dts,
-            Track::Audio => self.last_audio_dts,
+        let (clock, allowance) = match track {
+            Track::Video => (
+                &mut self.input_clocks.0,
+                duration_to_ticks(MAX_TRACK_STEP_BACK)
+                    .max(STEP_BACK_FRAMES * self.video_frame_ticks),
+            ),
+            Track::Audio => (&mut self.input_clocks.1, duration_to_ticks(MAX_TRACK_STEP_BACK)),
         };
-        let stepped_back = own_last
-            .is_some_and(|last| dts + self.offset < last - duration_to_ticks(MAX_TRACK_STEP_BACK));
+        let stepped_back = clock.is_some_and(|last| dts < last - allowance);
+        *clock = Some(clock.map_or(dts, |last| last.max(dts)));
         let jumped = stepped_back
             || self.position.is_some_and(|position| {
                 dts > position + duration_to_ticks(MAX_FORWARD_JUMP)
@@ -484,6 +499,11 @@ impl Remuxer {
             self.break_timeline();
             self.broken = false;
             self.position = None;
+            // The tracks' clocks count from here: the other track's comes with its next frame.
+            self.input_clocks = match track {
+                Track::Video => (Some(dts), None),
+                Track::Audio => (None, Some(dts)),
+            };
             self.offset = self.written_end - dts;
         }
         self.position = Some(self.position.map_or(dts, |p| p.max(dts)));

