@@ -1018,12 +1018,18 @@ impl<F: SegmentFiles> StreamStore<F> {
     }
 
     /// The slot of `name` whose segment names carry `generation`: the stream's, or the ended
-    /// one it replaced while that one's segments are still kept.
+    /// one it replaced while that one's segments are still kept, if it was as private as the
+    /// stream is (who may fetch is decided by the stream's visibility now: a private stream's
+    /// media must not go out under a public one's name, nor a public one's be refused).
     fn slot_of(&self, name: &str, generation: u64) -> Option<Arc<Slot<F>>> {
-        self.slot(name).filter(|slot| slot.generation == generation).or_else(|| {
-            let superseded = self.superseded.get(name)?;
-            (superseded.0.generation == generation).then(|| Arc::clone(&superseded.0))
-        })
+        let slot = self.slot(name)?;
+        if slot.generation == generation {
+            return Some(slot);
+        }
+        let superseded = self.superseded.get(name)?;
+        let private = |slot: &Slot<F>| slot.private.load(Ordering::Acquire);
+        (superseded.0.generation == generation && private(&superseded.0) == private(&slot))
+            .then(|| Arc::clone(&superseded.0))
     }
 }
 
@@ -1683,6 +1689,10 @@ mod tests {
             _ => None,
         };
         assert_eq!((byte("1-2.ts"), byte("2-3.ts")), (Some(2), Some(9)));
+        // Not under another visibility than the ended stream's.
+        store.set_private("cam", true);
+        assert_eq!(byte("1-2.ts"), None);
+        store.set_private("cam", false);
         #[allow(clippy::disallowed_methods)] // any instant will do: only differences matter
         let t0 = Instant::now();
         store.reap(t0, Duration::from_secs(60));
