@@ -190,8 +190,9 @@ impl FetchThrough {
             (forwarded.path, held)
         });
         // What a 200 proves: asked without credentials, that the stream is public; asked
-        // with them, only a playlist's (a private one says `private`; a private stream's
-        // media do not, their URLs being signed).
+        // with them, only a playlist's (a private stream's playlists say `private`; its
+        // media say it too, but an ended stream's media served under a new publish's
+        // visibility need not be decisive).
         let shows_public = playlist
             || with_credentials.as_ref().is_ok_and(|forwarded| {
                 !forwarded.credentials && credentials.iter().all(Option::is_none)

@@ -131,12 +131,17 @@ impl<S: AsyncWrite + Unpin> IdleTimeout<S> {
     ) -> Poll<io::Result<T>> {
         let result = op(Pin::new(&mut self.inner), cx);
         track(&mut self.write_since, &result);
-        if matches!(result, Poll::Ready(Ok(_))) && self.read_since.is_some() {
-            // The response moves: the read pending meanwhile is the client listening.
-            self.read_since = Some(Instant::now());
-        }
         if result.is_pending() {
             self.check(cx)?;
+        }
+        result
+    }
+
+    /// After a write: bytes that went out mean the response moves, so the read pending
+    /// meanwhile is the client listening, not idleness.
+    fn wrote(&mut self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) && self.read_since.is_some() {
+            self.read_since = Some(Instant::now());
         }
         result
     }
@@ -148,7 +153,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.write_op(cx, |inner, cx| inner.poll_write(cx, buf))
+        let result = self.write_op(cx, |inner, cx| inner.poll_write(cx, buf));
+        self.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -156,7 +162,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.write_op(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+        let result = self.write_op(cx, |inner, cx| inner.poll_write_vectored(cx, bufs));
+        self.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
