@@ -269,8 +269,13 @@ impl Publish {
     fn visibility_changed(&mut self, private: bool) {
         self.private = private;
         if let Some(member) = self.ingest.cluster().cloned() {
-            let stream = self.stream.clone();
-            tokio::spawn(async move { member.set_private(&stream, private).await });
+            let (ingest, stream) = (Arc::clone(&self.ingest), self.stream.clone());
+            // The visibility as it is when written, not when the change was seen: changes in
+            // quick succession, a task each, may finish in any order.
+            tokio::spawn(async move {
+                let private = ingest.store.is_private(&stream);
+                member.set_private(&stream, private).await;
+            });
         }
         let server = &self.ingest.config.push.targets;
         let targets = push_targets(server, &self.stream, &self.own_push, private);
