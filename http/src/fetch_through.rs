@@ -569,6 +569,12 @@ mod tests {
         request.body(Body::empty()).unwrap()
     }
 
+    /// Node B, fetching through from `origin` wherever a stream is, holding playlists 20 s.
+    fn node_b(origin: &Origin) -> Arc<FetchThrough> {
+        let origins = Arc::new(Everywhere(origin.clone()));
+        Arc::new(FetchThrough::new("node-b", origins, Duration::from_secs(20)))
+    }
+
     async fn text(response: Response) -> (StatusCode, String) {
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -578,11 +584,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_for_one_url_make_one_fetch() {
         let (origin, count) = origin(Duration::from_millis(200)).await;
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(origin.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&origin);
         let request = get("/hls/cam/index.m3u8?_HLS_msn=4", None);
         let answers: Vec<_> = (0..50).map(|_| through.serve("cam", &origin, &request)).collect();
         for answer in futures_util::future::join_all(answers).await {
@@ -627,11 +629,7 @@ mod tests {
     #[tokio::test]
     async fn viewers_with_credentials_never_share_an_answer() {
         let (origin, count) = origin(Duration::from_millis(100)).await;
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(origin.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&origin);
         let alice = through.serve("p", &origin, &get("/hls/p/index.m3u8", Some("Bearer alice")));
         let bob = through.serve("p", &origin, &get("/hls/p/index.m3u8", Some("Bearer bob")));
         let (alice, bob) = tokio::join!(alice, bob);
@@ -668,11 +666,7 @@ mod tests {
     #[tokio::test]
     async fn a_public_stream_is_fetched_once_whatever_credentials_viewers_add() {
         let (origin, count) = origin(Duration::from_millis(200)).await;
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(origin.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&origin);
         let first = get("/hls/flip/index.m3u8?_HLS_msn=1", None);
         assert_eq!(text(through.serve("flip", &origin, &first).await).await.0, StatusCode::OK);
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -720,11 +714,7 @@ mod tests {
     async fn moving_stream() -> (Origin, Origin, Arc<FetchThrough>) {
         let (live, _) = origin(Duration::ZERO).await;
         let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(live.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&live);
         (live, dead, through)
     }
 
@@ -790,11 +780,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_origin_gives_502_and_the_in_flight_limit_503() {
         let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(dead.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&dead);
         let (status, _) =
             text(through.serve("cam", &dead, &get("/hls/x/index.m3u8", None)).await).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -831,11 +817,7 @@ mod tests {
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let dead = Origin { node: "gone".into(), url: "http://127.0.0.1:9".into() };
-        let through = Arc::new(FetchThrough::new(
-            "node-b",
-            Arc::new(Everywhere(dead.clone())),
-            Duration::from_secs(20),
-        ));
+        let through = node_b(&dead);
         let request = get("/hls/p/index.m3u8?token=SECRET-JWT&sig=SECRET-SIG&exp=1", None);
         assert_eq!(
             text(through.serve("cam", &dead, &request).await).await.0,

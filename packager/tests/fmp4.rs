@@ -17,15 +17,25 @@ const PART: Duration = Duration::from_millis(333);
 
 /// The clip's media tags through a remuxer making fMP4 with `part_target`.
 fn remux(which: Clip, part_target: Option<Duration>) -> Vec<FragmentOutput> {
+    let tags = testkit::flv::media_tags(&clip(which));
+    remux_tags(tags.iter().map(|tag| (tag, tag.timestamp)), part_target)
+}
+
+/// `tags`, each at the timestamp given with it, through a remuxer making fMP4 with
+/// `part_target` (2 s segments), then finished.
+fn remux_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a testkit::flv::Tag, u32)>,
+    part_target: Option<Duration>,
+) -> Vec<FragmentOutput> {
     let config = RemuxerConfig {
         target_duration: Duration::from_secs(2),
         container: Container::Fmp4 { part_target },
     };
     let mut remuxer = Remuxer::new(config);
     let mut outputs = Vec::new();
-    for tag in testkit::flv::media_tags(&clip(which)) {
+    for (tag, timestamp) in tags {
         let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
-        let _ = remuxer.push(kind, tag.timestamp, &tag.data);
+        let _ = remuxer.push(kind, timestamp, &tag.data);
         outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
     }
     remuxer.finish();
@@ -277,27 +287,13 @@ fn a_new_configuration_gives_a_new_init_segment_after_a_discontinuity() {
 fn decode_times_never_jump_and_audio_follows_the_publisher() {
     let tags = testkit::flv::media_tags(&clip(Clip::AvSmall));
     let loop_ms = tags.last().unwrap().timestamp + 40;
+    let looped = || {
+        (0..12).flat_map(|round| tags.iter().map(move |tag| (tag, tag.timestamp + round * loop_ms)))
+    };
+    let last_audio_ms =
+        looped().filter(|(tag, _)| tag.tag_type == 8).map(|(_, at)| at).last().unwrap();
     for part_target in [None, Some(PART)] {
-        let config = RemuxerConfig {
-            target_duration: Duration::from_secs(2),
-            container: Container::Fmp4 { part_target },
-        };
-        let mut remuxer = Remuxer::new(config);
-        let mut outputs = Vec::new();
-        let mut last_audio_ms = 0;
-        for round in 0..12 {
-            for tag in &tags {
-                let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
-                let at = tag.timestamp + round * loop_ms;
-                if kind == TagKind::Audio {
-                    last_audio_ms = at;
-                }
-                let _ = remuxer.push(kind, at, &tag.data);
-                outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
-            }
-        }
-        remuxer.finish();
-        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        let outputs = remux_tags(looped(), part_target);
         let mut next: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         let mut steered = 0;
         let mut last_audio_time = 0;
@@ -338,23 +334,12 @@ fn a_video_stall_still_gives_whole_fragments() {
     let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
     // Without parts: the audio of the stall's first target duration gathers behind the
     // held frame (with parts, the audio cuts them after a part target: see below).
-    let config = RemuxerConfig {
-        target_duration: Duration::from_secs(2),
-        container: Container::Fmp4 { part_target: None },
-    };
-    let mut remuxer = Remuxer::new(config);
-    let mut outputs = Vec::new();
-    for tag in &tags {
-        // No video from 3 s to 7 s: six seconds of audio frames gather behind a held frame.
-        if tag.tag_type == 9 && (3000..7000).contains(&tag.timestamp) {
-            continue;
-        }
-        let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
-        let _ = remuxer.push(kind, tag.timestamp, &tag.data);
-        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
-    }
-    remuxer.finish();
-    outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+    // No video from 3 s to 7 s: the first seconds of audio frames gather behind a held frame.
+    let stalled = tags
+        .iter()
+        .filter(|tag| !(tag.tag_type == 9 && (3000..7000).contains(&tag.timestamp)))
+        .map(|tag| (tag, tag.timestamp));
+    let outputs = remux_tags(stalled, None);
     let mut largest = 0;
     for output in &outputs {
         let FragmentOutput::Fragment(fragment) = output else { continue };
@@ -381,25 +366,15 @@ fn a_video_stall_still_gives_whole_fragments() {
 #[test]
 fn audio_sets_the_pace_while_the_video_is_silent() {
     let tags = testkit::flv::media_tags(&clip(Clip::Av720p30));
+    // The clip twice over (24 s), without its video from 3 s to 13 s.
+    let twice = || {
+        let second = tags.iter().map(|tag| (tag, tag.timestamp + 12_000));
+        tags.iter().map(|tag| (tag, tag.timestamp)).chain(second).filter(|(tag, at)| {
+            !(tag.tag_type == 9 && (3000..13_000).contains(at) && !is_config(tag))
+        })
+    };
     for part_target in [None, Some(PART)] {
-        let config = RemuxerConfig {
-            target_duration: Duration::from_secs(2),
-            container: Container::Fmp4 { part_target },
-        };
-        let mut remuxer = Remuxer::new(config);
-        let mut outputs = Vec::new();
-        // The clip twice over (24 s), without its video from 3 s to 13 s.
-        for (round, tag) in tags.iter().chain(&tags).enumerate() {
-            let timestamp = if round < tags.len() { tag.timestamp } else { tag.timestamp + 12_000 };
-            if tag.tag_type == 9 && (3000..13_000).contains(&timestamp) && !is_config(tag) {
-                continue;
-            }
-            let kind = if tag.tag_type == 9 { TagKind::Video } else { TagKind::Audio };
-            let _ = remuxer.push(kind, timestamp, &tag.data);
-            outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
-        }
-        remuxer.finish();
-        outputs.extend(std::iter::from_fn(|| remuxer.pull_fmp4()));
+        let outputs = remux_tags(twice(), part_target);
         let segments: Vec<(Duration, bool)> = outputs
             .iter()
             .filter_map(|output| match output {
