@@ -165,54 +165,42 @@ impl FetchThrough {
             HeaderValue::from_str(&format!("{}={token}", crate::private::TOKEN_COOKIE)).ok()
         });
         let credentials = [headers.get(AUTHORIZATION).cloned(), cookie];
-        let with_credentials = forwarded_path(request.uri(), playlist, true);
-        // A public stream is asked for without them, the same for every viewer; if it turned
-        // private meanwhile, the refusal is not the answer, the request with them is.
-        let without = match &with_credentials {
-            Ok(forwarded)
-                if (forwarded.credentials || credentials.iter().any(Option::is_some))
-                    && self.known_public(stream) =>
-            {
-                forwarded_path(request.uri(), playlist, false).ok()
-            }
-            _ => None,
-        };
-        let held = |forwarded: &Forwarded, credentials: &[Option<HeaderValue>; 2]| {
+        let uri = request.uri();
+        let asked = forwarded_path(uri, playlist, true).map(|forwarded| {
+            let credentialed = forwarded.credentials || credentials.iter().any(Option::is_some);
             // A public playlist may be answered with the last one fetched (see `hold`); a
             // request with a viewer's token or a signed URL, in its headers or its query,
             // never is, nor keeps its answer for others; nor a delta update (`_HLS_skip`).
-            let plain = !forwarded.credentials && !forwarded.delta;
-            (playlist && plain && credentials.iter().all(Option::is_none))
-                .then(|| request.uri().path().to_owned())
-        };
-        let first = without.map(|forwarded| {
-            let held = held(&forwarded, &[None, None]);
-            (forwarded.path, held)
+            let held = |delta: bool| (playlist && !delta).then(|| uri.path().to_owned());
+            // A public stream is asked for without credentials, the same for every viewer;
+            // if it turned private meanwhile, the refusal is not the answer, the request
+            // with them is.
+            let bare = (credentialed && self.known_public(stream))
+                .then(|| forwarded_path(uri, playlist, false).ok())
+                .flatten()
+                .map(|bare| (bare.path, held(bare.delta)));
+            let held = held(forwarded.delta).filter(|_| !credentialed);
+            // What a 200 proves: asked without credentials, that the stream is public; asked
+            // with them, only a playlist's (a private stream's playlists say `private`; its
+            // media say it too, but an ended stream's media served under a new publish's
+            // visibility need not be decisive).
+            let shows_public = playlist || !credentialed;
+            (forwarded.path, held, bare, shows_public)
         });
-        // What a 200 proves: asked without credentials, that the stream is public; asked
-        // with them, only a playlist's (a private stream's playlists say `private`; its
-        // media say it too, but an ended stream's media served under a new publish's
-        // visibility need not be decisive).
-        let shows_public = playlist
-            || with_credentials.as_ref().is_ok_and(|forwarded| {
-                !forwarded.credentials && credentials.iter().all(Option::is_none)
-            });
-        let held =
-            with_credentials.as_ref().ok().and_then(|forwarded| held(forwarded, &credentials));
         let (this, origin, stream) = (Arc::clone(self), origin.clone(), stream.to_owned());
         async move {
-            let forwarded = match with_credentials {
-                Ok(forwarded) => forwarded,
+            let (path, held, bare, shows_public) = match asked {
+                Ok(asked) => asked,
                 // What the origin would answer, without asking it.
                 Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
             };
-            if let Some((path, held)) = first {
+            if let Some((path, held)) = bare {
                 let answer = this.answer(&stream, &origin, &path, [None, None], held, true).await;
-                if ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&answer.status()) {
+                if !refused(answer.status()) {
                     return answer;
                 }
             }
-            this.answer(&stream, &origin, &forwarded.path, credentials, held, shows_public).await
+            this.answer(&stream, &origin, &path, credentials, held, shows_public).await
         }
     }
 
@@ -229,15 +217,9 @@ impl FetchThrough {
         let mut public = self.public.lock().unwrap_or_else(PoisonError::into_inner);
         if shows_public && fetched.status == StatusCode::OK && !fetched.private() {
             let now = std::time::Instant::now();
-            if public.len() >= MAX_KNOWN_PUBLIC && !public.contains_key(stream) {
-                public.retain(|_, at| now.duration_since(*at) < PUBLIC_FOR);
-            }
-            if public.len() < MAX_KNOWN_PUBLIC || public.contains_key(stream) {
-                public.insert(stream.to_owned(), now);
-            }
-        } else if fetched.private()
-            || [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&fetched.status)
-        {
+            let fresh = |at: &std::time::Instant| now.duration_since(*at) < PUBLIC_FOR;
+            insert_bounded(&mut public, stream, now, MAX_KNOWN_PUBLIC, fresh);
+        } else if fetched.private() || refused(fetched.status) {
             public.remove(stream);
         }
     }
@@ -323,12 +305,10 @@ impl FetchThrough {
         let mut last = self.last_playlists.lock().unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         if fetched.status == StatusCode::OK && !fetched.private() {
-            if last.len() >= MAX_HELD_PLAYLISTS {
-                last.retain(|_, (_, at)| now.duration_since(*at) < self.hold);
-            }
-            if last.len() < MAX_HELD_PLAYLISTS {
-                last.insert(playlist, (Arc::clone(&fetched), now));
-            }
+            let fresh =
+                |(_, at): &(Arc<Fetched>, std::time::Instant)| now.duration_since(*at) < self.hold;
+            let kept = (Arc::clone(&fetched), now);
+            insert_bounded(&mut last, &playlist, kept, MAX_HELD_PLAYLISTS, fresh);
             return fetched;
         }
         let gone =
@@ -488,6 +468,28 @@ fn forwarded_path(
         format!("{}?{}", uri.path(), kept.join("&"))
     };
     Ok(Forwarded { path, credentials: !credentials.is_empty(), delta })
+}
+
+/// Sets `key` to `value` in `map` of at most `max` entries: a new key, when the map is full,
+/// first makes room by dropping the entries no longer `fresh`, and is left out if none is.
+fn insert_bounded<V>(
+    map: &mut HashMap<String, V>,
+    key: &str,
+    value: V,
+    max: usize,
+    mut fresh: impl FnMut(&V) -> bool,
+) {
+    if map.len() >= max && !map.contains_key(key) {
+        map.retain(|_, value| fresh(value));
+    }
+    if map.len() < max || map.contains_key(key) {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// The origin refused the viewer (no credentials, or not the right ones).
+fn refused(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
 }
 
 /// Too many fetches in flight.
