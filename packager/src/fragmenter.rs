@@ -37,7 +37,7 @@ use crate::fmp4::{
 use crate::remuxer::NextCut;
 use crate::segmenter::{
     AccessUnit, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION, TICKS_PER_SECOND, duration_to_ticks,
-    ticks_to_duration,
+    ticks_to_duration, video_silence,
 };
 use crate::ts_mux::Track;
 
@@ -582,12 +582,10 @@ impl Fragmenter {
                     .as_ref()
                     .is_some_and(|open| unit.dts - self.last_video.unwrap_or(open.start) >= limit)
         };
-        // Segments and parts are cut on audio once the video has been silent for a target
-        // duration and two of its intervals: a gap that long is a stall, not a low frame
-        // rate, a screen shared frame by frame, dropped frames or audio leading the video in
-        // the publisher's interleaving (the part where the video stopped runs until then, as
-        // one with dropped frames does).
-        let video_silent = silent_for(self.target.max(2 * self.video_interval));
+        // Segments and parts are cut on audio once the video has been silent (the part where
+        // it stopped runs until then, as one with dropped frames does). The interval is the
+        // measured one (`recent_intervals`), not `video_interval`'s guess before two frames.
+        let video_silent = silent_for(video_silence(self.target, self.recent_intervals[0]));
         let forced = self.open.as_ref().is_some_and(|open| {
             unit.dts - open.start >= duration_to_ticks(MAX_SEGMENT_DURATION)
                 || open.bytes >= MAX_SEGMENT_BYTES
@@ -600,19 +598,18 @@ impl Fragmenter {
         } else if self.video.is_none() || video_silent {
             // Audio-only, or video silent (a phone's camera stopped, its microphone going
             // on): segments and parts are cut on audio frames, the limits too (with video
-            // flowing, the next video frame forces a cut, on a frame boundary). A part ends where its last frame does, or
-            // the next frame starts if sooner (millisecond stamps): a frame that came late
-            // leaves the gap between parts (counted audio time steers across it), not in
-            // the part, which then stays within the target. The last video frame goes out
-            // first, lasting its usual interval.
+            // flowing, the next video frame forces a cut, on a frame boundary). A part ends
+            // where its last frame does, or the next frame starts if sooner (millisecond
+            // stamps): a frame that came late leaves the gap between parts (counted audio
+            // time steers across it), not in the part, which then stays within the target.
+            // The last video frame goes out first, lasting its usual interval.
             if let Some(held) = self.held {
                 self.release_held(held.dts + self.video_interval.max(1));
             }
             let independent = self.video.is_none();
             let open = self.open.as_ref().map_or(unit.dts, |open| open.start);
             let part_end = self.open.as_ref().map_or(unit.dts, |open| open.end.min(unit.dts));
-            let segment_on_audio = self.video.is_none() || video_silent;
-            if (segment_on_audio && unit.dts - open >= self.target) || forced {
+            if unit.dts - open >= self.target || forced {
                 self.close_part(part_end);
                 self.close_segment(Some(unit.dts));
                 self.open_segment(unit.dts, independent);

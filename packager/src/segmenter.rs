@@ -299,29 +299,19 @@ impl Segmenter {
         Ok(true)
     }
 
-    /// How long video must have been silent, beyond the target, for audio to set the pace:
-    /// two of its intervals, or half the forced cut's duration before two frames gave one.
-    fn silence(&self) -> i64 {
-        if self.video_interval > 0 {
-            2 * i64::from(self.video_interval)
-        } else {
-            duration_to_ticks(MAX_SEGMENT_DURATION) / 2
-        }
-    }
-
     /// Adds one access unit; see [`Pushed`].
     pub fn push(&mut self, unit: AccessUnit<'_>) -> Result<Pushed, MuxError> {
         let mut finished = None;
         if let Some(open) = &self.open {
             let elapsed = unit.dts - open.start;
-            // Audio sets the pace without video, and once the video has been silent for a
-            // target duration (a phone's camera stopped, its microphone going on): segments
-            // then go on being cut, and the limits hold whichever track comes.
-            // (A frame rate that low, or a screen shared frame by frame, is not silence.)
+            // Audio sets the pace without video, and once the video has been silent (a
+            // phone's camera stopped, its microphone going on): segments then go on being
+            // cut, and the limits hold for it.
             let last_video = if self.last_video == i64::MIN { open.start } else { self.last_video };
             let video_silent = self.has_video
                 && unit.track == Track::Audio
-                && unit.dts - last_video >= self.target.max(self.silence());
+                && unit.dts - last_video
+                    >= video_silence(self.target, i64::from(self.video_interval));
             let audio_paces = !self.has_video || video_silent;
             let due = elapsed >= self.target
                 && ((unit.track == Track::Video && unit.keyframe) || audio_paces);
@@ -561,6 +551,17 @@ fn make_room(pool: &Arc<BufferPool>, data: &mut Vec<u8>, more: usize) {
     let mut larger = pool.take(needed, needed + needed / 2);
     larger.extend_from_slice(data);
     pool.give(std::mem::replace(data, larger));
+}
+
+/// How long (90 kHz) the video must have been silent for audio to set the pace of segments
+/// and parts: the `target`, and two of the video's intervals (`interval`, 0 when not known
+/// yet: then half the forced cut's duration). A frame rate that low, a screen shared frame by
+/// frame, dropped frames or audio leading the video in the publisher's interleaving are not
+/// silence; a stall is.
+pub(crate) fn video_silence(target: i64, interval: i64) -> i64 {
+    let pace =
+        if interval > 0 { 2 * interval } else { duration_to_ticks(MAX_SEGMENT_DURATION) / 2 };
+    target.max(pace)
 }
 
 /// Converts a duration to 90 kHz ticks (saturating).
