@@ -138,10 +138,9 @@ impl Broadcast {
         }
     }
 
-    /// What a queue starting now would get first: the metadata, the configurations, and
-    /// the latest keyframe onwards while there are players.
+    /// The stream's latest metadata and configurations, which the broadcast always keeps.
     pub(crate) fn seed(&self) -> Vec<Item> {
-        self.gop().snapshot()
+        self.gop().seed()
     }
 
     /// Players now.

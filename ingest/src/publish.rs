@@ -29,7 +29,7 @@ use crate::events::{MediaInfo, PublishGuard, StopReason};
 use crate::listener::Ingest;
 use crate::metadata::EncoderMetadata;
 use crate::play::Broadcast;
-use crate::push::{Item, MAX_STREAM_TARGETS, Push, PushTarget, Reporting, Role};
+use crate::push::{MAX_STREAM_TARGETS, Push, PushTarget, Reporting};
 use crate::record::Recorder;
 use crate::registry::LivePublish;
 use crate::status::PublishStatus;
@@ -281,16 +281,7 @@ impl Publish {
         let targets = push_targets(server, &self.stream, &self.own_push, private);
         info!(stream = %self.stream, private, "the stream's visibility changed: its push targets follow");
         let (config, reporting) = (&self.ingest.config.push, reporting(&self.ingest));
-        let seed: Vec<_> = self
-            .feed
-            .broadcast
-            .seed()
-            .into_iter()
-            .filter(|item| match item {
-                Item::Metadata(_) => true,
-                Item::Media { role, .. } => *role == Role::Config,
-            })
-            .collect();
+        let seed = self.feed.broadcast.seed();
         let push = std::mem::take(&mut self.push);
         self.push = push.retarget(&self.stream, targets, &seed, config, &reporting);
     }

@@ -295,6 +295,12 @@ impl PushQueue {
         all
     }
 
+    /// The metadata and configurations kept, as items (stamped 0: a queue given them keeps
+    /// them and sends them at its start's keyframe).
+    pub(crate) fn seed(&self) -> Vec<Item> {
+        self.configs_at(0)
+    }
+
     /// Changes the limit; a waiting queue over it starts again at the next keyframe.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
