@@ -66,6 +66,10 @@ const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
 /// expire within minutes, and a shared cache whose key ignores the query would serve them
 /// to anyone).
 const PRIVATE_SEGMENT_CACHE: &str = "private, max-age=86400, immutable";
+/// The Cache-Control of a stream's media: [`PRIVATE_SEGMENT_CACHE`] if it is `private`.
+fn media_cache(private: bool) -> &'static str {
+    if private { PRIVATE_SEGMENT_CACHE } else { SEGMENT_CACHE }
+}
 /// Answers that are not the resource (404, 400, 503 without its own): asked again each time.
 const ERROR_CACHE: &str = "no-cache";
 /// Seconds a refused viewer is asked to wait: a few target durations, long enough for an
@@ -192,7 +196,7 @@ async fn answer(
     {
         return private::refusal(&refused);
     }
-    let media_cache = if private { PRIVATE_SEGMENT_CACHE } else { SEGMENT_CACHE };
+    let media_cache = media_cache(private);
     if file.ends_with(".mp4") {
         return match store.init(name, file) {
             Some(init) => {

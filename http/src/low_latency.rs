@@ -22,7 +22,7 @@ use stream_store::{Changes, Directives, PartRead, Reload, StreamStore};
 use tokio::time::Instant;
 
 use crate::idle::{Answer, Answering};
-use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME, PRIVATE_SEGMENT_CACHE, SEGMENT_CACHE};
+use crate::{FMP4_MIME, PLAYLIST_CACHE, PLAYLIST_MIME};
 
 /// A blocked playlist response may be cached this many target durations: any later request
 /// with the same directives is satisfied by it, and a delta update made from it stays
@@ -168,7 +168,7 @@ pub(crate) async fn part(
                 if admitted_public && store.is_private(name) {
                     return None;
                 }
-                let cache = if admitted_public { SEGMENT_CACHE } else { PRIVATE_SEGMENT_CACHE };
+                let cache = crate::media_cache(!admitted_public);
                 let headers = [(CONTENT_TYPE, FMP4_MIME), (CACHE_CONTROL, cache)];
                 return Some((headers, crate::pieces::body(pieces)).into_response());
             }

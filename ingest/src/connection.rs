@@ -221,7 +221,7 @@ impl Connection {
             {
                 stats_timer.as_mut().reset(at);
             }
-            let n = tokio::select! {
+            let read = tokio::select! {
                 // Shutdown and stop first, so a peer that never pauses cannot starve them;
                 // then data before the deadline, as a timeout around the read would.
                 biased;
@@ -248,7 +248,7 @@ impl Connection {
                 () = &mut late_timer => return Err(late),
                 () = &mut stats_timer, if stats_at.is_some() => None,
             };
-            let Some(read) = n else {
+            let Some(read) = read else {
                 if let Some(publish) = &mut self.publish {
                     publish.emit_stats();
                 }
