@@ -322,9 +322,10 @@ pub(crate) struct ServeArgs {
     /// Milliseconds of a live publisher's media left to gather in the socket between reads,
     /// so several messages are read at once (SRS's merged read, but never holding up a
     /// segment or part): the kernel wakes the reader once that much (at the publisher's
-    /// measured rate, at most 16 KiB) is queued (SO_RCVLOWAT), after four times as long, or
-    /// 2 ms after the frame that closes the next segment or part is due. 0 reads each
-    /// message as it arrives.
+    /// measured rate, at most 32 KiB) is queued (SO_RCVLOWAT), after four times as long, or
+    /// 2 ms after the frame that closes the next segment or part is due. Media relayed to
+    /// RTMP players and push targets waits up to this long. 0 reads each message as it
+    /// arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

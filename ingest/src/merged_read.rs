@@ -32,10 +32,13 @@ use std::time::{Duration, Instant};
 
 use packager::NextCut;
 
-/// Default pause: 50 ms at a 2.6 Mbit/s stream is ~17 KB waiting in the socket, well inside
-/// the kernel's receive buffer, and cuts reads from ~80 to ~20 a second; SRS's `mr_latency`
-/// default is 350 ms.
-pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(50);
+/// Default pause: 100 ms at a 2.6 Mbit/s stream is ~33 KB waiting in the socket (the mark
+/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~10 a second. Segments and parts
+/// are not held up by it (their frames' reads are timed); what waits up to a pause is media
+/// relayed as read (RTMP players, pushes), as with SRS's merged read, whose `mr_latency`
+/// default is 350 ms. 50 ms cost a tenth more CPU per stream at 32 publishers
+/// (`benches/results/2026-12-07-read-pause.md`).
+pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(100);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 /// The read before a cut comes this long after the frame expected to make it is due: a
@@ -45,17 +48,20 @@ pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
 const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros());
 
-/// Largest receive low-water mark asked of the kernel: half a connection's 32 KiB read
-/// buffer, so a read woken by it, with what arrived between the wake-up and the read (a
-/// video frame an encoder sent at once), rarely fills the buffer (a backlog).
-pub const MAX_LOW_WATER: usize = 16 << 10;
+/// Largest receive low-water mark asked of the kernel: half the 64 KiB read buffer, so a
+/// read woken by it, with what arrived between the wake-up and the read (a video frame an
+/// encoder sent at once), rarely fills the buffer (a backlog).
+pub const MAX_LOW_WATER: usize = 32 << 10;
+const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
 /// Share of the socket's receive buffer the mark may take at most: setting a mark whose
 /// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
 /// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
-/// long link. The window a mark needs is the mark scaled by the kernel's payload-to-buffer
-/// ratio (about 2x; an eighth keeps a margin of 4x over that). The buffer is read once per
-/// connection: TCP autotuning only grows it.
-pub const LOW_WATER_BUFFER_SHARE: usize = 8;
+/// long link. The buffer a mark needs is the mark over the kernel's payload-to-buffer ratio
+/// (`scaling_ratio`: 1/2 until measured, about 1/2 to 3/4 for Ethernet packets, 1/3 for one
+/// packet per 4 KiB page): a quarter fits down to a ratio of 1/4. The default 128 KiB
+/// buffer (`tcp_rmem`) allows the 32 KiB mark. The buffer is read once per connection: TCP
+/// autotuning only grows it.
+pub const LOW_WATER_BUFFER_SHARE: usize = 4;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
@@ -242,7 +248,7 @@ impl ReadPacer {
         // A read that filled the buffer may have left bytes queued (a backlog): keep reading
         // at once. One that did not took everything queued, however much more than the mark
         // (a read woken at it often takes half as much again, a frame that came meanwhile):
-        // gathering goes on, and cannot overfill the socket, whose buffer holds eight marks at
+        // gathering goes on, and cannot overfill the socket, whose buffer holds four marks at
         // least ([`LOW_WATER_BUFFER_SHARE`]).
         if n >= buffer {
             return NextRead::Immediate;
@@ -263,8 +269,11 @@ impl ReadPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::READ_BUFFER;
 
     const MS: Duration = Duration::from_millis(1);
+    /// The pause the figures below are worked out for.
+    const PAUSE: Duration = Duration::from_millis(50);
 
     /// A low-latency publisher whose frames arrive on time: a frame stamped `ms + shift`
     /// arrives `ms` after `t0`. Its reads bring 315 KB/s over the first second (21 of
@@ -298,7 +307,7 @@ mod tests {
     #[test]
     fn a_part_read_is_timed_to_the_frame_expected_to_end_it() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 1050);
         // 33 ms before the frame expected to end the part: the read is timed to it.
         let next = on_time.read(&mut pacer, 1100, 33 * MS);
@@ -316,7 +325,7 @@ mod tests {
     #[test]
     fn a_read_long_after_its_frames_arrived_does_not_make_the_next_expected_later() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 1050);
         // A read at 1,140 ms bringing frames up to 1,100 ms (a fallback read, 40 ms after
         // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
@@ -332,7 +341,7 @@ mod tests {
     #[test]
     fn the_clock_remembers_the_window_before() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 950);
         // The read that starts the next window comes 40 ms after its latest frame did: by
         // the window before, the frame 33 ms after that one is due already.
@@ -351,12 +360,13 @@ mod tests {
 
         let low_latency = Container::Fmp4 { part_target: Some(Duration::from_millis(250)) };
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
-        // stream fills the mark every 50 ms, about 25 reads a second for ~73 messages
-        // (parts no more than segments); 64 kbit/s AAC alone fills it every other frame.
+        // stream fills the 32 KiB mark every 100 ms, about 10 reads a second for ~73
+        // messages, plus the reads timed to cuts; 64 kbit/s AAC alone fills it every other
+        // frame. On the default receive buffer (128 KiB).
         for (clip_name, container, per_hundred) in [
-            (Clip::Av720p30, Container::Ts, 40),
-            (Clip::Av720p30, low_latency, 40),
-            (Clip::AudioOnlyAac, low_latency, 55),
+            (Clip::Av720p30, Container::Ts, 25),
+            (Clip::Av720p30, low_latency, 28),
+            (Clip::AudioOnlyAac, low_latency, 45),
         ] {
             let tags: Vec<_> = read_tags(&clip(clip_name))
                 .into_iter()
@@ -368,7 +378,7 @@ mod tests {
                 .collect();
             let target_duration = Duration::from_secs(2);
             let mut remuxer = Remuxer::new(RemuxerConfig { target_duration, container });
-            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
+            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 128 << 10, NO_MEDIA);
             let t0 = Instant::now();
             let arrival = |i: usize| t0 + Duration::from_millis(tags[i].1.timestamp.into());
             // An RTMP message: its payload and a chunk header or so.
@@ -393,7 +403,7 @@ mod tests {
                     next += 1;
                 }
                 reads += 1;
-                let (plan, _) = pacer.after_read(n, 32 << 10, read_at, remuxer.next_cut());
+                let (plan, _) = pacer.after_read(n, READ_BUFFER, read_at, remuxer.next_cut());
                 if next == tags.len() {
                     break;
                 }
@@ -427,7 +437,7 @@ mod tests {
     #[test]
     fn after_a_timestamp_jump_frames_are_expected_early_for_two_windows_at_most() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         OnTime { t0, shift: 0 }.reads(&mut pacer, 0, 1050);
         // Timestamps jump 500 ms back: by the old timeline the frame ending the part looks
         // long due, and reads are immediate (early, never late).
@@ -445,7 +455,7 @@ mod tests {
 
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
     fn measured(t0: Instant) -> ReadPacer {
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
         let (next, mark) = pacer.after_read(299_000, 299_000, t0 + Duration::from_secs(1), FAR);
         // That read was a backlog (it filled the buffer): immediate, whatever the rate.
@@ -462,7 +472,7 @@ mod tests {
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         for i in 0..10 {
             let at = t0 + i * 90 * MS;
             assert_eq!(pacer.after_read(1000, BUF, at, FAR), (NextRead::Immediate, None));
@@ -510,17 +520,16 @@ mod tests {
         assert_eq!(marks, [15_000, 10_000]);
     }
 
-    /// A read the highest mark woke, with a few more KiB that arrived before it, on a
-    /// connection's 32 KiB buffer: not a backlog, the mark stays (flipping it to 1 and back
-    /// cost two system calls and a wake-up per read).
+    /// A read the highest mark woke, with a few more KiB that arrived before it, on the
+    /// 64 KiB read buffer: not a backlog, the mark stays (flipping it to 1 and back cost two
+    /// system calls and a wake-up per read).
     #[test]
     fn a_read_woken_at_the_highest_mark_keeps_gathering() {
-        const READ_BUFFER: usize = 32 << 10;
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
         pacer.after_read(10, READ_BUFFER, t0, FAR);
-        // 400 KB/s (3.2 Mbit/s): 20 KB in a pause, capped at MAX_LOW_WATER.
-        pacer.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        // 800 KB/s (6.4 Mbit/s): 40 KB in a pause, capped at MAX_LOW_WATER.
+        pacer.after_read(800_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         for (i, n) in [MAX_LOW_WATER, MAX_LOW_WATER + 6_000].into_iter().enumerate() {
             let at = t0 + Duration::from_secs(1) + (10 + 50 * i as u32) * MS;
             let (next, _) = pacer.after_read(n, READ_BUFFER, at, FAR);
@@ -532,16 +541,16 @@ mod tests {
     #[test]
     fn mark_is_capped_by_the_read_buffer_and_the_socket_buffer() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 1 << 20, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
         pacer.after_read(10, BUF, t0, FAR);
         // 4 MB/s: 200 KB in a pause, capped at MAX_LOW_WATER.
-        pacer.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        pacer.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(10, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 200 * MS });
 
-        let mut small = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 64 << 10, NO_MEDIA);
+        let mut small = ReadPacer::new(PAUSE, 64 << 10, NO_MEDIA);
         small.after_read(10, BUF, t0, FAR);
-        small.after_read(400_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        small.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = small.after_read(10, BUF, t0 + 1010 * MS, FAR);
         let share = (64 << 10) / LOW_WATER_BUFFER_SHARE;
         assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
@@ -576,7 +585,7 @@ mod tests {
     #[test]
     fn fallback_comes_well_before_the_no_media_timeout() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, 400 * MS);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, 400 * MS);
         pacer.after_read(1000, BUF, t0, FAR);
         pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
@@ -597,7 +606,7 @@ mod tests {
     fn a_slow_stream_gathers_less_and_zero_pause_or_refused_option_never_gathers() {
         let t0 = Instant::now();
         // 8 KB/s (64 kbit/s audio): 400 bytes a pause.
-        let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
         pacer.after_read(0, BUF, t0, FAR);
         pacer.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(100, BUF, t0 + 1010 * MS, FAR);
