@@ -324,8 +324,8 @@ pub(crate) struct ServeArgs {
     /// segment or part): the kernel wakes the reader once that much (at the publisher's
     /// measured rate, at most 32 KiB) is queued (SO_RCVLOWAT), after four times as long, or
     /// 2 ms after the frame that closes the next segment or part is due. Media relayed to
-    /// RTMP players and push targets waits up to this long. 0 reads each message as it
-    /// arrives.
+    /// RTMP players and push targets waits up to this long (up to four times as long while
+    /// the bitrate falls). 0 reads each message as it arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

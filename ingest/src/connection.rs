@@ -182,9 +182,11 @@ impl Connection {
             receive_buffer,
             self.ingest.config.limits.no_media_timeout,
         );
-        if !self.socket.is_plain() {
+        let guard = crate::low_water::WindowGuard::new(self.socket.tcp(), receive_buffer).ok();
+        if !self.socket.is_plain() || guard.is_none() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
-            // decrypted: over RTMPS every message is read as it arrives.
+            // decrypted: over RTMPS every message is read as it arrives. Without the window
+            // clamp to guard, marks are not set either.
             pacer.disable();
         }
         // Shutdown and stop requests are waited for by futures made once per connection (or
@@ -241,7 +243,7 @@ impl Connection {
                 }) => Some(read?),
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     if let Some(mark) = pacer.fallback() {
-                        self.set_low_water(mark, &mut pacer)?;
+                        self.set_low_water(mark, &mut pacer, guard.as_ref())?;
                     }
                     continue;
                 }
@@ -281,7 +283,7 @@ impl Connection {
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
             let (next, mark) = pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut);
             if let Some(mark) = mark {
-                self.set_low_water(mark, &mut pacer)?;
+                self.set_low_water(mark, &mut pacer, guard.as_ref())?;
             }
             if let merged_read::NextRead::Gather { fallback, .. } = next {
                 pause_timer.as_mut().reset(read_at + fallback);
@@ -307,16 +309,27 @@ impl Connection {
         }
     }
 
-    /// Sets the socket's receive low-water mark. If the system refuses a mark above 1, reads
-    /// turn immediate (the mark back to 1); if it refuses 1, bytes below the mark it kept
-    /// could wait unseen, so the connection ends.
+    /// Sets the socket's receive low-water mark, and leaves the TCP window as it was
+    /// (`low_water::WindowGuard`). If the system refuses a mark above 1, or the guard fails,
+    /// reads turn immediate (the mark back to 1); if it refuses 1, bytes below the mark it
+    /// kept could wait unseen, so the connection ends.
     fn set_low_water(
         &self,
         bytes: usize,
         pacer: &mut merged_read::ReadPacer,
+        guard: Option<&crate::low_water::WindowGuard>,
     ) -> Result<(), ConnectionError> {
-        match crate::low_water::set(self.socket.tcp(), bytes) {
-            Ok(()) => Ok(()),
+        let socket = self.socket.tcp();
+        let set = crate::low_water::set(socket, bytes).and_then(|()| match guard {
+            Some(guard) if bytes > 1 => guard.after_mark(socket, bytes),
+            _ => Ok(false),
+        });
+        match set {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                debug!(bytes, "the kernel clamped the TCP window to the low-water mark; undone");
+                Ok(())
+            }
             Err(error) if bytes == 1 => Err(error.into()),
             Err(error) => {
                 debug!(%error, "receive low-water mark not set; reading every message");

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Open RTMP connections, all peers together. Each costs a task, a 64 KiB read buffer and
-/// up to the chunk layer's buffer limit; Nginx's default `worker_connections` is 1024.
+/// Open RTMP connections, all peers together. Each costs a task, its socket's kernel buffers
+/// and up to the chunk layer's buffer limit (reads go into its thread's buffer); Nginx's
+/// default `worker_connections` is 1024.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Open RTMP connections from one address (an IPv6 /64, see [`auth::address`]): an encoder
 /// uses one; a studio with many encoders behind one NAT stays well under this.

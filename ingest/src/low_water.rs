@@ -6,8 +6,15 @@
 //! lowering it to 1 wakes a reader at once if anything is queued. [`merged_read`] decides
 //! the mark; this module only sets it.
 //!
-//! Neither `rustix` nor `socket2` offers this option, so this is the one place in the
-//! workspace with `unsafe`: a plain `setsockopt(2)` on a borrowed descriptor.
+//! A mark costs the publisher no TCP window: when a mark needs more buffer than the socket
+//! has (the mark over the payload-to-buffer ratio the kernel measured), Linux raises the
+//! buffer, and before 6.18 (`tcp_set_rcvlowat`) also clamps the window to the mark, so a
+//! publisher on a long link would send one mark per round trip. [`WindowGuard`] puts the
+//! clamp back after a mark the socket's buffer might not hold, as newer kernels leave it.
+//!
+//! Neither `rustix` nor `socket2` offers these options, so this is the one place in the
+//! workspace with `unsafe`: plain `setsockopt(2)` and `getsockopt(2)` on a borrowed
+//! descriptor.
 //!
 //! [`merged_read`]: crate::merged_read
 #![allow(unsafe_code)]
@@ -18,19 +25,71 @@ use std::os::fd::{AsFd, AsRawFd};
 /// Sets the receive low-water mark of `socket` to `bytes` (1 = readable with any byte).
 pub fn set(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(socket, libc::SOL_SOCKET, libc::SO_RCVLOWAT, value)
+}
+
+/// Keeps a socket's TCP window clamp (`TCP_WINDOW_CLAMP`) where it was before any mark.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowGuard {
+    clamp: libc::c_int,
+    /// Marks up to this many bytes fit the socket's buffer at any ratio the kernel
+    /// measures (an eighth of it and more), so they cannot clamp the window.
+    unchecked_up_to: usize,
+}
+
+impl WindowGuard {
+    /// Reads `socket`'s window clamp, whose receive buffer is `receive_buffer` bytes.
+    pub fn new(socket: &impl AsFd, receive_buffer: usize) -> io::Result<Self> {
+        let clamp = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
+        Ok(Self { clamp, unchecked_up_to: receive_buffer / 8 })
+    }
+
+    /// After a mark of `bytes` was set: puts the window clamp back if the kernel lowered
+    /// it. Returns whether it had.
+    pub fn after_mark(&self, socket: &impl AsFd, bytes: usize) -> io::Result<bool> {
+        if bytes <= self.unchecked_up_to {
+            return Ok(false);
+        }
+        let now = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
+        if now >= self.clamp {
+            return Ok(false);
+        }
+        set_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, self.clamp)?;
+        Ok(true)
+    }
+}
+
+fn set_int(
+    socket: &impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     let fd = socket.as_fd();
     // SAFETY: `fd` is borrowed from a live socket for the duration of the call; the option
     // value is a c_int on this stack frame and its exact size is passed as its length.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            level,
+            name,
             (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn get_int(socket: &impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let fd = socket.as_fd();
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as in `set_int`; the kernel writes at most `len` bytes into `value`, a c_int
+    // on this stack frame, and `len` is a socklen_t on it too.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut len)
+    };
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
 /// The socket's receive buffer (`SO_RCVBUF`, as the kernel accounts it).
@@ -84,5 +143,30 @@ mod tests {
         set(&receiver, 1).unwrap();
         timeout(PATIENCE, receiver.readable()).await.unwrap().unwrap();
         assert_eq!(receiver.try_read(&mut buf).unwrap(), 10);
+    }
+
+    /// The highest mark leaves the window as it was, whatever the kernel does with it; a
+    /// clamp lowered as Linux before 6.18 lowers it is put back, and a small mark is not
+    /// checked at all.
+    #[tokio::test]
+    async fn a_mark_never_leaves_the_window_clamped() {
+        let (mut sender, receiver) = pair().await;
+        sender.write_all(&[1; 100_000]).await.unwrap();
+        let buffer = receive_buffer(&receiver).unwrap();
+        let guard = WindowGuard::new(&receiver, buffer).unwrap();
+        let clamp = || get_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP).unwrap();
+        let before = clamp();
+        let mark = crate::merged_read::MAX_LOW_WATER;
+        assert!(mark > buffer / 8, "the test needs a mark the guard checks");
+        set(&receiver, mark).unwrap();
+        guard.after_mark(&receiver, mark).unwrap();
+        assert_eq!(clamp(), before);
+
+        set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, mark as i32).unwrap();
+        assert!(clamp() < before);
+        assert!(!guard.after_mark(&receiver, buffer / 8).unwrap(), "a small mark is checked");
+        assert!(guard.after_mark(&receiver, mark).unwrap());
+        assert_eq!(clamp(), before);
+        assert!(!guard.after_mark(&receiver, mark).unwrap());
     }
 }

@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 use packager::NextCut;
 
 /// Default pause: 100 ms at a 2.6 Mbit/s stream is ~33 KB waiting in the socket (the mark
-/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~10 a second. Segments and parts
-/// are not held up by it (their frames' reads are timed); what waits up to a pause is media
-/// relayed as read (RTMP players, pushes), as with SRS's merged read, whose `mr_latency`
+/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~10 a second. Cuts do not wait
+/// for it (the read that takes a cut's frame is timed to it); media relayed as read (RTMP
+/// players, pushes) waits up to a pause, or up to the fallback ([`FALLBACK_PAUSES`]) when
+/// the bitrate falls below the rate measured, as with SRS's merged read, whose `mr_latency`
 /// default is 350 ms. 50 ms cost a tenth more CPU per stream at 32 publishers
 /// (`benches/results/2026-12-07-read-pause.md`).
 pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(100);
@@ -53,14 +54,15 @@ const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros())
 /// encoder sent at once), rarely fills the buffer (a backlog).
 pub const MAX_LOW_WATER: usize = 32 << 10;
 const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
-/// Share of the socket's receive buffer the mark may take at most: setting a mark whose
-/// window needs more than the receive buffer makes the kernel raise the buffer and clamp the
-/// TCP window to the mark (`tcp_set_rcvlowat`), which must never happen to a publisher on a
-/// long link. The buffer a mark needs is the mark over the kernel's payload-to-buffer ratio
-/// (`scaling_ratio`: 1/2 until measured, about 1/2 to 3/4 for Ethernet packets, 1/3 for one
-/// packet per 4 KiB page): a quarter fits down to a ratio of 1/4. The default 128 KiB
-/// buffer (`tcp_rmem`) allows the 32 KiB mark. The buffer is read once per connection: TCP
+/// Share of the socket's receive buffer the mark may take at most. The buffer a mark needs
+/// is the mark over the kernel's payload-to-buffer ratio (`scaling_ratio`: about 1/4 before
+/// any packet on Linux 6.5-6.10, 1/2 later; about 1/3 to 3/4 for Ethernet packets), so a
+/// quarter may not fit: the kernel then raises the buffer, and Linux before 6.18 clamps the
+/// TCP window to the mark, which [`WindowGuard`] undoes. The default 128 KiB buffer
+/// (`tcp_rmem`) allows the 32 KiB mark. The buffer is read once per connection: TCP
 /// autotuning only grows it.
+///
+/// [`WindowGuard`]: crate::low_water::WindowGuard
 pub const LOW_WATER_BUFFER_SHARE: usize = 4;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -248,7 +250,7 @@ impl ReadPacer {
         // A read that filled the buffer may have left bytes queued (a backlog): keep reading
         // at once. One that did not took everything queued, however much more than the mark
         // (a read woken at it often takes half as much again, a frame that came meanwhile):
-        // gathering goes on, and cannot overfill the socket, whose buffer holds four marks at
+        // gathering goes on, and cannot overfill the socket, whose buffer is four marks at
         // least ([`LOW_WATER_BUFFER_SHARE`]).
         if n >= buffer {
             return NextRead::Immediate;
@@ -361,8 +363,8 @@ mod tests {
         let low_latency = Container::Fmp4 { part_target: Some(Duration::from_millis(250)) };
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
         // stream fills the 32 KiB mark every 100 ms, about 10 reads a second for ~73
-        // messages, plus the reads timed to cuts; 64 kbit/s AAC alone fills it every other
-        // frame. On the default receive buffer (128 KiB).
+        // messages, plus the reads timed to cuts; 96 kbit/s AAC alone every four or five
+        // frames, and the reads timed to parts. On the default receive buffer (128 KiB).
         for (clip_name, container, per_hundred) in [
             (Clip::Av720p30, Container::Ts, 25),
             (Clip::Av720p30, low_latency, 28),
