@@ -182,7 +182,7 @@ impl Connection {
             receive_buffer,
             self.ingest.config.limits.no_media_timeout,
         );
-        let guard = crate::low_water::WindowGuard::new(self.socket.tcp(), receive_buffer).ok();
+        let mut guard = crate::low_water::WindowGuard::new(self.socket.tcp()).ok();
         if !self.socket.is_plain() || guard.is_none() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
             // decrypted: over RTMPS every message is read as it arrives. Without the window
@@ -243,7 +243,7 @@ impl Connection {
                 }) => Some(read?),
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     if let Some(mark) = pacer.fallback() {
-                        self.set_low_water(mark, &mut pacer, guard.as_ref())?;
+                        self.set_low_water(mark, &mut pacer, guard.as_mut())?;
                     }
                     continue;
                 }
@@ -283,7 +283,7 @@ impl Connection {
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
             let (next, mark) = pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut);
             if let Some(mark) = mark {
-                self.set_low_water(mark, &mut pacer, guard.as_ref())?;
+                self.set_low_water(mark, &mut pacer, guard.as_mut())?;
             }
             if let merged_read::NextRead::Gather { fallback, .. } = next {
                 pause_timer.as_mut().reset(read_at + fallback);
@@ -317,7 +317,7 @@ impl Connection {
         &self,
         bytes: usize,
         pacer: &mut merged_read::ReadPacer,
-        guard: Option<&crate::low_water::WindowGuard>,
+        guard: Option<&mut crate::low_water::WindowGuard>,
     ) -> Result<(), ConnectionError> {
         let socket = self.socket.tcp();
         let set = crate::low_water::set(socket, bytes).and_then(|()| match guard {

@@ -10,7 +10,7 @@
 //! has (the mark over the payload-to-buffer ratio the kernel measured), Linux raises the
 //! buffer, and before 6.18 (`tcp_set_rcvlowat`) also clamps the window to the mark, so a
 //! publisher on a long link would send one mark per round trip. [`WindowGuard`] puts the
-//! clamp back after a mark the socket's buffer might not hold, as newer kernels leave it.
+//! clamp back after a mark that set it to the mark, as newer kernels leave it.
 //!
 //! Neither `rustix` nor `socket2` offers these options, so this is the one place in the
 //! workspace with `unsafe`: plain `setsockopt(2)` and `getsockopt(2)` on a borrowed
@@ -28,30 +28,30 @@ pub fn set(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
     set_int(socket, libc::SOL_SOCKET, libc::SO_RCVLOWAT, value)
 }
 
-/// Keeps a socket's TCP window clamp (`TCP_WINDOW_CLAMP`) where it was before any mark.
+/// Keeps a socket's TCP window clamp (`TCP_WINDOW_CLAMP`) where the kernel's own tuning
+/// puts it, not at a mark: one `getsockopt` per mark set (a few a second per publisher),
+/// whatever payload ratio the kernel measured.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowGuard {
+    /// The clamp as last seen other than at a mark (receive autotuning moves it with the
+    /// buffer).
     clamp: libc::c_int,
-    /// Marks up to this many bytes fit the socket's buffer at any ratio the kernel
-    /// measures (an eighth of it and more), so they cannot clamp the window.
-    unchecked_up_to: usize,
 }
 
 impl WindowGuard {
-    /// Reads `socket`'s window clamp, whose receive buffer is `receive_buffer` bytes.
-    pub fn new(socket: &impl AsFd, receive_buffer: usize) -> io::Result<Self> {
+    /// Reads `socket`'s window clamp.
+    pub fn new(socket: &impl AsFd) -> io::Result<Self> {
         let clamp = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
-        Ok(Self { clamp, unchecked_up_to: receive_buffer / 8 })
+        Ok(Self { clamp })
     }
 
-    /// After a mark of `bytes` was set: puts the window clamp back if the kernel lowered
-    /// it. Returns whether it had.
-    pub fn after_mark(&self, socket: &impl AsFd, bytes: usize) -> io::Result<bool> {
-        if bytes <= self.unchecked_up_to {
-            return Ok(false);
-        }
+    /// After a mark of `bytes` was set: puts the window clamp back if setting the mark
+    /// lowered it to the mark. Returns whether it had.
+    pub fn after_mark(&mut self, socket: &impl AsFd, bytes: usize) -> io::Result<bool> {
         let now = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
-        if now >= self.clamp {
+        let mark = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        if now != mark || now >= self.clamp {
+            self.clamp = now;
             return Ok(false);
         }
         set_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, self.clamp)?;
@@ -146,27 +146,33 @@ mod tests {
     }
 
     /// The highest mark leaves the window as it was, whatever the kernel does with it; a
-    /// clamp lowered as Linux before 6.18 lowers it is put back, and a small mark is not
-    /// checked at all.
+    /// clamp lowered to the mark, as Linux before 6.18 lowers it, is put back; one the
+    /// kernel's tuning moved is followed.
     #[tokio::test]
     async fn a_mark_never_leaves_the_window_clamped() {
         let (mut sender, receiver) = pair().await;
         sender.write_all(&[1; 100_000]).await.unwrap();
-        let buffer = receive_buffer(&receiver).unwrap();
-        let guard = WindowGuard::new(&receiver, buffer).unwrap();
+        let mut guard = WindowGuard::new(&receiver).unwrap();
         let clamp = || get_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP).unwrap();
         let before = clamp();
         let mark = crate::merged_read::MAX_LOW_WATER;
-        assert!(mark > buffer / 8, "the test needs a mark the guard checks");
         set(&receiver, mark).unwrap();
         guard.after_mark(&receiver, mark).unwrap();
         assert_eq!(clamp(), before);
 
         set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, mark as i32).unwrap();
         assert!(clamp() < before);
-        assert!(!guard.after_mark(&receiver, buffer / 8).unwrap(), "a small mark is checked");
         assert!(guard.after_mark(&receiver, mark).unwrap());
         assert_eq!(clamp(), before);
         assert!(!guard.after_mark(&receiver, mark).unwrap());
+
+        // Autotuning's clamp, not the mark: left, and the one to put back from now on.
+        let tuned = 4 * mark as i32;
+        set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, tuned).unwrap();
+        assert!(!guard.after_mark(&receiver, mark).unwrap());
+        assert_eq!(clamp(), tuned);
+        set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, mark as i32).unwrap();
+        assert!(guard.after_mark(&receiver, mark).unwrap());
+        assert_eq!(clamp(), tuned);
     }
 }
