@@ -734,7 +734,7 @@ fn write_flv(
                 .and_then(|()| OpenOptions::new().create_new(true).append(true).open(&path));
             match created {
                 Ok(mut created) => {
-                    epoch = media.filter(|_| !config).map(|_| timestamp);
+                    epoch = None;
                     let mut head = FLV_HEADER.to_vec();
                     // A new file starts with the metadata the stream had.
                     if let Some(script) = seed.metadata.as_ref().filter(|_| kind != FLV_SCRIPT) {
@@ -764,16 +764,16 @@ fn write_flv(
                 }
             }
         }
-        let at = match media {
-            // Configurations before the first frame (a relay may stamp them 0) are at 0.
-            Some(_) if config && epoch.is_none() => 0,
-            Some(_) => {
+        let at = match epoch {
+            // Metadata and configurations before the first frame (a relay may stamp them 0)
+            // are at 0; the first frame sets the file's clock.
+            None if media.is_none() || config => 0,
+            _ => {
                 let since = timestamp.wrapping_sub(*epoch.get_or_insert(timestamp));
-                // A frame a little before the first (audio interleaved ahead of the keyframe
-                // that began the file) is at 0, not 49 days on.
+                // A tag a little before the first frame (audio interleaved ahead of the
+                // keyframe that began the file, metadata stamped 0) is at 0, not 49 days on.
                 if since > i32::MAX as u32 { 0 } else { since }
             }
-            None => timestamp,
         };
         let mut tag = Vec::with_capacity(15 + body.len());
         flv_tag(&mut tag, kind, at, &body);
@@ -1082,6 +1082,8 @@ mod tests {
         tx.send(tag(FLV_SCRIPT, 0, b"meta", false)).unwrap();
         tx.send(tag(FLV_VIDEO, 1000, b"\x17key", true)).unwrap();
         tx.send(tag(FLV_AUDIO, 3000, b"\xafau", false)).unwrap();
+        // Metadata updated mid-stream, on the publisher's clock.
+        tx.send(tag(FLV_SCRIPT, 4000, b"m2", false)).unwrap();
         drop(tx);
         let recorded =
             write_flv(&dir.join("cam").join("cam-t"), "cam".into(), rx.into_iter(), &|_| {});
@@ -1091,14 +1093,16 @@ mod tests {
         assert_eq!(&bytes[13..28], &[18, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, b'm', b'e', b't', b'a']);
         assert_eq!(&bytes[28..32], &15u32.to_be_bytes());
         // Each tag: 11 bytes of header, the body, 4 of PreviousTagSize.
-        assert_eq!(bytes.len(), 13 + (11 + 4 + 4) + (11 + 4 + 4) + (11 + 3 + 4));
-        // The clock counts from the first audio or video tag: 0, then 2000 ms.
+        assert_eq!(bytes.len(), 13 + (11 + 4 + 4) + (11 + 4 + 4) + (11 + 3 + 4) + (11 + 2 + 4));
+        // The clock counts from the first audio or video tag: 0, then 2000 ms, and the
+        // metadata after them on the same clock.
         let tag = |at: usize| {
             let timestamp = [bytes[at + 7], bytes[at + 4], bytes[at + 5], bytes[at + 6]];
             (bytes[at], u32::from_be_bytes(timestamp))
         };
         assert_eq!(tag(32), (FLV_VIDEO, 0));
         assert_eq!(tag(51), (FLV_AUDIO, 2000));
+        assert_eq!(tag(69), (FLV_SCRIPT, 3000));
         assert_eq!(recorded.duration, Duration::from_secs(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
