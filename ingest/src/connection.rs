@@ -182,8 +182,12 @@ impl Connection {
             receive_buffer,
             self.ingest.config.limits.no_media_timeout,
         );
-        let mut guard = crate::low_water::WindowGuard::new(self.socket.tcp()).ok();
-        if !self.socket.is_plain() || guard.is_none() {
+        let mut guard = self
+            .socket
+            .is_plain()
+            .then(|| crate::low_water::WindowGuard::new(self.socket.tcp()).ok())
+            .flatten();
+        if guard.is_none() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
             // decrypted: over RTMPS every message is read as it arrives. Without the window
             // clamp to guard, marks are not set either.

@@ -160,8 +160,8 @@ impl Push {
     }
 
     /// These pushes of `stream`, now to `targets`: those still there go on, the others
-    /// end, new ones start with `seed` (the stream's metadata and configurations so far,
-    /// and the group of pictures if cached) and go on at the next keyframe.
+    /// end, new ones start with `seed` (the stream's metadata and configurations so far)
+    /// and go on at the next keyframe.
     pub(crate) fn retarget(
         mut self,
         stream: &str,
