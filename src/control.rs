@@ -211,7 +211,7 @@ impl Control for ServerControl {
     }
 
     async fn revoke_token(&self, jti: &str) -> Result<bool, ControlError> {
-        if jti.is_empty() || jti.len() > auth::key_store::MAX_TOKEN_ID_LEN {
+        if !auth::key_store::is_valid_token_id(jti) {
             let max = auth::key_store::MAX_TOKEN_ID_LEN;
             return Err(ControlError::Invalid(format!("a token id is 1 to {max} bytes")));
         }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use auth::key_store::{
     Grant, KeyStore, KeyStoreError, MAX_TOKEN_ID_LEN, REVOKED_TOKEN_RETENTION, Revocation,
-    generate_key, hash_key, validate_stream_name,
+    generate_key, hash_key, is_valid_token_id, validate_stream_name,
 };
 use mongodb::bson::{self, DateTime, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -179,10 +179,7 @@ impl MongoKeyStore {
 
     /// Revokes the publish token with id `jti`; returns whether it was not revoked before.
     pub(crate) async fn revoke_token(&self, jti: &str) -> anyhow::Result<bool> {
-        anyhow::ensure!(
-            !jti.is_empty() && jti.len() <= MAX_TOKEN_ID_LEN,
-            "a token id is 1 to {MAX_TOKEN_ID_LEN} bytes"
-        );
+        anyhow::ensure!(is_valid_token_id(jti), "a token id is 1 to {MAX_TOKEN_ID_LEN} bytes");
         let result = self
             .revoked_tokens
             .update_one(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::failure_limiter::{FailureLimiter, FailureLimits};
 use crate::jwt::{JwtVerifier, TokenRejected, looks_like_jwt};
-use crate::key_store::{Grant, KeyStore, MAX_TOKEN_ID_LEN, Revocation};
+use crate::key_store::{Grant, KeyStore, MAX_TOKEN_ID_LEN, Revocation, is_valid_token_id};
 
 /// How old what the store read may be when it answers a live publish's re-check: the embedded
 /// store then reads its file once for every stream re-checked within it, not once per stream.
@@ -128,8 +128,7 @@ impl Authorizer {
             }
             // A token id that cannot be revoked (the revocation API takes ids of 1 to the
             // limit's bytes) is refused, not taken for a token without one.
-            if claims.jti.as_ref().is_some_and(|jti| jti.is_empty() || jti.len() > MAX_TOKEN_ID_LEN)
-            {
+            if claims.jti.as_deref().is_some_and(|jti| !is_valid_token_id(jti)) {
                 let reason =
                     format!("publish token id empty or longer than {MAX_TOKEN_ID_LEN} bytes");
                 return Err(Denial::Token(TokenRejected(reason)));

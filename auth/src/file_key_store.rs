@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 use crate::key_store::{
     Grant, InvalidStreamName, KeyStore, KeyStoreError, MAX_TOKEN_ID_LEN, REVOKED_TOKEN_RETENTION,
-    Revocation, generate_key, hash_key, validate_stream_name,
+    Revocation, generate_key, hash_key, is_valid_token_id, validate_stream_name,
 };
 
 const FILE_NAME: &str = "keys.json";
@@ -217,7 +217,7 @@ impl FileKeyStore {
     /// Revokes the publish token with id `jti`; returns whether it was not revoked before.
     /// Entries older than [`REVOKED_TOKEN_RETENTION`] are dropped on the way.
     pub fn revoke_token(&self, jti: &str) -> Result<bool, FileKeyStoreError> {
-        if jti.is_empty() || jti.len() > MAX_TOKEN_ID_LEN {
+        if !is_valid_token_id(jti) {
             return Err(FileKeyStoreError::InvalidTokenId);
         }
         let now = SystemTime::now();

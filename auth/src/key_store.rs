@@ -83,6 +83,12 @@ pub trait KeyStore: Send + Sync + 'static {
 
 /// Longest token id (`jti`) kept in the deny list; ids are UUIDs (AuthX) or similar.
 pub const MAX_TOKEN_ID_LEN: usize = 128;
+
+/// Whether `jti` can be revoked (and so taken as a publish token's id): 1 to
+/// [`MAX_TOKEN_ID_LEN`] bytes.
+pub fn is_valid_token_id(jti: &str) -> bool {
+    (1..=MAX_TOKEN_ID_LEN).contains(&jti.len())
+}
 /// How long a revoked token id is kept: longer than any publish token should live (the docs
 /// ask for minutes). Older entries are dropped.
 pub const REVOKED_TOKEN_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
