@@ -322,7 +322,7 @@ pub(crate) struct ServeArgs {
     /// Milliseconds of a live publisher's media left to gather in the socket between reads,
     /// so several messages are read at once (SRS's merged read, but never holding up a
     /// segment or part): the kernel wakes the reader once that much (at the publisher's
-    /// measured rate, at most 32 KiB) is queued (SO_RCVLOWAT), after four times as long, or
+    /// measured rate, at most 64 KiB) is queued (SO_RCVLOWAT), after four times as long, or
     /// 2 ms after the frame that closes the next segment or part is due. Media relayed to
     /// RTMP players and push targets waits up to this long (up to four times as long while
     /// the bitrate falls). 0 reads each message as it arrives.

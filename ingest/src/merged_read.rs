@@ -32,14 +32,15 @@ use std::time::{Duration, Instant};
 
 use packager::NextCut;
 
-/// Default pause: 100 ms at a 2.6 Mbit/s stream is ~33 KB waiting in the socket (the mark
-/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~10 a second. Cuts do not wait
+/// Default pause: 200 ms at a 2.6 Mbit/s stream is ~65 KB waiting in the socket (the mark
+/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~5 a second. Cuts do not wait
 /// for it (the read that takes a cut's frame is timed to it); media relayed as read (RTMP
 /// players, pushes) waits up to a pause, or up to the fallback ([`FALLBACK_PAUSES`]) when
 /// the bitrate falls below the rate measured, as with SRS's merged read, whose `mr_latency`
-/// default is 350 ms. 50 ms cost a tenth more CPU per stream at 32 publishers
-/// (`benches/results/2026-12-07-read-pause.md`).
-pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(100);
+/// default is 350 ms. 100 ms cost 10-13 % more CPU per stream at 32 and 64 publishers, and
+/// 50 ms a tenth more again (`benches/results/2026-12-07-read-pause-2.md`,
+/// `2026-12-07-read-pause.md`).
+pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(200);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 /// The read before a cut comes this long after the frame expected to make it is due: a
@@ -49,21 +50,26 @@ pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
 const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros());
 
-/// Largest receive low-water mark asked of the kernel: half the 64 KiB read buffer, so a
+/// Largest receive low-water mark asked of the kernel: half the 128 KiB read buffer, so a
 /// read woken by it, with what arrived between the wake-up and the read (a video frame an
-/// encoder sent at once), rarely fills the buffer (a backlog).
-pub const MAX_LOW_WATER: usize = 32 << 10;
+/// encoder sent at once), rarely fills the buffer (a backlog). A publisher's socket then
+/// holds up to this much between reads, in kernel memory (with the kernel's per-packet
+/// overhead), not the process's.
+pub const MAX_LOW_WATER: usize = 64 << 10;
 const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
 /// Share of the socket's receive buffer the mark may take at most. The buffer a mark needs
 /// is the mark over the kernel's payload-to-buffer ratio (`scaling_ratio`: about 1/4 before
-/// any packet on Linux 6.5-6.10, 1/2 later; about 1/3 to 3/4 for Ethernet packets), so a
-/// quarter may not fit: the kernel then raises the buffer, and Linux before 6.18 clamps the
-/// TCP window to the mark, which [`WindowGuard`] undoes. The default 128 KiB buffer
-/// (`tcp_rmem`) allows the 32 KiB mark. The buffer is read once per connection: TCP
-/// autotuning only grows it.
+/// any packet on Linux 6.5-6.10, 1/2 later; about 1/3 to 3/4 for Ethernet packets), so half
+/// may not fit: the kernel then raises the buffer (`tcp_set_rcvlowat`), and Linux before
+/// 6.18 clamps the TCP window to the mark, which [`WindowGuard`] undoes. A socket that
+/// fills before its mark wakes the reader anyway (the kernel's memory-pressure and
+/// closing-window checks), and receive autotuning, never locked here, grows the buffer of
+/// a publisher whose bytes per round trip need more. The default 128 KiB buffer
+/// (`tcp_rmem`) allows the 64 KiB mark. The buffer is read once per connection: autotuning
+/// only grows it.
 ///
 /// [`WindowGuard`]: crate::low_water::WindowGuard
-pub const LOW_WATER_BUFFER_SHARE: usize = 4;
+pub const LOW_WATER_BUFFER_SHARE: usize = 2;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
@@ -250,8 +256,8 @@ impl ReadPacer {
         // A read that filled the buffer may have left bytes queued (a backlog): keep reading
         // at once. One that did not took everything queued, however much more than the mark
         // (a read woken at it often takes half as much again, a frame that came meanwhile):
-        // gathering goes on, and cannot overfill the socket, whose buffer is four marks at
-        // least ([`LOW_WATER_BUFFER_SHARE`]).
+        // gathering goes on, in a socket whose buffer is two marks at least
+        // ([`LOW_WATER_BUFFER_SHARE`]).
         if n >= buffer {
             return NextRead::Immediate;
         }
@@ -362,13 +368,13 @@ mod tests {
 
         let low_latency = Container::Fmp4 { part_target: Some(Duration::from_millis(250)) };
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
-        // stream fills the 32 KiB mark every 100 ms, about 10 reads a second for ~73
+        // stream fills the 64 KiB mark every 200 ms, about 5 reads a second for ~73
         // messages, plus the reads timed to cuts; 96 kbit/s AAC alone every four or five
         // frames, and the reads timed to parts. On the default receive buffer (128 KiB).
         for (clip_name, container, per_hundred) in [
-            (Clip::Av720p30, Container::Ts, 25),
-            (Clip::Av720p30, low_latency, 28),
-            (Clip::AudioOnlyAac, low_latency, 45),
+            (Clip::Av720p30, Container::Ts, 16),
+            (Clip::Av720p30, low_latency, 20),
+            (Clip::AudioOnlyAac, low_latency, 32),
         ] {
             let tags: Vec<_> = read_tags(&clip(clip_name))
                 .into_iter()
@@ -523,15 +529,15 @@ mod tests {
     }
 
     /// A read the highest mark woke, with a few more KiB that arrived before it, on the
-    /// 64 KiB read buffer: not a backlog, the mark stays (flipping it to 1 and back cost two
+    /// 128 KiB read buffer: not a backlog, the mark stays (flipping it to 1 and back cost two
     /// system calls and a wake-up per read).
     #[test]
     fn a_read_woken_at_the_highest_mark_keeps_gathering() {
         let t0 = Instant::now();
         let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
         pacer.after_read(10, READ_BUFFER, t0, FAR);
-        // 800 KB/s (6.4 Mbit/s): 40 KB in a pause, capped at MAX_LOW_WATER.
-        pacer.after_read(800_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        // 1.6 MB/s (12.8 Mbit/s): 80 KB in a pause, capped at MAX_LOW_WATER.
+        pacer.after_read(1_600_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         for (i, n) in [MAX_LOW_WATER, MAX_LOW_WATER + 6_000].into_iter().enumerate() {
             let at = t0 + Duration::from_secs(1) + (10 + 50 * i as u32) * MS;
             let (next, _) = pacer.after_read(n, READ_BUFFER, at, FAR);

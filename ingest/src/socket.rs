@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// Bytes one read takes at most. Merged reads wake at most [`crate::merged_read::MAX_LOW_WATER`]
-/// (32 KiB, half of it) in, so at encoder bit rates a read rarely fills it, and a burst (a
+/// (64 KiB, half of it) in, so at encoder bit rates a read rarely fills it, and a burst (a
 /// keyframe sent at once) takes a few reads. A read that fills it is taken for a backlog.
 /// One buffer per connection thread, not per connection.
-pub(crate) const READ_BUFFER: usize = 64 << 10;
+pub(crate) const READ_BUFFER: usize = 128 << 10;
 
 thread_local! {
     /// The read buffer of every connection this thread runs: a read's bytes are handled
