@@ -44,6 +44,7 @@ fn first_start_prints_working_credentials_and_the_stream_plays() {
     assert_eq!(segment.header("content-type"), Some("video/mp2t"));
     assert!(segment.header("cache-control").unwrap().contains("max-age="));
     assert_eq!(segment.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(segment.header("timing-allow-origin"), Some("*"));
     assert_eq!(segment.body.len() % 188, 0);
     assert_eq!(segment.body[0], 0x47);
     let head = http::request(server.http, "HEAD", &format!("/hls/demo/{first}"));
