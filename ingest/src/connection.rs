@@ -176,17 +176,17 @@ impl Connection {
         // when it fires, whatever is queued is read.
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
-        let receive_buffer = crate::low_water::receive_buffer(self.socket.tcp()).unwrap_or(0);
-        let mut pacer = merged_read::ReadPacer::new(
-            self.ingest.config.max_read_pause,
-            receive_buffer,
-            self.ingest.config.limits.no_media_timeout,
-        );
         let mut guard = self
             .socket
             .is_plain()
             .then(|| crate::low_water::WindowGuard::new(self.socket.tcp()).ok())
             .flatten();
+        // The guard makes the room before the first mark (`set_low_water`).
+        let mut pacer = merged_read::ReadPacer::new(
+            self.ingest.config.max_read_pause,
+            merged_read::ROOM,
+            self.ingest.config.limits.no_media_timeout,
+        );
         if guard.is_none() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
             // decrypted: over RTMPS every message is read as it arrives. Without the window
@@ -324,10 +324,13 @@ impl Connection {
         guard: Option<&mut crate::low_water::WindowGuard>,
     ) -> Result<(), ConnectionError> {
         let socket = self.socket.tcp();
-        let set = crate::low_water::set(socket, bytes).and_then(|()| match guard {
-            Some(guard) if bytes > 1 => guard.after_mark(socket, bytes),
-            _ => Ok(false),
-        });
+        let set = match guard {
+            Some(guard) if bytes > 1 => guard
+                .make_room(socket, merged_read::ROOM)
+                .and_then(|()| crate::low_water::set(socket, bytes))
+                .and_then(|()| guard.after_mark(socket, bytes)),
+            _ => crate::low_water::set(socket, bytes).map(|()| false),
+        };
         match set {
             Ok(false) => Ok(()),
             Ok(true) => {

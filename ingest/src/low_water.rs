@@ -6,11 +6,16 @@
 //! lowering it to 1 wakes a reader at once if anything is queued. [`merged_read`] decides
 //! the mark; this module only sets it.
 //!
-//! A mark costs the publisher no TCP window: when a mark needs more buffer than the socket
-//! has (the mark over the payload-to-buffer ratio the kernel measured), Linux raises the
-//! buffer, and before 6.18 (`tcp_set_rcvlowat`) also clamps the window to the mark, so a
-//! publisher on a long link would send one mark per round trip. [`WindowGuard`] puts the
-//! clamp back after a mark that set it to the mark, as newer kernels leave it.
+//! Bytes gathering below a mark take TCP window: the publisher can send only what the
+//! buffer has room for, and a socket that fills before its mark wakes the reader only by the
+//! kernel's memory-pressure check (Linux 5.7 and later; before, not until the reader's
+//! fallback timer). [`WindowGuard::make_room`] therefore has the kernel size the buffer for
+//! twice the largest mark before the first is set: when a mark needs more buffer than the socket has (the
+//! mark over the payload-to-buffer ratio the kernel measured), Linux (4.18 and later,
+//! `tcp_set_rcvlowat`) raises the buffer, unlocked, so receive autotuning still grows it.
+//! Before 6.18 raising it also clamps the window to the mark, so a publisher on a long link
+//! would send one mark per round trip: [`WindowGuard`] puts the clamp back after a mark that
+//! set it to the mark, as newer kernels leave it.
 //!
 //! Neither `rustix` nor `socket2` offers these options, so this is the one place in the
 //! workspace with `unsafe`: plain `setsockopt(2)` and `getsockopt(2)` on a borrowed
@@ -36,13 +41,27 @@ pub struct WindowGuard {
     /// The clamp as last seen other than at a mark (receive autotuning moves it with the
     /// buffer).
     clamp: libc::c_int,
+    /// [`WindowGuard::make_room`] was called.
+    room_made: bool,
 }
 
 impl WindowGuard {
     /// Reads `socket`'s window clamp.
     pub fn new(socket: &impl AsFd) -> io::Result<Self> {
         let clamp = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
-        Ok(Self { clamp })
+        Ok(Self { clamp, room_made: false })
+    }
+
+    /// Before the first mark: has the kernel size `socket`'s receive buffer for `bytes` of
+    /// payload, once, by setting a mark that large (the kernel raises the buffer for it by
+    /// the payload ratio it measured on the packets so far, and leaves it raised; a window
+    /// clamp that comes with it is undone). The caller sets the mark it wants next.
+    pub fn make_room(&mut self, socket: &impl AsFd, bytes: usize) -> io::Result<()> {
+        if std::mem::replace(&mut self.room_made, true) {
+            return Ok(());
+        }
+        set(socket, bytes)?;
+        self.after_mark(socket, bytes).map(drop)
     }
 
     /// After a mark of `bytes` was set: puts the window clamp back if setting the mark
@@ -92,11 +111,6 @@ fn get_int(socket: &impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Res
     if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
-/// The socket's receive buffer (`SO_RCVBUF`, as the kernel accounts it).
-pub fn receive_buffer(socket: &impl AsFd) -> io::Result<usize> {
-    Ok(rustix::net::sockopt::socket_recv_buffer_size(socket)?)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -125,7 +139,6 @@ mod tests {
     #[tokio::test]
     async fn the_kernel_wakes_the_reader_only_at_the_mark_or_when_it_is_lowered() {
         let (mut sender, receiver) = pair().await;
-        assert!(receive_buffer(&receiver).unwrap() > 0);
         set(&receiver, 1000).unwrap();
         let mut buf = [0; 4096];
         // A new socket starts out presumed readable; the first read finds nothing and clears it.
@@ -155,11 +168,14 @@ mod tests {
         let mut guard = WindowGuard::new(&receiver).unwrap();
         let clamp = || get_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP).unwrap();
         let before = clamp();
-        let mark = crate::merged_read::MAX_LOW_WATER;
-        set(&receiver, mark).unwrap();
-        guard.after_mark(&receiver, mark).unwrap();
+        let highest = crate::merged_read::MAX_LOW_WATER;
+        set(&receiver, highest).unwrap();
+        guard.after_mark(&receiver, highest).unwrap();
         assert_eq!(clamp(), before);
 
+        // A mark under the first clamp (on Linux 4.20-6.4 that clamp is the highest mark).
+        let mark = usize::try_from(before / 2).unwrap();
+        set(&receiver, mark).unwrap();
         set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, mark as i32).unwrap();
         assert!(clamp() < before);
         assert!(guard.after_mark(&receiver, mark).unwrap());
@@ -174,5 +190,30 @@ mod tests {
         set_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, mark as i32).unwrap();
         assert!(guard.after_mark(&receiver, mark).unwrap());
         assert_eq!(clamp(), tuned);
+    }
+
+    /// After [`WindowGuard::make_room`] for two of the largest marks, a reader gathering one has the
+    /// window open for another: the sender's two marks' worth all reach the receiver's
+    /// queue unread (without the room, the default buffer's window closes short of it).
+    #[tokio::test]
+    async fn room_for_two_marks_keeps_the_window_open_while_one_gathers() {
+        let (mut sender, receiver) = pair().await;
+        let mut guard = WindowGuard::new(&receiver).unwrap();
+        let room = crate::merged_read::ROOM;
+        guard.make_room(&receiver, room).unwrap();
+        set(&receiver, crate::merged_read::MAX_LOW_WATER).unwrap();
+        timeout(PATIENCE, sender.write_all(&vec![7; room])).await.unwrap().unwrap();
+        let queued = || {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int, here on this stack frame.
+            let rc = unsafe { libc::ioctl(receiver.as_raw_fd(), libc::FIONREAD, &raw mut queued) };
+            assert_eq!(rc, 0);
+            usize::try_from(queued).unwrap()
+        };
+        let waited = std::time::Instant::now();
+        while queued() < room {
+            assert!(waited.elapsed() < PATIENCE, "{} of {room} bytes queued", queued());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

@@ -37,9 +37,9 @@ use packager::NextCut;
 /// for it (the read that takes a cut's frame is timed to it); media relayed as read (RTMP
 /// players, pushes) waits up to a pause, or up to the fallback ([`FALLBACK_PAUSES`]) when
 /// the bitrate falls below the rate measured, as with SRS's merged read, whose `mr_latency`
-/// default is 350 ms. 100 ms cost 10-13 % more CPU per stream at 32 and 64 publishers, and
-/// 50 ms a tenth more again (`benches/results/2026-12-07-read-pause-2.md`,
-/// `2026-12-07-read-pause.md`).
+/// default is 350 ms. 200 ms and a 64 KiB mark took 10-13 % off the CPU per stream at 32 and
+/// 64 publishers against 100 ms and 32 KiB, which took 9-13 % off 50 ms and 16 KiB
+/// (`benches/results/2026-12-07-read-pause-2.md`, `2026-12-07-read-pause.md`).
 pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(200);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
@@ -57,19 +57,22 @@ const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros())
 /// overhead), not the process's.
 pub const MAX_LOW_WATER: usize = 64 << 10;
 const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
-/// Share of the socket's receive buffer the mark may take at most. The buffer a mark needs
-/// is the mark over the kernel's payload-to-buffer ratio (`scaling_ratio`: about 1/4 before
-/// any packet on Linux 6.5-6.10, 1/2 later; about 1/3 to 3/4 for Ethernet packets), so half
-/// may not fit: the kernel then raises the buffer (`tcp_set_rcvlowat`), and Linux before
-/// 6.18 clamps the TCP window to the mark, which [`WindowGuard`] undoes. A socket that
-/// fills before its mark wakes the reader anyway (the kernel's memory-pressure and
-/// closing-window checks), and receive autotuning, never locked here, grows the buffer of
-/// a publisher whose bytes per round trip need more. The default 128 KiB buffer
-/// (`tcp_rmem`) allows the 64 KiB mark. The buffer is read once per connection: autotuning
-/// only grows it.
+/// Marks' worth of payload room a publisher's socket gets before its bytes gather: while
+/// one mark's worth gathers, the TCP window stays open for as much again, so the publisher
+/// is never held back and the reader is woken by the mark, not by a full buffer.
+pub const MARKS_IN_ROOM: usize = 2;
+/// The room the connection has the kernel make ([`make_room`]) in a plain socket's receive
+/// buffer before its first mark: the default 128 KiB buffer holds the buffer times the
+/// kernel's payload-to-buffer ratio (`scaling_ratio`: about 1/2 for Ethernet packets, so one
+/// mark; nearly 1 on loopback), so the kernel raises it (unlocked: receive autotuning still
+/// grows it for a long link). Made at the first mark,
+/// not at accept, the raise follows the ratio measured on the publisher's packets, a few
+/// KiB on loopback: there a buffer raised at accept (to a new socket's pessimistic ratio)
+/// cost about 5 % more CPU per stream than none, one raised at the first mark about 3 %
+/// (`benches/results/2026-12-07-read-pause-2.md`).
 ///
-/// [`WindowGuard`]: crate::low_water::WindowGuard
-pub const LOW_WATER_BUFFER_SHARE: usize = 2;
+/// [`make_room`]: crate::low_water::WindowGuard::make_room
+pub const ROOM: usize = MARKS_IN_ROOM * MAX_LOW_WATER;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// While bytes are left to gather in the socket, a read comes at the latest after this many
@@ -164,13 +167,13 @@ impl ArrivalClock {
 
 impl ReadPacer {
     /// A pacer gathering about `max_pause` of media (zero: every read immediate) on a socket
-    /// whose receive buffer is `receive_buffer` bytes (`SO_RCVBUF`), for a publisher taken
-    /// for silent after `no_media_timeout`.
-    pub fn new(max_pause: Duration, receive_buffer: usize, no_media_timeout: Duration) -> Self {
+    /// with `room` bytes of payload room ([`ROOM`] once made, 0 for none), for a publisher
+    /// taken for silent after `no_media_timeout`.
+    pub fn new(max_pause: Duration, room: usize, no_media_timeout: Duration) -> Self {
         Self {
             max_pause,
             max_wait: (max_pause * FALLBACK_PAUSES).min(no_media_timeout / NO_MEDIA_SHARE),
-            max_low_water: MAX_LOW_WATER.min(receive_buffer / LOW_WATER_BUFFER_SHARE),
+            max_low_water: MAX_LOW_WATER.min(room / MARKS_IN_ROOM),
             window_start: None,
             window_bytes: 0,
             rate: None,
@@ -256,8 +259,8 @@ impl ReadPacer {
         // A read that filled the buffer may have left bytes queued (a backlog): keep reading
         // at once. One that did not took everything queued, however much more than the mark
         // (a read woken at it often takes half as much again, a frame that came meanwhile):
-        // gathering goes on, in a socket whose buffer is two marks at least
-        // ([`LOW_WATER_BUFFER_SHARE`]).
+        // gathering goes on, in a socket with room for two marks at least
+        // ([`MARKS_IN_ROOM`]).
         if n >= buffer {
             return NextRead::Immediate;
         }
@@ -368,9 +371,9 @@ mod tests {
 
         let low_latency = Container::Fmp4 { part_target: Some(Duration::from_millis(250)) };
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
-        // stream fills the 64 KiB mark every 200 ms, about 5 reads a second for ~73
-        // messages, plus the reads timed to cuts; 96 kbit/s AAC alone every four or five
-        // frames, and the reads timed to parts. On the default receive buffer (128 KiB).
+        // stream gathers ~62 KB in 200 ms, about 5 reads a second for ~73 messages, plus
+        // the reads timed to cuts; 96 kbit/s AAC alone every eight or nine frames, and the
+        // reads timed to parts. With the room a connection makes ([`ROOM`]).
         for (clip_name, container, per_hundred) in [
             (Clip::Av720p30, Container::Ts, 16),
             (Clip::Av720p30, low_latency, 20),
@@ -386,7 +389,7 @@ mod tests {
                 .collect();
             let target_duration = Duration::from_secs(2);
             let mut remuxer = Remuxer::new(RemuxerConfig { target_duration, container });
-            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, 128 << 10, NO_MEDIA);
+            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, ROOM, NO_MEDIA);
             let t0 = Instant::now();
             let arrival = |i: usize| t0 + Duration::from_millis(tags[i].1.timestamp.into());
             // An RTMP message: its payload and a chunk header or so.
@@ -560,7 +563,7 @@ mod tests {
         small.after_read(10, BUF, t0, FAR);
         small.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = small.after_read(10, BUF, t0 + 1010 * MS, FAR);
-        let share = (64 << 10) / LOW_WATER_BUFFER_SHARE;
+        let share = (64 << 10) / MARKS_IN_ROOM;
         assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
     }
 
