@@ -325,10 +325,15 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let socket = self.socket.tcp();
         let set = match guard {
-            Some(guard) if bytes > 1 => guard
-                .make_room(socket, merged_read::ROOM)
-                .and_then(|()| crate::low_water::set(socket, bytes))
-                .and_then(|()| guard.after_mark(socket, bytes)),
+            Some(guard) if bytes > 1 => {
+                guard.make_room(socket, merged_read::ROOM).and_then(|room| {
+                    // The first mark: within the room the kernel made (older kernels, a
+                    // small `tcp_rmem` maximum or a locked buffer make less).
+                    let bytes = room.map_or(bytes, |room| pacer.set_room(room));
+                    crate::low_water::set(socket, bytes)?;
+                    if bytes > 1 { guard.after_mark(socket, bytes) } else { Ok(false) }
+                })
+            }
             _ => crate::low_water::set(socket, bytes).map(|()| false),
         };
         match set {

@@ -58,18 +58,18 @@ const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros())
 pub const MAX_LOW_WATER: usize = 64 << 10;
 const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
 /// Marks' worth of payload room a publisher's socket gets before its bytes gather: while
-/// one mark's worth gathers, the TCP window stays open for as much again, so the publisher
-/// is never held back and the reader is woken by the mark, not by a full buffer.
+/// one mark's worth gathers, the TCP window stays open for as much again, so the reader is
+/// woken by the mark rather than by a full buffer.
 pub const MARKS_IN_ROOM: usize = 2;
 /// The room the connection has the kernel make ([`make_room`]) in a plain socket's receive
-/// buffer before its first mark: the default 128 KiB buffer holds the buffer times the
-/// kernel's payload-to-buffer ratio (`scaling_ratio`: about 1/2 for Ethernet packets, so one
-/// mark; nearly 1 on loopback), so the kernel raises it (unlocked: receive autotuning still
-/// grows it for a long link). Made at the first mark,
-/// not at accept, the raise follows the ratio measured on the publisher's packets, a few
-/// KiB on loopback: there a buffer raised at accept (to a new socket's pessimistic ratio)
-/// cost about 5 % more CPU per stream than none, one raised at the first mark about 3 %
-/// (`benches/results/2026-12-07-read-pause-2.md`).
+/// buffer before its first mark: the default 128 KiB buffer holds about one mark of payload
+/// for Ethernet packets (the kernel's payload-to-buffer ratio, `scaling_ratio`, is about
+/// 1/2 there; nearly 1 on loopback), so the kernel raises it (unlocked: receive autotuning
+/// still grows it for a long link). Made at the first mark, not at accept, the raise
+/// follows the ratio measured on the publisher's packets (Linux 6.5 and later), a few KiB on
+/// loopback: there a buffer raised at accept, to a new socket's pessimistic ratio, cost
+/// about 5 % more CPU per stream than none; one raised at the first mark measured 3 % more,
+/// within the runs' spread (`benches/results/2026-12-07-read-pause-2.md`).
 ///
 /// [`make_room`]: crate::low_water::WindowGuard::make_room
 pub const ROOM: usize = MARKS_IN_ROOM * MAX_LOW_WATER;
@@ -167,8 +167,9 @@ impl ArrivalClock {
 
 impl ReadPacer {
     /// A pacer gathering about `max_pause` of media (zero: every read immediate) on a socket
-    /// with `room` bytes of payload room ([`ROOM`] once made, 0 for none), for a publisher
-    /// taken for silent after `no_media_timeout`.
+    /// with `room` bytes of payload room (the [`ROOM`] asked for, until [`Self::set_room`]
+    /// says what was made; 0 for none), for a publisher taken for silent after
+    /// `no_media_timeout`.
     pub fn new(max_pause: Duration, room: usize, no_media_timeout: Duration) -> Self {
         Self {
             max_pause,
@@ -180,6 +181,15 @@ impl ReadPacer {
             low_water: 1,
             arrivals: ArrivalClock::default(),
         }
+    }
+
+    /// The socket has `room` bytes of payload room (what the kernel made of the room asked
+    /// for, at the first mark): marks stay within [`MARKS_IN_ROOM`] of it. Returns the mark
+    /// to set now in place of the one planned.
+    pub fn set_room(&mut self, room: usize) -> usize {
+        self.max_low_water = self.max_low_water.min(room / MARKS_IN_ROOM);
+        self.low_water = self.low_water.min(self.max_low_water).max(1);
+        self.low_water
     }
 
     /// The low-water mark the socket has now; above 1 the fallback timer must be armed.
@@ -550,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn mark_is_capped_by_the_read_buffer_and_the_socket_buffer() {
+    fn mark_is_capped_by_the_read_buffer_and_the_room() {
         let t0 = Instant::now();
         let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
         pacer.after_read(10, BUF, t0, FAR);
