@@ -165,7 +165,7 @@ mod tests {
     }
 
     /// The highest mark leaves the window as it was, whatever the kernel does with it; a
-    /// clamp lowered to the mark, as Linux before 6.18 lowers it, is put back; one the
+    /// clamp lowered to the mark, as Linux 6.5 until a fix in 6.18 lowers it, is put back; one the
     /// kernel's tuning moved is followed.
     #[tokio::test]
     async fn a_mark_never_leaves_the_window_clamped() {
