@@ -577,7 +577,7 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
 }
 
 /// Merged reads on a real connection: after a segment closes, a live publisher's socket only
-/// wakes the server once ~100 ms of its media is queued (receive low-water mark). A small
+/// wakes the server once ~200 ms of its media is queued (receive low-water mark). A small
 /// control message sent then, with nothing after it, must still be read (the fallback timer
 /// lowers the mark): here an FCUnpublish on a connection that stays open ends the stream
 /// long before the no-media timeout (60 s) would.

@@ -176,21 +176,15 @@ impl Connection {
         // when it fires, whatever is queued is read.
         let pause_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(pause_timer);
-        let mut guard = self
-            .socket
-            .is_plain()
-            .then(|| crate::low_water::WindowGuard::new(self.socket.tcp()).ok())
-            .flatten();
-        // The guard makes the room before the first mark (`set_low_water`).
+        // Made with the room for marks, at the first mark (`set_low_water`).
+        let mut guard = None;
         let mut pacer = merged_read::ReadPacer::new(
             self.ingest.config.max_read_pause,
-            merged_read::ROOM,
             self.ingest.config.limits.no_media_timeout,
         );
-        if guard.is_none() {
+        if !self.socket.is_plain() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
-            // decrypted: over RTMPS every message is read as it arrives. Without the window
-            // clamp to guard, marks are not set either.
+            // decrypted: over RTMPS every message is read as it arrives.
             pacer.disable();
         }
         // Shutdown and stop requests are waited for by futures made once per connection (or
@@ -247,7 +241,7 @@ impl Connection {
                 }) => Some(read?),
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     if let Some(mark) = pacer.fallback() {
-                        self.set_low_water(mark, &mut pacer, guard.as_mut())?;
+                        self.set_low_water(mark, &mut pacer, &mut guard)?;
                     }
                     continue;
                 }
@@ -287,7 +281,7 @@ impl Connection {
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
             let (next, mark) = pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut);
             if let Some(mark) = mark {
-                self.set_low_water(mark, &mut pacer, guard.as_mut())?;
+                self.set_low_water(mark, &mut pacer, &mut guard)?;
             }
             if let merged_read::NextRead::Gather { fallback, .. } = next {
                 pause_timer.as_mut().reset(read_at + fallback);
@@ -321,21 +315,26 @@ impl Connection {
         &self,
         bytes: usize,
         pacer: &mut merged_read::ReadPacer,
-        guard: Option<&mut crate::low_water::WindowGuard>,
+        guard: &mut Option<crate::low_water::WindowGuard>,
     ) -> Result<(), ConnectionError> {
         let socket = self.socket.tcp();
-        let set = match guard {
-            Some(guard) if bytes > 1 => {
-                guard.make_room(socket, merged_read::ROOM).and_then(|room| {
-                    // The first mark: within the room the kernel made (older kernels, a
-                    // small `tcp_rmem` maximum or a locked buffer make less).
-                    let bytes = room.map_or(bytes, |room| pacer.set_room(room));
-                    crate::low_water::set(socket, bytes)?;
-                    if bytes > 1 { guard.after_mark(socket, bytes) } else { Ok(false) }
-                })
+        let mut bytes = bytes;
+        let mut set = || {
+            if bytes > 1 && guard.is_none() {
+                // The first mark: the room for two, and marks within what the kernel made
+                // (older kernels, a small `tcp_rmem` maximum or a locked buffer make less).
+                let (made, room) =
+                    crate::low_water::WindowGuard::make_room(socket, merged_read::ROOM)?;
+                *guard = Some(made);
+                bytes = pacer.set_room(room);
             }
-            _ => crate::low_water::set(socket, bytes).map(|()| false),
+            crate::low_water::set(socket, bytes)?;
+            match guard.as_mut() {
+                Some(guard) if bytes > 1 => guard.after_mark(socket, bytes),
+                _ => Ok(false),
+            }
         };
+        let set = set();
         match set {
             Ok(false) => Ok(()),
             Ok(true) => {

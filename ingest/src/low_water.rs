@@ -4,7 +4,8 @@
 //! since Linux 4.18 the kernel does not even wake the waiter (here the runtime's epoll) for
 //! packets that leave the queue below the mark. Setting the mark re-checks the queue, so
 //! lowering it to 1 wakes a reader at once if anything is queued. [`merged_read`] decides
-//! the mark; this module only sets it.
+//! the mark; this module sets it, and keeps the kernel's reaction to it from costing the
+//! publisher TCP window.
 //!
 //! Bytes gathering below a mark take TCP window: the publisher can send only what the
 //! buffer has room for, and a socket that fills before its mark wakes the reader only by the
@@ -43,31 +44,28 @@ pub struct WindowGuard {
     /// The clamp as last seen other than at a mark (receive autotuning moves it with the
     /// buffer).
     clamp: libc::c_int,
-    /// [`WindowGuard::make_room`] was called.
-    room_made: bool,
 }
 
 impl WindowGuard {
     /// Reads `socket`'s window clamp.
     pub fn new(socket: &impl AsFd) -> io::Result<Self> {
         let clamp = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
-        Ok(Self { clamp, room_made: false })
+        Ok(Self { clamp })
     }
 
-    /// Before the first mark: asks the kernel, once, to size `socket`'s receive buffer for
+    /// Before a socket's first mark: asks the kernel to size `socket`'s receive buffer for
     /// `bytes` of payload, by setting a mark that large (the kernel raises the buffer for it
-    /// and leaves it raised; a window clamp lowered to it is put back). Returns the room
-    /// made, the window clamp then (the payload the buffer holds: half the raised buffer
-    /// before Linux 6.5, at least the mark after), the first time only; the caller sets the
-    /// mark it wants next.
-    pub fn make_room(&mut self, socket: &impl AsFd, bytes: usize) -> io::Result<Option<usize>> {
-        if std::mem::replace(&mut self.room_made, true) {
-            return Ok(None);
-        }
+    /// and leaves it raised; a window clamp lowered to it is put back), and returns the
+    /// guard for the marks after it with the room made: the window clamp then (the payload
+    /// the buffer holds: half the raised buffer before Linux 6.5, at least the mark after).
+    /// The caller sets the mark it wants next.
+    pub fn make_room(socket: &impl AsFd, bytes: usize) -> io::Result<(Self, usize)> {
+        let mut guard = Self::new(socket)?;
         set(socket, bytes)?;
-        self.after_mark(socket, bytes)?;
-        let clamp = get_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
-        Ok(Some(usize::try_from(clamp).unwrap_or(0)))
+        guard.after_mark(socket, bytes)?;
+        // What `after_mark` read or put back: the clamp now.
+        let room = usize::try_from(guard.clamp).unwrap_or(0);
+        Ok((guard, room))
     }
 
     /// After a mark of `bytes` was set: puts the window clamp back if setting the mark
@@ -214,11 +212,9 @@ mod tests {
                 read += receiver.try_read(&mut buf).unwrap_or(0);
             }
         }
-        let mut guard = WindowGuard::new(&receiver).unwrap();
         let room = crate::merged_read::ROOM;
-        let made = guard.make_room(&receiver, room).unwrap();
-        assert!(made.is_some_and(|made| made >= room), "{made:?}");
-        assert_eq!(guard.make_room(&receiver, room).unwrap(), None, "once");
+        let (_, made) = WindowGuard::make_room(&receiver, room).unwrap();
+        assert!(made >= room, "{made} bytes of room");
         set(&receiver, crate::merged_read::MAX_LOW_WATER).unwrap();
         timeout(PATIENCE, sender.write_all(&vec![7; room])).await.unwrap().unwrap();
         let queued = || {

@@ -55,8 +55,7 @@ const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros())
 /// encoder sent at once), rarely fills the buffer (a backlog). A publisher's socket then
 /// holds up to this much between reads, in kernel memory (with the kernel's per-packet
 /// overhead), not the process's.
-pub const MAX_LOW_WATER: usize = 64 << 10;
-const _: () = assert!(MAX_LOW_WATER * 2 == crate::socket::READ_BUFFER);
+pub const MAX_LOW_WATER: usize = crate::socket::READ_BUFFER / 2;
 /// Marks' worth of payload room a publisher's socket gets before its bytes gather: while
 /// one mark's worth gathers, the TCP window stays open for as much again, so the reader is
 /// woken by the mark rather than by a full buffer.
@@ -166,15 +165,14 @@ impl ArrivalClock {
 }
 
 impl ReadPacer {
-    /// A pacer gathering about `max_pause` of media (zero: every read immediate) on a socket
-    /// with `room` bytes of payload room (the [`ROOM`] asked for, until [`Self::set_room`]
-    /// says what was made; 0 for none), for a publisher taken for silent after
-    /// `no_media_timeout`.
-    pub fn new(max_pause: Duration, room: usize, no_media_timeout: Duration) -> Self {
+    /// A pacer gathering about `max_pause` of media (zero: every read immediate), with marks
+    /// up to [`MAX_LOW_WATER`] (half the [`ROOM`] asked for, until [`Self::set_room`] says
+    /// what was made), for a publisher taken for silent after `no_media_timeout`.
+    pub fn new(max_pause: Duration, no_media_timeout: Duration) -> Self {
         Self {
             max_pause,
             max_wait: (max_pause * FALLBACK_PAUSES).min(no_media_timeout / NO_MEDIA_SHARE),
-            max_low_water: MAX_LOW_WATER.min(room / MARKS_IN_ROOM),
+            max_low_water: MAX_LOW_WATER,
             window_start: None,
             window_bytes: 0,
             rate: None,
@@ -328,7 +326,7 @@ mod tests {
     #[test]
     fn a_part_read_is_timed_to_the_frame_expected_to_end_it() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 1050);
         // 33 ms before the frame expected to end the part: the read is timed to it.
         let next = on_time.read(&mut pacer, 1100, 33 * MS);
@@ -346,7 +344,7 @@ mod tests {
     #[test]
     fn a_read_long_after_its_frames_arrived_does_not_make_the_next_expected_later() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 1050);
         // A read at 1,140 ms bringing frames up to 1,100 ms (a fallback read, 40 ms after
         // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
@@ -362,7 +360,7 @@ mod tests {
     #[test]
     fn the_clock_remembers_the_window_before() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         on_time.reads(&mut pacer, 0, 950);
         // The read that starts the next window comes 40 ms after its latest frame did: by
         // the window before, the frame 33 ms after that one is due already.
@@ -383,7 +381,7 @@ mod tests {
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
         // stream gathers ~62 KB in 200 ms, about 5 reads a second for ~73 messages, plus
         // the reads timed to cuts; 96 kbit/s AAC alone every eight or nine frames, and the
-        // reads timed to parts. With the room a connection makes ([`ROOM`]).
+        // reads timed to parts. No read waits longer than the longest fallback.
         for (clip_name, container, per_hundred) in [
             (Clip::Av720p30, Container::Ts, 16),
             (Clip::Av720p30, low_latency, 20),
@@ -399,12 +397,15 @@ mod tests {
                 .collect();
             let target_duration = Duration::from_secs(2);
             let mut remuxer = Remuxer::new(RemuxerConfig { target_duration, container });
-            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, ROOM, NO_MEDIA);
+            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, NO_MEDIA);
             let t0 = Instant::now();
             let arrival = |i: usize| t0 + Duration::from_millis(tags[i].1.timestamp.into());
             // An RTMP message: its payload and a chunk header or so.
             let size = |i: usize| tags[i].1.data.len() + 12;
             let (mut next, mut reads, mut cuts) = (0, 0, 0);
+            // The longest a message waited in the socket: what RTMP players and pushes,
+            // which get media as it is read, see at most.
+            let mut longest_wait = Duration::ZERO;
             let mut read_at = arrival(0);
             while next < tags.len() {
                 let mut n = 0;
@@ -420,6 +421,7 @@ mod tests {
                         assert!(late <= CUT_FRAME_MARGIN, "{clip_name:?} {container:?}: {late:?}");
                         cuts += 1;
                     }
+                    longest_wait = longest_wait.max(read_at - arrival(next));
                     n += size(next);
                     next += 1;
                 }
@@ -447,6 +449,8 @@ mod tests {
                 };
             }
             assert!(cuts >= 5, "{clip_name:?} {container:?}: {cuts} cuts");
+            let most = DEFAULT_MAX_READ_PAUSE * FALLBACK_PAUSES;
+            assert!(longest_wait <= most, "{clip_name:?} {container:?}: {longest_wait:?}");
             assert!(
                 reads * 100 <= tags.len() * per_hundred,
                 "{clip_name:?} {container:?}: {reads} reads for {} messages",
@@ -458,7 +462,7 @@ mod tests {
     #[test]
     fn after_a_timestamp_jump_frames_are_expected_early_for_two_windows_at_most() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         OnTime { t0, shift: 0 }.reads(&mut pacer, 0, 1050);
         // Timestamps jump 500 ms back: by the old timeline the frame ending the part looks
         // long due, and reads are immediate (early, never late).
@@ -476,7 +480,7 @@ mod tests {
 
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
     fn measured(t0: Instant) -> ReadPacer {
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
         let (next, mark) = pacer.after_read(299_000, 299_000, t0 + Duration::from_secs(1), FAR);
         // That read was a backlog (it filled the buffer): immediate, whatever the rate.
@@ -493,7 +497,7 @@ mod tests {
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         for i in 0..10 {
             let at = t0 + i * 90 * MS;
             assert_eq!(pacer.after_read(1000, BUF, at, FAR), (NextRead::Immediate, None));
@@ -547,7 +551,7 @@ mod tests {
     #[test]
     fn a_read_woken_at_the_highest_mark_keeps_gathering() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         pacer.after_read(10, READ_BUFFER, t0, FAR);
         // 1.6 MB/s (12.8 Mbit/s): 80 KB in a pause, capped at MAX_LOW_WATER.
         pacer.after_read(1_600_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
@@ -562,19 +566,29 @@ mod tests {
     #[test]
     fn mark_is_capped_by_the_read_buffer_and_the_room() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 1 << 20, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         pacer.after_read(10, BUF, t0, FAR);
         // 4 MB/s: 200 KB in a pause, capped at MAX_LOW_WATER.
         pacer.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(10, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 200 * MS });
 
-        let mut small = ReadPacer::new(PAUSE, 64 << 10, NO_MEDIA);
+        // The kernel made less room than asked (an old kernel, a small `tcp_rmem` maximum),
+        // as the connection learns at the first mark: that mark and those after it stay
+        // within half of it.
+        let mut small = ReadPacer::new(PAUSE, NO_MEDIA);
         small.after_read(10, BUF, t0, FAR);
-        small.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
-        let (next, _) = small.after_read(10, BUF, t0 + 1010 * MS, FAR);
+        let (_, first) = small.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
+        assert_eq!(first, Some(MAX_LOW_WATER));
         let share = (64 << 10) / MARKS_IN_ROOM;
+        assert_eq!(small.set_room(64 << 10), share);
+        assert_eq!(small.low_water(), share);
+        let (next, _) = small.after_read(10, BUF, t0 + 1060 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
+        // No room to speak of: the mark goes back to 1 and reads are immediate.
+        assert_eq!(small.set_room(1), 1);
+        let (next, _) = small.after_read(10, BUF, t0 + 1110 * MS, FAR);
+        assert_eq!(next, NextRead::Immediate);
     }
 
     /// Only a read that filled the buffer is a backlog: one byte short, gathering goes on.
@@ -606,7 +620,7 @@ mod tests {
     #[test]
     fn fallback_comes_well_before_the_no_media_timeout() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, 400 * MS);
+        let mut pacer = ReadPacer::new(PAUSE, 400 * MS);
         pacer.after_read(1000, BUF, t0, FAR);
         pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
@@ -627,13 +641,13 @@ mod tests {
     fn a_slow_stream_gathers_less_and_zero_pause_or_refused_option_never_gathers() {
         let t0 = Instant::now();
         // 8 KB/s (64 kbit/s audio): 400 bytes a pause.
-        let mut pacer = ReadPacer::new(PAUSE, 256 << 10, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
         pacer.after_read(0, BUF, t0, FAR);
         pacer.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(100, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(next, NextRead::Gather { low_water: 400, fallback: 200 * MS });
 
-        let mut off = ReadPacer::new(Duration::ZERO, 256 << 10, NO_MEDIA);
+        let mut off = ReadPacer::new(Duration::ZERO, NO_MEDIA);
         off.after_read(0, BUF, t0, FAR);
         off.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         assert_eq!(off.after_read(100, BUF, t0 + 1010 * MS, FAR), (NextRead::Immediate, None));
