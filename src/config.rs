@@ -319,13 +319,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RTMP_HLS_NO_MEDIA_TIMEOUT", default_value = "15", value_parser = parse_seconds, help_heading = "Limits")]
     pub(crate) no_media_timeout: Duration,
 
-    /// Milliseconds of a live publisher's media left to gather in the socket between reads,
-    /// so several messages are read at once (SRS's merged read, but never holding up a
-    /// segment or part): the kernel wakes the reader once that much (at the publisher's
-    /// measured rate, at most 64 KiB) is queued (SO_RCVLOWAT), after four times as long, or
-    /// 2 ms after the frame that closes the next segment or part is due. Media relayed to
-    /// RTMP players and push targets waits up to this long (up to four times as long while
-    /// the bitrate falls). 0 reads each message as it arrives.
+    /// Milliseconds between reads of a live publisher's media, so several messages are read
+    /// at once (SRS's merged read, but never holding up a segment or part): publishers are
+    /// read at ticks this far apart, the same for all (one wake-up reads them all), or 2 ms
+    /// after the frame that closes the next segment or part is due; the kernel holds the
+    /// bytes in between (SO_RCVLOWAT, waking the reader early only past a burst of up to
+    /// 128 KiB). Media relayed to RTMP players and push targets waits up to one and a half
+    /// times this long. 0 reads each message as it arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

@@ -164,6 +164,9 @@ impl Connection {
     }
 
     async fn read_loop(&mut self) -> Result<(), ConnectionError> {
+        /// The instant merged reads' ticks count from: the same for every connection, so a
+        /// thread's publishers are read at one wake-up.
+        static TICKS: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         // One timer each for the phase deadline and the stats tick, moved as they change: a
         // timer pushed later only updates its instant, where a fresh timeout per read took
         // the timer wheel's lock twice for each of the ~80 messages a second of a stream.
@@ -181,6 +184,7 @@ impl Connection {
         let mut pacer = merged_read::ReadPacer::new(
             self.ingest.config.max_read_pause,
             self.ingest.config.limits.no_media_timeout,
+            *TICKS.get_or_init(std::time::Instant::now),
         );
         if !self.socket.is_plain() {
             // The kernel sees TLS records, not RTMP bytes, and rustls keeps what it has
@@ -221,6 +225,8 @@ impl Connection {
             {
                 stats_timer.as_mut().reset(at);
             }
+            // Whether the read was the timer's, and when its last bytes arrived.
+            let (mut timed, mut arrived) = (false, None);
             let read = tokio::select! {
                 // Shutdown and stop first, so a peer that never pauses cannot starve them;
                 // then data before the deadline, as a timeout around the read would.
@@ -239,11 +245,22 @@ impl Connection {
                 read = self.socket.read_with(|bytes| {
                     (bytes.len(), Instant::now(), self.session.handle_bytes(bytes))
                 }) => Some(read?),
+                // The tick or the cut's frame is due: what gathered below the mark, which
+                // the runtime was never told of, is read at once.
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
-                    if let Some(mark) = pacer.fallback() {
-                        self.set_low_water(mark, &mut pacer, &mut guard)?;
+                    timed = true;
+                    match self.socket.read_queued(|bytes, stamp| {
+                        arrived = stamp.and_then(arrival_instant);
+                        (bytes.len(), Instant::now(), self.session.handle_bytes(bytes))
+                    }) {
+                        Ok(read) => Some(read),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            let now = Instant::now();
+                            pause_timer.as_mut().reset(now + pacer.next_tick(now.into_std()));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    continue;
                 }
                 () = &mut late_timer => return Err(late),
                 () = &mut stats_timer, if stats_at.is_some() => None,
@@ -279,7 +296,11 @@ impl Connection {
                 return played;
             }
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
-            let (next, mark) = pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut);
+            let (next, mark) = if timed {
+                pacer.after_timed_read(n, READ_BUFFER, read_at.into_std(), arrived, next_cut)
+            } else {
+                pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut)
+            };
             if let Some(mark) = mark {
                 self.set_low_water(mark, &mut pacer, &mut guard)?;
             }
@@ -327,6 +348,9 @@ impl Connection {
                     crate::low_water::WindowGuard::make_room(socket, merged_read::ROOM)?;
                 *guard = Some(made);
                 bytes = pacer.set_room(room);
+                if let Err(error) = crate::low_water::stamp_arrivals(socket) {
+                    debug!(%error, "no arrival stamps: reads on the timer do not set the clock");
+                }
             }
             crate::low_water::set(socket, bytes)?;
             match guard.as_mut() {
@@ -699,6 +723,17 @@ impl std::fmt::Write for Capped {
         Ok(())
     }
 }
+
+/// The instant of a kernel arrival stamp (realtime clock), if within the last
+/// [`MAX_STAMP_AGE`] (a stamp older, or in the future, is a clock step, not an arrival).
+fn arrival_instant(stamp: std::time::SystemTime) -> Option<std::time::Instant> {
+    let age = std::time::SystemTime::now().duration_since(stamp).ok()?;
+    (age <= MAX_STAMP_AGE).then(|| std::time::Instant::now().checked_sub(age)).flatten()
+}
+
+/// Oldest arrival stamp taken for one: bytes wait in the socket at most one and a half
+/// of the longest pause (`MAX_READ_PAUSE_MS`, a second).
+const MAX_STAMP_AGE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

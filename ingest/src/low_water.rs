@@ -20,15 +20,22 @@
 //! link would send one mark per round trip: [`WindowGuard`] puts the clamp back after a
 //! mark that set it to the mark, as fixed kernels leave it.
 //!
-//! Neither `rustix` nor `socket2` offers these options, so this is the one place in the
-//! workspace with `unsafe`: plain `setsockopt(2)` and `getsockopt(2)` on a borrowed
-//! descriptor (and `ioctl(FIONREAD)` in a test).
+//! Bytes below the mark are never reported to the runtime, so the merged reads' timer takes
+//! them with [`recv_queued`], which also returns the kernel's arrival stamp of the last
+//! packet read (`SO_TIMESTAMPNS`, [`stamp_arrivals`]): when frames arrived, whenever they
+//! are read.
+//!
+//! Neither `rustix` nor `socket2` offers these options, and the runtime reads only when it
+//! was told the socket is readable, so this is the one place in the workspace with `unsafe`:
+//! plain `setsockopt(2)`, `getsockopt(2)` and `recvmsg(2)` on a borrowed descriptor (and
+//! `ioctl(FIONREAD)` in a test).
 //!
 //! [`merged_read`]: crate::merged_read
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, SystemTime};
 
 /// Sets the receive low-water mark of `socket` to `bytes` (1 = readable with any byte).
 pub fn set(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
@@ -103,6 +110,55 @@ fn set_int(
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Has the kernel stamp each packet `socket` receives with its arrival (`SO_TIMESTAMPNS`,
+/// socket(7)): [`recv_queued`] then tells when the last bytes it read arrived.
+pub(crate) fn stamp_arrivals(socket: &impl AsFd) -> io::Result<()> {
+    set_int(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Reads what is queued on `socket` into `buf` without waiting and without the runtime's
+/// readiness (`recvmsg(2)` with `MSG_DONTWAIT`): a merged read's timer takes the bytes
+/// gathered below the mark, which the kernel has not reported. Returns the bytes read (0:
+/// the peer closed) and, with [`stamp_arrivals`], when the last of them arrived (TCP
+/// reports the stamp of the last packet read; realtime clock).
+pub(crate) fn recv_queued(
+    socket: &impl AsFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SystemTime>)> {
+    let fd = socket.as_fd();
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // Room for one control message holding a timespec, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data, valid zeroed; the fields set below point at live
+    // buffers on this stack frame (iov, control) or at `buf`, a live exclusive slice.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: `fd` is borrowed from a live socket for the call; the kernel writes at most
+    // `iov_len` bytes into `buf` and at most `msg_controllen` bytes into `control`.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within the
+    // `msg_controllen` it set; a timespec is read (unaligned) from a message of that type.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+                let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0);
+                stamp = Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos));
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok((n, stamp))
+}
+
 fn get_int(socket: &impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let fd = socket.as_fd();
     let mut value: libc::c_int = 0;
@@ -162,14 +218,14 @@ mod tests {
         assert_eq!(receiver.try_read(&mut buf).unwrap(), 10);
     }
 
-    /// The highest mark leaves the window as it was, whatever the kernel does with it; a
-    /// clamp lowered to the mark, as Linux 6.5 until a fix in 6.18 lowers it, is put back; one the
-    /// kernel's tuning moved is followed.
+    /// Once the room is made, the highest mark leaves the window as it was, whatever the
+    /// kernel does with it; a clamp lowered to the mark, as Linux 6.5 until a fix in 6.18
+    /// lowers it, is put back; one the kernel's tuning moved is followed.
     #[tokio::test]
     async fn a_mark_never_leaves_the_window_clamped() {
         let (mut sender, receiver) = pair().await;
         sender.write_all(&[1; 100_000]).await.unwrap();
-        let mut guard = WindowGuard::new(&receiver).unwrap();
+        let (mut guard, _) = WindowGuard::make_room(&receiver, crate::merged_read::ROOM).unwrap();
         let clamp = || get_int(&receiver, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP).unwrap();
         let before = clamp();
         let highest = crate::merged_read::MAX_LOW_WATER;
@@ -199,7 +255,7 @@ mod tests {
     /// After [`WindowGuard::make_room`] for two of the largest marks, made as a connection
     /// makes it (after traffic, at its first mark), a reader gathering one has the window
     /// open for another: the sender's two marks' worth all reach the receiver's queue
-    /// unread (on loopback without the room, 127,973 of 131,072 bytes did here).
+    /// unread (on loopback without the room, 127,973 bytes did here: less than one mark).
     #[tokio::test]
     async fn room_for_two_marks_keeps_the_window_open_while_one_gathers() {
         let (mut sender, receiver) = pair().await;
@@ -228,6 +284,52 @@ mod tests {
         while queued() < room {
             assert!(waited.elapsed() < PATIENCE, "{} of {room} bytes queued", queued());
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Bytes below the mark, which the runtime is never told of, are read by `recv_queued`
+    /// with the kernel's stamp of their arrival: after they were sent, before they were
+    /// read. Nothing queued is `WouldBlock`; a closed peer, 0 bytes. (The kernel turns
+    /// stamping on shortly after the first socket asks, from a work queue: packets before
+    /// that come unstamped.)
+    #[tokio::test]
+    async fn bytes_below_the_mark_are_read_with_their_arrival() {
+        let (mut sender, receiver) = pair().await;
+        stamp_arrivals(&receiver).unwrap();
+        set(&receiver, 1000).unwrap();
+        let mut buf = [0; 2000];
+        let nothing = recv_queued(&receiver, &mut buf).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        let waited = std::time::Instant::now();
+        loop {
+            sender.write_all(&[1]).await.unwrap();
+            if recv_when_queued(&receiver, &mut buf).await.1.is_some() {
+                break;
+            }
+            assert!(waited.elapsed() < PATIENCE, "never stamped");
+        }
+        let sent = SystemTime::now();
+        sender.write_all(&[5; 10]).await.unwrap();
+        let (n, stamp) = recv_when_queued(&receiver, &mut buf).await;
+        let read = SystemTime::now();
+        assert_eq!((n, &buf[..n]), (10, &[5; 10][..]));
+        let stamp = stamp.expect("an arrival stamp");
+        assert!(sent <= stamp && stamp <= read, "{sent:?} {stamp:?} {read:?}");
+        drop(sender);
+        assert_eq!(recv_when_queued(&receiver, &mut buf).await.0, 0);
+    }
+
+    /// `recv_queued` once something (bytes or the close) is there.
+    async fn recv_when_queued(receiver: &TcpStream, buf: &mut [u8]) -> (usize, Option<SystemTime>) {
+        let waited = std::time::Instant::now();
+        loop {
+            match recv_queued(receiver, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(waited.elapsed() < PATIENCE, "nothing came");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                other => return other.unwrap(),
+            }
         }
     }
 }

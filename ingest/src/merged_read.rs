@@ -14,32 +14,42 @@
 //! it: a cut comes when its frame does, or [`CUT_FRAME_MARGIN`] after the frame was due if
 //! it came early, and a frame due but not there turns reads immediate until it comes.
 //!
-//! Bytes gather in the kernel: [`ReadPacer`] sets the socket's receive low-water mark
-//! (`SO_RCVLOWAT`, see [`low_water`](crate::low_water)) to a pause's worth of the
-//! publisher's measured byte rate, so neither the event loop nor the task wakes for the
-//! packets in between (a timer that merely delayed the read left the event loop waking for
-//! every packet); a fallback timer reads whatever is queued after a few pauses, or when the
-//! cut's frame is due. Whenever the last read filled the read buffer (a backlog: more may be
-//! queued), reads are immediate. What is not foreseen, and may then
-//! wait up to the fallback: a forced cut (`MAX_SEGMENT_BYTES`), a video frame off the
-//! cadence (the packager expects frames on the shortest of the last few intervals; at a
-//! rising frame rate one may come sooner, and a frame after dropped ones may end a part
-//! sooner, by less than it came late). Once a segment has reached the
-//! target duration and waits for a keyframe (long GOPs), the next frame is expected each
-//! time, so streams with GOPs longer than the target gather less.
+//! Bytes gather in the kernel, and a timer reads them. [`ReadPacer`] sets the socket's
+//! receive low-water mark (`SO_RCVLOWAT`, see [`low_water`](crate::low_water)) a pause's
+//! worth of the publisher's measured byte rate beyond what is expected by the next read, so
+//! neither the event loop nor the task wakes for the packets in between (a timer that
+//! merely delayed the read left the event loop waking for every packet), and the
+//! connection's timer reads what is queued, past the runtime's readiness: 2 ms after the
+//! cut's frame is due when that is within one and a half pauses, else at the next tick.
+//! Ticks are instants a pause apart, the same for every connection, so one wake-up of a
+//! thread reads all its publishers: reading each when its own mark was reached woke the
+//! thread once per read, and those wake-ups were most of what a read cost (at 32
+//! publishers, a fifth of the server's CPU). The mark wakes the reader only for a burst.
+//! Whenever the last read filled the read buffer (a backlog: more may be queued), reads are
+//! immediate. What is not foreseen, and may then wait up to the next tick (or the mark): a
+//! forced cut (`MAX_SEGMENT_BYTES`), a video frame off the cadence (the packager expects
+//! frames on the shortest of the last few intervals; at a rising frame rate one may come
+//! sooner, and a frame after dropped ones may end a part sooner, by less than it came
+//! late). Once a segment has reached the target duration and waits for a keyframe (long
+//! GOPs), the next frame is expected each time, so streams with GOPs longer than the
+//! target gather less.
+//!
+//! The [`ArrivalClock`] learns from reads the socket woke (their bytes just arrived) and
+//! from reads on the timer by the kernel's stamp of their last packet's arrival
+//! (`SO_TIMESTAMPNS`): the time of such a read says nothing of when its frames came.
 
 use std::time::{Duration, Instant};
 
 use packager::NextCut;
 
-/// Default pause: 200 ms at a 2.6 Mbit/s stream is ~65 KB waiting in the socket (the mark
-/// stops at [`MAX_LOW_WATER`]), and cuts reads from ~80 to ~5 a second. Cuts do not wait
-/// for it (the read that takes a cut's frame is timed to it); media relayed as read (RTMP
-/// players, pushes) waits up to a pause, or up to the fallback ([`FALLBACK_PAUSES`]) when
-/// the bitrate falls below the rate measured, as with SRS's merged read, whose `mr_latency`
-/// default is 350 ms. 200 ms and a 64 KiB mark took 10-13 % off the CPU per stream at 32 and
-/// 64 publishers against 100 ms and 32 KiB, which took 9-13 % off 50 ms and 16 KiB
-/// (`benches/results/2026-12-07-read-pause-2.md`, `2026-12-07-read-pause.md`).
+/// Default pause, the ticks' period: at a 2.6 Mbit/s stream ~65 KB wait in the socket
+/// between ticks, and reads fall from ~80 a second to 5 and those timed to cuts. Cuts do
+/// not wait for it (the read that takes a cut's frame is timed to it); media relayed as
+/// read (RTMP players, pushes) waits up to a pause, as with SRS's merged read, whose
+/// `mr_latency` default is 350 ms. 200 ms and a 64 KiB mark took 10-13 % off the CPU per
+/// stream at 32 and 64 publishers against 100 ms and 32 KiB, which took 9-13 % off 50 ms and
+/// 16 KiB (`benches/results/2026-12-07-read-pause-2.md`, `2026-12-07-read-pause.md`); reads
+/// on shared ticks took 15-22 % more off (`2026-12-08-read-ticks.md`).
 pub const DEFAULT_MAX_READ_PAUSE: Duration = Duration::from_millis(200);
 /// Pauses shorter than this are not worth gathering for.
 pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
@@ -50,11 +60,12 @@ pub const MIN_READ_PAUSE: Duration = Duration::from_millis(5);
 pub const CUT_FRAME_MARGIN: Duration = Duration::from_millis(2);
 const _: () = assert!(CUT_FRAME_MARGIN.as_micros() < MIN_READ_PAUSE.as_micros());
 
-/// Largest receive low-water mark asked of the kernel: half the 128 KiB read buffer, so a
+/// Largest receive low-water mark asked of the kernel: half the 256 KiB read buffer, so a
 /// read woken by it, with what arrived between the wake-up and the read (a video frame an
-/// encoder sent at once), rarely fills the buffer (a backlog). A publisher's socket then
-/// holds up to this much between reads, in kernel memory (with the kernel's per-packet
-/// overhead), not the process's.
+/// encoder sent at once), rarely fills the buffer (a backlog); twice a pause of a 2.6
+/// Mbit/s stream, so that the tick, not the mark, makes its reads. A publisher's socket
+/// holds what gathers between reads (a pause's worth, up to this much), in kernel memory
+/// (with the kernel's per-packet overhead), not the process's.
 pub const MAX_LOW_WATER: usize = crate::socket::READ_BUFFER / 2;
 /// Marks' worth of payload room a publisher's socket gets before its bytes gather: while
 /// one mark's worth gathers, the TCP window stays open for as much again, so the reader is
@@ -72,14 +83,13 @@ pub const MARKS_IN_ROOM: usize = 2;
 ///
 /// [`make_room`]: crate::low_water::WindowGuard::make_room
 pub const ROOM: usize = MARKS_IN_ROOM * MAX_LOW_WATER;
+/// A cut whose frame is due within this many half pauses is read when it comes, skipping
+/// the tick before it (a read gathered over up to one and a half pauses): a tick and then a
+/// cut a few milliseconds later would be two wake-ups where one does.
+pub const CUT_SPAN_HALF_PAUSES: u32 = 3;
 /// A publisher's byte rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// While bytes are left to gather in the socket, a read comes at the latest after this many
-/// pauses (a publisher whose bitrate falls below the measured rate), and never later than
-/// [`CUT_FRAME_MARGIN`] after the next cut's frame is due, nor than a [`NO_MEDIA_SHARE`]
-/// of the no-media timeout.
-pub const FALLBACK_PAUSES: u32 = 4;
-/// The fallback never waits longer than the no-media timeout divided by this, so media
+/// The timer never waits longer than the no-media timeout divided by this, so media
 /// gathered below the mark is always read before a publisher could be taken for silent.
 pub const NO_MEDIA_SHARE: u32 = 4;
 
@@ -88,8 +98,9 @@ pub const NO_MEDIA_SHARE: u32 = 4;
 pub enum NextRead {
     /// Read as soon as any byte is there (low-water mark 1).
     Immediate,
-    /// Let the kernel wake the connection only once `low_water` bytes are queued, or when
-    /// `fallback` has passed, whichever comes first.
+    /// Let the kernel wake the connection only once `low_water` bytes are queued, and read
+    /// whatever is there when `fallback` has passed (a tick, or a cut's frame due),
+    /// whichever comes first.
     Gather {
         /// Bytes queued before the socket reports readable (`SO_RCVLOWAT`).
         low_water: usize,
@@ -98,14 +109,16 @@ pub enum NextRead {
     },
 }
 
-/// Paces one publisher's reads with the socket's receive low-water mark: the kernel then
-/// wakes neither the connection nor its event loop for each arriving packet, only once a
-/// pause's worth of bytes (at the publisher's measured rate) is queued. Sans-IO: the caller
-/// sets the socket option and the fallback timer as told.
+/// Paces one publisher's reads: a timer reads at the ticks every connection shares, or
+/// when a cut's frame is due, and the socket's receive low-water mark keeps the kernel
+/// from waking the connection or its event loop for the packets in between. Sans-IO: the
+/// caller sets the socket option and the timer as told.
 #[derive(Debug, Clone)]
 pub struct ReadPacer {
     max_pause: Duration,
-    /// Longest fallback.
+    /// The instant the grid of ticks counts from, the same for every connection.
+    ticks: Instant,
+    /// Longest wait for the timer (a share of the no-media timeout).
     max_wait: Duration,
     /// Highest mark for this socket (0: never gather).
     max_low_water: usize,
@@ -168,10 +181,13 @@ impl ReadPacer {
     /// A pacer gathering about `max_pause` of media (zero: every read immediate), with marks
     /// up to [`MAX_LOW_WATER`] (half the [`ROOM`] asked for, until [`Self::set_room`] says
     /// what was made), for a publisher taken for silent after `no_media_timeout`.
-    pub fn new(max_pause: Duration, no_media_timeout: Duration) -> Self {
+    /// Reads not timed to a cut fall on the ticks `max_pause` apart from `ticks`: give every
+    /// connection the same instant.
+    pub fn new(max_pause: Duration, no_media_timeout: Duration, ticks: Instant) -> Self {
         Self {
             max_pause,
-            max_wait: (max_pause * FALLBACK_PAUSES).min(no_media_timeout / NO_MEDIA_SHARE),
+            ticks,
+            max_wait: no_media_timeout / NO_MEDIA_SHARE,
             max_low_water: MAX_LOW_WATER,
             window_start: None,
             window_bytes: 0,
@@ -190,14 +206,15 @@ impl ReadPacer {
         self.low_water
     }
 
-    /// The low-water mark the socket has now; above 1 the fallback timer must be armed.
+    /// The low-water mark the socket has now; above 1 the timer must be armed.
     pub fn low_water(&self) -> usize {
         self.low_water
     }
 
-    /// After a read of `n` bytes into a buffer of `buffer` bytes at `now` (when the read
-    /// returned), with `next_cut` the frame expected to close the open segment (or part):
-    /// how to wait for the next one, and the new mark if the socket's must change.
+    /// After a read the socket woke (its mark was reached, or any byte came while the
+    /// mark was 1): `n` bytes into a buffer of `buffer` bytes at `now` (when the read
+    /// returned), with `next_cut` the frame expected to close the open segment (or part).
+    /// Returns how to wait for the next read, and the new mark if the socket's must change.
     pub fn after_read(
         &mut self,
         n: usize,
@@ -205,10 +222,41 @@ impl ReadPacer {
         now: Instant,
         next_cut: Option<NextCut>,
     ) -> (NextRead, Option<usize>) {
-        self.measure(n, now);
         if let Some(cut) = next_cut {
+            // Bytes the socket reported have just arrived: their latest frame with them.
             self.arrivals.observe(now, cut.latest);
         }
+        self.plan_next(n, buffer, now, next_cut)
+    }
+
+    /// As [`Self::after_read`], for a read the timer made (a tick, or a cut's frame due),
+    /// whose last bytes `arrived` then, as the kernel stamped them. Its bytes gathered over
+    /// the pause: the time of the read itself says nothing of when frames arrive (a tick
+    /// falls at the same phase of a publisher's frames each time, so a clock taken from the
+    /// reads would expect every frame that much late; one taken from reads timed to cuts
+    /// would drift later with each), so without a stamp it does not set the clock.
+    pub fn after_timed_read(
+        &mut self,
+        n: usize,
+        buffer: usize,
+        now: Instant,
+        arrived: Option<Instant>,
+        next_cut: Option<NextCut>,
+    ) -> (NextRead, Option<usize>) {
+        if let (Some(arrived), Some(cut)) = (arrived, next_cut) {
+            self.arrivals.observe(arrived, cut.latest);
+        }
+        self.plan_next(n, buffer, now, next_cut)
+    }
+
+    fn plan_next(
+        &mut self,
+        n: usize,
+        buffer: usize,
+        now: Instant,
+        next_cut: Option<NextCut>,
+    ) -> (NextRead, Option<usize>) {
+        self.measure(n, now);
         let plan = self.plan(n, buffer, now, next_cut);
         match plan {
             NextRead::Immediate => (plan, self.set(1)),
@@ -221,12 +269,6 @@ impl ReadPacer {
             }
             NextRead::Gather { low_water, .. } => (plan, self.set(low_water)),
         }
-    }
-
-    /// The fallback timer fired: reads turn immediate. Returns the new mark if the socket's
-    /// must change (lowering it wakes the reader at once if anything is queued).
-    pub fn fallback(&mut self) -> Option<usize> {
-        self.set(1)
     }
 
     /// Every read is immediate from now on (the socket refused the option, or the kernel
@@ -253,14 +295,29 @@ impl ReadPacer {
         }
     }
 
-    /// The longest wait before the next read: until 2 ms ([`CUT_FRAME_MARGIN`]) after the
-    /// frame expected to make the next cut is due, at most the longest fallback; `None`
-    /// (read at once) when no cut is foreseen, the frame is due, or the wait would be
-    /// shorter than [`MIN_READ_PAUSE`].
+    /// The wait before the timer's read: until 2 ms ([`CUT_FRAME_MARGIN`]) after the frame
+    /// expected to make the next cut is due when that is within [`CUT_SPAN_HALF_PAUSES`],
+    /// else until the next tick, at most the longest wait; `None` (read at once) when no
+    /// cut is foreseen, the frame is due, or the wait would be shorter than
+    /// [`MIN_READ_PAUSE`].
     fn wait(&self, now: Instant, next_cut: Option<NextCut>) -> Option<Duration> {
-        let until = self.arrivals.until(now, next_cut?.expected)?;
-        let wait = self.max_wait.min(until + CUT_FRAME_MARGIN);
+        let until = self.arrivals.until(now, next_cut?.expected)? + CUT_FRAME_MARGIN;
+        let span = self.max_pause * CUT_SPAN_HALF_PAUSES / 2;
+        let wait = self.max_wait.min(if until <= span { until } else { self.next_tick(now) });
         (wait >= MIN_READ_PAUSE).then_some(wait)
+    }
+
+    /// Time from `now` to the next tick (the instants `max_pause` apart from the one given
+    /// at [`Self::new`]), at least [`MIN_READ_PAUSE`] away: for a read the timer makes when
+    /// it found nothing queued.
+    pub fn next_tick(&self, now: Instant) -> Duration {
+        let period = self.max_pause.as_micros().max(1);
+        let since = now.saturating_duration_since(self.ticks).as_micros();
+        let mut wait = period - since % period;
+        if wait < MIN_READ_PAUSE.as_micros() {
+            wait += period;
+        }
+        Duration::from_micros(u64::try_from(wait).unwrap_or(u64::MAX))
     }
 
     fn plan(&self, n: usize, buffer: usize, now: Instant, next_cut: Option<NextCut>) -> NextRead {
@@ -272,11 +329,15 @@ impl ReadPacer {
         if n >= buffer {
             return NextRead::Immediate;
         }
-        let Some(rate) = self.rate else { return NextRead::Immediate };
+        let Some(rate) = self.rate.filter(|_| !self.max_pause.is_zero()) else {
+            return NextRead::Immediate;
+        };
         let Some(fallback) = self.wait(now, next_cut) else {
             return NextRead::Immediate;
         };
-        let bytes = u128::from(rate) * self.max_pause.as_micros() / 1_000_000;
+        // The timer makes the read; the mark only guards against a burst filling the socket
+        // before it: a pause's worth beyond the bytes expected by then.
+        let bytes = u128::from(rate) * (fallback + self.max_pause).as_micros() / 1_000_000;
         let low_water = usize::try_from(bytes).unwrap_or(usize::MAX).min(self.max_low_water);
         if low_water <= 1 {
             return NextRead::Immediate;
@@ -326,14 +387,15 @@ mod tests {
     #[test]
     fn a_part_read_is_timed_to_the_frame_expected_to_end_it() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
         on_time.reads(&mut pacer, 0, 1050);
         // 33 ms before the frame expected to end the part: the read is timed to it.
+        // The mark is a pause beyond it: 85 ms at 315 KB/s.
         let next = on_time.read(&mut pacer, 1100, 33 * MS);
-        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 35 * MS });
-        // Far from it, the pause is the usual one.
+        assert_eq!(next, NextRead::Gather { low_water: 26_775, fallback: 35 * MS });
+        // Far from it, the next tick (every 50 ms from `t0`) makes the read.
         let next = on_time.read(&mut pacer, 1150, 250 * MS);
-        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 200 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: 31_500, fallback: 50 * MS });
         // The frame is due and not there (the latest frame is still the one before it):
         // reads are immediate until it comes.
         let late = on_time.cut(1100, 33 * MS);
@@ -344,7 +406,7 @@ mod tests {
     #[test]
     fn a_read_long_after_its_frames_arrived_does_not_make_the_next_expected_later() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
         on_time.reads(&mut pacer, 0, 1050);
         // A read at 1,140 ms bringing frames up to 1,100 ms (a fallback read, 40 ms after
         // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
@@ -354,13 +416,13 @@ mod tests {
         assert_eq!(next, NextRead::Immediate);
         // And it did not move the clock: a read on time is timed as before.
         let next = on_time.read(&mut pacer, 1150, 33 * MS);
-        assert_eq!(next, NextRead::Gather { low_water: 15_750, fallback: 35 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: 26_775, fallback: 35 * MS });
     }
 
     #[test]
     fn the_clock_remembers_the_window_before() {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
         on_time.reads(&mut pacer, 0, 950);
         // The read that starts the next window comes 40 ms after its latest frame did: by
         // the window before, the frame 33 ms after that one is due already.
@@ -370,7 +432,7 @@ mod tests {
 
     /// The pacer and the packager together, as a connection drives them, on real clips
     /// whose tags arrive at their timestamps (as an encoder sends them) into a simulated
-    /// socket that wakes the reader at the mark or the fallback: every cut is read within
+    /// socket that wakes the reader at the mark or the timer: every cut is read within
     /// [`CUT_FRAME_MARGIN`] of its frame's arrival, and reads are far fewer than messages.
     #[test]
     fn cuts_are_read_when_their_frames_arrive() {
@@ -381,7 +443,7 @@ mod tests {
         // The clip, the container, and the most reads per hundred messages: a 2.5 Mbit/s
         // stream gathers ~62 KB in 200 ms, about 5 reads a second for ~73 messages, plus
         // the reads timed to cuts; 96 kbit/s AAC alone every eight or nine frames, and the
-        // reads timed to parts. No read waits longer than the longest fallback.
+        // reads timed to parts. No message waits longer than one and a half pauses.
         for (clip_name, container, per_hundred) in [
             (Clip::Av720p30, Container::Ts, 16),
             (Clip::Av720p30, low_latency, 20),
@@ -397,12 +459,14 @@ mod tests {
                 .collect();
             let target_duration = Duration::from_secs(2);
             let mut remuxer = Remuxer::new(RemuxerConfig { target_duration, container });
-            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, NO_MEDIA);
             let t0 = Instant::now();
+            let mut pacer = ReadPacer::new(DEFAULT_MAX_READ_PAUSE, NO_MEDIA, t0);
             let arrival = |i: usize| t0 + Duration::from_millis(tags[i].1.timestamp.into());
             // An RTMP message: its payload and a chunk header or so.
             let size = |i: usize| tags[i].1.data.len() + 12;
             let (mut next, mut reads, mut cuts) = (0, 0, 0);
+            // Whether the read was the timer's (a tick's or a cut's), not the socket's.
+            let mut timed = false;
             // The longest a message waited in the socket: what RTMP players and pushes,
             // which get media as it is read, see at most.
             let mut longest_wait = Duration::ZERO;
@@ -426,12 +490,18 @@ mod tests {
                     next += 1;
                 }
                 reads += 1;
-                let (plan, _) = pacer.after_read(n, READ_BUFFER, read_at, remuxer.next_cut());
+                let (plan, _) = if timed {
+                    // The kernel's stamp: when the last message read arrived.
+                    let stamp = (n > 0).then(|| arrival(next - 1));
+                    pacer.after_timed_read(n, READ_BUFFER, read_at, stamp, remuxer.next_cut())
+                } else {
+                    pacer.after_read(n, READ_BUFFER, read_at, remuxer.next_cut())
+                };
                 if next == tags.len() {
                     break;
                 }
-                read_at = match plan {
-                    NextRead::Immediate => arrival(next),
+                (read_at, timed) = match plan {
+                    NextRead::Immediate => (arrival(next), false),
                     NextRead::Gather { low_water, fallback } => {
                         // The kernel wakes the reader once `low_water` bytes are queued.
                         let mut queued = 0;
@@ -444,12 +514,17 @@ mod tests {
                             }
                         }
                         let timer = read_at + fallback;
-                        marked.map_or(timer, |at| at.min(timer))
+                        match marked {
+                            Some(at) if at < timer => (at, false),
+                            _ => (timer, true),
+                        }
                     }
                 };
             }
             assert!(cuts >= 5, "{clip_name:?} {container:?}: {cuts} cuts");
-            let most = DEFAULT_MAX_READ_PAUSE * FALLBACK_PAUSES;
+            // A cut's read comes within one and a half pauses; a tick's within a pause and
+            // `MIN_READ_PAUSE`.
+            let most = DEFAULT_MAX_READ_PAUSE * CUT_SPAN_HALF_PAUSES / 2;
             assert!(longest_wait <= most, "{clip_name:?} {container:?}: {longest_wait:?}");
             assert!(
                 reads * 100 <= tags.len() * per_hundred,
@@ -462,7 +537,7 @@ mod tests {
     #[test]
     fn after_a_timestamp_jump_frames_are_expected_early_for_two_windows_at_most() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         OnTime { t0, shift: 0 }.reads(&mut pacer, 0, 1050);
         // Timestamps jump 500 ms back: by the old timeline the frame ending the part looks
         // long due, and reads are immediate (early, never late).
@@ -471,16 +546,66 @@ mod tests {
         // Two windows later, the clock follows the new timeline.
         back.reads(&mut pacer, 1150, 3150);
         let next = back.read(&mut pacer, 3200, 33 * MS);
-        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 35 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: 25_500, fallback: 35 * MS });
         // A jump forward is followed at once.
         let ahead = OnTime { t0, shift: 200 };
         let next = ahead.read(&mut pacer, 3250, 33 * MS);
-        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 35 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: 25_500, fallback: 35 * MS });
+    }
+
+    /// Reads the timer makes away from a cut fall on ticks every connection shares, so one
+    /// wake-up of a thread takes what all its publishers gathered: two publishers read at
+    /// different moments plan their next reads for the same instant.
+    #[test]
+    fn reads_away_from_a_cut_fall_on_shared_ticks() {
+        let t0 = Instant::now();
+        let (mut one, mut other) = (measured(t0), measured(t0));
+        // Ticks every 50 ms from `t0`: the next at 1,050 ms. The mark (300 KB/s) is a pause
+        // beyond the tick, so that the tick, not the mark, makes the read.
+        let (a, _) = one.after_read(1000, BUF, t0 + 1010 * MS, FAR);
+        assert_eq!(a, NextRead::Gather { low_water: 27_000, fallback: 40 * MS });
+        let (b, _) = other.after_timed_read(1000, BUF, t0 + 1033 * MS, None, FAR);
+        assert_eq!(b, NextRead::Gather { low_water: 20_100, fallback: 17 * MS });
+        // A tick closer than MIN_READ_PAUSE is skipped for the one after.
+        let (c, _) = one.after_timed_read(1000, BUF, t0 + 1048 * MS, None, FAR);
+        assert_eq!(c, NextRead::Gather { low_water: 30_600, fallback: 52 * MS });
+        // A timed read that found nothing queued waits for the next tick.
+        assert_eq!(one.next_tick(t0 + 1100 * MS), 50 * MS);
+    }
+
+    /// A read the timer made brings bytes that gathered over the pause: when it came says
+    /// nothing of when frames arrive, so without the kernel's stamp of its last bytes it
+    /// does not set the clock (two windows of such reads leave none, and a read before a cut
+    /// is then immediate: early, never late). With the stamp it sets it as the socket's do.
+    #[test]
+    fn reads_on_the_timer_set_the_clock_only_by_their_arrival_stamps() {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
+        on_time.reads(&mut pacer, 0, 1050);
+        // From 1,100 ms, the timer's reads without stamps, 40 ms after their latest frame
+        // came; the rate windows roll at 2 and 3 s.
+        let stale = OnTime { t0: on_time.t0, shift: -40 };
+        for ms in (1100..=2950).step_by(50) {
+            let at = on_time.t0 + ms * MS;
+            let (next, _) = pacer.after_timed_read(15_000, BUF, at, None, stale.cut(ms, 200 * MS));
+            assert!(matches!(next, NextRead::Gather { .. }), "{ms}: {next:?}");
+        }
+        let at = on_time.t0 + 3000 * MS;
+        let (next, _) = pacer.after_timed_read(15_000, BUF, at, None, stale.cut(3000, 33 * MS));
+        assert_eq!(next, NextRead::Immediate);
+        // A read at 3,050 ms whose last bytes, the frame stamped 3,010 ms, arrived at 3,010
+        // ms: the frame 60 ms after that one is due at 3,070 ms, read 2 ms after.
+        let (at, stamp) = (on_time.t0 + 3050 * MS, Some(on_time.t0 + 3010 * MS));
+        let (next, _) = pacer.after_timed_read(15_000, BUF, at, stamp, on_time.cut(3010, 60 * MS));
+        assert!(
+            matches!(next, NextRead::Gather { fallback, .. } if fallback == 22 * MS),
+            "{next:?}"
+        );
     }
 
     /// A pacer that has measured 300 KB/s (2.4 Mbit/s) over one window, starting at `t0`.
     fn measured(t0: Instant) -> ReadPacer {
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         assert_eq!(pacer.after_read(1000, BUF, t0, FAR), (NextRead::Immediate, None));
         let (next, mark) = pacer.after_read(299_000, 299_000, t0 + Duration::from_secs(1), FAR);
         // That read was a backlog (it filled the buffer): immediate, whatever the rate.
@@ -497,7 +622,7 @@ mod tests {
     #[test]
     fn reads_at_once_until_a_rate_is_measured() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         for i in 0..10 {
             let at = t0 + i * 90 * MS;
             assert_eq!(pacer.after_read(1000, BUF, at, FAR), (NextRead::Immediate, None));
@@ -511,19 +636,21 @@ mod tests {
         let mut pacer = measured(t0);
         let at = t0 + 1010 * MS;
         let (next, mark) = pacer.after_read(1000, BUF, at, FAR);
-        // 300 KB/s for 50 ms; the fallback is four pauses while the cut is far.
-        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 200 * MS });
-        assert_eq!(mark, Some(15_000));
-        assert_eq!(pacer.low_water(), 15_000);
+        // While the cut is far, the next tick (1,050 ms) makes the read; the mark is 300
+        // KB/s over the 40 ms to it and a pause beyond.
+        assert_eq!(next, NextRead::Gather { low_water: 27_000, fallback: 40 * MS });
+        assert_eq!(mark, Some(27_000));
+        assert_eq!(pacer.low_water(), 27_000);
         // The same plan again sets nothing; nor does a rate within an eighth of it.
         assert_eq!(pacer.after_read(15_000, BUF, at + 50 * MS, FAR).1, None);
-        // A cut expected 100 ms on (its frame due 1,210 ms after the first read, whose
-        // frames' timestamps start at zero): the next read comes 2 ms after it is due.
-        let cut = NextCut { latest: 1110 * MS, expected: 1210 * MS };
+        // A cut expected 60 ms on (its frame due 1,170 ms after the first read, whose
+        // frames' timestamps start at zero), within one and a half pauses: the next read
+        // comes 2 ms after it is due, not at the tick before.
+        let cut = NextCut { latest: 1110 * MS, expected: 1170 * MS };
         let (next, mark) = pacer.after_read(15_000, BUF, at + 100 * MS, Some(cut));
         assert_eq!(
             (next, mark),
-            (NextRead::Gather { low_water: 15_000, fallback: 102 * MS }, None)
+            (NextRead::Gather { low_water: 33_600, fallback: 62 * MS }, Some(33_600))
         );
     }
 
@@ -542,7 +669,7 @@ mod tests {
                 marks.extend(mark);
             }
         }
-        assert_eq!(marks, [15_000, 10_000]);
+        assert_eq!(marks, [30_000, 20_000]);
     }
 
     /// A read the highest mark woke, with a few more KiB that arrived before it, on the
@@ -551,7 +678,7 @@ mod tests {
     #[test]
     fn a_read_woken_at_the_highest_mark_keeps_gathering() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         pacer.after_read(10, READ_BUFFER, t0, FAR);
         // 1.6 MB/s (12.8 Mbit/s): 80 KB in a pause, capped at MAX_LOW_WATER.
         pacer.after_read(1_600_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
@@ -566,17 +693,17 @@ mod tests {
     #[test]
     fn mark_is_capped_by_the_read_buffer_and_the_room() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         pacer.after_read(10, BUF, t0, FAR);
         // 4 MB/s: 200 KB in a pause, capped at MAX_LOW_WATER.
         pacer.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(10, BUF, t0 + 1010 * MS, FAR);
-        assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 200 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: MAX_LOW_WATER, fallback: 40 * MS });
 
         // The kernel made less room than asked (an old kernel, a small `tcp_rmem` maximum),
         // as the connection learns at the first mark: that mark and those after it stay
         // within half of it.
-        let mut small = ReadPacer::new(PAUSE, NO_MEDIA);
+        let mut small = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         small.after_read(10, BUF, t0, FAR);
         let (_, first) = small.after_read(4_000_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         assert_eq!(first, Some(MAX_LOW_WATER));
@@ -584,7 +711,7 @@ mod tests {
         assert_eq!(small.set_room(64 << 10), share);
         assert_eq!(small.low_water(), share);
         let (next, _) = small.after_read(10, BUF, t0 + 1060 * MS, FAR);
-        assert_eq!(next, NextRead::Gather { low_water: share, fallback: 200 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: share, fallback: 40 * MS });
         // No room to speak of: the mark goes back to 1 and reads are immediate.
         assert_eq!(small.set_room(1), 1);
         let (next, _) = small.after_read(10, BUF, t0 + 1110 * MS, FAR);
@@ -596,7 +723,7 @@ mod tests {
     fn a_read_short_of_a_full_buffer_keeps_gathering() {
         let t0 = Instant::now();
         let mut pacer = measured(t0);
-        assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
+        assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(27_000));
         let (next, mark) = pacer.after_read(BUF - 1, BUF, t0 + 1060 * MS, FAR);
         assert!(matches!(next, NextRead::Gather { .. }), "{next:?}");
         assert_eq!(mark, None);
@@ -611,7 +738,7 @@ mod tests {
         let due = NextCut { latest: 1060 * MS, expected: 1060 * MS };
         for (n, next_cut) in [(1000, Some(due)), (backlog, FAR), (1000, None)] {
             let mut pacer = measured(t0);
-            assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(15_000));
+            assert_eq!(pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR).1, Some(27_000));
             let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, next_cut);
             assert_eq!((next, mark), (NextRead::Immediate, Some(1)), "{n} {next_cut:?}");
         }
@@ -620,34 +747,26 @@ mod tests {
     #[test]
     fn fallback_comes_well_before_the_no_media_timeout() {
         let t0 = Instant::now();
-        let mut pacer = ReadPacer::new(PAUSE, 400 * MS);
+        // A quarter of a 100 ms no-media timeout comes before the tick 40 ms on.
+        let mut pacer = ReadPacer::new(PAUSE, 100 * MS, t0);
         pacer.after_read(1000, BUF, t0, FAR);
         pacer.after_read(299_000, 350_000, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
-        assert_eq!(next, NextRead::Gather { low_water: 15_000, fallback: 100 * MS });
-    }
-
-    #[test]
-    fn fallback_lowers_the_mark_once() {
-        let t0 = Instant::now();
-        let mut pacer = measured(t0);
-        pacer.after_read(1000, BUF, t0 + 1010 * MS, FAR);
-        assert_eq!(pacer.fallback(), Some(1));
-        assert_eq!(pacer.fallback(), None);
-        assert_eq!(pacer.low_water(), 1);
+        assert_eq!(next, NextRead::Gather { low_water: 22_500, fallback: 25 * MS });
     }
 
     #[test]
     fn a_slow_stream_gathers_less_and_zero_pause_or_refused_option_never_gathers() {
         let t0 = Instant::now();
-        // 8 KB/s (64 kbit/s audio): 400 bytes a pause.
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA);
+        // 8 KB/s (64 kbit/s audio): 800 bytes, the mark set at 1,000 ms for the tick 50 ms
+        // on and a pause beyond (720 at 1,010 ms is within an eighth of it).
+        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         pacer.after_read(0, BUF, t0, FAR);
         pacer.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         let (next, _) = pacer.after_read(100, BUF, t0 + 1010 * MS, FAR);
-        assert_eq!(next, NextRead::Gather { low_water: 400, fallback: 200 * MS });
+        assert_eq!(next, NextRead::Gather { low_water: 800, fallback: 40 * MS });
 
-        let mut off = ReadPacer::new(Duration::ZERO, NO_MEDIA);
+        let mut off = ReadPacer::new(Duration::ZERO, NO_MEDIA, t0);
         off.after_read(0, BUF, t0, FAR);
         off.after_read(8000, BUF, t0 + Duration::from_secs(1), FAR);
         assert_eq!(off.after_read(100, BUF, t0 + 1010 * MS, FAR), (NextRead::Immediate, None));

@@ -5,16 +5,18 @@ use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-/// Bytes one read takes at most. Merged reads wake at most [`crate::merged_read::MAX_LOW_WATER`]
-/// (64 KiB, half of it) in, so at encoder bit rates a read rarely fills it, and a burst (a
-/// keyframe sent at once) takes a few reads. A read that fills it is taken for a backlog.
-/// One buffer per connection thread, not per connection.
-pub(crate) const READ_BUFFER: usize = 128 << 10;
+/// Bytes one read takes at most. Merged reads gather a pause's worth between reads and
+/// wake at most [`crate::merged_read::MAX_LOW_WATER`] (128 KiB, half of it) in, so at
+/// encoder bit rates a read rarely fills it, and a burst (a keyframe sent at once) takes a
+/// few reads. A read that fills it is taken for a backlog. One buffer per connection
+/// thread, not per connection.
+pub(crate) const READ_BUFFER: usize = 256 << 10;
 
 thread_local! {
     /// The read buffer of every connection this thread runs: a read's bytes are handled
@@ -60,6 +62,21 @@ impl Socket {
             })
         })
         .await
+    }
+
+    /// Reads what is queued now, without waiting for the runtime to report the socket
+    /// readable, and hands it to `take` with when its last bytes arrived (if the socket
+    /// stamps arrivals); `Ok(None)` when the peer closed, `WouldBlock` when nothing is queued
+    /// (and always over TLS).
+    pub(crate) fn read_queued<T>(
+        &mut self,
+        take: impl FnOnce(&[u8], Option<SystemTime>) -> T,
+    ) -> io::Result<Option<T>> {
+        let Self::Plain(tcp) = self else { return Err(io::ErrorKind::WouldBlock.into()) };
+        READ.with_borrow_mut(|buf| {
+            let (n, arrived) = crate::low_water::recv_queued(tcp, buf)?;
+            Ok((n > 0).then(|| take(&buf[..n], arrived)))
+        })
     }
 
     /// Whether the kernel sees the RTMP bytes themselves (no TLS records around them): the
