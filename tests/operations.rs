@@ -576,11 +576,11 @@ fn a_second_publish_on_one_connection_is_the_one_kicked() {
     server.wait_for_endlist("second");
 }
 
-/// Merged reads on a real connection: after a segment closes, a live publisher's socket only
-/// wakes the server once ~200 ms of its media is queued (receive low-water mark). A small
-/// control message sent then, with nothing after it, must still be read (the fallback timer
-/// lowers the mark): here an FCUnpublish on a connection that stays open ends the stream
-/// long before the no-media timeout (60 s) would.
+/// Merged reads on a real connection: after a segment closes, a live publisher's socket does
+/// not wake the server for what it queues below the receive low-water mark. A small control
+/// message sent then, with nothing after it, must still be read (the timer's read at the next
+/// tick takes it): here an FCUnpublish on a connection that stays open ends the stream long
+/// before the no-media timeout (60 s) would.
 #[test]
 fn a_message_below_the_low_water_mark_is_still_read() {
     use rtmp::amf0::Value as Amf;
@@ -603,7 +603,7 @@ fn a_message_below_the_low_water_mark_is_still_read() {
         }
     }
     server.wait_for_segments("quiet", 2);
-    // The next segment needs ~2 s more media: the mark is up. Well inside the fallback.
+    // The next segment needs ~2 s more media: the mark is up. Within a tick of it.
     std::thread::sleep(std::time::Duration::from_millis(50));
     client.command(1, &[Amf::String("FCUnpublish".into()), Amf::Number(4.0), Amf::Null]);
     server.wait_for_endlist("quiet");

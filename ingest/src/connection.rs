@@ -246,7 +246,9 @@ impl Connection {
                     (bytes.len(), Instant::now(), self.session.handle_bytes(bytes))
                 }) => Some(read?),
                 // The tick or the cut's frame is due: what gathered below the mark, which
-                // the runtime was never told of, is read at once.
+                // the runtime was never told of, is read at once. Nothing queued is a read
+                // of no bytes: the pacer plans again (a cut's frame due and not there turns
+                // reads immediate).
                 () = &mut pause_timer, if pacer.low_water() > 1 => {
                     timed = true;
                     match self.socket.read_queued(|bytes, stamp| {
@@ -255,9 +257,7 @@ impl Connection {
                     }) {
                         Ok(read) => Some(read),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            let now = Instant::now();
-                            pause_timer.as_mut().reset(now + pacer.next_tick(now.into_std()));
-                            continue;
+                            Some(Some((0, Instant::now(), Ok(Vec::new()))))
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -290,6 +290,11 @@ impl Connection {
                 return Ok(());
             }
             if let Some(player) = self.player.take() {
+                if pacer.low_water() > 1 {
+                    // A publisher turned player: its messages are read as they come.
+                    pacer.disable();
+                    crate::low_water::set(self.socket.tcp(), 1)?;
+                }
                 self.ingest.metrics.players.inc();
                 let played = self.play(&player, shutdown.as_mut()).await;
                 self.ingest.metrics.players.dec();

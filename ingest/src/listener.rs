@@ -79,8 +79,8 @@ pub struct IngestConfig {
     pub stats_interval: Duration,
     /// Nginx-RTMP-style HTTP callbacks.
     pub hooks: HookConfig,
-    /// Media time a live publisher's bytes gather in the socket between reads while no
-    /// segment can close (see [`merged_read`]); zero reads every message as it arrives.
+    /// Time between the ticks at which live publishers are read while no segment can close
+    /// (see [`merged_read`]); zero reads every message as it arrives.
     pub max_read_pause: Duration,
     /// Where live streams are pushed on to (`--push`), and how.
     pub push: crate::push::PushConfig,

@@ -10,7 +10,7 @@
 //! Bytes gathering below a mark take TCP window: the publisher can send only what the
 //! buffer has room for, and a socket that fills before its mark wakes the reader only by the
 //! kernel's memory-pressure check (Linux 5.7 and later; before, not until the reader's
-//! fallback timer). [`WindowGuard::make_room`] therefore asks the kernel, before the first
+//! timer). [`WindowGuard::make_room`] therefore asks the kernel, before the first
 //! mark, for room for twice the largest: when a mark needs more buffer than the socket has,
 //! Linux (4.18 and later, `tcp_set_rcvlowat`) raises the buffer, unlocked, so receive
 //! autotuning still grows it (to twice the mark before 6.5, by the payload-to-buffer ratio
@@ -141,12 +141,21 @@ pub(crate) fn recv_queued(
     let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
     let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
     let mut stamp = None;
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        // A control message cut short: no stamp rather than half of one.
+        return Ok((n, None));
+    }
+    // SAFETY: `CMSG_LEN` is arithmetic on a constant.
+    let stamp_len = unsafe { libc::CMSG_LEN(size_of::<libc::timespec>() as libc::c_uint) };
     // SAFETY: the CMSG macros walk the control buffer the kernel filled, within the
-    // `msg_controllen` it set; a timespec is read (unaligned) from a message of that type.
+    // `msg_controllen` it set; a timespec is read (unaligned) only from a message of that
+    // type long enough to hold one.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                && (*cmsg).cmsg_len as usize >= stamp_len as usize
             {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
                 let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
@@ -288,8 +297,8 @@ mod tests {
     }
 
     /// Bytes below the mark, which the runtime is never told of, are read by `recv_queued`
-    /// with the kernel's stamp of their arrival: after they were sent, before they were
-    /// read. Nothing queued is `WouldBlock`; a closed peer, 0 bytes. (The kernel turns
+    /// with the kernel's stamp of the last packet's arrival: after it was sent, before it
+    /// was read. Nothing queued is `WouldBlock`; a closed peer, 0 bytes. (The kernel turns
     /// stamping on shortly after the first socket asks, from a work queue: packets before
     /// that come unstamped.)
     #[tokio::test]
@@ -308,11 +317,21 @@ mod tests {
             }
             assert!(waited.elapsed() < PATIENCE, "never stamped");
         }
+        // Two packets 20 ms apart: the stamp is the last one's.
+        sender.write_all(&[4; 10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let sent = SystemTime::now();
         sender.write_all(&[5; 10]).await.unwrap();
-        let (n, stamp) = recv_when_queued(&receiver, &mut buf).await;
+        let mut got = Vec::new();
+        let stamp = loop {
+            let (n, stamp) = recv_when_queued(&receiver, &mut buf).await;
+            got.extend_from_slice(&buf[..n]);
+            if got.len() == 20 {
+                break stamp;
+            }
+        };
         let read = SystemTime::now();
-        assert_eq!((n, &buf[..n]), (10, &[5; 10][..]));
+        assert_eq!(got, [[4; 10], [5; 10]].concat());
         let stamp = stamp.expect("an arrival stamp");
         assert!(sent <= stamp && stamp <= read, "{sent:?} {stamp:?} {read:?}");
         drop(sender);

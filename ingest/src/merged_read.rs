@@ -24,7 +24,9 @@
 //! Ticks are instants a pause apart, the same for every connection, so one wake-up of a
 //! thread reads all its publishers: reading each when its own mark was reached woke the
 //! thread once per read, and those wake-ups were most of what a read cost (at 32
-//! publishers, a fifth of the server's CPU). The mark wakes the reader only for a burst.
+//! publishers, a fifth of the server's CPU). The mark wakes the reader only for a burst, or
+//! for a stream whose pause's worth passes [`MAX_LOW_WATER`] (above ~5 Mbit/s at 200 ms),
+//! which is then read at its own phase as before.
 //! Whenever the last read filled the read buffer (a backlog: more may be queued), reads are
 //! immediate. What is not foreseen, and may then wait up to the next tick (or the mark): a
 //! forced cut (`MAX_SEGMENT_BYTES`), a video frame off the cadence (the packager expects
@@ -72,8 +74,8 @@ pub const MAX_LOW_WATER: usize = crate::socket::READ_BUFFER / 2;
 /// woken by the mark rather than by a full buffer.
 pub const MARKS_IN_ROOM: usize = 2;
 /// The room the connection has the kernel make ([`make_room`]) in a plain socket's receive
-/// buffer before its first mark: the default 128 KiB buffer holds about one mark of payload
-/// for Ethernet packets (the kernel's payload-to-buffer ratio, `scaling_ratio`, is about
+/// buffer before its first mark: the default 128 KiB buffer holds about half a mark of
+/// payload for Ethernet packets (the kernel's payload-to-buffer ratio, `scaling_ratio`, is about
 /// 1/2 there; nearly 1 on loopback), so the kernel raises it (unlocked: receive autotuning
 /// still grows it for a long link). Made at the first mark, not at accept, the raise
 /// follows the ratio measured on the publisher's packets (Linux 6.5 and later), a few KiB on
@@ -132,10 +134,11 @@ pub struct ReadPacer {
     arrivals: ArrivalClock,
 }
 
-/// Where a publisher's timeline falls on the server's clock: at each read, the read's time
-/// less the latest decode time it brought, the least over the current rate window and the
-/// one before. No frame is read before it arrives, so the least comes from the read that
-/// followed its frame's arrival most closely (one the low-water mark woke). A publisher
+/// Where a publisher's timeline falls on the server's clock: at each read the socket woke,
+/// the read's time, and at each the timer made, the kernel's stamp of its last packet's
+/// arrival, less the latest decode time it brought; the least over the current rate window
+/// and the one before. No frame is read before it arrives, so the least comes from the
+/// read that followed its frame's arrival most closely. A publisher
 /// whose timestamps jump, or whose sending drifts, is followed within two windows; until
 /// then, and for frames that come late, a frame is expected early, and a read that finds
 /// it not there only turns reads immediate until it comes.
@@ -408,7 +411,7 @@ mod tests {
         let on_time = OnTime { t0: Instant::now(), shift: 0 };
         let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
         on_time.reads(&mut pacer, 0, 1050);
-        // A read at 1,140 ms bringing frames up to 1,100 ms (a fallback read, 40 ms after
+        // A read at 1,140 ms bringing frames up to 1,100 ms (a late read, 40 ms after
         // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
         // earlier reads, so it is due already and reads are immediate.
         let stale = on_time.cut(1100, 33 * MS);
@@ -673,14 +676,15 @@ mod tests {
     }
 
     /// A read the highest mark woke, with a few more KiB that arrived before it, on the
-    /// 128 KiB read buffer: not a backlog, the mark stays (flipping it to 1 and back cost two
+    /// 256 KiB read buffer: not a backlog, the mark stays (flipping it to 1 and back cost two
     /// system calls and a wake-up per read).
     #[test]
     fn a_read_woken_at_the_highest_mark_keeps_gathering() {
         let t0 = Instant::now();
         let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, t0);
         pacer.after_read(10, READ_BUFFER, t0, FAR);
-        // 1.6 MB/s (12.8 Mbit/s): 80 KB in a pause, capped at MAX_LOW_WATER.
+        // 1.6 MB/s (12.8 Mbit/s): 144 KB to the tick and a pause beyond, capped at
+        // MAX_LOW_WATER.
         pacer.after_read(1_600_000, 4 << 20, t0 + Duration::from_secs(1), FAR);
         for (i, n) in [MAX_LOW_WATER, MAX_LOW_WATER + 6_000].into_iter().enumerate() {
             let at = t0 + Duration::from_secs(1) + (10 + 50 * i as u32) * MS;
@@ -742,6 +746,24 @@ mod tests {
             let (next, mark) = pacer.after_read(n, BUF, t0 + 1060 * MS, next_cut);
             assert_eq!((next, mark), (NextRead::Immediate, Some(1)), "{n} {next_cut:?}");
         }
+    }
+
+    /// The timer's read finds nothing queued (the connection plans again as after a read of
+    /// no bytes): when the cut's frame is due, reads turn immediate until it comes; away
+    /// from a cut, the next tick; and never past a quarter of the no-media timeout.
+    #[test]
+    fn a_timed_read_that_finds_nothing_plans_again() {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(PAUSE, 100 * MS, on_time.t0);
+        on_time.reads(&mut pacer, 0, 1050);
+        // Timed for a cut at 1,133 ms: at 1,135 ms its frame is not there.
+        let at = on_time.t0 + 1135 * MS;
+        let (next, mark) = pacer.after_timed_read(0, BUF, at, None, on_time.cut(1100, 33 * MS));
+        assert_eq!((next, mark), (NextRead::Immediate, Some(1)));
+        // A tick with nothing queued and the cut far: the next tick, within 25 ms.
+        let at = on_time.t0 + 1200 * MS;
+        let (next, _) = pacer.after_timed_read(0, BUF, at, None, on_time.cut(1190, 250 * MS));
+        assert!(matches!(next, NextRead::Gather { fallback, .. } if fallback == 25 * MS));
     }
 
     #[test]
