@@ -3,8 +3,8 @@
 
 Starts rtmp-hls (release) as scripts/bench-vs-nginx.py does (2 s segments, 3 listed, limits
 lifted), publishes the same clip to --publishers streams with rtmp-hls-bench (`fixed`, writing
-as ffmpeg does, one viewer per stream), and near the end of the window reads, beside the same
-figures taken before any publisher:
+as ffmpeg does, one viewer per stream), and near the end of the window reads, eight times over
+one segment duration, beside the same figures taken before any publisher:
 
 - the process's Pss (/proc/PID/smaps_rollup) and its anonymous part;
 - the RAM of its memory files (allocated blocks of every memfd in /proc/PID/fd);
@@ -14,7 +14,9 @@ figures taken before any publisher:
 It prints the breakdown per stream: the bytes of closed segments (the listed ones and those
 RFC 8216 §6.2.2 keeps after they leave the playlist), the open segment, recycled buffers, and
 the rest (buffers' and connections' memory, the allocator's own), i.e. the overhead beyond the
-segments. Writes benches/results/<date>-memory.md unless --no-write.
+segments, at the first sample and on average (the publishers' segments close together, so
+the open segments' size depends on the instant). Writes benches/results/<date>-memory.md
+unless --no-write.
 
 Usage: python3 scripts/bench-memory.py [--publishers 64] [--seconds 35] [--no-write]
        [--rtmp-hls-arg=--segment-storage=heap]
@@ -75,6 +77,11 @@ def gauges(http_port):
     return found
 
 
+# Samples taken over one segment duration (the script's 2 s segments).
+SAMPLES = 8
+SEGMENT_SECONDS = 2.0
+
+
 def sample(pid, http_port):
     s = smaps(pid)
     return {"pss": s.get("Pss", 0), "anon": s.get("Pss_Anon", s.get("Anonymous", 0)),
@@ -117,32 +124,44 @@ def main():
         vs.command(cmd)
         load = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.seconds)
-        if load.poll() is not None:
-            sys.exit(f"rtmp-hls-bench ended early ({load.returncode})")
-        busy = sample(server.pid, http)
+        samples = []
+        for _ in range(SAMPLES):
+            if load.poll() is not None:
+                sys.exit(f"rtmp-hls-bench ended early ({load.returncode})")
+            samples.append(sample(server.pid, http))
+            time.sleep(SEGMENT_SECONDS / SAMPLES)
         load.terminate()
         load.wait()
     finally:
         vs.stop([server])
 
     n = args.publishers
-    per = lambda key: (busy[key] - idle[key]) / n / MIB
-    total = (busy["pss"] + busy["memfd"]) / n / MIB
-    grown = per("pss") + per("memfd")
-    closed = (busy["heap"] + busy["files"] - busy["writing"]) / n / MIB
-    writing = busy["writing"] / n / MIB
-    pool = busy["pool"] / n / MIB
     idle_share = (idle["pss"] + idle["memfd"]) / n / MIB
-    rest = total - idle_share - closed - writing - pool
-    rows = [
-        ("Pss + memory files, per stream", total),
-        ("the idle process's share", idle_share),
-        ("closed segments (listed, and kept after the playlist per RFC 8216 §6.2.2)", closed),
-        ("the open segments, written so far", writing),
-        ("recycled heap buffers waiting in the pool", pool),
-        ("the rest: buffers, connections, the allocator's own", rest),
-        ("overhead beyond the closed segments (open + pool + rest)", writing + pool + rest),
+
+    def rows_of(busy):
+        total = (busy["pss"] + busy["memfd"]) / n / MIB
+        closed = (busy["heap"] + busy["files"] - busy["writing"]) / n / MIB
+        writing = busy["writing"] / n / MIB
+        pool = busy["pool"] / n / MIB
+        rest = total - idle_share - closed - writing - pool
+        return [total, idle_share, closed, writing, pool, rest, writing + pool + rest]
+
+    # Every publisher sends the same clip from the same moment, so their segments close
+    # together and the open segments' size is one point of a sawtooth at any instant: the
+    # samples spread over one segment duration, and their mean, say what a stream holds.
+    per_sample = [rows_of(busy) for busy in samples]
+    first, mean = per_sample[0], [sum(col) / len(col) for col in zip(*per_sample)]
+    labels = [
+        "Pss + memory files, per stream",
+        "the idle process's share",
+        "closed segments (listed, and kept after the playlist per RFC 8216 §6.2.2)",
+        "the open segments, written so far",
+        "recycled heap buffers waiting in the pool",
+        "the rest: buffers, connections, the allocator's own",
+        "overhead beyond the closed segments (open + pool + rest)",
     ]
+    rows = list(zip(labels, first, mean))
+    busy = samples[0]
     info = vs.machine()
     machine = f"{info['cores']} cores, {info['model']}, Linux {info['kernel']}, {info['rustc']}"
     commit = info["commit"]
@@ -157,14 +176,20 @@ def main():
         "",
         f"{n} publishers writing the bench clip (720p30 H.264 2.5 Mbit/s + AAC) as ffmpeg does, one "
         "viewer each, 2 s segments, 3 listed; sampled "
-        f"{args.seconds:g} s after they started. Pss from /proc/PID/smaps_rollup; memory files: "
-        "allocated blocks of the process's memfds; segment figures from the server's gauges.",
+        f"{args.seconds:g} s after they started, then {SAMPLES - 1} more times over one segment "
+        "duration (the publishers' segments close together, so the open segments' size "
+        "depends on the instant: the mean is what a stream holds). Pss from "
+        "/proc/PID/smaps_rollup; memory files: allocated blocks of the process's memfds; "
+        "segment figures from the server's gauges.",
         "",
-        "| | MiB per stream |",
-        "|---|---|",
-    ] + [f"| {label} | {value:.2f} |" for label, value in rows] + [
+        f"| | MiB per stream, first sample | mean of {SAMPLES} |",
+        "|---|---|---|",
+    ] + [f"| {label} | {one:.2f} | {avg:.2f} |" for label, one, avg in rows] + [
         "",
-        f"Raw: idle {idle}; under load {busy}.",
+        f"Overhead beyond the closed segments in KiB: {rows[-1][1] * 1024:.0f} in the first "
+        f"sample, {rows[-1][2] * 1024:.0f} on average.",
+        "",
+        f"Raw: idle {idle}; under load (first sample) {busy}.",
         "",
         "Commands:",
         "",
