@@ -324,8 +324,8 @@ pub(crate) struct ServeArgs {
     /// read at ticks this far apart, the same for all (one wake-up reads them all), or 2 ms
     /// after the frame that closes the next segment or part is due; the kernel holds the
     /// bytes in between (SO_RCVLOWAT, waking the reader early only past 128 KiB: a burst,
-    /// or a stream above ~5 Mbit/s). Media relayed to RTMP players and push targets waits up to one and a half
-    /// times this long. 0 reads each message as it arrives.
+    /// or a stream above ~3.5-5 Mbit/s). Media relayed to RTMP players and push targets
+    /// waits up to one and a half times this long. 0 reads each message as it arrives.
     #[arg(long, env = "RTMP_HLS_MAX_READ_PAUSE_MS", default_value_t = DEFAULT_MAX_READ_PAUSE_MS, value_parser = clap::value_parser!(u64).range(0..=MAX_READ_PAUSE_MS), help_heading = "Limits")]
     pub(crate) max_read_pause_ms: u64,
 

@@ -272,7 +272,8 @@ impl Connection {
                 continue;
             };
             // `read_at` is when the bytes were read, not when they were handled: the merged
-            // reads' clock of the publisher's arrivals counts from it.
+            // reads' clock of the publisher's arrivals counts from it for reads the socket
+            // woke (timed reads count from the kernel's stamp, `arrived`).
             let Some((n, read_at, actions)) = read else {
                 return Ok(());
             };

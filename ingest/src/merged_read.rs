@@ -25,8 +25,9 @@
 //! thread reads all its publishers: reading each when its own mark was reached woke the
 //! thread once per read, and those wake-ups were most of what a read cost (at 32
 //! publishers, a fifth of the server's CPU). The mark wakes the reader only for a burst, or
-//! for a stream whose pause's worth passes [`MAX_LOW_WATER`] (above ~5 Mbit/s at 200 ms),
-//! which is then read at its own phase as before.
+//! for a stream whose bytes up to the read pass [`MAX_LOW_WATER`] (above ~5 Mbit/s before a
+//! tick, ~3.5 Mbit/s before a cut 300 ms away, at 200 ms pauses), read then at its own
+//! phase.
 //! Whenever the last read filled the read buffer (a backlog: more may be queued), reads are
 //! immediate. What is not foreseen, and may then wait up to the next tick (or the mark): a
 //! forced cut (`MAX_SEGMENT_BYTES`), a video frame off the cadence (the packager expects
@@ -47,7 +48,7 @@ use packager::NextCut;
 /// Default pause, the ticks' period: at a 2.6 Mbit/s stream ~65 KB wait in the socket
 /// between ticks, and reads fall from ~80 a second to 5 and those timed to cuts. Cuts do
 /// not wait for it (the read that takes a cut's frame is timed to it); media relayed as
-/// read (RTMP players, pushes) waits up to a pause, as with SRS's merged read, whose
+/// read (RTMP players, pushes) waits up to one and a half pauses, as with SRS's merged read, whose
 /// `mr_latency` default is 350 ms. 200 ms and a 64 KiB mark took 10-13 % off the CPU per
 /// stream at 32 and 64 publishers against 100 ms and 32 KiB, which took 9-13 % off 50 ms and
 /// 16 KiB (`benches/results/2026-12-07-read-pause-2.md`, `2026-12-07-read-pause.md`); reads
@@ -311,9 +312,8 @@ impl ReadPacer {
     }
 
     /// Time from `now` to the next tick (the instants `max_pause` apart from the one given
-    /// at [`Self::new`]), at least [`MIN_READ_PAUSE`] away: for a read the timer makes when
-    /// it found nothing queued.
-    pub fn next_tick(&self, now: Instant) -> Duration {
+    /// at [`Self::new`]), at least [`MIN_READ_PAUSE`] away: the wait away from a cut.
+    fn next_tick(&self, now: Instant) -> Duration {
         let period = self.max_pause.as_micros().max(1);
         let since = now.saturating_duration_since(self.ticks).as_micros();
         let mut wait = period - since % period;
@@ -572,7 +572,7 @@ mod tests {
         // A tick closer than MIN_READ_PAUSE is skipped for the one after.
         let (c, _) = one.after_timed_read(1000, BUF, t0 + 1048 * MS, None, FAR);
         assert_eq!(c, NextRead::Gather { low_water: 30_600, fallback: 52 * MS });
-        // A timed read that found nothing queued waits for the next tick.
+        // On a tick, the next one is a pause on.
         assert_eq!(one.next_tick(t0 + 1100 * MS), 50 * MS);
     }
 
