@@ -302,11 +302,10 @@ impl Connection {
                 return played;
             }
             let next_cut = self.publish.as_ref().and_then(Publish::next_cut);
-            let (next, mark) = if timed {
-                pacer.after_timed_read(n, READ_BUFFER, read_at.into_std(), arrived, next_cut)
-            } else {
-                pacer.after_read(n, READ_BUFFER, read_at.into_std(), next_cut)
-            };
+            // A read the socket woke came as its bytes did.
+            let arrived = if timed { arrived } else { Some(read_at.into_std()) };
+            let (next, mark) =
+                pacer.after_read_arrived(n, READ_BUFFER, read_at.into_std(), arrived, next_cut);
             if let Some(mark) = mark {
                 self.set_low_water(mark, &mut pacer, &mut guard)?;
             }

@@ -226,20 +226,17 @@ impl ReadPacer {
         now: Instant,
         next_cut: Option<NextCut>,
     ) -> (NextRead, Option<usize>) {
-        if let Some(cut) = next_cut {
-            // Bytes the socket reported have just arrived: their latest frame with them.
-            self.arrivals.observe(now, cut.latest);
-        }
-        self.plan_next(n, buffer, now, next_cut)
+        // Bytes the socket reported have just arrived: their latest frame with them.
+        self.after_read_arrived(n, buffer, now, Some(now), next_cut)
     }
 
-    /// As [`Self::after_read`], for a read the timer made (a tick, or a cut's frame due),
-    /// whose last bytes `arrived` then, as the kernel stamped them. Its bytes gathered over
-    /// the pause: the time of the read itself says nothing of when frames arrive (a tick
-    /// falls at the same phase of a publisher's frames each time, so a clock taken from the
-    /// reads would expect every frame that much late; one taken from reads timed to cuts
-    /// would drift later with each), so without a stamp it does not set the clock.
-    pub fn after_timed_read(
+    /// As [`Self::after_read`], for a read whose last bytes `arrived` then, as the kernel
+    /// stamped them: a read the timer made (a tick, or a cut's frame due), whose bytes
+    /// gathered over the pause. The time of such a read says nothing of when frames arrive
+    /// (a tick falls at the same phase of a publisher's frames each time, so a clock taken
+    /// from the reads would expect every frame that much late; one taken from reads timed to
+    /// cuts would drift later with each), so without a stamp it does not set the clock.
+    pub fn after_read_arrived(
         &mut self,
         n: usize,
         buffer: usize,
@@ -250,16 +247,6 @@ impl ReadPacer {
         if let (Some(arrived), Some(cut)) = (arrived, next_cut) {
             self.arrivals.observe(arrived, cut.latest);
         }
-        self.plan_next(n, buffer, now, next_cut)
-    }
-
-    fn plan_next(
-        &mut self,
-        n: usize,
-        buffer: usize,
-        now: Instant,
-        next_cut: Option<NextCut>,
-    ) -> (NextRead, Option<usize>) {
         self.measure(n, now);
         let plan = self.plan(n, buffer, now, next_cut);
         match plan {
@@ -387,11 +374,17 @@ mod tests {
         }
     }
 
+    /// A pacer that has read an on-time publisher every 50 ms from 0 to `until` ms.
+    fn on_time_pacer(no_media: Duration, until: u32) -> (OnTime, ReadPacer) {
+        let on_time = OnTime { t0: Instant::now(), shift: 0 };
+        let mut pacer = ReadPacer::new(PAUSE, no_media, on_time.t0);
+        on_time.reads(&mut pacer, 0, until);
+        (on_time, pacer)
+    }
+
     #[test]
     fn a_part_read_is_timed_to_the_frame_expected_to_end_it() {
-        let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
-        on_time.reads(&mut pacer, 0, 1050);
+        let (on_time, mut pacer) = on_time_pacer(NO_MEDIA, 1050);
         // 33 ms before the frame expected to end the part: the read is timed to it.
         // The mark is a pause beyond it: 85 ms at 315 KB/s.
         let next = on_time.read(&mut pacer, 1100, 33 * MS);
@@ -408,9 +401,7 @@ mod tests {
 
     #[test]
     fn a_read_long_after_its_frames_arrived_does_not_make_the_next_expected_later() {
-        let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
-        on_time.reads(&mut pacer, 0, 1050);
+        let (on_time, mut pacer) = on_time_pacer(NO_MEDIA, 1050);
         // A read at 1,140 ms bringing frames up to 1,100 ms (a late read, 40 ms after
         // the latest arrived): the frame 33 ms after that one is due at 1,133 ms, by the
         // earlier reads, so it is due already and reads are immediate.
@@ -424,9 +415,7 @@ mod tests {
 
     #[test]
     fn the_clock_remembers_the_window_before() {
-        let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
-        on_time.reads(&mut pacer, 0, 950);
+        let (on_time, mut pacer) = on_time_pacer(NO_MEDIA, 950);
         // The read that starts the next window comes 40 ms after its latest frame did: by
         // the window before, the frame 33 ms after that one is due already.
         let late = OnTime { t0: on_time.t0, shift: -40 };
@@ -496,7 +485,7 @@ mod tests {
                 let (plan, _) = if timed {
                     // The kernel's stamp: when the last message read arrived.
                     let stamp = (n > 0).then(|| arrival(next - 1));
-                    pacer.after_timed_read(n, READ_BUFFER, read_at, stamp, remuxer.next_cut())
+                    pacer.after_read_arrived(n, READ_BUFFER, read_at, stamp, remuxer.next_cut())
                 } else {
                     pacer.after_read(n, READ_BUFFER, read_at, remuxer.next_cut())
                 };
@@ -567,10 +556,10 @@ mod tests {
         // beyond the tick, so that the tick, not the mark, makes the read.
         let (a, _) = one.after_read(1000, BUF, t0 + 1010 * MS, FAR);
         assert_eq!(a, NextRead::Gather { low_water: 27_000, fallback: 40 * MS });
-        let (b, _) = other.after_timed_read(1000, BUF, t0 + 1033 * MS, None, FAR);
+        let (b, _) = other.after_read_arrived(1000, BUF, t0 + 1033 * MS, None, FAR);
         assert_eq!(b, NextRead::Gather { low_water: 20_100, fallback: 17 * MS });
         // A tick closer than MIN_READ_PAUSE is skipped for the one after.
-        let (c, _) = one.after_timed_read(1000, BUF, t0 + 1048 * MS, None, FAR);
+        let (c, _) = one.after_read_arrived(1000, BUF, t0 + 1048 * MS, None, FAR);
         assert_eq!(c, NextRead::Gather { low_water: 30_600, fallback: 52 * MS });
         // On a tick, the next one is a pause on.
         assert_eq!(one.next_tick(t0 + 1100 * MS), 50 * MS);
@@ -582,24 +571,24 @@ mod tests {
     /// is then immediate: early, never late). With the stamp it sets it as the socket's do.
     #[test]
     fn reads_on_the_timer_set_the_clock_only_by_their_arrival_stamps() {
-        let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, NO_MEDIA, on_time.t0);
-        on_time.reads(&mut pacer, 0, 1050);
+        let (on_time, mut pacer) = on_time_pacer(NO_MEDIA, 1050);
         // From 1,100 ms, the timer's reads without stamps, 40 ms after their latest frame
         // came; the rate windows roll at 2 and 3 s.
         let stale = OnTime { t0: on_time.t0, shift: -40 };
         for ms in (1100..=2950).step_by(50) {
             let at = on_time.t0 + ms * MS;
-            let (next, _) = pacer.after_timed_read(15_000, BUF, at, None, stale.cut(ms, 200 * MS));
+            let (next, _) =
+                pacer.after_read_arrived(15_000, BUF, at, None, stale.cut(ms, 200 * MS));
             assert!(matches!(next, NextRead::Gather { .. }), "{ms}: {next:?}");
         }
         let at = on_time.t0 + 3000 * MS;
-        let (next, _) = pacer.after_timed_read(15_000, BUF, at, None, stale.cut(3000, 33 * MS));
+        let (next, _) = pacer.after_read_arrived(15_000, BUF, at, None, stale.cut(3000, 33 * MS));
         assert_eq!(next, NextRead::Immediate);
         // A read at 3,050 ms whose last bytes, the frame stamped 3,010 ms, arrived at 3,010
         // ms: the frame 60 ms after that one is due at 3,070 ms, read 2 ms after.
         let (at, stamp) = (on_time.t0 + 3050 * MS, Some(on_time.t0 + 3010 * MS));
-        let (next, _) = pacer.after_timed_read(15_000, BUF, at, stamp, on_time.cut(3010, 60 * MS));
+        let (next, _) =
+            pacer.after_read_arrived(15_000, BUF, at, stamp, on_time.cut(3010, 60 * MS));
         assert!(
             matches!(next, NextRead::Gather { fallback, .. } if fallback == 22 * MS),
             "{next:?}"
@@ -753,16 +742,14 @@ mod tests {
     /// from a cut, the next tick; and never past a quarter of the no-media timeout.
     #[test]
     fn a_timed_read_that_finds_nothing_plans_again() {
-        let on_time = OnTime { t0: Instant::now(), shift: 0 };
-        let mut pacer = ReadPacer::new(PAUSE, 100 * MS, on_time.t0);
-        on_time.reads(&mut pacer, 0, 1050);
+        let (on_time, mut pacer) = on_time_pacer(100 * MS, 1050);
         // Timed for a cut at 1,133 ms: at 1,135 ms its frame is not there.
         let at = on_time.t0 + 1135 * MS;
-        let (next, mark) = pacer.after_timed_read(0, BUF, at, None, on_time.cut(1100, 33 * MS));
+        let (next, mark) = pacer.after_read_arrived(0, BUF, at, None, on_time.cut(1100, 33 * MS));
         assert_eq!((next, mark), (NextRead::Immediate, Some(1)));
         // A tick with nothing queued and the cut far: the next tick, within 25 ms.
         let at = on_time.t0 + 1200 * MS;
-        let (next, _) = pacer.after_timed_read(0, BUF, at, None, on_time.cut(1190, 250 * MS));
+        let (next, _) = pacer.after_read_arrived(0, BUF, at, None, on_time.cut(1190, 250 * MS));
         assert!(matches!(next, NextRead::Gather { fallback, .. } if fallback == 25 * MS));
     }
 
